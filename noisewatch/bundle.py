@@ -1,0 +1,163 @@
+"""Model bundles: ``<name>.tflite`` plus a ``<name>.json`` sidecar.
+
+The sidecar carries everything training and the daemon must agree on (labels in output order,
+feature settings, default thresholds) and what a user should know about the model (metrics,
+provenance, licence). The daemon takes these from the bundle, never from its own defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from noisewatch.features import FeatureSettings
+from noisewatch.runtime import TFLiteModel
+
+FORMAT = "noisewatch-bundle/1"
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_MODEL = "urban11.json"
+MODEL_ENV = "NOISEWATCH_MODEL"
+
+
+class BundleError(ValueError):
+    """A bundle is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated model bundle; ``path`` is the sidecar JSON."""
+
+    path: Path
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    features: FeatureSettings
+    thresholds: dict[str, float]
+    tflite: Path
+    variant: str = "float32"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ident(self) -> str:
+        """``name@version``, as events carry it."""
+        return f"{self.name}@{self.version}"
+
+    def threshold(self, label: str) -> float:
+        return self.thresholds.get(label, DEFAULT_THRESHOLD)
+
+    def open_model(self, runtime: str | None = None, num_threads: int = 1) -> TFLiteModel:
+        """Load the .tflite and check that its shapes match the sidecar."""
+        model = TFLiteModel(self.tflite, runtime=runtime, num_threads=num_threads)
+        if model.n_features != self.features.n_features or model.n_classes != len(self.labels):
+            raise BundleError(
+                f"{self.tflite}: model takes {model.n_features} features and gives {model.n_classes} scores, "
+                f"but {self.path.name} says {self.features.n_features} features and {len(self.labels)} labels"
+            )
+        return model
+
+
+def default_model_path() -> Path:
+    """$NOISEWATCH_MODEL, else the shipped model: the repository's models/ or the installed share/."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    candidates = [
+        Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL,
+        Path(sys.prefix) / "share" / "noisewatch" / "models" / DEFAULT_MODEL,
+    ]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The sidecar JSON for a bundle given as .json, .tflite, or a folder holding one bundle."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.json"))
+        if len(found) != 1:
+            raise BundleError(f"{path}: expected exactly one bundle .json in the folder, found {len(found)}")
+        return found[0]
+    return path.with_suffix(".json")
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and validate a bundle; every problem raises BundleError naming the file."""
+    sidecar = sidecar_path(path)
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{sidecar}: model bundle not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{sidecar}: not a readable bundle sidecar ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{sidecar}: not a noisewatch bundle (format must be {FORMAT!r})")
+    try:
+        return _from_dict(sidecar, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{sidecar}: invalid bundle: {exc}") from None
+
+
+def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
+    labels = tuple(str(label) for label in data["labels"])
+    if not labels or len(set(labels)) != len(labels):
+        raise ValueError("labels must be a non-empty list of unique names")
+    thresholds = {str(k): float(v) for k, v in data.get("thresholds", {}).items()}
+    bad = {k: v for k, v in thresholds.items() if k not in labels or not 0.0 <= v <= 1.0}
+    if bad:
+        raise ValueError(f"thresholds must name known labels with values in 0..1, got {bad}")
+    tflite = sidecar.parent / data["tflite"]
+    if not tflite.is_file():
+        raise ValueError(f"model file {tflite} is missing")
+    known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "variant", "metrics", "provenance"}
+    return Bundle(
+        path=sidecar,
+        name=str(data["name"]),
+        version=str(data["version"]),
+        labels=labels,
+        features=FeatureSettings.from_dict(data["features"]),
+        thresholds=thresholds,
+        tflite=tflite,
+        variant=str(data.get("variant", "float32")),
+        metrics=dict(data.get("metrics", {})),
+        provenance=dict(data.get("provenance", {})),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def write_bundle(
+    directory: str | Path,
+    name: str,
+    tflite_bytes: bytes,
+    *,
+    version: str,
+    labels: list[str],
+    features: FeatureSettings,
+    thresholds: dict[str, float],
+    variant: str = "float32",
+    metrics: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """Write ``<name>.tflite`` and ``<name>.json`` into ``directory`` and read them back."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.tflite").write_bytes(tflite_bytes)
+    sidecar = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "tflite": f"{name}.tflite",
+        "variant": variant,
+        "labels": list(labels),
+        "features": features.to_dict(),
+        "thresholds": {label: round(float(thresholds.get(label, DEFAULT_THRESHOLD)), 4) for label in labels},
+        "metrics": metrics or {},
+        "provenance": provenance or {},
+        **(extra or {}),
+    }
+    (directory / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return load_bundle(directory / f"{name}.json")

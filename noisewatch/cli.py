@@ -1,0 +1,108 @@
+"""``noisewatch`` command line: one argparse front for every subcommand.
+
+Handlers are imported lazily (``module:function``), so ``noisewatch run`` never pulls in the
+training stack and ``noisewatch --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from noisewatch import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the listening daemon (microphone, or a file with --input)")
+    p.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
+    p.add_argument("--input", "-i", metavar="AUDIOFILE", help="replay a recording instead of the microphone")
+    p.add_argument("--speed", type=float, default=1.0, help="replay pace: 1 real time, 4 faster, 0 as fast as possible")
+    p.add_argument("--jsonl", metavar="PATH", help="write every sink message as JSON lines ('-': stdout)")
+    p.add_argument("--model", help="model bundle, overriding model.path")
+    p.set_defaults(handler="noisewatch.daemon.service:main")
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify recordings offline, window by window")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", help="model bundle (default: the shipped model)")
+    p.add_argument("--hop", type=float, default=2.0, help="seconds between windows of long recordings")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler="noisewatch.classify:main")
+
+
+def _add_devices(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("devices", help="list audio input devices")
+    p.set_defaults(handler="noisewatch.daemon.sources:list_devices_main")
+
+
+def _add_check_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="validate a config file (and its model bundle) without starting")
+    p.add_argument("config")
+    p.set_defaults(handler="noisewatch.daemon.service:check_config_main")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="build the dataset, train the Keras MLP and write a fold-wise report")
+    p.add_argument("--urbansound", metavar="DIR", help="UrbanSound8K root (metadata/ + audio/)")
+    p.add_argument("--esc50", metavar="DIR", help="ESC-50 root (meta/ + audio/), for the background class")
+    p.add_argument("--folder", metavar="DIR", action="append", default=[], help="folder-per-class dataset (repeatable)")
+    p.add_argument("--background", metavar="DIR", help="folder of the user's own background recordings")
+    p.add_argument("--folds", help="UrbanSound8K folds to use, e.g. 1,2 (default: all present)")
+    p.add_argument("--out", default="build/train", help="output folder for the Keras model, cache and report")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler="noisewatch.train.pipeline:main")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a converted bundle through the runtime path")
+    p.add_argument("--model", required=True, help="model bundle")
+    p.add_argument("--dataset", required=True, metavar="DIR", help="UrbanSound8K, ESC-50 or folder-per-class root")
+    p.add_argument("--folds", help="UrbanSound8K folds, e.g. 1,2")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--predictions", metavar="CSV", help="write one row per clip")
+    p.set_defaults(handler="noisewatch.train.evaluate:main")
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a trained Keras model into a TFLite bundle")
+    p.add_argument("--train-dir", default="build/train", help="output folder of 'noisewatch train'")
+    p.add_argument("--out", default="models", help="folder for the bundle")
+    p.add_argument("--name", default="urban11", help="bundle name")
+    p.add_argument("--variant", choices=["float32", "int8"], action="append", help="variants to write (default: both)")
+    p.set_defaults(handler="noisewatch.convert:main")
+
+
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="start the Streamlit dashboard (needs the 'dashboard' extra)")
+    p.add_argument("--config", "-c", help="the daemon's config file (broker, TLS, prefix)")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(handler="noisewatch.dashboard.launch:main")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="noisewatch", description="Urban noise event detection, published over MQTT.")
+    parser.add_argument("--version", action="version", version=f"noisewatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_run, _add_classify, _add_devices, _add_check_config, _add_train, _add_evaluate, _add_convert, _add_dashboard):
+        add(sub)
+    return parser
+
+
+def resolve(handler: str) -> Handler:
+    module, _, function = handler.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return resolve(args.handler)(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The daemon's configuration: YAML validated once, at start-up, into typed models.
+
+Every model forbids unknown keys (a typo is an error, not a silently ignored setting), every
+number has a range and a unit, and every error names the key path, the value and the problem.
+No stage reads the YAML itself; each receives its section.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
+
+Seconds = Annotated[float, Field(gt=0, description="seconds")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``str()`` is one line per problem, ready for stderr."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    path: Path | None = Field(None, description="model bundle (.json sidecar, .tflite or folder); null: the bundled default")
+    runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"] = "auto"
+    num_threads: int = Field(1, ge=1, le=8, description="interpreter threads")
+
+
+class AudioSection(_Section):
+    device: int | str | None = Field(None, description="input device index or name substring; null: system default")
+    sample_rate: int | None = Field(None, ge=8000, le=384000, description="capture rate in Hz; null: device default")
+    channels: int | None = Field(None, ge=1, le=32, description="captured channels, downmixed to mono; null: device default")
+    block_size: int = Field(1024, ge=64, le=65536, description="frames per audio callback")
+    buffer_s: float = Field(10.0, ge=1.0, le=120.0, description="ring buffer capacity in seconds")
+    hop_s: float = Field(0.5, gt=0.0, le=60.0, description="seconds between window starts (rounded to STFT hops)")
+    gate_dbfs: Dbfs = Field(-75.0, description="windows quieter than this skip inference and count as background")
+    reopen_max_s: Seconds = Field(30.0, le=3600, description="longest wait between attempts to reopen the device")
+
+
+class DetectorSection(_Section):
+    thresholds: dict[str, Probability] = Field(default_factory=dict, description="per-label overrides of the bundle's thresholds")
+    ignore: tuple[str, ...] = Field(("background",), description="labels that never become events")
+    smoothing_windows: int = Field(2, ge=1, le=50, description="scores are averaged over this many windows")
+    release_s: float = Field(1.0, ge=0.0, le=600, description="an event ends after the label has been absent this long")
+    min_duration_s: float = Field(0.0, ge=0.0, le=600, description="shorter events are dropped")
+    cooldown_s: float = Field(0.0, ge=0.0, le=3600, description="after an event ends, the label cannot restart for this long")
+    max_duration_s: float = Field(600.0, gt=0.0, le=86400, description="a longer event is reported and continued")
+
+
+class LoudnessSection(_Section):
+    enabled: bool = True
+    threshold_dbfs: Dbfs = Field(-10.0, description="1 s level that counts as loud")
+    min_duration_s: float = Field(2.0, ge=0.0, le=3600, description="loud for at least this long to raise an event")
+
+
+class LevelsSection(_Section):
+    interval_s: float = Field(60.0, ge=1.0, le=86400, description="period of level reports")
+    calibration_db: float | None = Field(None, ge=0.0, le=200.0, description="dB SPL that 0 dBFS corresponds to; null: uncalibrated")
+
+
+class ScoresSection(_Section):
+    enabled: bool = Field(False, description="send the top-3 scores of windows, for tuning thresholds")
+    interval_s: float = Field(1.0, ge=0.0, le=3600, description="at most one report per this many seconds")
+
+
+class ClipsSection(_Section):
+    enabled: bool = False
+    directory: Path = Field(Path("/var/lib/noisewatch/clips"), description="where event WAV clips are written")
+    max_files: int = Field(200, ge=1, le=100000, description="oldest clips are deleted beyond this count")
+
+
+class JsonlSection(_Section):
+    path: str | None = Field(None, description="JSON-lines log of everything sent to sinks; '-' for stdout")
+
+
+class TlsSection(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip host name verification (self-signed setups only)")
+
+
+class SpoolSection(_Section):
+    directory: Path = Field(Path("/var/lib/noisewatch/spool"), description="events wait here while the broker is away")
+    max_mb: float = Field(50.0, gt=0.0, le=100000, description="spool size bound in MiB; oldest dropped first")
+    max_age_h: float = Field(168.0, gt=0.0, le=87600, description="spooled events older than this are dropped")
+
+
+class HomeAssistantSection(_Section):
+    discovery: bool = True
+    prefix: str = "homeassistant"
+    device_name: str | None = Field(None, description="name shown in Home Assistant; null: noisewatch <device_id>")
+
+
+class MqttSection(_Section):
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: str | None = Field(None, description="null: noisewatch-<device_id>")
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    username: str | None = None
+    password_file: Path | None = Field(None, description="file holding the password (e.g. a systemd credential)")
+    topic_prefix: str | None = Field(None, description="null: noisewatch/<device_id>")
+    reconnect_min_s: float = Field(1.0, gt=0.0, le=3600)
+    reconnect_max_s: float = Field(60.0, gt=0.0, le=3600)
+    stats_interval_s: float = Field(60.0, ge=1.0, le=86400)
+    tls: TlsSection = TlsSection()
+    spool: SpoolSection = SpoolSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "MqttSection":
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_has_no_wildcards(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "#+") or value.endswith("/")):
+            raise ValueError("must be a non-empty topic without wildcards or a trailing '/'")
+        return value
+
+
+class LoggingSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "journal", "plain"] = Field("auto", description="auto: journal when run by systemd")
+
+
+class Config(_Section):
+    device_id: str = Field("noisewatch", description="names this listener in events and MQTT topics")
+    model: ModelSection = ModelSection()
+    audio: AudioSection = AudioSection()
+    detector: DetectorSection = DetectorSection()
+    loudness: LoudnessSection = LoudnessSection()
+    levels: LevelsSection = LevelsSection()
+    scores: ScoresSection = ScoresSection()
+    clips: ClipsSection = ClipsSection()
+    jsonl: JsonlSection = JsonlSection()
+    mqtt: MqttSection = MqttSection()
+    logging: LoggingSection = LoggingSection()
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_is_topic_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-' (it becomes part of MQTT topics)")
+        return value
+
+    def mqtt_password(self) -> str | None:
+        """$NOISEWATCH_MQTT_PASSWORD, else ``mqtt.password_file``; never from the YAML itself."""
+        if os.environ.get(PASSWORD_ENV):
+            return os.environ[PASSWORD_ENV]
+        if self.mqtt.password_file is None:
+            return None
+        try:
+            return self.mqtt.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: {self.mqtt.password_file}: {exc.strerror}") from None
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def load_config(path: str | Path | None) -> Config:
+    """Read, validate and resolve a config file (None: all defaults). Raises ConfigError."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(path, error, node) for error in exc.errors())) from None
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Relative file paths in the config are relative to the config file, not the working dir."""
+
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else (base / p).resolve()
+
+    mqtt = config.mqtt
+    tls = mqtt.tls.model_copy(update={k: resolve(getattr(mqtt.tls, k)) for k in ("ca_file", "cert_file", "key_file")})
+    return config.model_copy(
+        update={
+            "model": config.model.model_copy(update={"path": resolve(config.model.path)}),
+            "clips": config.clips.model_copy(update={"directory": resolve(config.clips.directory)}),
+            "mqtt": mqtt.model_copy(
+                update={
+                    "tls": tls,
+                    "password_file": resolve(mqtt.password_file),
+                    "spool": mqtt.spool.model_copy(update={"directory": resolve(mqtt.spool.directory)}),
+                }
+            ),
+        }
+    )
+
+
+def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
+    """One line: file:line: key.path = value: problem."""
+    keys = [str(part) for part in error["loc"]]
+    line = _line_of(node, error["loc"])
+    where = f"{path}:{line}" if line else str(path)
+    key = ".".join(keys) or "(top level)"
+    problem = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{where}: {key}: unknown key (check the spelling; see config/noisewatch.yaml)"
+    if error["type"] == "missing":
+        return f"{where}: {key}: required key is missing"
+    return f"{where}: {key} = {error.get('input')!r}: {problem}"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based YAML line of the deepest key in ``loc`` that exists in the document."""
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line

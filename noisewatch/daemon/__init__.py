@@ -1,0 +1,1 @@
+"""The long-running listening service: sources -> ring buffer -> windows -> model -> detector -> sinks."""

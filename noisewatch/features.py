@@ -1,0 +1,227 @@
+"""MFCC front-end shared by training, evaluation and the daemon.
+
+numpy only (no librosa at run time). With default settings it reproduces
+``librosa.feature.mfcc(y, sr=22050, n_mfcc=50)`` averaged over time, which is what
+the earlier notebook project trained on. The computation is split into per-frame
+steps (:func:`frame_mel_db`) and a per-window step (:func:`summarize`) so that the
+streaming front-end in the daemon can reuse frames between overlapping windows
+and still call exactly this code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+SHORT_CLIP_MODES = ("pad", "tile")
+STATS = ("mean", "std")
+AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Everything that defines a feature vector; stored in every model bundle."""
+
+    sample_rate: int = 22050
+    """Model sample rate in Hz; all audio is resampled to it."""
+    window_s: float = 4.0
+    """Length of one classification window in seconds."""
+    n_fft: int = 2048
+    """FFT size and STFT window length in samples."""
+    hop_length: int = 512
+    """STFT hop in samples."""
+    n_mels: int = 128
+    """Number of Slaney-normalised mel bands."""
+    fmin: float = 0.0
+    """Lowest mel band edge in Hz."""
+    fmax: float | None = None
+    """Highest mel band edge in Hz (None: Nyquist)."""
+    top_db: float | None = 80.0
+    """Dynamic range kept below the window's loudest mel bin, in dB (None: unclipped)."""
+    n_mfcc: int = 50
+    """Number of DCT-II (ortho) coefficients kept."""
+    stats: tuple[str, ...] = ("mean",)
+    """Summaries over time of each coefficient, concatenated in this order."""
+    short_clip: Literal["pad", "tile"] = "tile"
+    """How a clip shorter than the window is made one window long."""
+
+    def __post_init__(self) -> None:
+        if self.short_clip not in SHORT_CLIP_MODES:
+            raise ValueError(f"short_clip must be one of {SHORT_CLIP_MODES}, not {self.short_clip!r}")
+        unknown = set(self.stats) - set(STATS)
+        if unknown or not self.stats:
+            raise ValueError(f"stats must be a non-empty subset of {STATS}, not {self.stats!r}")
+        if self.n_mfcc > self.n_mels:
+            raise ValueError("n_mfcc cannot exceed n_mels")
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc * len(self.stats)
+
+    def frames_per_window(self) -> int:
+        """STFT frames of one centred window, as librosa counts them."""
+        return 1 + self.window_samples // self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["stats"] = list(self.stats)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown feature settings: {sorted(unknown)}")
+        values = dict(data)
+        if "stats" in values:
+            values["stats"] = tuple(values["stats"])
+        return cls(**values)
+
+
+# --- filters -----------------------------------------------------------------------------------
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    linear = hz / f_sp
+    log = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    linear = f_sp * mel
+    log = min_log_hz * np.exp(logstep * (np.maximum(mel, min_log_mel) - min_log_mel))
+    return np.where(mel >= min_log_mel, log, linear)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    """Slaney-normalised triangular filters, shape (n_mels, 1 + n_fft // 2); as librosa.filters.mel."""
+    fmax = sample_rate / 2 if fmax is None else fmax
+    fft_hz = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    weights.setflags(write=False)
+    return weights
+
+
+@functools.lru_cache(maxsize=8)
+def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """Orthonormal DCT-II basis, shape (n_mfcc, n_mels)."""
+    k = np.arange(n_mfcc)[:, None]
+    n = np.arange(n_mels)[None, :]
+    basis = np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels)) * np.sqrt(2.0 / n_mels)
+    basis[0] /= np.sqrt(2.0)
+    basis.setflags(write=False)
+    return basis
+
+
+@functools.lru_cache(maxsize=8)
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (scipy's ``get_window('hann', n, fftbins=True)``)."""
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
+    window.setflags(write=False)
+    return window
+
+
+# --- per-frame and per-window steps --------------------------------------------------------------
+
+def frame_mel_db(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Mel power in dB (before the top_db clamp) of raw frames, shape (n, n_fft) -> (n, n_mels)."""
+    spectrum = np.fft.rfft(frames * hann_window(settings.n_fft), axis=-1)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = power @ _mel_basis(settings).T
+    return 10.0 * np.log10(np.maximum(mel, AMIN))
+
+
+def _mel_basis(settings: FeatureSettings) -> np.ndarray:
+    return mel_filterbank(settings.sample_rate, settings.n_fft, settings.n_mels, settings.fmin, settings.fmax)
+
+
+def centred_frames(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Frames of a zero-padded signal, centred on multiples of hop_length (librosa's center=True)."""
+    half = settings.n_fft // 2
+    padded = np.pad(np.asarray(y, dtype=np.float64), (half, half))
+    n_frames = 1 + len(y) // settings.hop_length
+    view = np.lib.stride_tricks.sliding_window_view(padded, settings.n_fft)
+    return view[:: settings.hop_length][:n_frames]
+
+
+def mfcc_frames(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Clamp to top_db below the loudest bin, then DCT: (n, n_mels) -> (n, n_mfcc)."""
+    if settings.top_db is not None:
+        mel_db = np.maximum(mel_db, mel_db.max() - settings.top_db)
+    return mel_db @ dct_matrix(settings.n_mfcc, settings.n_mels).T
+
+
+def summarize(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Feature vector of one window from its mel-dB frames, float32 of length n_features."""
+    coefficients = mfcc_frames(mel_db, settings)
+    parts = {"mean": lambda: coefficients.mean(axis=0), "std": lambda: coefficients.std(axis=0)}
+    return np.concatenate([parts[name]() for name in settings.stats]).astype(np.float32)
+
+
+def mfcc(y: np.ndarray, settings: FeatureSettings = FeatureSettings()) -> np.ndarray:
+    """MFCC matrix (n_mfcc, frames), as ``librosa.feature.mfcc`` lays it out."""
+    return mfcc_frames(frame_mel_db(centred_frames(y, settings), settings), settings).T
+
+
+def extract(window: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """The feature vector of one window of audio at the model rate: the batch reference."""
+    return summarize(frame_mel_db(centred_frames(window, settings), settings), settings)
+
+
+# --- clips and windows ----------------------------------------------------------------------------
+
+def fit_to_window(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Make a clip exactly one window long.
+
+    Longer clips keep their first window. Shorter ones are tiled (repeated) by default, so a
+    1 s gunshot keeps its own statistics instead of being diluted by digital silence; ``pad``
+    appends zeros instead. Training, evaluation and ``classify`` all go through here.
+    """
+    n = settings.window_samples
+    y = np.asarray(y, dtype=np.float32)
+    if len(y) >= n:
+        return y[:n]
+    if len(y) == 0:
+        return np.zeros(n, dtype=np.float32)
+    if settings.short_clip == "pad":
+        return np.pad(y, (0, n - len(y)))
+    return np.tile(y, -(-n // len(y)))[:n]
+
+
+def clip_windows(y: np.ndarray, settings: FeatureSettings, hop_s: float) -> list[tuple[float, np.ndarray]]:
+    """Split a recording into (start_s, window) pairs; a short clip is one fitted window."""
+    n = settings.window_samples
+    if len(y) <= n:
+        return [(0.0, fit_to_window(y, settings))]
+    hop = max(1, int(round(hop_s * settings.sample_rate)))
+    starts = list(range(0, len(y) - n + 1, hop))
+    if starts[-1] + n < len(y):
+        starts.append(len(y) - n)
+    return [(start / settings.sample_rate, np.asarray(y[start : start + n], dtype=np.float32)) for start in starts]
+
+
+def clip_features(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Feature vector of a whole clip as used for training: one fitted window."""
+    return extract(fit_to_window(y, settings), settings)
