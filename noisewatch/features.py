@@ -145,16 +145,39 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 # --- per-frame and per-window steps --------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _SparseMel:
+    """The filterbank's non-zero weights: each FFT bin feeds at most two bands, so a dense
+    (n, 1025) @ (1025, 128) product would be ~98% multiplications by zero."""
+
+    bins: np.ndarray
+    weights: np.ndarray
+    starts: np.ndarray
+
+    def apply(self, power: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(power[:, self.bins] * self.weights, self.starts, axis=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _sparse_mel(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> _SparseMel:
+    bank = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    bins, weights, starts = [], [], []
+    for row in bank:
+        nonzero = np.flatnonzero(row)
+        if len(nonzero) == 0:  # an empty band still needs one (zero) term for reduceat
+            nonzero = np.array([0])
+        starts.append(len(bins))
+        bins.extend(nonzero)
+        weights.extend(row[nonzero])
+    return _SparseMel(np.array(bins), np.array(weights), np.array(starts))
+
+
 def frame_mel_db(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Mel power in dB (before the top_db clamp) of raw frames, shape (n, n_fft) -> (n, n_mels)."""
     spectrum = np.fft.rfft(frames * hann_window(settings.n_fft), axis=-1)
     power = spectrum.real**2 + spectrum.imag**2
-    mel = power @ _mel_basis(settings).T
+    mel = _sparse_mel(settings.sample_rate, settings.n_fft, settings.n_mels, settings.fmin, settings.fmax).apply(power)
     return 10.0 * np.log10(np.maximum(mel, AMIN))
-
-
-def _mel_basis(settings: FeatureSettings) -> np.ndarray:
-    return mel_filterbank(settings.sample_rate, settings.n_fft, settings.n_mels, settings.fmin, settings.fmax)
 
 
 def centred_frames(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
@@ -166,17 +189,30 @@ def centred_frames(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     return view[:: settings.hop_length][:n_frames]
 
 
+def clamp_db(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Keep top_db of dynamic range below the loudest bin, as librosa.power_to_db does."""
+    if settings.top_db is None:
+        return mel_db
+    return np.maximum(mel_db, mel_db.max() - settings.top_db)
+
+
 def mfcc_frames(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """Clamp to top_db below the loudest bin, then DCT: (n, n_mels) -> (n, n_mfcc)."""
-    if settings.top_db is not None:
-        mel_db = np.maximum(mel_db, mel_db.max() - settings.top_db)
-    return mel_db @ dct_matrix(settings.n_mfcc, settings.n_mels).T
+    """Clamp, then DCT: (n, n_mels) mel dB -> (n, n_mfcc)."""
+    return clamp_db(mel_db, settings) @ dct_matrix(settings.n_mfcc, settings.n_mels).T
 
 
 def summarize(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """Feature vector of one window from its mel-dB frames, float32 of length n_features."""
-    coefficients = mfcc_frames(mel_db, settings)
-    parts = {"mean": lambda: coefficients.mean(axis=0), "std": lambda: coefficients.std(axis=0)}
+    """Feature vector of one window from its mel-dB frames, float32 of length n_features.
+
+    The DCT is linear, so the mean of the MFCCs is the DCT of the mean mel frame: one
+    128-point product instead of one per frame. Per-frame MFCCs are formed only for ``std``.
+    """
+    basis = dct_matrix(settings.n_mfcc, settings.n_mels)
+    clamped = clamp_db(mel_db, settings)
+    parts = {
+        "mean": lambda: clamped.mean(axis=0) @ basis.T,
+        "std": lambda: (clamped @ basis.T).std(axis=0),
+    }
     return np.concatenate([parts[name]() for name in settings.stats]).astype(np.float32)
 
 

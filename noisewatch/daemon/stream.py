@@ -55,6 +55,9 @@ class StreamingFeatures:
         self._buffer = np.zeros(self._window + self.hop_samples, dtype=np.float32)
         self._cache = np.zeros((self._n_frames, settings.n_mels), dtype=np.float64)
         self._mel_db = np.zeros((self._n_frames, settings.n_mels), dtype=np.float64)
+        self._inner = np.arange(self._first_inner, self._last_inner + 1)
+        self._ramp = np.arange(settings.n_fft)[None, :]
+        self._edges = np.r_[0 : self._first_inner, self._last_inner + 1 : self._n_frames]
         self._index = 0
         self.reset(start_sample)
 
@@ -82,32 +85,28 @@ class StreamingFeatures:
     def _emit(self) -> Window:
         audio = self._buffer[: self._window].copy()
         first_frame = self._window_start // self._hop
-        self._update_cache(audio, first_frame)
-        for t in range(self._first_inner, self._last_inner + 1):
-            self._mel_db[t] = self._cache[(first_frame + t) % self._n_frames]
-        edges = self._edge_indices()
-        self._mel_db[edges] = frame_mel_db(self._padded_frames(audio, edges), self.settings)
+        new = np.arange(max(self._next_frame, first_frame + self._first_inner), first_frame + self._last_inner + 1)
+        # One transform for the frames no earlier window had and this window's padded edge frames.
+        offsets = (new - first_frame) * self._hop - self._half
+        frames = np.concatenate([audio[offsets[:, None] + self._ramp], self._edge_frames(audio)])
+        mel_db = frame_mel_db(frames, self.settings)
+        self._cache[new % self._n_frames] = mel_db[: len(new)]
+        self._next_frame = max(self._next_frame, first_frame + self._last_inner + 1)
+        self._mel_db[self._inner] = self._cache[(first_frame + self._inner) % self._n_frames]
+        self._mel_db[self._edges] = mel_db[len(new) :]
         window = Window(self._index, self._origin + self._window_start, audio, summarize(self._mel_db, self.settings))
         self._index += 1
         return window
 
-    def _update_cache(self, audio: np.ndarray, first_frame: int) -> None:
-        """Compute the interior frames this window has that no earlier window had."""
-        start = max(self._next_frame, first_frame + self._first_inner)
-        stop = first_frame + self._last_inner + 1
-        if start >= stop:
-            return
-        offsets = (np.arange(start, stop) - first_frame) * self._hop - self._half
-        frames = audio[offsets[:, None] + np.arange(self.settings.n_fft)[None, :]]
-        self._cache[np.arange(start, stop) % self._n_frames] = frame_mel_db(frames, self.settings)
-        self._next_frame = stop
-
-    def _edge_indices(self) -> np.ndarray:
-        return np.r_[0 : self._first_inner, self._last_inner + 1 : self._n_frames]
-
-    def _padded_frames(self, audio: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        padded = np.pad(audio.astype(np.float64), (self._half, self._half))
-        return padded[indices[:, None] * self._hop + np.arange(self.settings.n_fft)[None, :]]
+    def _edge_frames(self, audio: np.ndarray) -> np.ndarray:
+        """The frames that reach into the window's zero padding, built from its two ends only."""
+        n_fft, half = self.settings.n_fft, self._half
+        head = np.concatenate([np.zeros(half, np.float32), audio[: n_fft]])
+        tail_start = (self._last_inner + 1) * self._hop - half
+        tail = np.concatenate([audio[tail_start:], np.zeros(half, np.float32)])
+        head_offsets = np.arange(self._first_inner) * self._hop
+        tail_offsets = np.arange(self._n_frames - self._last_inner - 1) * self._hop
+        return np.concatenate([head[head_offsets[:, None] + self._ramp], tail[tail_offsets[:, None] + self._ramp]])
 
     def _advance(self) -> None:
         keep = self._filled - self.hop_samples
