@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up a development checkout: system packages where missing, a venv in .venv, noisewatch installed
+# editable. `--test` adds what the test suite needs (training stack, mosquitto, Chromium for the
+# dashboard's browser test). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+apt_missing=()
+need() {  # need PACKAGE COMMAND-OR-FILE
+  if ! command -v "$2" >/dev/null 2>&1 && [ ! -e "$2" ]; then apt_missing+=("$1"); fi
+}
+ldconfig -p 2>/dev/null | grep -q 'libportaudio.so.2 ' || apt_missing+=(libportaudio2)
+if [ "$want_tests" = 1 ]; then
+  need mosquitto /usr/sbin/mosquitto
+  need mosquitto-clients mosquitto_pub
+  need openssl openssl
+  need chromium /usr/bin/chromium
+  need chromium-driver /usr/bin/chromedriver
+fi
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${apt_missing[*]}" >&2
+  sudo_cmd=""; [ "$(id -u)" != 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+extras=""
+[ "$want_tests" = 1 ] && extras="[train,test,dashboard]"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
