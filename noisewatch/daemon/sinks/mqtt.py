@@ -1,0 +1,396 @@
+"""The MQTT sink: events published at least once, through a durable spool, never blocking audio.
+
+Threads and hand-offs:
+
+- ``send`` (processing loop) only appends events to the on-disk spool, queues other messages in
+  memory and wakes the pump; it never calls paho, never waits for the network.
+- The pump thread (``mqtt-pump``) feeds spooled messages to paho in order, at most
+  ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected, removes a message from
+  the spool when its PUBACK arrives, and drains the in-memory queue.
+- paho's own thread (``loop_start``) connects, reconnects with capped exponential backoff (plus a
+  random jitter, so listeners that lost the same broker do not return in lockstep), re-sends its
+  unacknowledged messages after a reconnect, and runs the callbacks: ``online``, the retained
+  ``ON``/``OFF`` states and the Home Assistant discovery are published on every (re)connect.
+
+Connection trouble (broker unreachable, bad credentials, not authorised) is logged once per
+change, not once per retry; the client retries for the life of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import ssl
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from noisewatch import __version__
+from noisewatch.config import PASSWORD_ENV, Config, ConfigError, MqttSection
+from noisewatch.daemon.sinks.homeassistant import (
+    OFFLINE, ONLINE, STATE_OFF, STATE_ON, Listener, discovery_messages,
+)
+from noisewatch.daemon.sinks.spool import Spool
+from noisewatch.daemon.sinks.topics import Topics, default_prefix
+
+log = logging.getLogger(__name__)
+
+QOS_AT_LEAST_ONCE = 1
+INFLIGHT_WINDOW = 20
+"""spooled messages handed to paho and not yet acknowledged (paho's own in-flight default)"""
+MAX_QUEUED = 1000
+"""bound on paho's in-memory queue (the spool is the real queue)"""
+LIVE_QUEUE_MAX = 200
+"""level/stats/scores/state messages kept in memory while disconnected; oldest dropped"""
+CLOSE_FLUSH_S = 2.0
+"""``close`` returns within about this long, whatever the broker does"""
+PUMP_TICK_S = 1.0
+PRUNE_INTERVAL_S = 60.0
+JITTER_FRACTION = 0.5
+"""the reconnect jitter is up to this fraction of the current backoff delay"""
+SESSION_EXPIRY_S = 86400
+"""MQTT 5: how long the broker keeps our session after a disconnect"""
+LOUD_LABEL = "loud"
+_CREDENTIALS_HINT = f"check mqtt.username and the password (${PASSWORD_ENV} or mqtt.password_file)"
+_REFUSAL_HINTS = {0x85: "check mqtt.client_id", 0x86: _CREDENTIALS_HINT, 0x87: _CREDENTIALS_HINT + " and the broker's ACL"}
+
+
+class Outgoing(NamedTuple):
+    """A message waiting in memory for the pump."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Compact JSON, as every payload is sent."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Random extra wait before a reconnect: up to JITTER_FRACTION of paho's current backoff."""
+    delay = min(min_s * 2.0 ** min(failures, 32), max_s)
+    return rng.uniform(0.0, JITTER_FRACTION * delay)
+
+
+class LabelStates:
+    """ON while at least one event of a label is open, so overlapping and split events stay ON."""
+
+    def __init__(self, labels: Iterable[str]) -> None:
+        self._open: dict[str, set[str]] = {label: set() for label in labels}
+
+    def started(self, label: str, event_id: str) -> str | None:
+        """Record an opened event; returns the new state if it changed."""
+        ids = self._open.setdefault(label, set())
+        was_on = bool(ids)
+        ids.add(event_id)
+        return None if was_on else STATE_ON
+
+    def ended(self, label: str, event_id: str) -> str | None:
+        """Record a closed event; returns the new state if it changed."""
+        ids = self._open.setdefault(label, set())
+        was_on = bool(ids)
+        ids.discard(event_id)
+        return STATE_OFF if was_on and not ids else None
+
+    def snapshot(self) -> dict[str, str]:
+        """Every known label's current state."""
+        return {label: STATE_ON if ids else STATE_OFF for label, ids in self._open.items()}
+
+
+class ConnectionLog:
+    """Logs the connection's condition when it changes, not on every retry."""
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def report(self, level: int, text: str) -> None:
+        if text != self._last:
+            self._last = text
+            log.log(level, "%s", text)
+
+
+class MqttSink:
+    """Publishes every sink message under one topic prefix; events go through the spool."""
+
+    def __init__(self, settings: MqttSection, topics: Topics, listener: Listener, spool: Spool,
+                 client_id: str, password: str | None = None) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.listener = listener
+        self.spool = spool
+        self._states = LabelStates(listener.labels)
+        self._states_lock = threading.Lock()
+        self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._inflight: dict[int, int] = {}  # paho mid -> spool seq; pump thread only
+        self._last_handed = 0  # highest spool seq handed to paho; pump thread only
+        self._connected = threading.Event()
+        self._idle = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closing = False
+        self._failures = 0
+        self._rng = random.Random()
+        self._conn_log = ConnectionLog()
+        self._last_status: dict[str, Any] | None = None
+        self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
+        self.client = self._make_client(client_id, password)
+
+    @classmethod
+    def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
+                    version: str = __version__) -> "MqttSink":
+        """Build and start the sink; raises ConfigError for unusable TLS files, password or spool."""
+        section = config.mqtt
+        event_labels = [label for label in labels if label not in config.detector.ignore]
+        if config.loudness.enabled and LOUD_LABEL not in event_labels:
+            event_labels.append(LOUD_LABEL)
+        listener = Listener(
+            device_id=config.device_id,
+            name=section.homeassistant.device_name or f"noisewatch {config.device_id}",
+            labels=tuple(event_labels), model=model_ident, version=version,
+            calibrated=config.levels.calibration_db is not None,
+        )
+        topics = Topics(section.topic_prefix or default_prefix(config.device_id), section.homeassistant.prefix)
+        try:
+            spool = Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
+        except OSError as exc:
+            raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
+        sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
+                   config.mqtt_password())
+        sink.start()
+        return sink
+
+    # --- the Sink interface (processing loop) -------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin connecting (in the background: a missing broker is normal) and pumping."""
+        self._pump.start()
+        self.client.loop_start()
+        log.info("MQTT: publishing to %s:%d under %s (spool %s, %d waiting)", self.settings.host,
+                 self.settings.port, self.topics.prefix, self.spool.directory, self.spool.depth)
+
+    def send(self, kind: str, payload: dict[str, Any]) -> None:
+        """Hand one message over without blocking on the network."""
+        if kind in ("started", "event"):
+            self._send_event(kind, payload)
+        elif kind == "level":
+            self._queue(self.topics.level, encode(payload), retain=True)
+        elif kind == "stats":
+            self._queue(self.topics.stats, encode(self._stats(payload)), retain=True)
+        elif kind == "scores":
+            self._queue(self.topics.scores, encode(payload))
+        elif kind == "status":
+            log.info("listener status: %s", payload)
+            self._last_status = payload
+        else:
+            log.debug("MQTT: ignoring message of unknown kind %r", kind)
+
+    def close(self) -> None:
+        """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline``, stop."""
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        self._closing = True
+        if self._connected.is_set():
+            self._idle.wait(_remaining(deadline))
+        self._stop.set()
+        self._wake.set()
+        self._pump.join(_remaining(deadline))
+        if self._connected.is_set():
+            info = self.client.publish(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
+            try:
+                info.wait_for_publish(_remaining(deadline))
+            except (RuntimeError, ValueError):
+                pass  # connection lost meanwhile: the Last Will says offline instead
+        self.client.disconnect()
+        # loop_stop joins without a timeout and a connect attempt may hang for connect_timeout:
+        # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
+        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(_remaining(deadline) + PUMP_TICK_S)
+        log.info("MQTT: closed; %d message(s) left in the spool", self.spool.depth)
+
+    def _send_event(self, kind: str, payload: dict[str, Any]) -> None:
+        topic = self.topics.started if kind == "started" else self.topics.events
+        self.spool.append(topic, encode(payload))
+        self._idle.clear()
+        label, event_id = str(payload.get("label")), str(payload.get("id"))
+        with self._states_lock:
+            change = (self._states.started if kind == "started" else self._states.ended)(label, event_id)
+        if change is not None:
+            self._queue(self.topics.state(label), change.encode(), qos=QOS_AT_LEAST_ONCE, retain=True)
+        self._wake.set()
+
+    def _queue(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self._live.append(Outgoing(topic, payload, qos, retain))
+        self._idle.clear()
+        self._wake.set()
+
+    def _stats(self, payload: dict[str, Any]) -> dict[str, Any]:
+        extra: dict[str, Any] = {"spool_depth": self.spool.depth, "spool_bytes": self.spool.size_bytes,
+                                 "spool_dropped": self.spool.dropped}
+        if self._last_status is not None:
+            extra["listener_status"] = self._last_status
+        return {**payload, **extra}
+
+    # --- paho client and its callbacks (paho's thread) ---------------------------------------------
+
+    def _make_client(self, client_id: str, password: str | None) -> mqtt.Client:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,  # keep the session: QoS 1 survives a reconnect
+        )
+        client.will_set(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
+        client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_queued_messages_set(MAX_QUEUED)
+        if s.username is not None:
+            client.username_pw_set(s.username, password)
+        if s.tls.enabled:
+            _configure_tls(client, s)
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=properties)
+        return client
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        """Jitter: wait a random part of the backoff delay (interrupted at once by ``close``)."""
+        self._stop.wait(reconnect_jitter_s(self._failures, self.settings.reconnect_min_s,
+                                           self.settings.reconnect_max_s, self._rng))
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        s = self.settings
+        if reason_code.is_failure:
+            self._failures += 1
+            hint = _REFUSAL_HINTS.get(reason_code.value, "check the broker's log")
+            self._conn_log.report(logging.ERROR, "MQTT broker %s:%d refused the connection: %s; %s; retrying "
+                                  "(backoff up to %g s)" % (s.host, s.port, reason_code, hint, s.reconnect_max_s))
+            return
+        self._failures = 0
+        self._conn_log.report(logging.INFO, "MQTT: connected to %s:%d" % (s.host, s.port))
+        client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
+        with self._states_lock:
+            states = self._states.snapshot()
+        for label, state in states.items():
+            client.publish(self.topics.state(label), state, qos=QOS_AT_LEAST_ONCE, retain=True)
+        if s.homeassistant.discovery:
+            client.subscribe(self.topics.ha_status, qos=QOS_AT_LEAST_ONCE)
+            self._publish_discovery(client)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """The TCP/TLS connection failed; paho calls this inside its ``except OSError`` block."""
+        self._failures += 1
+        cause = sys.exc_info()[1] or "unknown error"
+        s = self.settings
+        self._conn_log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are spooled, "
+                              "retrying (backoff up to %g s)" % (s.host, s.port, cause, s.reconnect_max_s))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and not self._closing:
+            self._failures += 1
+            self._conn_log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
+                                  % (self.settings.host, self.settings.port, reason_code))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
+        """PUBACK. Called with paho's message lock held: only hand the mid to the pump."""
+        if reason_code.is_failure:
+            log.warning("MQTT: broker rejected message %d: %s", mid, reason_code)
+        self._acks.put(mid)
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.topics.ha_status and message.payload == ONLINE.encode():
+            log.info("MQTT: Home Assistant came online; re-sending discovery")
+            self._publish_discovery(client)
+
+    def _publish_discovery(self, client: mqtt.Client) -> None:
+        for topic, config in discovery_messages(self.topics, self.listener):
+            client.publish(topic, encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
+
+    # --- the pump (its own thread) -------------------------------------------------------------------
+
+    def _run_pump(self) -> None:
+        next_prune = time.monotonic() + PRUNE_INTERVAL_S
+        while not self._stop.is_set():
+            self._wake.wait(PUMP_TICK_S)
+            self._wake.clear()
+            self._take_acks()
+            if self._connected.is_set():
+                self._feed_spool()
+                self._drain_live()
+            if time.monotonic() >= next_prune:
+                self.spool.prune()
+                next_prune = time.monotonic() + PRUNE_INTERVAL_S
+            if not self._inflight and not self._live and self.spool.depth == 0:
+                self._idle.set()
+
+    def _take_acks(self) -> None:
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            seq = self._inflight.pop(mid, None)
+            if seq is not None:
+                self.spool.remove(seq)
+
+    def _feed_spool(self) -> None:
+        """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
+        for entry in self.spool.after(self._last_handed, INFLIGHT_WINDOW - len(self._inflight)):
+            info = self.client.publish(entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                return  # paho's queue is full: try again on the next wake-up
+            self._inflight[info.mid] = entry.seq
+            self._last_handed = entry.seq
+
+    def _drain_live(self) -> None:
+        while self._live and self._connected.is_set():
+            message = self._live.popleft()
+            self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+
+
+def _configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
+    tls = settings.tls
+    try:
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
+    client.tls_insecure_set(tls.insecure)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

@@ -1,0 +1,77 @@
+"""The one place that knows MQTT topic names.
+
+Everything the listener publishes lives under one prefix (default ``noisewatch/<device_id>``);
+Home Assistant discovery lives under its own prefix (default ``homeassistant``). Labels become
+topic segments, so they are reduced to characters that are safe in a topic and an entity id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX_ROOT = "noisewatch"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def segment(name: str) -> str:
+    """``name`` as a single topic level: no '/', '+', '#' or spaces (they become '_')."""
+    return _UNSAFE.sub("_", name) or "_"
+
+
+def default_prefix(device_id: str) -> str:
+    """The prefix used when ``mqtt.topic_prefix`` is not configured."""
+    return f"{DEFAULT_PREFIX_ROOT}/{segment(device_id)}"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names of one listener."""
+
+    prefix: str
+    """root of the listener's own topics, e.g. ``noisewatch/kitchen``"""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery root"""
+
+    @property
+    def events(self) -> str:
+        """Closed events (QoS 1, not retained)."""
+        return f"{self.prefix}/events"
+
+    @property
+    def started(self) -> str:
+        """Event-opened notices (QoS 1, not retained)."""
+        return f"{self.prefix}/events/started"
+
+    @property
+    def status(self) -> str:
+        """``online`` / ``offline`` (retained; ``offline`` is the Last Will)."""
+        return f"{self.prefix}/status"
+
+    @property
+    def level(self) -> str:
+        """Periodic sound-level reports."""
+        return f"{self.prefix}/level"
+
+    @property
+    def stats(self) -> str:
+        """Periodic health reports."""
+        return f"{self.prefix}/stats"
+
+    @property
+    def scores(self) -> str:
+        """Top-3 scores of windows (tuning aid)."""
+        return f"{self.prefix}/scores"
+
+    def state(self, label: str) -> str:
+        """``ON`` / ``OFF`` of one label (retained)."""
+        return f"{self.prefix}/state/{segment(label)}"
+
+    @property
+    def ha_status(self) -> str:
+        """Where Home Assistant announces ``online`` after it (re)starts."""
+        return f"{self.discovery_prefix}/status"
+
+    def discovery(self, component: str, node_id: str, object_id: str) -> str:
+        """Home Assistant discovery config topic of one entity."""
+        return f"{self.discovery_prefix}/{component}/{segment(node_id)}/{segment(object_id)}/config"
