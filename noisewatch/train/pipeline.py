@@ -1,0 +1,269 @@
+"""``noisewatch train``: dataset -> features -> leave-one-fold-out evaluation -> final Keras MLP.
+
+Steps: collect clips from the datasets given (UrbanSound8K folds define the evaluation folds;
+ESC-50 and folder clips are spread over them by recording, quiet clips are synthesized), compute
+features through :mod:`noisewatch.features` (cached), train and test the MLP and the RandomForest
+and KNN baselines once per held-out fold, pick per-class thresholds on the held-out scores, then
+train the final model on all folds. Writes into ``--out``: ``model.keras``, ``training.json``
+(everything ``noisewatch convert`` puts in the bundle), ``train_features.npz`` (for the
+converter's parity check) and the report (``report.json``, ``report.md``, ``confusion.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from noisewatch.features import FeatureSettings
+from noisewatch.train import datasets, metrics, report
+from noisewatch.train.datasets import BACKGROUND, Clip
+from noisewatch.train.featurize import Augment, feature_matrix
+
+log = logging.getLogger(__name__)
+
+LICENCE = "CC BY-NC 3.0 (training data: UrbanSound8K, ESC-50); non-commercial use only"
+MODEL_FILE = "model.keras"
+TRAINING_JSON = "training.json"
+FEATURES_NPZ = "train_features.npz"
+THRESHOLD_GRID = np.round(np.arange(0.40, 0.951, 0.05), 2)
+DEFAULT_QUIET = 240
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Shape and training of the MLP."""
+
+    hidden: tuple[int, ...] = (750, 750, 750)
+    """Units of each hidden Dense layer."""
+    dropout: float = 0.5
+    """Dropout rate after each hidden layer."""
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    class_weight: bool = True
+    """Weight classes by inverse frequency in the loss."""
+    augment_copies: int = 0
+    """Augmented copies (shift, gain, noise) of each training clip, added to the training set."""
+    seed: int = 0
+
+
+@dataclass
+class Data:
+    """Clips with their labels, folds and feature matrices (plain and augmented copies)."""
+
+    clips: list[Clip]
+    labels: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    folds: np.ndarray
+    augmented: list[np.ndarray] = field(default_factory=list)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def collect_clips(args: argparse.Namespace) -> list[Clip]:
+    """All training clips; folds come from UrbanSound8K (or 1..5 without it)."""
+    wanted = _parse_folds(args.folds)
+    clips: list[Clip] = []
+    if args.urbansound:
+        clips += [c for c in datasets.read_urbansound(Path(args.urbansound)) if wanted is None or c.fold in wanted]
+    folds = sorted({c.fold for c in clips}) or wanted or [1, 2, 3, 4, 5]
+    others: list[Clip] = []
+    if args.esc50:
+        others += datasets.read_esc50(Path(args.esc50))
+    for folder in args.folder:
+        others += datasets.read_folder(Path(folder))
+    if args.background:
+        others += datasets.read_folder(Path(args.background), label=BACKGROUND)
+    clips += datasets.assign_folds(others, folds)
+    recordings = [c.path for c in clips if c.label == BACKGROUND and c.path is not None]
+    clips += datasets.quiet_clips(args.quiet, folds, args.seed, recordings)
+    if not clips or len({c.label for c in clips}) < 2:
+        raise SystemExit("noisewatch train: need at least two labels of data (--urbansound, --esc50, --folder)")
+    return clips
+
+
+def _parse_folds(text: str | None) -> list[int] | None:
+    return [int(part) for part in text.split(",")] if text else None
+
+
+def build_data(clips: list[Clip], settings: FeatureSettings, model: ModelSettings, cache: Path, workers: int) -> Data:
+    """Feature matrices (cached) for every clip and every augmented copy."""
+    labels = datasets.label_order(clips)
+    x = feature_matrix(clips, settings, cache_dir=cache, workers=workers)
+    augmented = [
+        feature_matrix(clips, settings, Augment(copy, model.seed), cache_dir=cache, workers=workers)
+        for copy in range(model.augment_copies)
+    ]
+    y = np.array([labels.index(c.label) for c in clips])
+    return Data(clips, labels, x, y, np.array([c.fold for c in clips]), augmented)
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def build_mlp(train_x: np.ndarray, n_classes: int, model: ModelSettings) -> Any:
+    """Normalization (adapted on ``train_x``, so the .tflite standardizes by itself) -> Dense stack -> softmax."""
+    import keras
+
+    normalize = keras.layers.Normalization(name="standardize")
+    normalize.adapt(train_x)
+    layers = [keras.Input(shape=(train_x.shape[1],), name="features"), normalize]
+    for units in model.hidden:
+        layers += [keras.layers.Dense(units, activation="relu"), keras.layers.Dropout(model.dropout)]
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", name="scores"))
+    mlp = keras.Sequential(layers)
+    mlp.compile(
+        optimizer=keras.optimizers.Adam(model.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return mlp
+
+
+def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings) -> Any:
+    """A trained MLP; class weights are inverse class frequency, normalised to mean 1."""
+    import keras
+
+    keras.utils.set_random_seed(model.seed)
+    mlp = build_mlp(x, n_classes, model)
+    weights = None
+    if model.class_weight:
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        present = counts > 0
+        per_class = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+        weights = {i: float(w) for i, w in enumerate(per_class)}
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    mlp.fit(x, onehot, epochs=model.epochs, batch_size=model.batch_size, class_weight=weights, verbose=0, shuffle=True)
+    return mlp
+
+
+def _training_set(data: Data, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``mask`` plus their augmented copies."""
+    xs = [data.x[mask], *(aug[mask] for aug in data.augmented)]
+    return np.concatenate(xs), np.tile(data.y[mask], len(xs))
+
+
+def baseline_predictions(name: str, x: np.ndarray, y: np.ndarray, test_x: np.ndarray, seed: int) -> np.ndarray:
+    """Predicted classes of the earlier project's baselines (standardized features)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    estimator = {
+        "random_forest": lambda: RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=5),
+    }[name]()
+    return make_pipeline(StandardScaler(), estimator).fit(x, y).predict(test_x)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def cross_validate(data: Data, model: ModelSettings, baselines: bool) -> tuple[dict[str, Any], np.ndarray]:
+    """Leave-one-fold-out: per model, metrics per held-out fold and pooled; plus the MLP's held-out scores."""
+    folds = sorted(set(data.folds.tolist()))
+    scores = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
+    predicted: dict[str, np.ndarray] = {"mlp": np.zeros_like(data.y)}
+    if baselines:
+        predicted |= {"random_forest": np.zeros_like(data.y), "knn": np.zeros_like(data.y)}
+    for fold in folds:
+        test = data.folds == fold
+        train_x, train_y = _training_set(data, ~test)
+        log.info("fold %d: training on %d vectors, testing on %d clips", fold, len(train_x), test.sum())
+        scores[test] = fit_mlp(train_x, train_y, len(data.labels), model).predict(data.x[test], verbose=0)
+        predicted["mlp"][test] = scores[test].argmax(axis=1)
+        for name in set(predicted) - {"mlp"}:
+            predicted[name][test] = baseline_predictions(name, data.x[~test], data.y[~test], data.x[test], model.seed)
+    results = {name: _fold_metrics(data, pred, folds) for name, pred in predicted.items()}
+    return results, scores
+
+
+def _fold_metrics(data: Data, predicted: np.ndarray, folds: list[int]) -> dict[str, Any]:
+    per_fold = {
+        str(fold): metrics.summary(data.y[data.folds == fold], predicted[data.folds == fold], data.labels, BACKGROUND)
+        for fold in folds
+    }
+    return {"folds": per_fold, "pooled": metrics.summary(data.y, predicted, data.labels, BACKGROUND)}
+
+
+# --- shell --------------------------------------------------------------------------------------
+
+def provenance(args: argparse.Namespace, data: Data) -> dict[str, Any]:
+    """Where the model came from: datasets, folds, licence, command, commit and date."""
+    counts: dict[str, int] = {}
+    for clip in data.clips:
+        counts[clip.dataset] = counts.get(clip.dataset, 0) + 1
+    return {
+        "datasets": counts,
+        "folds": sorted(set(data.folds.tolist())),
+        "licence": LICENCE,
+        "command": " ".join(["noisewatch", *sys.argv[1:]]) if sys.argv else "",
+        "git_commit": _git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, ModelSettings]:
+    features = FeatureSettings(stats=tuple(args.stats.split(",")))
+    model = ModelSettings(
+        hidden=tuple(int(units) for units in args.hidden.split(",")),
+        dropout=args.dropout,
+        epochs=args.epochs,
+        class_weight=not args.no_class_weight,
+        augment_copies=args.augment,
+        seed=args.seed,
+    )
+    return features, model
+
+
+def main(args: argparse.Namespace) -> int:
+    """Handler of ``noisewatch train``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    features, model = settings_from_args(args)
+    data = build_data(collect_clips(args), features, model, out / "cache", args.workers)
+    log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
+    results, scores = cross_validate(data, model, baselines=not args.no_baselines)
+    thresholds = metrics.best_thresholds(scores, data.y, data.labels, THRESHOLD_GRID)
+    report.write_report(out, {"models": results, "thresholds": thresholds, "model_settings": asdict(model)})
+    final = fit_mlp(*_training_set(data, np.ones(len(data.y), bool)), len(data.labels), model)
+    final.save(out / MODEL_FILE)
+    np.savez_compressed(out / FEATURES_NPZ, x=data.x, y=data.y)
+    mlp = results["mlp"]
+    training = {
+        "labels": data.labels,
+        "features": features.to_dict(),
+        "thresholds": thresholds,
+        "metrics": {"evaluation": "leave-one-fold-out", "mlp": _headline(mlp),
+                    **{name: _headline(block) for name, block in results.items() if name != "mlp"}},
+        "provenance": provenance(args, data),
+        "model": asdict(model),
+    }
+    (out / TRAINING_JSON).write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
+    log.info("held-out accuracy %.3f, macro-F1 %.3f; wrote %s", mlp["pooled"]["accuracy"], mlp["pooled"]["macro_f1"], out)
+    return 0
+
+
+def _headline(block: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and background FP rate, per held-out fold and pooled."""
+    keys = ("accuracy", "macro_f1", "background_false_positive_rate", "n")
+    return {name: {k: m[k] for k in keys if k in m} for name, m in [*block["folds"].items(), ("pooled", block["pooled"])]}

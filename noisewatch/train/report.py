@@ -1,0 +1,66 @@
+"""Training report: fold-wise metrics of the MLP and its baselines as JSON, Markdown and a PNG.
+
+The numbers come from :mod:`noisewatch.train.metrics`; this module only arranges and draws them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+CONFUSION_PNG = "confusion.png"
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix with the raw counts written in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix, dtype=np.float64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(8.5, 7.5))
+    ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for (row, col), count in np.ndenumerate(counts):
+        if count:
+            ax.text(col, row, int(count), ha="center", va="center", fontsize=7, color="white" if rates[row, col] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A short human-readable summary: one row per model and fold, then per-class figures."""
+    lines = ["| model | test fold | accuracy | macro-F1 | background FP rate |", "|---|---|---|---|---|"]
+    for model, block in report["models"].items():
+        for fold, metrics in [*block["folds"].items(), ("pooled", block["pooled"])]:
+            lines.append(
+                f"| {model} | {fold} | {metrics['accuracy']:.3f} | {metrics['macro_f1']:.3f} | "
+                f"{metrics.get('background_false_positive_rate', float('nan')):.3f} |"
+            )
+    lines += ["", "| class (MLP, pooled held-out) | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, row in report["models"]["mlp"]["pooled"]["per_class"].items():
+        lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """report.json, report.md and confusion.png (MLP, pooled over held-out folds) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / REPORT_MD).write_text(markdown(report), encoding="utf-8")
+    pooled = report["models"]["mlp"]["pooled"]
+    title = f"MLP, leave-one-fold-out (accuracy {pooled['accuracy']:.3f}, n={pooled['n']})"
+    plot_confusion(pooled["confusion"], pooled["labels"], out / CONFUSION_PNG, title)
