@@ -56,6 +56,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="build/train", help="output folder for the Keras model, cache and report")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", default="750,750,750", help="hidden layer sizes, comma-separated")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--stats", default="mean", help="MFCC statistics over time: mean or mean,std")
+    p.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies of each training clip")
+    p.add_argument("--quiet", type=int, default=240, metavar="N", help="synthetic quiet background clips")
+    p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")
+    p.add_argument("--no-baselines", action="store_true", help="skip the RandomForest and KNN baselines")
+    p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.set_defaults(handler="noisewatch.train.pipeline:main")
 
 
