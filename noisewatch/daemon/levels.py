@@ -1,0 +1,182 @@
+"""Sound levels from the sample stream: 1 s levels, and periodic Leq/Lmax/Lmin reports.
+
+Conventions (pure numpy, no devices, no clocks):
+
+- **dBFS** is ``20 log10(RMS)`` with full scale = 1.0, i.e. re a full-scale *square* wave: a
+  full-scale sine reads -3.01 dBFS and a sine of RMS 0.1 reads -20 dBFS. Silence is floored at
+  :data:`FLOOR_DBFS`.
+- **A-weighting** is the IEC 61672-1 A curve applied in the frequency domain: each 1 s block is
+  transformed with ``rfft``, every bin's power ``|X|^2`` is weighted by ``A(f)^2`` and summed
+  (Parseval), giving the A-weighted mean square of that second. 1 kHz passes at 0 dB, 100 Hz
+  at -19.1 dB. Exact for stationary tones on whole-Hz frequencies; no filter state to carry.
+- **Lmax / Lmin** of a period are the highest and lowest of its 1 s Leq values (LAeq,1s max/min),
+  not 125 ms "fast" levels: the 1 s values are what the loudness detector and the dashboard see.
+- **Leq** of a period is the energy mean of its seconds (mean of the mean squares, then dB).
+
+Time is the sample clock: ``offset_s`` counts samples pushed since construction, divided by the
+rate. A partial second is kept between pushes, so the block size never changes the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FLOOR_DBFS = -120.0
+"""Level reported for silence (and anything quieter)."""
+_FLOOR_POWER = 10.0 ** (FLOOR_DBFS / 10.0)
+_A_1KHZ_DB = 2.0
+"""Normalisation of the A curve so that A(1 kHz) = 0 dB (IEC 61672-1, rounded constant 2.00)."""
+_A_POLES_HZ = (20.598997, 107.65265, 737.86223, 12194.217)
+REPORT_DECIMALS = 2
+"""Period reports carry levels rounded to 0.01 dB (the payload is for people and dashboards)."""
+
+
+@dataclass(frozen=True)
+class SecondLevel:
+    """The levels of one full second of audio."""
+
+    offset_s: float
+    """Start of that second, in seconds since the stream began (sample clock)."""
+    dbfs: float
+    """RMS level, dBFS (full-scale square wave = 0 dBFS)."""
+    dbfs_a: float
+    """A-weighted RMS level, dBFS(A)."""
+    peak_dbfs: float
+    """Largest absolute sample, dBFS."""
+
+
+def power_to_db(power: float) -> float:
+    """Mean square -> dB re full scale, floored at :data:`FLOOR_DBFS`."""
+    return 10.0 * float(np.log10(max(power, _FLOOR_POWER)))
+
+
+def dbfs(samples: np.ndarray) -> float:
+    """RMS level of ``samples`` in dBFS (see the module docstring); empty input reads the floor."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    return power_to_db(float(np.mean(x * x))) if len(x) else FLOOR_DBFS
+
+
+def peak_dbfs(samples: np.ndarray) -> float:
+    """Largest absolute sample in dBFS (a full-scale sample reads 0)."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    return power_to_db(float(np.max(np.abs(x))) ** 2) if len(x) else FLOOR_DBFS
+
+
+def a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:
+    """IEC 61672-1 A-weighting in dB at ``freqs_hz`` (-inf at 0 Hz)."""
+    f2 = np.asarray(freqs_hz, dtype=np.float64) ** 2
+    p1, p2, p3, p4 = (p * p for p in _A_POLES_HZ)
+    with np.errstate(divide="ignore"):
+        ra = (p4 * f2 * f2) / ((f2 + p1) * np.sqrt((f2 + p2) * (f2 + p3)) * (f2 + p4))
+        return 20.0 * np.log10(ra) + _A_1KHZ_DB
+
+
+def parseval_weights(n: int) -> np.ndarray:
+    """Per-rfft-bin factors so that ``sum(w * |rfft(x)|^2) == mean(x^2)`` for ``len(x) == n``."""
+    w = np.full(n // 2 + 1, 2.0)
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0  # the Nyquist bin appears once in the full spectrum
+    return w / float(n * n)
+
+
+class _BlockPowers:
+    """Plain and A-weighted mean square of one block of a fixed length."""
+
+    def __init__(self, n: int, sample_rate: int) -> None:
+        self._plain = parseval_weights(n)
+        gain_db = a_weighting_db(np.fft.rfftfreq(n, d=1.0 / sample_rate))
+        self._a = self._plain * 10.0 ** (gain_db / 10.0)
+
+    def __call__(self, block: np.ndarray) -> tuple[float, float]:
+        spectrum = np.fft.rfft(block)
+        power = spectrum.real**2 + spectrum.imag**2
+        return float(np.dot(self._plain, power)), float(np.dot(self._a, power))
+
+
+class _Period:
+    """Accumulates the mean squares of the seconds of one report period."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.offset_s = 0.0
+        self.plain: list[float] = []
+        self.a: list[float] = []
+
+    def add(self, offset_s: float, plain: float, a: float) -> None:
+        if not self.plain:
+            self.offset_s = offset_s
+        self.plain.append(plain)
+        self.a.append(a)
+
+    def __len__(self) -> int:
+        return len(self.plain)
+
+
+def _triple(unit: str, powers: list[float], offset_db: float = 0.0) -> dict[str, float]:
+    """``leq_<unit>``, ``lmax_<unit>``, ``lmin_<unit>`` of a period's 1 s mean squares, plus an offset."""
+    levels = {"leq": float(np.mean(powers)), "lmax": max(powers), "lmin": min(powers)}
+    return {f"{name}_{unit}": round(power_to_db(p) + offset_db, REPORT_DECIMALS) for name, p in levels.items()}
+
+
+def period_report(period_s: int, offset_s: float, plain: list[float], a: list[float], calibration_db: float | None) -> dict:
+    """The ``level`` payload for one period, from its seconds' plain and A-weighted mean squares."""
+    report: dict = {"offset_s": offset_s, "period_s": period_s}
+    report |= _triple("dbfs", plain) | _triple("dbfs_a", a)
+    if calibration_db is not None:
+        report |= _triple("dba_spl", a, calibration_db)
+    return report
+
+
+class LevelMeter:
+    """Turns model-rate mono audio of any block size into 1 s levels and period reports.
+
+    A period lasts ``round(interval_s)`` whole seconds (at least 1). Called from the processing
+    loop only; not thread-safe.
+    """
+
+    def __init__(self, sample_rate: int, interval_s: float, calibration_db: float | None) -> None:
+        self.sample_rate = int(sample_rate)
+        self.period_s = max(1, int(round(interval_s)))
+        self.calibration_db = calibration_db
+        self._powers = _BlockPowers(self.sample_rate, self.sample_rate)
+        self._block = np.zeros(self.sample_rate, dtype=np.float64)
+        self._period = _Period()
+        self._samples = 0  # samples pushed since construction: the sample clock
+        self._filled = 0
+
+    def reset(self) -> None:
+        """Drop the partial second and partial period (after a stream gap); the clock continues."""
+        self._filled = 0
+        self._period.clear()
+
+    def push(self, samples: np.ndarray) -> tuple[list[SecondLevel], list[dict]]:
+        """Append audio; return the seconds and period reports it completes, oldest first."""
+        samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+        seconds: list[SecondLevel] = []
+        reports: list[dict] = []
+        while len(samples):
+            take = min(len(samples), self.sample_rate - self._filled)
+            self._block[self._filled : self._filled + take] = samples[:take]
+            self._filled += take
+            self._samples += take
+            samples = samples[take:]
+            if self._filled == self.sample_rate:
+                self._filled = 0
+                seconds.append(self._close_second(reports))
+        return seconds, reports
+
+    def _close_second(self, reports: list[dict]) -> SecondLevel:
+        """Level of the full block; appends a report to ``reports`` when it ends a period."""
+        offset_s = (self._samples - self.sample_rate) / self.sample_rate
+        plain, a = self._powers(self._block)
+        self._period.add(offset_s, plain, a)
+        if len(self._period) == self.period_s:
+            p = self._period
+            reports.append(period_report(self.period_s, p.offset_s, p.plain, p.a, self.calibration_db))
+            p.clear()
+        return SecondLevel(offset_s, power_to_db(plain), power_to_db(a), peak_dbfs(self._block))

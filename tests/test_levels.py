@@ -1,0 +1,118 @@
+"""Sound levels: known sine levels, A-weighting, block-size invariance, period reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from noisewatch.daemon.levels import FLOOR_DBFS, LevelMeter, SecondLevel, a_weighting_db, dbfs, peak_dbfs
+
+RATE = 22050
+
+
+def sine(freq_hz: float, level_dbfs: float, seconds: float, rate: int = RATE) -> np.ndarray:
+    """A sine whose RMS is ``level_dbfs`` (amplitude = sqrt(2) * RMS)."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sqrt(2.0) * 10 ** (level_dbfs / 20) * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def push_in_blocks(meter: LevelMeter, audio: np.ndarray, block: int) -> tuple[list[SecondLevel], list[dict]]:
+    seconds, reports = [], []
+    for start in range(0, len(audio), block):
+        s, r = meter.push(audio[start : start + block])
+        seconds += s
+        reports += r
+    return seconds, reports
+
+
+def test_full_scale_sine_reads_minus_3_dbfs() -> None:
+    t = np.arange(RATE) / RATE
+    assert dbfs(np.sin(2 * np.pi * 1000 * t)) == pytest.approx(-3.01, abs=0.01)
+    assert peak_dbfs(np.sin(2 * np.pi * 1000 * t)) == pytest.approx(0.0, abs=0.01)
+
+
+def test_silence_and_empty_read_the_floor() -> None:
+    assert dbfs(np.zeros(100, dtype=np.float32)) == FLOOR_DBFS
+    assert dbfs(np.zeros(0, dtype=np.float32)) == FLOOR_DBFS
+    seconds, _ = LevelMeter(RATE, 60, None).push(np.zeros(RATE, dtype=np.float32))
+    assert (seconds[0].dbfs, seconds[0].dbfs_a, seconds[0].peak_dbfs) == (FLOOR_DBFS, FLOOR_DBFS, FLOOR_DBFS)
+
+
+def test_1khz_sine_at_minus_20_dbfs() -> None:
+    seconds, _ = LevelMeter(RATE, 60, None).push(sine(1000, -20, 3))
+    assert len(seconds) == 3
+    for level in seconds:
+        assert level.dbfs == pytest.approx(-20.0, abs=0.1)
+        assert level.dbfs_a == pytest.approx(-20.0, abs=0.1)
+        assert level.peak_dbfs == pytest.approx(-20.0 + 3.01, abs=0.05)
+
+
+def test_100hz_sine_is_19_1_db_lower_a_weighted() -> None:
+    seconds, _ = LevelMeter(RATE, 60, None).push(sine(100, -20, 2))
+    for level in seconds:
+        assert level.dbfs == pytest.approx(-20.0, abs=0.1)
+        assert level.dbfs - level.dbfs_a == pytest.approx(19.1, abs=0.1)
+
+
+def test_a_curve_matches_iec_61672_table() -> None:
+    """IEC 61672-1 Table 3 values (0.1 dB) at the exact base-10 frequencies of the octave bands 31.5 Hz-8 kHz."""
+    table = [-39.4, -26.2, -16.1, -8.6, -3.2, 0.0, 1.2, 1.0, -1.1]
+    exact_hz = 1000 * 10 ** (np.arange(-15, 10, 3) / 10)
+    np.testing.assert_allclose(a_weighting_db(exact_hz), table, atol=0.06)
+
+
+def test_offsets_follow_the_sample_clock() -> None:
+    meter = LevelMeter(RATE, 60, None)
+    seconds, _ = meter.push(np.zeros(RATE * 2 + 100, dtype=np.float32))
+    more, _ = meter.push(np.zeros(RATE, dtype=np.float32))
+    assert [s.offset_s for s in seconds + more] == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("block", [256, 1024, 4000])
+def test_block_size_does_not_change_the_output(block: int) -> None:
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(RATE * 7 + 333) * 0.05).astype(np.float32)
+    audio[RATE * 3 : RATE * 4] += sine(440, -6, 1)
+    expected = LevelMeter(RATE, 2, 94.0).push(audio)
+    got = push_in_blocks(LevelMeter(RATE, 2, 94.0), audio, block)
+    assert got == expected
+    assert len(got[0]) == 7 and len(got[1]) == 3
+
+
+def test_period_report_is_the_energy_mean_of_its_seconds() -> None:
+    levels = [-20.0, -40.0, -30.0]
+    audio = np.concatenate([sine(1000, level, 1) for level in levels])
+    seconds, reports = LevelMeter(RATE, 3, None).push(audio)
+    assert len(reports) == 1
+    report = reports[0]
+    energy_mean = 10 * np.log10(np.mean([10 ** (level / 10) for level in levels]))  # -24.5, not the -30 average
+    assert report["offset_s"] == 0.0 and report["period_s"] == 3
+    assert report["leq_dbfs"] == pytest.approx(energy_mean, abs=0.05)
+    assert report["lmax_dbfs"] == pytest.approx(-20.0, abs=0.05)
+    assert report["lmin_dbfs"] == pytest.approx(-40.0, abs=0.05)
+    assert report["leq_dbfs_a"] == pytest.approx(energy_mean, abs=0.1)
+    assert "leq_dba_spl" not in report
+    assert [s.dbfs for s in seconds] == pytest.approx(levels, abs=0.05)
+
+
+def test_periods_follow_each_other_on_the_sample_clock() -> None:
+    _, reports = LevelMeter(RATE, 2, None).push(sine(1000, -30, 6.5))
+    assert [r["offset_s"] for r in reports] == [0.0, 2.0, 4.0]
+
+
+def test_calibration_offset_gives_spl() -> None:
+    _, reports = LevelMeter(RATE, 1, 100.0).push(sine(1000, -30, 1))
+    report = reports[0]
+    for name in ("leq", "lmax", "lmin"):
+        assert report[f"{name}_dba_spl"] == pytest.approx(report[f"{name}_dbfs_a"] + 100.0, abs=0.011)
+    assert report["leq_dba_spl"] == pytest.approx(70.0, abs=0.1)
+
+
+def test_reset_drops_partial_second_and_period_but_keeps_the_clock() -> None:
+    meter = LevelMeter(RATE, 2, None)
+    seconds, _ = meter.push(sine(1000, -10, 1.5))
+    meter.reset()
+    more, reports = meter.push(sine(1000, -40, 2))
+    assert [s.offset_s for s in seconds + more] == [0.0, 1.5, 2.5]
+    assert len(reports) == 1
+    assert reports[0]["offset_s"] == 1.5 and reports[0]["lmax_dbfs"] == pytest.approx(-40.0, abs=0.05)
