@@ -57,9 +57,11 @@ def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, di
         (topics.discovery("binary_sensor", node, segment(label)), {**common, **_label_sensor(topics, node, label)})
         for label in listener.labels
     ]
-    messages.append((topics.discovery("event", node, "sound_event"), {**common, **_event_entity(topics, node, listener)}))
-    messages.append((topics.discovery("sensor", node, "level"), {**common, **_level_sensor(topics, node, listener)}))
-    messages.append((topics.discovery("sensor", node, "spool_depth"), {**common, **_spool_sensor(topics, node)}))
+    messages += [
+        (topics.discovery("event", node, "sound_event"), {**common, **_event_entity(topics, node, listener)}),
+        (topics.discovery("sensor", node, "level"), {**common, **_level_sensor(topics, node, listener)}),
+        (topics.discovery("sensor", node, "spool_depth"), {**common, **_spool_sensor(topics, node)}),
+    ]
     return messages
 
 

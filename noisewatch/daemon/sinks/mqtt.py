@@ -63,7 +63,11 @@ SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
 LOUD_LABEL = "loud"
 _CREDENTIALS_HINT = f"check mqtt.username and the password (${PASSWORD_ENV} or mqtt.password_file)"
-_REFUSAL_HINTS = {0x85: "check mqtt.client_id", 0x86: _CREDENTIALS_HINT, 0x87: _CREDENTIALS_HINT + " and the broker's ACL"}
+_REFUSAL_HINTS = {
+    0x85: "check mqtt.client_id",
+    0x86: _CREDENTIALS_HINT,
+    0x87: _CREDENTIALS_HINT + " and the broker's ACL",  # mosquitto's answer to a wrong password under 3.1.1
+}
 
 
 class Outgoing(NamedTuple):
@@ -201,6 +205,8 @@ class MqttSink:
 
     def close(self) -> None:
         """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline``, stop."""
+        if self._stop.is_set():
+            return
         deadline = time.monotonic() + CLOSE_FLUSH_S
         self._closing = True
         if self._connected.is_set():

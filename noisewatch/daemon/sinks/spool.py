@@ -151,7 +151,7 @@ class Spool:
                     break
                 victims.append(s)
                 excess -= meta.size
-        self._drop(victims, "spool over %.1f MiB" % (self.max_bytes / MIB))
+        self._drop(victims, "spool over %.2f MiB" % (self.max_bytes / MIB))
 
     def _drop(self, seqs: list[int], why: str) -> None:
         for s in seqs:

@@ -1,0 +1,225 @@
+"""Test helpers: a real mosquitto on a free loopback port, a collecting subscriber, a mute server.
+
+``Broker`` writes its own config into a private directory (persistence, log, optional password
+file made with ``mosquitto_passwd``, optional TLS listener with a CA generated with ``openssl``),
+starts mosquitto, and stops it by PID (gracefully or with SIGKILL). Started as root, mosquitto
+drops to the ``mosquitto`` user, so that directory is handed to that user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 5.0
+BROKER_USER = "mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _run(*args: str, cwd: Path) -> None:
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+
+def make_test_ca(directory: Path) -> None:
+    """ca.crt, server.crt/key (for 127.0.0.1 and localhost), client.crt/key, signed by a fresh CA."""
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+         "-subj", "/CN=noisewatch test CA", cwd=directory)
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        _run("openssl", "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
+             cwd=directory)
+        _run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext", cwd=directory)
+
+
+@dataclass
+class Broker:
+    """A private mosquitto. ``users`` turns on password auth; ``tls`` adds a TLS listener."""
+
+    users: dict[str, str] | None = None
+    tls: bool = False
+
+    def __post_init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="nw-mosquitto-"))
+        self.port = free_port()
+        self.tls_port = free_port() if self.tls else None
+        self.proc: subprocess.Popen[bytes] | None = None
+        if self.tls:
+            make_test_ca(self.dir)
+        if self.users:
+            for user, password in self.users.items():
+                flag = ["-c"] if user == next(iter(self.users)) else []
+                _run("mosquitto_passwd", "-b", *flag, "passwords", user, password, cwd=self.dir)
+        self._write_config()
+        self._give_to_broker_user()
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def log_text(self) -> str:
+        path = self.dir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _write_config(self) -> None:
+        lines = [
+            "per_listener_settings false",
+            "persistence true", f"persistence_location {self.dir}/",
+            # saved after every change: a subscriber's session survives even a SIGKILL of the broker
+            "autosave_on_changes true", "autosave_interval 1",
+            f"log_dest file {self.dir}/mosquitto.log", "log_type all",
+            f"allow_anonymous {'false' if self.users else 'true'}",
+            f"listener {self.port} {HOST}",
+        ]
+        if self.users:
+            lines.append(f"password_file {self.dir}/passwords")
+        if self.tls:
+            lines += [f"listener {self.tls_port} {HOST}", f"cafile {self.dir}/ca.crt",
+                      f"certfile {self.dir}/server.crt", f"keyfile {self.dir}/server.key"]
+        (self.dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+
+    def _give_to_broker_user(self) -> None:
+        if os.geteuid() != 0:
+            return
+        try:
+            entry = pwd.getpwnam(BROKER_USER)
+        except KeyError:
+            return
+        for path in [self.dir, *self.dir.iterdir()]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def set_password(self, user: str, password: str) -> None:
+        """Change a password and make the running broker reload its password file (SIGHUP)."""
+        _run("mosquitto_passwd", "-b", "passwords", user, password, cwd=self.dir)
+        self._give_to_broker_user()
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGHUP)
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not start: {self.log_text[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop by PID: SIGTERM (mosquitto saves its sessions) or SIGKILL (a crash)."""
+        if self.proc is None:
+            return
+        os.kill(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop(kill=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Collector:
+    """A real subscriber that records every (topic, payload, retain) it receives."""
+
+    def __init__(self, port: int, topic: str = "#", client_id: str = "", **auth: str) -> None:
+        """With a ``client_id`` the session persists: messages wait in the broker while we are away."""
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition(threading.RLock())
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not client_id)
+        if auth:
+            self.client.username_pw_set(auth["username"], auth["password"])
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(HOST, port)
+        self.client.loop_start()
+        if not self._subscribed.wait(START_TIMEOUT_S):
+            raise RuntimeError("subscriber could not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((message.topic, message.payload, bool(message.retain)))
+            self._cond.notify_all()
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._cond:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def wait_for(self, predicate: Callable[["Collector"], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))  # predicate reads under the (re-entrant) lock
+        return True
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class MuteServer:
+    """Accepts TCP connections and reads forever, never answering: a broker that hangs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        held = []
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            held.append(conn)  # kept open, never read back to: the client waits for a CONNACK
+        for conn in held:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()

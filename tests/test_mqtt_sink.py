@@ -1,0 +1,297 @@
+"""The MQTT sink driven directly, against a real mosquitto: payloads, outages, kill -9, TLS, auth."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca
+from noisewatch.config import PASSWORD_ENV, Config, load_config
+from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, MqttSink
+
+pytestmark = pytest.mark.broker
+
+LABELS = ["background", "dog_bark", "siren"]
+MODEL = "urban11@1"
+PREFIX = "noisewatch/test"
+OpenSink = Callable[[Config], MqttSink]
+SEND_BUDGET_S = 0.25  # one send() (two fsyncs, no network) must return within half a 0.5 s hop
+
+
+def mqtt_settings(tmp_path: Path, port: int, **overrides: Any) -> dict[str, Any]:
+    settings = {"enabled": True, "host": HOST, "port": port, "keepalive_s": 5, "reconnect_min_s": 0.1,
+                "reconnect_max_s": 0.4, "spool": {"directory": str(tmp_path / "spool")}}
+    return {**settings, **overrides}
+
+
+def make_config(tmp_path: Path, port: int, **overrides: Any) -> Config:
+    return Config.model_validate({"device_id": "test", "mqtt": mqtt_settings(tmp_path, port, **overrides)})
+
+
+def event(n: int, label: str = "siren") -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "label": label, "confidence": 0.9, "mean_confidence": 0.8,
+            "start": "2024-05-01T12:00:00.000Z", "end": "2024-05-01T12:00:02.500Z", "offset_s": float(n),
+            "duration_s": 2.5, "peak_dbfs": -12.0, "mean_dbfs": -20.0, "device": "test", "model": MODEL}
+
+
+def started(ev: dict[str, Any]) -> dict[str, Any]:
+    return {k: ev[k] for k in ("id", "label", "confidence", "start", "offset_s", "device", "model")}
+
+
+def ids_on(collector: Collector, topic: str = f"{PREFIX}/events") -> list[str]:
+    return [json.loads(p)["id"] for p in collector.on(topic)]
+
+
+def unique_in_order(ids: list[str]) -> list[str]:
+    """At-least-once delivery may repeat a message; the order of first arrivals is what counts."""
+    return list(dict.fromkeys(ids))
+
+
+@pytest.fixture
+def open_sink() -> Iterator[OpenSink]:
+    """Builds sinks like the daemon does, and closes them even when a test fails."""
+    sinks: list[MqttSink] = []
+
+    def build(config: Config) -> MqttSink:
+        sinks.append(MqttSink.from_config(config, LABELS, MODEL))
+        return sinks[-1]
+
+    yield build
+    for sink in sinks:
+        sink.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    b = Broker().start()
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
+def collector(broker: Broker) -> Iterator[Collector]:
+    c = Collector(broker.port, client_id=f"collector-{uuid.uuid4().hex[:8]}")
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+                             protocol: str) -> None:
+    sink = open_sink(make_config(tmp_path, broker.port, protocol=protocol))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    ev = event(0)
+    level = {"start": ev["start"], "end": ev["end"], "period_s": 60.0, "leq_dbfs": -30.0, "lmax_dbfs": -12.0,
+             "lmin_dbfs": -45.0, "leq_dbfs_a": -33.0, "lmax_dbfs_a": -14.0, "lmin_dbfs_a": -48.0}
+    sink.send("started", started(ev))
+    sink.send("event", ev)
+    sink.send("level", level)
+    sink.send("stats", {"uptime_s": 5.0, "windows": 10, "overflows": 0, "model": MODEL, "version": "0.1.0"})
+    sink.send("scores", {"start": ev["start"], "top": [["siren", 0.9]]})
+    assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/scores")) == 1 and len(c.on(f"{PREFIX}/events")) == 1)
+    assert [json.loads(p) for p in collector.on(f"{PREFIX}/events/started")] == [started(ev)]
+    assert [json.loads(p) for p in collector.on(f"{PREFIX}/events")] == [ev]
+    assert collector.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"]
+    assert collector.on(f"{PREFIX}/state/dog_bark") == [b"OFF"]
+    assert collector.on(f"{PREFIX}/state/background") == []  # ignored labels are not entities
+    assert [json.loads(p) for p in collector.on(f"{PREFIX}/level")] == [level]
+    stats = json.loads(collector.on(f"{PREFIX}/stats")[0])
+    assert stats["windows"] == 10 and stats["spool_dropped"] == 0 and "spool_depth" in stats
+    discovery = [t for t, _, _ in collector.messages if t.startswith("homeassistant/")]
+    assert "homeassistant/event/noisewatch_test/sound_event/config" in discovery
+    collector.client.publish("homeassistant/status", "online")  # Home Assistant restarted
+    assert collector.wait_for(lambda c: len(c.on("homeassistant/event/noisewatch_test/sound_event/config")) == 2)
+    t0 = time.monotonic()
+    sink.close()
+    assert time.monotonic() - t0 < CLOSE_FLUSH_S + 0.5
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"offline"])
+    assert sink.spool.depth == 0
+
+
+def test_broker_killed_mid_stream_loses_nothing(open_sink: OpenSink, tmp_path: Path, broker: Broker,
+                                                collector: Collector) -> None:
+    sink = open_sink(make_config(tmp_path, broker.port))
+    sent = [event(i) for i in range(30)]
+    for ev in sent[:10]:
+        sink.send("event", ev)
+    assert collector.wait_for(lambda c: len(ids_on(c)) >= 10)
+    broker.stop(kill=True)
+    for ev in sent[10:]:
+        sink.send("event", ev)
+    assert sink.spool.depth >= 20
+    broker.start()
+    assert collector.wait_for(lambda c: len(set(ids_on(c))) == 30, timeout=15)
+    assert unique_in_order(ids_on(collector)) == [ev["id"] for ev in sent]
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+    sink.close()
+    assert sink.spool.depth == 0
+
+
+def test_broker_down_at_start_then_appears(open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    broker.stop()  # graceful: the collector's session is saved and waits for the broker's return
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    sent = [event(i, label) for i, label in enumerate(["siren", "dog_bark"] * 5)]
+    for ev in sent:
+        sink.send("started", started(ev))
+        sink.send("event", ev)
+    time.sleep(0.8)  # several reconnect attempts
+    assert sink.spool.depth == 20
+    assert sum("cannot connect" in r.getMessage() for r in caplog.records) == 1  # once per change
+    broker.start()
+    assert collector.wait_for(lambda c: len(set(ids_on(c))) == 10, timeout=15)
+    assert unique_in_order(ids_on(collector)) == [ev["id"] for ev in sent]
+    assert unique_in_order(ids_on(collector, f"{PREFIX}/events/started")) == [ev["id"] for ev in sent]
+    sink.close()
+
+
+SINK_SCRIPT = """
+import sys, time, json
+from noisewatch.config import load_config
+from noisewatch.daemon.sinks.mqtt import MqttSink
+sink = MqttSink.from_config(load_config(sys.argv[1]), ["dog_bark", "siren"], "urban11@1")
+for line in sys.stdin:
+    sink.send("event", json.loads(line))
+print("sent", flush=True)
+time.sleep(60)
+"""
+
+
+def run_sink_process(tmp_path: Path, port: int, events: list[dict[str, Any]]) -> subprocess.Popen[str]:
+    """A separate process that sends ``events`` through the sink and then waits to be killed."""
+    config = tmp_path / "config.yaml"
+    settings = mqtt_settings(tmp_path, port, spool={"directory": "spool"})  # relative to the config file
+    config.write_text(yaml.safe_dump({"device_id": "test", "mqtt": settings}))
+    proc = subprocess.Popen([sys.executable, "-c", SINK_SCRIPT, str(config)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("".join(json.dumps(ev) + "\n" for ev in events))
+    proc.stdin.close()
+    assert proc.stdout.readline().strip() == "sent"
+    return proc
+
+
+def test_sink_killed_while_broker_down_delivers_spool_after_restart(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    broker.stop()
+    sent = [event(i) for i in range(8)]
+    proc = run_sink_process(tmp_path, broker.port, sent)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list((tmp_path / "spool").glob("*.msg"))) == 8
+    broker.start()
+    sink = open_sink(load_config(tmp_path / "config.yaml"))
+    assert collector.wait_for(lambda c: len(set(ids_on(c))) == 8, timeout=15)
+    assert unique_in_order(ids_on(collector)) == [ev["id"] for ev in sent]
+    sink.close()
+    assert sink.spool.depth == 0
+
+
+def test_last_will_says_offline_after_kill(tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    proc = run_sink_process(tmp_path, broker.port, [event(0)])
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"] and len(ids_on(c)) == 1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"offline"], timeout=5)
+
+
+USERS = {"nw": "right-password"}
+
+
+@pytest.fixture
+def secure_broker() -> Iterator[Broker]:
+    b = Broker(users=USERS, tls=True).start()
+    yield b
+    b.cleanup()
+
+
+def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = Collector(secure_broker.port, username="nw", password=USERS["nw"])
+    monkeypatch.setenv(PASSWORD_ENV, USERS["nw"])
+    tls = {"enabled": True, "ca_file": str(secure_broker.ca_file)}
+    config = make_config(tmp_path, secure_broker.tls_port, username="nw", tls=tls)
+    sink = open_sink(config)
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        sink.send("event", event(0))
+        assert collector.wait_for(lambda c: len(ids_on(c)) == 1)
+    finally:
+        sink.close()
+        collector.close()
+
+
+def test_wrong_password_logged_once_retried_until_it_is_right(
+        open_sink: OpenSink, tmp_path: Path, secure_broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("the-new-password\n")
+    config = make_config(tmp_path, secure_broker.tls_port, username="nw", password_file=str(password_file),
+                         tls={"enabled": True, "ca_file": str(secure_broker.ca_file)})
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(config)
+    sink.send("event", event(0))
+    time.sleep(1.0)
+    refusals = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
+    # mosquitto 2.0 answers a wrong password with "Not authorized" under MQTT 3.1.1
+    assert secure_broker.log_text.count("not authorised") >= 3, "the client keeps retrying"
+    assert len(refusals) == 1, "logged once, not on every retry"
+    assert "check mqtt.username and the password" in refusals[0]
+    assert sink.spool.depth == 1
+    secure_broker.set_password("nw", "the-new-password")  # the admin fixes the broker side
+    collector = Collector(secure_broker.port, username="nw", password="the-new-password")
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+        assert collector.wait_for(lambda c: sink.spool.depth == 0)
+    finally:
+        sink.close()
+        collector.close()
+
+
+def test_unknown_ca_logged_once_and_retried(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    other_ca = tmp_path / "other-ca"
+    other_ca.mkdir()
+    make_test_ca(other_ca)
+    config = make_config(tmp_path, secure_broker.tls_port, tls={"enabled": True, "ca_file": str(other_ca / "ca.crt")})
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(config)
+    time.sleep(1.0)
+    sink.close()
+    failures = [r.getMessage() for r in caplog.records if "CERTIFICATE_VERIFY_FAILED" in r.getMessage()]
+    assert secure_broker.log_text.count("unknown ca") >= 3, "the client keeps retrying"
+    assert len(failures) == 1, "logged once, not on every retry"
+
+
+def test_mute_broker_never_blocks_send(open_sink: OpenSink, tmp_path: Path) -> None:
+    mute = MuteServer()
+    sink = open_sink(make_config(tmp_path, mute.port))
+    try:
+        durations = []
+        for i in range(40):
+            t0 = time.monotonic()
+            ev = event(i)
+            sink.send("started", started(ev))
+            sink.send("event", ev)
+            sink.send("level", {"leq_dbfs": -30.0})
+            durations.append(time.monotonic() - t0)
+        assert mute.connections >= 1  # the client did connect and is waiting for a CONNACK
+        assert max(durations) < SEND_BUDGET_S, durations
+        assert sink.spool.depth == 80
+        t0 = time.monotonic()
+        sink.close()
+        assert time.monotonic() - t0 < CLOSE_FLUSH_S + 1.5
+    finally:
+        mute.close()

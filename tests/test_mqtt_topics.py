@@ -1,0 +1,76 @@
+"""Topic names, Home Assistant discovery payloads, label states and reconnect jitter (pure code)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from noisewatch.daemon.sinks.homeassistant import Listener, discovery_messages
+from noisewatch.daemon.sinks.mqtt import JITTER_FRACTION, LabelStates, reconnect_jitter_s
+from noisewatch.daemon.sinks.topics import Topics, default_prefix
+
+TOPICS = Topics("noisewatch/kitchen")
+LISTENER = Listener("kitchen", "noisewatch kitchen", ("dog_bark", "siren", "loud"), "urban11@3", "0.1.0")
+
+
+def test_topic_names() -> None:
+    assert default_prefix("kitchen") == "noisewatch/kitchen"
+    assert TOPICS.events == "noisewatch/kitchen/events"
+    assert TOPICS.started == "noisewatch/kitchen/events/started"
+    assert TOPICS.status == "noisewatch/kitchen/status"
+    assert TOPICS.level == "noisewatch/kitchen/level"
+    assert TOPICS.stats == "noisewatch/kitchen/stats"
+    assert TOPICS.scores == "noisewatch/kitchen/scores"
+    assert TOPICS.state("dog_bark") == "noisewatch/kitchen/state/dog_bark"
+    assert TOPICS.state("car horn/#") == "noisewatch/kitchen/state/car_horn__"
+    assert TOPICS.ha_status == "homeassistant/status"
+    discovery = TOPICS.discovery("sensor", "noisewatch_kitchen", "level")
+    assert discovery == "homeassistant/sensor/noisewatch_kitchen/level/config"
+
+
+def test_discovery_has_one_device_and_every_entity() -> None:
+    messages = dict(discovery_messages(TOPICS, LISTENER))
+    node = "homeassistant/{}/noisewatch_kitchen/{}/config"
+    for label in LISTENER.labels:
+        sensor = messages[node.format("binary_sensor", label)]
+        assert sensor["device_class"] == "sound"
+        assert sensor["state_topic"] == f"noisewatch/kitchen/state/{label}"
+        assert (sensor["payload_on"], sensor["payload_off"]) == ("ON", "OFF")
+    event = messages[node.format("event", "sound_event")]
+    assert event["event_types"] == ["dog_bark", "siren", "loud"]
+    assert event["state_topic"] == "noisewatch/kitchen/events"
+    level = messages[node.format("sensor", "level")]
+    assert (level["device_class"], level["unit_of_measurement"]) == ("sound_pressure", "dB")
+    assert "leq_dbfs_a" in level["value_template"]
+    devices = {json.dumps(m["device"], sort_keys=True) for m in messages.values()}
+    assert len(devices) == 1 and json.loads(devices.pop())["model"] == "urban11@3"
+    assert all(m["availability_topic"] == "noisewatch/kitchen/status" for m in messages.values())
+    assert len({m["unique_id"] for m in messages.values()}) == len(messages)
+
+
+def test_calibrated_level_sensor_reports_dba_spl() -> None:
+    calibrated = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", calibrated=True)
+    level = dict(discovery_messages(TOPICS, calibrated))["homeassistant/sensor/noisewatch_kitchen/level/config"]
+    assert (level["unit_of_measurement"], level["value_template"]) == ("dBA", "{{ value_json.leq_dba_spl }}")
+
+
+def test_label_state_follows_overlapping_and_split_events() -> None:
+    states = LabelStates(["siren", "dog_bark"])
+    assert states.started("siren", "a") == "ON"
+    assert states.started("dog_bark", "b") == "ON"
+    assert states.ended("dog_bark", "b") == "OFF"
+    assert states.snapshot() == {"siren": "ON", "dog_bark": "OFF"}
+    # a long siren split at max duration: the continuation starts while the first part closes
+    assert states.started("siren", "a2") is None
+    assert states.ended("siren", "a") is None
+    assert states.ended("siren", "a2") == "OFF"
+    assert states.ended("siren", "a2") is None
+    assert states.started("loud", "c") == "ON"  # a label not known in advance
+
+
+def test_reconnect_jitter_is_bounded_by_the_capped_backoff() -> None:
+    rng = random.Random(0)
+    for failures, cap in ((0, 1.0), (3, 8.0), (10, 60.0), (1000, 60.0)):
+        samples = [reconnect_jitter_s(failures, 1.0, 60.0, rng) for _ in range(200)]
+        assert 0.0 <= min(samples) and max(samples) <= JITTER_FRACTION * cap
+        assert max(samples) > 0.5 * JITTER_FRACTION * cap  # spread over the range, not a constant
