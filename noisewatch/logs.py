@@ -1,0 +1,140 @@
+"""Logging set-up: journald-friendly lines under systemd, timestamped lines elsewhere.
+
+Under systemd (stderr is the journal stream named by ``$JOURNAL_STREAM``) each line starts with
+its syslog priority, ``<4>audio device lost``, which journald turns into the entry's priority;
+the journal adds its own timestamps, so the line has none. Anywhere else (a terminal, a pipe,
+a file) lines look like ``2025-01-01 12:00:00,123 WARNING noisewatch.daemon: audio device lost``.
+
+Repeated warnings (a flapping device, an unreachable broker) are rate limited per message
+template: after :data:`REPEAT_BURST` in :data:`REPEAT_INTERVAL_S`, the rest of that interval is
+dropped and counted, and the next one to get through says how many were suppressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from noisewatch.config import LoggingSection
+
+JOURNAL_STREAM_ENV = "JOURNAL_STREAM"
+REPEAT_BURST = 5
+"""Identical warnings let through per interval."""
+REPEAT_INTERVAL_S = 60.0
+"""Length of a rate-limit interval, seconds."""
+_MAX_TRACKED = 256
+"""Templates remembered by the rate limiter; expired ones are forgotten beyond this."""
+
+SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+_JOURNAL_FORMAT = "<%(priority)d>%(name)s: %(message)s"
+_PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def stderr_is_journal(stream: TextIO = sys.stderr) -> bool:
+    """True when ``stream`` is the journal connection systemd describes in ``$JOURNAL_STREAM``.
+
+    systemd sets the variable to ``device:inode`` of the stream; comparing it (as sd_journal
+    docs advise) avoids journal formatting when a child's stderr was redirected elsewhere.
+    """
+    expected = os.environ.get(JOURNAL_STREAM_ENV, "")
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>logger: message``; continuation lines (tracebacks) keep the same priority."""
+
+    def __init__(self) -> None:
+        super().__init__(_JOURNAL_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.priority = syslog_priority(record.levelno)
+        text = super().format(record)
+        prefix = f"<{record.priority}>"
+        return text.replace("\n", "\n" + prefix)
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (levels between two named ones round down)."""
+    return next((prio for level, prio in sorted(SYSLOG_PRIORITY.items(), reverse=True) if levelno >= level), 7)
+
+
+@dataclass
+class _Interval:
+    start: float
+    count: int = 0
+    suppressed: int = 0
+
+
+class RepeatLimiter(logging.Filter):
+    """Lets at most ``burst`` records of one template (logger, level, msg) through per interval.
+
+    Applies to ``min_level`` and above only, so debug output stays complete.
+    """
+
+    def __init__(
+        self,
+        burst: int = REPEAT_BURST,
+        interval_s: float = REPEAT_INTERVAL_S,
+        min_level: int = logging.WARNING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.burst, self.interval_s, self.min_level, self._clock = burst, interval_s, min_level, clock
+        self._intervals: dict[tuple[str, int, str], _Interval] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.min_level:
+            return True
+        key, now = (record.name, record.levelno, str(record.msg)), self._clock()
+        interval = self._intervals.get(key)
+        if interval is None or now - interval.start >= self.interval_s:
+            self._forget_expired(now)
+            self._intervals[key] = _Interval(start=now, count=1)
+            if interval is not None and interval.suppressed:
+                _append(record, f" ({interval.suppressed} similar messages suppressed)")
+            return True
+        interval.count += 1
+        if interval.count <= self.burst:
+            return True
+        interval.suppressed += 1
+        return False
+
+    def _forget_expired(self, now: float) -> None:
+        """Bound memory: when many templates are tracked, drop the ones with nothing pending."""
+        if len(self._intervals) < _MAX_TRACKED:
+            return
+        for key in [k for k, v in self._intervals.items() if now - v.start >= self.interval_s and not v.suppressed]:
+            del self._intervals[key]
+
+
+def _append(record: logging.LogRecord, note: str) -> None:
+    """Freeze the record's message with ``note`` appended (args are already substituted)."""
+    record.msg, record.args = record.getMessage() + note, None
+
+
+class _Handler(logging.StreamHandler):
+    """The handler :func:`setup` installs, so a second call replaces it instead of doubling lines."""
+
+
+def setup(section: LoggingSection, stream: TextIO | None = None) -> logging.Handler:
+    """Route the root logger to ``stream`` (stderr) per ``section``; safe to call again on reload."""
+    stream = sys.stderr if stream is None else stream
+    journal = section.format == "journal" or (section.format == "auto" and stderr_is_journal(stream))
+    handler = _Handler(stream)
+    handler.setFormatter(JournalFormatter() if journal else logging.Formatter(_PLAIN_FORMAT))
+    handler.addFilter(RepeatLimiter())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(section.level.upper())
+    return handler
