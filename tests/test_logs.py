@@ -1,0 +1,90 @@
+"""Logging: journal priorities without timestamps under systemd, plain lines elsewhere, repeat limit."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from noisewatch import logs
+from noisewatch.config import LoggingSection
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def emit(section: LoggingSection, *records: tuple[int, str]) -> list[str]:
+    stream = io.StringIO()
+    logs.setup(section, stream)
+    for level, text in records:
+        logging.getLogger("noisewatch.test").log(level, "%s", text)
+    return stream.getvalue().splitlines()
+
+
+def test_journal_lines_carry_syslog_priorities_and_no_timestamp() -> None:
+    lines = emit(LoggingSection(format="journal", level="debug"), (logging.WARNING, "device lost"), (logging.DEBUG, "hop"))
+    assert lines == ["<4>noisewatch.test: device lost", "<7>noisewatch.test: hop"]
+
+
+def test_journal_tracebacks_keep_their_priority() -> None:
+    stream = io.StringIO()
+    logs.setup(LoggingSection(format="journal"), stream)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("noisewatch.test").exception("failed")
+    assert all(line.startswith("<3>") for line in stream.getvalue().splitlines())
+
+
+def test_plain_lines_have_timestamps_and_level_filter() -> None:
+    lines = emit(LoggingSection(format="plain", level="info"), (logging.INFO, "listening"), (logging.DEBUG, "hidden"))
+    assert len(lines) == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO noisewatch\.test: listening", lines[0])
+
+
+def test_auto_format_follows_journal_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    with tempfile.TemporaryFile("w+") as stream:
+        info = os.fstat(stream.fileno())
+        monkeypatch.setenv(logs.JOURNAL_STREAM_ENV, f"{info.st_dev}:{info.st_ino}")
+        assert logs.stderr_is_journal(stream)
+        logs.setup(LoggingSection(format="auto"), stream)
+        logging.getLogger("noisewatch.test").warning("under systemd")
+        monkeypatch.setenv(logs.JOURNAL_STREAM_ENV, "1:2")  # systemd's stream, but ours was redirected
+        assert not logs.stderr_is_journal(stream)
+        stream.seek(0)
+        assert stream.read() == "<4>noisewatch.test: under systemd\n"
+
+
+def test_setup_twice_does_not_double_lines() -> None:
+    stream = io.StringIO()
+    logs.setup(LoggingSection(format="journal"), stream)
+    logs.setup(LoggingSection(format="journal"), stream)
+    logging.getLogger("noisewatch.test").error("once")
+    assert stream.getvalue() == "<3>noisewatch.test: once\n"
+
+
+def test_repeated_warnings_are_suppressed_and_counted() -> None:
+    now = [0.0]
+    stream = io.StringIO()
+    handler = logs.setup(LoggingSection(format="journal"), stream)
+    handler.filters[:] = [logs.RepeatLimiter(burst=3, interval_s=60, clock=lambda: now[0])]
+    log = logging.getLogger("noisewatch.test")
+    for attempt in range(10):
+        log.warning("broker unreachable (attempt %d)", attempt)
+        log.info("info is never limited %d", attempt)
+    now[0] = 61.0
+    log.warning("broker unreachable (attempt %d)", 10)
+    warnings = [line for line in stream.getvalue().splitlines() if line.startswith("<4>")]
+    assert warnings[:3] == [f"<4>noisewatch.test: broker unreachable (attempt {i})" for i in range(3)]
+    assert warnings[3:] == ["<4>noisewatch.test: broker unreachable (attempt 10) (7 similar messages suppressed)"]
+    assert stream.getvalue().count("info is never limited") == 10

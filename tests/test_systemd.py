@@ -1,0 +1,173 @@
+"""The systemd side: the unit verifies cleanly and is hardened, sd_notify reaches a real socket,
+and the runtime stack works under the memory rules systemd would apply."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from noisewatch.daemon import notify
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "noisewatch.service"
+MODEL = ROOT / "models" / "urban11.json"
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+MAX_EXPOSURE = 2.0
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """Key -> values of the unit file (repeated keys kept in order)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+# --- the unit --------------------------------------------------------------------------------------
+
+
+@needs_analyze
+def test_unit_verifies_cleanly(tmp_path: Path) -> None:
+    """`systemd-analyze verify` in a throwaway root holding the system units and the installed command."""
+    shutil.copytree(SYSTEM_UNITS, tmp_path / SYSTEM_UNITS.relative_to("/"), symlinks=True)
+    (tmp_path / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(UNIT, tmp_path / "etc/systemd/system")
+    command = Path(unit_settings()["ExecStart"][0].split()[0])
+    (tmp_path / command.relative_to("/")).parent.mkdir(parents=True)
+    shutil.copy(Path(sys.executable).parent / "noisewatch", tmp_path / command.relative_to("/"))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={tmp_path}", UNIT.name], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr  # parse warnings ("ignoring") exit 0 too
+
+
+@needs_analyze
+def test_unit_exposure_is_at_most_2() -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)], capture_output=True, text=True, timeout=60
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE
+
+
+def test_unit_restarts_forever_and_notifies() -> None:
+    settings = unit_settings()
+    assert settings["Type"] == ["notify"]
+    assert settings["Restart"] == ["on-failure"]
+    assert settings["StartLimitIntervalSec"] == ["0"]  # no start-limit-hit: retried for as long as it takes
+    assert float(settings["WatchdogSec"][0]) > 0
+    assert settings["SupplementaryGroups"] == ["audio"] and settings["User"] == ["noisewatch"]
+
+
+# --- sd_notify -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify_socket(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """A bound AF_UNIX datagram socket, named in $NOTIFY_SOCKET as a path or as '@abstract'."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if request.param == "path":
+        sock.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv(notify.SOCKET_ENV, str(tmp_path / "notify"))
+    else:
+        name = f"noisewatch-test-{tmp_path.name}"
+        sock.bind("\0" + name)
+        monkeypatch.setenv(notify.SOCKET_ENV, "@" + name)
+    sock.settimeout(2)
+    with sock:
+        yield sock
+
+
+def test_notifications_reach_the_socket(notify_socket: socket.socket) -> None:
+    assert notify.ready() and notify_socket.recv(4096) == b"READY=1"
+    assert notify.watchdog() and notify_socket.recv(4096) == b"WATCHDOG=1"
+    assert notify.status("listening\non hw:1") and notify_socket.recv(4096) == b"STATUS=listening on hw:1"
+    assert notify.stopping() and notify_socket.recv(4096) == b"STOPPING=1"
+    assert notify.reloading()
+    assert re.fullmatch(rb"RELOADING=1\nMONOTONIC_USEC=\d+", notify_socket.recv(4096))
+
+
+def test_notify_is_a_no_op_outside_systemd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(notify.SOCKET_ENV, raising=False)
+    assert notify.ready() is False
+    monkeypatch.setenv(notify.SOCKET_ENV, str(tmp_path / "nobody-listens"))
+    assert notify.watchdog() is False  # an error is swallowed, never raised into the processing loop
+
+
+def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(notify.WATCHDOG_PID_ENV, raising=False)
+    monkeypatch.delenv(notify.WATCHDOG_USEC_ENV, raising=False)
+    assert notify.watchdog_interval() is None
+    monkeypatch.setenv(notify.WATCHDOG_USEC_ENV, "30000000")
+    assert notify.watchdog_interval() == 30.0
+    monkeypatch.setenv(notify.WATCHDOG_PID_ENV, "1")  # meant for another process
+    assert notify.watchdog_interval() is None
+
+
+# --- MemoryDenyWriteExecute -------------------------------------------------------------------------
+
+MDWE_PROBE = """
+import mmap, sys
+sys.path.insert(0, {tests!r})
+from seccomp_mdwe import deny_write_execute
+deny_write_execute()
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("wx-allowed")
+except PermissionError:
+    print("wx-denied")
+"""
+
+MDWE_INFERENCE = """
+import numpy as np
+from noisewatch.bundle import load_bundle
+from noisewatch.features import extract
+bundle = load_bundle({model!r})
+model = bundle.open_model()
+t = np.arange(bundle.features.window_samples) / bundle.features.sample_rate
+scores = model.predict(extract((0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), bundle.features))
+print("inference", model.runtime, len(scores))
+"""
+
+MDWE_CFFI_CALLBACK = """
+import sounddevice
+try:
+    sounddevice._ffi.callback("PaStreamCallback", lambda *args: 0)
+    print("callback-ok")
+except MemoryError:
+    print("callback-refused")
+"""
+
+
+def run_under_mdwe(code: str) -> str:
+    """Run ``code`` in a fresh interpreter after installing systemd 252's MemoryDenyWriteExecute rules."""
+    script = MDWE_PROBE.format(tests=str(ROOT / "tests")) + code
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wx-denied"), "the seccomp rules did not take effect"
+    return result.stdout
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="seccomp is Linux only")
+@pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
+def test_model_inference_needs_no_writable_executable_memory() -> None:
+    assert "inference" in run_under_mdwe(MDWE_INFERENCE.format(model=str(MODEL)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="seccomp is Linux only")
+def test_portaudio_callback_is_why_the_unit_allows_wx_memory() -> None:
+    """cffi's ABI-mode callbacks need a W+X page; if this ever passes, set MemoryDenyWriteExecute=yes."""
+    assert "callback-refused" in run_under_mdwe(MDWE_CFFI_CALLBACK)
+    assert unit_settings()["MemoryDenyWriteExecute"] == ["no"]
