@@ -53,8 +53,9 @@ MAX_QUEUED = 1000
 """bound on paho's in-memory queue (the spool is the real queue)"""
 LIVE_QUEUE_MAX = 200
 """level/stats/scores/state messages kept in memory while disconnected; oldest dropped"""
-CLOSE_FLUSH_S = 2.0
-"""``close`` returns within about this long, whatever the broker does"""
+CLOSE_FLUSH_S = 1.5
+"""``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
+MIN_STOP_WAIT_S = 0.2
 PUMP_TICK_S = 1.0
 PRUNE_INTERVAL_S = 60.0
 JITTER_FRACTION = 0.5
@@ -225,7 +226,7 @@ class MqttSink:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
         stopper.start()
-        stopper.join(_remaining(deadline) + PUMP_TICK_S)
+        stopper.join(max(_remaining(deadline), MIN_STOP_WAIT_S))
         log.info("MQTT: closed; %d message(s) left in the spool", self.spool.depth)
 
     def _send_event(self, kind: str, payload: dict[str, Any]) -> None:
