@@ -1,0 +1,164 @@
+"""Configuration errors are one line naming the file, line, key path and value; the shipped file is the default."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "config" / "noisewatch.yaml"
+MODEL = ROOT / "models" / "urban11.json"
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("audio:\n  block_size: 1024\n  hop_ss: 0.5\n", ":3: audio.hop_ss: unknown key"),
+        ("audio:\n  block_size: lots\n", ":2: audio.block_size = 'lots': "),
+        ("detector:\n  thresholds:\n    siren: 1.5\n", ":3: detector.thresholds.siren = 1.5: "),
+        ("detector:\n  release_s: -1\n", ":2: detector.release_s = -1: "),
+        ("loudness:\n  min_duration_s: -0.5\n", ":2: loudness.min_duration_s = -0.5: "),
+        ("audio:\n  hop_s: 0\n", ":2: audio.hop_s = 0: "),
+        ("audio:\n  hop_s: 61\n", ":2: audio.hop_s = 61: "),
+        ("mqtt:\n  reconnect_min_s: 90\n  reconnect_max_s: 10\n", "reconnect_min_s must not exceed reconnect_max_s"),
+        ("device_id: 'my/room'\n", ":1: device_id = 'my/room': "),
+    ],
+)
+def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
+    message = config_error(tmp_path, text)
+    assert "\n" not in message
+    assert message.startswith(str(tmp_path / "config.yaml") + ":")
+    assert expected in message
+
+
+def test_several_problems_give_one_line_each(tmp_path: Path) -> None:
+    lines = config_error(tmp_path, "audio:\n  hop_s: -1\n  gate_dbfs: 3\ncolour: red\n").splitlines()
+    assert len(lines) == 3
+    assert any("audio.hop_s = -1" in line for line in lines) and any("audio.gate_dbfs = 3" in line for line in lines)
+    assert any(":4: colour: unknown key" in line for line in lines)
+
+
+def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "audio:\n  hop_s: [0.5\n")
+    assert "\n" not in message and "not valid YAML" in message
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    assert "top level must be a mapping" in config_error(tmp_path, "- audio\n")
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.yaml")
+    assert str(info.value) == f"{tmp_path / 'absent.yaml'}: cannot read config: No such file or directory"
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("model:\n  path: models/mine.json\n")
+    assert load_config(tmp_path / "config.yaml").model.path == tmp_path / "models" / "mine.json"
+
+
+# --- the shipped default ----------------------------------------------------------------------------
+
+
+def key_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key of the config schema, as dotted paths (sections recursed into)."""
+    paths = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths += key_paths(annotation, f"{prefix}{name}.")
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+def lookup(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_shipped_config_lists_every_key() -> None:
+    data = yaml.safe_load(SHIPPED.read_text())
+    missing = [path for path in key_paths(Config) if not lookup(data, path)]
+    assert missing == []
+
+
+def test_every_shipped_key_is_commented() -> None:
+    """Each ``key: value`` line (section headers aside) follows a comment line."""
+    lines = SHIPPED.read_text().splitlines()
+    uncommented = [
+        line
+        for previous, line in zip([""] + lines, lines)
+        if re.match(r"^\s*\w+: \S", line) and not previous.lstrip().startswith("#")
+    ]
+    assert uncommented == []
+
+
+def test_shipped_config_equals_the_defaults() -> None:
+    """The file documents the defaults; it must not change them (paths in it are absolute or null)."""
+    assert load_config(SHIPPED).model_dump() == Config().model_dump()
+
+
+# --- noisewatch check-config ------------------------------------------------------------------------
+
+
+def has_check_config() -> bool:
+    try:
+        return hasattr(importlib.import_module("noisewatch.daemon.service"), "check_config_main")
+    except ImportError:
+        return False
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noisewatch.cli", "check-config", str(path)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.skipif(not has_check_config(), reason="noisewatch.daemon.service:check_config_main not written yet")
+@pytest.mark.parametrize("text", ["audio:\n  hop_s: -1\n", "audio: [\n", "detector:\n  thresholds: {siren: 1.5}\n"])
+def test_check_config_exits_78_with_one_line(tmp_path: Path, text: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    result = check_config(tmp_path / "bad.yaml")
+    assert result.returncode == EX_CONFIG
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "bad.yaml" in result.stderr
+
+
+@pytest.mark.skipif(not has_check_config(), reason="noisewatch.daemon.service:check_config_main not written yet")
+@pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
+def test_check_config_rejects_a_hop_longer_than_the_window(tmp_path: Path) -> None:
+    (tmp_path / "hop.yaml").write_text("audio:\n  hop_s: 5\n")
+    result = check_config(tmp_path / "hop.yaml")
+    assert result.returncode == EX_CONFIG
+    assert len(result.stderr.strip().splitlines()) == 1 and "hop" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not has_check_config(), reason="noisewatch.daemon.service:check_config_main not written yet")
+@pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
+def test_check_config_accepts_the_shipped_file() -> None:
+    result = check_config(SHIPPED)
+    assert result.returncode == 0, result.stderr
