@@ -54,6 +54,7 @@ parse_args() {
     shift
   done
   [ "$ROOT" = "/" ] && ROOT=""
+  [ -z "$ROOT" ] || [ "$SYSTEMCTL" = 0 ] || die "--root needs --no-systemctl"
   return 0
 }
 
@@ -123,7 +124,6 @@ install_unit() {
   install -d -m 0755 "$ROOT$UNIT_DIR"
   install -m 0644 "$SOURCE/systemd/$UNIT" "$ROOT$UNIT_DIR/$UNIT"
   [ "$SYSTEMCTL" = 1 ] || { log "skipping systemctl (--no-systemctl)"; return; }
-  [ -z "$ROOT" ] || die "--root needs --no-systemctl"
   systemctl daemon-reload
   systemctl enable "$UNIT"
   systemctl restart "$UNIT"
