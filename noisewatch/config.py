@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
+CREDENTIAL_NAME = "noisewatch_mqtt_password"  # in $CREDENTIALS_DIRECTORY, see systemd/noisewatch.service
 
 Seconds = Annotated[float, Field(gt=0, description="seconds")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -161,9 +162,15 @@ class Config(_Section):
         return value
 
     def mqtt_password(self) -> str | None:
-        """$NOISEWATCH_MQTT_PASSWORD, else ``mqtt.password_file``; never from the YAML itself."""
+        """$NOISEWATCH_MQTT_PASSWORD, else the systemd credential, else ``mqtt.password_file``.
+
+        Never from the YAML itself, so the config file can be world-readable.
+        """
         if os.environ.get(PASSWORD_ENV):
             return os.environ[PASSWORD_ENV]
+        credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent"), CREDENTIAL_NAME)
+        if credential.is_file() and (text := credential.read_text(encoding="utf-8").strip()):
+            return text
         if self.mqtt.password_file is None:
             return None
         try:
@@ -202,7 +209,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     """Relative file paths in the config are relative to the config file, not the working dir."""
 
     def resolve(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p).resolve()
+        return p if p is None or p.is_absolute() else (base / p).resolve()
 
     mqtt = config.mqtt
     tls = mqtt.tls.model_copy(update={k: resolve(getattr(mqtt.tls, k)) for k in ("ca_file", "cert_file", "key_file")})
