@@ -1,0 +1,121 @@
+"""What the Classify page shows about one recording: per-window scores and pictures of the audio.
+
+Everything goes through the runtime path (``features.clip_windows`` -> ``features.extract`` ->
+the bundle's TFLite model), so the dashboard predicts exactly what ``noisewatch classify`` and
+the daemon predict. Pure numpy; the page only draws the results.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile
+import soxr
+
+from noisewatch import features
+from noisewatch.bundle import Bundle
+
+DEFAULT_HOP_S = 1.0
+"""seconds between classified windows of an uploaded recording"""
+MAX_SECONDS = 300.0
+"""longer uploads are cut to this many seconds (the page says so)"""
+IMAGE_COLUMNS = 600
+"""spectrogram images are reduced (or widened) to about this many time columns"""
+IMAGE_MIN_ROWS = 120
+"""matrices with fewer rows (MFCC) are drawn with repeated rows, so they are not a thin strip"""
+WAVEFORM_POINTS = 1000
+"""the waveform is drawn as a min/max envelope of this many points"""
+# A perceptually ordered dark-to-bright palette (viridis anchors), interpolated per pixel.
+PALETTE = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Mono audio at the model's sample rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+    truncated: bool
+    """True if the upload was longer than MAX_SECONDS and was cut"""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """The model's scores for each window of a recording."""
+
+    labels: tuple[str, ...]
+    starts: np.ndarray
+    """window start times in seconds, shape (n,)"""
+    scores: np.ndarray
+    """shape (n, len(labels))"""
+
+    def summary(self) -> tuple[str, float]:
+        """The recording's label: the best label of the mean scores over all windows, and that score."""
+        mean = self.scores.mean(axis=0)
+        best = int(np.argmax(mean))
+        return self.labels[best], float(mean[best])
+
+    def top_labels(self, count: int) -> list[str]:
+        """The labels with the highest peak score, best first (the ones worth plotting)."""
+        order = np.argsort(-self.scores.max(axis=0))[:count]
+        return [self.labels[i] for i in order]
+
+
+def decode(data: bytes, sample_rate: int) -> Recording:
+    """WAV/FLAC/OGG bytes -> mono float32 at ``sample_rate`` (raises soundfile.LibsndfileError)."""
+    y, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    keep = int(MAX_SECONDS * rate)
+    truncated = len(y) > keep
+    mono = y[:keep].mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate).astype(np.float32)
+    return Recording(mono, sample_rate, truncated)
+
+
+def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S) -> WindowScores:
+    """Scores of every window (a clip shorter than the window is one window, as in training)."""
+    settings = bundle.features
+    windows = features.clip_windows(recording.samples, settings, hop_s)
+    vectors = np.stack([features.extract(window, settings) for _, window in windows])
+    scores = bundle.open_model().predict_batch(vectors)
+    return WindowScores(bundle.labels, np.array([start for start, _ in windows]), scores)
+
+
+def mel_db(y: np.ndarray, settings: features.FeatureSettings) -> np.ndarray:
+    """Mel spectrogram in dB, (n_mels, frames), clamped to top_db as the model sees it."""
+    frames = features.centred_frames(y, settings)
+    return features.clamp_db(features.frame_mel_db(frames, settings), settings).T
+
+
+def colorize(matrix: np.ndarray, columns: int = IMAGE_COLUMNS) -> np.ndarray:
+    """An (rows, frames) matrix as an RGB image, low rows at the bottom, about ``columns`` wide.
+
+    Long recordings keep every n-th frame; short ones repeat frames, so a 4 s clip is drawn wide
+    rather than as a tall square.
+    """
+    frames = matrix.shape[1]
+    step = max(1, -(-frames // columns))
+    reduced = np.repeat(matrix[:, ::step], max(1, columns // frames), axis=1)
+    reduced = np.repeat(reduced, max(1, IMAGE_MIN_ROWS // len(reduced)), axis=0)[::-1]
+    low, high = float(reduced.min()), float(reduced.max())
+    unit = (reduced - low) / (high - low) if high > low else np.zeros_like(reduced)
+    position = unit * (len(PALETTE) - 1)
+    index = np.minimum(position.astype(int), len(PALETTE) - 2)
+    frac = (position - index)[..., None]
+    rgb = PALETTE[index] * (1.0 - frac) + PALETTE[index + 1] * frac
+    return rgb.astype(np.uint8)
+
+
+def envelope(y: np.ndarray, sample_rate: int, points: int = WAVEFORM_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time_s, min, max) of ``points`` equal chunks: a waveform small enough to draw."""
+    chunk = max(1, -(-len(y) // points))
+    padded = np.pad(y, (0, (-len(y)) % chunk))
+    blocks = padded.reshape(-1, chunk)
+    times = np.arange(len(blocks)) * chunk / sample_rate
+    return times, blocks.min(axis=1), blocks.max(axis=1)

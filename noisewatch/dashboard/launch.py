@@ -1,0 +1,54 @@
+"""``noisewatch dashboard``: validate the config, then run ``streamlit run`` on the app module.
+
+Streamlit owns its process (its server, its script threads), so the dashboard runs as a child
+process; the config path reaches the app as a script argument (``-- --config FILE``), the same way
+a user running ``streamlit run`` by hand would pass it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from noisewatch.config import EX_CONFIG, ConfigError, load_config
+
+EX_UNAVAILABLE = 69  # sysexits.h: a required service (here: the extra) is missing
+APP = Path(__file__).with_name("app.py")
+STREAMLIT_OPTIONS = ("--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer")
+
+
+def streamlit_command(config: str | None, port: int) -> list[str]:
+    """The ``streamlit run`` command line for the app (pure, so it can be tested)."""
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), *STREAMLIT_OPTIONS, "--"]
+    if config is not None:
+        command += ["--config", str(Path(config).resolve())]
+    return command
+
+
+def app_arguments(argv: list[str]) -> argparse.Namespace:
+    """The app's own arguments, as ``streamlit run app.py -- --config FILE`` passes them."""
+    parser = argparse.ArgumentParser(prog="noisewatch dashboard app")
+    parser.add_argument("--config")
+    return parser.parse_known_args(argv)[0]
+
+
+def main(args: argparse.Namespace) -> int:
+    """Handler of ``noisewatch dashboard``; returns Streamlit's exit code."""
+    if importlib.util.find_spec("streamlit") is None:
+        print("noisewatch dashboard needs Streamlit: pip install 'noisewatch[dashboard]'", file=sys.stderr)
+        return EX_UNAVAILABLE
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    child = subprocess.Popen(streamlit_command(args.config, args.port))
+    signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())  # systemd/test stop reaches Streamlit
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl+C reached Streamlit too (same process group): let it finish
+        return child.wait()

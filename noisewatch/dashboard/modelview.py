@@ -1,0 +1,89 @@
+"""Tables behind the Model page, read robustly from a bundle's ``metrics`` and ``provenance``.
+
+Training writes per model (``mlp`` and the RandomForest/KNN baselines) per held-out fold and
+pooled: accuracy, macro-F1, background false-positive rate and, where kept, the per-class
+figures and confusion matrix. Any of these may be missing in a given bundle; every function
+returns what is there and nothing for what is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+HEADLINE = ("accuracy", "macro_f1", "background_false_positive_rate", "n")
+"""figures shown per model and fold, in this order"""
+PREFERRED_SUMMARY = ("mlp", "pooled")
+"""where the confusion matrix of the shipped model is looked for first"""
+
+
+def headline_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per model and fold (pooled last): the headline figures, for comparing baselines."""
+    rows = []
+    for model, block in metrics.items():
+        if not isinstance(block, Mapping):
+            continue
+        if any(key in block for key in HEADLINE):
+            rows.append(_headline(model, "all", block))
+            continue
+        for fold, figures in block.items():
+            if isinstance(figures, Mapping) and any(key in figures for key in HEADLINE):
+                rows.append(_headline(model, str(fold), figures))
+    return rows
+
+
+def _headline(model: str, fold: str, figures: Mapping[str, Any]) -> dict[str, Any]:
+    return {"model": model, "fold": fold, **{key: figures.get(key) for key in HEADLINE}}
+
+
+def find_summary(metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The block holding a confusion matrix: the MLP's pooled one if present, else the first found."""
+    preferred: Any = metrics
+    for key in PREFERRED_SUMMARY:
+        preferred = preferred.get(key, {}) if isinstance(preferred, Mapping) else {}
+    if _is_summary(preferred):
+        return preferred
+    return next((block for block in _mappings(metrics) if _is_summary(block)), None)
+
+
+def _is_summary(block: Any) -> bool:
+    return isinstance(block, Mapping) and isinstance(block.get("confusion"), list) and isinstance(block.get("labels"), list)
+
+
+def _mappings(node: Any) -> Iterator[Mapping[str, Any]]:
+    """Every mapping in a JSON tree, depth first, parents before children."""
+    if isinstance(node, Mapping):
+        yield node
+        for value in node.values():
+            yield from _mappings(value)
+
+
+def confusion_cells(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Confusion matrix as cells (true, predicted, count, share of the true class) for a heatmap."""
+    labels = [str(label) for label in summary["labels"]]
+    cells = []
+    for true, row in zip(labels, summary["confusion"]):
+        total = sum(row) or 1
+        for predicted, count in zip(labels, row):
+            cells.append({"true": true, "predicted": predicted, "count": int(count), "share": count / total})
+    return cells
+
+
+def per_class_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support per label."""
+    per_class = summary.get("per_class", {})
+    return [{"label": label, **figures} for label, figures in per_class.items() if isinstance(figures, Mapping)]
+
+
+def provenance_rows(provenance: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Where the model came from, one readable line per key (datasets as ``name: clips``)."""
+    rows = []
+    for key, value in provenance.items():
+        if isinstance(value, Mapping):
+            text = ", ".join(f"{name}: {count}" for name, count in value.items())
+        elif isinstance(value, (list, tuple)):
+            text = ", ".join(str(item) for item in value)
+        else:
+            text = str(value)
+        rows.append({"item": key, "value": text})
+    return rows

@@ -1,0 +1,112 @@
+"""The dashboard's MQTT subscriber: one paho client feeding a :class:`LiveStore`.
+
+Uses the daemon's own config keys (``mqtt.host``, ``port``, ``protocol``, ``username``, password,
+``tls``, ``topic_prefix``) and subscribes one level above the configured prefix, so every listener
+publishing beside it shows up. paho's thread (``loop_start``) connects, reconnects by itself and
+runs the callbacks; retained status, state, level and stats arrive at once on (re)subscribe.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from noisewatch.config import Config, ConfigError, MqttSection
+from noisewatch.daemon.sinks.topics import default_prefix
+from noisewatch.dashboard.store import LiveStore, root_of, topic_filter
+
+log = logging.getLogger(__name__)
+
+QOS_AT_LEAST_ONCE = 1
+CLIENT_ID_PREFIX = "noisewatch-dashboard-"
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+
+
+class LiveSubscriber:
+    """Subscribes to every listener under one root and keeps their latest state in ``store``."""
+
+    def __init__(self, settings: MqttSection, root: str, password: str | None = None) -> None:
+        self.settings = settings
+        self.store = LiveStore(root)
+        self.filter = topic_filter(root)
+        self.client = self._make_client(password)
+
+    @classmethod
+    def from_config(cls, config: Config) -> "LiveSubscriber":
+        """The subscriber for a daemon config; raises ConfigError for unusable TLS files or password."""
+        prefix = config.mqtt.topic_prefix or default_prefix(config.device_id)
+        return cls(config.mqtt, root_of(prefix), config.mqtt_password())
+
+    def start(self) -> None:
+        """Connect in the background (an absent broker is retried, never fatal)."""
+        s = self.settings
+        self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+        self.client.loop_start()
+        log.info("dashboard: subscribing to %s on %s:%d", self.filter, s.host, s.port)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _make_client(self, password: str | None) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=CLIENT_ID_PREFIX + uuid.uuid4().hex[:8],  # several dashboards may watch one broker
+            protocol=mqtt.MQTTv5 if s.protocol == "5" else mqtt.MQTTv311,
+        )
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+        if s.username is not None:
+            client.username_pw_set(s.username, password)
+        if s.tls.enabled:
+            configure_tls(client, s)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    # --- paho's thread ----------------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            self.store.broker = f"refused: {reason_code}"
+            log.error("dashboard: broker %s:%d refused the connection: %s", self.settings.host,
+                      self.settings.port, reason_code)
+            return
+        self.store.broker = "connected"
+        client.subscribe(self.filter, qos=QOS_AT_LEAST_ONCE)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.store.broker = f"cannot reach {self.settings.host}:{self.settings.port}; retrying"
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        self.store.broker = f"disconnected ({reason_code}); retrying"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.store.receive(message.topic, message.payload)
+
+
+def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
+    """TLS as the daemon sets it up: CA, optional client certificate, optional insecure flag."""
+    tls = settings.tls
+    try:
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
+    client.tls_insecure_set(tls.insecure)

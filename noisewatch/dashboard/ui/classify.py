@@ -1,0 +1,127 @@
+"""Classify page: upload (or record) a sound and see what the model hears, window by window.
+
+The recording goes through :mod:`noisewatch.dashboard.analysis` (the runtime feature code and the
+bundle's TFLite model); this module only collects the audio and draws the results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import soundfile
+import streamlit as st
+
+from noisewatch import features
+from noisewatch.bundle import Bundle, BundleError
+from noisewatch.config import ConfigError
+from noisewatch.dashboard import analysis, resources
+
+UPLOAD_TYPES = ["wav", "flac", "ogg"]
+LABELS_PLOTTED = 5
+"""labels with the highest peak score drawn over time"""
+
+
+def render() -> None:
+    st.title("Classify")
+    try:
+        bundle = resources.bundle(resources.bundle_path())
+    except (BundleError, ConfigError) as exc:
+        st.error(f"No usable model: {exc}")
+        return
+    st.caption(f"Model {bundle.ident} ({bundle.variant}), {bundle.features.window_s:g} s windows, "
+               f"{bundle.features.sample_rate} Hz")
+    data = _audio_input()
+    if data is None:
+        st.info("Upload a WAV, FLAC or OGG recording, or record one with the microphone.")
+        return
+    hop_s = st.slider("Seconds between windows", 0.25, 4.0, analysis.DEFAULT_HOP_S, 0.25)
+    try:
+        recording, scores = _analyse(data, str(bundle.path), hop_s)
+    except soundfile.LibsndfileError as exc:
+        st.error(f"Cannot read this recording: {exc}")
+        return
+    _show(bundle, recording, scores)
+
+
+def _audio_input() -> bytes | None:
+    """The uploaded file, else the browser recording (where this Streamlit has st.audio_input)."""
+    upload, record = st.columns(2)
+    with upload:
+        uploaded = st.file_uploader("Recording", type=UPLOAD_TYPES)
+    recorded = None
+    if hasattr(st, "audio_input"):
+        with record:
+            recorded = st.audio_input("Record from the microphone")
+    chosen = uploaded or recorded
+    return chosen.getvalue() if chosen is not None else None
+
+
+@st.cache_data(show_spinner="Classifying...", max_entries=8)
+def _analyse(data: bytes, bundle_path: str, hop_s: float) -> tuple[analysis.Recording, analysis.WindowScores]:
+    """Decoded audio and window scores, cached per recording, bundle and hop."""
+    bundle = resources.bundle(Path(bundle_path))
+    recording = analysis.decode(data, bundle.features.sample_rate)
+    return recording, analysis.classify(recording, bundle, hop_s)
+
+
+def _show(bundle: Bundle, recording: analysis.Recording, scores: analysis.WindowScores) -> None:
+    label, score = scores.summary()
+    first, second, third = st.columns(3)
+    first.metric("Prediction", label)
+    second.metric("Mean score", f"{score:.2f}")
+    third.metric("Windows", f"{len(scores.starts)} over {recording.duration_s:.1f} s")
+    if recording.truncated:
+        st.warning(f"Only the first {analysis.MAX_SECONDS:g} s were analysed.")
+    st.subheader("Scores per window")
+    chart = _score_chart(scores) if len(scores.starts) > 1 else _label_chart(scores)
+    st.altair_chart(chart, width="stretch")
+    st.subheader("Waveform")
+    st.altair_chart(_waveform_chart(recording), width="stretch")
+    settings = bundle.features
+    st.subheader("Mel spectrogram (dB)")
+    st.image(analysis.colorize(analysis.mel_db(recording.samples, settings)), width="stretch")
+    st.subheader(f"MFCC 1-{settings.n_mfcc - 1}")
+    st.caption("coefficient 0 (overall loudness) is left out so the others keep their contrast")
+    st.image(analysis.colorize(features.mfcc(recording.samples, settings)[1:]), width="stretch")
+    st.subheader("Windows")
+    st.dataframe(_window_table(scores), hide_index=True)
+
+
+def _score_chart(scores: analysis.WindowScores) -> alt.Chart:
+    labels = scores.top_labels(LABELS_PLOTTED)
+    index = [scores.labels.index(label) for label in labels]
+    frame = pd.DataFrame(scores.scores[:, index], columns=labels).assign(start_s=scores.starts)
+    long = frame.melt(id_vars="start_s", var_name="label", value_name="score")
+    return alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("start_s:Q", title="window start (s)"), y=alt.Y("score:Q", scale=alt.Scale(domain=[0, 1])),
+        color="label:N", tooltip=["label", "start_s", alt.Tooltip("score:Q", format=".2f")],
+    )
+
+
+def _label_chart(scores: analysis.WindowScores) -> alt.Chart:
+    """Every label's score of a single window, best first."""
+    frame = pd.DataFrame({"label": scores.labels, "score": scores.scores[0]})
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("score:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("label:N", sort="-x", title=None),
+        tooltip=["label", alt.Tooltip("score:Q", format=".2f")],
+    )
+
+
+def _waveform_chart(recording: analysis.Recording) -> alt.Chart:
+    times, low, high = analysis.envelope(recording.samples, recording.sample_rate)
+    frame = pd.DataFrame({"time_s": times, "min": low, "max": high})
+    return alt.Chart(frame).mark_area(opacity=0.8).encode(
+        x=alt.X("time_s:Q", title="time (s)"), y=alt.Y("min:Q", title="amplitude"), y2="max:Q",
+    ).properties(height=160)
+
+
+def _window_table(scores: analysis.WindowScores) -> pd.DataFrame:
+    best = scores.scores.argmax(axis=1)
+    return pd.DataFrame({
+        "start (s)": scores.starts.round(2),
+        "top label": [scores.labels[i] for i in best],
+        "score": scores.scores[np.arange(len(best)), best].round(3),
+    })

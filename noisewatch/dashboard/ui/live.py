@@ -1,0 +1,128 @@
+"""Live page: every listener on the broker, refreshed every few seconds.
+
+Per device: online/offline (the retained status and Last Will), the state of each label, the
+newest top-3 scores and health; across devices: the event timeline and table, and the sound
+level over time. Data comes from the process-wide subscriber's store; this module only draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from noisewatch.config import ConfigError
+from noisewatch.dashboard import resources, views
+from noisewatch.dashboard.store import DeviceState, LiveStore
+
+REFRESH_S = 2.0
+"""seconds between redraws of the live view"""
+EVENTS_SHOWN = 25
+"""newest events listed in the table"""
+MIN_MARK_S = 1.0
+"""events (and open events, until they close) are drawn at least this long on the timeline"""
+ROW_HEIGHT_PX = 36
+"""height of one label's row on the event timeline"""
+MISSING = "–"
+"""shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
+STATUS_BADGES = {"online": ":green-badge[online]", "offline": ":red-badge[offline]"}
+
+
+def render() -> None:
+    st.title("Live")
+    try:
+        subscriber = resources.live_subscriber()
+    except ConfigError as exc:
+        st.error(f"Configuration problem: {exc}")
+        return
+    settings = subscriber.settings
+    st.caption(f"Broker {settings.host}:{settings.port}, topics `{subscriber.filter}`")
+    _live_view(subscriber.store)
+
+
+@st.fragment(run_every=REFRESH_S)
+def _live_view(store: LiveStore) -> None:
+    devices = store.snapshot()
+    st.caption(f"Broker connection: {store.broker}")
+    if not devices:
+        st.info("Waiting for listeners to publish...")
+        return
+    for name, device in devices.items():
+        _device_panel(name, device)
+    _timeline(views.event_rows(devices))
+    _levels(views.level_rows(devices))
+
+
+def _device_panel(name: str, device: DeviceState) -> None:
+    with st.container(border=True):
+        badge = STATUS_BADGES.get(views.status_text(device), ":gray-badge[unknown]")
+        st.markdown(f"#### {name} {badge}")
+        states, scores, health = st.columns(3)
+        with states:
+            st.markdown("**Labels**")
+            st.markdown(_state_badges(device) or "no states yet")
+        with scores:
+            st.markdown("**Top-3 scores**")
+            top = views.latest_scores(device)
+            if top:
+                st.table(pd.DataFrame([{"label": r["label"], "score": _number(r["score"], "{:.2f}")} for r in top]), hide_index=True)
+            else:
+                st.caption("not published (scores.enabled in the daemon's config)")
+        with health:
+            st.markdown("**Health**")
+            items = views.stats_items(device)
+            st.markdown("  \n".join(f"{key}: {value}" for key, value in items) or "no stats yet")
+
+
+def _state_badges(device: DeviceState) -> str:
+    active = set(views.active_labels(device))
+    labels = sorted(set(device.states) | active)
+    return " ".join(f":red-badge[{label} ON]" if label in active else f":gray-badge[{label}]" for label in labels)
+
+
+def _timeline(rows: list[dict[str, Any]]) -> None:
+    st.subheader("Events")
+    if not rows:
+        st.caption("no events yet")
+        return
+    frame = pd.DataFrame(rows)
+    frame["start"], end = pd.to_datetime(frame["start"], utc=True), pd.to_datetime(frame["end"], utc=True)
+    shortest = frame["start"] + pd.Timedelta(seconds=MIN_MARK_S)
+    frame["end"] = end.where(end > shortest, shortest)
+    chart = alt.Chart(frame.dropna(subset=["start"])).mark_bar().encode(
+        x=alt.X("start:T", title="time (UTC)"), x2="end:T",
+        y=alt.Y("label:N", title=None), yOffset="device:N", color=alt.Color("device:N"),
+        tooltip=["device", "label", "state", "confidence", "duration_s", "start:T"],
+    )
+    st.altair_chart(chart.properties(height=ROW_HEIGHT_PX * frame["label"].nunique()), width="stretch")
+    st.table(_event_table(rows[:EVENTS_SHOWN]), hide_index=True)
+
+
+def _event_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The newest events as display text (st.table renders plain HTML, readable and searchable)."""
+    return pd.DataFrame([{
+        "start (UTC)": row["start"].strftime("%Y-%m-%d %H:%M:%S") if row["start"] else "?",
+        "device": row["device"],
+        "label": row["label"],
+        "confidence": _number(row["confidence"], "{:.2f}"),
+        "duration": _number(row["duration_s"], "{:.1f} s") if row["state"] == "closed" else "open",
+        "peak": _number(row["peak_dbfs"], "{:.1f} dBFS"),
+    } for row in rows])
+
+
+def _number(value: Any, template: str) -> str:
+    return template.format(value) if isinstance(value, (int, float)) else MISSING
+
+
+def _levels(rows: list[dict[str, Any]]) -> None:
+    st.subheader("Sound level")
+    if not rows:
+        st.caption("no level reports yet (levels.interval_s in the daemon's config)")
+        return
+    chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
+        x=alt.X("time:T", title="time (UTC)"), y=alt.Y("dbfs:Q", title="dBFS", scale=alt.Scale(zero=False)),
+        color="measure:N", strokeDash="device:N", tooltip=["device", "measure", "dbfs", "time:T"],
+    )
+    st.altair_chart(chart, width="stretch")

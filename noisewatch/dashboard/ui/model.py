@@ -1,0 +1,94 @@
+"""Model page: what the bundle knows about itself: labels, thresholds, metrics, data and licence.
+
+Tables come from :mod:`noisewatch.dashboard.modelview`, which reads whatever the bundle holds;
+a section without data says so instead of failing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from noisewatch.bundle import Bundle, BundleError
+from noisewatch.config import ConfigError
+from noisewatch.dashboard import modelview, resources
+
+CELL_SIZE_PX = 34
+"""side of one confusion-matrix cell"""
+
+
+def render() -> None:
+    st.title("Model")
+    try:
+        bundle = resources.bundle(resources.bundle_path())
+    except (BundleError, ConfigError) as exc:
+        st.error(f"No usable model: {exc}")
+        return
+    _overview(bundle)
+    _headline(bundle.metrics)
+    summary = modelview.find_summary(bundle.metrics)
+    _confusion(summary)
+    _per_class(summary)
+    _provenance(bundle.provenance)
+    with st.expander("Raw metrics and provenance (JSON)"):
+        st.json({"metrics": bundle.metrics, "provenance": bundle.provenance, **bundle.extra})
+
+
+def _overview(bundle: Bundle) -> None:
+    st.markdown(f"**{bundle.ident}** ({bundle.variant}) from `{bundle.path}`")
+    s = bundle.features
+    st.caption(f"{s.sample_rate} Hz, {s.window_s:g} s windows, {s.n_mels} mel bands, {s.n_mfcc} MFCC "
+               f"({', '.join(s.stats)}), {len(bundle.labels)} labels")
+    st.table(pd.DataFrame({"label": list(bundle.labels),
+                           "threshold": [f"{bundle.threshold(label):.2f}" for label in bundle.labels]}), hide_index=True)
+
+
+def _headline(metrics: dict[str, Any]) -> None:
+    st.subheader("Held-out accuracy: the MLP and its baselines")
+    rows = modelview.headline_rows(metrics)
+    if not rows:
+        st.caption("this bundle carries no evaluation figures")
+        return
+    if "evaluation" in metrics:
+        st.caption(f"evaluation: {metrics['evaluation']}")
+    st.table(pd.DataFrame(rows).fillna("-"), hide_index=True)
+
+
+def _confusion(summary: Any) -> None:
+    st.subheader("Confusion matrix")
+    if summary is None:
+        st.caption("this bundle carries no confusion matrix")
+        return
+    frame = pd.DataFrame(modelview.confusion_cells(summary))
+    labels = list(summary["labels"])
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=labels), y=alt.Y("true:N", sort=labels),
+    )
+    cells = base.mark_rect().encode(color=alt.Color("share:Q", title="share of true class",
+                                                    scale=alt.Scale(scheme="blues")),
+                                    tooltip=["true", "predicted", "count"])
+    counts = base.mark_text(fontSize=10).encode(
+        text="count:Q", color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black")))
+    side = CELL_SIZE_PX * len(labels)
+    st.altair_chart((cells + counts).properties(width=side, height=side))
+
+
+def _per_class(summary: Any) -> None:
+    st.subheader("Per class")
+    rows = modelview.per_class_rows(summary) if summary is not None else []
+    if not rows:
+        st.caption("this bundle carries no per-class figures")
+        return
+    st.table(pd.DataFrame(rows), hide_index=True)
+
+
+def _provenance(provenance: dict[str, Any]) -> None:
+    st.subheader("Data and licence")
+    rows = modelview.provenance_rows(provenance)
+    if not rows:
+        st.caption("this bundle carries no provenance")
+        return
+    st.table(pd.DataFrame(rows), hide_index=True)

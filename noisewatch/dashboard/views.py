@@ -1,0 +1,94 @@
+"""Tables behind the Live page, built from store snapshots: pure functions, no Streamlit.
+
+Rows are plain dicts (Streamlit and pandas take them as they are); times are parsed from the
+events' ISO 8601 stamps (the daemon's audio clock), never taken from the dashboard's clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from noisewatch.dashboard.store import DeviceState
+
+STATS_SHOWN = ("uptime_s", "windows", "overflows", "spool_depth", "model", "version")
+"""health fields shown per device, in this order, when the daemon reports them"""
+UNKNOWN_STATUS = "unknown"
+
+
+def parse_time(stamp: Any) -> dt.datetime | None:
+    """An ISO 8601 stamp (``...Z`` or ``+00:00``) as an aware datetime; None if absent or invalid."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def event_rows(devices: Mapping[str, DeviceState]) -> list[dict[str, Any]]:
+    """Closed and still-open events of every device, newest first."""
+    rows = []
+    for name, device in devices.items():
+        for event in device.events:
+            rows.append(_event_row(name, event, "closed"))
+        for notice in device.open_events.values():
+            rows.append(_event_row(name, notice, "open"))
+    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return sorted(rows, key=lambda row: row["start"] or epoch, reverse=True)
+
+
+def _event_row(device: str, event: Mapping[str, Any], state: str) -> dict[str, Any]:
+    start = parse_time(event.get("start"))
+    end = parse_time(event.get("end"))
+    return {
+        "device": device,
+        "label": event.get("label"),
+        "state": state,
+        "start": start,
+        "end": end,
+        "duration_s": event.get("duration_s"),
+        "confidence": event.get("confidence"),
+        "peak_dbfs": event.get("peak_dbfs"),
+    }
+
+
+def level_rows(devices: Mapping[str, DeviceState]) -> list[dict[str, Any]]:
+    """Leq and Lmax (dBFS) of every level report, one row per device and period, oldest first."""
+    rows = []
+    for name, device in devices.items():
+        for report in device.levels:
+            time = parse_time(report.get("end")) or parse_time(report.get("start"))
+            if time is None:
+                continue
+            for measure, key in (("Leq", "leq_dbfs"), ("Lmax", "lmax_dbfs")):
+                if isinstance(report.get(key), (int, float)):
+                    rows.append({"device": name, "time": time, "measure": measure, "dbfs": float(report[key])})
+    return sorted(rows, key=lambda row: row["time"])
+
+
+def latest_scores(device: DeviceState) -> list[dict[str, Any]]:
+    """The newest top-3 report as rows of label and score; empty when scores are not published."""
+    if not device.scores:
+        return []
+    top = device.scores[-1].get("top", [])
+    return [{"label": item.get("label"), "score": item.get("score")} for item in top if isinstance(item, dict)]
+
+
+def active_labels(device: DeviceState) -> list[str]:
+    """Labels currently ON (retained state) or with an open event."""
+    on = {label for label, state in device.states.items() if state == "ON"}
+    on.update(str(notice.get("label")) for notice in device.open_events.values())
+    return sorted(on)
+
+
+def stats_items(device: DeviceState) -> list[tuple[str, Any]]:
+    """The health fields worth a glance, in a fixed order."""
+    stats = device.stats or {}
+    return [(key, stats[key]) for key in STATS_SHOWN if key in stats]
+
+
+def status_text(device: DeviceState) -> str:
+    return device.status or UNKNOWN_STATUS
