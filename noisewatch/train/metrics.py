@@ -89,3 +89,10 @@ def best_thresholds(scores: np.ndarray, y_true: np.ndarray, labels: Sequence[str
             f1s.append(2 * tp / max(1, 2 * tp + fp + fn))
         thresholds[label] = float(grid[int(np.argmax(f1s))])
     return thresholds
+
+
+def thresholded(scores: np.ndarray, thresholds: Sequence[float], fallback: int) -> np.ndarray:
+    """The daemon's decision: the top class if its score reaches its threshold, else ``fallback``."""
+    top = scores.argmax(axis=1)
+    confident = scores[np.arange(len(top)), top] >= np.asarray(thresholds)[top]
+    return np.where(confident, top, fallback)

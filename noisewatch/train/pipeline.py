@@ -34,6 +34,7 @@ LICENCE = "CC BY-NC 3.0 (training data: UrbanSound8K, ESC-50); non-commercial us
 MODEL_FILE = "model.keras"
 TRAINING_JSON = "training.json"
 FEATURES_NPZ = "train_features.npz"
+HELDOUT_NPZ = "heldout_scores.npz"
 THRESHOLD_GRID = np.round(np.arange(0.40, 0.951, 0.05), 2)
 DEFAULT_QUIET = 240
 
@@ -52,6 +53,8 @@ class ModelSettings:
     """Adam step size."""
     class_weight: bool = True
     """Weight classes by inverse frequency in the loss."""
+    background_weight: float = 1.0
+    """Extra loss weight of the background class: higher trades target recall for fewer false alarms."""
     augment_copies: int = 0
     """Augmented copies (shift, gain, noise) of each training clip, added to the training set."""
     seed: int = 0
@@ -130,21 +133,27 @@ def build_mlp(train_x: np.ndarray, n_classes: int, model: ModelSettings) -> Any:
     return mlp
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings) -> Any:
-    """A trained MLP; class weights are inverse class frequency, normalised to mean 1."""
+def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int) -> Any:
+    """A trained MLP (seeded, so reruns give the same model)."""
     import keras
 
     keras.utils.set_random_seed(model.seed)
     mlp = build_mlp(x, n_classes, model)
-    weights = None
-    if model.class_weight:
-        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-        present = counts > 0
-        per_class = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
-        weights = {i: float(w) for i, w in enumerate(per_class)}
     onehot = np.eye(n_classes, dtype=np.float32)[y]
-    mlp.fit(x, onehot, epochs=model.epochs, batch_size=model.batch_size, class_weight=weights, verbose=0, shuffle=True)
+    mlp.fit(x, onehot, epochs=model.epochs, batch_size=model.batch_size, class_weight=class_weights(y, n_classes, model, background),
+            verbose=0, shuffle=True)
     return mlp
+
+
+def class_weights(y: np.ndarray, n_classes: int, model: ModelSettings, background: int) -> dict[int, float]:
+    """Inverse class frequency (mean 1 over present classes) if enabled, background scaled by its factor."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+    if not model.class_weight:
+        weights = present.astype(np.float64)
+    weights[background] *= model.background_weight
+    return {i: float(w) for i, w in enumerate(weights)}
 
 
 def _training_set(data: Data, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,20 +189,37 @@ def cross_validate(data: Data, model: ModelSettings, baselines: bool) -> tuple[d
         test = data.folds == fold
         train_x, train_y = _training_set(data, ~test)
         log.info("fold %d: training on %d vectors, testing on %d clips", fold, len(train_x), test.sum())
-        scores[test] = fit_mlp(train_x, train_y, len(data.labels), model).predict(data.x[test], verbose=0)
+        mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND))
+        scores[test] = mlp.predict(data.x[test], verbose=0)
         predicted["mlp"][test] = scores[test].argmax(axis=1)
         for name in set(predicted) - {"mlp"}:
             predicted[name][test] = baseline_predictions(name, data.x[~test], data.y[~test], data.x[test], model.seed)
+    predicted["mlp_thresholded"] = cross_fitted_thresholded(data, scores, folds)
     results = {name: _fold_metrics(data, pred, folds) for name, pred in predicted.items()}
     return results, scores
 
 
+def cross_fitted_thresholded(data: Data, scores: np.ndarray, folds: list[int]) -> np.ndarray:
+    """The daemon's thresholded decisions on each fold, with thresholds picked on the other folds' scores."""
+    predicted = np.zeros_like(data.y)
+    fallback = data.labels.index(BACKGROUND)
+    for fold in folds:
+        test = data.folds == fold
+        chosen = metrics.best_thresholds(scores[~test], data.y[~test], data.labels, THRESHOLD_GRID)
+        predicted[test] = metrics.thresholded(scores[test], [chosen[label] for label in data.labels], fallback)
+    return predicted
+
+
 def _fold_metrics(data: Data, predicted: np.ndarray, folds: list[int]) -> dict[str, Any]:
+    """Metrics per held-out fold, pooled, and pooled accuracy per source dataset (quiet clips are easy)."""
     per_fold = {
         str(fold): metrics.summary(data.y[data.folds == fold], predicted[data.folds == fold], data.labels, BACKGROUND)
         for fold in folds
     }
-    return {"folds": per_fold, "pooled": metrics.summary(data.y, predicted, data.labels, BACKGROUND)}
+    sources = np.array([clip.dataset for clip in data.clips])
+    by_source = {name: metrics.accuracy(data.y[sources == name], predicted[sources == name]) for name in sorted(set(sources))}
+    pooled = metrics.summary(data.y, predicted, data.labels, BACKGROUND)
+    return {"folds": per_fold, "pooled": {**pooled, "accuracy_by_dataset": by_source}}
 
 
 # --- shell --------------------------------------------------------------------------------------
@@ -229,6 +255,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
         dropout=args.dropout,
         epochs=args.epochs,
         class_weight=not args.no_class_weight,
+        background_weight=args.background_weight,
         augment_copies=args.augment,
         seed=args.seed,
     )
@@ -245,9 +272,11 @@ def main(args: argparse.Namespace) -> int:
     results, scores = cross_validate(data, model, baselines=not args.no_baselines)
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, THRESHOLD_GRID)
     report.write_report(out, {"models": results, "thresholds": thresholds, "model_settings": asdict(model)})
-    final = fit_mlp(*_training_set(data, np.ones(len(data.y), bool)), len(data.labels), model)
+    everything = _training_set(data, np.ones(len(data.y), bool))
+    final = fit_mlp(*everything, len(data.labels), model, data.labels.index(BACKGROUND))
     final.save(out / MODEL_FILE)
     np.savez_compressed(out / FEATURES_NPZ, x=data.x, y=data.y)
+    np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
     mlp = results["mlp"]
     training = {
         "labels": data.labels,
