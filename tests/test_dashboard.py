@@ -1,0 +1,271 @@
+"""Dashboard cores without a browser: topic parsing, the live store, tables, analysis, launcher.
+
+The subscriber test uses a real mosquitto; the analysis tests use the shipped TFLite bundle and
+real audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+import soundfile
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mqtt_broker import HOST, Broker
+from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.config import EX_CONFIG, Config
+from noisewatch.dashboard import analysis, launch, modelview, views
+from noisewatch.dashboard.store import LiveStore, Message, decode, parse_topic, root_of, topic_filter
+from noisewatch.dashboard.subscriber import LiveSubscriber
+from noisewatch.train.metrics import summary
+
+SIREN_CLIP = "UrbanSound8K/audio/fold1/106905-8-0-0.flac"
+DOG_CLIP = "UrbanSound8K/audio/fold1/101415-3-0-2.flac"
+
+
+def closed_event(label: str, start: str, event_id: str | None = None, device: str = "kitchen") -> dict:
+    return {"id": event_id or str(uuid.uuid4()), "label": label, "confidence": 0.9, "mean_confidence": 0.8,
+            "start": start, "end": start.replace(":00.000Z", ":03.000Z"), "offset_s": 1.0, "duration_s": 3.0,
+            "peak_dbfs": -12.0, "mean_dbfs": -20.0, "device": device, "model": "urban11@1"}
+
+
+# --- topics -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("topic, expected", [
+    ("noisewatch/kitchen/events", ("kitchen", "event", None)),
+    ("noisewatch/kitchen/events/started", ("kitchen", "started", None)),
+    ("noisewatch/kitchen/status", ("kitchen", "status", None)),
+    ("noisewatch/garden/level", ("garden", "level", None)),
+    ("noisewatch/garden/stats", ("garden", "stats", None)),
+    ("noisewatch/garden/scores", ("garden", "scores", None)),
+    ("noisewatch/garden/state/dog_bark", ("garden", "state", "dog_bark")),
+    ("noisewatch/garden/state/a/b", None),
+    ("noisewatch/garden", None),
+    ("homeassistant/binary_sensor/x/config", None),
+    ("noisewatch/garden/unknown", None),
+])
+def test_parse_topic_inverts_the_daemons_topic_names(topic: str, expected: tuple | None) -> None:
+    assert parse_topic(topic, "noisewatch") == expected
+
+
+def test_subscription_covers_the_siblings_of_the_configured_prefix() -> None:
+    assert root_of("noisewatch/kitchen") == "noisewatch"
+    assert topic_filter("noisewatch") == "noisewatch/+/#"
+    assert root_of("home/noise/kitchen") == "home/noise"
+    assert root_of("kitchen") == "" and topic_filter("") == "+/#"
+    assert parse_topic("kitchen/status", "") == ("kitchen", "status", None)
+
+
+def test_malformed_payloads_are_ignored() -> None:
+    assert decode("noisewatch/k/events", b"{not json", "noisewatch") is None
+    assert decode("noisewatch/k/level", b"[1, 2]", "noisewatch") is None
+    assert decode("noisewatch/k/status", b"\xff\xfe", "noisewatch") is None
+    assert decode("noisewatch/k/status", b"online", "noisewatch") == Message("k", "status", None, "online")
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+def test_store_follows_an_event_from_start_to_end_and_drops_redeliveries() -> None:
+    store = LiveStore("noisewatch")
+    event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    started = {k: event[k] for k in ("id", "label", "confidence", "start", "offset_s", "device", "model")}
+    assert store.receive("noisewatch/kitchen/events/started", json.dumps(started).encode())
+    assert list(store.snapshot()["kitchen"].open_events) == [event["id"]]
+    for _ in range(2):  # at-least-once delivery: the same id twice
+        store.receive("noisewatch/kitchen/events", json.dumps(event).encode())
+    device = store.snapshot()["kitchen"]
+    assert device.open_events == {}
+    assert [e["id"] for e in device.events] == [event["id"]]
+    assert device.prefix == "noisewatch/kitchen"
+
+
+def test_store_keeps_status_states_levels_scores_and_stats_per_device() -> None:
+    store = LiveStore("noisewatch")
+    store.receive("noisewatch/kitchen/status", b"online")
+    store.receive("noisewatch/garden/status", b"offline")
+    store.receive("noisewatch/kitchen/state/siren", b"ON")
+    store.receive("noisewatch/kitchen/level", json.dumps({"end": "2026-01-01T12:01:00Z", "leq_dbfs": -40.0}).encode())
+    store.receive("noisewatch/kitchen/scores", json.dumps({"top": [{"label": "siren", "score": 0.7}]}).encode())
+    store.receive("noisewatch/kitchen/stats", json.dumps({"uptime_s": 5, "windows": 9}).encode())
+    assert not store.receive("other/kitchen/status", b"online")
+    devices = store.snapshot()
+    assert list(devices) == ["garden", "kitchen"]
+    kitchen = devices["kitchen"]
+    assert (kitchen.status, devices["garden"].status) == ("online", "offline")
+    assert kitchen.states == {"siren": "ON"}
+    assert views.latest_scores(kitchen) == [{"label": "siren", "score": 0.7}]
+    assert views.stats_items(kitchen) == [("uptime_s", 5), ("windows", 9)]
+    assert views.active_labels(kitchen) == ["siren"]
+
+
+def test_snapshot_is_a_copy_the_page_may_keep() -> None:
+    store = LiveStore("noisewatch")
+    store.receive("noisewatch/kitchen/state/siren", b"ON")
+    snapshot = store.snapshot()
+    store.receive("noisewatch/kitchen/state/siren", b"OFF")
+    assert snapshot["kitchen"].states["siren"] == "ON"
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+def test_event_rows_are_newest_first_and_include_open_events() -> None:
+    store = LiveStore("noisewatch")
+    first = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    second = closed_event("dog_bark", "2026-01-01T12:05:00.000Z", device="garden")
+    store.receive("noisewatch/kitchen/events", json.dumps(first).encode())
+    store.receive("noisewatch/garden/events", json.dumps(second).encode())
+    store.receive("noisewatch/kitchen/events/started",
+                  json.dumps({"id": "x", "label": "drilling", "start": "2026-01-01T12:09:00.000Z"}).encode())
+    rows = views.event_rows(store.snapshot())
+    assert [(r["label"], r["state"], r["device"]) for r in rows] == [
+        ("drilling", "open", "kitchen"), ("dog_bark", "closed", "garden"), ("siren", "closed", "kitchen")]
+    assert rows[2]["end"] - rows[2]["start"] == dt.timedelta(seconds=3)
+
+
+def test_level_rows_give_leq_and_lmax_over_time() -> None:
+    store = LiveStore("noisewatch")
+    for minute, leq in ((2, -30.0), (1, -40.0)):
+        report = {"start": f"2026-01-01T12:0{minute - 1}:00Z", "end": f"2026-01-01T12:0{minute}:00Z",
+                  "period_s": 60, "leq_dbfs": leq, "lmax_dbfs": leq + 10, "lmin_dbfs": leq - 10}
+        store.receive("noisewatch/kitchen/level", json.dumps(report).encode())
+    rows = views.level_rows(store.snapshot())
+    assert [(r["measure"], r["dbfs"]) for r in rows] == [("Leq", -40.0), ("Lmax", -30.0), ("Leq", -30.0), ("Lmax", -20.0)]
+
+
+def test_parse_time_accepts_z_and_offsets_and_rejects_garbage() -> None:
+    assert views.parse_time("2026-01-01T12:00:00.250Z") == views.parse_time("2026-01-01T12:00:00.250+00:00")
+    assert views.parse_time("yesterday") is None and views.parse_time(None) is None
+
+
+# --- model metrics --------------------------------------------------------------------------------
+
+def test_model_tables_from_the_shipped_bundle() -> None:
+    bundle = load_bundle(default_model_path())
+    rows = modelview.headline_rows(bundle.metrics)
+    models = {row["model"] for row in rows}
+    assert {"mlp", "random_forest", "knn"} <= models
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in rows)
+    assert {row["item"] for row in modelview.provenance_rows(bundle.provenance)} >= {"datasets", "licence"}
+
+
+def test_confusion_and_per_class_tables_from_a_training_summary() -> None:
+    labels = ["siren", "dog_bark", "background"]
+    block = summary(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), labels, "background")
+    metrics = {"mlp": {"1": {"accuracy": 0.5}, "pooled": block}, "knn": {"pooled": {"accuracy": 0.4}}}
+    found = modelview.find_summary(metrics)
+    assert found is block
+    cells = {(c["true"], c["predicted"]): c for c in modelview.confusion_cells(found)}
+    assert cells[("siren", "dog_bark")]["count"] == 1 and cells[("siren", "dog_bark")]["share"] == 0.5
+    per_class = {row["label"]: row for row in modelview.per_class_rows(found)}
+    assert per_class["dog_bark"]["precision"] == 0.5 and per_class["dog_bark"]["recall"] == 1.0
+    assert modelview.find_summary({"mlp": {"pooled": {"accuracy": 1.0}}}) is None
+
+
+# --- classification -------------------------------------------------------------------------------
+
+def test_decode_downmixes_and_resamples_to_the_model_rate() -> None:
+    rate, seconds = 44100, 1.5
+    t = np.arange(int(rate * seconds)) / rate
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.zeros_like(t)], axis=1) * 0.5
+    buffer = io.BytesIO()
+    soundfile.write(buffer, stereo, rate, format="WAV")
+    recording = analysis.decode(buffer.getvalue(), 22050)
+    assert recording.sample_rate == 22050 and not recording.truncated
+    assert abs(recording.duration_s - seconds) < 0.01
+    assert abs(np.abs(recording.samples).max() - 0.25) < 0.01  # the mono mix of a tone and silence
+
+
+@pytest.mark.shared_data
+def test_classify_a_real_recording_window_by_window(shared_data: Path) -> None:
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    siren, _ = soundfile.read(shared_data / SIREN_CLIP, dtype="float32")
+    bark, _ = soundfile.read(shared_data / DOG_CLIP, dtype="float32")
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.concatenate([siren, np.zeros(3 * rate, np.float32), bark]), rate, format="FLAC")
+    recording = analysis.decode(buffer.getvalue(), rate)
+    scores = analysis.classify(recording, bundle, hop_s=1.0)
+    assert scores.scores.shape == (len(scores.starts), len(bundle.labels))
+    assert scores.starts[0] == 0.0 and np.all(np.diff(scores.starts) > 0)
+    top = [bundle.labels[i] for i in scores.scores.argmax(axis=1)]
+    assert top[0] == "siren" and top[-1] == "dog_bark"
+    single = analysis.classify(analysis.decode(_flac(siren, rate), rate), bundle)
+    assert single.summary()[0] == "siren" and len(single.starts) == 1
+
+
+def _flac(y: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, y, rate, format="FLAC")
+    return buffer.getvalue()
+
+
+def test_pictures_of_the_audio() -> None:
+    matrix = np.linspace(-80, 0, 128 * 40).reshape(128, 40)
+    image = analysis.colorize(matrix, columns=200)
+    assert image.dtype == np.uint8 and image.shape == (128, 200, 3)
+    assert tuple(image[-1, 0]) == tuple(analysis.PALETTE[0].astype(np.uint8))  # lowest value, bottom left
+    times, low, high = analysis.envelope(np.sin(np.arange(22050) / 10.0), 22050, points=100)
+    assert len(times) == len(low) == len(high) == 100 and np.all(low <= high)
+
+
+# --- launcher -------------------------------------------------------------------------------------
+
+def test_launch_command_runs_the_app_with_the_config(tmp_path: Path) -> None:
+    command = launch.streamlit_command("conf.yaml", 8600)
+    assert command[1:5] == ["-m", "streamlit", "run", str(launch.APP)]
+    assert command[command.index("--server.port") + 1] == "8600"
+    assert command[-3:] == ["--", "--config", str(Path("conf.yaml").resolve())]
+    assert launch.app_arguments(command[command.index("--") + 1:]).config == str(Path("conf.yaml").resolve())
+
+
+def test_launch_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mqtt:\n  prot: 1883\n")
+    assert launch.main(argparse.Namespace(config=str(bad), port=8600)) == EX_CONFIG
+    assert "mqtt.prot" in capsys.readouterr().err
+
+
+# --- the subscriber against a real broker -------------------------------------------------------
+
+@pytest.mark.broker
+def test_subscriber_sees_every_listener_under_the_prefix_root() -> None:
+    broker = Broker().start()
+    try:
+        config = Config.model_validate({"device_id": "kitchen", "mqtt": {"host": HOST, "port": broker.port}})
+        publisher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        publisher.connect(HOST, broker.port)
+        publisher.loop_start()
+        publisher.publish("noisewatch/garden/status", "online", qos=1, retain=True).wait_for_publish(5)
+        subscriber = LiveSubscriber.from_config(config)
+        subscriber.start()
+        try:
+            assert _wait(lambda: "garden" in subscriber.store.snapshot()), "retained status did not arrive"
+            event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+            publisher.publish("noisewatch/kitchen/events", json.dumps(event), qos=1).wait_for_publish(5)
+            assert _wait(lambda: "kitchen" in subscriber.store.snapshot())
+            assert [e["id"] for e in subscriber.store.snapshot()["kitchen"].events] == [event["id"]]
+            assert subscriber.store.broker == "connected"
+        finally:
+            subscriber.stop()
+            publisher.loop_stop()
+    finally:
+        broker.cleanup()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
