@@ -1,0 +1,200 @@
+"""Scores in, events out: thresholds, smoothing, start/end, min/max duration, cooldown.
+
+Pure code, driven only by the sample clock (seconds since the stream began), so the same
+audio gives the same events whether it is replayed at full speed or heard live.
+
+Where an event starts: the first window whose smoothed score passes the threshold ends some
+time after the sound's onset (the model needs part of a 4 s window to be the sound). When the
+window has clear loudness contrast, the onset is the start of its last loud stretch; otherwise
+the newest hop's start is used. The end of an event is placed the same way, from the last
+window that still heard it. Without that, starts lag by seconds and ends by a whole window.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from noisewatch.daemon.events import LOUD, OpenEvent
+
+ACTIVITY_FRAME_S = 0.05
+"""Resolution of the loudness envelope used to place onsets and ends."""
+ACTIVITY_CONTRAST_DB = 10.0
+"""Less contrast than this between a window's loud and quiet parts: no onset can be placed."""
+ACTIVITY_MERGE_GAP_S = 0.6
+"""Loud stretches closer than this belong together (the barks of one dog, a wailing siren)."""
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Per-label thresholds (already merged: bundle defaults, then config overrides) and timing."""
+
+    thresholds: dict[str, float]
+    ignore: frozenset[str]
+    smoothing_windows: int
+    hop_s: float
+    release_s: float
+    min_duration_s: float
+    cooldown_s: float
+    max_duration_s: float
+
+
+@dataclass
+class Observation:
+    """What the detector learns from one window."""
+
+    start_s: float
+    end_s: float
+    scores: np.ndarray | None
+    """Model scores in label order; None when the energy gate skipped inference (= background)."""
+    samples: np.ndarray
+    sample_rate: int
+    hop_dbfs: float
+    """RMS level of the newest hop of audio (feeds the event's mean/peak level)."""
+    hop_peak_dbfs: float
+
+    @functools.cached_property
+    def activity(self) -> tuple[float, float] | None:
+        """(onset, end) in stream seconds of the window's last loud stretch, if it has one."""
+        span = sound_activity(self.samples, self.sample_rate)
+        return None if span is None else (self.start_s + span[0], self.start_s + span[1])
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: Literal["started", "ended"]
+    event: OpenEvent
+
+
+def sound_activity(samples: np.ndarray, sample_rate: int) -> tuple[float, float] | None:
+    """(onset_s, end_s) within the window of its last loud stretch, or None without contrast."""
+    frame = max(1, int(ACTIVITY_FRAME_S * sample_rate))
+    n = len(samples) // frame
+    if n < 2:
+        return None
+    power = np.mean(np.square(samples[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
+    level = 10.0 * np.log10(np.maximum(power, 1e-12))
+    floor, peak = np.percentile(level, 10), level.max()
+    if peak - floor < ACTIVITY_CONTRAST_DB:
+        return None
+    loud = np.flatnonzero(level >= floor + (peak - floor) / 2)
+    gaps = np.flatnonzero(np.diff(loud) * ACTIVITY_FRAME_S > ACTIVITY_MERGE_GAP_S)
+    first = loud[gaps[-1] + 1] if len(gaps) else loud[0]
+    return first * frame / sample_rate, (loud[-1] + 1) * frame / sample_rate
+
+
+@dataclass
+class _LabelState:
+    history: deque
+    event: OpenEvent | None = None
+    announced: bool = False
+    absent_since: float | None = None
+    blocked_until: float = float("-inf")
+
+
+class Detector:
+    """Turns a stream of per-window scores into started/ended transitions, per label."""
+
+    def __init__(self, labels: tuple[str, ...], settings: DetectorSettings) -> None:
+        self.labels = labels
+        self.settings = settings
+        self._watched = [(i, label) for i, label in enumerate(labels) if label not in settings.ignore]
+        self._state = {label: _LabelState(deque(maxlen=settings.smoothing_windows)) for _, label in self._watched}
+
+    def update(self, obs: Observation) -> list[Transition]:
+        """Feed one window; returns what started and ended because of it, in order."""
+        out: list[Transition] = []
+        for index, label in self._watched:
+            state = self._state[label]
+            state.history.append(0.0 if obs.scores is None else float(obs.scores[index]))
+            smoothed = sum(state.history) / self.settings.smoothing_windows  # a short history counts as absent
+            if smoothed >= self.settings.thresholds[label]:
+                out += self._present(label, state, smoothed, obs)
+            elif state.event is not None:
+                out += self._absent(state, obs)
+        return out
+
+    def close_all(self, at_s: float) -> list[Transition]:
+        """End every open event (shutdown, end of file, stream gap)."""
+        out: list[Transition] = []
+        for _, label in self._watched:
+            state = self._state[label]
+            if state.event is not None:
+                out += self._close(state, at_s)
+            state.history.clear()
+        return out
+
+    def _present(self, label: str, state: _LabelState, score: float, obs: Observation) -> list[Transition]:
+        out: list[Transition] = []
+        if state.event is None:
+            if obs.end_s < state.blocked_until:
+                return out
+            state.event = OpenEvent(label=label, start_s=self._onset(obs), end_s=obs.end_s)
+        elif obs.end_s - state.event.start_s >= self.settings.max_duration_s:
+            state.event.end_s = obs.end_s
+            out += self._close(state, obs.end_s, cooldown=False)
+            state.event = OpenEvent(label=label, start_s=obs.end_s, end_s=obs.end_s)
+        event = state.event
+        event.add_score(score)
+        event.add_level(obs.hop_dbfs, obs.hop_peak_dbfs)
+        event.end_s = max(event.end_s, self._end(obs), event.start_s)
+        state.absent_since = None
+        if not state.announced and event.duration_s >= self.settings.min_duration_s:
+            state.announced = True
+            out.append(Transition("started", event))
+        return out
+
+    def _absent(self, state: _LabelState, obs: Observation) -> list[Transition]:
+        if state.absent_since is None:
+            state.absent_since = obs.end_s - self.settings.hop_s
+        if obs.end_s - state.absent_since < self.settings.release_s:
+            return []
+        return self._close(state, obs.end_s)
+
+    def _close(self, state: _LabelState, at_s: float, cooldown: bool = True) -> list[Transition]:
+        event, announced = state.event, state.announced
+        state.event, state.announced, state.absent_since = None, False, None
+        if cooldown:
+            state.blocked_until = at_s + self.settings.cooldown_s
+        if event is None or not announced or event.duration_s < self.settings.min_duration_s:
+            return []
+        return [Transition("ended", event)]
+
+    def _onset(self, obs: Observation) -> float:
+        newest_hop = max(obs.start_s, obs.end_s - self.settings.hop_s)
+        return obs.activity[0] if obs.activity else newest_hop
+
+    def _end(self, obs: Observation) -> float:
+        return obs.activity[1] if obs.activity else obs.end_s
+
+
+class LoudnessDetector:
+    """A ``loud`` event when the 1 s level stays at or above a threshold for long enough."""
+
+    def __init__(self, threshold_dbfs: float, min_duration_s: float) -> None:
+        self.threshold_dbfs = threshold_dbfs
+        self.min_duration_s = min_duration_s
+        self._event: OpenEvent | None = None
+        self._announced = False
+
+    def update(self, offset_s: float, dbfs: float, peak_dbfs: float, duration_s: float = 1.0) -> list[Transition]:
+        """Feed one 1 s level (offset_s is the start of that second)."""
+        if dbfs < self.threshold_dbfs:
+            return self.close()
+        if self._event is None:
+            self._event = OpenEvent(label=LOUD, start_s=offset_s, end_s=offset_s)
+        self._event.end_s = offset_s + duration_s
+        self._event.add_level(dbfs, peak_dbfs)
+        if not self._announced and self._event.duration_s >= self.min_duration_s:
+            self._announced = True
+            return [Transition("started", self._event)]
+        return []
+
+    def close(self) -> list[Transition]:
+        event, announced = self._event, self._announced
+        self._event, self._announced = None, False
+        return [Transition("ended", event)] if event is not None and announced else []

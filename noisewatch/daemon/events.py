@@ -1,0 +1,112 @@
+"""The one event schema, and the clock that turns stream offsets into timestamps.
+
+An event's times come from the audio sample clock (seconds since the stream began), converted
+to UTC only here, at the edge, through one wall-clock anchor taken when the stream started. A
+message published late, or replayed from the spool, still says when the sound happened.
+
+Fields of a closed event (``event`` messages): id, label, confidence (max smoothed score while
+open), mean_confidence, start, end (ISO 8601 UTC, ms), offset_s (start, seconds since stream
+start), duration_s, peak_dbfs and mean_dbfs of the event's audio, device, model. ``loud``
+events carry the same fields; their confidence fields are null (they come from the level alone).
+A ``started`` notice carries id, label, confidence so far, start, offset_s, device, model.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+LOUD = "loud"
+FLOOR_DBFS = -120.0
+
+
+@dataclass(frozen=True)
+class SampleClock:
+    """Maps stream offsets (s) to UTC, anchored at the wall time of stream sample 0."""
+
+    anchor: datetime
+
+    @classmethod
+    def starting_now(cls) -> "SampleClock":
+        return cls(datetime.now(timezone.utc))
+
+    def iso(self, offset_s: float) -> str:
+        moment = self.anchor + timedelta(seconds=offset_s)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class OpenEvent:
+    """An event while it is open; the detector updates it window by window."""
+
+    label: str
+    start_s: float
+    end_s: float
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    confidence: float | None = None
+    _confidence_sum: float = 0.0
+    _windows: int = 0
+    peak_dbfs: float = FLOOR_DBFS
+    _energy_sum: float = 0.0
+    _energy_count: int = 0
+
+    def add_score(self, score: float) -> None:
+        self.confidence = score if self.confidence is None else max(self.confidence, score)
+        self._confidence_sum += score
+        self._windows += 1
+
+    def add_level(self, dbfs: float, peak_dbfs: float) -> None:
+        """One stretch of the event's audio: its RMS and peak level."""
+        self.peak_dbfs = max(self.peak_dbfs, peak_dbfs)
+        self._energy_sum += 10.0 ** (dbfs / 10.0)
+        self._energy_count += 1
+
+    @property
+    def mean_confidence(self) -> float | None:
+        return self._confidence_sum / self._windows if self._windows else None
+
+    @property
+    def mean_dbfs(self) -> float:
+        if not self._energy_count:
+            return FLOOR_DBFS
+        return max(FLOOR_DBFS, 10.0 * math.log10(max(self._energy_sum / self._energy_count, 1e-30)))
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.end_s - self.start_s)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def started_payload(event: OpenEvent, clock: SampleClock, device: str, model: str) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "label": event.label,
+        "confidence": _round(event.confidence, 4),
+        "start": clock.iso(event.start_s),
+        "offset_s": round(event.start_s, 3),
+        "device": device,
+        "model": model,
+    }
+
+
+def event_payload(event: OpenEvent, clock: SampleClock, device: str, model: str) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "label": event.label,
+        "confidence": _round(event.confidence, 4),
+        "mean_confidence": _round(event.mean_confidence, 4),
+        "start": clock.iso(event.start_s),
+        "end": clock.iso(event.end_s),
+        "offset_s": round(event.start_s, 3),
+        "duration_s": round(event.duration_s, 3),
+        "peak_dbfs": round(event.peak_dbfs, 2),
+        "mean_dbfs": round(event.mean_dbfs, 2),
+        "device": device,
+        "model": model,
+    }

@@ -1,0 +1,278 @@
+"""The daemon's shell: start-up validation, the audio source, signals, sinks, systemd.
+
+States: STARTING -> RUNNING -> (audio lost -> REOPENING -> RUNNING)* -> STOPPED. A lost device is
+reopened with capped backoff, forever; SIGHUP rebuilds the pipeline from a re-read config (an
+invalid new config is logged and the old one kept); SIGTERM/SIGINT close events, flush sinks and
+exit 0. Everything after the ring buffer lives in :mod:`noisewatch.daemon.pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from noisewatch import __version__, logs
+from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
+from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
+from noisewatch.daemon import notify
+from noisewatch.daemon.events import SampleClock
+from noisewatch.daemon.pipeline import Pipeline, reanchored
+from noisewatch.daemon.resample import MonoResampler
+from noisewatch.daemon.sinks import Sink
+from noisewatch.daemon.sinks.jsonl import JsonlSink
+from noisewatch.daemon.sources import AudioSource, SourceError, check_device, open_source
+from noisewatch.runtime import RuntimeUnavailable
+
+log = logging.getLogger(__name__)
+READ_TIMEOUT_S = 0.1
+"""Longest the loop waits for audio before checking signals, the watchdog and the source."""
+READ_FRAMES = 8192
+FIRST_BACKOFF_S = 1.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A validated start-up: config, bundle and how audio arrives."""
+
+    config: Config
+    bundle: Bundle
+    config_path: str | None
+    input_path: str | None = None
+    speed: float = 1.0
+
+
+def prepare(config_path: str | None, model: str | None = None, jsonl: str | None = None,
+            input_path: str | None = None, speed: float = 1.0) -> Setup:
+    """Load and cross-check everything; raises ConfigError/BundleError with one line per problem."""
+    config = load_config(config_path)
+    if model:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"path": Path(model)})})
+    if jsonl:
+        config = config.model_copy(update={"jsonl": config.jsonl.model_copy(update={"path": jsonl})})
+    bundle = load_bundle(config.model.path or default_model_path())
+    problems = bundle_problems(config, bundle)
+    if input_path is None and config.audio.device is not None:  # the default input may appear later
+        try:
+            check_device(config.audio)
+        except SourceError as exc:
+            problems.append(f"audio.device = {config.audio.device!r}: {exc}")
+    elif input_path is not None and not Path(input_path).is_file():
+        problems.append(f"--input {input_path}: no such file")
+    if problems:
+        where = f"{config_path}: " if config_path else ""
+        raise ConfigError("\n".join(where + p for p in problems))
+    return Setup(config, bundle, config_path, input_path, speed)
+
+
+def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
+    """Settings that only make sense against the model: window length and label names."""
+    problems = []
+    if config.audio.hop_s >= bundle.features.window_s:
+        problems.append(f"audio.hop_s = {config.audio.hop_s}: must be shorter than the model's {bundle.features.window_s} s window")
+    known = ", ".join(bundle.labels)
+    for label in config.detector.thresholds:
+        if label not in bundle.labels:
+            problems.append(f"detector.thresholds.{label}: unknown label (the model knows: {known})")
+    for label in config.detector.ignore:
+        if label not in bundle.labels:
+            problems.append(f"detector.ignore: {label!r} is not a label of the model ({known})")
+    return problems
+
+
+def open_sinks(setup: Setup) -> list[Sink]:
+    sinks: list[Sink] = []
+    if setup.config.jsonl.path:
+        sinks.append(JsonlSink(setup.config.jsonl.path))
+    if setup.config.mqtt.enabled:
+        from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
+
+        sinks.append(MqttSink.from_config(setup.config, setup.bundle.labels, setup.bundle.ident))
+    return sinks
+
+
+class Service:
+    """Runs the pipeline on a live or replayed source until stopped."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._started = time.monotonic()
+        self._ready = False
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        while True:
+            outcome = self._run_setup()
+            if outcome != "reload":
+                notify.stopping()
+                return 0
+            self._reload.clear()
+            notify.reloading()
+            self.setup = self._reloaded_setup()
+
+    def _reloaded_setup(self) -> Setup:
+        old = self.setup
+        try:
+            new = prepare(old.config_path, input_path=old.input_path, speed=old.speed)
+        except (ConfigError, BundleError) as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return old
+        jsonl = old.config.jsonl if new.config.jsonl.path is None else new.config.jsonl
+        log.info("configuration reloaded from %s", old.config_path)
+        return replace(new, config=new.config.model_copy(update={"jsonl": jsonl}), bundle=new.bundle)
+
+    def _run_setup(self) -> str:
+        """One configuration's life: model, sinks, sources; returns stop, reload or finished."""
+        setup = self.setup
+        model = setup.bundle.open_model(None if setup.config.model.runtime == "auto" else setup.config.model.runtime,
+                                        setup.config.model.num_threads)
+        sinks = open_sinks(setup)
+        pipeline = Pipeline(setup.config, setup.bundle, model, sinks, SampleClock.starting_now())
+        log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant, model.runtime,
+                 pipeline.hop_s)
+        try:
+            return self._keep_listening(pipeline)
+        finally:
+            pipeline.finish()
+            for sink in sinks:
+                sink.close()
+
+    def _keep_listening(self, pipeline: Pipeline) -> str:
+        """Open the source, pump it, and reopen it with backoff whenever it fails."""
+        backoff = FIRST_BACKOFF_S
+        while not self._stop.is_set() and not self._reload.is_set():
+            try:
+                source = open_source(self.setup.config.audio, self.setup.input_path, self.setup.speed)
+                source.start()
+            except SourceError as exc:
+                self._audio_trouble(pipeline, f"cannot open audio input: {exc}", backoff)
+                backoff = min(2 * backoff, self.setup.config.audio.reopen_max_s)
+                continue
+            with source:
+                outcome = self._pump(source, pipeline)
+            if outcome != "failed":
+                return outcome
+            pipeline.gap(reanchored(SampleClock.starting_now(), pipeline.position_s))
+            self._audio_trouble(pipeline, f"audio input {source.name} failed: {source.failed}", backoff)
+            backoff = FIRST_BACKOFF_S
+        return "stop" if self._stop.is_set() else "reload"
+
+    def _audio_trouble(self, pipeline: Pipeline, text: str, wait_s: float) -> None:
+        log.warning("%s; retrying in %.0f s", text, wait_s)
+        pipeline.send("status", {"state": "audio_error", "error": text, "device": self.setup.config.device_id})
+        notify.status(text)
+        self._stop.wait(wait_s)
+
+    def _pump(self, source: AudioSource, pipeline: Pipeline) -> str:
+        """The processing loop: ring buffer -> resampler -> pipeline, until something ends it."""
+        resampler = MonoResampler(source.sample_rate, pipeline.sample_rate)
+        ticks = _Ticks(self.setup.config.mqtt.stats_interval_s)
+        while not self._stop.is_set() and not self._reload.is_set():
+            block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
+            if len(block):
+                pipeline.process(resampler.process(block))
+                self._mark_ready(source, pipeline)
+            elif source.finished and source.ring.available == 0:
+                pipeline.process(resampler.process(source.ring.read(0, 0), last=True))
+                return "finished"
+            elif source.failed:
+                return "failed"
+            ticks.watchdog()
+            if ticks.stats_due():
+                pipeline.send("stats", self._stats(source, pipeline))
+        return "stop" if self._stop.is_set() else "reload"
+
+    def _mark_ready(self, source: AudioSource, pipeline: Pipeline) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        notify.ready()
+        notify.status(f"listening on {source.name}")
+        pipeline.send("status", {"state": "listening", "source": source.name, "device": self.setup.config.device_id})
+
+    def _stats(self, source: AudioSource, pipeline: Pipeline) -> dict[str, Any]:
+        counters = pipeline.counters
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "audio_s": round(pipeline.position_s, 1),
+            "windows": counters.windows,
+            "gated_windows": counters.gated,
+            "events": counters.events,
+            "overflows": source.overflows + source.ring.dropped,
+            "source": source.name,
+            "model": self.setup.bundle.ident,
+            "runtime": pipeline.model.runtime,
+            "version": __version__,
+            "device": self.setup.config.device_id,
+        }
+
+
+class _Ticks:
+    """Wall-clock cadence for the watchdog and health reports (edges, not the pipeline)."""
+
+    def __init__(self, stats_interval_s: float) -> None:
+        interval = notify.watchdog_interval()
+        self._watchdog_every = interval / 3 if interval else None
+        self._stats_every = stats_interval_s
+        now = time.monotonic()
+        self._next_watchdog, self._next_stats = now, now + stats_interval_s
+
+    def watchdog(self) -> None:
+        now = time.monotonic()
+        if self._watchdog_every is not None and now >= self._next_watchdog:
+            notify.watchdog()
+            self._next_watchdog = now + self._watchdog_every
+
+    def stats_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_stats:
+            return False
+        self._next_stats = now + self._stats_every
+        return True
+
+
+def _fail(exc: Exception) -> int:
+    for line in str(exc).splitlines():
+        print(f"noisewatch: {line}", file=sys.stderr)
+    return EX_CONFIG
+
+
+def main(args: argparse.Namespace) -> int:
+    """``noisewatch run``."""
+    try:
+        setup = prepare(args.config, args.model, args.jsonl, args.input, args.speed)
+    except (ConfigError, BundleError) as exc:
+        return _fail(exc)
+    logs.setup(setup.config.logging)
+    service = Service(setup)
+    service.install_signal_handlers()
+    try:
+        return service.run()
+    except (BundleError, RuntimeUnavailable, ConfigError) as exc:
+        return _fail(exc)
+
+
+def check_config_main(args: argparse.Namespace) -> int:
+    """``noisewatch check-config FILE``: validate config, bundle and device without starting."""
+    try:
+        setup = prepare(args.config)
+        setup.bundle.open_model(None if setup.config.model.runtime == "auto" else setup.config.model.runtime)
+    except (ConfigError, BundleError, RuntimeUnavailable) as exc:
+        return _fail(exc)
+    print(f"{args.config}: ok (model {setup.bundle.ident}, {len(setup.bundle.labels)} labels)")
+    return 0

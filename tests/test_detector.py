@@ -1,0 +1,136 @@
+"""The detector on hand-made score sequences: thresholds, smoothing, release, durations, cooldown."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from noisewatch.daemon.detector import (
+    Detector,
+    DetectorSettings,
+    LoudnessDetector,
+    Observation,
+    sound_activity,
+)
+
+LABELS = ("siren", "dog_bark", "background")
+RATE = 1000  # a low rate keeps the synthetic windows small; the detector only sees levels
+HOP = 0.5
+WINDOW = 4.0
+
+
+def settings(**overrides: float) -> DetectorSettings:
+    values = dict(
+        thresholds={"siren": 0.5, "dog_bark": 0.6, "background": 0.5},
+        ignore=frozenset({"background"}),
+        smoothing_windows=1,
+        hop_s=HOP,
+        release_s=1.0,
+        min_duration_s=0.0,
+        cooldown_s=0.0,
+        max_duration_s=600.0,
+    )
+    values.update(overrides)
+    return DetectorSettings(**values)
+
+
+def flat_window() -> np.ndarray:
+    """No loudness contrast: onsets fall back to the newest hop."""
+    return np.full(int(WINDOW * RATE), 0.1, dtype=np.float32)
+
+
+def run(detector: Detector, score_rows: list[list[float] | None]) -> list[tuple[str, str, float, float]]:
+    """Feed one window per hop; returns (kind, label, start_s, end_s) of each transition."""
+    out = []
+    for i, row in enumerate(score_rows):
+        start = i * HOP
+        obs = Observation(start, start + WINDOW, None if row is None else np.array(row), flat_window(), RATE, -20.0, -10.0)
+        out += [(t.kind, t.event.label, t.event.start_s, t.event.end_s) for t in detector.update(obs)]
+    return out
+
+
+def test_event_starts_above_threshold_and_ends_after_release() -> None:
+    detector = Detector(LABELS, settings())
+    rows = [[0.1, 0, 0.9]] * 2 + [[0.9, 0, 0.1]] * 4 + [[0.1, 0, 0.9]] * 4
+    transitions = run(detector, rows)
+    assert [(k, label) for k, label, *_ in transitions] == [("started", "siren"), ("ended", "siren")]
+    started, ended = transitions
+    assert started[2] == 2 * HOP + WINDOW - HOP  # newest hop of the first confident window
+    assert ended[3] == 5 * HOP + WINDOW  # end of the last window that heard it
+
+
+def test_ignored_labels_and_gated_windows_never_make_events() -> None:
+    detector = Detector(LABELS, settings())
+    assert run(detector, [[0, 0, 1.0]] * 5 + [None] * 5) == []
+
+
+def test_smoothing_needs_several_confident_windows() -> None:
+    detector = Detector(LABELS, settings(smoothing_windows=3))
+    assert run(detector, [[0.9, 0, 0]] + [[0.0, 0, 1]] * 3) == []
+    later = run(detector, [[0.9, 0, 0]] * 3)
+    assert [k for k, *_ in later] == ["started"]
+
+
+def test_several_labels_can_be_active_at_once() -> None:
+    detector = Detector(LABELS, settings())
+    transitions = run(detector, [[0.9, 0.9, 0]] * 3 + [[0, 0, 1]] * 4)
+    assert sorted((k, label) for k, label, *_ in transitions) == [
+        ("ended", "dog_bark"), ("ended", "siren"), ("started", "dog_bark"), ("started", "siren")
+    ]
+
+
+def test_short_events_are_dropped_without_a_started_notice() -> None:
+    detector = Detector(LABELS, settings(min_duration_s=3.0))
+    assert run(detector, [[0.9, 0, 0]] * 2 + [[0, 0, 1]] * 4) == []
+
+
+def test_long_events_are_reported_and_continued() -> None:
+    detector = Detector(LABELS, settings(max_duration_s=2.0))
+    transitions = run(detector, [[0.9, 0, 0]] * 12)
+    kinds = [k for k, *_ in transitions]
+    assert kinds[:3] == ["started", "ended", "started"]
+    first_end, second_start = transitions[1][3], transitions[2][2]
+    assert first_end == second_start
+
+
+def test_cooldown_blocks_an_immediate_restart() -> None:
+    detector = Detector(LABELS, settings(cooldown_s=3.0))
+    rows = [[0.9, 0, 0]] * 2 + [[0, 0, 1]] * 3 + [[0.9, 0, 0]] * 3 + [[0, 0, 1]] * 3 + [[0.9, 0, 0]] * 3
+    kinds = [k for k, *_ in run(detector, rows)]
+    assert kinds == ["started", "ended", "started"]
+
+
+def test_close_all_ends_open_events() -> None:
+    detector = Detector(LABELS, settings())
+    run(detector, [[0.9, 0, 0]] * 3)
+    (transition,) = detector.close_all(10.0)
+    assert transition.kind == "ended" and transition.event.label == "siren"
+    assert transition.event.confidence == 0.9 and transition.event.mean_confidence == 0.9
+
+
+def test_sound_activity_finds_the_onset_of_the_last_loud_stretch() -> None:
+    rate = 8000
+    audio = np.full(4 * rate, 1e-3, dtype=np.float32)
+    audio[int(0.5 * rate) : int(0.7 * rate)] = 0.5  # an earlier click, 2 s before
+    audio[int(2.5 * rate) : int(3.6 * rate)] = 0.5
+    onset, end = sound_activity(audio, rate)
+    assert abs(onset - 2.5) <= 0.05 and abs(end - 3.6) <= 0.05
+    assert sound_activity(np.full(4 * rate, 0.2, dtype=np.float32), rate) is None
+
+
+def test_onset_comes_from_the_audio_when_it_has_contrast() -> None:
+    detector = Detector(LABELS, settings())
+    audio = np.full(int(WINDOW * RATE), 1e-3, dtype=np.float32)
+    audio[int(2.2 * RATE) :] = 0.3
+    obs = Observation(10.0, 10.0 + WINDOW, np.array([0.9, 0, 0]), audio, RATE, -20.0, -10.0)
+    (started,) = detector.update(obs)
+    assert abs(started.event.start_s - 12.2) <= 0.05
+
+
+def test_loudness_events_need_the_minimum_duration() -> None:
+    loud = LoudnessDetector(threshold_dbfs=-20.0, min_duration_s=2.0)
+    levels = [-40, -10, -15, -12, -30, -10, -40]
+    seen = []
+    for second, level in enumerate(levels):
+        for t in loud.update(float(second), float(level), float(level) + 3):
+            seen.append((t.kind, t.event.label, t.event.start_s, t.event.end_s, t.event.confidence))
+    assert seen == [("started", "loud", 1.0, 3.0, None), ("ended", "loud", 1.0, 4.0, None)]
