@@ -80,7 +80,9 @@ def check(variant: str, results: list[Parity]) -> None:
     """Raise ConversionError naming the runtime and figures of any disagreement."""
     bad = [r for r in results if not r.acceptable(variant)]
     if bad:
-        detail = "; ".join(f"{r.runtime}: argmax agreement {r.agreement:.4f}, max abs diff {r.max_abs_diff:.4g}" for r in bad)
+        detail = "; ".join(
+            f"{r.runtime}: argmax agreement {r.agreement:.4f}, max abs diff {r.max_abs_diff:.4g}" for r in bad
+        )
         raise ConversionError(
             f"{variant} model disagrees with Keras ({detail}); limits: agreement >= {MIN_AGREEMENT[variant]}, "
             f"max abs diff <= {MAX_ABS_DIFF[variant]}; bundle not written"
@@ -93,7 +95,9 @@ def load_training(train_dir: Path) -> tuple[Any, dict[str, Any], np.ndarray]:
 
     missing = [n for n in (MODEL_FILE, TRAINING_JSON, FEATURES_NPZ) if not (train_dir / n).is_file()]
     if missing:
-        raise ConversionError(f"{train_dir}: missing {', '.join(missing)}; run 'noisewatch train --out {train_dir}' first")
+        raise ConversionError(
+            f"{train_dir}: missing {', '.join(missing)}; run 'noisewatch train --out {train_dir}' first"
+        )
     training = json.loads((train_dir / TRAINING_JSON).read_text(encoding="utf-8"))
     return keras.models.load_model(train_dir / MODEL_FILE), training, np.load(train_dir / FEATURES_NPZ)["x"]
 

@@ -52,7 +52,9 @@ def false_positive_rate(y_true: np.ndarray, y_pred: np.ndarray, negative: int) -
     return float(np.mean(y_pred[negatives] != negative)) if negatives.any() else 0.0
 
 
-def summary(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], negative: str | None = None) -> dict[str, Any]:
+def summary(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], negative: str | None = None
+) -> dict[str, Any]:
     """The metrics block shared by reports and ``evaluate --json``."""
     matrix = confusion(y_true, y_pred, len(labels))
     precision, recall, f1, support = precision_recall_f1(matrix)
@@ -73,11 +75,14 @@ def summary(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], negat
         "confusion": matrix.tolist(),
     }
     if negative is not None and negative in labels:
-        result["background_false_positive_rate"] = round(false_positive_rate(y_true, y_pred, list(labels).index(negative)), 4)
+        rate = false_positive_rate(y_true, y_pred, list(labels).index(negative))
+        result["background_false_positive_rate"] = round(rate, 4)
     return result
 
 
-def best_thresholds(scores: np.ndarray, y_true: np.ndarray, labels: Sequence[str], grid: np.ndarray) -> dict[str, float]:
+def best_thresholds(
+    scores: np.ndarray, y_true: np.ndarray, labels: Sequence[str], grid: np.ndarray
+) -> dict[str, float]:
     """Per label, the score threshold in ``grid`` with the best one-vs-rest F1 on held-out data."""
     thresholds = {}
     for i, label in enumerate(labels):

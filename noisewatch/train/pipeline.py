@@ -140,8 +140,8 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, 
     keras.utils.set_random_seed(model.seed)
     mlp = build_mlp(x, n_classes, model)
     onehot = np.eye(n_classes, dtype=np.float32)[y]
-    mlp.fit(x, onehot, epochs=model.epochs, batch_size=model.batch_size, class_weight=class_weights(y, n_classes, model, background),
-            verbose=0, shuffle=True)
+    weights = class_weights(y, n_classes, model, background)
+    mlp.fit(x, onehot, epochs=model.epochs, batch_size=model.batch_size, class_weight=weights, verbose=0, shuffle=True)
     return mlp
 
 
@@ -217,7 +217,8 @@ def _fold_metrics(data: Data, predicted: np.ndarray, folds: list[int]) -> dict[s
         for fold in folds
     }
     sources = np.array([clip.dataset for clip in data.clips])
-    by_source = {name: metrics.accuracy(data.y[sources == name], predicted[sources == name]) for name in sorted(set(sources))}
+    by_source = {name: metrics.accuracy(data.y[sources == name], predicted[sources == name])
+                 for name in sorted(set(sources))}
     pooled = metrics.summary(data.y, predicted, data.labels, BACKGROUND)
     return {"folds": per_fold, "pooled": {**pooled, "accuracy_by_dataset": by_source}}
 
@@ -272,27 +273,26 @@ def main(args: argparse.Namespace) -> int:
     results, scores = cross_validate(data, model, baselines=not args.no_baselines)
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, THRESHOLD_GRID)
     report.write_report(out, {"models": results, "thresholds": thresholds, "model_settings": asdict(model)})
-    everything = _training_set(data, np.ones(len(data.y), bool))
-    final = fit_mlp(*everything, len(data.labels), model, data.labels.index(BACKGROUND))
-    final.save(out / MODEL_FILE)
-    np.savez_compressed(out / FEATURES_NPZ, x=data.x, y=data.y)
     np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
-    mlp = results["mlp"]
+    everything = _training_set(data, np.ones(len(data.y), bool))
+    fit_mlp(*everything, len(data.labels), model, data.labels.index(BACKGROUND)).save(out / MODEL_FILE)
+    np.savez_compressed(out / FEATURES_NPZ, x=data.x, y=data.y)
     training = {
         "labels": data.labels,
         "features": features.to_dict(),
         "thresholds": thresholds,
-        "metrics": {"evaluation": "leave-one-fold-out", "mlp": _headline(mlp),
-                    **{name: _headline(block) for name, block in results.items() if name != "mlp"}},
+        "metrics": {"evaluation": "leave-one-fold-out", **{name: _headline(block) for name, block in results.items()}},
         "provenance": provenance(args, data),
         "model": asdict(model),
     }
     (out / TRAINING_JSON).write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
-    log.info("held-out accuracy %.3f, macro-F1 %.3f; wrote %s", mlp["pooled"]["accuracy"], mlp["pooled"]["macro_f1"], out)
+    pooled = results["mlp"]["pooled"]
+    log.info("held-out accuracy %.3f, macro-F1 %.3f; wrote %s", pooled["accuracy"], pooled["macro_f1"], out)
     return 0
 
 
 def _headline(block: dict[str, Any]) -> dict[str, Any]:
     """Accuracy, macro-F1 and background FP rate, per held-out fold and pooled."""
     keys = ("accuracy", "macro_f1", "background_false_positive_rate", "n")
-    return {name: {k: m[k] for k in keys if k in m} for name, m in [*block["folds"].items(), ("pooled", block["pooled"])]}
+    named = [*block["folds"].items(), ("pooled", block["pooled"])]
+    return {name: {k: m[k] for k in keys if k in m} for name, m in named}
