@@ -19,7 +19,7 @@ RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {
     "ai_edge_litert": "ai_edge_litert.interpreter",
     "tflite_runtime": "tflite_runtime.interpreter",
-    "tensorflow": "tensorflow.lite",
+    "tensorflow": "tensorflow",
 }
 
 
@@ -45,7 +45,7 @@ def interpreter_class(runtime: str | None = None) -> tuple[str, Any]:
         except ImportError as exc:  # a wheel that is present but broken (e.g. numpy ABI mismatch)
             errors.append(f"{name}: {exc}")
             continue
-        return name, module.Interpreter
+        return name, module.lite.Interpreter if name == "tensorflow" else module.Interpreter
     detail = "; ".join(errors) or "none installed"
     raise RuntimeUnavailable(f"no TFLite runtime could be loaded ({detail}); pip install ai-edge-litert")
 
