@@ -26,9 +26,10 @@ import yaml
 
 from mqtt_broker import HOST, Broker, Collector, MuteServer
 
+DAEMON_MODULES = ("noisewatch.daemon.service", "noisewatch.daemon.sources")
 pytestmark = [
     pytest.mark.broker, pytest.mark.shared_data, pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("noisewatch.daemon.service") is None,
+    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in DAEMON_MODULES),
                        reason="noisewatch run is not available yet"),
 ]
 
@@ -99,14 +100,10 @@ class Daemon:
         if not self.jsonl.exists():
             return []
         lines = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-        return [_payload(line) for line in lines if line.get("kind") == kind]
+        return [{k: v for k, v in line.items() if k != "type"} for line in lines if line.get("type") == kind]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def _payload(line: dict[str, Any]) -> dict[str, Any]:
-    return line["payload"] if isinstance(line.get("payload"), dict) else {k: v for k, v in line.items() if k != "kind"}
 
 
 def mqtt_ids(collector: Collector, topic: str = f"{PREFIX}/events") -> list[str]:

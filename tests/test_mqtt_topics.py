@@ -60,12 +60,21 @@ def test_label_state_follows_overlapping_and_split_events() -> None:
     assert states.started("dog_bark", "b") == "ON"
     assert states.ended("dog_bark", "b") == "OFF"
     assert states.snapshot() == {"siren": "ON", "dog_bark": "OFF"}
-    # a long siren split at max duration: the continuation starts while the first part closes
+    # a second siren opens while the first is still open
     assert states.started("siren", "a2") is None
     assert states.ended("siren", "a") is None
     assert states.ended("siren", "a2") == "OFF"
     assert states.ended("siren", "a2") is None
     assert states.started("loud", "c") == "ON"  # a label not known in advance
+
+
+def test_label_state_stays_on_across_a_split_at_max_duration() -> None:
+    states = LabelStates(["siren"], max_duration_s=600.0)
+    assert states.started("siren", "a") == "ON"
+    assert states.ended("siren", "a", duration_s=600.0) is None  # reported and continued
+    assert states.started("siren", "a2") is None  # the continuation is announced after the split
+    assert states.ended("siren", "a2", duration_s=42.0) == "OFF"
+    assert states.snapshot() == {"siren": "OFF"}
 
 
 def test_reconnect_jitter_is_bounded_by_the_capped_backoff() -> None:

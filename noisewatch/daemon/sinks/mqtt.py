@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import random
 import ssl
@@ -38,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch import __version__
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, MqttSection
+from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.sinks.homeassistant import (
     OFFLINE, ONLINE, STATE_OFF, STATE_ON, Listener, discovery_messages,
 )
@@ -62,7 +64,9 @@ JITTER_FRACTION = 0.5
 """the reconnect jitter is up to this fraction of the current backoff delay"""
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
-LOUD_LABEL = "loud"
+SPLIT_TOLERANCE_S = 0.01
+"""an event this close to ``detector.max_duration_s`` was split, not ended"""
+_CONTINUATION = "<continuation>"
 _CREDENTIALS_HINT = f"check mqtt.username and the password (${PASSWORD_ENV} or mqtt.password_file)"
 _REFUSAL_HINTS = {
     0x85: "check mqtt.client_id",
@@ -92,24 +96,36 @@ def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Ra
 
 
 class LabelStates:
-    """ON while at least one event of a label is open, so overlapping and split events stay ON."""
+    """ON while at least one event of a label is open, so overlapping and split events stay ON.
 
-    def __init__(self, labels: Iterable[str]) -> None:
+    The detector reports an event that reaches ``max_duration_s`` and continues it as a new one,
+    announcing the continuation just after the closed part: such a closed part leaves a placeholder
+    that keeps the label ON until the continuation (or any later event of the label) closes.
+    """
+
+    def __init__(self, labels: Iterable[str], max_duration_s: float = math.inf) -> None:
         self._open: dict[str, set[str]] = {label: set() for label in labels}
+        self._max_duration_s = max_duration_s
 
     def started(self, label: str, event_id: str) -> str | None:
         """Record an opened event; returns the new state if it changed."""
         ids = self._open.setdefault(label, set())
         was_on = bool(ids)
+        ids.discard(_CONTINUATION)
         ids.add(event_id)
         return None if was_on else STATE_ON
 
-    def ended(self, label: str, event_id: str) -> str | None:
+    def ended(self, label: str, event_id: str, duration_s: float = 0.0) -> str | None:
         """Record a closed event; returns the new state if it changed."""
         ids = self._open.setdefault(label, set())
         was_on = bool(ids)
         ids.discard(event_id)
-        return STATE_OFF if was_on and not ids else None
+        ids.discard(_CONTINUATION)
+        if duration_s >= self._max_duration_s - SPLIT_TOLERANCE_S:
+            ids.add(_CONTINUATION)
+        if was_on and not ids:
+            return STATE_OFF
+        return STATE_ON if ids and not was_on else None
 
     def snapshot(self) -> dict[str, str]:
         """Every known label's current state."""
@@ -132,12 +148,12 @@ class MqttSink:
     """Publishes every sink message under one topic prefix; events go through the spool."""
 
     def __init__(self, settings: MqttSection, topics: Topics, listener: Listener, spool: Spool,
-                 client_id: str, password: str | None = None) -> None:
+                 client_id: str, password: str | None = None, max_duration_s: float = math.inf) -> None:
         self.settings = settings
         self.topics = topics
         self.listener = listener
         self.spool = spool
-        self._states = LabelStates(listener.labels)
+        self._states = LabelStates(listener.labels, max_duration_s)
         self._states_lock = threading.Lock()
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -161,8 +177,8 @@ class MqttSink:
         """Build and start the sink; raises ConfigError for unusable TLS files, password or spool."""
         section = config.mqtt
         event_labels = [label for label in labels if label not in config.detector.ignore]
-        if config.loudness.enabled and LOUD_LABEL not in event_labels:
-            event_labels.append(LOUD_LABEL)
+        if config.loudness.enabled and LOUD not in event_labels:
+            event_labels.append(LOUD)
         listener = Listener(
             device_id=config.device_id,
             name=section.homeassistant.device_name or f"noisewatch {config.device_id}",
@@ -175,7 +191,7 @@ class MqttSink:
         except OSError as exc:
             raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
         sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
-                   config.mqtt_password())
+                   config.mqtt_password(), config.detector.max_duration_s)
         sink.start()
         return sink
 
@@ -235,7 +251,10 @@ class MqttSink:
         self._idle.clear()
         label, event_id = str(payload.get("label")), str(payload.get("id"))
         with self._states_lock:
-            change = (self._states.started if kind == "started" else self._states.ended)(label, event_id)
+            if kind == "started":
+                change = self._states.started(label, event_id)
+            else:
+                change = self._states.ended(label, event_id, float(payload.get("duration_s", 0.0)))
         if change is not None:
             self._queue(self.topics.state(label), change.encode(), qos=QOS_AT_LEAST_ONCE, retain=True)
         self._wake.set()
