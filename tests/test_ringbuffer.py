@@ -1,4 +1,5 @@
-"""Ring buffer: wrap-around, overflow counting, oversize writes, blocking writes, timed reads."""
+"""Ring buffer: wrap-around, overflow (newest kept, drops counted exactly), oversize writes,
+backpressure with a real consumer thread, timed reads and close semantics."""
 
 from __future__ import annotations
 
@@ -16,78 +17,83 @@ def ramp(start: int, n: int, channels: int = 1) -> np.ndarray:
     return np.repeat(np.arange(start, start + n, dtype=np.float32)[:, None], channels, axis=1)
 
 
-def test_wrap_around_keeps_order() -> None:
+def test_wrap_around_keeps_order_across_the_end_of_the_array() -> None:
     ring = RingBuffer(10, 2)
     position = 0
-    for size in (7, 3, 6, 4, 9):  # every write after the first crosses the end of the array
-        assert ring.write(ramp(position, size, 2)) == size
-        out = ring.read(size, timeout=0)
-        np.testing.assert_array_equal(out, ramp(position, size, 2))
+    for size in (7, 3, 6, 4, 9, 10):  # writes start mid-array and cross its end
+        assert ring.write(ramp(position, size, 2)) == 0
+        np.testing.assert_array_equal(ring.read(size, timeout=0), ramp(position, size, 2))
         position += size
     assert ring.dropped == 0 and ring.available == 0
 
 
-def test_overflow_keeps_the_newest_frames_of_the_block_and_counts_the_rest() -> None:
+def test_overflow_keeps_the_newest_audio_and_counts_the_oldest_dropped() -> None:
     ring = RingBuffer(10, 1)
     ring.write(ramp(0, 6))
-    assert ring.write(ramp(6, 8)) == 4  # room for 4: frames 10..13 kept, 6..9 dropped
-    assert ring.dropped == 4
-    np.testing.assert_array_equal(ring.read(timeout=0)[:, 0], [0, 1, 2, 3, 4, 5, 10, 11, 12, 13])
-    assert ring.write(ramp(14, 3)) == 3 and ring.dropped == 4
+    assert ring.write(ramp(6, 8)) == 4  # 14 frames for 10 slots: frames 0..3 are lost
+    assert ring.dropped == 4 and ring.available == 10
+    np.testing.assert_array_equal(ring.read(100, timeout=0)[:, 0], np.arange(4, 14))
+    assert ring.write(ramp(14, 3)) == 0 and ring.dropped == 4
 
 
-def test_oversize_write_keeps_the_last_capacity_frames() -> None:
+def test_drops_accumulate_exactly_over_many_overflows() -> None:
+    ring = RingBuffer(5, 1)
+    for start in range(0, 30, 3):  # 30 frames, nobody reads: 25 must be dropped
+        ring.write(ramp(start, 3))
+    assert ring.dropped == 25
+    np.testing.assert_array_equal(ring.read(5, timeout=0)[:, 0], np.arange(25, 30))
+
+
+def test_oversize_write_keeps_its_last_capacity_frames() -> None:
     ring = RingBuffer(8, 1)
     ring.write(ramp(0, 3))
-    ring.read(timeout=0)  # the write position is now mid-array
-    assert ring.write(ramp(100, 20)) == 8
-    assert ring.dropped == 12
-    np.testing.assert_array_equal(ring.read(timeout=0)[:, 0], np.arange(112, 120))
+    ring.read(2, timeout=0)  # positions now mid-array; frame 2 still unread
+    assert ring.write(ramp(100, 20)) == 13  # 1 unread + the 12 oldest frames of the block
+    assert ring.dropped == 13
+    np.testing.assert_array_equal(ring.read(8, timeout=0)[:, 0], np.arange(112, 120))
 
 
-def test_write_into_a_full_ring_drops_everything() -> None:
-    ring = RingBuffer(4, 1)
-    ring.write(ramp(0, 4))
-    assert ring.write(ramp(4, 3)) == 0
-    assert ring.dropped == 3
+def test_read_returns_a_copy_limited_to_max_frames() -> None:
+    ring = RingBuffer(8, 1)
+    ring.write(ramp(0, 6))
+    first = ring.read(4, timeout=0)
+    ring.write(ramp(6, 6))  # overwrites the slots `first` came from
+    np.testing.assert_array_equal(first[:, 0], [0, 1, 2, 3])
+    assert first.dtype == np.float32 and ring.available == 8
 
 
-def test_mono_vectors_and_shape_checks() -> None:
-    ring = RingBuffer(4, 1)
-    ring.write(np.arange(3, dtype=np.float32))
-    assert ring.read(timeout=0).shape == (3, 1)
-    with pytest.raises(ValueError, match="expected"):
+def test_shape_mismatch_is_rejected() -> None:
+    with pytest.raises(ValueError, match="does not match"):
         RingBuffer(4, 2).write(np.zeros((3, 1), dtype=np.float32))
 
 
-def test_read_waits_for_the_frames_asked_for_or_times_out() -> None:
+def test_read_waits_for_a_frame_or_times_out_empty() -> None:
     ring = RingBuffer(16, 1)
-    ring.write(ramp(0, 3))
     t0 = time.monotonic()
-    out = ring.read(5, timeout=0.2)
+    assert ring.read(5, timeout=0.2).shape == (0, 1)
     assert 0.15 < time.monotonic() - t0 < 1.0
-    assert len(out) == 3  # what was there when the wait ended
-    threading.Timer(0.05, ring.write, args=(ramp(3, 5),)).start()
-    out = ring.read(5, timeout=2.0)
-    np.testing.assert_array_equal(out[:, 0], [3, 4, 5, 6, 7])
+    threading.Timer(0.05, ring.write, args=(ramp(0, 3),)).start()
+    t0 = time.monotonic()
+    np.testing.assert_array_equal(ring.read(5, timeout=2.0)[:, 0], [0, 1, 2])
+    assert time.monotonic() - t0 < 1.0
 
 
 def test_write_wait_applies_backpressure_without_drops() -> None:
     ring = RingBuffer(64, 1)
-    total = 10_000
+    total = 20_000
     received: list[np.ndarray] = []
 
     def consume() -> None:
         count = 0
         while count < total:
-            block = ring.read(50, timeout=1.0).copy()
+            block = ring.read(50, timeout=1.0)
             received.append(block)
             count += len(block)
 
     consumer = threading.Thread(target=consume)
     consumer.start()
-    for start in range(0, total, 1000):  # each block is far bigger than the ring
-        assert ring.write_wait(ramp(start, 1000), timeout=5.0) == 1000
+    for start in range(0, total, 1000):  # every block is bigger than the ring
+        assert ring.write_wait(ramp(start, 1000), timeout=5.0)
     consumer.join(timeout=10)
     np.testing.assert_array_equal(np.concatenate(received)[:, 0], np.arange(total))
     assert ring.dropped == 0
@@ -95,7 +101,33 @@ def test_write_wait_applies_backpressure_without_drops() -> None:
 
 def test_write_wait_gives_up_at_its_timeout() -> None:
     ring = RingBuffer(4, 1)
+    ring.write(ramp(0, 4))
     t0 = time.monotonic()
-    assert ring.write_wait(ramp(0, 10), timeout=0.1) == 4
-    assert time.monotonic() - t0 < 1.0
+    assert ring.write_wait(ramp(4, 2), timeout=0.1) is False
+    assert 0.05 < time.monotonic() - t0 < 1.0
     assert ring.dropped == 0
+    np.testing.assert_array_equal(ring.read(4, timeout=0)[:, 0], [0, 1, 2, 3])
+
+
+def test_close_wakes_a_waiting_writer_and_reader() -> None:
+    full = RingBuffer(4, 1)
+    full.write(ramp(0, 4))
+    empty = RingBuffer(4, 1)
+    threading.Timer(0.05, full.close).start()
+    threading.Timer(0.05, empty.close).start()
+    t0 = time.monotonic()
+    assert full.write_wait(ramp(4, 2), timeout=None) is False
+    assert empty.read(4, timeout=10.0).shape == (0, 1)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_after_close_reads_drain_what_is_left_then_return_empty_at_once() -> None:
+    ring = RingBuffer(8, 1)
+    ring.write(ramp(0, 5))
+    ring.close()
+    assert ring.write(ramp(5, 2)) == 0  # ignored: nobody will read it
+    np.testing.assert_array_equal(ring.read(3, timeout=1.0)[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(ring.read(8, timeout=1.0)[:, 0], [3, 4])
+    t0 = time.monotonic()
+    assert len(ring.read(8, timeout=5.0)) == 0
+    assert time.monotonic() - t0 < 0.5

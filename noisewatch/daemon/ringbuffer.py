@@ -1,15 +1,13 @@
-"""Fixed-memory single-producer/single-consumer ring of float32 audio frames.
+"""Fixed-memory audio ring buffer between the audio callback thread and the processing loop.
 
-The producer is the audio callback (PortAudio's thread) or the file-replay thread; the consumer
-is the processing loop. Each side owns one counter: the producer only advances ``_written``,
-the consumer only advances ``_read``, and a side reads the other's counter once per call (an
-int assignment is atomic under the GIL), so no lock is shared and :meth:`RingBuffer.write`
-never waits. Two events let the other side sleep instead of polling.
+One producer (the PortAudio callback, or the file reader thread) writes blocks; one consumer
+(the processing loop) reads them. Memory is allocated once. When the consumer falls behind,
+:meth:`RingBuffer.write` never blocks the producer: it keeps the newest audio and drops the
+oldest unread frames, counting them in :attr:`RingBuffer.dropped`. File replay at full speed
+uses :meth:`RingBuffer.write_wait` instead, which waits for space so nothing is lost.
 
-On overflow the incoming block keeps its *newest* frames that fit and the rest are counted in
-:attr:`RingBuffer.dropped`; a block longer than the whole ring (the case that breaks the TF Lite
-Raspberry Pi example) is handled the same way. File replay at ``--speed 0`` uses
-:meth:`RingBuffer.write_wait` instead, which waits for room: backpressure, no drops.
+Positions are absolute frame counters (written and read since creation); the storage index
+is the counter modulo the capacity, so wrap-around is one place in the code.
 """
 
 from __future__ import annotations
@@ -21,102 +19,115 @@ import numpy as np
 
 
 class RingBuffer:
-    """``capacity`` frames of ``channels`` float32 samples, allocated once."""
+    """A bounded (frames, channels) float32 FIFO that overwrites its oldest audio on overflow."""
 
-    def __init__(self, capacity: int, channels: int) -> None:
-        if capacity < 1 or channels < 1:
-            raise ValueError("capacity and channels must be positive")
-        self.capacity = int(capacity)
+    def __init__(self, capacity_frames: int, channels: int) -> None:
+        if capacity_frames < 1 or channels < 1:
+            raise ValueError("capacity_frames and channels must be >= 1")
+        self.capacity = int(capacity_frames)
         self.channels = int(channels)
-        self._data = np.zeros((self.capacity, self.channels), dtype=np.float32)
-        self._out = np.zeros_like(self._data)
-        self._written = 0  # frames ever written (producer-owned)
-        self._read = 0  # frames ever read (consumer-owned)
         self.dropped = 0
-        """Frames discarded because the ring was full (producer-owned)."""
-        self._has_data = threading.Event()
-        self._has_room = threading.Event()
+        """Frames lost to overflow since creation (oldest unread audio, or the head of an oversize block)."""
+        self._data = np.zeros((self.capacity, self.channels), dtype=np.float32)
+        self._written = 0
+        self._read = 0
+        self._closed = False
+        self._cond = threading.Condition()
 
     @property
     def available(self) -> int:
-        """Frames waiting to be read."""
-        return self._written - self._read
+        """Frames written and not yet read."""
+        with self._cond:
+            return self._written - self._read
 
-    # --- producer side -----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def write(self, block: np.ndarray) -> int:
-        """Copy a (frames, channels) block in without ever waiting; returns the frames kept."""
-        block = self._as_frames(block)
-        room = self.capacity - (self._written - self._read)
-        keep = min(len(block), room)
-        self.dropped += len(block) - keep
-        if keep:
-            self._copy_in(block[len(block) - keep :])
-        return keep
+        """Copy ``block`` in without blocking; returns the frames dropped to make room.
 
-    def write_wait(self, block: np.ndarray, timeout: float | None = None) -> int:
-        """Copy a block in, waiting for room as the consumer reads; returns the frames written.
-
-        Fewer than ``len(block)`` only if ``timeout`` (seconds in total) runs out first.
+        Called from the audio callback thread: it only copies and notifies. An oversize
+        block keeps its last ``capacity`` frames. Writes after :meth:`close` are ignored.
         """
-        block = self._as_frames(block)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        done = 0
-        while done < len(block):
-            self._has_room.clear()
-            room = self.capacity - (self._written - self._read)
-            if room:
-                take = min(room, len(block) - done)
-                self._copy_in(block[done : done + take])
-                done += take
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            self._has_room.wait(remaining)
-        return done
+        frames = self._check_block(block)
+        with self._cond:
+            if self._closed:
+                return 0
+            if frames > self.capacity:
+                block = block[frames - self.capacity:]
+            unread = self._written - self._read
+            lost = max(0, unread + frames - self.capacity)
+            self._read += max(0, unread + len(block) - self.capacity)
+            self._store(block)
+            self.dropped += lost
+            self._cond.notify_all()
+        return lost
 
-    def _copy_in(self, block: np.ndarray) -> None:
+    def write_wait(self, block: np.ndarray, timeout: float | None) -> bool:
+        """Copy ``block`` in, waiting for the consumer to make room (backpressure, no drops).
+
+        For file replay as fast as possible. A block larger than the capacity goes in
+        capacity-sized pieces. Returns False if ``timeout`` expires or the buffer is closed
+        first (the pieces already stored stay stored).
+        """
+        self._check_block(block)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for start in range(0, len(block), self.capacity):
+            piece = block[start:start + self.capacity]
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._closed or self._space() >= len(piece),
+                                           _remaining(deadline)):
+                    return False
+                if self._closed:
+                    return False
+                self._store(piece)
+                self._cond.notify_all()
+        return True
+
+    def read(self, max_frames: int, timeout: float) -> np.ndarray:
+        """Return up to ``max_frames`` of the oldest unread frames as a new array.
+
+        Waits up to ``timeout`` seconds for at least one frame; the result may be empty
+        (timeout, or closed and drained).
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._written > self._read, timeout)
+            frames = min(max_frames, self._written - self._read)
+            out = self._copy_out(self._read, frames)
+            self._read += frames
+            self._cond.notify_all()
+        return out
+
+    def close(self) -> None:
+        """Wake every waiting reader and writer; reads then return what is left, then empty."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _check_block(self, block: np.ndarray) -> int:
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise ValueError(f"block shape {block.shape} does not match (frames, {self.channels})")
+        return len(block)
+
+    def _space(self) -> int:
+        return self.capacity - (self._written - self._read)
+
+    def _store(self, block: np.ndarray) -> None:
+        """Copy ``block`` (at most capacity frames) at the write position, wrapping once."""
         start = self._written % self.capacity
         first = min(len(block), self.capacity - start)
-        self._data[start : start + first] = block[:first]
-        self._data[: len(block) - first] = block[first:]
+        self._data[start:start + first] = block[:first]
+        self._data[:len(block) - first] = block[first:]
         self._written += len(block)
-        self._has_data.set()
 
-    def _as_frames(self, block: np.ndarray) -> np.ndarray:
-        block = np.asarray(block, dtype=np.float32)
-        if block.ndim == 1 and self.channels == 1:
-            block = block[:, None]
-        if block.ndim != 2 or block.shape[1] != self.channels:
-            raise ValueError(f"expected (frames, {self.channels}) audio, got shape {block.shape}")
-        return block
+    def _copy_out(self, position: int, frames: int) -> np.ndarray:
+        start = position % self.capacity
+        first = min(frames, self.capacity - start)
+        return np.concatenate((self._data[start:start + first], self._data[:frames - first]))
 
-    # --- consumer side -----------------------------------------------------------------------------
 
-    def read(self, frames: int | None = None, timeout: float | None = None) -> np.ndarray:
-        """Take ``frames`` frames (None: all available), waiting up to ``timeout`` seconds for them.
-
-        Returns what is there when the wait ends, possibly fewer (or none). The result is a view
-        of a buffer that the next ``read`` overwrites: use it or copy it before reading again.
-        """
-        want = self.capacity if frames is None else min(int(frames), self.capacity)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._has_data.clear()
-            available = self._written - self._read
-            enough = available >= want or (frames is None and available > 0)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if enough or (remaining is not None and remaining <= 0):
-                return self._copy_out(min(available, want))
-            self._has_data.wait(remaining)
-
-    def _copy_out(self, n: int) -> np.ndarray:
-        start = self._read % self.capacity
-        first = min(n, self.capacity - start)
-        out = self._out[:n]
-        out[:first] = self._data[start : start + first]
-        out[first:] = self._data[: n - first]
-        self._read += n
-        self._has_room.set()
-        return out
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (monotonic), None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,0 +1,49 @@
+"""Captured audio to model audio: mono downmix, then streaming resampling to the model's rate.
+
+A device gives its native rate and channel count (often 44.1 or 48 kHz, sometimes stereo); the
+model wants mono at the bundle's rate (22050 Hz). soxr's streaming resampler keeps its filter
+state between blocks, so any block size gives the same samples as one call on the whole
+recording; ``tests/test_resample.py`` holds it to that. The processing loop calls this, never
+the audio callback.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+QUALITY = "HQ"
+"""soxr quality preset: the one training uses for recordings at other rates."""
+
+
+class MonoResampler:
+    """Downmix (frames, channels) blocks to mono and resample one continuous stream."""
+
+    def __init__(self, in_rate: int, out_rate: int, channels: int) -> None:
+        self.in_rate = int(in_rate)
+        self.out_rate = int(out_rate)
+        self.channels = int(channels)
+        self._stream: soxr.ResampleStream | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the filter state: after a device reopen the next block does not continue the last."""
+        if self.in_rate == self.out_rate:
+            self._stream = None
+        else:
+            self._stream = soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality=QUALITY)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Mono float32 samples at ``out_rate`` for the next captured block (may be fewer while the filter fills)."""
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise ValueError(f"block shape {block.shape} does not match (frames, {self.channels})")
+        mono = np.ascontiguousarray(block.mean(axis=1, dtype=np.float32))
+        if self._stream is None:
+            return mono
+        return self._stream.resample_chunk(mono)
+
+    def flush(self) -> np.ndarray:
+        """At the end of a recording: the samples still inside the filter."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)

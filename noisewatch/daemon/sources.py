@@ -1,0 +1,332 @@
+"""Audio inputs: a microphone (PortAudio via sounddevice) or a recording replayed as if live.
+
+Both fill a :class:`~noisewatch.daemon.ringbuffer.RingBuffer` through one callback,
+:meth:`AudioSource.callback`, which only counts overflow statuses and copies the block in: the
+microphone's PortAudio thread calls it, and so does the file source's reader thread, so a
+replayed file takes exactly the microphone's path. Samples stay at the input's native rate and
+channel count; downmixing and resampling happen in the processing loop
+(:mod:`noisewatch.daemon.resample`).
+
+sounddevice is imported inside functions only, so a machine without PortAudio can still
+replay files. Errors a user can fix (device missing, PortAudio absent, unreadable file) are a
+:class:`SourceError` with a one-line message. A device that dies while running is reported
+through :attr:`AudioSource.failed`; the service then stops the source and reopens it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from noisewatch.config import AudioSection
+from noisewatch.daemon.ringbuffer import RingBuffer
+
+log = logging.getLogger(__name__)
+
+MAX_DEFAULT_CHANNELS = 2
+"""Channels captured when the config says null: ALSA plug devices report up to 128, all downmixed anyway."""
+JOIN_TIMEOUT_S = 2.0
+"""How long stop() waits for the file reader thread."""
+SAMPLE_DTYPE = "float32"
+
+
+class SourceError(RuntimeError):
+    """An audio input cannot be opened or read; ``str()`` is one line for the user."""
+
+
+@dataclass(frozen=True)
+class _FileStatus:
+    """What a file block reports in place of PortAudio's CallbackFlags: never an overflow."""
+
+    input_overflow: bool = False
+
+
+FILE_STATUS = _FileStatus()
+
+
+class AudioSource:
+    """The common shell of every input: its ring buffer, the shared callback and the status flags."""
+
+    def __init__(self, name: str, sample_rate: int, channels: int, buffer_s: float) -> None:
+        self.name = name
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.ring = RingBuffer(max(1, int(round(buffer_s * self.sample_rate))), self.channels)
+        self.overflows = 0
+        """PortAudio input_overflow statuses seen by the callback (ring.dropped counts separately)."""
+        self._failed: str | None = None
+        self._store = self.ring.write
+
+    def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """Audio thread (PortAudio's, or the file reader's): count overflows, copy the block in. Nothing else."""
+        if status.input_overflow:
+            self.overflows += 1
+        self._store(indata)
+
+    def start(self) -> None:
+        """Begin delivering audio into :attr:`ring`; a second call does nothing."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop delivering audio and wake the ring's reader; a second call does nothing."""
+        raise NotImplementedError
+
+    @property
+    def finished(self) -> bool:
+        """True once everything was delivered (a file's end); a live input never finishes."""
+        return False
+
+    @property
+    def failed(self) -> str | None:
+        """Why the input stopped unexpectedly, or None while it is healthy."""
+        return self._failed
+
+    def __enter__(self) -> AudioSource:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+# --- microphone -------------------------------------------------------------------------------
+
+
+def _sounddevice() -> ModuleType:
+    """Import sounddevice on first use; a missing PortAudio library becomes a SourceError."""
+    try:
+        import sounddevice
+    except OSError as exc:
+        raise SourceError(f"PortAudio is not available ({exc}); install libportaudio2, or replay a file with --input") from None
+    return sounddevice
+
+
+def _input_devices(sd: ModuleType) -> list[dict[str, Any]]:
+    """Every device that can record, as sounddevice describes it (with its 'index')."""
+    return [dict(info) for info in sd.query_devices() if info["max_input_channels"] > 0]
+
+
+def _default_input(sd: ModuleType) -> int | None:
+    """Index of the system's default input device, None if there is none."""
+    try:
+        return int(sd.query_devices(kind="input")["index"])
+    except sd.PortAudioError:
+        return None
+
+
+def _describe(devices: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{d['index']}: {d['name']}" for d in devices) or "none"
+
+
+def _find_input(sd: ModuleType, device: int | str | None) -> dict[str, Any]:
+    """The input device chosen by index, by case-insensitive name substring, or the default (None)."""
+    inputs = _input_devices(sd)
+    if device is None:
+        wanted, default = "the default input", _default_input(sd)
+        matches = [d for d in inputs if d["index"] == default]
+    elif isinstance(device, int):
+        wanted, matches = f"input device {device}", [d for d in inputs if d["index"] == device]
+    else:
+        wanted, matches = f"input device {device!r}", [d for d in inputs if device.lower() in d["name"].lower()]
+    if not matches:
+        raise SourceError(f"audio {wanted} not found; available inputs: {_describe(inputs)}")
+    return matches[0]
+
+
+@dataclass(frozen=True)
+class _Capture:
+    """A resolved device and the format to capture from it."""
+
+    index: int
+    name: str
+    sample_rate: int
+    channels: int
+
+
+def _resolve(sd: ModuleType, device: int | str | None, sample_rate: int | None, channels: int | None) -> _Capture:
+    """Fill unset rate and channel count from the device's own defaults."""
+    info = _find_input(sd, device)
+    return _Capture(
+        index=info["index"],
+        name=info["name"],
+        sample_rate=sample_rate or int(info["default_samplerate"]),
+        channels=channels or min(info["max_input_channels"], MAX_DEFAULT_CHANNELS),
+    )
+
+
+class MicrophoneSource(AudioSource):
+    """A PortAudio input stream whose callback is :meth:`AudioSource.callback`."""
+
+    def __init__(self, device: int | str | None, sample_rate: int | None, channels: int | None,
+                 block_size: int, buffer_s: float) -> None:
+        self._capture = _resolve(_sounddevice(), device, sample_rate, channels)
+        super().__init__(f"{self._capture.index}: {self._capture.name}", self._capture.sample_rate,
+                         self._capture.channels, buffer_s)
+        self.block_size = block_size
+        self._stream: Any = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """Open and start the stream; SourceError if PortAudio refuses."""
+        if self._stream is not None:
+            return
+        sd = _sounddevice()
+        try:
+            stream = sd.InputStream(
+                device=self._capture.index, samplerate=self.sample_rate, channels=self.channels,
+                blocksize=self.block_size, dtype=SAMPLE_DTYPE, callback=self.callback,
+                finished_callback=self._on_finished)
+            stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise SourceError(f"cannot open audio input {self.name}: {exc}") from None
+        self._stream = stream
+        log.info("audio input %s: %d Hz, %d channel(s), blocks of %d", self.name, self.sample_rate,
+                 self.channels, self.block_size)
+
+    def stop(self) -> None:
+        """Close the stream (whatever state it is in) and wake the reader."""
+        if self._stream is None or self._stopping:
+            return
+        self._stopping = True
+        try:
+            self._stream.close(ignore_errors=True)
+        finally:
+            self.ring.close()
+
+    def _on_finished(self) -> None:
+        """PortAudio thread: the stream went inactive; a failure unless stop() asked for it."""
+        if not self._stopping:
+            self._failed = "the audio stream stopped unexpectedly"
+
+    @property
+    def failed(self) -> str | None:
+        """Set by the finished callback, or when the running stream is found inactive."""
+        if self._failed is None and self._stream is not None and not self._stopping and not self._stream.active:
+            self._failed = "the audio stream is no longer active"
+        return self._failed
+
+
+def check_device(audio: AudioSection) -> None:
+    """Raise SourceError unless the configured device exists and accepts the configured format."""
+    sd = _sounddevice()
+    capture = _resolve(sd, audio.device, audio.sample_rate, audio.channels)
+    try:
+        sd.check_input_settings(device=capture.index, channels=capture.channels,
+                                samplerate=capture.sample_rate, dtype=SAMPLE_DTYPE)
+    except (sd.PortAudioError, ValueError) as exc:
+        raise SourceError(f"audio input {capture.index}: {capture.name} cannot capture "
+                          f"{capture.sample_rate} Hz x {capture.channels} channel(s): {exc}") from None
+
+
+def list_devices_main(args: argparse.Namespace) -> int:
+    """`noisewatch devices`: one line per input device, the default marked with '*'."""
+    try:
+        sd = _sounddevice()
+        inputs = _input_devices(sd)
+    except SourceError as exc:
+        print(f"noisewatch: {exc}", file=sys.stderr)
+        return 1
+    if not inputs:
+        print("noisewatch: no audio input devices found", file=sys.stderr)
+        return 1
+    default = _default_input(sd)
+    print(f"  {'index':>5}  {'name':<40} {'inputs':>6}  {'default rate':>12}")
+    for d in inputs:
+        mark = "*" if d["index"] == default else " "
+        print(f"{mark} {d['index']:>5}  {d['name']:<40} {d['max_input_channels']:>6}  {d['default_samplerate']:>9.0f} Hz")
+    print("(* = default input)")
+    return 0
+
+
+# --- file replay ------------------------------------------------------------------------------
+
+
+class FileSource(AudioSource):
+    """A recording (WAV/FLAC/OGG) pushed block by block through the microphone's callback.
+
+    ``speed`` 1 paces blocks by the sample clock in real time, 4 four times faster, and 0
+    delivers as fast as the consumer reads (the ring waits for space, nothing is dropped).
+    """
+
+    def __init__(self, path: str | Path, speed: float, block_size: int, buffer_s: float) -> None:
+        if speed < 0:
+            raise SourceError(f"replay speed must be 0 (as fast as possible) or positive, not {speed}")
+        self.path = Path(path)
+        try:
+            info = sf.info(str(self.path))
+        except (RuntimeError, OSError) as exc:
+            raise SourceError(f"cannot read audio file {self.path}: {exc}") from None
+        super().__init__(self.path.name, info.samplerate, info.channels, buffer_s)
+        self.speed = speed
+        self.block_size = block_size
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+        if speed == 0:
+            self._store = self._store_waiting
+
+    def _store_waiting(self, block: np.ndarray) -> None:
+        """Backpressure for speed 0: wait for room instead of dropping (returns early once closed)."""
+        self.ring.write_wait(block, timeout=None)
+
+    def start(self) -> None:
+        """Start the reader thread."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._replay, name=f"replay {self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the reader thread (waking it from a pacing sleep or a full ring) and wake the reader."""
+        if self._thread is None or self._halt.is_set():
+            return
+        self._halt.set()
+        self.ring.close()
+        self._thread.join(JOIN_TIMEOUT_S)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def _replay(self) -> None:
+        """Reader thread: deliver the whole file, then mark it finished and close the ring."""
+        try:
+            with sf.SoundFile(str(self.path)) as audio:
+                self._deliver(audio)
+        except (RuntimeError, OSError) as exc:
+            self._failed = f"reading {self.path} failed: {exc}"
+            log.error("audio file %s: %s", self.path, exc)
+            return
+        if not self._halt.is_set():
+            self._finished = True
+            self.ring.close()
+
+    def _deliver(self, audio: sf.SoundFile) -> None:
+        """Each block goes out once the sample clock, scaled by ``speed``, has reached its end."""
+        t0 = time.monotonic()
+        delivered = 0
+        for block in audio.blocks(self.block_size, dtype=SAMPLE_DTYPE, always_2d=True):
+            delivered += len(block)
+            if self.speed > 0:
+                due = t0 + delivered / (self.sample_rate * self.speed)
+                self._halt.wait(max(0.0, due - time.monotonic()))
+            if self._halt.is_set():
+                return
+            self.callback(block, len(block), None, FILE_STATUS)
+
+
+def open_source(audio: AudioSection, input_path: str | None, speed: float) -> AudioSource:
+    """The configured microphone, or the recording at ``input_path`` replayed at ``speed``."""
+    if input_path is not None:
+        return FileSource(input_path, speed, audio.block_size, audio.buffer_s)
+    return MicrophoneSource(audio.device, audio.sample_rate, audio.channels, audio.block_size, audio.buffer_s)
