@@ -25,7 +25,9 @@ ACTIVITY_FRAME_S = 0.05
 """Resolution of the loudness envelope used to place onsets and ends."""
 ACTIVITY_CONTRAST_DB = 10.0
 """Less contrast than this between a window's loud and quiet parts: no onset can be placed."""
-ACTIVITY_MERGE_GAP_S = 0.6
+ACTIVITY_FLOOR_HISTORY_S = 10.0
+"""The quiet floor is the quietest recent stretch: a sound filling a whole window cannot raise it."""
+ACTIVITY_MERGE_GAP_S = 1.0
 """Loud stretches closer than this belong together (the barks of one dog, a wailing siren)."""
 
 
@@ -56,11 +58,13 @@ class Observation:
     hop_dbfs: float
     """RMS level of the newest hop of audio (feeds the event's mean/peak level)."""
     hop_peak_dbfs: float
+    floor_db: float = np.inf
+    """Recent quiet floor of the stream (see NoiseFloor), in dB re full scale."""
 
     @functools.cached_property
     def activity(self) -> tuple[float, float] | None:
         """(onset, end) in stream seconds of the window's last loud stretch, if it has one."""
-        span = sound_activity(self.samples, self.sample_rate)
+        span = sound_activity(self.samples, self.sample_rate, self.floor_db)
         return None if span is None else (self.start_s + span[0], self.start_s + span[1])
 
 
@@ -70,21 +74,45 @@ class Transition:
     event: OpenEvent
 
 
-def sound_activity(samples: np.ndarray, sample_rate: int) -> tuple[float, float] | None:
-    """(onset_s, end_s) within the window of its last loud stretch, or None without contrast."""
+def frame_levels(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Level in dB re full scale of consecutive ACTIVITY_FRAME_S frames."""
     frame = max(1, int(ACTIVITY_FRAME_S * sample_rate))
     n = len(samples) // frame
-    if n < 2:
-        return None
     power = np.mean(np.square(samples[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
-    level = 10.0 * np.log10(np.maximum(power, 1e-12))
-    floor, peak = np.percentile(level, 10), level.max()
-    if peak - floor < ACTIVITY_CONTRAST_DB:
+    return 10.0 * np.log10(np.maximum(power, 1e-12))
+
+
+def sound_activity(samples: np.ndarray, sample_rate: int, floor_db: float = np.inf) -> tuple[float, float] | None:
+    """(onset_s, end_s) within the window of its last loud stretch, or None without contrast.
+
+    Loud means ACTIVITY_CONTRAST_DB above the quiet floor: the stream's recent floor or the
+    window's own quietest tenth, whichever is lower.
+    """
+    level = frame_levels(samples, sample_rate)
+    if len(level) < 2:
         return None
-    loud = np.flatnonzero(level >= floor + (peak - floor) / 2)
+    floor = min(floor_db, float(np.percentile(level, 10)))
+    loud = np.flatnonzero(level >= floor + ACTIVITY_CONTRAST_DB)
+    if len(loud) == 0:
+        return None
     gaps = np.flatnonzero(np.diff(loud) * ACTIVITY_FRAME_S > ACTIVITY_MERGE_GAP_S)
     first = loud[gaps[-1] + 1] if len(gaps) else loud[0]
-    return first * frame / sample_rate, (loud[-1] + 1) * frame / sample_rate
+    frame_s = len(samples) / len(level) / sample_rate
+    return first * frame_s, (loud[-1] + 1) * frame_s
+
+
+class NoiseFloor:
+    """Tracks the quietest recent stretch of the stream, hop by hop (cheap: new audio only)."""
+
+    def __init__(self, sample_rate: int, hop_s: float) -> None:
+        self.sample_rate = sample_rate
+        self._history: deque[float] = deque(maxlen=max(1, int(round(ACTIVITY_FLOOR_HISTORY_S / hop_s))))
+
+    def update(self, newest_hop: np.ndarray) -> float:
+        levels = frame_levels(newest_hop, self.sample_rate)
+        if len(levels):
+            self._history.append(float(np.percentile(levels, 10)))
+        return min(self._history, default=np.inf)
 
 
 @dataclass
@@ -134,10 +162,12 @@ class Detector:
             if obs.end_s < state.blocked_until:
                 return out
             state.event = OpenEvent(label=label, start_s=self._onset(obs), end_s=obs.end_s)
-        elif obs.end_s - state.event.start_s >= self.settings.max_duration_s:
-            state.event.end_s = obs.end_s
-            out += self._close(state, obs.end_s, cooldown=False)
-            state.event = OpenEvent(label=label, start_s=obs.end_s, end_s=obs.end_s)
+        elif obs.end_s - state.event.start_s >= self.settings.max_duration_s and state.announced:
+            # Report the long event and continue it; announcing the continuation first keeps
+            # subscribers' state ON across the split.
+            finished, state.event = state.event, OpenEvent(label=label, start_s=obs.end_s, end_s=obs.end_s)
+            finished.end_s = obs.end_s
+            out += [Transition("started", state.event), Transition("ended", finished)]
         event = state.event
         event.add_score(score)
         event.add_level(obs.hop_dbfs, obs.hop_peak_dbfs)
@@ -155,11 +185,10 @@ class Detector:
             return []
         return self._close(state, obs.end_s)
 
-    def _close(self, state: _LabelState, at_s: float, cooldown: bool = True) -> list[Transition]:
+    def _close(self, state: _LabelState, at_s: float) -> list[Transition]:
         event, announced = state.event, state.announced
         state.event, state.announced, state.absent_since = None, False, None
-        if cooldown:
-            state.blocked_until = at_s + self.settings.cooldown_s
+        state.blocked_until = at_s + self.settings.cooldown_s
         if event is None or not announced or event.duration_s < self.settings.min_duration_s:
             return []
         return [Transition("ended", event)]

@@ -15,7 +15,7 @@ import numpy as np
 
 from noisewatch.bundle import Bundle
 from noisewatch.config import Config
-from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, Observation, Transition
+from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
 from noisewatch.daemon.events import SampleClock, event_payload, started_payload
 from noisewatch.daemon.levels import LevelMeter, dbfs, peak_dbfs
 from noisewatch.daemon.sinks import Sink
@@ -60,6 +60,7 @@ class Pipeline:
         self.stream = StreamingFeatures(bundle.features, config.audio.hop_s)
         self.hop_s = self.stream.hop_samples / self.sample_rate
         self.detector = Detector(bundle.labels, detector_settings(config, bundle, self.hop_s))
+        self.floor = NoiseFloor(self.sample_rate, self.hop_s)
         self.loudness = LoudnessDetector(config.loudness.threshold_dbfs, config.loudness.min_duration_s)
         self.levels = LevelMeter(self.sample_rate, config.levels.interval_s, config.levels.calibration_db)
         self.counters = Counters()
@@ -114,6 +115,7 @@ class Pipeline:
             sample_rate=self.sample_rate,
             hop_dbfs=dbfs(newest_hop),
             hop_peak_dbfs=peak_dbfs(newest_hop),
+            floor_db=self.floor.update(newest_hop),
         )
         self.counters.windows += 1
         self.counters.gated += gated
