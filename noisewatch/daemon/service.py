@@ -180,7 +180,7 @@ class Service:
 
     def _pump(self, source: AudioSource, pipeline: Pipeline) -> str:
         """The processing loop: ring buffer -> resampler -> pipeline, until something ends it."""
-        resampler = MonoResampler(source.sample_rate, pipeline.sample_rate)
+        resampler = MonoResampler(source.sample_rate, pipeline.sample_rate, source.channels)
         ticks = _Ticks(self.setup.config.mqtt.stats_interval_s)
         while not self._stop.is_set() and not self._reload.is_set():
             block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
@@ -188,7 +188,7 @@ class Service:
                 pipeline.process(resampler.process(block))
                 self._mark_ready(source, pipeline)
             elif source.finished and source.ring.available == 0:
-                pipeline.process(resampler.process(source.ring.read(0, 0), last=True))
+                pipeline.process(resampler.flush())
                 return "finished"
             elif source.failed:
                 return "failed"
