@@ -1,8 +1,8 @@
 """What the Classify page shows about one recording: per-window scores and pictures of the audio.
 
-Everything goes through the runtime path (``features.clip_windows`` -> ``features.extract`` ->
-the bundle's TFLite model), so the dashboard predicts exactly what ``noisewatch classify`` and
-the daemon predict. Pure numpy; the page only draws the results.
+Windows and scores come from :mod:`noisewatch.classify` (``features.clip_windows`` ->
+``features.extract`` -> the bundle's TFLite model), so the dashboard predicts exactly what
+``noisewatch classify`` predicts. Pure numpy; the page only draws the results.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import soxr
 
 from noisewatch import features
 from noisewatch.bundle import Bundle
+from noisewatch.classify import WindowResult, classify_audio, summarize
 
+RESAMPLE_QUALITY = "HQ"
+"""soxr quality, as ``noisewatch classify`` resamples"""
 DEFAULT_HOP_S = 1.0
 """seconds between classified windows of an uploaded recording"""
 MAX_SECONDS = 300.0
@@ -47,19 +50,25 @@ class Recording:
 
 @dataclass(frozen=True)
 class WindowScores:
-    """The model's scores for each window of a recording."""
+    """The model's scores for each window of a recording, as ``noisewatch classify`` computes them."""
 
     labels: tuple[str, ...]
-    starts: np.ndarray
-    """window start times in seconds, shape (n,)"""
-    scores: np.ndarray
-    """shape (n, len(labels))"""
+    results: tuple[WindowResult, ...]
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Window start times in seconds, shape (n,)."""
+        return np.array([result.start_s for result in self.results])
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Shape (n, len(labels))."""
+        return np.stack([result.scores for result in self.results])
 
     def summary(self) -> tuple[str, float]:
-        """The recording's label: the best label of the mean scores over all windows, and that score."""
-        mean = self.scores.mean(axis=0)
-        best = int(np.argmax(mean))
-        return self.labels[best], float(mean[best])
+        """The recording's label and score, by the rule of ``noisewatch classify``."""
+        verdict = summarize(list(self.results), self.labels)
+        return verdict["label"], verdict["score"]
 
     def top_labels(self, count: int) -> list[str]:
         """The labels with the highest peak score, best first (the ones worth plotting)."""
@@ -74,17 +83,14 @@ def decode(data: bytes, sample_rate: int) -> Recording:
     truncated = len(y) > keep
     mono = y[:keep].mean(axis=1)
     if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate).astype(np.float32)
+        mono = soxr.resample(mono, rate, sample_rate, quality=RESAMPLE_QUALITY).astype(np.float32)
     return Recording(mono, sample_rate, truncated)
 
 
 def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S) -> WindowScores:
     """Scores of every window (a clip shorter than the window is one window, as in training)."""
-    settings = bundle.features
-    windows = features.clip_windows(recording.samples, settings, hop_s)
-    vectors = np.stack([features.extract(window, settings) for _, window in windows])
-    scores = bundle.open_model().predict_batch(vectors)
-    return WindowScores(bundle.labels, np.array([start for start, _ in windows]), scores)
+    model = bundle.open_model()  # per call: a TFLite interpreter is not shared between sessions
+    return WindowScores(bundle.labels, tuple(classify_audio(recording.samples, bundle, model, hop_s)))
 
 
 def mel_db(y: np.ndarray, settings: features.FeatureSettings) -> np.ndarray:

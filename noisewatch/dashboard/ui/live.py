@@ -23,8 +23,9 @@ EVENTS_SHOWN = 25
 """newest events listed in the table"""
 MIN_MARK_S = 1.0
 """events (and open events, until they close) are drawn at least this long on the timeline"""
-ROW_HEIGHT_PX = 36
-"""height of one label's row on the event timeline"""
+ROW_HEIGHT_PX = 32
+"""height of one device-and-label row on the event timeline"""
+TIME_FORMAT = "%H:%M:%S"
 MISSING = "–"
 """shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
 STATUS_BADGES = {"online": ":green-badge[online]", "offline": ":red-badge[offline]"}
@@ -91,13 +92,19 @@ def _timeline(rows: list[dict[str, Any]]) -> None:
     frame["start"], end = pd.to_datetime(frame["start"], utc=True), pd.to_datetime(frame["end"], utc=True)
     shortest = frame["start"] + pd.Timedelta(seconds=MIN_MARK_S)
     frame["end"] = end.where(end > shortest, shortest)
+    frame["track"] = frame["device"] + " · " + frame["label"]
     chart = alt.Chart(frame.dropna(subset=["start"])).mark_bar().encode(
-        x=alt.X("start:T", title="time (UTC)"), x2="end:T",
-        y=alt.Y("label:N", title=None), yOffset="device:N", color=alt.Color("device:N"),
-        tooltip=["device", "label", "state", "confidence", "duration_s", "start:T"],
+        x=_utc_axis("start"), x2="end:T", y=alt.Y("track:N", title=None), color=alt.Color("label:N", legend=None),
+        tooltip=["device", "label", "state", "confidence", "duration_s", alt.Tooltip("start:T", format=TIME_FORMAT)],
     )
-    st.altair_chart(chart.properties(height=ROW_HEIGHT_PX * frame["label"].nunique()), width="stretch")
+    st.altair_chart(chart.properties(height=alt.Step(ROW_HEIGHT_PX)), width="stretch")
     st.table(_event_table(rows[:EVENTS_SHOWN]), hide_index=True)
+
+
+def _utc_axis(field: str) -> alt.X:
+    """A time axis in UTC (the daemon's stamps), whatever the browser's time zone."""
+    return alt.X(f"{field}:T", title="time (UTC)", scale=alt.Scale(type="utc", nice=True),
+                 axis=alt.Axis(format=TIME_FORMAT))
 
 
 def _event_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -122,7 +129,7 @@ def _levels(rows: list[dict[str, Any]]) -> None:
         st.caption("no level reports yet (levels.interval_s in the daemon's config)")
         return
     chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
-        x=alt.X("time:T", title="time (UTC)"), y=alt.Y("dbfs:Q", title="dBFS", scale=alt.Scale(zero=False)),
+        x=_utc_axis("time"), y=alt.Y("dbfs:Q", title="dBFS", scale=alt.Scale(zero=False)),
         color="measure:N", strokeDash="device:N", tooltip=["device", "measure", "dbfs", "time:T"],
     )
     st.altair_chart(chart, width="stretch")
