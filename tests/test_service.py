@@ -1,0 +1,149 @@
+"""The daemon end to end: real audio replayed through `noisewatch run`, events checked against the scene."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from noisewatch.config import Config
+from noisewatch.daemon.events import SampleClock
+from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.daemon.stream import hop_samples
+from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.features import FeatureSettings
+
+from daemon_run import build_scene, events, read_jsonl, recognised_clips, run_daemon, write_scene
+
+HOP_S = hop_samples(FeatureSettings(), 0.5) / 22050
+SCENE_LABELS = ("siren", "dog_bark", "car_horn", "jackhammer")
+
+
+@pytest.fixture(scope="module")
+def real_scene(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    clips = [(label, recognised_clips(shared_data, label, 1)[0]) for label in SCENE_LABELS]
+    audio, truth = build_scene(clips, quiet_s=6.0, rate=22050)
+    return write_scene(tmp_path_factory.mktemp("scene") / "scene.flac", audio, 22050), truth
+
+
+def assert_matches_truth(found: list[dict], truth) -> None:
+    """Right labels, in order, each onset within one hop, nothing else (so nothing in the quiet)."""
+    assert [e["label"] for e in found] == [t.label for t in truth], found
+    for event, expected in zip(found, truth):
+        assert abs(event["offset_s"] - expected.start_s) <= HOP_S, (event, expected)
+
+
+@pytest.mark.shared_data
+def test_scene_from_real_clips_gives_the_right_events(real_scene, tmp_path: Path) -> None:
+    path, truth = real_scene
+    messages = run_daemon(path, tmp_path / "out.jsonl", "--speed", "0")
+    assert_matches_truth(events(messages), truth)
+    started = [m for m in messages if m["type"] == "started"]
+    assert [m["id"] for m in started] == [e["id"] for e in events(messages)]
+
+
+def test_bundled_sample_scene(repo_root: Path, tmp_path: Path) -> None:
+    """The README's demo: the bundled scene gives the events its truth file lists."""
+    import json
+
+    sample = repo_root / "samples" / "scene.flac"
+    truth_file = repo_root / "samples" / "scene.json"
+    if not sample.is_file():
+        pytest.fail("samples/scene.flac is missing")
+    from daemon_run import Truth
+
+    truth = [Truth(t["label"], t["start_s"], t["end_s"]) for t in json.loads(truth_file.read_text())["events"]]
+    assert_matches_truth(events(run_daemon(sample, tmp_path / "out.jsonl", "--speed", "0")), truth)
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_real_time_replay_gives_the_same_events(shared_data: Path, tmp_path: Path) -> None:
+    clips = [(label, recognised_clips(shared_data, label, 1)[0]) for label in ("siren", "dog_bark")]
+    audio, truth = build_scene(clips, quiet_s=4.0, rate=22050, seed=3)
+    path = write_scene(tmp_path / "short.flac", audio, 22050)
+    fast = events(run_daemon(path, tmp_path / "fast.jsonl", "--speed", "0"))
+    started = time.monotonic()
+    live = events(run_daemon(path, tmp_path / "live.jsonl", "--speed", "1"))
+    assert time.monotonic() - started >= len(audio) / 22050 * 0.95  # it really was paced
+    keys = ("label", "offset_s", "duration_s", "confidence", "mean_confidence", "peak_dbfs", "mean_dbfs")
+    assert [[e[k] for k in keys] for e in live] == [[e[k] for k in keys] for e in fast]
+    assert_matches_truth(fast, truth)
+
+
+class Memory:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict]] = []
+
+    def send(self, kind: str, payload: dict) -> None:
+        self.messages.append((kind, payload))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.shared_data
+def test_block_size_does_not_change_windows_or_events(real_scene) -> None:
+    """Streaming invariance: 256-, 1024- and 4000-sample blocks give identical windows and events."""
+    import soundfile as sf
+
+    path, _ = real_scene
+    audio, rate = sf.read(str(path), dtype="float32")
+    bundle = load_bundle(default_model_path())
+    runs = []
+    for block in (256, 1024, 4000):
+        sink = Memory()
+        pipeline = Pipeline(Config(), bundle, bundle.open_model(), [sink], SampleClock.starting_now())
+        for start in range(0, len(audio), block):
+            pipeline.process(audio[start : start + block])
+        pipeline.finish()
+        runs.append([(k, {f: v for f, v in p.items() if f not in ("id", "start", "end")}) for k, p in sink.messages])
+        assert pipeline.counters.windows == 1 + (len(audio) - bundle.features.window_samples) // pipeline.stream.hop_samples
+    assert runs[0] == runs[1] == runs[2]
+    assert any(kind == "event" for kind, _ in runs[0])
+
+
+def test_sigterm_closes_open_events_and_exits_promptly(repo_root: Path, tmp_path: Path) -> None:
+    """A long siren-like tone is open when SIGTERM arrives: its event is closed and written, exit 0 < 2 s."""
+    out = tmp_path / "out.jsonl"
+    sample = repo_root / "samples" / "scene.flac"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noisewatch.cli", "run", "--input", str(sample), "--speed", "1", "--jsonl", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (out.exists() and any(m["type"] == "started" for m in read_jsonl(out))):
+        time.sleep(0.1)
+    assert out.exists(), "the daemon never started an event"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0, proc.stderr.read()
+    assert time.monotonic() - sent < 2.0
+    messages = read_jsonl(out)
+    started = {m["id"] for m in messages if m["type"] == "started"}
+    closed = {m["id"] for m in messages if m["type"] == "event"}
+    assert started and started <= closed
+
+
+def test_bad_config_is_one_line_and_exit_78(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("audio:\n  hop_s: 4.5\ndetector:\n  thresholds:\n    sirene: 0.5\n")
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.stderr
+    assert "audio.hop_s = 4.5" in lines[0] and "detector.thresholds.sirene" in lines[1]
+
+
+def test_missing_model_bundle_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  path: {tmp_path / 'nope.json'}\n")
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 78 and "model bundle not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
