@@ -75,12 +75,6 @@ class ScoresSection(_Section):
     interval_s: float = Field(1.0, ge=0.0, le=3600, description="at most one report per this many seconds")
 
 
-class ClipsSection(_Section):
-    enabled: bool = False
-    directory: Path = Field(Path("/var/lib/noisewatch/clips"), description="where event WAV clips are written")
-    max_files: int = Field(200, ge=1, le=100000, description="oldest clips are deleted beyond this count")
-
-
 class JsonlSection(_Section):
     path: str | None = Field(None, description="JSON-lines log of everything sent to sinks; '-' for stdout")
 
@@ -149,7 +143,6 @@ class Config(_Section):
     loudness: LoudnessSection = LoudnessSection()
     levels: LevelsSection = LevelsSection()
     scores: ScoresSection = ScoresSection()
-    clips: ClipsSection = ClipsSection()
     jsonl: JsonlSection = JsonlSection()
     mqtt: MqttSection = MqttSection()
     logging: LoggingSection = LoggingSection()
@@ -216,7 +209,6 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(
         update={
             "model": config.model.model_copy(update={"path": resolve(config.model.path)}),
-            "clips": config.clips.model_copy(update={"directory": resolve(config.clips.directory)}),
             "mqtt": mqtt.model_copy(
                 update={
                     "tls": tls,

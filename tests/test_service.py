@@ -58,7 +58,7 @@ def test_bundled_sample_scene(repo_root: Path, tmp_path: Path) -> None:
         pytest.fail("samples/scene.flac is missing")
     from daemon_run import Truth
 
-    truth = [Truth(t["label"], t["start_s"], t["end_s"]) for t in json.loads(truth_file.read_text())["events"]]
+    truth = [Truth(t["label"], t["start_s"], t["end_s"]) for t in json.loads(truth_file.read_text())]
     assert_matches_truth(events(run_daemon(sample, tmp_path / "out.jsonl", "--speed", "0")), truth)
 
 
