@@ -15,6 +15,7 @@ import pytest
 from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.daemon.sources import FILE_STATUS, FileSource
 from noisewatch.daemon.stream import hop_samples
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.features import FeatureSettings
@@ -147,3 +148,77 @@ def test_missing_model_bundle_is_a_config_error(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True, text=True)
     assert result.returncode == 78 and "model bundle not found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+class _UnpluggedMidway(FileSource):
+    """A real file source that stops after a few seconds and reports a lost device, as PortAudio would."""
+
+    def _deliver(self, audio) -> None:
+        for block in audio.blocks(self.block_size, dtype="float32", always_2d=True, frames=3 * self.sample_rate):
+            self.callback(block, len(block), None, FILE_STATUS)
+        self._failed = "device unplugged"
+        self._halt.set()
+
+
+def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from noisewatch.daemon import service as service_module
+
+    sample = str(repo_root / "samples" / "scene.flac")
+    opened: list[FileSource] = []
+
+    def open_source(audio, input_path, speed):
+        source = (_UnpluggedMidway if not opened else FileSource)(input_path, 0, audio.block_size, audio.buffer_s)
+        opened.append(source)
+        return source
+
+    monkeypatch.setattr(service_module, "open_source", open_source)
+    out = tmp_path / "out.jsonl"
+    setup = service_module.prepare(None, jsonl=str(out), input_path=sample, speed=0)
+    started = time.monotonic()
+    assert service_module.Service(setup).run() == 0
+    assert time.monotonic() - started < 15  # one backoff of about a second, not a spin or a hang
+    messages = read_jsonl(out)
+    kinds = [m["type"] for m in messages]
+    assert len(opened) == 2
+    trouble = kinds.index("status", kinds.index("status") + 1)  # after the first "listening"
+    assert messages[trouble]["state"] == "audio_error" and "device unplugged" in messages[trouble]["error"]
+    assert "event" in kinds[trouble:], "no events after the device came back"
+    offsets = [m["offset_s"] for m in messages if m["type"] == "event"]
+    assert offsets == sorted(offsets) and offsets[-1] > 3.0  # the sample clock kept counting across the gap
+
+
+def _wait_for(path: Path, predicate, timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        messages = read_jsonl(path) if path.exists() else []
+        if predicate(messages):
+            return messages
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting in {path}")
+
+
+def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Path) -> None:
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("scores:\n  enabled: false\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+         str(repo_root / "samples" / "scene.flac"), "--speed", "1", "--jsonl", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+        time.sleep(4.5)  # past the first window: with scores off, none may have been sent
+        assert not any(m["type"] == "scores" for m in read_jsonl(out))
+        config.write_text("scores:\n  enabled: true\n  interval_s: 0.5\n")
+        proc.send_signal(signal.SIGHUP)
+        messages = _wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 10)
+        (scores,) = [m for m in messages if m["type"] == "scores"][:1]
+        assert len(scores["top"]) == 3 and proc.poll() is None
+        config.write_text("audio:\n  hop_s: -1\n")  # an invalid config is refused, the old one kept
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    assert "reload refused" in proc.stderr.read()
