@@ -1,0 +1,203 @@
+"""Audio sources: the shared callback, file replay (order, pacing, backpressure, stop), and a
+real PortAudio device: an ALSA virtual microphone (a ``file`` PCM reading a raw float32 ramp,
+defined in a temporary ~/.asoundrc) opened through MicrophoneSource in a subprocess, because
+PortAudio reads the ALSA configuration once, when it initialises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from noisewatch.config import AudioSection
+from noisewatch.daemon.sources import FILE_STATUS, AudioSource, FileSource, SourceError, open_source
+
+SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
+RAMP_FRAMES = 200_000
+"""Length of the raw float32 ramp the virtual microphone plays: sample i is i / RAMP_FRAMES."""
+
+
+def short_wav(tmp_path: Path, seconds: float, rate: int = 22050, channels: int = 1) -> Path:
+    """The scene's first ``seconds`` as a WAV file (duplicated across channels)."""
+    audio, _ = sf.read(str(SCENE), dtype="float32", frames=int(seconds * 22050))
+    path = tmp_path / f"short_{seconds}s.wav"
+    sf.write(str(path), np.repeat(audio[:, None], channels, axis=1), rate, subtype="FLOAT")
+    return path
+
+
+def drain(source: AudioSource, timeout_s: float = 30.0) -> np.ndarray:
+    """What the processing loop does: read until the source is finished and the ring is empty."""
+    blocks = []
+    deadline = time.monotonic() + timeout_s
+    while not (source.finished and source.ring.available == 0) and time.monotonic() < deadline:
+        blocks.append(source.ring.read(777, timeout=0.2))
+    return np.concatenate(blocks)
+
+
+def test_callback_counts_overflow_statuses_and_copies_blocks() -> None:
+    sd = pytest.importorskip("sounddevice", reason="PortAudio is not installed here")
+    source = FileSource(SCENE, speed=0, block_size=512, buffer_s=1.0)
+    overflow = sd.CallbackFlags()
+    overflow.input_overflow = True
+    block = np.linspace(-1, 1, 256, dtype=np.float32)[:, None]
+    source.callback(block, len(block), None, overflow)
+    source.callback(block, len(block), None, sd.CallbackFlags())
+    source.callback(block, len(block), None, FILE_STATUS)
+    block[:] = 0  # PortAudio reuses its buffer: the ring must have copied
+    assert source.overflows == 1
+    out = source.ring.read(1000, timeout=0)
+    np.testing.assert_array_equal(out, np.tile(np.linspace(-1, 1, 256, dtype=np.float32), 3)[:, None])
+
+
+def test_speed_0_delivers_every_sample_in_order_with_backpressure() -> None:
+    reference, rate = sf.read(str(SCENE), dtype="float32", always_2d=True)
+    source = open_source(AudioSection(block_size=1000, buffer_s=1.0), str(SCENE), speed=0)
+    assert (source.sample_rate, source.channels, source.name) == (rate, 1, "scene.flac")
+    with source:
+        out = drain(source)
+    np.testing.assert_array_equal(out, reference)  # 33 s through a 1 s ring: nothing dropped
+    assert source.ring.dropped == 0 and source.overflows == 0 and source.failed is None
+
+
+def test_speed_4_takes_a_quarter_of_the_duration(tmp_path: Path) -> None:
+    path = short_wav(tmp_path, 4.0, rate=44100, channels=2)  # 2 s at 44.1 kHz
+    source = FileSource(path, speed=4, block_size=1024, buffer_s=5.0)
+    t0 = time.monotonic()
+    with source:
+        out = drain(source)
+    elapsed = time.monotonic() - t0
+    assert out.shape == (88200, 2)
+    assert 0.4 < elapsed < 1.2  # 0.5 s expected
+
+
+def test_speed_1_paces_in_real_time(tmp_path: Path) -> None:
+    source = FileSource(short_wav(tmp_path, 1.5), speed=1, block_size=1024, buffer_s=5.0)
+    t0 = time.monotonic()
+    with source:
+        first = source.ring.read(100_000, timeout=1.0)
+        early = time.monotonic() - t0
+        out = np.concatenate([first, drain(source)])
+    assert len(first) < 22050 * 0.5 and early < 0.5  # the file is not dumped at once
+    assert len(out) == int(1.5 * 22050) and 1.3 < time.monotonic() - t0 < 2.5
+
+
+def test_stop_releases_a_reader_thread_blocked_on_a_full_ring() -> None:
+    source = FileSource(SCENE, speed=0, block_size=4096, buffer_s=1.0)
+    source.start()
+    time.sleep(0.2)  # the ring is full and nobody reads
+    t0 = time.monotonic()
+    source.stop()
+    source.stop()
+    assert time.monotonic() - t0 < 1.0
+    assert not source.finished and source.ring.dropped == 0
+
+
+def test_unreadable_files_and_bad_speeds_are_one_line_errors(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.wav"
+    bogus.write_text("not audio")
+    for path, speed in ((bogus, 1.0), (tmp_path / "missing.flac", 1.0), (SCENE, -1.0)):
+        with pytest.raises(SourceError) as err:
+            FileSource(path, speed=speed, block_size=1024, buffer_s=1.0)
+        assert "\n" not in str(err.value)
+
+
+# --- a real PortAudio device -----------------------------------------------------------------
+
+ASOUNDRC = """
+pcm.vmic {{
+  type file
+  slave.pcm "null"
+  file "/dev/null"
+  infile "{infile}"
+  format "raw"
+}}
+pcm.!default {{
+  type plug
+  slave.pcm "vmic"
+}}
+"""
+
+PROBE = """
+import json, sys, time
+import numpy as np
+from noisewatch.config import AudioSection
+from noisewatch.daemon.sources import MicrophoneSource, SourceError, check_device, list_devices_main
+report = {}
+try:
+    source = MicrophoneSource("VMIC", 44100, 1, 1024, 1.0)
+    source.start()
+except SourceError as exc:
+    print(json.dumps({"skip": str(exc)})); sys.exit(0)
+blocks, t0 = [], time.monotonic()
+while time.monotonic() - t0 < 0.5:
+    blocks.append(source.ring.read(4096, 0.2)[:, 0])
+report["samples"] = np.concatenate(blocks).tolist()[:50000]
+report["name"], report["rate"] = source.name, source.sample_rate
+report["failed_while_running"] = source.failed
+source._stream.abort()  # the device dies under the source: PortAudio calls finished_callback
+time.sleep(0.2)
+report["failed_after_abort"] = source.failed
+source.stop(); source.stop()
+for device in ("no such mic", 99):
+    try:
+        check_device(AudioSection(device=device))
+    except SourceError as exc:
+        report.setdefault("missing", []).append(str(exc))
+check_device(AudioSection())
+report["devices_exit"] = list_devices_main(None)
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def virtual_mic(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run PROBE against an ALSA virtual microphone; its JSON report plus the devices listing."""
+    pytest.importorskip("sounddevice", reason="PortAudio is not installed here")
+    home = tmp_path_factory.mktemp("alsa_home")
+    infile = home / "mic.raw"
+    (np.arange(RAMP_FRAMES, dtype=np.float32) / RAMP_FRAMES).tofile(infile)
+    (home / ".asoundrc").write_text(ASOUNDRC.format(infile=infile))
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("ALSA_CONFIG_PATH", None)
+    run = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    if "skip" in report:
+        pytest.skip(f"PortAudio cannot open the ALSA virtual microphone here: {report['skip']}")
+    report["listing"] = run.stdout
+    return report
+
+
+def test_real_samples_arrive_from_a_portaudio_device(virtual_mic: dict) -> None:
+    samples = np.asarray(virtual_mic["samples"], dtype=np.float32)
+    ramp = np.arange(RAMP_FRAMES, dtype=np.float32) / RAMP_FRAMES
+    assert virtual_mic["name"] == "0: vmic" and virtual_mic["rate"] == 44100
+    assert len(samples) > 10_000
+    assert np.isin(samples, ramp).all()  # every sample is one the device played
+    steps = np.diff(np.round(samples * RAMP_FRAMES))
+    assert (steps == 1).mean() > 0.9  # in order (gaps only where the ring overflowed)
+    assert virtual_mic["failed_while_running"] is None
+
+
+def test_a_stream_that_dies_reports_failed(virtual_mic: dict) -> None:
+    assert virtual_mic["failed_after_abort"] == "the audio stream stopped unexpectedly"
+
+
+def test_missing_devices_are_named_with_the_available_inputs(virtual_mic: dict) -> None:
+    by_name, by_index = virtual_mic["missing"]
+    assert by_name == "audio input device 'no such mic' not found; available inputs: 0: vmic, 1: default"
+    assert by_index.startswith("audio input device 99 not found; available inputs: 0: vmic")
+
+
+def test_devices_listing_marks_the_default(virtual_mic: dict) -> None:
+    assert virtual_mic["devices_exit"] == 0
+    lines = virtual_mic["listing"].splitlines()
+    assert any(line.startswith("*") and "default" in line and "44100 Hz" in line for line in lines)
+    assert any(line.startswith(" ") and "vmic" in line for line in lines)
