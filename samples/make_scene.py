@@ -6,8 +6,8 @@ Writes ``scene.flac`` (22050 Hz mono, 16-bit), ``scene.json`` (the truth: label,
 end_s and source file of every clip) and ``CREDITS.md``. The clips are fixed below, chosen
 because the shipped model (models/urban11) scores each of them >= 0.99 for its label and the
 4 s windows overlapping their edges name no other class (every car horn clip did, as
-street_music, so jackhammer takes its place). The output is the same on every run. Needs the shared data set; the outputs are
-committed so fresh clones have the scene without it.
+street_music, so jackhammer takes its place). The output is the same on every run. It needs
+the shared data set; the outputs are committed so fresh clones have the scene without it.
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ def credits_markdown(data: Path) -> str:
 
 def main() -> None:
     repo = Path(__file__).resolve().parent.parent
+    data = Path(os.environ.get("NOISEWATCH_SHARED_DATA", repo.parent / "shared" / "data"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("NOISEWATCH_SHARED_DATA", repo.parent / "shared" / "data")))
+    parser.add_argument("--data", type=Path, default=data, help="the shared data set (UrbanSound8K, ESC-50)")
     parser.add_argument("--out", type=Path, default=repo / "samples")
     args = parser.parse_args()
     scene, truth = build_scene(args.data)

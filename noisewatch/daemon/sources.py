@@ -107,7 +107,8 @@ def _sounddevice() -> ModuleType:
     try:
         import sounddevice
     except OSError as exc:
-        raise SourceError(f"PortAudio is not available ({exc}); install libportaudio2, or replay a file with --input") from None
+        raise SourceError(f"PortAudio is not available ({exc}); install libportaudio2, "
+                          "or replay a file with --input") from None
     return sounddevice
 
 
@@ -243,7 +244,8 @@ def list_devices_main(args: argparse.Namespace) -> int:
     print(f"  {'index':>5}  {'name':<40} {'inputs':>6}  {'default rate':>12}")
     for d in inputs:
         mark = "*" if d["index"] == default else " "
-        print(f"{mark} {d['index']:>5}  {d['name']:<40} {d['max_input_channels']:>6}  {d['default_samplerate']:>9.0f} Hz")
+        print(f"{mark} {d['index']:>5}  {d['name']:<40} {d['max_input_channels']:>6}  "
+              f"{d['default_samplerate']:>9.0f} Hz")
     print("(* = default input)")
     return 0
 
