@@ -145,6 +145,10 @@ source._stream.abort()  # the device dies under the source: PortAudio calls fini
 time.sleep(0.2)
 report["failed_after_abort"] = source.failed
 source.stop(); source.stop()
+again = MicrophoneSource("vmic", 44100, 1, 1024, 1.0)  # what the service does after a failure
+with again:
+    report["reopened_frames"] = len(again.ring.read(4096, 2.0))
+    report["reopened_failed"] = again.failed
 for device in ("no such mic", 99):
     try:
         check_device(AudioSection(device=device))
@@ -186,8 +190,9 @@ def test_real_samples_arrive_from_a_portaudio_device(virtual_mic: dict) -> None:
     assert virtual_mic["failed_while_running"] is None
 
 
-def test_a_stream_that_dies_reports_failed(virtual_mic: dict) -> None:
+def test_a_stream_that_dies_reports_failed_and_a_new_source_recovers(virtual_mic: dict) -> None:
     assert virtual_mic["failed_after_abort"] == "the audio stream stopped unexpectedly"
+    assert virtual_mic["reopened_frames"] > 0 and virtual_mic["reopened_failed"] is None
 
 
 def test_missing_devices_are_named_with_the_available_inputs(virtual_mic: dict) -> None:
