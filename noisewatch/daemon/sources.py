@@ -20,6 +20,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -65,7 +66,8 @@ class AudioSource:
         self.overflows = 0
         """PortAudio input_overflow statuses seen by the callback (ring.dropped counts separately)."""
         self._failed: str | None = None
-        self._store = self.ring.write
+        self._store: Callable[[np.ndarray], object] = self.ring.write
+        """How the callback hands a block over: ring.write (drop the oldest when full) for a live input."""
 
     def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """Audio thread (PortAudio's, or the file reader's): count overflows, copy the block in. Nothing else."""
