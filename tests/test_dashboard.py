@@ -254,7 +254,7 @@ def test_subscriber_sees_every_listener_under_the_prefix_root() -> None:
             publisher.publish("noisewatch/kitchen/events", json.dumps(event), qos=1).wait_for_publish(5)
             assert _wait(lambda: "kitchen" in subscriber.store.snapshot())
             assert [e["id"] for e in subscriber.store.snapshot()["kitchen"].events] == [event["id"]]
-            assert subscriber.store.broker == "connected"
+            assert subscriber.store.broker == "subscribed"
         finally:
             subscriber.stop()
             publisher.loop_stop()

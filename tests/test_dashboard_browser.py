@@ -1,8 +1,9 @@
 """The dashboard in a real browser: mosquitto + ``noisewatch dashboard`` + headless Chromium.
 
-A listener's scene (status, states, started and closed events, levels, scores, stats, in the
-documented payload shapes) is published to a private broker while the Live page is open; the
-test asserts that the scene's events appear on the page. Each page is screenshotted into
+While the Live page is open, the real daemon (``noisewatch run --speed 0``) replays
+``samples/scene.flac`` into a private broker, and a second listener's messages are published in
+the documented payload shapes; the test asserts that every event the daemon reported (its
+JSON-lines log is the truth) and the scene's labels appear on the page. Each page is screenshotted into
 ``$NOISEWATCH_ARTIFACTS/dashboard`` (default ``build/artifacts/dashboard``).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (installed here with apt-get when missing and
@@ -35,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_broker import HOST, Broker, free_port
 from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.dashboard import views
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -43,10 +45,29 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--no-first-run", "--window-size=1400,2400")
 START_TIMEOUT_S = 45.0
 PAGE_TIMEOUT_S = 30.0
+DAEMON_TIMEOUT_S = 60.0
 DEVICE = "kitchen"
-SCENE = (("siren", 3.0, 4.5), ("dog_bark", 12.0, 1.5))
-"""(label, offset_s, duration_s) of the scene's events"""
-SCENE_START = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+"""the daemon's device id"""
+OTHER_DEVICE = "garden"
+"""a second listener, published by the test"""
+OTHER_EVENTS = (("siren", 3.0, 4.5), ("dog_bark", 12.0, 1.5))
+"""(label, offset_s, duration_s) of the second listener's events"""
+OTHER_START = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+TABLE_TIME = "%Y-%m-%d %H:%M:%S"
+"""how the Live page's event table shows a start time"""
+DAEMON_CONFIG = """device_id: {device}
+levels:
+  interval_s: 2
+scores:
+  enabled: true
+  interval_s: 0
+mqtt:
+  enabled: true
+  host: {host}
+  port: {port}
+  spool:
+    directory: {spool}
+"""
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -166,19 +187,29 @@ def wait_for_text(driver: object, texts: tuple[str, ...], timeout: float = PAGE_
         time.sleep(0.3)
 
 
+def wait_for_element(driver: object, css: str, timeout: float = PAGE_TIMEOUT_S) -> object:
+    """The first element matching ``css``, once the page has rendered it."""
+    deadline = time.monotonic() + timeout
+    while not (found := driver.find_elements("css selector", css)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"page never showed an element {css!r}")
+        time.sleep(0.3)
+    return found[0]
+
+
 # --- the scene -----------------------------------------------------------------------------------
 
 def _stamp(offset_s: float) -> str:
-    return (SCENE_START + dt.timedelta(seconds=offset_s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (OTHER_START + dt.timedelta(seconds=offset_s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def scene_messages(prefix: str) -> list[tuple[str, str, bool]]:
-    """(topic, payload, retain) of one listener hearing the scene, in the daemon's documented shapes."""
+def other_listener(prefix: str) -> list[tuple[str, str, bool]]:
+    """(topic, payload, retain) of a second listener, in the daemon's documented shapes."""
     messages = [(f"{prefix}/status", "online", True)]
-    for label, offset, duration in SCENE:
+    for label, offset, duration in OTHER_EVENTS:
         event_id = str(uuid.uuid4())
         common = {"id": event_id, "label": label, "start": _stamp(offset), "offset_s": offset,
-                  "device": DEVICE, "model": "urban11@test"}
+                  "device": OTHER_DEVICE, "model": "urban11@test"}
         messages += [
             (f"{prefix}/events/started", json.dumps({**common, "confidence": 0.8}), False),
             (f"{prefix}/state/{label}", "ON", True),
@@ -223,16 +254,35 @@ def tone_clip(sample_rate: int, seconds: float = 6.0) -> bytes:
 
 # --- the pages -------------------------------------------------------------------------------------
 
+def replay_scene(repo_root: Path, broker: Broker, folder: Path) -> list[dict]:
+    """Run the real daemon over samples/scene.flac into the broker; returns the events it logged."""
+    config = folder / "daemon.yaml"
+    config.write_text(DAEMON_CONFIG.format(device=DEVICE, host=HOST, port=broker.port, spool=folder / "spool"))
+    log = folder / "daemon.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config),
+         "--input", str(repo_root / "samples" / "scene.flac"), "--speed", "0", "--jsonl", str(log)],
+        capture_output=True, text=True, timeout=DAEMON_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    messages = [json.loads(line) for line in log.read_text().splitlines()]
+    return [m for m in messages if m.get("type") == "event"]
+
+
 def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object, broker: Broker,
-                                                 artifacts: Path) -> None:
+                                                 artifacts: Path, repo_root: Path, tmp_path: Path) -> None:
     browser.get(f"{dashboard}/")
-    text = wait_for_text(browser, ("Live", "Broker connection: connected", "Waiting for listeners"))
-    assert "dog_bark" not in text and "siren" not in text
-    publish(broker.port, scene_messages(f"noisewatch/{DEVICE}"))
-    text = wait_for_text(browser, (DEVICE, "online", "Events", "siren", "dog_bark", "4.5 s", "1.5 s",
-                                   "2026-01-01 12:00:03", "2026-01-01 12:00:12", "Sound level"))
-    assert text.index("2026-01-01 12:00:12") < text.index("2026-01-01 12:00:03"), "newest event first"
-    assert "0.88" in text, "the top-3 scores are shown"
+    text = wait_for_text(browser, ("Live", "Broker connection: subscribed", "Waiting for listeners"))
+    truth = json.loads((repo_root / "samples" / "scene.json").read_text())
+    assert not any(item["label"] in text for item in truth)
+    events = replay_scene(repo_root, broker, tmp_path)  # ends with a clean shutdown: status offline
+    publish(broker.port, other_listener(f"noisewatch/{OTHER_DEVICE}"))
+    assert {item["label"] for item in truth} <= {event["label"] for event in events}, "the daemon missed a label"
+    starts = tuple(views.parse_time(event["start"]).strftime(TABLE_TIME) for event in events)
+    text = wait_for_text(browser, (f"{DEVICE} offline", f"{OTHER_DEVICE} online", "Sound level",
+                                   *(item["label"] for item in truth), *starts))
+    for label, _, duration in OTHER_EVENTS:
+        assert f"{duration:.1f} s" in text and label in text
     browser.save_screenshot(str(artifacts / "live.png"))
 
 
@@ -242,8 +292,8 @@ def test_classify_page_predicts_an_uploaded_recording(dashboard: str, browser: o
     clip = tmp_path / "tone.flac"
     clip.write_bytes(tone_clip(bundle.features.sample_rate))
     browser.get(f"{dashboard}/classify")
-    wait_for_text(browser, ("Classify", bundle.ident))
-    browser.find_element("css selector", "input[type=file]").send_keys(str(clip))
+    wait_for_text(browser, ("Upload a WAV, FLAC or OGG recording", bundle.ident))
+    wait_for_element(browser, "input[type=file]").send_keys(str(clip))
     text = wait_for_text(browser, ("Prediction", "Scores per window", "Waveform", "Mel spectrogram", "MFCC"))
     prediction = text.split("Prediction", 1)[1].split()[0]
     assert prediction in bundle.labels

@@ -71,6 +71,7 @@ class LiveSubscriber:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
 
@@ -83,8 +84,13 @@ class LiveSubscriber:
             log.error("dashboard: broker %s:%d refused the connection: %s", self.settings.host,
                       self.settings.port, reason_code)
             return
-        self.store.broker = "connected"
+        self.store.broker = "connected, subscribing"
         client.subscribe(self.filter, qos=QOS_AT_LEAST_ONCE)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        self.store.broker = f"subscription refused: {refused[0]}" if refused else "subscribed"
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.store.broker = f"cannot reach {self.settings.host}:{self.settings.port}; retrying"
