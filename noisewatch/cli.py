@@ -58,7 +58,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", default="750,750,750", help="hidden layer sizes, comma-separated")
     p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--stats", default="mean,std", help="MFCC statistics over time: mean or mean,std")
+    p.add_argument("--stats", default="mean,std", help="statistics over time, comma-separated, from "
+                   "mean,std,delta_std,max,min,p10,p90,skew (per MFCC) and mel_mean,mel_std (per mel band)")
+    p.add_argument("--short-clip", choices=["tile", "pad"], default="tile", help="how clips under 4 s are fitted")
+    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the hidden layers' weights")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N", help="MLPs (seeds) averaged inside one model")
     p.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies of each training clip")
     p.add_argument("--quiet", type=int, default=240, metavar="N", help="synthetic quiet background clips")
     p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")

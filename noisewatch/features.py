@@ -18,7 +18,14 @@ from typing import Any, Literal
 import numpy as np
 
 SHORT_CLIP_MODES = ("pad", "tile")
-STATS = ("mean", "std")
+MFCC_STATS = ("mean", "std", "delta_std", "max", "min", "p10", "p90", "skew")
+"""Summaries over time of each MFCC (n_mfcc values each); ``delta_std`` is the std of the frame-to-frame
+differences (how fast the timbre changes), ``p10``/``p90`` are percentiles, ``skew`` is the third
+standardized moment."""
+MEL_STATS = ("mel_mean", "mel_std")
+"""Summaries over time of each clamped log-mel band (n_mels values each)."""
+STATS = MFCC_STATS + MEL_STATS
+SKEW_FLOOR = 1e-6  # std below which a coefficient counts as constant (skew 0)
 AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
 
 
@@ -64,7 +71,7 @@ class FeatureSettings:
 
     @property
     def n_features(self) -> int:
-        return self.n_mfcc * len(self.stats)
+        return sum(self.n_mels if name in MEL_STATS else self.n_mfcc for name in self.stats)
 
     def frames_per_window(self) -> int:
         """STFT frames of one centred window, as librosa counts them."""
@@ -201,19 +208,53 @@ def mfcc_frames(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     return clamp_db(mel_db, settings) @ dct_matrix(settings.n_mfcc, settings.n_mels).T
 
 
+class _WindowStats:
+    """The statistics of one window's clamped mel-dB frames; per-frame MFCCs are formed once, on demand."""
+
+    def __init__(self, mel_db: np.ndarray, settings: FeatureSettings) -> None:
+        self.clamped = clamp_db(mel_db, settings)
+        self.basis = dct_matrix(settings.n_mfcc, settings.n_mels)
+
+    @functools.cached_property
+    def frames(self) -> np.ndarray:
+        return self.clamped @ self.basis.T
+
+    @functools.cached_property
+    def percentiles(self) -> np.ndarray:
+        return np.percentile(self.frames, (10, 90), axis=0)
+
+    def skew(self) -> np.ndarray:
+        centred = self.frames - self.frames.mean(axis=0)
+        std = centred.std(axis=0)
+        third = np.mean(centred**3, axis=0)
+        return np.divide(third, std**3, out=np.zeros_like(std), where=std > SKEW_FLOOR)
+
+    def get(self, name: str) -> np.ndarray:
+        """One named statistic (see :data:`STATS`)."""
+        parts = {
+            "mean": lambda: self.clamped.mean(axis=0) @ self.basis.T,
+            "std": lambda: self.frames.std(axis=0),
+            "delta_std": lambda: np.diff(self.frames, axis=0).std(axis=0),
+            "max": lambda: self.frames.max(axis=0),
+            "min": lambda: self.frames.min(axis=0),
+            "p10": lambda: self.percentiles[0],
+            "p90": lambda: self.percentiles[1],
+            "skew": self.skew,
+            "mel_mean": lambda: self.clamped.mean(axis=0),
+            "mel_std": lambda: self.clamped.std(axis=0),
+        }
+        return parts[name]()
+
+
 def summarize(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Feature vector of one window from its mel-dB frames, float32 of length n_features.
 
     The DCT is linear, so the mean of the MFCCs is the DCT of the mean mel frame: one
-    128-point product instead of one per frame. Per-frame MFCCs are formed only for ``std``.
+    128-point product instead of one per frame. Per-frame MFCCs are formed only for the
+    other statistics, once per window.
     """
-    basis = dct_matrix(settings.n_mfcc, settings.n_mels)
-    clamped = clamp_db(mel_db, settings)
-    parts = {
-        "mean": lambda: clamped.mean(axis=0) @ basis.T,
-        "std": lambda: (clamped @ basis.T).std(axis=0),
-    }
-    return np.concatenate([parts[name]() for name in settings.stats]).astype(np.float32)
+    window = _WindowStats(mel_db, settings)
+    return np.concatenate([window.get(name) for name in settings.stats]).astype(np.float32)
 
 
 def mfcc(y: np.ndarray, settings: FeatureSettings = FeatureSettings()) -> np.ndarray:

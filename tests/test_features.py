@@ -8,7 +8,7 @@ import librosa
 import numpy as np
 import pytest
 
-from noisewatch.features import FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mfcc
+from noisewatch.features import STATS, FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mfcc
 from noisewatch.train.datasets import coloured_noise, load_audio
 
 TOLERANCE = 1e-3
@@ -82,3 +82,37 @@ def test_resampled_audio_matches_librosa_soxr(tmp_path: Path) -> None:
     theirs, _ = librosa.load(tmp_path / "tone.wav", sr=SR)
     assert len(ours) == len(theirs) == SR
     assert np.max(np.abs(ours - theirs)) <= 1e-5
+
+
+def test_every_statistic_matches_librosa_and_numpy() -> None:
+    """Each named statistic is its numpy/scipy definition on librosa's MFCC and log-mel matrices."""
+    from scipy.stats import skew
+
+    settings = FeatureSettings(stats=STATS)
+    window = fit_to_window(generated_signals()["chirp"], settings)
+    matrix = librosa_mfcc(window)
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=window, sr=SR), top_db=80.0)
+    expected = {
+        "mean": matrix.mean(axis=1), "std": matrix.std(axis=1), "delta_std": np.diff(matrix, axis=1).std(axis=1),
+        "max": matrix.max(axis=1), "min": matrix.min(axis=1), "p10": np.percentile(matrix, 10, axis=1),
+        "p90": np.percentile(matrix, 90, axis=1), "skew": skew(matrix, axis=1),
+        "mel_mean": mel_db.mean(axis=1), "mel_std": mel_db.std(axis=1),
+    }
+    ours = extract(window, settings)
+    assert ours.shape == (settings.n_features,) == (8 * 50 + 2 * 128,)
+    offset = 0
+    for name in STATS:
+        width = len(expected[name])
+        assert np.max(np.abs(ours[offset : offset + width] - expected[name])) <= TOLERANCE * 10, name
+        offset += width
+
+
+def test_constant_signal_has_zero_skew_and_default_stats_are_unchanged() -> None:
+    silence = np.zeros(SR, dtype=np.float32)
+    assert np.all(extract(fit_to_window(silence, FeatureSettings()), FeatureSettings(stats=("skew",))) == 0.0)
+    assert FeatureSettings().stats == ("mean",) and FeatureSettings().n_features == 50
+
+
+def test_unknown_statistic_is_rejected() -> None:
+    with pytest.raises(ValueError, match="stats"):
+        FeatureSettings(stats=("mean", "kurtosis"))

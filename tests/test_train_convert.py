@@ -16,12 +16,7 @@ from noisewatch.runtime import available_runtimes
 from noisewatch.train.datasets import BACKGROUND, LABELS
 
 EXTRA_LABEL = "doorbell"
-RUNTIMES = [
-    pytest.param(name, marks=pytest.mark.xfail(reason="runtime.py imports tensorflow.lite, which has no Interpreter "
-                                                      "attribute in TF 2.21 (reported to the lead)", strict=False))
-    if name == "tensorflow" else name
-    for name in available_runtimes()
-]
+RUNTIMES = available_runtimes()
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert cli.main([
         "train", "--urbansound", str(paths["us8k"]), "--esc50", str(paths["esc50"]), "--folder", str(paths["folder"]),
         "--out", str(paths["train"]), "--epochs", "40", "--hidden", "64,64", "--dropout", "0.1",
-        "--quiet", "6", "--workers", "1", "--augment", "1",
+        "--quiet", "6", "--workers", "1", "--augment", "1", "--ensemble", "2", "--stats", "mean,std,max",
     ]) == 0
     assert cli.main(["convert", "--train-dir", str(paths["train"]), "--out", str(paths["models"]), "--name", "tiny"]) == 0
     return paths

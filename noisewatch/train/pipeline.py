@@ -57,6 +57,12 @@ class ModelSettings:
     """Extra loss weight of the background class: higher trades target recall for fewer false alarms."""
     augment_copies: int = 0
     """Augmented copies (shift, gain, noise) of each training clip, added to the training set."""
+    l2: float = 0.0
+    """L2 penalty on the hidden Dense kernels."""
+    label_smoothing: float = 0.0
+    """Mass moved from the true class to the others in the cross-entropy targets."""
+    ensemble: int = 1
+    """Members trained with seeds seed, seed+1, ...; their softmaxes are averaged inside one model."""
     seed: int = 0
 
 
@@ -121,28 +127,48 @@ def build_mlp(train_x: np.ndarray, n_classes: int, model: ModelSettings) -> Any:
     normalize = keras.layers.Normalization(name="standardize")
     normalize.adapt(train_x)
     layers = [keras.Input(shape=(train_x.shape[1],), name="features"), normalize]
+    regularizer = keras.regularizers.L2(model.l2) if model.l2 else None
     for units in model.hidden:
-        layers += [keras.layers.Dense(units, activation="relu"), keras.layers.Dropout(model.dropout)]
+        layers += [
+            keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer),
+            keras.layers.Dropout(model.dropout),
+        ]
     layers.append(keras.layers.Dense(n_classes, activation="softmax", name="scores"))
     mlp = keras.Sequential(layers)
     mlp.compile(
         optimizer=keras.optimizers.Adam(model.learning_rate),
-        loss="categorical_crossentropy",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=model.label_smoothing),
         metrics=["accuracy"],
     )
     return mlp
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int) -> Any:
-    """A trained MLP (seeded, so reruns give the same model)."""
+    """A trained MLP, or the softmax average of ``model.ensemble`` of them (seeded: reruns give the same model)."""
+    members = [_fit_member(x, y, n_classes, model, background, model.seed + i) for i in range(model.ensemble)]
+    return members[0] if len(members) == 1 else average_members(members, x.shape[1])
+
+
+def _fit_member(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int, seed: int) -> Any:
     import keras
 
-    keras.utils.set_random_seed(model.seed)
+    keras.utils.set_random_seed(seed)
     mlp = build_mlp(x, n_classes, model)
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     weights = class_weights(y, n_classes, model, background)
     mlp.fit(x, onehot, epochs=model.epochs, batch_size=model.batch_size, class_weight=weights, verbose=0, shuffle=True)
     return mlp
+
+
+def average_members(members: list[Any], n_features: int) -> Any:
+    """One Keras model whose output is the mean of the members' softmax scores (one .tflite)."""
+    import keras
+
+    inputs = keras.Input(shape=(n_features,), name="features")
+    for index, member in enumerate(members):
+        member.name = f"member_{index}"
+    scores = keras.layers.Average(name="scores")([member(inputs) for member in members])
+    return keras.Model(inputs, scores, name="ensemble")
 
 
 def class_weights(y: np.ndarray, n_classes: int, model: ModelSettings, background: int) -> dict[int, float]:
@@ -250,7 +276,7 @@ def _git_commit() -> str:
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, ModelSettings]:
-    features = FeatureSettings(stats=tuple(args.stats.split(",")))
+    features = FeatureSettings(stats=tuple(args.stats.split(",")), short_clip=args.short_clip)
     model = ModelSettings(
         hidden=tuple(int(units) for units in args.hidden.split(",")),
         dropout=args.dropout,
@@ -258,6 +284,9 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
         class_weight=not args.no_class_weight,
         background_weight=args.background_weight,
         augment_copies=args.augment,
+        l2=args.l2,
+        label_smoothing=args.label_smoothing,
+        ensemble=args.ensemble,
         seed=args.seed,
     )
     return features, model
