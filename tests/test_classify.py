@@ -1,0 +1,102 @@
+"""`noisewatch classify`: per-window labels and a per-file verdict, through the same path as training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
+from noisewatch.cli import main as cli_main
+from noisewatch.features import clip_features, clip_windows
+
+from daemon_run import recognised_clips
+
+HOP_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def bundle_and_model():
+    bundle = load_bundle(default_model_path())
+    return bundle, bundle.open_model()
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    code = cli_main(["classify", "--json", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else {}
+
+
+def test_bundled_scene_is_cut_into_windows_with_a_verdict(repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scene = repo_root / "samples" / "scene.flac"
+    code, report = run_json(capsys, str(scene))
+    assert code == 0
+    (result,) = report["files"]
+    bundle = load_bundle(default_model_path())
+    assert report["model"] == bundle.ident
+    duration_s = sf.info(str(scene)).duration
+    expected = clip_windows(np.zeros(int(duration_s * 22050), np.float32), bundle.features, HOP_S)
+    assert [w["start_s"] for w in result["windows"]] == [round(start, 3) for start, _ in expected]
+    assert all(w["label"] in bundle.labels and 0.0 <= w["score"] <= 1.0 for w in result["windows"])
+    assert result["label"] in bundle.labels and 0.0 <= result["score"] <= 1.0
+
+
+def test_a_clip_shorter_than_the_window_is_one_window_as_in_training(tmp_path: Path, bundle_and_model) -> None:
+    bundle, model = bundle_and_model
+    rng = np.random.default_rng(1)
+    short = (0.2 * np.sin(2 * np.pi * 700 * np.arange(15000) / 22050) + 0.01 * rng.standard_normal(15000)).astype(np.float32)
+    path = tmp_path / "short.wav"
+    sf.write(path, short, 22050, subtype="FLOAT")
+    results = classify_audio(load_audio(path, bundle.features.sample_rate), bundle, model, HOP_S)
+    assert len(results) == 1 and results[0].start_s == 0.0
+    np.testing.assert_allclose(results[0].scores, model.predict(clip_features(short, bundle.features)), atol=1e-6)
+
+
+def test_other_rates_and_stereo_are_resampled_to_the_model_rate(tmp_path: Path, bundle_and_model) -> None:
+    bundle, _ = bundle_and_model
+    t = np.arange(48000 * 3) / 48000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "stereo48k.wav"
+    sf.write(path, np.stack([tone, tone], axis=1).astype(np.float32), 48000, subtype="FLOAT")
+    audio = load_audio(path, bundle.features.sample_rate)
+    assert abs(len(audio) - 3 * 22050) <= 1
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert np.sqrt(np.mean(audio[22050:44100] ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.01)
+
+
+def test_summary_is_the_label_with_the_highest_mean_score(bundle_and_model) -> None:
+    bundle, _ = bundle_and_model
+    n = len(bundle.labels)
+    a, b = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    a[0], a[1], b[1] = 0.6, 0.4, 0.9  # label 0 wins one window, label 1 wins on average
+    assert summarize([WindowResult(0.0, a), WindowResult(2.0, b)], bundle.labels) == {"label": bundle.labels[1], "score": 0.65}
+
+
+@pytest.mark.shared_data
+def test_real_clips_get_their_labels(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Clips the model places correctly on their own keep that label through the command line."""
+    clips = {label: recognised_clips(shared_data, label, 1)[0] for label in ("siren", "dog_bark")}
+    code, report = run_json(capsys, *map(str, clips.values()))
+    assert code == 0
+    assert [r["label"] for r in report["files"]] == list(clips)
+
+
+def test_unreadable_file_is_reported_and_the_rest_still_classified(repo_root: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "not-audio.wav"
+    bad.write_text("hello")
+    code = cli_main(["classify", str(bad), str(repo_root / "samples" / "scene.flac")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"{bad}: cannot read audio" in captured.err
+    assert "scene.flac:" in captured.out
+
+
+def test_missing_bundle_exits_78(tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["classify", "--model", str(tmp_path / "nope.json"), str(repo_root / "samples" / "scene.flac")])
+    assert code == 78
+    assert "model bundle not found" in capsys.readouterr().err
