@@ -103,8 +103,7 @@ def _timeline(rows: list[dict[str, Any]]) -> None:
 
 def _utc_axis(field: str) -> alt.X:
     """A time axis in UTC (the daemon's stamps), whatever the browser's time zone."""
-    return alt.X(f"{field}:T", title="time (UTC)", scale=alt.Scale(type="utc", nice=True),
-                 axis=alt.Axis(format=TIME_FORMAT))
+    return alt.X(f"{field}:T", title="time (UTC)", scale=alt.Scale(type="utc", nice=True))
 
 
 def _event_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
