@@ -14,7 +14,6 @@ running as root; otherwise the test fails with the command to run) and the ``sel
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import shutil
@@ -37,6 +36,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from mqtt_broker import HOST, Broker, free_port
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.dashboard import views
+from noisewatch.dashboard.analysis import DEFAULT_HOP_S
+from noisewatch.features import clip_windows
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -188,14 +189,14 @@ def wait_for_text(driver: object, texts: tuple[str, ...], timeout: float = PAGE_
         time.sleep(0.3)
 
 
-def wait_for_element(driver: object, css: str, timeout: float = PAGE_TIMEOUT_S) -> object:
-    """The first element matching ``css``, once the page has rendered it."""
+def wait_for_elements(driver: object, css: str, count: int = 1, timeout: float = PAGE_TIMEOUT_S) -> list:
+    """The elements matching ``css``, once the page has rendered at least ``count`` of them."""
     deadline = time.monotonic() + timeout
-    while not (found := driver.find_elements("css selector", css)):
+    while len(found := driver.find_elements("css selector", css)) < count:
         if time.monotonic() > deadline:
-            pytest.fail(f"page never showed an element {css!r}")
+            pytest.fail(f"page showed {len(found)} of {count} elements {css!r}")
         time.sleep(0.3)
-    return found[0]
+    return found
 
 
 # --- the scene -----------------------------------------------------------------------------------
@@ -241,16 +242,6 @@ def publish(port: int, messages: list[tuple[str, str, bool]]) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-def tone_clip(sample_rate: int, seconds: float = 6.0) -> bytes:
-    """A 6 s FLAC: a rising tone over noise, enough for several windows."""
-    t = np.arange(int(sample_rate * seconds)) / sample_rate
-    tone = 0.3 * np.sin(2 * np.pi * (600 + 150 * t) * t)
-    noise = np.random.default_rng(0).normal(0, 0.02, len(t))
-    buffer = io.BytesIO()
-    soundfile.write(buffer, (tone + noise).astype(np.float32), sample_rate, format="FLAC")
-    return buffer.getvalue()
 
 
 # --- the pages -------------------------------------------------------------------------------------
@@ -311,17 +302,19 @@ def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object
 
 
 def test_classify_page_predicts_an_uploaded_recording(dashboard: str, browser: object, artifacts: Path,
-                                                      tmp_path: Path) -> None:
+                                                      repo_root: Path) -> None:
     bundle = load_bundle(default_model_path())
-    clip = tmp_path / "tone.flac"
-    clip.write_bytes(tone_clip(bundle.features.sample_rate))
+    scene = repo_root / "samples" / "scene.flac"
     browser.get(f"{dashboard}/classify")
     wait_for_text(browser, ("Upload a WAV, FLAC or OGG recording", bundle.ident))
-    wait_for_element(browser, "input[type=file]").send_keys(str(clip))
+    wait_for_elements(browser, "input[type=file]")[0].send_keys(str(scene))
     text = wait_for_text(browser, ("Prediction", "Scores per window", "Waveform", "Mel spectrogram", "MFCC"))
     prediction = text.split("Prediction", 1)[1].split()[0]
     assert prediction in bundle.labels
-    assert "3 over 6.0 s" in text, "three 4 s windows, 1 s apart"
+    duration = soundfile.info(str(scene)).duration
+    windows = len(clip_windows(np.zeros(int(duration * bundle.features.sample_rate)), bundle.features, DEFAULT_HOP_S))
+    assert f"{windows} over {duration:.1f} s" in text
+    wait_for_elements(browser, "[data-testid='stImage'] img", count=2)  # mel spectrogram and MFCC
     browser.save_screenshot(str(artifacts / "classify.png"))
 
 
