@@ -42,9 +42,14 @@ def test_unit_verifies_cleanly(tmp_path: Path) -> None:
     shutil.copytree(SYSTEM_UNITS, tmp_path / SYSTEM_UNITS.relative_to("/"), symlinks=True)
     (tmp_path / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, tmp_path / "etc/systemd/system")
-    command = Path(unit_settings()["ExecStart"][0].split()[0])
-    (tmp_path / command.relative_to("/")).parent.mkdir(parents=True)
-    shutil.copy(Path(sys.executable).parent / "noisewatch", tmp_path / command.relative_to("/"))
+    settings = unit_settings()
+    daemon = Path(settings["ExecStart"][0].split()[0])
+    (tmp_path / daemon.relative_to("/")).parent.mkdir(parents=True)
+    shutil.copy(Path(sys.executable).parent / "noisewatch", tmp_path / daemon.relative_to("/"))
+    for line in settings.get("ExecReload", []):  # system commands (kill) come from this machine
+        command = Path(line.split()[0])
+        (tmp_path / command.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(command.resolve(), tmp_path / command.relative_to("/"))
     result = subprocess.run(
         ["systemd-analyze", "verify", f"--root={tmp_path}", UNIT.name], capture_output=True, text=True, timeout=60
     )

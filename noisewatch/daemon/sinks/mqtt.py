@@ -226,7 +226,7 @@ class MqttSink:
             return
         deadline = time.monotonic() + CLOSE_FLUSH_S
         self._closing = True
-        if self._connected.is_set():
+        if self._connected.wait(CLOSE_FLUSH_S / 2):  # a broker that is just coming back still gets the spool
             self._idle.wait(_remaining(deadline))
         self._stop.set()
         self._wake.set()
