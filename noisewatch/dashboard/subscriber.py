@@ -9,7 +9,6 @@ runs the callbacks; retained status, state, level and stats arrive at once on (r
 from __future__ import annotations
 
 import logging
-import ssl
 import uuid
 from typing import Any
 
@@ -18,7 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from noisewatch.config import Config, ConfigError, MqttSection
+from noisewatch.config import Config, MqttSection
+from noisewatch.daemon.sinks.mqtt import configure_tls
 from noisewatch.daemon.sinks.topics import default_prefix
 from noisewatch.dashboard.store import LiveStore, root_of, topic_filter
 
@@ -101,18 +101,3 @@ class LiveSubscriber:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.store.receive(message.topic, message.payload)
-
-
-def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
-    """TLS as the daemon sets it up: CA, optional client certificate, optional insecure flag."""
-    tls = settings.tls
-    try:
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
-    client.tls_insecure_set(tls.insecure)

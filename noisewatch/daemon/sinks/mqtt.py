@@ -287,7 +287,7 @@ class MqttSink:
         if s.username is not None:
             client.username_pw_set(s.username, password)
         if s.tls.enabled:
-            _configure_tls(client, s)
+            configure_tls(client, s)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -404,7 +404,8 @@ class MqttSink:
             self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
 
 
-def _configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
+def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
+    """CA, optional client certificate and key, optional insecure flag; the dashboard uses it too."""
     tls = settings.tls
     try:
         client.tls_set(
