@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -29,9 +29,10 @@ class WindowResult:
     scores: np.ndarray
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 at ``sample_rate`` (channels averaged, resampled with soxr HQ)."""
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+def load_audio(source: str | Path | BinaryIO, sample_rate: int) -> np.ndarray:
+    """A recording (path or file object) as mono float32 at ``sample_rate``: channels averaged,
+    resampled with soxr HQ. The one audio-file loader of training, evaluation and classify."""
+    audio, rate = sf.read(source, dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
     return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
 

@@ -11,15 +11,11 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile
-import soxr
 
 from noisewatch import features
 from noisewatch.bundle import Bundle
-from noisewatch.classify import WindowResult, classify_audio, summarize
+from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
 
-RESAMPLE_QUALITY = "HQ"
-"""soxr quality, as ``noisewatch classify`` resamples"""
 DEFAULT_HOP_S = 1.0
 """seconds between classified windows of an uploaded recording"""
 MAX_SECONDS = 300.0
@@ -78,13 +74,9 @@ class WindowScores:
 
 def decode(data: bytes, sample_rate: int) -> Recording:
     """WAV/FLAC/OGG bytes -> mono float32 at ``sample_rate`` (raises soundfile.LibsndfileError)."""
-    y, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    keep = int(MAX_SECONDS * rate)
-    truncated = len(y) > keep
-    mono = y[:keep].mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality=RESAMPLE_QUALITY).astype(np.float32)
-    return Recording(mono, sample_rate, truncated)
+    mono = load_audio(io.BytesIO(data), sample_rate)
+    keep = int(MAX_SECONDS * sample_rate)
+    return Recording(mono[:keep], sample_rate, len(mono) > keep)
 
 
 def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S) -> WindowScores:
