@@ -86,3 +86,15 @@ def test_convert_refuses_a_disagreeing_model(trained: dict[str, Path], monkeypat
     argv = ["convert", "--train-dir", str(trained["train"]), "--out", str(out), "--variant", "int8"]
     assert cli.main(argv) == 1
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_ensemble_scores_are_the_mean_of_its_members() -> None:
+    from noisewatch.train.pipeline import ModelSettings, average_members, build_mlp
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    members = [build_mlp(x, 3, ModelSettings(hidden=(8,))) for _ in range(3)]
+    expected = np.mean([member.predict(x, verbose=0) for member in members], axis=0)
+    scores = average_members(members, 6).predict(x, verbose=0)
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
