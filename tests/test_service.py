@@ -220,3 +220,30 @@ def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Pa
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     assert "reload refused" in proc.stderr.read()
+
+
+class _GoesSilent(FileSource):
+    """A real file source whose device stops delivering without reporting anything (a stalled stream)."""
+
+    def _deliver(self, audio) -> None:
+        for block in audio.blocks(self.block_size, dtype="float32", always_2d=True, frames=2 * self.sample_rate):
+            self.callback(block, len(block), None, FILE_STATUS)
+        self._halt.wait()
+
+
+def test_a_stalled_input_is_reopened(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from noisewatch.daemon import service as service_module
+
+    opened: list[FileSource] = []
+
+    def open_source(audio, input_path, speed):
+        source = (_GoesSilent if not opened else FileSource)(input_path, 0, audio.block_size, audio.buffer_s)
+        opened.append(source)
+        return source
+
+    monkeypatch.setattr(service_module, "open_source", open_source)
+    out = tmp_path / "out.jsonl"
+    setup = service_module.prepare(None, jsonl=str(out), input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
+    assert service_module.Service(setup).run() == 0
+    trouble = [m for m in read_jsonl(out) if m["type"] == "status" and m["state"] == "audio_error"]
+    assert len(opened) == 2 and len(trouble) == 1 and "no audio for" in trouble[0]["error"]

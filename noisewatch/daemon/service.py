@@ -35,6 +35,8 @@ READ_TIMEOUT_S = 0.1
 """Longest the loop waits for audio before checking signals, the watchdog and the source."""
 READ_FRAMES = 8192
 FIRST_BACKOFF_S = 1.0
+AUDIO_STALL_S = 5.0
+"""A live input that delivers nothing for this long is treated as failed and reopened."""
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,11 @@ class Service:
                 continue
             with source:
                 outcome = self._pump(source, pipeline)
-            if outcome != "failed":
+            if outcome not in ("failed", "stalled"):
                 return outcome
+            why = source.failed or f"no audio for {AUDIO_STALL_S:.0f} s"
             pipeline.gap(reanchored(SampleClock.starting_now(), pipeline.position_s))
-            self._audio_trouble(pipeline, f"audio input {source.name} failed: {source.failed}", backoff)
+            self._audio_trouble(pipeline, f"audio input {source.name} failed: {why}", backoff)
             backoff = FIRST_BACKOFF_S
         return "stop" if self._stop.is_set() else "reload"
 
@@ -176,22 +179,28 @@ class Service:
         log.warning("%s; retrying in %.0f s", text, wait_s)
         pipeline.send("status", {"state": "audio_error", "error": text, "device": self.setup.config.device_id})
         notify.status(text)
-        self._stop.wait(wait_s)
+        deadline = time.monotonic() + wait_s
+        while not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
+            notify.watchdog()  # waiting for a device is not a hang
 
     def _pump(self, source: AudioSource, pipeline: Pipeline) -> str:
         """The processing loop: ring buffer -> resampler -> pipeline, until something ends it."""
         resampler = MonoResampler(source.sample_rate, pipeline.sample_rate, source.channels)
         ticks = _Ticks(self.setup.config.mqtt.stats_interval_s)
+        last_audio = time.monotonic()
         while not self._stop.is_set() and not self._reload.is_set():
             block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
             if len(block):
                 pipeline.process(resampler.process(block))
                 self._mark_ready(source, pipeline)
+                last_audio = time.monotonic()
             elif source.finished and source.ring.available == 0:
                 pipeline.process(resampler.flush())
                 return "finished"
             elif source.failed:
                 return "failed"
+            elif time.monotonic() - last_audio > AUDIO_STALL_S:
+                return "stalled"
             ticks.watchdog()
             if ticks.stats_due():
                 pipeline.send("stats", self._stats(source, pipeline))
