@@ -30,5 +30,10 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 extras=""
 [ "$want_tests" = 1 ] && extras="[train,test,dashboard]"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+pip_log=.venv/pip-install.log
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
+       .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"; } >"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  echo "bootstrap: pip install failed (log above, also in $pip_log)" >&2
+  exit 1
+fi
