@@ -1,0 +1,69 @@
+"""The two ways the daemon is compared against, one window at a time.
+
+``earlier``: the earlier project's per-window pipeline: librosa resampling of the 48 kHz window with
+res_type='kaiser_fast' (resampy), librosa.feature.mfcc(n_mfcc=50) averaged over time, Keras predict
+on its 750-750-750 dense MLP (random weights: only time matters).
+``librosa_tflite``: what a straightforward rewrite would do: librosa MFCC (mean and std) of the
+model-rate window + the shipped TFLite model.
+Bench-only: imports librosa and TensorFlow, which the daemon never does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+EARLIER_HIDDEN = (750, 750, 750)
+EARLIER_N_MFCC = 50
+WARMUP_WINDOWS = 2
+"""Untimed first calls: numba JIT compiles, Keras traces its predict function."""
+
+
+def earlier_keras_mlp(n_inputs: int, n_classes: int):  # noqa: ANN201 (keras type, imported lazily)
+    """The earlier project's network: 3 dense layers of 750 ReLU units, softmax out."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    layers = [keras.Input((n_inputs,))] + [keras.layers.Dense(n, activation="relu") for n in EARLIER_HIDDEN]
+    return keras.Sequential(layers + [keras.layers.Dense(n_classes, activation="softmax")])
+
+
+def earlier_step(model_rate: int, mic_rate: int, n_classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """One window of 48 kHz audio -> scores, the earlier project's way."""
+    import librosa
+
+    net = earlier_keras_mlp(EARLIER_N_MFCC, n_classes)
+
+    def step(window_48k: np.ndarray) -> np.ndarray:
+        y = librosa.resample(window_48k, orig_sr=mic_rate, target_sr=model_rate, res_type="kaiser_fast")
+        x = librosa.feature.mfcc(y=y, sr=model_rate, n_mfcc=EARLIER_N_MFCC).mean(axis=1)
+        return net.predict(x[None, :], verbose=0)[0]
+
+    return step
+
+
+def librosa_tflite_step(model, settings) -> Callable[[np.ndarray], np.ndarray]:  # noqa: ANN001
+    """One model-rate window -> scores with librosa features (mean, std) and the TFLite model."""
+    import librosa
+
+    def step(window: np.ndarray) -> np.ndarray:
+        m = librosa.feature.mfcc(y=window, sr=settings.sample_rate, n_mfcc=settings.n_mfcc, n_fft=settings.n_fft,
+                                 hop_length=settings.hop_length, n_mels=settings.n_mels)  # power_to_db: top_db 80
+        return model.predict(np.concatenate([m.mean(axis=1), m.std(axis=1)]))
+
+    return step
+
+
+def time_per_window(step: Callable[[np.ndarray], np.ndarray], windows: list[np.ndarray]) -> list[float]:
+    """Seconds per call of ``step`` on each window, after WARMUP_WINDOWS untimed calls."""
+    for window in windows[:WARMUP_WINDOWS]:
+        step(window)
+    times = []
+    for window in windows:
+        t0 = time.perf_counter()
+        step(window)
+        times.append(time.perf_counter() - t0)
+    return times

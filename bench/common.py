@@ -1,0 +1,122 @@
+"""Shared bench helpers: deterministic long recordings from real clips, daemon runs, memory probes.
+
+The long recordings imitate a USB microphone: real UrbanSound8K and ESC-50 clips (22050 Hz mono)
+in a fixed shuffled order, resampled to 48 kHz with soxr and written as 16-bit WAV.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NOISEWATCH_DATA", REPO.parent / "shared" / "data"))
+NOISEWATCH = str(Path(sys.executable).with_name("noisewatch"))
+MIC_RATE = 48000
+"""What a USB microphone delivers."""
+ORDER_SEED = 0
+WRITE_BLOCK_S = 60.0
+
+
+def clip_paths() -> list[Path]:
+    """Every clip of the shared data, in a fixed shuffled order (same on every machine)."""
+    paths = sorted((DATA / "UrbanSound8K" / "audio").glob("fold*/*.flac")) + sorted((DATA / "ESC-50" / "audio").glob("*.flac"))
+    if not paths:
+        raise SystemExit(f"no clips under {DATA}: set NOISEWATCH_DATA")
+    order = np.random.default_rng(ORDER_SEED).permutation(len(paths))
+    return [paths[i] for i in order]
+
+
+def clips_at(rate: int) -> Iterator[np.ndarray]:
+    """Mono float32 clips resampled to ``rate``, looping over the collection forever."""
+    while True:
+        for path in clip_paths():
+            audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            mono = audio.mean(axis=1)
+            yield mono if sr == rate else soxr.resample(mono, sr, rate, quality="HQ").astype(np.float32)
+
+
+def write_long_recording(path: Path, seconds: float, rate: int = MIC_RATE) -> Path:
+    """Concatenate clips until ``seconds`` of audio; reuse ``path`` if it already has that length."""
+    want = int(seconds * rate)
+    if path.is_file() and sf.info(str(path)).frames == want:
+        return path
+    written = 0
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, subtype="PCM_16") as out:
+        for clip in clips_at(rate):
+            take = clip[: want - written]
+            out.write(np.clip(take, -1.0, 1.0))
+            written += len(take)
+            if written >= want:
+                break
+    return path
+
+
+@dataclass
+class DaemonRun:
+    """Outcome of one daemon subprocess."""
+
+    wall_s: float
+    returncode: int
+    maxrss_mb: float
+    """Peak resident set (ru_maxrss of the child, = VmHWM)."""
+    rss_samples: list[tuple[float, float]]
+    """(seconds since start, VmRSS MiB) pairs."""
+    stderr: str
+
+
+def vm_rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """A /proc/PID/status memory field in MiB, or None once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def run_daemon(args: list[str], sample_every_s: float = 1.0, stdout: int | None = subprocess.DEVNULL) -> DaemonRun:
+    """Run ``noisewatch run ARGS`` to the end, sampling VmRSS every ``sample_every_s``."""
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([NOISEWATCH, "run", *args], stdout=stdout, stderr=err, text=True)
+        samples: list[tuple[float, float]] = []
+        while True:  # os.wait4, not Popen.poll: only wait4 returns the child's rusage
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss = vm_rss_mb(proc.pid)
+            if rss is not None:
+                samples.append((time.monotonic() - t0, rss))
+            time.sleep(sample_every_s)
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return DaemonRun(wall, proc.returncode, usage.ru_maxrss / 1024, samples, err.read())
+
+
+def percentiles(values: list[float] | np.ndarray) -> tuple[float, float]:
+    """(median, p99)."""
+    arr = np.asarray(values, dtype=float)
+    return float(np.median(arr)), float(np.percentile(arr, 99))
+
+
+def machine() -> str:
+    """One line describing where the figures came from."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, numpy {np.__version__}, "
+            f"soxr {soxr.__version__}; load average at start {load}")
