@@ -38,15 +38,15 @@ TRUTH = REPO / "samples" / "scene.json"
 SETTLE_S = 2.0
 
 
-def config_text(port: int, spool: Path) -> str:
-    return (f"device_id: bench\nmqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n"
+def config_text(port: int, spool: Path, smoothing: int) -> str:
+    return (f"device_id: bench\ndetector:\n  smoothing_windows: {smoothing}\nmqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n"
             f"  topic_prefix: {PREFIX}\n  spool:\n    directory: {spool}\n  homeassistant:\n    discovery: false\n")
 
 
-def one_run(port: int, workdir: Path) -> list[tuple[float, dict]]:
+def one_run(port: int, workdir: Path, smoothing: int) -> list[tuple[float, dict]]:
     """Replay the scene once; (arrival epoch s, payload) per ``started`` message."""
     config = workdir / "config.yaml"
-    config.write_text(config_text(port, workdir / "spool"))
+    config.write_text(config_text(port, workdir / "spool", smoothing))
     arrivals: list[tuple[float, dict]] = []
     sub = Collector(port, f"{PREFIX}/events/started")
     sub.client.on_message = lambda c, u, m: arrivals.append((time.time(), json.loads(m.payload)))
@@ -71,13 +71,15 @@ def delays(arrival: float, event: dict, truth: list[dict]) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smoothing", type=int, default=2, help="detector.smoothing_windows (default config: 2)")
     args = parser.parse_args()
     broker = Broker().start()
     try:
         with tempfile.TemporaryDirectory(prefix="nw-latency-") as tmp:
-            arrivals = [row for _ in range(args.runs) for row in one_run(broker.port, Path(tmp))]
+            arrivals = [row for _ in range(args.runs) for row in one_run(broker.port, Path(tmp), args.smoothing)]
     finally:
         broker.cleanup()
+    print(f"detector.smoothing_windows {args.smoothing}")
     report(arrivals, args.runs)
 
 
