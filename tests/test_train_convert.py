@@ -64,6 +64,15 @@ def test_bundles_load_and_classify_with_every_runtime(trained: dict[str, Path], 
     assert bundle.labels[int(np.argmax(model.predict(doorbell)))] == EXTRA_LABEL
 
 
+def test_bundle_metrics_are_fold_wise_with_accuracy_per_source(trained: dict[str, Path]) -> None:
+    metrics = load_bundle(trained["models"] / "tiny.json").metrics
+    assert metrics["evaluation"] == "leave-one-fold-out"
+    assert set(metrics["mlp"]) == {"1", "2", "pooled"}
+    by_source = metrics["mlp"]["pooled"]["accuracy_by_dataset"]
+    assert set(by_source) == {"urbansound8k", "esc50", "folder", "quiet"}
+    assert all(0.0 <= value <= 1.0 for value in by_source.values())
+
+
 def test_int8_bundle_is_smaller(trained: dict[str, Path]) -> None:
     int8 = (trained["models"] / "tiny.tflite").stat().st_size
     assert int8 < 0.5 * (trained["models"] / "tiny-float32.tflite").stat().st_size

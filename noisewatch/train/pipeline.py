@@ -321,7 +321,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _headline(block: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and background FP rate, per held-out fold and pooled."""
-    keys = ("accuracy", "macro_f1", "background_false_positive_rate", "n")
+    """Accuracy, macro-F1 and background FP rate, per held-out fold and pooled (+ accuracy per source dataset)."""
+    keys = ("accuracy", "macro_f1", "background_false_positive_rate", "n", "accuracy_by_dataset")
     named = [*block["folds"].items(), ("pooled", block["pooled"])]
     return {name: {k: m[k] for k in keys if k in m} for name, m in named}
