@@ -103,7 +103,7 @@ def test_every_statistic_matches_librosa_and_numpy() -> None:
     offset = 0
     for name in STATS:
         width = len(expected[name])
-        assert np.max(np.abs(ours[offset : offset + width] - expected[name])) <= TOLERANCE * 10, name
+        assert np.max(np.abs(ours[offset : offset + width] - expected[name])) <= TOLERANCE, name
         offset += width
 
 

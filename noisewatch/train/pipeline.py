@@ -149,7 +149,9 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, 
     return members[0] if len(members) == 1 else average_members(members, x.shape[1])
 
 
-def _fit_member(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int, seed: int) -> Any:
+def _fit_member(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int,
+                seed: int) -> Any:
+    """One MLP trained from ``seed`` with the class weights of ``model``."""
     import keras
 
     keras.utils.set_random_seed(seed)
