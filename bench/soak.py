@@ -3,8 +3,8 @@
     .venv/bin/python bench/soak.py --hours 6 [--sample-every 5]
 
 The recording (48 kHz 16-bit WAV, clips looped in a fixed order) is written once to a temp dir
-and reused. VmRSS comes from /proc/PID/status; the verdict compares the mean RSS of the first
-and the last sixth of the run (= first and last hour of a 6 h run, in audio time).
+and reused. VmRSS comes from /proc/PID/status; the verdict compares the median RSS of the first
+and the last sixth of the run (median: the start-up ramp is a few samples) (= first and last hour of a 6 h run, in audio time).
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def table(samples: list[tuple[float, float]], rtf: float) -> None:
     for i in np.linspace(0, len(t) - 1, ROWS).astype(int):
         print(f"{t[i]:7.0f} {t[i] * rtf / 3600:8.2f} {rss[i]:10.1f}")
     sixth = max(1, len(rss) // 6)
-    first, last = rss[:sixth].mean(), rss[-sixth:].mean()
+    first, last = float(np.median(rss[:sixth])), float(np.median(rss[-sixth:]))
     verdict = "flat" if last - first < FLAT_TOLERANCE_MB else "GROWING"
-    print(f"first sixth mean {first:.1f} MiB, last sixth mean {last:.1f} MiB, "
+    print(f"first sixth median {first:.1f} MiB, last sixth median {last:.1f} MiB, "
           f"growth {last - first:+.1f} MiB: {verdict} (tolerance {FLAT_TOLERANCE_MB} MiB)")
 
 
