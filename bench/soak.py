@@ -4,7 +4,8 @@
 
 The recording (48 kHz 16-bit WAV, clips looped in a fixed order) is written once to a temp dir
 and reused. VmRSS comes from /proc/PID/status; the verdict compares the median RSS of the first
-and the last sixth of the run (median: the start-up ramp is a few samples) (= first and last hour of a 6 h run, in audio time).
+and the last sixth of the run (= first and last hour of a 6 h run, in audio time); medians, so
+the few samples of the start-up ramp do not count.
 """
 
 from __future__ import annotations
