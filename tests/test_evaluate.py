@@ -14,7 +14,8 @@ from noisewatch import cli
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.features import clip_features
 from noisewatch.train import metrics
-from noisewatch.train.datasets import US8K_CSV, load_audio
+from noisewatch.classify import load_audio
+from noisewatch.train.datasets import US8K_CSV
 
 PER_CLASS = 3
 KNOWN_DOG_BARK = "UrbanSound8K/audio/fold2/100652-3-0-0.flac"

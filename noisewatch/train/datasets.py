@@ -1,7 +1,8 @@
 """Dataset readers: UrbanSound8K, ESC-50 and folder-per-class layouts, plus synthetic quiet clips.
 
 Every reader returns :class:`Clip` records (what to load, its label, its fold, the recording it
-came from); audio is only read by :func:`load_clip`. numpy, soundfile and soxr only, so
+came from); audio is only read by :func:`load_clip` (through :func:`noisewatch.classify.load_audio`,
+the loader `classify` uses). Runtime dependencies only, so
 ``noisewatch evaluate`` can use these readers on a Pi without the training stack.
 
 Labels have one fixed order, :data:`LABELS`: the ten UrbanSound8K classes in classID order, then
@@ -19,8 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
+
+from noisewatch.classify import load_audio
 
 log = logging.getLogger(__name__)
 
@@ -239,15 +240,6 @@ def synthesize(recipe: QuietRecipe, n: int, sample_rate: int) -> np.ndarray:
 
 
 # --- audio --------------------------------------------------------------------------------------
-
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate``; other rates are resampled with soxr (HQ)."""
-    y, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    y = y.mean(axis=1)
-    if rate != sample_rate:
-        y = soxr.resample(y, rate, sample_rate, "HQ").astype(np.float32)
-    return y
-
 
 CLIP_SECONDS_SYNTH = 5.0
 
