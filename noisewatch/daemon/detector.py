@@ -82,6 +82,12 @@ def frame_levels(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(power, 1e-12))
 
 
+def quietest_tenth(levels: np.ndarray) -> float:
+    """The 10th-percentile level (lower order statistic; a partition, not a sort: runs per hop)."""
+    k = (len(levels) - 1) // 10
+    return float(np.partition(levels, k)[k])
+
+
 def sound_activity(samples: np.ndarray, sample_rate: int, floor_db: float = np.inf) -> tuple[float, float] | None:
     """(onset_s, end_s) within the window of its last loud stretch, or None without contrast.
 
@@ -91,7 +97,7 @@ def sound_activity(samples: np.ndarray, sample_rate: int, floor_db: float = np.i
     level = frame_levels(samples, sample_rate)
     if len(level) < 2:
         return None
-    floor = min(floor_db, float(np.percentile(level, 10)))
+    floor = min(floor_db, quietest_tenth(level))
     loud = np.flatnonzero(level >= floor + ACTIVITY_CONTRAST_DB)
     if len(loud) == 0:
         return None
@@ -111,7 +117,7 @@ class NoiseFloor:
     def update(self, newest_hop: np.ndarray) -> float:
         levels = frame_levels(newest_hop, self.sample_rate)
         if len(levels):
-            self._history.append(float(np.percentile(levels, 10)))
+            self._history.append(quietest_tenth(levels))
         return min(self._history, default=np.inf)
 
 

@@ -54,14 +54,14 @@ def power_to_db(power: float) -> float:
 
 def dbfs(samples: np.ndarray) -> float:
     """RMS level of ``samples`` in dBFS (see the module docstring); empty input reads the floor."""
-    x = np.asarray(samples, dtype=np.float64).reshape(-1)
-    return power_to_db(float(np.mean(x * x))) if len(x) else FLOOR_DBFS
+    x = np.asarray(samples).reshape(-1)
+    return power_to_db(float(np.dot(x, x)) / len(x)) if len(x) else FLOOR_DBFS  # no temporary: called per window
 
 
 def peak_dbfs(samples: np.ndarray) -> float:
     """Largest absolute sample in dBFS (a full-scale sample reads 0)."""
-    x = np.asarray(samples, dtype=np.float64).reshape(-1)
-    return power_to_db(float(np.max(np.abs(x))) ** 2) if len(x) else FLOOR_DBFS
+    x = np.asarray(samples).reshape(-1)
+    return power_to_db(max(float(x.max()), -float(x.min())) ** 2) if len(x) else FLOOR_DBFS
 
 
 def a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:
