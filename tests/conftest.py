@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mqtt_broker import Broker, Collector
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("NOISEWATCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -29,3 +33,19 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """A private mosquitto on a free 127.0.0.1 port, stopped by PID afterwards."""
+    started = Broker().start()
+    yield started
+    started.cleanup()
+
+
+@pytest.fixture
+def collector(broker: Broker) -> Iterator[Collector]:
+    """A subscriber to everything, with a persistent session (it survives broker restarts)."""
+    client = Collector(broker.port, client_id=f"collector-{uuid.uuid4().hex[:8]}")
+    yield client
+    client.close()

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,20 +117,6 @@ def wait_until(predicate: Any, timeout: float) -> bool:
             return False
         time.sleep(0.1)
     return True
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    b = Broker().start()
-    yield b
-    b.cleanup()
-
-
-@pytest.fixture
-def collector(broker: Broker) -> Iterator[Collector]:
-    c = Collector(broker.port, client_id=f"e2e-{uuid.uuid4().hex[:8]}")
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -73,20 +73,6 @@ def open_sink() -> Iterator[OpenSink]:
         sink.close()
 
 
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    b = Broker().start()
-    yield b
-    b.cleanup()
-
-
-@pytest.fixture
-def collector(broker: Broker) -> Iterator[Collector]:
-    c = Collector(broker.port, client_id=f"collector-{uuid.uuid4().hex[:8]}")
-    yield c
-    c.close()
-
-
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
                              protocol: str) -> None:
