@@ -158,26 +158,30 @@ class _UnpluggedMidway(FileSource):
         self._halt.set()
 
 
-def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+def _run_with_a_faulty_first_source(faulty: type[FileSource], repo_root: Path, tmp_path: Path, monkeypatch) -> tuple[int, list[dict]]:
+    """Run the service in-process on the demo scene; the first source opened is ``faulty``, later ones work."""
     from noisewatch.daemon import service as service_module
 
-    sample = str(repo_root / "samples" / "scene.flac")
     opened: list[FileSource] = []
 
     def open_source(audio, input_path, speed):
-        source = (_UnpluggedMidway if not opened else FileSource)(input_path, 0, audio.block_size, audio.buffer_s)
+        source = (faulty if not opened else FileSource)(input_path, 0, audio.block_size, audio.buffer_s)
         opened.append(source)
         return source
 
     monkeypatch.setattr(service_module, "open_source", open_source)
     out = tmp_path / "out.jsonl"
-    setup = service_module.prepare(None, jsonl=str(out), input_path=sample, speed=0)
-    started = time.monotonic()
+    setup = service_module.prepare(None, jsonl=str(out), input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
     assert service_module.Service(setup).run() == 0
+    return len(opened), read_jsonl(out)
+
+
+def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    started = time.monotonic()
+    opened, messages = _run_with_a_faulty_first_source(_UnpluggedMidway, repo_root, tmp_path, monkeypatch)
     assert time.monotonic() - started < 15  # one backoff of about a second, not a spin or a hang
-    messages = read_jsonl(out)
     kinds = [m["type"] for m in messages]
-    assert len(opened) == 2
+    assert opened == 2
     trouble = kinds.index("status", kinds.index("status") + 1)  # after the first "listening"
     assert messages[trouble]["state"] == "audio_error" and "device unplugged" in messages[trouble]["error"]
     assert "event" in kinds[trouble:], "no events after the device came back"
@@ -232,18 +236,6 @@ class _GoesSilent(FileSource):
 
 
 def test_a_stalled_input_is_reopened(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
-    from noisewatch.daemon import service as service_module
-
-    opened: list[FileSource] = []
-
-    def open_source(audio, input_path, speed):
-        source = (_GoesSilent if not opened else FileSource)(input_path, 0, audio.block_size, audio.buffer_s)
-        opened.append(source)
-        return source
-
-    monkeypatch.setattr(service_module, "open_source", open_source)
-    out = tmp_path / "out.jsonl"
-    setup = service_module.prepare(None, jsonl=str(out), input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
-    assert service_module.Service(setup).run() == 0
-    trouble = [m for m in read_jsonl(out) if m["type"] == "status" and m["state"] == "audio_error"]
-    assert len(opened) == 2 and len(trouble) == 1 and "no audio for" in trouble[0]["error"]
+    opened, messages = _run_with_a_faulty_first_source(_GoesSilent, repo_root, tmp_path, monkeypatch)
+    trouble = [m for m in messages if m["type"] == "status" and m["state"] == "audio_error"]
+    assert opened == 2 and len(trouble) == 1 and "no audio for" in trouble[0]["error"]
