@@ -65,6 +65,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     p.add_argument("--ensemble", type=int, default=1, metavar="N", help="MLPs (seeds) averaged inside one model")
     p.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies of each training clip")
+    p.add_argument("--scene-mix", type=int, default=0, metavar="N",
+                   help="scene-mix windows per clip: the event at a random offset and level in a quiet 4 s bed")
+    p.add_argument("--scene-mix-weight", type=float, default=0.25, metavar="W",
+                   help="loss weight of a scene-mix window relative to an original clip")
     p.add_argument("--quiet", type=int, default=240, metavar="N", help="synthetic quiet background clips")
     p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")
     p.add_argument("--background-weight", type=float, default=1.0, help="extra loss weight of the background class")

@@ -27,6 +27,7 @@ from noisewatch.features import FeatureSettings
 from noisewatch.train import datasets, metrics, report
 from noisewatch.train.datasets import BACKGROUND, Clip
 from noisewatch.train.featurize import Augment, feature_matrix
+from noisewatch.train.scenemix import SceneMix, scene_mix_matrix
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,16 @@ class ModelSettings:
     """Mass moved from the true class to the others in the cross-entropy targets."""
     ensemble: int = 1
     """Members trained with seeds seed, seed+1, ...; their softmaxes are averaged inside one model."""
+    scene_mix: int = 0
+    """Scene-mix windows per clip (an event placed in a quiet 4 s bed, see :mod:`scenemix`)."""
+    scene_mix_weight: float = 0.25
+    """Loss weight of a scene-mix window relative to an original clip."""
     seed: int = 0
 
 
 @dataclass
 class Data:
-    """Clips with their labels, folds and feature matrices (plain and augmented copies)."""
+    """Clips with their labels, folds and feature matrices (plain and augmented copies, scene mixes)."""
 
     clips: list[Clip]
     labels: list[str]
@@ -76,6 +81,11 @@ class Data:
     y: np.ndarray
     folds: np.ndarray
     augmented: list[np.ndarray] = field(default_factory=list)
+    mixed_x: np.ndarray | None = None
+    """Scene-mix windows' features; they are only ever trained on, never evaluated."""
+    mixed_y: np.ndarray | None = None
+    mixed_folds: np.ndarray | None = None
+    """Fold of the clip each mix came from, so held-out folds stay out of training."""
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -115,7 +125,22 @@ def build_data(clips: list[Clip], settings: FeatureSettings, model: ModelSetting
         for copy in range(model.augment_copies)
     ]
     y = np.array([labels.index(c.label) for c in clips])
-    return Data(clips, labels, x, y, np.array([c.fold for c in clips]), augmented)
+    data = Data(clips, labels, x, y, np.array([c.fold for c in clips]), augmented)
+    if model.scene_mix:
+        _add_scene_mixes(data, settings, model, cache)
+    return data
+
+
+def _add_scene_mixes(data: Data, settings: FeatureSettings, model: ModelSettings, cache: Path) -> None:
+    """Scene-mix windows of every recorded clip (targets and background recordings alike: mixing
+    background sounds into quiet too keeps the background false-alarm rate down); beds are the
+    background recordings (ESC-50, ``--background``) of the clip's own fold."""
+    events = [c for c in data.clips if c.path is not None]
+    beds = [c for c in events if c.label == BACKGROUND]
+    mix = SceneMix(copies=model.scene_mix, seed=model.seed)
+    x, names, folds = scene_mix_matrix(events, beds, settings, mix, cache_dir=cache)
+    data.mixed_x, data.mixed_y, data.mixed_folds = x, np.array([data.labels.index(n) for n in names]), folds
+    log.info("%d scene-mix windows (%d of them background)", len(x), names.count(BACKGROUND))
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -143,23 +168,38 @@ def build_mlp(train_x: np.ndarray, n_classes: int, model: ModelSettings) -> Any:
     return mlp
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int) -> Any:
-    """A trained MLP, or the softmax average of ``model.ensemble`` of them (seeded: reruns give the same model)."""
-    members = [_fit_member(x, y, n_classes, model, background, model.seed + i) for i in range(model.ensemble)]
+def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int,
+            mixed: np.ndarray | None = None) -> Any:
+    """A trained MLP, or the softmax average of ``model.ensemble`` of them (seeded: reruns give the same model).
+
+    ``mixed`` marks scene-mix rows (weighted by ``model.scene_mix_weight``); none if not given.
+    """
+    mixed = np.zeros(len(y), bool) if mixed is None else mixed
+    weights = sample_weights(y, mixed, n_classes, model, background)
+    members = [_fit_member(x, y, weights, n_classes, model, model.seed + i) for i in range(model.ensemble)]
     return members[0] if len(members) == 1 else average_members(members, x.shape[1])
 
 
-def _fit_member(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int,
+def _fit_member(x: np.ndarray, y: np.ndarray, weights: np.ndarray, n_classes: int, model: ModelSettings,
                 seed: int) -> Any:
-    """One MLP trained from ``seed`` with the class weights of ``model``."""
+    """One MLP trained from ``seed`` with per-row loss weights."""
     import keras
 
     keras.utils.set_random_seed(seed)
     mlp = build_mlp(x, n_classes, model)
     onehot = np.eye(n_classes, dtype=np.float32)[y]
-    weights = class_weights(y, n_classes, model, background)
-    mlp.fit(x, onehot, epochs=model.epochs, batch_size=model.batch_size, class_weight=weights, verbose=0, shuffle=True)
+    mlp.fit(x, onehot, sample_weight=weights, epochs=model.epochs, batch_size=model.batch_size, verbose=0,
+            shuffle=True)
     return mlp
+
+
+def sample_weights(y: np.ndarray, mixed: np.ndarray, n_classes: int, model: ModelSettings,
+                   background: int) -> np.ndarray:
+    """Class weight of each row, from the original clips only (mixes must not dilute the background
+    weight), times ``model.scene_mix_weight`` on scene-mix rows."""
+    per_class = class_weights(y[~mixed], n_classes, model, background)
+    weights = np.array([per_class[int(label)] for label in y])
+    return weights * np.where(mixed, model.scene_mix_weight, 1.0)
 
 
 def average_members(members: list[Any], n_features: int) -> Any:
@@ -184,10 +224,16 @@ def class_weights(y: np.ndarray, n_classes: int, model: ModelSettings, backgroun
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def _training_set(data: Data, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``mask`` plus their augmented copies."""
+def _training_set(data: Data, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of ``mask``, their augmented copies and the scene mixes of their folds; and which rows are mixes."""
     xs = [data.x[mask], *(aug[mask] for aug in data.augmented)]
-    return np.concatenate(xs), np.tile(data.y[mask], len(xs))
+    ys = [np.tile(data.y[mask], len(xs))]
+    if data.mixed_x is not None and data.mixed_y is not None and data.mixed_folds is not None:
+        same_folds = np.isin(data.mixed_folds, np.unique(data.folds[mask]))
+        xs.append(data.mixed_x[same_folds])
+        ys.append(data.mixed_y[same_folds])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return x, y, np.arange(len(y)) >= len(ys[0])
 
 
 def baseline_predictions(name: str, x: np.ndarray, y: np.ndarray, test_x: np.ndarray, seed: int) -> np.ndarray:
@@ -215,9 +261,9 @@ def cross_validate(data: Data, model: ModelSettings, baselines: bool) -> tuple[d
         predicted |= {"random_forest": np.zeros_like(data.y), "knn": np.zeros_like(data.y)}
     for fold in folds:
         test = data.folds == fold
-        train_x, train_y = _training_set(data, ~test)
+        train_x, train_y, mixed = _training_set(data, ~test)
         log.info("fold %d: training on %d vectors, testing on %d clips", fold, len(train_x), test.sum())
-        mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND))
+        mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND), mixed)
         scores[test] = mlp.predict(data.x[test], verbose=0)
         predicted["mlp"][test] = scores[test].argmax(axis=1)
         for name in set(predicted) - {"mlp"}:
@@ -289,6 +335,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
         l2=args.l2,
         label_smoothing=args.label_smoothing,
         ensemble=args.ensemble,
+        scene_mix=args.scene_mix,
+        scene_mix_weight=args.scene_mix_weight,
         seed=args.seed,
     )
     return features, model
@@ -305,8 +353,8 @@ def main(args: argparse.Namespace) -> int:
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, THRESHOLD_GRID)
     report.write_report(out, {"models": results, "thresholds": thresholds, "model_settings": asdict(model)})
     np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
-    everything = _training_set(data, np.ones(len(data.y), bool))
-    fit_mlp(*everything, len(data.labels), model, data.labels.index(BACKGROUND)).save(out / MODEL_FILE)
+    x, y, mixed = _training_set(data, np.ones(len(data.y), bool))
+    fit_mlp(x, y, len(data.labels), model, data.labels.index(BACKGROUND), mixed).save(out / MODEL_FILE)
     np.savez_compressed(out / FEATURES_NPZ, x=data.x, y=data.y)
     training = {
         "labels": data.labels,

@@ -1,0 +1,81 @@
+"""Scene-mix augmentation: label rule, placement, determinism, fold isolation and loss weights
+(no TensorFlow, no data files)."""
+import numpy as np
+
+from noisewatch.features import FeatureSettings
+from noisewatch.train.datasets import BACKGROUND, LABELS, Clip
+from noisewatch.train.pipeline import Data, ModelSettings, _training_set, class_weights, sample_weights
+from noisewatch.train.scenemix import SceneMix, mix_label, place, scene_mix_window
+
+RATE = 22050
+SETTINGS = FeatureSettings(stats=("mean", "std"))
+
+
+def _tone(seconds: float) -> np.ndarray:
+    return np.sin(np.arange(int(seconds * RATE)) * 0.1)
+
+
+def test_place_clips_an_event_that_starts_before_the_window():
+    mixed, inside = place(np.zeros(100), np.ones(30), -10)
+    assert len(inside) == 20 and mixed[:20].sum() == 20 and mixed[20:].sum() == 0
+
+
+def test_place_clips_an_event_that_runs_past_the_window():
+    mixed, inside = place(np.zeros(100), np.ones(30), 90)
+    assert len(inside) == 10 and mixed[90:].sum() == 10
+
+
+def test_label_is_the_event_when_enough_of_it_is_inside():
+    event = _tone(3.0)
+    _, inside = place(np.zeros(SETTINGS.window_samples), event, -int(1.0 * RATE))
+    assert mix_label(inside, event, "siren", SceneMix(), RATE) == "siren"
+
+
+def test_label_is_background_for_the_tail_of_an_event():
+    event = _tone(3.0)
+    _, inside = place(np.zeros(SETTINGS.window_samples), event, -int(2.5 * RATE))
+    assert mix_label(inside, event, "siren", SceneMix(), RATE) == BACKGROUND
+
+
+def test_a_short_event_fully_inside_keeps_its_label():
+    event = _tone(0.3)
+    _, inside = place(np.zeros(SETTINGS.window_samples), event, RATE)
+    assert mix_label(inside, event, "gun_shot", SceneMix(), RATE) == "gun_shot"
+
+
+def test_window_is_deterministic_and_one_window_long():
+    clip = np.random.default_rng(1).standard_normal(3 * RATE) * 0.1
+    draws = [scene_mix_window(clip, "dog_bark", None, np.random.default_rng(7), SceneMix(), SETTINGS) for _ in range(2)]
+    (first, label), (second, _) = draws
+    assert first.shape == (SETTINGS.window_samples,) and first.dtype == np.float32
+    assert np.array_equal(first, second) and label in ("dog_bark", BACKGROUND)
+    assert np.max(np.abs(first)) <= 1.0
+
+
+def _data() -> Data:
+    """Four clips in folds 1, 1, 2, 2 and three scene mixes from folds 1, 2, 2."""
+    clips = [Clip(f"c{i}", label, fold, f"c{i}", "test") for i, (label, fold) in
+             enumerate([("siren", 1), (BACKGROUND, 1), ("siren", 2), (BACKGROUND, 2)])]
+    labels = list(LABELS)
+    y = np.array([labels.index(c.label) for c in clips])
+    return Data(clips, labels, np.arange(4.0)[:, None], y, np.array([1, 1, 2, 2]),
+                mixed_x=np.array([[10.0], [20.0], [21.0]]), mixed_y=y[[0, 2, 3]], mixed_folds=np.array([1, 2, 2]))
+
+
+def test_training_set_takes_mixes_only_from_the_training_folds():
+    data = _data()
+    x, y, mixed = _training_set(data, data.folds == 1)
+    assert x[:, 0].tolist() == [0.0, 1.0, 10.0] and mixed.tolist() == [False, False, True]
+    assert y.tolist() == [*data.y[:2], data.y[0]]
+    assert len(_training_set(data, np.ones(4, bool))[0]) == 7
+
+
+def test_mixes_are_down_weighted_and_do_not_change_the_class_weights():
+    data = _data()
+    x, y, mixed = _training_set(data, np.ones(4, bool))
+    model = ModelSettings(scene_mix=1, scene_mix_weight=0.25, background_weight=3.0)
+    background = data.labels.index(BACKGROUND)
+    weights = sample_weights(y, mixed, len(data.labels), model, background)
+    originals = class_weights(data.y, len(data.labels), model, background)
+    assert weights[:4].tolist() == [originals[int(c)] for c in data.y]
+    assert weights[4:].tolist() == [0.25 * originals[int(c)] for c in y[4:]]
