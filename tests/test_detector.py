@@ -43,7 +43,7 @@ def run(detector: Detector, score_rows: list[list[float] | None]) -> list[tuple[
     out = []
     for i, row in enumerate(score_rows):
         start = i * HOP
-        obs = Observation(start, start + WINDOW, None if row is None else np.array(row), flat_window(), RATE, -20.0, -10.0)
+        obs = Observation(start, start + WINDOW, None if row is None else np.array(row), flat_window(), RATE)
         out += [(t.kind, t.event.label, t.event.start_s, t.event.end_s) for t in detector.update(obs)]
     return out
 
@@ -120,7 +120,7 @@ def test_onset_comes_from_the_audio_when_it_has_contrast() -> None:
     detector = Detector(LABELS, settings())
     audio = np.full(int(WINDOW * RATE), 1e-3, dtype=np.float32)
     audio[int(2.2 * RATE) :] = 0.3
-    obs = Observation(10.0, 10.0 + WINDOW, np.array([0.9, 0, 0]), audio, RATE, -20.0, -10.0)
+    obs = Observation(10.0, 10.0 + WINDOW, np.array([0.9, 0, 0]), audio, RATE)
     (started,) = detector.update(obs)
     assert abs(started.event.start_s - 12.2) <= 0.05
 
@@ -130,6 +130,6 @@ def test_loudness_events_need_the_minimum_duration() -> None:
     levels = [-40, -10, -15, -12, -30, -10, -40]
     seen = []
     for second, level in enumerate(levels):
-        for t in loud.update(float(second), float(level), float(level) + 3):
+        for t in loud.update(float(second), float(level)):
             seen.append((t.kind, t.event.label, t.event.start_s, t.event.end_s, t.event.confidence))
     assert seen == [("started", "loud", 1.0, 3.0, None), ("ended", "loud", 1.0, 4.0, None)]

@@ -116,3 +116,23 @@ def test_reset_drops_partial_second_and_period_but_keeps_the_clock() -> None:
     assert [s.offset_s for s in seconds + more] == [0.0, 1.5, 2.5]
     assert len(reports) == 1
     assert reports[0]["offset_s"] == 1.5 and reports[0]["lmax_dbfs"] == pytest.approx(-40.0, abs=0.05)
+
+
+def test_level_history_measures_exactly_the_requested_stretch() -> None:
+    from noisewatch.daemon.levels import LevelHistory
+
+    rate = 1000
+    history = LevelHistory(keep=100)
+    quiet = np.full(4000, 0.01, np.float32)
+    second, third = quiet.copy(), quiet.copy()  # windows 0.5-4.5 s and 1.0-5.0 s; loud from 4.0 s on
+    second[3500:] = 0.5
+    third[3000:] = 0.5
+    history.add(0.0, quiet, rate)  # the first window: all of it is new
+    history.add(0.5, second, rate)  # only 4.0-4.5 s is new
+    history.add(1.0, third, rate)  # only 4.5-5.0 s is new
+    assert history.until_s == 5.0
+    mean, peak = history.over(4.0, 5.0)
+    assert abs(mean - dbfs(np.full(10, 0.5))) < 0.01 and abs(peak - dbfs(np.full(10, 0.5))) < 0.01
+    mean_all, _ = history.over(0.0, 5.0)
+    assert mean_all < mean - 5  # the quiet first window pulls the energy mean down
+    assert history.over(10.0, 11.0) == (FLOOR_DBFS, FLOOR_DBFS)

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
+from noisewatch.daemon.levels import dbfs, peak_dbfs
 from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.daemon.sources import FILE_STATUS, FileSource
 from noisewatch.daemon.stream import hop_samples
@@ -58,7 +60,13 @@ def test_bundled_sample_scene(repo_root: Path, tmp_path: Path) -> None:
     from daemon_run import Truth
 
     truth = [Truth(t["label"], t["start_s"], t["end_s"]) for t in json.loads(truth_file.read_text())]
-    assert_matches_truth(events(run_daemon(sample, tmp_path / "out.jsonl", "--speed", "0")), truth)
+    found = events(run_daemon(sample, tmp_path / "out.jsonl", "--speed", "0"))
+    assert_matches_truth(found, truth)
+    audio, rate = sf.read(str(sample), dtype="float32")
+    for event in found:  # levels of the event's own audio, onset included, at hop resolution (0.51 s)
+        stretch = audio[int(event["offset_s"] * rate) : int((event["offset_s"] + event["duration_s"]) * rate)]
+        assert abs(event["mean_dbfs"] - dbfs(stretch)) <= 1.0, event
+        assert abs(event["peak_dbfs"] - peak_dbfs(stretch)) <= 1.0, event
 
 
 @pytest.mark.shared_data

@@ -55,9 +55,6 @@ class Observation:
     """Model scores in label order; None when the energy gate skipped inference (= background)."""
     samples: np.ndarray
     sample_rate: int
-    hop_dbfs: float
-    """RMS level of the newest hop of audio (feeds the event's mean/peak level)."""
-    hop_peak_dbfs: float
     floor_db: float = np.inf
     """Recent quiet floor of the stream (see NoiseFloor), in dB re full scale."""
 
@@ -176,7 +173,6 @@ class Detector:
             out += [Transition("started", state.event), Transition("ended", finished)]
         event = state.event
         event.add_score(score)
-        event.add_level(obs.hop_dbfs, obs.hop_peak_dbfs)
         event.end_s = max(event.end_s, self._end(obs), event.start_s)
         state.absent_since = None
         if not state.announced and event.duration_s >= self.settings.min_duration_s:
@@ -216,14 +212,13 @@ class LoudnessDetector:
         self._event: OpenEvent | None = None
         self._announced = False
 
-    def update(self, offset_s: float, dbfs: float, peak_dbfs: float, duration_s: float = 1.0) -> list[Transition]:
+    def update(self, offset_s: float, dbfs: float, duration_s: float = 1.0) -> list[Transition]:
         """Feed one 1 s level (offset_s is the start of that second)."""
         if dbfs < self.threshold_dbfs:
             return self.close()
         if self._event is None:
             self._event = OpenEvent(label=LOUD, start_s=offset_s, end_s=offset_s)
         self._event.end_s = offset_s + duration_s
-        self._event.add_level(dbfs, peak_dbfs)
         if not self._announced and self._event.duration_s >= self.min_duration_s:
             self._announced = True
             return [Transition("started", self._event)]

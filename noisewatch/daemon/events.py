@@ -13,7 +13,6 @@ A ``started`` notice carries id, label, confidence so far, start, offset_s, devi
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -50,29 +49,17 @@ class OpenEvent:
     _confidence_sum: float = 0.0
     _windows: int = 0
     peak_dbfs: float = FLOOR_DBFS
-    _energy_sum: float = 0.0
-    _energy_count: int = 0
+    """Levels of the audio between start and end; set from the level history when it closes."""
+    mean_dbfs: float = FLOOR_DBFS
 
     def add_score(self, score: float) -> None:
         self.confidence = score if self.confidence is None else max(self.confidence, score)
         self._confidence_sum += score
         self._windows += 1
 
-    def add_level(self, dbfs: float, peak_dbfs: float) -> None:
-        """One stretch of the event's audio: its RMS and peak level."""
-        self.peak_dbfs = max(self.peak_dbfs, peak_dbfs)
-        self._energy_sum += 10.0 ** (dbfs / 10.0)
-        self._energy_count += 1
-
     @property
     def mean_confidence(self) -> float | None:
         return self._confidence_sum / self._windows if self._windows else None
-
-    @property
-    def mean_dbfs(self) -> float:
-        if not self._energy_count:
-            return FLOOR_DBFS
-        return max(FLOOR_DBFS, 10.0 * math.log10(max(self._energy_sum / self._energy_count, 1e-30)))
 
     @property
     def duration_s(self) -> float:

@@ -19,6 +19,7 @@ rate. A partial second is kept between pushes, so the block size never changes t
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,36 @@ def peak_dbfs(samples: np.ndarray) -> float:
     """Largest absolute sample in dBFS (a full-scale sample reads 0)."""
     x = np.asarray(samples).reshape(-1)
     return power_to_db(max(float(x.max()), -float(x.min())) ** 2) if len(x) else FLOOR_DBFS
+
+
+class LevelHistory:
+    """Mean square and peak of recent stretches of the stream, so that an event's level is measured
+    over exactly its own audio [start, end], onset included, whenever it is reported."""
+
+    def __init__(self, keep: int) -> None:
+        self._spans: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
+        self.until_s = 0.0
+        """End of the audio recorded so far."""
+
+    def add(self, start_s: float, samples: np.ndarray, sample_rate: int) -> None:
+        """Record audio that starts at ``start_s`` (only its part after :attr:`until_s` is new)."""
+        skip = max(0, int(round((self.until_s - start_s) * sample_rate)))
+        new = np.asarray(samples).reshape(-1)[skip:]
+        if len(new):
+            begin = start_s + skip / sample_rate
+            peak = max(float(new.max()), -float(new.min()))
+            self._spans.append((begin, begin + len(new) / sample_rate, float(np.dot(new, new)) / len(new), peak * peak))
+            self.until_s = begin + len(new) / sample_rate
+
+    def over(self, start_s: float, end_s: float) -> tuple[float, float]:
+        """(mean dBFS, peak dBFS) of the recorded stretches overlapping [start_s, end_s]."""
+        inside = [(min(end, end_s) - max(begin, start_s), ms, pk) for begin, end, ms, pk in self._spans
+                  if end > start_s and begin < end_s]
+        seconds = sum(overlap for overlap, _, _ in inside)
+        if not inside or seconds <= 0:
+            return FLOOR_DBFS, FLOOR_DBFS
+        energy = sum(overlap * ms for overlap, ms, _ in inside)
+        return power_to_db(energy / seconds), power_to_db(max(pk for _, _, pk in inside))
 
 
 def a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:

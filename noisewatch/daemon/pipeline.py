@@ -17,13 +17,15 @@ from noisewatch.bundle import Bundle
 from noisewatch.config import Config
 from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
 from noisewatch.daemon.events import SampleClock, event_payload, started_payload
-from noisewatch.daemon.levels import LevelMeter, dbfs, peak_dbfs
+from noisewatch.daemon.levels import LevelHistory, LevelMeter, dbfs
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.stream import StreamingFeatures, Window
 from noisewatch.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
 TOP_SCORES = 3
+MAX_HISTORY_HOPS = 20000
+"""Level history bound (~2.8 h at a 0.5 s hop): events longer than that are measured over their last part."""
 
 
 def detector_settings(config: Config, bundle: Bundle, hop_s: float) -> DetectorSettings:
@@ -63,6 +65,8 @@ class Pipeline:
         self.floor = NoiseFloor(self.sample_rate, self.hop_s)
         self.loudness = LoudnessDetector(config.loudness.threshold_dbfs, config.loudness.min_duration_s)
         self.levels = LevelMeter(self.sample_rate, config.levels.interval_s, config.levels.calibration_db)
+        history_s = config.detector.max_duration_s + bundle.features.window_s + config.detector.release_s
+        self.history = LevelHistory(keep=min(MAX_HISTORY_HOPS, int(history_s / self.hop_s) + 2))
         self.counters = Counters()
         self.samples = 0
         self._next_scores_s = 0.0
@@ -77,7 +81,7 @@ class Pipeline:
         seconds, reports = self.levels.push(mono)
         for second in seconds:
             if self.config.loudness.enabled:
-                self._emit(self.loudness.update(second.offset_s, second.dbfs, second.peak_dbfs))
+                self._emit(self.loudness.update(second.offset_s, second.dbfs))
         for report in reports:
             self.send("level", self._level_payload(report))
         for window in self.stream.push(mono):
@@ -106,16 +110,14 @@ class Pipeline:
         start_s = window.start_sample / self.sample_rate
         gated = dbfs(window.samples) < self.config.audio.gate_dbfs
         scores = None if gated else self.model.predict(window.features)
-        newest_hop = window.samples[-self.stream.hop_samples :]
+        self.history.add(start_s, window.samples, self.sample_rate)
         obs = Observation(
             start_s=start_s,
             end_s=start_s + self.bundle.features.window_s,
             scores=scores,
             samples=window.samples,
             sample_rate=self.sample_rate,
-            hop_dbfs=dbfs(newest_hop),
-            hop_peak_dbfs=peak_dbfs(newest_hop),
-            floor_db=self.floor.update(newest_hop),
+            floor_db=self.floor.update(window.samples[-self.stream.hop_samples :]),
         )
         self.counters.windows += 1
         self.counters.gated += gated
@@ -129,8 +131,10 @@ class Pipeline:
             if transition.kind == "started":
                 self.send("started", started_payload(transition.event, self.clock, device, model))
             else:
+                event = transition.event
+                event.mean_dbfs, event.peak_dbfs = self.history.over(event.start_s, event.end_s)
                 self.counters.events += 1
-                self.send("event", event_payload(transition.event, self.clock, device, model))
+                self.send("event", event_payload(event, self.clock, device, model))
 
     def _maybe_send_scores(self, at_s: float, scores: np.ndarray) -> None:
         section = self.config.scores

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import queue
 import random
 import ssl
@@ -64,9 +63,6 @@ JITTER_FRACTION = 0.5
 """the reconnect jitter is up to this fraction of the current backoff delay"""
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
-SPLIT_TOLERANCE_S = 0.01
-"""an event this close to ``detector.max_duration_s`` was split, not ended"""
-_CONTINUATION = "<continuation>"
 _CREDENTIALS_HINT = f"check mqtt.username and the password (${PASSWORD_ENV} or mqtt.password_file)"
 _REFUSAL_HINTS = {
     0x85: "check mqtt.client_id",
@@ -98,31 +94,25 @@ def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Ra
 class LabelStates:
     """ON while at least one event of a label is open, so overlapping and split events stay ON.
 
-    The detector reports an event that reaches ``max_duration_s`` and continues it as a new one,
-    announcing the continuation just after the closed part: such a closed part leaves a placeholder
-    that keeps the label ON until the continuation (or any later event of the label) closes.
+    The detector announces the continuation of an event split at ``max_duration_s`` before it
+    reports the closed part, so counting open event ids is enough.
     """
 
-    def __init__(self, labels: Iterable[str], max_duration_s: float = math.inf) -> None:
+    def __init__(self, labels: Iterable[str]) -> None:
         self._open: dict[str, set[str]] = {label: set() for label in labels}
-        self._max_duration_s = max_duration_s
 
     def started(self, label: str, event_id: str) -> str | None:
         """Record an opened event; returns the new state if it changed."""
         ids = self._open.setdefault(label, set())
         was_on = bool(ids)
-        ids.discard(_CONTINUATION)
         ids.add(event_id)
         return None if was_on else STATE_ON
 
-    def ended(self, label: str, event_id: str, duration_s: float = 0.0) -> str | None:
+    def ended(self, label: str, event_id: str) -> str | None:
         """Record a closed event; returns the new state if it changed."""
         ids = self._open.setdefault(label, set())
         was_on = bool(ids)
         ids.discard(event_id)
-        ids.discard(_CONTINUATION)
-        if duration_s >= self._max_duration_s - SPLIT_TOLERANCE_S:
-            ids.add(_CONTINUATION)
         if was_on and not ids:
             return STATE_OFF
         return STATE_ON if ids and not was_on else None
@@ -148,12 +138,12 @@ class MqttSink:
     """Publishes every sink message under one topic prefix; events go through the spool."""
 
     def __init__(self, settings: MqttSection, topics: Topics, listener: Listener, spool: Spool,
-                 client_id: str, password: str | None = None, max_duration_s: float = math.inf) -> None:
+                 client_id: str, password: str | None = None) -> None:
         self.settings = settings
         self.topics = topics
         self.listener = listener
         self.spool = spool
-        self._states = LabelStates(listener.labels, max_duration_s)
+        self._states = LabelStates(listener.labels)
         self._states_lock = threading.Lock()
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -191,7 +181,7 @@ class MqttSink:
         except OSError as exc:
             raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
         sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
-                   config.mqtt_password(), config.detector.max_duration_s)
+                   config.mqtt_password())
         sink.start()
         return sink
 
@@ -254,7 +244,7 @@ class MqttSink:
             if kind == "started":
                 change = self._states.started(label, event_id)
             else:
-                change = self._states.ended(label, event_id, float(payload.get("duration_s", 0.0)))
+                change = self._states.ended(label, event_id)
         if change is not None:
             self._queue(self.topics.state(label), change.encode(), qos=QOS_AT_LEAST_ONCE, retain=True)
         self._wake.set()
