@@ -37,6 +37,11 @@ class ModelSection(_Section):
     runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"] = "auto"
     num_threads: int = Field(1, ge=1, le=8, description="interpreter threads")
 
+    @property
+    def runtime_choice(self) -> str | None:
+        """The runtime to force, or None to take the best installed one."""
+        return None if self.runtime == "auto" else self.runtime
+
 
 class AudioSection(_Section):
     device: int | str | None = Field(None, description="input device index or name substring; null: system default")
@@ -205,10 +210,14 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         return p if p is None or p.is_absolute() else (base / p).resolve()
 
     mqtt = config.mqtt
+    jsonl = config.jsonl.path
+    if jsonl not in (None, "-"):
+        jsonl = str(resolve(Path(jsonl)))
     tls = mqtt.tls.model_copy(update={k: resolve(getattr(mqtt.tls, k)) for k in ("ca_file", "cert_file", "key_file")})
     return config.model_copy(
         update={
             "model": config.model.model_copy(update={"path": resolve(config.model.path)}),
+            "jsonl": config.jsonl.model_copy(update={"path": jsonl}),
             "mqtt": mqtt.model_copy(
                 update={
                     "tls": tls,

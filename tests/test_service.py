@@ -247,3 +247,14 @@ def test_a_stalled_input_is_reopened(repo_root: Path, tmp_path: Path, monkeypatc
     opened, messages = _run_with_a_faulty_first_source(_GoesSilent, repo_root, tmp_path, monkeypatch)
     trouble = [m for m in messages if m["type"] == "status" and m["state"] == "audio_error"]
     assert opened == 2 and len(trouble) == 1 and "no audio for" in trouble[0]["error"]
+
+
+def test_check_config_catches_what_the_mqtt_sink_would_fail_on(tmp_path: Path) -> None:
+    """Found before start-up (and before a reload commits to it), not when the sink starts."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  password_file: {tmp_path / 'missing'}\n"
+                      f"  tls:\n    enabled: true\n    ca_file: {tmp_path / 'ca.crt'}\n")
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "mqtt.password_file" in lines[0] and "mqtt.tls.ca_file" in lines[1]

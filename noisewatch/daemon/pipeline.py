@@ -88,12 +88,13 @@ class Pipeline:
             self._classify(window)
         self.samples += len(mono)
 
-    def gap(self, now_anchor: SampleClock) -> None:
-        """The stream broke (device lost): close what is open and start fresh windows."""
+    def gap(self) -> None:
+        """The stream broke (device lost): close what is open and start fresh windows.
+
+        The service re-anchors :attr:`clock` when audio flows again."""
         self.finish()
         self.stream.reset(start_sample=self.samples)
         self.levels.reset()
-        self.clock = now_anchor
 
     def finish(self) -> None:
         """End of stream or shutdown: every open event is closed and sent."""

@@ -42,6 +42,7 @@ READ_TIMEOUT_S = 0.1
 """Longest the loop waits for audio before checking signals, the watchdog and the source."""
 READ_FRAMES = 8192
 FIRST_BACKOFF_S = 1.0
+EXTEND_MARGIN_S = 10.0
 AUDIO_STALL_S = 5.0
 """A live input that delivers nothing for this long is treated as failed and reopened."""
 
@@ -66,7 +67,7 @@ def prepare(config_path: str | None, model: str | None = None, jsonl: str | None
     if jsonl:
         config = config.model_copy(update={"jsonl": config.jsonl.model_copy(update={"path": jsonl})})
     bundle = load_bundle(config.model.path or default_model_path())
-    problems = bundle_problems(config, bundle)
+    problems = bundle_problems(config, bundle) + mqtt_problems(config)
     if input_path is None and config.audio.device is not None:  # the default input may appear later
         try:
             check_device(config.audio)
@@ -74,6 +75,7 @@ def prepare(config_path: str | None, model: str | None = None, jsonl: str | None
             problems.append(f"audio.device = {config.audio.device!r}: {exc}")
     elif input_path is not None and not Path(input_path).is_file():
         problems.append(f"--input {input_path}: no such file")
+    problems = problems or runtime_problems(config, bundle)  # loading the model last: its runtime talks on stderr
     if problems:
         where = f"{config_path}: " if config_path else ""
         raise ConfigError("\n".join(where + p for p in problems))
@@ -92,6 +94,36 @@ def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
     for label in config.detector.ignore:
         if label not in bundle.labels:
             problems.append(f"detector.ignore: {label!r} is not a label of the model ({known})")
+    return problems
+
+
+def runtime_problems(config: Config, bundle: Bundle) -> list[str]:
+    """The model must load in the chosen runtime (shape mismatches and missing runtimes show here)."""
+    try:
+        bundle.open_model(config.model.runtime_choice)
+    except (BundleError, RuntimeUnavailable) as exc:
+        return [f"model.runtime = {config.model.runtime!r}: {exc}"]
+    return []
+
+
+def mqtt_problems(config: Config) -> list[str]:
+    """Files the MQTT sink needs, checked before start-up or a reload commits to them."""
+    if not config.mqtt.enabled:
+        return []
+    problems = []
+    try:
+        config.mqtt_password()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    tls = config.mqtt.tls
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if tls.enabled and path is not None and not path.is_file():
+            problems.append(f"mqtt.tls.{key} = '{path}': no such file")
+    spool = config.mqtt.spool.directory
+    existing = next((p for p in (spool, *spool.parents) if p.exists()), Path("/"))
+    if not os.access(existing, os.W_OK):
+        problems.append(f"mqtt.spool.directory = '{spool}': {existing} is not writable")
     return problems
 
 
@@ -115,6 +147,8 @@ class Service:
         self._reload = threading.Event()
         self._started = time.monotonic()
         self._ready = False
+        self._lost = {"input_overflows": 0, "dropped_frames": 0}
+        """Totals of sources already closed; the open source's counts are added in stats."""
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
@@ -133,6 +167,7 @@ class Service:
             self._reload.clear()
             notify.reloading()
             self.setup = self._reloaded_setup()
+            self._ready = False  # READY=1 again once the rebuilt pipeline hears audio
 
     def _reloaded_setup(self) -> Setup:
         old = self.setup
@@ -148,8 +183,7 @@ class Service:
     def _run_setup(self) -> str:
         """One configuration's life: model, sinks, sources; returns stop, reload or finished."""
         setup = self.setup
-        model = setup.bundle.open_model(None if setup.config.model.runtime == "auto" else setup.config.model.runtime,
-                                        setup.config.model.num_threads)
+        model = setup.bundle.open_model(setup.config.model.runtime_choice, setup.config.model.num_threads)
         sinks = open_sinks(setup)
         pipeline = Pipeline(setup.config, setup.bundle, model, sinks, SampleClock.starting_now())
         log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant, model.runtime,
@@ -174,10 +208,11 @@ class Service:
                 continue
             with source:
                 outcome = self._pump(source, pipeline)
+            self._lost = self._losses(source)
             if outcome not in ("failed", "stalled"):
                 return outcome
             why = source.failed or f"no audio for {AUDIO_STALL_S:.0f} s"
-            pipeline.gap(reanchored(SampleClock.starting_now(), pipeline.position_s))
+            pipeline.gap()
             self._audio_trouble(pipeline, f"audio input {source.name} failed: {why}", backoff)
             backoff = FIRST_BACKOFF_S
         return "stop" if self._stop.is_set() else "reload"
@@ -189,15 +224,20 @@ class Service:
         deadline = time.monotonic() + wait_s
         while not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
             notify.watchdog()  # waiting for a device is not a hang
+            if not self._ready:
+                notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
 
     def _pump(self, source: AudioSource, pipeline: Pipeline) -> str:
         """The processing loop: ring buffer -> resampler -> pipeline, until something ends it."""
         resampler = MonoResampler(source.sample_rate, pipeline.sample_rate, source.channels)
         ticks = _Ticks(self.setup.config.mqtt.stats_interval_s)
-        last_audio = time.monotonic()
+        last_audio, first_block = time.monotonic(), True
         while not self._stop.is_set() and not self._reload.is_set():
             block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
             if len(block):
+                if first_block:  # timestamps count from when this source's audio began, not from its opening
+                    pipeline.clock = reanchored(SampleClock.starting_now(), pipeline.position_s + len(block) / source.sample_rate)
+                    first_block = False
                 pipeline.process(resampler.process(block))
                 self._mark_ready(source, pipeline)
                 last_audio = time.monotonic()
@@ -212,6 +252,11 @@ class Service:
             if ticks.stats_due():
                 pipeline.send("stats", self._stats(source, pipeline))
         return "stop" if self._stop.is_set() else "reload"
+
+    def _losses(self, source: AudioSource) -> dict[str, int]:
+        """Lifetime counts: PortAudio overflow reports, and frames the ring buffer had to drop."""
+        return {"input_overflows": self._lost["input_overflows"] + source.overflows,
+                "dropped_frames": self._lost["dropped_frames"] + source.ring.dropped}
 
     def _mark_ready(self, source: AudioSource, pipeline: Pipeline) -> None:
         if self._ready:
@@ -229,7 +274,7 @@ class Service:
             "windows": counters.windows,
             "gated_windows": counters.gated,
             "events": counters.events,
-            "overflows": source.overflows + source.ring.dropped,
+            **self._losses(source),
             "source": source.name,
             "model": self.setup.bundle.ident,
             "runtime": pipeline.model.runtime,
@@ -287,8 +332,7 @@ def check_config_main(args: argparse.Namespace) -> int:
     """``noisewatch check-config FILE``: validate config, bundle and device without starting."""
     try:
         setup = prepare(args.config)
-        setup.bundle.open_model(None if setup.config.model.runtime == "auto" else setup.config.model.runtime)
-    except (ConfigError, BundleError, RuntimeUnavailable) as exc:
+    except (ConfigError, BundleError) as exc:
         return _fail(exc)
     print(f"{args.config}: ok (model {setup.bundle.ident}, {len(setup.bundle.labels)} labels)")
     return 0

@@ -167,12 +167,21 @@ def _resolve(sd: ModuleType, device: int | str | None, sample_rate: int | None, 
     )
 
 
+def _rescanned(sd: ModuleType) -> ModuleType:
+    """Re-initialise PortAudio so its device list is current: it is read once at initialisation,
+    so a USB microphone plugged back in (maybe under another index) is only found after this.
+    Called while no stream of ours is open (before each (re)open)."""
+    sd._terminate()
+    sd._initialize()
+    return sd
+
+
 class MicrophoneSource(AudioSource):
     """A PortAudio input stream whose callback is :meth:`AudioSource.callback`."""
 
     def __init__(self, device: int | str | None, sample_rate: int | None, channels: int | None,
                  block_size: int, buffer_s: float) -> None:
-        self._capture = _resolve(_sounddevice(), device, sample_rate, channels)
+        self._capture = _resolve(_rescanned(_sounddevice()), device, sample_rate, channels)
         super().__init__(f"{self._capture.index}: {self._capture.name}", self._capture.sample_rate,
                          self._capture.channels, buffer_s)
         self.block_size = block_size

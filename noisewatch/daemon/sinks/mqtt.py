@@ -205,8 +205,8 @@ class MqttSink:
         elif kind == "scores":
             self._queue(self.topics.scores, encode(payload))
         elif kind == "status":
-            log.info("listener status: %s", payload)
             self._last_status = payload
+            self._queue(self.topics.audio, encode(payload), qos=QOS_AT_LEAST_ONCE, retain=True)
         else:
             log.debug("MQTT: ignoring message of unknown kind %r", kind)
 

@@ -49,6 +49,11 @@ class Topics:
         return f"{self.prefix}/status"
 
     @property
+    def audio(self) -> str:
+        """The audio input's state: ``listening`` or ``audio_error`` with the reason (retained JSON)."""
+        return f"{self.prefix}/audio"
+
+    @property
     def level(self) -> str:
         """Periodic sound-level reports."""
         return f"{self.prefix}/level"
