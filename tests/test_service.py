@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -258,3 +259,33 @@ def test_check_config_catches_what_the_mqtt_sink_would_fail_on(tmp_path: Path) -
     assert result.returncode == 78, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2 and "mqtt.password_file" in lines[0] and "mqtt.tls.ca_file" in lines[1]
+
+
+def test_systemd_hears_ready_again_after_a_reload(repo_root: Path, tmp_path: Path) -> None:
+    """READY=1 once audio flows, RELOADING=1 on SIGHUP, READY=1 again: systemctl reload completes."""
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(15)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "noisewatch.cli", "run", "--input", str(repo_root / "samples" / "scene.flac"), "--speed", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_SOCKET": address},
+        )
+        try:
+            states = []
+
+            def wait_for(field: str) -> None:
+                while field not in states:
+                    states.extend(listener.recv(4096).decode().splitlines())
+
+            wait_for("READY=1")
+            states.clear()
+            proc.send_signal(signal.SIGHUP)
+            wait_for("RELOADING=1")
+            states.clear()
+            wait_for("READY=1")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
