@@ -223,3 +223,13 @@ class MuteServer:
     def close(self) -> None:
         self._stop.set()
         self.sock.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll instead of sleeping a fixed time: retries and deliveries take longer on a busy machine."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

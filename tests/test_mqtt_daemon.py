@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from mqtt_broker import HOST, Broker, Collector, MuteServer
+from mqtt_broker import HOST, Broker, Collector, MuteServer, wait_until
 
 DAEMON_MODULES = ("noisewatch.daemon.service", "noisewatch.daemon.sources")
 pytestmark = [
@@ -108,15 +108,6 @@ class Daemon:
 def mqtt_ids(collector: Collector, topic: str = f"{PREFIX}/events") -> list[str]:
     """Event ids in order of first arrival (delivery is at least once)."""
     return list(dict.fromkeys(json.loads(p)["id"] for p in collector.on(topic)))
-
-
-def wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 @pytest.fixture

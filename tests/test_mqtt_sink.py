@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca
+from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_until
 from noisewatch.config import PASSWORD_ENV, Config, load_config
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, MqttSink
 
@@ -229,7 +229,7 @@ def test_wrong_password_logged_once_retried_until_it_is_right(
     caplog.set_level(logging.INFO, logger="noisewatch")
     sink = open_sink(config)
     sink.send("event", event(0))
-    time.sleep(1.0)
+    assert wait_until(lambda: secure_broker.log_text.count("not authorised") >= 3, timeout=15)
     refusals = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
     # mosquitto 2.0 answers a wrong password with "Not authorized" under MQTT 3.1.1
     assert secure_broker.log_text.count("not authorised") >= 3, "the client keeps retrying"
@@ -254,7 +254,7 @@ def test_unknown_ca_logged_once_and_retried(open_sink: OpenSink, tmp_path: Path,
     config = make_config(tmp_path, secure_broker.tls_port, tls={"enabled": True, "ca_file": str(other_ca / "ca.crt")})
     caplog.set_level(logging.INFO, logger="noisewatch")
     sink = open_sink(config)
-    time.sleep(1.0)
+    assert wait_until(lambda: secure_broker.log_text.count("unknown ca") >= 3, timeout=15)
     sink.close()
     failures = [r.getMessage() for r in caplog.records if "CERTIFICATE_VERIFY_FAILED" in r.getMessage()]
     assert secure_broker.log_text.count("unknown ca") >= 3, "the client keeps retrying"

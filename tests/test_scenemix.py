@@ -1,11 +1,12 @@
-"""Scene-mix augmentation: label rule, placement, determinism, fold isolation and loss weights
-(no TensorFlow, no data files)."""
+"""Scene-mix augmentation (label rule, placement, determinism, fold isolation, loss weights) and the
+held-out scene score; no TensorFlow, no data files."""
 import numpy as np
 
 from noisewatch.features import FeatureSettings
 from noisewatch.train.datasets import BACKGROUND, LABELS, Clip
 from noisewatch.train.pipeline import Data, ModelSettings, _training_set, class_weights, sample_weights
 from noisewatch.train.scenemix import SceneMix, mix_label, place, scene_mix_window
+from noisewatch.train.scenes import Scene, scene_metrics
 
 RATE = 22050
 SETTINGS = FeatureSettings(stats=("mean", "std"))
@@ -79,3 +80,18 @@ def test_mixes_are_down_weighted_and_do_not_change_the_class_weights():
     originals = class_weights(data.y, len(data.labels), model, background)
     assert weights[:4].tolist() == [originals[int(c)] for c in data.y]
     assert weights[4:].tolist() == [0.25 * originals[int(c)] for c in y[4:]]
+
+
+def test_scene_metrics_need_two_consecutive_windows_and_count_quiet_alarms():
+    labels = list(LABELS)
+    siren, dog, quiet = labels.index("siren"), labels.index("dog_bark"), labels.index(BACKGROUND)
+    # windows of 4 samples every 2 samples; a siren at samples 10-14 (windows 4-6), a dog bark at 30-32 (14-15)
+    scene = Scene(np.zeros((20, 1)), np.arange(0, 40, 2), 4, ((10, 14, "siren"), (30, 32, "dog_bark")))
+    top = np.full(20, quiet)
+    top[[4, 5]] = siren  # two consecutive siren windows: found
+    top[14] = dog  # one window only: missed
+    top[0] = siren  # a window overlapping no event: a quiet false alarm
+    result = scene_metrics([(scene, top)], labels)
+    assert result["recall_per_class"] == {"dog_bark": 0.0, "siren": 1.0}
+    assert result["event_recall"] == 0.5 and result["n_events"] == 2
+    assert result["quiet_false_alarm_windows"] == 1 and result["n_quiet_windows"] == 20 - 5

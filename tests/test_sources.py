@@ -74,7 +74,7 @@ def test_speed_4_takes_a_quarter_of_the_duration(tmp_path: Path) -> None:
         out = drain(source)
     elapsed = time.monotonic() - t0
     assert out.shape == (88200, 2)
-    assert 0.4 < elapsed < 1.2  # 0.5 s expected
+    assert 0.45 < elapsed < 1.9  # 0.5 s expected; paced by the sample clock, so never faster; slack for a busy CI box (real time would be 2 s)
 
 
 def test_speed_1_paces_in_real_time(tmp_path: Path) -> None:

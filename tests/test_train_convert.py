@@ -50,6 +50,11 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
     assert report["models"]["mlp"]["pooled"]["accuracy"] > 0.8
     assert report["model_settings"]["scene_mix"] == 1
     assert len(list((trained["train"] / "cache").glob("scenemix-*.npz"))) == 1
+    scenes = report["scenes"]
+    assert set(scenes) == {"1", "2", "pooled"}
+    assert scenes["pooled"]["n_events"] == scenes["1"]["n_events"] + scenes["2"]["n_events"] > 0
+    assert 0.0 <= scenes["pooled"]["event_recall"] <= 1.0
+    assert "held-out scenes" in (trained["train"] / "report.md").read_text()
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
