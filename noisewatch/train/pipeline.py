@@ -2,9 +2,10 @@
 
 Steps: collect clips from the datasets given (UrbanSound8K folds define the evaluation folds;
 ESC-50 and folder clips are spread over them by recording, quiet clips are synthesized), compute
-features through :mod:`noisewatch.features` (cached), train and test the MLP and the RandomForest
-and KNN baselines once per held-out fold, pick per-class thresholds on the held-out scores, then
-train the final model on all folds. Writes into ``--out``: ``model.keras``, ``training.json``
+features through :mod:`noisewatch.features` (cached), optionally add scene-mix windows
+(:mod:`noisewatch.train.scenemix`), train and test the MLP and the RandomForest and KNN baselines
+once per held-out fold (the MLP also on held-out scenes, :mod:`noisewatch.train.scenes`), pick
+per-class thresholds on the held-out scores, then train the final model on all folds. Writes into ``--out``: ``model.keras``, ``training.json``
 (everything ``noisewatch convert`` puts in the bundle), ``train_features.npz`` (for the
 converter's parity check) and the report (``report.json``, ``report.md``, ``confusion.png``).
 """
@@ -18,6 +19,7 @@ import logging
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from noisewatch.train import datasets, metrics, report
 from noisewatch.train.datasets import BACKGROUND, Clip
 from noisewatch.train.featurize import Augment, feature_matrix
 from noisewatch.train.scenemix import SceneMix, scene_mix_matrix
+from noisewatch.train.scenes import Scene, held_out_scenes, predict_scenes, scene_metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ class Data:
     mixed_y: np.ndarray | None = None
     mixed_folds: np.ndarray | None = None
     """Fold of the clip each mix came from, so held-out folds stay out of training."""
+    scenes: dict[int, list[Scene]] = field(default_factory=dict)
+    """Held-out scenes of each fold, for the scene-level score."""
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -126,6 +131,7 @@ def build_data(clips: list[Clip], settings: FeatureSettings, model: ModelSetting
     ]
     y = np.array([labels.index(c.label) for c in clips])
     data = Data(clips, labels, x, y, np.array([c.fold for c in clips]), augmented)
+    data.scenes = {fold: held_out_scenes(clips, fold, settings) for fold in sorted(set(data.folds.tolist()))}
     if model.scene_mix:
         _add_scene_mixes(data, settings, model, cache)
     return data
@@ -252,10 +258,13 @@ def baseline_predictions(name: str, x: np.ndarray, y: np.ndarray, test_x: np.nda
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def cross_validate(data: Data, model: ModelSettings, baselines: bool) -> tuple[dict[str, Any], np.ndarray]:
-    """Leave-one-fold-out: per model, metrics per held-out fold and pooled; plus the MLP's held-out scores."""
+def cross_validate(data: Data, model: ModelSettings,
+                   baselines: bool) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Leave-one-fold-out: per model, metrics per held-out fold and pooled; the MLP's held-out scores;
+    and the MLP's scene-level metrics per held-out fold and pooled."""
     folds = sorted(set(data.folds.tolist()))
     scores = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
+    scored: dict[str, list[tuple[Scene, np.ndarray]]] = {}
     predicted: dict[str, np.ndarray] = {"mlp": np.zeros_like(data.y)}
     if baselines:
         predicted |= {"random_forest": np.zeros_like(data.y), "knn": np.zeros_like(data.y)}
@@ -266,11 +275,13 @@ def cross_validate(data: Data, model: ModelSettings, baselines: bool) -> tuple[d
         mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND), mixed)
         scores[test] = mlp.predict(data.x[test], verbose=0)
         predicted["mlp"][test] = scores[test].argmax(axis=1)
+        scored[str(fold)] = predict_scenes(data.scenes.get(fold, []), partial(mlp.predict, verbose=0))
         for name in set(predicted) - {"mlp"}:
             predicted[name][test] = baseline_predictions(name, data.x[~test], data.y[~test], data.x[test], model.seed)
     predicted["mlp_thresholded"] = cross_fitted_thresholded(data, scores, folds)
     results = {name: _fold_metrics(data, pred, folds) for name, pred in predicted.items()}
-    return results, scores
+    scored["pooled"] = [pair for pairs in scored.values() for pair in pairs]
+    return results, scores, {name: scene_metrics(pairs, data.labels) for name, pairs in scored.items()}
 
 
 def cross_fitted_thresholded(data: Data, scores: np.ndarray, folds: list[int]) -> np.ndarray:
@@ -349,9 +360,10 @@ def main(args: argparse.Namespace) -> int:
     features, model = settings_from_args(args)
     data = build_data(collect_clips(args), features, model, out / "cache", args.workers)
     log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
-    results, scores = cross_validate(data, model, baselines=not args.no_baselines)
+    results, scores, scenes = cross_validate(data, model, baselines=not args.no_baselines)
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, THRESHOLD_GRID)
-    report.write_report(out, {"models": results, "thresholds": thresholds, "model_settings": asdict(model)})
+    summary = {"models": results, "scenes": scenes, "thresholds": thresholds, "model_settings": asdict(model)}
+    report.write_report(out, summary)
     np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
     x, y, mixed = _training_set(data, np.ones(len(data.y), bool))
     fit_mlp(x, y, len(data.labels), model, data.labels.index(BACKGROUND), mixed).save(out / MODEL_FILE)
@@ -360,7 +372,8 @@ def main(args: argparse.Namespace) -> int:
         "labels": data.labels,
         "features": features.to_dict(),
         "thresholds": thresholds,
-        "metrics": {"evaluation": "leave-one-fold-out", **{name: _headline(block) for name, block in results.items()}},
+        "metrics": {"evaluation": "leave-one-fold-out", **{name: _headline(block) for name, block in results.items()},
+                    "scenes": scenes},
         "provenance": provenance(args, data),
         "model": asdict(model),
     }

@@ -54,7 +54,21 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| class (MLP, pooled held-out) | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label, row in report["models"]["mlp"]["pooled"]["per_class"].items():
         lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *scene_lines(report.get("scenes", {}))]) + "\n"
+
+
+def scene_lines(scenes: dict[str, Any]) -> list[str]:
+    """The MLP on held-out scenes (see :mod:`noisewatch.train.scenes`): one row per test fold and pooled."""
+    lines = ["| held-out scenes (MLP, argmax per 4 s window, hop 0.5 s) | events | event recall | "
+             "quiet false-alarm windows |", "|---|---|---|---|"]
+    for name, m in scenes.items():
+        alarms = f"{m['quiet_false_alarm_windows']} of {m['n_quiet_windows']}"
+        row = name if name == "pooled" else f"test fold {name}"
+        lines.append(f"| {row} | {m['n_events']} | {m['event_recall']:.3f} | {alarms} |")
+    if "pooled" in scenes:
+        per_class = ", ".join(f"{label} {recall:.2f}" for label, recall in scenes["pooled"]["recall_per_class"].items())
+        lines += ["", f"Scene event recall per class (pooled): {per_class}"]
+    return lines if scenes else []
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
