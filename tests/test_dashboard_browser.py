@@ -227,7 +227,7 @@ def other_listener(prefix: str) -> list[tuple[str, str, bool]]:
         messages.append((f"{prefix}/level", json.dumps(level), True))
     top = [{"label": "dog_bark", "score": 0.88}, {"label": "background", "score": 0.07}, {"label": "siren", "score": 0.02}]
     messages.append((f"{prefix}/scores", json.dumps({"offset_s": 13.0, "time": _stamp(13.0), "top": top}), False))
-    messages.append((f"{prefix}/stats", json.dumps({"uptime_s": 16, "windows": 25, "overflows": 0,
+    messages.append((f"{prefix}/stats", json.dumps({"uptime_s": 16, "windows": 25, "input_overflows": 0, "dropped_frames": 0,
                                                     "spool_depth": 0, "model": "urban11@test"}), True))
     return messages
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from noisewatch.dashboard.store import DeviceState
 
-STATS_SHOWN = ("uptime_s", "windows", "overflows", "spool_depth", "model", "version")
+STATS_SHOWN = ("uptime_s", "windows", "input_overflows", "dropped_frames", "spool_depth", "model", "version")
 """health fields shown per device, in this order, when the daemon reports them"""
 UNKNOWN_STATUS = "unknown"
 
