@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -289,3 +290,19 @@ def test_systemd_hears_ready_again_after_a_reload(repo_root: Path, tmp_path: Pat
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=5) == 0
+
+
+def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
+    from datetime import timedelta
+
+    from noisewatch.daemon.service import MAX_CLOCK_DRIFT_S, keep_clock_honest
+
+    bundle = load_bundle(default_model_path())
+    pipeline = Pipeline(Config(), bundle, bundle.open_model(), [], SampleClock.starting_now())
+    pipeline.process(np.zeros(10 * bundle.features.sample_rate, dtype=np.float32))  # 10 s heard "instantly"
+    keep_clock_honest(pipeline)  # the sample clock ran 10 s ahead of the wall clock: re-anchored
+    now = SampleClock.starting_now().anchor
+    assert abs((pipeline.clock.anchor + timedelta(seconds=pipeline.position_s) - now).total_seconds()) < 0.1
+    anchor = pipeline.clock.anchor
+    keep_clock_honest(pipeline)  # within MAX_CLOCK_DRIFT_S: left alone
+    assert pipeline.clock.anchor == anchor and MAX_CLOCK_DRIFT_S < 10

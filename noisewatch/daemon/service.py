@@ -34,7 +34,7 @@ from noisewatch.daemon.pipeline import Pipeline, reanchored
 from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
-from noisewatch.daemon.sources import AudioSource, SourceError, check_device, open_source
+from noisewatch.daemon.sources import AudioSource, MicrophoneSource, SourceError, check_device, open_source
 from noisewatch.runtime import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ READ_TIMEOUT_S = 0.1
 READ_FRAMES = 8192
 FIRST_BACKOFF_S = 1.0
 EXTEND_MARGIN_S = 10.0
+CLOCK_CHECK_S = 60.0
+MAX_CLOCK_DRIFT_S = 0.5
+"""Live input only: event timestamps may lag wall time by the audio still in the ring, well under this."""
 AUDIO_STALL_S = 5.0
 """A live input that delivers nothing for this long is treated as failed and reopened."""
 
@@ -249,6 +252,8 @@ class Service:
             elif time.monotonic() - last_audio > AUDIO_STALL_S:
                 return "stalled"
             ticks.watchdog()
+            if isinstance(source, MicrophoneSource) and ticks.clock_check_due():
+                keep_clock_honest(pipeline)
             if ticks.stats_due():
                 pipeline.send("stats", self._stats(source, pipeline))
         return "stop" if self._stop.is_set() else "reload"
@@ -284,14 +289,14 @@ class Service:
 
 
 class _Ticks:
-    """Wall-clock cadence for the watchdog and health reports (edges, not the pipeline)."""
+    """Wall-clock cadence for the watchdog, health reports and clock checks (edges, not the pipeline)."""
 
     def __init__(self, stats_interval_s: float) -> None:
         interval = notify.watchdog_interval()
         self._watchdog_every = interval / 3 if interval else None
         self._stats_every = stats_interval_s
         now = time.monotonic()
-        self._next_watchdog, self._next_stats = now, now + stats_interval_s
+        self._next_watchdog, self._next_stats, self._next_clock = now, now + stats_interval_s, now + CLOCK_CHECK_S
 
     def watchdog(self) -> None:
         now = time.monotonic()
@@ -305,6 +310,23 @@ class _Ticks:
             return False
         self._next_stats = now + self._stats_every
         return True
+
+    def clock_check_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_clock:
+            return False
+        self._next_clock = now + CLOCK_CHECK_S
+        return True
+
+
+def keep_clock_honest(pipeline: Pipeline) -> None:
+    """A sound card's sample clock drifts from wall time (100 ppm is 4 min a month), and NTP may step
+    the wall clock after boot: re-anchor when they disagree by more than MAX_CLOCK_DRIFT_S."""
+    now = SampleClock.starting_now()
+    drift_s = (now.anchor - pipeline.clock.anchor).total_seconds() - pipeline.position_s
+    if abs(drift_s) > MAX_CLOCK_DRIFT_S:
+        log.info("sample clock and wall clock differ by %.2f s; timestamps re-anchored", drift_s)
+        pipeline.clock = reanchored(now, pipeline.position_s)
 
 
 def _fail(exc: Exception) -> int:
