@@ -93,6 +93,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="models", help="folder for the bundle")
     p.add_argument("--name", default="urban11", help="bundle name")
     p.add_argument("--variant", choices=["float32", "int8"], action="append", help="variants to write (default: both)")
+    p.add_argument("--version", help="bundle version (default: the training date, YYYY.MM.DD)")
     p.set_defaults(handler="noisewatch.convert:main")
 
 

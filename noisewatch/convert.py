@@ -102,9 +102,10 @@ def load_training(train_dir: Path) -> tuple[Any, dict[str, Any], np.ndarray]:
     return keras.models.load_model(train_dir / MODEL_FILE), training, np.load(train_dir / FEATURES_NPZ)["x"]
 
 
-def convert(train_dir: Path, out: Path, name: str, variants: tuple[str, ...]) -> list[Path]:
+def convert(train_dir: Path, out: Path, name: str, variants: tuple[str, ...], version: str | None = None) -> list[Path]:
     """Write one checked bundle per variant; returns the sidecar paths."""
     model, training, x = load_training(train_dir)
+    version = version or training["provenance"]["date"][:10].replace("-", ".")
     reference = model.predict(x, verbose=0)
     written = []
     for index, variant in enumerate(variants):
@@ -114,7 +115,7 @@ def convert(train_dir: Path, out: Path, name: str, variants: tuple[str, ...]) ->
         bundle_name = name if index == 0 else f"{name}-{variant}"
         bundle = write_bundle(
             out, bundle_name, flatbuffer,
-            version=training["provenance"]["date"][:10].replace("-", "."),
+            version=version,
             labels=training["labels"],
             features=FeatureSettings.from_dict(training["features"]),
             thresholds=training["thresholds"],
@@ -142,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     variants = tuple(args.variant) if args.variant else VARIANTS
     try:
-        for path in convert(Path(args.train_dir), Path(args.out), args.name, variants):
+        for path in convert(Path(args.train_dir), Path(args.out), args.name, variants, args.version):
             print(path)
     except ConversionError as exc:
         print(f"noisewatch convert: {exc}", file=sys.stderr)

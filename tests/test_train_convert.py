@@ -36,7 +36,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "--quiet", "6", "--workers", "1", "--augment", "1", "--ensemble", "2", "--stats", "mean,std,max",
         "--scene-mix", "1",
     ]) == 0
-    assert cli.main(["convert", "--train-dir", str(paths["train"]), "--out", str(paths["models"]), "--name", "tiny"]) == 0
+    assert cli.main(["convert", "--train-dir", str(paths["train"]), "--out", str(paths["models"]), "--name", "tiny",
+                     "--version", "0.1-test"]) == 0
     return paths
 
 
@@ -62,7 +63,7 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
 def test_bundles_load_and_classify_with_every_runtime(trained: dict[str, Path], name: str, variant: str,
                                                        runtime: str) -> None:
     bundle = load_bundle(trained["models"] / f"{name}.json")
-    assert bundle.variant == variant
+    assert bundle.variant == variant and bundle.ident == f"{name}@0.1-test"
     assert list(bundle.labels) == [*LABELS, EXTRA_LABEL]
     assert bundle.provenance["folds"] == [1, 2] and "CC BY-NC 3.0" in bundle.provenance["licence"]
     dog = clip_features(tone(LABELS.index("dog_bark"), 1.3, seed=77), bundle.features)
