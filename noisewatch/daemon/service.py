@@ -35,7 +35,7 @@ from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, MicrophoneSource, SourceError, check_device, open_source
-from noisewatch.runtime import RuntimeUnavailable
+from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.1
@@ -56,6 +56,8 @@ class Setup:
 
     config: Config
     bundle: Bundle
+    model: TFLiteModel
+    """Loaded once here: checking that it loads is part of validation, and the pipeline reuses it."""
     config_path: str | None
     input_path: str | None = None
     speed: float = 1.0
@@ -78,11 +80,11 @@ def prepare(config_path: str | None, model: str | None = None, jsonl: str | None
             problems.append(f"audio.device = {config.audio.device!r}: {exc}")
     elif input_path is not None and not Path(input_path).is_file():
         problems.append(f"--input {input_path}: no such file")
-    problems = problems or runtime_problems(config, bundle)  # loading the model last: its runtime talks on stderr
-    if problems:
+    model = None if problems else load_model(config, bundle, problems)  # last: its runtime talks on stderr
+    if model is None:
         where = f"{config_path}: " if config_path else ""
         raise ConfigError("\n".join(where + p for p in problems))
-    return Setup(config, bundle, config_path, input_path, speed)
+    return Setup(config, bundle, model, config_path, input_path, speed)
 
 
 def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
@@ -100,13 +102,14 @@ def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
     return problems
 
 
-def runtime_problems(config: Config, bundle: Bundle) -> list[str]:
-    """The model must load in the chosen runtime (shape mismatches and missing runtimes show here)."""
+def load_model(config: Config, bundle: Bundle, problems: list[str]) -> TFLiteModel | None:
+    """The model in the chosen runtime, or None with the reason appended to ``problems``
+    (shape mismatches and missing runtimes show here)."""
     try:
-        bundle.open_model(config.model.runtime_choice)
+        return bundle.open_model(config.model.runtime_choice, config.model.num_threads)
     except (BundleError, RuntimeUnavailable) as exc:
-        return [f"model.runtime = {config.model.runtime!r}: {exc}"]
-    return []
+        problems.append(f"model.runtime = {config.model.runtime!r}: {exc}")
+        return None
 
 
 def mqtt_problems(config: Config) -> list[str]:
@@ -181,15 +184,14 @@ class Service:
             return old
         jsonl = old.config.jsonl if new.config.jsonl.path is None else new.config.jsonl
         log.info("configuration reloaded from %s", old.config_path)
-        return replace(new, config=new.config.model_copy(update={"jsonl": jsonl}), bundle=new.bundle)
+        return replace(new, config=new.config.model_copy(update={"jsonl": jsonl}))
 
     def _run_setup(self) -> str:
         """One configuration's life: model, sinks, sources; returns stop, reload or finished."""
         setup = self.setup
-        model = setup.bundle.open_model(setup.config.model.runtime_choice, setup.config.model.num_threads)
         sinks = open_sinks(setup)
-        pipeline = Pipeline(setup.config, setup.bundle, model, sinks, SampleClock.starting_now())
-        log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant, model.runtime,
+        pipeline = Pipeline(setup.config, setup.bundle, setup.model, sinks, SampleClock.starting_now())
+        log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant, setup.model.runtime,
                  pipeline.hop_s)
         try:
             return self._keep_listening(pipeline)
@@ -346,7 +348,7 @@ def main(args: argparse.Namespace) -> int:
     service.install_signal_handlers()
     try:
         return service.run()
-    except (BundleError, RuntimeUnavailable, ConfigError) as exc:
+    except ConfigError as exc:  # what prepare() cannot check without starting: e.g. an unusable spool
         return _fail(exc)
 
 

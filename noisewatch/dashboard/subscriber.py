@@ -13,12 +13,11 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import Config, MqttSection
-from noisewatch.daemon.sinks.mqtt import configure_tls
+from noisewatch.daemon.sinks.mqtt import new_client
 from noisewatch.daemon.sinks.topics import default_prefix
 from noisewatch.dashboard.store import LiveStore, root_of, topic_filter
 
@@ -58,16 +57,9 @@ class LiveSubscriber:
 
     def _make_client(self, password: str | None) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=CLIENT_ID_PREFIX + uuid.uuid4().hex[:8],  # several dashboards may watch one broker
-            protocol=mqtt.MQTTv5 if s.protocol == "5" else mqtt.MQTTv311,
-        )
+        # a random client id: several dashboards may watch one broker
+        client = new_client(s, CLIENT_ID_PREFIX + uuid.uuid4().hex[:8], password)
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
-        if s.username is not None:
-            client.username_pw_set(s.username, password)
-        if s.tls.enabled:
-            configure_tls(client, s)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

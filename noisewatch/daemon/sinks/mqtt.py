@@ -266,18 +266,11 @@ class MqttSink:
     def _make_client(self, client_id: str, password: str | None) -> mqtt.Client:
         s = self.settings
         v5 = s.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,  # keep the session: QoS 1 survives a reconnect
-        )
+        # clean_session False: keep the session, so QoS 1 survives a reconnect (MQTT 5: clean_start below)
+        client = new_client(s, client_id, password, clean_session=None if v5 else False)
         client.will_set(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
         client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(MAX_QUEUED)
-        if s.username is not None:
-            client.username_pw_set(s.username, password)
-        if s.tls.enabled:
-            configure_tls(client, s)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -392,6 +385,17 @@ class MqttSink:
         while self._live and self._connected.is_set():
             message = self._live.popleft()
             self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+
+
+def new_client(settings: MqttSection, client_id: str, password: str | None, **options: Any) -> mqtt.Client:
+    """A paho 2.x client with the configured protocol, credentials and TLS; the dashboard uses it too."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311, **options)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, password)
+    if settings.tls.enabled:
+        configure_tls(client, settings)
+    return client
 
 
 def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
