@@ -65,6 +65,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     p.add_argument("--ensemble", type=int, default=1, metavar="N", help="MLPs (seeds) averaged inside one model")
     p.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies of each training clip")
+    p.add_argument("--speed-perturb", metavar="FACTORS",
+                   help="playback-rate factors, e.g. 0.84,1.19: one sped-up/slowed copy of each training clip per factor")
     p.add_argument("--scene-mix", type=int, default=0, metavar="N",
                    help="scene-mix windows per clip: the event at a random offset and level in a quiet 4 s bed")
     p.add_argument("--scene-mix-weight", type=float, default=0.25, metavar="W",

@@ -34,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "train", "--urbansound", str(paths["us8k"]), "--esc50", str(paths["esc50"]), "--folder", str(paths["folder"]),
         "--out", str(paths["train"]), "--epochs", "40", "--hidden", "64,64", "--dropout", "0.1",
         "--quiet", "6", "--workers", "1", "--augment", "1", "--ensemble", "2", "--stats", "mean,std,max",
-        "--scene-mix", "1",
+        "--scene-mix", "1", "--speed-perturb", "0.9,1.1",
     ]) == 0
     assert cli.main(["convert", "--train-dir", str(paths["train"]), "--out", str(paths["models"]), "--name", "tiny",
                      "--version", "0.1-test"]) == 0
@@ -50,6 +50,8 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
     assert (trained["train"] / "confusion.png").stat().st_size > 10_000
     assert report["models"]["mlp"]["pooled"]["accuracy"] > 0.8
     assert report["model_settings"]["scene_mix"] == 1
+    assert report["model_settings"]["speed_perturb"] == [0.9, 1.1]
+    assert len(list((trained["train"] / "cache").glob("features-*.npz"))) == 4  # plain, 1 augmented, 2 speeds
     assert len(list((trained["train"] / "cache").glob("scenemix-*.npz"))) == 1
     scenes = report["scenes"]
     assert set(scenes) == {"1", "2", "pooled"}

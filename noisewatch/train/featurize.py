@@ -2,8 +2,8 @@
 
 Every vector comes from :func:`noisewatch.features.extract` on :func:`fit_to_window` output, the
 same code the daemon runs. Caches are ``.npz`` files named by a hash of the feature settings, the
-augmentation and the clip keys, so a changed setting can never reuse stale features. numpy only
-(no TensorFlow), so ``evaluate`` can use it on a Pi.
+augmentation and the clip keys, so a changed setting can never reuse stale features. Runtime
+dependencies only (numpy, soxr; no TensorFlow), so ``evaluate`` can use it on a Pi.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from noisewatch.features import FeatureSettings, extract, fit_to_window
 from noisewatch.train.datasets import Clip, coloured_noise, load_clip, stable_hash
@@ -50,15 +51,28 @@ def augment_window(window: np.ndarray, augment: Augment, key: str) -> np.ndarray
     return np.clip(gained, -1.0, 1.0).astype(np.float32)
 
 
-def clip_vector(clip: Clip, settings: FeatureSettings, augment: Augment | None = None) -> np.ndarray:
-    """The feature vector of one (optionally augmented) clip."""
-    window = fit_to_window(load_clip(clip, settings.sample_rate), settings)
+def change_speed(audio: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """The clip played ``factor`` times faster: pitch and tempo change together (speed perturbation).
+
+    A new recording of a siren or an engine differs from the training ones mostly in pitch and
+    pace; these copies teach the model that, which plain gain/noise copies did not.
+    """
+    if factor == 1.0:
+        return audio
+    return soxr.resample(np.asarray(audio, dtype=np.float32), sample_rate, sample_rate / factor, quality="HQ")
+
+
+def clip_vector(clip: Clip, settings: FeatureSettings, augment: Augment | None = None,
+                speed: float = 1.0) -> np.ndarray:
+    """The feature vector of one (optionally sped-up or slowed-down, optionally augmented) clip."""
+    audio = change_speed(load_clip(clip, settings.sample_rate), speed, settings.sample_rate)
+    window = fit_to_window(audio, settings)
     if augment is not None:
         window = augment_window(window, augment, clip.key)
     return extract(window, settings)
 
 
-def _job(args: tuple[Clip, FeatureSettings, Augment | None]) -> np.ndarray:
+def _job(args: tuple[Clip, FeatureSettings, Augment | None, float]) -> np.ndarray:
     return clip_vector(*args)
 
 
@@ -68,12 +82,13 @@ def feature_matrix(
     augment: Augment | None = None,
     cache_dir: Path | None = None,
     workers: int = 1,
+    speed: float = 1.0,
 ) -> np.ndarray:
     """(len(clips), n_features) float32; read from / written to ``cache_dir`` when given."""
-    cache = cache_dir / f"features-{cache_key(clips, settings, augment)}.npz" if cache_dir else None
+    cache = cache_dir / f"features-{cache_key(clips, settings, augment, speed)}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         return np.load(cache)["x"]
-    jobs = [(clip, settings, augment) for clip in clips]
+    jobs = [(clip, settings, augment, speed) for clip in clips]
     if workers > 1 and len(jobs) > CHUNK:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             rows = pool.map(_job, jobs, chunksize=CHUNK)
@@ -87,11 +102,13 @@ def feature_matrix(
     return x
 
 
-def cache_key(clips: Sequence[Clip], settings: FeatureSettings, augment: Augment | None) -> str:
+def cache_key(clips: Sequence[Clip], settings: FeatureSettings, augment: Augment | None,
+              speed: float = 1.0) -> str:
     """A short hash of everything a cached matrix depends on."""
     payload = {
         "settings": settings.to_dict(),
         "augment": asdict(augment) if augment else None,
+        "speed": speed,
         "clips": [[c.key, repr(c.recipe)] for c in clips],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]

@@ -61,6 +61,8 @@ class ModelSettings:
     """Extra loss weight of the background class: higher trades target recall for fewer false alarms."""
     augment_copies: int = 0
     """Augmented copies (shift, gain, noise) of each training clip, added to the training set."""
+    speed_perturb: tuple[float, ...] = ()
+    """Playback-rate factors; each adds a copy of every training clip played that much faster (pitch and tempo)."""
     l2: float = 0.0
     """L2 penalty on the hidden Dense kernels."""
     label_smoothing: float = 0.0
@@ -122,13 +124,13 @@ def _parse_folds(text: str | None) -> list[int] | None:
 
 
 def build_data(clips: list[Clip], settings: FeatureSettings, model: ModelSettings, cache: Path, workers: int) -> Data:
-    """Feature matrices (cached) for every clip and every augmented copy."""
+    """Feature matrices (cached) for every clip, every augmented copy and every speed-perturbed copy."""
     labels = datasets.label_order(clips)
     x = feature_matrix(clips, settings, cache_dir=cache, workers=workers)
     augmented = [
         feature_matrix(clips, settings, Augment(copy, model.seed), cache_dir=cache, workers=workers)
         for copy in range(model.augment_copies)
-    ]
+    ] + [feature_matrix(clips, settings, cache_dir=cache, workers=workers, speed=f) for f in model.speed_perturb]
     y = np.array([labels.index(c.label) for c in clips])
     data = Data(clips, labels, x, y, np.array([c.fold for c in clips]), augmented)
     data.scenes = {fold: held_out_scenes(clips, fold, settings) for fold in sorted(set(data.folds.tolist()))}
@@ -343,6 +345,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
         class_weight=not args.no_class_weight,
         background_weight=args.background_weight,
         augment_copies=args.augment,
+        speed_perturb=tuple(float(f) for f in args.speed_perturb.split(",")) if args.speed_perturb else (),
         l2=args.l2,
         label_smoothing=args.label_smoothing,
         ensemble=args.ensemble,
