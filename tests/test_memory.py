@@ -1,4 +1,4 @@
-"""Memory stays flat: 20 minutes of audio replayed at --speed 0 through `noisewatch run`.
+"""Memory stays flat: 40 minutes of audio replayed at --speed 0 through `noisewatch run`.
 
 RSS is sampled from /proc while the daemon runs; the median of the last fifth of the run must
 not exceed the median of the second fifth (after start-up allocations) by more than
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-MINUTES = 20
+MINUTES = 40
 RATE = 22050
 MAX_GROWTH_MB = 8.0
-SAMPLE_EVERY_S = 0.1
+SAMPLE_EVERY_S = 0.02  # the run takes only a few seconds on an idle machine
 
 pytestmark = [
     pytest.mark.slow,

@@ -36,6 +36,18 @@ def test_overflow_keeps_the_newest_audio_and_counts_the_oldest_dropped() -> None
     assert ring.write(ramp(14, 3)) == 0 and ring.dropped == 4
 
 
+def test_a_read_tells_how_much_audio_was_lost_in_front_of_it() -> None:
+    ring = RingBuffer(10, 1)
+    ring.write(ramp(0, 6))
+    ring.read(6, timeout=0)
+    assert ring.dropped_before_read == 0
+    ring.write(ramp(6, 8))
+    ring.write(ramp(14, 6))  # 14 unread frames for 10 slots: frames 6..9 are lost
+    assert ring.dropped == 4 and ring.dropped_before_read == 0  # no read has come past the gap yet
+    block = ring.read(3, timeout=0)
+    assert block[0, 0] == 10 and ring.dropped_before_read == 4
+
+
 def test_drops_accumulate_exactly_over_many_overflows() -> None:
     ring = RingBuffer(5, 1)
     for start in range(0, 30, 3):  # 30 frames, nobody reads: 25 must be dropped

@@ -199,6 +199,40 @@ def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_pa
     assert offsets == sorted(offsets) and offsets[-1] > 3.0  # the sample clock kept counting across the gap
 
 
+class _LosesTwoSeconds(FileSource):
+    """A real file source whose ring buffer loses 10-12 s of the scene, as an overflow would lose it."""
+
+    def _deliver(self, audio) -> None:
+        rate = self.sample_rate
+        for block in audio.blocks(self.block_size, dtype="float32", always_2d=True, frames=10 * rate):
+            self.callback(block, len(block), None, FILE_STATUS)
+        while self.ring.available:  # an overflow loses unread audio: the frames before it were all read
+            time.sleep(0.01)
+        audio.seek(12 * rate)
+        with self.ring._cond:
+            self.ring.dropped += 2 * rate
+        for block in audio.blocks(self.block_size, dtype="float32", always_2d=True):
+            self.callback(block, len(block), None, FILE_STATUS)
+
+
+def test_audio_lost_in_the_ring_buffer_moves_later_timestamps_not_earlier(repo_root: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    from datetime import datetime
+
+    _, messages = _run_with_a_faulty_first_source(_LosesTwoSeconds, repo_root, tmp_path, monkeypatch)
+    found = {m["label"]: m for m in events(messages)}
+    assert {"siren", "dog_bark"} <= set(found), f"scene events missing: {sorted(found)}"
+
+    def anchor_s(event: dict) -> float:  # wall time of stream sample 0 that this event's timestamps imply
+        return datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp() - event["offset_s"]
+
+    # the siren (5-9 s) started before the loss, the dog (14-17 s) after it; whether the siren closed
+    # before or after the loss, its start keeps the anchor it was announced with
+    assert abs(anchor_s(found["dog_bark"]) - anchor_s(found["siren"]) - 2.0) < 0.01
+    stats = [m for m in messages if m["type"] == "stats"]
+    assert not stats or stats[-1]["dropped_frames"] == 2 * 22050
+
+
 def _wait_for(path: Path, predicate, timeout: float) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -290,6 +324,25 @@ def test_systemd_hears_ready_again_after_a_reload(repo_root: Path, tmp_path: Pat
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=5) == 0
+
+
+def test_a_moved_clock_keeps_earlier_offsets_on_their_old_anchor() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from noisewatch.daemon.events import MAX_ANCHORS
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    clock = SampleClock(t0).after_loss(2.0, at_s=10.0)
+    assert clock.iso(9.5) == "2026-01-01T00:00:09.500Z"  # before the loss: as it was announced
+    assert clock.iso(10.0) == "2026-01-01T00:00:12.000Z"  # after it: 2 s later in wall time
+    for k in range(1, 3 * MAX_ANCHORS):
+        clock = clock.moved(t0 + timedelta(seconds=k), at_s=10.0 + k)
+    assert clock.iso(20.0 + 3 * MAX_ANCHORS) == (t0 + timedelta(seconds=3 * MAX_ANCHORS - 1 + 20.0 + 3 * MAX_ANCHORS)
+                                                  ).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    depth, link = 0, clock
+    while link is not None:
+        depth, link = depth + 1, link.before
+    assert depth == MAX_ANCHORS  # memory stays bounded over months of corrections
 
 
 def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:

@@ -1,8 +1,9 @@
 """The one event schema, and the clock that turns stream offsets into timestamps.
 
 An event's times come from the audio sample clock (seconds since the stream began), converted
-to UTC only here, at the edge, through one wall-clock anchor taken when the stream started. A
-message published late, or replayed from the spool, still says when the sound happened.
+to UTC only here, at the edge, through a wall-clock anchor taken when the stream started. A
+message published late, or replayed from the spool, still says when the sound happened. The anchor
+moves when audio is lost or the clock is corrected; offsets before a move keep the anchor they had.
 
 Fields of a closed event (``event`` messages): id, label, confidence (max smoothed score while
 open), mean_confidence, start, end (ISO 8601 UTC, ms), offset_s (start, seconds since stream
@@ -20,21 +21,47 @@ from typing import Any
 
 LOUD = "loud"
 FLOOR_DBFS = -120.0
+MAX_ANCHORS = 16
 
 
 @dataclass(frozen=True)
 class SampleClock:
-    """Maps stream offsets (s) to UTC, anchored at the wall time of stream sample 0."""
+    """Maps stream offsets (s) to UTC through the wall time of stream sample 0 (the anchor).
+
+    The anchor moves (:meth:`moved`) when audio is lost or sample and wall clock disagree; offsets
+    before a move keep the anchor they had, so an event open across a move keeps the start it was
+    announced with. The last MAX_ANCHORS anchors are kept, enough for any open event or level report.
+    """
 
     anchor: datetime
+    since_s: float = 0.0
+    """First stream offset this anchor applies to; earlier ones use :attr:`before`."""
+    before: "SampleClock | None" = field(default=None, repr=False)
 
     @classmethod
     def starting_now(cls) -> "SampleClock":
         return cls(datetime.now(timezone.utc))
 
+    def moved(self, anchor: datetime, at_s: float) -> "SampleClock":
+        """This clock with ``anchor`` for offsets from ``at_s`` on."""
+        return SampleClock(anchor, at_s, self._kept(MAX_ANCHORS - 1))
+
+    def after_loss(self, seconds: float, at_s: float) -> "SampleClock":
+        """``seconds`` of audio went missing before offset ``at_s`` (ring-buffer overflow): the sample count
+        no longer includes them, so every sample from there on is that much later in wall time."""
+        return self.moved(self.anchor + timedelta(seconds=seconds), at_s)
+
     def iso(self, offset_s: float) -> str:
-        moment = self.anchor + timedelta(seconds=offset_s)
+        clock = self
+        while clock.before is not None and offset_s < clock.since_s:
+            clock = clock.before
+        moment = clock.anchor + timedelta(seconds=offset_s)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def _kept(self, anchors: int) -> "SampleClock":
+        """This clock with at most ``anchors`` anchors (its own included)."""
+        before = self.before._kept(anchors - 1) if self.before is not None and anchors > 1 else None
+        return SampleClock(self.anchor, self.since_s, before)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -163,6 +163,7 @@ class Pipeline:
         }
 
 
-def reanchored(clock_now: SampleClock, position_s: float) -> SampleClock:
-    """A clock on which the current stream position reads as now (after a gap in the audio)."""
-    return SampleClock(clock_now.anchor - timedelta(seconds=position_s))
+def reanchored(clock: SampleClock, now: datetime, position_s: float) -> SampleClock:
+    """``clock`` moved so that the stream position reads as ``now`` from there on (after a gap in the
+    audio, or a drift from wall time); earlier offsets keep their times."""
+    return clock.moved(now - timedelta(seconds=position_s), position_s)

@@ -28,6 +28,9 @@ class RingBuffer:
         self.channels = int(channels)
         self.dropped = 0
         """Frames lost to overflow since creation (oldest unread audio, or the head of an oversize block)."""
+        self.dropped_before_read = 0
+        """:attr:`dropped` as the latest :meth:`read` saw it: every frame counted here was lost before the
+        frames that read returned, so the reader can tell how much audio is missing in front of them."""
         self._data = np.zeros((self.capacity, self.channels), dtype=np.float32)
         self._written = 0
         self._read = 0
@@ -97,6 +100,7 @@ class RingBuffer:
             frames = min(max_frames, self._written - self._read)
             out = self._copy_out(self._read, frames)
             self._read += frames
+            self.dropped_before_read = self.dropped
             self._cond.notify_all()
         return out
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -236,13 +237,18 @@ class Service:
         """The processing loop: ring buffer -> resampler -> pipeline, until something ends it."""
         resampler = MonoResampler(source.sample_rate, pipeline.sample_rate, source.channels)
         ticks = _Ticks(self.setup.config.mqtt.stats_interval_s)
-        last_audio, first_block = time.monotonic(), True
+        last_audio, first_block, lost = time.monotonic(), True, 0
         while not self._stop.is_set() and not self._reload.is_set():
             block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
             if len(block):
                 if first_block:  # timestamps count from when this source's audio began, not from its opening
-                    pipeline.clock = reanchored(SampleClock.starting_now(), pipeline.position_s + len(block) / source.sample_rate)
-                    first_block = False
+                    began = SampleClock.starting_now().anchor - timedelta(seconds=len(block) / source.sample_rate)
+                    pipeline.clock = reanchored(pipeline.clock, began, pipeline.position_s)
+                    first_block, lost = False, source.ring.dropped_before_read
+                elif source.ring.dropped_before_read > lost:  # audio lost in front of this block: it is later
+                    missing_s = (source.ring.dropped_before_read - lost) / source.sample_rate
+                    pipeline.clock = pipeline.clock.after_loss(missing_s, pipeline.position_s)
+                    lost = source.ring.dropped_before_read
                 pipeline.process(resampler.process(block))
                 self._mark_ready(source, pipeline)
                 last_audio = time.monotonic()
@@ -324,11 +330,11 @@ class _Ticks:
 def keep_clock_honest(pipeline: Pipeline) -> None:
     """A sound card's sample clock drifts from wall time (100 ppm is 4 min a month), and NTP may step
     the wall clock after boot: re-anchor when they disagree by more than MAX_CLOCK_DRIFT_S."""
-    now = SampleClock.starting_now()
-    drift_s = (now.anchor - pipeline.clock.anchor).total_seconds() - pipeline.position_s
+    now = SampleClock.starting_now().anchor
+    drift_s = (now - pipeline.clock.anchor).total_seconds() - pipeline.position_s
     if abs(drift_s) > MAX_CLOCK_DRIFT_S:
         log.info("sample clock and wall clock differ by %.2f s; timestamps re-anchored", drift_s)
-        pipeline.clock = reanchored(now, pipeline.position_s)
+        pipeline.clock = reanchored(pipeline.clock, now, pipeline.position_s)
 
 
 def _fail(exc: Exception) -> int:
