@@ -80,6 +80,10 @@ class ScoresSection(_Section):
     interval_s: float = Field(1.0, ge=0.0, le=3600, description="at most one report per this many seconds")
 
 
+class StatsSection(_Section):
+    interval_s: float = Field(60.0, ge=1.0, le=86400, description="period of `stats` health messages (every sink)")
+
+
 class JsonlSection(_Section):
     path: str | None = Field(None, description="JSON-lines log of everything sent to sinks; '-' for stdout")
 
@@ -116,7 +120,6 @@ class MqttSection(_Section):
     topic_prefix: str | None = Field(None, description="null: noisewatch/<device_id>")
     reconnect_min_s: float = Field(1.0, gt=0.0, le=3600)
     reconnect_max_s: float = Field(60.0, gt=0.0, le=3600)
-    stats_interval_s: float = Field(60.0, ge=1.0, le=86400)
     tls: TlsSection = TlsSection()
     spool: SpoolSection = SpoolSection()
     homeassistant: HomeAssistantSection = HomeAssistantSection()
@@ -148,6 +151,7 @@ class Config(_Section):
     loudness: LoudnessSection = LoudnessSection()
     levels: LevelsSection = LevelsSection()
     scores: ScoresSection = ScoresSection()
+    stats: StatsSection = StatsSection()
     jsonl: JsonlSection = JsonlSection()
     mqtt: MqttSection = MqttSection()
     logging: LoggingSection = LoggingSection()

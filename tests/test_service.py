@@ -359,3 +359,14 @@ def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
     anchor = pipeline.clock.anchor
     keep_clock_honest(pipeline)  # within MAX_CLOCK_DRIFT_S: left alone
     assert pipeline.clock.anchor == anchor and MAX_CLOCK_DRIFT_S < 10
+
+
+def test_stats_reach_the_json_lines_sink_at_the_configured_interval(repo_root: Path, tmp_path: Path) -> None:
+    config = tmp_path / "noisewatch.yaml"
+    config.write_text("stats:\n  interval_s: 1.0\n")
+    started = time.monotonic()
+    messages = run_daemon(repo_root / "samples" / "scene.flac", tmp_path / "out.jsonl", "--speed", "10", config=config)
+    elapsed = time.monotonic() - started
+    stats = [m for m in messages if m["type"] == "stats"]
+    assert 1 <= len(stats) <= elapsed + 1, f"{len(stats)} stats messages in {elapsed:.1f} s"
+    assert {"uptime_s", "windows", "input_overflows", "dropped_frames"} <= set(stats[0])

@@ -236,7 +236,7 @@ class Service:
     def _pump(self, source: AudioSource, pipeline: Pipeline) -> str:
         """The processing loop: ring buffer -> resampler -> pipeline, until something ends it."""
         resampler = MonoResampler(source.sample_rate, pipeline.sample_rate, source.channels)
-        ticks = _Ticks(self.setup.config.mqtt.stats_interval_s)
+        ticks = _Ticks(self.setup.config.stats.interval_s)
         last_audio, first_block, lost = time.monotonic(), True, 0
         while not self._stop.is_set() and not self._reload.is_set():
             block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
