@@ -65,8 +65,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     p.add_argument("--ensemble", type=int, default=1, metavar="N", help="MLPs (seeds) averaged inside one model")
     p.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies of each training clip")
-    p.add_argument("--speed-perturb", metavar="FACTORS",
+    p.add_argument("--speed-perturb", metavar="FACTORS", type=_speed_factors,
                    help="playback-rate factors, e.g. 0.84,1.19: one sped-up/slowed copy of each training clip per factor")
+    p.add_argument("--min-threshold", type=_threshold_floor, default=0.6, metavar="T",
+                   help="lowest per-class score threshold the bundle may get (0-0.95)")
     p.add_argument("--scene-mix", type=int, default=0, metavar="N",
                    help="scene-mix windows per clip: the event at a random offset and level in a quiet 4 s bed")
     p.add_argument("--scene-mix-weight", type=float, default=0.25, metavar="W",
@@ -77,6 +79,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the RandomForest and KNN baselines")
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.set_defaults(handler="noisewatch.train.pipeline:main")
+
+
+def _speed_factors(text: str) -> tuple[float, ...]:
+    """'0.9,1.1' -> (0.9, 1.1); each factor between 0.25 and 4 and not 1 (that would only repeat the clips)."""
+    try:
+        factors = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    bad = [f for f in factors if not 0.25 <= f <= 4.0 or f == 1.0]
+    if bad:
+        raise argparse.ArgumentTypeError(f"factors must lie in 0.25-4 and differ from 1, not {bad}")
+    return factors
+
+
+def _threshold_floor(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 0.95:
+        raise argparse.ArgumentTypeError(f"must lie in 0-0.95, not {value}")
+    return value
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:

@@ -45,3 +45,19 @@ def test_speed_copies_are_cached_apart_and_match_the_plain_path(tmp_path: Path) 
     np.testing.assert_allclose(slower[0], clip_features(change_speed(audio, 0.84, SR), settings), atol=1e-5)
     assert not np.allclose(plain, slower, atol=1e-2)
     np.testing.assert_array_equal(feature_matrix(clips, settings, cache_dir=cache, speed=0.84), slower)
+
+
+def test_speed_copies_of_the_training_folds_reach_training(tmp_path: Path) -> None:
+    from test_datasets import make_folder
+
+    from noisewatch.train import datasets, pipeline
+
+    clips = datasets.assign_folds(datasets.read_folder(make_folder(tmp_path / "data", {"dog_bark": 4, "background": 4})), [1, 2])
+    model = pipeline.ModelSettings(speed_perturb=(0.84, 1.19))
+    data = pipeline.build_data(clips, FeatureSettings(stats=("mean", "std")), model, tmp_path / "cache", workers=1)
+    assert len(data.augmented) == 2 and not np.allclose(data.augmented[0], data.x)
+    train = data.folds == 1
+    x, y, mixed = pipeline._training_set(data, train)
+    assert len(x) == 3 * train.sum() and not mixed.any()
+    np.testing.assert_array_equal(x[train.sum():2 * train.sum()], data.augmented[0][train])
+    np.testing.assert_array_equal(y, np.tile(data.y[train], 3))

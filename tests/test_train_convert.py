@@ -34,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "train", "--urbansound", str(paths["us8k"]), "--esc50", str(paths["esc50"]), "--folder", str(paths["folder"]),
         "--out", str(paths["train"]), "--epochs", "40", "--hidden", "64,64", "--dropout", "0.1",
         "--quiet", "6", "--workers", "1", "--augment", "1", "--ensemble", "2", "--stats", "mean,std,max",
-        "--scene-mix", "1", "--speed-perturb", "0.9,1.1",
+        "--scene-mix", "1", "--speed-perturb", "0.9,1.1", "--min-threshold", "0.5",
     ]) == 0
     assert cli.main(["convert", "--train-dir", str(paths["train"]), "--out", str(paths["models"]), "--name", "tiny",
                      "--version", "0.1-test"]) == 0
@@ -51,6 +51,7 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
     assert report["models"]["mlp"]["pooled"]["accuracy"] > 0.8
     assert report["model_settings"]["scene_mix"] == 1
     assert report["model_settings"]["speed_perturb"] == [0.9, 1.1]
+    assert report["model_settings"]["min_threshold"] == 0.5 and min(report["thresholds"].values()) >= 0.5
     assert len(list((trained["train"] / "cache").glob("features-*.npz"))) == 4  # plain, 1 augmented, 2 speeds
     assert len(list((trained["train"] / "cache").glob("scenemix-*.npz"))) == 1
     scenes = report["scenes"]
@@ -106,6 +107,14 @@ def test_convert_refuses_a_disagreeing_model(trained: dict[str, Path], monkeypat
     argv = ["convert", "--train-dir", str(trained["train"]), "--out", str(out), "--variant", "int8"]
     assert cli.main(argv) == 1
     assert not out.exists() or not list(out.iterdir())
+
+
+@pytest.mark.parametrize("option,value", [("--speed-perturb", "0.9,1.0"), ("--speed-perturb", "0,1.1"),
+                                          ("--speed-perturb", "0.9,,1.1"), ("--min-threshold", "0.99")])
+def test_bad_training_options_are_refused_by_name(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        cli.build_parser().parse_args(["train", option, value])
+    assert stop.value.code == 2 and option in capsys.readouterr().err
 
 
 def test_ensemble_scores_are_the_mean_of_its_members() -> None:

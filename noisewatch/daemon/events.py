@@ -14,6 +14,7 @@ A ``started`` notice carries id, label, confidence so far, start, offset_s, devi
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -21,7 +22,7 @@ from typing import Any
 
 LOUD = "loud"
 FLOOR_DBFS = -120.0
-MAX_ANCHORS = 16
+MAX_ANCHORS = 4096
 
 
 @dataclass(frozen=True)
@@ -30,38 +31,35 @@ class SampleClock:
 
     The anchor moves (:meth:`moved`) when audio is lost or sample and wall clock disagree; offsets
     before a move keep the anchor they had, so an event open across a move keeps the start it was
-    announced with. The last MAX_ANCHORS anchors are kept, enough for any open event or level report.
+    announced with. Earlier anchors are kept as far back as a message can still name an offset
+    (``keep_from_s``), at most MAX_ANCHORS of them (sustained overload moves the clock at every read).
     """
 
     anchor: datetime
     since_s: float = 0.0
-    """First stream offset this anchor applies to; earlier ones use :attr:`before`."""
-    before: "SampleClock | None" = field(default=None, repr=False)
+    """First stream offset this anchor applies to."""
+    earlier: tuple[tuple[float, datetime], ...] = field(default=(), repr=False)
+    """(since_s, anchor) of the anchors before this one, oldest first."""
 
     @classmethod
     def starting_now(cls) -> "SampleClock":
         return cls(datetime.now(timezone.utc))
 
-    def moved(self, anchor: datetime, at_s: float) -> "SampleClock":
-        """This clock with ``anchor`` for offsets from ``at_s`` on."""
-        return SampleClock(anchor, at_s, self._kept(MAX_ANCHORS - 1))
-
-    def after_loss(self, seconds: float, at_s: float) -> "SampleClock":
-        """``seconds`` of audio went missing before offset ``at_s`` (ring-buffer overflow): the sample count
-        no longer includes them, so every sample from there on is that much later in wall time."""
-        return self.moved(self.anchor + timedelta(seconds=seconds), at_s)
+    def moved(self, anchor: datetime, at_s: float, keep_from_s: float) -> "SampleClock":
+        """This clock with ``anchor`` for offsets from ``at_s`` on; anchors whose offsets all lie before
+        ``keep_from_s`` are forgotten."""
+        kept = [pair for pair in (*self.earlier, (self.since_s, self.anchor)) if pair[0] < at_s]
+        ends = [since for since, _ in kept[1:]] + [at_s]  # each anchor serves up to the next one
+        kept = [pair for pair, end in zip(kept, ends) if end > keep_from_s]
+        return SampleClock(anchor, at_s, tuple(kept[-(MAX_ANCHORS - 1):]))
 
     def iso(self, offset_s: float) -> str:
-        clock = self
-        while clock.before is not None and offset_s < clock.since_s:
-            clock = clock.before
-        moment = clock.anchor + timedelta(seconds=offset_s)
+        anchor = self.anchor
+        if offset_s < self.since_s and self.earlier:
+            index = bisect.bisect_right(self.earlier, offset_s, key=lambda pair: pair[0]) - 1
+            anchor = self.earlier[max(index, 0)][1]
+        moment = anchor + timedelta(seconds=offset_s)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-    def _kept(self, anchors: int) -> "SampleClock":
-        """This clock with at most ``anchors`` anchors (its own included)."""
-        before = self.before._kept(anchors - 1) if self.before is not None and anchors > 1 else None
-        return SampleClock(self.anchor, self.since_s, before)
 
 
 @dataclass

@@ -67,6 +67,8 @@ class Pipeline:
         self.levels = LevelMeter(self.sample_rate, config.levels.interval_s, config.levels.calibration_db)
         history_s = config.detector.max_duration_s + bundle.features.window_s + config.detector.release_s
         self.history = LevelHistory(keep=min(MAX_HISTORY_HOPS, int(history_s / self.hop_s) + 2))
+        self._clock_memory_s = max(history_s, config.levels.interval_s) + bundle.features.window_s
+        """How far back a message can name an offset (an open event's start, a level period's start)."""
         self.counters = Counters()
         self.samples = 0
         self._next_scores_s = 0.0
@@ -75,6 +77,23 @@ class Pipeline:
     def position_s(self) -> float:
         """Seconds of audio processed since the stream began (the sample clock)."""
         return self.samples / self.sample_rate
+
+    def heard_at(self, captured: datetime) -> None:
+        """The audio at the current position was captured at ``captured``: timestamps follow it from here."""
+        self._move_clock(captured - timedelta(seconds=self.position_s))
+
+    def lost(self, seconds: float) -> None:
+        """``seconds`` of audio went missing just before the current position (ring-buffer overflow): the
+        sample count leaves them out, so every later sample is that much later in wall time."""
+        self._move_clock(self.clock.anchor + timedelta(seconds=seconds))
+
+    def clock_error_s(self, captured: datetime) -> float:
+        """How much later than the sample clock says the audio at the current position was captured."""
+        return (captured - self.clock.anchor).total_seconds() - self.position_s
+
+    def _move_clock(self, anchor: datetime) -> None:
+        at_s = self.position_s
+        self.clock = self.clock.moved(anchor, at_s, keep_from_s=at_s - self._clock_memory_s)
 
     def process(self, mono: np.ndarray) -> None:
         """Model-rate mono audio of any length, in stream order."""
@@ -162,8 +181,3 @@ class Pipeline:
             "device": self.config.device_id,
         }
 
-
-def reanchored(clock: SampleClock, now: datetime, position_s: float) -> SampleClock:
-    """``clock`` moved so that the stream position reads as ``now`` from there on (after a gap in the
-    audio, or a drift from wall time); earlier offsets keep their times."""
-    return clock.moved(now - timedelta(seconds=position_s), position_s)

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bund
 from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock
-from noisewatch.daemon.pipeline import Pipeline, reanchored
+from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
@@ -242,12 +242,10 @@ class Service:
             block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
             if len(block):
                 if first_block:  # timestamps count from when this source's audio began, not from its opening
-                    began = SampleClock.starting_now().anchor - timedelta(seconds=len(block) / source.sample_rate)
-                    pipeline.clock = reanchored(pipeline.clock, began, pipeline.position_s)
+                    pipeline.heard_at(captured_at(source, len(block)))
                     first_block, lost = False, source.ring.dropped_before_read
                 elif source.ring.dropped_before_read > lost:  # audio lost in front of this block: it is later
-                    missing_s = (source.ring.dropped_before_read - lost) / source.sample_rate
-                    pipeline.clock = pipeline.clock.after_loss(missing_s, pipeline.position_s)
+                    pipeline.lost((source.ring.dropped_before_read - lost) / source.sample_rate)
                     lost = source.ring.dropped_before_read
                 pipeline.process(resampler.process(block))
                 self._mark_ready(source, pipeline)
@@ -261,7 +259,7 @@ class Service:
                 return "stalled"
             ticks.watchdog()
             if isinstance(source, MicrophoneSource) and ticks.clock_check_due():
-                keep_clock_honest(pipeline)
+                keep_clock_honest(pipeline, captured_at(source, 0))
             if ticks.stats_due():
                 pipeline.send("stats", self._stats(source, pipeline))
         return "stop" if self._stop.is_set() else "reload"
@@ -327,14 +325,21 @@ class _Ticks:
         return True
 
 
-def keep_clock_honest(pipeline: Pipeline) -> None:
+def captured_at(source: AudioSource, frames_read: int) -> datetime:
+    """When the first of the latest read's ``frames_read`` frames was captured: now, less what is still
+    unread in the ring buffer, less those frames."""
+    behind = source.ring.available + frames_read
+    return SampleClock.starting_now().anchor - timedelta(seconds=behind / source.sample_rate)
+
+
+def keep_clock_honest(pipeline: Pipeline, captured: datetime) -> None:
     """A sound card's sample clock drifts from wall time (100 ppm is 4 min a month), and NTP may step
-    the wall clock after boot: re-anchor when they disagree by more than MAX_CLOCK_DRIFT_S."""
-    now = SampleClock.starting_now().anchor
-    drift_s = (now - pipeline.clock.anchor).total_seconds() - pipeline.position_s
+    the wall clock after boot: re-anchor when they disagree by more than MAX_CLOCK_DRIFT_S.
+    ``captured`` is when the audio at the pipeline's position was captured."""
+    drift_s = pipeline.clock_error_s(captured)
     if abs(drift_s) > MAX_CLOCK_DRIFT_S:
         log.info("sample clock and wall clock differ by %.2f s; timestamps re-anchored", drift_s)
-        pipeline.clock = reanchored(pipeline.clock, now, pipeline.position_s)
+        pipeline.heard_at(captured)
 
 
 def _fail(exc: Exception) -> int:

@@ -39,10 +39,8 @@ MODEL_FILE = "model.keras"
 TRAINING_JSON = "training.json"
 FEATURES_NPZ = "train_features.npz"
 HELDOUT_NPZ = "heldout_scores.npz"
-THRESHOLD_GRID = np.round(np.arange(0.60, 0.951, 0.05), 2)
-"""Candidate per-class thresholds. Below 0.6 the model is unsure between classes; the best-F1 choice
-then falls to 0.40-0.55 on one fold and lets through background the other fold calls urban (measured on
-the shipped model: floor 0.4 -> held-out background FP 12.8%, floor 0.6 -> 9.4%, see models/README.md)."""
+THRESHOLD_STEP = 0.05
+THRESHOLD_MAX = 0.95
 DEFAULT_QUIET = 240
 
 
@@ -76,7 +74,15 @@ class ModelSettings:
     """Scene-mix windows per clip (an event placed in a quiet 4 s bed, see :mod:`scenemix`)."""
     scene_mix_weight: float = 0.25
     """Loss weight of a scene-mix window relative to an original clip."""
+    min_threshold: float = 0.6
+    """Lowest per-class threshold the best-F1 choice may take. Below 0.6 the model is unsure between classes;
+    with a floor of 0.4 the choice fell to 0.40-0.55 on one fold and let through background the other fold
+    calls urban (shipped model: held-out background FP 12.8% at floor 0.4, 9.4% at 0.6; models/README.md)."""
     seed: int = 0
+
+    def threshold_grid(self) -> np.ndarray:
+        """Candidate per-class thresholds, min_threshold to THRESHOLD_MAX."""
+        return np.round(np.arange(self.min_threshold, THRESHOLD_MAX + 1e-9, THRESHOLD_STEP), 2)
 
 
 @dataclass
@@ -283,19 +289,19 @@ def cross_validate(data: Data, model: ModelSettings,
         scored[str(fold)] = predict_scenes(data.scenes.get(fold, []), partial(mlp.predict, verbose=0))
         for name in set(predicted) - {"mlp"}:
             predicted[name][test] = baseline_predictions(name, data.x[~test], data.y[~test], data.x[test], model.seed)
-    predicted["mlp_thresholded"] = cross_fitted_thresholded(data, scores, folds)
+    predicted["mlp_thresholded"] = cross_fitted_thresholded(data, scores, folds, model.threshold_grid())
     results = {name: _fold_metrics(data, pred, folds) for name, pred in predicted.items()}
     scored["pooled"] = [pair for pairs in scored.values() for pair in pairs]
     return results, scores, {name: scene_metrics(pairs, data.labels) for name, pairs in scored.items()}
 
 
-def cross_fitted_thresholded(data: Data, scores: np.ndarray, folds: list[int]) -> np.ndarray:
+def cross_fitted_thresholded(data: Data, scores: np.ndarray, folds: list[int], grid: np.ndarray) -> np.ndarray:
     """The daemon's thresholded decisions on each fold, with thresholds picked on the other folds' scores."""
     predicted = np.zeros_like(data.y)
     fallback = data.labels.index(BACKGROUND)
     for fold in folds:
         test = data.folds == fold
-        chosen = metrics.best_thresholds(scores[~test], data.y[~test], data.labels, THRESHOLD_GRID)
+        chosen = metrics.best_thresholds(scores[~test], data.y[~test], data.labels, grid)
         predicted[test] = metrics.thresholded(scores[test], [chosen[label] for label in data.labels], fallback)
     return predicted
 
@@ -348,7 +354,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
         class_weight=not args.no_class_weight,
         background_weight=args.background_weight,
         augment_copies=args.augment,
-        speed_perturb=tuple(float(f) for f in args.speed_perturb.split(",")) if args.speed_perturb else (),
+        speed_perturb=args.speed_perturb or (),
+        min_threshold=args.min_threshold,
         l2=args.l2,
         label_smoothing=args.label_smoothing,
         ensemble=args.ensemble,
@@ -367,7 +374,7 @@ def main(args: argparse.Namespace) -> int:
     data = build_data(collect_clips(args), features, model, out / "cache", args.workers)
     log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
     results, scores, scenes = cross_validate(data, model, baselines=not args.no_baselines)
-    thresholds = metrics.best_thresholds(scores, data.y, data.labels, THRESHOLD_GRID)
+    thresholds = metrics.best_thresholds(scores, data.y, data.labels, model.threshold_grid())
     summary = {"models": results, "scenes": scenes, "thresholds": thresholds, "model_settings": asdict(model)}
     report.write_report(out, summary)
     np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
