@@ -6,12 +6,11 @@ A private mosquitto (tests/mqtt_broker.py) on a free 127.0.0.1 port; the daemon 
 samples/scene.flac at --speed 1 with MQTT on and its spool in a temp dir; a paho subscriber
 stamps each ``<prefix>/events/started`` message on arrival (time.time()).
 
-Clock alignment: the daemon anchors its sample clock (stream sample 0) to the wall clock when the
-pipeline is built, just before the replay's first block is paced out; every payload carries
-``start`` (anchor + offset_s) and ``offset_s``, so anchor = start - offset_s, on this machine's
-clock (no skew with the subscriber). The truth onset was fed at anchor + onset_s / speed (the
-block holding it went out at most one 1024-frame block later, and the anchor precedes the
-first block by the source's open time: both make the figure slightly pessimistic).
+Clock alignment: the daemon anchors its sample clock (stream sample 0) to the wall time at which
+the replay's first block entered the ring buffer; every payload carries ``start`` (anchor +
+offset_s) and ``offset_s``, so anchor = start - offset_s, on this machine's clock (no skew with the
+subscriber). The truth onset was fed at anchor + onset_s / speed (the block holding it went out at
+most one 1024-frame block later, which makes the figure slightly pessimistic).
 """
 
 from __future__ import annotations
