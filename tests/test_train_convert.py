@@ -58,6 +58,10 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
     assert set(scenes) == {"1", "2", "pooled"}
     assert scenes["pooled"]["n_events"] == scenes["1"]["n_events"] + scenes["2"]["n_events"] > 0
     assert 0.0 <= scenes["pooled"]["event_recall"] <= 1.0
+    thresholded = report["scenes_thresholded"]
+    assert set(thresholded) == {"1", "2", "pooled"} and thresholded["pooled"]["n_events"] == scenes["pooled"]["n_events"]
+    # a window's class passes its threshold or becomes background: never more alarms than at argmax
+    assert thresholded["pooled"]["quiet_false_alarm_windows"] <= scenes["pooled"]["quiet_false_alarm_windows"]
     assert "held-out scenes" in (trained["train"] / "report.md").read_text()
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -272,10 +273,11 @@ def baseline_predictions(name: str, x: np.ndarray, y: np.ndarray, test_x: np.nda
 def cross_validate(data: Data, model: ModelSettings,
                    baselines: bool) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
     """Leave-one-fold-out: per model, metrics per held-out fold and pooled; the MLP's held-out scores;
-    and the MLP's scene-level metrics per held-out fold and pooled."""
+    and the MLP's scene-level metrics per held-out fold and pooled, at argmax (``argmax``) and with the
+    daemon's per-class thresholds (``thresholded``, picked on the other folds' clips)."""
     folds = sorted(set(data.folds.tolist()))
     scores = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
-    scored: dict[str, list[tuple[Scene, np.ndarray]]] = {}
+    scored: dict[int, list[tuple[Scene, np.ndarray]]] = {}
     predicted: dict[str, np.ndarray] = {"mlp": np.zeros_like(data.y)}
     if baselines:
         predicted |= {"random_forest": np.zeros_like(data.y), "knn": np.zeros_like(data.y)}
@@ -286,24 +288,41 @@ def cross_validate(data: Data, model: ModelSettings,
         mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND), mixed)
         scores[test] = mlp.predict(data.x[test], verbose=0)
         predicted["mlp"][test] = scores[test].argmax(axis=1)
-        scored[str(fold)] = predict_scenes(data.scenes.get(fold, []), partial(mlp.predict, verbose=0))
+        scored[fold] = predict_scenes(data.scenes.get(fold, []), partial(mlp.predict, verbose=0))
         for name in set(predicted) - {"mlp"}:
             predicted[name][test] = baseline_predictions(name, data.x[~test], data.y[~test], data.x[test], model.seed)
-    predicted["mlp_thresholded"] = cross_fitted_thresholded(data, scores, folds, model.threshold_grid())
-    results = {name: _fold_metrics(data, pred, folds) for name, pred in predicted.items()}
-    scored["pooled"] = [pair for pairs in scored.values() for pair in pairs]
-    return results, scores, {name: scene_metrics(pairs, data.labels) for name, pairs in scored.items()}
-
-
-def cross_fitted_thresholded(data: Data, scores: np.ndarray, folds: list[int], grid: np.ndarray) -> np.ndarray:
-    """The daemon's thresholded decisions on each fold, with thresholds picked on the other folds' scores."""
-    predicted = np.zeros_like(data.y)
+    chosen = cross_fitted_thresholds(data, scores, folds, model.threshold_grid())
     fallback = data.labels.index(BACKGROUND)
+    predicted["mlp_thresholded"] = np.zeros_like(data.y)
     for fold in folds:
         test = data.folds == fold
-        chosen = metrics.best_thresholds(scores[~test], data.y[~test], data.labels, grid)
-        predicted[test] = metrics.thresholded(scores[test], [chosen[label] for label in data.labels], fallback)
-    return predicted
+        predicted["mlp_thresholded"][test] = metrics.thresholded(scores[test], chosen[fold], fallback)
+    results = {name: _fold_metrics(data, pred, folds) for name, pred in predicted.items()}
+    scenes = {
+        "argmax": _scene_results(scored, data.labels, lambda fold, s: s.argmax(axis=1)),
+        "thresholded": _scene_results(scored, data.labels,
+                                      lambda fold, s: metrics.thresholded(s, chosen[fold], fallback)),
+    }
+    return results, scores, scenes
+
+
+def cross_fitted_thresholds(data: Data, scores: np.ndarray, folds: list[int],
+                            grid: np.ndarray) -> dict[int, list[float]]:
+    """Per held-out fold, the per-class thresholds (in label order) picked on the other folds' clip scores."""
+    chosen = {}
+    for fold in folds:
+        test = data.folds == fold
+        best = metrics.best_thresholds(scores[~test], data.y[~test], data.labels, grid)
+        chosen[fold] = [best[label] for label in data.labels]
+    return chosen
+
+
+def _scene_results(scored: dict[int, list[tuple[Scene, np.ndarray]]], labels: list[str],
+                   decide: Callable[[int, np.ndarray], np.ndarray]) -> dict[str, Any]:
+    """Scene metrics per held-out fold and pooled; each window's class is ``decide(fold, scores)``."""
+    decided = {str(fold): [(scene, decide(fold, s)) for scene, s in pairs] for fold, pairs in scored.items()}
+    decided["pooled"] = [pair for pairs in decided.values() for pair in pairs]
+    return {name: scene_metrics(pairs, labels) for name, pairs in decided.items()}
 
 
 def _fold_metrics(data: Data, predicted: np.ndarray, folds: list[int]) -> dict[str, Any]:
@@ -375,7 +394,8 @@ def main(args: argparse.Namespace) -> int:
     log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
     results, scores, scenes = cross_validate(data, model, baselines=not args.no_baselines)
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, model.threshold_grid())
-    summary = {"models": results, "scenes": scenes, "thresholds": thresholds, "model_settings": asdict(model)}
+    summary = {"models": results, "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"],
+               "thresholds": thresholds, "model_settings": asdict(model)}
     report.write_report(out, summary)
     np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
     x, y, mixed = _training_set(data, np.ones(len(data.y), bool))
@@ -386,7 +406,7 @@ def main(args: argparse.Namespace) -> int:
         "features": features.to_dict(),
         "thresholds": thresholds,
         "metrics": {"evaluation": "leave-one-fold-out", **{name: _headline(block) for name, block in results.items()},
-                    "scenes": scenes},
+                    "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"]},
         "provenance": provenance(args, data),
         "model": asdict(model),
     }

@@ -111,7 +111,7 @@ def _windowed(audio: np.ndarray, spans: tuple[tuple[int, int, str], ...], settin
 
 
 def scene_metrics(scored: Sequence[tuple[Scene, np.ndarray]], labels: Sequence[str]) -> dict[str, Any]:
-    """Event recall (overall and per class) and quiet false-alarm windows of scenes with their argmax classes."""
+    """Event recall (overall and per class) and quiet false-alarm windows of scenes with each window's class."""
     background = labels.index(BACKGROUND)
     found: dict[str, list[bool]] = {}
     quiet_windows = quiet_alarms = 0
@@ -136,5 +136,5 @@ def scene_metrics(scored: Sequence[tuple[Scene, np.ndarray]], labels: Sequence[s
 
 def predict_scenes(scenes: Sequence[Scene],
                    predict: Callable[[np.ndarray], np.ndarray]) -> list[tuple[Scene, np.ndarray]]:
-    """Each scene with the argmax class of each of its windows."""
-    return [(scene, predict(scene.x).argmax(axis=1)) for scene in scenes]
+    """Each scene with the scores of each of its windows."""
+    return [(scene, predict(scene.x)) for scene in scenes]
