@@ -54,14 +54,14 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| class (MLP, pooled held-out) | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label, row in report["models"]["mlp"]["pooled"]["per_class"].items():
         lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
-    scenes = [*scene_lines(report.get("scenes", {}), "argmax"), "",
-              *scene_lines(report.get("scenes_thresholded", {}), "per-class thresholds as in the daemon")]
+    scenes = [*scene_lines(report.get("scenes", {}), "argmax of each window"), "",
+              *scene_lines(report.get("scenes_thresholded", {}), "the daemon's per-class thresholds")]
     return "\n".join([*lines, "", *scenes]) + "\n"
 
 
 def scene_lines(scenes: dict[str, Any], decision: str) -> list[str]:
     """The MLP on held-out scenes (see :mod:`noisewatch.train.scenes`): one row per test fold and pooled."""
-    lines = [f"| held-out scenes (MLP, {decision} per 4 s window, hop 0.5 s) | events | event recall | "
+    lines = [f"| held-out scenes (MLP, {decision}; 4 s windows, hop 0.5 s) | events | event recall | "
              "quiet false-alarm windows |", "|---|---|---|---|"]
     for name, m in scenes.items():
         alarms = f"{m['quiet_false_alarm_windows']} of {m['n_quiet_windows']}"
