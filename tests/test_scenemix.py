@@ -95,3 +95,29 @@ def test_scene_metrics_need_two_consecutive_windows_and_count_quiet_alarms():
     assert result["recall_per_class"] == {"dog_bark": 0.0, "siren": 1.0}
     assert result["event_recall"] == 0.5 and result["n_events"] == 2
     assert result["quiet_false_alarm_windows"] == 1 and result["n_quiet_windows"] == 20 - 5
+
+
+def test_thresholds_for_a_fold_come_from_the_other_fold_and_decide_its_scene_windows():
+    from noisewatch.train import metrics
+    from noisewatch.train.pipeline import _scene_results, cross_fitted_thresholds
+
+    labels = ["siren", BACKGROUND]
+    # fold 1's sirens score 0.7, fold 2's 0.9; every background clip scores its siren at 0.65 (fold 1) or 0.85
+    # (fold 2). The best-F1 siren threshold is 0.70 on fold 1's clips and 0.90 on fold 2's.
+    siren = np.array([0.7, 0.7, 0.65, 0.65, 0.9, 0.9, 0.85, 0.85])
+    scores = np.stack([siren, 1 - siren], axis=1)
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    folds = np.array([1, 1, 1, 1, 2, 2, 2, 2])
+    data = Data([], labels, np.zeros((8, 1)), y, folds)
+    grid = np.round(np.arange(0.6, 0.951, 0.05), 2)
+    chosen = cross_fitted_thresholds(data, scores, [1, 2], grid)
+    assert chosen == {1: [0.9, 0.6], 2: [0.7, 0.6]}  # siren threshold of fold 1 picked on fold 2, and back
+
+    # the same scene on each fold: a siren in windows 0-1 scoring 0.8, a quiet window 3 scoring siren 0.75
+    scene = Scene(np.zeros((4, 1)), np.arange(0, 8, 2), 4, ((0, 4, "siren"),))
+    window_scores = np.array([[0.8, 0.2], [0.8, 0.2], [0.3, 0.7], [0.75, 0.25]])
+    scored = {1: [(scene, window_scores)], 2: [(scene, window_scores)]}
+    result = _scene_results(scored, labels, lambda fold, s: metrics.thresholded(s, chosen[fold], 1))
+    assert result["1"]["event_recall"] == 0.0 and result["2"]["event_recall"] == 1.0  # 0.8 < 0.9, 0.8 >= 0.7
+    assert result["1"]["quiet_false_alarm_windows"] == 0 and result["2"]["quiet_false_alarm_windows"] == 1
+    assert result["pooled"]["n_events"] == 2 and result["pooled"]["event_recall"] == 0.5

@@ -63,6 +63,7 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
     # a window's class passes its threshold or becomes background: never more alarms than at argmax
     assert thresholded["pooled"]["quiet_false_alarm_windows"] <= scenes["pooled"]["quiet_false_alarm_windows"]
     assert "held-out scenes" in (trained["train"] / "report.md").read_text()
+    assert "the daemon's per-class thresholds" in (trained["train"] / "report.md").read_text()
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -83,6 +84,7 @@ def test_bundles_load_and_classify_with_every_runtime(trained: dict[str, Path], 
 def test_bundle_metrics_are_fold_wise_with_accuracy_per_source(trained: dict[str, Path]) -> None:
     metrics = load_bundle(trained["models"] / "tiny.json").metrics
     assert metrics["evaluation"] == "leave-one-fold-out"
+    assert set(metrics["scenes"]) == set(metrics["scenes_thresholded"]) == {"1", "2", "pooled"}
     assert set(metrics["mlp"]) == {"1", "2", "pooled"}
     by_source = metrics["mlp"]["pooled"]["accuracy_by_dataset"]
     assert set(by_source) == {"urbansound8k", "esc50", "folder", "quiet"}

@@ -4,7 +4,8 @@ Clip accuracy says how a model labels whole clips; the daemon slides a 4 s windo
 mostly quiet audio, so most windows hold quiet or part of an event. A held-out scene strings clips of
 the test fold (random levels, 5-8 s of quiet between them) over a quiet bed (coloured noise plus the
 test fold's background recordings turned well down) and windows it with the daemon's own
-:class:`~noisewatch.daemon.stream.StreamingFeatures`. Scores, from the argmax of each window:
+:class:`~noisewatch.daemon.stream.StreamingFeatures`. Scores, from each window's class (its argmax, or
+what the daemon's per-class thresholds make of it):
 
 - event recall: an event counts as found when two consecutive windows overlapping it give its class;
 - quiet false alarms: windows overlapping no event that give a target class.
