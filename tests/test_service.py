@@ -226,9 +226,11 @@ def test_audio_lost_in_the_ring_buffer_moves_later_timestamps_not_earlier(repo_r
     def anchor_s(event: dict) -> float:  # wall time of stream sample 0 that this event's timestamps imply
         return datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp() - event["offset_s"]
 
-    # the siren (5-9 s) started before the loss, the dog (14-17 s) after it; whether the siren closed
-    # before or after the loss, its start keeps the anchor it was announced with
+    # the siren (5-9 s) started before the loss, the dog (14-17 s) after it
     assert abs(anchor_s(found["dog_bark"]) - anchor_s(found["siren"]) - 2.0) < 0.01
+    # 2 s lost is a gap: the siren's event ends where the audio stopped (10 s), not in audio nobody heard
+    end_s = datetime.fromisoformat(found["siren"]["end"].replace("Z", "+00:00")).timestamp() - anchor_s(found["siren"])
+    assert end_s <= 10.0 + 0.01
 
 
 def _wait_for(path: Path, predicate, timeout: float) -> list[dict]:

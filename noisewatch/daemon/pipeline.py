@@ -84,7 +84,10 @@ class Pipeline:
 
     def lost(self, seconds: float) -> None:
         """``seconds`` of audio went missing just before the current position (ring-buffer overflow): the
-        sample count leaves them out, so every later sample is that much later in wall time."""
+        sample count leaves them out, so every later sample is that much later in wall time. A hop or more
+        is a gap: open events end where the audio stopped instead of spanning audio nobody heard."""
+        if seconds >= self.hop_s:
+            self.gap()
         self._move_clock(self.clock.anchor + timedelta(seconds=seconds))
 
     def clock_error_s(self, captured: datetime) -> float:
@@ -108,9 +111,9 @@ class Pipeline:
         self.samples += len(mono)
 
     def gap(self) -> None:
-        """The stream broke (device lost): close what is open and start fresh windows.
+        """The stream broke (device lost, audio dropped): close what is open and start fresh windows.
 
-        The service re-anchors :attr:`clock` when audio flows again."""
+        The service moves :attr:`clock` on when audio flows again."""
         self.finish()
         self.stream.reset(start_sample=self.samples)
         self.levels.reset()
