@@ -109,8 +109,7 @@ def test_thresholds_for_a_fold_come_from_the_other_fold_and_decide_its_scene_win
     y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
     folds = np.array([1, 1, 1, 1, 2, 2, 2, 2])
     data = Data([], labels, np.zeros((8, 1)), y, folds)
-    grid = np.round(np.arange(0.6, 0.951, 0.05), 2)
-    chosen = cross_fitted_thresholds(data, scores, [1, 2], grid)
+    chosen = cross_fitted_thresholds(data, scores, [1, 2], metrics.threshold_grid(0.6))
     assert chosen == {1: [0.9, 0.6], 2: [0.7, 0.6]}  # siren threshold of fold 1 picked on fold 2, and back
 
     # the same scene on each fold: a siren in windows 0-1 scoring 0.8, a quiet window 3 scoring siren 0.75

@@ -80,6 +80,16 @@ def summary(
     return result
 
 
+THRESHOLD_STEP = 0.05
+THRESHOLD_MAX = 0.95
+"""Highest per-class threshold considered; the grid runs from a floor to here in THRESHOLD_STEP steps."""
+
+
+def threshold_grid(floor: float) -> np.ndarray:
+    """Candidate per-class thresholds, ``floor`` to THRESHOLD_MAX."""
+    return np.round(np.arange(floor, THRESHOLD_MAX + 1e-9, THRESHOLD_STEP), 2)
+
+
 def best_thresholds(
     scores: np.ndarray, y_true: np.ndarray, labels: Sequence[str], grid: np.ndarray
 ) -> dict[str, float]:

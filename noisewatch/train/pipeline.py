@@ -40,8 +40,6 @@ MODEL_FILE = "model.keras"
 TRAINING_JSON = "training.json"
 FEATURES_NPZ = "train_features.npz"
 HELDOUT_NPZ = "heldout_scores.npz"
-THRESHOLD_STEP = 0.05
-THRESHOLD_MAX = 0.95
 DEFAULT_QUIET = 240
 
 
@@ -80,10 +78,6 @@ class ModelSettings:
     with a floor of 0.4 the choice fell to 0.40-0.55 on one fold and let through background the other fold
     calls urban (shipped model: held-out background FP 12.8% at floor 0.4, 9.4% at 0.6; models/README.md)."""
     seed: int = 0
-
-    def threshold_grid(self) -> np.ndarray:
-        """Candidate per-class thresholds, min_threshold to THRESHOLD_MAX."""
-        return np.round(np.arange(self.min_threshold, THRESHOLD_MAX + 1e-9, THRESHOLD_STEP), 2)
 
 
 @dataclass
@@ -291,7 +285,7 @@ def cross_validate(data: Data, model: ModelSettings,
         scored[fold] = predict_scenes(data.scenes.get(fold, []), partial(mlp.predict, verbose=0))
         for name in set(predicted) - {"mlp"}:
             predicted[name][test] = baseline_predictions(name, data.x[~test], data.y[~test], data.x[test], model.seed)
-    chosen = cross_fitted_thresholds(data, scores, folds, model.threshold_grid())
+    chosen = cross_fitted_thresholds(data, scores, folds, metrics.threshold_grid(model.min_threshold))
     fallback = data.labels.index(BACKGROUND)
     predicted["mlp_thresholded"] = np.zeros_like(data.y)
     for fold in folds:
@@ -393,7 +387,7 @@ def main(args: argparse.Namespace) -> int:
     data = build_data(collect_clips(args), features, model, out / "cache", args.workers)
     log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
     results, scores, scenes = cross_validate(data, model, baselines=not args.no_baselines)
-    thresholds = metrics.best_thresholds(scores, data.y, data.labels, model.threshold_grid())
+    thresholds = metrics.best_thresholds(scores, data.y, data.labels, metrics.threshold_grid(model.min_threshold))
     summary = {"models": results, "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"],
                "thresholds": thresholds, "model_settings": asdict(model)}
     report.write_report(out, summary)
