@@ -24,9 +24,15 @@ differences (how fast the timbre changes), ``p10``/``p90`` are percentiles, ``sk
 standardized moment."""
 MEL_STATS = ("mel_mean", "mel_std")
 """Summaries over time of each clamped log-mel band (n_mels values each)."""
-STATS = MFCC_STATS + MEL_STATS
+TEMPORAL_STATS = ("modulation", "periodicity")
+"""How the first MFCC trajectories change over time, which per-coefficient summaries cannot see:
+``modulation`` is the log energy in each modulation band (a jackhammer's blows, an engine's throb, an air
+conditioner's none), ``periodicity`` the strongest autocorrelation in each lag range (barks, toots, blows
+that repeat)."""
+STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS
 SKEW_FLOOR = 1e-6  # std below which a coefficient counts as constant (skew 0)
 AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
+MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,13 @@ class FeatureSettings:
     """Summaries over time of each coefficient, concatenated in this order."""
     short_clip: Literal["pad", "tile"] = "tile"
     """How a clip shorter than the window is made one window long."""
+    temporal_mfccs: int = 8
+    """MFCC trajectories (c0 first) that ``modulation`` and ``periodicity`` describe."""
+    modulation_bands_hz: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    """Lower edges of the modulation bands in Hz; each band ends at the next edge, the last at the
+    frame rate's Nyquist frequency (21.5 Hz for hop 512 at 22050 Hz)."""
+    periodicity_lags_s: tuple[float, ...] = (0.02, 0.1, 0.23, 0.5, 1.0, 2.0)
+    """Edges of the lag ranges (seconds, rounded to frames) in which ``periodicity`` is taken."""
 
     def __post_init__(self) -> None:
         if self.short_clip not in SHORT_CLIP_MODES:
@@ -64,23 +77,48 @@ class FeatureSettings:
             raise ValueError(f"stats must be a non-empty subset of {STATS}, not {self.stats!r}")
         if self.n_mfcc > self.n_mels:
             raise ValueError("n_mfcc cannot exceed n_mels")
+        if not 1 <= self.temporal_mfccs <= self.n_mfcc:
+            raise ValueError(f"temporal_mfccs must be 1..n_mfcc ({self.n_mfcc}), not {self.temporal_mfccs}")
+        bands = self.modulation_bands_hz
+        if not bands or bands[0] <= 0 or list(bands) != sorted(set(bands)) or bands[-1] >= self.frame_rate / 2:
+            raise ValueError(f"modulation_bands_hz must rise from above 0 Hz to below {self.frame_rate / 2:.2f} Hz,"
+                             f" not {bands!r}")
+        lags = self.periodicity_frames()
+        if len(lags) < 2 or lags[0] < 1 or list(lags) != sorted(set(lags)) or lags[-1] >= self.frames_per_window():
+            raise ValueError(f"periodicity_lags_s must rise, at least a frame apart, from one frame to less than "
+                             f"the window, not {self.periodicity_lags_s!r}")
 
     @property
     def window_samples(self) -> int:
         return int(round(self.window_s * self.sample_rate))
 
     @property
+    def frame_rate(self) -> float:
+        """STFT frames per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
     def n_features(self) -> int:
-        return sum(self.n_mels if name in MEL_STATS else self.n_mfcc for name in self.stats)
+        return sum(self._width(name) for name in self.stats)
+
+    def _width(self, stat: str) -> int:
+        if stat == "modulation":
+            return self.temporal_mfccs * len(self.modulation_bands_hz)
+        if stat == "periodicity":
+            return self.temporal_mfccs * (len(self.periodicity_lags_s) - 1)
+        return self.n_mels if stat in MEL_STATS else self.n_mfcc
 
     def frames_per_window(self) -> int:
         """STFT frames of one centred window, as librosa counts them."""
         return 1 + self.window_samples // self.hop_length
 
+    def periodicity_frames(self) -> tuple[int, ...]:
+        """The lag edges of ``periodicity`` in frames."""
+        return tuple(int(round(lag * self.frame_rate)) for lag in self.periodicity_lags_s)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["stats"] = list(self.stats)
-        return data
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureSettings":
@@ -88,10 +126,7 @@ class FeatureSettings:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown feature settings: {sorted(unknown)}")
-        values = dict(data)
-        if "stats" in values:
-            values["stats"] = tuple(values["stats"])
-        return cls(**values)
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
 
 # --- filters -----------------------------------------------------------------------------------
@@ -200,6 +235,7 @@ class _WindowStats:
     """The statistics of one window's clamped mel-dB frames; per-frame MFCCs are formed once, on demand."""
 
     def __init__(self, mel_db: np.ndarray, settings: FeatureSettings) -> None:
+        self.settings = settings
         self.clamped = clamp_db(mel_db, settings)
         self.basis = dct_matrix(settings.n_mfcc, settings.n_mels)
 
@@ -217,6 +253,30 @@ class _WindowStats:
         third = np.mean(centred**3, axis=0)
         return np.divide(third, std**3, out=np.zeros_like(std), where=std > SKEW_FLOOR)
 
+    @functools.cached_property
+    def tracks(self) -> np.ndarray:
+        """The first ``temporal_mfccs`` MFCC trajectories, each less its mean over the window."""
+        tracks = self.frames[:, : self.settings.temporal_mfccs]
+        return tracks - tracks.mean(axis=0)
+
+    def modulation(self) -> np.ndarray:
+        """Log10 energy of each track's Hann-windowed spectrum in each modulation band, band-major."""
+        settings = self.settings
+        power = np.abs(np.fft.rfft(self.tracks * np.hanning(len(self.tracks))[:, None], axis=0)) ** 2
+        hz = np.fft.rfftfreq(len(self.tracks), 1 / settings.frame_rate)
+        band = np.searchsorted(settings.modulation_bands_hz, hz, side="right") - 1
+        energies = np.stack([power[band == index].sum(axis=0) for index in range(len(settings.modulation_bands_hz))])
+        return np.log10(energies + MODULATION_FLOOR).ravel()
+
+    def periodicity(self) -> np.ndarray:
+        """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
+        n = len(self.tracks)
+        spectrum = np.fft.rfft(self.tracks, 2 * n, axis=0)
+        correlation = np.fft.irfft(np.abs(spectrum) ** 2, 2 * n, axis=0)[:n]
+        correlation = correlation / (correlation[0] + 1e-9)
+        edges = self.settings.periodicity_frames()
+        return np.stack([correlation[low:high].max(axis=0) for low, high in zip(edges[:-1], edges[1:])]).ravel()
+
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
         parts = {
@@ -230,6 +290,8 @@ class _WindowStats:
             "skew": self.skew,
             "mel_mean": lambda: self.clamped.mean(axis=0),
             "mel_std": lambda: self.clamped.std(axis=0),
+            "modulation": self.modulation,
+            "periodicity": self.periodicity,
         }
         return parts[name]()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import librosa
@@ -98,14 +99,68 @@ def test_every_statistic_matches_librosa_and_numpy() -> None:
         "max": matrix.max(axis=1), "min": matrix.min(axis=1), "p10": np.percentile(matrix, 10, axis=1),
         "p90": np.percentile(matrix, 90, axis=1), "skew": skew(matrix, axis=1),
         "mel_mean": mel_db.mean(axis=1), "mel_std": mel_db.std(axis=1),
+        "modulation": reference_modulation(matrix[:8], settings), "periodicity": reference_periodicity(matrix[:8]),
     }
     ours = extract(window, settings)
-    assert ours.shape == (settings.n_features,) == (8 * 50 + 2 * 128,)
+    assert ours.shape == (settings.n_features,) == (8 * 50 + 2 * 128 + 8 * 7 + 8 * 5,)
     offset = 0
     for name in STATS:
         width = len(expected[name])
         assert np.max(np.abs(ours[offset : offset + width] - expected[name])) <= TOLERANCE, name
         offset += width
+
+
+def reference_modulation(tracks: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Band energies of each (coefficient, time) track's symmetric-Hann periodogram, written out band by band."""
+    from scipy.signal import get_window
+
+    n = tracks.shape[1]
+    centred = (tracks - tracks.mean(axis=1, keepdims=True)) * get_window("hann", n, fftbins=False)
+    power = np.abs(np.fft.rfft(centred, axis=1)) ** 2
+    hz = np.arange(power.shape[1]) * SR / 512 / n
+    edges = [*settings.modulation_bands_hz, np.inf]
+    return np.log10(np.stack([power[:, (hz >= lo) & (hz < hi)].sum(axis=1) for lo, hi in zip(edges, edges[1:])])
+                    + 1e-3).ravel()
+
+
+def reference_periodicity(tracks: np.ndarray) -> np.ndarray:
+    """Per track, the largest normalised np.correlate value at lags 1-3, 4-9, 10-21, 22-42, 43-85 frames."""
+    rows = []
+    for track in tracks - tracks.mean(axis=1, keepdims=True):
+        correlation = np.correlate(track, track, "full")[len(track) - 1 :]
+        correlation = correlation / correlation[0]
+        rows.append([correlation[low:high].max() for low, high in ((1, 4), (4, 10), (10, 22), (22, 43), (43, 86))])
+    return np.array(rows).T.ravel()
+
+
+def test_modulation_finds_a_10_hz_flutter_and_periodicity_a_repeating_click() -> None:
+    """Amplitude modulation at 10 Hz puts c0's energy in the 8-16 Hz band; clicks every 0.7 s (30 frames)
+    give c0 a strong autocorrelation in the 22-42 frame range; steady noise has neither."""
+    settings = FeatureSettings(stats=("modulation", "periodicity"))
+    t = np.arange(settings.window_samples) / SR
+    noise = 0.1 * np.random.default_rng(3).standard_normal(len(t))
+    flutter = noise * (1 + 0.9 * np.sin(2 * np.pi * 10 * t))
+    clicks = np.where(np.arange(len(t)) % int(0.7 * SR) < 256, 0.8, 0.0) + 0.001 * noise
+
+    def parts(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vector = extract(signal.astype(np.float32), settings)
+        return vector[:56].reshape(7, 8), vector[56:].reshape(5, 8)  # (band or lag range, coefficient)
+
+    (steady_mod, steady_period), (flutter_mod, _), (_, click_period) = parts(noise), parts(flutter), parts(clicks)
+    assert flutter_mod[5, 0] - steady_mod[5, 0] >= 2.0  # 8-16 Hz band: 100x the energy (log10 units)
+    assert flutter_mod[5, 0] == flutter_mod[:, 0].max()
+    assert click_period[3, 0] >= 0.8 and steady_period[3, 0] <= 0.3
+
+
+def test_temporal_settings_are_checked_and_survive_the_bundle_round_trip() -> None:
+    settings = FeatureSettings(stats=("mean", "modulation", "periodicity"), temporal_mfccs=4,
+                               modulation_bands_hz=(1.0, 5.0), periodicity_lags_s=(0.05, 0.5))
+    assert settings.n_features == 50 + 4 * 2 + 4 * 1
+    assert FeatureSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    for bad in ({"temporal_mfccs": 51}, {"modulation_bands_hz": (2.0, 1.0)}, {"modulation_bands_hz": (1.0, 30.0)},
+                {"periodicity_lags_s": (0.5,)}, {"periodicity_lags_s": (0.001, 0.5)}, {"periodicity_lags_s": (0.1, 5.0)}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FeatureSettings(**bad)
 
 
 def test_constant_signal_has_zero_skew_and_default_stats_are_unchanged() -> None:

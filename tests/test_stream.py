@@ -41,10 +41,11 @@ def test_hop_is_rounded_to_whole_stft_hops() -> None:
         StreamingFeatures(settings, hop_s=5.0)
 
 
+@pytest.mark.parametrize("stats", [("mean", "std"), ("mean", "std", "modulation", "periodicity")])
 @pytest.mark.parametrize("block", [256, 1024, 4000])
-def test_generated_audio_matches_batch(block: int) -> None:
+def test_generated_audio_matches_batch(block: int, stats: tuple[str, ...]) -> None:
     rng = np.random.default_rng(1)
-    settings = FeatureSettings(stats=("mean", "std"))
+    settings = FeatureSettings(stats=stats)
     t = np.arange(9 * settings.sample_rate) / settings.sample_rate
     audio = (0.3 * np.sin(2 * np.pi * 440 * t * (1 + t / 9)) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
     audio[3 * settings.sample_rate : 4 * settings.sample_rate] *= 0.01  # a quiet stretch moves the top_db clamp
@@ -53,7 +54,7 @@ def test_generated_audio_matches_batch(block: int) -> None:
 
 @pytest.mark.shared_data
 def test_real_audio_matches_batch(shared_data) -> None:
-    settings = FeatureSettings()
+    settings = FeatureSettings(stats=("mean", "std", "modulation", "periodicity"))
     folder = shared_data / "UrbanSound8K" / "audio" / "fold1"
     clips = [sf.read(path, dtype="float32")[0] for path in sorted(folder.glob("*.flac"))[:4]]
     audio = np.concatenate(clips)
