@@ -255,27 +255,26 @@ class _WindowStats:
 
     @functools.cached_property
     def tracks(self) -> np.ndarray:
-        """The first ``temporal_mfccs`` MFCC trajectories, each less its mean over the window."""
-        tracks = self.frames[:, : self.settings.temporal_mfccs]
-        return tracks - tracks.mean(axis=0)
+        """The first ``temporal_mfccs`` MFCC trajectories less their means, (coefficients, frames)."""
+        tracks = self.frames[:, : self.settings.temporal_mfccs].T
+        return tracks - tracks.mean(axis=1, keepdims=True)
 
     def modulation(self) -> np.ndarray:
         """Log10 energy of each track's Hann-windowed spectrum in each modulation band, band-major."""
         settings = self.settings
-        power = np.abs(np.fft.rfft(self.tracks * np.hanning(len(self.tracks))[:, None], axis=0)) ** 2
-        hz = np.fft.rfftfreq(len(self.tracks), 1 / settings.frame_rate)
-        band = np.searchsorted(settings.modulation_bands_hz, hz, side="right") - 1
-        energies = np.stack([power[band == index].sum(axis=0) for index in range(len(settings.modulation_bands_hz))])
-        return np.log10(energies + MODULATION_FLOOR).ravel()
+        taper, bands = _modulation_plan(self.tracks.shape[1], settings.frame_rate, settings.modulation_bands_hz)
+        spectrum = np.fft.rfft(self.tracks * taper, axis=1)
+        power = spectrum.real**2 + spectrum.imag**2
+        return np.log10(power @ bands.T + MODULATION_FLOOR).T.ravel()
 
     def periodicity(self) -> np.ndarray:
         """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
-        n = len(self.tracks)
-        spectrum = np.fft.rfft(self.tracks, 2 * n, axis=0)
-        correlation = np.fft.irfft(np.abs(spectrum) ** 2, 2 * n, axis=0)[:n]
-        correlation = correlation / (correlation[0] + 1e-9)
-        edges = self.settings.periodicity_frames()
-        return np.stack([correlation[low:high].max(axis=0) for low, high in zip(edges[:-1], edges[1:])]).ravel()
+        edges = np.array(self.settings.periodicity_frames())
+        size = _fast_fft_size(2 * self.tracks.shape[1] - 1)  # long enough for circular = linear correlation
+        spectrum = np.fft.rfft(self.tracks, size, axis=1)
+        correlation = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, size, axis=1)[:, : edges[-1]]
+        correlation = correlation / (correlation[:, :1] + 1e-9)
+        return np.maximum.reduceat(correlation[:, edges[0] :], edges[:-1] - edges[0], axis=1).T.ravel()
 
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
@@ -294,6 +293,31 @@ class _WindowStats:
             "periodicity": self.periodicity,
         }
         return parts[name]()
+
+
+@functools.lru_cache(maxsize=8)
+def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The symmetric Hann taper (n_frames,) and the 0/1 matrix (bands, bins) summing DFT bins into bands."""
+    band = np.searchsorted(edges_hz, np.fft.rfftfreq(n_frames, 1 / frame_rate), side="right") - 1
+    bands = (band[None, :] == np.arange(len(edges_hz))[:, None]).astype(np.float64)
+    taper = np.hanning(n_frames)
+    taper.setflags(write=False)
+    bands.setflags(write=False)
+    return taper, bands
+
+
+@functools.lru_cache(maxsize=8)
+def _fast_fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (pocketfft is slow on sizes with a large prime factor, like 2 x 173)."""
+    size = n
+    while True:
+        rest = size
+        for factor in (2, 3, 5):
+            while rest % factor == 0:
+                rest //= factor
+        if rest == 1:
+            return size
+        size += 1
 
 
 def summarize(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
