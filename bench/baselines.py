@@ -3,8 +3,8 @@
 ``earlier``: the earlier project's per-window pipeline: librosa resampling of the 48 kHz window with
 res_type='kaiser_fast' (resampy), librosa.feature.mfcc(n_mfcc=50) averaged over time, Keras predict
 on its 750-750-750 dense MLP (random weights: only time matters).
-``librosa_tflite``: what a straightforward rewrite would do: librosa MFCC (mean and std) of the
-model-rate window + the shipped TFLite model.
+``librosa_tflite``: what a straightforward rewrite would do: librosa's mel spectrogram of each whole
+model-rate window, the bundle's statistics of it and the shipped TFLite model.
 Bench-only: imports librosa and TensorFlow, which the daemon never does.
 """
 
@@ -46,13 +46,17 @@ def earlier_step(model_rate: int, mic_rate: int, n_classes: int) -> Callable[[np
 
 
 def librosa_tflite_step(model, settings) -> Callable[[np.ndarray], np.ndarray]:  # noqa: ANN001
-    """One model-rate window -> scores with librosa features (mean, std) and the TFLite model."""
+    """One model-rate window -> scores: librosa's mel spectrogram of the whole window (every frame, every
+    time), the bundle's statistics of it (``features.summarize``: clamp, DCT, mean/std/temporal) and TFLite."""
     import librosa
 
+    from noisewatch.features import AMIN, summarize
+
     def step(window: np.ndarray) -> np.ndarray:
-        m = librosa.feature.mfcc(y=window, sr=settings.sample_rate, n_mfcc=settings.n_mfcc, n_fft=settings.n_fft,
-                                 hop_length=settings.hop_length, n_mels=settings.n_mels)  # power_to_db: top_db 80
-        return model.predict(np.concatenate([m.mean(axis=1), m.std(axis=1)]))
+        mel = librosa.feature.melspectrogram(y=window, sr=settings.sample_rate, n_fft=settings.n_fft,
+                                             hop_length=settings.hop_length, n_mels=settings.n_mels,
+                                             fmin=settings.fmin, fmax=settings.fmax)
+        return model.predict(summarize(10.0 * np.log10(np.maximum(mel, AMIN)).T, settings))
 
     return step
 

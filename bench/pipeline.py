@@ -103,7 +103,7 @@ def run_baselines(path: Path, bundle, model, hop_samples: int, every: int, ours:
     rewrite = percentiles(time_per_window(librosa_tflite_step(model, bundle.features), win))
     print(f"\nper window, ms ({len(win)} windows, every {every}th)      median      p99")
     print(f"  earlier (kaiser_fast + librosa mfcc + Keras 750x3) {earlier[0] * MS:9.2f} {earlier[1] * MS:9.2f}")
-    print(f"  librosa mfcc + TFLite                               {rewrite[0] * MS:9.2f} {rewrite[1] * MS:9.2f}")
+    print(f"  librosa mel + same statistics + TFLite              {rewrite[0] * MS:9.2f} {rewrite[1] * MS:9.2f}")
     print(f"  noisewatch (per-hop total, incl. resampling)        {ours['total']:9.3f}")
     print(f"ratio earlier / noisewatch total: {earlier[0] * MS / ours['total']:.1f}x (target >= 30x)")
     print(f"ratio librosa+TFLite / noisewatch total: {rewrite[0] * MS / ours['total']:.1f}x (target >= 5x); "

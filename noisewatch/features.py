@@ -30,6 +30,8 @@ TEMPORAL_STATS = ("modulation", "periodicity")
 conditioner's none), ``periodicity`` the strongest autocorrelation in each lag range (barks, toots, blows
 that repeat)."""
 STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS
+TEMPORAL_FIELDS = ("temporal_mfccs", "modulation_bands_hz", "periodicity_lags_s")
+"""The settings only the temporal statistics read."""
 SKEW_FLOOR = 1e-6  # std below which a coefficient counts as constant (skew 0)
 AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
 MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
@@ -70,6 +72,10 @@ class FeatureSettings:
     """Edges of the lag ranges (seconds, rounded to frames) in which ``periodicity`` is taken."""
 
     def __post_init__(self) -> None:
+        for name in ("stats", *TEMPORAL_FIELDS):
+            value = getattr(self, name)
+            if isinstance(value, list):  # from JSON or a caller: a list would not hash (caches key on settings)
+                object.__setattr__(self, name, tuple(value))
         if self.short_clip not in SHORT_CLIP_MODES:
             raise ValueError(f"short_clip must be one of {SHORT_CLIP_MODES}, not {self.short_clip!r}")
         unknown = set(self.stats) - set(STATS)
@@ -77,6 +83,10 @@ class FeatureSettings:
             raise ValueError(f"stats must be a non-empty subset of {STATS}, not {self.stats!r}")
         if self.n_mfcc > self.n_mels:
             raise ValueError("n_mfcc cannot exceed n_mels")
+        if self.uses_temporal:
+            self._check_temporal()
+
+    def _check_temporal(self) -> None:
         if not 1 <= self.temporal_mfccs <= self.n_mfcc:
             raise ValueError(f"temporal_mfccs must be 1..n_mfcc ({self.n_mfcc}), not {self.temporal_mfccs}")
         bands = self.modulation_bands_hz
@@ -87,6 +97,11 @@ class FeatureSettings:
         if len(lags) < 2 or lags[0] < 1 or list(lags) != sorted(set(lags)) or lags[-1] >= self.frames_per_window():
             raise ValueError(f"periodicity_lags_s must rise, at least a frame apart, from one frame to less than "
                              f"the window, not {self.periodicity_lags_s!r}")
+
+    @property
+    def uses_temporal(self) -> bool:
+        """Whether a temporal statistic is asked for (else the temporal fields mean nothing)."""
+        return bool(set(self.stats) & set(TEMPORAL_STATS))
 
     @property
     def window_samples(self) -> int:
@@ -117,7 +132,11 @@ class FeatureSettings:
         return tuple(int(round(lag * self.frame_rate)) for lag in self.periodicity_lags_s)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; without the temporal fields when no temporal statistic is used, so such bundles
+        (and feature-cache keys) stay exactly what earlier versions wrote and read."""
         data = dataclasses.asdict(self)
+        if not self.uses_temporal:
+            data = {key: value for key, value in data.items() if key not in TEMPORAL_FIELDS}
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @classmethod
@@ -126,7 +145,7 @@ class FeatureSettings:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown feature settings: {sorted(unknown)}")
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+        return cls(**data)
 
 
 # --- filters -----------------------------------------------------------------------------------

@@ -123,14 +123,33 @@ def reference_modulation(tracks: np.ndarray, settings: FeatureSettings) -> np.nd
                     + 1e-3).ravel()
 
 
-def reference_periodicity(tracks: np.ndarray) -> np.ndarray:
-    """Per track, the largest normalised np.correlate value at lags 1-3, 4-9, 10-21, 22-42, 43-85 frames."""
+def reference_periodicity(tracks: np.ndarray, ranges=((1, 4), (4, 10), (10, 22), (22, 43), (43, 86))) -> np.ndarray:
+    """Per track, the largest normalised np.correlate value in each lag range (frames; default: the shipped
+    0.02, 0.1, 0.23, 0.5, 1, 2 s at 43.07 frames/s)."""
     rows = []
     for track in tracks - tracks.mean(axis=1, keepdims=True):
         correlation = np.correlate(track, track, "full")[len(track) - 1 :]
         correlation = correlation / correlation[0]
-        rows.append([correlation[low:high].max() for low, high in ((1, 4), (4, 10), (10, 22), (22, 43), (43, 86))])
+        rows.append([correlation[low:high].max() for low, high in ranges])
     return np.array(rows).T.ravel()
+
+
+def test_temporal_statistics_follow_non_default_settings() -> None:
+    settings = FeatureSettings(stats=("modulation", "periodicity"), temporal_mfccs=4,
+                               modulation_bands_hz=(1.0, 5.0), periodicity_lags_s=(0.05, 0.5, 1.5))
+    window = fit_to_window(generated_signals()["chirp"], settings)
+    matrix = librosa_mfcc(window)[:4]
+    ours = extract(window, settings)
+    expected = np.concatenate([reference_modulation(matrix, settings), reference_periodicity(matrix, ((2, 22), (22, 65)))])
+    assert ours.shape == expected.shape == (4 * 2 + 4 * 2,)
+    assert np.max(np.abs(ours - expected)) <= TOLERANCE
+
+
+def test_a_silent_window_has_floor_modulation_and_no_periodicity() -> None:
+    settings = FeatureSettings(stats=("modulation", "periodicity"))
+    vector = extract(np.zeros(settings.window_samples, dtype=np.float32), settings)
+    assert np.all(np.isfinite(vector))
+    assert np.allclose(vector[:56], -3.0) and np.allclose(vector[56:], 0.0, atol=1e-6)
 
 
 def test_modulation_finds_a_10_hz_flutter_and_periodicity_a_repeating_click() -> None:
@@ -154,13 +173,24 @@ def test_modulation_finds_a_10_hz_flutter_and_periodicity_a_repeating_click() ->
 
 def test_temporal_settings_are_checked_and_survive_the_bundle_round_trip() -> None:
     settings = FeatureSettings(stats=("mean", "modulation", "periodicity"), temporal_mfccs=4,
-                               modulation_bands_hz=(1.0, 5.0), periodicity_lags_s=(0.05, 0.5))
-    assert settings.n_features == 50 + 4 * 2 + 4 * 1
+                               modulation_bands_hz=[1.0, 5.0], periodicity_lags_s=(0.05, 0.5))
+    assert settings.n_features == 50 + 4 * 2 + 4 * 1 and settings.modulation_bands_hz == (1.0, 5.0)
     assert FeatureSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    hash(settings)  # lists were made tuples: the settings key lru caches
     for bad in ({"temporal_mfccs": 51}, {"modulation_bands_hz": (2.0, 1.0)}, {"modulation_bands_hz": (1.0, 30.0)},
                 {"periodicity_lags_s": (0.5,)}, {"periodicity_lags_s": (0.001, 0.5)}, {"periodicity_lags_s": (0.1, 5.0)}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            FeatureSettings(**bad)
+            FeatureSettings(stats=("modulation",), **bad)
+
+
+def test_settings_without_temporal_statistics_read_and_write_as_before() -> None:
+    """Bundles written before the temporal statistics load; settings that do not use them are neither
+    checked against them nor written with them (older daemons refuse unknown keys)."""
+    old_bundle = {"sample_rate": 22050, "window_s": 4.0, "n_fft": 2048, "hop_length": 512, "n_mels": 128, "fmin": 0.0,
+                  "fmax": None, "top_db": 80.0, "n_mfcc": 50, "stats": ["mean", "std"], "short_clip": "tile"}
+    settings = FeatureSettings.from_dict(old_bundle)
+    assert settings == FeatureSettings(stats=("mean", "std")) and settings.to_dict() == old_bundle
+    assert FeatureSettings(n_mfcc=5, window_s=1.0, hop_length=1024).n_features == 5
 
 
 def test_constant_signal_has_zero_skew_and_default_stats_are_unchanged() -> None:

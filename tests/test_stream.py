@@ -9,7 +9,7 @@ import soundfile as sf
 from noisewatch.daemon.stream import StreamingFeatures, hop_samples
 from noisewatch.features import FeatureSettings, extract
 
-TOLERANCE = 1e-3  # float32 rounding of differently batched FFT/BLAS calls; features are in dB-scale units (~1e2)
+TOLERANCE = 1e-3  # float32 rounding of differently batched FFT/BLAS calls; MFCC stats are in dB-scale units (~1e2)
 
 
 def _stream(audio: np.ndarray, settings: FeatureSettings, hop_s: float, block: int) -> list:

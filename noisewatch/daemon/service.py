@@ -135,13 +135,15 @@ def mqtt_problems(config: Config) -> list[str]:
 
 
 def open_sinks(setup: Setup) -> list[Sink]:
+    """MQTT first: it spools each event to disk before returning, so an event already in the JSON-lines log
+    is also on its way to the broker even if the process is killed between the two sinks."""
     sinks: list[Sink] = []
-    if setup.config.jsonl.path:
-        sinks.append(JsonlSink(setup.config.jsonl.path))
     if setup.config.mqtt.enabled:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
         sinks.append(MqttSink.from_config(setup.config, setup.bundle.labels, setup.bundle.ident))
+    if setup.config.jsonl.path:
+        sinks.append(JsonlSink(setup.config.jsonl.path))
     return sinks
 
 
