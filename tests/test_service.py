@@ -387,3 +387,32 @@ def test_stats_reach_the_json_lines_sink_at_the_configured_interval(repo_root: P
     stats = [m for m in messages if m["type"] == "stats"]
     assert 1 <= len(stats) <= elapsed + 1, f"{len(stats)} stats messages in {elapsed:.1f} s"
     assert {"uptime_s", "windows", "input_overflows", "dropped_frames"} <= set(stats[0])
+
+
+def test_an_event_is_in_the_mqtt_spool_before_it_reaches_the_json_lines_log(tmp_path: Path) -> None:
+    """A kill between the two sinks must not leave a logged event that MQTT never delivers: the durable spool
+    is written first (seen once as a lost event in test_daemon_killed_while_broker_down_delivers_spool)."""
+    from mqtt_broker import free_port
+
+    from noisewatch.daemon.service import open_sinks, prepare
+    from noisewatch.daemon.sinks.jsonl import JsonlSink
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"jsonl:\n  path: {tmp_path / 'out.jsonl'}\n"
+                      f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n")
+    setup = prepare(str(config))
+    sinks = open_sinks(setup)
+    (spool,) = [sink.spool for sink in sinks if isinstance(sink, MqttSink)]
+    (logged,) = [sink for sink in sinks if isinstance(sink, JsonlSink)]
+    depth_when_logged = []
+    write_line = logged.send
+    logged.send = lambda kind, payload: (depth_when_logged.append(spool.depth), write_line(kind, payload))
+    pipeline = Pipeline(setup.config, setup.bundle, setup.model, sinks, SampleClock.starting_now())
+    try:
+        pipeline.send("event", {"id": "e1", "label": "siren", "start": "2026-11-24T00:00:00.000Z"})
+    finally:
+        for sink in sinks:
+            sink.close()
+    assert depth_when_logged == [1]
+    assert read_jsonl(tmp_path / "out.jsonl")[0]["id"] == "e1"

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +331,7 @@ def captured_at(source: AudioSource, frames_read: int) -> datetime:
     """When the first of the latest read's ``frames_read`` frames was captured: now, less what is still
     unread in the ring buffer, less those frames."""
     behind = source.ring.available + frames_read
-    return SampleClock.starting_now().anchor - timedelta(seconds=behind / source.sample_rate)
+    return datetime.now(timezone.utc) - timedelta(seconds=behind / source.sample_rate)
 
 
 def keep_clock_honest(pipeline: Pipeline, captured: datetime) -> None:

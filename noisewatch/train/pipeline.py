@@ -76,7 +76,7 @@ class ModelSettings:
     min_threshold: float = 0.6
     """Lowest per-class threshold the best-F1 choice may take. Below 0.6 the model is unsure between classes;
     with a floor of 0.4 the choice fell to 0.40-0.55 on one fold and let through background the other fold
-    calls urban (shipped model: held-out background FP 12.8% at floor 0.4, 9.4% at 0.6; models/README.md)."""
+    calls urban (urban11@2026.11.24.3: held-out background FP 15.3% at floor 0.4, 9.6% at 0.6; models/README.md)."""
     seed: int = 0
 
 
@@ -286,16 +286,18 @@ def cross_validate(data: Data, model: ModelSettings,
         for name in set(predicted) - {"mlp"}:
             predicted[name][test] = baseline_predictions(name, data.x[~test], data.y[~test], data.x[test], model.seed)
     chosen = cross_fitted_thresholds(data, scores, folds, metrics.threshold_grid(model.min_threshold))
-    fallback = data.labels.index(BACKGROUND)
+
+    def as_daemon(fold: int, fold_scores: np.ndarray) -> np.ndarray:
+        """The daemon's decision on a held-out fold's scores: top class if it passes its threshold."""
+        return metrics.thresholded(fold_scores, chosen[fold], data.labels.index(BACKGROUND))
+
     predicted["mlp_thresholded"] = np.zeros_like(data.y)
     for fold in folds:
-        test = data.folds == fold
-        predicted["mlp_thresholded"][test] = metrics.thresholded(scores[test], chosen[fold], fallback)
+        predicted["mlp_thresholded"][data.folds == fold] = as_daemon(fold, scores[data.folds == fold])
     results = {name: _fold_metrics(data, pred, folds) for name, pred in predicted.items()}
     scenes = {
         "argmax": _scene_results(scored, data.labels, lambda fold, s: s.argmax(axis=1)),
-        "thresholded": _scene_results(scored, data.labels,
-                                      lambda fold, s: metrics.thresholded(s, chosen[fold], fallback)),
+        "thresholded": _scene_results(scored, data.labels, as_daemon),
     }
     return results, scores, scenes
 
