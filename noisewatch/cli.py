@@ -60,7 +60,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--stats", default="mean,std", help="statistics over time, comma-separated, from "
                    "mean,std,delta_std,max,min,p10,p90,skew (per MFCC), mel_mean,mel_std (per mel band) and "
-                   "modulation,periodicity (of the first 8 MFCC trajectories)")
+                   "modulation,periodicity (of the first 8 MFCC trajectories) and spectral_shape (flatness, "
+                   "peak and contrast of 6 mel-band groups)")
     p.add_argument("--short-clip", choices=["tile", "pad"], default="tile", help="how clips under 4 s are fitted")
     p.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the hidden layers' weights")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")

@@ -29,9 +29,18 @@ TEMPORAL_STATS = ("modulation", "periodicity")
 ``modulation`` is the log energy in each modulation band (a jackhammer's blows, an engine's throb, an air
 conditioner's none), ``periodicity`` the strongest autocorrelation in each lag range (barks, toots, blows
 that repeat)."""
-STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS
+SHAPE_STATS = ("spectral_shape",)
+"""How peaky or flat the spectrum is within each group of adjacent mel bands, frame by frame: a siren, a horn
+or a tune is peaky, an air conditioner, an engine or a drill flat. Per group: flatness (geometric over
+arithmetic mean power), peak-to-mean and contrast (loudest fifth of bands over quietest fifth), all in dB,
+each as mean and std over time."""
+STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS + SHAPE_STATS
 TEMPORAL_FIELDS = ("temporal_mfccs", "modulation_bands_hz", "periodicity_lags_s")
-"""The settings only the temporal statistics read."""
+SHAPE_FIELDS = ("shape_groups",)
+STAT_FIELDS = {"modulation": TEMPORAL_FIELDS, "periodicity": TEMPORAL_FIELDS, "spectral_shape": SHAPE_FIELDS}
+"""The settings only some statistics read: checked and written only when one of those is used."""
+SHAPE_MEASURES = 3  # flatness, peak-to-mean, contrast
+DB_TO_LN = np.log(10.0) / 10.0  # dB -> natural log of power: exp(db * DB_TO_LN) == 10 ** (db / 10)
 SKEW_FLOOR = 1e-6  # std below which a coefficient counts as constant (skew 0)
 AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
 MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
@@ -70,6 +79,8 @@ class FeatureSettings:
     frame rate's Nyquist frequency (21.5 Hz for hop 512 at 22050 Hz)."""
     periodicity_lags_s: tuple[float, ...] = (0.02, 0.1, 0.23, 0.5, 1.0, 2.0)
     """Edges of the lag ranges (seconds, rounded to frames) in which ``periodicity`` is taken."""
+    shape_groups: int = 6
+    """Groups of adjacent mel bands (as equal as n_mels allows) that ``spectral_shape`` describes."""
 
     def __post_init__(self) -> None:
         for name in ("stats", *TEMPORAL_FIELDS):
@@ -85,6 +96,9 @@ class FeatureSettings:
             raise ValueError("n_mfcc cannot exceed n_mels")
         if self.uses_temporal:
             self._check_temporal()
+        if "spectral_shape" in self.stats and not 1 <= self.shape_groups <= self.n_mels // 5:
+            raise ValueError(f"shape_groups must be 1..n_mels/5 ({self.n_mels // 5}: five bands a group at least), "
+                             f"not {self.shape_groups}")
 
     def _check_temporal(self) -> None:
         if not 1 <= self.temporal_mfccs <= self.n_mfcc:
@@ -121,6 +135,8 @@ class FeatureSettings:
             return self.temporal_mfccs * len(self.modulation_bands_hz)
         if stat == "periodicity":
             return self.temporal_mfccs * (len(self.periodicity_lags_s) - 1)
+        if stat == "spectral_shape":
+            return self.shape_groups * SHAPE_MEASURES * 2
         return self.n_mels if stat in MEL_STATS else self.n_mfcc
 
     def frames_per_window(self) -> int:
@@ -132,11 +148,11 @@ class FeatureSettings:
         return tuple(int(round(lag * self.frame_rate)) for lag in self.periodicity_lags_s)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; without the temporal fields when no temporal statistic is used, so such bundles
+        """JSON-ready; without the fields of statistics not used (:data:`STAT_FIELDS`), so such bundles
         (and feature-cache keys) stay exactly what earlier versions wrote and read."""
-        data = dataclasses.asdict(self)
-        if not self.uses_temporal:
-            data = {key: value for key, value in data.items() if key not in TEMPORAL_FIELDS}
+        used = {name for stat in self.stats for name in STAT_FIELDS.get(stat, ())}
+        unused = {name for names in STAT_FIELDS.values() for name in names} - used
+        data = {key: value for key, value in dataclasses.asdict(self).items() if key not in unused}
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @classmethod
@@ -295,6 +311,18 @@ class _WindowStats:
         correlation = correlation / (correlation[:, :1] + 1e-9)
         return np.maximum.reduceat(correlation[:, edges[0] :], edges[:-1] - edges[0], axis=1).T.ravel()
 
+    def spectral_shape(self) -> np.ndarray:
+        """Flatness, peak-to-mean and contrast (dB) of each mel-band group, each frame; their mean and std
+        over time, group-major."""
+        starts, sizes = _shape_groups(self.settings.n_mels, self.settings.shape_groups)
+        db = self.clamped
+        mean_power_db = 10.0 * np.log10(np.add.reduceat(np.exp(db * DB_TO_LN), starts, axis=1) / sizes)
+        flatness = np.add.reduceat(db, starts, axis=1) / sizes - mean_power_db
+        peak = np.maximum.reduceat(db, starts, axis=1) - mean_power_db
+        contrast = np.stack([_contrast(group) for group in np.split(db, starts[1:], axis=1)], axis=1)
+        measures = np.stack([flatness, peak, contrast], axis=2).reshape(len(db), -1)
+        return np.stack([measures.mean(axis=0), measures.std(axis=0)], axis=1).ravel()
+
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
         parts = {
@@ -310,6 +338,7 @@ class _WindowStats:
             "mel_std": lambda: self.clamped.std(axis=0),
             "modulation": self.modulation,
             "periodicity": self.periodicity,
+            "spectral_shape": self.spectral_shape,
         }
         return parts[name]()
 
@@ -323,6 +352,20 @@ def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ..
     taper.setflags(write=False)
     bands.setflags(write=False)
     return taper, bands
+
+
+@functools.lru_cache(maxsize=8)
+def _shape_groups(n_mels: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """First band and band count of each group (``np.array_split`` sizes)."""
+    sizes = np.array([len(part) for part in np.array_split(np.arange(n_mels), groups)])
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes
+
+
+def _contrast(group: np.ndarray) -> np.ndarray:
+    """Per frame, mean dB of the loudest fifth of a group's bands minus that of the quietest fifth."""
+    ranked = np.sort(group, axis=1)
+    fifth = group.shape[1] // 5
+    return ranked[:, -fifth:].mean(axis=1) - ranked[:, :fifth].mean(axis=1)
 
 
 @functools.lru_cache(maxsize=8)

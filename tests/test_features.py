@@ -100,9 +100,10 @@ def test_every_statistic_matches_librosa_and_numpy() -> None:
         "p90": np.percentile(matrix, 90, axis=1), "skew": skew(matrix, axis=1),
         "mel_mean": mel_db.mean(axis=1), "mel_std": mel_db.std(axis=1),
         "modulation": reference_modulation(matrix[:8], settings), "periodicity": reference_periodicity(matrix[:8]),
+        "spectral_shape": reference_shape(mel_db, groups=6),
     }
     ours = extract(window, settings)
-    assert ours.shape == (settings.n_features,) == (8 * 50 + 2 * 128 + 8 * 7 + 8 * 5,)
+    assert ours.shape == (settings.n_features,) == (8 * 50 + 2 * 128 + 8 * 7 + 8 * 5 + 6 * 3 * 2,)
     offset = 0
     for name in STATS:
         width = len(expected[name])
@@ -132,6 +133,49 @@ def reference_periodicity(tracks: np.ndarray, ranges=((1, 4), (4, 10), (10, 22),
         correlation = correlation / correlation[0]
         rows.append([correlation[low:high].max() for low, high in ranges])
     return np.array(rows).T.ravel()
+
+
+def reference_shape(mel_db: np.ndarray, groups: int) -> np.ndarray:
+    """Per group of mel bands (np.array_split) and frame: 10 log10 of the geometric over the arithmetic mean
+    power, of the max over the mean power, and the dB gap between the loudest and quietest fifth of bands;
+    each as mean and std over frames."""
+    from scipy.stats import gmean
+
+    values = []
+    for bands in np.array_split(mel_db, groups, axis=0):
+        power = 10 ** (bands / 10)
+        ranked, fifth = np.sort(bands, axis=0), len(bands) // 5
+        for measure in (10 * np.log10(gmean(power, axis=0) / power.mean(axis=0)),
+                        10 * np.log10(power.max(axis=0) / power.mean(axis=0)),
+                        ranked[-fifth:].mean(axis=0) - ranked[:fifth].mean(axis=0)):
+            values += [measure.mean(), measure.std()]
+    return np.array(values)
+
+
+def test_spectral_shape_follows_non_default_settings_on_a_real_siren(repo_root: Path) -> None:
+    settings = FeatureSettings(stats=("spectral_shape",), shape_groups=3)
+    window = load_audio(repo_root / "samples" / "scene.flac", SR)[5 * SR : 9 * SR]  # the siren (scene.json)
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=window, sr=SR), top_db=80.0)
+    ours = extract(window, settings)
+    assert ours.shape == (settings.n_features,) == (3 * 3 * 2,)
+    assert np.max(np.abs(ours - reference_shape(mel_db, groups=3))) <= TOLERANCE
+
+
+def test_spectral_shape_tells_a_tone_from_noise() -> None:
+    """A 1 kHz tone makes its band group (the second of six, 572-1160 Hz) peaky: flatness far below 0 dB, a
+    large peak-to-mean and contrast; white noise keeps every group flat (the low groups, where a mel band
+    holds few FFT bins, a little less so)."""
+    settings = FeatureSettings(stats=("spectral_shape",))
+    t = np.arange(settings.window_samples) / SR
+    noise = 0.1 * np.random.default_rng(5).standard_normal(len(t))
+    tone = 0.5 * np.sin(2 * np.pi * 1000 * t) + 0.001 * noise
+
+    def means(signal: np.ndarray) -> np.ndarray:  # (group, measure) of the means over time
+        return extract(signal.astype(np.float32), settings).reshape(6, 3, 2)[:, :, 0]
+
+    tonal, flat = means(tone), means(noise)
+    assert tonal[1, 0] <= -20.0 and tonal[1, 1] >= 10.0 and tonal[1, 2] >= 40.0
+    assert np.all(flat[:, 0] >= -1.5) and np.all(flat[:, 1] <= 5.0) and np.all(flat[:, 2] <= 10.0)
 
 
 def test_temporal_statistics_follow_non_default_settings() -> None:
@@ -181,6 +225,18 @@ def test_temporal_settings_are_checked_and_survive_the_bundle_round_trip() -> No
                 {"periodicity_lags_s": (0.5,)}, {"periodicity_lags_s": (0.001, 0.5)}, {"periodicity_lags_s": (0.1, 5.0)}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             FeatureSettings(stats=("modulation",), **bad)
+
+
+def test_shape_settings_are_checked_and_written_only_when_used() -> None:
+    settings = FeatureSettings(stats=("mean", "spectral_shape"), shape_groups=4)
+    assert settings.n_features == 50 + 4 * 3 * 2
+    assert settings.to_dict()["shape_groups"] == 4 and "temporal_mfccs" not in settings.to_dict()
+    assert FeatureSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    assert "shape_groups" not in FeatureSettings(stats=("mean", "modulation")).to_dict()
+    for bad in (0, 26):
+        with pytest.raises(ValueError, match="shape_groups"):
+            FeatureSettings(stats=("spectral_shape",), shape_groups=bad)
+    FeatureSettings(stats=("mean",), shape_groups=0)  # not used, not checked
 
 
 def test_settings_without_temporal_statistics_read_and_write_as_before() -> None:
