@@ -95,6 +95,7 @@ def test_scene_metrics_need_two_consecutive_windows_and_count_quiet_alarms():
     assert result["recall_per_class"] == {"dog_bark": 0.0, "siren": 1.0}
     assert result["event_recall"] == 0.5 and result["n_events"] == 2
     assert result["quiet_false_alarm_windows"] == 1 and result["n_quiet_windows"] == 20 - 5
+    assert result["quiet_false_alarms_per_class"] == {"siren": 1}
 
 
 def test_thresholds_for_a_fold_come_from_the_other_fold_and_decide_its_scene_windows():

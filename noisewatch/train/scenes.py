@@ -15,6 +15,7 @@ Deterministic per fold; numpy only.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,8 @@ def scene_metrics(scored: Sequence[tuple[Scene, np.ndarray]], labels: Sequence[s
     """Event recall (overall and per class) and quiet false-alarm windows of scenes with each window's class."""
     background = labels.index(BACKGROUND)
     found: dict[str, list[bool]] = {}
-    quiet_windows = quiet_alarms = 0
+    quiet_windows = 0
+    alarms: Counter[str] = Counter()
     for scene, top in scored:
         covered = np.zeros(len(top), bool)
         for first, end, label in scene.spans:
@@ -124,13 +126,14 @@ def scene_metrics(scored: Sequence[tuple[Scene, np.ndarray]], labels: Sequence[s
             hits = top[overlaps] == labels.index(label)
             found.setdefault(label, []).append(bool(np.any(hits[1:] & hits[:-1])))
         quiet_windows += int(np.sum(~covered))
-        quiet_alarms += int(np.sum(top[~covered] != background))
+        alarms.update(labels[index] for index in top[~covered] if index != background)
     every = [hit for hits in found.values() for hit in hits]
     return {
         "event_recall": float(np.mean(every)) if every else 0.0,
         "n_events": len(every),
-        "quiet_false_alarm_windows": quiet_alarms,
+        "quiet_false_alarm_windows": sum(alarms.values()),
         "n_quiet_windows": quiet_windows,
+        "quiet_false_alarms_per_class": dict(alarms.most_common()),
         "recall_per_class": {label: float(np.mean(hits)) for label, hits in sorted(found.items())},
     }
 
