@@ -96,9 +96,10 @@ class FeatureSettings:
             raise ValueError("n_mfcc cannot exceed n_mels")
         if self.uses_temporal:
             self._check_temporal()
-        if "spectral_shape" in self.stats and not 1 <= self.shape_groups <= self.n_mels // 5:
-            raise ValueError(f"shape_groups must be 1..n_mels/5 ({self.n_mels // 5}: five bands a group at least), "
-                             f"not {self.shape_groups}")
+        if "spectral_shape" in self.stats and (type(self.shape_groups) is not int
+                                               or not 1 <= self.shape_groups <= self.n_mels // 5):
+            raise ValueError(f"shape_groups must be a whole number from 1 to n_mels/5 ({self.n_mels // 5}: five "
+                             f"bands a group at least), not {self.shape_groups!r}")
 
     def _check_temporal(self) -> None:
         if not 1 <= self.temporal_mfccs <= self.n_mfcc:
@@ -319,7 +320,8 @@ class _WindowStats:
         mean_power_db = 10.0 * np.log10(np.add.reduceat(np.exp(db * DB_TO_LN), starts, axis=1) / sizes)
         flatness = np.add.reduceat(db, starts, axis=1) / sizes - mean_power_db
         peak = np.maximum.reduceat(db, starts, axis=1) - mean_power_db
-        contrast = np.stack([_contrast(group) for group in np.split(db, starts[1:], axis=1)], axis=1)
+        groups = np.array_split(db, self.settings.shape_groups, axis=1)
+        contrast = np.stack([_contrast(group) for group in groups], axis=1)
         measures = np.stack([flatness, peak, contrast], axis=2).reshape(len(db), -1)
         return np.stack([measures.mean(axis=0), measures.std(axis=0)], axis=1).ravel()
 
@@ -358,7 +360,10 @@ def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ..
 def _shape_groups(n_mels: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
     """First band and band count of each group (``np.array_split`` sizes)."""
     sizes = np.array([len(part) for part in np.array_split(np.arange(n_mels), groups)])
-    return np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    starts.setflags(write=False)
+    sizes.setflags(write=False)
+    return starts, sizes
 
 
 def _contrast(group: np.ndarray) -> np.ndarray:

@@ -68,8 +68,9 @@ def scene_lines(scenes: dict[str, Any], decision: str) -> list[str]:
         row = name if name == "pooled" else f"test fold {name}"
         lines.append(f"| {row} | {m['n_events']} | {m['event_recall']:.3f} | {alarms} |")
     if "pooled" in scenes:
-        per_class = ", ".join(f"{label} {recall:.2f}" for label, recall in scenes["pooled"]["recall_per_class"].items())
-        alarms = ", ".join(f"{label} {count}" for label, count in scenes["pooled"]["quiet_false_alarms_per_class"].items())
+        pooled = scenes["pooled"]
+        per_class = ", ".join(f"{label} {recall:.2f}" for label, recall in pooled["recall_per_class"].items())
+        alarms = ", ".join(f"{label} {count}" for label, count in pooled["quiet_false_alarms_per_class"].items())
         lines += ["", f"Scene event recall per class (pooled): {per_class}",
                   "", f"Quiet false-alarm windows by the class they gave (pooled): {alarms or 'none'}"]
     return lines if scenes else []

@@ -113,7 +113,8 @@ def _windowed(audio: np.ndarray, spans: tuple[tuple[int, int, str], ...], settin
 
 
 def scene_metrics(scored: Sequence[tuple[Scene, np.ndarray]], labels: Sequence[str]) -> dict[str, Any]:
-    """Event recall (overall and per class) and quiet false-alarm windows of scenes with each window's class."""
+    """Event recall (overall and per class) and quiet false-alarm windows (in all and by the class given) of
+    scenes with each window's class."""
     background = labels.index(BACKGROUND)
     found: dict[str, list[bool]] = {}
     quiet_windows = 0
