@@ -40,7 +40,7 @@ SHAPE_FIELDS = ("shape_groups",)
 STAT_FIELDS = {"modulation": TEMPORAL_FIELDS, "periodicity": TEMPORAL_FIELDS, "spectral_shape": SHAPE_FIELDS}
 """The settings only some statistics read: checked and written only when one of those is used."""
 SHAPE_MEASURES = 3  # flatness, peak-to-mean, contrast
-DB_TO_LN = np.log(10.0) / 10.0  # dB -> natural log of power: exp(db * DB_TO_LN) == 10 ** (db / 10)
+DB_TO_LN = np.float32(np.log(10.0) / 10.0)  # dB -> natural log of power: exp(db * DB_TO_LN) == 10 ** (db / 10)
 SKEW_FLOOR = 1e-6  # std below which a coefficient counts as constant (skew 0)
 AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
 MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
@@ -314,14 +314,20 @@ class _WindowStats:
 
     def spectral_shape(self) -> np.ndarray:
         """Flatness, peak-to-mean and contrast (dB) of each mel-band group, each frame; their mean and std
-        over time, group-major."""
-        starts, sizes = _shape_groups(self.settings.n_mels, self.settings.shape_groups)
+        over time, group-major.
+
+        One sort ranks every group of every frame at once: each group is lifted by a multiple of the
+        window's dB span, so groups cannot mix, and lowered again after. Sums over groups are products
+        with the plan's weight matrices. (Group by group it cost three times as much per hop.)
+        """
+        plan = _shape_plan(self.settings.n_mels, self.settings.shape_groups)
         db = self.clamped
-        mean_power_db = 10.0 * np.log10(np.add.reduceat(np.exp(db * DB_TO_LN), starts, axis=1) / sizes)
-        flatness = np.add.reduceat(db, starts, axis=1) / sizes - mean_power_db
-        peak = np.maximum.reduceat(db, starts, axis=1) - mean_power_db
-        groups = np.array_split(db, self.settings.shape_groups, axis=1)
-        contrast = np.stack([_contrast(group) for group in groups], axis=1)
+        mean_power_db = 10.0 * np.log10(np.exp(db * DB_TO_LN) @ plan.mean)
+        lift = plan.group_of_band * (float(db.max() - db.min()) + 1.0)
+        ranked = np.sort(db + lift, axis=1) - lift  # float64: the lift costs no precision
+        flatness = db @ plan.mean - mean_power_db
+        peak = ranked[:, plan.last] - mean_power_db
+        contrast = ranked @ plan.contrast
         measures = np.stack([flatness, peak, contrast], axis=2).reshape(len(db), -1)
         return np.stack([measures.mean(axis=0), measures.std(axis=0)], axis=1).ravel()
 
@@ -356,21 +362,36 @@ def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ..
     return taper, bands
 
 
+@dataclass(frozen=True)
+class _ShapePlan:
+    """Weights that turn (frames, n_mels) dB values into per-group figures, for ``spectral_shape``."""
+
+    mean: np.ndarray
+    """(n_mels, groups): 1/size on the group's bands: the mean over each group."""
+    contrast: np.ndarray
+    """(n_mels, groups): on a group's ranked bands, +1/fifth on the loudest fifth, -1/fifth on the quietest."""
+    group_of_band: np.ndarray
+    """(n_mels,) index of each band's group."""
+    last: np.ndarray
+    """(groups,) the last band of each group: its loudest once ranked."""
+
+
 @functools.lru_cache(maxsize=8)
-def _shape_groups(n_mels: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """First band and band count of each group (``np.array_split`` sizes)."""
-    sizes = np.array([len(part) for part in np.array_split(np.arange(n_mels), groups)])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    starts.setflags(write=False)
-    sizes.setflags(write=False)
-    return starts, sizes
-
-
-def _contrast(group: np.ndarray) -> np.ndarray:
-    """Per frame, mean dB of the loudest fifth of a group's bands minus that of the quietest fifth."""
-    ranked = np.sort(group, axis=1)
-    fifth = group.shape[1] // 5
-    return ranked[:, -fifth:].mean(axis=1) - ranked[:, :fifth].mean(axis=1)
+def _shape_plan(n_mels: int, groups: int) -> _ShapePlan:
+    """The plan for ``groups`` groups of adjacent bands, sized as ``np.array_split`` sizes them."""
+    parts = np.array_split(np.arange(n_mels), groups)
+    mean = np.zeros((n_mels, groups), dtype=np.float32)
+    contrast = np.zeros((n_mels, groups))
+    for index, bands in enumerate(parts):
+        fifth = len(bands) // 5
+        mean[bands, index] = 1.0 / len(bands)
+        contrast[bands[:fifth], index] = -1.0 / fifth
+        contrast[bands[-fifth:], index] = 1.0 / fifth
+    group_of_band = np.concatenate([np.full(len(bands), index, dtype=np.float64) for index, bands in enumerate(parts)])
+    plan = _ShapePlan(mean, contrast, group_of_band, np.array([bands[-1] for bands in parts]))
+    for array in (plan.mean, plan.contrast, plan.group_of_band, plan.last):
+        array.setflags(write=False)
+    return plan
 
 
 @functools.lru_cache(maxsize=8)
