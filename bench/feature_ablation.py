@@ -77,6 +77,7 @@ def held_out_scores(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_classes: 
 
 
 def figures(scores: np.ndarray, y: np.ndarray, us8k: np.ndarray, background: int) -> dict[str, float]:
+    """The model card's three columns, at argmax."""
     predicted = scores.argmax(axis=1)
     return {
         "accuracy": round(float(np.mean(predicted == y)), 4),

@@ -318,7 +318,7 @@ class _WindowStats:
 
         One sort ranks every group of every frame at once: each group is lifted by a multiple of the
         window's dB span, so groups cannot mix, and lowered again after. Sums over groups are products
-        with the plan's weight matrices. (Group by group it cost three times as much per hop.)
+        with the plan's weight matrices. (Group by group it cost three times as much per window.)
         """
         plan = _shape_plan(self.settings.n_mels, self.settings.shape_groups)
         db = self.clamped
@@ -387,7 +387,7 @@ def _shape_plan(n_mels: int, groups: int) -> _ShapePlan:
         mean[bands, index] = 1.0 / len(bands)
         contrast[bands[:fifth], index] = -1.0 / fifth
         contrast[bands[-fifth:], index] = 1.0 / fifth
-    group_of_band = np.concatenate([np.full(len(bands), index, dtype=np.float64) for index, bands in enumerate(parts)])
+    group_of_band = np.repeat(np.arange(groups, dtype=np.float64), [len(bands) for bands in parts])
     plan = _ShapePlan(mean, contrast, group_of_band, np.array([bands[-1] for bands in parts]))
     for array in (plan.mean, plan.contrast, plan.group_of_band, plan.last):
         array.setflags(write=False)
