@@ -94,10 +94,11 @@ class FeatureSettings:
             raise ValueError(f"stats must be a non-empty subset of {STATS}, not {self.stats!r}")
         if self.n_mfcc > self.n_mels:
             raise ValueError("n_mfcc cannot exceed n_mels")
-        if self.uses_temporal:
+        used = self.used_fields
+        if used & set(TEMPORAL_FIELDS):
             self._check_temporal()
-        if "spectral_shape" in self.stats and (type(self.shape_groups) is not int
-                                               or not 1 <= self.shape_groups <= self.n_mels // 5):
+        if "shape_groups" in used and (type(self.shape_groups) is not int
+                                       or not 1 <= self.shape_groups <= self.n_mels // 5):
             raise ValueError(f"shape_groups must be a whole number from 1 to n_mels/5 ({self.n_mels // 5}: five "
                              f"bands a group at least), not {self.shape_groups!r}")
 
@@ -114,9 +115,9 @@ class FeatureSettings:
                              f"the window, not {self.periodicity_lags_s!r}")
 
     @property
-    def uses_temporal(self) -> bool:
-        """Whether a temporal statistic is asked for (else the temporal fields mean nothing)."""
-        return bool(set(self.stats) & set(TEMPORAL_STATS))
+    def used_fields(self) -> set[str]:
+        """The fields of :data:`STAT_FIELDS` that the asked-for statistics read (the others mean nothing)."""
+        return {name for stat in self.stats for name in STAT_FIELDS.get(stat, ())}
 
     @property
     def window_samples(self) -> int:
@@ -151,8 +152,7 @@ class FeatureSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; without the fields of statistics not used (:data:`STAT_FIELDS`), so such bundles
         (and feature-cache keys) stay exactly what earlier versions wrote and read."""
-        used = {name for stat in self.stats for name in STAT_FIELDS.get(stat, ())}
-        unused = {name for names in STAT_FIELDS.values() for name in names} - used
+        unused = {name for names in STAT_FIELDS.values() for name in names} - self.used_fields
         data = {key: value for key, value in dataclasses.asdict(self).items() if key not in unused}
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
