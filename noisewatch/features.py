@@ -43,6 +43,9 @@ SHAPE_MEASURES = 3  # flatness, peak-to-mean, contrast
 DB_TO_LN = np.float32(np.log(10.0) / 10.0)  # dB -> natural log of power: exp(db * DB_TO_LN) == 10 ** (db / 10)
 SKEW_FLOOR = 1e-6  # std below which a coefficient counts as constant (skew 0)
 AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
+TRACK_FLOOR = 1e-3
+"""Std (dB units) below which an MFCC trajectory counts as constant and has no periodicity: float32 rounding of
+MFCCs of size ~1e2 leaves ~1e-5, which must not read as a perfectly periodic track (silence)."""
 MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
 
 
@@ -309,7 +312,9 @@ class _WindowStats:
         size = _fast_fft_size(2 * self.tracks.shape[1] - 1)  # long enough for circular = linear correlation
         spectrum = np.fft.rfft(self.tracks, size, axis=1)
         correlation = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, size, axis=1)[:, : edges[-1]]
-        correlation = correlation / (correlation[:, :1] + 1e-9)
+        energy = correlation[:, :1]  # lag 0: n x the track's variance
+        constant = energy <= self.tracks.shape[1] * TRACK_FLOOR**2
+        correlation = np.divide(correlation, energy, out=np.zeros_like(correlation), where=~constant)
         return np.maximum.reduceat(correlation[:, edges[0] :], edges[:-1] - edges[0], axis=1).T.ravel()
 
     def spectral_shape(self) -> np.ndarray:
@@ -321,9 +326,12 @@ class _WindowStats:
         with the plan's weight matrices. (Group by group it cost three times as much per window.)
         """
         plan = _shape_plan(self.settings.n_mels, self.settings.shape_groups)
-        db = self.clamped
+        span = float(self.clamped.max() - self.clamped.min())
+        if span == 0.0:  # a constant (silent) window is flat everywhere: exact zeros, not rounding noise
+            return np.zeros(2 * SHAPE_MEASURES * self.settings.shape_groups, dtype=np.float32)
+        db = self.clamped - self.clamped.max(axis=1, keepdims=True)  # each measure is shift-invariant per frame
         mean_power_db = 10.0 * np.log10(np.exp(db * DB_TO_LN) @ plan.mean)
-        lift = plan.group_of_band * (float(db.max() - db.min()) + 1.0)
+        lift = plan.group_of_band * (span + 1.0)
         ranked = np.sort(db + lift, axis=1) - lift  # float64: the lift costs no precision
         flatness = db @ plan.mean - mean_power_db
         peak = ranked[:, plan.last] - mean_power_db

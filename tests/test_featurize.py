@@ -41,8 +41,8 @@ def test_speed_copies_are_cached_apart_and_match_the_plain_path(tmp_path: Path) 
     slower = feature_matrix(clips, settings, cache_dir=cache, speed=0.84)
     assert len(list(cache.glob("features-*.npz"))) == 2
     audio = sf.read(path, dtype="float32")[0]
-    np.testing.assert_allclose(plain[0], clip_features(audio, settings), atol=1e-5)
-    np.testing.assert_allclose(slower[0], clip_features(change_speed(audio, 0.84, SR), settings), atol=1e-5)
+    np.testing.assert_allclose(plain[0], clip_features(audio, settings), rtol=1e-5, atol=1e-4)  # float32, values ~1e2
+    np.testing.assert_allclose(slower[0], clip_features(change_speed(audio, 0.84, SR), settings), rtol=1e-5, atol=1e-4)
     assert not np.allclose(plain, slower, atol=1e-2)
     np.testing.assert_array_equal(feature_matrix(clips, settings, cache_dir=cache, speed=0.84), slower)
 
