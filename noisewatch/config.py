@@ -22,6 +22,11 @@ CREDENTIAL_NAME = "noisewatch_mqtt_password"  # in $CREDENTIALS_DIRECTORY, see s
 Seconds = Annotated[float, Field(gt=0, description="seconds")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
+MAX_PREFIX_BYTES = 1024
+"""Topic prefixes longer than this are refused (MQTT allows 65535 bytes for a whole topic)."""
+MAX_YAML_NODES = 20000
+"""A config file expanding to more YAML nodes than this (aliases counted each time they are used) is refused:
+a real config has a few hundred, an alias bomb has billions."""
 
 
 class ConfigError(ValueError):
@@ -102,9 +107,30 @@ class SpoolSection(_Section):
     max_age_h: float = Field(168.0, gt=0.0, le=87600, description="spooled events older than this are dropped")
 
 
+def topic_prefix_problem(value: str) -> str:
+    """``value`` if the broker will take it as the start of every topic we publish; ValueError otherwise.
+
+    Wildcards make paho raise on publish, a leading ``$`` is the broker's own namespace ($SYS: silently
+    dropped), and NUL or over-long topics make mosquitto drop the connection before accepting it."""
+    if not value or value.endswith("/") or value.startswith("/"):
+        raise ValueError("must be a non-empty topic without a leading or trailing '/'")
+    if any(c in value for c in "#+\0"):
+        raise ValueError("must not contain the MQTT wildcards '+' or '#', or a NUL character")
+    if value.startswith("$"):
+        raise ValueError("must not start with '$' (the broker's own topics, e.g. $SYS, are not ours to publish to)")
+    if len(value.encode()) > MAX_PREFIX_BYTES:
+        raise ValueError(f"must be at most {MAX_PREFIX_BYTES} bytes")
+    return value
+
+
 class HomeAssistantSection(_Section):
     discovery: bool = True
     prefix: str = "homeassistant"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_topic(cls, value: str) -> str:
+        return topic_prefix_problem(value)
     device_name: str | None = Field(None, description="name shown in Home Assistant; null: noisewatch <device_id>")
 
 
@@ -127,15 +153,14 @@ class MqttSection(_Section):
     @model_validator(mode="after")
     def _backoff_order(self) -> "MqttSection":
         if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+            raise ValueError(f"reconnect_min_s must not exceed reconnect_max_s ({self.reconnect_min_s} > "
+                             f"{self.reconnect_max_s})")
         return self
 
     @field_validator("topic_prefix")
     @classmethod
-    def _prefix_has_no_wildcards(cls, value: str | None) -> str | None:
-        if value is not None and (not value or any(c in value for c in "#+") or value.endswith("/")):
-            raise ValueError("must be a non-empty topic without wildcards or a trailing '/'")
-        return value
+    def _prefix_is_a_topic(cls, value: str | None) -> str | None:
+        return None if value is None else topic_prefix_problem(value)
 
 
 class LoggingSection(_Section):
@@ -188,14 +213,9 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    node = _compose(path)
+    _check_shape(path, node)
+    data = _construct(path, node) if node is not None else {}
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -203,8 +223,63 @@ def load_config(path: str | Path | None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(path, error, node) for error in exc.errors())) from None
+        raise ConfigError("\n".join(_describe(path, dict(error), node) for error in exc.errors())) from None
     return _resolve_paths(config, path.parent)
+
+
+def _compose(path: Path) -> yaml.Node | None:
+    """The file's YAML node graph (aliases not yet expanded); ConfigError for unreadable, non-UTF-8 or bad YAML."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def _construct(path: Path, node: yaml.Node) -> Any:
+    """Python values of a checked node graph, as yaml.safe_load would give them."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_shape(path: Path, node: yaml.Node | None) -> None:
+    """Refuse what YAML allows but a config never needs: a key given twice (the later one silently wins),
+    and aliases expanding to an enormous document (an alias bomb)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) not in sizes:
+            sizes[id(n)] = 0  # a recursive alias counts once
+            children: list[yaml.Node] = []
+            if isinstance(n, yaml.MappingNode):
+                children = [part for pair in n.value for part in pair]
+                _check_duplicates(path, n)
+            elif isinstance(n, yaml.SequenceNode):
+                children = list(n.value)
+            sizes[id(n)] = min(1 + sum(size(child) for child in children), MAX_YAML_NODES + 1)
+        return sizes[id(n)]
+
+    if node is not None and size(node) > MAX_YAML_NODES:
+        raise ConfigError(f"{path}: expands to more than {MAX_YAML_NODES} YAML nodes (aliases used over and over); "
+                          "write the settings out")
+
+
+def _check_duplicates(path: Path, node: yaml.MappingNode) -> None:
+    seen: dict[str, int] = {}
+    for key, _ in node.value:
+        line = key.start_mark.line + 1
+        if key.value in seen:
+            raise ConfigError(f"{path}:{line}: key {key.value!r} given twice (lines {seen[key.value]} and {line})")
+        seen[str(key.value)] = line
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
@@ -244,6 +319,8 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
         return f"{where}: {key}: unknown key (check the spelling; see config/noisewatch.yaml)"
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
+    if isinstance(error.get("input"), dict):  # a check across keys: the section itself is no help to print
+        return f"{where}: {key}: {problem}"
     return f"{where}: {key} = {error.get('input')!r}: {problem}"
 
 

@@ -56,9 +56,10 @@ class JournalFormatter(logging.Formatter):
         super().__init__(_JOURNAL_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        record.priority = syslog_priority(record.levelno)
+        priority = syslog_priority(record.levelno)
+        record.priority = priority  # read by the format string
         text = super().format(record)
-        prefix = f"<{record.priority}>"
+        prefix = f"<{priority}>"
         return text.replace("\n", "\n" + prefix)
 
 

@@ -95,11 +95,11 @@ class Daemon:
         self.proc.wait()
 
     def messages(self, kind: str) -> list[dict[str, Any]]:
-        """Payloads of one kind from the daemon's JSON-lines log."""
+        """Messages of one kind from the daemon's JSON-lines log (the same JSON as the MQTT payloads)."""
         if not self.jsonl.exists():
             return []
         lines = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-        return [{k: v for k, v in line.items() if k != "type"} for line in lines if line.get("type") == kind]
+        return [line for line in lines if line.get("type") == kind]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import yaml
 
 from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_until
 from noisewatch.config import PASSWORD_ENV, Config, load_config
+from noisewatch.daemon.messages import Event, Level, Score, Scores, Started, Stats, stamped
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, MqttSink
 
 pytestmark = pytest.mark.broker
@@ -40,14 +42,20 @@ def make_config(tmp_path: Path, port: int, **overrides: Any) -> Config:
     return Config.model_validate({"device_id": "test", "mqtt": mqtt_settings(tmp_path, port, **overrides)})
 
 
-def event(n: int, label: str = "siren") -> dict[str, Any]:
-    return {"id": str(uuid.uuid4()), "label": label, "confidence": 0.9, "mean_confidence": 0.8,
-            "start": "2024-05-01T12:00:00.000Z", "end": "2024-05-01T12:00:02.500Z", "offset_s": float(n),
-            "duration_s": 2.5, "peak_dbfs": -12.0, "mean_dbfs": -20.0, "device": "test", "model": MODEL}
+def event(n: int, label: str = "siren") -> Event:
+    return Event(id=str(uuid.uuid4()), label=label, confidence=0.9, mean_confidence=0.8,
+                 start="2024-05-01T12:00:00.000Z", end="2024-05-01T12:00:02.500Z", offset_s=float(n),
+                 duration_s=2.5, peak_dbfs=-12.0, mean_dbfs=-20.0, device="test", model=MODEL)
 
 
-def started(ev: dict[str, Any]) -> dict[str, Any]:
-    return {k: ev[k] for k in ("id", "label", "confidence", "start", "offset_s", "device", "model")}
+def started(ev: Event) -> Started:
+    return Started(id=ev.id, label=ev.label, confidence=ev.confidence, start=ev.start, offset_s=ev.offset_s,
+                   device=ev.device, model=ev.model)
+
+
+def a_level(ev: Event) -> Level:
+    return Level(start=ev.start, end=ev.end, offset_s=0.0, period_s=60.0, leq_dbfs=-30.0, lmax_dbfs=-12.0,
+                 lmin_dbfs=-45.0, leq_dbfs_a=-33.0, lmax_dbfs_a=-14.0, lmin_dbfs_a=-48.0, device="test")
 
 
 def ids_on(collector: Collector, topic: str = f"{PREFIX}/events") -> list[str]:
@@ -79,22 +87,23 @@ def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker
     sink = open_sink(make_config(tmp_path, broker.port, protocol=protocol))
     assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
     ev = event(0)
-    level = {"start": ev["start"], "end": ev["end"], "period_s": 60.0, "leq_dbfs": -30.0, "lmax_dbfs": -12.0,
-             "lmin_dbfs": -45.0, "leq_dbfs_a": -33.0, "lmax_dbfs_a": -14.0, "lmin_dbfs_a": -48.0}
-    sink.send("started", started(ev))
-    sink.send("event", ev)
-    sink.send("level", level)
-    sink.send("stats", {"uptime_s": 5.0, "windows": 10, "overflows": 0, "model": MODEL, "version": "0.1.0"})
-    sink.send("scores", {"start": ev["start"], "top": [["siren", 0.9]]})
+    level = a_level(ev)
+    sink.send(started(ev))
+    sink.send(ev)
+    sink.send(level)
+    stats = Stats(uptime_s=5.0, audio_s=5.0, windows=10, gated_windows=0, events=1, input_overflows=0,
+                  dropped_frames=0, source="test", model=MODEL, runtime="ai_edge_litert", version="0.1.0")
+    sink.send(stamped(replace(stats, **sink.health()), "test"))  # as the service builds it
+    sink.send(Scores(time=ev.start, offset_s=4.0, top=(Score("siren", 0.9),), device="test"))
     assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/scores")) == 1 and len(c.on(f"{PREFIX}/events")) == 1)
-    assert [json.loads(p) for p in collector.on(f"{PREFIX}/events/started")] == [started(ev)]
-    assert [json.loads(p) for p in collector.on(f"{PREFIX}/events")] == [ev]
+    assert [json.loads(p) for p in collector.on(f"{PREFIX}/events/started")] == [started(ev).to_json()]
+    assert [json.loads(p) for p in collector.on(f"{PREFIX}/events")] == [ev.to_json()]
     assert collector.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"]
     assert collector.on(f"{PREFIX}/state/dog_bark") == [b"OFF"]
     assert collector.on(f"{PREFIX}/state/background") == []  # ignored labels are not entities
-    assert [json.loads(p) for p in collector.on(f"{PREFIX}/level")] == [level]
-    stats = json.loads(collector.on(f"{PREFIX}/stats")[0])
-    assert stats["windows"] == 10 and stats["spool_dropped"] == 0 and "spool_depth" in stats
+    assert [json.loads(p) for p in collector.on(f"{PREFIX}/level")] == [level.to_json()]
+    received = json.loads(collector.on(f"{PREFIX}/stats")[0])
+    assert received["windows"] == 10 and received["spool_dropped"] == 0 and "spool_depth" in received
     discovery = [t for t, _, _ in collector.messages if t.startswith("homeassistant/")]
     assert "homeassistant/event/noisewatch_test/sound_event/config" in discovery
     collector.client.publish("homeassistant/status", "online")  # Home Assistant restarted
@@ -111,15 +120,15 @@ def test_broker_killed_mid_stream_loses_nothing(open_sink: OpenSink, tmp_path: P
     sink = open_sink(make_config(tmp_path, broker.port))
     sent = [event(i) for i in range(30)]
     for ev in sent[:10]:
-        sink.send("event", ev)
+        sink.send(ev)
     assert collector.wait_for(lambda c: len(ids_on(c)) >= 10)
     broker.stop(kill=True)
     for ev in sent[10:]:
-        sink.send("event", ev)
+        sink.send(ev)
     assert sink.spool.depth >= 20
     broker.start()
     assert collector.wait_for(lambda c: len(set(ids_on(c))) == 30, timeout=15)
-    assert unique_in_order(ids_on(collector)) == [ev["id"] for ev in sent]
+    assert unique_in_order(ids_on(collector)) == [ev.id for ev in sent]
     assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
     sink.close()
     assert sink.spool.depth == 0
@@ -132,31 +141,32 @@ def test_broker_down_at_start_then_appears(open_sink: OpenSink, tmp_path: Path, 
     sink = open_sink(make_config(tmp_path, broker.port))
     sent = [event(i, label) for i, label in enumerate(["siren", "dog_bark"] * 5)]
     for ev in sent:
-        sink.send("started", started(ev))
-        sink.send("event", ev)
+        sink.send(started(ev))
+        sink.send(ev)
     time.sleep(0.8)  # several reconnect attempts
     assert sink.spool.depth == 20
     assert sum("cannot connect" in r.getMessage() for r in caplog.records) == 1  # once per change
     broker.start()
     assert collector.wait_for(lambda c: len(set(ids_on(c))) == 10, timeout=15)
-    assert unique_in_order(ids_on(collector)) == [ev["id"] for ev in sent]
-    assert unique_in_order(ids_on(collector, f"{PREFIX}/events/started")) == [ev["id"] for ev in sent]
+    assert unique_in_order(ids_on(collector)) == [ev.id for ev in sent]
+    assert unique_in_order(ids_on(collector, f"{PREFIX}/events/started")) == [ev.id for ev in sent]
     sink.close()
 
 
 SINK_SCRIPT = """
 import sys, time, json
 from noisewatch.config import load_config
+from noisewatch.daemon.messages import decode
 from noisewatch.daemon.sinks.mqtt import MqttSink
 sink = MqttSink.from_config(load_config(sys.argv[1]), ["dog_bark", "siren"], "urban11@1")
 for line in sys.stdin:
-    sink.send("event", json.loads(line))
+    sink.send(decode(line))
 print("sent", flush=True)
 time.sleep(60)
 """
 
 
-def run_sink_process(tmp_path: Path, port: int, events: list[dict[str, Any]]) -> subprocess.Popen[str]:
+def run_sink_process(tmp_path: Path, port: int, events: list[Event]) -> subprocess.Popen[str]:
     """A separate process that sends ``events`` through the sink and then waits to be killed."""
     config = tmp_path / "config.yaml"
     settings = mqtt_settings(tmp_path, port, spool={"directory": "spool"})  # relative to the config file
@@ -164,7 +174,7 @@ def run_sink_process(tmp_path: Path, port: int, events: list[dict[str, Any]]) ->
     proc = subprocess.Popen([sys.executable, "-c", SINK_SCRIPT, str(config)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write("".join(json.dumps(ev) + "\n" for ev in events))
+    proc.stdin.write("".join(ev.encode().decode() + "\n" for ev in events))
     proc.stdin.close()
     assert proc.stdout.readline().strip() == "sent"
     return proc
@@ -181,7 +191,7 @@ def test_sink_killed_while_broker_down_delivers_spool_after_restart(
     broker.start()
     sink = open_sink(load_config(tmp_path / "config.yaml"))
     assert collector.wait_for(lambda c: len(set(ids_on(c))) == 8, timeout=15)
-    assert unique_in_order(ids_on(collector)) == [ev["id"] for ev in sent]
+    assert unique_in_order(ids_on(collector)) == [ev.id for ev in sent]
     sink.close()
     assert sink.spool.depth == 0
 
@@ -213,7 +223,7 @@ def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_
     sink = open_sink(config)
     try:
         assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
-        sink.send("event", event(0))
+        sink.send(event(0))
         assert collector.wait_for(lambda c: len(ids_on(c)) == 1)
     finally:
         sink.close()
@@ -228,7 +238,7 @@ def test_wrong_password_logged_once_retried_until_it_is_right(
                          tls={"enabled": True, "ca_file": str(secure_broker.ca_file)})
     caplog.set_level(logging.INFO, logger="noisewatch")
     sink = open_sink(config)
-    sink.send("event", event(0))
+    sink.send(event(0))
     assert wait_until(lambda: secure_broker.log_text.count("not authorised") >= 3, timeout=15)
     refusals = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
     # mosquitto 2.0 answers a wrong password with "Not authorized" under MQTT 3.1.1
@@ -269,9 +279,9 @@ def test_mute_broker_never_blocks_send(open_sink: OpenSink, tmp_path: Path) -> N
         for i in range(40):
             t0 = time.monotonic()
             ev = event(i)
-            sink.send("started", started(ev))
-            sink.send("event", ev)
-            sink.send("level", {"leq_dbfs": -30.0})
+            sink.send(started(ev))
+            sink.send(ev)
+            sink.send(a_level(ev))
             durations.append(time.monotonic() - t0)
         # the client did connect (its network thread may get there after the sends) and waits for a CONNACK
         assert wait_until(lambda: mute.connections >= 1, timeout=5)

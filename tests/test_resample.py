@@ -51,7 +51,7 @@ def test_replayed_capture_matches_one_shot_resampling(tmp_path: Path, scene: np.
     with source:
         deadline = time.monotonic() + 30
         while not (source.finished and source.ring.available == 0) and time.monotonic() < deadline:
-            parts.append(resampler.process(source.ring.read(READ_FRAMES, timeout=0.2)))
+            parts.append(resampler.process(source.ring.read(READ_FRAMES, timeout=0.2).frames))
     out = np.concatenate([*parts, resampler.flush()])
     expected = soxr.resample(audio.mean(axis=1), rate, MODEL_RATE, quality=QUALITY)
     assert out.dtype == np.float32 and out.shape == expected.shape == (len(scene),)

@@ -22,7 +22,7 @@ def test_wrap_around_keeps_order_across_the_end_of_the_array() -> None:
     position = 0
     for size in (7, 3, 6, 4, 9, 10):  # writes start mid-array and cross its end
         assert ring.write(ramp(position, size, 2)) == 0
-        np.testing.assert_array_equal(ring.read(size, timeout=0), ramp(position, size, 2))
+        np.testing.assert_array_equal(ring.read(size, timeout=0).frames, ramp(position, size, 2))
         position += size
     assert ring.dropped == 0 and ring.available == 0
 
@@ -32,20 +32,20 @@ def test_overflow_keeps_the_newest_audio_and_counts_the_oldest_dropped() -> None
     ring.write(ramp(0, 6))
     assert ring.write(ramp(6, 8)) == 4  # 14 frames for 10 slots: frames 0..3 are lost
     assert ring.dropped == 4 and ring.available == 10
-    np.testing.assert_array_equal(ring.read(100, timeout=0)[:, 0], np.arange(4, 14))
+    np.testing.assert_array_equal(ring.read(100, timeout=0).frames[:, 0], np.arange(4, 14))
     assert ring.write(ramp(14, 3)) == 0 and ring.dropped == 4
 
 
 def test_a_read_tells_how_much_audio_was_lost_in_front_of_it() -> None:
     ring = RingBuffer(10, 1)
     ring.write(ramp(0, 6))
-    ring.read(6, timeout=0)
-    assert ring.dropped_before_read == 0
+    assert ring.read(6, timeout=0).lost == 0
     ring.write(ramp(6, 8))
     ring.write(ramp(14, 6))  # 14 unread frames for 10 slots: frames 6..9 are lost
-    assert ring.dropped == 4 and ring.dropped_before_read == 0  # no read has come past the gap yet
+    assert ring.dropped == 4
     block = ring.read(3, timeout=0)
-    assert block[0, 0] == 10 and ring.dropped_before_read == 4
+    assert block.frames[0, 0] == 10 and block.lost == 4 and block.behind == 7
+    assert ring.read(3, timeout=0).lost == 0  # reported once, with the first frames after the gap
 
 
 def test_drops_accumulate_exactly_over_many_overflows() -> None:
@@ -53,7 +53,7 @@ def test_drops_accumulate_exactly_over_many_overflows() -> None:
     for start in range(0, 30, 3):  # 30 frames, nobody reads: 25 must be dropped
         ring.write(ramp(start, 3))
     assert ring.dropped == 25
-    np.testing.assert_array_equal(ring.read(5, timeout=0)[:, 0], np.arange(25, 30))
+    np.testing.assert_array_equal(ring.read(5, timeout=0).frames[:, 0], np.arange(25, 30))
 
 
 def test_oversize_write_keeps_its_last_capacity_frames() -> None:
@@ -62,13 +62,13 @@ def test_oversize_write_keeps_its_last_capacity_frames() -> None:
     ring.read(2, timeout=0)  # positions now mid-array; frame 2 still unread
     assert ring.write(ramp(100, 20)) == 13  # 1 unread + the 12 oldest frames of the block
     assert ring.dropped == 13
-    np.testing.assert_array_equal(ring.read(8, timeout=0)[:, 0], np.arange(112, 120))
+    np.testing.assert_array_equal(ring.read(8, timeout=0).frames[:, 0], np.arange(112, 120))
 
 
 def test_read_returns_a_copy_limited_to_max_frames() -> None:
     ring = RingBuffer(8, 1)
     ring.write(ramp(0, 6))
-    first = ring.read(4, timeout=0)
+    first = ring.read(4, timeout=0).frames
     ring.write(ramp(6, 6))  # overwrites the slots `first` came from
     np.testing.assert_array_equal(first[:, 0], [0, 1, 2, 3])
     assert first.dtype == np.float32 and ring.available == 8
@@ -82,11 +82,11 @@ def test_shape_mismatch_is_rejected() -> None:
 def test_read_waits_for_a_frame_or_times_out_empty() -> None:
     ring = RingBuffer(16, 1)
     t0 = time.monotonic()
-    assert ring.read(5, timeout=0.2).shape == (0, 1)
+    assert ring.read(5, timeout=0.2).frames.shape == (0, 1)
     assert 0.15 < time.monotonic() - t0 < 1.0
     threading.Timer(0.05, ring.write, args=(ramp(0, 3),)).start()
     t0 = time.monotonic()
-    np.testing.assert_array_equal(ring.read(5, timeout=2.0)[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(ring.read(5, timeout=2.0).frames[:, 0], [0, 1, 2])
     assert time.monotonic() - t0 < 1.0
 
 
@@ -98,7 +98,7 @@ def test_write_wait_applies_backpressure_without_drops() -> None:
     def consume() -> None:
         count = 0
         while count < total:
-            block = ring.read(50, timeout=1.0)
+            block = ring.read(50, timeout=1.0).frames
             received.append(block)
             count += len(block)
 
@@ -118,7 +118,7 @@ def test_write_wait_gives_up_at_its_timeout() -> None:
     assert ring.write_wait(ramp(4, 2), timeout=0.1) is False
     assert 0.05 < time.monotonic() - t0 < 1.0
     assert ring.dropped == 0
-    np.testing.assert_array_equal(ring.read(4, timeout=0)[:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(ring.read(4, timeout=0).frames[:, 0], [0, 1, 2, 3])
 
 
 def test_close_wakes_a_waiting_writer_and_reader() -> None:
@@ -129,7 +129,7 @@ def test_close_wakes_a_waiting_writer_and_reader() -> None:
     threading.Timer(0.05, empty.close).start()
     t0 = time.monotonic()
     assert full.write_wait(ramp(4, 2), timeout=None) is False
-    assert empty.read(4, timeout=10.0).shape == (0, 1)
+    assert empty.read(4, timeout=10.0).frames.shape == (0, 1)
     assert time.monotonic() - t0 < 1.0
 
 
@@ -138,8 +138,8 @@ def test_after_close_reads_drain_what_is_left_then_return_empty_at_once() -> Non
     ring.write(ramp(0, 5))
     ring.close()
     assert ring.write(ramp(5, 2)) == 0  # ignored: nobody will read it
-    np.testing.assert_array_equal(ring.read(3, timeout=1.0)[:, 0], [0, 1, 2])
-    np.testing.assert_array_equal(ring.read(8, timeout=1.0)[:, 0], [3, 4])
+    np.testing.assert_array_equal(ring.read(3, timeout=1.0).frames[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(ring.read(8, timeout=1.0).frames[:, 0], [3, 4])
     t0 = time.monotonic()
-    assert len(ring.read(8, timeout=5.0)) == 0
+    assert len(ring.read(8, timeout=5.0).frames) == 0
     assert time.monotonic() - t0 < 0.5

@@ -86,15 +86,9 @@ def test_real_time_replay_gives_the_same_events(shared_data: Path, tmp_path: Pat
     assert_matches_truth(fast, truth)
 
 
-class Memory:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, dict]] = []
-
-    def send(self, kind: str, payload: dict) -> None:
-        self.messages.append((kind, payload))
-
-    def close(self) -> None:
-        pass
+def as_pairs(messages: list) -> list[tuple[str, dict]]:
+    """(kind, wire form without type and schema) of each message."""
+    return [(m.kind, {k: v for k, v in m.to_json().items() if k not in ("type", "schema")}) for m in messages]
 
 
 @pytest.mark.shared_data
@@ -107,12 +101,12 @@ def test_block_size_does_not_change_windows_or_events(real_scene) -> None:
     bundle = load_bundle(default_model_path())
     runs = []
     for block in (256, 1024, 4000):
-        sink = Memory()
-        pipeline = Pipeline(Config(), bundle, bundle.open_model(), [sink], SampleClock.starting_now())
+        messages = []
+        pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())
         for start in range(0, len(audio), block):
-            pipeline.process(audio[start : start + block])
-        pipeline.finish()
-        runs.append([(k, {f: v for f, v in p.items() if f not in ("id", "start", "end")}) for k, p in sink.messages])
+            messages += pipeline.process(audio[start : start + block])
+        messages += pipeline.finish()
+        runs.append([(k, {f: v for f, v in p.items() if f not in ("id", "start", "end")}) for k, p in as_pairs(messages)])
         assert pipeline.counters.windows == 1 + (len(audio) - bundle.features.window_samples) // pipeline.stream.hop_samples
     assert runs[0] == runs[1] == runs[2]
     assert any(kind == "event" for kind, _ in runs[0])
@@ -161,6 +155,8 @@ def test_missing_model_bundle_is_a_config_error(tmp_path: Path) -> None:
 class _UnpluggedMidway(FileSource):
     """A real file source that stops after a few seconds and reports a lost device, as PortAudio would."""
 
+    live = True  # a device: reopened when it fails (a plain file is not)
+
     def _deliver(self, audio) -> None:
         for block in audio.blocks(self.block_size, dtype="float32", always_2d=True, frames=3 * self.sample_rate):
             self.callback(block, len(block), None, FILE_STATUS)
@@ -181,7 +177,8 @@ def _run_with_a_faulty_first_source(faulty: type[FileSource], repo_root: Path, t
 
     monkeypatch.setattr(service_module, "open_source", open_source)
     out = tmp_path / "out.jsonl"
-    setup = service_module.prepare(None, jsonl=str(out), input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
+    setup = service_module.prepare(None, service_module.Overrides(jsonl=str(out)),
+                                   input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
     assert service_module.Service(setup).run() == 0
     return len(opened), read_jsonl(out)
 
@@ -273,6 +270,8 @@ def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Pa
 class _GoesSilent(FileSource):
     """A real file source whose device stops delivering without reporting anything (a stalled stream)."""
 
+    live = True
+
     def _deliver(self, audio) -> None:
         for block in audio.blocks(self.block_size, dtype="float32", always_2d=True, frames=2 * self.sample_rate):
             self.callback(block, len(block), None, FILE_STATUS)
@@ -350,7 +349,7 @@ def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
     from noisewatch.daemon.service import MAX_CLOCK_DRIFT_S, keep_clock_honest
 
     bundle = load_bundle(default_model_path())
-    pipeline = Pipeline(Config(), bundle, bundle.open_model(), [], SampleClock.starting_now())
+    pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())
     pipeline.process(np.zeros(10 * bundle.features.sample_rate, dtype=np.float32))  # 10 s heard "instantly"
     now = SampleClock.starting_now().anchor
     keep_clock_honest(pipeline, now)  # the sample clock ran 10 s ahead of the wall clock: re-anchored
@@ -361,20 +360,17 @@ def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
 
 
 def test_audio_still_in_the_ring_buffer_is_not_taken_for_drift() -> None:
-    from noisewatch.daemon.ringbuffer import RingBuffer
-    from noisewatch.daemon.service import captured_at, keep_clock_honest
+    from noisewatch.daemon.service import keep_clock_honest
+    from noisewatch.daemon.sources import AudioSource
 
-    class Backlogged:  # what captured_at reads of a source: 3 s of audio waiting in its ring buffer
-        sample_rate = 48000
-        ring = RingBuffer(10 * 48000, 1)
-
-    Backlogged.ring.write(np.zeros((3 * 48000, 1), dtype=np.float32))
+    backlogged = AudioSource("backlogged", 48000, 1, buffer_s=10.0)  # 3 s of audio waiting in its ring buffer
+    backlogged.ring.write(np.zeros((3 * 48000, 1), dtype=np.float32))
     bundle = load_bundle(default_model_path())
-    pipeline = Pipeline(Config(), bundle, bundle.open_model(), [], SampleClock.starting_now())
-    pipeline.heard_at(captured_at(Backlogged, 0))  # the position was captured 3 s ago
+    pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())
+    pipeline.heard_at(backlogged.read(0, 0).captured)  # the position was captured 3 s ago
     anchor = pipeline.clock.anchor
     assert abs((SampleClock.starting_now().anchor - anchor).total_seconds() - 3.0) < 0.1
-    keep_clock_honest(pipeline, captured_at(Backlogged, 0))
+    keep_clock_honest(pipeline, backlogged.read(0, 0).captured)
     assert pipeline.clock.anchor == anchor
 
 
@@ -394,6 +390,8 @@ def test_an_event_is_in_the_mqtt_spool_before_it_reaches_the_json_lines_log(tmp_
     is written first (seen once as a lost event in test_daemon_killed_while_broker_down_delivers_spool)."""
     from mqtt_broker import free_port
 
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.outbox import Outbox
     from noisewatch.daemon.service import open_sinks, prepare
     from noisewatch.daemon.sinks.jsonl import JsonlSink
     from noisewatch.daemon.sinks.mqtt import MqttSink
@@ -407,12 +405,13 @@ def test_an_event_is_in_the_mqtt_spool_before_it_reaches_the_json_lines_log(tmp_
     (logged,) = [sink for sink in sinks if isinstance(sink, JsonlSink)]
     depth_when_logged = []
     write_line = logged.send
-    logged.send = lambda kind, payload: (depth_when_logged.append(spool.depth), write_line(kind, payload))
-    pipeline = Pipeline(setup.config, setup.bundle, setup.model, sinks, SampleClock.starting_now())
+    logged.send = lambda message: (depth_when_logged.append(spool.depth), write_line(message))
+    outbox = Outbox(setup.config.device_id, sinks)
     try:
-        pipeline.send("event", {"id": "e1", "label": "siren", "start": "2026-11-24T00:00:00.000Z"})
+        outbox.publish([Event(id="e1", label="siren", confidence=0.9, mean_confidence=0.8,
+                              start="2026-11-24T00:00:00.000Z", end="2026-11-24T00:00:01.000Z", offset_s=0.0,
+                              duration_s=1.0, peak_dbfs=-3.0, mean_dbfs=-10.0, model="m@1")])
     finally:
-        for sink in sinks:
-            sink.close()
+        outbox.close()
     assert depth_when_logged == [1]
     assert read_jsonl(tmp_path / "out.jsonl")[0]["id"] == "e1"

@@ -37,7 +37,7 @@ def drain(source: AudioSource, timeout_s: float = 30.0) -> np.ndarray:
     blocks = []
     deadline = time.monotonic() + timeout_s
     while not (source.finished and source.ring.available == 0) and time.monotonic() < deadline:
-        blocks.append(source.ring.read(777, timeout=0.2))
+        blocks.append(source.ring.read(777, timeout=0.2).frames)
     return np.concatenate(blocks)
 
 
@@ -52,7 +52,7 @@ def test_callback_counts_overflow_statuses_and_copies_blocks() -> None:
     source.callback(block, len(block), None, FILE_STATUS)
     block[:] = 0  # PortAudio reuses its buffer: the ring must have copied
     assert source.overflows == 1
-    out = source.ring.read(1000, timeout=0)
+    out = source.ring.read(1000, timeout=0).frames
     np.testing.assert_array_equal(out, np.tile(np.linspace(-1, 1, 256, dtype=np.float32), 3)[:, None])
 
 
@@ -81,7 +81,7 @@ def test_speed_1_paces_in_real_time(tmp_path: Path) -> None:
     source = FileSource(short_wav(tmp_path, 1.5), speed=1, block_size=1024, buffer_s=5.0)
     t0 = time.monotonic()
     with source:
-        first = source.ring.read(100_000, timeout=1.0)
+        first = source.ring.read(100_000, timeout=1.0).frames
         early = time.monotonic() - t0
         out = np.concatenate([first, drain(source)])
     assert len(first) < 22050 * 0.5 and early < 0.5  # the file is not dumped at once
@@ -137,7 +137,7 @@ except SourceError as exc:
     print(json.dumps({"skip": str(exc)})); sys.exit(0)
 blocks, t0 = [], time.monotonic()
 while time.monotonic() - t0 < 0.5:
-    blocks.append(source.ring.read(4096, 0.2)[:, 0])
+    blocks.append(source.ring.read(4096, 0.2).frames[:, 0])
 report["samples"] = np.concatenate(blocks).tolist()[:50000]
 report["name"], report["rate"] = source.name, source.sample_rate
 report["failed_while_running"] = source.failed
@@ -147,7 +147,7 @@ report["failed_after_abort"] = source.failed
 source.stop(); source.stop()
 again = MicrophoneSource("vmic", 44100, 1, 1024, 1.0)  # what the service does after a failure
 with again:
-    report["reopened_frames"] = len(again.ring.read(4096, 2.0))
+    report["reopened_frames"] = len(again.ring.read(4096, 2.0).frames)
     report["reopened_failed"] = again.failed
 for device in ("no such mic", 99):
     try:
@@ -206,3 +206,9 @@ def test_devices_listing_marks_the_default(virtual_mic: dict) -> None:
     lines = virtual_mic["listing"].splitlines()
     assert any(line.startswith("*") and "default" in line and "44100 Hz" in line for line in lines)
     assert any(line.startswith(" ") and "vmic" in line for line in lines)
+
+
+def test_the_sounddevice_calls_behind_device_rescans_exist() -> None:
+    """Rescans (a USB microphone plugged back in) rely on sounddevice's private re-initialisation."""
+    sounddevice = pytest.importorskip("sounddevice")
+    assert callable(sounddevice._terminate) and callable(sounddevice._initialize)

@@ -1,15 +1,12 @@
-"""The one event schema, and the clock that turns stream offsets into timestamps.
+"""Events while open, the messages they become, and the clock that turns stream offsets into timestamps.
 
 An event's times come from the audio sample clock (seconds since the stream began), converted
 to UTC only here, at the edge, through a wall-clock anchor taken when the stream started. A
 message published late, or replayed from the spool, still says when the sound happened. The anchor
 moves when audio is lost or the clock is corrected; offsets before a move keep the anchor they had.
 
-Fields of a closed event (``event`` messages): id, label, confidence (max smoothed score while
-open), mean_confidence, start, end (ISO 8601 UTC, ms), offset_s (start, seconds since stream
-start), duration_s, peak_dbfs and mean_dbfs of the event's audio, device, model. ``loud``
-events carry the same fields; their confidence fields are null (they come from the level alone).
-A ``started`` notice carries id, label, confidence so far, start, offset_s, device, model.
+The fields of ``started`` and ``event`` messages are defined once, in
+:mod:`noisewatch.daemon.messages`.
 """
 
 from __future__ import annotations
@@ -18,10 +15,10 @@ import bisect
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+
+from noisewatch.daemon.messages import Event, Started
 
 LOUD = "loud"
-FLOOR_DBFS = -120.0
 MAX_ANCHORS = 4096
 
 
@@ -73,9 +70,6 @@ class OpenEvent:
     confidence: float | None = None
     _confidence_sum: float = 0.0
     _windows: int = 0
-    peak_dbfs: float = FLOOR_DBFS
-    """Levels of the audio between start and end; set from the level history when it closes."""
-    mean_dbfs: float = FLOOR_DBFS
 
     def add_score(self, score: float) -> None:
         self.confidence = score if self.confidence is None else max(self.confidence, score)
@@ -95,30 +89,18 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def started_payload(event: OpenEvent, clock: SampleClock, device: str, model: str) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "label": event.label,
-        "confidence": _round(event.confidence, 4),
-        "start": clock.iso(event.start_s),
-        "offset_s": round(event.start_s, 3),
-        "device": device,
-        "model": model,
-    }
+def started_message(event: OpenEvent, clock: SampleClock, model: str) -> Started:
+    """The notice that ``event`` opened."""
+    return Started(id=event.id, label=event.label, confidence=_round(event.confidence, 4),
+                   start=clock.iso(event.start_s), offset_s=round(event.start_s, 3), model=model)
 
 
-def event_payload(event: OpenEvent, clock: SampleClock, device: str, model: str) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "label": event.label,
-        "confidence": _round(event.confidence, 4),
-        "mean_confidence": _round(event.mean_confidence, 4),
-        "start": clock.iso(event.start_s),
-        "end": clock.iso(event.end_s),
-        "offset_s": round(event.start_s, 3),
-        "duration_s": round(event.duration_s, 3),
-        "peak_dbfs": round(event.peak_dbfs, 2),
-        "mean_dbfs": round(event.mean_dbfs, 2),
-        "device": device,
-        "model": model,
-    }
+def event_message(event: OpenEvent, clock: SampleClock, model: str, levels: tuple[float, float]) -> Event:
+    """The report of the closed ``event``; ``levels`` are (mean, peak) dBFS of its audio."""
+    mean_dbfs, peak_dbfs = levels
+    return Event(
+        id=event.id, label=event.label, confidence=_round(event.confidence, 4),
+        mean_confidence=_round(event.mean_confidence, 4), start=clock.iso(event.start_s),
+        end=clock.iso(event.end_s), offset_s=round(event.start_s, 3), duration_s=round(event.duration_s, 3),
+        peak_dbfs=round(peak_dbfs, 2), mean_dbfs=round(mean_dbfs, 2), model=model,
+    )

@@ -1,7 +1,8 @@
 """Everything after the ring buffer: windows -> gate -> model -> detector -> messages.
 
-No threads, devices or sockets here: the service feeds model-rate mono audio in, sinks get
-messages out. Time is the sample count; wall-clock enters only through the SampleClock anchor.
+No threads, devices or sockets here: the service feeds audio blocks in and gets typed messages
+back, which it hands to the outbox. Time is the sample count; wall-clock enters only through the
+SampleClock anchor, moved by what each block says of its capture (:meth:`Pipeline.accept`).
 """
 
 from __future__ import annotations
@@ -9,16 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 
 from noisewatch.bundle import Bundle
-from noisewatch.config import Config
+from noisewatch.config import AudioSection, Config, DetectorSection, LevelsSection, LoudnessSection, ScoresSection
 from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
-from noisewatch.daemon.events import SampleClock, event_payload, started_payload
+from noisewatch.daemon.events import SampleClock, event_message, started_message
 from noisewatch.daemon.levels import LevelHistory, LevelMeter, dbfs
-from noisewatch.daemon.sinks import Sink
+from noisewatch.daemon.messages import Level, Message, Score, Scores
+from noisewatch.daemon.ringbuffer import AudioBlock
 from noisewatch.daemon.stream import StreamingFeatures, Window
 from noisewatch.runtime import TFLiteModel
 
@@ -28,9 +29,23 @@ MAX_HISTORY_HOPS = 20000
 """Level history bound (~2.8 h at a 0.5 s hop): events longer than that are measured over their last part."""
 
 
-def detector_settings(config: Config, bundle: Bundle, hop_s: float) -> DetectorSettings:
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The config sections the signal chain reads; each stage gets only its own."""
+
+    audio: AudioSection
+    detector: DetectorSection
+    loudness: LoudnessSection
+    levels: LevelsSection
+    scores: ScoresSection
+
+    @classmethod
+    def of(cls, config: Config) -> "PipelineSettings":
+        return cls(config.audio, config.detector, config.loudness, config.levels, config.scores)
+
+
+def detector_settings(section: DetectorSection, bundle: Bundle, hop_s: float) -> DetectorSettings:
     """Bundle thresholds, overridden per label by the config."""
-    section = config.detector
     thresholds = {label: section.thresholds.get(label, bundle.threshold(label)) for label in bundle.labels}
     return DetectorSettings(
         thresholds=thresholds,
@@ -46,49 +61,72 @@ def detector_settings(config: Config, bundle: Bundle, hop_s: float) -> DetectorS
 
 @dataclass
 class Counters:
-    """Health figures for ``stats`` messages."""
+    """Health figures for ``stats`` messages; one instance lives as long as the process (reloads keep it)."""
 
     windows: int = 0
     gated: int = 0
     events: int = 0
+    input_overflows: int = 0
+    """Overflows the audio device reported."""
+    dropped_frames: int = 0
+    """Frames the ring buffer dropped because processing fell behind."""
 
 
 class Pipeline:
-    """Feeds audio through the stages and sends every message to every sink."""
+    """Feeds audio through the stages and returns the messages they produce."""
 
-    def __init__(self, config: Config, bundle: Bundle, model: TFLiteModel, sinks: list[Sink], clock: SampleClock) -> None:
-        self.config, self.bundle, self.model, self.sinks, self.clock = config, bundle, model, sinks, clock
+    def __init__(self, settings: PipelineSettings, bundle: Bundle, model: TFLiteModel, clock: SampleClock,
+                 counters: Counters | None = None) -> None:
+        self.settings, self.bundle, self.model, self.clock = settings, bundle, model, clock
         self.sample_rate = bundle.features.sample_rate
-        self.stream = StreamingFeatures(bundle.features, config.audio.hop_s)
+        self.stream = StreamingFeatures(bundle.features, settings.audio.hop_s)
         self.hop_s = self.stream.hop_samples / self.sample_rate
-        self.detector = Detector(bundle.labels, detector_settings(config, bundle, self.hop_s))
+        self.detector = Detector(bundle.labels, detector_settings(settings.detector, bundle, self.hop_s))
         self.floor = NoiseFloor(self.sample_rate, self.hop_s)
-        self.loudness = LoudnessDetector(config.loudness.threshold_dbfs, config.loudness.min_duration_s)
-        self.levels = LevelMeter(self.sample_rate, config.levels.interval_s, config.levels.calibration_db)
-        history_s = config.detector.max_duration_s + bundle.features.window_s + config.detector.release_s
+        self.loudness = LoudnessDetector(settings.loudness.threshold_dbfs, settings.loudness.min_duration_s)
+        self.levels = LevelMeter(self.sample_rate, settings.levels.interval_s, settings.levels.calibration_db)
+        history_s = settings.detector.max_duration_s + bundle.features.window_s + settings.detector.release_s
         self.history = LevelHistory(keep=min(MAX_HISTORY_HOPS, int(history_s / self.hop_s) + 2))
-        self._clock_memory_s = max(history_s, config.levels.interval_s) + bundle.features.window_s
+        self._clock_memory_s = max(history_s, settings.levels.interval_s) + bundle.features.window_s
         """How far back a message can name an offset (an open event's start, a level period's start)."""
-        self.counters = Counters()
+        self.counters = counters if counters is not None else Counters()
         self.samples = 0
         self._next_scores_s = 0.0
+
+    @classmethod
+    def from_config(cls, config: Config, bundle: Bundle, model: TFLiteModel,
+                    clock: SampleClock | None = None, counters: Counters | None = None) -> "Pipeline":
+        return cls(PipelineSettings.of(config), bundle, model, clock or SampleClock.starting_now(), counters)
 
     @property
     def position_s(self) -> float:
         """Seconds of audio processed since the stream began (the sample clock)."""
         return self.samples / self.sample_rate
 
+    def accept(self, block: AudioBlock, mono: np.ndarray, first: bool) -> list[Message]:
+        """One read from the audio source (``mono``: its samples at the model rate). The one place where
+        what the read says of lost audio becomes counters, clock moves and gaps. ``first``: the first
+        read from a newly opened source, whose capture time anchors the clock."""
+        self.counters.input_overflows += block.overflows
+        self.counters.dropped_frames += block.lost_frames
+        out: list[Message] = []
+        if first:  # timestamps count from when this source's audio began, not from its opening
+            self.heard_at(block.captured)
+        elif block.lost_frames:
+            out += self.lost(block.lost_frames / block.sample_rate)
+        return out + self.process(mono)
+
     def heard_at(self, captured: datetime) -> None:
         """The audio at the current position was captured at ``captured``: timestamps follow it from here."""
         self._move_clock(captured - timedelta(seconds=self.position_s))
 
-    def lost(self, seconds: float) -> None:
+    def lost(self, seconds: float) -> list[Message]:
         """``seconds`` of audio went missing just before the current position (ring-buffer overflow): the
         sample count leaves them out, so every later sample is that much later in wall time. A hop or more
         is a gap: open events end where the audio stopped instead of spanning audio nobody heard."""
-        if seconds >= self.hop_s:
-            self.gap()
+        out = self.gap() if seconds >= self.hop_s else []
         self._move_clock(self.clock.anchor + timedelta(seconds=seconds))
+        return out
 
     def clock_error_s(self, captured: datetime) -> float:
         """How much later than the sample clock says the audio at the current position was captured."""
@@ -98,40 +136,35 @@ class Pipeline:
         at_s = self.position_s
         self.clock = self.clock.moved(anchor, at_s, keep_from_s=at_s - self._clock_memory_s)
 
-    def process(self, mono: np.ndarray) -> None:
+    def process(self, mono: np.ndarray) -> list[Message]:
         """Model-rate mono audio of any length, in stream order."""
+        out: list[Message] = []
         seconds, reports = self.levels.push(mono)
         for second in seconds:
-            if self.config.loudness.enabled:
-                self._emit(self.loudness.update(second.offset_s, second.dbfs))
-        for report in reports:
-            self.send("level", self._level_payload(report))
+            if self.settings.loudness.enabled:
+                out += self._messages(self.loudness.update(second.offset_s, second.dbfs))
+        out += [self._level(report) for report in reports]
         for window in self.stream.push(mono):
-            self._classify(window)
+            out += self._classify(window)
         self.samples += len(mono)
+        return out
 
-    def gap(self) -> None:
+    def gap(self) -> list[Message]:
         """The stream broke (device lost, audio dropped): close what is open and start fresh windows.
 
         The service moves :attr:`clock` on when audio flows again."""
-        self.finish()
+        out = self.finish()
         self.stream.reset(start_sample=self.samples)
         self.levels.reset()
+        return out
 
-    def finish(self) -> None:
-        """End of stream or shutdown: every open event is closed and sent."""
-        self._emit(self.detector.close_all(self.position_s) + self.loudness.close())
+    def finish(self) -> list[Message]:
+        """End of stream or shutdown: every open event is closed."""
+        return self._messages(self.detector.close_all(self.position_s) + self.loudness.close())
 
-    def send(self, kind: str, payload: dict[str, Any]) -> None:
-        for sink in self.sinks:
-            try:
-                sink.send(kind, payload)
-            except Exception:  # one broken sink must not silence the others or stop listening
-                log.exception("sink %s failed on a %s message", type(sink).__name__, kind)
-
-    def _classify(self, window: Window) -> None:
+    def _classify(self, window: Window) -> list[Message]:
         start_s = window.start_sample / self.sample_rate
-        gated = dbfs(window.samples) < self.config.audio.gate_dbfs
+        gated = dbfs(window.samples) < self.settings.audio.gate_dbfs
         scores = None if gated else self.model.predict(window.features)
         self.history.add(start_s, window.samples, self.sample_rate)
         obs = Observation(
@@ -144,43 +177,35 @@ class Pipeline:
         )
         self.counters.windows += 1
         self.counters.gated += gated
-        self._emit(self.detector.update(obs))
-        if scores is not None:
-            self._maybe_send_scores(obs.end_s, scores)
+        out = self._messages(self.detector.update(obs))
+        if scores is not None and self._scores_due(obs.end_s):
+            out.append(self._scores(obs.end_s, scores))
+        return out
 
-    def _emit(self, transitions: list[Transition]) -> None:
-        device, model = self.config.device_id, self.bundle.ident
+    def _messages(self, transitions: list[Transition]) -> list[Message]:
+        out: list[Message] = []
+        model = self.bundle.ident
         for transition in transitions:
+            event = transition.event
             if transition.kind == "started":
-                self.send("started", started_payload(transition.event, self.clock, device, model))
+                out.append(started_message(event, self.clock, model))
             else:
-                event = transition.event
-                event.mean_dbfs, event.peak_dbfs = self.history.over(event.start_s, event.end_s)
                 self.counters.events += 1
-                self.send("event", event_payload(event, self.clock, device, model))
+                out.append(event_message(event, self.clock, model, self.history.over(event.start_s, event.end_s)))
+        return out
 
-    def _maybe_send_scores(self, at_s: float, scores: np.ndarray) -> None:
-        section = self.config.scores
+    def _scores_due(self, at_s: float) -> bool:
+        section = self.settings.scores
         if not section.enabled or at_s < self._next_scores_s:
-            return
+            return False
         self._next_scores_s = at_s + section.interval_s
+        return True
+
+    def _scores(self, at_s: float, scores: np.ndarray) -> Scores:
         top = np.argsort(scores)[::-1][:TOP_SCORES]
-        self.send(
-            "scores",
-            {
-                "time": self.clock.iso(at_s),
-                "offset_s": round(at_s, 3),
-                "top": [{"label": self.bundle.labels[i], "score": round(float(scores[i]), 4)} for i in top],
-                "device": self.config.device_id,
-            },
-        )
+        return Scores(time=self.clock.iso(at_s), offset_s=round(at_s, 3),
+                      top=tuple(Score(self.bundle.labels[i], round(float(scores[i]), 4)) for i in top))
 
-    def _level_payload(self, report: dict[str, Any]) -> dict[str, Any]:
+    def _level(self, report: dict[str, float]) -> Level:
         start = report["offset_s"]
-        return {
-            "start": self.clock.iso(start),
-            "end": self.clock.iso(start + report["period_s"]),
-            **report,
-            "device": self.config.device_id,
-        }
-
+        return Level.from_json({"start": self.clock.iso(start), "end": self.clock.iso(start + report["period_s"]), **report})

@@ -12,10 +12,41 @@ is the counter modulo the capacity, so wrap-around is one place in the code.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class RingRead:
+    """One read: the frames, and what the reader must know about the audio around them."""
+
+    frames: np.ndarray
+    """(frames, channels) float32, a new array."""
+    lost: int
+    """Frames dropped since the previous read: all of them were in front of :attr:`frames`."""
+    behind: int
+    """Frames still unread after this read (how far the reader is behind the producer)."""
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """What the processing loop gets from one read of an audio source: samples, what was lost in front of
+    them, and when they were captured."""
+
+    samples: np.ndarray
+    """(frames, channels) float32 at the source's rate."""
+    sample_rate: int
+    lost_frames: int
+    """Frames the ring buffer dropped just before these."""
+    overflows: int
+    """Overflows the device reported since the previous read."""
+    captured: datetime
+    """Wall time at which the first of :attr:`samples` was captured."""
 
 
 class RingBuffer:
@@ -28,9 +59,8 @@ class RingBuffer:
         self.channels = int(channels)
         self.dropped = 0
         """Frames lost to overflow since creation (oldest unread audio, or the head of an oversize block)."""
-        self.dropped_before_read = 0
-        """:attr:`dropped` as the latest :meth:`read` saw it: every frame counted here was lost before the
-        frames that read returned, so the reader can tell how much audio is missing in front of them."""
+        self._dropped_at_read = 0
+        """:attr:`dropped` as the latest :meth:`read` saw it."""
         self._data = np.zeros((self.capacity, self.channels), dtype=np.float32)
         self._written = 0
         self._read = 0
@@ -80,8 +110,7 @@ class RingBuffer:
         for start in range(0, len(block), self.capacity):
             piece = block[start:start + self.capacity]
             with self._cond:
-                if not self._cond.wait_for(lambda: self._closed or self._space() >= len(piece),
-                                           _remaining(deadline)):
+                if not self._cond.wait_for(functools.partial(self._closed_or_room_for, len(piece)), _remaining(deadline)):
                     return False
                 if self._closed:
                     return False
@@ -89,10 +118,10 @@ class RingBuffer:
                 self._cond.notify_all()
         return True
 
-    def read(self, max_frames: int, timeout: float) -> np.ndarray:
-        """Return up to ``max_frames`` of the oldest unread frames as a new array.
+    def read(self, max_frames: int, timeout: float) -> RingRead:
+        """Up to ``max_frames`` of the oldest unread frames, with the frames lost in front of them.
 
-        Waits up to ``timeout`` seconds for at least one frame; the result may be empty
+        Waits up to ``timeout`` seconds for at least one frame; the frames may be empty
         (timeout, or closed and drained).
         """
         with self._cond:
@@ -100,9 +129,11 @@ class RingBuffer:
             frames = min(max_frames, self._written - self._read)
             out = self._copy_out(self._read, frames)
             self._read += frames
-            self.dropped_before_read = self.dropped
+            lost = 0
+            if frames:  # drops are reported with the first frames that come after them
+                lost, self._dropped_at_read = self.dropped - self._dropped_at_read, self.dropped
             self._cond.notify_all()
-        return out
+            return RingRead(out, lost, self._written - self._read)
 
     def close(self) -> None:
         """Wake every waiting reader and writer; reads then return what is left, then empty."""
@@ -117,6 +148,9 @@ class RingBuffer:
 
     def _space(self) -> int:
         return self.capacity - (self._written - self._read)
+
+    def _closed_or_room_for(self, frames: int) -> bool:
+        return self._closed or self._space() >= frames
 
     def _store(self, block: np.ndarray) -> None:
         """Copy ``block`` (at most capacity frames) at the write position, wrapping once."""

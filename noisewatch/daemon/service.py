@@ -1,14 +1,21 @@
-"""The daemon's shell: start-up validation, the audio source, signals, sinks, systemd.
+"""The daemon's shell: start-up validation, the audio source, reloads, signals, systemd.
 
-States: STARTING -> RUNNING -> (audio lost -> REOPENING -> RUNNING)* -> STOPPED. A lost device is
-reopened with capped backoff, forever; SIGHUP rebuilds the pipeline from a re-read config (an
-invalid new config is logged and the old one kept); SIGTERM/SIGINT close events, flush sinks and
-exit 0. Everything after the ring buffer lives in :mod:`noisewatch.daemon.pipeline`.
+The service is a small state machine (:class:`State`), driven by one thread, the processing loop:
+
+    STARTING -> LISTENING <-> AUDIO_LOST (reopening with capped backoff) -> STOPPING -> STOPPED
+
+SIGHUP does not leave LISTENING: the new configuration is validated and its pipeline and sinks
+opened beside the running ones, then swapped in between two reads (the source keeps running, so a
+replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
+a changed ``audio`` section of a live input reopens the device. SIGTERM/SIGINT close open events,
+flush the sinks and exit 0. Everything after the ring buffer lives in :mod:`.pipeline`, every
+message leaves through :mod:`.outbox`.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import os
 import signal
@@ -16,26 +23,21 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-# Before numpy loads: the daemon's matrices are tiny (one window per hop), and BLAS worker threads
-# only fight the audio thread and other processes for cores. Measured on 2 busy cores: features
-# per hop 16 ms median with OpenBLAS threads, 1.4 ms with one. An explicit setting still wins.
-for _blas_threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_blas_threads, "1")
 
 from noisewatch import __version__, logs
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
 from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock
-from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.daemon.messages import AudioState, Stats, Status
+from noisewatch.daemon.outbox import Outbox
+from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
-from noisewatch.daemon.sources import AudioSource, MicrophoneSource, SourceError, check_device, open_source
+from noisewatch.daemon.sources import AudioSource, SourceError, check_device, open_source
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,57 @@ READ_TIMEOUT_S = 0.1
 """Longest the loop waits for audio before checking signals, the watchdog and the source."""
 READ_FRAMES = 8192
 FIRST_BACKOFF_S = 1.0
+STABLE_S = 60.0
+"""A source that delivered audio this long counts as healthy again: the next failure starts the backoff afresh."""
 EXTEND_MARGIN_S = 10.0
 CLOCK_CHECK_S = 60.0
 MAX_CLOCK_DRIFT_S = 0.5
 """Live input only: event timestamps may lag wall time by the audio still in the ring, well under this."""
 AUDIO_STALL_S = 5.0
 """A live input that delivers nothing for this long is treated as failed and reopened."""
+EX_NOINPUT = 66
+"""sysexits.h: a replayed file that cannot be opened or read to its end (never retried: it would replay
+the same audio again and report its events twice)."""
+
+
+class State(enum.Enum):
+    """Where the service is; see the module docstring for the transitions."""
+
+    STARTING = "starting"
+    LISTENING = "listening"
+    AUDIO_LOST = "audio lost"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Ending(enum.Enum):
+    """Why one source's processing loop returned."""
+
+    STOP = "stop"
+    """SIGTERM/SIGINT."""
+    FINISHED = "finished"
+    """A replayed file was delivered to its end."""
+    FAILED = "failed"
+    """The source reported a failure."""
+    STALLED = "stalled"
+    """A live source delivered nothing for AUDIO_STALL_S."""
+    REOPEN = "reopen"
+    """A reload changed the audio section of a live input."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line settings that win over the config file, at start-up and at every reload."""
+
+    model: str | None = None
+    jsonl: str | None = None
+
+    def apply(self, config: Config) -> Config:
+        if self.model:
+            config = config.model_copy(update={"model": config.model.model_copy(update={"path": Path(self.model)})})
+        if self.jsonl:
+            config = config.model_copy(update={"jsonl": config.jsonl.model_copy(update={"path": self.jsonl})})
+        return config
 
 
 @dataclass(frozen=True)
@@ -60,18 +107,15 @@ class Setup:
     model: TFLiteModel
     """Loaded once here: checking that it loads is part of validation, and the pipeline reuses it."""
     config_path: str | None
+    overrides: Overrides = Overrides()
     input_path: str | None = None
     speed: float = 1.0
 
 
-def prepare(config_path: str | None, model: str | None = None, jsonl: str | None = None,
-            input_path: str | None = None, speed: float = 1.0) -> Setup:
+def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_path: str | None = None,
+            speed: float = 1.0) -> Setup:
     """Load and cross-check everything; raises ConfigError/BundleError with one line per problem."""
-    config = load_config(config_path)
-    if model:
-        config = config.model_copy(update={"model": config.model.model_copy(update={"path": Path(model)})})
-    if jsonl:
-        config = config.model_copy(update={"jsonl": config.jsonl.model_copy(update={"path": jsonl})})
+    config = overrides.apply(load_config(config_path))
     bundle = load_bundle(config.model.path or default_model_path())
     problems = bundle_problems(config, bundle) + mqtt_problems(config)
     if input_path is None and config.audio.device is not None:  # the default input may appear later
@@ -85,7 +129,7 @@ def prepare(config_path: str | None, model: str | None = None, jsonl: str | None
     if model is None:
         where = f"{config_path}: " if config_path else ""
         raise ConfigError("\n".join(where + p for p in problems))
-    return Setup(config, bundle, model, config_path, input_path, speed)
+    return Setup(config, bundle, model, config_path, overrides, input_path, speed)
 
 
 def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
@@ -143,21 +187,70 @@ def open_sinks(setup: Setup) -> list[Sink]:
 
         sinks.append(MqttSink.from_config(setup.config, setup.bundle.labels, setup.bundle.ident))
     if setup.config.jsonl.path:
-        sinks.append(JsonlSink(setup.config.jsonl.path))
+        try:
+            sinks.append(JsonlSink(setup.config.jsonl.path))
+        except OSError as exc:
+            for sink in sinks:
+                sink.close()
+            raise ConfigError(f"jsonl.path = '{setup.config.jsonl.path}': {exc.strerror or exc}") from None
     return sinks
+
+
+@dataclass
+class Active:
+    """The running configuration's pipeline and outbox."""
+
+    setup: Setup
+    pipeline: Pipeline
+    outbox: Outbox
+
+    @classmethod
+    def open(cls, setup: Setup, counters: Counters) -> "Active":
+        """Sinks opened, pipeline built; raises ConfigError when a sink cannot open."""
+        outbox = Outbox(setup.config.device_id, open_sinks(setup))
+        pipeline = Pipeline.from_config(setup.config, setup.bundle, setup.model, SampleClock.starting_now(), counters)
+        log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
+                 setup.model.runtime, pipeline.hop_s)
+        return cls(setup, pipeline, outbox)
+
+    def close(self) -> None:
+        """Open events closed and sent, sinks flushed and closed."""
+        self.outbox.publish(self.pipeline.finish())
+        self.outbox.close()
+
+
+class Backoff:
+    """Capped exponential waits between reopening attempts; reset once a source has been healthy a while."""
+
+    def __init__(self, max_s: float) -> None:
+        self.max_s = max_s
+        self.next_s = FIRST_BACKOFF_S
+
+    def take(self) -> float:
+        wait, self.next_s = self.next_s, min(2 * self.next_s, self.max_s)
+        return wait
+
+    def healthy(self) -> None:
+        self.next_s = FIRST_BACKOFF_S
 
 
 class Service:
     """Runs the pipeline on a live or replayed source until stopped."""
 
     def __init__(self, setup: Setup) -> None:
-        self.setup = setup
+        self.state = State.STARTING
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._started = time.monotonic()
         self._ready = False
-        self._lost = {"input_overflows": 0, "dropped_frames": 0}
-        """Totals of sources already closed; the open source's counts are added in stats."""
+        self.counters = Counters()
+        """Lifetime health counters, carried across reloads and reopened sources."""
+        self.active = Active.open(setup, self.counters)
+        self._audio_state = AudioState.LISTENING
+
+    @property
+    def setup(self) -> Setup:
+        return self.active.setup
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
@@ -168,66 +261,48 @@ class Service:
         self._stop.set()
 
     def run(self) -> int:
-        while True:
-            outcome = self._run_setup()
-            if outcome != "reload":
-                notify.stopping()
-                return 0
-            self._reload.clear()
-            notify.reloading()
-            self.setup = self._reloaded_setup()
-            self._ready = False  # READY=1 again once the rebuilt pipeline hears audio
-
-    def _reloaded_setup(self) -> Setup:
-        old = self.setup
+        """Listen until stopped (0), a replayed file ends (0) or cannot be read (EX_NOINPUT)."""
         try:
-            new = prepare(old.config_path, input_path=old.input_path, speed=old.speed)
-        except (ConfigError, BundleError) as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
-            return old
-        jsonl = old.config.jsonl if new.config.jsonl.path is None else new.config.jsonl
-        log.info("configuration reloaded from %s", old.config_path)
-        return replace(new, config=new.config.model_copy(update={"jsonl": jsonl}))
-
-    def _run_setup(self) -> str:
-        """One configuration's life: model, sinks, sources; returns stop, reload or finished."""
-        setup = self.setup
-        sinks = open_sinks(setup)
-        pipeline = Pipeline(setup.config, setup.bundle, setup.model, sinks, SampleClock.starting_now())
-        log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant, setup.model.runtime,
-                 pipeline.hop_s)
-        try:
-            return self._keep_listening(pipeline)
+            return self._keep_listening()
         finally:
-            pipeline.finish()
-            for sink in sinks:
-                sink.close()
+            self.state = State.STOPPING
+            notify.stopping()
+            self.active.close()
+            self.state = State.STOPPED
 
-    def _keep_listening(self, pipeline: Pipeline) -> str:
-        """Open the source, pump it, and reopen it with backoff whenever it fails."""
-        backoff = FIRST_BACKOFF_S
-        while not self._stop.is_set() and not self._reload.is_set():
+    def _keep_listening(self) -> int:
+        """Open the source, pump it, and reopen a live one with backoff whenever it fails."""
+        backoff = Backoff(self.setup.config.audio.reopen_max_s)
+        while not self._stop.is_set():
             try:
                 source = open_source(self.setup.config.audio, self.setup.input_path, self.setup.speed)
                 source.start()
             except SourceError as exc:
-                self._audio_trouble(pipeline, f"cannot open audio input: {exc}", backoff)
-                backoff = min(2 * backoff, self.setup.config.audio.reopen_max_s)
+                if self.setup.input_path is not None:
+                    return _input_failed(str(exc))
+                self._audio_trouble(f"cannot open audio input: {exc}", backoff.take())
                 continue
             with source:
-                outcome = self._pump(source, pipeline)
-            self._lost = self._losses(source)
-            if outcome not in ("failed", "stalled"):
-                return outcome
+                opened = time.monotonic()
+                ending = self._pump(source)
+            if ending in (Ending.STOP, Ending.FINISHED):
+                return 0
+            if ending is Ending.REOPEN:
+                continue
+            if not source.live:
+                return _input_failed(source.failed or f"{source.name}: no audio for {AUDIO_STALL_S:.0f} s")
+            if time.monotonic() - opened >= STABLE_S:
+                backoff.healthy()
             why = source.failed or f"no audio for {AUDIO_STALL_S:.0f} s"
-            pipeline.gap()
-            self._audio_trouble(pipeline, f"audio input {source.name} failed: {why}", backoff)
-            backoff = FIRST_BACKOFF_S
-        return "stop" if self._stop.is_set() else "reload"
+            self.active.outbox.publish(self.active.pipeline.gap())
+            self._audio_trouble(f"audio input {source.name} failed: {why}", backoff.take())
+        return 0
 
-    def _audio_trouble(self, pipeline: Pipeline, text: str, wait_s: float) -> None:
+    def _audio_trouble(self, text: str, wait_s: float) -> None:
+        self.state = State.AUDIO_LOST
         log.warning("%s; retrying in %.0f s", text, wait_s)
-        pipeline.send("status", {"state": "audio_error", "error": text, "device": self.setup.config.device_id})
+        self._audio_state = AudioState.AUDIO_ERROR
+        self.active.outbox.publish([Status(AudioState.AUDIO_ERROR, error=text)])
         notify.status(text)
         deadline = time.monotonic() + wait_s
         while not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
@@ -235,65 +310,95 @@ class Service:
             if not self._ready:
                 notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
 
-    def _pump(self, source: AudioSource, pipeline: Pipeline) -> str:
-        """The processing loop: ring buffer -> resampler -> pipeline, until something ends it."""
-        resampler = MonoResampler(source.sample_rate, pipeline.sample_rate, source.channels)
+    def _pump(self, source: AudioSource) -> Ending:
+        """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
+        resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels)
         ticks = _Ticks(self.setup.config.stats.interval_s)
-        last_audio, first_block, lost = time.monotonic(), True, 0
-        while not self._stop.is_set() and not self._reload.is_set():
-            block = source.ring.read(READ_FRAMES, READ_TIMEOUT_S)
-            if len(block):
-                if first_block:  # timestamps count from when this source's audio began, not from its opening
-                    pipeline.heard_at(captured_at(source, len(block)))
-                    first_block, lost = False, source.ring.dropped_before_read
-                elif source.ring.dropped_before_read > lost:  # audio lost in front of this block: it is later
-                    pipeline.lost((source.ring.dropped_before_read - lost) / source.sample_rate)
-                    lost = source.ring.dropped_before_read
-                pipeline.process(resampler.process(block))
-                self._mark_ready(source, pipeline)
+        last_audio, first = time.monotonic(), True
+        while not self._stop.is_set():
+            if self._reload.is_set() and self._swap(source):
+                return Ending.REOPEN
+            block = source.read(READ_FRAMES, READ_TIMEOUT_S)
+            pipeline = self.active.pipeline
+            if len(block.samples):
+                self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
+                first = False
+                self._mark_listening(source)
                 last_audio = time.monotonic()
             elif source.finished and source.ring.available == 0:
-                pipeline.process(resampler.flush())
-                return "finished"
+                self.active.outbox.publish(pipeline.process(resampler.flush()))
+                return Ending.FINISHED
             elif source.failed:
-                return "failed"
+                return Ending.FAILED
             elif time.monotonic() - last_audio > AUDIO_STALL_S:
-                return "stalled"
+                return Ending.STALLED
             ticks.watchdog()
-            if isinstance(source, MicrophoneSource) and ticks.clock_check_due():
-                keep_clock_honest(pipeline, captured_at(source, 0))
+            if source.live and ticks.clock_check_due():
+                keep_clock_honest(pipeline, source.read(0, 0).captured)
             if ticks.stats_due():
-                pipeline.send("stats", self._stats(source, pipeline))
-        return "stop" if self._stop.is_set() else "reload"
+                self.active.outbox.publish([self._stats(source)])
+        return Ending.STOP
 
-    def _losses(self, source: AudioSource) -> dict[str, int]:
-        """Lifetime counts: PortAudio overflow reports, and frames the ring buffer had to drop."""
-        return {"input_overflows": self._lost["input_overflows"] + source.overflows,
-                "dropped_frames": self._lost["dropped_frames"] + source.ring.dropped}
-
-    def _mark_ready(self, source: AudioSource, pipeline: Pipeline) -> None:
-        if self._ready:
-            return
-        self._ready = True
+    def _swap(self, source: AudioSource) -> bool:
+        """SIGHUP: open the new set-up beside the running one and swap it in; True when the live input must
+        be reopened for a changed audio section. On any failure the running set-up stays as it was."""
+        self._reload.clear()
+        notify.reloading()
+        old = self.active
+        try:
+            setup = prepare(old.setup.config_path, old.setup.overrides, old.setup.input_path, old.setup.speed)
+            setup = replace(setup, config=_keep_jsonl(setup.config, old.setup.config))
+            new = Active.open(setup, self.counters)
+        except (ConfigError, BundleError) as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            notify.ready()
+            return False
+        new.pipeline.heard_at(datetime.now(timezone.utc))  # re-anchored by the next block's capture time too
+        old.close()
+        self.active = new
+        log.info("configuration reloaded from %s", setup.config_path)
+        new.outbox.publish([Status(self._audio_state, source=source.name)])
         notify.ready()
-        notify.status(f"listening on {source.name}")
-        pipeline.send("status", {"state": "listening", "source": source.name, "device": self.setup.config.device_id})
+        return source.live and setup.config.audio != old.setup.config.audio
 
-    def _stats(self, source: AudioSource, pipeline: Pipeline) -> dict[str, Any]:
-        counters = pipeline.counters
-        return {
-            "uptime_s": round(time.monotonic() - self._started, 1),
-            "audio_s": round(pipeline.position_s, 1),
-            "windows": counters.windows,
-            "gated_windows": counters.gated,
-            "events": counters.events,
-            **self._losses(source),
-            "source": source.name,
-            "model": self.setup.bundle.ident,
-            "runtime": pipeline.model.runtime,
-            "version": __version__,
-            "device": self.setup.config.device_id,
-        }
+    def _mark_listening(self, source: AudioSource) -> None:
+        if self.state is State.LISTENING:
+            return
+        self.state = State.LISTENING
+        self._audio_state = AudioState.LISTENING
+        if not self._ready:
+            self._ready = True
+            notify.ready()
+        notify.status(f"listening on {source.name}")
+        self.active.outbox.publish([Status(AudioState.LISTENING, source=source.name)])
+
+    def _stats(self, source: AudioSource) -> Stats:
+        counters, active = self.counters, self.active
+        stats = Stats(
+            uptime_s=round(time.monotonic() - self._started, 1),
+            audio_s=round(active.pipeline.position_s, 1),
+            windows=counters.windows,
+            gated_windows=counters.gated,
+            events=counters.events,
+            input_overflows=counters.input_overflows,
+            dropped_frames=counters.dropped_frames,
+            source=source.name,
+            model=active.setup.bundle.ident,
+            runtime=active.pipeline.model.runtime,
+            version=__version__,
+            audio_state=self._audio_state,
+        )
+        return stats.with_figures(active.outbox.health())
+
+
+def _input_failed(why: str) -> int:
+    log.error("%s; stopping (a replayed file is not retried)", why)
+    return EX_NOINPUT
+
+
+def _keep_jsonl(new: Config, old: Config) -> Config:
+    """A reloaded config without a JSON-lines path keeps the running one (e.g. ``--jsonl -``)."""
+    return new if new.jsonl.path is not None else new.model_copy(update={"jsonl": old.jsonl})
 
 
 class _Ticks:
@@ -327,13 +432,6 @@ class _Ticks:
         return True
 
 
-def captured_at(source: AudioSource, frames_read: int) -> datetime:
-    """When the first of the latest read's ``frames_read`` frames was captured: now, less what is still
-    unread in the ring buffer, less those frames."""
-    behind = source.ring.available + frames_read
-    return datetime.now(timezone.utc) - timedelta(seconds=behind / source.sample_rate)
-
-
 def keep_clock_honest(pipeline: Pipeline, captured: datetime) -> None:
     """A sound card's sample clock drifts from wall time (100 ppm is 4 min a month), and NTP may step
     the wall clock after boot: re-anchor when they disagree by more than MAX_CLOCK_DRIFT_S.
@@ -353,16 +451,13 @@ def _fail(exc: Exception) -> int:
 def main(args: argparse.Namespace) -> int:
     """``noisewatch run``."""
     try:
-        setup = prepare(args.config, args.model, args.jsonl, args.input, args.speed)
+        setup = prepare(args.config, Overrides(args.model, args.jsonl), args.input, args.speed)
+        logs.setup(setup.config.logging)
+        service = Service(setup)
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
-    logs.setup(setup.config.logging)
-    service = Service(setup)
     service.install_signal_handlers()
-    try:
-        return service.run()
-    except ConfigError as exc:  # what prepare() cannot check without starting: e.g. an unusable spool
-        return _fail(exc)
+    return service.run()
 
 
 def check_config_main(args: argparse.Namespace) -> int:

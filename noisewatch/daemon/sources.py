@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 import soundfile as sf
 
 from noisewatch.config import AudioSection
-from noisewatch.daemon.ringbuffer import RingBuffer
+from noisewatch.daemon.ringbuffer import AudioBlock, RingBuffer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class AudioSource:
         self.ring = RingBuffer(max(1, int(round(buffer_s * self.sample_rate))), self.channels)
         self.overflows = 0
         """PortAudio input_overflow statuses seen by the callback (ring.dropped counts separately)."""
+        self._overflows_read = 0
         self._failed: str | None = None
         self._store: Callable[[np.ndarray], object] = self.ring.write
         """How the callback hands a block over: ring.write (drop the oldest when full) for a live input."""
@@ -74,6 +76,21 @@ class AudioSource:
         if status.input_overflow:
             self.overflows += 1
         self._store(indata)
+
+    def read(self, max_frames: int, timeout: float) -> AudioBlock:
+        """Processing loop: the next frames from the ring (maybe none), with what was lost in front of them
+        and when they were captured: now, less what is still unread, less the frames themselves."""
+        ring_read = self.ring.read(max_frames, timeout)
+        total = self.overflows  # once: the callback may count another meanwhile
+        overflows, self._overflows_read = total - self._overflows_read, total
+        behind_s = (ring_read.behind + len(ring_read.frames)) / self.sample_rate
+        return AudioBlock(ring_read.frames, self.sample_rate, ring_read.lost, overflows,
+                          datetime.now(timezone.utc) - timedelta(seconds=behind_s))
+
+    @property
+    def live(self) -> bool:
+        """True for a device (reopened when it fails, clock checked against wall time), False for a file."""
+        return False
 
     def start(self) -> None:
         """Begin delivering audio into :attr:`ring`; a second call does nothing."""
@@ -170,7 +187,9 @@ def _resolve(sd: ModuleType, device: int | str | None, sample_rate: int | None, 
 def _rescanned(sd: ModuleType) -> ModuleType:
     """Re-initialise PortAudio so its device list is current: it is read once at initialisation,
     so a USB microphone plugged back in (maybe under another index) is only found after this.
-    Called while no stream of ours is open (before each (re)open)."""
+    Called while no stream of ours is open (before each (re)open). sounddevice has no public call for this:
+    its private ``_terminate``/``_initialize`` are used, the version is capped in setup.cfg, and
+    tests/test_sources.py fails if a release drops them."""
     sd._terminate()
     sd._initialize()
     return sd
@@ -214,6 +233,10 @@ class MicrophoneSource(AudioSource):
             self._stream.close(ignore_errors=True)
         finally:
             self.ring.close()
+
+    @property
+    def live(self) -> bool:
+        return True
 
     def _on_finished(self) -> None:
         """PortAudio thread: the stream went inactive; a failure unless stop() asked for it."""

@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import Config, MqttSection
-from noisewatch.daemon.sinks.mqtt import new_client
+from noisewatch.daemon.sinks.mqtt_client import new_client
 from noisewatch.daemon.sinks.topics import default_prefix
 from noisewatch.dashboard.store import LiveStore, root_of, topic_filter
 
@@ -92,4 +92,4 @@ class LiveSubscriber:
         self.store.broker = f"disconnected ({reason_code}); retrying"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.store.receive(message.topic, message.payload)
+        self.store.receive(message.topic, bytes(message.payload))

@@ -2,18 +2,21 @@
 
 Threads and hand-offs:
 
-- ``send`` (processing loop) only appends events to the on-disk spool, queues other messages in
-  memory and wakes the pump; it never calls paho, never waits for the network.
-- The pump thread (``mqtt-pump``) feeds spooled messages to paho in order, at most
-  ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected, removes a message from
-  the spool when its PUBACK arrives, and drains the in-memory queue.
+- ``send`` (processing loop) appends ``started``/``event`` messages to the on-disk spool, then puts a
+  command on the pump's queue; other messages go on the queue as they are. It never calls paho and
+  never waits for the network.
+- The pump thread (``mqtt-pump``) owns every piece of mutable state (connection flag, label states,
+  in-flight messages, the in-memory queue) and takes commands from one queue, in order: from ``send``,
+  from paho's callbacks (connected, disconnected, acknowledged) and from ``close``. It feeds spooled
+  messages to paho, at most ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected,
+  removes a message from the spool when its acknowledgement arrives, and on every (re)connect publishes
+  ``online``, the retained ``ON``/``OFF`` states and the Home Assistant discovery.
 - paho's own thread (``loop_start``) connects, reconnects with capped exponential backoff (plus a
-  random jitter, so listeners that lost the same broker do not return in lockstep), re-sends its
-  unacknowledged messages after a reconnect, and runs the callbacks: ``online``, the retained
-  ``ON``/``OFF`` states and the Home Assistant discovery are published on every (re)connect.
+  random jitter, so listeners that lost the same broker do not return in lockstep) and re-sends its
+  unacknowledged messages after a reconnect. Its callbacks only put commands on the queue.
 
-Connection trouble (broker unreachable, bad credentials, not authorised) is logged once per
-change, not once per retry; the client retries for the life of the process.
+Because ``close`` is a command too, everything ``send`` handed over before it is seen by the pump
+before it starts closing. Connection trouble is logged once per change, not once per retry.
 """
 
 from __future__ import annotations
@@ -22,16 +25,16 @@ import json
 import logging
 import queue
 import random
-import ssl
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -39,9 +42,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from noisewatch import __version__
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, MqttSection
 from noisewatch.daemon.events import LOUD
-from noisewatch.daemon.sinks.homeassistant import (
-    OFFLINE, ONLINE, STATE_OFF, STATE_ON, Listener, discovery_messages,
-)
+from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
+from noisewatch.daemon.sinks.homeassistant import OFFLINE, ONLINE, STATE_OFF, STATE_ON, Listener, discovery_messages
+from noisewatch.daemon.sinks.mqtt_client import new_client
 from noisewatch.daemon.sinks.spool import Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix
 
@@ -58,6 +61,7 @@ CLOSE_FLUSH_S = 1.5
 """``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
 MIN_STOP_WAIT_S = 0.2
 PUMP_TICK_S = 1.0
+CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 JITTER_FRACTION = 0.5
 """the reconnect jitter is up to this fraction of the current backoff delay"""
@@ -76,13 +80,53 @@ class Outgoing(NamedTuple):
 
     topic: str
     payload: bytes
-    qos: int
-    retain: bool
+    qos: int = 0
+    retain: bool = False
 
 
-def encode(payload: dict[str, Any]) -> bytes:
-    """Compact JSON, as every payload is sent."""
-    return json.dumps(payload, separators=(",", ":")).encode()
+# --- commands on the pump's queue -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Spooled:
+    """``send`` spooled a started/event message."""
+
+    label: str
+    event_id: str
+    opened: bool
+
+
+@dataclass(frozen=True)
+class _Ack:
+    """paho: the broker acknowledged (or refused) message ``mid``."""
+
+    mid: int
+    reason: ReasonCode | None
+
+
+@dataclass(frozen=True)
+class _Connected:
+    """paho: the broker accepted the connection."""
+
+
+@dataclass(frozen=True)
+class _Disconnected:
+    """paho: the connection is gone."""
+
+
+@dataclass(frozen=True)
+class _HomeAssistantOnline:
+    """Home Assistant (re)started and wants discovery again."""
+
+
+@dataclass(frozen=True)
+class _Close:
+    """``close``: flush until ``deadline`` (monotonic), waiting for a connection until ``connect_by``."""
+
+    deadline: float
+    connect_by: float
+
+
+_Command = _Spooled | _Ack | _Connected | _Disconnected | _HomeAssistantOnline | _Close | Outgoing
 
 
 def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -135,7 +179,7 @@ class ConnectionLog:
 
 
 class MqttSink:
-    """Publishes every sink message under one topic prefix; events go through the spool."""
+    """Publishes every message under one topic prefix; events go through the spool."""
 
     def __init__(self, settings: MqttSection, topics: Topics, listener: Listener, spool: Spool,
                  client_id: str, password: str | None = None) -> None:
@@ -143,21 +187,21 @@ class MqttSink:
         self.topics = topics
         self.listener = listener
         self.spool = spool
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        # pump thread only, from here on
         self._states = LabelStates(listener.labels)
-        self._states_lock = threading.Lock()
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
-        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._inflight: dict[int, int] = {}  # paho mid -> spool seq; pump thread only
-        self._last_handed = 0  # highest spool seq handed to paho; pump thread only
-        self._connected = threading.Event()
-        self._idle = threading.Event()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._closing = False
+        self._inflight: dict[int, int] = {}  # paho mid -> spool seq
+        self._last_handed = 0  # highest spool seq handed to paho
+        self._connected = False
+        self._closing: _Close | None = None
+        # paho's thread only
+        self._link_up = False
         self._failures = 0
         self._rng = random.Random()
         self._conn_log = ConnectionLog()
-        self._last_status: dict[str, Any] | None = None
+        self._stopping = threading.Event()
+        """Set by ``close``: paho's jitter wait ends at once."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
         self.client = self._make_client(client_id, password)
 
@@ -194,34 +238,37 @@ class MqttSink:
         log.info("MQTT: publishing to %s:%d under %s (spool %s, %d waiting)", self.settings.host,
                  self.settings.port, self.topics.prefix, self.spool.directory, self.spool.depth)
 
-    def send(self, kind: str, payload: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         """Hand one message over without blocking on the network."""
-        if kind in ("started", "event"):
-            self._send_event(kind, payload)
-        elif kind == "level":
-            self._queue(self.topics.level, encode(payload), retain=True)
-        elif kind == "stats":
-            self._queue(self.topics.stats, encode(self._stats(payload)), retain=True)
-        elif kind == "scores":
-            self._queue(self.topics.scores, encode(payload))
-        elif kind == "status":
-            self._last_status = payload
-            self._queue(self.topics.audio, encode(payload), qos=QOS_AT_LEAST_ONCE, retain=True)
+        topics = self.topics
+        if isinstance(message, (Started, Event)):
+            self.spool.append(topics.started if isinstance(message, Started) else topics.events, message.encode())
+            self._commands.put(_Spooled(message.label, message.id, isinstance(message, Started)))
+        elif isinstance(message, Level):
+            self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
+        elif isinstance(message, Stats):
+            self._commands.put(Outgoing(topics.stats, message.encode(), retain=True))
+        elif isinstance(message, Scores):
+            self._commands.put(Outgoing(topics.scores, message.encode()))
+        elif isinstance(message, Status):
+            self._commands.put(Outgoing(topics.audio, message.encode(), QOS_AT_LEAST_ONCE, retain=True))
         else:
-            log.debug("MQTT: ignoring message of unknown kind %r", kind)
+            raise TypeError(f"MQTT sink: no topic for a {type(message).__name__} message")
+
+    def health(self) -> dict[str, int]:
+        return {"spool_depth": self.spool.depth, "spool_bytes": self.spool.size_bytes,
+                "spool_dropped": self.spool.dropped}
 
     def close(self) -> None:
         """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline``, stop."""
-        if self._stop.is_set():
+        if self._stopping.is_set():
             return
-        deadline = time.monotonic() + CLOSE_FLUSH_S
-        self._closing = True
-        if self._connected.wait(CLOSE_FLUSH_S / 2):  # a broker that is just coming back still gets the spool
-            self._idle.wait(_remaining(deadline))
-        self._stop.set()
-        self._wake.set()
+        now = time.monotonic()
+        deadline = now + CLOSE_FLUSH_S
+        self._commands.put(_Close(deadline, connect_by=now + CLOSE_FLUSH_S / 2))
         self._pump.join(_remaining(deadline))
-        if self._connected.is_set():
+        self._stopping.set()
+        if self._connected:  # the pump has stopped (or is past its deadline): its flag is final
             info = self.client.publish(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
             try:
                 info.wait_for_publish(_remaining(deadline))
@@ -234,32 +281,6 @@ class MqttSink:
         stopper.start()
         stopper.join(max(_remaining(deadline), MIN_STOP_WAIT_S))
         log.info("MQTT: closed; %d message(s) left in the spool", self.spool.depth)
-
-    def _send_event(self, kind: str, payload: dict[str, Any]) -> None:
-        topic = self.topics.started if kind == "started" else self.topics.events
-        self.spool.append(topic, encode(payload))
-        self._idle.clear()
-        label, event_id = str(payload.get("label")), str(payload.get("id"))
-        with self._states_lock:
-            if kind == "started":
-                change = self._states.started(label, event_id)
-            else:
-                change = self._states.ended(label, event_id)
-        if change is not None:
-            self._queue(self.topics.state(label), change.encode(), qos=QOS_AT_LEAST_ONCE, retain=True)
-        self._wake.set()
-
-    def _queue(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        self._live.append(Outgoing(topic, payload, qos, retain))
-        self._idle.clear()
-        self._wake.set()
-
-    def _stats(self, payload: dict[str, Any]) -> dict[str, Any]:
-        extra: dict[str, Any] = {"spool_depth": self.spool.depth, "spool_bytes": self.spool.size_bytes,
-                                 "spool_dropped": self.spool.dropped}
-        if self._last_status is not None:
-            extra["listener_status"] = self._last_status
-        return {**payload, **extra}
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
 
@@ -286,8 +307,8 @@ class MqttSink:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         """Jitter: wait a random part of the backoff delay (interrupted at once by ``close``)."""
-        self._stop.wait(reconnect_jitter_s(self._failures, self.settings.reconnect_min_s,
-                                           self.settings.reconnect_max_s, self._rng))
+        self._stopping.wait(reconnect_jitter_s(self._failures, self.settings.reconnect_min_s,
+                                               self.settings.reconnect_max_s, self._rng))
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
@@ -299,17 +320,9 @@ class MqttSink:
                                   "(backoff up to %g s)" % (s.host, s.port, reason_code, hint, s.reconnect_max_s))
             return
         self._failures = 0
+        self._link_up = True
         self._conn_log.report(logging.INFO, "MQTT: connected to %s:%d" % (s.host, s.port))
-        client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
-        with self._states_lock:
-            states = self._states.snapshot()
-        for label, state in states.items():
-            client.publish(self.topics.state(label), state, qos=QOS_AT_LEAST_ONCE, retain=True)
-        if s.homeassistant.discovery:
-            client.subscribe(self.topics.ha_status, qos=QOS_AT_LEAST_ONCE)
-            self._publish_discovery(client)
-        self._connected.set()
-        self._wake.set()
+        self._commands.put(_Connected())
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """The TCP/TLS connection failed; paho calls this inside its ``except OSError`` block."""
@@ -321,56 +334,88 @@ class MqttSink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        if was_connected and not self._closing:
+        was_up, self._link_up = self._link_up, False
+        if was_up and not self._stopping.is_set():
             self._failures += 1
             self._conn_log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
                                   % (self.settings.host, self.settings.port, reason_code))
+        self._commands.put(_Disconnected())
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
-        """PUBACK. Called with paho's message lock held: only hand the mid to the pump."""
-        if reason_code.is_failure:
-            log.warning("MQTT: broker rejected message %d: %s", mid, reason_code)
-        self._acks.put(mid)
-        self._wake.set()
+        """PUBACK. Called with paho's message lock held: only hand it to the pump."""
+        self._commands.put(_Ack(mid, reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topics.ha_status and message.payload == ONLINE.encode():
-            log.info("MQTT: Home Assistant came online; re-sending discovery")
-            self._publish_discovery(client)
-
-    def _publish_discovery(self, client: mqtt.Client) -> None:
-        for topic, config in discovery_messages(self.topics, self.listener):
-            client.publish(topic, encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
+            self._commands.put(_HomeAssistantOnline())
 
     # --- the pump (its own thread) -------------------------------------------------------------------
 
     def _run_pump(self) -> None:
         next_prune = time.monotonic() + PRUNE_INTERVAL_S
-        while not self._stop.is_set():
-            self._wake.wait(PUMP_TICK_S)
-            self._wake.clear()
-            self._take_acks()
-            if self._connected.is_set():
+        while not self._done_closing():
+            try:
+                self._handle(self._commands.get(timeout=CLOSING_TICK_S if self._closing else PUMP_TICK_S))
+                while True:  # take everything waiting before publishing, so acks free in-flight slots first
+                    self._handle(self._commands.get_nowait())
+            except queue.Empty:
+                pass
+            if self._connected:
                 self._feed_spool()
                 self._drain_live()
             if time.monotonic() >= next_prune:
                 self.spool.prune()
                 next_prune = time.monotonic() + PRUNE_INTERVAL_S
-            if not self._inflight and not self._live and self.spool.depth == 0:
-                self._idle.set()
 
-    def _take_acks(self) -> None:
-        while True:
-            try:
-                mid = self._acks.get_nowait()
-            except queue.Empty:
-                return
-            seq = self._inflight.pop(mid, None)
-            if seq is not None:
-                self.spool.remove(seq)
+    def _handle(self, command: _Command) -> None:
+        if isinstance(command, Outgoing):
+            self._live.append(command)
+        elif isinstance(command, _Spooled):
+            change = (self._states.started if command.opened else self._states.ended)(command.label, command.event_id)
+            if change is not None:
+                self._live.append(Outgoing(self.topics.state(command.label), change.encode(), QOS_AT_LEAST_ONCE, True))
+        elif isinstance(command, _Ack):
+            self._acknowledged(command)
+        elif isinstance(command, _Connected):
+            self._connected = True
+            self._announce()
+        elif isinstance(command, _Disconnected):
+            self._connected = False
+        elif isinstance(command, _HomeAssistantOnline):
+            log.info("MQTT: Home Assistant came online; re-sending discovery")
+            self._publish_discovery()
+        else:
+            self._closing = command
+
+    def _done_closing(self) -> bool:
+        closing = self._closing
+        if closing is None:
+            return False
+        now = time.monotonic()
+        idle = not self._inflight and not self._live and self.spool.depth == 0
+        return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
+
+    def _announce(self) -> None:
+        """On every (re)connect: online, every label's retained state, discovery."""
+        self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
+        for label, state in self._states.snapshot().items():
+            self.client.publish(self.topics.state(label), state, qos=QOS_AT_LEAST_ONCE, retain=True)
+        if self.settings.homeassistant.discovery:
+            self.client.subscribe(self.topics.ha_status, qos=QOS_AT_LEAST_ONCE)
+            self._publish_discovery()
+
+    def _publish_discovery(self) -> None:
+        for topic, config in discovery_messages(self.topics, self.listener):
+            self.client.publish(topic, _encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
+
+    def _acknowledged(self, ack: _Ack) -> None:
+        seq = self._inflight.pop(ack.mid, None)
+        if seq is None:
+            return
+        if ack.reason is not None and ack.reason.is_failure:
+            log.warning("MQTT: broker refused spooled message %d: %s", seq, ack.reason)
+        self.spool.remove(seq)
 
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
@@ -382,35 +427,13 @@ class MqttSink:
             self._last_handed = entry.seq
 
     def _drain_live(self) -> None:
-        while self._live and self._connected.is_set():
+        while self._live and self._connected:
             message = self._live.popleft()
             self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
 
 
-def new_client(settings: MqttSection, client_id: str, password: str | None, **options: Any) -> mqtt.Client:
-    """A paho 2.x client with the configured protocol, credentials and TLS; the dashboard uses it too."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311, **options)
-    if settings.username is not None:
-        client.username_pw_set(settings.username, password)
-    if settings.tls.enabled:
-        configure_tls(client, settings)
-    return client
-
-
-def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
-    """CA, optional client certificate and key, optional insecure flag; the dashboard uses it too."""
-    tls = settings.tls
-    try:
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
-    client.tls_insecure_set(tls.insecure)
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _remaining(deadline: float) -> float:

@@ -145,7 +145,7 @@ class Spool:
         """Drop the oldest messages while the spool is over its size bound (keeping the newest)."""
         with self._lock:
             excess = self._bytes - self.max_bytes
-            victims = []
+            victims: list[int] = []
             for s, meta in self._index.items():
                 if excess <= 0 or len(victims) == len(self._index) - 1:
                     break

@@ -1,0 +1,247 @@
+"""The daemon's messages: one frozen dataclass per kind, each with its JSON form.
+
+Producers build these; every sink and the dashboard's store read them (``decode``), so there is
+one definition of each payload. On the wire a message is a JSON object whose ``type`` names the
+kind and whose ``schema`` is :data:`SCHEMA_VERSION`; the other keys are the dataclass fields, in
+order. ``device`` is left empty by producers and stamped once, by the outbox.
+
+Kinds:
+
+- ``started``: an event opened (the start of a siren, before it ends).
+- ``event``: an event closed. ``loud`` events (label ``loud``, from the level alone) share this
+  schema with null confidences, so that subscribers handle one event shape.
+- ``level``: Leq/Lmax/Lmin of a period in dBFS and dBFS(A), plus dB(A) SPL when calibrated.
+- ``scores``: the top scores of a window (tuning aid, off by default).
+- ``stats``: periodic health of the listener and its sinks.
+- ``status``: the audio input's state (``listening`` or ``audio_error``), retained as ``<prefix>/audio``.
+
+Every payload is strict JSON: a non-finite float is a bug upstream and raises here, never
+reaches a subscriber as ``NaN``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+SCHEMA_VERSION = 1
+"""Bumped when a field changes meaning or goes away (new fields do not bump it)."""
+
+M = TypeVar("M", bound="Message")
+
+
+class AudioState(enum.Enum):
+    """What the audio input is doing, as ``status`` messages say it."""
+
+    LISTENING = "listening"
+    AUDIO_ERROR = "audio_error"
+
+
+@dataclass(frozen=True)
+class Message:
+    """Common shape: a kind, the device that sent it, and a JSON form."""
+
+    kind: ClassVar[str] = ""
+    decoders: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+    """Fields whose JSON form is not their Python form: field name -> converter from JSON."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: ``type``, ``schema``, then the fields."""
+        body = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {"type": self.kind, "schema": SCHEMA_VERSION, **body}
+
+    def encode(self) -> bytes:
+        """Compact, strict JSON (``allow_nan=False``), as every sink writes it."""
+        return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False).encode()
+
+    @classmethod
+    def from_json(cls: type[M], data: dict[str, Any]) -> M:
+        """The message from its wire form; unknown keys are ignored (a newer sender may add fields)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in names}
+        for name, convert in cls.decoders.items():
+            if name in values:
+                values[name] = convert(values[name])
+        return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    """A field value in its JSON form."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+@dataclass(frozen=True)
+class Started(Message):
+    """An event opened: what is heard so far (its end comes in the ``event``)."""
+
+    kind: ClassVar[str] = "started"
+    id: str
+    label: str
+    confidence: float | None
+    """Highest smoothed score so far, 0-1."""
+    start: str
+    """ISO 8601 UTC, ms."""
+    offset_s: float
+    """Start, in seconds of audio since the stream began."""
+    model: str
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    """An event closed (a sound class, or ``loud`` with null confidences)."""
+
+    kind: ClassVar[str] = "event"
+    id: str
+    label: str
+    confidence: float | None
+    """Highest smoothed score while open, 0-1."""
+    mean_confidence: float | None
+    start: str
+    end: str
+    offset_s: float
+    duration_s: float
+    peak_dbfs: float
+    """Loudest sample of the event's audio."""
+    mean_dbfs: float
+    """RMS level of the event's audio."""
+    model: str
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class Level(Message):
+    """Sound levels of one period: energy mean, loudest and quietest 1 s level."""
+
+    kind: ClassVar[str] = "level"
+    start: str
+    end: str
+    offset_s: float
+    period_s: float
+    leq_dbfs: float
+    lmax_dbfs: float
+    lmin_dbfs: float
+    leq_dbfs_a: float
+    lmax_dbfs_a: float
+    lmin_dbfs_a: float
+    leq_dba_spl: float | None = None
+    """dB(A) SPL, only when ``levels.calibration_db`` is set."""
+    lmax_dba_spl: float | None = None
+    lmin_dba_spl: float | None = None
+    device: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Uncalibrated reports leave the SPL keys out rather than sending nulls."""
+        return {k: v for k, v in super().to_json().items() if not (k.endswith("_spl") and v is None)}
+
+
+@dataclass(frozen=True)
+class Score:
+    """One label's score in a window."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Scores(Message):
+    """The highest scores of one window (its end time)."""
+
+    kind: ClassVar[str] = "scores"
+    time: str
+    offset_s: float
+    top: tuple[Score, ...]
+    device: str = ""
+
+    decoders: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "top": lambda items: tuple(Score(str(item["label"]), float(item["score"])) for item in items)}
+
+
+@dataclass(frozen=True)
+class Stats(Message):
+    """Periodic health: how long it has listened, what it processed, what it lost, what waits to be sent."""
+
+    kind: ClassVar[str] = "stats"
+    uptime_s: float
+    audio_s: float
+    """Seconds of audio processed by the current configuration."""
+    windows: int
+    gated_windows: int
+    """Windows too quiet to classify."""
+    events: int
+    input_overflows: int
+    """Overflows the audio device reported (lifetime)."""
+    dropped_frames: int
+    """Frames the ring buffer dropped because processing fell behind (lifetime)."""
+    source: str
+    model: str
+    runtime: str
+    version: str
+    audio_state: AudioState = AudioState.LISTENING
+    spool_depth: int | None = None
+    """MQTT only: events waiting for the broker."""
+    spool_bytes: int | None = None
+    spool_dropped: int | None = None
+    jsonl_failed_writes: int | None = None
+    """JSON lines only: messages that could not be written (disk full, read-only)."""
+    device: str = ""
+
+    def with_figures(self, figures: dict[str, int]) -> "Stats":
+        """These stats with the sinks' own figures (see ``Sink.health``) filled in."""
+        known: dict[str, Any] = {name: value for name, value in figures.items() if name in _STATS_FIELDS}
+        return dataclasses.replace(self, **known)
+
+    decoders: ClassVar[dict[str, Callable[[Any], Any]]] = {"audio_state": AudioState}
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    """The audio input's state changed: listening on a source, or an error (with the reason)."""
+
+    kind: ClassVar[str] = "status"
+    state: AudioState
+    source: str | None = None
+    error: str | None = None
+    device: str = ""
+
+    decoders: ClassVar[dict[str, Callable[[Any], Any]]] = {"state": AudioState}
+
+
+_STATS_FIELDS = frozenset(f.name for f in dataclasses.fields(Stats))
+
+KINDS: dict[str, type[Message]] = {cls.kind: cls for cls in (Started, Event, Level, Scores, Stats, Status)}
+"""Every message class by its wire ``type``."""
+
+
+class DecodeError(ValueError):
+    """A payload that is not one of our messages."""
+
+
+def decode(data: dict[str, Any] | bytes | str, kind: str | None = None) -> Message:
+    """A message from its JSON form (``kind`` for payloads that do not carry ``type``)."""
+    try:
+        payload = json.loads(data) if isinstance(data, (bytes, str)) else data
+        cls = KINDS[kind or payload["type"]]
+        return cls.from_json(payload)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecodeError(f"not a noisewatch message: {exc}") from None
+
+
+def stamped(message: M, device: str) -> M:
+    """The message as sent by ``device``."""
+    fields: dict[str, Any] = {"device": device}
+    return dataclasses.replace(message, **fields)
+
+
+__all__ = ["SCHEMA_VERSION", "AudioState", "DecodeError", "Event", "KINDS", "Level", "Message", "Score",
+           "Scores", "Started", "Stats", "Status", "decode", "stamped"]
