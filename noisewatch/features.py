@@ -194,7 +194,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     """Slaney-normalised triangular filters, shape (n_mels, 1 + n_fft // 2); as librosa.filters.mel."""
     fmax = sample_rate / 2 if fmax is None else fmax
     fft_hz = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
-    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(np.asarray(fmin)), _hz_to_mel(np.asarray(fmax)), n_mels + 2))
     widths = np.diff(edges_hz)
     ramps = edges_hz[:, None] - fft_hz[None, :]
     lower = -ramps[:-2] / widths[:-1, None]

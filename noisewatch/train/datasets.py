@@ -230,7 +230,7 @@ def synthesize(recipe: QuietRecipe, n: int, sample_rate: int) -> np.ndarray:
     elif recipe.kind == "hum":
         t = np.arange(n) / sample_rate
         base = float(rng.choice(HUM_HZ))
-        y = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3))
+        y = np.sum([np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3)], axis=0)
         y = y / np.sqrt(np.mean(y**2)) + 0.3 * coloured_noise(n, recipe.colour, rng)
     elif recipe.kind == "attenuated" and recipe.source is not None:
         y = np.resize(load_audio(recipe.source, sample_rate), n).astype(np.float64)
