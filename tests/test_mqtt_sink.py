@@ -92,7 +92,7 @@ def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker
     sink.send(ev)
     sink.send(level)
     stats = Stats(uptime_s=5.0, audio_s=5.0, windows=10, gated_windows=0, events=1, input_overflows=0,
-                  dropped_frames=0, source="test", model=MODEL, runtime="ai_edge_litert", version="0.1.0")
+                  dropped_frames=0, nonfinite_samples=0, source="test", model=MODEL, runtime="ai_edge_litert", version="0.1.0")
     sink.send(stamped(replace(stats, **sink.health()), "test"))  # as the service builds it
     sink.send(Scores(time=ev.start, offset_s=4.0, top=(Score("siren", 0.9),), device="test"))
     assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/scores")) == 1 and len(c.on(f"{PREFIX}/events")) == 1)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import resource
+import signal
 from pathlib import Path
+
+import pytest
 
 from noisewatch.daemon.sinks.spool import MIB, Spool
 
@@ -70,8 +74,43 @@ def test_crash_leftovers_are_cleaned(tmp_path: Path) -> None:
     (tmp_path / "0000000000000009.msg").write_bytes(b"not json\n")  # damaged by hand
     reopened = Spool(tmp_path, max_mb=1, max_age_h=1)
     assert [e.payload for e in reopened.after(0, 10)] == [b"good"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["0000000000000001.msg"]
-    assert reopened.dropped == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0000000000000001.msg", "quarantine"]
+    assert [p.name for p in (tmp_path / "quarantine").iterdir()] == ["0000000000000009.msg"]  # kept to look at
+    assert reopened.quarantined == 1 and reopened.dropped == 0
+
+
+def test_a_damaged_payload_is_quarantined_not_published(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1)
+    cut, garbled, good = (spool.append("t", b'{"id":"%d","label":"siren"}' % n) for n in range(3))
+    for seq, damage in ((cut, lambda data: data[:-5]), (garbled, lambda data: data.replace(b"siren", b"sirEn"))):
+        path = tmp_path / f"{seq:016d}.msg"
+        path.write_bytes(damage(path.read_bytes()))
+    assert [e.seq for e in spool.after(0, 10)] == [good]
+    assert spool.quarantined == 2 and spool.depth == 1
+    assert sorted(p.name for p in (tmp_path / "quarantine").iterdir()) == [f"{cut:016d}.msg", f"{garbled:016d}.msg"]
+
+
+def test_a_topic_no_broker_takes_and_a_directory_named_like_a_message_do_not_block_the_queue(tmp_path: Path) -> None:
+    (tmp_path / "0000000000000001.msg").mkdir(parents=True)
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1)
+    bad, good = spool.append("a/+/b", b"x"), spool.append("t", b"y")
+    assert [e.seq for e in spool.after(0, 10)] == [good] and spool.quarantined == 1 and bad < good
+
+
+def test_a_failed_write_leaves_no_temporary_behind(tmp_path: Path) -> None:
+    """A file-size limit makes the write fail as a full disk does (EFBIG instead of ENOSPC)."""
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, limits[1]))
+    try:
+        with pytest.raises(OSError):
+            spool.append("t", b"x" * 1000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert not list(tmp_path.glob("*.tmp")) and spool.depth == 0
+    assert spool.append("t", b"y") and spool.depth == 1  # and it works again once the disk takes it
 
 
 def test_remove_is_idempotent(tmp_path: Path) -> None:

@@ -183,6 +183,7 @@ class Stats(Message):
     """Overflows the audio device reported (lifetime)."""
     dropped_frames: int
     """Frames the ring buffer dropped because processing fell behind (lifetime)."""
+    nonfinite_samples: int
     source: str
     model: str
     runtime: str
@@ -192,6 +193,15 @@ class Stats(Message):
     """MQTT only: events waiting for the broker."""
     spool_bytes: int | None = None
     spool_dropped: int | None = None
+    """Events dropped by the spool's size or age bound."""
+    spool_quarantined: int | None = None
+    """Damaged spool files set aside in ``<spool>/quarantine/``."""
+    spool_dead_letters: int | None = None
+    """Events the broker refused (MQTT 5), set aside in ``<spool>/dead-letter/``."""
+    spool_memory_queued: int | None = None
+    """Events held in memory because the spool's disk refuses writes."""
+    spool_memory_dropped: int | None = None
+    """Events lost because the disk refused them for too long."""
     jsonl_failed_writes: int | None = None
     """JSON lines only: messages that could not be written (disk full, read-only)."""
     device: str = ""

@@ -70,6 +70,8 @@ class Counters:
     """Overflows the audio device reported."""
     dropped_frames: int = 0
     """Frames the ring buffer dropped because processing fell behind."""
+    nonfinite_samples: int = 0
+    """NaN or infinite input samples, read as silence."""
 
 
 class Pipeline:
@@ -109,6 +111,7 @@ class Pipeline:
         read from a newly opened source, whose capture time anchors the clock."""
         self.counters.input_overflows += block.overflows
         self.counters.dropped_frames += block.lost_frames
+        self.counters.nonfinite_samples += block.nonfinite
         out: list[Message] = []
         if first:  # timestamps count from when this source's audio began, not from its opening
             self.heard_at(block.captured)

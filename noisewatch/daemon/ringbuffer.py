@@ -45,6 +45,8 @@ class AudioBlock:
     """Frames the ring buffer dropped just before these."""
     overflows: int
     """Overflows the device reported since the previous read."""
+    nonfinite: int
+    """NaN or infinite samples found in this block (a broken driver or file); they read as silence."""
     captured: datetime
     """Wall time at which the first of :attr:`samples` was captured."""
 

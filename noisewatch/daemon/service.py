@@ -19,6 +19,7 @@ import enum
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from noisewatch import __version__, logs
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
-from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
+from noisewatch.config import EX_CONFIG, Config, ConfigError, TlsSection, load_config
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.messages import AudioState, Stats, Status
@@ -117,7 +118,7 @@ def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_p
     """Load and cross-check everything; raises ConfigError/BundleError with one line per problem."""
     config = overrides.apply(load_config(config_path))
     bundle = load_bundle(config.model.path or default_model_path())
-    problems = bundle_problems(config, bundle) + mqtt_problems(config)
+    problems = bundle_problems(config, bundle) + sink_problems(config)
     if input_path is None and config.audio.device is not None:  # the default input may appear later
         try:
             check_device(config.audio)
@@ -157,25 +158,59 @@ def load_model(config: Config, bundle: Bundle, problems: list[str]) -> TFLiteMod
         return None
 
 
+def sink_problems(config: Config) -> list[str]:
+    """What would keep a sink from opening (files, folders, certificates), found before start-up or a reload
+    commits to it: ``check-config`` and ``run`` decide with this same function."""
+    problems = []
+    if config.jsonl.path not in (None, "-"):
+        problems += _unwritable("jsonl.path", Path(config.jsonl.path), folder=False)
+    if config.mqtt.enabled:
+        problems += mqtt_problems(config)
+    return problems
+
+
 def mqtt_problems(config: Config) -> list[str]:
-    """Files the MQTT sink needs, checked before start-up or a reload commits to them."""
-    if not config.mqtt.enabled:
-        return []
+    """The password, the TLS files (present and loadable) and the spool folder."""
     problems = []
     try:
         config.mqtt_password()
     except ConfigError as exc:
         problems.append(str(exc))
     tls = config.mqtt.tls
+    if tls.enabled:
+        problems += _tls_problems(tls)
+    return problems + _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
+
+
+def _tls_problems(tls: TlsSection) -> list[str]:
+    problems = []
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(tls, key)
-        if tls.enabled and path is not None and not path.is_file():
+        if path is not None and not path.is_file():
             problems.append(f"mqtt.tls.{key} = '{path}': no such file")
-    spool = config.mqtt.spool.directory
-    existing = next((p for p in (spool, *spool.parents) if p.exists()), Path("/"))
-    if not os.access(existing, os.W_OK):
-        problems.append(f"mqtt.spool.directory = '{spool}': {existing} is not writable")
-    return problems
+    if problems:
+        return problems
+    context = ssl.create_default_context()
+    try:
+        if tls.ca_file is not None:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+        if tls.cert_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return [f"mqtt.tls: cannot load the CA, certificate or key: {exc}"]
+    return []
+
+
+def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
+    """Why ``path`` (a file to append to, or a folder to keep files in) cannot be written, or nothing."""
+    if path.exists():
+        if folder != path.is_dir():
+            return [f"{key} = '{path}': not a {'folder' if folder else 'file'}"]
+        return [] if os.access(path, os.W_OK) else [f"{key} = '{path}': not writable"]
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        return [f"{key} = '{path}': {existing} is a file, not a folder"]
+    return [] if os.access(existing, os.W_OK) else [f"{key} = '{path}': {existing} is not writable"]
 
 
 def open_sinks(setup: Setup) -> list[Sink]:
@@ -382,6 +417,7 @@ class Service:
             events=counters.events,
             input_overflows=counters.input_overflows,
             dropped_frames=counters.dropped_frames,
+            nonfinite_samples=counters.nonfinite_samples,
             source=source.name,
             model=active.setup.bundle.ident,
             runtime=active.pipeline.model.runtime,

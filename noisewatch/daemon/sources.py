@@ -84,7 +84,8 @@ class AudioSource:
         total = self.overflows  # once: the callback may count another meanwhile
         overflows, self._overflows_read = total - self._overflows_read, total
         behind_s = (ring_read.behind + len(ring_read.frames)) / self.sample_rate
-        return AudioBlock(ring_read.frames, self.sample_rate, ring_read.lost, overflows,
+        samples, nonfinite = _finite(ring_read.frames)
+        return AudioBlock(samples, self.sample_rate, ring_read.lost, overflows, nonfinite,
                           datetime.now(timezone.utc) - timedelta(seconds=behind_s))
 
     @property
@@ -116,6 +117,16 @@ class AudioSource:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _finite(frames: np.ndarray) -> tuple[np.ndarray, int]:
+    """The frames with NaN and infinite samples replaced by silence, and how many there were: one of them
+    would otherwise turn every level and score after it into NaN."""
+    bad = ~np.isfinite(frames)
+    count = int(bad.sum())
+    if count:
+        frames[bad] = 0.0  # a fresh copy out of the ring: ours to change
+    return frames, count
 
 
 # --- microphone -------------------------------------------------------------------------------
@@ -340,8 +351,7 @@ class FileSource(AudioSource):
             with sf.SoundFile(str(self.path)) as audio:
                 self._deliver(audio)
         except (RuntimeError, OSError) as exc:
-            self._failed = f"reading {self.path} failed: {exc}"
-            log.error("audio file %s: %s", self.path, exc)
+            self._failed = f"reading {self.path} failed: {exc}"  # the service says it, once
             return
         if not self._halt.is_set():
             self._finished = True

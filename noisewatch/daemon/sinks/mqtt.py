@@ -45,7 +45,7 @@ from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.homeassistant import OFFLINE, ONLINE, STATE_OFF, STATE_ON, Listener, discovery_messages
 from noisewatch.daemon.sinks.mqtt_client import new_client
-from noisewatch.daemon.sinks.spool import Spool
+from noisewatch.daemon.sinks.spool import DEAD_LETTER, QUARANTINE, Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ MAX_QUEUED = 1000
 """bound on paho's in-memory queue (the spool is the real queue)"""
 LIVE_QUEUE_MAX = 200
 """level/stats/scores/state messages kept in memory while disconnected; oldest dropped"""
+MEMORY_SPOOL_MAX = 1000
+"""events kept in memory while the spool's disk refuses writes (full, read-only); oldest dropped, counted"""
 CLOSE_FLUSH_S = 1.5
 """``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
 MIN_STOP_WAIT_S = 0.2
@@ -96,6 +98,15 @@ class _Spooled:
 
 
 @dataclass(frozen=True)
+class _Unspooled:
+    """``send`` could not write a started/event message to the spool's disk: the pump keeps it in memory."""
+
+    topic: str
+    payload: bytes
+    spooled: _Spooled
+
+
+@dataclass(frozen=True)
 class _Ack:
     """paho: the broker acknowledged (or refused) message ``mid``."""
 
@@ -126,7 +137,7 @@ class _Close:
     connect_by: float
 
 
-_Command = _Spooled | _Ack | _Connected | _Disconnected | _HomeAssistantOnline | _Close | Outgoing
+_Command = _Spooled | _Unspooled | _Ack | _Connected | _Disconnected | _HomeAssistantOnline | _Close | Outgoing
 
 
 def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -191,7 +202,10 @@ class MqttSink:
         # pump thread only, from here on
         self._states = LabelStates(listener.labels)
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
-        self._inflight: dict[int, int] = {}  # paho mid -> spool seq
+        self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
+        self._unspooled: deque[_Unspooled] = deque()
+        self.memory_dropped = 0
+        """events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events"""
         self._last_handed = 0  # highest spool seq handed to paho
         self._connected = False
         self._closing: _Close | None = None
@@ -202,6 +216,8 @@ class MqttSink:
         self._conn_log = ConnectionLog()
         self._stopping = threading.Event()
         """Set by ``close``: paho's jitter wait ends at once."""
+        self._disk_trouble = threading.Event()
+        """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
         self.client = self._make_client(client_id, password)
 
@@ -242,8 +258,8 @@ class MqttSink:
         """Hand one message over without blocking on the network."""
         topics = self.topics
         if isinstance(message, (Started, Event)):
-            self.spool.append(topics.started if isinstance(message, Started) else topics.events, message.encode())
-            self._commands.put(_Spooled(message.label, message.id, isinstance(message, Started)))
+            self._spool_event(topics.started if isinstance(message, Started) else topics.events, message.encode(),
+                              _Spooled(message.label, message.id, isinstance(message, Started)))
         elif isinstance(message, Level):
             self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
         elif isinstance(message, Stats):
@@ -256,8 +272,23 @@ class MqttSink:
             raise TypeError(f"MQTT sink: no topic for a {type(message).__name__} message")
 
     def health(self) -> dict[str, int]:
-        return {"spool_depth": self.spool.depth, "spool_bytes": self.spool.size_bytes,
-                "spool_dropped": self.spool.dropped}
+        spool = self.spool
+        return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
+                "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
+                "spool_memory_queued": len(self._unspooled), "spool_memory_dropped": self.memory_dropped}
+
+    def _spool_event(self, topic: str, payload: bytes, spooled: _Spooled) -> None:
+        """To disk before anything else learns of it; to the pump's memory when the disk refuses."""
+        if not self._disk_trouble.is_set():
+            try:
+                self.spool.append(topic, payload)
+                self._commands.put(spooled)
+                return
+            except OSError as exc:
+                log.error("MQTT spool: cannot write to %s (%s); events are kept in memory (up to %d) until it "
+                          "takes them again", self.spool.directory, exc.strerror or exc, MEMORY_SPOOL_MAX)
+                self._disk_trouble.set()
+        self._commands.put(_Unspooled(topic, payload, spooled))
 
     def close(self) -> None:
         """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline``, stop."""
@@ -356,21 +387,36 @@ class MqttSink:
         next_prune = time.monotonic() + PRUNE_INTERVAL_S
         while not self._done_closing():
             try:
-                self._handle(self._commands.get(timeout=CLOSING_TICK_S if self._closing else PUMP_TICK_S))
-                while True:  # take everything waiting before publishing, so acks free in-flight slots first
-                    self._handle(self._commands.get_nowait())
-            except queue.Empty:
-                pass
-            if self._connected:
-                self._feed_spool()
-                self._drain_live()
-            if time.monotonic() >= next_prune:
-                self.spool.prune()
-                next_prune = time.monotonic() + PRUNE_INTERVAL_S
+                self._pump_once()
+                if time.monotonic() >= next_prune:
+                    self.spool.prune()
+                    next_prune = time.monotonic() + PRUNE_INTERVAL_S
+            except Exception:  # the pump must outlive any one bad message or disk error, or nothing is sent again
+                log.exception("MQTT: unexpected error in the pump; carrying on")
+                self._stopping.wait(PUMP_TICK_S)
+
+    def _pump_once(self) -> None:
+        try:
+            self._handle(self._commands.get(timeout=CLOSING_TICK_S if self._closing else PUMP_TICK_S))
+            while True:  # take everything waiting before publishing, so acks free in-flight slots first
+                self._handle(self._commands.get_nowait())
+        except queue.Empty:
+            pass
+        if self._unspooled:
+            self._respool()
+        if self._connected:
+            self._feed_spool()
+            self._drain_live()
 
     def _handle(self, command: _Command) -> None:
         if isinstance(command, Outgoing):
             self._live.append(command)
+        elif isinstance(command, _Unspooled):
+            if len(self._unspooled) == MEMORY_SPOOL_MAX:
+                self._unspooled.popleft()
+                self.memory_dropped += 1
+            self._unspooled.append(command)
+            self._handle(command.spooled)
         elif isinstance(command, _Spooled):
             change = (self._states.started if command.opened else self._states.ended)(command.label, command.event_id)
             if change is not None:
@@ -409,27 +455,53 @@ class MqttSink:
         for topic, config in discovery_messages(self.topics, self.listener):
             self.client.publish(topic, _encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
 
+    def _respool(self) -> None:
+        """Move events held in memory to the spool, oldest first, as soon as its disk takes them again."""
+        while self._unspooled:
+            held = self._unspooled[0]
+            try:
+                self.spool.append(held.topic, held.payload)
+            except OSError:
+                return
+            self._unspooled.popleft()
+        self._disk_trouble.clear()
+        log.warning("MQTT spool: %s takes writes again; the events held in memory are spooled", self.spool.directory)
+
     def _acknowledged(self, ack: _Ack) -> None:
-        seq = self._inflight.pop(ack.mid, None)
-        if seq is None:
+        handed = self._inflight.pop(ack.mid, None)
+        if handed is None:
             return
-        if ack.reason is not None and ack.reason.is_failure:
-            log.warning("MQTT: broker refused spooled message %d: %s", seq, ack.reason)
-        self.spool.remove(seq)
+        seq, event_id = handed
+        if ack.reason is not None and ack.reason.is_failure:  # MQTT 5 only: 3.1.1 has no reason codes
+            self.spool.set_aside(seq, DEAD_LETTER, f"the broker refused event {event_id}: {ack.reason}")
+        else:
+            self.spool.remove(seq)
 
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
         for entry in self.spool.after(self._last_handed, INFLIGHT_WINDOW - len(self._inflight)):
-            info = self.client.publish(entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
+            try:
+                info = self.client.publish(entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
+            except ValueError as exc:  # a topic paho will not publish to: never deliverable as it is
+                self.spool.set_aside(entry.seq, QUARANTINE, str(exc))
+                continue
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 return  # paho's queue is full: try again on the next wake-up
-            self._inflight[info.mid] = entry.seq
+            self._inflight[info.mid] = (entry.seq, _event_id(entry.payload))
             self._last_handed = entry.seq
 
     def _drain_live(self) -> None:
         while self._live and self._connected:
             message = self._live.popleft()
             self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+
+
+def _event_id(payload: bytes) -> str:
+    """The id of a spooled event, for log lines about it."""
+    try:
+        return str(json.loads(payload).get("id", "?"))
+    except (ValueError, AttributeError):
+        return "?"
 
 
 def _encode(payload: dict[str, Any]) -> bytes:

@@ -2,12 +2,16 @@
 
 Format: one file per message, named by a zero-padded, monotonically increasing sequence number
 (``0000000000000042.msg``). The first line is a JSON header (topic, creation time in Unix
-seconds), the rest is the payload bytes. A message is written to a temporary file, fsynced and
+seconds, payload length and CRC-32), the rest is the payload bytes. A message is written to a temporary file, fsynced and
 renamed (then the directory is fsynced), so after a crash or kill -9 a message file is either
 complete or absent; half-written temporaries are deleted when the spool is opened. A message is
 removed only after the broker acknowledged it, so delivery is at least once.
 
 The spool is bounded by total size and by age; the oldest messages are dropped first and counted.
+A message that can never be delivered as it is goes to a sub-folder instead of blocking the queue,
+and is counted: ``quarantine/`` for a damaged file (header unreadable, payload cut short or garbled,
+a topic no broker takes), ``dead-letter/`` for a message the broker refused. Both keep the file for
+a person to look at; nothing in them is retried.
 ``append`` runs on the processing loop, ``remove`` and reads on the MQTT sink's own thread: the
 in-memory index is guarded by a lock, file I/O happens outside it.
 """
@@ -19,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".msg"
 TMP_SUFFIX = ".tmp"
+QUARANTINE = "quarantine"
+DEAD_LETTER = "dead-letter"
 NAME_DIGITS = 16
 DIR_MODE = 0o700
 MIB = 1024 * 1024
@@ -68,8 +75,12 @@ class Spool:
         self._index: OrderedDict[int, _Meta] = OrderedDict()
         self._bytes = 0
         self.dropped = 0
-        """messages dropped by the size or age bound (or unreadable) since the spool was opened"""
+        """messages dropped by the size or age bound since the spool was opened"""
         self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        self.quarantined = _count(self.directory / QUARANTINE)
+        """damaged messages set aside in ``quarantine/`` (those already there when the spool was opened included)"""
+        self.dead_letters = _count(self.directory / DEAD_LETTER)
+        """messages the broker refused, set aside in ``dead-letter/``"""
         self._next_seq = self._load() + 1
         self.prune()
 
@@ -97,7 +108,8 @@ class Spool:
     def append(self, topic: str, payload: bytes) -> int:
         """Store a message durably (fsync) and return its sequence number."""
         created = self._clock()
-        data = json.dumps({"topic": topic, "created": created}).encode() + b"\n" + payload
+        header = {"topic": topic, "created": created, "length": len(payload), "crc32": zlib.crc32(payload)}
+        data = json.dumps(header).encode() + b"\n" + payload
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
@@ -126,7 +138,28 @@ class Spool:
             if meta is not None:
                 self._bytes -= meta.size
         if meta is not None:
-            self._path(seq).unlink(missing_ok=True)
+            try:
+                self._path(seq).unlink(missing_ok=True)
+            except OSError as exc:  # read-only file system: delivered anyway; a restart may send it again
+                log.error("MQTT spool: cannot delete delivered message %s (%s)", self._path(seq), exc.strerror)
+
+    def set_aside(self, seq: int, folder: str, why: str) -> None:
+        """Move a message out of the queue into ``folder`` (QUARANTINE or DEAD_LETTER) and count it."""
+        with self._lock:
+            meta = self._index.pop(seq, None)
+            if meta is not None:
+                self._bytes -= meta.size
+        if folder == DEAD_LETTER:
+            self.dead_letters += 1
+        else:
+            self.quarantined += 1
+        target = self.directory / folder
+        try:
+            target.mkdir(mode=DIR_MODE, exist_ok=True)
+            os.replace(self._path(seq), target / self._path(seq).name)
+        except OSError as exc:
+            log.error("MQTT spool: cannot move %s to %s (%s)", self._path(seq), target, exc.strerror)
+        log.warning("MQTT spool: message %s set aside in %s/: %s", self._path(seq).name, folder, why)
 
     def prune(self) -> int:
         """Drop messages older than the age bound; returns how many were dropped."""
@@ -164,19 +197,27 @@ class Spool:
         try:
             header, _, payload = self._path(seq).read_bytes().partition(b"\n")
             meta = json.loads(header)
-            return SpoolEntry(seq, str(meta["topic"]), payload, float(meta["created"]))
+            entry = SpoolEntry(seq, str(meta["topic"]), payload, float(meta["created"]))
         except FileNotFoundError:
             return None  # dropped or acknowledged meanwhile
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("MQTT spool: unreadable message %s (%s); dropping it", self._path(seq), exc)
-            self._drop([seq], "unreadable")
+            self.set_aside(seq, QUARANTINE, f"unreadable ({exc})")
             return None
+        problem = damage(meta, entry)
+        if problem:
+            self.set_aside(seq, QUARANTINE, problem)
+            return None
+        return entry
 
     def _load(self) -> int:
         """Index the messages left by an earlier run; returns the highest sequence number (0: none)."""
         for stale in self.directory.glob("*" + TMP_SUFFIX):
-            stale.unlink(missing_ok=True)  # a write interrupted by a crash: never acknowledged as stored
-        found = sorted(int(p.stem) for p in self.directory.glob("*" + SUFFIX) if p.stem.isdigit())
+            if stale.is_file():
+                stale.unlink()  # a write interrupted by a crash: never acknowledged as stored
+        named = [p for p in self.directory.glob("*" + SUFFIX) if p.stem.isdigit()]
+        for odd in (p for p in named if not p.is_file()):
+            log.warning("MQTT spool: ignoring %s (not a regular file; its number is not reused)", odd)
+        found = sorted(int(p.stem) for p in named if p.is_file())
         for seq in found:
             meta = self._read_meta(seq)
             if meta is not None:
@@ -184,7 +225,7 @@ class Spool:
                 self._bytes += meta.size
         if found:
             log.info("MQTT spool: %d message(s) waiting from an earlier run in %s", len(self._index), self.directory)
-        return found[-1] if found else 0
+        return max((int(p.stem) for p in named), default=0)
 
     def _read_meta(self, seq: int) -> _Meta | None:
         path = self._path(seq)
@@ -193,22 +234,52 @@ class Spool:
                 header = json.loads(f.readline())
             return _Meta(path.stat().st_size, float(header["created"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("MQTT spool: unreadable message %s (%s); dropping it", path, exc)
-            path.unlink(missing_ok=True)
-            self.dropped += 1
+            self.set_aside(seq, QUARANTINE, f"unreadable header ({exc})")
             return None
 
 
 def _write_durably(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either complete or absent after a crash."""
     tmp = path.with_suffix(TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        _unlink_quietly(tmp)  # a full disk must not leave empty temporaries behind
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # read-only: nothing was written there either
+
+
+def _count(folder: Path) -> int:
+    return sum(1 for _ in folder.glob("*" + SUFFIX)) if folder.is_dir() else 0
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why a broker would refuse to take ``topic`` for a publish, or None."""
+    if not topic or any(c in topic for c in "+#\0") or topic.startswith("$"):
+        return f"topic {topic!r} cannot be published to"
+    return None
+
+
+def damage(meta: dict, entry: SpoolEntry) -> str | None:
+    """What is wrong with a message read back, or None. Files written before the length and CRC were
+    kept in the header are checked for their topic only."""
+    if "length" in meta and len(entry.payload) != meta["length"]:
+        return f"payload is {len(entry.payload)} bytes, {meta['length']} were written"
+    if "crc32" in meta and zlib.crc32(entry.payload) != meta["crc32"]:
+        return "payload does not match its CRC-32"
+    return topic_problem(entry.topic)
