@@ -3,7 +3,10 @@
 Each test drives the real daemon (``noisewatch run`` / ``check-config`` as subprocesses) against a
 real mosquitto and real files, and asserts only what a user can observe: exit codes and stderr,
 events at a subscriber, files in the spool directory, ``stats`` counters, the process's sockets.
-Test names carry the fault's number (``f01`` ... ``f13``, ``cosmetic``).
+Test names carry the fault's number (``f01`` ... ``f13``, ``cosmetic``). Each was written from the
+issue's text and seen failing on the code the issue describes; the assertions are the contract of
+the fix. ``pytest -m faults`` runs the suite alone (about 2 minutes); the tmpfs tests skip where
+mounting is not permitted.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def test_f01_f12_check_config_rejects_a_prefix_the_broker_will_not_take(tmp_path
     assert len(result.lines) == 1 and f"mqtt.{key}" in result.lines[0], result.stderr
 
 
+@pytest.mark.broker
 def test_f01_run_refuses_a_wildcard_discovery_prefix_and_a_valid_one_keeps_publishing(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     bad = write_config(tmp_path / "bad.yaml", broker.port, mqtt=prefix_settings("homeassistant.prefix", "home+assistant"))
@@ -101,6 +105,7 @@ def test_f01_run_refuses_a_wildcard_discovery_prefix_and_a_valid_one_keeps_publi
 
 # --- 2: a spooled message with an invalid topic ------------------------------------------------------
 
+@pytest.mark.broker
 def test_f02_a_spooled_message_with_an_invalid_topic_goes_to_dead_letter_and_the_rest_arrive(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     spool = tmp_path / "spool"
@@ -131,6 +136,7 @@ def unopenable(tmp_path: Path, what: str) -> dict:
     return {"mqtt": {"spool": {"directory": str(blocker / "spool")}}}
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("what", ["jsonl.path", "mqtt.tls.ca_file"])
 def test_f03_a_reload_whose_sinks_cannot_open_keeps_the_running_setup(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon], what: str) -> None:
@@ -194,6 +200,7 @@ def test_f05_a_file_input_that_fails_exits_non_zero_with_one_line_and_no_repeats
 
 # --- 6: a publish the broker refuses --------------------------------------------------------------------
 
+@pytest.mark.broker
 def test_f06_a_publish_refused_under_mqtt5_goes_to_dead_letter_counted_and_named(
         tmp_path: Path, daemons: list[Daemon]) -> None:
     broker = Broker(acl=f"topic readwrite #\ntopic deny {EVENTS}\n").start()
@@ -248,6 +255,7 @@ def remount(disk: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], check=True, capture_output=True)
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("trouble", ["full", "read_only"])
 def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
         tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, daemons: list[Daemon],
@@ -271,11 +279,12 @@ def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
     logged = logged_ids(daemon)
     assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=10), (
         f"logged {logged}, received {event_ids(collector)}")
-    assert stats_value(collector, daemon, "spool_memory_queued") > 0
+    assert (stats_value(collector, daemon, "spool_memory_queued") or 0) > 0
     assert stats_value(collector, daemon, "spool_memory_dropped") == 0
     assert not list(spool.glob("*.tmp")), sorted(p.name for p in spool.iterdir())
 
 
+@pytest.mark.broker
 def test_f07_a_full_json_lines_disk_gives_one_line_and_mqtt_carries_on(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     daemon = start(daemons, write_config(tmp_path / "c.yaml", broker.port), SCENE, 0, "/dev/full")
@@ -296,6 +305,7 @@ def damage_body(path: Path, how: str) -> None:
     path.write_bytes(header + b"\n" + body[:half] + tail)
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("how", ["truncated", "zero_filled"])
 def test_f08_a_damaged_spool_body_is_quarantined_and_counted_not_published(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon], how: str) -> None:
@@ -315,6 +325,7 @@ def test_f08_a_damaged_spool_body_is_quarantined_and_counted_not_published(
 
 # --- 9: a directory among the spool files ------------------------------------------------------------------
 
+@pytest.mark.broker
 def test_f09_a_directory_named_like_a_spool_message_does_not_block_start_up(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     (tmp_path / "spool" / "0000000000000001.msg").mkdir(parents=True)
@@ -328,6 +339,7 @@ def test_f09_a_directory_named_like_a_spool_message_does_not_block_start_up(
 
 # --- 10: non-finite audio ----------------------------------------------------------------------------------
 
+@pytest.mark.broker
 def test_f10_non_finite_audio_gives_strict_json_everywhere_and_is_counted(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     rng = np.random.default_rng(10)
@@ -400,6 +412,7 @@ def test_f13_a_reload_during_a_file_replay_does_not_restart_the_file(tmp_path: P
     assert not repeated, f"re-emitted at the same offset after the reload: {repeated} (all: {found})"
 
 
+@pytest.mark.broker
 def test_f13_many_reloads_leave_no_extra_sockets(tmp_path: Path, broker: Broker, collector: Collector,
                                                  daemons: list[Daemon]) -> None:
     daemon = start(daemons, write_config(tmp_path / "c.yaml", broker.port), silence(tmp_path / "s.flac", 30), 1,
