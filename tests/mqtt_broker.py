@@ -1,7 +1,8 @@
 """Test helpers: a real mosquitto on a free loopback port, a collecting subscriber, a mute server.
 
 ``Broker`` writes its own config into a private directory (persistence, log, optional password
-file made with ``mosquitto_passwd``, optional TLS listener with a CA generated with ``openssl``),
+file made with ``mosquitto_passwd``, optional TLS listener with a CA generated with ``openssl``,
+optional ACL file),
 starts mosquitto, and stops it by PID (gracefully or with SIGKILL). Started as root, mosquitto
 drops to the ``mosquitto`` user, so that directory is handed to that user.
 """
@@ -63,10 +64,12 @@ def make_test_ca(directory: Path) -> None:
 
 @dataclass
 class Broker:
-    """A private mosquitto. ``users`` turns on password auth; ``tls`` adds a TLS listener."""
+    """A private mosquitto. ``users`` turns on password auth; ``tls`` adds a TLS listener; ``acl`` is the
+    text of an ACL file (mosquitto's format: rules before any ``user`` line apply to anonymous clients)."""
 
     users: dict[str, str] | None = None
     tls: bool = False
+    acl: str | None = None
 
     def __post_init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="nw-mosquitto-"))
@@ -79,6 +82,8 @@ class Broker:
             for user, password in self.users.items():
                 flag = ["-c"] if user == next(iter(self.users)) else []
                 _run("mosquitto_passwd", "-b", *flag, "passwords", user, password, cwd=self.dir)
+        if self.acl is not None:
+            (self.dir / "acl").write_text(self.acl)
         self._write_config()
         self._give_to_broker_user()
 
@@ -103,6 +108,8 @@ class Broker:
         ]
         if self.users:
             lines.append(f"password_file {self.dir}/passwords")
+        if self.acl is not None:
+            lines.append(f"acl_file {self.dir}/acl")
         if self.tls:
             lines += [f"listener {self.tls_port} {HOST}", f"cafile {self.dir}/ca.crt",
                       f"certfile {self.dir}/server.crt", f"keyfile {self.dir}/server.key"]

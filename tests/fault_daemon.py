@@ -1,0 +1,170 @@
+"""Fault-suite helpers: the real daemon as a subprocess and what a user can see of it.
+
+A user sees exit codes and stderr, the JSON-lines log, what a subscriber receives, the files in
+the spool directory, the ``stats`` counters and the process's open sockets; these helpers read
+exactly those, nothing inside the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+from mqtt_broker import HOST, Collector
+
+from noisewatch.daemon.sinks.spool import Spool
+
+PREFIX = "noisewatch/faults"
+RATE = 22050
+CLI = (sys.executable, "-m", "noisewatch.cli")
+NOT_JSON_TOPICS = ("status", "state/")
+"""Topics under the prefix whose payloads are plain words (online/offline, ON/OFF), not JSON."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished (or timed-out: ``returncode`` None) command."""
+
+    returncode: int | None
+    stderr: str
+    elapsed_s: float
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stderr.strip().splitlines()
+
+
+def cli(*args: str, timeout: float) -> Outcome:
+    """``noisewatch ARGS``; a command still running after ``timeout`` is killed and reported as None."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        return Outcome(None, stderr, time.monotonic() - started)
+    return Outcome(done.returncode, done.stderr, time.monotonic() - started)
+
+
+def write_config(path: Path, port: int | None = None, mqtt: dict[str, Any] | None = None, **sections: Any) -> Path:
+    """A config file; with ``port``, MQTT to the test broker under PREFIX, its spool beside the file."""
+    data: dict[str, Any] = {"device_id": "faults", **sections}
+    if port is not None:
+        data["mqtt"] = {"enabled": True, "host": HOST, "port": port, "topic_prefix": PREFIX, "keepalive_s": 5,
+                        "reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "spool": {"directory": "spool"},
+                        **(mqtt or {})}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Daemon:
+    """``noisewatch run`` in its own process; stderr goes to a file next to the JSON-lines log."""
+
+    def __init__(self, config: Path, audio: Path, speed: float, jsonl: Path | str) -> None:
+        self.jsonl = Path(jsonl)
+        self.log = config.with_name(config.stem + ".stderr")
+        command = [*CLI, "run", "--config", str(config), "--input", str(audio), "--speed", str(speed),
+                   "--jsonl", str(jsonl)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if it is still running after ``timeout``."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def hup(self) -> None:
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def messages(self, kind: str) -> list[dict[str, Any]]:
+        """Lines of one kind from the JSON-lines log (strict JSON)."""
+        if not self.jsonl.is_file():
+            return []
+        lines = [strict_json(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        return [line for line in lines if line.get("type") == kind]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def sockets(self) -> int:
+        """Open socket descriptors of the process, as /proc shows them."""
+        fd_dir = Path(f"/proc/{self.proc.pid}/fd")
+        count = 0
+        for fd in fd_dir.iterdir():
+            try:
+                count += os.readlink(fd).startswith("socket:")
+            except FileNotFoundError:
+                continue  # closed while we looked
+        return count
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """Parse as RFC 8259 JSON: NaN, Infinity and -Infinity are errors, as in every other JSON parser."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def json_topics(collector: Collector) -> list[tuple[str, bytes]]:
+    """(topic, payload) of every message under PREFIX that carries JSON."""
+    own = [(t, p) for t, p, _ in collector.messages if t.startswith(PREFIX + "/")]
+    return [(t, p) for t, p in own if not t.removeprefix(PREFIX + "/").startswith(NOT_JSON_TOPICS)]
+
+
+def event_ids(collector: Collector, topic: str = f"{PREFIX}/events") -> list[str]:
+    """Ids of the events a subscriber received, first arrival order (delivery is at least once)."""
+    return list(dict.fromkeys(str(json.loads(p).get("id")) for p in collector.on(topic)))
+
+
+def stats_value(collector: Collector, daemon: Daemon, key: str) -> Any:
+    """The latest value of a ``stats`` counter, over MQTT or in the JSON-lines log (None: never reported)."""
+    reports = [strict_json(p) for p in collector.on(f"{PREFIX}/stats")] + daemon.messages("stats")
+    values = [report[key] for report in reports if key in report]
+    return max(values) if values else None
+
+
+def spool_with(directory: Path, messages: list[tuple[str, dict[str, Any]]]) -> list[Path]:
+    """Messages written by the daemon's own spool code (its format, whatever integrity data it adds)."""
+    spool = Spool(directory, max_mb=50.0, max_age_h=168.0)
+    written = []
+    for topic, payload in messages:
+        before = set(directory.iterdir())
+        spool.append(topic, json.dumps(payload).encode())
+        (new,) = set(directory.iterdir()) - before
+        written.append(new)
+    return written
+
+
+def spooled_event(n: int) -> dict[str, Any]:
+    """An event payload as an earlier run would have spooled it."""
+    return {"id": f"spooled-{n}", "label": "siren", "start": "2026-01-01T00:00:00.000Z", "offset_s": float(n),
+            "duration_s": 1.0, "confidence": 0.9, "device": "faults"}
+
+
+def silence(path: Path, seconds: float) -> Path:
+    sf.write(str(path), np.zeros(int(seconds * RATE), dtype=np.float32), RATE)
+    return path
+
+
+def files_in(directory: Path) -> list[Path]:
+    """Regular files directly in ``directory`` (none if it does not exist)."""
+    return sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []
