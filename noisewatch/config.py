@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
@@ -150,12 +150,13 @@ class MqttSection(_Section):
     spool: SpoolSection = SpoolSection()
     homeassistant: HomeAssistantSection = HomeAssistantSection()
 
-    @model_validator(mode="after")
-    def _backoff_order(self) -> "MqttSection":
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError(f"reconnect_min_s must not exceed reconnect_max_s ({self.reconnect_min_s} > "
-                             f"{self.reconnect_max_s})")
-        return self
+    @field_validator("reconnect_max_s")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("reconnect_min_s")
+        if low is not None and low > value:
+            raise ValueError(f"reconnect_min_s must not exceed reconnect_max_s (mqtt.reconnect_min_s is {low})")
+        return value
 
     @field_validator("topic_prefix")
     @classmethod

@@ -94,7 +94,7 @@ def test_a_topic_no_broker_takes_and_a_directory_named_like_a_message_do_not_blo
     (tmp_path / "0000000000000001.msg").mkdir(parents=True)
     spool = Spool(tmp_path, max_mb=1, max_age_h=1)
     bad, good = spool.append("a/+/b", b"x"), spool.append("t", b"y")
-    assert [e.seq for e in spool.after(0, 10)] == [good] and spool.quarantined == 1 and bad < good
+    assert [e.seq for e in spool.after(0, 10)] == [good] and spool.dead_letters == 1 and bad < good
 
 
 def test_a_failed_write_leaves_no_temporary_behind(tmp_path: Path) -> None:

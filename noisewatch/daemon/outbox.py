@@ -35,8 +35,11 @@ class Outbox:
             figures.update(sink.health())
         return figures
 
-    def close(self) -> None:
+    def close(self, keep: Sequence[Sink] = ()) -> None:
+        """Close every sink but those in ``keep`` (handed on to the next set-up)."""
         for sink in self.sinks:
+            if any(sink is kept for kept in keep):
+                continue
             try:
                 sink.close()
             except Exception:  # closing the others still matters

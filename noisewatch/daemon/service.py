@@ -23,6 +23,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -194,10 +195,13 @@ def _tls_problems(tls: TlsSection) -> list[str]:
     try:
         if tls.ca_file is not None:
             context.load_verify_locations(cafile=str(tls.ca_file))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return [f"mqtt.tls.ca_file = '{tls.ca_file}': not a CA certificate that loads ({exc})"]
+    try:
         if tls.cert_file is not None:
             context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        return [f"mqtt.tls: cannot load the CA, certificate or key: {exc}"]
+        return [f"mqtt.tls.cert_file = '{tls.cert_file}': the certificate and mqtt.tls.key_file do not load ({exc})"]
     return []
 
 
@@ -213,20 +217,25 @@ def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
     return [] if os.access(existing, os.W_OK) else [f"{key} = '{path}': {existing} is not writable"]
 
 
-def open_sinks(setup: Setup) -> list[Sink]:
+def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
     """MQTT first: it spools each event to disk before returning, so an event already in the JSON-lines log
-    is also on its way to the broker even if the process is killed between the two sinks."""
+    is also on its way to the broker even if the process is killed between the two sinks. A running MQTT
+    sink that the new set-up would build the same is kept (the JSON-lines file is always reopened, so that
+    logrotate can move it)."""
     sinks: list[Sink] = []
     if setup.config.mqtt.enabled:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
-        sinks.append(MqttSink.from_config(setup.config, setup.bundle.labels, setup.bundle.ident))
+        labels, ident = setup.bundle.labels, setup.bundle.ident
+        same = [s for s in running if isinstance(s, MqttSink) and s.serves(setup.config, labels, ident)]
+        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident))
     if setup.config.jsonl.path:
         try:
             sinks.append(JsonlSink(setup.config.jsonl.path))
         except OSError as exc:
             for sink in sinks:
-                sink.close()
+                if not any(sink is kept for kept in running):
+                    sink.close()
             raise ConfigError(f"jsonl.path = '{setup.config.jsonl.path}': {exc.strerror or exc}") from None
     return sinks
 
@@ -240,18 +249,18 @@ class Active:
     outbox: Outbox
 
     @classmethod
-    def open(cls, setup: Setup, counters: Counters) -> "Active":
-        """Sinks opened, pipeline built; raises ConfigError when a sink cannot open."""
-        outbox = Outbox(setup.config.device_id, open_sinks(setup))
+    def open(cls, setup: Setup, counters: Counters, running: Sequence[Sink] = ()) -> "Active":
+        """Sinks opened (or kept from ``running``), pipeline built; raises ConfigError when a sink cannot open."""
+        outbox = Outbox(setup.config.device_id, open_sinks(setup, running))
         pipeline = Pipeline.from_config(setup.config, setup.bundle, setup.model, SampleClock.starting_now(), counters)
         log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
                  setup.model.runtime, pipeline.hop_s)
         return cls(setup, pipeline, outbox)
 
-    def close(self) -> None:
-        """Open events closed and sent, sinks flushed and closed."""
+    def close(self, keep: Sequence[Sink] = ()) -> None:
+        """Open events closed and sent, sinks flushed and closed (but those in ``keep``)."""
         self.outbox.publish(self.pipeline.finish())
-        self.outbox.close()
+        self.outbox.close(keep)
 
 
 class Backoff:
@@ -383,13 +392,13 @@ class Service:
         try:
             setup = prepare(old.setup.config_path, old.setup.overrides, old.setup.input_path, old.setup.speed)
             setup = replace(setup, config=_keep_jsonl(setup.config, old.setup.config))
-            new = Active.open(setup, self.counters)
+            new = Active.open(setup, self.counters, running=old.outbox.sinks)
         except (ConfigError, BundleError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             notify.ready()
             return False
         new.pipeline.heard_at(datetime.now(timezone.utc))  # re-anchored by the next block's capture time too
-        old.close()
+        old.close(keep=new.outbox.sinks)
         self.active = new
         log.info("configuration reloaded from %s", setup.config_path)
         new.outbox.publish([Status(self._audio_state, source=source.name)])

@@ -45,7 +45,7 @@ from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.homeassistant import OFFLINE, ONLINE, STATE_OFF, STATE_ON, Listener, discovery_messages
 from noisewatch.daemon.sinks.mqtt_client import new_client
-from noisewatch.daemon.sinks.spool import DEAD_LETTER, QUARANTINE, Spool
+from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix
 
 log = logging.getLogger(__name__)
@@ -226,15 +226,7 @@ class MqttSink:
                     version: str = __version__) -> "MqttSink":
         """Build and start the sink; raises ConfigError for unusable TLS files, password or spool."""
         section = config.mqtt
-        event_labels = [label for label in labels if label not in config.detector.ignore]
-        if config.loudness.enabled and LOUD not in event_labels:
-            event_labels.append(LOUD)
-        listener = Listener(
-            device_id=config.device_id,
-            name=section.homeassistant.device_name or f"noisewatch {config.device_id}",
-            labels=tuple(event_labels), model=model_ident, version=version,
-            calibrated=config.levels.calibration_db is not None,
-        )
+        listener = listener_of(config, labels, model_ident, version)
         topics = Topics(section.topic_prefix or default_prefix(config.device_id), section.homeassistant.prefix)
         try:
             spool = Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
@@ -244,6 +236,12 @@ class MqttSink:
                    config.mqtt_password())
         sink.start()
         return sink
+
+    def serves(self, config: Config, labels: Sequence[str], model_ident: str, version: str = __version__) -> bool:
+        """True when a sink built from this config would be this one: a reload then keeps the connection
+        (no offline/online flap, no new client) instead of replacing it."""
+        return (self.settings == config.mqtt and self.listener == listener_of(config, labels, model_ident, version)
+                and self.topics.prefix == (config.mqtt.topic_prefix or default_prefix(config.device_id)))
 
     # --- the Sink interface (processing loop) -------------------------------------------------------
 
@@ -483,7 +481,7 @@ class MqttSink:
             try:
                 info = self.client.publish(entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
             except ValueError as exc:  # a topic paho will not publish to: never deliverable as it is
-                self.spool.set_aside(entry.seq, QUARANTINE, str(exc))
+                self.spool.set_aside(entry.seq, DEAD_LETTER, str(exc))
                 continue
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 return  # paho's queue is full: try again on the next wake-up
@@ -494,6 +492,19 @@ class MqttSink:
         while self._live and self._connected:
             message = self._live.popleft()
             self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+
+
+def listener_of(config: Config, labels: Sequence[str], model_ident: str, version: str) -> Listener:
+    """What discovery announces for this config and model: the labels that can become events, and more."""
+    event_labels = [label for label in labels if label not in config.detector.ignore]
+    if config.loudness.enabled and LOUD not in event_labels:
+        event_labels.append(LOUD)
+    return Listener(
+        device_id=config.device_id,
+        name=config.mqtt.homeassistant.device_name or f"noisewatch {config.device_id}",
+        labels=tuple(event_labels), model=model_ident, version=version,
+        calibrated=config.levels.calibration_db is not None,
+    )
 
 
 def _event_id(payload: bytes) -> str:

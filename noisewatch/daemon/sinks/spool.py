@@ -11,7 +11,8 @@ The spool is bounded by total size and by age; the oldest messages are dropped f
 A message that can never be delivered as it is goes to a sub-folder instead of blocking the queue,
 and is counted: ``quarantine/`` for a damaged file (header unreadable, payload cut short or garbled,
 a topic no broker takes), ``dead-letter/`` for a message the broker refused. Both keep the file for
-a person to look at; nothing in them is retried.
+a person to look at; nothing in them is retried. An intact message whose topic no broker takes is a
+dead letter too.
 ``append`` runs on the processing loop, ``remove`` and reads on the MQTT sink's own thread: the
 in-memory index is guarded by a lock, file I/O happens outside it.
 """
@@ -207,6 +208,10 @@ class Spool:
         if problem:
             self.set_aside(seq, QUARANTINE, problem)
             return None
+        problem = topic_problem(entry.topic)
+        if problem:  # intact, but no broker will ever take it: undeliverable, like a refused one
+            self.set_aside(seq, DEAD_LETTER, problem)
+            return None
         return entry
 
     def _load(self) -> int:
@@ -276,10 +281,10 @@ def topic_problem(topic: str) -> str | None:
 
 
 def damage(meta: dict, entry: SpoolEntry) -> str | None:
-    """What is wrong with a message read back, or None. Files written before the length and CRC were
-    kept in the header are checked for their topic only."""
+    """What is damaged in a message read back, or None (files written before the length and CRC were kept
+    in the header pass)."""
     if "length" in meta and len(entry.payload) != meta["length"]:
         return f"payload is {len(entry.payload)} bytes, {meta['length']} were written"
     if "crc32" in meta and zlib.crc32(entry.payload) != meta["crc32"]:
         return "payload does not match its CRC-32"
-    return topic_problem(entry.topic)
+    return None
