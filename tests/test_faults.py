@@ -413,13 +413,16 @@ def test_f13_a_reload_during_a_file_replay_does_not_restart_the_file(tmp_path: P
 
 
 @pytest.mark.broker
+@pytest.mark.parametrize("changed", [False, True], ids=["same-config", "mqtt-changed-each-time"])
 def test_f13_many_reloads_leave_no_extra_sockets(tmp_path: Path, broker: Broker, collector: Collector,
-                                                 daemons: list[Daemon]) -> None:
-    daemon = start(daemons, write_config(tmp_path / "c.yaml", broker.port), silence(tmp_path / "s.flac", 30), 1,
-                   tmp_path / "out.jsonl")
+                                                 daemons: list[Daemon], changed: bool) -> None:
+    config = write_config(tmp_path / "c.yaml", broker.port)
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 30), 1, tmp_path / "out.jsonl")
     assert collector.wait_for(lambda c: c.on(STATUS) == [b"online"], timeout=15)
     before = daemon.sockets()
-    for _ in range(20):  # 20 in 4 s
+    for n in range(20):  # 20 in 4 s; with a changed MQTT section every reload replaces the client
+        if changed:
+            write_config(config, broker.port, mqtt={"keepalive_s": 6 + n % 2})
         daemon.hup()
         time.sleep(0.2)
     time.sleep(3.0)  # the last reload settles

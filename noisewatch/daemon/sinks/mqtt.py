@@ -309,6 +309,10 @@ class MqttSink:
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
         stopper.start()
         stopper.join(max(_remaining(deadline), MIN_STOP_WAIT_S))
+        if not stopper.is_alive():
+            # paho 2.x closes its wake-up socket pair only when the client is garbage-collected, and the
+            # callbacks bound to this sink keep it alive: close them here, or every reload leaks two sockets.
+            self.client._reset_sockets()
         log.info("MQTT: closed; %d message(s) left in the spool", self.spool.depth)
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
