@@ -76,6 +76,18 @@ def test_unit_restarts_forever_and_notifies() -> None:
     assert settings["SupplementaryGroups"] == ["audio"] and settings["User"] == ["noisewatch"]
 
 
+def test_a_config_error_is_not_a_restart_loop(tmp_path: Path) -> None:
+    """The daemon's exit code for a bad config is one the unit does not restart on; its one line is the journal's."""
+    from noisewatch.config import EX_CONFIG
+
+    assert str(EX_CONFIG) in unit_settings()["RestartPreventExitStatus"][0].split()
+    config = tmp_path / "bad.yaml"
+    config.write_text("audio:\n  hop_s: -1\n")
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == EX_CONFIG and "audio.hop_s" in result.stderr
+
+
 # --- sd_notify -------------------------------------------------------------------------------------
 
 
