@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -169,8 +170,15 @@ class LoggingSection(_Section):
     format: Literal["auto", "journal", "plain"] = Field("auto", description="auto: journal when run by systemd")
 
 
+def default_device_id() -> str:
+    """This machine's host name, made topic-safe: on a fleet each Pi is told apart without configuring it."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0])[:64].strip("-")
+    return name or "noisewatch"
+
+
 class Config(_Section):
-    device_id: str = Field("noisewatch", description="names this listener in events and MQTT topics")
+    device_id: str = Field(default_factory=default_device_id,
+                           description="names this listener in events and MQTT topics; null: the host name")
     model: ModelSection = ModelSection()
     audio: AudioSection = AudioSection()
     detector: DetectorSection = DetectorSection()
@@ -181,6 +189,11 @@ class Config(_Section):
     jsonl: JsonlSection = JsonlSection()
     mqtt: MqttSection = MqttSection()
     logging: LoggingSection = LoggingSection()
+
+    @field_validator("device_id", mode="before")
+    @classmethod
+    def _host_name_for_null(cls, value: Any) -> Any:
+        return default_device_id() if value is None else value
 
     @field_validator("device_id")
     @classmethod
