@@ -6,7 +6,8 @@ import json
 import random
 
 from noisewatch.daemon.sinks.homeassistant import Listener, discovery_messages
-from noisewatch.daemon.sinks.mqtt import JITTER_FRACTION, LabelStates, reconnect_jitter_s
+from noisewatch.daemon.sinks.label_states import LabelStates
+from noisewatch.daemon.sinks.mqtt_client import JITTER_FRACTION, reconnect_jitter_s
 from noisewatch.daemon.sinks.topics import Topics, default_prefix
 
 TOPICS = Topics("noisewatch/kitchen")

@@ -17,6 +17,7 @@ from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.levels import dbfs, peak_dbfs
 from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.daemon.setup import Overrides, prepare
 from noisewatch.daemon.sources import FILE_STATUS, FileSource
 from noisewatch.daemon.stream import hop_samples
 from noisewatch.bundle import default_model_path, load_bundle
@@ -177,8 +178,7 @@ def _run_with_a_faulty_first_source(faulty: type[FileSource], repo_root: Path, t
 
     monkeypatch.setattr(service_module, "open_source", open_source)
     out = tmp_path / "out.jsonl"
-    setup = service_module.prepare(None, service_module.Overrides(jsonl=str(out)),
-                                   input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
+    setup = prepare(None, Overrides(jsonl=str(out)), input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
     assert service_module.Service(setup).run() == 0
     return len(opened), read_jsonl(out)
 
@@ -392,7 +392,7 @@ def test_an_event_is_in_the_mqtt_spool_before_it_reaches_the_json_lines_log(tmp_
 
     from noisewatch.daemon.messages import Event
     from noisewatch.daemon.outbox import Outbox
-    from noisewatch.daemon.service import open_sinks, prepare
+    from noisewatch.daemon.setup import open_sinks, prepare
     from noisewatch.daemon.sinks.jsonl import JsonlSink
     from noisewatch.daemon.sinks.mqtt import MqttSink
 

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -40,11 +40,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch import __version__
-from noisewatch.config import PASSWORD_ENV, Config, ConfigError, MqttSection
+from noisewatch.config import Config, ConfigError, MqttSection
 from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
-from noisewatch.daemon.sinks.homeassistant import OFFLINE, ONLINE, STATE_OFF, STATE_ON, Listener, discovery_messages
-from noisewatch.daemon.sinks.mqtt_client import new_client
+from noisewatch.daemon.sinks.homeassistant import OFFLINE, ONLINE, Listener, discovery_messages
+from noisewatch.daemon.sinks.label_states import LabelStates
+from noisewatch.daemon.sinks.mqtt_client import ConnectionLog, new_client, reconnect_jitter_s, refusal_hint
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix
 
@@ -65,16 +66,8 @@ MIN_STOP_WAIT_S = 0.2
 PUMP_TICK_S = 1.0
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
-JITTER_FRACTION = 0.5
-"""the reconnect jitter is up to this fraction of the current backoff delay"""
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
-_CREDENTIALS_HINT = f"check mqtt.username and the password (${PASSWORD_ENV} or mqtt.password_file)"
-_REFUSAL_HINTS = {
-    0x85: "check mqtt.client_id",
-    0x86: _CREDENTIALS_HINT,
-    0x87: _CREDENTIALS_HINT + " and the broker's ACL",  # mosquitto's answer to a wrong password under 3.1.1
-}
 
 
 class Outgoing(NamedTuple):
@@ -138,55 +131,6 @@ class _Close:
 
 
 _Command = _Spooled | _Unspooled | _Ack | _Connected | _Disconnected | _HomeAssistantOnline | _Close | Outgoing
-
-
-def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Random extra wait before a reconnect: up to JITTER_FRACTION of paho's current backoff."""
-    delay = min(min_s * 2.0 ** min(failures, 32), max_s)
-    return rng.uniform(0.0, JITTER_FRACTION * delay)
-
-
-class LabelStates:
-    """ON while at least one event of a label is open, so overlapping and split events stay ON.
-
-    The detector announces the continuation of an event split at ``max_duration_s`` before it
-    reports the closed part, so counting open event ids is enough.
-    """
-
-    def __init__(self, labels: Iterable[str]) -> None:
-        self._open: dict[str, set[str]] = {label: set() for label in labels}
-
-    def started(self, label: str, event_id: str) -> str | None:
-        """Record an opened event; returns the new state if it changed."""
-        ids = self._open.setdefault(label, set())
-        was_on = bool(ids)
-        ids.add(event_id)
-        return None if was_on else STATE_ON
-
-    def ended(self, label: str, event_id: str) -> str | None:
-        """Record a closed event; returns the new state if it changed."""
-        ids = self._open.setdefault(label, set())
-        was_on = bool(ids)
-        ids.discard(event_id)
-        if was_on and not ids:
-            return STATE_OFF
-        return STATE_ON if ids and not was_on else None
-
-    def snapshot(self) -> dict[str, str]:
-        """Every known label's current state."""
-        return {label: STATE_ON if ids else STATE_OFF for label, ids in self._open.items()}
-
-
-class ConnectionLog:
-    """Logs the connection's condition when it changes, not on every retry."""
-
-    def __init__(self) -> None:
-        self._last: str | None = None
-
-    def report(self, level: int, text: str) -> None:
-        if text != self._last:
-            self._last = text
-            log.log(level, "%s", text)
 
 
 class MqttSink:
@@ -348,7 +292,7 @@ class MqttSink:
         s = self.settings
         if reason_code.is_failure:
             self._failures += 1
-            hint = _REFUSAL_HINTS.get(reason_code.value, "check the broker's log")
+            hint = refusal_hint(reason_code.value)
             self._conn_log.report(logging.ERROR, "MQTT broker %s:%d refused the connection: %s; %s; retrying "
                                   "(backoff up to %g s)" % (s.host, s.port, reason_code, hint, s.reconnect_max_s))
             return

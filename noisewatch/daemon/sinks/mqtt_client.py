@@ -1,17 +1,54 @@
-"""Making a paho-mqtt 2.x client from the ``mqtt`` config section: protocol, credentials, TLS.
+"""A paho-mqtt 2.x client from the ``mqtt`` config section (protocol, credentials, TLS), and how its
+connection trouble is told: once per change, with a hint, and retried with jitter.
 
-Shared by the daemon's MQTT sink and the dashboard's subscriber, so both connect the same way.
+The client factory is shared by the daemon's MQTT sink and the dashboard's subscriber, so both connect
+the same way.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import ssl
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from noisewatch.config import ConfigError, MqttSection
+from noisewatch.config import PASSWORD_ENV, ConfigError, MqttSection
+
+log = logging.getLogger(__name__)
+JITTER_FRACTION = 0.5
+"""the reconnect jitter is up to this fraction of the current backoff delay"""
+_CREDENTIALS_HINT = f"check mqtt.username and the password (${PASSWORD_ENV} or mqtt.password_file)"
+_REFUSAL_HINTS = {
+    0x85: "check mqtt.client_id",
+    0x86: _CREDENTIALS_HINT,
+    0x87: _CREDENTIALS_HINT + " and the broker's ACL",  # mosquitto's answer to a wrong password under 3.1.1
+}
+
+
+def refusal_hint(reason_value: int) -> str:
+    """What to check when the broker refuses the connection with this CONNACK reason code."""
+    return _REFUSAL_HINTS.get(reason_value, "check the broker's log")
+
+
+def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Random extra wait before a reconnect: up to JITTER_FRACTION of paho's current backoff."""
+    delay = min(min_s * 2.0 ** min(failures, 32), max_s)
+    return rng.uniform(0.0, JITTER_FRACTION * delay)
+
+
+class ConnectionLog:
+    """Logs the connection's condition when it changes, not on every retry."""
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def report(self, level: int, text: str) -> None:
+        if text != self._last:
+            self._last = text
+            log.log(level, "%s", text)
 
 
 def new_client(settings: MqttSection, client_id: str, password: str | None, **options: Any) -> mqtt.Client:

@@ -1,0 +1,176 @@
+"""A validated set-up: the config (with command-line overrides), the model bundle and its interpreter, and
+everything the sinks will need, checked before start-up or a reload commits to it.
+
+``check-config`` and ``run`` decide with the same function, :func:`prepare`: what it accepts, ``run`` can
+open; what it refuses comes back as one line per problem naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
+from noisewatch.config import Config, ConfigError, TlsSection, load_config
+from noisewatch.daemon.sinks import Sink
+from noisewatch.daemon.sinks.jsonl import JsonlSink
+from noisewatch.daemon.sources import SourceError, check_device
+from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line settings that win over the config file, at start-up and at every reload."""
+
+    model: str | None = None
+    jsonl: str | None = None
+
+    def apply(self, config: Config) -> Config:
+        if self.model:
+            config = config.model_copy(update={"model": config.model.model_copy(update={"path": Path(self.model)})})
+        if self.jsonl:
+            config = config.model_copy(update={"jsonl": config.jsonl.model_copy(update={"path": self.jsonl})})
+        return config
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A validated start-up: config, bundle and how audio arrives."""
+
+    config: Config
+    bundle: Bundle
+    model: TFLiteModel
+    """Loaded once here: checking that it loads is part of validation, and the pipeline reuses it."""
+    config_path: str | None
+    overrides: Overrides = Overrides()
+    input_path: str | None = None
+    speed: float = 1.0
+
+
+def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_path: str | None = None,
+            speed: float = 1.0) -> Setup:
+    """Load and cross-check everything; raises ConfigError/BundleError with one line per problem."""
+    config = overrides.apply(load_config(config_path))
+    bundle = load_bundle(config.model.path or default_model_path())
+    problems = bundle_problems(config, bundle) + sink_problems(config)
+    if input_path is None and config.audio.device is not None:  # the default input may appear later
+        try:
+            check_device(config.audio)
+        except SourceError as exc:
+            problems.append(f"audio.device = {config.audio.device!r}: {exc}")
+    elif input_path is not None and not Path(input_path).is_file():
+        problems.append(f"--input {input_path}: no such file")
+    model = None if problems else load_model(config, bundle, problems)  # last: its runtime talks on stderr
+    if model is None:
+        where = f"{config_path}: " if config_path else ""
+        raise ConfigError("\n".join(where + p for p in problems))
+    return Setup(config, bundle, model, config_path, overrides, input_path, speed)
+
+
+def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
+    """Settings that only make sense against the model: window length and label names."""
+    problems = []
+    if config.audio.hop_s >= bundle.features.window_s:
+        problems.append(f"audio.hop_s = {config.audio.hop_s}: must be shorter than the model's {bundle.features.window_s} s window")
+    known = ", ".join(bundle.labels)
+    for label in config.detector.thresholds:
+        if label not in bundle.labels:
+            problems.append(f"detector.thresholds.{label}: unknown label (the model knows: {known})")
+    for label in config.detector.ignore:
+        if label not in bundle.labels:
+            problems.append(f"detector.ignore: {label!r} is not a label of the model ({known})")
+    return problems
+
+
+def load_model(config: Config, bundle: Bundle, problems: list[str]) -> TFLiteModel | None:
+    """The model in the chosen runtime, or None with the reason appended to ``problems``
+    (shape mismatches and missing runtimes show here)."""
+    try:
+        return bundle.open_model(config.model.runtime_choice, config.model.num_threads)
+    except (BundleError, RuntimeUnavailable) as exc:
+        problems.append(f"model.runtime = {config.model.runtime!r}: {exc}")
+        return None
+
+
+def sink_problems(config: Config) -> list[str]:
+    """What would keep a sink from opening (files, folders, certificates), found before start-up or a reload
+    commits to it: ``check-config`` and ``run`` decide with this same function."""
+    problems = []
+    if config.jsonl.path not in (None, "-"):
+        problems += _unwritable("jsonl.path", Path(config.jsonl.path), folder=False)
+    if config.mqtt.enabled:
+        problems += mqtt_problems(config)
+    return problems
+
+
+def mqtt_problems(config: Config) -> list[str]:
+    """The password, the TLS files (present and loadable) and the spool folder."""
+    problems = []
+    try:
+        config.mqtt_password()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    tls = config.mqtt.tls
+    if tls.enabled:
+        problems += _tls_problems(tls)
+    return problems + _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
+
+
+def _tls_problems(tls: TlsSection) -> list[str]:
+    problems = []
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path is not None and not path.is_file():
+            problems.append(f"mqtt.tls.{key} = '{path}': no such file")
+    if problems:
+        return problems
+    context = ssl.create_default_context()
+    try:
+        if tls.ca_file is not None:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return [f"mqtt.tls.ca_file = '{tls.ca_file}': not a CA certificate that loads ({exc})"]
+    try:
+        if tls.cert_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return [f"mqtt.tls.cert_file = '{tls.cert_file}': the certificate and mqtt.tls.key_file do not load ({exc})"]
+    return []
+
+
+def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
+    """Why ``path`` (a file to append to, or a folder to keep files in) cannot be written, or nothing."""
+    if path.exists():
+        if folder != path.is_dir():
+            return [f"{key} = '{path}': not a {'folder' if folder else 'file'}"]
+        return [] if os.access(path, os.W_OK) else [f"{key} = '{path}': not writable"]
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        return [f"{key} = '{path}': {existing} is a file, not a folder"]
+    return [] if os.access(existing, os.W_OK) else [f"{key} = '{path}': {existing} is not writable"]
+
+
+def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
+    """MQTT first: it spools each event to disk before returning, so an event already in the JSON-lines log
+    is also on its way to the broker even if the process is killed between the two sinks. A running MQTT
+    sink that the new set-up would build the same is kept (the JSON-lines file is always reopened, so that
+    logrotate can move it)."""
+    sinks: list[Sink] = []
+    if setup.config.mqtt.enabled:
+        from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
+
+        labels, ident = setup.bundle.labels, setup.bundle.ident
+        same = [s for s in running if isinstance(s, MqttSink) and s.serves(setup.config, labels, ident)]
+        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident))
+    if setup.config.jsonl.path:
+        try:
+            sinks.append(JsonlSink(setup.config.jsonl.path))
+        except OSError as exc:
+            for sink in sinks:
+                if not any(sink is kept for kept in running):
+                    sink.close()
+            raise ConfigError(f"jsonl.path = '{setup.config.jsonl.path}': {exc.strerror or exc}") from None
+    return sinks
