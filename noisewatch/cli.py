@@ -128,6 +128,8 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="start the Streamlit dashboard (needs the 'dashboard' extra)")
     p.add_argument("--config", "-c", help="the daemon's config file (broker, TLS, prefix)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every "
+                   "interface, without a login)")
     p.set_defaults(handler="noisewatch.dashboard.launch:main")
 
 

@@ -45,6 +45,11 @@ class Topics:
         return f"{self.prefix}/events/started"
 
     @property
+    def recent_events(self) -> str:
+        """The latest closed events as one JSON object (retained), so a dashboard that starts later has history."""
+        return f"{self.prefix}/events/recent"
+
+    @property
     def status(self) -> str:
         """``online`` / ``offline`` (retained; ``offline`` is the Last Will)."""
         return f"{self.prefix}/status"
