@@ -103,7 +103,7 @@ def _show_events(events: list[dict[str, Any]], recording: analysis.Recording, la
         tooltip=list(frame.columns),
     )
     st.altair_chart(chart, width="stretch")
-    st.dataframe(frame, hide_index=True)
+    st.table(frame.astype(str), hide_index=True)  # plain HTML: readable, searchable, copyable
 
 
 def _show(bundle: Bundle, recording: analysis.Recording, scores: analysis.WindowScores) -> None:

@@ -30,8 +30,7 @@ MIN_MARK_S = 1.0
 ROW_HEIGHT_PX = 32
 """height of one device-and-label row on the event timeline"""
 TIME_FORMAT = "%H:%M:%S"
-"""24-hour clock, UTC (the daemon's stamps), in tooltips and captions"""
-AXIS_TIME_FORMAT = "%H:%M"
+"""24-hour clock, UTC (the daemon's stamps), on axes, tooltips and captions (seconds: minutes repeat at a close zoom)"""
 MISSING = "–"
 """shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
 STATUS_BADGES = {"online": ":green-badge[online]", "offline": ":red-badge[offline]"}
@@ -130,11 +129,12 @@ def _timeline(rows: list[dict[str, Any]], known_labels: Sequence[str]) -> None:
 def _utc_axis(field: str) -> alt.X:
     """A time axis in UTC (the daemon's stamps) on a 24-hour clock, whatever the browser's time zone."""
     return alt.X(f"{field}:T", title="time (UTC)", scale=alt.Scale(type="utc", nice=True),
-                 axis=alt.Axis(format=AXIS_TIME_FORMAT, formatType="utc"))
+                 axis=alt.Axis(format=TIME_FORMAT))  # a utc scale formats with utcFormat
 
 
 def _utc_tooltip(field: str) -> alt.Tooltip:
-    return alt.Tooltip(f"{field}:T", format=TIME_FORMAT, formatType="utc")
+    """A time on the 24-hour clock in UTC (a utc time unit: tooltips have no scale to say so)."""
+    return alt.Tooltip(f"utcyearmonthdatehoursminutesseconds({field}):T", title=f"{field} (UTC)", format=TIME_FORMAT)
 
 
 def _event_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
