@@ -23,6 +23,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -122,18 +123,18 @@ def check_device(device: str, devices: list[str], messages: list[tuple[str, byte
     event_ids = []
     for topic, payload in own:
         data = _json(payload)
-        if isinstance(data, dict) and "device" in data and data["device"] != device:
+        if data is not None and "device" in data and data["device"] != device:
             problems.append(f"{topic} names {data['device']}")
-        if topic == prefix + "events" and isinstance(data, dict):
+        if topic == prefix + "events" and data is not None:
             event_ids.append(data.get("id"))
     scene_events = len(set(event_ids))
     if scene_events < SCENE_EVENTS:
         problems.append(f"{scene_events} events arrived, the scene has {SCENE_EVENTS}")
     others = [f"noisewatch/{d}/" for d in devices if d != device]
-    crossed = [t for t, p in messages if any(t.startswith(o) for o in others)
-               and isinstance(_json(p), dict) and _json(p).get("device") == device]
+    crossed = [t for t, p in messages if any(t.startswith(o) for o in others) and (_json(p) or {}).get("device") == device]
     problems += [f"{t} (another device's topic) names {device}" for t in crossed]
-    discovery = [(t, _json(p)) for t, p in messages if t.startswith("homeassistant/") and f"/{node}/" in t and p]
+    discovery = [(t, c) for t, p in messages
+                 if t.startswith("homeassistant/") and f"/{node}/" in t and (c := _json(p)) is not None]
     for topic, config in discovery:
         topics = [v for k, v in config.items() if k.endswith("_topic")]
         if any(not str(v).startswith(prefix) for v in topics):
@@ -148,11 +149,13 @@ def check_device(device: str, devices: list[str], messages: list[tuple[str, byte
     return counts, problems
 
 
-def _json(payload: bytes) -> object:
+def _json(payload: bytes) -> dict[str, Any] | None:
+    """A JSON object payload; None for plain text (status, states) and anything else."""
     try:
-        return json.loads(payload)
+        data = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def main() -> None:
@@ -174,10 +177,9 @@ def main() -> None:
         broker.terminate()
         broker.wait()
     failed = 0
-    unique_ids = [_json(p).get("unique_id") for t, p in messages  # type: ignore[union-attr]
-                  if t.startswith("homeassistant/") and isinstance(_json(p), dict)]
+    unique_ids = {(_json(p) or {}).get("unique_id") for t, p in messages if t.startswith("homeassistant/")} - {None}
     print(f"{len(devices)} daemons, scene {SCENE.name} at speed {args.speed:g}, one mosquitto; wall {wall_s:.1f} s, "
-          f"{len(messages)} messages; discovery unique_ids: {len(set(unique_ids))} distinct")
+          f"{len(messages)} messages; discovery unique_ids: {len(unique_ids)} distinct")
     print(f"{'device':<10} {'exit':>4} {'messages':>8} {'events':>6} {'redeliv':>7} {'entities':>8}  problems")
     for device, code in zip(devices, codes):
         counts, problems = check_device(device, devices, messages)

@@ -92,4 +92,4 @@ class LiveSubscriber:
         self.store.broker = f"disconnected ({reason_code}); retrying"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.store.receive(message.topic, message.payload)
+        self.store.receive(message.topic, bytes(message.payload))
