@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noisewatch.daemon.sinks.topics import segment
+from noisewatch.daemon.statefile import write_text
 
 DEFAULT_CONFIG = Path("/etc/noisewatch/config.yaml")
 PASSWORD_FILE = "mqtt_password"
@@ -160,20 +161,6 @@ def _show_devices() -> None:
         print("(none found: the system default is used; check `noisewatch devices` later)")
 
 
-def write_atomically(path: Path, text: str, mode: int) -> None:
-    """Replace ``path`` with ``text``: readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(config_path: Path, credentials: Path, answers: Answers) -> None:
     """Write the edited config (validated first) and the password credential; ConfigError if invalid."""
     from noisewatch.config import load_config  # pydantic: not on the path of ``noisewatch --help``
@@ -187,10 +174,10 @@ def save(config_path: Path, credentials: Path, answers: Answers) -> None:
     finally:
         Path(tmp).unlink(missing_ok=True)
     mode = config_path.stat().st_mode & 0o777 if config_path.exists() else 0o644
-    write_atomically(config_path, text, mode)
+    write_text(config_path, text, mode)
     if answers.mqtt_password:
         credentials.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomically(credentials / PASSWORD_FILE, answers.mqtt_password, 0o600)
+        write_text(credentials / PASSWORD_FILE, answers.mqtt_password, 0o600)
 
 
 def _current(config_path: Path) -> dict[str, object]:

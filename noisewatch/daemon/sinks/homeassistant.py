@@ -33,7 +33,7 @@ QOS = 1
 EXPIRY_PERIODS = 2.5
 """a periodic sensor expires when this many report periods pass without a report"""
 THRESHOLD_STEP = 0.01
-EVENT_TYPES_ICON = "mdi:waveform"
+EVENT_ICON = "mdi:waveform"
 DEFAULT_ICON = "mdi:ear-hearing"
 LABEL_ICONS = {
     "air_conditioner": "mdi:air-conditioner",
@@ -182,7 +182,7 @@ def _event_entity(topics: Topics, node: str, listener: Listener) -> dict[str, An
     return {
         "name": "Sound event",
         "unique_id": f"{node}_sound_event",
-        "icon": EVENT_TYPES_ICON,
+        "icon": EVENT_ICON,
         "state_topic": topics.events,
         "event_types": list(listener.labels),
         "value_template": EVENT_TEMPLATE,
@@ -194,7 +194,7 @@ def _started_entity(topics: Topics, node: str, listener: Listener) -> dict[str, 
     return {
         "name": "Sound started",
         "unique_id": f"{node}_sound_started",
-        "icon": EVENT_TYPES_ICON,
+        "icon": EVENT_ICON,
         "state_topic": topics.started,
         "event_types": list(listener.labels),
         "value_template": STARTED_TEMPLATE,
