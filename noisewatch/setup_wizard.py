@@ -211,7 +211,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"noisewatch setup: not saved: {exc}", file=sys.stderr)
         return EX_CONFIG
     print(f"noisewatch setup: wrote {config_path}"
-          + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else ""))
+          + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else "")
+          + "; a running service takes it with: sudo systemctl restart noisewatch")
     return 0
 
 

@@ -28,7 +28,7 @@
 #   --no-deps         pip install without dependencies (tests; the service will not run); skips
 #                     setup and check-config unless --check is given
 #   --check           run setup and check-config even with --no-deps (the venv already has the deps)
-#   --non-interactive never ask (also when stdin is not a terminal); only the flags below configure
+#   --non-interactive never ask, even on a terminal (without one nothing is asked anyway)
 #   --device DEV      audio input: index or part of its name (see `noisewatch devices`)
 #   --device-id ID    names this listener in MQTT topics and Home Assistant (default: the host name)
 #   --mqtt-host HOST  broker host; turns MQTT on
