@@ -52,6 +52,7 @@ def closed_event(label: str, start: str, event_id: str | None = None, device: st
     ("noisewatch/garden/scores", ("garden", "scores", None)),
     ("noisewatch/garden/state/dog_bark", ("garden", "state", "dog_bark")),
     ("noisewatch/garden/events/recent", ("garden", "recent", None)),
+    ("noisewatch/garden/audio", ("garden", "audio", None)),
     ("noisewatch/garden/state/a/b", None),
     ("noisewatch/garden", None),
     ("homeassistant/binary_sensor/x/config", None),
@@ -127,6 +128,17 @@ def test_offline_hides_what_was_current_and_keeps_history() -> None:
     assert [e["id"] for e in kitchen.events] == [event["id"]]  # history stays
     store.receive("noisewatch/kitchen/status", b"online")
     assert views.stats_items(store.snapshot()["kitchen"]) == [("uptime_s", 5)]
+
+
+def test_a_lost_microphone_is_shown_while_online() -> None:
+    store = LiveStore("noisewatch")
+    store.receive("noisewatch/kitchen/status", b"online")
+    store.receive("noisewatch/kitchen/audio", json.dumps({"state": "listening", "source": "USB"}).encode())
+    assert views.audio_problem(store.snapshot()["kitchen"]) is None
+    store.receive("noisewatch/kitchen/audio", json.dumps({"state": "audio_error", "error": "device gone"}).encode())
+    assert views.audio_problem(store.snapshot()["kitchen"]) == "device gone"
+    store.receive("noisewatch/kitchen/status", b"offline")
+    assert views.audio_problem(store.snapshot()["kitchen"]) is None  # offline says it already
 
 
 def test_recent_events_give_history_from_before_the_dashboard_started() -> None:

@@ -234,6 +234,8 @@ def other_listener(prefix: str) -> list[tuple[str, str, bool]]:
     messages.append((f"{prefix}/scores", json.dumps({"offset_s": 13.0, "time": _stamp(13.0), "top": top}), False))
     messages.append((f"{prefix}/stats", json.dumps({"uptime_s": 16, "windows": 25, "input_overflows": 0, "dropped_frames": 0,
                                                     "spool_depth": 0, "model": "urban11@test"}), True))
+    messages.append((f"{prefix}/audio", json.dumps({"state": "audio_error", "error": "USB microphone unplugged",
+                                                    "device": OTHER_DEVICE}), True))
     return messages
 
 
@@ -301,7 +303,8 @@ def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object
     expected |= {(views.parse_time(_stamp(offset)).strftime(TABLE_TIME), OTHER_DEVICE, label)
                  for label, offset, _ in OTHER_EVENTS}
     wait_for_rows(browser, expected)
-    text = wait_for_text(browser, (f"{DEVICE} offline", f"{OTHER_DEVICE} online", "Sound level", "offline since"))
+    text = wait_for_text(browser, (f"{DEVICE} offline", f"{OTHER_DEVICE} online", "Sound level", "offline since",
+                                   "No audio: USB microphone unplugged"))
     assert "0.88" in text, "the second listener's top-3 scores are shown"
     kitchen = text.split(f"{DEVICE} offline", 1)[1].split(f"{OTHER_DEVICE} online", 1)[0]
     assert "no stats yet" in kitchen and "uptime_s" not in kitchen, "an offline listener's health is not shown as current"

@@ -58,6 +58,8 @@ class DeviceState:
     levels: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LEVELS_KEPT))
     scores: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SCORES_KEPT))
     stats: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    """the retained audio-input state: ``{"state": "listening" | "audio_error", "error": ...}``"""
     last_seen: float | None = None
     """wall-clock time (s since the epoch) of the device's latest message"""
 
@@ -83,7 +85,7 @@ def parse_topic(topic: str, root: str) -> tuple[str, str, str | None] | None:
     topics = Topics(f"{head}{device}")
     kinds = {topics.events: "event", topics.started: "started", topics.status: "status",
              topics.level: "level", topics.stats: "stats", topics.scores: "scores",
-             topics.recent_events: "recent"}
+             topics.recent_events: "recent", topics.audio: "audio"}
     if topic in kinds:
         return device, kinds[topic], None
     state_root = _state_root(topics)
@@ -174,6 +176,8 @@ def _fold(device: DeviceState, message: Message) -> None:
         device.scores.append(payload)
     elif kind == "stats":
         device.stats = payload
+    elif kind == "audio":
+        device.audio = payload
 
 
 def _add_events(device: DeviceState, events: list[dict[str, Any]]) -> None:

@@ -110,5 +110,13 @@ def stats_items(device: DeviceState) -> list[tuple[str, Any]]:
     return [(key, stats[key]) for key in STATS_SHOWN if key in stats]
 
 
+def audio_problem(device: DeviceState) -> str | None:
+    """Why the listener hears nothing (its microphone is lost), or None while it listens (or is offline)."""
+    audio = device.audio or {}
+    if is_offline(device) or audio.get("state") != "audio_error":
+        return None
+    return str(audio.get("error") or "audio input lost")
+
+
 def status_text(device: DeviceState) -> str:
     return device.status or UNKNOWN_STATUS

@@ -73,6 +73,9 @@ def _device_panel(name: str, device: DeviceState) -> None:
     with st.container(border=True):
         badge = STATUS_BADGES.get(views.status_text(device), ":gray-badge[unknown]")
         st.markdown(f"#### {name} {badge}")
+        problem = views.audio_problem(device)
+        if problem is not None:
+            st.error(f"No audio: {problem}", icon=":material/mic_off:")
         if views.is_offline(device):
             st.caption(f"offline since {_clock(device.last_seen)} UTC: scores, states and health are not shown "
                        "until it is back")
