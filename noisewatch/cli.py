@@ -129,14 +129,25 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="start the Streamlit dashboard (needs the 'dashboard' extra)")
     p.add_argument("--config", "-c", help="the daemon's config file (broker, TLS, prefix)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every "
+                   "interface, without a login)")
     p.set_defaults(handler="noisewatch.dashboard.launch:main")
+
+
+def _add_setup(sub: argparse._SubParsersAction) -> None:
+    from noisewatch.setup_wizard import add_arguments
+
+    p = sub.add_parser("setup", help="first configuration: input device, device id, MQTT broker and password")
+    add_arguments(p)
+    p.set_defaults(handler="noisewatch.setup_wizard:main")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="noisewatch", description="Urban noise event detection, published over MQTT.")
     parser.add_argument("--version", action="version", version=f"noisewatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_classify, _add_devices, _add_check_config, _add_train, _add_evaluate, _add_convert, _add_dashboard):
+    for add in (_add_run, _add_classify, _add_devices, _add_check_config, _add_train, _add_evaluate, _add_convert, _add_dashboard,
+                _add_setup):
         add(sub)
     return parser
 

@@ -7,9 +7,14 @@ resort on training machines. The daemon never imports TensorFlow unless nothing 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,10 @@ _MODULES = {
     "tflite_runtime": "tflite_runtime.interpreter",
     "tensorflow": "tensorflow",
 }
+
+
+CHATTER = re.compile(rb"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\r?\n", re.MULTILINE)
+"""what the runtime's C++ code prints on stderr for every model it loads: noise in every command's output"""
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -61,8 +70,9 @@ class TFLiteModel:
         self.path = Path(path)
         self.runtime, interpreter = interpreter_class(runtime)
         try:
-            self._interpreter = interpreter(model_path=str(self.path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with stderr_without(CHATTER):
+                self._interpreter = interpreter(model_path=str(self.path), num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RuntimeUnavailable(f"{self.path}: {self.runtime} cannot load this model: {exc}") from exc
         (inp,) = self._interpreter.get_input_details()
@@ -99,3 +109,25 @@ class TFLiteModel:
             return y
         scale, zero_point = self._output_quant
         return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+@contextlib.contextmanager
+def stderr_without(pattern: re.Pattern[bytes]) -> Iterator[None]:
+    """Hold back what is written to file descriptor 2 (C++ code included) and pass it on without ``pattern``.
+
+    Everything else, real errors included, reaches stderr when the block ends, however it ends.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = pattern.sub(b"", held.read())
+            if kept:
+                os.write(2, kept)

@@ -10,6 +10,12 @@
 #   config:  /etc/noisewatch/config.yaml from config/noisewatch.yaml, only if there is none (a
 #            user's config is never overwritten); /etc/noisewatch/credentials/ (root only) for
 #            the MQTT password: echo -n secret > /etc/noisewatch/credentials/mqtt_password
+#   setup:   on a terminal, `noisewatch setup` asks for the input device (from `noisewatch devices`),
+#            the device id (default: the host name), the MQTT broker, user and password (the password
+#            goes to /etc/noisewatch/credentials/mqtt_password, which the unit loads as the credential
+#            noisewatch_mqtt_password); the --device/--mqtt-* flags below do the same without asking
+#   check:   `noisewatch check-config`; if it fails the service is installed but not started and the
+#            installer exits 1 with the reason
 #   service: /etc/systemd/system/noisewatch.service, enabled and (re)started
 #
 # Options:
@@ -19,7 +25,15 @@
 #   --python PY       interpreter for the venv (default: python3)
 #   --no-apt          do not install system packages
 #   --no-systemctl    do not reload, enable or start the service
-#   --no-deps         pip install without dependencies (tests; the service will not run)
+#   --no-deps         pip install without dependencies (tests; the service will not run); skips
+#                     setup and check-config unless --check is given
+#   --check           run setup and check-config even with --no-deps (the venv already has the deps)
+#   --non-interactive never ask, even on a terminal (without one nothing is asked anyway)
+#   --device DEV      audio input: index or part of its name (see `noisewatch devices`)
+#   --device-id ID    names this listener in MQTT topics and Home Assistant (default: the host name)
+#   --mqtt-host HOST  broker host; turns MQTT on
+#   --mqtt-port PORT  broker port
+#   --mqtt-user USER  broker user; the password is read from $NOISEWATCH_MQTT_PASSWORD (never a flag)
 set -euo pipefail
 
 SOURCE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,6 +43,11 @@ PYTHON=python3
 APT=1
 SYSTEMCTL=1
 PIP_DEPS=()
+CHECK=""
+INTERACTIVE=1
+SETUP_ARGS=()
+CHECK_FAILED=0
+FRESH_CONFIG=0
 USER_NAME=noisewatch
 VENV=/opt/noisewatch
 CONFIG_DIR=/etc/noisewatch
@@ -48,12 +67,19 @@ parse_args() {
       --no-apt) APT=0 ;;
       --no-systemctl) SYSTEMCTL=0 ;;
       --no-deps) PIP_DEPS=(--no-deps) ;;
+      --check) CHECK=1 ;;
+      --non-interactive) INTERACTIVE=0 ;;
+      --device|--device-id|--mqtt-host|--mqtt-port|--mqtt-user)
+        [ $# -ge 2 ] || die "$1 needs a value"
+        SETUP_ARGS+=("$1" "$2"); shift ;;
       -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
       *) die "unknown option: $1 (see --help)" ;;
     esac
     shift
   done
   [ "$ROOT" = "/" ] && ROOT=""
+  [ -n "$CHECK" ] || { [ ${#PIP_DEPS[@]} -eq 0 ] && CHECK=1 || CHECK=0; }
+  [ -z "${NOISEWATCH_MQTT_PASSWORD:-}" ] || SETUP_ARGS+=(--mqtt-password-env)
   [ -z "$ROOT" ] || [ "$SYSTEMCTL" = 0 ] || die "--root needs --no-systemctl"
   return 0
 }
@@ -110,14 +136,36 @@ install_config() {
     log "keeping existing $CONFIG_DIR/config.yaml"
   else
     install -m 0644 "$SOURCE/config/noisewatch.yaml" "$ROOT$CONFIG_DIR/config.yaml"
+    FRESH_CONFIG=1
   fi
   local ids
   ids="$(owner_ids)"
   install -d -m 0750 "$ROOT$STATE_DIR"
   [ -n "$ids" ] && chown "$ids" "$ROOT$STATE_DIR"
-  [ ${#PIP_DEPS[@]} -eq 0 ] || return 0
-  "$ROOT$VENV/bin/noisewatch" check-config "$ROOT$CONFIG_DIR/config.yaml" ||
-    log "warning: $CONFIG_DIR/config.yaml has problems (above); the service will not start until they are fixed"
+  return 0
+}
+
+configure() {  # noisewatch setup: flags if given, else questions when on a terminal
+  [ "$CHECK" = 1 ] || return 0
+  local setup=("$ROOT$VENV/bin/noisewatch" setup --config "$ROOT$CONFIG_DIR/config.yaml"
+               --credentials "$ROOT$CONFIG_DIR/credentials")
+  [ "$FRESH_CONFIG" = 0 ] || setup+=(--default-device-id)  # an existing id keeps its topics and entities
+  if [ ${#SETUP_ARGS[@]} -gt 0 ]; then
+    "${setup[@]}" --non-interactive "${SETUP_ARGS[@]}" || die "setup failed (above); nothing was started"
+  elif [ "$INTERACTIVE" = 1 ] && [ -t 0 ] && [ "$FRESH_CONFIG" = 1 ]; then
+    log "first configuration (Enter keeps the value in brackets; change it later with: sudo $VENV/bin/noisewatch setup)"
+    "${setup[@]}" || die "setup failed (above); nothing was started"
+  elif [ "$FRESH_CONFIG" = 1 ]; then
+    "${setup[@]}" --non-interactive
+    log "MQTT is off; to publish to a broker: sudo $VENV/bin/noisewatch setup"
+  fi
+}
+
+check_config() {
+  [ "$CHECK" = 1 ] || return 0
+  "$ROOT$VENV/bin/noisewatch" check-config "$ROOT$CONFIG_DIR/config.yaml" && return 0
+  CHECK_FAILED=1
+  log "error: check-config failed for $CONFIG_DIR/config.yaml (above): the service cannot start"
 }
 
 install_unit() {
@@ -126,6 +174,10 @@ install_unit() {
   [ "$SYSTEMCTL" = 1 ] || { log "skipping systemctl (--no-systemctl)"; return; }
   systemctl daemon-reload
   systemctl enable "$UNIT"
+  if [ "$CHECK_FAILED" = 1 ]; then
+    systemctl stop "$UNIT" || true
+    return
+  fi
   systemctl restart "$UNIT"
   log "started; follow it with: journalctl -fu noisewatch"
 }
@@ -137,7 +189,13 @@ main() {
   create_user
   install_venv
   install_config
+  configure
+  check_config
   install_unit
+  if [ "$CHECK_FAILED" = 1 ]; then
+    die "FAILED: the service is installed but not started; fix $CONFIG_DIR/config.yaml, check it with" \
+      "$VENV/bin/noisewatch check-config $CONFIG_DIR/config.yaml, then: sudo systemctl restart noisewatch"
+  fi
   log "done"
 }
 

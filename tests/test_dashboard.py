@@ -21,9 +21,11 @@ import pytest
 import soundfile
 from paho.mqtt.enums import CallbackAPIVersion
 
+from daemon_run import run_daemon
 from mqtt_broker import HOST, Broker
 from noisewatch.bundle import default_model_path, load_bundle
-from noisewatch.config import EX_CONFIG, Config
+from noisewatch.config import EX_CONFIG, Config, load_config
+from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.dashboard import analysis, launch, modelview, views
 from noisewatch.dashboard.store import LiveStore, Message, decode, parse_topic, root_of, topic_filter
 from noisewatch.dashboard.subscriber import LiveSubscriber
@@ -49,6 +51,8 @@ def closed_event(label: str, start: str, event_id: str | None = None, device: st
     ("noisewatch/garden/stats", ("garden", "stats", None)),
     ("noisewatch/garden/scores", ("garden", "scores", None)),
     ("noisewatch/garden/state/dog_bark", ("garden", "state", "dog_bark")),
+    ("noisewatch/garden/events/recent", ("garden", "recent", None)),
+    ("noisewatch/garden/audio", ("garden", "audio", None)),
     ("noisewatch/garden/state/a/b", None),
     ("noisewatch/garden", None),
     ("homeassistant/binary_sensor/x/config", None),
@@ -106,6 +110,57 @@ def test_store_keeps_status_states_levels_scores_and_stats_per_device() -> None:
     assert views.latest_scores(kitchen) == [{"label": "siren", "score": 0.7}]
     assert views.stats_items(kitchen) == [("uptime_s", 5), ("windows", 9)]
     assert views.active_labels(kitchen) == ["siren"]
+
+
+def test_offline_hides_what_was_current_and_keeps_history() -> None:
+    store = LiveStore("noisewatch")
+    event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    for topic, payload in (("status", b"online"), ("state/siren", b"ON"), ("events", json.dumps(event).encode()),
+                           ("scores", json.dumps({"top": [{"label": "siren", "score": 0.7}]}).encode()),
+                           ("events/started", json.dumps({"id": "o", "label": "drilling"}).encode()),
+                           ("stats", json.dumps({"uptime_s": 5}).encode()), ("status", b"offline"),
+                           ("stats", json.dumps({"uptime_s": 5}).encode())):  # a retained one after the Will
+        store.receive(f"noisewatch/kitchen/{topic}", payload)
+    kitchen = store.snapshot()["kitchen"]
+    assert views.is_offline(kitchen)
+    assert views.stats_items(kitchen) == [] and views.latest_scores(kitchen) == [] and views.active_labels(kitchen) == []
+    assert kitchen.open_events == {}
+    assert [e["id"] for e in kitchen.events] == [event["id"]]  # history stays
+    store.receive("noisewatch/kitchen/status", b"online")
+    assert views.stats_items(store.snapshot()["kitchen"]) == [("uptime_s", 5)]
+
+
+def test_a_lost_microphone_is_shown_while_online() -> None:
+    store = LiveStore("noisewatch")
+    store.receive("noisewatch/kitchen/status", b"online")
+    store.receive("noisewatch/kitchen/audio", json.dumps({"state": "listening", "source": "USB"}).encode())
+    assert views.audio_problem(store.snapshot()["kitchen"]) is None
+    store.receive("noisewatch/kitchen/audio", json.dumps({"state": "audio_error", "error": "device gone"}).encode())
+    assert views.audio_problem(store.snapshot()["kitchen"]) == "device gone"
+    store.receive("noisewatch/kitchen/status", b"offline")
+    assert views.audio_problem(store.snapshot()["kitchen"]) is None  # offline says it already
+
+
+def test_recent_events_give_history_from_before_the_dashboard_started() -> None:
+    store = LiveStore("noisewatch")
+    recent = RecentEvents(keep=3)
+    events = [closed_event("siren", f"2026-01-01T12:0{i}:00.000Z") for i in range(5)]
+    for event in events[:4]:
+        payload = recent.add(event)
+    assert [e["id"] for e in recent.add(events[3])["events"]] == [e["id"] for e in events[1:4]]  # redelivery
+    store.receive("noisewatch/kitchen/events", json.dumps(events[4]).encode())  # live, before the retained one
+    store.receive("noisewatch/kitchen/events/recent", json.dumps(payload).encode())
+    store.receive("noisewatch/kitchen/events/recent", json.dumps(payload).encode())
+    assert [e["id"] for e in store.snapshot()["kitchen"].events] == [e["id"] for e in events[1:]]
+    assert not store.receive("noisewatch/kitchen/events/recent", b"[1, 2]")
+
+
+def test_label_colours_do_not_depend_on_what_arrived_first() -> None:
+    known = ("siren", "dog_bark", "loud")
+    first = views.label_colors(known, ["dog_bark", "other_model_label"])
+    later = views.label_colors(known, ["other_model_label", "siren", "zzz"])
+    assert first["dog_bark"] == later["dog_bark"] and first["other_model_label"] == later["other_model_label"]
+    assert len({first[label] for label in known}) == len(known)
 
 
 def test_snapshot_is_a_copy_the_page_may_keep() -> None:
@@ -171,7 +226,27 @@ def test_confusion_and_per_class_tables_from_a_training_summary() -> None:
     assert modelview.find_summary({"mlp": {"pooled": {"accuracy": 1.0}}}) is None
 
 
+def test_the_model_cards_confusion_matrix_is_found_beside_the_bundle(tmp_path: Path) -> None:
+    bundle = load_bundle(default_model_path())
+    assert modelview.find_summary(bundle.metrics) is None  # the bundle keeps headline figures only
+    image = modelview.confusion_image(bundle.path)
+    assert image is not None and image.read_bytes().startswith(b"\x89PNG")
+    assert modelview.confusion_image(tmp_path / "other.json") is None
+
+
 # --- classification -------------------------------------------------------------------------------
+
+def test_classify_lists_the_events_the_daemon_reports(repo_root: Path, tmp_path: Path) -> None:
+    """The sample scene through the page's analysis and through ``noisewatch run --input``: the same events."""
+    bundle = load_bundle(default_model_path())
+    scene = repo_root / "samples" / "scene.flac"
+    found = analysis.detect_events(analysis.decode(scene.read_bytes(), bundle.features.sample_rate), bundle,
+                                   load_config(None))
+    daemon = [m for m in run_daemon(scene, tmp_path / "out.jsonl", "--speed", "0") if m["type"] == "event"]
+    assert [e["label"] for e in found] == [e["label"] for e in daemon] == ["siren", "dog_bark", "jackhammer"]
+    for ours, theirs in zip(found, daemon):
+        assert abs(ours["offset_s"] - theirs["offset_s"]) < 0.05
+        assert abs(ours["duration_s"] - theirs["duration_s"]) < 0.05
 
 def test_decode_downmixes_and_resamples_to_the_model_rate() -> None:
     rate, seconds = 44100, 1.5
@@ -222,8 +297,11 @@ def test_pictures_of_the_audio() -> None:
 
 def test_launch_command_runs_the_app_with_the_config(tmp_path: Path) -> None:
     command = launch.streamlit_command("conf.yaml", 8600)
-    assert command[1:5] == ["-m", "streamlit", "run", str(launch.APP)]
+    assert command[1:6] == ["-P", "-m", "streamlit", "run", str(launch.APP)]  # -P: the cwd is not on sys.path
     assert command[command.index("--server.port") + 1] == "8600"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    opened = launch.streamlit_command(None, 8600, "0.0.0.0")
+    assert opened[opened.index("--server.address") + 1] == "0.0.0.0"
     assert command[-3:] == ["--", "--config", str(Path("conf.yaml").resolve())]
     assert launch.app_arguments(command[command.index("--") + 1:]).config == str(Path("conf.yaml").resolve())
 
@@ -231,7 +309,7 @@ def test_launch_command_runs_the_app_with_the_config(tmp_path: Path) -> None:
 def test_launch_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("mqtt:\n  prot: 1883\n")
-    assert launch.main(argparse.Namespace(config=str(bad), port=8600)) == EX_CONFIG
+    assert launch.main(argparse.Namespace(config=str(bad), port=8600, address=None)) == EX_CONFIG
     assert "mqtt.prot" in capsys.readouterr().err
 
 

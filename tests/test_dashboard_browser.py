@@ -111,16 +111,21 @@ def artifacts(repo_root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def dashboard(broker: Broker, artifacts: Path) -> Iterator[str]:
-    """``noisewatch dashboard`` on a free port, subscribed to the private broker; yields its URL."""
+    """``noisewatch dashboard`` on a free port, subscribed to the private broker; yields its URL.
+
+    Started as a user would (the console script) from a folder that holds a broken ``noisewatch/``
+    directory, as ``~`` does with a clone in it: the app must import the installed package.
+    """
     folder = Path(tempfile.mkdtemp(prefix="nw-dashboard-"))
+    (folder / "noisewatch").mkdir()
+    (folder / "noisewatch" / "__init__.py").write_text("raise ImportError('the folder the dashboard started in')\n")
     config = folder / "noisewatch.yaml"
     config.write_text(f"device_id: {DEVICE}\nmqtt:\n  enabled: true\n  host: {HOST}\n  port: {broker.port}\n")
     port = free_port()
     log = (artifacts / "streamlit.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "noisewatch.cli", "dashboard", "--config", str(config), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "STREAMLIT_SERVER_ADDRESS": HOST},
+        [str(Path(sys.executable).with_name("noisewatch")), "dashboard", "--config", str(config), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
     )
     url = f"http://{HOST}:{port}"
     try:
@@ -229,6 +234,8 @@ def other_listener(prefix: str) -> list[tuple[str, str, bool]]:
     messages.append((f"{prefix}/scores", json.dumps({"offset_s": 13.0, "time": _stamp(13.0), "top": top}), False))
     messages.append((f"{prefix}/stats", json.dumps({"uptime_s": 16, "windows": 25, "input_overflows": 0, "dropped_frames": 0,
                                                     "spool_depth": 0, "model": "urban11@test"}), True))
+    messages.append((f"{prefix}/audio", json.dumps({"state": "audio_error", "error": "USB microphone unplugged",
+                                                    "device": OTHER_DEVICE}), True))
     return messages
 
 
@@ -296,8 +303,11 @@ def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object
     expected |= {(views.parse_time(_stamp(offset)).strftime(TABLE_TIME), OTHER_DEVICE, label)
                  for label, offset, _ in OTHER_EVENTS}
     wait_for_rows(browser, expected)
-    text = wait_for_text(browser, (f"{DEVICE} offline", f"{OTHER_DEVICE} online", "Sound level"))
+    text = wait_for_text(browser, (f"{DEVICE} offline", f"{OTHER_DEVICE} online", "Sound level", "offline since",
+                                   "No audio: USB microphone unplugged"))
     assert "0.88" in text, "the second listener's top-3 scores are shown"
+    kitchen = text.split(f"{DEVICE} offline", 1)[1].split(f"{OTHER_DEVICE} online", 1)[0]
+    assert "no stats yet" in kitchen and "uptime_s" not in kitchen, "an offline listener's health is not shown as current"
     browser.save_screenshot(str(artifacts / "live.png"))
 
 
@@ -308,8 +318,11 @@ def test_classify_page_predicts_an_uploaded_recording(dashboard: str, browser: o
     browser.get(f"{dashboard}/classify")
     wait_for_text(browser, ("Upload a WAV, FLAC or OGG recording", bundle.ident))
     wait_for_elements(browser, "input[type=file]")[0].send_keys(str(scene))
-    text = wait_for_text(browser, ("Prediction", "Scores per window", "Waveform", "Mel spectrogram", "MFCC"))
-    prediction = text.split("Prediction", 1)[1].split()[0]
+    text = wait_for_text(browser, ("Events: 3", "Whole recording", "Scores per window", "Waveform", "Mel spectrogram",
+                                   "MFCC"))
+    events = [row for row in table_rows(browser) if len(row) == 6]  # the events table (the windows table has 3)
+    assert [row[0] for row in events] == ["siren", "dog_bark", "jackhammer"], events  # as the daemon reports them
+    prediction = text.split("Whole recording", 1)[1].split()[0]
     assert prediction in bundle.labels
     duration = soundfile.info(str(scene)).duration
     windows = len(clip_windows(np.zeros(int(duration * bundle.features.sample_rate)), bundle.features, DEFAULT_HOP_S))
@@ -325,4 +338,6 @@ def test_model_page_shows_the_bundles_metrics(dashboard: str, browser: object, a
     for baseline in ("random_forest", "knn"):
         assert baseline in text
     assert str(bundle.provenance.get("licence", "")) in text
+    assert f"from the model card ({bundle.path.stem}-confusion.png)" in text
+    wait_for_elements(browser, "[data-testid='stImage'] img")
     browser.save_screenshot(str(artifacts / "model.png"))

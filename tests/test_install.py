@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sysconfig
 import sys
 from pathlib import Path
 
@@ -108,3 +109,55 @@ def test_installer_rejects_bad_options_before_touching_anything(target: Path, ar
     result = subprocess.run([str(INSTALL), "--root", str(target), "--no-apt", *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and message in result.stderr
     assert not (target / "opt").exists()
+
+
+def with_dependencies(root: Path) -> None:
+    """The target venv made beforehand, seeing this interpreter's packages: check-config can run without PyPI."""
+    venv = root / "opt/noisewatch"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+
+def install_checked(root: Path, wheel: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(INSTALL), "--root", str(root), "--no-systemctl", "--no-apt", "--no-deps", "--check",
+                           "--package", str(wheel), "--python", sys.executable, *args],
+                          capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_failed_check_config_fails_the_install(target: Path, wheel: Path) -> None:
+    with_dependencies(target)
+    (target / "etc/noisewatch").mkdir(parents=True)
+    (target / "etc/noisewatch/config.yaml").write_text("audio:\n  hop_s: 9\n")
+    result = install_checked(target, wheel, "--non-interactive")
+    assert result.returncode == 1, result.stderr
+    assert "check-config failed for /etc/noisewatch/config.yaml" in result.stderr
+    assert "FAILED: the service is installed but not started" in result.stderr
+    assert "install: done" not in result.stderr
+
+
+def test_flags_configure_a_fresh_install(target: Path, wheel: Path) -> None:
+    with_dependencies(target)
+    env = {**os.environ, "NOISEWATCH_MQTT_PASSWORD": "pw-123"}
+    result = install_checked(target, wheel, "--mqtt-host", "broker.lan", "--mqtt-user", "nw", "--device", "",
+                             env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.rstrip().endswith("install: done")
+    config = (target / "etc/noisewatch/config.yaml").read_text()
+    for line in ('  enabled: true', '  host: "broker.lan"', '  username: "nw"', '  device: null'):
+        assert line in config.splitlines()
+    assert "device_id: noisewatch\n" not in config  # the host name instead
+    credential = target / "etc/noisewatch/credentials/mqtt_password"
+    assert credential.read_text() == "pw-123" and credential.stat().st_mode & 0o777 == 0o600
+    assert "pw-123" not in result.stderr + result.stdout + config
+
+
+def test_a_second_install_asks_nothing_and_keeps_the_device_id(target: Path, wheel: Path) -> None:
+    with_dependencies(target)
+    config = target / "etc/noisewatch/config.yaml"
+    assert install_checked(target, wheel).returncode == 0
+    config.write_text(config.read_text().replace("device_id: ", "device_id: noisewatch\n# was: ", 1))
+    before = config.read_text()
+    second = install_checked(target, wheel)
+    assert second.returncode == 0, second.stderr
+    assert config.read_text() == before

@@ -2,7 +2,10 @@
 
 Streamlit owns its process (its server, its script threads), so the dashboard runs as a child
 process; the config path reaches the app as a script argument (``-- --config FILE``), the same way
-a user running ``streamlit run`` by hand would pass it.
+a user running ``streamlit run`` by hand would pass it. The child runs with ``python -P``: a plain
+``python -m`` puts the current folder first on ``sys.path``, and started from a folder holding a
+``noisewatch/`` directory (a clone in ``~``) the app would import that instead of the installed
+package. It listens on localhost unless told otherwise: the dashboard has no login.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from noisewatch.config import EX_CONFIG, ConfigError, load_config
 
 EX_UNAVAILABLE = 69  # sysexits.h: a required service (here: the extra) is missing
 APP = Path(__file__).with_name("app.py")
+LOCALHOST = "127.0.0.1"
 STREAMLIT_OPTIONS = ("--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer")
 
 
-def streamlit_command(config: str | None, port: int) -> list[str]:
+def streamlit_command(config: str | None, port: int, address: str = LOCALHOST) -> list[str]:
     """The ``streamlit run`` command line for the app (pure, so it can be tested)."""
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), *STREAMLIT_OPTIONS, "--"]
+    command = [sys.executable, "-P", "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+               "--server.address", address, *STREAMLIT_OPTIONS, "--"]
     if config is not None:
         command += ["--config", str(Path(config).resolve())]
     return command
@@ -46,7 +51,11 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
-    child = subprocess.Popen(streamlit_command(args.config, args.port))
+    address = args.address or LOCALHOST
+    if address != LOCALHOST:
+        print(f"noisewatch dashboard: listening on {address}:{args.port} without a login; anyone who can "
+              "reach it sees every listener (see the README's Dashboard section)", file=sys.stderr)
+    child = subprocess.Popen(streamlit_command(args.config, args.port, address))
     signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())  # systemd/test stop reaches Streamlit
     try:
         return child.wait()

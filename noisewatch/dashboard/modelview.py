@@ -9,6 +9,7 @@ returns what is there and nothing for what is not.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 HEADLINE = ("accuracy", "macro_f1", "background_false_positive_rate", "n")
@@ -56,6 +57,15 @@ def _mappings(node: Any) -> Iterator[Mapping[str, Any]]:
         yield node
         for value in node.values():
             yield from _mappings(value)
+
+
+def confusion_image(sidecar: Path) -> Path | None:
+    """The model card's confusion-matrix picture beside the bundle (``<name>-confusion.png``), if there is one.
+
+    Bundles keep only headline figures; the card's matrix is the one training drew for them.
+    """
+    path = sidecar.with_name(f"{sidecar.stem}-confusion.png")
+    return path if path.is_file() else None
 
 
 def confusion_cells(summary: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ LEVELS_KEPT = 720
 """level reports kept per device (12 h at the default 60 s period)"""
 SCORES_KEPT = 120
 """top-3 score reports kept per device"""
+OFFLINE = "offline"
 TEXT_KINDS = ("status", "state")
 """kinds whose payload is plain text (the others are JSON objects)"""
 
@@ -57,6 +58,8 @@ class DeviceState:
     levels: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LEVELS_KEPT))
     scores: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SCORES_KEPT))
     stats: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    """the retained audio-input state: ``{"state": "listening" | "audio_error", "error": ...}``"""
     last_seen: float | None = None
     """wall-clock time (s since the epoch) of the device's latest message"""
 
@@ -81,7 +84,8 @@ def parse_topic(topic: str, root: str) -> tuple[str, str, str | None] | None:
         return None
     topics = Topics(f"{head}{device}")
     kinds = {topics.events: "event", topics.started: "started", topics.status: "status",
-             topics.level: "level", topics.stats: "stats", topics.scores: "scores"}
+             topics.level: "level", topics.stats: "stats", topics.scores: "scores",
+             topics.recent_events: "recent", topics.audio: "audio"}
     if topic in kinds:
         return device, kinds[topic], None
     state_root = _state_root(topics)
@@ -152,18 +156,36 @@ def _fold(device: DeviceState, message: Message) -> None:
     kind, payload = message.kind, message.payload
     if kind == "status":
         device.status = payload
+        if payload == OFFLINE:  # what was current is not any more; history (events, levels) stays
+            device.open_events.clear()
+            device.scores.clear()
+            device.stats = None
     elif kind == "state" and message.label is not None:
         device.states[message.label] = payload
     elif kind == "started":
         device.open_events[str(payload.get("id"))] = payload
     elif kind == "event":
-        event_id = str(payload.get("id"))
-        device.open_events.pop(event_id, None)
-        if all(str(e.get("id")) != event_id for e in device.events):
-            device.events.append(payload)
+        device.open_events.pop(str(payload.get("id")), None)
+        _add_events(device, [payload])
+    elif kind == "recent":
+        events = payload.get("events")
+        _add_events(device, [e for e in events if isinstance(e, dict)] if isinstance(events, list) else [])
     elif kind == "level":
         device.levels.append(payload)
     elif kind == "scores":
         device.scores.append(payload)
     elif kind == "stats":
         device.stats = payload
+    elif kind == "audio":
+        device.audio = payload
+
+
+def _add_events(device: DeviceState, events: list[dict[str, Any]]) -> None:
+    """Closed events not seen yet (by id: delivery is at least once, and recent events repeat them), by start."""
+    known = {str(e.get("id")) for e in device.events}
+    new = [e for e in events if str(e.get("id")) not in known]
+    if not new:
+        return
+    merged = sorted([*device.events, *new], key=lambda e: str(e.get("start", "")))
+    device.events.clear()
+    device.events.extend(merged[-EVENTS_KEPT:])

@@ -7,14 +7,32 @@ events' ISO 8601 stamps (the daemon's audio clock), never taken from the dashboa
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from noisewatch.dashboard.store import DeviceState
+from noisewatch.dashboard.store import OFFLINE, DeviceState
 
 STATS_SHOWN = ("uptime_s", "windows", "input_overflows", "dropped_frames", "spool_depth", "model", "version")
 """health fields shown per device, in this order, when the daemon reports them"""
 UNKNOWN_STATUS = "unknown"
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
+"""label colours (Tableau 20 without its greys' pair)"""
+
+
+def label_colors(known: Sequence[str], seen: Iterable[str] = ()) -> dict[str, str]:
+    """A colour per label that never changes between refreshes: the model's labels by their order,
+    others (a label of another model) by a hash of their name."""
+    colors = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(known)}
+    for label in sorted(set(seen) - set(colors)):
+        colors[label] = PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
+    return colors
+
+
+def is_offline(device: DeviceState) -> bool:
+    """The listener said offline (or its Last Will did): its scores, states and health are not current."""
+    return device.status == OFFLINE
 
 
 def parse_time(stamp: Any) -> dt.datetime | None:
@@ -70,24 +88,34 @@ def level_rows(devices: Mapping[str, DeviceState]) -> list[dict[str, Any]]:
 
 
 def latest_scores(device: DeviceState) -> list[dict[str, Any]]:
-    """The newest top-3 report as rows of label and score; empty when scores are not published."""
-    if not device.scores:
+    """The newest top-3 report as rows of label and score; empty when not published or offline."""
+    if not device.scores or is_offline(device):
         return []
     top = device.scores[-1].get("top", [])
     return [{"label": item.get("label"), "score": item.get("score")} for item in top if isinstance(item, dict)]
 
 
 def active_labels(device: DeviceState) -> list[str]:
-    """Labels currently ON (retained state) or with an open event."""
+    """Labels currently ON (retained state) or with an open event; none while offline."""
+    if is_offline(device):
+        return []
     on = {label for label, state in device.states.items() if state == "ON"}
     on.update(str(notice.get("label")) for notice in device.open_events.values())
     return sorted(on)
 
 
 def stats_items(device: DeviceState) -> list[tuple[str, Any]]:
-    """The health fields worth a glance, in a fixed order."""
-    stats = device.stats or {}
+    """The health fields worth a glance, in a fixed order; none while offline (they would be stale)."""
+    stats = {} if is_offline(device) else device.stats or {}
     return [(key, stats[key]) for key in STATS_SHOWN if key in stats]
+
+
+def audio_problem(device: DeviceState) -> str | None:
+    """Why the listener hears nothing (its microphone is lost), or None while it listens (or is offline)."""
+    audio = device.audio or {}
+    if is_offline(device) or audio.get("state") != "audio_error":
+        return None
+    return str(audio.get("error") or "audio input lost")
 
 
 def status_text(device: DeviceState) -> str:

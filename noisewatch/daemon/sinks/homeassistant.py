@@ -1,18 +1,26 @@
 """Home Assistant MQTT discovery: the entities a listener announces, as pure data.
 
 One device per listener with: a ``binary_sensor`` (device_class ``sound``) per label, ON while an
-event of that label is open; one ``event`` entity whose event types are the labels, fed from the
-events topic (a template turns our event JSON into HA's ``{"event_type": ...}`` form, so the
-event schema stays the one the daemon defines); a ``sensor`` (device_class ``sound_pressure``)
-for the level; and a diagnostic sensor for the spool depth. Every entity is unavailable when the
-status topic says ``offline``.
+event of that label is open; two ``event`` entities whose event types are the labels, one fed
+from the events topic (an event closed) and one from ``events/started`` (an event opened, so an
+automation can act on the start); a templated payload turns our event JSON into HA's
+``{"event_type": ...}`` form, so the event schema stays the one the daemon defines; level sensors
+(Leq, Lmax, Lmin; ``sound_pressure`` only when calibrated, since dBFS is not a sound pressure);
+an audio-input ``problem`` sensor; a ``number`` per tunable label's threshold; and diagnostic
+sensors from ``stats``. Every entity is unavailable when the status topic says ``offline``.
+
+The sink publishes :func:`discovery_messages` retained; :func:`stale_clears` says what to clear of
+what an earlier run announced and this one does not (see ``announced.py`` for the record).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.sinks.topics import Topics, segment
 
 ONLINE = "online"
@@ -20,11 +28,36 @@ OFFLINE = "offline"
 STATE_ON = "ON"
 STATE_OFF = "OFF"
 MANUFACTURER = "noisewatch"
+QOS = 1
+"""HA subscribes at this QoS, so at-least-once reaches Home Assistant, not only the broker"""
+EXPIRY_PERIODS = 2.5
+"""a periodic sensor expires when this many report periods pass without a report"""
+THRESHOLD_STEP = 0.01
+EVENT_ICON = "mdi:waveform"
+DEFAULT_ICON = "mdi:ear-hearing"
+LABEL_ICONS = {
+    "air_conditioner": "mdi:air-conditioner",
+    "car_horn": "mdi:bullhorn",
+    "children_playing": "mdi:human-child",
+    "dog_bark": "mdi:dog",
+    "drilling": "mdi:screw-machine-flat-top",
+    "engine_idling": "mdi:engine",
+    "gun_shot": "mdi:pistol",
+    "jackhammer": "mdi:hammer",
+    "siren": "mdi:alarm-light",
+    "street_music": "mdi:music",
+    LOUD: "mdi:volume-high",
+}
 
 EVENT_TEMPLATE = (
     "{{ {'event_type': value_json.label, 'id': value_json.id, 'confidence': value_json.confidence,"
     " 'duration_s': value_json.duration_s, 'start': value_json.start} | to_json }}"
 )
+STARTED_TEMPLATE = (
+    "{{ {'event_type': value_json.label, 'id': value_json.id, 'confidence': value_json.confidence,"
+    " 'start': value_json.start} | to_json }}"
+)
+AUDIO_PROBLEM_TEMPLATE = "{{ 'ON' if value_json.state == 'audio_error' else 'OFF' }}"
 
 
 @dataclass(frozen=True)
@@ -33,7 +66,7 @@ class Listener:
 
     device_id: str
     name: str
-    """device name shown in Home Assistant"""
+    """device name shown in Home Assistant (:func:`default_device_name` when not configured)"""
     labels: tuple[str, ...]
     """labels that can become events"""
     model: str
@@ -42,47 +75,106 @@ class Listener:
     """noisewatch version"""
     calibrated: bool = False
     """levels carry estimated dB(A) SPL (``leq_dba_spl``), not only dBFS(A)"""
+    configuration_url: str | None = None
+    """the dashboard's URL, linked from the device page"""
+    level_interval_s: float | None = 60.0
+    """period of ``level`` reports; None: levels are off (no level sensors)"""
+    stats_interval_s: float = 60.0
+    """period of ``stats`` reports"""
+
+
+def default_device_name(device_id: str) -> str:
+    """A device name a person reads; entity ids become ``noise_listener_<device_id>_<entity>``."""
+    return f"Noise listener {device_id}"
+
+
+def node_id(listener: Listener) -> str:
+    """The discovery node and the prefix of every unique_id (kept stable: HA keys entities on it)."""
+    return f"noisewatch_{segment(listener.device_id)}"
+
+
+def tunable_labels(listener: Listener) -> tuple[str, ...]:
+    """Labels with a probability threshold (``loud`` has a dBFS one, set in the config)."""
+    return tuple(label for label in listener.labels if label != LOUD)
 
 
 def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, dict[str, Any]]]:
-    """(config topic, config payload) of every entity of the listener; publish them retained."""
-    node = f"noisewatch_{segment(listener.device_id)}"
+    """(config topic, config payload) of every entity of the listener; publish them retained, QoS 1."""
+    node = node_id(listener)
     common = {
         "device": _device(node, listener),
         "availability_topic": topics.status,
         "payload_available": ONLINE,
         "payload_not_available": OFFLINE,
     }
-    messages = [
-        (topics.discovery("binary_sensor", node, segment(label)), {**common, **_label_sensor(topics, node, label)})
-        for label in listener.labels
+    entities: list[tuple[str, str, dict[str, Any]]] = [
+        ("binary_sensor", segment(label), _label_sensor(topics, node, label)) for label in listener.labels
     ]
-    messages += [
-        (topics.discovery("event", node, "sound_event"), {**common, **_event_entity(topics, node, listener)}),
-        (topics.discovery("sensor", node, "level"), {**common, **_level_sensor(topics, node, listener)}),
-        (topics.discovery("sensor", node, "spool_depth"), {**common, **_spool_sensor(topics, node)}),
+    entities += [
+        ("event", "sound_event", _event_entity(topics, node, listener)),
+        ("event", "sound_started", _started_entity(topics, node, listener)),
+        ("binary_sensor", "audio_problem", _audio_problem(topics, node)),
     ]
-    return messages
+    entities += [("number", f"threshold_{segment(label)}", _threshold_number(topics, node, label))
+                 for label in tunable_labels(listener)]
+    if listener.level_interval_s is not None:
+        entities += _level_sensors(topics, node, listener.calibrated, listener.level_interval_s)
+    entities += _stats_sensors(topics, node, listener)
+    return [(topics.discovery(component, node, object_id), {**common, **entity})
+            for component, object_id, entity in entities]
+
+
+def retained_state_topics(messages: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+    """Discovery topic -> the retained topics its entity reads (what :func:`stale_clears` may clear).
+
+    Event entities read non-retained topics: an empty message there would reach subscribers as an event.
+    """
+    return {topic: [] if "/event/" in topic or "state_topic" not in config else [str(config["state_topic"])]
+            for topic, config in messages}
+
+
+def stale_clears(before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]]) -> list[tuple[str, bytes]]:
+    """Retained (topic, b"") messages that remove the entities announced before and not now.
+
+    ``before``/``now`` map discovery topics to their entities' retained state topics (as from
+    :func:`retained_state_topics`); a state topic still read by an entity announced now is kept.
+    """
+    still_read = {state for states in now.values() for state in states}
+    clears: list[tuple[str, bytes]] = []
+    for topic in sorted(set(before) - set(now)):
+        clears.append((topic, b""))
+        clears += [(state, b"") for state in before[topic]
+                   if state not in still_read and (state, b"") not in clears]
+    return clears
 
 
 def _device(node: str, listener: Listener) -> dict[str, Any]:
-    return {
+    device = {
         "identifiers": [node],
         "name": listener.name,
         "manufacturer": MANUFACTURER,
         "model": listener.model,
         "sw_version": listener.version,
     }
+    if listener.configuration_url:
+        device["configuration_url"] = listener.configuration_url
+    return device
+
+
+def _title(label: str) -> str:
+    return label.replace("_", " ").capitalize()
 
 
 def _label_sensor(topics: Topics, node: str, label: str) -> dict[str, Any]:
     return {
-        "name": label.replace("_", " ").capitalize(),
+        "name": _title(label),
         "unique_id": f"{node}_{segment(label)}",
         "device_class": "sound",
+        "icon": LABEL_ICONS.get(label, DEFAULT_ICON),
         "state_topic": topics.state(label),
         "payload_on": STATE_ON,
         "payload_off": STATE_OFF,
+        "qos": QOS,
     }
 
 
@@ -90,31 +182,101 @@ def _event_entity(topics: Topics, node: str, listener: Listener) -> dict[str, An
     return {
         "name": "Sound event",
         "unique_id": f"{node}_sound_event",
+        "icon": EVENT_ICON,
         "state_topic": topics.events,
         "event_types": list(listener.labels),
         "value_template": EVENT_TEMPLATE,
+        "qos": QOS,
     }
 
 
-def _level_sensor(topics: Topics, node: str, listener: Listener) -> dict[str, Any]:
-    field, unit = ("leq_dba_spl", "dBA") if listener.calibrated else ("leq_dbfs_a", "dB")
+def _started_entity(topics: Topics, node: str, listener: Listener) -> dict[str, Any]:
     return {
-        "name": "Sound level",
-        "unique_id": f"{node}_level",
-        "device_class": "sound_pressure",
-        "state_class": "measurement",
-        "unit_of_measurement": unit,
-        "state_topic": topics.level,
-        "value_template": "{{ value_json.%s }}" % field,
+        "name": "Sound started",
+        "unique_id": f"{node}_sound_started",
+        "icon": EVENT_ICON,
+        "state_topic": topics.started,
+        "event_types": list(listener.labels),
+        "value_template": STARTED_TEMPLATE,
+        "qos": QOS,
     }
 
 
-def _spool_sensor(topics: Topics, node: str) -> dict[str, Any]:
+def _audio_problem(topics: Topics, node: str) -> dict[str, Any]:
     return {
-        "name": "Spooled messages",
-        "unique_id": f"{node}_spool_depth",
+        "name": "Audio input",
+        "unique_id": f"{node}_audio_problem",
+        "device_class": "problem",
         "entity_category": "diagnostic",
-        "state_class": "measurement",
-        "state_topic": topics.stats,
-        "value_template": "{{ value_json.spool_depth }}",
+        "state_topic": topics.audio,
+        "value_template": AUDIO_PROBLEM_TEMPLATE,
+        "json_attributes_topic": topics.audio,
+        "payload_on": STATE_ON,
+        "payload_off": STATE_OFF,
+        "qos": QOS,
     }
+
+
+def _threshold_number(topics: Topics, node: str, label: str) -> dict[str, Any]:
+    return {
+        "name": f"{_title(label)} threshold",
+        "unique_id": f"{node}_threshold_{segment(label)}",
+        "entity_category": "config",
+        "icon": "mdi:tune-vertical",
+        "command_topic": topics.threshold_set(label),
+        "state_topic": topics.threshold(label),
+        "min": 0.0,
+        "max": 1.0,
+        "step": THRESHOLD_STEP,
+        "mode": "slider",
+        "retain": False,
+        "qos": QOS,
+    }
+
+
+def _expiry_s(interval_s: float) -> int:
+    return math.ceil(EXPIRY_PERIODS * interval_s)
+
+
+def _level_sensors(topics: Topics, node: str, calibrated: bool,
+                   interval_s: float) -> list[tuple[str, str, dict[str, Any]]]:
+    """Leq, Lmax, Lmin; uncalibrated dBFS(A) has no device class: it is not a sound pressure."""
+    unit_field, unit, device_class = ("dba_spl", "dBA", "sound_pressure") if calibrated else ("dbfs_a", "dBFS", None)
+    sensors = []
+    for stat, name in (("leq", "Sound level"), ("lmax", "Sound level max"), ("lmin", "Sound level min")):
+        object_id = "level" if stat == "leq" else f"level_{stat}"
+        sensor: dict[str, Any] = {
+            "name": name,
+            "unique_id": f"{node}_{object_id}",
+            "icon": "mdi:waveform" if device_class is None else None,
+            "device_class": device_class,
+            "state_class": "measurement",
+            "unit_of_measurement": unit,
+            "suggested_display_precision": 1,
+            "state_topic": topics.level,
+            "value_template": "{{ value_json.%s_%s }}" % (stat, unit_field),
+            "expire_after": _expiry_s(interval_s),
+        }
+        sensors.append(("sensor", object_id, {k: v for k, v in sensor.items() if v is not None}))
+    return sensors
+
+
+def _stats_sensors(topics: Topics, node: str, listener: Listener) -> list[tuple[str, str, dict[str, Any]]]:
+    rows = (  # object_id, name, stats field, extra
+        ("spool_depth", "Spooled messages", "spool_depth", {"state_class": "measurement", "icon": "mdi:tray-full"}),
+        ("uptime", "Uptime", "uptime_s", {"device_class": "duration", "unit_of_measurement": "s"}),
+        ("dropped_frames", "Dropped audio frames", "dropped_frames",
+         {"state_class": "total_increasing", "icon": "mdi:microphone-off"}),
+        ("input_overflows", "Input overflows", "input_overflows",
+         {"state_class": "total_increasing", "icon": "mdi:microphone-off"}),
+        ("model", "Model", "model", {"icon": "mdi:brain"}),
+    )
+    return [("sensor", object_id, {
+        "name": name,
+        "unique_id": f"{node}_{object_id}",
+        "entity_category": "diagnostic",
+        "state_topic": topics.stats,
+        "value_template": "{{ value_json.%s }}" % field,
+        "expire_after": _expiry_s(listener.stats_interval_s),
+        **extra,
+    }) for object_id, name, field, extra in rows]

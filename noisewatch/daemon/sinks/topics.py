@@ -8,6 +8,7 @@ topic segments, so they are reduced to characters that are safe in a topic and a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_PREFIX_ROOT = "noisewatch"
@@ -44,6 +45,11 @@ class Topics:
         return f"{self.prefix}/events/started"
 
     @property
+    def recent_events(self) -> str:
+        """The latest closed events as one JSON object (retained), so a dashboard that starts later has history."""
+        return f"{self.prefix}/events/recent"
+
+    @property
     def status(self) -> str:
         """``online`` / ``offline`` (retained; ``offline`` is the Last Will)."""
         return f"{self.prefix}/status"
@@ -71,6 +77,23 @@ class Topics:
     def state(self, label: str) -> str:
         """``ON`` / ``OFF`` of one label (retained)."""
         return f"{self.prefix}/state/{segment(label)}"
+
+    def threshold(self, label: str) -> str:
+        """The threshold in effect for one label, e.g. ``0.73`` (retained; Home Assistant's number state)."""
+        return f"{self.prefix}/threshold/{segment(label)}"
+
+    def threshold_set(self, label: str) -> str:
+        """Where Home Assistant sends a new threshold for one label (not retained)."""
+        return f"{self.threshold(label)}/set"
+
+    @property
+    def threshold_commands(self) -> str:
+        """Subscription that receives every label's threshold commands."""
+        return f"{self.prefix}/threshold/+/set"
+
+    def threshold_label(self, topic: str, labels: Iterable[str]) -> str | None:
+        """The label a threshold command topic is for, or None when it names no label of ``labels``."""
+        return next((label for label in labels if self.threshold_set(label) == topic), None)
 
     @property
     def ha_status(self) -> str:

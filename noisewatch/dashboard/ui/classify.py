@@ -1,12 +1,15 @@
-"""Classify page: upload (or record) a sound and see what the model hears, window by window.
+"""Classify page: upload (or record) a sound and see the events the daemon would report, and what
+the model hears window by window.
 
-The recording goes through :mod:`noisewatch.dashboard.analysis` (the runtime feature code and the
-bundle's TFLite model); this module only collects the audio and draws the results.
+The recording goes through :mod:`noisewatch.dashboard.analysis` (the daemon's pipeline and detector
+with the dashboard's config, and the runtime feature code with the bundle's TFLite model); this
+module only collects the audio and draws the results.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import numpy as np
@@ -17,7 +20,8 @@ import streamlit as st
 from noisewatch import features
 from noisewatch.bundle import Bundle, BundleError
 from noisewatch.config import ConfigError
-from noisewatch.dashboard import analysis, resources
+from noisewatch.daemon.events import LOUD
+from noisewatch.dashboard import analysis, resources, views
 
 UPLOAD_TYPES = ["wav", "flac", "ogg"]
 LABELS_PLOTTED = 5
@@ -37,12 +41,17 @@ def render() -> None:
     if data is None:
         st.info("Upload a WAV, FLAC or OGG recording, or record one with the microphone.")
         return
-    hop_s = st.slider("Seconds between windows", 0.25, 4.0, analysis.DEFAULT_HOP_S, 0.25)
+    hop_s = st.slider("Seconds between windows (the charts below the events)", 0.25, 4.0, analysis.DEFAULT_HOP_S, 0.25)
     try:
         recording, scores = _analyse(data, str(bundle.path), hop_s)
+        events = _events(data, str(bundle.path))
     except soundfile.LibsndfileError as exc:
         st.error(f"Cannot read this recording: {exc}")
         return
+    except ConfigError as exc:
+        st.error(f"Configuration problem: {exc}")
+        return
+    _show_events(events, recording, bundle.labels)
     _show(bundle, recording, scores)
 
 
@@ -67,14 +76,42 @@ def _analyse(data: bytes, bundle_path: str, hop_s: float) -> tuple[analysis.Reco
     return recording, analysis.classify(recording, bundle, hop_s)
 
 
+@st.cache_data(show_spinner="Detecting events...", max_entries=8)
+def _events(data: bytes, bundle_path: str) -> list[dict[str, Any]]:
+    """The daemon's events for the recording (its pipeline, detector and this config's thresholds)."""
+    bundle = resources.bundle(Path(bundle_path))
+    return analysis.detect_events(analysis.decode(data, bundle.features.sample_rate), bundle, resources.config())
+
+
+def _show_events(events: list[dict[str, Any]], recording: analysis.Recording, labels: tuple[str, ...]) -> None:
+    st.subheader(f"Events: {len(events)}")
+    if recording.truncated:
+        st.warning(f"Only the first {analysis.MAX_SECONDS:g} s were analysed.")
+    st.caption("as `noisewatch run --input` reports them with this config (the daemon's detector, thresholds "
+               "and smoothing)")
+    if not events:
+        st.info("No event: every window stayed below its label's threshold (or was background).")
+        return
+    frame = pd.DataFrame([{"label": e["label"], "start (s)": round(e["offset_s"], 2),
+                           "end (s)": round(e["offset_s"] + e["duration_s"], 2),
+                           "duration (s)": round(e["duration_s"], 2), "confidence": e["confidence"],
+                           "peak (dBFS)": e.get("peak_dbfs")} for e in events])
+    colors = views.label_colors((*labels, LOUD), frame["label"])
+    chart = alt.Chart(frame).mark_bar(height=18).encode(
+        x=alt.X("start (s):Q", title="time in the recording (s)", scale=alt.Scale(domain=[0, recording.duration_s])),
+        x2="end (s):Q", y=alt.Y("label:N", title=None, axis=alt.Axis(labelLimit=0)), color=alt.Color("label:N", legend=None, scale=alt.Scale(domain=list(colors), range=list(colors.values()))),
+        tooltip=list(frame.columns),
+    )
+    st.altair_chart(chart, width="stretch")
+    st.table(frame.astype(str), hide_index=True)  # plain HTML: readable, searchable, copyable
+
+
 def _show(bundle: Bundle, recording: analysis.Recording, scores: analysis.WindowScores) -> None:
     label, score = scores.summary()
     first, second, third = st.columns(3)
-    first.metric("Prediction", label)
+    first.metric("Whole recording", label)
     second.metric("Mean score", f"{score:.2f}")
     third.metric("Windows", f"{len(scores.starts)} over {recording.duration_s:.1f} s")
-    if recording.truncated:
-        st.warning(f"Only the first {analysis.MAX_SECONDS:g} s were analysed.")
     st.subheader("Scores per window")
     chart = _score_chart(scores) if len(scores.starts) > 1 else _label_chart(scores)
     st.altair_chart(chart, width="stretch")

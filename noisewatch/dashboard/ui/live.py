@@ -7,13 +7,17 @@ level over time. Data comes from the process-wide subscriber's store; this modul
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from noisewatch.bundle import BundleError
 from noisewatch.config import ConfigError
+from noisewatch.daemon.events import LOUD
 from noisewatch.dashboard import resources, views
 from noisewatch.dashboard.store import DeviceState, LiveStore
 
@@ -26,6 +30,7 @@ MIN_MARK_S = 1.0
 ROW_HEIGHT_PX = 32
 """height of one device-and-label row on the event timeline"""
 TIME_FORMAT = "%H:%M:%S"
+"""24-hour clock, UTC (the daemon's stamps), on axes, tooltips and captions (seconds: minutes repeat at a close zoom)"""
 MISSING = "–"
 """shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
 STATUS_BADGES = {"online": ":green-badge[online]", "offline": ":red-badge[offline]"}
@@ -40,11 +45,19 @@ def render() -> None:
         return
     settings = subscriber.settings
     st.caption(f"Broker {settings.host}:{settings.port}, topics `{subscriber.filter}`")
-    _live_view(subscriber.store)
+    _live_view(subscriber.store, _known_labels())
+
+
+def _known_labels() -> tuple[str, ...]:
+    """The model's labels (and ``loud``): the order that fixes each label's colour."""
+    try:
+        return (*resources.bundle(resources.bundle_path()).labels, LOUD)
+    except (BundleError, ConfigError):
+        return (LOUD,)
 
 
 @st.fragment(run_every=REFRESH_S)
-def _live_view(store: LiveStore) -> None:
+def _live_view(store: LiveStore, known_labels: Sequence[str]) -> None:
     devices = store.snapshot()
     st.caption(f"Broker connection: {store.broker}")
     if not devices:
@@ -52,7 +65,7 @@ def _live_view(store: LiveStore) -> None:
         return
     for name, device in devices.items():
         _device_panel(name, device)
-    _timeline(views.event_rows(devices))
+    _timeline(views.event_rows(devices), known_labels)
     _levels(views.level_rows(devices))
 
 
@@ -60,6 +73,12 @@ def _device_panel(name: str, device: DeviceState) -> None:
     with st.container(border=True):
         badge = STATUS_BADGES.get(views.status_text(device), ":gray-badge[unknown]")
         st.markdown(f"#### {name} {badge}")
+        problem = views.audio_problem(device)
+        if problem is not None:
+            st.error(f"No audio: {problem}", icon=":material/mic_off:")
+        if views.is_offline(device):
+            st.caption(f"offline since {_clock(device.last_seen)} UTC: scores, states and health are not shown "
+                       "until it is back")
         states, scores, health = st.columns(3)
         with states:
             st.markdown("**Labels**")
@@ -83,7 +102,13 @@ def _state_badges(device: DeviceState) -> str:
     return " ".join(f":red-badge[{label} ON]" if label in active else f":gray-badge[{label}]" for label in labels)
 
 
-def _timeline(rows: list[dict[str, Any]]) -> None:
+def _clock(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "?"
+    return dt.datetime.fromtimestamp(epoch_s, dt.timezone.utc).strftime(TIME_FORMAT)
+
+
+def _timeline(rows: list[dict[str, Any]], known_labels: Sequence[str]) -> None:
     st.subheader("Events")
     if not rows:
         st.caption("no events yet")
@@ -93,17 +118,26 @@ def _timeline(rows: list[dict[str, Any]]) -> None:
     shortest = frame["start"] + pd.Timedelta(seconds=MIN_MARK_S)
     frame["end"] = end.where(end > shortest, shortest)
     frame["track"] = frame["device"] + " · " + frame["label"]
+    colors = views.label_colors(known_labels, frame["label"].astype(str))
     chart = alt.Chart(frame.dropna(subset=["start"])).mark_bar().encode(
-        x=_utc_axis("start"), x2="end:T", y=alt.Y("track:N", title=None), color=alt.Color("label:N", legend=None),
-        tooltip=["device", "label", "state", "confidence", "duration_s", alt.Tooltip("start:T", format=TIME_FORMAT)],
+        x=_utc_axis("start"), x2="end:T",
+        y=alt.Y("track:N", title=None, axis=alt.Axis(labelLimit=0)),  # whole "device · label" names
+        color=alt.Color("label:N", legend=None, scale=alt.Scale(domain=list(colors), range=list(colors.values()))),
+        tooltip=["device", "label", "state", "confidence", "duration_s", _utc_tooltip("start")],
     )
     st.altair_chart(chart.properties(height=alt.Step(ROW_HEIGHT_PX)), width="stretch")
     st.table(_event_table(rows[:EVENTS_SHOWN]), hide_index=True)
 
 
 def _utc_axis(field: str) -> alt.X:
-    """A time axis in UTC (the daemon's stamps), whatever the browser's time zone."""
-    return alt.X(f"{field}:T", title="time (UTC)", scale=alt.Scale(type="utc", nice=True))
+    """A time axis in UTC (the daemon's stamps) on a 24-hour clock, whatever the browser's time zone."""
+    return alt.X(f"{field}:T", title="time (UTC)", scale=alt.Scale(type="utc", nice=True),
+                 axis=alt.Axis(format=TIME_FORMAT))  # a utc scale formats with utcFormat
+
+
+def _utc_tooltip(field: str) -> alt.Tooltip:
+    """A time on the 24-hour clock in UTC (a utc time unit: tooltips have no scale to say so)."""
+    return alt.Tooltip(f"utcyearmonthdatehoursminutesseconds({field}):T", title=f"{field} (UTC)", format=TIME_FORMAT)
 
 
 def _event_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -129,6 +163,6 @@ def _levels(rows: list[dict[str, Any]]) -> None:
         return
     chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
         x=_utc_axis("time"), y=alt.Y("dbfs:Q", title="dBFS", scale=alt.Scale(zero=False)),
-        color="measure:N", strokeDash="device:N", tooltip=["device", "measure", "dbfs", "time:T"],
+        color="measure:N", strokeDash="device:N", tooltip=["device", "measure", "dbfs", _utc_tooltip("time")],
     )
     st.altair_chart(chart, width="stretch")

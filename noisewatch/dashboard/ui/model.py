@@ -6,6 +6,7 @@ a section without data says so instead of failing.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import altair as alt
@@ -30,7 +31,7 @@ def render() -> None:
     _overview(bundle)
     _headline(bundle.metrics)
     summary = modelview.find_summary(bundle.metrics)
-    _confusion(summary)
+    _confusion(summary, modelview.confusion_image(bundle.path))
     _per_class(summary)
     _provenance(bundle.provenance)
     with st.expander("Raw metrics and provenance (JSON)"):
@@ -57,10 +58,14 @@ def _headline(metrics: dict[str, Any]) -> None:
     st.table(pd.DataFrame(rows).fillna("-"), hide_index=True)
 
 
-def _confusion(summary: Any) -> None:
+def _confusion(summary: Any, image: Path | None) -> None:
     st.subheader("Confusion matrix")
+    if summary is None and image is not None:
+        st.caption(f"from the model card ({image.name}): rows are true classes, columns predictions")
+        st.image(str(image))
+        return
     if summary is None:
-        st.caption("this bundle carries no confusion matrix")
+        st.caption("this bundle carries no confusion matrix, and there is no picture of one beside it")
         return
     frame = pd.DataFrame(modelview.confusion_cells(summary))
     labels = list(summary["labels"])

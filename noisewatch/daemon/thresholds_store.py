@@ -1,0 +1,89 @@
+"""Per-label threshold overrides set from Home Assistant, kept across restarts in the state directory.
+
+The config's ``detector.thresholds`` stay the user's file; these overrides come on top of them
+(a value set from the phone wins until it is set again). Pure checks plus one JSON file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from noisewatch.daemon.statefile import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "thresholds.json"
+
+
+class ThresholdError(ValueError):
+    """A threshold command or stored value that cannot be used."""
+
+
+def parse_threshold(payload: bytes | str) -> float:
+    """A command payload such as ``0.73`` as a threshold in 0..1, or ThresholdError saying why not."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ThresholdError(f"threshold {text.strip()[:40]!r} is not a number") from None
+    return check_threshold(value)
+
+
+def check_threshold(value: float) -> float:
+    """``value`` if it is a usable threshold (finite, 0..1); ThresholdError otherwise."""
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ThresholdError(f"threshold {value} is outside 0..1")
+    return float(value)
+
+
+class ThresholdsStore:
+    """``<state directory>/thresholds.json``: ``{label: threshold}`` for labels of the model."""
+
+    def __init__(self, directory: Path, labels: Iterable[str]) -> None:
+        self.path = Path(directory) / FILE_NAME
+        self.labels = frozenset(labels)
+
+    def load(self) -> dict[str, float]:
+        """The stored overrides; a corrupt file is logged and ignored, unknown labels or bad values dropped."""
+        try:
+            data = read_json(self.path)
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring threshold overrides in %s: %s", self.path, exc)
+            return {}
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            log.warning("ignoring threshold overrides in %s: not a map of label -> threshold", self.path)
+            return {}
+        overrides = {}
+        for label, value in data.items():
+            try:
+                overrides[self.check_label(label)] = check_threshold(_number(value))
+            except ThresholdError as exc:
+                log.warning("ignoring %s in %s: %s", label, self.path, exc)
+        return overrides
+
+    def save(self, overrides: Mapping[str, float]) -> None:
+        """Replace the stored overrides (atomically) after checking every label and value."""
+        write_json(self.path, {self.check_label(label): check_threshold(v) for label, v in overrides.items()})
+
+    def set(self, label: str, value: float) -> dict[str, float]:
+        """Store one label's override; returns every override now in effect."""
+        overrides = self.load() | {self.check_label(label): check_threshold(value)}
+        self.save(overrides)
+        return overrides
+
+    def check_label(self, label: str) -> str:
+        """``label`` if the model knows it; ThresholdError otherwise."""
+        if label not in self.labels:
+            raise ThresholdError(f"unknown label {label!r}")
+        return label
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ThresholdError(f"{value!r} is not a number")
+    return float(value)

@@ -1,0 +1,231 @@
+"""``noisewatch setup``: the first configuration (input device, device id, MQTT broker, password).
+
+Asks on a terminal, takes flags for scripted installs, and edits the config in place: the
+commented default file stays readable (only the values of the keys it sets change), the result
+is validated with the daemon's own loader before it replaces the file, and the password goes to
+the systemd credential directory the unit reads (``credentials/mqtt_password`` becomes
+``$CREDENTIALS_DIRECTORY/noisewatch_mqtt_password``), never into the YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from noisewatch.daemon.sinks.topics import segment
+from noisewatch.daemon.statefile import write_text
+
+DEFAULT_CONFIG = Path("/etc/noisewatch/config.yaml")
+PASSWORD_FILE = "mqtt_password"
+DEFAULT_DEVICE_ID = "noisewatch"
+_KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<value>[^#\n]*?)(?P<comment> +#.*)?$")
+
+Ask = Callable[[str, str], str]
+
+
+@dataclass
+class Answers:
+    """What setup writes; None leaves a setting as it is."""
+
+    device: str | None = None
+    device_id: str | None = None
+    mqtt_host: str | None = None
+    mqtt_port: int | None = None
+    mqtt_user: str | None = None
+    mqtt_password: str | None = None
+
+
+def yaml_scalar(value: str | int | bool | None) -> str:
+    """``value`` as a YAML scalar (JSON strings are valid YAML and quote whatever needs it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value)
+
+
+def set_key(text: str, path: tuple[str, ...], value: str | int | bool | None) -> str:
+    """``text`` with the YAML key at ``path`` (block mappings, 2-space indent) set to ``value``.
+
+    Comments and every other line stay as they are; a missing key (or section) is added at the
+    end of its section (or file).
+    """
+    lines = text.splitlines()
+    start, end, depth = 0, len(lines), 0
+    for depth, key in enumerate(path):
+        found = _find_key(lines, start, end, depth * 2, key)
+        if found is None:
+            block = [f"{'  ' * (depth + i)}{k}:" for i, k in enumerate(path[depth:-1])]
+            block.append(f"{'  ' * (len(path) - 1)}{path[-1]}: {yaml_scalar(value)}")
+            insert_at = _section_end(lines, start, end, depth * 2)
+            return "\n".join(lines[:insert_at] + block + lines[insert_at:]) + "\n"
+        if depth == len(path) - 1:
+            match = _KEY.match(lines[found])
+            assert match is not None  # _find_key matched this line
+            lines[found] = f"{match['indent']}{key}: {yaml_scalar(value)}{match['comment'] or ''}"
+            return "\n".join(lines) + "\n"
+        start, end = found + 1, _section_end(lines, found + 1, end, depth * 2 + 2)
+    return text
+
+
+def _find_key(lines: list[str], start: int, end: int, indent: int, key: str) -> int | None:
+    for i in range(start, end):
+        match = _KEY.match(lines[i])
+        if match and len(match["indent"]) == indent and match["key"] == key:
+            return i
+    return None
+
+
+def _section_end(lines: list[str], start: int, end: int, indent: int) -> int:
+    """Index after the last line of the block that starts at ``start`` with at least ``indent`` spaces."""
+    last = start
+    for i in range(start, end):
+        stripped = lines[i].strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if len(lines[i]) - len(lines[i].lstrip(" ")) < indent:
+            break
+        last = i + 1
+    return last
+
+
+def apply(text: str, answers: Answers) -> str:
+    """The config text with the answers set (MQTT turned on when a broker host is given)."""
+    if answers.device is not None:
+        device: str | int | None = int(answers.device) if answers.device.isdigit() else answers.device or None
+        text = set_key(text, ("audio", "device"), device)
+    if answers.device_id is not None:
+        text = set_key(text, ("device_id",), answers.device_id)
+    if answers.mqtt_host:
+        text = set_key(text, ("mqtt", "enabled"), True)
+        text = set_key(text, ("mqtt", "host"), answers.mqtt_host)
+    if answers.mqtt_port is not None:
+        text = set_key(text, ("mqtt", "port"), answers.mqtt_port)
+    if answers.mqtt_user is not None:
+        text = set_key(text, ("mqtt", "username"), answers.mqtt_user or None)
+    return text
+
+
+def default_device_id() -> str:
+    """The host name as a device id (what a user recognises in Home Assistant and the dashboard)."""
+    return segment(socket.gethostname().split(".")[0])[:64] or DEFAULT_DEVICE_ID
+
+
+def ask_terminal(question: str, default: str) -> str:
+    """One answer from the terminal; Enter keeps ``default``."""
+    answer = input(f"{question} [{default}]: " if default else f"{question}: ").strip()
+    return answer or default
+
+
+def interview(current: dict[str, object], ask: Ask = ask_terminal,
+              ask_secret: Callable[[str], str] = getpass.getpass) -> Answers:
+    """Ask for each setting, showing the current value as the default."""
+    mqtt, audio = _section(current, "mqtt"), _section(current, "audio")
+    _show_devices()
+    answers = Answers()
+    answers.device = ask("Input device (index or part of its name; empty: system default)",
+                         str(audio.get("device") or ""))
+    device_id = str(current.get("device_id") or DEFAULT_DEVICE_ID)
+    answers.device_id = ask("Device id (names this listener in MQTT and Home Assistant)",
+                            default_device_id() if device_id == DEFAULT_DEVICE_ID else device_id)
+    enabled = bool(mqtt.get("enabled"))
+    answers.mqtt_host = ask("MQTT broker host (empty: no MQTT)", str(mqtt.get("host") or "") if enabled else "")
+    if answers.mqtt_host:
+        answers.mqtt_user = ask("MQTT user (empty: anonymous)", str(mqtt.get("username") or ""))
+        if answers.mqtt_user:
+            answers.mqtt_password = ask_secret("MQTT password (empty: keep the stored one): ") or None
+    return answers
+
+
+def _section(current: dict[str, object], name: str) -> dict[str, object]:
+    section = current.get(name)
+    return section if isinstance(section, dict) else {}
+
+
+def _show_devices() -> None:
+    from noisewatch.daemon.sources import list_devices_main
+
+    print("Audio input devices:")
+    if list_devices_main(argparse.Namespace()) != 0:
+        print("(none found: the system default is used; check `noisewatch devices` later)")
+
+
+def save(config_path: Path, credentials: Path, answers: Answers) -> None:
+    """Write the edited config (validated first) and the password credential; ConfigError if invalid."""
+    from noisewatch.config import load_config  # pydantic: not on the path of ``noisewatch --help``
+
+    text = apply(config_path.read_text(encoding="utf-8") if config_path.exists() else "", answers)
+    fd, tmp = tempfile.mkstemp(suffix=".yaml", dir=config_path.parent)
+    os.close(fd)
+    try:
+        Path(tmp).write_text(text, encoding="utf-8")
+        load_config(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    mode = config_path.stat().st_mode & 0o777 if config_path.exists() else 0o644
+    write_text(config_path, text, mode)
+    if answers.mqtt_password:
+        credentials.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_text(credentials / PASSWORD_FILE, answers.mqtt_password, 0o600)
+
+
+def _current(config_path: Path) -> dict[str, object]:
+    import yaml
+
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else None
+    return data if isinstance(data, dict) else {}
+
+
+def main(args: argparse.Namespace) -> int:
+    """Handler of ``noisewatch setup``: flags first, then questions for the rest when on a terminal."""
+    from noisewatch.config import EX_CONFIG, PASSWORD_ENV, ConfigError
+
+    config_path = Path(args.config)
+    credentials = Path(args.credentials) if args.credentials else config_path.parent / "credentials"
+    answers = Answers(args.device, args.device_id, args.mqtt_host, args.mqtt_port, args.mqtt_user,
+                      os.environ.get(PASSWORD_ENV) if args.mqtt_password_env else None)
+    flags_given = any(v is not None for v in vars(answers).values())
+    if not flags_given and not args.non_interactive:
+        if not sys.stdin.isatty():
+            print("noisewatch setup: not a terminal; give --device/--mqtt-host/... or --non-interactive",
+                  file=sys.stderr)
+            return 2
+        answers = interview(_current(config_path))
+    if args.default_device_id and answers.device_id is None and _current(config_path).get(
+            "device_id", DEFAULT_DEVICE_ID) == DEFAULT_DEVICE_ID:
+        answers.device_id = default_device_id()
+    try:
+        save(config_path, credentials, answers)
+    except ConfigError as exc:
+        print(f"noisewatch setup: not saved: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    print(f"noisewatch setup: wrote {config_path}"
+          + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else "")
+          + "; a running service takes it with: sudo systemctl restart noisewatch")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``noisewatch setup`` options (install.sh passes its own flags through)."""
+    p.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="config file to edit (default: %(default)s)")
+    p.add_argument("--credentials", metavar="DIR", help="systemd credential directory (default: credentials/ beside the config)")
+    p.add_argument("--device", help="audio input: index or part of its name ('' for the system default)")
+    p.add_argument("--device-id", help="names this listener in MQTT topics and Home Assistant")
+    p.add_argument("--default-device-id", action="store_true", help="set device_id to the host name if it is still the default")
+    p.add_argument("--mqtt-host", help="broker host; turns MQTT on")
+    p.add_argument("--mqtt-port", type=int)
+    p.add_argument("--mqtt-user", help="broker user ('' for anonymous)")
+    p.add_argument("--mqtt-password-env", action="store_true",
+                   help="store $NOISEWATCH_MQTT_PASSWORD as the password credential (never a command-line argument)")
+    p.add_argument("--non-interactive", action="store_true", help="never ask; only the flags given change anything")

@@ -1,0 +1,142 @@
+"""Test helper: a real Home Assistant 2024.3.3, headless, reading MQTT discovery from a test broker.
+
+The venv is the one ``../shared/tools/ha-check/setup.sh`` makes (``$HA_CHECK_DIR/venv``, default
+``~/.cache/ha-check/venv``); this follows that tool's ``run.sh``: a fresh config directory, the MQTT
+config entry written to ``.storage``, HA on a free loopback port, a token through onboarding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from mqtt_broker import HOST, free_port, wait_until
+
+HA_VENV = Path(os.environ.get("HA_CHECK_DIR", Path.home() / ".cache" / "ha-check")) / "venv"
+HASS = HA_VENV / "bin" / "hass"
+START_TIMEOUT_S = 180.0
+CLIENT_ID = "http://127.0.0.1/"
+
+CONFIGURATION = """\
+homeassistant:
+  name: noisewatch-test
+  latitude: 0
+  longitude: 0
+  elevation: 0
+  unit_system: metric
+  time_zone: UTC
+  currency: EUR
+  country: DE
+http:
+  server_host: 127.0.0.1
+  server_port: {http_port}
+logger:
+  default: warning
+  logs:
+    homeassistant.components.mqtt: info
+    homeassistant.bootstrap: info
+"""
+
+
+def config_entry(mqtt_port: int) -> dict[str, Any]:
+    """The MQTT integration's config entry (YAML broker settings no longer exist in HA)."""
+    return {"version": 1, "minor_version": 1, "key": "core.config_entries", "data": {"entries": [{
+        "entry_id": "0123456789abcdef0123456789abcdef", "version": 1, "minor_version": 1,
+        "domain": "mqtt", "title": HOST, "data": {"broker": HOST, "port": mqtt_port, "discovery": True},
+        "options": {}, "pref_disable_new_entities": False, "pref_disable_polling": False,
+        "source": "user", "unique_id": None, "disabled_by": None}]}}
+
+
+class HomeAssistant:
+    """Home Assistant in ``directory`` against the broker on ``mqtt_port``; REST calls with a token."""
+
+    def __init__(self, directory: Path, mqtt_port: int) -> None:
+        self.dir = directory
+        self.http_port = free_port()
+        self.url = f"http://{HOST}:{self.http_port}"
+        (directory / ".storage").mkdir(parents=True)
+        (directory / "configuration.yaml").write_text(CONFIGURATION.format(http_port=self.http_port))
+        (directory / ".storage" / "core.config_entries").write_text(json.dumps(config_entry(mqtt_port)))
+        self.log_path = directory / "ha.log"
+        self.proc = subprocess.Popen([str(HASS), "-c", str(directory), "--skip-pip", "--log-no-color",
+                                      "--log-file", str(self.log_path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.token = ""
+
+    @property
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self) -> None:
+        """Until HA is initialised and a token is obtained; RuntimeError if it exits or takes too long."""
+        up = wait_until(lambda: "Home Assistant initialized in" in self.log_text or self.proc.poll() is not None,
+                        START_TIMEOUT_S)
+        if not up or self.proc.poll() is not None:
+            raise RuntimeError(f"Home Assistant did not start:\n{self.log_text[-3000:]}")
+        wait_until(self._onboarding_open, 20.0)
+        code = self._post("/api/onboarding/users", {"client_id": CLIENT_ID, "name": "check", "username": "check",
+                                                    "password": "check-pass-123", "language": "en"})["auth_code"]
+        form = f"grant_type=authorization_code&code={code}&client_id={CLIENT_ID}".encode()
+        request = urllib.request.Request(f"{self.url}/auth/token", data=form,
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            self.token = json.load(response)["access_token"]
+
+    def state(self, entity_id: str) -> dict[str, Any] | None:
+        """The entity's state object, or None when HA has no such entity."""
+        try:
+            return self._get(f"/api/states/{entity_id}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def states(self) -> list[dict[str, Any]]:
+        return self._get("/api/states")
+
+    def call(self, domain: str, service: str, data: dict[str, Any]) -> None:
+        self._post(f"/api/services/{domain}/{service}", data)
+
+    def wait_state(self, entity_id: str, wanted: str, timeout: float = 10.0) -> bool:
+        """Until the entity's state is ``wanted`` (``None``-safe)."""
+        return wait_until(lambda: (self.state(entity_id) or {}).get("state") == wanted, timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _onboarding_open(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/onboarding", timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.2)
+            return False
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _get(self, path: str) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", headers=self._headers())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def _post(self, path: str, data: dict[str, Any]) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", data=json.dumps(data).encode(), headers=self._headers())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)

@@ -1,0 +1,193 @@
+"""Home Assistant discovery payloads, the clearing of entities no longer announced, and their stores (pure code + files)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from noisewatch.daemon.sinks.announced import AnnouncedStore
+from noisewatch.daemon.sinks.homeassistant import (
+    Listener, default_device_name, discovery_messages, retained_state_topics, stale_clears,
+)
+from noisewatch.daemon.sinks.topics import Topics
+from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
+
+TOPICS = Topics("noisewatch/kitchen")
+LISTENER = Listener("kitchen", default_device_name("kitchen"), ("dog_bark", "siren", "loud"), "urban11@3", "0.1.0",
+                    level_interval_s=60.0, stats_interval_s=30.0)
+NODE = "homeassistant/{}/noisewatch_kitchen/{}/config"
+
+
+def messages(listener: Listener = LISTENER) -> dict[str, dict]:
+    return dict(discovery_messages(TOPICS, listener))
+
+
+def test_threshold_topics_round_trip_to_their_label() -> None:
+    assert TOPICS.threshold("dog_bark") == "noisewatch/kitchen/threshold/dog_bark"
+    assert TOPICS.threshold_set("dog_bark") == "noisewatch/kitchen/threshold/dog_bark/set"
+    assert TOPICS.threshold_commands == "noisewatch/kitchen/threshold/+/set"
+    assert TOPICS.threshold_label("noisewatch/kitchen/threshold/siren/set", LISTENER.labels) == "siren"
+    assert TOPICS.threshold_label("noisewatch/kitchen/threshold/gun_shot/set", LISTENER.labels) is None
+    assert TOPICS.threshold_label("noisewatch/other/threshold/siren/set", LISTENER.labels) is None
+
+
+def test_one_device_with_a_readable_name_and_unique_ids() -> None:
+    found = messages()
+    devices = {json.dumps(m["device"], sort_keys=True) for m in found.values()}
+    assert len(devices) == 1
+    device = json.loads(devices.pop())
+    assert device["name"] == "Noise listener kitchen" and device["model"] == "urban11@3"
+    assert "configuration_url" not in device
+    assert all(m["availability_topic"] == "noisewatch/kitchen/status" for m in found.values())
+    assert len({m["unique_id"] for m in found.values()}) == len(found)
+    assert all("noisewatch" not in m["name"].lower() for m in found.values())  # HA prefixes the device name
+
+
+def test_configuration_url_links_the_dashboard() -> None:
+    listener = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", configuration_url="http://pi.local:8501")
+    assert all(m["device"]["configuration_url"] == "http://pi.local:8501" for m in messages(listener).values())
+
+
+def test_label_sensors_events_and_started_at_qos_1_with_icons() -> None:
+    found = messages()
+    for label in LISTENER.labels:
+        sensor = found[NODE.format("binary_sensor", label)]
+        assert sensor["device_class"] == "sound" and sensor["qos"] == 1
+        assert sensor["state_topic"] == f"noisewatch/kitchen/state/{label}"
+        assert (sensor["payload_on"], sensor["payload_off"]) == ("ON", "OFF")
+        assert sensor["icon"].startswith("mdi:")
+    assert found[NODE.format("binary_sensor", "dog_bark")]["icon"] == "mdi:dog"
+    ended, started = found[NODE.format("event", "sound_event")], found[NODE.format("event", "sound_started")]
+    assert (ended["state_topic"], started["state_topic"]) == ("noisewatch/kitchen/events", "noisewatch/kitchen/events/started")
+    assert ended["event_types"] == started["event_types"] == ["dog_bark", "siren", "loud"]
+    assert ended["qos"] == started["qos"] == 1
+    assert "duration_s" in ended["value_template"] and "duration_s" not in started["value_template"]
+
+
+def test_audio_problem_sensor_reads_the_retained_audio_topic() -> None:
+    problem = messages()[NODE.format("binary_sensor", "audio_problem")]
+    assert (problem["device_class"], problem["entity_category"]) == ("problem", "diagnostic")
+    assert problem["state_topic"] == problem["json_attributes_topic"] == "noisewatch/kitchen/audio"
+    assert "audio_error" in problem["value_template"]
+
+
+def test_stats_diagnostics_expire_when_reports_stop() -> None:
+    found = messages()
+    fields = {}
+    for object_id in ("uptime", "dropped_frames", "input_overflows", "spool_depth", "model"):
+        sensor = found[NODE.format("sensor", object_id)]
+        assert sensor["entity_category"] == "diagnostic" and sensor["state_topic"] == "noisewatch/kitchen/stats"
+        assert sensor["expire_after"] == 75  # 2.5 stats periods of 30 s
+        fields[object_id] = sensor["value_template"]
+    assert fields["uptime"] == "{{ value_json.uptime_s }}" and fields["model"] == "{{ value_json.model }}"
+    assert found[NODE.format("sensor", "uptime")]["device_class"] == "duration"
+
+
+def test_uncalibrated_levels_are_dbfs_not_sound_pressure() -> None:
+    found = messages()
+    for object_id, stat in (("level", "leq"), ("level_lmax", "lmax"), ("level_lmin", "lmin")):
+        sensor = found[NODE.format("sensor", object_id)]
+        assert "device_class" not in sensor and sensor["unit_of_measurement"] == "dBFS"
+        assert sensor["value_template"] == "{{ value_json.%s_dbfs_a }}" % stat
+        assert sensor["expire_after"] == 150
+
+
+def test_calibrated_levels_are_dba_sound_pressure() -> None:
+    calibrated = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", calibrated=True)
+    for object_id, stat in (("level", "leq"), ("level_lmax", "lmax"), ("level_lmin", "lmin")):
+        sensor = messages(calibrated)[NODE.format("sensor", object_id)]
+        assert (sensor["device_class"], sensor["unit_of_measurement"]) == ("sound_pressure", "dBA")
+        assert sensor["value_template"] == "{{ value_json.%s_dba_spl }}" % stat
+
+
+def test_no_level_sensors_when_levels_are_off() -> None:
+    quiet = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", level_interval_s=None)
+    assert not [t for t in messages(quiet) if "/sensor/" in t and "/level" in t]
+
+
+def test_a_threshold_number_per_probability_label() -> None:
+    found = messages()
+    numbers = {t: m for t, m in found.items() if t.startswith("homeassistant/number/")}
+    assert set(numbers) == {NODE.format("number", "threshold_dog_bark"), NODE.format("number", "threshold_siren")}
+    siren = numbers[NODE.format("number", "threshold_siren")]
+    assert (siren["min"], siren["max"], siren["step"]) == (0.0, 1.0, 0.01)
+    assert siren["mode"] in ("box", "slider") and siren["retain"] is False
+    assert siren["command_topic"] == "noisewatch/kitchen/threshold/siren/set"
+    assert siren["state_topic"] == "noisewatch/kitchen/threshold/siren"
+
+
+def test_dropped_entities_are_cleared_with_their_retained_state() -> None:
+    before = retained_state_topics(discovery_messages(TOPICS, LISTENER))
+    fewer = Listener("kitchen", "k", ("dog_bark", "loud"), "urban11@3", "0.1.0", level_interval_s=None,
+                     stats_interval_s=30.0)
+    now = retained_state_topics(discovery_messages(TOPICS, fewer))
+    clears = stale_clears(before, now)
+    assert all(payload == b"" for _, payload in clears)
+    cleared = [topic for topic, _ in clears]
+    assert NODE.format("binary_sensor", "siren") in cleared and "noisewatch/kitchen/state/siren" in cleared
+    assert NODE.format("number", "threshold_siren") in cleared and "noisewatch/kitchen/threshold/siren" in cleared
+    assert NODE.format("sensor", "level_lmax") in cleared and "noisewatch/kitchen/level" in cleared
+    assert cleared.count("noisewatch/kitchen/level") == 1  # three sensors read it; cleared once
+    assert not [t for t in cleared if "dog_bark" in t or t.endswith("/stats") or t.endswith("/audio")]
+    assert not [t for t in cleared if t.endswith("/events") or t.endswith("/started")]  # never retained
+    assert stale_clears(now, now) == []
+
+
+def test_discovery_turned_off_clears_everything_announced() -> None:
+    before = retained_state_topics(discovery_messages(TOPICS, LISTENER))
+    cleared = {topic for topic, _ in stale_clears(before, {})}
+    assert set(before) <= cleared
+    assert "homeassistant/event/noisewatch_kitchen/sound_event/config" in cleared
+
+
+def test_announced_store_round_trips_and_survives_a_corrupt_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = AnnouncedStore(tmp_path / "state")
+    assert store.load() == {}
+    record = retained_state_topics(discovery_messages(TOPICS, LISTENER))
+    store.save(record)
+    assert AnnouncedStore(tmp_path / "state").load() == record
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["announced.json"]  # no temporary left
+    store.path.write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        assert store.load() == {}
+    assert "announced.json" in caplog.text
+    store.path.write_text('{"a": "b"}')
+    assert store.load() == {}
+
+
+def test_parse_threshold_command() -> None:
+    assert parse_threshold(b"0.73") == pytest.approx(0.73)
+    assert parse_threshold(" 1 ") == 1.0
+    for bad, reason in ((b"abc", "not a number"), (b"1.5", "outside 0..1"), (b"-0.1", "outside"), (b"nan", "outside"),
+                        (b"", "not a number")):
+        with pytest.raises(ThresholdError, match=reason):
+            parse_threshold(bad)
+
+
+def test_thresholds_store_keeps_valid_overrides(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = ThresholdsStore(tmp_path, ("siren", "dog_bark"))
+    assert store.load() == {}
+    assert store.set("siren", 0.8) == {"siren": 0.8}
+    assert store.set("dog_bark", 0.55) == {"siren": 0.8, "dog_bark": 0.55}
+    assert ThresholdsStore(tmp_path, ("siren", "dog_bark")).load() == {"siren": 0.8, "dog_bark": 0.55}
+    with pytest.raises(ThresholdError, match="unknown label"):
+        store.set("gun_shot", 0.5)
+    with pytest.raises(ThresholdError, match="outside"):
+        store.set("siren", 2.0)
+    assert store.load() == {"siren": 0.8, "dog_bark": 0.55}  # a refused command changes nothing
+
+
+def test_thresholds_store_ignores_corrupt_and_invalid_entries(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = ThresholdsStore(tmp_path, ("siren", "dog_bark"))
+    store.path.write_text("[1, 2")
+    with caplog.at_level(logging.WARNING):
+        assert store.load() == {}
+    assert "thresholds.json" in caplog.text
+    store.path.write_text(json.dumps({"siren": 0.6, "dog_bark": 3, "gun_shot": 0.5, "x": "high"}))
+    with caplog.at_level(logging.WARNING):
+        assert store.load() == {"siren": 0.6}
+    store.path.write_text("[0.5]")
+    assert store.load() == {}

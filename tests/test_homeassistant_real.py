@@ -1,0 +1,126 @@
+"""Our discovery read by a real Home Assistant 2024.3.3 (marked ``homeassistant``; skipped without its venv).
+
+The test publishes what the MQTT sink publishes (``discovery_messages`` retained at QoS 1, then
+sample states as the daemon sends them) and asserts what Home Assistant makes of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from home_assistant import HASS, HomeAssistant
+from mqtt_broker import HOST, Broker, Collector, wait_until
+from noisewatch.daemon.sinks.homeassistant import (
+    Listener, default_device_name, discovery_messages, retained_state_topics, stale_clears,
+)
+from noisewatch.daemon.sinks.topics import Topics
+
+pytestmark = [
+    pytest.mark.homeassistant, pytest.mark.broker, pytest.mark.slow,
+    pytest.mark.skipif(not HASS.exists(), reason=f"no Home Assistant venv at {HASS.parent.parent} "
+                       "(make it with ../shared/tools/ha-check/setup.sh)"),
+]
+
+DEVICE = "hatest"
+TOPICS = Topics(f"noisewatch/{DEVICE}")
+LISTENER = Listener(DEVICE, default_device_name(DEVICE), ("dog_bark", "siren", "loud"), "urban11@test", "0.1.0",
+                    configuration_url="http://127.0.0.1:8501")
+ENTITY = "{}.noise_listener_hatest_{}"
+
+
+@pytest.fixture
+def home_assistant(broker: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
+    ha = HomeAssistant(tmp_path / "ha", broker.port)
+    try:
+        ha.wait_ready()
+        yield ha
+    finally:
+        ha.stop()
+
+
+@pytest.fixture
+def publisher(broker: Broker) -> Iterator[mqtt.Client]:
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="nw-ha-test")
+    client.connect(HOST, broker.port)
+    client.loop_start()
+    yield client
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(client: mqtt.Client, topic: str, payload: object, retain: bool = True) -> None:
+    data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+    client.publish(topic, data, qos=1, retain=retain).wait_for_publish(5)
+
+
+def announce(client: mqtt.Client) -> None:
+    publish(client, TOPICS.status, "online")
+    for topic, config in discovery_messages(TOPICS, LISTENER):
+        publish(client, topic, config)
+
+
+def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publisher: mqtt.Client,
+                                             broker: Broker) -> None:
+    ha = home_assistant
+    announce(publisher)
+    publish(publisher, TOPICS.audio, {"state": "listening", "source": "default", "device": DEVICE})
+    publish(publisher, TOPICS.threshold("siren"), "0.5")
+    publish(publisher, TOPICS.state("siren"), "OFF")
+    publish(publisher, TOPICS.level, {"offset_s": 0.0, "period_s": 60, "leq_dbfs_a": -41.2, "lmax_dbfs_a": -30.5,
+                                      "lmin_dbfs_a": -55.0})
+    publish(publisher, TOPICS.stats, {"uptime_s": 61.0, "dropped_frames": 0, "input_overflows": 2,
+                                      "spool_depth": 0, "model": "urban11@test"})
+
+    problem = ENTITY.format("binary_sensor", "audio_input")
+    assert ha.wait_state(problem, "off", 30), [s["entity_id"] for s in ha.states()]
+    assert ha.wait_state(ENTITY.format("number", "siren_threshold"), "0.5")
+    assert ha.wait_state(ENTITY.format("sensor", "sound_level"), "-41.2")
+    assert ha.wait_state(ENTITY.format("sensor", "sound_level_max"), "-30.5")
+    assert ha.wait_state(ENTITY.format("sensor", "input_overflows"), "2")
+    assert ha.wait_state(ENTITY.format("sensor", "model"), "urban11@test")
+    level = ha.state(ENTITY.format("sensor", "sound_level"))
+    assert level is not None and level["attributes"]["unit_of_measurement"] == "dBFS"
+    assert "device_class" not in level["attributes"]
+    assert ha.state(ENTITY.format("binary_sensor", "siren"))["attributes"]["icon"] == "mdi:alarm-light"  # type: ignore[index]
+
+    # the microphone is lost: the problem sensor turns on, with the reason as an attribute
+    publish(publisher, TOPICS.audio, {"state": "audio_error", "error": "input device gone", "device": DEVICE})
+    assert ha.wait_state(problem, "on")
+    assert ha.state(problem)["attributes"]["error"] == "input device gone"  # type: ignore[index]
+
+    # an event starts: the started event entity fires before the event closes
+    started = {"id": "e1", "label": "siren", "confidence": 0.91, "start": "2026-12-02T22:00:05.000Z",
+               "offset_s": 5.0, "device": DEVICE, "model": "urban11@test"}
+    publish(publisher, TOPICS.started, started, retain=False)
+    publish(publisher, TOPICS.state("siren"), "ON")
+    assert wait_until(lambda: (ha.state(ENTITY.format("event", "sound_started")) or {}).get(
+        "attributes", {}).get("event_type") == "siren", 10)
+    assert ha.wait_state(ENTITY.format("binary_sensor", "siren"), "on")
+
+    # a threshold set from Home Assistant arrives on the command topic
+    commands = Collector(broker.port, TOPICS.threshold_commands)
+    try:
+        ha.call("number", "set_value", {"entity_id": ENTITY.format("number", "siren_threshold"), "value": 0.73})
+        assert commands.wait_for(lambda c: c.on(TOPICS.threshold_set("siren")) == [b"0.73"])
+    finally:
+        commands.close()
+
+    # entities dropped from the config disappear once their retained discovery is cleared
+    fewer = Listener(DEVICE, LISTENER.name, ("dog_bark", "loud"), LISTENER.model, LISTENER.version)
+    before = retained_state_topics(discovery_messages(TOPICS, LISTENER))
+    for topic, payload in stale_clears(before, retained_state_topics(discovery_messages(TOPICS, fewer))):
+        publish(publisher, topic, payload)
+    assert wait_until(lambda: ha.state(ENTITY.format("binary_sensor", "siren")) is None, 10)
+    assert wait_until(lambda: ha.state(ENTITY.format("number", "siren_threshold")) is None, 10)
+    assert ha.state(ENTITY.format("binary_sensor", "dog_bark")) is not None
+
+    complaints = [line for line in ha.log_text.splitlines()
+                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest", line, re.I)]
+    assert not complaints, "\n".join(complaints)

@@ -1,0 +1,92 @@
+"""``noisewatch setup``: edits the commented config in place, validates it, stores the password credential."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from noisewatch.config import EX_CONFIG, load_config
+from noisewatch.setup_wizard import Answers, apply, default_device_id, interview, set_key
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "config" / "noisewatch.yaml"
+
+
+def setup(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "noisewatch.cli", "setup", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_answers_change_only_their_values_and_keep_the_comments(tmp_path: Path) -> None:
+    text = TEMPLATE.read_text()
+    edited = apply(text, Answers(device="2", device_id="kitchen", mqtt_host="broker.lan", mqtt_user="nw"))
+    changed = [(a, b) for a, b in zip(text.splitlines(), edited.splitlines()) if a != b]
+    assert len(edited.splitlines()) == len(text.splitlines())
+    assert [b.strip() for _, b in changed] == ["device_id: \"kitchen\"", "device: 2", "enabled: true",
+                                               "host: \"broker.lan\"", "username: \"nw\""]
+    path = tmp_path / "config.yaml"
+    path.write_text(edited)
+    config = load_config(path)
+    assert (config.device_id, config.audio.device, config.mqtt.enabled) == ("kitchen", 2, True)
+    assert (config.mqtt.host, config.mqtt.username) == ("broker.lan", "nw")
+    assert config.jsonl.path is None and config.scores.enabled is False  # the same-named keys elsewhere are untouched
+
+
+def test_missing_keys_and_sections_are_added(tmp_path: Path) -> None:
+    text = set_key("device_id: kitchen\n", ("mqtt", "host"), "b: 1")
+    text = set_key(text, ("mqtt", "enabled"), True)
+    text = set_key(text, ("audio", "device"), "USB mic")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert (config.mqtt.host, config.mqtt.enabled, config.audio.device) == ("b: 1", True, "USB mic")
+
+
+def test_flags_write_the_config_and_the_password_credential(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "config.yaml"
+    config.parent.mkdir()
+    shutil.copy(TEMPLATE, config)
+    env = {"PATH": "/usr/bin:/bin", "NOISEWATCH_MQTT_PASSWORD": "s3cret"}
+    done = setup(config, "--mqtt-host", "broker.lan", "--mqtt-user", "nw", "--mqtt-password-env",
+                 "--default-device-id", env=env)
+    assert done.returncode == 0, done.stderr
+    loaded = load_config(config)
+    assert (loaded.mqtt.enabled, loaded.mqtt.host, loaded.mqtt.username) == (True, "broker.lan", "nw")
+    assert loaded.device_id == default_device_id() != ""
+    credential = tmp_path / "etc" / "credentials" / "mqtt_password"
+    assert credential.read_text() == "s3cret" and credential.stat().st_mode & 0o777 == 0o600
+    assert "s3cret" not in config.read_text()
+
+
+def test_an_invalid_answer_leaves_the_config_alone(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    shutil.copy(TEMPLATE, config)
+    done = setup(config, "--mqtt-host", "broker.lan", "--mqtt-port", "0")
+    assert done.returncode == EX_CONFIG and "not saved" in done.stderr and "port" in done.stderr
+    assert config.read_text() == TEMPLATE.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left
+
+
+def test_without_a_terminal_or_flags_it_says_what_to_do(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    shutil.copy(TEMPLATE, config)
+    done = setup(config)
+    assert done.returncode == 2 and "not a terminal" in done.stderr
+
+
+def test_interview_offers_the_host_name_and_current_values(capsys: pytest.CaptureFixture[str]) -> None:
+    questions: list[tuple[str, str]] = []
+    replies = {"Input device": "", "Device id": "", "MQTT broker host": "broker.lan", "MQTT user": "nw"}
+
+    def ask(question: str, default: str) -> str:
+        questions.append((question, default))
+        return next(reply for start, reply in replies.items() if question.startswith(start)) or default
+
+    answers = interview({"device_id": "noisewatch", "audio": {"device": 3}}, ask, lambda prompt: "pw")
+    assert answers == Answers(device="3", device_id=default_device_id(), mqtt_host="broker.lan",
+                              mqtt_user="nw", mqtt_password="pw")
+    assert ("Device id (names this listener in MQTT and Home Assistant)", default_device_id()) in questions
