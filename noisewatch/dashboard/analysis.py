@@ -10,7 +10,7 @@ Pure numpy; the page only draws the results.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +21,7 @@ from noisewatch.bundle import Bundle
 from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
 from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
+from noisewatch.daemon.messages import Event, stamped
 from noisewatch.daemon.pipeline import Pipeline
 
 DEFAULT_HOP_S = 1.0
@@ -92,30 +93,15 @@ def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S)
     return WindowScores(bundle.labels, tuple(classify_audio(recording.samples, bundle, model, hop_s)))
 
 
-@dataclass
-class EventCollector:
-    """A sink that keeps the closed events (the daemon's JSON-lines sink, minus the file)."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def send(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "event":
-            self.events.append(payload)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
 def detect_events(recording: Recording, bundle: Bundle, config: Config,
                   start: datetime | None = None) -> list[dict[str, Any]]:
     """The events the daemon reports for this recording with this config (its pipeline, detector and
     thresholds), oldest first; stamps count from ``start`` (default: the Unix epoch)."""
-    collector = EventCollector()
     clock = SampleClock(start or datetime.fromtimestamp(0, timezone.utc))
-    pipeline = Pipeline(config, bundle, bundle.open_model(config.model.runtime_choice), [collector], clock)
-    pipeline.process(recording.samples)
-    pipeline.finish()
-    return sorted(collector.events, key=lambda event: event["offset_s"])
+    pipeline = Pipeline.from_config(config, bundle, bundle.open_model(config.model.runtime_choice), clock)
+    messages = pipeline.process(recording.samples) + pipeline.finish()
+    events = [stamped(m, config.device_id).to_json() for m in messages if isinstance(m, Event)]
+    return sorted(events, key=lambda event: event["offset_s"])
 
 
 def mel_db(y: np.ndarray, settings: features.FeatureSettings) -> np.ndarray:

@@ -99,7 +99,8 @@ def _show_events(events: list[dict[str, Any]], recording: analysis.Recording, la
     colors = views.label_colors((*labels, LOUD), frame["label"])
     chart = alt.Chart(frame).mark_bar(height=18).encode(
         x=alt.X("start (s):Q", title="time in the recording (s)", scale=alt.Scale(domain=[0, recording.duration_s])),
-        x2="end (s):Q", y=alt.Y("label:N", title=None, axis=alt.Axis(labelLimit=0)), color=alt.Color("label:N", legend=None, scale=alt.Scale(domain=list(colors), range=list(colors.values()))),
+        x2="end (s):Q", y=alt.Y("label:N", title=None, axis=alt.Axis(labelLimit=0)),
+        color=alt.Color("label:N", legend=None, scale=alt.Scale(domain=list(colors), range=list(colors.values()))),
         tooltip=list(frame.columns),
     )
     st.altair_chart(chart, width="stretch")
