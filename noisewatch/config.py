@@ -132,7 +132,8 @@ class HomeAssistantSection(_Section):
     @classmethod
     def _prefix_is_a_topic(cls, value: str) -> str:
         return topic_prefix_problem(value)
-    device_name: str | None = Field(None, description="name shown in Home Assistant; null: noisewatch <device_id>")
+    device_name: str | None = Field(None, description="name shown in Home Assistant; null: Noise listener <device_id>")
+    configuration_url: str | None = Field(None, description="the dashboard's URL, linked from the device page")
 
 
 class MqttSection(_Section):
@@ -147,8 +148,15 @@ class MqttSection(_Section):
     topic_prefix: str | None = Field(None, description="null: noisewatch/<device_id>")
     reconnect_min_s: float = Field(1.0, gt=0.0, le=3600)
     reconnect_max_s: float = Field(60.0, gt=0.0, le=3600)
+    state_directory: Path | None = Field(None, description="thresholds set from Home Assistant and what discovery "
+                                         "announced, kept across restarts; null: 'state' beside the spool folder")
     tls: TlsSection = TlsSection()
     spool: SpoolSection = SpoolSection()
+
+    @property
+    def state_path(self) -> Path:
+        """Where the MQTT sink keeps its state files."""
+        return self.state_directory or self.spool.directory.parent / "state"
     homeassistant: HomeAssistantSection = HomeAssistantSection()
 
     @field_validator("reconnect_max_s")
@@ -315,6 +323,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
                 update={
                     "tls": tls,
                     "password_file": resolve(mqtt.password_file),
+                    "state_directory": resolve(mqtt.state_directory),
                     "spool": mqtt.spool.model_copy(update={"directory": resolve(mqtt.spool.directory)}),
                 }
             ),

@@ -73,7 +73,7 @@ def open_sink() -> Iterator[OpenSink]:
     sinks: list[MqttSink] = []
 
     def build(config: Config) -> MqttSink:
-        sinks.append(MqttSink.from_config(config, LABELS, MODEL))
+        sinks.append(MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS}))
         return sinks[-1]
 
     yield build
@@ -292,3 +292,41 @@ def test_mute_broker_never_blocks_send(open_sink: OpenSink, tmp_path: Path) -> N
         assert time.monotonic() - t0 < CLOSE_FLUSH_S + 0.3
     finally:
         mute.close()
+
+
+def test_a_threshold_set_from_home_assistant_is_kept_shown_and_handed_to_the_detector(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"])  # the base value, retained
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "0.93", qos=1)
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "loud!", qos=1)  # refused with a warning
+    assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.93}, timeout=5)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren")[-1:] == [b"0.93"])
+    sink.close()
+    reopened = open_sink(make_config(tmp_path, broker.port))  # a restart: the phone's value still wins
+    assert reopened.threshold_overrides() == {"siren": 0.93}
+    assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.93}
+
+
+def test_entities_no_longer_announced_are_cleared(open_sink: OpenSink, tmp_path: Path, broker: Broker,
+                                                  collector: Collector) -> None:
+    config = make_config(tmp_path, broker.port)
+    first = open_sink(config)
+    siren = "homeassistant/binary_sensor/noisewatch_test/siren/config"
+    assert collector.wait_for(lambda c: len(c.on(siren)) == 1 and c.on(siren)[0] != b"")
+    first.close()
+    ignoring = config.model_copy(update={"detector": config.detector.model_copy(update={"ignore": ("background", "siren")})})
+    open_sink(ignoring)
+    assert collector.wait_for(lambda c: c.on(siren)[-1:] == [b""])  # retained config cleared: HA drops the entity
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-1:] == [b""])  # and its retained state
+
+
+def test_closed_events_build_a_retained_list_of_recent_events(open_sink: OpenSink, tmp_path: Path, broker: Broker,
+                                                              collector: Collector) -> None:
+    sink = open_sink(make_config(tmp_path, broker.port))
+    sent = [event(i) for i in range(3)]
+    for ev in sent:
+        sink.send(ev)
+    recent = f"{PREFIX}/events/recent"
+    assert collector.wait_for(lambda c: len(c.on(recent)) == 3)
+    assert [e["id"] for e in json.loads(collector.on(recent)[-1])["events"]] == [ev.id for ev in sent]

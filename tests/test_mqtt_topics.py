@@ -41,7 +41,7 @@ def test_discovery_has_one_device_and_every_entity() -> None:
     assert event["event_types"] == ["dog_bark", "siren", "loud"]
     assert event["state_topic"] == "noisewatch/kitchen/events"
     level = messages[node.format("sensor", "level")]
-    assert (level["device_class"], level["unit_of_measurement"]) == ("sound_pressure", "dB")
+    assert "device_class" not in level and level["unit_of_measurement"] == "dBFS"  # uncalibrated: not an SPL
     assert "leq_dbfs_a" in level["value_template"]
     devices = {json.dumps(m["device"], sort_keys=True) for m in messages.values()}
     assert len(devices) == 1 and json.loads(devices.pop())["model"] == "urban11@3"

@@ -415,3 +415,18 @@ def test_an_event_is_in_the_mqtt_spool_before_it_reaches_the_json_lines_log(tmp_
         outbox.close()
     assert depth_when_logged == [1]
     assert read_jsonl(tmp_path / "out.jsonl")[0]["id"] == "e1"
+
+
+def test_thresholds_kept_from_home_assistant_win_over_the_config_from_the_first_window(repo_root: Path,
+                                                                                       tmp_path: Path) -> None:
+    """A threshold set from the phone (kept in the MQTT state folder) is in force after a restart."""
+    from mqtt_broker import free_port
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n")
+    scene = repo_root / "samples" / "scene.flac"
+    plain = {e["label"] for e in events(run_daemon(scene, tmp_path / "plain.jsonl", "--speed", "0", config=config))}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "thresholds.json").write_text('{"street_music": 0.0}')  # any score passes
+    tuned = {e["label"] for e in events(run_daemon(scene, tmp_path / "tuned.jsonl", "--speed", "0", config=config))}
+    assert "street_music" not in plain and tuned == plain | {"street_music"}

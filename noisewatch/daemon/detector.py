@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -135,6 +135,11 @@ class Detector:
         self.settings = settings
         self._watched = [(i, label) for i, label in enumerate(labels) if label not in settings.ignore]
         self._state = {label: _LabelState(deque(maxlen=settings.smoothing_windows)) for _, label in self._watched}
+
+    def set_thresholds(self, overrides: dict[str, float]) -> None:
+        """New thresholds for some labels (from Home Assistant), from the next window on; open events go on."""
+        known = {label: value for label, value in overrides.items() if label in self.settings.thresholds}
+        self.settings = replace(self.settings, thresholds={**self.settings.thresholds, **known})
 
     def update(self, obs: Observation) -> list[Transition]:
         """Feed one window; returns what started and ended because of it, in order."""

@@ -35,6 +35,13 @@ class Outbox:
             figures.update(sink.health())
         return figures
 
+    def threshold_overrides(self) -> dict[str, float]:
+        """Thresholds set through the sinks (from Home Assistant), to apply over the config's."""
+        overrides: dict[str, float] = {}
+        for sink in self.sinks:
+            overrides.update(sink.threshold_overrides())
+        return overrides
+
     def close(self, keep: Sequence[Sink] = ()) -> None:
         """Close every sink but those in ``keep`` (handed on to the next set-up)."""
         for sink in self.sinks:

@@ -45,7 +45,8 @@ class PipelineSettings:
 
 
 def detector_settings(section: DetectorSection, bundle: Bundle, hop_s: float) -> DetectorSettings:
-    """Bundle thresholds, overridden per label by the config."""
+    """Bundle thresholds, overridden per label by the config (those set from Home Assistant come later,
+    through :meth:`Detector.set_thresholds`)."""
     thresholds = {label: section.thresholds.get(label, bundle.threshold(label)) for label in bundle.labels}
     return DetectorSettings(
         thresholds=thresholds,

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from noisewatch import __version__, logs
@@ -88,6 +88,8 @@ class Active:
     setup: Setup
     pipeline: Pipeline
     outbox: Outbox
+    thresholds_applied: dict[str, float] = field(default_factory=dict)
+    """The overrides from the sinks (Home Assistant) the detector runs with."""
 
     @classmethod
     def open(cls, setup: Setup, counters: Counters, running: Sequence[Sink] = ()) -> "Active":
@@ -96,7 +98,16 @@ class Active:
         pipeline = Pipeline.from_config(setup.config, setup.bundle, setup.model, SampleClock.starting_now(), counters)
         log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
                  setup.model.runtime, pipeline.hop_s)
-        return cls(setup, pipeline, outbox)
+        active = cls(setup, pipeline, outbox)
+        active.follow_thresholds()  # kept from an earlier run: they win over the config's from the first window
+        return active
+
+    def follow_thresholds(self) -> None:
+        """Thresholds set from Home Assistant since the last call, in force from the next window."""
+        overrides = self.outbox.threshold_overrides()
+        if overrides != self.thresholds_applied:
+            self.pipeline.detector.set_thresholds(overrides)
+            self.thresholds_applied = overrides
 
     def close(self, keep: Sequence[Sink] = ()) -> None:
         """Open events closed and sent, sinks flushed and closed (but those in ``keep``)."""
@@ -204,6 +215,7 @@ class Service:
             if self._reload.is_set() and self._swap(source):
                 return Ending.REOPEN
             block = source.read(READ_FRAMES, READ_TIMEOUT_S)
+            self.active.follow_thresholds()
             pipeline = self.active.pipeline
             if len(block.samples):
                 self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))

@@ -162,9 +162,9 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
     if setup.config.mqtt.enabled:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
-        labels, ident = setup.bundle.labels, setup.bundle.ident
-        same = [s for s in running if isinstance(s, MqttSink) and s.serves(setup.config, labels, ident)]
-        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident))
+        labels, ident, thresholds = setup.bundle.labels, setup.bundle.ident, base_thresholds(setup)
+        same = [s for s in running if isinstance(s, MqttSink) and s.serves(setup.config, labels, ident, thresholds)]
+        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident, thresholds))
     if setup.config.jsonl.path:
         try:
             sinks.append(JsonlSink(setup.config.jsonl.path))
@@ -174,3 +174,9 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
                     sink.close()
             raise ConfigError(f"jsonl.path = '{setup.config.jsonl.path}': {exc.strerror or exc}") from None
     return sinks
+
+
+def base_thresholds(setup: Setup) -> dict[str, float]:
+    """Each label's threshold from the bundle, overridden by the config (before any set from Home Assistant)."""
+    section = setup.config.detector
+    return {label: section.thresholds.get(label, setup.bundle.threshold(label)) for label in setup.bundle.labels}

@@ -19,5 +19,8 @@ class Sink(Protocol):
         """The sink's own figures for ``stats`` messages (names of :class:`~noisewatch.daemon.messages.Stats`
         fields); empty when it has none."""
 
+    def threshold_overrides(self) -> dict[str, float]:
+        """Per-label thresholds set through this sink (Home Assistant's ``number`` entities); empty for most."""
+
     def close(self) -> None:
         """Flush and release; called once at shutdown."""

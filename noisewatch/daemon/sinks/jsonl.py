@@ -46,6 +46,9 @@ class JsonlSink:
     def health(self) -> dict[str, int]:
         return {"jsonl_failed_writes": self.failed_writes}
 
+    def threshold_overrides(self) -> dict[str, float]:
+        return {}
+
     def close(self) -> None:
         try:
             if self._stream is sys.stdout:

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -43,11 +43,23 @@ from noisewatch import __version__
 from noisewatch.config import Config, ConfigError, MqttSection
 from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
-from noisewatch.daemon.sinks.homeassistant import OFFLINE, ONLINE, Listener, discovery_messages
+from noisewatch.daemon.sinks.announced import AnnouncedStore
+from noisewatch.daemon.sinks.homeassistant import (
+    OFFLINE,
+    ONLINE,
+    Listener,
+    default_device_name,
+    discovery_messages,
+    retained_state_topics,
+    stale_clears,
+    tunable_labels,
+)
 from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import ConnectionLog, new_client, reconnect_jitter_s, refusal_hint
+from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix
+from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +100,8 @@ class _Spooled:
     label: str
     event_id: str
     opened: bool
+    closed_event: dict[str, Any] | None = None
+    """The closed event's JSON, for the retained list of recent events."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,14 @@ class _Ack:
 
     mid: int
     reason: ReasonCode | None
+
+
+@dataclass(frozen=True)
+class _ThresholdCommand:
+    """paho: a threshold set from Home Assistant (a ``number`` entity's command topic)."""
+
+    topic: str
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -130,18 +152,25 @@ class _Close:
     connect_by: float
 
 
-_Command = _Spooled | _Unspooled | _Ack | _Connected | _Disconnected | _HomeAssistantOnline | _Close | Outgoing
+_Command = _Spooled | _Unspooled | _ThresholdCommand | _Ack | _Connected | _Disconnected | _HomeAssistantOnline | _Close | Outgoing
 
 
 class MqttSink:
     """Publishes every message under one topic prefix; events go through the spool."""
 
     def __init__(self, settings: MqttSection, topics: Topics, listener: Listener, spool: Spool,
-                 client_id: str, password: str | None = None) -> None:
+                 client_id: str, password: str | None = None, thresholds: Mapping[str, float] | None = None) -> None:
         self.settings = settings
         self.topics = topics
         self.listener = listener
         self.spool = spool
+        self.base_thresholds = dict(thresholds or {})
+        """Thresholds from the bundle and the config, before any set from Home Assistant."""
+        self._threshold_store = ThresholdsStore(settings.state_path, tunable_labels(listener))
+        self._overrides = self._threshold_store.load()
+        self._overrides_lock = threading.Lock()
+        self._announced = AnnouncedStore(settings.state_path)
+        self._recent = RecentEvents()
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         # pump thread only, from here on
         self._states = LabelStates(listener.labels)
@@ -167,7 +196,7 @@ class MqttSink:
 
     @classmethod
     def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
-                    version: str = __version__) -> "MqttSink":
+                    thresholds: Mapping[str, float] | None = None, version: str = __version__) -> "MqttSink":
         """Build and start the sink; raises ConfigError for unusable TLS files, password or spool."""
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
@@ -177,15 +206,22 @@ class MqttSink:
         except OSError as exc:
             raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
         sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
-                   config.mqtt_password())
+                   config.mqtt_password(), thresholds)
         sink.start()
         return sink
 
-    def serves(self, config: Config, labels: Sequence[str], model_ident: str, version: str = __version__) -> bool:
+    def serves(self, config: Config, labels: Sequence[str], model_ident: str, thresholds: Mapping[str, float],
+               version: str = __version__) -> bool:
         """True when a sink built from this config would be this one: a reload then keeps the connection
         (no offline/online flap, no new client) instead of replacing it."""
         return (self.settings == config.mqtt and self.listener == listener_of(config, labels, model_ident, version)
-                and self.topics.prefix == (config.mqtt.topic_prefix or default_prefix(config.device_id)))
+                and self.topics.prefix == (config.mqtt.topic_prefix or default_prefix(config.device_id))
+                and self.base_thresholds == dict(thresholds))
+
+    def threshold_overrides(self) -> dict[str, float]:
+        """Thresholds set from Home Assistant (kept across restarts); they win over the config's."""
+        with self._overrides_lock:
+            return dict(self._overrides)
 
     # --- the Sink interface (processing loop) -------------------------------------------------------
 
@@ -200,8 +236,9 @@ class MqttSink:
         """Hand one message over without blocking on the network."""
         topics = self.topics
         if isinstance(message, (Started, Event)):
-            self._spool_event(topics.started if isinstance(message, Started) else topics.events, message.encode(),
-                              _Spooled(message.label, message.id, isinstance(message, Started)))
+            opened = isinstance(message, Started)
+            self._spool_event(topics.started if opened else topics.events, message.encode(),
+                              _Spooled(message.label, message.id, opened, None if opened else message.to_json()))
         elif isinstance(message, Level):
             self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
         elif isinstance(message, Stats):
@@ -326,6 +363,8 @@ class MqttSink:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topics.ha_status and message.payload == ONLINE.encode():
             self._commands.put(_HomeAssistantOnline())
+        elif message.topic.startswith(self.topics.prefix + "/"):
+            self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload)))
 
     # --- the pump (its own thread) -------------------------------------------------------------------
 
@@ -367,6 +406,11 @@ class MqttSink:
             change = (self._states.started if command.opened else self._states.ended)(command.label, command.event_id)
             if change is not None:
                 self._live.append(Outgoing(self.topics.state(command.label), change.encode(), QOS_AT_LEAST_ONCE, True))
+            if command.closed_event is not None:
+                recent = _encode(self._recent.add(command.closed_event))
+                self._live.append(Outgoing(self.topics.recent_events, recent, QOS_AT_LEAST_ONCE, True))
+        elif isinstance(command, _ThresholdCommand):
+            self._set_threshold(command)
         elif isinstance(command, _Ack):
             self._acknowledged(command)
         elif isinstance(command, _Connected):
@@ -389,17 +433,56 @@ class MqttSink:
         return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
 
     def _announce(self) -> None:
-        """On every (re)connect: online, every label's retained state, discovery."""
+        """On every (re)connect: online, every label's retained state and threshold, discovery (clearing
+        what an earlier run announced and this one does not)."""
         self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
         for label, state in self._states.snapshot().items():
             self.client.publish(self.topics.state(label), state, qos=QOS_AT_LEAST_ONCE, retain=True)
+        for label in tunable_labels(self.listener):
+            self._publish_threshold(label)
+        self.client.subscribe(self.topics.threshold_commands, qos=QOS_AT_LEAST_ONCE)
         if self.settings.homeassistant.discovery:
             self.client.subscribe(self.topics.ha_status, qos=QOS_AT_LEAST_ONCE)
-            self._publish_discovery()
+        self._publish_discovery()
 
     def _publish_discovery(self) -> None:
-        for topic, config in discovery_messages(self.topics, self.listener):
+        """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone."""
+        messages = discovery_messages(self.topics, self.listener) if self.settings.homeassistant.discovery else []
+        now = retained_state_topics(messages)
+        for topic, empty in stale_clears(self._announced.load(), now):
+            self.client.publish(topic, empty, qos=QOS_AT_LEAST_ONCE, retain=True)
+        for topic, config in messages:
             self.client.publish(topic, _encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
+        try:
+            self._announced.save(now)
+        except OSError as exc:
+            log.error("MQTT: cannot record the announced entities in %s (%s)", self.settings.state_path, exc.strerror)
+
+    def _publish_threshold(self, label: str) -> None:
+        """The retained threshold in force for ``label`` (what the ``number`` entity shows)."""
+        value = self.threshold_overrides().get(label, self.base_thresholds.get(label))
+        if value is not None:
+            self.client.publish(self.topics.threshold(label), f"{value:g}", qos=QOS_AT_LEAST_ONCE, retain=True)
+
+    def _set_threshold(self, command: _ThresholdCommand) -> None:
+        """A threshold set from Home Assistant: checked, kept in the state directory, in force from the next
+        window (the processing loop reads :meth:`threshold_overrides`), and echoed on its state topic."""
+        label = self.topics.threshold_label(command.topic, tunable_labels(self.listener))
+        if label is None:
+            return
+        try:
+            value = parse_threshold(command.payload)
+            overrides = self._threshold_store.set(label, value)
+        except ThresholdError as exc:
+            log.warning("MQTT: ignoring a threshold for %s: %s", label, exc)
+            return
+        except OSError as exc:
+            log.error("MQTT: threshold for %s applied but not kept (%s: %s)", label, self.settings.state_path, exc.strerror)
+            overrides = {**self.threshold_overrides(), label: value}
+        with self._overrides_lock:
+            self._overrides = overrides
+        log.info("threshold for %s set to %.2f from MQTT", label, value)
+        self._publish_threshold(label)
 
     def _respool(self) -> None:
         """Move events held in memory to the spool, oldest first, as soon as its disk takes them again."""
@@ -447,11 +530,15 @@ def listener_of(config: Config, labels: Sequence[str], model_ident: str, version
     event_labels = [label for label in labels if label not in config.detector.ignore]
     if config.loudness.enabled and LOUD not in event_labels:
         event_labels.append(LOUD)
+    homeassistant = config.mqtt.homeassistant
     return Listener(
         device_id=config.device_id,
-        name=config.mqtt.homeassistant.device_name or f"noisewatch {config.device_id}",
+        name=homeassistant.device_name or default_device_name(config.device_id),
         labels=tuple(event_labels), model=model_ident, version=version,
         calibrated=config.levels.calibration_db is not None,
+        configuration_url=homeassistant.configuration_url,
+        level_interval_s=config.levels.interval_s,
+        stats_interval_s=config.stats.interval_s,
     )
 
 
