@@ -96,3 +96,17 @@ def test_reconnect_jitter_is_bounded_by_the_capped_backoff() -> None:
         samples = [reconnect_jitter_s(failures, 1.0, 60.0, rng) for _ in range(200)]
         assert 0.0 <= min(samples) and max(samples) <= JITTER_FRACTION * cap
         assert max(samples) > 0.5 * JITTER_FRACTION * cap  # spread over the range, not a constant
+
+
+def test_the_discovery_example_in_the_docs_is_what_the_daemon_announces() -> None:
+    import re
+    from pathlib import Path
+
+    from noisewatch.daemon.sinks.homeassistant import default_device_name
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text()
+    example = next(json.loads(block) for block in re.findall(r"```json\n(.*?)```", docs, re.S) if '"unique_id"' in block)
+    listener = Listener(device_id="kitchen", name=default_device_name("kitchen"), labels=("siren",),
+                        model="urban11@2026.11.24.4", version="0.1.0")
+    announced = dict(discovery_messages(Topics("noisewatch/kitchen"), listener))
+    assert announced["homeassistant/binary_sensor/noisewatch_kitchen/siren/config"] == example
