@@ -124,3 +124,31 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     complaints = [line for line in ha.log_text.splitlines()
                   if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest", line, re.I)]
     assert not complaints, "\n".join(complaints)
+
+
+def test_the_daemons_mqtt_sink_and_home_assistant_together(home_assistant: HomeAssistant, broker: Broker,
+                                                           tmp_path: Path) -> None:
+    """The real sink (not hand-published discovery): a lost microphone shows as a problem in Home Assistant,
+    and a threshold changed in Home Assistant reaches the sink, is kept and is shown back."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    ha = home_assistant
+    config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+    sink = MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+    try:
+        sink.send(stamped(Status(AudioState.LISTENING, source="default"), DEVICE))
+        problem, number = ENTITY.format("binary_sensor", "audio_input"), ENTITY.format("number", "siren_threshold")
+        assert ha.wait_state(problem, "off", 30), [s["entity_id"] for s in ha.states()]
+        assert ha.wait_state(number, "0.7")
+        sink.send(stamped(Status(AudioState.AUDIO_ERROR, error="input device gone"), DEVICE))
+        assert ha.wait_state(problem, "on")
+        ha.call("number", "set_value", {"entity_id": number, "value": 0.85})
+        assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.85}, 10)
+        assert ha.wait_state(number, "0.85")
+    finally:
+        sink.close()
+    assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.85}
