@@ -3,17 +3,17 @@
 numpy only (no librosa at run time). With default settings it reproduces
 ``librosa.feature.mfcc(y, sr=22050, n_mfcc=50)`` averaged over time, which is what
 the earlier notebook project trained on. The computation is split into per-frame
-steps (:func:`frame_mel_db`) and a per-window step (:func:`summarize`) so that the
-streaming front-end in the daemon can reuse frames between overlapping windows
-and still call exactly this code.
+steps (:func:`frame_mel_db`, then :func:`frame_values` of the clamped frames) and a
+per-window step (:func:`summarize`) so that the streaming front-end in the daemon can
+reuse frames between overlapping windows and still call exactly this code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -173,7 +173,7 @@ class FeatureSettings:
 
 # --- filters -----------------------------------------------------------------------------------
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     f_sp = 200.0 / 3
@@ -330,7 +330,7 @@ class _WindowStats:
     @functools.cached_property
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean and std over time of every per-frame value, and the values less their means: one pass for
-        every statistic that needs them (sums as products: fewer calls than ``mean``/``std``, same sums)."""
+        every statistic that needs them (sums as products with ones: fewer calls than ``mean``/``std``)."""
         ones = np.ones(len(self.values))
         mean = ones @ self.values / len(ones)
         centred = self.values - mean
