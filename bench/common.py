@@ -53,27 +53,33 @@ def write_long_recording(path: Path, seconds: float, rate: int = MIC_RATE) -> Pa
     if path.is_file() and sf.info(str(path)).frames == want:
         return path
     written = 0
-    with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, subtype="PCM_16") as out:
+    partial = path.with_name(f".{path.name}.{os.getpid()}")  # other runs may read ``path`` meanwhile
+    with sf.SoundFile(str(partial), "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV") as out:
         for clip in clips_at(rate):
             take = clip[: want - written]
             out.write(np.clip(take, -1.0, 1.0))
             written += len(take)
             if written >= want:
                 break
+    partial.replace(path)
     return path
 
 
 @dataclass
 class DaemonRun:
-    """Outcome of one daemon subprocess."""
+    """Outcome of one measured subprocess (the daemon or a peer)."""
 
     wall_s: float
     returncode: int
     maxrss_mb: float
-    """Peak resident set (ru_maxrss of the child, = VmHWM)."""
+    """Peak resident set: the child's VmHWM, read every ``sample_every_s`` until it exits. Not ru_maxrss:
+    a child spawned by a big process (a bench that loaded a model and audio) inherits that process's peak
+    in ru_maxrss (Linux folds the mm it replaced at exec into it)."""
     rss_samples: list[tuple[float, float]]
     """(seconds since start, VmRSS MiB) pairs."""
     stderr: str
+    cpu_s: float = 0.0
+    """User + system CPU time of the child, all its threads (rusage)."""
 
 
 def vm_rss_mb(pid: int, field: str = "VmRSS") -> float | None:
@@ -89,22 +95,29 @@ def vm_rss_mb(pid: int, field: str = "VmRSS") -> float | None:
 
 def run_daemon(args: list[str], sample_every_s: float = 1.0, stdout: int | None = subprocess.DEVNULL) -> DaemonRun:
     """Run ``noisewatch run ARGS`` to the end, sampling VmRSS every ``sample_every_s``."""
+    return run_measured([NOISEWATCH, "run", *args], sample_every_s, stdout)
+
+
+def run_measured(command: list[str], sample_every_s: float = 1.0, stdout: int | None = subprocess.DEVNULL) -> DaemonRun:
+    """Run ``command`` to the end: wall time, CPU time and peak RSS from its rusage, VmRSS samples."""
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.monotonic()
-        proc = subprocess.Popen([NOISEWATCH, "run", *args], stdout=stdout, stderr=err, text=True)
+        proc = subprocess.Popen(command, stdout=stdout, stderr=err, text=True)
         samples: list[tuple[float, float]] = []
+        peak = 0.0
         while True:  # os.wait4, not Popen.poll: only wait4 returns the child's rusage
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            rss = vm_rss_mb(proc.pid)
+            rss, hwm = vm_rss_mb(proc.pid), vm_rss_mb(proc.pid, "VmHWM")
             if rss is not None:
                 samples.append((time.monotonic() - t0, rss))
+            peak = max(peak, hwm or 0.0)
             time.sleep(sample_every_s)
         wall = time.monotonic() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        return DaemonRun(wall, proc.returncode, usage.ru_maxrss / 1024, samples, err.read())
+        return DaemonRun(wall, proc.returncode, peak, samples, err.read(), usage.ru_utime + usage.ru_stime)
 
 
 def percentiles(values: list[float] | np.ndarray) -> tuple[float, float]:

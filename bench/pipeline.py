@@ -121,7 +121,7 @@ def daemon_runs(path: Path, seconds: float, repeats: int) -> None:
     wall = float(np.median(walls))
     print(f"\ndaemon subprocess, {repeats} runs: wall {', '.join(f'{w:.1f}' for w in walls)} s; "
           f"real-time factor (incl. start-up) {seconds / wall:.0f}x (median)")
-    print(f"peak RSS (ru_maxrss): {', '.join(f'{r:.1f}' for r in rss)} MiB (target <= 80)")
+    print(f"peak RSS (VmHWM): {', '.join(f'{r:.1f}' for r in rss)} MiB (target <= 80)")
 
 
 def first_window_s(path: Path, config: Path) -> float:

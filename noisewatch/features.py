@@ -3,15 +3,16 @@
 numpy only (no librosa at run time). With default settings it reproduces
 ``librosa.feature.mfcc(y, sr=22050, n_mfcc=50)`` averaged over time, which is what
 the earlier notebook project trained on. The computation is split into per-frame
-steps (:func:`frame_mel_db`) and a per-window step (:func:`summarize`) so that the
-streaming front-end in the daemon can reuse frames between overlapping windows
-and still call exactly this code.
+steps (:func:`frame_mel_db`, then :func:`frame_values` of the clamped frames) and a
+per-window step (:func:`summarize`) so that the streaming front-end in the daemon can
+reuse frames between overlapping windows and still call exactly this code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +47,8 @@ AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
 TRACK_FLOOR = 1e-3
 """Std (dB units) below which an MFCC trajectory counts as constant and has no periodicity: float32 rounding of
 MFCCs of size ~1e2 leaves ~1e-5, which must not read as a perfectly periodic track (silence)."""
+SHAPE_PAD = np.finfo(np.float32).min
+"""What fills a smaller mel-band group up to the widest one before sorting: it sorts first, and 0 x it is 0."""
 MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
 
 
@@ -170,7 +173,7 @@ class FeatureSettings:
 
 # --- filters -----------------------------------------------------------------------------------
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     f_sp = 200.0 / 3
@@ -227,20 +230,21 @@ def hann_window(n_fft: int) -> np.ndarray:
 # --- per-frame and per-window steps --------------------------------------------------------------
 
 def frame_mel_db(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """Mel power in dB (before the top_db clamp) of raw frames, shape (n, n_fft) -> (n, n_mels).
+    """Mel power in dB (before the top_db clamp) of raw frames, shape (n, n_fft) -> (n, n_mels), float32."""
+    return windowed_mel_db(np.asarray(frames) * hann_window(settings.n_fft), settings)
 
-    float32 from the FFT on, as librosa computes it: half the memory traffic of float64, and
-    the per-hop cost of the daemon is dominated by exactly these few operations.
+
+def windowed_mel_db(windowed: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """:func:`frame_mel_db` of frames already multiplied by the Hann window (the stream windows them in place).
+
+    The FFT runs in float64: numpy's float32 FFT is about 4x slower (numpy 2.4; scipy's is faster but
+    importing scipy.fft costs ~30 MiB of RSS). The mel projection and log run in float32, as librosa
+    computes them: half the memory traffic of float64 for the biggest product of a hop.
     """
-    spectrum = np.fft.rfft(np.asarray(frames, dtype=np.float32) * _hann32(settings.n_fft), axis=-1)
-    power = spectrum.real**2 + spectrum.imag**2
+    spectrum = np.fft.rfft(windowed, axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
     mel = power @ _mel_basis_t32(settings.sample_rate, settings.n_fft, settings.n_mels, settings.fmin, settings.fmax)
-    return 10.0 * np.log10(np.maximum(mel, np.float32(AMIN)))
-
-
-@functools.lru_cache(maxsize=8)
-def _hann32(n_fft: int) -> np.ndarray:
-    return hann_window(n_fft).astype(np.float32)
+    return np.float32(10.0) * np.log10(np.maximum(mel, np.float32(AMIN)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -267,83 +271,117 @@ def clamp_db(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 
 def mfcc_frames(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Clamp, then DCT: (n, n_mels) mel dB -> (n, n_mfcc)."""
-    return clamp_db(mel_db, settings) @ dct_matrix(settings.n_mfcc, settings.n_mels).T
+    return mfcc_rows(clamp_db(mel_db, settings), settings)
+
+
+def mfcc_rows(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """DCT of clamped mel-dB frames: (n, n_mels) -> (n, n_mfcc) MFCCs, float64."""
+    return clamped @ dct_matrix(settings.n_mfcc, settings.n_mels).T
+
+
+def shape_measures(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Flatness, peak-to-mean and contrast (dB) of each mel-band group of each clamped frame, (n, groups x 3).
+
+    Frame by frame, so the stream computes each frame once. The groups are gathered into equal-width rows
+    (a smaller group padded with the lowest float32, which sorts first and weighs nothing) and sorted in
+    one call; sums over groups are products with the plan's weights. A constant frame is flat everywhere:
+    exact zeros, not rounding noise.
+    """
+    plan = _shape_plan(settings.n_mels, settings.shape_groups)
+    top = clamped.max(axis=1, keepdims=True)
+    db = clamped - top  # each measure is shift-invariant per frame
+    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.mean)
+    padded = np.concatenate([db, np.full((len(db), 1), SHAPE_PAD)], axis=1)[:, plan.slots]
+    ranked = np.sort(padded.reshape(len(db), settings.shape_groups, -1), axis=2)
+    measures = np.stack([db @ plan.mean - mean_power_db, ranked[:, :, -1] - mean_power_db,
+                         np.einsum("ngw,gw->ng", ranked, plan.contrast)], axis=2).reshape(len(db), -1)
+    measures[(top[:, 0] == clamped.min(axis=1))] = 0.0
+    return measures
 
 
 class _WindowStats:
-    """The statistics of one window's clamped mel-dB frames; per-frame MFCCs are formed once, on demand."""
+    """The statistics of one window's clamped mel-dB frames.
 
-    def __init__(self, mel_db: np.ndarray, settings: FeatureSettings) -> None:
+    The per-frame values they summarise (:func:`frame_values`: MFCCs, then spectral shape measures) are
+    formed once, on demand, unless the caller already has them: the stream keeps them frame by frame
+    (:func:`summarize_frames`) and then builds the window's clamped frames only if a statistic reads them.
+    """
+
+    def __init__(self, clamped: Callable[[], np.ndarray], settings: FeatureSettings,
+                 values: np.ndarray | None = None) -> None:
         self.settings = settings
-        self.clamped = clamp_db(mel_db, settings)
-        self.basis = dct_matrix(settings.n_mfcc, settings.n_mels)
+        self._clamped = clamped
+        if values is not None:
+            self.__dict__["values"] = values  # the cached_property's value, already known
 
     @functools.cached_property
+    def clamped(self) -> np.ndarray:
+        return self._clamped()
+
+    @functools.cached_property
+    def values(self) -> np.ndarray:
+        return frame_values(self.clamped, self.settings)
+
+    @property
     def frames(self) -> np.ndarray:
-        return self.clamped @ self.basis.T
+        """Per-frame MFCCs, (frames, n_mfcc)."""
+        return self.values[:, : self.settings.n_mfcc]
+
+    @functools.cached_property
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean and std over time of every per-frame value, and the values less their means: one pass for
+        every statistic that needs them (sums as products with ones: fewer calls than ``mean``/``std``)."""
+        ones = np.ones(len(self.values))
+        mean = ones @ self.values / len(ones)
+        centred = self.values - mean
+        return mean, np.sqrt(ones @ (centred * centred) / len(ones)), centred
 
     @functools.cached_property
     def percentiles(self) -> np.ndarray:
         return np.percentile(self.frames, (10, 90), axis=0)
 
     def skew(self) -> np.ndarray:
-        centred = self.frames - self.frames.mean(axis=0)
-        std = centred.std(axis=0)
-        third = np.mean(centred**3, axis=0)
+        n_mfcc = self.settings.n_mfcc
+        _, std, centred = self.moments
+        third = np.mean(centred[:, :n_mfcc] ** 3, axis=0)
+        std = std[:n_mfcc]
         return np.divide(third, std**3, out=np.zeros_like(std), where=std > SKEW_FLOOR)
 
-    @functools.cached_property
+    @property
     def tracks(self) -> np.ndarray:
         """The first ``temporal_mfccs`` MFCC trajectories less their means, (coefficients, frames)."""
-        tracks = self.frames[:, : self.settings.temporal_mfccs].T
-        return tracks - tracks.mean(axis=1, keepdims=True)
+        return self.moments[2][:, : self.settings.temporal_mfccs].T
 
     def modulation(self) -> np.ndarray:
         """Log10 energy of each track's Hann-windowed spectrum in each modulation band, band-major."""
         settings = self.settings
-        taper, bands = _modulation_plan(self.tracks.shape[1], settings.frame_rate, settings.modulation_bands_hz)
-        spectrum = np.fft.rfft(self.tracks * taper, axis=1)
-        power = spectrum.real**2 + spectrum.imag**2
-        return np.log10(power @ bands.T + MODULATION_FLOOR).T.ravel()
+        dft, bands = _modulation_plan(len(self.values), settings.frame_rate, settings.modulation_bands_hz)
+        parts = self.tracks @ dft
+        return np.log10((parts * parts) @ bands + MODULATION_FLOOR).T.ravel()
 
     def periodicity(self) -> np.ndarray:
         """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
         edges = np.array(self.settings.periodicity_frames())
-        size = _fast_fft_size(2 * self.tracks.shape[1] - 1)  # long enough for circular = linear correlation
-        spectrum = np.fft.rfft(self.tracks, size, axis=1)
+        tracks = self.tracks
+        size = _fast_fft_size(tracks.shape[1] + edges[-1])  # no circular wrap reaches the lags kept
+        spectrum = np.fft.rfft(tracks, size, axis=1)
         correlation = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, size, axis=1)[:, : edges[-1]]
         energy = correlation[:, :1]  # lag 0: n x the track's variance
-        constant = energy <= self.tracks.shape[1] * TRACK_FLOOR**2
+        constant = energy <= tracks.shape[1] * TRACK_FLOOR**2
         correlation = np.divide(correlation, energy, out=np.zeros_like(correlation), where=~constant)
         return np.maximum.reduceat(correlation[:, edges[0] :], edges[:-1] - edges[0], axis=1).T.ravel()
 
     def spectral_shape(self) -> np.ndarray:
-        """Flatness, peak-to-mean and contrast (dB) of each mel-band group, each frame; their mean and std
-        over time, group-major.
-
-        One sort ranks every group of every frame at once: each group is lifted by a multiple of the
-        window's dB span, so groups cannot mix, and lowered again after. Sums over groups are products
-        with the plan's weight matrices. (Group by group it cost three times as much per window.)
-        """
-        plan = _shape_plan(self.settings.n_mels, self.settings.shape_groups)
-        span = float(self.clamped.max() - self.clamped.min())
-        if span == 0.0:  # a constant (silent) window is flat everywhere: exact zeros, not rounding noise
-            return np.zeros(2 * SHAPE_MEASURES * self.settings.shape_groups, dtype=np.float32)
-        db = self.clamped - self.clamped.max(axis=1, keepdims=True)  # each measure is shift-invariant per frame
-        mean_power_db = 10.0 * np.log10(np.exp(db * DB_TO_LN) @ plan.mean)
-        lift = plan.group_of_band * (span + 1.0)
-        ranked = np.sort(db + lift, axis=1) - lift  # float64: the lift costs no precision
-        flatness = db @ plan.mean - mean_power_db
-        peak = ranked[:, plan.last] - mean_power_db
-        contrast = ranked @ plan.contrast
-        measures = np.stack([flatness, peak, contrast], axis=2).reshape(len(db), -1)
-        return np.stack([measures.mean(axis=0), measures.std(axis=0)], axis=1).ravel()
+        """The per-frame measures of :func:`shape_measures`: mean and std over time, group-major."""
+        mean, std, _ = self.moments
+        n_mfcc = self.settings.n_mfcc  # values: the MFCCs, then the shape measures (asked for: we are here)
+        return np.stack([mean[n_mfcc:], std[n_mfcc:]], axis=1).ravel()
 
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
         parts = {
-            "mean": lambda: self.clamped.mean(axis=0) @ self.basis.T,
-            "std": lambda: self.frames.std(axis=0),
+            "mean": lambda: self.moments[0][: self.settings.n_mfcc],
+            "std": lambda: self.moments[1][: self.settings.n_mfcc],
             "delta_std": lambda: np.diff(self.frames, axis=0).std(axis=0),
             "max": lambda: self.frames.max(axis=0),
             "min": lambda: self.frames.min(axis=0),
@@ -361,13 +399,18 @@ class _WindowStats:
 
 @functools.lru_cache(maxsize=8)
 def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The symmetric Hann taper (n_frames,) and the 0/1 matrix (bands, bins) summing DFT bins into bands."""
+    """The real DFT of a symmetric-Hann-tapered track as one product, (n_frames, 2 x bins): cosines then
+    sines (a 173-point FFT is a prime-length one, slower than this product); and the 0/1 matrix
+    (2 x bins, bands) summing both parts' squares into bands."""
+    bins = n_frames // 2 + 1
     band = np.searchsorted(edges_hz, np.fft.rfftfreq(n_frames, 1 / frame_rate), side="right") - 1
-    bands = (band[None, :] == np.arange(len(edges_hz))[:, None]).astype(np.float64)
-    taper = np.hanning(n_frames)
-    taper.setflags(write=False)
+    bands = (band[:, None] == np.arange(len(edges_hz))[None, :]).astype(np.float64)
+    angle = 2.0 * np.pi * np.outer(np.arange(n_frames), np.arange(bins)) / n_frames
+    dft = np.hanning(n_frames)[:, None] * np.concatenate([np.cos(angle), np.sin(angle)], axis=1)
+    bands = np.concatenate([bands, bands])
+    dft.setflags(write=False)
     bands.setflags(write=False)
-    return taper, bands
+    return dft, bands
 
 
 @dataclass(frozen=True)
@@ -375,29 +418,31 @@ class _ShapePlan:
     """Weights that turn (frames, n_mels) dB values into per-group figures, for ``spectral_shape``."""
 
     mean: np.ndarray
-    """(n_mels, groups): 1/size on the group's bands: the mean over each group."""
+    """(n_mels, groups) float32: 1/size on the group's bands: the mean over each group."""
+    slots: np.ndarray
+    """(groups x width,) the band in each place of the padded group rows; n_mels (the padding) fills a
+    smaller group's first places."""
     contrast: np.ndarray
-    """(n_mels, groups): on a group's ranked bands, +1/fifth on the loudest fifth, -1/fifth on the quietest."""
-    group_of_band: np.ndarray
-    """(n_mels,) index of each band's group."""
-    last: np.ndarray
-    """(groups,) the last band of each group: its loudest once ranked."""
+    """(groups, width) float32, on a padded group row sorted ascending: +1/fifth on the loudest fifth of its
+    bands, -1/fifth on the quietest fifth (the padding sorts before them and gets 0)."""
 
 
 @functools.lru_cache(maxsize=8)
 def _shape_plan(n_mels: int, groups: int) -> _ShapePlan:
     """The plan for ``groups`` groups of adjacent bands, sized as ``np.array_split`` sizes them."""
     parts = np.array_split(np.arange(n_mels), groups)
+    width = max(len(bands) for bands in parts)
     mean = np.zeros((n_mels, groups), dtype=np.float32)
-    contrast = np.zeros((n_mels, groups))
+    slots = np.full((groups, width), n_mels)
+    contrast = np.zeros((groups, width), dtype=np.float32)
     for index, bands in enumerate(parts):
-        fifth = len(bands) // 5
+        fifth, pad = len(bands) // 5, width - len(bands)
         mean[bands, index] = 1.0 / len(bands)
-        contrast[bands[:fifth], index] = -1.0 / fifth
-        contrast[bands[-fifth:], index] = 1.0 / fifth
-    group_of_band = np.repeat(np.arange(groups, dtype=np.float64), [len(bands) for bands in parts])
-    plan = _ShapePlan(mean, contrast, group_of_band, np.array([bands[-1] for bands in parts]))
-    for array in (plan.mean, plan.contrast, plan.group_of_band, plan.last):
+        slots[index, pad:] = bands
+        contrast[index, pad : pad + fifth] = -1.0 / fifth
+        contrast[index, width - fifth :] = 1.0 / fifth
+    plan = _ShapePlan(mean, slots.ravel(), contrast)
+    for array in (plan.mean, plan.slots, plan.contrast):
         array.setflags(write=False)
     return plan
 
@@ -417,13 +462,26 @@ def _fast_fft_size(n: int) -> int:
 
 
 def summarize(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """Feature vector of one window from its mel-dB frames, float32 of length n_features.
+    """Feature vector of one window from its mel-dB frames, float32 of length n_features."""
+    return _vector(_WindowStats(lambda: clamp_db(mel_db, settings), settings), settings)
 
-    The DCT is linear, so the mean of the MFCCs is the DCT of the mean mel frame: one
-    128-point product instead of one per frame. Per-frame MFCCs are formed only for the
-    other statistics, once per window.
-    """
-    window = _WindowStats(mel_db, settings)
+
+def summarize_frames(settings: FeatureSettings, clamped: Callable[[], np.ndarray], values: np.ndarray) -> np.ndarray:
+    """:func:`summarize` of a window whose per-frame values (:func:`frame_values`) are already known;
+    ``clamped`` gives its clamped mel-dB frames, for statistics that read them directly."""
+    return _vector(_WindowStats(clamped, settings, values), settings)
+
+
+def frame_values(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """What the statistics summarise over time, per clamped frame: (n, n_mfcc) MFCCs, then, when
+    ``spectral_shape`` is asked for, (n, groups x 3) shape measures. float64."""
+    mfcc = mfcc_rows(clamped, settings)
+    if "spectral_shape" not in settings.stats:
+        return mfcc
+    return np.concatenate([mfcc, shape_measures(clamped, settings)], axis=1)
+
+
+def _vector(window: _WindowStats, settings: FeatureSettings) -> np.ndarray:
     return np.concatenate([window.get(name) for name in settings.stats]).astype(np.float32)
 
 

@@ -80,3 +80,62 @@ def test_reset_starts_a_fresh_window_at_the_given_sample() -> None:
     (window,) = stream.push(audio)
     assert window.start_sample == 123_456
     np.testing.assert_allclose(window.features, extract(audio, settings), atol=TOLERANCE)
+
+
+def _bursty(settings: FeatureSettings, seconds: int, seed: int) -> np.ndarray:
+    """Band-limited audio (its top mel bands sit far below the clamp floor) with loud bursts that enter and
+    leave windows: the window's loudest bin, and so the clamp floor, moves from hop to hop."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(seconds * settings.sample_rate) / settings.sample_rate
+    audio = 0.02 * np.sin(2 * np.pi * 300 * t) + 1e-4 * rng.standard_normal(len(t))
+    for start in rng.uniform(0, seconds - 0.3, size=2 * seconds):
+        burst = slice(int(start * settings.sample_rate), int((start + 0.2) * settings.sample_rate))
+        audio[burst] += rng.uniform(0.05, 0.8) * np.sin(2 * np.pi * rng.uniform(200, 3000) * t[burst])
+    return audio.astype(np.float32)
+
+
+def test_cached_frames_are_formed_again_exactly_when_the_clamp_floor_changes_them(monkeypatch) -> None:
+    """Per-frame values are kept between windows and formed again only where the moved top_db floor changes
+    a frame's clamped bins; every window still equals the batch function, for every statistic (mel_mean and
+    mel_std read the clamped frames themselves)."""
+    from noisewatch.daemon import stream as stream_module
+    from noisewatch.features import STATS
+
+    formed: list[int] = []
+    stale = stream_module._FrameCache.stale
+
+    def counting(self, slots: np.ndarray, floor: np.float32) -> np.ndarray:  # noqa: ANN001
+        result = stale(self, slots, floor)
+        formed.append(len(result))
+        return result
+
+    monkeypatch.setattr(stream_module._FrameCache, "stale", counting)
+    settings = FeatureSettings(stats=STATS)
+    assert _assert_matches_batch(_bursty(settings, 14, seed=4), settings, hop_s=0.5, block=3000) == 20
+    new = hop_samples(settings, 0.5) // settings.hop_length
+    later = formed[1:]  # the first window forms all its frames
+    assert min(later) == new  # a window whose floor did not move reuses every earlier frame
+    assert max(later) > new  # and a moved floor re-forms the frames it clamps differently
+
+
+@pytest.mark.parametrize("top_db", [None, 30.0])
+def test_other_clamp_ranges_match_batch(top_db: float | None) -> None:
+    settings = FeatureSettings(stats=("mean", "std", "mel_mean", "mel_std", "spectral_shape"), top_db=top_db)
+    assert _assert_matches_batch(_bursty(settings, 8, seed=5), settings, hop_s=0.3, block=1500) >= 10
+
+
+def test_windows_are_read_only_and_stay_intact() -> None:
+    """Windows are views of the stream's buffer, not copies: later audio (buffer moves, a reset) never
+    changes a window already handed out, and nobody can write into one."""
+    settings = FeatureSettings()
+    audio = _bursty(settings, 12, seed=6)
+    stream = StreamingFeatures(settings, 0.5)
+    first = stream.push(audio[: 6 * settings.sample_rate])
+    kept = [window.samples.copy() for window in first]
+    stream.push(audio[6 * settings.sample_rate :])  # past SHIFT_HOPS hops: the buffer moved
+    stream.reset()
+    stream.push(-audio[: 5 * settings.sample_rate])
+    for window, copy in zip(first, kept):
+        np.testing.assert_array_equal(window.samples, copy)
+    with pytest.raises(ValueError):
+        first[0].samples[0] = 1.0

@@ -187,7 +187,7 @@ class LevelMeter:
 
     def push(self, samples: np.ndarray) -> tuple[list[SecondLevel], list[dict]]:
         """Append audio; return the seconds and period reports it completes, oldest first."""
-        samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+        samples = np.asarray(samples).reshape(-1)  # float32 from the stream: cast once, into the block
         seconds: list[SecondLevel] = []
         reports: list[dict] = []
         while len(samples):

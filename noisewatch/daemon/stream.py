@@ -1,12 +1,18 @@
-"""Streaming MFCC windows: each STFT frame is computed once, shared by every window it falls in.
+"""Streaming MFCC windows: each STFT frame's work is done once, shared by every window it falls in.
 
 A 4 s window at 22050 Hz has 173 centred frames; successive windows (0.5 s apart) share all but
-~22 of them. Interior frames depend only on the stream's samples, so they are cached by their
-position in the stream. The two frames at each end of a window see the window's zero padding
-(librosa's ``center=True``), so they are recomputed per window from the window itself. Both
-kinds go through :func:`noisewatch.features.frame_mel_db` and the window through
-:func:`noisewatch.features.summarize`: the result is what :func:`features.extract` gives for
-the same samples, and ``tests/test_stream.py`` holds them to it.
+~22 of them. Interior frames depend only on the stream's samples, so their mel-dB rows are cached
+by their position in the stream, and so are the per-frame values the statistics summarise (MFCCs,
+spectral shape measures: :func:`noisewatch.features.mfcc_rows`, :func:`~noisewatch.features.shape_measures`).
+The two frames at each end of a window see the window's zero padding (librosa's ``center=True``),
+so they are recomputed per window from the window itself.
+
+The clamp: per-frame values are of *clamped* rows, and the clamp floor (``top_db`` below the
+window's loudest bin) moves with the window. A frame's cached values were formed with some floor
+``f_old``; under the window's floor ``f`` its clamped row is the same exactly when ``f_old == f`` or
+none of its bins lies below ``max(f_old, f)``. Only frames that fail both are formed again, so
+every window gets the values :func:`features.extract` computes from the same samples, and
+``tests/test_stream.py`` holds them to it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from noisewatch.features import FeatureSettings, frame_mel_db, summarize
+from noisewatch.features import FeatureSettings, frame_values, hann_window, summarize_frames, windowed_mel_db
+
+SHIFT_HOPS = 8
+"""Hops of audio the buffer holds beyond one window: its unread audio moves to a fresh buffer once per
+SHIFT_HOPS hops instead of the whole window being copied and shifted every hop."""
 
 
 def hop_samples(settings: FeatureSettings, hop_s: float) -> int:
@@ -32,9 +42,37 @@ class Window:
     start_sample: int
     """First sample of the window, counted at the model rate since the stream began."""
     samples: np.ndarray
-    """The window's audio (float32, window_samples long); a copy the caller may keep."""
+    """The window's audio (float32, window_samples long): a read-only view the caller may keep (the stream
+    never writes where a window was)."""
     features: np.ndarray
     """Equal to ``features.extract(samples, settings)``."""
+
+
+class _FrameCache:
+    """Per stream frame, in a ring of slots: the mel-dB row, its extremes, and the per-frame values of its
+    clamped row with the floor they were formed with (NaN: not formed yet)."""
+
+    def __init__(self, settings: FeatureSettings, slots: int) -> None:
+        self.slots = slots
+        self.mel = np.zeros((slots, settings.n_mels), dtype=np.float32)
+        self.top = np.zeros(slots, dtype=np.float32)
+        self.bottom = np.zeros(slots, dtype=np.float32)
+        self.floor = np.full(slots, np.nan, dtype=np.float32)
+        self.values = np.zeros((slots, frame_values(self.mel[:1], settings).shape[1]))
+
+    def store(self, first_frame: int, mel_db: np.ndarray) -> None:
+        """Mel-dB rows of the stream frames from ``first_frame`` on."""
+        slots = np.arange(first_frame, first_frame + len(mel_db)) % self.slots
+        self.mel[slots] = mel_db
+        self.top[slots] = mel_db.max(axis=1)
+        self.bottom[slots] = mel_db.min(axis=1)
+        self.floor[slots] = np.nan
+
+    def stale(self, slots: np.ndarray, floor: np.float32) -> np.ndarray:
+        """The slots whose per-frame values do not hold under ``floor`` (see the module docstring)."""
+        formed = self.floor[slots]
+        same = (formed == floor) | (self.bottom[slots] >= np.maximum(formed, floor))  # NaN compares False
+        return slots[~same]
 
 
 class StreamingFeatures:
@@ -52,64 +90,116 @@ class StreamingFeatures:
         # Frames 0..first_inner-1 and last_inner+1.. touch the window's zero padding.
         self._first_inner = -(-self._half // self._hop)
         self._last_inner = (self._window - self._half) // self._hop
-        self._buffer = np.zeros(self._window + self.hop_samples, dtype=np.float32)
-        self._cache = np.zeros((self._n_frames, settings.n_mels), dtype=np.float64)
-        self._mel_db = np.zeros((self._n_frames, settings.n_mels), dtype=np.float64)
         self._inner = np.arange(self._first_inner, self._last_inner + 1)
-        self._ramp = np.arange(settings.n_fft)[None, :]
-        self._edges = np.r_[0 : self._first_inner, self._last_inner + 1 : self._n_frames]
+        self._tail_start = (self._last_inner + 1) * self._hop - self._half
+        self._head = np.zeros(self._half + settings.n_fft, dtype=np.float32)
+        self._tail = np.zeros(self._window - self._tail_start + self._half, dtype=np.float32)
+        self._n_edges = self._n_frames - len(self._inner)
+        self._chunk = self.hop_samples // self._hop  # new frames per FFT call: one hop's worth
+        self._work = np.empty((self._chunk + self._n_edges, settings.n_fft))
+        self._hann = hann_window(settings.n_fft)
+        self._cache = _FrameCache(settings, self._n_frames)
+        self._capacity = self._window + SHIFT_HOPS * self.hop_samples
         self._index = 0
         self.reset(start_sample)
 
     def reset(self, start_sample: int = 0) -> None:
         """Forget buffered audio (a gap in the stream); the next sample is ``start_sample``."""
         self._origin = start_sample
-        self._filled = 0
-        self._window_start = 0  # samples since reset at which the buffered window begins
+        self._buffer = np.zeros(self._capacity, dtype=np.float32)  # a fresh one: windows handed out stay intact
+        self._offset = 0  # buffer index of the current window's first sample
+        self._filled = 0  # buffer index after the last sample pushed
+        self._window_start = 0  # samples since reset at which the current window begins
         self._next_frame = 0  # first stream frame (since reset) not yet in the cache
+        self._cache.floor[:] = np.nan
 
     def push(self, samples: np.ndarray) -> list[Window]:
         """Append audio; return every window it completes, oldest first."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         windows = []
         while len(samples):
-            take = min(len(samples), len(self._buffer) - self._filled)
+            if self._filled == self._capacity:
+                self._shift()
+            take = min(len(samples), self._capacity - self._filled)
             self._buffer[self._filled : self._filled + take] = samples[:take]
             self._filled += take
             samples = samples[take:]
-            while self._filled >= self._window:
+            while self._filled - self._offset >= self._window:
                 windows.append(self._emit())
-                self._advance()
+                self._offset += self.hop_samples
+                self._window_start += self.hop_samples
         return windows
 
+    def _shift(self) -> None:
+        """Move the unread audio to the start of a fresh buffer (the old one stays with the windows that use it)."""
+        buffer = np.empty(self._capacity, dtype=np.float32)
+        keep = self._filled - self._offset
+        buffer[:keep] = self._buffer[self._offset : self._filled]
+        self._buffer, self._offset, self._filled = buffer, 0, keep
+
     def _emit(self) -> Window:
-        audio = self._buffer[: self._window].copy()
-        first_frame = self._window_start // self._hop
-        new = np.arange(max(self._next_frame, first_frame + self._first_inner), first_frame + self._last_inner + 1)
-        # One transform for the frames no earlier window had and this window's padded edge frames.
-        offsets = (new - first_frame) * self._hop - self._half
-        frames = np.concatenate([audio[offsets[:, None] + self._ramp], self._edge_frames(audio)])
-        mel_db = frame_mel_db(frames, self.settings)
-        self._cache[new % self._n_frames] = mel_db[: len(new)]
-        self._next_frame = max(self._next_frame, first_frame + self._last_inner + 1)
-        self._mel_db[self._inner] = self._cache[(first_frame + self._inner) % self._n_frames]
-        self._mel_db[self._edges] = mel_db[len(new) :]
-        window = Window(self._index, self._origin + self._window_start, audio, summarize(self._mel_db, self.settings))
+        audio = self._buffer[self._offset : self._offset + self._window]
+        audio.flags.writeable = False
+        first = self._window_start // self._hop  # stream frame of the window's frame 0
+        edges_mel = self._transform(audio, first)
+        slots = (first + self._inner) % self._cache.slots
+        top = max(self._cache.top[slots].max(), edges_mel.max())
+        floor = np.float32(-np.inf) if self.settings.top_db is None else top - np.float32(self.settings.top_db)
+        values = self._window_values(slots, edges_mel, floor)
+
+        def clamped() -> np.ndarray:
+            head, tail = edges_mel[: self._first_inner], edges_mel[self._first_inner :]
+            return np.maximum(np.concatenate([head, self._cache.mel[slots], tail]), floor)
+
+        window = Window(self._index, self._origin + self._window_start, audio,
+                        summarize_frames(self.settings, clamped, values))
         self._index += 1
         return window
 
-    def _edge_frames(self, audio: np.ndarray) -> np.ndarray:
-        """The frames that reach into the window's zero padding, built from its two ends only."""
-        n_fft, half = self.settings.n_fft, self._half
-        head = np.concatenate([np.zeros(half, np.float32), audio[: n_fft]])
-        tail_start = (self._last_inner + 1) * self._hop - half
-        tail = np.concatenate([audio[tail_start:], np.zeros(half, np.float32)])
-        head_offsets = np.arange(self._first_inner) * self._hop
-        tail_offsets = np.arange(self._n_frames - self._last_inner - 1) * self._hop
-        return np.concatenate([head[head_offsets[:, None] + self._ramp], tail[tail_offsets[:, None] + self._ramp]])
+    def _transform(self, audio: np.ndarray, first: int) -> np.ndarray:
+        """Cache the mel-dB rows of the frames no earlier window had; return the window's edge frames' rows.
 
-    def _advance(self) -> None:
-        keep = self._filled - self.hop_samples
-        self._buffer[:keep] = self._buffer[self.hop_samples : self._filled]
-        self._filled = keep
-        self._window_start += self.hop_samples
+        One FFT call per hop: the new frames and the edge frames go through the same work array."""
+        start = max(self._next_frame, first + self._first_inner)
+        stop = first + self._last_inner + 1
+        lows = list(range(start, stop, self._chunk)) or [stop]
+        for low in lows:
+            count = min(self._chunk, stop - low)
+            windowed = self._work[: count + self._n_edges * (low == lows[-1])]
+            offset = (low - first) * self._hop - self._half
+            np.multiply(self._frames(audio[offset:], count), self._hann, out=windowed[:count])
+            if low == lows[-1]:
+                self._window_edges(audio, windowed[count:])
+            mel_db = windowed_mel_db(windowed, self.settings)
+            self._cache.store(low, mel_db[:count])
+        self._next_frame = max(self._next_frame, stop)
+        return mel_db[count:]
+
+    def _frames(self, audio: np.ndarray, count: int) -> np.ndarray:
+        """``count`` frames from the start of ``audio``, one STFT hop apart (a strided view)."""
+        step = audio.strides[0]
+        return np.lib.stride_tricks.as_strided(audio, (count, self.settings.n_fft), (self._hop * step, step),
+                                               writeable=False)
+
+    def _window_edges(self, audio: np.ndarray, out: np.ndarray) -> None:
+        """Window the frames that reach into the zero padding into ``out``, from the window's two ends only."""
+        n_fft, heads = self.settings.n_fft, self._first_inner
+        self._head[self._half :] = audio[:n_fft]
+        self._tail[: self._window - self._tail_start] = audio[self._tail_start :]
+        np.multiply(self._frames(self._head, heads), self._hann, out=out[:heads])
+        np.multiply(self._frames(self._tail, len(out) - heads), self._hann, out=out[heads:])
+
+    def _window_values(self, slots: np.ndarray, edges_mel: np.ndarray, floor: np.float32) -> np.ndarray:
+        """The window's per-frame values in frame order: cached rows that still hold under ``floor``, the
+        others formed again (with the edge frames, in one call)."""
+        cache = self._cache
+        stale = cache.stale(slots, floor)
+        values = frame_values(np.maximum(np.concatenate([cache.mel[stale], edges_mel]), floor), self.settings)
+        cache.values[stale] = values[: len(stale)]
+        cache.floor[stale] = floor
+        return self._in_order(values[len(stale) :], cache.values, slots)
+
+    def _in_order(self, edges: np.ndarray, cached: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Window order: the head edge frames, the cached inner frames, the tail edge frames."""
+        heads = self._first_inner
+        return np.concatenate([edges[:heads], cached[slots], edges[heads:]])

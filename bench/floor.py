@@ -1,0 +1,325 @@
+"""Cost at the floor: the daemon's per-hop work against what a hop cannot avoid, and against the peer, in one run.
+
+    .venv/bin/python bench/floor.py [--minutes 10] [--repeats 3] [--callgrind-hops 40] [--no-callgrind]
+
+1. In process, on the recording (48 kHz, resampled with MonoResampler as the daemon does): per hop, the
+   thread CPU time of ``StreamingFeatures.push`` + ``TFLiteModel.predict`` ("features + inference"), and
+   right after, on the same window, of the floor: what a hop cannot avoid, the STFT of the hop's new
+   frames (Hann window, rfft, power, mel projection, log: ``features.frame_mel_db``, the daemon's own
+   code for those steps) and the MLP. Both interleaved hop by hop, so machine load hits both alike.
+2. Instructions per hop (valgrind --tool=callgrind) of the same two, and instructions per second of audio
+   of the whole ``noisewatch run --speed 0`` process: differences between a short and a longer run, so
+   start-up cancels out. Instruction counts do not move with machine load.
+3. Whole process: ``noisewatch run --input FILE --speed 0`` with the default config and MQTT on (a private
+   mosquitto on 127.0.0.1) and the peer, YAMNet run Frigate-style in a process of its own
+   (bench/yamnet_peer.py), alternately on the same file: CPU time (user + system, rusage) per second of
+   audio, and peak RSS (ru_maxrss).
+4. Start-up: process start until the first window's ``scores`` line (MQTT on).
+5. Real-time factor on a Raspberry Pi Zero 2 W and a Pi 4, estimated from the instruction count (see
+   :func:`pi_estimates`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+for _blas_threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_blas_threads, "1")  # before numpy loads, as the daemon does (service.py)
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from common import MIC_RATE, NOISEWATCH, machine, run_measured, write_long_recording  # noqa: E402
+from mqtt_broker import Broker  # noqa: E402
+
+from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
+from noisewatch.daemon.resample import MonoResampler  # noqa: E402
+from noisewatch.daemon.stream import StreamingFeatures, Window  # noqa: E402
+from noisewatch.features import FeatureSettings, frame_mel_db  # noqa: E402
+
+BENCH_DIR = Path(tempfile.gettempdir()) / "noisewatch-bench"
+PEER = Path(__file__).resolve().parent / "yamnet_peer.py"
+HOP_S = 0.5
+"""The daemon's default hop."""
+READ_FRAMES = 8192
+"""What the service's loop takes from the ring buffer at --speed 0."""
+SETTLE_HOPS = 4
+"""Hops before the first counted one under callgrind (the first window computes all its frames)."""
+CALLGRIND_AUDIO_S = (30.0, 90.0)
+"""Recording lengths of the two whole-process callgrind runs."""
+STARTUP_AUDIO_S = 4.5
+US = 1e6
+
+PI_BOARDS = {
+    # name: (cores and clock from the Raspberry Pi product briefs, instructions per cycle assumed)
+    "Pi Zero 2 W (Cortex-A53, 1.0 GHz)": (1.0e9, 0.5),
+    "Pi 4 B (Cortex-A72, 1.5 GHz)": (1.5e9, 1.0),
+}
+ARM_INSTRUCTION_FACTOR = 1.5
+"""aarch64 instructions per x86-64 instruction assumed for this code: NEON vectors are 128 bits, the AVX2
+that numpy, OpenBLAS and XNNPACK use here 256, so vector loops take up to twice the instructions; scalar
+code about the same number."""
+
+
+@dataclass
+class HopCosts:
+    """Per-hop thread CPU seconds of the daemon's features + inference and of the floor."""
+
+    ours: np.ndarray
+    floor: np.ndarray
+
+
+def new_frames(window: Window, settings: FeatureSettings, hop_samples: int) -> np.ndarray:
+    """The hop's new STFT frames: the window's last ``hop / hop_length`` interior frames (a view)."""
+    count = hop_samples // settings.hop_length
+    last_inner = (settings.window_samples - settings.n_fft // 2) // settings.hop_length
+    start = (last_inner - count + 1) * settings.hop_length - settings.n_fft // 2
+    step = window.samples.strides[0]
+    return np.lib.stride_tricks.as_strided(window.samples[start:], (count, settings.n_fft),
+                                           (settings.hop_length * step, step), writeable=False)
+
+
+def floor_hop(window: Window, settings: FeatureSettings, hop_samples: int, model) -> None:  # noqa: ANN001
+    """What a hop cannot avoid: the STFT to mel dB of its new frames, and the MLP on a feature vector."""
+    mel_db = frame_mel_db(new_frames(window, settings, hop_samples), settings)
+    model.predict(np.resize(mel_db[0], model.n_features))
+
+
+def model_rate_audio(path: Path, seconds: float | None, rate: int) -> np.ndarray:
+    """The recording's first ``seconds`` (all: None), resampled block by block as the daemon does."""
+    frames = -1 if seconds is None else int(seconds * MIC_RATE)
+    audio, _ = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+    resampler = MonoResampler(MIC_RATE, rate, audio.shape[1])
+    parts = [resampler.process(audio[i : i + READ_FRAMES]) for i in range(0, len(audio), READ_FRAMES)]
+    return np.concatenate(parts + [resampler.flush()])
+
+
+def hop_costs(mono: np.ndarray, settings: FeatureSettings, model) -> HopCosts:  # noqa: ANN001
+    """Replay ``mono`` hop by hop: each push feeds one hop of audio, then the floor runs on that window."""
+    stream = StreamingFeatures(settings, HOP_S)
+    ours, floor = [], []
+    for start in range(0, len(mono), stream.hop_samples):
+        t0 = time.thread_time()
+        windows = stream.push(mono[start : start + stream.hop_samples])
+        for window in windows:
+            model.predict(window.features)
+        t1 = time.thread_time()
+        if not windows or windows[0].index < SETTLE_HOPS:
+            continue
+        floor_hop(windows[-1], settings, stream.hop_samples, model)
+        ours.append(t1 - t0)
+        floor.append(time.thread_time() - t1)
+    return HopCosts(np.array(ours), np.array(floor))
+
+
+# --- callgrind ------------------------------------------------------------------------------------
+
+def child(mode: str, hops: int, total: int, recording: Path) -> None:
+    """Under callgrind: set up (the same whatever ``hops``), then SETTLE_HOPS + ``hops`` hops of ``mode``:
+    ``features`` (push + predict) or ``floor``."""
+    bundle = load_bundle(default_model_path())
+    model, settings = bundle.open_model(), bundle.features
+    mono = model_rate_audio(recording, settings.window_s + (SETTLE_HOPS + total + 2) * HOP_S, settings.sample_rate)
+    stream = StreamingFeatures(settings, HOP_S)
+    blocks = [mono[start : start + stream.hop_samples] for start in range(0, len(mono), stream.hop_samples)]
+    windows = [window for block in blocks for window in stream.push(block)]  # for the floor
+    stream = StreamingFeatures(settings, HOP_S)
+    counted = SETTLE_HOPS + hops
+    if mode == "floor":
+        for window in windows[:counted]:
+            floor_hop(window, settings, stream.hop_samples, model)
+        return
+    done = 0
+    for block in blocks:
+        for window in stream.push(block):
+            model.predict(window.features)
+            done += 1
+        if done >= counted:
+            return
+
+
+def callgrind(command: list[str]) -> int:
+    """Instructions executed by ``command`` (all threads), counted by valgrind --tool=callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"callgrind failed: {run.stderr[-2000:]}")
+        for line in out.read_text().splitlines():
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise SystemExit("callgrind wrote no totals")
+
+
+def instruction_counts(recording: Path, hops: int) -> dict[str, float]:
+    """Instructions per hop (features, floor) and per second of audio (whole daemon), as differences."""
+    me = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    total = str(hops)
+    short, long_ = (BENCH_DIR / f"callgrind-{s:g}s-48k.wav" for s in CALLGRIND_AUDIO_S)
+    for path, seconds in zip((short, long_), CALLGRIND_AUDIO_S):
+        excerpt(recording, path, seconds)
+    daemon = [NOISEWATCH, "run", "--speed", "0", "--jsonl", "/dev/null", "--input"]
+    jobs = {
+        **{f"{mode}_{end}": me + [mode, count, total, str(recording)]
+           for mode in ("features", "floor") for end, count in (("lo", "0"), ("hi", total))},
+        "daemon_lo": daemon + [str(short)], "daemon_hi": daemon + [str(long_)],
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = dict(zip(jobs, pool.map(callgrind, jobs.values())))
+    return {
+        "features": (counts["features_hi"] - counts["features_lo"]) / hops,
+        "floor": (counts["floor_hi"] - counts["floor_lo"]) / hops,
+        "daemon_per_audio_s": (counts["daemon_hi"] - counts["daemon_lo"]) / (CALLGRIND_AUDIO_S[1] - CALLGRIND_AUDIO_S[0]),
+    }
+
+
+def excerpt(recording: Path, path: Path, seconds: float, offset_s: float = 0.0) -> None:
+    """The first ``seconds`` of the recording (from ``offset_s``) as its own 16-bit WAV file."""
+    audio, _ = sf.read(str(recording), frames=int(seconds * MIC_RATE), start=int(offset_s * MIC_RATE), dtype="int16")
+    sf.write(str(path), audio, MIC_RATE, subtype="PCM_16")
+
+
+def pi_estimates(instructions_per_audio_s: float) -> list[tuple[str, float]]:
+    """(board, real-time factor): the board's instructions per second (clock x assumed instructions per cycle)
+    over the daemon's instructions per second of audio, scaled by :data:`ARM_INSTRUCTION_FACTOR`.
+
+    One core: the daemon's work is one processing loop. The instructions-per-cycle figures are assumptions
+    below the cores' issue widths (A53: in-order, dual-issue; A72: out-of-order, 3-wide), for code that
+    spends its time in numpy calls on small arrays; the estimate is as good as they are."""
+    arm = instructions_per_audio_s * ARM_INSTRUCTION_FACTOR
+    return [(board, clock * ipc / arm) for board, (clock, ipc) in PI_BOARDS.items()]
+
+
+# --- whole processes --------------------------------------------------------------------------------
+
+def mqtt_config(directory: Path, port: int, scores: bool = False) -> Path:
+    """The default config with MQTT on (a private broker) and, for start-up, every window's scores."""
+    text = (f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  spool:\n    directory: {directory / 'spool'}\n")
+    if scores:
+        text += "scores:\n  enabled: true\n  interval_s: 0\n"
+    path = directory / ("startup.yaml" if scores else "mqtt.yaml")
+    path.write_text(text)
+    return path
+
+
+def whole_processes(recording: Path, config: Path, repeats: int) -> tuple[list, list]:
+    """Alternate runs of the daemon and the peer on the same file; (daemon runs, peer runs)."""
+    ours, peer = [], []
+    for _ in range(repeats):
+        ours.append(run_measured([NOISEWATCH, "run", "--config", str(config), "--input", str(recording),
+                                  "--speed", "0"], sample_every_s=0.05))
+        peer.append(run_measured([sys.executable, str(PEER), str(recording)], sample_every_s=0.05))
+        for run in (ours[-1], peer[-1]):
+            if run.returncode != 0:
+                raise SystemExit(f"run failed ({run.returncode}): {run.stderr[-2000:]}")
+    return ours, peer
+
+
+def first_window_s(recording: Path, config: Path) -> float:
+    """Seconds from process start to the first ``scores`` line (the first classified window)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([NOISEWATCH, "run", "--config", str(config), "--input", str(recording), "--speed", "0",
+                             "--jsonl", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith('{"type":"scores"'):
+            elapsed = time.monotonic() - t0
+            break
+    else:
+        raise SystemExit("no window was classified")
+    proc.wait()
+    return elapsed
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+def row(figure: str, value: str, target: str, met: bool | None) -> None:
+    verdict = "" if met is None else ("yes" if met else "NO")
+    print(f"| {figure} | {value} | {target} | {verdict} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--callgrind-hops", type=int, default=40)
+    parser.add_argument("--no-callgrind", action="store_true")
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "HOPS", "TOTAL", "RECORDING"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), int(args.child[2]), Path(args.child[3]))
+        return
+    print(machine())
+    BENCH_DIR.mkdir(exist_ok=True)
+    seconds = args.minutes * 60
+    recording = write_long_recording(BENCH_DIR / f"replay-{args.minutes:g}min-48k.wav", seconds)
+    bundle = load_bundle(default_model_path())
+    model = bundle.open_model()
+    print(f"{seconds:.0f} s of 48 kHz audio ({recording.name}); model {bundle.ident} {bundle.variant} on {model.runtime}")
+
+    costs = hop_costs(model_rate_audio(recording, None, bundle.features.sample_rate), bundle.features, model)
+    ours_med, floor_med = float(np.median(costs.ours)), float(np.median(costs.floor))
+    print(f"\nin process, {len(costs.ours)} hops, thread CPU time per hop, us: median (mean)")
+    print(f"  features + inference  {ours_med * US:8.1f} ({costs.ours.mean() * US:.1f})")
+    print(f"  floor                 {floor_med * US:8.1f} ({costs.floor.mean() * US:.1f})")
+
+    counts = None if args.no_callgrind else instruction_counts(recording, args.callgrind_hops)
+    if counts:
+        print(f"\ncallgrind, instructions per hop ({args.callgrind_hops} hops): features + inference "
+              f"{counts['features']:,.0f}, floor {counts['floor']:,.0f}; whole daemon per second of audio "
+              f"(runs of {CALLGRIND_AUDIO_S[0]:g} and {CALLGRIND_AUDIO_S[1]:g} s, MQTT off): "
+              f"{counts['daemon_per_audio_s']:,.0f}")
+
+    work = Path(tempfile.mkdtemp(prefix="nw-floor-"))
+    broker = Broker().start()
+    try:
+        ours, peer = whole_processes(recording, mqtt_config(work, broker.port), args.repeats)
+        startup_path = BENCH_DIR / "startup-48k.wav"
+        excerpt(recording, startup_path, STARTUP_AUDIO_S, offset_s=5.0)
+        startup_config = mqtt_config(work, broker.port, scores=True)
+        starts = [first_window_s(startup_path, startup_config) for _ in range(max(5, args.repeats))]
+    finally:
+        broker.stop()
+        broker.cleanup()
+    ours_cpu = float(np.median([run.cpu_s for run in ours])) / seconds
+    peer_cpu = float(np.median([run.cpu_s for run in peer])) / seconds
+    print(f"\nwhole process, {args.repeats} runs each, CPU s: noisewatch {', '.join(f'{r.cpu_s:.2f}' for r in ours)}; "
+          f"yamnet peer {', '.join(f'{r.cpu_s:.2f}' for r in peer)}")
+    print(f"peak RSS MiB: noisewatch {', '.join(f'{r.maxrss_mb:.1f}' for r in ours)}; "
+          f"yamnet peer {', '.join(f'{r.maxrss_mb:.1f}' for r in peer)}")
+    print(f"start-up to first window, s: {', '.join(f'{s:.3f}' for s in starts)}")
+
+    rss = max(run.maxrss_mb for run in ours)
+    start = float(np.median(starts))
+    print("\n| figure | this run | target | met? |\n|---|---|---|---|")
+    row("features + inference per hop / floor, CPU time, median (mean)",
+        f"{ours_med / floor_med:.2f}x ({costs.ours.mean() / costs.floor.mean():.2f}x): "
+        f"{ours_med * US:.0f} / {floor_med * US:.0f} us", "<= 1.5x", ours_med / floor_med <= 1.5)
+    if counts:
+        row("features + inference per hop / floor, instructions", f"{counts['features'] / counts['floor']:.2f}x: "
+            f"{counts['features'] / 1e6:.2f}M / {counts['floor'] / 1e6:.2f}M", "(<= 1.5x)",
+            counts["features"] / counts["floor"] <= 1.5)
+    row("CPU per second of audio, noisewatch run --speed 0 (MQTT on) / YAMNet peer, median",
+        f"{ours_cpu / peer_cpu:.2f}x: {ours_cpu * 1e3:.2f} / {peer_cpu * 1e3:.2f} ms", "<= 0.6x", ours_cpu / peer_cpu <= 0.6)
+    row("peak RSS, noisewatch run with MQTT on (max of runs)", f"{rss:.1f} MiB (peer {max(r.maxrss_mb for r in peer):.1f})",
+        "<= 60 MiB", rss <= 60)
+    row("start-up to first window, median", f"{start:.3f} s", "<= 0.3 s", start <= 0.3)
+    if counts:
+        row("instructions per second of audio, whole daemon", f"{counts['daemon_per_audio_s'] / 1e6:.1f}M", "-", None)
+        for board, factor in pi_estimates(counts["daemon_per_audio_s"]):
+            row(f"estimated real-time factor, {board}", f"{factor:.0f}x", "-", None)
+
+
+if __name__ == "__main__":
+    main()
