@@ -1,7 +1,7 @@
 """The two ways the daemon is compared against, one window at a time.
 
 ``earlier``: the earlier project's per-window pipeline: librosa resampling of the 48 kHz window with
-res_type='kaiser_fast' (resampy), librosa.feature.mfcc(n_mfcc=50) averaged over time, Keras predict
+res_type='soxr_hq' (kaiser_fast needs resampy, which the train extra does not install), librosa.feature.mfcc(n_mfcc=50) averaged over time, Keras predict
 on its 750-750-750 dense MLP (random weights: only time matters).
 ``librosa_tflite``: what a straightforward rewrite would do: librosa's mel spectrogram of each whole
 model-rate window, the bundle's statistics of it and the shipped TFLite model.
@@ -38,7 +38,7 @@ def earlier_step(model_rate: int, mic_rate: int, n_classes: int) -> Callable[[np
     net = earlier_keras_mlp(EARLIER_N_MFCC, n_classes)
 
     def step(window_48k: np.ndarray) -> np.ndarray:
-        y = librosa.resample(window_48k, orig_sr=mic_rate, target_sr=model_rate, res_type="kaiser_fast")
+        y = librosa.resample(window_48k, orig_sr=mic_rate, target_sr=model_rate, res_type="soxr_hq")
         x = librosa.feature.mfcc(y=y, sr=model_rate, n_mfcc=EARLIER_N_MFCC).mean(axis=1)
         return net.predict(x[None, :], verbose=0)[0]
 

@@ -26,11 +26,12 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import earlier_step, librosa_tflite_step, time_per_window  # noqa: E402
 from common import MIC_RATE, NOISEWATCH, machine, percentiles, run_daemon, write_long_recording  # noqa: E402
-from timing import STAGES, Clock, instrument  # noqa: E402
+from timing import STAGES, Clock, Timed, instrument  # noqa: E402
 
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
 from noisewatch.config import Config  # noqa: E402
 from noisewatch.daemon.events import SampleClock  # noqa: E402
+from noisewatch.daemon.outbox import Outbox  # noqa: E402
 from noisewatch.daemon.pipeline import Pipeline  # noqa: E402
 from noisewatch.daemon.resample import MonoResampler  # noqa: E402
 from noisewatch.daemon.service import READ_FRAMES  # noqa: E402
@@ -45,9 +46,10 @@ MS = 1e3
 
 def replay_in_process(path: Path, bundle, model) -> tuple[Clock, float, int]:  # noqa: ANN001
     """(per-hop clock, seconds of processing, windows) for the whole recording."""
-    pipeline = Pipeline(Config(), bundle, model, [JsonlSink("/dev/null")], SampleClock.starting_now())
+    pipeline = Pipeline.from_config(Config(), bundle, model, SampleClock.starting_now())
     clock = Clock()
     instrument(pipeline, clock)
+    outbox = Outbox("bench", [Timed(JsonlSink("/dev/null"), "send", "sinks", clock)])
     resampler = MonoResampler(MIC_RATE, pipeline.sample_rate, 1)
     busy = 0.0
     with sf.SoundFile(str(path)) as audio:
@@ -56,13 +58,14 @@ def replay_in_process(path: Path, bundle, model) -> tuple[Clock, float, int]:  #
             t0 = time.perf_counter()
             mono = resampler.process(block)
             t1 = time.perf_counter()
-            pipeline.process(mono)
+            outbox.publish(pipeline.process(mono))
             t2 = time.perf_counter()
             clock.add("resampling", t1 - t0)
             clock.add("other", (t2 - t1) - (clock.staged() - staged))
             busy += t2 - t0
             clock.close_hops(pipeline.counters.windows - before)
-    pipeline.finish()
+    outbox.publish(pipeline.finish())
+    outbox.close()
     return clock, busy, pipeline.counters.windows
 
 
@@ -102,7 +105,7 @@ def run_baselines(path: Path, bundle, model, hop_samples: int, every: int, ours:
     earlier = percentiles(time_per_window(earlier_step(bundle.features.sample_rate, MIC_RATE, len(bundle.labels)), win48))
     rewrite = percentiles(time_per_window(librosa_tflite_step(model, bundle.features), win))
     print(f"\nper window, ms ({len(win)} windows, every {every}th)      median      p99")
-    print(f"  earlier (kaiser_fast + librosa mfcc + Keras 750x3) {earlier[0] * MS:9.2f} {earlier[1] * MS:9.2f}")
+    print(f"  earlier (librosa resample + mfcc + Keras 750x3) {earlier[0] * MS:9.2f} {earlier[1] * MS:9.2f}")
     print(f"  librosa mel + same statistics + TFLite              {rewrite[0] * MS:9.2f} {rewrite[1] * MS:9.2f}")
     print(f"  noisewatch (per-hop total, incl. resampling)        {ours['total']:9.3f}")
     print(f"ratio earlier / noisewatch total: {earlier[0] * MS / ours['total']:.1f}x (target >= 30x)")
@@ -171,7 +174,7 @@ def main() -> None:
     ours = report_split(clock)
     daemon_runs(path, seconds, args.repeats)
     startup(path, max(5, args.repeats))
-    hop = Pipeline(Config(), bundle, model, [], SampleClock.starting_now()).stream.hop_samples
+    hop = Pipeline.from_config(Config(), bundle, model).stream.hop_samples
     run_baselines(path, bundle, model, hop, args.baseline_every, ours)
 
 

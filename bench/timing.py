@@ -62,8 +62,8 @@ class Timed:
 
 
 def instrument(pipeline: Any, clock: Clock) -> None:
-    """Wrap a Pipeline's stream, model, detector and sinks in timing proxies (in place)."""
+    """Wrap a Pipeline's stream, model and detector in timing proxies (in place); sinks are wrapped where the
+    outbox is built."""
     pipeline.stream = Timed(pipeline.stream, "push", "features", clock)
     pipeline.model = Timed(pipeline.model, "predict", "inference", clock)
     pipeline.detector = Timed(pipeline.detector, "update", "detector", clock)
-    pipeline.sinks = [Timed(sink, "send", "sinks", clock) for sink in pipeline.sinks]
