@@ -165,6 +165,8 @@ class RingBuffer:
     def _copy_out(self, position: int, frames: int) -> np.ndarray:
         start = position % self.capacity
         first = min(frames, self.capacity - start)
+        if first == frames:  # no wrap: one copy, no concatenation
+            return self._data[start:start + frames].copy()
         return np.concatenate((self._data[start:start + first], self._data[:frames - first]))
 
 
