@@ -136,3 +136,14 @@ def test_level_history_measures_exactly_the_requested_stretch() -> None:
     mean_all, _ = history.over(0.0, 5.0)
     assert mean_all < mean - 5  # the quiet first window pulls the energy mean down
     assert history.over(10.0, 11.0) == (FLOOR_DBFS, FLOOR_DBFS)
+
+
+def test_the_first_report_comes_within_seconds_of_the_start_then_every_period() -> None:
+    from noisewatch.daemon.levels import FIRST_REPORT_S
+
+    meter = LevelMeter(RATE, 60, None)
+    _, reports = meter.push(np.zeros(RATE * (FIRST_REPORT_S + 60), dtype=np.float32))
+    assert [(r["offset_s"], r["period_s"]) for r in reports] == [(0.0, FIRST_REPORT_S), (float(FIRST_REPORT_S), 60)]
+    meter.reset()  # a gap: the next report comes soon again
+    _, reports = meter.push(np.zeros(RATE * FIRST_REPORT_S, dtype=np.float32))
+    assert [r["period_s"] for r in reports] == [FIRST_REPORT_S]

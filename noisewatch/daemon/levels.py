@@ -163,11 +163,16 @@ def period_report(period_s: int, offset_s: float, plain: list[float], a: list[fl
     return report
 
 
+FIRST_REPORT_S = 5
+"""The first period after a start (or a gap) is at most this long, so a subscriber replaces the previous run's
+retained level within seconds instead of showing it as current for a whole period."""
+
+
 class LevelMeter:
     """Turns model-rate mono audio of any block size into 1 s levels and period reports.
 
-    A period lasts ``round(interval_s)`` whole seconds (at least 1). Called from the processing
-    loop only; not thread-safe.
+    A period lasts ``round(interval_s)`` whole seconds (at least 1); the first one after a start or a
+    reset at most FIRST_REPORT_S. Called from the processing loop only; not thread-safe.
     """
 
     def __init__(self, sample_rate: int, interval_s: float, calibration_db: float | None) -> None:
@@ -179,11 +184,14 @@ class LevelMeter:
         self._period = _Period()
         self._samples = 0  # samples pushed since construction: the sample clock
         self._filled = 0
+        self._length_s = min(self.period_s, FIRST_REPORT_S)
+        """Seconds in the period being filled."""
 
     def reset(self) -> None:
         """Drop the partial second and partial period (after a stream gap); the clock continues."""
         self._filled = 0
         self._period.clear()
+        self._length_s = min(self.period_s, FIRST_REPORT_S)
 
     def push(self, samples: np.ndarray) -> tuple[list[SecondLevel], list[dict]]:
         """Append audio; return the seconds and period reports it completes, oldest first."""
@@ -206,8 +214,9 @@ class LevelMeter:
         offset_s = (self._samples - self.sample_rate) / self.sample_rate
         plain, a = self._powers(self._block)
         self._period.add(offset_s, plain, a)
-        if len(self._period) == self.period_s:
+        if len(self._period) == self._length_s:
             p = self._period
-            reports.append(period_report(self.period_s, p.offset_s, p.plain, p.a, self.calibration_db))
+            reports.append(period_report(self._length_s, p.offset_s, p.plain, p.a, self.calibration_db))
             p.clear()
+            self._length_s = self.period_s
         return SecondLevel(offset_s, power_to_db(plain), power_to_db(a), peak_dbfs(self._block))
