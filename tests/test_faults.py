@@ -12,6 +12,7 @@ mounting is not permitted.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import subprocess
@@ -29,6 +30,9 @@ from fault_daemon import (
     strict_json, write_config,
 )
 from mqtt_broker import Broker, Collector, free_port, wait_until
+
+HOP_S = 0.511
+"""The daemon's hop at its default settings (whole STFT hops): an event's onset is placed within one."""
 
 pytestmark = pytest.mark.faults
 
@@ -410,6 +414,9 @@ def test_f13_a_reload_during_a_file_replay_does_not_restart_the_file(tmp_path: P
     found = [(e["label"], e["offset_s"]) for e in daemon.messages("event")]
     repeated = [key for key, n in Counter(found).items() if n > 1]
     assert not repeated, f"re-emitted at the same offset after the reload: {repeated} (all: {found})"
+    truth = json.loads(SCENE.with_suffix(".json").read_text())  # offsets go on across the reload, not from 0
+    assert [label for label, _ in found] == [t["label"] for t in truth], found
+    assert all(abs(offset - t["start_s"]) <= HOP_S for (_, offset), t in zip(found, truth)), found
 
 
 @pytest.mark.broker

@@ -187,8 +187,11 @@ class LevelMeter:
         self._length_s = min(self.period_s, FIRST_REPORT_S)
         """Seconds in the period being filled."""
 
-    def reset(self) -> None:
-        """Drop the partial second and partial period (after a stream gap); the clock continues."""
+    def reset(self, at_sample: int | None = None) -> None:
+        """Drop the partial second and partial period (after a stream gap); the clock continues, or goes on
+        from ``at_sample`` (a new meter taking over a running stream)."""
+        if at_sample is not None:
+            self._samples = at_sample
         self._filled = 0
         self._period.clear()
         self._length_s = min(self.period_s, FIRST_REPORT_S)

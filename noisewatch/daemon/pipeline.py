@@ -120,6 +120,13 @@ class Pipeline:
             out += self.lost(block.lost_frames / block.sample_rate)
         return out + self.process(mono)
 
+    def take_over(self, previous: "Pipeline") -> None:
+        """Go on where ``previous`` stopped (a reload): same sample clock and offsets, fresh windows."""
+        self.samples = previous.samples
+        self.clock = previous.clock
+        self.stream.reset(start_sample=self.samples)
+        self.levels.reset(at_sample=self.samples)
+
     def heard_at(self, captured: datetime) -> None:
         """The audio at the current position was captured at ``captured``: timestamps follow it from here."""
         self._move_clock(captured - timedelta(seconds=self.position_s))

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 
 from noisewatch import __version__, logs
 from noisewatch.bundle import BundleError
@@ -250,8 +250,8 @@ class Service:
             log.error("reload refused, keeping the running configuration: %s", exc)
             notify.ready()
             return False
-        new.pipeline.heard_at(datetime.now(timezone.utc))  # re-anchored by the next block's capture time too
         old.close(keep=new.outbox.sinks)
+        new.pipeline.take_over(old.pipeline)  # offsets and timestamps go on: the stream did not break
         self.active = new
         log.info("configuration reloaded from %s", setup.config_path)
         new.outbox.publish([Status(self._audio_state, source=source.name)])
