@@ -98,7 +98,7 @@ def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker
     assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/scores")) == 1 and len(c.on(f"{PREFIX}/events")) == 1)
     assert [json.loads(p) for p in collector.on(f"{PREFIX}/events/started")] == [started(ev).to_json()]
     assert [json.loads(p) for p in collector.on(f"{PREFIX}/events")] == [ev.to_json()]
-    assert collector.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"]
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"])
     assert collector.on(f"{PREFIX}/state/dog_bark") == [b"OFF"]
     assert collector.on(f"{PREFIX}/state/background") == []  # ignored labels are not entities
     assert [json.loads(p) for p in collector.on(f"{PREFIX}/level")] == [level.to_json()]

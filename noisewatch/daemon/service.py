@@ -130,13 +130,28 @@ class Backoff:
         self.next_s = FIRST_BACKOFF_S
 
 
+class Signals:
+    """SIGTERM/SIGINT ask to stop, SIGHUP to reload; installed before anything slow, so that a SIGHUP during
+    start-up is a reload once the service runs, not the default action (which ends the process)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+
+    def install(self) -> "Signals":
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
+        return self
+
+
 class Service:
     """Runs the pipeline on a live or replayed source until stopped."""
 
-    def __init__(self, setup: Setup) -> None:
+    def __init__(self, setup: Setup, signals: Signals | None = None) -> None:
         self.state = State.STARTING
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        self.signals = signals or Signals()
+        self._stop, self._reload = self.signals.stop, self.signals.reload
         self._started = time.monotonic()
         self._ready = False
         self.counters = Counters()
@@ -147,11 +162,6 @@ class Service:
     @property
     def setup(self) -> Setup:
         return self.active.setup
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
 
     def stop(self) -> None:
         self._stop.set()
@@ -348,13 +358,13 @@ def _fail(exc: Exception) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """``noisewatch run``."""
+    signals = Signals().install()
     try:
         setup = prepare(args.config, Overrides(args.model, args.jsonl), args.input, args.speed)
         logs.setup(setup.config.logging)
-        service = Service(setup)
+        service = Service(setup, signals)
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
-    service.install_signal_handlers()
     return service.run()
 
 

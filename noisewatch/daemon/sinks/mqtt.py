@@ -68,6 +68,9 @@ INFLIGHT_WINDOW = 20
 """spooled messages handed to paho and not yet acknowledged (paho's own in-flight default)"""
 MAX_QUEUED = 1000
 """bound on paho's in-memory queue (the spool is the real queue)"""
+MAX_INFLIGHT = 100
+"""paho's unacknowledged QoS 1 messages: above the spool's window plus a full announcement (discovery,
+states, thresholds), so that a (re)connect does not hold back state changes behind its own burst"""
 LIVE_QUEUE_MAX = 200
 """level/stats/scores/state messages kept in memory while disconnected; oldest dropped"""
 MEMORY_SPOOL_MAX = 1000
@@ -306,6 +309,7 @@ class MqttSink:
         client.will_set(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
         client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(MAX_QUEUED)
+        client.max_inflight_messages_set(MAX_INFLIGHT)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
