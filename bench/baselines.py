@@ -1,7 +1,8 @@
 """The two ways the daemon is compared against, one window at a time.
 
 ``earlier``: the earlier project's per-window pipeline: librosa resampling of the 48 kHz window with
-res_type='soxr_hq' (kaiser_fast needs resampy, which the train extra does not install), librosa.feature.mfcc(n_mfcc=50) averaged over time, Keras predict
+res_type='soxr_hq' (kaiser_fast needs resampy, which the train extra does not install),
+librosa.feature.mfcc(n_mfcc=50) averaged over time, Keras predict
 on its 750-750-750 dense MLP (random weights: only time matters).
 ``librosa_tflite``: what a straightforward rewrite would do: librosa's mel spectrogram of each whole
 model-rate window, the bundle's statistics of it and the shipped TFLite model.

@@ -133,3 +133,19 @@ def machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, numpy {np.__version__}, "
             f"soxr {soxr.__version__}; load average at start {load}")
+
+
+def first_window_s(recording: Path, config: Path) -> float:
+    """Seconds from process start to the first ``scores`` line (the first classified window)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([NOISEWATCH, "run", "--config", str(config), "--input", str(recording), "--speed", "0",
+                             "--jsonl", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith('{"type":"scores"'):
+            elapsed = time.monotonic() - t0
+            break
+    else:
+        raise SystemExit("no window was classified")
+    proc.wait()
+    return elapsed

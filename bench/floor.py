@@ -39,7 +39,7 @@ import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import MIC_RATE, NOISEWATCH, machine, run_measured, write_long_recording  # noqa: E402
+from common import MIC_RATE, NOISEWATCH, first_window_s, machine, run_measured, write_long_recording  # noqa: E402
 from mqtt_broker import Broker  # noqa: E402
 
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
@@ -224,22 +224,6 @@ def whole_processes(recording: Path, config: Path, repeats: int) -> tuple[list, 
             if run.returncode != 0:
                 raise SystemExit(f"run failed ({run.returncode}): {run.stderr[-2000:]}")
     return ours, peer
-
-
-def first_window_s(recording: Path, config: Path) -> float:
-    """Seconds from process start to the first ``scores`` line (the first classified window)."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen([NOISEWATCH, "run", "--config", str(config), "--input", str(recording), "--speed", "0",
-                             "--jsonl", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith('{"type":"scores"'):
-            elapsed = time.monotonic() - t0
-            break
-    else:
-        raise SystemExit("no window was classified")
-    proc.wait()
-    return elapsed
 
 
 # --- report -----------------------------------------------------------------------------------------

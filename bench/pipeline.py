@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import earlier_step, librosa_tflite_step, time_per_window  # noqa: E402
-from common import MIC_RATE, NOISEWATCH, machine, percentiles, run_daemon, write_long_recording  # noqa: E402
+from common import MIC_RATE, first_window_s, machine, percentiles, run_daemon, write_long_recording  # noqa: E402
 from timing import STAGES, Clock, Timed, instrument  # noqa: E402
 
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
@@ -126,21 +125,6 @@ def daemon_runs(path: Path, seconds: float, repeats: int) -> None:
           f"real-time factor (incl. start-up) {seconds / wall:.0f}x (median)")
     print(f"peak RSS (VmHWM): {', '.join(f'{r:.1f}' for r in rss)} MiB (target <= 80)")
 
-
-def first_window_s(path: Path, config: Path) -> float:
-    """Seconds from process start to the first ``scores`` line (first classified window)."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen([NOISEWATCH, "run", "--config", str(config), "--input", str(path), "--speed", "0",
-                             "--jsonl", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith('{"type":"scores"'):
-            elapsed = time.monotonic() - t0
-            break
-    else:
-        raise SystemExit("no window was classified")
-    proc.wait()
-    return elapsed
 
 
 def startup(long_path: Path, repeats: int) -> None:
