@@ -62,7 +62,7 @@ def daemon_events(audio: np.ndarray, config: Config, bundle: Bundle, model: TFLi
     """The ``event`` messages the daemon sends for model-rate mono ``audio``, fed as ``noisewatch run`` feeds
     a replayed file (blocks, then end of stream). All of this module's contact with the daemon is here."""
     sink = _Collect()
-    pipeline = Pipeline(config, bundle, model, [sink], SampleClock.starting_now())  # type: ignore[list-item]
+    pipeline = Pipeline(config, bundle, model, [sink], SampleClock.starting_now())
     for start in range(0, len(audio), BLOCK):
         pipeline.process(audio[start : start + BLOCK])
     pipeline.finish()
