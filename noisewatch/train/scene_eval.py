@@ -101,18 +101,26 @@ def sed_scores(scored: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> di
         event.evaluate(ref, est)
     seg, evt = segment.results(), event.results()
     return {
-        "segment_f1": _number(seg["overall"]["f_measure"]["f_measure"]),
+        "segment_f1": _f1(seg["overall"]),
         "segment_error_rate": _number(seg["overall"]["error_rate"]["error_rate"]),
-        "event_f1": _number(evt["overall"]["f_measure"]["f_measure"]),
+        "event_f1": _f1(evt["overall"]),
         "event_error_rate": _number(evt["overall"]["error_rate"]["error_rate"]),
-        "per_class": {label: {"segment_f1": _number(seg["class_wise"][label]["f_measure"]["f_measure"]),
-                              "event_f1": _number(evt["class_wise"][label]["f_measure"]["f_measure"])}
+        "per_class": {label: {"segment_f1": _f1(seg["class_wise"][label]), "event_f1": _f1(evt["class_wise"][label])}
                       for label in labels},
     }
 
 
+def _f1(block: dict[str, Any]) -> float | None:
+    """sed_eval's F1, 0 where nothing was reported (sed_eval's NaN), None for a class that was neither there
+    nor reported."""
+    count = block.get("count", {"Nref": 1})  # overall blocks have no count
+    if count["Nref"] == 0 and count["Nsys"] == 0:
+        return None
+    return _number(block["f_measure"]["f_measure"]) or 0.0
+
+
 def _number(value: float) -> float | None:
-    """sed_eval's NaN (a class with neither reference nor estimate) as None, so the JSON stays JSON."""
+    """sed_eval's NaN as None, so the JSON stays JSON."""
     return None if np.isnan(value) else float(value)
 
 
