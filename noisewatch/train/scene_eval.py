@@ -11,6 +11,7 @@ background-only soundscapes. Figures are given per held-out fold and pooled, and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -22,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
+from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle, write_bundle
 from noisewatch.config import Config, ConfigError, load_config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel
 from noisewatch.train.datasets import URBANSOUND_CLASSES
 from noisewatch.train.soundscapes import FoldScenes, Recipe, Soundscape, fold_scenes, fold_sources
@@ -36,6 +38,8 @@ SEGMENT_S = 1.0
 ONSET_COLLAR_S = 1.0
 OFFSET_SHARE = 0.5
 SHORT_EVENT_S = 2.0
+TRAIN_SCENES = 20
+CLIPS_PER_SCENE = 20
 BLOCK = 8192
 """Samples per ``Pipeline.process`` call: the service's read size."""
 
@@ -256,6 +260,41 @@ def evaluate(scenes: dict[int, FoldScenes], config: Config,
              bundle_for: Callable[[int], tuple[Bundle, TFLiteModel]]) -> dict[str, Any]:
     """The report of every fold, each fold run with the bundle ``bundle_for(fold)`` gives."""
     return summarize({fold: run_fold(s, config, *bundle_for(fold)) for fold, s in scenes.items()})
+
+
+def train_recipe(fold_clips: int) -> Recipe:
+    """``noisewatch train``'s set: :data:`TRAIN_SCENES` soundscapes per fold, fewer for a small dataset (one
+    per :data:`CLIPS_PER_SCENE` clips of its smallest fold), so a toy dataset is not drawn over and over."""
+    scenes = min(TRAIN_SCENES, fold_clips // CLIPS_PER_SCENE)
+    return Recipe(scenes=scenes, sweep_scenes=scenes // 2, background_scenes=2 * scenes)
+
+
+def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any, dict[str, float]]],
+                    labels: list[str], features: FeatureSettings, out: Path) -> dict[str, Any] | None:
+    """Leave-one-fold-out soundscape figures of ``noisewatch train``: each fold's soundscapes through the
+    daemon with that fold's Keras MLP, written as a float32 bundle ``out/heldout-fold<N>`` with thresholds
+    picked without that fold (kept, so ``evaluate-scenes --model ... --folds N`` can try detector settings).
+    None, with a warning, where scaper is missing or a fold has no ambience."""
+    if importlib.util.find_spec("scaper") is None:
+        log.warning("soundscape evaluation skipped: scaper is not installed (scripts/bootstrap.sh --test)")
+        return None
+    sources = fold_sources(urbansound, esc50, sorted(held_out))
+    recipe = train_recipe(min(len(events) for events, _ in sources.values()))
+    if recipe.scenes == 0 or any(not beds for _, beds in sources.values()):
+        log.warning("soundscape evaluation skipped: a fold has too few clips or no ambience recordings")
+        return None
+    from noisewatch.convert import to_tflite  # convert imports the training pipeline, which imports this
+
+    scenes = {fold: fold_scenes(fold, events, beds, recipe, features.sample_rate)
+              for fold, (events, beds) in sources.items()}
+
+    def bundle_for(fold: int) -> tuple[Bundle, TFLiteModel]:
+        mlp, thresholds = held_out[fold]
+        bundle = write_bundle(out / f"heldout-fold{fold}", "heldout", to_tflite(mlp, "float32"),
+                              version=f"fold{fold}", labels=labels, features=features, thresholds=thresholds)
+        return bundle, bundle.open_model()
+
+    return {"recipe": asdict(recipe), **evaluate(scenes, load_config(None), bundle_for)}
 
 
 def main(args: argparse.Namespace) -> int:
