@@ -77,7 +77,7 @@ class ModelSettings:
     min_threshold: float = 0.6
     """Lowest per-class threshold the best-F1 choice may take. Below 0.6 the model is unsure between classes;
     with a floor of 0.4 the choice fell to 0.40-0.55 on one fold and let through background the other fold
-    calls urban (urban11@2026.11.24.4: held-out background FP 13.6% at floor 0.4, 9.8% at 0.6; models/README.md)."""
+    calls urban (urban11@2026.11.24.4: held-out background FP 13.6% at floor 0.4, 9.8% at 0.6; docs/model-experiments.md)."""
     seed: int = 0
 
 
