@@ -34,7 +34,7 @@ SHAPE_STATS = ("spectral_shape",)
 or a tune is peaky, an air conditioner, an engine or a drill flat. Per group: flatness (geometric over
 arithmetic mean power), peak-to-mean and contrast (loudest fifth of bands over quietest fifth), all in dB,
 each as mean and std over time."""
-STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS + SHAPE_STATS + ("loudest_mean",)
+STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS + SHAPE_STATS
 TEMPORAL_FIELDS = ("temporal_mfccs", "modulation_bands_hz", "periodicity_lags_s")
 SHAPE_FIELDS = ("shape_groups",)
 STAT_FIELDS = {"modulation": TEMPORAL_FIELDS, "periodicity": TEMPORAL_FIELDS, "spectral_shape": SHAPE_FIELDS}
@@ -339,15 +339,6 @@ class _WindowStats:
         measures = np.stack([flatness, peak, contrast], axis=2).reshape(len(db), -1)
         return np.stack([measures.mean(axis=0), measures.std(axis=0)], axis=1).ravel()
 
-    def loudest_mean(self) -> np.ndarray:
-        """MFCC means over the window's loudest second (the 1 s of frames with the highest mean clamped
-        level): a 1 s bark over 3 s of traffic keeps its own timbre here, where the whole window's mean
-        gives it a quarter share."""
-        n = max(1, min(len(self.clamped), int(round(1.0 * self.settings.frame_rate))))
-        level = np.convolve(self.clamped.mean(axis=1), np.ones(n), "valid")
-        start = int(np.argmax(level))
-        return self.clamped[start : start + n].mean(axis=0) @ self.basis.T
-
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
         parts = {
@@ -364,7 +355,6 @@ class _WindowStats:
             "modulation": self.modulation,
             "periodicity": self.periodicity,
             "spectral_shape": self.spectral_shape,
-            "loudest_mean": self.loudest_mean,
         }
         return parts[name]()
 
