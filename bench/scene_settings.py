@@ -26,10 +26,10 @@ from noisewatch.config import Config, load_config  # noqa: E402
 from noisewatch.train.scene_eval import build_scenes, run_fold, summarize  # noqa: E402
 from noisewatch.train.soundscapes import Recipe  # noqa: E402
 
-FLOORS = (0.0, 0.7, 0.8, 0.9)
+FLOORS = (0.0, 0.8, 0.9)
 """Lowest threshold of any label (0: the bundle's own thresholds)."""
-SMOOTHING = (1, 2, 4)
-RELEASE_S = (1.0, 2.0)
+SMOOTHING = (2, 4)
+RELEASE_S = (1.0,)
 
 
 def config_for(floor: float, smoothing: int, release_s: float, thresholds: dict[str, float]) -> Config:
