@@ -310,7 +310,11 @@ def main(args: argparse.Namespace) -> int:
     recipe = Recipe(scenes=args.scenes, sweep_scenes=args.sweep_scenes, background_scenes=args.background_scenes,
                     seed=args.seed)
     folds = [int(f) for f in args.folds.split(",")]
-    scenes = build_scenes(Path(args.dataset), Path(args.ambience), folds, recipe, bundle.features.sample_rate)
+    try:
+        scenes = build_scenes(Path(args.dataset), Path(args.ambience), folds, recipe, bundle.features.sample_rate)
+    except FileNotFoundError as exc:
+        print(f"noisewatch evaluate-scenes: {exc}", file=sys.stderr)
+        return 1
     report = {"model": bundle.ident, "recipe": asdict(recipe),
               **evaluate(scenes, config, lambda fold: (bundle, model))}
     if args.png:
