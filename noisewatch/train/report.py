@@ -38,7 +38,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     for (row, col), count in np.ndenumerate(counts):
         if count:
             colour = "white" if rates[row, col] > 0.5 else "black"
-            ax.text(col, row, int(count), ha="center", va="center", fontsize=7, color=colour)
+            ax.text(col, row, str(int(count)), ha="center", va="center", fontsize=7, color=colour)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
