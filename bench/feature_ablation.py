@@ -1,4 +1,4 @@
-"""Held-out accuracy of one MLP per seed for sets of feature statistics (models/README.md, "Spectral shape").
+"""Held-out accuracy of one MLP per seed for sets of feature statistics (docs/model-experiments.md, "Spectral shape").
 
     .venv/bin/python bench/feature_ablation.py --data ../shared/data \
         --stats mean,std,modulation,periodicity --stats mean,std,modulation,periodicity,spectral_shape

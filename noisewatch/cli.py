@@ -115,6 +115,22 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="noisewatch.train.evaluate:main")
 
 
+def _add_evaluate_scenes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-scenes", help="score the daemon's events on scaper soundscapes with sed_eval")
+    p.add_argument("--dataset", required=True, metavar="DIR", help="UrbanSound8K root: foreground events by fold")
+    p.add_argument("--ambience", required=True, metavar="DIR", help="ESC-50 root: ambience beds (non-target categories)")
+    p.add_argument("--folds", default="1,2", help="UrbanSound8K folds, each scored on its own soundscapes")
+    p.add_argument("--model", help="model bundle (default: the config's, else the shipped model)")
+    p.add_argument("--config", "-c", help="daemon config whose detector settings are used (default: built-in)")
+    p.add_argument("--scenes", type=int, default=20, help="soundscapes per fold with events at SNR 6-24 dB")
+    p.add_argument("--sweep-scenes", type=int, default=10, help="soundscapes per fold and fixed SNR (0-24 dB)")
+    p.add_argument("--background-scenes", type=int, default=40, help="background-only soundscapes per fold")
+    p.add_argument("--seed", type=int, default=13, help="seed of the soundscape set")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--png", metavar="PATH", help="write F1 against SNR and per-class bars")
+    p.set_defaults(handler="noisewatch.train.scene_eval:main")
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a trained Keras model into a TFLite bundle")
     p.add_argument("--train-dir", default="build/train", help="output folder of 'noisewatch train'")
@@ -146,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="noisewatch", description="Urban noise event detection, published over MQTT.")
     parser.add_argument("--version", action="version", version=f"noisewatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_classify, _add_devices, _add_check_config, _add_train, _add_evaluate, _add_convert, _add_dashboard,
-                _add_setup):
+    for add in (_add_run, _add_classify, _add_devices, _add_check_config, _add_setup, _add_train, _add_evaluate,
+                _add_evaluate_scenes, _add_convert, _add_dashboard):
         add(sub)
     return parser
 

@@ -19,6 +19,7 @@ if [ "$want_tests" = 1 ]; then
   need openssl openssl
   need chromium /usr/bin/chromium
   need chromium-driver /usr/bin/chromedriver
+  need sox sox  # scaper's audio transforms (pysox calls the binary; see below)
 fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${apt_missing[*]}" >&2
@@ -35,5 +36,13 @@ if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade 
        .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"; } >"$pip_log" 2>&1; then
   cat "$pip_log" >&2
   echo "bootstrap: pip install failed (log above, also in $pip_log)" >&2
+  exit 1
+fi
+# scaper (evaluate-scenes) without its soxbindings dependency, a C++ build that needs libsox-dev: it then
+# uses pysox and the sox binary. Its pure dependencies are in the train extra.
+if [ "$want_tests" = 1 ] && ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "scaper==1.6.5" \
+     >>"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  echo "bootstrap: scaper install failed (log above)" >&2
   exit 1
 fi

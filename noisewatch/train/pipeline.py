@@ -30,6 +30,7 @@ from noisewatch.features import FeatureSettings
 from noisewatch.train import datasets, metrics, report
 from noisewatch.train.datasets import BACKGROUND, Clip
 from noisewatch.train.featurize import Augment, feature_matrix
+from noisewatch.train.scene_eval import held_out_report
 from noisewatch.train.scenemix import SceneMix, scene_mix_matrix
 from noisewatch.train.scenes import Scene, held_out_scenes, predict_scenes, scene_metrics
 
@@ -76,7 +77,7 @@ class ModelSettings:
     min_threshold: float = 0.6
     """Lowest per-class threshold the best-F1 choice may take. Below 0.6 the model is unsure between classes;
     with a floor of 0.4 the choice fell to 0.40-0.55 on one fold and let through background the other fold
-    calls urban (urban11@2026.11.24.4: held-out background FP 13.6% at floor 0.4, 9.8% at 0.6; models/README.md)."""
+    calls urban (urban11@2026.11.24.4: held-out background FP 13.6% at floor 0.4, 9.8% at 0.6; docs/model-experiments.md)."""
     seed: int = 0
 
 
@@ -264,15 +265,17 @@ def baseline_predictions(name: str, x: np.ndarray, y: np.ndarray, test_x: np.nda
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def cross_validate(data: Data, model: ModelSettings,
-                   baselines: bool) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+def cross_validate(data: Data, model: ModelSettings, baselines: bool
+                   ) -> tuple[dict[str, Any], np.ndarray, dict[str, Any], dict[int, tuple[Any, dict[str, float]]]]:
     """Leave-one-fold-out: per model, metrics per held-out fold and pooled; the MLP's held-out scores;
-    and the MLP's scene-level metrics per held-out fold and pooled, at argmax (``argmax``) and with the
-    daemon's per-class thresholds (``thresholded``, picked on the other folds' clips)."""
+    the MLP's scene-level metrics per held-out fold and pooled, at argmax (``argmax``) and with the
+    daemon's per-class thresholds (``thresholded``, picked on the other folds' clips); and per held-out fold
+    that fold's MLP and thresholds (for the soundscape evaluation)."""
     folds = sorted(set(data.folds.tolist()))
     scores = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
     scored: dict[int, list[tuple[Scene, np.ndarray]]] = {}
     predicted: dict[str, np.ndarray] = {"mlp": np.zeros_like(data.y)}
+    mlps: dict[int, Any] = {}
     if baselines:
         predicted |= {"random_forest": np.zeros_like(data.y), "knn": np.zeros_like(data.y)}
     for fold in folds:
@@ -280,6 +283,7 @@ def cross_validate(data: Data, model: ModelSettings,
         train_x, train_y, mixed = _training_set(data, ~test)
         log.info("fold %d: training on %d vectors, testing on %d clips", fold, len(train_x), test.sum())
         mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND), mixed)
+        mlps[fold] = mlp
         scores[test] = mlp.predict(data.x[test], verbose=0)
         predicted["mlp"][test] = scores[test].argmax(axis=1)
         scored[fold] = predict_scenes(data.scenes.get(fold, []), partial(mlp.predict, verbose=0))
@@ -299,7 +303,8 @@ def cross_validate(data: Data, model: ModelSettings,
         "argmax": _scene_results(scored, data.labels, lambda fold, s: s.argmax(axis=1)),
         "thresholded": _scene_results(scored, data.labels, as_daemon),
     }
-    return results, scores, scenes
+    held_out = {fold: (mlps[fold], dict(zip(data.labels, chosen[fold]))) for fold in folds}
+    return results, scores, scenes, held_out
 
 
 def cross_fitted_thresholds(data: Data, scores: np.ndarray, folds: list[int],
@@ -388,10 +393,14 @@ def main(args: argparse.Namespace) -> int:
     features, model = settings_from_args(args)
     data = build_data(collect_clips(args), features, model, out / "cache", args.workers)
     log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
-    results, scores, scenes = cross_validate(data, model, baselines=not args.no_baselines)
+    results, scores, scenes, held_out = cross_validate(data, model, baselines=not args.no_baselines)
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, metrics.threshold_grid(model.min_threshold))
+    soundscapes = (held_out_report(Path(args.urbansound), Path(args.esc50), held_out, data.labels, features, out)
+                   if args.urbansound and args.esc50 else None)
     summary = {"models": results, "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"],
                "thresholds": thresholds, "model_settings": asdict(model)}
+    if soundscapes is not None:
+        summary["soundscapes"] = soundscapes
     report.write_report(out, summary)
     np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
     x, y, mixed = _training_set(data, np.ones(len(data.y), bool))
@@ -402,7 +411,8 @@ def main(args: argparse.Namespace) -> int:
         "features": features.to_dict(),
         "thresholds": thresholds,
         "metrics": {"evaluation": "leave-one-fold-out", **{name: _headline(block) for name, block in results.items()},
-                    "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"]},
+                    "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"],
+                    **({"soundscapes": _soundscape_headline(soundscapes)} if soundscapes else {})},
         "provenance": provenance(args, data),
         "model": asdict(model),
     }
@@ -410,6 +420,19 @@ def main(args: argparse.Namespace) -> int:
     pooled = results["mlp"]["pooled"]
     log.info("held-out accuracy %.3f, macro-F1 %.3f; wrote %s", pooled["accuracy"], pooled["macro_f1"], out)
     return 0
+
+
+def _soundscape_headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The soundscape figures a bundle carries: per fold and pooled, without the per-class and sweep detail
+    (pooled per-class F1 and the pooled sweep stay)."""
+    keep = ("segment_f1", "segment_error_rate", "event_f1", "found", "events", "short_found", "short_events")
+    folds = {name: {k: b[k] for k in keep} | {"false_events_per_hour": b["background"]["per_hour"]}
+             for name, b in report["folds"].items()}
+    pooled = report["pooled"]
+    return {"evaluation": "leave-one-fold-out, scaper soundscapes, daemon decision path, sed_eval",
+            "recipe": report["recipe"], "folds": folds,
+            "pooled": {**{k: pooled[k] for k in keep}, "false_events_per_hour": pooled["background"]["per_hour"],
+                       "per_class": pooled["per_class"], "snr_sweep": pooled["snr_sweep"]}}
 
 
 def _headline(block: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from noisewatch.train.scene_eval import table
+
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 CONFUSION_PNG = "confusion.png"
@@ -56,7 +58,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
     scenes = [*scene_lines(report.get("scenes", {}), "argmax of each window"), "",
               *scene_lines(report.get("scenes_thresholded", {}), "the daemon's per-class thresholds")]
-    return "\n".join([*lines, "", *scenes]) + "\n"
+    soundscapes = report.get("soundscapes")
+    dcase = (["Soundscapes (scaper, daemon decision path, sed_eval; leave-one-fold-out):", "", "```",
+              table(soundscapes, "held-out fold models"), "```"] if soundscapes else [])
+    return "\n".join([*lines, "", *scenes, "", *dcase]) + "\n"
 
 
 def scene_lines(scenes: dict[str, Any], decision: str) -> list[str]:

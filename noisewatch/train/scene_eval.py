@@ -1,0 +1,308 @@
+"""``noisewatch evaluate-scenes``: the daemon's events on soundscapes, scored the DCASE way with sed_eval.
+
+Soundscapes (:mod:`noisewatch.train.soundscapes`) go through the daemon's own decision path, the
+:class:`~noisewatch.daemon.pipeline.Pipeline` that ``noisewatch run`` drives (streaming features, model,
+thresholds, smoothing, detector), and its ``event`` messages are scored against scaper's annotations:
+segment-based F1 and error rate (1 s segments), event-based F1 (onset collar 1 s, offset within 50% of the
+event's length), per class; recall of events shorter than 2 s; and false events per hour of
+background-only soundscapes. Figures are given per held-out fold and pooled, and at fixed SNRs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle, write_bundle
+from noisewatch.config import Config, ConfigError, load_config
+from noisewatch.daemon.messages import Event
+from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.features import FeatureSettings
+from noisewatch.runtime import TFLiteModel
+from noisewatch.train.datasets import URBANSOUND_CLASSES
+from noisewatch.train.soundscapes import FoldScenes, Recipe, Soundscape, fold_scenes, fold_sources
+
+log = logging.getLogger(__name__)
+
+SEGMENT_S = 1.0
+ONSET_COLLAR_S = 1.0
+OFFSET_SHARE = 0.5
+SHORT_EVENT_S = 2.0
+TRAIN_SCENES = 20
+CLIPS_PER_SCENE = 20
+BLOCK = 8192
+"""Samples per ``Pipeline.process`` call: the service's read size."""
+
+Scored = list[tuple[Soundscape, list[dict[str, Any]]]]
+"""Soundscapes with the events the daemon reported on them."""
+
+
+# --- the one contact with the daemon ------------------------------------------------------------
+
+def daemon_events(audio: np.ndarray, config: Config, bundle: Bundle, model: TFLiteModel) -> list[dict[str, Any]]:
+    """The ``event`` messages the daemon sends for model-rate mono ``audio``, fed as ``noisewatch run`` feeds
+    a replayed file (blocks, then end of stream), in their JSON form. All of this module's contact with the
+    daemon is here."""
+    pipeline = Pipeline.from_config(config, bundle, model)
+    messages = [m for start in range(0, len(audio), BLOCK) for m in pipeline.process(audio[start : start + BLOCK])]
+    return [m.to_json() for m in messages + pipeline.finish() if isinstance(m, Event)]
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+def run_daemon(scenes: Sequence[Soundscape], config: Config, bundle: Bundle, model: TFLiteModel) -> Scored:
+    """Each soundscape with the daemon's events on it."""
+    return [(scene, daemon_events(scene.audio, config, bundle, model)) for scene in scenes]
+
+
+def estimated(events: Sequence[dict[str, Any]]) -> list[tuple[float, float, str]]:
+    """(onset, offset, label) of the daemon's target-class events (``loud`` and the like are not scored)."""
+    return [(e["offset_s"], e["offset_s"] + e["duration_s"], e["label"]) for e in events
+            if e["label"] in URBANSOUND_CLASSES]
+
+
+def sed_scores(scored: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> dict[str, Any]:
+    """sed_eval's segment-based (F1, ER) and event-based (F1) figures, overall and per class."""
+    import dcase_util
+    import sed_eval
+
+    segment = sed_eval.sound_event.SegmentBasedMetrics(list(labels), time_resolution=SEGMENT_S)
+    event = sed_eval.sound_event.EventBasedMetrics(list(labels), t_collar=ONSET_COLLAR_S,
+                                                   percentage_of_length=OFFSET_SHARE)
+
+    def container(name: str, events: Sequence[tuple[float, float, str]]) -> Any:
+        return dcase_util.containers.MetaDataContainer(
+            [{"filename": name, "event_label": label, "onset": on, "offset": off} for on, off, label in events])
+
+    for scene, events in scored:
+        ref, est = container(scene.name, scene.events), container(scene.name, estimated(events))
+        segment.evaluate(ref, est, evaluated_length_seconds=scene.duration_s)
+        event.evaluate(ref, est)
+    seg, evt = segment.results(), event.results()
+    return {
+        "segment_f1": _f1(seg["overall"]),
+        "segment_error_rate": _number(seg["overall"]["error_rate"]["error_rate"]),
+        "event_f1": _f1(evt["overall"]),
+        "event_error_rate": _number(evt["overall"]["error_rate"]["error_rate"]),
+        "per_class": {label: {"segment_f1": _f1(seg["class_wise"][label]), "event_f1": _f1(evt["class_wise"][label])}
+                      for label in labels},
+    }
+
+
+def _f1(block: dict[str, Any]) -> float | None:
+    """sed_eval's F1, 0 where nothing was reported (sed_eval's NaN), None for a class that was neither there
+    nor reported."""
+    count = block.get("count", {"Nref": 1})  # overall blocks have no count
+    if count["Nref"] == 0 and count["Nsys"] == 0:
+        return None
+    return _number(block["f_measure"]["f_measure"]) or 0.0
+
+
+def _number(value: float) -> float | None:
+    """sed_eval's NaN as None, so the JSON stays JSON."""
+    return None if np.isnan(value) else float(value)
+
+
+def found(reference: tuple[float, float, str], events: Sequence[tuple[float, float, str]]) -> bool:
+    """A reference event is found when an event of its label starts within the onset collar."""
+    return any(label == reference[2] and abs(on - reference[0]) <= ONSET_COLLAR_S for on, _, label in events)
+
+
+def event_counts(scored: Scored) -> dict[str, Any]:
+    """Events found (onset rule) overall and of those shorter than :data:`SHORT_EVENT_S`; and onset/offset
+    errors of the found ones (median, 90th percentile), to see late or long events."""
+    hits, short, onsets, offsets = [], [], [], []
+    for scene, events in scored:
+        mine = estimated(events)
+        for ref in scene.events:
+            hit = found(ref, mine)
+            hits.append(hit)
+            if ref[1] - ref[0] < SHORT_EVENT_S:
+                short.append(hit)
+            if hit:
+                match = min((e for e in mine if e[2] == ref[2]), key=lambda e: abs(e[0] - ref[0]))
+                onsets.append(match[0] - ref[0])
+                offsets.append(match[1] - ref[1])
+    return {"events": len(hits), "found": int(sum(hits)), "short_events": len(short),
+            "short_found": int(sum(short)), "short_recall": float(np.mean(short)) if short else None,
+            "onset_error_s": _spread(onsets), "offset_error_s": _spread(offsets)}
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90))} if values else None
+
+
+def false_alarms(scored: Scored) -> dict[str, Any]:
+    """Target-class events on background-only soundscapes, per hour of their audio, and by label."""
+    hours = sum(scene.duration_s for scene, _ in scored) / 3600
+    labels = Counter(label for _, events in scored for _, _, label in estimated(events))
+    total = sum(labels.values())
+    return {"hours": hours, "false_events": total, "per_hour": total / hours if hours else None,
+            "by_label": dict(labels.most_common())}
+
+
+# --- one report from every fold -----------------------------------------------------------------
+
+@dataclass
+class FoldRun:
+    """The daemon's events on each kind of soundscape of one fold."""
+
+    main: Scored
+    sweep: dict[float, Scored]
+    background: Scored
+
+
+def run_fold(scenes: FoldScenes, config: Config, bundle: Bundle, model: TFLiteModel) -> FoldRun:
+    return FoldRun(run_daemon(scenes.main, config, bundle, model),
+                   {snr: run_daemon(s, config, bundle, model) for snr, s in scenes.sweep.items()},
+                   run_daemon(scenes.background, config, bundle, model))
+
+
+def summarize(runs: dict[int, FoldRun]) -> dict[str, Any]:
+    """Figures per fold and pooled: sed_eval scores, event counts, false alarms, and the SNR sweep."""
+    def block(fold_runs: list[FoldRun]) -> dict[str, Any]:
+        main = [pair for run in fold_runs for pair in run.main]
+        snrs = sorted({snr for run in fold_runs for snr in run.sweep})
+        return {**sed_scores(main), **event_counts(main),
+                "background": false_alarms([pair for run in fold_runs for pair in run.background]),
+                "snr_sweep": {f"{snr:g}": {k: v for k, v in sed_scores(
+                    [p for run in fold_runs for p in run.sweep.get(snr, [])]).items() if k != "per_class"}
+                    for snr in snrs}}
+
+    return {"folds": {str(fold): block([run]) for fold, run in sorted(runs.items())},
+            "pooled": block(list(runs.values()))}
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+def _f(value: float | None, width: int = 7) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
+
+
+def table(report: dict[str, Any], title: str) -> str:
+    """The figures as a plain-text table (per fold, pooled, per class, SNR sweep)."""
+    rows = [title, f"{'':18} {'seg F1':>7} {'seg ER':>7} {'evt F1':>7} {'found':>7} {'<2 s':>7} {'false/h':>8}"]
+    for name, b in [*((f"fold {f}", b) for f, b in report["folds"].items()), ("pooled", report["pooled"])]:
+        per_hour = b["background"]["per_hour"]
+        rows.append(f"{name:18} {_f(b['segment_f1'])} {_f(b['segment_error_rate'])} {_f(b['event_f1'])} "
+                    f"{b['found']:>3}/{b['events']:<3} {b['short_found']:>3}/{b['short_events']:<3} "
+                    f"{_f(per_hour, 8)}")
+    pooled = report["pooled"]
+    rows.append(f"{'per class (pooled)':18} {'seg F1':>7} {'evt F1':>7}")
+    rows += [f"  {label:16} {_f(m['segment_f1'])} {_f(m['event_f1'])}" for label, m in pooled["per_class"].items()]
+    rows.append("SNR sweep (pooled): " + ", ".join(
+        f"{snr} dB seg{_f(m['segment_f1'], 5)} evt{_f(m['event_f1'], 5)}" for snr, m in pooled["snr_sweep"].items()))
+    return "\n".join(rows)
+
+
+def plot(report: dict[str, Any], path: Path, title: str) -> None:
+    """PNG: pooled F1 against SNR, and per-class bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pooled = report["pooled"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    snrs = [float(s) for s in pooled["snr_sweep"]]
+    for key, name in (("segment_f1", "segment F1 (1 s)"), ("event_f1", "event F1 (1 s collar)")):
+        left.plot(snrs, [m[key] or 0.0 for m in pooled["snr_sweep"].values()], marker="o", label=name)
+    left.set(xlabel="event SNR over ambience (dB)", ylabel="F1", ylim=(0, 1), title="F1 against SNR")
+    left.legend()
+    labels = list(pooled["per_class"])
+    at = np.arange(len(labels))
+    for shift, key, name in ((-0.2, "segment_f1", "segment F1"), (0.2, "event_f1", "event F1")):
+        right.bar(at + shift, [pooled["per_class"][label][key] or 0.0 for label in labels], 0.4, label=name)
+    right.set_xticks(at, labels, rotation=30, ha="right")
+    right.set(ylim=(0, 1), title="per class (SNR 6-24 dB)")
+    right.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- command ------------------------------------------------------------------------------------
+
+def build_scenes(dataset: Path, ambience: Path, folds: Sequence[int], recipe: Recipe,
+                 sample_rate: int) -> dict[int, FoldScenes]:
+    """Every fold's soundscapes (about 0.3 s of scaper per soundscape)."""
+    sources = fold_sources(dataset, ambience, folds)
+    return {fold: fold_scenes(fold, events, beds, recipe, sample_rate) for fold, (events, beds) in sources.items()}
+
+
+def evaluate(scenes: dict[int, FoldScenes], config: Config,
+             bundle_for: Callable[[int], tuple[Bundle, TFLiteModel]]) -> dict[str, Any]:
+    """The report of every fold, each fold run with the bundle ``bundle_for(fold)`` gives."""
+    return summarize({fold: run_fold(s, config, *bundle_for(fold)) for fold, s in scenes.items()})
+
+
+def train_recipe(fold_clips: int) -> Recipe:
+    """``noisewatch train``'s set: :data:`TRAIN_SCENES` soundscapes per fold, fewer for a small dataset (one
+    per :data:`CLIPS_PER_SCENE` clips of its smallest fold), so a toy dataset is not drawn over and over."""
+    scenes = min(TRAIN_SCENES, fold_clips // CLIPS_PER_SCENE)
+    return Recipe(scenes=scenes, sweep_scenes=scenes // 2, background_scenes=2 * scenes)
+
+
+def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any, dict[str, float]]],
+                    labels: list[str], features: FeatureSettings, out: Path) -> dict[str, Any] | None:
+    """Leave-one-fold-out soundscape figures of ``noisewatch train``: each fold's soundscapes through the
+    daemon with that fold's Keras MLP, written as a float32 bundle ``out/heldout-fold<N>`` with thresholds
+    picked without that fold (kept, so ``evaluate-scenes --model ... --folds N`` can try detector settings).
+    None, with a warning, where scaper is missing or a fold has no ambience."""
+    if importlib.util.find_spec("scaper") is None:
+        log.warning("soundscape evaluation skipped: scaper is not installed (scripts/bootstrap.sh --test)")
+        return None
+    sources = fold_sources(urbansound, esc50, sorted(held_out))
+    recipe = train_recipe(min(len(events) for events, _ in sources.values()))
+    if recipe.scenes == 0 or any(not beds for _, beds in sources.values()):
+        log.warning("soundscape evaluation skipped: a fold has too few clips or no ambience recordings")
+        return None
+    from noisewatch.convert import to_tflite  # convert imports the training pipeline, which imports this
+
+    scenes = {fold: fold_scenes(fold, events, beds, recipe, features.sample_rate)
+              for fold, (events, beds) in sources.items()}
+
+    def bundle_for(fold: int) -> tuple[Bundle, TFLiteModel]:
+        mlp, thresholds = held_out[fold]
+        bundle = write_bundle(out / f"heldout-fold{fold}", "heldout", to_tflite(mlp, "float32"),
+                              version=f"fold{fold}", labels=labels, features=features, thresholds=thresholds)
+        return bundle, bundle.open_model()
+
+    return {"recipe": asdict(recipe), **evaluate(scenes, load_config(None), bundle_for)}
+
+
+def main(args: argparse.Namespace) -> int:
+    """Handler of ``noisewatch evaluate-scenes``."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        config = load_config(args.config)
+        bundle = load_bundle(args.model or config.model.path or default_model_path())
+        model = bundle.open_model(config.model.runtime_choice, config.model.num_threads)
+    except (ConfigError, BundleError) as exc:
+        print(f"noisewatch evaluate-scenes: {exc}", file=sys.stderr)
+        return 1
+    recipe = Recipe(scenes=args.scenes, sweep_scenes=args.sweep_scenes, background_scenes=args.background_scenes,
+                    seed=args.seed)
+    folds = [int(f) for f in args.folds.split(",")]
+    try:
+        scenes = build_scenes(Path(args.dataset), Path(args.ambience), folds, recipe, bundle.features.sample_rate)
+    except FileNotFoundError as exc:
+        print(f"noisewatch evaluate-scenes: {exc}", file=sys.stderr)
+        return 1
+    report = {"model": bundle.ident, "recipe": asdict(recipe),
+              **evaluate(scenes, config, lambda fold: (bundle, model))}
+    if args.png:
+        plot(report, Path(args.png), f"{bundle.ident} on scaper soundscapes, folds {args.folds}")
+    print(json.dumps(report, indent=2) if args.json else table(report, f"{bundle.ident}, folds {args.folds}"))
+    return 0
