@@ -311,6 +311,7 @@ def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object
     assert "0.88" in text, "the second listener's top-3 scores are shown"
     kitchen = text.split(f"{DEVICE} offline", 1)[1].split(f"{OTHER_DEVICE} online", 1)[0]
     assert "no stats yet" in kitchen and "uptime_s" not in kitchen, "an offline listener's health is not shown as current"
+    wait_for_elements(browser, ".vega-embed svg.marks", count=2)  # the event timeline and sound level
     browser.save_screenshot(str(artifacts / "live.png"))
 
 
