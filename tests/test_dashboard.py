@@ -142,6 +142,20 @@ def test_a_payload_missing_a_required_field_is_ignored_with_a_warning(caplog: py
     assert len(warnings) == 1 and "noisewatch/kitchen/events" in warnings[0].getMessage()
 
 
+@pytest.mark.parametrize("name, value", [("start", 5), ("id", ["x"]), ("peak_dbfs", "loud"), ("confidence", True)])
+def test_a_field_of_the_wrong_type_is_ignored_with_a_warning(name: str, value: object,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The store sorts events by start and keys them by id: a foreign type is refused, not raised in paho's thread."""
+    store = LiveStore("noisewatch")
+    event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    assert store.receive("noisewatch/kitchen/events", event.encode())
+    wrong = {**closed_event("dog_bark", "2026-01-01T12:01:00.000Z").to_json(), name: value}
+    with caplog.at_level(logging.WARNING, logger="noisewatch.dashboard.store"):
+        assert not store.receive("noisewatch/kitchen/events", json.dumps(wrong).encode())
+    assert list(store.snapshot()["kitchen"].events) == [event]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][0].endswith(f"{name} of the wrong type")
+
+
 def test_a_message_of_another_kind_than_its_topic_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
     """An event's fields include a started notice's: only its ``type`` tells it does not belong there."""
     store = LiveStore("noisewatch")

@@ -11,10 +11,13 @@ defines none of them again.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import threading
 import time
+import types
+import typing
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,7 +148,23 @@ def _message(value: Any, cls: type[messages.Message]) -> messages.Message:
         raise messages.DecodeError("not a JSON object")
     if value.get("type", cls.kind) != cls.kind:
         raise messages.DecodeError(f"a {value['type']!r} message where {cls.kind!r} belongs")
-    return messages.decode(value, kind=cls.kind)
+    message = messages.decode(value, kind=cls.kind)
+    hints = typing.get_type_hints(cls)
+    wrong = [f.name for f in dataclasses.fields(message) if not _conforms(getattr(message, f.name), hints[f.name])]
+    if wrong:  # the views sort, hash and format these fields: a foreign type would fail in paho's thread
+        raise messages.DecodeError(f"{', '.join(wrong)} of the wrong type")
+    return message
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a decoded field holds its annotated type (a JSON integer is a valid float; a bool is no number)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple)
+    if hint in (int, float):
+        return isinstance(value, (int, hint)) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 class LiveStore:
