@@ -41,6 +41,8 @@ TEXT_KINDS = ("status", "state")
 MESSAGE_TYPES: dict[str, type[messages.Message]] = {
     "event": Event, "started": Started, "level": Level, "scores": Scores, "stats": Stats, "audio": Status}
 """topic kind -> the daemon's message class its payloads are (``audio`` carries ``status`` messages)"""
+FIELD_TYPES = {cls: typing.get_type_hints(cls) for cls in MESSAGE_TYPES.values()}
+"""each message class's annotations, resolved once (strings under ``from __future__ import annotations``)"""
 RECENT = "recent"
 """the retained ``{"events": [...]}`` list of closed events"""
 
@@ -149,7 +151,7 @@ def _message(value: Any, cls: type[messages.Message]) -> messages.Message:
     if value.get("type", cls.kind) != cls.kind:
         raise messages.DecodeError(f"a {value['type']!r} message where {cls.kind!r} belongs")
     message = messages.decode(value, kind=cls.kind)
-    hints = typing.get_type_hints(cls)
+    hints = FIELD_TYPES[cls]
     wrong = [f.name for f in dataclasses.fields(message) if not _conforms(getattr(message, f.name), hints[f.name])]
     if wrong:  # the views sort, hash and format these fields: a foreign type would fail in paho's thread
         raise messages.DecodeError(f"{', '.join(wrong)} of the wrong type")
