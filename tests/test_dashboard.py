@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -25,20 +26,64 @@ from daemon_run import run_daemon
 from mqtt_broker import HOST, Broker
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.config import EX_CONFIG, Config, load_config
+from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status
+from noisewatch.daemon.messages import decode as decode_message
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.dashboard import analysis, launch, modelview, views
-from noisewatch.dashboard.store import LiveStore, Message, decode, parse_topic, root_of, topic_filter
+from noisewatch.dashboard.store import LiveStore, Received, decode, parse_topic, root_of, topic_filter
 from noisewatch.dashboard.subscriber import LiveSubscriber
 from noisewatch.train.metrics import summary
 
+DAEMON_CONFIG = """device_id: kitchen
+levels:
+  interval_s: 2
+scores:
+  enabled: true
+  interval_s: 0
+stats:
+  interval_s: 1
+mqtt:
+  enabled: true
+  host: {host}
+  port: {port}
+  spool:
+    directory: {spool}
+"""
+"""every kind of message, often: levels every 2 s, scores every window, stats every second"""
 SIREN_CLIP = "UrbanSound8K/audio/fold1/106905-8-0-0.flac"
 DOG_CLIP = "UrbanSound8K/audio/fold1/101415-3-0-2.flac"
 
 
-def closed_event(label: str, start: str, event_id: str | None = None, device: str = "kitchen") -> dict:
-    return {"id": event_id or str(uuid.uuid4()), "label": label, "confidence": 0.9, "mean_confidence": 0.8,
-            "start": start, "end": start.replace(":00.000Z", ":03.000Z"), "offset_s": 1.0, "duration_s": 3.0,
-            "peak_dbfs": -12.0, "mean_dbfs": -20.0, "device": device, "model": "urban11@1"}
+def closed_event(label: str, start: str, event_id: str | None = None, device: str = "kitchen") -> Event:
+    return Event(id=event_id or str(uuid.uuid4()), label=label, confidence=0.9, mean_confidence=0.8, start=start,
+                 end=start.replace(":00.000Z", ":03.000Z"), offset_s=1.0, duration_s=3.0, peak_dbfs=-12.0,
+                 mean_dbfs=-20.0, model="urban11@1", device=device)
+
+
+def started(event_id: str, label: str, start: str = "2026-01-01T12:00:00.000Z") -> Started:
+    return Started(id=event_id, label=label, confidence=0.8, start=start, offset_s=1.0, model="urban11@1",
+                   device="kitchen")
+
+
+def level(start: str, end: str, leq: float) -> Level:
+    return Level(start=start, end=end, offset_s=0.0, period_s=60.0, leq_dbfs=leq, lmax_dbfs=leq + 10,
+                 lmin_dbfs=leq - 10, leq_dbfs_a=leq - 2, lmax_dbfs_a=leq + 8, lmin_dbfs_a=leq - 12, device="kitchen")
+
+
+def top_scores(label: str, score: float) -> Scores:
+    return Scores(time="2026-01-01T12:00:04.000Z", offset_s=4.0, top=(Score(label, score),), device="kitchen")
+
+
+def stats(uptime_s: float) -> Stats:
+    """Health of a listener without an MQTT spool (its spool figures are None)."""
+    return Stats(uptime_s=uptime_s, audio_s=uptime_s, windows=9, gated_windows=2, events=1, input_overflows=0,
+                 dropped_frames=0, nonfinite_samples=0, source="USB", model="urban11@1", runtime="litert",
+                 version="0.1.0", device="kitchen")
+
+
+STATS_ITEMS = [("uptime_s", 5.0), ("windows", 9), ("input_overflows", 0), ("dropped_frames", 0),
+               ("model", "urban11@1"), ("version", "0.1.0")]
+"""what stats_items shows of ``stats(5.0)``: the fields of STATS_SHOWN that are not None"""
 
 
 # --- topics -------------------------------------------------------------------------------------
@@ -74,7 +119,52 @@ def test_malformed_payloads_are_ignored() -> None:
     assert decode("noisewatch/k/events", b"{not json", "noisewatch") is None
     assert decode("noisewatch/k/level", b"[1, 2]", "noisewatch") is None
     assert decode("noisewatch/k/status", b"\xff\xfe", "noisewatch") is None
-    assert decode("noisewatch/k/status", b"online", "noisewatch") == Message("k", "status", None, "online")
+    assert decode("noisewatch/k/status", b"online", "noisewatch") == Received("k", "status", None, "online")
+
+
+def test_payloads_decode_into_the_daemons_message_types() -> None:
+    event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    assert decode("noisewatch/k/events", event.encode(), "noisewatch") == Received("k", "event", None, event)
+    audio = Status(AudioState.AUDIO_ERROR, error="device gone")
+    assert decode("noisewatch/k/audio", audio.encode(), "noisewatch") == Received("k", "audio", None, audio)
+    untyped = {key: value for key, value in event.to_json().items() if key not in ("type", "schema")}
+    assert decode("noisewatch/k/events", json.dumps(untyped).encode(), "noisewatch") == Received("k", "event", None, event)
+
+
+def test_a_payload_missing_a_required_field_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    store = LiveStore("noisewatch")
+    event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    incomplete = {key: value for key, value in event.to_json().items() if key != "end"}
+    with caplog.at_level(logging.WARNING, logger="noisewatch.dashboard.store"):
+        assert not store.receive("noisewatch/kitchen/events", json.dumps(incomplete).encode())
+    assert store.snapshot() == {}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "noisewatch/kitchen/events" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("name, value", [("start", 5), ("id", ["x"]), ("peak_dbfs", "loud"), ("confidence", True)])
+def test_a_field_of_the_wrong_type_is_ignored_with_a_warning(name: str, value: object,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The store sorts events by start and keys them by id: a foreign type is refused, not raised in paho's thread."""
+    store = LiveStore("noisewatch")
+    event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    assert store.receive("noisewatch/kitchen/events", event.encode())
+    wrong = {**closed_event("dog_bark", "2026-01-01T12:01:00.000Z").to_json(), name: value}
+    with caplog.at_level(logging.WARNING, logger="noisewatch.dashboard.store"):
+        assert not store.receive("noisewatch/kitchen/events", json.dumps(wrong).encode())
+    assert list(store.snapshot()["kitchen"].events) == [event]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][0].endswith(f"{name} of the wrong type")
+
+
+def test_a_message_of_another_kind_than_its_topic_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """An event's fields include a started notice's: only its ``type`` tells it does not belong there."""
+    store = LiveStore("noisewatch")
+    event = closed_event("siren", "2026-01-01T12:00:00.000Z")
+    with caplog.at_level(logging.WARNING, logger="noisewatch.dashboard.store"):
+        assert not store.receive("noisewatch/kitchen/events/started", event.encode())
+        assert not store.receive("noisewatch/kitchen/audio", json.dumps({"state": "asleep"}).encode())
+    assert store.snapshot() == {}
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -82,14 +172,13 @@ def test_malformed_payloads_are_ignored() -> None:
 def test_store_follows_an_event_from_start_to_end_and_drops_redeliveries() -> None:
     store = LiveStore("noisewatch")
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")
-    started = {k: event[k] for k in ("id", "label", "confidence", "start", "offset_s", "device", "model")}
-    assert store.receive("noisewatch/kitchen/events/started", json.dumps(started).encode())
-    assert list(store.snapshot()["kitchen"].open_events) == [event["id"]]
+    assert store.receive("noisewatch/kitchen/events/started", started(event.id, event.label, event.start).encode())
+    assert list(store.snapshot()["kitchen"].open_events) == [event.id]
     for _ in range(2):  # at-least-once delivery: the same id twice
-        store.receive("noisewatch/kitchen/events", json.dumps(event).encode())
+        store.receive("noisewatch/kitchen/events", event.encode())
     device = store.snapshot()["kitchen"]
     assert device.open_events == {}
-    assert [e["id"] for e in device.events] == [event["id"]]
+    assert list(device.events) == [event]
     assert device.prefix == "noisewatch/kitchen"
 
 
@@ -98,9 +187,9 @@ def test_store_keeps_status_states_levels_scores_and_stats_per_device() -> None:
     store.receive("noisewatch/kitchen/status", b"online")
     store.receive("noisewatch/garden/status", b"offline")
     store.receive("noisewatch/kitchen/state/siren", b"ON")
-    store.receive("noisewatch/kitchen/level", json.dumps({"end": "2026-01-01T12:01:00Z", "leq_dbfs": -40.0}).encode())
-    store.receive("noisewatch/kitchen/scores", json.dumps({"top": [{"label": "siren", "score": 0.7}]}).encode())
-    store.receive("noisewatch/kitchen/stats", json.dumps({"uptime_s": 5, "windows": 9}).encode())
+    store.receive("noisewatch/kitchen/level", level("2026-01-01T12:00:00Z", "2026-01-01T12:01:00Z", -40.0).encode())
+    store.receive("noisewatch/kitchen/scores", top_scores("siren", 0.7).encode())
+    store.receive("noisewatch/kitchen/stats", stats(5.0).encode())
     assert not store.receive("other/kitchen/status", b"online")
     devices = store.snapshot()
     assert list(devices) == ["garden", "kitchen"]
@@ -108,34 +197,35 @@ def test_store_keeps_status_states_levels_scores_and_stats_per_device() -> None:
     assert (kitchen.status, devices["garden"].status) == ("online", "offline")
     assert kitchen.states == {"siren": "ON"}
     assert views.latest_scores(kitchen) == [{"label": "siren", "score": 0.7}]
-    assert views.stats_items(kitchen) == [("uptime_s", 5), ("windows", 9)]
+    assert views.stats_items(kitchen) == STATS_ITEMS
     assert views.active_labels(kitchen) == ["siren"]
+    assert [report.leq_dbfs for report in kitchen.levels] == [-40.0]
 
 
 def test_offline_hides_what_was_current_and_keeps_history() -> None:
     store = LiveStore("noisewatch")
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")
-    for topic, payload in (("status", b"online"), ("state/siren", b"ON"), ("events", json.dumps(event).encode()),
-                           ("scores", json.dumps({"top": [{"label": "siren", "score": 0.7}]}).encode()),
-                           ("events/started", json.dumps({"id": "o", "label": "drilling"}).encode()),
-                           ("stats", json.dumps({"uptime_s": 5}).encode()), ("status", b"offline"),
-                           ("stats", json.dumps({"uptime_s": 5}).encode())):  # a retained one after the Will
+    for topic, payload in (("status", b"online"), ("state/siren", b"ON"), ("events", event.encode()),
+                           ("scores", top_scores("siren", 0.7).encode()),
+                           ("events/started", started("o", "drilling").encode()),
+                           ("stats", stats(5.0).encode()), ("status", b"offline"),
+                           ("stats", stats(5.0).encode())):  # a retained one after the Will
         store.receive(f"noisewatch/kitchen/{topic}", payload)
     kitchen = store.snapshot()["kitchen"]
     assert views.is_offline(kitchen)
     assert views.stats_items(kitchen) == [] and views.latest_scores(kitchen) == [] and views.active_labels(kitchen) == []
     assert kitchen.open_events == {}
-    assert [e["id"] for e in kitchen.events] == [event["id"]]  # history stays
+    assert [e.id for e in kitchen.events] == [event.id]  # history stays
     store.receive("noisewatch/kitchen/status", b"online")
-    assert views.stats_items(store.snapshot()["kitchen"]) == [("uptime_s", 5)]
+    assert views.stats_items(store.snapshot()["kitchen"]) == STATS_ITEMS
 
 
 def test_a_lost_microphone_is_shown_while_online() -> None:
     store = LiveStore("noisewatch")
     store.receive("noisewatch/kitchen/status", b"online")
-    store.receive("noisewatch/kitchen/audio", json.dumps({"state": "listening", "source": "USB"}).encode())
+    store.receive("noisewatch/kitchen/audio", Status(AudioState.LISTENING, source="USB").encode())
     assert views.audio_problem(store.snapshot()["kitchen"]) is None
-    store.receive("noisewatch/kitchen/audio", json.dumps({"state": "audio_error", "error": "device gone"}).encode())
+    store.receive("noisewatch/kitchen/audio", Status(AudioState.AUDIO_ERROR, error="device gone").encode())
     assert views.audio_problem(store.snapshot()["kitchen"]) == "device gone"
     store.receive("noisewatch/kitchen/status", b"offline")
     assert views.audio_problem(store.snapshot()["kitchen"]) is None  # offline says it already
@@ -146,13 +236,15 @@ def test_recent_events_give_history_from_before_the_dashboard_started() -> None:
     recent = RecentEvents(keep=3)
     events = [closed_event("siren", f"2026-01-01T12:0{i}:00.000Z") for i in range(5)]
     for event in events[:4]:
-        payload = recent.add(event)
-    assert [e["id"] for e in recent.add(events[3])["events"]] == [e["id"] for e in events[1:4]]  # redelivery
-    store.receive("noisewatch/kitchen/events", json.dumps(events[4]).encode())  # live, before the retained one
+        payload = recent.add(event.to_json())
+    assert [e["id"] for e in recent.add(events[3].to_json())["events"]] == [e.id for e in events[1:4]]  # redelivery
+    store.receive("noisewatch/kitchen/events", events[4].encode())  # live, before the retained one
     store.receive("noisewatch/kitchen/events/recent", json.dumps(payload).encode())
     store.receive("noisewatch/kitchen/events/recent", json.dumps(payload).encode())
-    assert [e["id"] for e in store.snapshot()["kitchen"].events] == [e["id"] for e in events[1:]]
+    assert list(store.snapshot()["kitchen"].events) == events[1:]
     assert not store.receive("noisewatch/kitchen/events/recent", b"[1, 2]")
+    broken = {"events": [*payload["events"], {"id": "no-fields"}]}
+    assert not store.receive("noisewatch/kitchen/events/recent", json.dumps(broken).encode())
 
 
 def test_label_colours_do_not_depend_on_what_arrived_first() -> None:
@@ -177,10 +269,9 @@ def test_event_rows_are_newest_first_and_include_open_events() -> None:
     store = LiveStore("noisewatch")
     first = closed_event("siren", "2026-01-01T12:00:00.000Z")
     second = closed_event("dog_bark", "2026-01-01T12:05:00.000Z", device="garden")
-    store.receive("noisewatch/kitchen/events", json.dumps(first).encode())
-    store.receive("noisewatch/garden/events", json.dumps(second).encode())
-    store.receive("noisewatch/kitchen/events/started",
-                  json.dumps({"id": "x", "label": "drilling", "start": "2026-01-01T12:09:00.000Z"}).encode())
+    store.receive("noisewatch/kitchen/events", first.encode())
+    store.receive("noisewatch/garden/events", second.encode())
+    store.receive("noisewatch/kitchen/events/started", started("x", "drilling", "2026-01-01T12:09:00.000Z").encode())
     rows = views.event_rows(store.snapshot())
     assert [(r["label"], r["state"], r["device"]) for r in rows] == [
         ("drilling", "open", "kitchen"), ("dog_bark", "closed", "garden"), ("siren", "closed", "kitchen")]
@@ -190,9 +281,8 @@ def test_event_rows_are_newest_first_and_include_open_events() -> None:
 def test_level_rows_give_leq_and_lmax_over_time() -> None:
     store = LiveStore("noisewatch")
     for minute, leq in ((2, -30.0), (1, -40.0)):
-        report = {"start": f"2026-01-01T12:0{minute - 1}:00Z", "end": f"2026-01-01T12:0{minute}:00Z",
-                  "period_s": 60, "leq_dbfs": leq, "lmax_dbfs": leq + 10, "lmin_dbfs": leq - 10}
-        store.receive("noisewatch/kitchen/level", json.dumps(report).encode())
+        report = level(f"2026-01-01T12:0{minute - 1}:00Z", f"2026-01-01T12:0{minute}:00Z", leq)
+        store.receive("noisewatch/kitchen/level", report.encode())
     rows = views.level_rows(store.snapshot())
     assert [(r["measure"], r["dbfs"]) for r in rows] == [("Leq", -40.0), ("Lmax", -30.0), ("Leq", -30.0), ("Lmax", -20.0)]
 
@@ -243,10 +333,10 @@ def test_classify_lists_the_events_the_daemon_reports(repo_root: Path, tmp_path:
     found = analysis.detect_events(analysis.decode(scene.read_bytes(), bundle.features.sample_rate), bundle,
                                    load_config(None))
     daemon = [m for m in run_daemon(scene, tmp_path / "out.jsonl", "--speed", "0") if m["type"] == "event"]
-    assert [e["label"] for e in found] == [e["label"] for e in daemon] == ["siren", "dog_bark", "jackhammer"]
+    assert [e.label for e in found] == [e["label"] for e in daemon] == ["siren", "dog_bark", "jackhammer"]
     for ours, theirs in zip(found, daemon):
-        assert abs(ours["offset_s"] - theirs["offset_s"]) < 0.05
-        assert abs(ours["duration_s"] - theirs["duration_s"]) < 0.05
+        assert abs(ours.offset_s - theirs["offset_s"]) < 0.05
+        assert abs(ours.duration_s - theirs["duration_s"]) < 0.05
 
 def test_decode_downmixes_and_resamples_to_the_model_rate() -> None:
     rate, seconds = 44100, 1.5
@@ -329,15 +419,46 @@ def test_subscriber_sees_every_listener_under_the_prefix_root() -> None:
         try:
             assert _wait(lambda: "garden" in subscriber.store.snapshot()), "retained status did not arrive"
             event = closed_event("siren", "2026-01-01T12:00:00.000Z")
-            publisher.publish("noisewatch/kitchen/events", json.dumps(event), qos=1).wait_for_publish(5)
+            publisher.publish("noisewatch/kitchen/events", event.encode(), qos=1).wait_for_publish(5)
             assert _wait(lambda: "kitchen" in subscriber.store.snapshot())
-            assert [e["id"] for e in subscriber.store.snapshot()["kitchen"].events] == [event["id"]]
+            assert list(subscriber.store.snapshot()["kitchen"].events) == [event]
             assert subscriber.store.broker == "subscribed"
         finally:
             subscriber.stop()
             publisher.loop_stop()
     finally:
         broker.cleanup()
+
+
+
+@pytest.mark.broker
+def test_the_store_decodes_everything_the_daemon_publishes(repo_root: Path, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The real daemon over the sample scene into a real broker: every message it publishes (its JSON-lines log
+    holds the same ones) lands in the store as the daemon's own message, and none is refused."""
+    broker = Broker().start()
+    try:
+        config = tmp_path / "daemon.yaml"
+        config.write_text(DAEMON_CONFIG.format(host=HOST, port=broker.port, spool=tmp_path / "spool"))
+        subscriber = LiveSubscriber.from_config(load_config(config))
+        subscriber.start()
+        try:
+            assert _wait(lambda: subscriber.store.broker == "subscribed")
+            with caplog.at_level(logging.WARNING, logger="noisewatch.dashboard.store"):
+                logged = run_daemon(repo_root / "samples" / "scene.flac", tmp_path / "run.jsonl", "--speed", "10",
+                                    config=config)
+                assert _wait(lambda: subscriber.store.snapshot()["kitchen"].status == "offline"), "no clean shutdown"
+            kitchen = subscriber.store.snapshot()["kitchen"]
+        finally:
+            subscriber.stop()
+    finally:
+        broker.cleanup()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    of_kind = {kind: [decode_message(m) for m in logged if m["type"] == kind] for kind in ("event", "level", "status")}
+    assert {"stats", "scores", "started"} <= {m["type"] for m in logged}, "the scene exercises every kind"
+    assert of_kind["event"] and list(kitchen.events) == of_kind["event"]
+    assert of_kind["level"] and list(kitchen.levels) == of_kind["level"]
+    assert kitchen.audio == of_kind["status"][-1]
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -1,8 +1,8 @@
 """The dashboard in a real browser: mosquitto + ``noisewatch dashboard`` + headless Chromium.
 
 While the Live page is open, the real daemon (``noisewatch run --speed 0``) replays
-``samples/scene.flac`` into a private broker, and a second listener's messages are published in
-the documented payload shapes; the test asserts that every event the daemon reported (its
+``samples/scene.flac`` into a private broker, and a second listener's messages are published as
+the daemon's own message types (:mod:`noisewatch.daemon.messages`); the test asserts that every event the daemon reported (its
 JSON-lines log is the truth) and the scene's labels appear on the page. Each page is screenshotted into
 ``$NOISEWATCH_ARTIFACTS/dashboard`` (default ``build/artifacts/dashboard``).
 
@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_broker import HOST, Broker, free_port
 from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status
 from noisewatch.dashboard import views
 from noisewatch.dashboard.analysis import DEFAULT_HOP_S
 from noisewatch.features import clip_windows
@@ -210,36 +211,38 @@ def _stamp(offset_s: float) -> str:
     return (OTHER_START + dt.timedelta(seconds=offset_s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def other_listener(prefix: str) -> list[tuple[str, str, bool]]:
-    """(topic, payload, retain) of a second listener, in the daemon's documented shapes."""
-    messages = [(f"{prefix}/status", "online", True)]
+Published = tuple[str, str | bytes, bool]
+"""(topic, payload, retain)"""
+
+
+def other_listener(prefix: str) -> list[Published]:
+    """(topic, payload, retain) of a second listener: status and states as text, the rest the daemon's messages."""
+    model, device = "urban11@test", OTHER_DEVICE
+    messages: list[Published] = [(f"{prefix}/status", "online", True)]
     for label, offset, duration in OTHER_EVENTS:
-        event_id = str(uuid.uuid4())
-        common = {"id": event_id, "label": label, "start": _stamp(offset), "offset_s": offset,
-                  "device": OTHER_DEVICE, "model": "urban11@test"}
-        messages += [
-            (f"{prefix}/events/started", json.dumps({**common, "confidence": 0.8}), False),
-            (f"{prefix}/state/{label}", "ON", True),
-            (f"{prefix}/events", json.dumps({**common, "confidence": 0.93, "mean_confidence": 0.85,
-                                             "end": _stamp(offset + duration), "duration_s": duration,
-                                             "peak_dbfs": -14.0, "mean_dbfs": -22.0}), False),
-            (f"{prefix}/state/{label}", "OFF", True),
-        ]
+        event_id, start = str(uuid.uuid4()), _stamp(offset)
+        started = Started(event_id, label, 0.8, start, offset, model, device)
+        event = Event(event_id, label, 0.93, 0.85, start, _stamp(offset + duration), offset, duration, -14.0, -22.0,
+                      model, device)
+        messages += [(f"{prefix}/events/started", started.encode(), False), (f"{prefix}/state/{label}", "ON", True),
+                     (f"{prefix}/events", event.encode(), False), (f"{prefix}/state/{label}", "OFF", True)]
     for k in range(8):
-        level = {"start": _stamp(2 * k), "end": _stamp(2 * k + 2), "period_s": 2.0, "leq_dbfs": -45.0 + 3 * (k % 4),
-                 "lmax_dbfs": -30.0 + 2 * (k % 3), "lmin_dbfs": -60.0, "leq_dbfs_a": -47.0, "lmax_dbfs_a": -32.0,
-                 "lmin_dbfs_a": -62.0}
-        messages.append((f"{prefix}/level", json.dumps(level), True))
-    top = [{"label": "dog_bark", "score": 0.88}, {"label": "background", "score": 0.07}, {"label": "siren", "score": 0.02}]
-    messages.append((f"{prefix}/scores", json.dumps({"offset_s": 13.0, "time": _stamp(13.0), "top": top}), False))
-    messages.append((f"{prefix}/stats", json.dumps({"uptime_s": 16, "windows": 25, "input_overflows": 0, "dropped_frames": 0,
-                                                    "spool_depth": 0, "model": "urban11@test"}), True))
-    messages.append((f"{prefix}/audio", json.dumps({"state": "audio_error", "error": "USB microphone unplugged",
-                                                    "device": OTHER_DEVICE}), True))
+        level = Level(start=_stamp(2 * k), end=_stamp(2 * k + 2), offset_s=2.0 * k, period_s=2.0,
+                      leq_dbfs=-45.0 + 3 * (k % 4), lmax_dbfs=-30.0 + 2 * (k % 3), lmin_dbfs=-60.0, leq_dbfs_a=-47.0,
+                      lmax_dbfs_a=-32.0, lmin_dbfs_a=-62.0, device=device)
+        messages.append((f"{prefix}/level", level.encode(), True))
+    top = (Score("dog_bark", 0.88), Score("background", 0.07), Score("siren", 0.02))
+    messages.append((f"{prefix}/scores", Scores(_stamp(13.0), 13.0, top, device).encode(), False))
+    stats = Stats(uptime_s=16.0, audio_s=16.0, windows=25, gated_windows=0, events=2, input_overflows=0,
+                  dropped_frames=0, nonfinite_samples=0, source="USB microphone", model=model, runtime="ai_edge_litert",
+                  version="0.1.0", spool_depth=0, device=device)
+    messages.append((f"{prefix}/stats", stats.encode(), True))
+    audio = Status(AudioState.AUDIO_ERROR, error="USB microphone unplugged", device=device)
+    messages.append((f"{prefix}/audio", audio.encode(), True))
     return messages
 
 
-def publish(port: int, messages: list[tuple[str, str, bool]]) -> None:
+def publish(port: int, messages: list[Published]) -> None:
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     client.connect(HOST, port)
     client.loop_start()
@@ -308,6 +311,7 @@ def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object
     assert "0.88" in text, "the second listener's top-3 scores are shown"
     kitchen = text.split(f"{DEVICE} offline", 1)[1].split(f"{OTHER_DEVICE} online", 1)[0]
     assert "no stats yet" in kitchen and "uptime_s" not in kitchen, "an offline listener's health is not shown as current"
+    wait_for_elements(browser, ".vega-embed svg.marks", count=2)  # the event timeline and sound level
     browser.save_screenshot(str(artifacts / "live.png"))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 
@@ -94,14 +93,14 @@ def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S)
 
 
 def detect_events(recording: Recording, bundle: Bundle, config: Config,
-                  start: datetime | None = None) -> list[dict[str, Any]]:
+                  start: datetime | None = None) -> list[Event]:
     """The events the daemon reports for this recording with this config (its pipeline, detector and
     thresholds), oldest first; stamps count from ``start`` (default: the Unix epoch)."""
     clock = SampleClock(start or datetime.fromtimestamp(0, timezone.utc))
     pipeline = Pipeline.from_config(config, bundle, bundle.open_model(config.model.runtime_choice), clock)
     messages = pipeline.process(recording.samples) + pipeline.finish()
-    events = [stamped(m, config.device_id).to_json() for m in messages if isinstance(m, Event)]
-    return sorted(events, key=lambda event: event["offset_s"])
+    events = [stamped(m, config.device_id) for m in messages if isinstance(m, Event)]
+    return sorted(events, key=lambda event: event.offset_s)
 
 
 def mel_db(y: np.ndarray, settings: features.FeatureSettings) -> np.ndarray:

@@ -3,20 +3,28 @@
 paho's network thread writes (``apply``); Streamlit's script threads read (``snapshot``), so every
 access takes one lock and readers get deep copies they may keep. Topic names come from
 :class:`~noisewatch.daemon.sinks.topics.Topics`, the one place that knows them; this module only
-inverts them (topic -> device and message kind).
+inverts them (topic -> device and kind). Payloads are decoded into the daemon's own message types
+(:mod:`noisewatch.daemon.messages`), so the dashboard reads the fields the daemon writes and
+defines none of them again.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import threading
 import time
+import types
+import typing
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from noisewatch.daemon import messages
+from noisewatch.daemon.messages import Event, Level, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -30,15 +38,25 @@ SCORES_KEPT = 120
 OFFLINE = "offline"
 TEXT_KINDS = ("status", "state")
 """kinds whose payload is plain text (the others are JSON objects)"""
+MESSAGE_TYPES: dict[str, type[messages.Message]] = {
+    "event": Event, "started": Started, "level": Level, "scores": Scores, "stats": Stats, "audio": Status}
+"""topic kind -> the daemon's message class its payloads are (``audio`` carries ``status`` messages)"""
+FIELD_TYPES = {cls: typing.get_type_hints(cls) for cls in MESSAGE_TYPES.values()}
+"""each message class's annotations, resolved once (strings under ``from __future__ import annotations``)"""
+RECENT = "recent"
+"""the retained ``{"events": [...]}`` list of closed events"""
+
+Payload = str | messages.Message | tuple[Event, ...]
+"""text (status, state), one message, or the recent events"""
 
 
-class Message(NamedTuple):
+class Received(NamedTuple):
     """One MQTT message, decoded: which device, what kind, for which label."""
 
     device: str
     kind: str
     label: str | None
-    payload: Any
+    payload: Payload
 
 
 @dataclass
@@ -51,15 +69,15 @@ class DeviceState:
     """``online`` / ``offline`` (the Last Will), None before the retained status arrives"""
     states: dict[str, str] = field(default_factory=dict)
     """label -> ``ON`` / ``OFF``"""
-    open_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    open_events: dict[str, Started] = field(default_factory=dict)
     """event id -> its ``started`` notice, until the closed event arrives"""
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    events: deque[Event] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     """closed events, oldest first, without duplicates (delivery is at least once)"""
-    levels: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LEVELS_KEPT))
-    scores: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SCORES_KEPT))
-    stats: dict[str, Any] | None = None
-    audio: dict[str, Any] | None = None
-    """the retained audio-input state: ``{"state": "listening" | "audio_error", "error": ...}``"""
+    levels: deque[Level] = field(default_factory=lambda: deque(maxlen=LEVELS_KEPT))
+    scores: deque[Scores] = field(default_factory=lambda: deque(maxlen=SCORES_KEPT))
+    stats: Stats | None = None
+    audio: Status | None = None
+    """the retained audio-input state (listening, or an error with its reason)"""
     last_seen: float | None = None
     """wall-clock time (s since the epoch) of the device's latest message"""
 
@@ -85,7 +103,7 @@ def parse_topic(topic: str, root: str) -> tuple[str, str, str | None] | None:
     topics = Topics(f"{head}{device}")
     kinds = {topics.events: "event", topics.started: "started", topics.status: "status",
              topics.level: "level", topics.stats: "stats", topics.scores: "scores",
-             topics.recent_events: "recent", topics.audio: "audio"}
+             topics.recent_events: RECENT, topics.audio: "audio"}
     if topic in kinds:
         return device, kinds[topic], None
     state_root = _state_root(topics)
@@ -100,22 +118,55 @@ def _state_root(topics: Topics) -> str:
     return topics.state(probe)[: -len(probe)]
 
 
-def decode(topic: str, payload: bytes, root: str) -> Message | None:
-    """A raw MQTT message as a Message; None for foreign topics and malformed payloads."""
+def decode(topic: str, payload: bytes, root: str) -> Received | None:
+    """A raw MQTT message, decoded; None for foreign topics and for payloads that are not what the topic carries."""
     parsed = parse_topic(topic, root)
     if parsed is None:
         return None
     device, kind, label = parsed
     try:
         text = payload.decode("utf-8")
-        value = text.strip() if kind in TEXT_KINDS else json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        log.warning("dashboard: ignoring a malformed %s message on %s", kind, topic)
+        value = text.strip() if kind in TEXT_KINDS else _from_json(kind, json.loads(text))
+    except (UnicodeDecodeError, json.JSONDecodeError, messages.DecodeError) as exc:
+        log.warning("dashboard: ignoring a malformed %s message on %s: %s", kind, topic, exc)
         return None
-    if kind not in TEXT_KINDS and not isinstance(value, dict):
-        log.warning("dashboard: ignoring a %s message on %s that is not a JSON object", kind, topic)
-        return None
-    return Message(device, kind, label, value)
+    return Received(device, kind, label, value)
+
+
+def _from_json(kind: str, value: Any) -> messages.Message | tuple[Event, ...]:
+    """The message (or, on the recent-events topic, the events) of a topic kind; DecodeError if it is not one."""
+    if kind != RECENT:
+        return _message(value, MESSAGE_TYPES[kind])
+    events = value.get("events") if isinstance(value, dict) else None
+    if not isinstance(events, list):
+        raise messages.DecodeError("not an object with a list of events")
+    decoded = [_message(item, Event) for item in events]
+    return tuple(event for event in decoded if isinstance(event, Event))  # all of them: the kind is Event's
+
+
+def _message(value: Any, cls: type[messages.Message]) -> messages.Message:
+    """``value`` as a message of class ``cls``: a payload without ``type`` is taken as one, another type is not."""
+    if not isinstance(value, dict):
+        raise messages.DecodeError("not a JSON object")
+    if value.get("type", cls.kind) != cls.kind:
+        raise messages.DecodeError(f"a {value['type']!r} message where {cls.kind!r} belongs")
+    message = messages.decode(value, kind=cls.kind)
+    hints = FIELD_TYPES[cls]
+    wrong = [f.name for f in dataclasses.fields(message) if not _conforms(getattr(message, f.name), hints[f.name])]
+    if wrong:  # the views sort, hash and format these fields: a foreign type would fail in paho's thread
+        raise messages.DecodeError(f"{', '.join(wrong)} of the wrong type")
+    return message
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a decoded field holds its annotated type (a JSON integer is a valid float; a bool is no number)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple)
+    if hint in (int, float):
+        return isinstance(value, (int, hint)) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 class LiveStore:
@@ -130,20 +181,20 @@ class LiveStore:
 
     def receive(self, topic: str, payload: bytes) -> bool:
         """Decode and apply one raw message; False if it was not for us."""
-        message = decode(topic, payload, self.root)
-        if message is None:
+        received = decode(topic, payload, self.root)
+        if received is None:
             return False
-        self.apply(message)
+        self.apply(received)
         return True
 
-    def apply(self, message: Message, now: float | None = None) -> None:
+    def apply(self, received: Received, now: float | None = None) -> None:
         """Fold one message into the device's state."""
         with self._lock:
-            device = self._devices.get(message.device)
+            device = self._devices.get(received.device)
             if device is None:
-                prefix = f"{self.root}/{message.device}" if self.root else message.device
-                device = self._devices[message.device] = DeviceState(prefix)
-            _fold(device, message)
+                prefix = f"{self.root}/{received.device}" if self.root else received.device
+                device = self._devices[received.device] = DeviceState(prefix)
+            _fold(device, received)
             device.last_seen = time.time() if now is None else now
 
     def snapshot(self) -> dict[str, DeviceState]:
@@ -152,40 +203,43 @@ class LiveStore:
             return {name: copy.deepcopy(self._devices[name]) for name in sorted(self._devices)}
 
 
-def _fold(device: DeviceState, message: Message) -> None:
-    kind, payload = message.kind, message.payload
-    if kind == "status":
-        device.status = payload
-        if payload == OFFLINE:  # what was current is not any more; history (events, levels) stays
-            device.open_events.clear()
-            device.scores.clear()
-            device.stats = None
-    elif kind == "state" and message.label is not None:
-        device.states[message.label] = payload
-    elif kind == "started":
-        device.open_events[str(payload.get("id"))] = payload
-    elif kind == "event":
-        device.open_events.pop(str(payload.get("id")), None)
-        _add_events(device, [payload])
-    elif kind == "recent":
-        events = payload.get("events")
-        _add_events(device, [e for e in events if isinstance(e, dict)] if isinstance(events, list) else [])
-    elif kind == "level":
-        device.levels.append(payload)
-    elif kind == "scores":
-        device.scores.append(payload)
-    elif kind == "stats":
-        device.stats = payload
-    elif kind == "audio":
-        device.audio = payload
+def _fold(device: DeviceState, received: Received) -> None:
+    match received.payload:
+        case str() as status if received.kind == "status":
+            _set_status(device, status)
+        case str() as state if received.label is not None:
+            device.states[received.label] = state
+        case Started() as started:
+            device.open_events[started.id] = started
+        case Event() as event:
+            device.open_events.pop(event.id, None)
+            _add_events(device, [event])
+        case tuple() as recent:
+            _add_events(device, recent)
+        case Level() as level:
+            device.levels.append(level)
+        case Scores() as scores:
+            device.scores.append(scores)
+        case Stats() as stats:
+            device.stats = stats
+        case Status() as audio:
+            device.audio = audio
 
 
-def _add_events(device: DeviceState, events: list[dict[str, Any]]) -> None:
+def _set_status(device: DeviceState, status: str) -> None:
+    device.status = status
+    if status == OFFLINE:  # what was current is not any more; history (events, levels) stays
+        device.open_events.clear()
+        device.scores.clear()
+        device.stats = None
+
+
+def _add_events(device: DeviceState, events: Sequence[Event]) -> None:
     """Closed events not seen yet (by id: delivery is at least once, and recent events repeat them), by start."""
-    known = {str(e.get("id")) for e in device.events}
-    new = [e for e in events if str(e.get("id")) not in known]
+    known = {event.id for event in device.events}
+    new = [event for event in events if event.id not in known]
     if not new:
         return
-    merged = sorted([*device.events, *new], key=lambda e: str(e.get("start", "")))
+    merged = sorted([*device.events, *new], key=lambda event: event.start)
     device.events.clear()
     device.events.extend(merged[-EVENTS_KEPT:])

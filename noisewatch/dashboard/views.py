@@ -11,10 +11,11 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from noisewatch.daemon.messages import AudioState, Event, Started
 from noisewatch.dashboard.store import OFFLINE, DeviceState
 
 STATS_SHOWN = ("uptime_s", "windows", "input_overflows", "dropped_frames", "spool_depth", "model", "version")
-"""health fields shown per device, in this order, when the daemon reports them"""
+"""fields of the daemon's ``Stats`` shown per device, in this order, when it reports them (not None)"""
 UNKNOWN_STATUS = "unknown"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
@@ -50,26 +51,24 @@ def event_rows(devices: Mapping[str, DeviceState]) -> list[dict[str, Any]]:
     """Closed and still-open events of every device, newest first."""
     rows = []
     for name, device in devices.items():
-        for event in device.events:
-            rows.append(_event_row(name, event, "closed"))
-        for notice in device.open_events.values():
-            rows.append(_event_row(name, notice, "open"))
+        rows += [_event_row(name, event) for event in device.events]
+        rows += [_event_row(name, notice) for notice in device.open_events.values()]
     epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
     return sorted(rows, key=lambda row: row["start"] or epoch, reverse=True)
 
 
-def _event_row(device: str, event: Mapping[str, Any], state: str) -> dict[str, Any]:
-    start = parse_time(event.get("start"))
-    end = parse_time(event.get("end"))
+def _event_row(device: str, event: Event | Started) -> dict[str, Any]:
+    """A closed event, or an open one (its ``started`` notice: no end, duration or peak yet)."""
+    closed = event if isinstance(event, Event) else None
     return {
         "device": device,
-        "label": event.get("label"),
-        "state": state,
-        "start": start,
-        "end": end,
-        "duration_s": event.get("duration_s"),
-        "confidence": event.get("confidence"),
-        "peak_dbfs": event.get("peak_dbfs"),
+        "label": event.label,
+        "state": "open" if closed is None else "closed",
+        "start": parse_time(event.start),
+        "end": None if closed is None else parse_time(closed.end),
+        "duration_s": None if closed is None else closed.duration_s,
+        "confidence": event.confidence,
+        "peak_dbfs": None if closed is None else closed.peak_dbfs,
     }
 
 
@@ -78,12 +77,11 @@ def level_rows(devices: Mapping[str, DeviceState]) -> list[dict[str, Any]]:
     rows = []
     for name, device in devices.items():
         for report in device.levels:
-            time = parse_time(report.get("end")) or parse_time(report.get("start"))
+            time = parse_time(report.end) or parse_time(report.start)
             if time is None:
                 continue
-            for measure, key in (("Leq", "leq_dbfs"), ("Lmax", "lmax_dbfs")):
-                if isinstance(report.get(key), (int, float)):
-                    rows.append({"device": name, "time": time, "measure": measure, "dbfs": float(report[key])})
+            for measure, dbfs in (("Leq", report.leq_dbfs), ("Lmax", report.lmax_dbfs)):
+                rows.append({"device": name, "time": time, "measure": measure, "dbfs": dbfs})
     return sorted(rows, key=lambda row: row["time"])
 
 
@@ -91,8 +89,7 @@ def latest_scores(device: DeviceState) -> list[dict[str, Any]]:
     """The newest top-3 report as rows of label and score; empty when not published or offline."""
     if not device.scores or is_offline(device):
         return []
-    top = device.scores[-1].get("top", [])
-    return [{"label": item.get("label"), "score": item.get("score")} for item in top if isinstance(item, dict)]
+    return [{"label": item.label, "score": item.score} for item in device.scores[-1].top]
 
 
 def active_labels(device: DeviceState) -> list[str]:
@@ -100,22 +97,23 @@ def active_labels(device: DeviceState) -> list[str]:
     if is_offline(device):
         return []
     on = {label for label, state in device.states.items() if state == "ON"}
-    on.update(str(notice.get("label")) for notice in device.open_events.values())
+    on.update(notice.label for notice in device.open_events.values())
     return sorted(on)
 
 
 def stats_items(device: DeviceState) -> list[tuple[str, Any]]:
     """The health fields worth a glance, in a fixed order; none while offline (they would be stale)."""
-    stats = {} if is_offline(device) else device.stats or {}
-    return [(key, stats[key]) for key in STATS_SHOWN if key in stats]
+    if device.stats is None or is_offline(device):
+        return []
+    values = [(key, getattr(device.stats, key)) for key in STATS_SHOWN]
+    return [(key, value) for key, value in values if value is not None]
 
 
 def audio_problem(device: DeviceState) -> str | None:
     """Why the listener hears nothing (its microphone is lost), or None while it listens (or is offline)."""
-    audio = device.audio or {}
-    if is_offline(device) or audio.get("state") != "audio_error":
+    if device.audio is None or device.audio.state is not AudioState.AUDIO_ERROR or is_offline(device):
         return None
-    return str(audio.get("error") or "audio input lost")
+    return device.audio.error or "audio input lost"
 
 
 def status_text(device: DeviceState) -> str:

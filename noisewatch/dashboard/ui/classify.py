@@ -9,7 +9,6 @@ module only collects the audio and draws the results.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import altair as alt
 import numpy as np
@@ -21,6 +20,7 @@ from noisewatch import features
 from noisewatch.bundle import Bundle, BundleError
 from noisewatch.config import ConfigError
 from noisewatch.daemon.events import LOUD
+from noisewatch.daemon.messages import Event
 from noisewatch.dashboard import analysis, resources, views
 
 UPLOAD_TYPES = ["wav", "flac", "ogg"]
@@ -77,13 +77,13 @@ def _analyse(data: bytes, bundle_path: str, hop_s: float) -> tuple[analysis.Reco
 
 
 @st.cache_data(show_spinner="Detecting events...", max_entries=8)
-def _events(data: bytes, bundle_path: str) -> list[dict[str, Any]]:
+def _events(data: bytes, bundle_path: str) -> list[Event]:
     """The daemon's events for the recording (its pipeline, detector and this config's thresholds)."""
     bundle = resources.bundle(Path(bundle_path))
     return analysis.detect_events(analysis.decode(data, bundle.features.sample_rate), bundle, resources.config())
 
 
-def _show_events(events: list[dict[str, Any]], recording: analysis.Recording, labels: tuple[str, ...]) -> None:
+def _show_events(events: list[Event], recording: analysis.Recording, labels: tuple[str, ...]) -> None:
     st.subheader(f"Events: {len(events)}")
     if recording.truncated:
         st.warning(f"Only the first {analysis.MAX_SECONDS:g} s were analysed.")
@@ -92,10 +92,10 @@ def _show_events(events: list[dict[str, Any]], recording: analysis.Recording, la
     if not events:
         st.info("No event: every window stayed below its label's threshold (or was background).")
         return
-    frame = pd.DataFrame([{"label": e["label"], "start (s)": round(e["offset_s"], 2),
-                           "end (s)": round(e["offset_s"] + e["duration_s"], 2),
-                           "duration (s)": round(e["duration_s"], 2), "confidence": e["confidence"],
-                           "peak (dBFS)": e.get("peak_dbfs")} for e in events])
+    frame = pd.DataFrame([{"label": e.label, "start (s)": round(e.offset_s, 2),
+                           "end (s)": round(e.offset_s + e.duration_s, 2),
+                           "duration (s)": round(e.duration_s, 2), "confidence": e.confidence,
+                           "peak (dBFS)": e.peak_dbfs} for e in events])
     colors = views.label_colors((*labels, LOUD), frame["label"])
     chart = alt.Chart(frame).mark_bar(height=18).encode(
         x=alt.X("start (s):Q", title="time in the recording (s)", scale=alt.Scale(domain=[0, recording.duration_s])),
