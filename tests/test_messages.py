@@ -48,3 +48,14 @@ def test_what_is_not_a_message_is_a_decode_error() -> None:
     for payload in (b"not json", b'{"type": "nope"}', b'{"type": "status"}', b"[1, 2]"):
         with pytest.raises(DecodeError):
             decode(payload)
+
+
+def test_decode_holds_a_payload_to_the_kind_its_topic_carries_and_to_its_field_types() -> None:
+    event = Event(id="e", label="siren", confidence=0.9, mean_confidence=0.8, start="s", end="e", offset_s=1.0,
+                  duration_s=2.0, peak_dbfs=-3.0, mean_dbfs=-10.0, model="m", device="d")
+    wire = event.to_json()
+    assert decode({k: v for k, v in wire.items() if k != "type"}, kind="event") == event  # no type: the topic's
+    for bad, kind in (({**wire, "start": 5}, "event"), ({**wire, "confidence": True}, "event"), (wire, "started"),
+                      ([1, 2], "event")):
+        with pytest.raises(DecodeError):
+            decode(bad, kind=kind)  # type: ignore[arg-type]

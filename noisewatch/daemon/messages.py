@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -231,6 +233,8 @@ _STATS_FIELDS = frozenset(f.name for f in dataclasses.fields(Stats))
 
 KINDS: dict[str, type[Message]] = {cls.kind: cls for cls in (Started, Event, Level, Scores, Stats, Status)}
 """Every message class by its wire ``type``."""
+_HINTS = {kind: typing.get_type_hints(cls) for kind, cls in KINDS.items()}
+"""Each class's field annotations, resolved once (they are strings under ``from __future__ import annotations``)."""
 
 
 class DecodeError(ValueError):
@@ -238,13 +242,38 @@ class DecodeError(ValueError):
 
 
 def decode(data: dict[str, Any] | bytes | str, kind: str | None = None) -> Message:
-    """A message from its JSON form (``kind`` for payloads that do not carry ``type``)."""
+    """A message from its JSON form, every field of its annotated type (a consumer sorts, hashes and formats
+    them). ``kind``: what the payload must be (where it arrives says so); one without ``type`` is taken as it."""
     try:
         payload = json.loads(data) if isinstance(data, (bytes, str)) else data
-        cls = KINDS[kind or payload["type"]]
-        return cls.from_json(payload)
+    except ValueError as exc:
+        raise DecodeError(f"not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise DecodeError("not a JSON object")
+    sent = payload.get("type", kind)
+    if kind is not None and sent != kind:
+        raise DecodeError(f"a {sent!r} message where {kind!r} belongs")
+    if sent not in KINDS:
+        raise DecodeError(f"no message type {sent!r}")
+    try:
+        message = KINDS[sent].from_json(payload)
     except (ValueError, KeyError, TypeError) as exc:
-        raise DecodeError(f"not a noisewatch message: {exc}") from None
+        raise DecodeError(f"not a {sent} message: {exc}") from None
+    wrong = [f.name for f in dataclasses.fields(message) if not _conforms(getattr(message, f.name), _HINTS[sent][f.name])]
+    if wrong:
+        raise DecodeError(f"{sent} message with {', '.join(wrong)} of the wrong type")
+    return message
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a decoded field holds its annotated type (a JSON integer is a valid float; a bool is no number)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple)
+    if hint in (int, float):
+        return isinstance(value, (int, hint)) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 def stamped(message: M, device: str) -> M:

@@ -11,13 +11,10 @@ defines none of them again.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import threading
 import time
-import types
-import typing
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,8 +38,6 @@ TEXT_KINDS = ("status", "state")
 MESSAGE_TYPES: dict[str, type[messages.Message]] = {
     "event": Event, "started": Started, "level": Level, "scores": Scores, "stats": Stats, "audio": Status}
 """topic kind -> the daemon's message class its payloads are (``audio`` carries ``status`` messages)"""
-FIELD_TYPES = {cls: typing.get_type_hints(cls) for cls in MESSAGE_TYPES.values()}
-"""each message class's annotations, resolved once (strings under ``from __future__ import annotations``)"""
 RECENT = "recent"
 """the retained ``{"events": [...]}`` list of closed events"""
 
@@ -145,28 +140,8 @@ def _from_json(kind: str, value: Any) -> messages.Message | tuple[Event, ...]:
 
 
 def _message(value: Any, cls: type[messages.Message]) -> messages.Message:
-    """``value`` as a message of class ``cls``: a payload without ``type`` is taken as one, another type is not."""
-    if not isinstance(value, dict):
-        raise messages.DecodeError("not a JSON object")
-    if value.get("type", cls.kind) != cls.kind:
-        raise messages.DecodeError(f"a {value['type']!r} message where {cls.kind!r} belongs")
-    message = messages.decode(value, kind=cls.kind)
-    hints = FIELD_TYPES[cls]
-    wrong = [f.name for f in dataclasses.fields(message) if not _conforms(getattr(message, f.name), hints[f.name])]
-    if wrong:  # the views sort, hash and format these fields: a foreign type would fail in paho's thread
-        raise messages.DecodeError(f"{', '.join(wrong)} of the wrong type")
-    return message
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a decoded field holds its annotated type (a JSON integer is a valid float; a bool is no number)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_conforms(value, arg) for arg in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
-        return isinstance(value, tuple)
-    if hint in (int, float):
-        return isinstance(value, (int, hint)) and not isinstance(value, bool)
-    return isinstance(value, hint)
+    """``value`` as a message of class ``cls`` (a payload without ``type`` is taken as one); DecodeError if not."""
+    return messages.decode(value, kind=cls.kind)
 
 
 class LiveStore:
