@@ -13,8 +13,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from noisewatch import __version__
+from noisewatch.train.settings import DEFAULT_QUIET, ModelSettings
 
 Handler = Callable[[argparse.Namespace], int]
+TRAINING = ModelSettings()
+"""``train``'s defaults: the command line shows and uses the settings' own."""
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -55,30 +58,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--background", metavar="DIR", help="folder of the user's own background recordings")
     p.add_argument("--folds", help="UrbanSound8K folds to use, e.g. 1,2 (default: all present)")
     p.add_argument("--out", default="build/train", help="output folder for the Keras model, cache and report")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hidden", default="750,750,750", help="hidden layer sizes, comma-separated")
-    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--epochs", type=int, default=TRAINING.epochs)
+    p.add_argument("--seed", type=int, default=TRAINING.seed)
+    p.add_argument("--hidden", default=",".join(map(str, TRAINING.hidden)), help="hidden layer sizes, comma-separated")
+    p.add_argument("--dropout", type=float, default=TRAINING.dropout)
     p.add_argument("--stats", default="mean,std", help="statistics over time, comma-separated, from "
                    "mean,std,delta_std,max,min,p10,p90,skew (per MFCC), mel_mean,mel_std (per mel band) and "
                    "modulation,periodicity (of the first 8 MFCC trajectories) and spectral_shape (flatness, "
                    "peak and contrast of 6 mel-band groups)")
     p.add_argument("--short-clip", choices=["tile", "pad"], default="tile", help="how clips under 4 s are fitted")
-    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the hidden layers' weights")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
-    p.add_argument("--ensemble", type=int, default=1, metavar="N", help="MLPs (seeds) averaged inside one model")
-    p.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies of each training clip")
+    p.add_argument("--l2", type=float, default=TRAINING.l2, help="L2 penalty on the hidden layers' weights")
+    p.add_argument("--label-smoothing", type=float, default=TRAINING.label_smoothing, help="label smoothing of the cross-entropy")
+    p.add_argument("--ensemble", type=int, default=TRAINING.ensemble, metavar="N", help="MLPs (seeds) averaged inside one model")
+    p.add_argument("--augment", type=int, default=TRAINING.augment_copies, metavar="N", help="augmented copies of each training clip")
     p.add_argument("--speed-perturb", metavar="FACTORS", type=_speed_factors,
                    help="playback-rate factors, e.g. 0.84,1.19: one sped-up/slowed copy of each training clip per factor")
-    p.add_argument("--min-threshold", type=_threshold_floor, default=0.6, metavar="T",
+    p.add_argument("--min-threshold", type=_threshold_floor, default=TRAINING.min_threshold, metavar="T",
                    help="lowest per-class score threshold the bundle may get (0-0.95)")
-    p.add_argument("--scene-mix", type=int, default=0, metavar="N",
+    p.add_argument("--scene-mix", type=int, default=TRAINING.scene_mix, metavar="N",
                    help="scene-mix windows per clip: the event at a random offset and level in a quiet 4 s bed")
-    p.add_argument("--scene-mix-weight", type=float, default=0.25, metavar="W",
+    p.add_argument("--scene-mix-weight", type=float, default=TRAINING.scene_mix_weight, metavar="W",
                    help="loss weight of a scene-mix window relative to an original clip")
-    p.add_argument("--quiet", type=int, default=240, metavar="N", help="synthetic quiet background clips")
+    p.add_argument("--quiet", type=int, default=DEFAULT_QUIET, metavar="N", help="synthetic quiet background clips")
     p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")
-    p.add_argument("--background-weight", type=float, default=1.0, help="extra loss weight of the background class")
+    p.add_argument("--background-weight", type=float, default=TRAINING.background_weight, help="extra loss weight of the background class")
     p.add_argument("--no-baselines", action="store_true", help="skip the RandomForest and KNN baselines")
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.set_defaults(handler="noisewatch.train.pipeline:main")
