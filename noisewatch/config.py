@@ -108,7 +108,7 @@ class SpoolSection(_Section):
     max_age_h: float = Field(168.0, gt=0.0, le=87600, description="spooled events older than this are dropped")
 
 
-def topic_prefix_problem(value: str) -> str:
+def checked_topic_prefix(value: str) -> str:
     """``value`` if the broker will take it as the start of every topic we publish; ValueError otherwise.
 
     Wildcards make paho raise on publish, a leading ``$`` is the broker's own namespace ($SYS: silently
@@ -131,7 +131,7 @@ class HomeAssistantSection(_Section):
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_topic(cls, value: str) -> str:
-        return topic_prefix_problem(value)
+        return checked_topic_prefix(value)
     device_name: str | None = Field(None, description="name shown in Home Assistant; null: Noise listener <device_id>")
     configuration_url: str | None = Field(None, description="the dashboard's URL, linked from the device page")
 
@@ -170,7 +170,7 @@ class MqttSection(_Section):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic(cls, value: str | None) -> str | None:
-        return None if value is None else topic_prefix_problem(value)
+        return None if value is None else checked_topic_prefix(value)
 
 
 class LoggingSection(_Section):
@@ -235,8 +235,11 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
-    node = _compose(path)
-    _check_shape(path, node)
+    try:
+        node = _compose(path)
+        _check_shape(path, node)
+    except RecursionError:  # brackets nested thousands deep: no config looks like that
+        raise ConfigError(f"{path}: nested too deeply to be a noisewatch config") from None
     data = _construct(path, node) if node is not None else {}
     if data is None:
         data = {}

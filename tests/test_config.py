@@ -162,3 +162,10 @@ def test_check_config_rejects_a_hop_longer_than_the_window(tmp_path: Path) -> No
 def test_check_config_accepts_the_shipped_file() -> None:
     result = check_config(SHIPPED)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_config_nested_thousands_deep_is_one_line_not_a_traceback(tmp_path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(path)

@@ -119,3 +119,10 @@ def test_remove_is_idempotent(tmp_path: Path) -> None:
     spool.remove(seq)
     spool.remove(seq)
     assert spool.depth == 0 and spool.size_bytes == 0
+
+
+def test_a_message_whose_file_went_away_is_forgotten(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1)
+    gone, kept = spool.append("t", b"x"), spool.append("t", b"y")
+    (tmp_path / f"{gone:016d}.msg").unlink()  # removed behind its back
+    assert [e.seq for e in spool.after(0, 10)] == [kept] and spool.depth == 1

@@ -430,3 +430,24 @@ def test_thresholds_kept_from_home_assistant_win_over_the_config_from_the_first_
     (tmp_path / "state" / "thresholds.json").write_text('{"street_music": 0.0}')  # any score passes
     tuned = {e["label"] for e in events(run_daemon(scene, tmp_path / "tuned.jsonl", "--speed", "0", config=config))}
     assert "street_music" not in plain and tuned == plain | {"street_music"}
+
+
+def test_a_reload_that_replaces_the_mqtt_sink_hands_it_the_running_spool(tmp_path: Path) -> None:
+    """Two spools on one folder would hand out the same sequence numbers and overwrite each other's events."""
+    from mqtt_broker import free_port
+
+    from noisewatch.daemon.setup import open_sinks
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    config = tmp_path / "c.yaml"
+    mqtt = f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+    config.write_text(mqtt)
+    running = open_sinks(prepare(str(config)))
+    config.write_text(mqtt + "detector:\n  thresholds:\n    siren: 0.95\n")  # the sink must be rebuilt
+    replaced = open_sinks(prepare(str(config)), running)
+    try:
+        (old,), (new,) = running, replaced
+        assert isinstance(new, MqttSink) and new is not old and new.spool is old.spool
+    finally:
+        for sink in (*running, *replaced):
+            sink.close()

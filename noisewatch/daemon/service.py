@@ -260,6 +260,10 @@ class Service:
             log.error("reload refused, keeping the running configuration: %s", exc)
             notify.ready()
             return False
+        except Exception:  # nothing a new config file holds may end a daemon that is listening
+            log.exception("reload refused, keeping the running configuration")
+            notify.ready()
+            return False
         old.close(keep=new.outbox.sinks)
         new.pipeline.take_over(old.pipeline)  # offsets and timestamps go on: the stream did not break
         self.active = new

@@ -163,8 +163,10 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
         labels, ident, thresholds = setup.bundle.labels, setup.bundle.ident, base_thresholds(setup)
-        same = [s for s in running if isinstance(s, MqttSink) and s.serves(setup.config, labels, ident, thresholds)]
-        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident, thresholds))
+        mqtt_sinks = [s for s in running if isinstance(s, MqttSink)]
+        same = [s for s in mqtt_sinks if s.serves(setup.config, labels, ident, thresholds)]
+        spool = mqtt_sinks[0].spool if mqtt_sinks else None
+        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident, thresholds, spool=spool))
     if setup.config.jsonl.path:
         try:
             sinks.append(JsonlSink(setup.config.jsonl.path))

@@ -23,4 +23,4 @@ class Sink(Protocol):
         """Per-label thresholds set through this sink (Home Assistant's ``number`` entities); empty for most."""
 
     def close(self) -> None:
-        """Flush and release; called once at shutdown."""
+        """Flush and release; called once, at shutdown or when a reload replaces the sink."""

@@ -192,6 +192,7 @@ class MqttSink:
         self._conn_log = ConnectionLog()
         self._stopping = threading.Event()
         """Set by ``close``: paho's jitter wait ends at once."""
+        self._disk_lock = threading.Lock()
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
@@ -199,13 +200,17 @@ class MqttSink:
 
     @classmethod
     def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
-                    thresholds: Mapping[str, float] | None = None, version: str = __version__) -> "MqttSink":
-        """Build and start the sink; raises ConfigError for unusable TLS files, password or spool."""
+                    thresholds: Mapping[str, float] | None = None, version: str = __version__,
+                    spool: Spool | None = None) -> "MqttSink":
+        """Build and start the sink; raises ConfigError for unusable TLS files, password or spool. ``spool``:
+        the running sink's, when this one replaces it on the same folder (two Spool objects on one folder
+        would hand out the same sequence numbers)."""
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
         topics = Topics(section.topic_prefix or default_prefix(config.device_id), section.homeassistant.prefix)
         try:
-            spool = Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
+            if spool is None or spool.directory != section.spool.directory:
+                spool = Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
         except OSError as exc:
             raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
         sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
@@ -260,17 +265,19 @@ class MqttSink:
                 "spool_memory_queued": len(self._unspooled), "spool_memory_dropped": self.memory_dropped}
 
     def _spool_event(self, topic: str, payload: bytes, spooled: _Spooled) -> None:
-        """To disk before anything else learns of it; to the pump's memory when the disk refuses."""
-        if not self._disk_trouble.is_set():
-            try:
-                self.spool.append(topic, payload)
-                self._commands.put(spooled)
-                return
-            except OSError as exc:
-                log.error("MQTT spool: cannot write to %s (%s); events are kept in memory (up to %d) until it "
-                          "takes them again", self.spool.directory, exc.strerror or exc, MEMORY_SPOOL_MAX)
-                self._disk_trouble.set()
-        self._commands.put(_Unspooled(topic, payload, spooled))
+        """To disk before anything else learns of it; to the pump's memory when the disk refuses. Under the
+        disk lock, so that an event queued behind held ones is never overtaken by one written directly."""
+        with self._disk_lock:
+            if not self._disk_trouble.is_set():
+                try:
+                    self.spool.append(topic, payload)
+                    self._commands.put(spooled)
+                    return
+                except OSError as exc:
+                    log.error("MQTT spool: cannot write to %s (%s); events are kept in memory (up to %d) until it "
+                              "takes them again", self.spool.directory, exc.strerror or exc, MEMORY_SPOOL_MAX)
+                    self._disk_trouble.set()
+            self._commands.put(_Unspooled(topic, payload, spooled))
 
     def close(self) -> None:
         """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline``, stop."""
@@ -489,16 +496,31 @@ class MqttSink:
         self._publish_threshold(label)
 
     def _respool(self) -> None:
-        """Move events held in memory to the spool, oldest first, as soon as its disk takes them again."""
+        """Move events held in memory to the spool, oldest first, as soon as its disk takes them again; the
+        trouble ends only once every held event, those still on the queue included, is on disk."""
+        if not self._write_held():
+            return
+        with self._disk_lock:
+            try:
+                while True:
+                    self._handle(self._commands.get_nowait())
+            except queue.Empty:
+                pass
+            if not self._write_held():
+                return
+            self._disk_trouble.clear()
+        log.warning("MQTT spool: %s takes writes again; the events held in memory are spooled", self.spool.directory)
+
+    def _write_held(self) -> bool:
+        """Spool the held events in order; False when the disk still refuses."""
         while self._unspooled:
             held = self._unspooled[0]
             try:
                 self.spool.append(held.topic, held.payload)
             except OSError:
-                return
+                return False
             self._unspooled.popleft()
-        self._disk_trouble.clear()
-        log.warning("MQTT spool: %s takes writes again; the events held in memory are spooled", self.spool.directory)
+        return True
 
     def _acknowledged(self, ack: _Ack) -> None:
         handed = self._inflight.pop(ack.mid, None)

@@ -199,8 +199,12 @@ class Spool:
             header, _, payload = self._path(seq).read_bytes().partition(b"\n")
             meta = json.loads(header)
             entry = SpoolEntry(seq, str(meta["topic"]), payload, float(meta["created"]))
-        except FileNotFoundError:
-            return None  # dropped or acknowledged meanwhile
+        except FileNotFoundError:  # dropped or acknowledged meanwhile: forget it, as remove does
+            with self._lock:
+                meta = self._index.pop(seq, None)
+                if meta is not None:
+                    self._bytes -= meta.size
+            return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable ({exc})")
             return None
