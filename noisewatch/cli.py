@@ -77,6 +77,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="lowest per-class score threshold the bundle may get (0-0.95)")
     p.add_argument("--scene-mix", type=int, default=TRAINING.scene_mix, metavar="N",
                    help="scene-mix windows per clip: the event at a random offset and level in a quiet 4 s bed")
+    p.add_argument("--scene-windows", type=int, default=TRAINING.scene_windows, metavar="N",
+                   help="training soundscapes per fold (scaper, 0-24 dB over ambience, with distractors) cut into "
+                        "labelled windows; needs --urbansound and --esc50")
+    p.add_argument("--scene-window-weight", type=float, default=TRAINING.scene_window_weight, metavar="W",
+                   help="loss weight of a soundscape window relative to an original clip")
     p.add_argument("--scene-mix-weight", type=float, default=TRAINING.scene_mix_weight, metavar="W",
                    help="loss weight of a scene-mix window relative to an original clip")
     p.add_argument("--quiet", type=int, default=DEFAULT_QUIET, metavar="N", help="synthetic quiet background clips")

@@ -35,10 +35,15 @@ SHAPE_STATS = ("spectral_shape",)
 or a tune is peaky, an air conditioner, an engine or a drill flat. Per group: flatness (geometric over
 arithmetic mean power), peak-to-mean and contrast (loudest fifth of bands over quietest fifth), all in dB,
 each as mean and std over time."""
-STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS + SHAPE_STATS
+PEAK_STATS = ("peak",)
+"""The mean of every per-frame value (MFCCs, and shape measures when asked for) over the window's loudest
+``peak_s``: a 1 s bark in 4 s of rain is a quarter of the window's mean, but all of this."""
+STATS = MFCC_STATS + MEL_STATS + TEMPORAL_STATS + SHAPE_STATS + PEAK_STATS
 TEMPORAL_FIELDS = ("temporal_mfccs", "modulation_bands_hz", "periodicity_lags_s")
 SHAPE_FIELDS = ("shape_groups",)
-STAT_FIELDS = {"modulation": TEMPORAL_FIELDS, "periodicity": TEMPORAL_FIELDS, "spectral_shape": SHAPE_FIELDS}
+PEAK_FIELDS = ("peak_s",)
+STAT_FIELDS = {"modulation": TEMPORAL_FIELDS, "periodicity": TEMPORAL_FIELDS, "spectral_shape": SHAPE_FIELDS,
+               "peak": PEAK_FIELDS}
 """The settings only some statistics read: checked and written only when one of those is used."""
 SHAPE_MEASURES = 3  # flatness, peak-to-mean, contrast
 DB_TO_LN = np.float32(np.log(10.0) / 10.0)  # dB -> natural log of power: exp(db * DB_TO_LN) == 10 ** (db / 10)
@@ -87,6 +92,8 @@ class FeatureSettings:
     """Edges of the lag ranges (seconds, rounded to frames) in which ``periodicity`` is taken."""
     shape_groups: int = 6
     """Groups of adjacent mel bands (as equal as n_mels allows) that ``spectral_shape`` describes."""
+    peak_s: float = 1.0
+    """Length of the loudest stretch ``peak`` describes, in seconds (rounded to frames)."""
 
     def __post_init__(self) -> None:
         for name in ("stats", *TEMPORAL_FIELDS):
@@ -107,6 +114,8 @@ class FeatureSettings:
                                        or not 1 <= self.shape_groups <= self.n_mels // 5):
             raise ValueError(f"shape_groups must be a whole number from 1 to n_mels/5 ({self.n_mels // 5}: five "
                              f"bands a group at least), not {self.shape_groups!r}")
+        if "peak_s" in used and not 1 <= self.peak_frames() <= self.frames_per_window():
+            raise ValueError(f"peak_s must be from one frame to the window ({self.window_s} s), not {self.peak_s!r}")
 
     def _check_temporal(self) -> None:
         if not 1 <= self.temporal_mfccs <= self.n_mfcc:
@@ -145,11 +154,17 @@ class FeatureSettings:
             return self.temporal_mfccs * (len(self.periodicity_lags_s) - 1)
         if stat == "spectral_shape":
             return self.shape_groups * SHAPE_MEASURES * 2
+        if stat == "peak":
+            return self.n_mfcc + (self.shape_groups * SHAPE_MEASURES if "spectral_shape" in self.stats else 0)
         return self.n_mels if stat in MEL_STATS else self.n_mfcc
 
     def frames_per_window(self) -> int:
         """STFT frames of one centred window, as librosa counts them."""
         return 1 + self.window_samples // self.hop_length
+
+    def peak_frames(self) -> int:
+        """``peak_s`` in frames."""
+        return int(round(self.peak_s * self.frame_rate))
 
     def periodicity_frames(self) -> tuple[int, ...]:
         """The lag edges of ``periodicity`` in frames."""
@@ -377,6 +392,14 @@ class _WindowStats:
         n_mfcc = self.settings.n_mfcc  # values: the MFCCs, then the shape measures (asked for: we are here)
         return np.stack([mean[n_mfcc:], std[n_mfcc:]], axis=1).ravel()
 
+    def peak(self) -> np.ndarray:
+        """Every per-frame value's mean over the loudest ``peak_s`` stretch (loudness: c0, the frame's mean
+        clamped level; the first of equally loud stretches)."""
+        span = self.settings.peak_frames()
+        running = np.concatenate([[0.0], np.cumsum(self.values[:, 0])])
+        first = int(np.argmax(running[span:] - running[:-span]))
+        return self.values[first : first + span].mean(axis=0)
+
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
         parts = {
@@ -393,6 +416,7 @@ class _WindowStats:
             "modulation": self.modulation,
             "periodicity": self.periodicity,
             "spectral_shape": self.spectral_shape,
+            "peak": self.peak,
         }
         return parts[name]()
 

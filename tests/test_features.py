@@ -100,10 +100,10 @@ def test_every_statistic_matches_librosa_and_numpy() -> None:
         "p90": np.percentile(matrix, 90, axis=1), "skew": skew(matrix, axis=1),
         "mel_mean": mel_db.mean(axis=1), "mel_std": mel_db.std(axis=1),
         "modulation": reference_modulation(matrix[:8], settings), "periodicity": reference_periodicity(matrix[:8]),
-        "spectral_shape": reference_shape(mel_db, groups=6),
+        "spectral_shape": reference_shape(mel_db, groups=6), "peak": reference_peak(matrix, mel_db, groups=6),
     }
     ours = extract(window, settings)
-    assert ours.shape == (settings.n_features,) == (8 * 50 + 2 * 128 + 8 * 7 + 8 * 5 + 6 * 3 * 2,)
+    assert ours.shape == (settings.n_features,) == (8 * 50 + 2 * 128 + 8 * 7 + 8 * 5 + 6 * 3 * 2 + 50 + 6 * 3,)
     offset = 0
     for name in STATS:
         width = len(expected[name])
@@ -139,17 +139,29 @@ def reference_shape(mel_db: np.ndarray, groups: int) -> np.ndarray:
     """Per group of mel bands (np.array_split) and frame: 10 log10 of the geometric over the arithmetic mean
     power, of the max over the mean power, and the dB gap between the loudest and quietest fifth of bands;
     each as mean and std over frames."""
+    measures = reference_shape_frames(mel_db, groups)
+    return np.stack([measures.mean(axis=0), measures.std(axis=0)], axis=1).ravel()
+
+
+def reference_shape_frames(mel_db: np.ndarray, groups: int) -> np.ndarray:
+    """The measures of :func:`reference_shape` frame by frame, (frames, groups x 3), group-major."""
     from scipy.stats import gmean
 
     values = []
     for bands in np.array_split(mel_db, groups, axis=0):
         power = 10 ** (bands / 10)
         ranked, fifth = np.sort(bands, axis=0), len(bands) // 5
-        for measure in (10 * np.log10(gmean(power, axis=0) / power.mean(axis=0)),
-                        10 * np.log10(power.max(axis=0) / power.mean(axis=0)),
-                        ranked[-fifth:].mean(axis=0) - ranked[:fifth].mean(axis=0)):
-            values += [measure.mean(), measure.std()]
-    return np.array(values)
+        values += [10 * np.log10(gmean(power, axis=0) / power.mean(axis=0)),
+                   10 * np.log10(power.max(axis=0) / power.mean(axis=0)),
+                   ranked[-fifth:].mean(axis=0) - ranked[:fifth].mean(axis=0)]
+    return np.stack(values, axis=1)
+
+
+def reference_peak(matrix: np.ndarray, mel_db: np.ndarray, groups: int, frames: int = 43) -> np.ndarray:
+    """MFCCs and shape measures averaged over the ``frames`` consecutive frames of highest summed c0."""
+    first = int(np.argmax(np.convolve(matrix[0], np.ones(frames), mode="valid")))
+    stretch = slice(first, first + frames)
+    return np.concatenate([matrix[:, stretch].mean(axis=1), reference_shape_frames(mel_db, groups)[stretch].mean(axis=0)])
 
 
 def test_spectral_shape_follows_non_default_settings_on_a_real_siren(repo_root: Path) -> None:

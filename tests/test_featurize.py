@@ -57,7 +57,7 @@ def test_speed_copies_of_the_training_folds_reach_training(tmp_path: Path) -> No
     data = pipeline.build_data(clips, FeatureSettings(stats=("mean", "std")), model, tmp_path / "cache", workers=1)
     assert len(data.augmented) == 2 and not np.allclose(data.augmented[0], data.x)
     train = data.folds == 1
-    x, y, mixed = pipeline._training_set(data, train)
-    assert len(x) == 3 * train.sum() and not mixed.any()
+    x, y, scale = pipeline._training_set(data, train)
+    assert len(x) == 3 * train.sum() and np.isnan(scale).all()
     np.testing.assert_array_equal(x[train.sum():2 * train.sum()], data.augmented[0][train])
     np.testing.assert_array_equal(y, np.tile(data.y[train], 3))

@@ -60,26 +60,27 @@ def _data() -> Data:
     labels = list(LABELS)
     y = np.array([labels.index(c.label) for c in clips])
     return Data(clips, labels, np.arange(4.0)[:, None], y, np.array([1, 1, 2, 2]),
-                mixed_x=np.array([[10.0], [20.0], [21.0]]), mixed_y=y[[0, 2, 3]], mixed_folds=np.array([1, 2, 2]))
+                mixed_x=np.array([[10.0], [20.0], [21.0]]), mixed_y=y[[0, 2, 3]], mixed_folds=np.array([1, 2, 2]),
+                mixed_weight=np.array([0.25, 0.25, 0.5]))
 
 
 def test_training_set_takes_mixes_only_from_the_training_folds():
     data = _data()
-    x, y, mixed = _training_set(data, data.folds == 1)
-    assert x[:, 0].tolist() == [0.0, 1.0, 10.0] and mixed.tolist() == [False, False, True]
+    x, y, scale = _training_set(data, data.folds == 1)
+    assert x[:, 0].tolist() == [0.0, 1.0, 10.0] and np.isnan(scale[:2]).all() and scale[2] == 0.25
     assert y.tolist() == [*data.y[:2], data.y[0]]
     assert len(_training_set(data, np.ones(4, bool))[0]) == 7
 
 
 def test_mixes_are_down_weighted_and_do_not_change_the_class_weights():
     data = _data()
-    x, y, mixed = _training_set(data, np.ones(4, bool))
-    model = ModelSettings(scene_mix=1, scene_mix_weight=0.25, background_weight=3.0)
+    x, y, scale = _training_set(data, np.ones(4, bool))
+    model = ModelSettings(scene_mix=1, background_weight=3.0)
     background = data.labels.index(BACKGROUND)
-    weights = sample_weights(y, mixed, len(data.labels), model, background)
+    weights = sample_weights(y, scale, len(data.labels), model, background)
     originals = class_weights(data.y, len(data.labels), model, background)
     assert weights[:4].tolist() == [originals[int(c)] for c in data.y]
-    assert weights[4:].tolist() == [0.25 * originals[int(c)] for c in y[4:]]
+    assert weights[4:].tolist() == [w * originals[int(c)] for w, c in zip([0.25, 0.25, 0.5], y[4:])]
 
 
 def test_scene_metrics_need_two_consecutive_windows_and_count_quiet_alarms():

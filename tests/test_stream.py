@@ -41,7 +41,7 @@ def test_hop_is_rounded_to_whole_stft_hops() -> None:
         StreamingFeatures(settings, hop_s=5.0)
 
 
-@pytest.mark.parametrize("stats", [("mean", "std"), ("mean", "std", "modulation", "periodicity", "spectral_shape")])
+@pytest.mark.parametrize("stats", [("mean", "std"), ("mean", "std", "modulation", "periodicity", "spectral_shape", "peak")])
 @pytest.mark.parametrize("block", [256, 1024, 4000])
 def test_generated_audio_matches_batch(block: int, stats: tuple[str, ...]) -> None:
     rng = np.random.default_rng(1)
@@ -54,7 +54,7 @@ def test_generated_audio_matches_batch(block: int, stats: tuple[str, ...]) -> No
 
 @pytest.mark.shared_data
 def test_real_audio_matches_batch(shared_data) -> None:
-    settings = FeatureSettings(stats=("mean", "std", "modulation", "periodicity", "spectral_shape"))
+    settings = FeatureSettings(stats=("mean", "std", "modulation", "periodicity", "spectral_shape", "peak"))
     folder = shared_data / "UrbanSound8K" / "audio" / "fold1"
     clips = [sf.read(path, dtype="float32")[0] for path in sorted(folder.glob("*.flac"))[:4]]
     audio = np.concatenate(clips)

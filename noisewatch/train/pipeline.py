@@ -32,6 +32,7 @@ from noisewatch.train.datasets import BACKGROUND, Clip
 from noisewatch.train.featurize import Augment, feature_matrix
 from noisewatch.train.scene_eval import held_out_report
 from noisewatch.train.scenemix import SceneMix, scene_mix_matrix
+from noisewatch.train.scenewindows import scene_window_matrix
 from noisewatch.train.scenes import Scene, held_out_scenes, predict_scenes, scene_metrics
 from noisewatch.train.settings import ModelSettings
 
@@ -56,7 +57,9 @@ class Data:
     """Scene-mix windows' features; they are only ever trained on, never evaluated."""
     mixed_y: np.ndarray | None = None
     mixed_folds: np.ndarray | None = None
-    """Fold of the clip each mix came from, so held-out folds stay out of training."""
+    """Fold of the clip or soundscape each mix came from, so held-out folds stay out of training."""
+    mixed_weight: np.ndarray | None = None
+    """Loss weight of each mix row relative to an original clip."""
     scenes: dict[int, list[Scene]] = field(default_factory=dict)
     """Held-out scenes of each fold, for the scene-level score."""
 
@@ -89,8 +92,10 @@ def _parse_folds(text: str | None) -> list[int] | None:
     return [int(part) for part in text.split(",")] if text else None
 
 
-def build_data(clips: list[Clip], settings: FeatureSettings, model: ModelSettings, cache: Path, workers: int) -> Data:
-    """Feature matrices (cached) for every clip, every augmented copy and every speed-perturbed copy."""
+def build_data(clips: list[Clip], settings: FeatureSettings, model: ModelSettings, cache: Path, workers: int,
+               soundscape_sources: tuple[Path, Path] | None = None) -> Data:
+    """Feature matrices (cached) for every clip, every augmented copy and every speed-perturbed copy; scene
+    mixes and soundscape windows (from UrbanSound8K and ESC-50 roots, ``soundscape_sources``) if asked for."""
     labels = datasets.label_order(clips)
     x = feature_matrix(clips, settings, cache_dir=cache, workers=workers)
     augmented = [
@@ -102,6 +107,8 @@ def build_data(clips: list[Clip], settings: FeatureSettings, model: ModelSetting
     data.scenes = {fold: held_out_scenes(clips, fold, settings) for fold in sorted(set(data.folds.tolist()))}
     if model.scene_mix:
         _add_scene_mixes(data, settings, model, cache)
+    if model.scene_windows and soundscape_sources is not None:
+        _add_scene_windows(data, settings, model, cache, *soundscape_sources)
     return data
 
 
@@ -113,8 +120,31 @@ def _add_scene_mixes(data: Data, settings: FeatureSettings, model: ModelSettings
     beds = [c for c in events if c.label == BACKGROUND]
     mix = SceneMix(copies=model.scene_mix, seed=model.seed)
     x, names, folds = scene_mix_matrix(events, beds, settings, mix, cache_dir=cache)
-    data.mixed_x, data.mixed_y, data.mixed_folds = x, np.array([data.labels.index(n) for n in names]), folds
+    _add_mixes(data, x, names, folds, model.scene_mix_weight)
     log.info("%d scene-mix windows (%d of them background)", len(x), names.count(BACKGROUND))
+
+
+def _add_scene_windows(data: Data, settings: FeatureSettings, model: ModelSettings, cache: Path,
+                       urbansound: Path, esc50: Path) -> None:
+    """Windows of training soundscapes (:mod:`scenewindows`) of every fold, as mixes of that fold."""
+    folds = sorted(set(data.folds.tolist()))
+    x, names, fold_of = scene_window_matrix(urbansound, esc50, folds, model.scene_windows, model.seed, settings,
+                                            cache_dir=cache)
+    _add_mixes(data, x, names, fold_of, model.scene_window_weight)
+    log.info("%d soundscape windows (%d of them background)", len(x), names.count(BACKGROUND))
+
+
+def _add_mixes(data: Data, x: np.ndarray, names: list[str], folds: np.ndarray, weight: float) -> None:
+    """Append training-only rows of the given folds with loss weight ``weight``."""
+    y = np.array([data.labels.index(n) for n in names], dtype=int)
+    weights = np.full(len(y), weight)
+    if data.mixed_x is None or data.mixed_y is None or data.mixed_folds is None or data.mixed_weight is None:
+        data.mixed_x, data.mixed_y, data.mixed_folds, data.mixed_weight = x, y, folds, weights
+        return
+    data.mixed_x = np.concatenate([data.mixed_x, x])
+    data.mixed_y = np.concatenate([data.mixed_y, y])
+    data.mixed_folds = np.concatenate([data.mixed_folds, folds])
+    data.mixed_weight = np.concatenate([data.mixed_weight, weights])
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -143,13 +173,14 @@ def build_mlp(train_x: np.ndarray, n_classes: int, model: ModelSettings) -> Any:
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, model: ModelSettings, background: int,
-            mixed: np.ndarray | None = None) -> Any:
+            scale: np.ndarray | None = None) -> Any:
     """A trained MLP, or the softmax average of ``model.ensemble`` of them (seeded: reruns give the same model).
 
-    ``mixed`` marks scene-mix rows (weighted by ``model.scene_mix_weight``); none if not given.
+    ``scale`` is each row's loss weight relative to an original clip (NaN for original clips; mixes: their
+    weight); all original if not given.
     """
-    mixed = np.zeros(len(y), bool) if mixed is None else mixed
-    weights = sample_weights(y, mixed, n_classes, model, background)
+    scale = np.full(len(y), np.nan) if scale is None else scale
+    weights = sample_weights(y, scale, n_classes, model, background)
     members = [_fit_member(x, y, weights, n_classes, model, model.seed + i) for i in range(model.ensemble)]
     return members[0] if len(members) == 1 else average_members(members, x.shape[1])
 
@@ -167,13 +198,14 @@ def _fit_member(x: np.ndarray, y: np.ndarray, weights: np.ndarray, n_classes: in
     return mlp
 
 
-def sample_weights(y: np.ndarray, mixed: np.ndarray, n_classes: int, model: ModelSettings,
+def sample_weights(y: np.ndarray, scale: np.ndarray, n_classes: int, model: ModelSettings,
                    background: int) -> np.ndarray:
-    """Class weight of each row, from the original clips only (mixes must not dilute the background
-    weight), times ``model.scene_mix_weight`` on scene-mix rows."""
-    per_class = class_weights(y[~mixed], n_classes, model, background)
+    """Class weight of each row, from the original clips (``scale`` NaN) only: mixes must not dilute the
+    background weight; times ``scale`` on mix rows."""
+    original = np.isnan(scale)
+    per_class = class_weights(y[original], n_classes, model, background)
     weights = np.array([per_class[int(label)] for label in y])
-    return weights * np.where(mixed, model.scene_mix_weight, 1.0)
+    return weights * np.where(original, 1.0, scale)
 
 
 def average_members(members: list[Any], n_features: int) -> Any:
@@ -199,15 +231,18 @@ def class_weights(y: np.ndarray, n_classes: int, model: ModelSettings, backgroun
 
 
 def _training_set(data: Data, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of ``mask``, their augmented copies and the scene mixes of their folds; and which rows are mixes."""
+    """Rows of ``mask``, their augmented copies and the mixes of their folds; and each row's loss scale
+    (NaN: an original clip or its copy, else the mix's weight)."""
     xs = [data.x[mask], *(aug[mask] for aug in data.augmented)]
     ys = [np.tile(data.y[mask], len(xs))]
+    scales = [np.full(len(ys[0]), np.nan)]
     if data.mixed_x is not None and data.mixed_y is not None and data.mixed_folds is not None:
         same_folds = np.isin(data.mixed_folds, np.unique(data.folds[mask]))
         xs.append(data.mixed_x[same_folds])
         ys.append(data.mixed_y[same_folds])
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return x, y, np.arange(len(y)) >= len(ys[0])
+        weight = data.mixed_weight if data.mixed_weight is not None else np.ones(len(data.mixed_y))
+        scales.append(weight[same_folds])
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(scales)
 
 
 def baseline_predictions(name: str, x: np.ndarray, y: np.ndarray, test_x: np.ndarray, seed: int) -> np.ndarray:
@@ -241,9 +276,9 @@ def cross_validate(data: Data, model: ModelSettings, baselines: bool
         predicted |= {"random_forest": np.zeros_like(data.y), "knn": np.zeros_like(data.y)}
     for fold in folds:
         test = data.folds == fold
-        train_x, train_y, mixed = _training_set(data, ~test)
+        train_x, train_y, scale = _training_set(data, ~test)
         log.info("fold %d: training on %d vectors, testing on %d clips", fold, len(train_x), test.sum())
-        mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND), mixed)
+        mlp = fit_mlp(train_x, train_y, len(data.labels), model, data.labels.index(BACKGROUND), scale)
         mlps[fold] = mlp
         scores[test] = mlp.predict(data.x[test], verbose=0)
         predicted["mlp"][test] = scores[test].argmax(axis=1)
@@ -342,6 +377,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
         ensemble=args.ensemble,
         scene_mix=args.scene_mix,
         scene_mix_weight=args.scene_mix_weight,
+        scene_windows=args.scene_windows,
+        scene_window_weight=args.scene_window_weight,
         seed=args.seed,
     )
     return features, model
@@ -352,20 +389,23 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     features, model = settings_from_args(args)
-    data = build_data(collect_clips(args), features, model, out / "cache", args.workers)
+    sources = (Path(args.urbansound), Path(args.esc50)) if args.urbansound and args.esc50 else None
+    data = build_data(collect_clips(args), features, model, out / "cache", args.workers, sources)
     log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
     results, scores, scenes, held_out = cross_validate(data, model, baselines=not args.no_baselines)
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, metrics.threshold_grid(model.min_threshold))
     soundscapes = (held_out_report(Path(args.urbansound), Path(args.esc50), held_out, data.labels, features, out)
                    if args.urbansound and args.esc50 else None)
+    if soundscapes is not None:  # events on soundscapes are what a user lives with: their thresholds win
+        thresholds |= soundscapes["thresholds"]["final"]
     summary = {"models": results, "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"],
                "thresholds": thresholds, "model_settings": asdict(model)}
     if soundscapes is not None:
         summary["soundscapes"] = soundscapes
     report.write_report(out, summary)
     np.savez_compressed(out / HELDOUT_NPZ, scores=scores, y=data.y, folds=data.folds)
-    x, y, mixed = _training_set(data, np.ones(len(data.y), bool))
-    fit_mlp(x, y, len(data.labels), model, data.labels.index(BACKGROUND), mixed).save(out / MODEL_FILE)
+    x, y, scale = _training_set(data, np.ones(len(data.y), bool))
+    fit_mlp(x, y, len(data.labels), model, data.labels.index(BACKGROUND), scale).save(out / MODEL_FILE)
     np.savez_compressed(out / FEATURES_NPZ, x=data.x, y=data.y)
     training = {
         "labels": data.labels,

@@ -17,7 +17,7 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,10 @@ OFFSET_SHARE = 0.5
 SHORT_EVENT_S = 2.0
 TRAIN_SCENES = 20
 CLIPS_PER_SCENE = 20
+TUNING_SEED = 17
+"""Seed of the soundscapes thresholds are picked on (the evaluation set's is 13, training windows' 7)."""
+THRESHOLD_GRID = tuple(round(0.5 + 0.05 * step, 2) for step in range(10))
+"""Per-class thresholds tried on soundscapes (0.5-0.95)."""
 BLOCK = 8192
 """Samples per ``Pipeline.process`` call: the service's read size."""
 
@@ -151,6 +155,56 @@ def false_alarms(scored: Scored) -> dict[str, Any]:
             "by_label": dict(labels.most_common())}
 
 
+# --- thresholds for events, not clips ------------------------------------------------------------
+
+Counts = dict[str, np.ndarray]
+"""Per label: event-based true positives, false positives (false events on background-only soundscapes
+included) and misses."""
+
+
+def class_counts(main: Scored, background: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> Counts:
+    """sed_eval's event-based counts per class on ``main``, plus each label's events on ``background`` as
+    false positives: a threshold that cries wolf in the rain pays for it."""
+    import dcase_util
+    import sed_eval
+
+    metric = sed_eval.sound_event.EventBasedMetrics(list(labels), t_collar=ONSET_COLLAR_S,
+                                                    percentage_of_length=OFFSET_SHARE)
+    for scene, events in main:
+        rows = [{"filename": scene.name, "event_label": label, "onset": on, "offset": off}
+                for on, off, label in scene.events]
+        est = [{"filename": scene.name, "event_label": label, "onset": on, "offset": off}
+               for on, off, label in estimated(events)]
+        metric.evaluate(dcase_util.containers.MetaDataContainer(rows), dcase_util.containers.MetaDataContainer(est))
+    alarms = false_alarms(background)["by_label"]
+    return {label: np.array([metric.class_wise[label]["Ntp"], metric.class_wise[label]["Nfp"] + alarms.get(label, 0),
+                             metric.class_wise[label]["Nfn"]]) for label in labels}
+
+
+def threshold_sweep(scenes: FoldScenes, config: Config, bundle: Bundle, model: TFLiteModel,
+                    grid: Sequence[float] = THRESHOLD_GRID) -> dict[float, Counts]:
+    """:func:`class_counts` of the daemon with every target class's threshold at each value of ``grid``
+    (the detector treats labels independently, so one run per value serves every class)."""
+    sweep = {}
+    for threshold in grid:
+        trial = replace(bundle, thresholds={**bundle.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)})
+        sweep[threshold] = class_counts(run_daemon(scenes.main, config, trial, model),
+                                        run_daemon(scenes.background, config, trial, model))
+    return sweep
+
+
+def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
+    """Per class, the threshold with the best event F1 over the pooled counts of ``sweeps`` (the higher
+    threshold on a tie: fewer false alarms for the same score)."""
+    def f1(counts: np.ndarray) -> float:
+        tp, fp, fn = counts
+        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+    grid = sorted(sweeps[0])
+    return {label: max(grid, key=lambda t: (f1(sum(sweep[t][label] for sweep in sweeps)), t))
+            for label in URBANSOUND_CLASSES}
+
+
 # --- one report from every fold -----------------------------------------------------------------
 
 @dataclass
@@ -256,9 +310,13 @@ def train_recipe(fold_clips: int) -> Recipe:
 
 def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any, dict[str, float]]],
                     labels: list[str], features: FeatureSettings, out: Path) -> dict[str, Any] | None:
-    """Leave-one-fold-out soundscape figures of ``noisewatch train``: each fold's soundscapes through the
-    daemon with that fold's Keras MLP, written as a float32 bundle ``out/heldout-fold<N>`` with thresholds
-    picked without that fold (kept, so ``evaluate-scenes --model ... --folds N`` can try detector settings).
+    """Leave-one-fold-out soundscape figures of ``noisewatch train``, and event thresholds.
+
+    Each fold's held-out Keras MLP (written as a float32 bundle ``out/heldout-fold<N>``, kept so
+    ``evaluate-scenes --model ... --folds N`` can try detector settings) runs through the daemon on that fold's
+    tuning soundscapes (seed :data:`TUNING_SEED`) at every threshold of :data:`THRESHOLD_GRID`. A fold is then
+    scored on its evaluation soundscapes with the per-class thresholds that give the best event F1 on the
+    *other* folds' tuning runs (cross-fitted); the thresholds for the final model are picked on every fold's.
     None, with a warning, where scaper is missing or a fold has no ambience."""
     if importlib.util.find_spec("scaper") is None:
         log.warning("soundscape evaluation skipped: scaper is not installed (scripts/bootstrap.sh --test)")
@@ -270,16 +328,25 @@ def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any
         return None
     from noisewatch.convert import to_tflite  # convert imports the training pipeline, which imports this
 
-    scenes = {fold: fold_scenes(fold, events, beds, recipe, features.sample_rate)
-              for fold, (events, beds) in sources.items()}
+    config, rate = load_config(None), features.sample_rate
+    tuning = replace(recipe, sweep_scenes=0, seed=TUNING_SEED)
+    tflite = {fold: to_tflite(mlp, "float32") for fold, (mlp, _) in held_out.items()}
 
-    def bundle_for(fold: int) -> tuple[Bundle, TFLiteModel]:
-        mlp, thresholds = held_out[fold]
-        bundle = write_bundle(out / f"heldout-fold{fold}", "heldout", to_tflite(mlp, "float32"),
-                              version=f"fold{fold}", labels=labels, features=features, thresholds=thresholds)
+    def bundle_for(fold: int, thresholds: dict[str, float]) -> tuple[Bundle, TFLiteModel]:
+        bundle = write_bundle(out / f"heldout-fold{fold}", "heldout", tflite[fold], version=f"fold{fold}",
+                              labels=labels, features=features, thresholds=thresholds)
         return bundle, bundle.open_model()
 
-    return {"recipe": asdict(recipe), **evaluate(scenes, load_config(None), bundle_for)}
+    sweeps = {fold: threshold_sweep(fold_scenes(fold, events, beds, tuning, rate), config,
+                                    *bundle_for(fold, held_out[fold][1]))
+              for fold, (events, beds) in sources.items()}
+    chosen = {fold: pick_thresholds([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]])
+              for fold in sweeps}
+    scenes = {fold: fold_scenes(fold, events, beds, recipe, rate) for fold, (events, beds) in sources.items()}
+    report = evaluate(scenes, config, lambda fold: bundle_for(fold, {**held_out[fold][1], **chosen[fold]}))
+    return {"recipe": asdict(recipe), "tuning_recipe": asdict(tuning),
+            "thresholds": {"folds": {str(fold): t for fold, t in chosen.items()},
+                           "final": pick_thresholds(list(sweeps.values()))}, **report}
 
 
 def main(args: argparse.Namespace) -> int:

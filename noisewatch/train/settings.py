@@ -38,6 +38,11 @@ class ModelSettings:
     """Scene-mix windows per clip (an event placed in a quiet 4 s bed, see :mod:`scenemix`)."""
     scene_mix_weight: float = 0.25
     """Loss weight of a scene-mix window relative to an original clip."""
+    scene_windows: int = 0
+    """Training soundscapes with events per fold (plus a third as many without), cut into labelled windows
+    (see :mod:`scenewindows`)."""
+    scene_window_weight: float = 1.0
+    """Loss weight of a soundscape window relative to an original clip."""
     min_threshold: float = 0.6
     """Lowest per-class threshold the best-F1 choice may take. Below 0.6 the model is unsure between classes;
     with a floor of 0.4 the choice fell to 0.40-0.55 on one fold and let through background the other fold

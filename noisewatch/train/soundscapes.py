@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from noisewatch.train.datasets import URBANSOUND_CLASSES, Clip, assign_folds, read_esc50, read_urbansound
+from noisewatch.train.datasets import BACKGROUND, URBANSOUND_CLASSES, Clip, assign_folds, read_esc50, read_urbansound
 
 AMBIENCE = ("rain", "wind", "sea_waves", "crickets", "chirping_birds", "crackling_fire", "insects", "thunderstorm",
             "frog", "water_drops")
@@ -53,6 +53,9 @@ class Recipe:
     events: tuple[int, int] = (1, 3)
     snr_db: tuple[float, float] = (6.0, 24.0)
     seed: int = 13
+    distractors: tuple[int, int] = (0, 0)
+    """Everyday non-target sounds (ESC-50, see :func:`fold_distractors`) added as foreground to every
+    soundscape, a number drawn from this range: hard negatives for training sets. They are not scored."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,19 @@ def fold_sources(urbansound: Path, esc50: Path, folds: Sequence[int]) -> dict[in
     return {f: ([c for c in events if c.fold == f], [c for c in ambience if c.fold == f]) for f in folds}
 
 
+def fold_distractors(esc50: Path, folds: Sequence[int]) -> dict[int, list[Clip]]:
+    """Per fold: the ESC-50 recordings that are neither a target class nor ambience (door knocks, footsteps,
+    laughter, ...), spread over the folds as ``noisewatch train`` spreads them."""
+    named = read_esc50(esc50, mapping={category: category for category in AMBIENCE})
+    others = [c for c in assign_folds(named, folds) if c.label == BACKGROUND]
+    return {f: [c for c in others if c.fold == f] for f in folds}
+
+
 def fold_scenes(fold: int, events: Sequence[Clip], ambience: Sequence[Clip], recipe: Recipe,
-                sample_rate: int) -> FoldScenes:
+                sample_rate: int, distractors: Sequence[Clip] = ()) -> FoldScenes:
     """The main set, the SNR sweep and the background-only set of one fold."""
     seed = recipe.seed * 1_000_000 + fold * 100_000
-    with _scaper_folders(events, ambience, recipe.duration_s, sample_rate) as (fg, bg):
+    with _scaper_folders([*events, *distractors], ambience, recipe.duration_s, sample_rate) as (fg, bg):
         def make(kind: str, offset: int, count: int, snr: tuple[float, float] | None, n_events: bool) -> list[Soundscape]:
             return [_soundscape(f"fold{fold}-{kind}-{i:03d}", fg, bg, recipe, seed + offset + i, snr, n_events,
                                 sample_rate) for i in range(count)]
@@ -145,13 +156,22 @@ def _soundscape(name: str, fg: Path, bg: Path, recipe: Recipe, seed: int, snr: t
     ambience = sorted(p.name for p in bg.iterdir() if p.name != BROWN)
     sc.add_background(("const", BROWN), ("choose", []), ("const", 0))
     sc.add_background(("choose", ambience), ("choose", []), ("uniform", 0, 4))
+    targets = sorted(p.name for p in fg.iterdir() if p.name in URBANSOUND_CLASSES)
+    # ("choose", []) draws from every folder: kept where there are no distractors, so sets stay as they were.
+    label = ("choose", targets if (fg / BACKGROUND).is_dir() else [])
     for _ in range(int(rng.integers(recipe.events[0], recipe.events[1] + 1)) if with_events else 0):
         assert snr is not None
-        sc.add_event(label=("choose", []), source_file=("choose", []), source_time=("const", 0),
+        sc.add_event(label=label, source_file=("choose", []), source_time=("const", 0),
                      event_time=("uniform", 0, recipe.duration_s - MAX_EVENT_S),
                      event_duration=("const", MAX_EVENT_S),
                      snr=("uniform", *snr) if snr[0] != snr[1] else ("const", snr[0]),
                      pitch_shift=None, time_stretch=None)
+    if recipe.distractors != (0, 0):
+        for _ in range(int(rng.integers(recipe.distractors[0], recipe.distractors[1] + 1))):
+            sc.add_event(label=("const", BACKGROUND), source_file=("choose", []), source_time=("const", 0),
+                         event_time=("uniform", 0, recipe.duration_s - MAX_EVENT_S),
+                         event_duration=("const", MAX_EVENT_S), snr=("uniform", *recipe.snr_db),
+                         pitch_shift=None, time_stretch=None)
     with warnings.catch_warnings():  # scaper warns of every trimmed clip and every rescaled mix
         warnings.simplefilter("ignore")
         audio, _, annotations, _ = sc.generate(fix_clipping=True, disable_instantiation_warnings=True)
