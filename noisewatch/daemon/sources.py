@@ -40,6 +40,9 @@ MAX_DEFAULT_CHANNELS = 2
 JOIN_TIMEOUT_S = 2.0
 """How long stop() waits for the file reader thread."""
 SAMPLE_DTYPE = "float32"
+UNPACED_BLOCK_FRAMES = 8192
+"""Smallest block a replay at speed 0 reads: nothing paces it, and every block costs the reader a Python round
+trip and the processing loop a wake-up (the service reads 8192 frames at a time)."""
 
 
 class SourceError(RuntimeError):
@@ -315,7 +318,7 @@ class FileSource(AudioSource):
             raise SourceError(f"cannot read audio file {self.path}: {exc}") from None
         super().__init__(self.path.name, info.samplerate, info.channels, buffer_s)
         self.speed = speed
-        self.block_size = block_size
+        self.block_size = block_size if speed > 0 else max(block_size, UNPACED_BLOCK_FRAMES)
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
