@@ -140,9 +140,10 @@ def test_loudness_events_need_the_minimum_duration() -> None:
 def test_window_squares_give_the_frame_levels_of_each_whole_window() -> None:
     """Kept from window to window, the squares still give exactly the levels of squaring each window anew."""
     rate, length = 22050, 4 * 22050
-    stream = np.random.default_rng(3).standard_normal(20 * rate).astype(np.float32) * np.float32(0.1)
+    stream = np.random.default_rng(3).standard_normal(30 * rate).astype(np.float32) * np.float32(0.1)
     squares = WindowSquares()
-    for start in (0, 11264, 22528, 22528, 45056, 45056 + length, 40000, 51264):  # hops, repeats, a jump, going back
+    hops = [11264 * k for k in range(12)]  # past the end of the squares' buffer and back to its front
+    for start in hops + [hops[-1], hops[-1] + 22528, hops[-1] + 22528 + length, 40000, 51264]:  # a repeat, two hops, a jump, back
         window = stream[start : start + length]
         kept = frame_levels(window, rate, squares.of(start, window))
         assert np.array_equal(kept, frame_levels(window, rate))

@@ -90,26 +90,34 @@ class WindowSquares:
     """The float64 squares of the latest window, for its frame levels. Consecutive windows share all but a hop
     of their audio, so only the samples a window adds are squared (a whole 4 s window was a cast, a square
     and a sum of 88,200 samples on every hop with a label present). A float32 sample squared in float64 is
-    exact, so the levels are those of squaring the whole window. :meth:`reset` when the stream breaks."""
+    exact, so the levels are those of squaring the whole window. The squares sit in a buffer two windows long
+    and move to its front only when a window would run past its end. :meth:`reset` when the stream breaks."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self._start = 0
-        self._squares = np.zeros(0)
+        self._length = 0
+        self._offset = 0
+        self._buffer = np.zeros(0)
 
     def of(self, start_sample: int, samples: np.ndarray) -> np.ndarray:
         """Squares of ``samples``, the window that begins at stream sample ``start_sample`` (valid until the
         next call)."""
         n, shift = len(samples), start_sample - self._start
-        if n != len(self._squares) or not 0 <= shift < n:
-            self._squares = np.square(samples, dtype=np.float64)
-        elif shift:
-            self._squares[: n - shift] = self._squares[shift:]
-            np.square(samples[n - shift :], out=self._squares[n - shift :], dtype=np.float64)
         self._start = start_sample
-        return self._squares
+        if n != self._length or not 0 <= shift < n:  # nothing to keep
+            self._buffer, self._length, self._offset = np.empty(2 * n), n, 0
+            shift = n
+        elif self._offset + shift + n > len(self._buffer):
+            self._buffer[: n - shift] = self._buffer[self._offset + shift : self._offset + n]
+            self._offset = 0
+        else:
+            self._offset += shift
+        window = self._buffer[self._offset : self._offset + n]
+        np.square(samples[n - shift :], out=window[n - shift :], dtype=np.float64)
+        return window
 
 
 def quietest_tenth(levels: np.ndarray) -> float:
