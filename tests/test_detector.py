@@ -9,8 +9,6 @@ from noisewatch.daemon.detector import (
     DetectorSettings,
     LoudnessDetector,
     Observation,
-    WindowSquares,
-    frame_levels,
     sound_activity,
 )
 
@@ -135,18 +133,3 @@ def test_loudness_events_need_the_minimum_duration() -> None:
         for t in loud.update(float(second), float(level)):
             seen.append((t.kind, t.event.label, t.event.start_s, t.event.end_s, t.event.confidence))
     assert seen == [("started", "loud", 1.0, 3.0, None), ("ended", "loud", 1.0, 4.0, None)]
-
-
-def test_window_squares_give_the_frame_levels_of_each_whole_window() -> None:
-    """Kept from window to window, the squares still give exactly the levels of squaring each window anew."""
-    rate, length = 22050, 4 * 22050
-    stream = np.random.default_rng(3).standard_normal(30 * rate).astype(np.float32) * np.float32(0.1)
-    squares = WindowSquares()
-    hops = [11264 * k for k in range(12)]  # past the end of the squares' buffer and back to its front
-    for start in hops + [hops[-1], hops[-1] + 22528, hops[-1] + 22528 + length, 40000, 51264]:  # a repeat, two hops, a jump, back
-        window = stream[start : start + length]
-        kept = frame_levels(window, rate, squares.of(start, window))
-        assert np.array_equal(kept, frame_levels(window, rate))
-    squares.reset()  # the stream broke: the audio after 51264 + 11264 is not what came before
-    window = np.float32(2) * stream[:length]
-    assert np.array_equal(frame_levels(window, rate, squares.of(51264 + 11264, window)), frame_levels(window, rate))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -58,14 +57,11 @@ class Observation:
     sample_rate: int
     floor_db: float = np.inf
     """Recent quiet floor of the stream (see NoiseFloor), in dB re full scale."""
-    squares: Callable[[], np.ndarray] | None = None
-    """The samples squared in float64, from a :class:`WindowSquares` (None: squared when needed)."""
 
     @functools.cached_property
     def activity(self) -> tuple[float, float] | None:
         """(onset, end) in stream seconds of the window's last loud stretch, if it has one."""
-        squares = None if self.squares is None else self.squares()
-        span = sound_activity(self.samples, self.sample_rate, self.floor_db, squares)
+        span = sound_activity(self.samples, self.sample_rate, self.floor_db)
         return None if span is None else (self.start_s + span[0], self.start_s + span[1])
 
 
@@ -75,49 +71,12 @@ class Transition:
     event: OpenEvent
 
 
-def frame_levels(samples: np.ndarray, sample_rate: int, squares: np.ndarray | None = None) -> np.ndarray:
-    """Level in dB re full scale of consecutive ACTIVITY_FRAME_S frames (``squares``: of ``samples``, in float64,
-    if already at hand)."""
+def frame_levels(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Level in dB re full scale of consecutive ACTIVITY_FRAME_S frames."""
     frame = max(1, int(ACTIVITY_FRAME_S * sample_rate))
     n = len(samples) // frame
-    if squares is None:
-        squares = np.square(samples[: n * frame], dtype=np.float64)
-    power = np.mean(squares[: n * frame].reshape(n, frame), axis=1)
+    power = np.mean(np.square(samples[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
     return 10.0 * np.log10(np.maximum(power, 1e-12))
-
-
-class WindowSquares:
-    """The float64 squares of the latest window, for its frame levels. Consecutive windows share all but a hop
-    of their audio, so only the samples a window adds are squared (a whole 4 s window was a cast, a square
-    and a sum of 88,200 samples on every hop with a label present). A float32 sample squared in float64 is
-    exact, so the levels are those of squaring the whole window. The squares sit in a buffer two windows long
-    and move to its front only when a window would run past its end. :meth:`reset` when the stream breaks."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._start = 0
-        self._length = 0
-        self._offset = 0
-        self._buffer = np.zeros(0)
-
-    def of(self, start_sample: int, samples: np.ndarray) -> np.ndarray:
-        """Squares of ``samples``, the window that begins at stream sample ``start_sample`` (valid until the
-        next call)."""
-        n, shift = len(samples), start_sample - self._start
-        self._start = start_sample
-        if n != self._length or not 0 <= shift < n:  # nothing to keep
-            self._buffer, self._length, self._offset = np.empty(2 * n), n, 0
-            shift = n
-        elif self._offset + shift + n > len(self._buffer):
-            self._buffer[: n - shift] = self._buffer[self._offset + shift : self._offset + n]
-            self._offset = 0
-        else:
-            self._offset += shift
-        window = self._buffer[self._offset : self._offset + n]
-        np.square(samples[n - shift :], out=window[n - shift :], dtype=np.float64)
-        return window
 
 
 def quietest_tenth(levels: np.ndarray) -> float:
@@ -126,14 +85,13 @@ def quietest_tenth(levels: np.ndarray) -> float:
     return float(np.partition(levels, k)[k])
 
 
-def sound_activity(samples: np.ndarray, sample_rate: int, floor_db: float = np.inf,
-                   squares: np.ndarray | None = None) -> tuple[float, float] | None:
+def sound_activity(samples: np.ndarray, sample_rate: int, floor_db: float = np.inf) -> tuple[float, float] | None:
     """(onset_s, end_s) within the window of its last loud stretch, or None without contrast.
 
     Loud means ACTIVITY_CONTRAST_DB above the quiet floor: the stream's recent floor or the
-    window's own quietest tenth, whichever is lower. ``squares``: see :func:`frame_levels`.
+    window's own quietest tenth, whichever is lower.
     """
-    level = frame_levels(samples, sample_rate, squares)
+    level = frame_levels(samples, sample_rate)
     if len(level) < 2:
         return None
     floor = min(floor_db, quietest_tenth(level))

@@ -7,7 +7,6 @@ SampleClock anchor, moved by what each block says of its capture (:meth:`Pipelin
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,15 +15,7 @@ import numpy as np
 
 from noisewatch.bundle import Bundle
 from noisewatch.config import AudioSection, Config, DetectorSection, LevelsSection, LoudnessSection, ScoresSection
-from noisewatch.daemon.detector import (
-    Detector,
-    DetectorSettings,
-    LoudnessDetector,
-    NoiseFloor,
-    Observation,
-    Transition,
-    WindowSquares,
-)
+from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
 from noisewatch.daemon.events import SampleClock, event_message, started_message
 from noisewatch.daemon.levels import LevelHistory, LevelMeter, dbfs
 from noisewatch.daemon.messages import Level, Message, Score, Scores
@@ -95,7 +86,6 @@ class Pipeline:
         self.hop_s = self.stream.hop_samples / self.sample_rate
         self.detector = Detector(bundle.labels, detector_settings(settings.detector, bundle, self.hop_s))
         self.floor = NoiseFloor(self.sample_rate, self.hop_s)
-        self.squares = WindowSquares()
         self.loudness = LoudnessDetector(settings.loudness.threshold_dbfs, settings.loudness.min_duration_s)
         self.levels = LevelMeter(self.sample_rate, settings.levels.interval_s, settings.levels.calibration_db)
         history_s = settings.detector.max_duration_s + bundle.features.window_s + settings.detector.release_s
@@ -176,7 +166,6 @@ class Pipeline:
         The service moves :attr:`clock` on when audio flows again."""
         out = self.finish()
         self.stream.reset(start_sample=self.samples)
-        self.squares.reset()
         self.levels.reset()
         return out
 
@@ -196,7 +185,6 @@ class Pipeline:
             samples=window.samples,
             sample_rate=self.sample_rate,
             floor_db=self.floor.update(window.samples[-self.stream.hop_samples :]),
-            squares=functools.partial(self.squares.of, window.start_sample, window.samples),
         )
         self.counters.windows += 1
         self.counters.gated += gated
