@@ -45,6 +45,9 @@ PCM16_SCALE = np.float32(1.0 / 0x8000)
 UNPACED_BLOCK_FRAMES = 8192
 """Smallest block a replay at speed 0 reads: nothing paces it, and every block costs the reader a Python round
 trip and the processing loop a wake-up (the service reads 8192 frames at a time)."""
+UNPACED_BUFFER_S = 1.0
+"""Longest ring of a replay at speed 0: its reader waits for room instead of dropping, so audio read further
+ahead is memory for nothing (the configured 10 s at 48 kHz, for a microphone's stalls, is 1.8 MiB)."""
 
 
 class SourceError(RuntimeError):
@@ -319,7 +322,8 @@ class FileSource(AudioSource):
             info = sf.info(str(self.path))
         except (RuntimeError, OSError) as exc:
             raise SourceError(f"cannot read audio file {self.path}: {exc}") from None
-        super().__init__(self.path.name, info.samplerate, info.channels, buffer_s)
+        super().__init__(self.path.name, info.samplerate, info.channels,
+                         buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S))
         self.speed = speed
         self.block_size = block_size if speed > 0 else max(block_size, UNPACED_BLOCK_FRAMES)
         self._halt = threading.Event()
