@@ -16,6 +16,7 @@ from pathlib import Path
 
 for _blas_threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas_threads, "1")  # as the daemon sets them before numpy loads
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # as `noisewatch run` sets it (noisewatch/cli.py)
 
 STEPS = (
     "numpy", "soundfile", "soxr", "yaml", "pydantic", "noisewatch.config", "noisewatch.features", "noisewatch.bundle",

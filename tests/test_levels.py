@@ -147,3 +147,22 @@ def test_the_first_report_comes_within_seconds_of_the_start_then_every_period() 
     meter.reset()  # a gap: the next report comes soon again
     _, reports = meter.push(np.zeros(RATE * FIRST_REPORT_S, dtype=np.float32))
     assert [r["period_s"] for r in reports] == [FIRST_REPORT_S]
+
+
+@pytest.mark.parametrize("rate", [22050, 16000, 11025])
+def test_levels_are_the_weighted_power_spectrum_of_each_second(rate: int) -> None:
+    """The definition in the module docstring, computed directly: one rfft of the second, every bin's power
+    weighted by A(f)^2 and summed (Parseval). Even rates take a cheaper route to it; odd ones this one."""
+    rng = np.random.default_rng(rate)
+    t = np.arange(rate) / rate
+    audio = (0.5 * np.sin(2 * np.pi * 20 * t) + 1e-3 * rng.standard_normal(rate)).astype(np.float32)  # rumble
+    second = LevelMeter(rate, 60, None).push(audio)[0][0]
+    spectrum = np.fft.rfft(audio.astype(np.float64))
+    twice = np.full(len(spectrum), 2.0)  # each bin stands for itself and its mirror in the full spectrum ...
+    twice[0] = 1.0
+    if rate % 2 == 0:
+        twice[-1] = 1.0  # ... but DC and the Nyquist bin
+    power = twice * (spectrum.real**2 + spectrum.imag**2) / rate**2
+    a = 10 ** (a_weighting_db(np.fft.rfftfreq(rate, 1 / rate)) / 10)
+    assert second.dbfs == pytest.approx(10 * np.log10(power.sum()), abs=1e-9)
+    assert second.dbfs_a == pytest.approx(10 * np.log10((a * power).sum()), abs=1e-9)

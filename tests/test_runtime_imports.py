@@ -35,3 +35,27 @@ def test_runtime_path_does_not_import_training_stack(repo_root: Path) -> None:
     assert result["n_scores"] == result["labels"] == 11
     assert result["runtime"] != "tensorflow"
     assert not set(FORBIDDEN) & set(result["loaded"])
+
+
+RUN_PROBE = """
+import json, sys
+from noisewatch.cli import main
+code = main(["run", "--input", sys.argv[1], "--speed", "0", "--jsonl", "/dev/null"])
+print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
+"""
+NOT_ON_THE_RUN_PATH = ("noisewatch.train", "noisewatch.setup_wizard", "noisewatch.dashboard", "sounddevice")
+"""Modules a file replay has no use for: importing them only delays the first window (issue 17)."""
+
+
+def test_replaying_a_file_imports_only_the_run_path(repo_root: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    audio = tmp_path / "silence.wav"
+    sf.write(str(audio), np.zeros(4800, dtype=np.float32), 48000)
+    done = subprocess.run([sys.executable, "-c", RUN_PROBE, str(audio)], capture_output=True, text=True, cwd=repo_root,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0
+    assert not [name for name in result["loaded"] if name.startswith(NOT_ON_THE_RUN_PATH)]

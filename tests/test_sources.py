@@ -66,6 +66,16 @@ def test_speed_0_delivers_every_sample_in_order_with_backpressure() -> None:
     assert source.ring.dropped == 0 and source.overflows == 0 and source.failed is None
 
 
+def test_16_bit_samples_replay_as_libsndfile_scales_them(tmp_path: Path) -> None:
+    pcm = np.concatenate(([-32768, -1, 0, 1, 32767], np.random.default_rng(0).integers(-32768, 32768, 20000)))
+    path = tmp_path / "pcm16.wav"
+    sf.write(str(path), np.stack((pcm, -pcm - 1), axis=1).astype(np.int16), 48000, subtype="PCM_16")
+    reference, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    with FileSource(path, speed=0, block_size=1024, buffer_s=1.0) as source:
+        source.start()
+        np.testing.assert_array_equal(drain(source), reference)
+
+
 def test_speed_4_takes_a_quarter_of_the_duration(tmp_path: Path) -> None:
     path = short_wav(tmp_path, 4.0, rate=44100, channels=2)  # 2 s at 44.1 kHz
     source = FileSource(path, speed=4, block_size=1024, buffer_s=5.0)

@@ -114,17 +114,41 @@ def parseval_weights(n: int) -> np.ndarray:
 
 
 class _BlockPowers:
-    """Plain and A-weighted mean square of one block of a fixed length."""
+    """Plain and A-weighted mean square of one block of a fixed length.
+
+    Both are weighted sums of the block's power spectrum. For an even length n the spectrum comes from one
+    batched rfft of the even and the odd samples (length n/2 each): numpy builds an FFT plan, twiddles
+    included, on every call, and for a single 22050-point row that plan cost more than the transform (3.3M
+    against 1.7M instructions per block with the power and weights, callgrind). Bin k of the block is
+    E_k + t_k O_k (t_k = e^(-2 pi i k/n)) and bin n/2 - j is the conjugate of E_j - t_j O_j, so each
+    half-length bin j yields the power of two bins: |E_j|^2 + |t_j O_j|^2 +/- 2 Re(E_j conj(t_j O_j)).
+    Equal to the direct rfft within float64 rounding.
+    """
 
     def __init__(self, n: int, sample_rate: int) -> None:
-        self._plain = parseval_weights(n)
+        plain = parseval_weights(n)
         gain_db = a_weighting_db(np.fft.rfftfreq(n, d=1.0 / sample_rate))
-        self._a = self._plain * 10.0 ** (gain_db / 10.0)
+        weights = np.stack((plain, plain * 10.0 ** (gain_db / 10.0)))  # (plain, A) per rfft bin
+        self._weights = weights if n % 2 else None
+        half = n // 2
+        j = np.arange(half // 2 + 1)  # bins of the half-length rfft
+        self._twiddle = np.exp(-2j * np.pi * j / n)
+        mirrored = half - j > half // 2  # bin half - j is not also a bin j
+        upper = np.where(mirrored, weights[:, np.minimum(half - j, half)], 0.0)
+        self._sum_weights = weights[:, j] + upper
+        self._difference_weights = 2.0 * (weights[:, j] - upper)
 
     def __call__(self, block: np.ndarray) -> tuple[float, float]:
-        spectrum = np.fft.rfft(block)
-        power = spectrum.real**2 + spectrum.imag**2
-        return float(np.dot(self._plain, power)), float(np.dot(self._a, power))
+        if self._weights is not None:  # odd length: no halves
+            spectrum = np.fft.rfft(block)
+            plain, a = self._weights @ (spectrum.real**2 + spectrum.imag**2)
+            return float(plain), float(a)
+        even, odd = np.fft.rfft(block.reshape(-1, 2).T)
+        turned = self._twiddle * odd
+        both = even.real**2 + even.imag**2 + turned.real**2 + turned.imag**2
+        cross = even.real * turned.real + even.imag * turned.imag
+        plain, a = self._sum_weights @ both + self._difference_weights @ cross
+        return float(plain), float(a)
 
 
 class _Period:

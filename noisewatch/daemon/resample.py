@@ -37,7 +37,8 @@ class MonoResampler:
         """Mono float32 samples at ``out_rate`` for the next captured block (may be fewer while the filter fills)."""
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise ValueError(f"block shape {block.shape} does not match (frames, {self.channels})")
-        mono = np.ascontiguousarray(block.mean(axis=1, dtype=np.float32))
+        mixed = block[:, 0] if self.channels == 1 else block.mean(axis=1, dtype=np.float32)  # one channel: as it is
+        mono = np.ascontiguousarray(mixed, dtype=np.float32)
         if self._stream is None:
             return mono
         return self._stream.resample_chunk(mono)

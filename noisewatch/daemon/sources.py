@@ -40,6 +40,14 @@ MAX_DEFAULT_CHANNELS = 2
 JOIN_TIMEOUT_S = 2.0
 """How long stop() waits for the file reader thread."""
 SAMPLE_DTYPE = "float32"
+PCM16_SCALE = np.float32(1.0 / 0x8000)
+"""16-bit sample -> float, as libsndfile scales it (a power of two: exact)."""
+UNPACED_BLOCK_FRAMES = 8192
+"""Smallest block a replay at speed 0 reads: nothing paces it, and every block costs the reader a Python round
+trip and the processing loop a wake-up (the service reads 8192 frames at a time)."""
+UNPACED_BUFFER_S = 1.0
+"""Longest ring of a replay at speed 0: its reader waits for room instead of dropping, so audio read further
+ahead is memory for nothing (the configured 10 s at 48 kHz, for a microphone's stalls, is 1.8 MiB)."""
 
 
 class SourceError(RuntimeError):
@@ -122,11 +130,12 @@ class AudioSource:
 def _finite(frames: np.ndarray) -> tuple[np.ndarray, int]:
     """The frames with NaN and infinite samples replaced by silence, and how many there were: one of them
     would otherwise turn every level and score after it into NaN."""
-    bad = ~np.isfinite(frames)
-    count = int(bad.sum())
-    if count:
-        frames[bad] = 0.0  # a fresh copy out of the ring: ours to change
-    return frames, count
+    finite = np.isfinite(frames)
+    if finite.all():  # the usual case, checked without counting
+        return frames, 0
+    bad = ~finite
+    frames[bad] = 0.0  # a fresh copy out of the ring: ours to change
+    return frames, int(np.count_nonzero(bad))
 
 
 # --- microphone -------------------------------------------------------------------------------
@@ -313,9 +322,10 @@ class FileSource(AudioSource):
             info = sf.info(str(self.path))
         except (RuntimeError, OSError) as exc:
             raise SourceError(f"cannot read audio file {self.path}: {exc}") from None
-        super().__init__(self.path.name, info.samplerate, info.channels, buffer_s)
+        super().__init__(self.path.name, info.samplerate, info.channels,
+                         buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S))
         self.speed = speed
-        self.block_size = block_size
+        self.block_size = block_size if speed > 0 else max(block_size, UNPACED_BLOCK_FRAMES)
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
@@ -361,7 +371,10 @@ class FileSource(AudioSource):
         """Each block goes out once the sample clock, scaled by ``speed``, has reached its end."""
         t0 = time.monotonic()
         delivered = 0
-        for block in audio.blocks(self.block_size, dtype=SAMPLE_DTYPE, always_2d=True):
+        pcm16 = audio.subtype == "PCM_16"
+        for block in audio.blocks(self.block_size, dtype="int16" if pcm16 else SAMPLE_DTYPE, always_2d=True):
+            if pcm16:  # libsndfile scales 16-bit samples to float one at a time: 1M instructions per 48 kHz second
+                block = block.astype(np.float32) * PCM16_SCALE
             delivered += len(block)
             if self.speed > 0:
                 due = t0 + delivered / (self.sample_rate * self.speed)
