@@ -34,7 +34,7 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, REPO  # noqa: E402
 
-from noisewatch.train.datasets import BACKGROUND, URBANSOUND_CLASSES, assign_folds, load_clip, read_esc50, read_urbansound  # noqa: E402
+from noisewatch.train.datasets import BACKGROUND, assign_folds, load_clip, read_esc50, read_urbansound  # noqa: E402
 from noisewatch.train.scene_eval import FoldRun, build_scenes, summarize, table  # noqa: E402
 from noisewatch.train.soundscapes import Recipe, Soundscape  # noqa: E402
 

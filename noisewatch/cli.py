@@ -70,7 +70,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed-perturb", metavar="FACTORS", type=_speed_factors,
                    help="playback-rate factors, e.g. 0.84,1.19: one sped-up/slowed copy of each training clip per factor")
     p.add_argument("--min-threshold", type=_threshold_floor, default=defaults.min_threshold, metavar="T",
-                   help="lowest per-class score threshold the bundle may get (0-0.95)")
+                   help="lowest per-class threshold picked on clip scores (0-0.95); where soundscapes are "
+                        "evaluated (--urbansound, --esc50, scaper), the target classes' thresholds are picked on "
+                        "events from 0.3-0.95 instead")
     p.add_argument("--scene-mix", type=int, default=defaults.scene_mix, metavar="N",
                    help="scene-mix windows per clip: the event at a random offset and level in a quiet 4 s bed")
     p.add_argument("--scene-windows", type=int, default=defaults.scene_windows, metavar="N",

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import yaml
-
 from mqtt_broker import HOST, Collector
 
 from noisewatch.daemon.sinks.spool import Spool

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from daemon_run import recognised_clips
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
 from noisewatch.cli import main as cli_main
 from noisewatch.features import clip_features, clip_windows
-
-from daemon_run import recognised_clips
 
 HOP_S = 2.0
 

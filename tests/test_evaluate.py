@@ -12,9 +12,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from noisewatch import cli
 from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.classify import load_audio
 from noisewatch.features import clip_features
 from noisewatch.train import metrics
-from noisewatch.classify import load_audio
 from noisewatch.train.datasets import US8K_CSV
 
 PER_CLASS = 3

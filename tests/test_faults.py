@@ -24,10 +24,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from fault_daemon import (
-    PREFIX, RATE, Daemon, cli, event_ids, files_in, json_topics, silence, spool_with, spooled_event, stats_value,
-    strict_json, write_config,
+    PREFIX,
+    RATE,
+    Daemon,
+    cli,
+    event_ids,
+    files_in,
+    json_topics,
+    silence,
+    spool_with,
+    spooled_event,
+    stats_value,
+    strict_json,
+    write_config,
 )
 from mqtt_broker import Broker, Collector, free_port, wait_until
 

@@ -9,8 +9,8 @@ import librosa
 import numpy as np
 import pytest
 
-from noisewatch.features import STATS, FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mfcc
 from noisewatch.classify import load_audio
+from noisewatch.features import STATS, FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mfcc
 from noisewatch.train.datasets import coloured_noise
 
 TOLERANCE = 1e-3

@@ -10,7 +10,11 @@ import pytest
 
 from noisewatch.daemon.sinks.announced import AnnouncedStore
 from noisewatch.daemon.sinks.homeassistant import (
-    Listener, default_device_name, discovery_messages, retained_state_topics, stale_clears,
+    Listener,
+    default_device_name,
+    discovery_messages,
+    retained_state_topics,
+    stale_clears,
 )
 from noisewatch.daemon.sinks.topics import Topics
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold

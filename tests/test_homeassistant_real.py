@@ -13,12 +13,16 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-
 from home_assistant import HASS, HomeAssistant
 from mqtt_broker import HOST, Broker, Collector, wait_until
+from paho.mqtt.enums import CallbackAPIVersion
+
 from noisewatch.daemon.sinks.homeassistant import (
-    Listener, default_device_name, discovery_messages, retained_state_topics, stale_clears,
+    Listener,
+    default_device_name,
+    discovery_messages,
+    retained_state_topics,
+    stale_clears,
 )
 from noisewatch.daemon.sinks.topics import Topics
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sysconfig
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
 from mqtt_broker import HOST, Broker, Collector, MuteServer, wait_until
 
 DAEMON_MODULES = ("noisewatch.daemon.service", "noisewatch.daemon.sources")

@@ -11,14 +11,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
 from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_until
+
 from noisewatch.config import PASSWORD_ENV, Config, load_config
 from noisewatch.daemon.messages import Event, Level, Score, Scores, Started, Stats, stamped
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, MqttSink

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from daemon_run import build_scene, events, read_jsonl, recognised_clips, run_daemon, write_scene
 
+from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.levels import dbfs, peak_dbfs
@@ -20,10 +22,7 @@ from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.daemon.setup import Overrides, prepare
 from noisewatch.daemon.sources import FILE_STATUS, FileSource
 from noisewatch.daemon.stream import hop_samples
-from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.features import FeatureSettings
-
-from daemon_run import build_scene, events, read_jsonl, recognised_clips, run_daemon, write_scene
 
 HOP_S = hop_samples(FeatureSettings(), 0.5) / 22050
 SCENE_LABELS = ("siren", "dog_bark", "car_horn", "jackhammer")
@@ -37,10 +36,20 @@ def real_scene(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def assert_matches_truth(found: list[dict], truth) -> None:
-    """Right labels, in order, each onset within one hop, nothing else (so nothing in the quiet)."""
-    assert [e["label"] for e in found] == [t.label for t in truth], found
-    for event, expected in zip(found, truth):
-        assert abs(event["offset_s"] - expected.start_s) <= HOP_S, (event, expected)
+    """Right labels, in order, the first event of each sound within one hop of its onset, nothing else (so
+    nothing in the quiet). A sound whose score dips below its threshold for longer than the release (the
+    barks of one dog) may come as back-to-back events of its label: they never overlap and start inside it."""
+    runs: list[list[dict]] = []
+    for event in found:
+        if runs and runs[-1][0]["label"] == event["label"]:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    assert [run[0]["label"] for run in runs] == [t.label for t in truth], found
+    for run, expected in zip(runs, truth):
+        assert abs(run[0]["offset_s"] - expected.start_s) <= HOP_S, (run, expected)
+        for before, after in zip(run, run[1:]):
+            assert before["offset_s"] + before["duration_s"] <= after["offset_s"] + 1e-3 < expected.end_s, run
 
 
 @pytest.mark.shared_data

@@ -125,6 +125,9 @@ class _LabelState:
     announced: bool = False
     absent_since: float | None = None
     blocked_until: float = float("-inf")
+    last_end: float = float("-inf")
+    """End of the label's previous event: a new one never starts before it (its onset, placed back in the
+    window, would otherwise overlap the sound already reported)."""
 
 
 class Detector:
@@ -169,7 +172,7 @@ class Detector:
         if state.event is None:
             if obs.end_s < state.blocked_until:
                 return out
-            state.event = OpenEvent(label=label, start_s=self._onset(obs), end_s=obs.end_s)
+            state.event = OpenEvent(label=label, start_s=max(self._onset(obs), state.last_end), end_s=obs.end_s)
         elif obs.end_s - state.event.start_s >= self.settings.max_duration_s and state.announced:
             # Report the long event and continue it; announcing the continuation first keeps
             # subscribers' state ON across the split.
@@ -196,6 +199,8 @@ class Detector:
         event, announced = state.event, state.announced
         state.event, state.announced, state.absent_since = None, False, None
         state.blocked_until = at_s + self.settings.cooldown_s
+        if event is not None:
+            state.last_end = event.end_s
         if event is None or not announced or event.duration_s < self.settings.min_duration_s:
             return []
         return [Transition("ended", event)]

@@ -32,8 +32,8 @@ from noisewatch.train.datasets import BACKGROUND, Clip
 from noisewatch.train.featurize import Augment, feature_matrix
 from noisewatch.train.scene_eval import held_out_report
 from noisewatch.train.scenemix import SceneMix, scene_mix_matrix
-from noisewatch.train.scenewindows import scene_window_matrix
 from noisewatch.train.scenes import Scene, held_out_scenes, predict_scenes, scene_metrics
+from noisewatch.train.scenewindows import scene_window_matrix
 from noisewatch.train.settings import ModelSettings
 
 log = logging.getLogger(__name__)

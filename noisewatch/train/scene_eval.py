@@ -203,7 +203,7 @@ def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
         return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
     grid = sorted(sweeps[0])
-    return {label: max(grid, key=lambda t: (f1(sum(sweep[t][label] for sweep in sweeps)), t))
+    return {label: max(grid, key=lambda t: (f1(np.sum([sweep[t][label] for sweep in sweeps], axis=0)), t))
             for label in URBANSOUND_CLASSES}
 
 
