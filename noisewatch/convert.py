@@ -23,7 +23,7 @@ import numpy as np
 from noisewatch.bundle import write_bundle
 from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel, available_runtimes
-from noisewatch.train.pipeline import FEATURES_NPZ, MODEL_FILE, TRAINING_JSON
+from noisewatch.train.settings import FEATURES_NPZ, MODEL_FILE, TRAINING_JSON
 
 log = logging.getLogger(__name__)
 

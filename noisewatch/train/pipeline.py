@@ -34,14 +34,11 @@ from noisewatch.train.scene_eval import held_out_report
 from noisewatch.train.scenemix import SceneMix, scene_mix_matrix
 from noisewatch.train.scenes import Scene, held_out_scenes, predict_scenes, scene_metrics
 from noisewatch.train.scenewindows import scene_window_matrix
-from noisewatch.train.settings import ModelSettings
+from noisewatch.train.settings import FEATURES_NPZ, MODEL_FILE, TRAINING_JSON, ModelSettings
 
 log = logging.getLogger(__name__)
 
 LICENCE = "CC BY-NC 3.0 (training data: UrbanSound8K, ESC-50); non-commercial use only"
-MODEL_FILE = "model.keras"
-TRAINING_JSON = "training.json"
-FEATURES_NPZ = "train_features.npz"
 HELDOUT_NPZ = "heldout_scores.npz"
 @dataclass
 class Data:

@@ -328,7 +328,7 @@ def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any
     if recipe.scenes == 0 or any(not beds for _, beds in sources.values()):
         log.warning("soundscape evaluation skipped: a fold has too few clips or no ambience recordings")
         return None
-    from noisewatch.convert import to_tflite  # convert imports the training pipeline, which imports this
+    from noisewatch.convert import to_tflite  # TensorFlow: only where held-out models are converted
 
     config, rate = load_config(None), features.sample_rate
     tuning = replace(recipe, scenes=TUNING_SCALE * recipe.scenes, sweep_scenes=0, seed=TUNING_SEED)

@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_QUIET = 240
+MODEL_FILE = "model.keras"
+TRAINING_JSON = "training.json"
+FEATURES_NPZ = "train_features.npz"
+"""What ``noisewatch train`` writes into ``--out`` and ``noisewatch convert`` reads from it."""
 
 
 @dataclass(frozen=True)
