@@ -85,6 +85,11 @@ THRESHOLD_MAX = 0.95
 """Highest per-class threshold considered; the grid runs from a floor to here in THRESHOLD_STEP steps."""
 
 
+def count_f1(tp: float, fp: float, fn: float) -> float:
+    """F1 from counts of hits, false alarms and misses (0 without a hit)."""
+    return float(2 * tp / max(1, 2 * tp + fp + fn))
+
+
 def threshold_grid(floor: float) -> np.ndarray:
     """Candidate per-class thresholds, ``floor`` to THRESHOLD_MAX."""
     return np.round(np.arange(floor, THRESHOLD_MAX + 1e-9, THRESHOLD_STEP), 2)
@@ -101,7 +106,7 @@ def best_thresholds(
         for t in grid:
             hit = scores[:, i] >= t
             tp, fp, fn = np.sum(hit & positive), np.sum(hit & ~positive), np.sum(~hit & positive)
-            f1s.append(2 * tp / max(1, 2 * tp + fp + fn))
+            f1s.append(count_f1(tp, fp, fn))
         thresholds[label] = float(grid[int(np.argmax(f1s))])
     return thresholds
 

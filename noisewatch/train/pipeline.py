@@ -233,12 +233,12 @@ def _training_set(data: Data, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     xs = [data.x[mask], *(aug[mask] for aug in data.augmented)]
     ys = [np.tile(data.y[mask], len(xs))]
     scales = [np.full(len(ys[0]), np.nan)]
-    if data.mixed_x is not None and data.mixed_y is not None and data.mixed_folds is not None:
+    if (data.mixed_x is not None and data.mixed_y is not None and data.mixed_folds is not None
+            and data.mixed_weight is not None):
         same_folds = np.isin(data.mixed_folds, np.unique(data.folds[mask]))
         xs.append(data.mixed_x[same_folds])
         ys.append(data.mixed_y[same_folds])
-        weight = data.mixed_weight if data.mixed_weight is not None else np.ones(len(data.mixed_y))
-        scales.append(weight[same_folds])
+        scales.append(data.mixed_weight[same_folds])
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(scales)
 
 

@@ -30,6 +30,7 @@ from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel
 from noisewatch.train.datasets import URBANSOUND_CLASSES
+from noisewatch.train.metrics import count_f1
 from noisewatch.train.soundscapes import FoldScenes, Recipe, Soundscape, fold_scenes, fold_sources
 
 log = logging.getLogger(__name__)
@@ -79,19 +80,14 @@ def estimated(events: Sequence[dict[str, Any]]) -> list[tuple[float, float, str]
 
 def sed_scores(scored: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> dict[str, Any]:
     """sed_eval's segment-based (F1, ER) and event-based (F1) figures, overall and per class."""
-    import dcase_util
     import sed_eval
 
     segment = sed_eval.sound_event.SegmentBasedMetrics(list(labels), time_resolution=SEGMENT_S)
     event = sed_eval.sound_event.EventBasedMetrics(list(labels), t_collar=ONSET_COLLAR_S,
                                                    percentage_of_length=OFFSET_SHARE)
 
-    def container(name: str, events: Sequence[tuple[float, float, str]]) -> Any:
-        return dcase_util.containers.MetaDataContainer(
-            [{"filename": name, "event_label": label, "onset": on, "offset": off} for on, off, label in events])
-
     for scene, events in scored:
-        ref, est = container(scene.name, scene.events), container(scene.name, estimated(events))
+        ref, est = _container(scene.name, scene.events), _container(scene.name, estimated(events))
         segment.evaluate(ref, est, evaluated_length_seconds=scene.duration_s)
         event.evaluate(ref, est)
     seg, evt = segment.results(), event.results()
@@ -103,6 +99,14 @@ def sed_scores(scored: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> di
         "per_class": {label: {"segment_f1": _f1(seg["class_wise"][label]), "event_f1": _f1(evt["class_wise"][label])}
                       for label in labels},
     }
+
+
+def _container(name: str, events: Sequence[tuple[float, float, str]]) -> Any:
+    """(onset, offset, label) events of one soundscape as sed_eval reads them."""
+    import dcase_util
+
+    return dcase_util.containers.MetaDataContainer(
+        [{"filename": name, "event_label": label, "onset": on, "offset": off} for on, off, label in events])
 
 
 def _f1(block: dict[str, Any]) -> float | None:
@@ -167,17 +171,12 @@ included) and misses."""
 def class_counts(main: Scored, background: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> Counts:
     """sed_eval's event-based counts per class on ``main``, plus each label's events on ``background`` as
     false positives: a threshold that cries wolf in the rain pays for it."""
-    import dcase_util
     import sed_eval
 
     metric = sed_eval.sound_event.EventBasedMetrics(list(labels), t_collar=ONSET_COLLAR_S,
                                                     percentage_of_length=OFFSET_SHARE)
     for scene, events in main:
-        rows = [{"filename": scene.name, "event_label": label, "onset": on, "offset": off}
-                for on, off, label in scene.events]
-        est = [{"filename": scene.name, "event_label": label, "onset": on, "offset": off}
-               for on, off, label in estimated(events)]
-        metric.evaluate(dcase_util.containers.MetaDataContainer(rows), dcase_util.containers.MetaDataContainer(est))
+        metric.evaluate(_container(scene.name, scene.events), _container(scene.name, estimated(events)))
     alarms = false_alarms(background)["by_label"]
     return {label: np.array([metric.class_wise[label]["Ntp"], metric.class_wise[label]["Nfp"] + alarms.get(label, 0),
                              metric.class_wise[label]["Nfn"]]) for label in labels}
@@ -198,12 +197,8 @@ def threshold_sweep(scenes: FoldScenes, config: Config, bundle: Bundle, model: T
 def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
     """Per class, the threshold with the best event F1 over the pooled counts of ``sweeps`` (the higher
     threshold on a tie: fewer false alarms for the same score)."""
-    def f1(counts: np.ndarray) -> float:
-        tp, fp, fn = counts
-        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
     grid = sorted(sweeps[0])
-    return {label: max(grid, key=lambda t: (f1(np.sum([sweep[t][label] for sweep in sweeps], axis=0)), t))
+    return {label: max(grid, key=lambda t: (count_f1(*np.sum([sweep[t][label] for sweep in sweeps], axis=0)), t))
             for label in URBANSOUND_CLASSES}
 
 

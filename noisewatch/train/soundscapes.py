@@ -87,17 +87,21 @@ def fold_sources(urbansound: Path, esc50: Path, folds: Sequence[int]) -> dict[in
     """Per fold: its UrbanSound8K clips and its ambience clips (ESC-50 recordings spread over the folds the
     way ``noisewatch train`` spreads them, so a held-out fold's ambience was never trained on)."""
     events = [c for c in read_urbansound(urbansound) if c.fold in folds]
-    named = read_esc50(esc50, mapping={category: category for category in AMBIENCE})  # label = category
-    ambience = [c for c in assign_folds(named, folds) if c.label in AMBIENCE]
+    ambience = [c for c in _esc50_by_fold(esc50, folds) if c.label in AMBIENCE]
     return {f: ([c for c in events if c.fold == f], [c for c in ambience if c.fold == f]) for f in folds}
 
 
 def fold_distractors(esc50: Path, folds: Sequence[int]) -> dict[int, list[Clip]]:
     """Per fold: the ESC-50 recordings that are neither a target class nor ambience (door knocks, footsteps,
     laughter, ...), spread over the folds as ``noisewatch train`` spreads them."""
-    named = read_esc50(esc50, mapping={category: category for category in AMBIENCE})
-    others = [c for c in assign_folds(named, folds) if c.label == BACKGROUND]
+    others = [c for c in _esc50_by_fold(esc50, folds) if c.label == BACKGROUND]
     return {f: [c for c in others if c.fold == f] for f in folds}
+
+
+def _esc50_by_fold(esc50: Path, folds: Sequence[int]) -> list[Clip]:
+    """ESC-50 recordings spread over ``folds`` as ``noisewatch train`` spreads them; ambience categories
+    keep their name as label, every other non-target category is ``background``."""
+    return assign_folds(read_esc50(esc50, mapping={category: category for category in AMBIENCE}), folds)
 
 
 def fold_scenes(fold: int, events: Sequence[Clip], ambience: Sequence[Clip], recipe: Recipe,
