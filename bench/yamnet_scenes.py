@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, REPO  # noqa: E402
 
 from noisewatch.train.datasets import BACKGROUND, assign_folds, load_clip, read_esc50, read_urbansound  # noqa: E402
-from noisewatch.train.scene_eval import FoldRun, build_scenes, summarize, table  # noqa: E402
+from noisewatch.train.scene_eval import Events, FoldRun, build_scenes, summarize, table  # noqa: E402
 from noisewatch.train.soundscapes import Recipe, Soundscape  # noqa: E402
 
 PEER = REPO.parent / "shared" / "peers" / "yamnet"
@@ -100,7 +100,7 @@ def label_columns() -> dict[str, list[int]]:
 
 
 def detect(label_scores: np.ndarray, labels: Sequence[str], threshold: float, hop_s: float,
-           window_s: float, top_only: bool) -> list[dict[str, Any]]:
+           window_s: float, top_only: bool) -> Events:
     """Events from per-window label scores: heard at or over ``threshold`` (and the top label, if
     ``top_only``); an event ends after :data:`END_AFTER` windows unheard, at the end of its last heard window."""
     heard = label_scores >= threshold
@@ -113,7 +113,7 @@ def detect(label_scores: np.ndarray, labels: Sequence[str], threshold: float, ho
             if on:
                 start, last = (index if start is None else start), index
             elif start is not None and last is not None and index - last >= END_AFTER:
-                events.append({"label": label, "offset_s": start * hop_s, "duration_s": (last - start) * hop_s + window_s})
+                events.append((start * hop_s, last * hop_s + window_s, label))
                 start = last = None
     return events
 
@@ -123,7 +123,7 @@ def soundscape_windows(yamnet: Yamnet, scenes: Sequence[Soundscape]) -> list[tup
     return [yamnet.windows(soxr.resample(s.audio, s.sample_rate, RATE, quality="HQ")) for s in scenes]
 
 
-def frigate_events(scores: np.ndarray, threshold: float) -> list[dict[str, Any]]:
+def frigate_events(scores: np.ndarray, threshold: float) -> Events:
     """Frigate's detector: non-overlapping windows (every other window at :data:`HOP`)."""
     columns = label_columns()
     labels = list(columns)
@@ -150,12 +150,12 @@ def train_embedding_classifier(yamnet: Yamnet, fold: int, folds: Sequence[int], 
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1)).fit(np.concatenate(xs), ys)
 
 
-def embedding_events(classifier: Any, embeddings: np.ndarray, threshold: float) -> list[dict[str, Any]]:
+def embedding_events(classifier: Any, embeddings: np.ndarray, threshold: float) -> Events:
     probabilities = classifier.predict_proba(embeddings)
     probabilities[1:] = (probabilities[1:] + probabilities[:-1]) / 2
     labels = [str(label) for label in classifier.classes_]
     events = detect(probabilities, labels, threshold, HOP / RATE, WINDOW / RATE, top_only=True)
-    return [e for e in events if e["label"] != BACKGROUND]
+    return [e for e in events if e[2] != BACKGROUND]
 
 
 def main() -> int:

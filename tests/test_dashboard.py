@@ -305,6 +305,19 @@ def test_model_tables_from_the_shipped_bundle() -> None:
     assert {row["item"] for row in modelview.provenance_rows(bundle.provenance)} >= {"datasets", "licence"}
 
 
+def test_soundscape_tables_from_the_shipped_bundle() -> None:
+    bundle = load_bundle(default_model_path())
+    pooled = bundle.metrics["soundscapes"]["pooled"]
+    rows = modelview.soundscape_rows(bundle.metrics)
+    assert [row["fold"] for row in rows] == [*bundle.metrics["soundscapes"]["folds"], "all"]
+    assert rows[-1]["events found"] == f"{pooled['found']} of {pooled['events']}"
+    assert rows[-1]["false events per hour of ambience"] == pytest.approx(pooled["false_events_per_hour"], abs=0.05)
+    per_class = {row["label"]: row for row in modelview.soundscape_class_rows(bundle.metrics)}
+    assert set(per_class) == set(pooled["per_class"])
+    assert per_class["siren"]["event F1"] == pytest.approx(pooled["per_class"]["siren"]["event_f1"], abs=0.005)
+    assert modelview.soundscape_rows({"mlp": {}}) == [] and modelview.soundscape_class_rows({}) == []
+
+
 def test_confusion_and_per_class_tables_from_a_training_summary() -> None:
     labels = ["siren", "dog_bark", "background"]
     block = summary(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), labels, "background")

@@ -1,5 +1,6 @@
 """evaluate-scenes: sed_eval's figures on a hand-made annotation, and that the figures come from the daemon's
 own detector (a detector setting changes them) on real scaper soundscapes."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,20 @@ import pytest
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.config import Config
-from noisewatch.train.scene_eval import build_scenes, evaluate, event_counts, false_alarms, sed_scores
+from noisewatch.train.datasets import URBANSOUND_CLASSES
+from noisewatch.train.scene_eval import (
+    Timing,
+    build_scenes,
+    daemon_events,
+    evaluate,
+    event_counts,
+    false_alarms,
+    record,
+    replay,
+    sed_scores,
+    trial,
+    with_timing,
+)
 from noisewatch.train.soundscapes import Recipe, Soundscape
 
 RATE = 22050
@@ -17,17 +31,11 @@ def _scene(name: str, events: tuple[tuple[float, float, str], ...], seconds: flo
     return Soundscape(name, np.zeros(int(seconds * RATE), np.float32), events, RATE)
 
 
-def _events(*spans: tuple[float, float, str]) -> list[dict]:
-    """Event messages as the daemon sends them (the fields scoring reads)."""
-    return [{"label": label, "offset_s": on, "duration_s": off - on} for on, off, label in spans]
-
-
 HAND_MADE = [(
     _scene("a", ((1.0, 3.0, "dog_bark"), (5.0, 8.0, "siren"))),
-    _events((1.5, 3.5, "dog_bark"),   # onset 0.5 s late, offset 0.5 s late: a hit
-            (7.0, 8.0, "siren"),      # onset 2 s late: a miss and a false event
-            (9.0, 9.5, "car_horn"),   # nothing there
-            (0.0, 10.0, "loud")),     # not a target class: never scored
+    [(1.5, 3.5, "dog_bark"),   # onset 0.5 s late, offset 0.5 s late: a hit
+     (7.0, 8.0, "siren"),      # onset 2 s late: a miss and a false event
+     (9.0, 9.5, "car_horn")],  # nothing there
 )]
 
 
@@ -53,7 +61,7 @@ def test_event_counts_short_events_and_timing():
 
 
 def test_false_events_per_hour_of_background():
-    scored = [(_scene("bg", (), seconds=1800.0), _events((3.0, 4.0, "siren"), (10.0, 11.0, "loud")))]
+    scored = [(_scene("bg", (), seconds=1800.0), [(3.0, 4.0, "siren")])]
     alarms = false_alarms(scored)
     assert alarms["per_hour"] == pytest.approx(2.0) and alarms["by_label"] == {"siren": 1}
 
@@ -81,7 +89,7 @@ def test_soundscapes_are_the_same_on_every_run(scenes, shared_data: Path):
 def test_the_score_is_the_daemons_detector_at_work(scenes):
     built, bundle, model = scenes
     def score(config: Config) -> dict:
-        return evaluate(built, config, lambda fold: (bundle, model))["pooled"]
+        return evaluate(built, lambda fold: (config, bundle, model))["pooled"]
 
     default = score(Config())
     deaf = score(Config.model_validate({"detector": {"thresholds": {label: 1.0 for label in bundle.labels}}}))
@@ -90,3 +98,22 @@ def test_the_score_is_the_daemons_detector_at_work(scenes):
     assert default["found"] > 0 and default["segment_f1"] > 0
     assert deaf["found"] == 0 and not deaf["segment_f1"]
     assert patient["found"] < default["found"]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("timing,threshold", [(Timing(2, 1.0), 0.7), (Timing(1, 2.0), 0.5), (Timing(3, 0.5), 0.3)])
+def test_a_replayed_recording_gives_the_daemons_events(scenes, timing, threshold):
+    """The threshold sweep replays the daemon's detector on what it was fed once: it must report what the
+    daemon itself reports with those settings (to the millisecond its messages round to)."""
+    built, bundle, model = scenes
+    tried = replace(bundle, thresholds={**bundle.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)})
+    reported = 0
+    for scene in built[1].main + built[1].background:
+        recording = record(scene.audio, Config(), bundle, model)
+        replayed = replay(recording, trial(recording.settings, timing, threshold))
+        daemon = daemon_events(scene.audio, with_timing(Config(), timing), tried, model)
+        assert [label for *_, label in replayed] == [label for *_, label in daemon]
+        np.testing.assert_allclose([span for *span, _ in replayed], [span for *span, _ in daemon], atol=1.5e-3)
+        assert all(label in URBANSOUND_CLASSES for *_, label in daemon)  # "loud" and background are not scored
+        reported += len(daemon)
+    assert reported > 0

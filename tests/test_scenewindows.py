@@ -63,11 +63,8 @@ def test_class_counts_add_false_events_on_background_to_the_false_positives() ->
     scene = Soundscape("s", np.zeros(22050 * 10, np.float32), ((1.0, 3.0, "siren"), (5.0, 6.0, "dog_bark")))
     quiet = Soundscape("q", np.zeros(22050 * 10, np.float32), ())
 
-    def event(label: str, on: float, off: float) -> dict[str, object]:
-        return {"label": label, "offset_s": on, "duration_s": off - on}
-
-    main = [(scene, [event("siren", 1.3, 3.2), event("siren", 8.0, 9.0), event("loud", 0.0, 1.0)])]
-    background = [(quiet, [event("siren", 2.0, 3.0), event("gun_shot", 4.0, 4.5)])]
+    main = [(scene, [(1.3, 3.2, "siren"), (8.0, 9.0, "siren")])]
+    background = [(quiet, [(2.0, 3.0, "siren"), (4.0, 4.5, "gun_shot")])]
     result = class_counts(main, background)
     assert result["siren"].tolist() == [1, 2, 0]  # found; one false event in the scene, one in the quiet
     assert result["dog_bark"].tolist() == [0, 0, 1]

@@ -16,6 +16,38 @@ HEADLINE = ("accuracy", "macro_f1", "background_false_positive_rate", "n")
 """figures shown per model and fold, in this order"""
 PREFERRED_SUMMARY = ("mlp", "pooled")
 """where the confusion matrix of the shipped model is looked for first"""
+SOUNDSCAPES = "soundscapes"
+"""the metrics block of the daemon's events on held-out soundscapes (``noisewatch train``)"""
+
+
+def soundscape_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Detection on held-out soundscapes, per fold and pooled, in words a user reads: how much of the sound
+    is labelled right, how many events are found (short ones apart), how often it cries wolf."""
+    block = metrics.get(SOUNDSCAPES)
+    if not isinstance(block, Mapping):
+        return []
+    named = [*(block.get("folds") or {}).items(), ("all", block.get("pooled"))]
+    return [{"fold": str(name), "time labelled right (segment F1)": _rounded(b.get("segment_f1")),
+             "events (event F1)": _rounded(b.get("event_f1")),
+             "events found": f"{b.get('found')} of {b.get('events')}",
+             "events < 2 s found": f"{b.get('short_found')} of {b.get('short_events')}",
+             "false events per hour of ambience": _rounded(b.get("false_events_per_hour"), 1)}
+            for name, b in named if isinstance(b, Mapping)]
+
+
+def _rounded(value: Any, digits: int = 2) -> Any:
+    """Two decimals are all a 100-event evaluation can tell; anything else (None) as it is."""
+    return round(value, digits) if isinstance(value, float) else value
+
+
+def soundscape_class_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Pooled segment and event F1 per label on held-out soundscapes."""
+    block = metrics.get(SOUNDSCAPES)
+    pooled = block.get("pooled") if isinstance(block, Mapping) else None
+    per_class = pooled.get("per_class", {}) if isinstance(pooled, Mapping) else {}
+    return [{"label": label, "segment F1": _rounded(figures.get("segment_f1")),
+             "event F1": _rounded(figures.get("event_f1"))}
+            for label, figures in per_class.items() if isinstance(figures, Mapping)]
 
 
 def headline_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:

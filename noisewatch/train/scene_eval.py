@@ -15,7 +15,7 @@ import importlib.util
 import json
 import logging
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,7 +25,8 @@ import numpy as np
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle, write_bundle
 from noisewatch.config import Config, ConfigError, load_config
-from noisewatch.daemon.messages import Event
+from noisewatch.daemon.detector import Detector, DetectorSettings, Observation
+from noisewatch.daemon.messages import Event, Message
 from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel
@@ -50,19 +51,67 @@ THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 BLOCK = 8192
 """Samples per ``Pipeline.process`` call: the service's read size."""
 
-Scored = list[tuple[Soundscape, list[dict[str, Any]]]]
+Events = list[tuple[float, float, str]]
+"""(onset s, offset s, label) of target-class events (``loud`` and the like are not scored)."""
+Scored = list[tuple[Soundscape, Events]]
 """Soundscapes with the events the daemon reported on them."""
 
 
-# --- the one contact with the daemon ------------------------------------------------------------
+# --- the contact with the daemon ----------------------------------------------------------------
 
-def daemon_events(audio: np.ndarray, config: Config, bundle: Bundle, model: TFLiteModel) -> list[dict[str, Any]]:
-    """The ``event`` messages the daemon sends for model-rate mono ``audio``, fed as ``noisewatch run`` feeds
-    a replayed file (blocks, then end of stream), in their JSON form. All of this module's contact with the
-    daemon is here."""
-    pipeline = Pipeline.from_config(config, bundle, model)
+def _feed(pipeline: Pipeline, audio: np.ndarray) -> list[Message]:
+    """Model-rate mono ``audio`` fed as ``noisewatch run`` feeds a replayed file: blocks, then end of stream."""
     messages = [m for start in range(0, len(audio), BLOCK) for m in pipeline.process(audio[start : start + BLOCK])]
-    return [m.to_json() for m in messages + pipeline.finish() if isinstance(m, Event)]
+    return messages + pipeline.finish()
+
+
+def daemon_events(audio: np.ndarray, config: Config, bundle: Bundle, model: TFLiteModel) -> Events:
+    """The target-class ``event`` messages the daemon sends for ``audio``, as (onset, offset, label), from
+    their JSON form."""
+    messages = [m.to_json() for m in _feed(Pipeline.from_config(config, bundle, model), audio) if isinstance(m, Event)]
+    return [(e["offset_s"], e["offset_s"] + e["duration_s"], e["label"]) for e in messages
+            if e["label"] in URBANSOUND_CLASSES]
+
+
+class _RecordingDetector(Detector):
+    """The pipeline's own detector, keeping every observation it is fed."""
+
+    def __init__(self, labels: tuple[str, ...], settings: DetectorSettings) -> None:
+        super().__init__(labels, settings)
+        self.fed: list[Observation] = []
+
+    def update(self, obs: Observation) -> list[Any]:
+        self.fed.append(obs)
+        return super().update(obs)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What the daemon's detector was fed for one soundscape (windows, scores, activity), so other detector
+    settings can be tried without computing features and scores again."""
+
+    labels: tuple[str, ...]
+    settings: DetectorSettings
+    observations: tuple[Observation, ...]
+    end_s: float
+
+
+def record(audio: np.ndarray, config: Config, bundle: Bundle, model: TFLiteModel) -> Recording:
+    """Run the daemon on ``audio``, keeping its detector's input."""
+    pipeline = Pipeline.from_config(config, bundle, model)
+    recorder = _RecordingDetector(pipeline.detector.labels, pipeline.detector.settings)
+    pipeline.detector = recorder
+    _feed(pipeline, audio)
+    return Recording(recorder.labels, recorder.settings, tuple(recorder.fed), pipeline.position_s)
+
+
+def replay(recording: Recording, settings: DetectorSettings) -> Events:
+    """The target-class events a fresh :class:`Detector` with ``settings`` reports on the recording (what
+    :func:`daemon_events` reports with them, to the millisecond its messages round to)."""
+    detector = Detector(recording.labels, settings)
+    transitions = [t for obs in recording.observations for t in detector.update(obs)]
+    ended = [t.event for t in transitions + detector.close_all(recording.end_s) if t.kind == "ended"]
+    return [(e.start_s, e.end_s, e.label) for e in ended if e.label in URBANSOUND_CLASSES]
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -70,12 +119,6 @@ def daemon_events(audio: np.ndarray, config: Config, bundle: Bundle, model: TFLi
 def run_daemon(scenes: Sequence[Soundscape], config: Config, bundle: Bundle, model: TFLiteModel) -> Scored:
     """Each soundscape with the daemon's events on it."""
     return [(scene, daemon_events(scene.audio, config, bundle, model)) for scene in scenes]
-
-
-def estimated(events: Sequence[dict[str, Any]]) -> list[tuple[float, float, str]]:
-    """(onset, offset, label) of the daemon's target-class events (``loud`` and the like are not scored)."""
-    return [(e["offset_s"], e["offset_s"] + e["duration_s"], e["label"]) for e in events
-            if e["label"] in URBANSOUND_CLASSES]
 
 
 def sed_scores(scored: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> dict[str, Any]:
@@ -87,7 +130,7 @@ def sed_scores(scored: Scored, labels: Sequence[str] = URBANSOUND_CLASSES) -> di
                                                    percentage_of_length=OFFSET_SHARE)
 
     for scene, events in scored:
-        ref, est = _container(scene.name, scene.events), _container(scene.name, estimated(events))
+        ref, est = _container(scene.name, scene.events), _container(scene.name, events)
         segment.evaluate(ref, est, evaluated_length_seconds=scene.duration_s)
         event.evaluate(ref, est)
     seg, evt = segment.results(), event.results()
@@ -133,14 +176,13 @@ def event_counts(scored: Scored) -> dict[str, Any]:
     errors of the found ones (median, 90th percentile), to see late or long events."""
     hits, short, onsets, offsets = [], [], [], []
     for scene, events in scored:
-        mine = estimated(events)
         for ref in scene.events:
-            hit = found(ref, mine)
+            hit = found(ref, events)
             hits.append(hit)
             if ref[1] - ref[0] < SHORT_EVENT_S:
                 short.append(hit)
             if hit:
-                match = min((e for e in mine if e[2] == ref[2]), key=lambda e: abs(e[0] - ref[0]))
+                match = min((e for e in events if e[2] == ref[2]), key=lambda e: abs(e[0] - ref[0]))
                 onsets.append(match[0] - ref[0])
                 offsets.append(match[1] - ref[1])
     return {"events": len(hits), "found": int(sum(hits)), "short_events": len(short),
@@ -155,7 +197,7 @@ def _spread(values: list[float]) -> dict[str, float] | None:
 def false_alarms(scored: Scored) -> dict[str, Any]:
     """Target-class events on background-only soundscapes, per hour of their audio, and by label."""
     hours = sum(scene.duration_s for scene, _ in scored) / 3600
-    labels = Counter(label for _, events in scored for _, _, label in estimated(events))
+    labels = Counter(label for _, events in scored for _, _, label in events)
     total = sum(labels.values())
     return {"hours": hours, "false_events": total, "per_hour": total / hours if hours else None,
             "by_label": dict(labels.most_common())}
@@ -176,22 +218,48 @@ def class_counts(main: Scored, background: Scored, labels: Sequence[str] = URBAN
     metric = sed_eval.sound_event.EventBasedMetrics(list(labels), t_collar=ONSET_COLLAR_S,
                                                     percentage_of_length=OFFSET_SHARE)
     for scene, events in main:
-        metric.evaluate(_container(scene.name, scene.events), _container(scene.name, estimated(events)))
+        metric.evaluate(_container(scene.name, scene.events), _container(scene.name, events))
     alarms = false_alarms(background)["by_label"]
     return {label: np.array([metric.class_wise[label]["Ntp"], metric.class_wise[label]["Nfp"] + alarms.get(label, 0),
                              metric.class_wise[label]["Nfn"]]) for label in labels}
 
 
-def threshold_sweep(scenes: FoldScenes, config: Config, bundle: Bundle, model: TFLiteModel,
-                    grid: Sequence[float] = THRESHOLD_GRID) -> dict[float, Counts]:
-    """:func:`class_counts` of the daemon with every target class's threshold at each value of ``grid``
-    (the detector treats labels independently, so one run per value serves every class)."""
-    sweep = {}
-    for threshold in grid:
-        trial = replace(bundle, thresholds={**bundle.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)})
-        sweep[threshold] = class_counts(run_daemon(scenes.main, config, trial, model),
-                                        run_daemon(scenes.background, config, trial, model))
-    return sweep
+@dataclass(frozen=True)
+class Timing:
+    """The detector's timing settings, tried together with the thresholds."""
+
+    smoothing_windows: int
+    release_s: float
+
+
+TIMINGS = tuple(Timing(smoothing, release) for smoothing in (2, 1, 3) for release in (1.0, 0.5, 2.0))
+"""Timings tried on soundscapes; the first is the config's default, which wins a tie."""
+
+Sweep = dict[Timing, dict[float, Counts]]
+"""Counts at every timing and threshold."""
+
+
+def detector_sweep(scenes: FoldScenes, config: Config, bundle: Bundle, model: TFLiteModel,
+                   timings: Sequence[Timing] = TIMINGS, grid: Sequence[float] = THRESHOLD_GRID) -> Sweep:
+    """:func:`class_counts` of the daemon's detector at every timing, with every target class's threshold at
+    each value of ``grid`` (it treats labels independently, so one run per value serves every class).
+    Features and scores are computed once per soundscape (:func:`record`); each setting replays them."""
+    main: dict[tuple[Timing, float], Scored] = defaultdict(list)
+    background: dict[tuple[Timing, float], Scored] = defaultdict(list)
+    for kind, into in ((scenes.main, main), (scenes.background, background)):
+        for scene in kind:
+            recording = record(scene.audio, config, bundle, model)
+            for timing in timings:
+                for threshold in grid:
+                    into[timing, threshold].append((scene, replay(recording, trial(recording.settings, timing,
+                                                                                   threshold))))
+    return {timing: {t: class_counts(main[timing, t], background[timing, t]) for t in grid} for timing in timings}
+
+
+def trial(settings: DetectorSettings, timing: Timing, threshold: float) -> DetectorSettings:
+    """``settings`` with ``timing`` and every target class's threshold at ``threshold``."""
+    return replace(settings, smoothing_windows=timing.smoothing_windows, release_s=timing.release_s,
+                   thresholds={**settings.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)})
 
 
 def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
@@ -200,6 +268,18 @@ def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
     grid = sorted(sweeps[0])
     return {label: max(grid, key=lambda t: (count_f1(*np.sum([sweep[t][label] for sweep in sweeps], axis=0)), t))
             for label in URBANSOUND_CLASSES}
+
+
+def pick_detector(sweeps: Sequence[Sweep]) -> tuple[Timing, dict[str, float]]:
+    """The timing, with its per-class thresholds (:func:`pick_thresholds`), whose event F1 over every class's
+    pooled counts is best (the earlier of :data:`TIMINGS` on a tie)."""
+    def f1(timing: Timing) -> float:
+        thresholds = pick_thresholds([sweep[timing] for sweep in sweeps])
+        return count_f1(*np.sum([sweep[timing][t][label] for sweep in sweeps for label, t in thresholds.items()],
+                                axis=0))
+
+    best = max(sweeps[0], key=f1)
+    return best, pick_thresholds([sweep[best] for sweep in sweeps])
 
 
 # --- one report from every fold -----------------------------------------------------------------
@@ -292,10 +372,10 @@ def build_scenes(dataset: Path, ambience: Path, folds: Sequence[int], recipe: Re
     return {fold: fold_scenes(fold, events, beds, recipe, sample_rate) for fold, (events, beds) in sources.items()}
 
 
-def evaluate(scenes: dict[int, FoldScenes], config: Config,
-             bundle_for: Callable[[int], tuple[Bundle, TFLiteModel]]) -> dict[str, Any]:
-    """The report of every fold, each fold run with the bundle ``bundle_for(fold)`` gives."""
-    return summarize({fold: run_fold(s, config, *bundle_for(fold)) for fold, s in scenes.items()})
+def evaluate(scenes: dict[int, FoldScenes],
+             run_with: Callable[[int], tuple[Config, Bundle, TFLiteModel]]) -> dict[str, Any]:
+    """The report of every fold, each fold run with the config and bundle ``run_with(fold)`` gives."""
+    return summarize({fold: run_fold(s, *run_with(fold)) for fold, s in scenes.items()})
 
 
 def train_recipe(fold_clips: int) -> Recipe:
@@ -307,14 +387,14 @@ def train_recipe(fold_clips: int) -> Recipe:
 
 def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any, dict[str, float]]],
                     labels: list[str], features: FeatureSettings, out: Path) -> dict[str, Any] | None:
-    """Leave-one-fold-out soundscape figures of ``noisewatch train``, and event thresholds.
+    """Leave-one-fold-out soundscape figures of ``noisewatch train``, and the detector's settings for events.
 
     Each fold's held-out Keras MLP (written as a float32 bundle ``out/heldout-fold<N>``, kept so
     ``evaluate-scenes --model ... --folds N`` can try detector settings) runs through the daemon on that fold's
-    tuning soundscapes (seed :data:`TUNING_SEED`) at every threshold of :data:`THRESHOLD_GRID`. A fold is then
-    scored on its evaluation soundscapes with the per-class thresholds that give the best event F1 on the
-    *other* folds' tuning runs (cross-fitted); the thresholds for the final model are picked on every fold's.
-    None, with a warning, where scaper is missing or a fold has no ambience."""
+    tuning soundscapes (seed :data:`TUNING_SEED`), its detector at every timing of :data:`TIMINGS` and threshold
+    of :data:`THRESHOLD_GRID`. A fold is then scored on its evaluation soundscapes with the timing and per-class
+    thresholds that give the best event F1 on the *other* folds' tuning runs (cross-fitted); the final model's
+    are picked on every fold's. None, with a warning, where scaper is missing or a fold has no ambience."""
     if importlib.util.find_spec("scaper") is None:
         log.warning("soundscape evaluation skipped: scaper is not installed (scripts/bootstrap.sh --test)")
         return None
@@ -334,16 +414,23 @@ def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any
                               labels=labels, features=features, thresholds=thresholds)
         return bundle, bundle.open_model()
 
-    sweeps = {fold: threshold_sweep(fold_scenes(fold, events, beds, tuning, rate), config,
-                                    *bundle_for(fold, held_out[fold][1]))
+    sweeps = {fold: detector_sweep(fold_scenes(fold, events, beds, tuning, rate), config,
+                                   *bundle_for(fold, held_out[fold][1]))
               for fold, (events, beds) in sources.items()}
-    chosen = {fold: pick_thresholds([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]])
+    chosen = {fold: pick_detector([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]])
               for fold in sweeps}
+    final = pick_detector(list(sweeps.values()))
     scenes = {fold: fold_scenes(fold, events, beds, recipe, rate) for fold, (events, beds) in sources.items()}
-    report = evaluate(scenes, config, lambda fold: bundle_for(fold, {**held_out[fold][1], **chosen[fold]}))
+    report = evaluate(scenes, lambda fold: (with_timing(config, chosen[fold][0]),
+                                            *bundle_for(fold, {**held_out[fold][1], **chosen[fold][1]})))
     return {"recipe": asdict(recipe), "tuning_recipe": asdict(tuning),
-            "thresholds": {"folds": {str(fold): t for fold, t in chosen.items()},
-                           "final": pick_thresholds(list(sweeps.values()))}, **report}
+            "timing": {"folds": {str(fold): asdict(c[0]) for fold, c in chosen.items()}, "final": asdict(final[0])},
+            "thresholds": {"folds": {str(fold): c[1] for fold, c in chosen.items()}, "final": final[1]}, **report}
+
+
+def with_timing(config: Config, timing: Timing) -> Config:
+    """``config`` with the detector's smoothing and release of ``timing``."""
+    return config.model_copy(update={"detector": config.detector.model_copy(update=asdict(timing))})
 
 
 def main(args: argparse.Namespace) -> int:
@@ -365,7 +452,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"noisewatch evaluate-scenes: {exc}", file=sys.stderr)
         return 1
     report = {"model": bundle.ident, "recipe": asdict(recipe),
-              **evaluate(scenes, config, lambda fold: (bundle, model))}
+              **evaluate(scenes, lambda fold: (config, bundle, model))}
     if args.png:
         plot(report, Path(args.png), f"{bundle.ident} on scaper soundscapes, folds {args.folds}")
     print(json.dumps(report, indent=2) if args.json else table(report, f"{bundle.ident}, folds {args.folds}"))
