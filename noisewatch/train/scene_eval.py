@@ -30,7 +30,7 @@ from noisewatch.daemon.messages import Event, Message
 from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel
-from noisewatch.train.datasets import URBANSOUND_CLASSES
+from noisewatch.train.datasets import URBANSOUND_CLASSES, Clip
 from noisewatch.train.metrics import count_f1
 from noisewatch.train.soundscapes import FoldScenes, Recipe, Soundscape, fold_scenes, fold_sources
 
@@ -406,26 +406,54 @@ def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any
     from noisewatch.convert import to_tflite  # TensorFlow: only where held-out models are converted
 
     config, rate = load_config(None), features.sample_rate
-    tuning = replace(recipe, scenes=TUNING_SCALE * recipe.scenes, sweep_scenes=0, seed=TUNING_SEED)
-    tflite = {fold: to_tflite(mlp, "float32") for fold, (mlp, _) in held_out.items()}
+    tuning = tuning_recipe(recipe)
 
-    def bundle_for(fold: int, thresholds: dict[str, float]) -> tuple[Bundle, TFLiteModel]:
-        bundle = write_bundle(out / f"heldout-fold{fold}", "heldout", tflite[fold], version=f"fold{fold}",
-                              labels=labels, features=features, thresholds=thresholds)
-        return bundle, bundle.open_model()
-
-    sweeps = {fold: detector_sweep(fold_scenes(fold, events, beds, tuning, rate), config,
-                                   *bundle_for(fold, held_out[fold][1]))
-              for fold, (events, beds) in sources.items()}
-    chosen = {fold: pick_detector([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]])
-              for fold in sweeps}
-    final = pick_detector(list(sweeps.values()))
+    bundles = {}
+    for fold, (mlp, thresholds) in held_out.items():
+        bundle = write_bundle(out / f"heldout-fold{fold}", "heldout", to_tflite(mlp, "float32"),
+                              version=f"fold{fold}", labels=labels, features=features, thresholds=thresholds)
+        bundles[fold] = bundle, bundle.open_model()
+    sweeps = tuning_sweeps(sources, tuning, config, bundles)
+    chosen, final = cross_fitted(sweeps), pick_detector(list(sweeps.values()))
     scenes = {fold: fold_scenes(fold, events, beds, recipe, rate) for fold, (events, beds) in sources.items()}
-    report = evaluate(scenes, lambda fold: (with_timing(config, chosen[fold][0]),
-                                            *bundle_for(fold, {**held_out[fold][1], **chosen[fold][1]})))
+    report = evaluate(scenes, tuned(config, bundles, chosen))
     return {"recipe": asdict(recipe), "tuning_recipe": asdict(tuning),
             "timing": {"folds": {str(fold): asdict(c[0]) for fold, c in chosen.items()}, "final": asdict(final[0])},
             "thresholds": {"folds": {str(fold): c[1] for fold, c in chosen.items()}, "final": final[1]}, **report}
+
+
+def tuning_recipe(recipe: Recipe) -> Recipe:
+    """The tuning set beside an evaluation ``recipe``: :data:`TUNING_SCALE` times its soundscapes with events,
+    as many background-only ones, another seed."""
+    return replace(recipe, scenes=TUNING_SCALE * recipe.scenes, sweep_scenes=0, seed=TUNING_SEED)
+
+
+FoldModels = dict[int, tuple[Bundle, TFLiteModel]]
+"""Each fold's held-out model (trained without that fold)."""
+
+
+def tuning_sweeps(sources: dict[int, tuple[list[Clip], list[Clip]]], tuning: Recipe, config: Config,
+                  bundles: FoldModels) -> dict[int, Sweep]:
+    """Each fold's :func:`detector_sweep` on its tuning soundscapes, with that fold's held-out model."""
+    return {fold: detector_sweep(fold_scenes(fold, events, beds, tuning, bundles[fold][0].features.sample_rate),
+                                 config, *bundles[fold])
+            for fold, (events, beds) in sources.items()}
+
+
+def cross_fitted(sweeps: dict[int, Sweep]) -> dict[int, tuple[Timing, dict[str, float]]]:
+    """Per fold, the timing and thresholds picked on the *other* folds' sweeps (its own, with one fold)."""
+    return {fold: pick_detector([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]])
+            for fold in sweeps}
+
+
+def tuned(config: Config, bundles: FoldModels,
+          chosen: dict[int, tuple[Timing, dict[str, float]]]) -> Callable[[int], tuple[Config, Bundle, TFLiteModel]]:
+    """For :func:`evaluate`: each fold's model with the timing and thresholds chosen for it."""
+    def run_with(fold: int) -> tuple[Config, Bundle, TFLiteModel]:
+        (bundle, model), (timing, thresholds) = bundles[fold], chosen[fold]
+        return with_timing(config, timing), replace(bundle, thresholds={**bundle.thresholds, **thresholds}), model
+
+    return run_with
 
 
 def with_timing(config: Config, timing: Timing) -> Config:
