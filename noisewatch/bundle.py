@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,22 @@ class BundleError(ValueError):
 
 
 @dataclass(frozen=True)
+class DetectorTiming:
+    """The detector's smoothing and release a bundle's thresholds were picked with: the daemon uses them
+    unless the config sets its own."""
+
+    smoothing_windows: int = 2
+    release_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.smoothing_windows, int) or not 1 <= self.smoothing_windows <= 50:
+            raise ValueError(f"timing.smoothing_windows must be a whole number of windows in 1..50, "
+                             f"got {self.smoothing_windows!r}")
+        if not isinstance(self.release_s, int | float) or not 0.0 <= self.release_s <= 600.0:
+            raise ValueError(f"timing.release_s must be seconds in 0..600, got {self.release_s!r}")
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A validated model bundle; ``path`` is the sidecar JSON."""
 
@@ -39,6 +55,7 @@ class Bundle:
     thresholds: dict[str, float]
     tflite: Path
     variant: str = "float32"
+    timing: DetectorTiming = DetectorTiming()
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,7 +129,8 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
     tflite = sidecar.parent / data["tflite"]
     if not tflite.is_file():
         raise ValueError(f"model file {tflite} is missing")
-    known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "variant", "metrics", "provenance"}
+    known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "variant", "timing", "metrics",
+             "provenance"}
     return Bundle(
         path=sidecar,
         name=str(data["name"]),
@@ -122,6 +140,7 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
         thresholds=thresholds,
         tflite=tflite,
         variant=str(data.get("variant", "float32")),
+        timing=DetectorTiming(**data.get("timing", {})),
         metrics=dict(data.get("metrics", {})),
         provenance=dict(data.get("provenance", {})),
         extra={k: v for k, v in data.items() if k not in known},
@@ -138,6 +157,7 @@ def write_bundle(
     features: FeatureSettings,
     thresholds: dict[str, float],
     variant: str = "float32",
+    timing: DetectorTiming = DetectorTiming(),
     metrics: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -155,6 +175,7 @@ def write_bundle(
         "labels": list(labels),
         "features": features.to_dict(),
         "thresholds": {label: round(float(thresholds.get(label, DEFAULT_THRESHOLD)), 4) for label in labels},
+        "timing": asdict(timing),
         "metrics": metrics or {},
         "provenance": provenance or {},
         **(extra or {}),

@@ -63,8 +63,10 @@ class AudioSection(_Section):
 class DetectorSection(_Section):
     thresholds: dict[str, Probability] = Field(default_factory=dict, description="per-label overrides of the bundle's thresholds")
     ignore: tuple[str, ...] = Field(("background",), description="labels that never become events")
-    smoothing_windows: int = Field(2, ge=1, le=50, description="scores are averaged over this many windows")
-    release_s: float = Field(1.0, ge=0.0, le=600, description="an event ends after the label has been absent this long")
+    smoothing_windows: int | None = Field(None, ge=1, le=50, description="scores are averaged over this many windows; "
+                                          "null: the model's, which its thresholds were tuned with")
+    release_s: float | None = Field(None, ge=0.0, le=600, description="an event ends after the label has been absent "
+                                    "this long; null: the model's, which its thresholds were tuned with")
     min_duration_s: float = Field(0.0, ge=0.0, le=600, description="shorter events are dropped")
     cooldown_s: float = Field(0.0, ge=0.0, le=3600, description="after an event ends, the label cannot restart for this long")
     max_duration_s: float = Field(600.0, gt=0.0, le=86400, description="a longer event is reported and continued")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from noisewatch.bundle import write_bundle
+from noisewatch.bundle import DetectorTiming, write_bundle
 from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel, available_runtimes
 from noisewatch.train.settings import FEATURES_NPZ, MODEL_FILE, TRAINING_JSON
@@ -119,6 +119,7 @@ def convert(train_dir: Path, out: Path, name: str, variants: tuple[str, ...], ve
             labels=training["labels"],
             features=FeatureSettings.from_dict(training["features"]),
             thresholds=training["thresholds"],
+            timing=DetectorTiming(**training.get("timing", {})),
             variant=variant,
             metrics={**training["metrics"], "parity": [vars(r) for r in results]},
             provenance=training["provenance"],

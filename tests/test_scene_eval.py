@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.bundle import DetectorTiming, default_model_path, load_bundle
 from noisewatch.config import Config
 from noisewatch.train.datasets import URBANSOUND_CLASSES
 from noisewatch.train.scene_eval import (
-    Timing,
     build_scenes,
     daemon_events,
     evaluate,
@@ -20,7 +19,6 @@ from noisewatch.train.scene_eval import (
     replay,
     sed_scores,
     trial,
-    with_timing,
 )
 from noisewatch.train.soundscapes import Recipe, Soundscape
 
@@ -101,17 +99,19 @@ def test_the_score_is_the_daemons_detector_at_work(scenes):
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("timing,threshold", [(Timing(2, 1.0), 0.7), (Timing(1, 2.0), 0.5), (Timing(3, 0.5), 0.3)])
+@pytest.mark.parametrize("timing,threshold", [(DetectorTiming(2, 1.0), 0.7), (DetectorTiming(1, 2.0), 0.5),
+                                                    (DetectorTiming(3, 0.5), 0.3)])
 def test_a_replayed_recording_gives_the_daemons_events(scenes, timing, threshold):
     """The threshold sweep replays the daemon's detector on what it was fed once: it must report what the
     daemon itself reports with those settings (to the millisecond its messages round to)."""
     built, bundle, model = scenes
-    tried = replace(bundle, thresholds={**bundle.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)})
+    tried = replace(bundle, thresholds={**bundle.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)},
+                    timing=timing)
     reported = 0
     for scene in built[1].main + built[1].background:
         recording = record(scene.audio, Config(), bundle, model)
         replayed = replay(recording, trial(recording.settings, timing, threshold))
-        daemon = daemon_events(scene.audio, with_timing(Config(), timing), tried, model)
+        daemon = daemon_events(scene.audio, Config(), tried, model)
         assert [label for *_, label in replayed] == [label for *_, label in daemon]
         np.testing.assert_allclose([span for *span, _ in replayed], [span for *span, _ in daemon], atol=1.5e-3)
         assert all(label in URBANSOUND_CLASSES for *_, label in daemon)  # "loud" and background are not scored

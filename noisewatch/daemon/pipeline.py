@@ -46,14 +46,15 @@ class PipelineSettings:
 
 def detector_settings(section: DetectorSection, bundle: Bundle, hop_s: float) -> DetectorSettings:
     """Bundle thresholds, overridden per label by the config (those set from Home Assistant come later,
-    through :meth:`Detector.set_thresholds`)."""
+    through :meth:`Detector.set_thresholds`); the bundle's smoothing and release unless the config sets them."""
     thresholds = {label: section.thresholds.get(label, bundle.threshold(label)) for label in bundle.labels}
+    smoothing, release = section.smoothing_windows, section.release_s
     return DetectorSettings(
         thresholds=thresholds,
         ignore=frozenset(section.ignore),
-        smoothing_windows=section.smoothing_windows,
+        smoothing_windows=bundle.timing.smoothing_windows if smoothing is None else smoothing,
         hop_s=hop_s,
-        release_s=section.release_s,
+        release_s=bundle.timing.release_s if release is None else release,
         min_duration_s=section.min_duration_s,
         cooldown_s=section.cooldown_s,
         max_duration_s=section.max_duration_s,
@@ -88,7 +89,7 @@ class Pipeline:
         self.floor = NoiseFloor(self.sample_rate, self.hop_s)
         self.loudness = LoudnessDetector(settings.loudness.threshold_dbfs, settings.loudness.min_duration_s)
         self.levels = LevelMeter(self.sample_rate, settings.levels.interval_s, settings.levels.calibration_db)
-        history_s = settings.detector.max_duration_s + bundle.features.window_s + settings.detector.release_s
+        history_s = settings.detector.max_duration_s + bundle.features.window_s + self.detector.settings.release_s
         self.history = LevelHistory(keep=min(MAX_HISTORY_HOPS, int(history_s / self.hop_s) + 2))
         self._clock_memory_s = max(history_s, settings.levels.interval_s) + bundle.features.window_s
         """How far back a message can name an offset (an open event's start, a level period's start)."""

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from noisewatch.bundle import DetectorTiming
 from noisewatch.features import FeatureSettings
 from noisewatch.train import datasets, metrics, report
 from noisewatch.train.datasets import BACKGROUND, Clip
@@ -393,10 +394,12 @@ def main(args: argparse.Namespace) -> int:
     thresholds = metrics.best_thresholds(scores, data.y, data.labels, metrics.threshold_grid(model.min_threshold))
     soundscapes = (held_out_report(Path(args.urbansound), Path(args.esc50), held_out, data.labels, features, out)
                    if args.urbansound and args.esc50 else None)
-    if soundscapes is not None:  # events on soundscapes are what a user lives with: their thresholds win
+    timing = asdict(DetectorTiming())
+    if soundscapes is not None:  # events on soundscapes are what a user lives with: their settings win
         thresholds |= soundscapes["thresholds"]["final"]
+        timing = soundscapes["timing"]["final"]
     summary = {"models": results, "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"],
-               "thresholds": thresholds, "model_settings": asdict(model)}
+               "thresholds": thresholds, "timing": timing, "model_settings": asdict(model)}
     if soundscapes is not None:
         summary["soundscapes"] = soundscapes
     report.write_report(out, summary)
@@ -408,6 +411,7 @@ def main(args: argparse.Namespace) -> int:
         "labels": data.labels,
         "features": features.to_dict(),
         "thresholds": thresholds,
+        "timing": timing,
         "metrics": {"evaluation": "leave-one-fold-out", **{name: _headline(block) for name, block in results.items()},
                     "scenes": scenes["argmax"], "scenes_thresholded": scenes["thresholded"],
                     **({"soundscapes": _soundscape_headline(soundscapes)} if soundscapes else {})},

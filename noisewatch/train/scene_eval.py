@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle, write_bundle
+from noisewatch.bundle import Bundle, BundleError, DetectorTiming, default_model_path, load_bundle, write_bundle
 from noisewatch.config import Config, ConfigError, load_config
 from noisewatch.daemon.detector import Detector, DetectorSettings, Observation
 from noisewatch.daemon.messages import Event, Message
@@ -224,28 +224,20 @@ def class_counts(main: Scored, background: Scored, labels: Sequence[str] = URBAN
                              metric.class_wise[label]["Nfn"]]) for label in labels}
 
 
-@dataclass(frozen=True)
-class Timing:
-    """The detector's timing settings, tried together with the thresholds."""
+TIMINGS = tuple(DetectorTiming(smoothing, release) for smoothing in (2, 1, 3) for release in (1.0, 0.5, 2.0))
+"""Detector timings tried with the thresholds on soundscapes; the first is a bundle's default, which wins a tie."""
 
-    smoothing_windows: int
-    release_s: float
-
-
-TIMINGS = tuple(Timing(smoothing, release) for smoothing in (2, 1, 3) for release in (1.0, 0.5, 2.0))
-"""Timings tried on soundscapes; the first is the config's default, which wins a tie."""
-
-Sweep = dict[Timing, dict[float, Counts]]
+Sweep = dict[DetectorTiming, dict[float, Counts]]
 """Counts at every timing and threshold."""
 
 
 def detector_sweep(scenes: FoldScenes, config: Config, bundle: Bundle, model: TFLiteModel,
-                   timings: Sequence[Timing] = TIMINGS, grid: Sequence[float] = THRESHOLD_GRID) -> Sweep:
+                   timings: Sequence[DetectorTiming] = TIMINGS, grid: Sequence[float] = THRESHOLD_GRID) -> Sweep:
     """:func:`class_counts` of the daemon's detector at every timing, with every target class's threshold at
     each value of ``grid`` (it treats labels independently, so one run per value serves every class).
     Features and scores are computed once per soundscape (:func:`record`); each setting replays them."""
-    main: dict[tuple[Timing, float], Scored] = defaultdict(list)
-    background: dict[tuple[Timing, float], Scored] = defaultdict(list)
+    main: dict[tuple[DetectorTiming, float], Scored] = defaultdict(list)
+    background: dict[tuple[DetectorTiming, float], Scored] = defaultdict(list)
     for kind, into in ((scenes.main, main), (scenes.background, background)):
         for scene in kind:
             recording = record(scene.audio, config, bundle, model)
@@ -256,7 +248,7 @@ def detector_sweep(scenes: FoldScenes, config: Config, bundle: Bundle, model: TF
     return {timing: {t: class_counts(main[timing, t], background[timing, t]) for t in grid} for timing in timings}
 
 
-def trial(settings: DetectorSettings, timing: Timing, threshold: float) -> DetectorSettings:
+def trial(settings: DetectorSettings, timing: DetectorTiming, threshold: float) -> DetectorSettings:
     """``settings`` with ``timing`` and every target class's threshold at ``threshold``."""
     return replace(settings, smoothing_windows=timing.smoothing_windows, release_s=timing.release_s,
                    thresholds={**settings.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)})
@@ -270,10 +262,10 @@ def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
             for label in URBANSOUND_CLASSES}
 
 
-def pick_detector(sweeps: Sequence[Sweep]) -> tuple[Timing, dict[str, float]]:
+def pick_detector(sweeps: Sequence[Sweep]) -> tuple[DetectorTiming, dict[str, float]]:
     """The timing, with its per-class thresholds (:func:`pick_thresholds`), whose event F1 over every class's
     pooled counts is best (the earlier of :data:`TIMINGS` on a tie)."""
-    def f1(timing: Timing) -> float:
+    def f1(timing: DetectorTiming) -> float:
         thresholds = pick_thresholds([sweep[timing] for sweep in sweeps])
         return count_f1(*np.sum([sweep[timing][t][label] for sweep in sweeps for label, t in thresholds.items()],
                                 axis=0))
@@ -440,25 +432,20 @@ def tuning_sweeps(sources: dict[int, tuple[list[Clip], list[Clip]]], tuning: Rec
             for fold, (events, beds) in sources.items()}
 
 
-def cross_fitted(sweeps: dict[int, Sweep]) -> dict[int, tuple[Timing, dict[str, float]]]:
+def cross_fitted(sweeps: dict[int, Sweep]) -> dict[int, tuple[DetectorTiming, dict[str, float]]]:
     """Per fold, the timing and thresholds picked on the *other* folds' sweeps (its own, with one fold)."""
     return {fold: pick_detector([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]])
             for fold in sweeps}
 
 
 def tuned(config: Config, bundles: FoldModels,
-          chosen: dict[int, tuple[Timing, dict[str, float]]]) -> Callable[[int], tuple[Config, Bundle, TFLiteModel]]:
+          chosen: dict[int, tuple[DetectorTiming, dict[str, float]]]) -> Callable[[int], tuple[Config, Bundle, TFLiteModel]]:
     """For :func:`evaluate`: each fold's model with the timing and thresholds chosen for it."""
     def run_with(fold: int) -> tuple[Config, Bundle, TFLiteModel]:
         (bundle, model), (timing, thresholds) = bundles[fold], chosen[fold]
-        return with_timing(config, timing), replace(bundle, thresholds={**bundle.thresholds, **thresholds}), model
+        return config, replace(bundle, thresholds={**bundle.thresholds, **thresholds}, timing=timing), model
 
     return run_with
-
-
-def with_timing(config: Config, timing: Timing) -> Config:
-    """``config`` with the detector's smoothing and release of ``timing``."""
-    return config.model_copy(update={"detector": config.detector.model_copy(update=asdict(timing))})
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,0 +1,47 @@
+"""The bundle's detector timing: written and read back, refused when out of range, and used by the daemon
+unless the config sets its own (the thresholds were tuned with it)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from noisewatch.bundle import Bundle, BundleError, DetectorTiming, default_model_path, load_bundle, write_bundle
+from noisewatch.config import Config
+from noisewatch.daemon.pipeline import Pipeline
+
+
+def _copy(shipped: Bundle, folder: Path, timing: DetectorTiming) -> Bundle:
+    return write_bundle(folder, "copy", shipped.tflite.read_bytes(), version="test", labels=list(shipped.labels),
+                        features=shipped.features, thresholds=shipped.thresholds, variant=shipped.variant,
+                        timing=timing)
+
+
+def test_the_timing_is_written_and_read_back(tmp_path: Path) -> None:
+    shipped = load_bundle(default_model_path())
+    copy = _copy(shipped, tmp_path, DetectorTiming(smoothing_windows=3, release_s=2.5))
+    assert copy.timing == DetectorTiming(3, 2.5)
+    assert json.loads(copy.path.read_text())["timing"] == {"smoothing_windows": 3, "release_s": 2.5}
+
+
+def test_the_daemon_uses_the_bundles_timing_unless_the_config_sets_one(tmp_path: Path) -> None:
+    copy = _copy(load_bundle(default_model_path()), tmp_path, DetectorTiming(smoothing_windows=3, release_s=2.5))
+    model = copy.open_model()
+    own = Pipeline.from_config(Config(), copy, model).detector.settings
+    assert (own.smoothing_windows, own.release_s) == (3, 2.5)
+    config = Config.model_validate({"detector": {"smoothing_windows": 1, "release_s": 0.5}})
+    overridden = Pipeline.from_config(config, copy, model).detector.settings
+    assert (overridden.smoothing_windows, overridden.release_s) == (1, 0.5)
+
+
+@pytest.mark.parametrize("timing,problem", [({"smoothing_windows": 0, "release_s": 1.0}, "smoothing_windows"),
+                                            ({"smoothing_windows": 2.5, "release_s": 1.0}, "smoothing_windows"),
+                                            ({"smoothing_windows": 2, "release_s": -1}, "release_s"),
+                                            ({"smoothing_windows": 2, "hold_s": 1}, "hold_s")])
+def test_a_bundle_with_a_timing_out_of_range_is_refused_naming_the_file(tmp_path: Path, timing: dict,
+                                                                        problem: str) -> None:
+    copy = _copy(load_bundle(default_model_path()), tmp_path, DetectorTiming())
+    sidecar = json.loads(copy.path.read_text())
+    copy.path.write_text(json.dumps({**sidecar, "timing": timing}))
+    with pytest.raises(BundleError, match=problem) as caught:
+        load_bundle(copy.path)
+    assert str(copy.path) in str(caught.value)
