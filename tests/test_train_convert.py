@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,11 @@ import pytest
 from test_datasets import make_esc50, make_folder, make_urbansound, tone
 
 from noisewatch import cli, convert
-from noisewatch.bundle import load_bundle
+from noisewatch.bundle import DetectorTiming, load_bundle
 from noisewatch.features import clip_features
 from noisewatch.runtime import available_runtimes
 from noisewatch.train.datasets import BACKGROUND, LABELS
-from noisewatch.train.scene_eval import THRESHOLD_GRID
+from noisewatch.train.scene_eval import THRESHOLD_GRID, TIMINGS
 
 EXTRA_LABEL = "doorbell"
 RUNTIMES = available_runtimes()
@@ -95,6 +96,14 @@ def test_bundle_metrics_are_fold_wise_with_accuracy_per_source(trained: dict[str
     by_source = metrics["mlp"]["pooled"]["accuracy_by_dataset"]
     assert set(by_source) == {"urbansound8k", "esc50", "folder", "quiet"}
     assert all(0.0 <= value <= 1.0 for value in by_source.values())
+
+
+def test_the_bundle_carries_the_timing_its_thresholds_were_picked_with(trained: dict[str, Path]) -> None:
+    report = json.loads((trained["train"] / "report.json").read_text())
+    picked = report.get("soundscapes", {}).get("timing", {}).get("final")
+    assert report["timing"] == (picked or asdict(DetectorTiming()))
+    assert DetectorTiming(**report["timing"]) in TIMINGS
+    assert load_bundle(trained["models"] / "tiny.json").timing == DetectorTiming(**report["timing"])
 
 
 def test_int8_bundle_is_smaller(trained: dict[str, Path]) -> None:
