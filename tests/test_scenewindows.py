@@ -7,7 +7,7 @@ import pytest
 
 from noisewatch.features import FeatureSettings, extract
 from noisewatch.train.datasets import BACKGROUND, URBANSOUND_CLASSES
-from noisewatch.train.scene_eval import class_counts, pick_thresholds
+from noisewatch.train.scene_eval import class_counts, pick_shared_threshold, pick_thresholds
 from noisewatch.train.scenewindows import HOP_S, scene_windows, window_label
 from noisewatch.train.soundscapes import Soundscape
 
@@ -57,6 +57,18 @@ def test_thresholds_are_picked_per_class_on_pooled_event_counts() -> None:
     assert pick_thresholds([fold_a, fold_b])["siren"] == 0.7
     assert pick_thresholds([fold_a])["siren"] == 0.9  # a tie goes to the higher threshold
     assert pick_thresholds([fold_a])["dog_bark"] == 0.9  # never found: the highest
+
+
+def test_one_shared_threshold_is_picked_on_every_class_pooled() -> None:
+    def counts(siren: tuple[int, int, int], dog: tuple[int, int, int]) -> dict[str, np.ndarray]:
+        known = {"siren": siren, "dog_bark": dog}
+        return {label: np.array(known.get(label, (0, 0, 0)), float) for label in URBANSOUND_CLASSES}
+
+    # pooled over siren and dog (tp, fp, fn): 0.5 -> (5, 6, 1) F1 10/17; 0.7 -> (5, 2, 1) F1 10/13;
+    # 0.9 -> (2, 0, 4) F1 4/8. Per class, dog alone would take 0.5 (F1 4/5 against 2/4).
+    sweep = {0.5: counts((3, 6, 0), (2, 0, 1)), 0.7: counts((4, 1, 0), (1, 1, 1)), 0.9: counts((2, 0, 2), (0, 0, 2))}
+    assert pick_shared_threshold([sweep]) == dict.fromkeys(URBANSOUND_CLASSES, 0.7)
+    assert pick_thresholds([sweep])["dog_bark"] == 0.5
 
 
 def test_class_counts_add_false_events_on_background_to_the_false_positives() -> None:

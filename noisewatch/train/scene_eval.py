@@ -243,15 +243,15 @@ def detector_sweep(scenes: FoldScenes, config: Config, bundle: Bundle, model: TF
             recording = record(scene.audio, config, bundle, model)
             for timing in timings:
                 for threshold in grid:
-                    into[timing, threshold].append((scene, replay(recording, trial(recording.settings, timing,
-                                                                                   threshold))))
+                    tried = trial(recording.settings, timing, dict.fromkeys(URBANSOUND_CLASSES, threshold))
+                    into[timing, threshold].append((scene, replay(recording, tried)))
     return {timing: {t: class_counts(main[timing, t], background[timing, t]) for t in grid} for timing in timings}
 
 
-def trial(settings: DetectorSettings, timing: DetectorTiming, threshold: float) -> DetectorSettings:
-    """``settings`` with ``timing`` and every target class's threshold at ``threshold``."""
+def trial(settings: DetectorSettings, timing: DetectorTiming, thresholds: dict[str, float]) -> DetectorSettings:
+    """``settings`` with ``timing`` and these labels' ``thresholds``."""
     return replace(settings, smoothing_windows=timing.smoothing_windows, release_s=timing.release_s,
-                   thresholds={**settings.thresholds, **dict.fromkeys(URBANSOUND_CLASSES, threshold)})
+                   thresholds={**settings.thresholds, **thresholds})
 
 
 def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
@@ -262,16 +262,29 @@ def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
             for label in URBANSOUND_CLASSES}
 
 
-def pick_detector(sweeps: Sequence[Sweep]) -> tuple[DetectorTiming, dict[str, float]]:
-    """The timing, with its per-class thresholds (:func:`pick_thresholds`), whose event F1 over every class's
-    pooled counts is best (the earlier of :data:`TIMINGS` on a tie)."""
+def pick_shared_threshold(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
+    """One threshold for every class: the one with the best event F1 over every class's pooled counts (the
+    higher on a tie). Fewer choices than :func:`pick_thresholds`, so less fitted to the tuning set."""
+    def f1(t: float) -> tuple[float, float]:
+        return count_f1(*np.sum([sweep[t][label] for sweep in sweeps for label in URBANSOUND_CLASSES], axis=0)), t
+
+    return dict.fromkeys(URBANSOUND_CLASSES, max(sorted(sweeps[0]), key=f1))
+
+
+ThresholdPicker = Callable[[Sequence[dict[float, Counts]]], dict[str, float]]
+
+
+def pick_detector(sweeps: Sequence[Sweep], picker: ThresholdPicker = pick_thresholds,
+                  ) -> tuple[DetectorTiming, dict[str, float]]:
+    """The timing, with the thresholds ``picker`` gives for it, whose event F1 over every class's pooled
+    counts is best (the earlier of :data:`TIMINGS` on a tie)."""
     def f1(timing: DetectorTiming) -> float:
-        thresholds = pick_thresholds([sweep[timing] for sweep in sweeps])
+        thresholds = picker([sweep[timing] for sweep in sweeps])
         return count_f1(*np.sum([sweep[timing][t][label] for sweep in sweeps for label, t in thresholds.items()],
                                 axis=0))
 
     best = max(sweeps[0], key=f1)
-    return best, pick_thresholds([sweep[best] for sweep in sweeps])
+    return best, picker([sweep[best] for sweep in sweeps])
 
 
 # --- one report from every fold -----------------------------------------------------------------
@@ -432,9 +445,11 @@ def tuning_sweeps(sources: dict[int, tuple[list[Clip], list[Clip]]], tuning: Rec
             for fold, (events, beds) in sources.items()}
 
 
-def cross_fitted(sweeps: dict[int, Sweep]) -> dict[int, tuple[DetectorTiming, dict[str, float]]]:
+def cross_fitted(sweeps: dict[int, Sweep], picker: ThresholdPicker = pick_thresholds,
+                 ) -> dict[int, tuple[DetectorTiming, dict[str, float]]]:
     """Per fold, the timing and thresholds picked on the *other* folds' sweeps (its own, with one fold)."""
-    return {fold: pick_detector([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]])
+    return {fold: pick_detector([sweep for other, sweep in sweeps.items() if other != fold] or [sweeps[fold]],
+                                picker)
             for fold in sweeps}
 
 
