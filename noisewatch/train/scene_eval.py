@@ -25,7 +25,7 @@ import numpy as np
 
 from noisewatch.bundle import Bundle, BundleError, DetectorTiming, default_model_path, load_bundle, write_bundle
 from noisewatch.config import Config, ConfigError, load_config
-from noisewatch.daemon.detector import Detector, DetectorSettings, Observation
+from noisewatch.daemon.detector import Detector, DetectorSettings, Observation, Transition
 from noisewatch.daemon.messages import Event, Message
 from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.features import FeatureSettings
@@ -80,7 +80,7 @@ class _RecordingDetector(Detector):
         super().__init__(labels, settings)
         self.fed: list[Observation] = []
 
-    def update(self, obs: Observation) -> list[Any]:
+    def update(self, obs: Observation) -> list[Transition]:
         self.fed.append(obs)
         return super().update(obs)
 
