@@ -52,8 +52,6 @@ AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
 TRACK_FLOOR = 1e-3
 """Std (dB units) below which an MFCC trajectory counts as constant and has no periodicity: float32 rounding of
 MFCCs of size ~1e2 leaves ~1e-5, which must not read as a perfectly periodic track (silence)."""
-SHAPE_PAD = np.finfo(np.float32).min
-"""What fills a smaller mel-band group up to the widest one before sorting: it sorts first, and 0 x it is 0."""
 MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
 
 
@@ -297,20 +295,25 @@ def mfcc_rows(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 def shape_measures(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Flatness, peak-to-mean and contrast (dB) of each mel-band group of each clamped frame, (n, groups x 3).
 
-    Frame by frame, so the stream computes each frame once. The groups are gathered into equal-width rows
-    (a smaller group padded with the lowest float32, which sorts first and weighs nothing) and sorted in
-    one call; sums over groups are products with the plan's weights. A constant frame is flat everywhere:
-    exact zeros, not rounding noise.
+    Frame by frame, so the stream computes each frame once. Each group's bands are sorted in place (adjacent
+    groups of one width are one sort call), so a group's loudest band, loudest fifth and quietest fifth sit at
+    fixed places; the group means and contrasts are then one product with the plan's weights. A constant
+    frame is flat everywhere: exact zeros, not rounding noise.
     """
     plan = _shape_plan(settings.n_mels, settings.shape_groups)
+    groups = settings.shape_groups
     top = clamped.max(axis=1, keepdims=True)
     db = clamped - top  # each measure is shift-invariant per frame
-    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.mean)
-    padded = np.concatenate([db, np.full((len(db), 1), SHAPE_PAD)], axis=1)[:, plan.slots]
-    ranked = np.sort(padded.reshape(len(db), settings.shape_groups, -1), axis=2)
-    measures = np.stack([db @ plan.mean - mean_power_db, ranked[:, :, -1] - mean_power_db,
-                         np.einsum("ngw,gw->ng", ranked, plan.contrast)], axis=2).reshape(len(db), -1)
-    measures[(top[:, 0] == clamped.min(axis=1))] = 0.0
+    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.weights[:, :groups])
+    for first, count, width in plan.runs:
+        db[:, first : first + count * width].reshape(len(db), count, width, copy=False).sort(axis=2)
+    sums = db @ plan.weights  # each group's mean dB (order-free), then its contrast (of the sorted bands)
+    measures = np.empty((len(db), groups, SHAPE_MEASURES), dtype=np.float32)
+    np.subtract(sums[:, :groups], mean_power_db, out=measures[:, :, 0])
+    np.subtract(db[:, plan.loudest], mean_power_db, out=measures[:, :, 1])
+    measures[:, :, 2] = sums[:, groups:]
+    measures = measures.reshape(len(db), -1)
+    measures[top[:, 0] == clamped.min(axis=1)] = 0.0
     return measures
 
 
@@ -439,34 +442,35 @@ def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ..
 
 @dataclass(frozen=True)
 class _ShapePlan:
-    """Weights that turn (frames, n_mels) dB values into per-group figures, for ``spectral_shape``."""
+    """How ``spectral_shape`` turns (frames, n_mels) dB values into per-group figures."""
 
-    mean: np.ndarray
-    """(n_mels, groups) float32: 1/size on the group's bands: the mean over each group."""
-    slots: np.ndarray
-    """(groups x width,) the band in each place of the padded group rows; n_mels (the padding) fills a
-    smaller group's first places."""
-    contrast: np.ndarray
-    """(groups, width) float32, on a padded group row sorted ascending: +1/fifth on the loudest fifth of its
-    bands, -1/fifth on the quietest fifth (the padding sorts before them and gets 0)."""
+    runs: tuple[tuple[int, int, int], ...]
+    """(first band, groups, width) of each run of adjacent groups of one width (np.array_split makes at most
+    two): each run is sorted group by group in one call."""
+    weights: np.ndarray
+    """(n_mels, 2 x groups) float32: 1/size on each group's bands (its mean), then, on bands sorted within
+    their group, +1/fifth on the loudest fifth and -1/fifth on the quietest fifth (its contrast)."""
+    loudest: np.ndarray
+    """(groups,) each group's last band: its loudest once sorted."""
 
 
 @functools.lru_cache(maxsize=8)
 def _shape_plan(n_mels: int, groups: int) -> _ShapePlan:
     """The plan for ``groups`` groups of adjacent bands, sized as ``np.array_split`` sizes them."""
     parts = np.array_split(np.arange(n_mels), groups)
-    width = max(len(bands) for bands in parts)
-    mean = np.zeros((n_mels, groups), dtype=np.float32)
-    slots = np.full((groups, width), n_mels)
-    contrast = np.zeros((groups, width), dtype=np.float32)
+    weights = np.zeros((n_mels, 2 * groups), dtype=np.float32)
+    runs: list[tuple[int, int, int]] = []
     for index, bands in enumerate(parts):
-        fifth, pad = len(bands) // 5, width - len(bands)
-        mean[bands, index] = 1.0 / len(bands)
-        slots[index, pad:] = bands
-        contrast[index, pad : pad + fifth] = -1.0 / fifth
-        contrast[index, width - fifth :] = 1.0 / fifth
-    plan = _ShapePlan(mean, slots.ravel(), contrast)
-    for array in (plan.mean, plan.slots, plan.contrast):
+        fifth = len(bands) // 5
+        weights[bands, index] = 1.0 / len(bands)
+        weights[bands[:fifth], groups + index] = -1.0 / fifth
+        weights[bands[-fifth:], groups + index] = 1.0 / fifth
+        if runs and runs[-1][2] == len(bands):
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, len(bands))
+        else:
+            runs.append((int(bands[0]), 1, len(bands)))
+    plan = _ShapePlan(tuple(runs), weights, np.array([bands[-1] for bands in parts]))
+    for array in (plan.weights, plan.loudest):
         array.setflags(write=False)
     return plan
 
