@@ -379,15 +379,16 @@ class _WindowStats:
 
     def periodicity(self) -> np.ndarray:
         """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
-        edges = np.array(self.settings.periodicity_frames())
         tracks = self.tracks
-        size = _fast_fft_size(tracks.shape[1] + edges[-1])  # no circular wrap reaches the lags kept
-        spectrum = np.fft.rfft(tracks, size, axis=1)
-        correlation = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, size, axis=1)[:, : edges[-1]]
-        energy = correlation[:, :1]  # lag 0: n x the track's variance
+        size, cosines, starts = _periodicity_plan(tracks.shape[1], self.settings.periodicity_frames())
+        padded = np.zeros((len(tracks), size))  # numpy pads a short row more slowly itself
+        padded[:, : tracks.shape[1]] = tracks
+        spectrum = np.fft.rfft(padded, axis=1)
+        correlation = (spectrum.real**2 + spectrum.imag**2) @ cosines  # lag 0, then the lags of the ranges
+        energy = correlation[:, :1]  # n x the track's variance
         constant = energy <= tracks.shape[1] * TRACK_FLOOR**2
-        correlation = np.divide(correlation, energy, out=np.zeros_like(correlation), where=~constant)
-        return np.maximum.reduceat(correlation[:, edges[0] :], edges[:-1] - edges[0], axis=1).T.ravel()
+        correlation = np.divide(correlation[:, 1:], energy, out=np.zeros_like(correlation[:, 1:]), where=~constant)
+        return np.maximum.reduceat(correlation, starts, axis=1).T.ravel()
 
     def spectral_shape(self) -> np.ndarray:
         """The per-frame measures of :func:`shape_measures`: mean and std over time, group-major."""
@@ -405,23 +406,42 @@ class _WindowStats:
 
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
-        parts = {
-            "mean": lambda: self.moments[0][: self.settings.n_mfcc],
-            "std": lambda: self.moments[1][: self.settings.n_mfcc],
-            "delta_std": lambda: np.diff(self.frames, axis=0).std(axis=0),
-            "max": lambda: self.frames.max(axis=0),
-            "min": lambda: self.frames.min(axis=0),
-            "p10": lambda: self.percentiles[0],
-            "p90": lambda: self.percentiles[1],
-            "skew": self.skew,
-            "mel_mean": lambda: self.clamped.mean(axis=0),
-            "mel_std": lambda: self.clamped.std(axis=0),
-            "modulation": self.modulation,
-            "periodicity": self.periodicity,
-            "spectral_shape": self.spectral_shape,
-            "peak": self.peak,
-        }
-        return parts[name]()
+        return _STAT_PARTS[name](self)
+
+
+_STAT_PARTS: dict[str, Callable[[_WindowStats], np.ndarray]] = {
+    "mean": lambda window: window.moments[0][: window.settings.n_mfcc],
+    "std": lambda window: window.moments[1][: window.settings.n_mfcc],
+    "delta_std": lambda window: np.diff(window.frames, axis=0).std(axis=0),
+    "max": lambda window: window.frames.max(axis=0),
+    "min": lambda window: window.frames.min(axis=0),
+    "p10": lambda window: window.percentiles[0],
+    "p90": lambda window: window.percentiles[1],
+    "skew": _WindowStats.skew,
+    "mel_mean": lambda window: window.clamped.mean(axis=0),
+    "mel_std": lambda window: window.clamped.std(axis=0),
+    "modulation": _WindowStats.modulation,
+    "periodicity": _WindowStats.periodicity,
+    "spectral_shape": _WindowStats.spectral_shape,
+    "peak": _WindowStats.peak,
+}
+"""How each statistic is read from a window's :class:`_WindowStats` (built once, not per window)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _periodicity_plan(n_frames: int, edges: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+    """For ``periodicity``: the FFT size (no circular wrap reaches the lags kept); the inverse real DFT of a
+    power spectrum of that size at lag 0 and at the lags of the ranges, as one (bins, lags) product (numpy's
+    inverse FFT of a few short rows takes a slow scalar path); where each range starts among those lags."""
+    size = _fast_fft_size(n_frames + edges[-1])
+    lags = np.concatenate([[0], np.arange(edges[0], edges[-1])])
+    bins = np.arange(size // 2 + 1)
+    weight = np.where((bins == 0) | (2 * bins == size), 1.0, 2.0) / size  # the other half of the spectrum
+    cosines = weight[:, None] * np.cos(2.0 * np.pi * np.outer(bins, lags) / size)
+    starts = np.array(edges[:-1]) - edges[0]
+    cosines.setflags(write=False)
+    starts.setflags(write=False)
+    return size, cosines, starts
 
 
 @functools.lru_cache(maxsize=8)
