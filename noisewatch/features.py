@@ -308,11 +308,11 @@ def shape_measures(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray
     for first, count, width in plan.runs:
         db[:, first : first + count * width].reshape(len(db), count, width, copy=False).sort(axis=2)
     sums = db @ plan.weights  # each group's mean dB (order-free), then its contrast (of the sorted bands)
-    measures = np.empty((len(db), groups, SHAPE_MEASURES), dtype=np.float32)
-    np.subtract(sums[:, :groups], mean_power_db, out=measures[:, :, 0])
-    np.subtract(db[:, plan.loudest], mean_power_db, out=measures[:, :, 1])
-    measures[:, :, 2] = sums[:, groups:]
-    measures = measures.reshape(len(db), -1)
+    per_group = np.empty((len(db), groups, SHAPE_MEASURES), dtype=np.float32)
+    np.subtract(sums[:, :groups], mean_power_db, out=per_group[:, :, 0])
+    np.subtract(db[:, plan.loudest], mean_power_db, out=per_group[:, :, 1])
+    per_group[:, :, 2] = sums[:, groups:]
+    measures = per_group.reshape(len(db), -1)
     measures[top[:, 0] == clamped.min(axis=1)] = 0.0
     return measures
 
