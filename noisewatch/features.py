@@ -380,7 +380,7 @@ class _WindowStats:
     def periodicity(self) -> np.ndarray:
         """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
         tracks = self.tracks
-        size, cosines, starts = _periodicity_plan(tracks.shape[1], self.settings.periodicity_frames())
+        size, cosines, starts = _periodicity_plan(self.settings, tracks.shape[1])
         padded = np.zeros((len(tracks), size))  # numpy pads a short row more slowly itself
         padded[:, : tracks.shape[1]] = tracks
         spectrum = np.fft.rfft(padded, axis=1)
@@ -394,7 +394,7 @@ class _WindowStats:
         """The per-frame measures of :func:`shape_measures`: mean and std over time, group-major."""
         mean, std, _ = self.moments
         n_mfcc = self.settings.n_mfcc  # values: the MFCCs, then the shape measures (asked for: we are here)
-        return np.stack([mean[n_mfcc:], std[n_mfcc:]], axis=1).ravel()
+        return np.concatenate([mean[n_mfcc:, None], std[n_mfcc:, None]], axis=1).ravel()
 
     def peak(self) -> np.ndarray:
         """Every per-frame value's mean over the loudest ``peak_s`` stretch (loudness: c0, the frame's mean
@@ -429,10 +429,11 @@ _STAT_PARTS: dict[str, Callable[[_WindowStats], np.ndarray]] = {
 
 
 @functools.lru_cache(maxsize=8)
-def _periodicity_plan(n_frames: int, edges: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+def _periodicity_plan(settings: FeatureSettings, n_frames: int) -> tuple[int, np.ndarray, np.ndarray]:
     """For ``periodicity``: the FFT size (no circular wrap reaches the lags kept); the inverse real DFT of a
     power spectrum of that size at lag 0 and at the lags of the ranges, as one (bins, lags) product (numpy's
     inverse FFT of a few short rows takes a slow scalar path); where each range starts among those lags."""
+    edges = settings.periodicity_frames()
     size = _fast_fft_size(n_frames + edges[-1])
     lags = np.concatenate([[0], np.arange(edges[0], edges[-1])])
     bins = np.arange(size // 2 + 1)

@@ -136,7 +136,7 @@ class StreamingFeatures:
         """A fresh audio buffer (windows handed out stay intact) and its STFT frames one hop apart, as a view:
         frame ``k`` starts where a window starting at buffer index ``j`` (a whole number of STFT hops) has its
         frame ``k - j / hop_length + first_inner``."""
-        self._buffer = np.zeros(self._capacity, dtype=np.float32)
+        self._buffer = np.empty(self._capacity, dtype=np.float32)  # read only where written
         self._offset = 0  # buffer index of the current window's first sample
         first = -self._half % self._hop
         self._buffer_frames = self._frames(self._buffer[first:], (self._capacity - first - self.settings.n_fft)
