@@ -531,7 +531,7 @@ def frame_values(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 
 
 def _vector(window: _WindowStats, settings: FeatureSettings) -> np.ndarray:
-    return np.concatenate([window.get(name) for name in settings.stats]).astype(np.float32)
+    return np.concatenate([window.get(name) for name in settings.stats], dtype=np.float32)
 
 
 def mfcc(y: np.ndarray, settings: FeatureSettings = FeatureSettings()) -> np.ndarray:
