@@ -66,6 +66,7 @@ class _FrameCache:
         self.values = np.zeros((rows, frame_values(self.mel[:1], settings).shape[1]))
 
     def reset(self) -> None:
+        """Forget every frame (a gap in the stream): frame 0 of the next audio goes in row 0."""
         self.base = 0
         self.floor[:] = np.nan
 
