@@ -52,8 +52,6 @@ AMIN = 1e-10  # floor of the power spectrum before log, as librosa.power_to_db
 TRACK_FLOOR = 1e-3
 """Std (dB units) below which an MFCC trajectory counts as constant and has no periodicity: float32 rounding of
 MFCCs of size ~1e2 leaves ~1e-5, which must not read as a perfectly periodic track (silence)."""
-SHAPE_PAD = np.finfo(np.float32).min
-"""What fills a smaller mel-band group up to the widest one before sorting: it sorts first, and 0 x it is 0."""
 MODULATION_FLOOR = 1e-3  # added to modulation band energies before log10 (a constant window: -3)
 
 
@@ -297,20 +295,25 @@ def mfcc_rows(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 def shape_measures(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Flatness, peak-to-mean and contrast (dB) of each mel-band group of each clamped frame, (n, groups x 3).
 
-    Frame by frame, so the stream computes each frame once. The groups are gathered into equal-width rows
-    (a smaller group padded with the lowest float32, which sorts first and weighs nothing) and sorted in
-    one call; sums over groups are products with the plan's weights. A constant frame is flat everywhere:
-    exact zeros, not rounding noise.
+    Frame by frame, so the stream computes each frame once. Each group's bands are sorted in place (adjacent
+    groups of one width are one sort call), so a group's loudest band, loudest fifth and quietest fifth sit at
+    fixed places; the group means and contrasts are then one product with the plan's weights. A constant
+    frame is flat everywhere: exact zeros, not rounding noise.
     """
     plan = _shape_plan(settings.n_mels, settings.shape_groups)
+    groups = settings.shape_groups
     top = clamped.max(axis=1, keepdims=True)
     db = clamped - top  # each measure is shift-invariant per frame
-    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.mean)
-    padded = np.concatenate([db, np.full((len(db), 1), SHAPE_PAD)], axis=1)[:, plan.slots]
-    ranked = np.sort(padded.reshape(len(db), settings.shape_groups, -1), axis=2)
-    measures = np.stack([db @ plan.mean - mean_power_db, ranked[:, :, -1] - mean_power_db,
-                         np.einsum("ngw,gw->ng", ranked, plan.contrast)], axis=2).reshape(len(db), -1)
-    measures[(top[:, 0] == clamped.min(axis=1))] = 0.0
+    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.weights[:, :groups])
+    for first, count, width in plan.runs:
+        db[:, first : first + count * width].reshape(len(db), count, width, copy=False).sort(axis=2)
+    sums = db @ plan.weights  # each group's mean dB (order-free), then its contrast (of the sorted bands)
+    per_group = np.empty((len(db), groups, SHAPE_MEASURES), dtype=np.float32)
+    np.subtract(sums[:, :groups], mean_power_db, out=per_group[:, :, 0])
+    np.subtract(db[:, plan.loudest], mean_power_db, out=per_group[:, :, 1])
+    per_group[:, :, 2] = sums[:, groups:]
+    measures = per_group.reshape(len(db), -1)
+    measures[top[:, 0] == clamped.min(axis=1)] = 0.0
     return measures
 
 
@@ -376,21 +379,22 @@ class _WindowStats:
 
     def periodicity(self) -> np.ndarray:
         """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
-        edges = np.array(self.settings.periodicity_frames())
         tracks = self.tracks
-        size = _fast_fft_size(tracks.shape[1] + edges[-1])  # no circular wrap reaches the lags kept
-        spectrum = np.fft.rfft(tracks, size, axis=1)
-        correlation = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, size, axis=1)[:, : edges[-1]]
-        energy = correlation[:, :1]  # lag 0: n x the track's variance
+        size, cosines, starts = _periodicity_plan(self.settings, tracks.shape[1])
+        padded = np.zeros((len(tracks), size))  # numpy pads a short row more slowly itself
+        padded[:, : tracks.shape[1]] = tracks
+        spectrum = np.fft.rfft(padded, axis=1)
+        correlation = (spectrum.real**2 + spectrum.imag**2) @ cosines  # lag 0, then the lags of the ranges
+        energy = correlation[:, :1]  # n x the track's variance
         constant = energy <= tracks.shape[1] * TRACK_FLOOR**2
-        correlation = np.divide(correlation, energy, out=np.zeros_like(correlation), where=~constant)
-        return np.maximum.reduceat(correlation[:, edges[0] :], edges[:-1] - edges[0], axis=1).T.ravel()
+        correlation = np.divide(correlation[:, 1:], energy, out=np.zeros_like(correlation[:, 1:]), where=~constant)
+        return np.maximum.reduceat(correlation, starts, axis=1).T.ravel()
 
     def spectral_shape(self) -> np.ndarray:
         """The per-frame measures of :func:`shape_measures`: mean and std over time, group-major."""
         mean, std, _ = self.moments
         n_mfcc = self.settings.n_mfcc  # values: the MFCCs, then the shape measures (asked for: we are here)
-        return np.stack([mean[n_mfcc:], std[n_mfcc:]], axis=1).ravel()
+        return np.concatenate([mean[n_mfcc:, None], std[n_mfcc:, None]], axis=1).ravel()
 
     def peak(self) -> np.ndarray:
         """Every per-frame value's mean over the loudest ``peak_s`` stretch (loudness: c0, the frame's mean
@@ -402,23 +406,43 @@ class _WindowStats:
 
     def get(self, name: str) -> np.ndarray:
         """One named statistic (see :data:`STATS`)."""
-        parts = {
-            "mean": lambda: self.moments[0][: self.settings.n_mfcc],
-            "std": lambda: self.moments[1][: self.settings.n_mfcc],
-            "delta_std": lambda: np.diff(self.frames, axis=0).std(axis=0),
-            "max": lambda: self.frames.max(axis=0),
-            "min": lambda: self.frames.min(axis=0),
-            "p10": lambda: self.percentiles[0],
-            "p90": lambda: self.percentiles[1],
-            "skew": self.skew,
-            "mel_mean": lambda: self.clamped.mean(axis=0),
-            "mel_std": lambda: self.clamped.std(axis=0),
-            "modulation": self.modulation,
-            "periodicity": self.periodicity,
-            "spectral_shape": self.spectral_shape,
-            "peak": self.peak,
-        }
-        return parts[name]()
+        return _STAT_PARTS[name](self)
+
+
+_STAT_PARTS: dict[str, Callable[[_WindowStats], np.ndarray]] = {
+    "mean": lambda window: window.moments[0][: window.settings.n_mfcc],
+    "std": lambda window: window.moments[1][: window.settings.n_mfcc],
+    "delta_std": lambda window: np.diff(window.frames, axis=0).std(axis=0),
+    "max": lambda window: window.frames.max(axis=0),
+    "min": lambda window: window.frames.min(axis=0),
+    "p10": lambda window: window.percentiles[0],
+    "p90": lambda window: window.percentiles[1],
+    "skew": _WindowStats.skew,
+    "mel_mean": lambda window: window.clamped.mean(axis=0),
+    "mel_std": lambda window: window.clamped.std(axis=0),
+    "modulation": _WindowStats.modulation,
+    "periodicity": _WindowStats.periodicity,
+    "spectral_shape": _WindowStats.spectral_shape,
+    "peak": _WindowStats.peak,
+}
+"""How each statistic is read from a window's :class:`_WindowStats` (built once, not per window)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _periodicity_plan(settings: FeatureSettings, n_frames: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """For ``periodicity``: the FFT size (no circular wrap reaches the lags kept); the inverse real DFT of a
+    power spectrum of that size at lag 0 and at the lags of the ranges, as one (bins, lags) product (numpy's
+    inverse FFT of a few short rows takes a slow scalar path); where each range starts among those lags."""
+    edges = settings.periodicity_frames()
+    size = _fast_fft_size(n_frames + edges[-1])
+    lags = np.concatenate([[0], np.arange(edges[0], edges[-1])])
+    bins = np.arange(size // 2 + 1)
+    weight = np.where((bins == 0) | (2 * bins == size), 1.0, 2.0) / size  # the other half of the spectrum
+    cosines = weight[:, None] * np.cos(2.0 * np.pi * np.outer(bins, lags) / size)
+    starts = np.array(edges[:-1]) - edges[0]
+    cosines.setflags(write=False)
+    starts.setflags(write=False)
+    return size, cosines, starts
 
 
 @functools.lru_cache(maxsize=8)
@@ -439,34 +463,35 @@ def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ..
 
 @dataclass(frozen=True)
 class _ShapePlan:
-    """Weights that turn (frames, n_mels) dB values into per-group figures, for ``spectral_shape``."""
+    """How ``spectral_shape`` turns (frames, n_mels) dB values into per-group figures."""
 
-    mean: np.ndarray
-    """(n_mels, groups) float32: 1/size on the group's bands: the mean over each group."""
-    slots: np.ndarray
-    """(groups x width,) the band in each place of the padded group rows; n_mels (the padding) fills a
-    smaller group's first places."""
-    contrast: np.ndarray
-    """(groups, width) float32, on a padded group row sorted ascending: +1/fifth on the loudest fifth of its
-    bands, -1/fifth on the quietest fifth (the padding sorts before them and gets 0)."""
+    runs: tuple[tuple[int, int, int], ...]
+    """(first band, groups, width) of each run of adjacent groups of one width (np.array_split makes at most
+    two): each run is sorted group by group in one call."""
+    weights: np.ndarray
+    """(n_mels, 2 x groups) float32: 1/size on each group's bands (its mean), then, on bands sorted within
+    their group, +1/fifth on the loudest fifth and -1/fifth on the quietest fifth (its contrast)."""
+    loudest: np.ndarray
+    """(groups,) each group's last band: its loudest once sorted."""
 
 
 @functools.lru_cache(maxsize=8)
 def _shape_plan(n_mels: int, groups: int) -> _ShapePlan:
     """The plan for ``groups`` groups of adjacent bands, sized as ``np.array_split`` sizes them."""
     parts = np.array_split(np.arange(n_mels), groups)
-    width = max(len(bands) for bands in parts)
-    mean = np.zeros((n_mels, groups), dtype=np.float32)
-    slots = np.full((groups, width), n_mels)
-    contrast = np.zeros((groups, width), dtype=np.float32)
+    weights = np.zeros((n_mels, 2 * groups), dtype=np.float32)
+    runs: list[tuple[int, int, int]] = []
     for index, bands in enumerate(parts):
-        fifth, pad = len(bands) // 5, width - len(bands)
-        mean[bands, index] = 1.0 / len(bands)
-        slots[index, pad:] = bands
-        contrast[index, pad : pad + fifth] = -1.0 / fifth
-        contrast[index, width - fifth :] = 1.0 / fifth
-    plan = _ShapePlan(mean, slots.ravel(), contrast)
-    for array in (plan.mean, plan.slots, plan.contrast):
+        fifth = len(bands) // 5
+        weights[bands, index] = 1.0 / len(bands)
+        weights[bands[:fifth], groups + index] = -1.0 / fifth
+        weights[bands[-fifth:], groups + index] = 1.0 / fifth
+        if runs and runs[-1][2] == len(bands):
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, len(bands))
+        else:
+            runs.append((int(bands[0]), 1, len(bands)))
+    plan = _ShapePlan(tuple(runs), weights, np.array([bands[-1] for bands in parts]))
+    for array in (plan.weights, plan.loudest):
         array.setflags(write=False)
     return plan
 
@@ -506,7 +531,7 @@ def frame_values(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 
 
 def _vector(window: _WindowStats, settings: FeatureSettings) -> np.ndarray:
-    return np.concatenate([window.get(name) for name in settings.stats]).astype(np.float32)
+    return np.concatenate([window.get(name) for name in settings.stats], dtype=np.float32)
 
 
 def mfcc(y: np.ndarray, settings: FeatureSettings = FeatureSettings()) -> np.ndarray:

@@ -139,3 +139,20 @@ def test_windows_are_read_only_and_stay_intact() -> None:
         np.testing.assert_array_equal(window.samples, copy)
     with pytest.raises(ValueError):
         first[0].samples[0] = 1.0
+
+
+
+def test_a_long_stream_with_loud_and_quiet_stretches_still_matches_batch() -> None:
+    """Thousands of one-frame hops: the frame cache moves its rows to the start hundreds of times, the clamp
+    floor rises and falls with bursts and near-silent stretches, and the windows (every third, to keep the batch
+    side affordable) still equal the batch function within the float32 tolerance: nothing kept drifts."""
+    settings = FeatureSettings(stats=("mean", "std", "mel_mean", "modulation", "periodicity", "spectral_shape"))
+    audio = _bursty(settings, 60, seed=7)
+    rate = settings.sample_rate
+    for start in (10, 35):  # near-silent stretches: the floor drops ~60 dB and comes back
+        audio[start * rate : (start + 6) * rate] *= 1e-3
+    windows = _stream(audio, settings, hop_s=0.0, block=7000)
+    assert len(windows) == 1 + (len(audio) - settings.window_samples) // settings.hop_length > 2000
+    for window in windows[::3]:
+        reference = audio[window.start_sample : window.start_sample + settings.window_samples]
+        np.testing.assert_allclose(window.features, extract(reference, settings), rtol=0, atol=TOLERANCE)

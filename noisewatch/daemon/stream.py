@@ -13,6 +13,11 @@ window's loudest bin) moves with the window. A frame's cached values were formed
 none of its bins lies below ``max(f_old, f)``. Only frames that fail both are formed again, so
 every window gets the values :func:`features.extract` computes from the same samples, and
 ``tests/test_stream.py`` holds them to it.
+
+The cache is a run of rows, one per stream frame, so a window's frames are one slice of it (no gathers, no
+reordering copies): the window's edge frames' values go into the rows just before and after its inner
+frames, rows that belong to frames no later window reads as inner (before) or to frames not computed yet
+(after, formed at the next hop). When the rows run out, the last window's rows move to the start.
 """
 
 from __future__ import annotations
@@ -49,30 +54,44 @@ class Window:
 
 
 class _FrameCache:
-    """Per stream frame, in a ring of slots: the mel-dB row, its extremes, and the per-frame values of its
-    clamped row with the floor they were formed with (NaN: not formed yet)."""
+    """Per stream frame, one row (frame ``base`` in row 0): the mel-dB row, its extremes, and the per-frame
+    values of its clamped row with the floor they were formed with (NaN: not formed yet)."""
 
-    def __init__(self, settings: FeatureSettings, slots: int) -> None:
-        self.slots = slots
-        self.mel = np.zeros((slots, settings.n_mels), dtype=np.float32)
-        self.top = np.zeros(slots, dtype=np.float32)
-        self.bottom = np.zeros(slots, dtype=np.float32)
-        self.floor = np.full(slots, np.nan, dtype=np.float32)
-        self.values = np.zeros((slots, frame_values(self.mel[:1], settings).shape[1]))
+    def __init__(self, settings: FeatureSettings, rows: int) -> None:
+        self.base = 0
+        self.mel = np.zeros((rows, settings.n_mels), dtype=np.float32)
+        self.top = np.zeros(rows, dtype=np.float32)
+        self.bottom = np.zeros(rows, dtype=np.float32)
+        self.floor = np.full(rows, np.nan, dtype=np.float32)
+        self.values = np.zeros((rows, frame_values(self.mel[:1], settings).shape[1]))
 
-    def store(self, first_frame: int, mel_db: np.ndarray) -> None:
-        """Mel-dB rows of the stream frames from ``first_frame`` on."""
-        slots = np.arange(first_frame, first_frame + len(mel_db)) % self.slots
-        self.mel[slots] = mel_db
-        self.top[slots] = mel_db.max(axis=1)
-        self.bottom[slots] = mel_db.min(axis=1)
-        self.floor[slots] = np.nan
+    def reset(self) -> None:
+        """Forget every frame (a gap in the stream): frame 0 of the next audio goes in row 0."""
+        self.base = 0
+        self.floor[:] = np.nan
 
-    def stale(self, slots: np.ndarray, floor: np.float32) -> np.ndarray:
-        """The slots whose per-frame values do not hold under ``floor`` (see the module docstring)."""
-        formed = self.floor[slots]
-        same = (formed == floor) | (self.bottom[slots] >= np.maximum(formed, floor))  # NaN compares False
-        return slots[~same]
+    def rows(self, first_frame: int, count: int) -> slice:
+        """The rows of ``count`` stream frames from ``first_frame`` on, moving the rows from ``first_frame`` on to
+        the start first if they would not fit (earlier frames are never read again)."""
+        start = first_frame - self.base
+        if start + count > len(self.mel):
+            for array in (self.mel, self.top, self.bottom, self.floor, self.values):
+                array[: len(array) - start] = array[start:]
+            self.base, start = first_frame, 0
+        return slice(start, start + count)
+
+    def store(self, rows: slice, mel_db: np.ndarray) -> None:
+        """Mel-dB rows of new stream frames."""
+        self.mel[rows] = mel_db
+        self.top[rows] = mel_db.max(axis=1)
+        self.bottom[rows] = mel_db.min(axis=1)
+        self.floor[rows] = np.nan
+
+    def stale(self, rows: slice, floor: np.float32) -> np.ndarray:
+        """The rows whose per-frame values do not hold under ``floor`` (see the module docstring)."""
+        formed = self.floor[rows]
+        same = (formed == floor) | (self.bottom[rows] >= np.maximum(formed, floor))  # NaN compares False
+        return np.flatnonzero(~same) + rows.start
 
 
 class StreamingFeatures:
@@ -90,15 +109,17 @@ class StreamingFeatures:
         # Frames 0..first_inner-1 and last_inner+1.. touch the window's zero padding.
         self._first_inner = -(-self._half // self._hop)
         self._last_inner = (self._window - self._half) // self._hop
-        self._inner = np.arange(self._first_inner, self._last_inner + 1)
+        self._n_inner = self._last_inner + 1 - self._first_inner
         self._tail_start = (self._last_inner + 1) * self._hop - self._half
         self._head = np.zeros(self._half + settings.n_fft, dtype=np.float32)
         self._tail = np.zeros(self._window - self._tail_start + self._half, dtype=np.float32)
-        self._n_edges = self._n_frames - len(self._inner)
+        self._n_edges = self._n_frames - self._n_inner
+        self._head_frames = self._frames(self._head, self._first_inner)
+        self._tail_frames = self._frames(self._tail, self._n_edges - self._first_inner)
         self._chunk = self.hop_samples // self._hop  # new frames per FFT call: one hop's worth
         self._work = np.empty((self._chunk + self._n_edges, settings.n_fft))
         self._hann = hann_window(settings.n_fft)
-        self._cache = _FrameCache(settings, self._n_frames)
+        self._cache = _FrameCache(settings, self._n_frames + SHIFT_HOPS * self._chunk)
         self._capacity = self._window + SHIFT_HOPS * self.hop_samples
         self._index = 0
         self.reset(start_sample)
@@ -106,12 +127,21 @@ class StreamingFeatures:
     def reset(self, start_sample: int = 0) -> None:
         """Forget buffered audio (a gap in the stream); the next sample is ``start_sample``."""
         self._origin = start_sample
-        self._buffer = np.zeros(self._capacity, dtype=np.float32)  # a fresh one: windows handed out stay intact
-        self._offset = 0  # buffer index of the current window's first sample
+        self._new_buffer()
         self._filled = 0  # buffer index after the last sample pushed
         self._window_start = 0  # samples since reset at which the current window begins
         self._next_frame = 0  # first stream frame (since reset) not yet in the cache
-        self._cache.floor[:] = np.nan
+        self._cache.reset()
+
+    def _new_buffer(self) -> None:
+        """A fresh audio buffer (windows handed out stay intact) and its STFT frames one hop apart, as a view:
+        frame ``k`` starts where a window starting at buffer index ``j`` (a whole number of STFT hops) has its
+        frame ``k - j / hop_length + first_inner``."""
+        self._buffer = np.empty(self._capacity, dtype=np.float32)  # read only where written
+        self._offset = 0  # buffer index of the current window's first sample
+        first = -self._half % self._hop
+        self._buffer_frames = self._frames(self._buffer[first:], (self._capacity - first - self.settings.n_fft)
+                                           // self._hop + 1)
 
     def push(self, samples: np.ndarray) -> list[Window]:
         """Append audio; return every window it completes, oldest first."""
@@ -132,24 +162,25 @@ class StreamingFeatures:
 
     def _shift(self) -> None:
         """Move the unread audio to the start of a fresh buffer (the old one stays with the windows that use it)."""
-        buffer = np.empty(self._capacity, dtype=np.float32)
-        keep = self._filled - self._offset
-        buffer[:keep] = self._buffer[self._offset : self._filled]
-        self._buffer, self._offset, self._filled = buffer, 0, keep
+        old, start = self._buffer, self._offset
+        self._new_buffer()
+        self._filled -= start
+        self._buffer[: self._filled] = old[start : start + self._filled]
 
     def _emit(self) -> Window:
         audio = self._buffer[self._offset : self._offset + self._window]
         audio.flags.writeable = False
         first = self._window_start // self._hop  # stream frame of the window's frame 0
+        rows = self._cache.rows(first, self._n_frames)
+        inner = slice(rows.start + self._first_inner, rows.start + self._first_inner + self._n_inner)
         edges_mel = self._transform(audio, first)
-        slots = (first + self._inner) % self._cache.slots
-        top = max(self._cache.top[slots].max(), edges_mel.max())
+        top = max(self._cache.top[inner].max(), edges_mel.max())
         floor = np.float32(-np.inf) if self.settings.top_db is None else top - np.float32(self.settings.top_db)
-        values = self._window_values(slots, edges_mel, floor)
+        values = self._window_values(rows, inner, edges_mel, floor)
 
         def clamped() -> np.ndarray:
             head, tail = edges_mel[: self._first_inner], edges_mel[self._first_inner :]
-            return np.maximum(np.concatenate([head, self._cache.mel[slots], tail]), floor)
+            return np.maximum(np.concatenate([head, self._cache.mel[inner], tail]), floor)
 
         window = Window(self._index, self._origin + self._window_start, audio,
                         summarize_frames(self.settings, clamped, values))
@@ -166,12 +197,12 @@ class StreamingFeatures:
         for low in lows:
             count = min(self._chunk, stop - low)
             windowed = self._work[: count + self._n_edges * (low == lows[-1])]
-            offset = (low - first) * self._hop - self._half
-            np.multiply(self._frames(audio[offset:], count), self._hann, out=windowed[:count])
+            frame = self._offset // self._hop + low - first - self._first_inner
+            np.multiply(self._buffer_frames[frame : frame + count], self._hann, out=windowed[:count])
             if low == lows[-1]:
                 self._window_edges(audio, windowed[count:])
             mel_db = windowed_mel_db(windowed, self.settings)
-            self._cache.store(low, mel_db[:count])
+            self._cache.store(slice(low - self._cache.base, low - self._cache.base + count), mel_db[:count])
         self._next_frame = max(self._next_frame, stop)
         return mel_db[count:]
 
@@ -183,23 +214,23 @@ class StreamingFeatures:
 
     def _window_edges(self, audio: np.ndarray, out: np.ndarray) -> None:
         """Window the frames that reach into the zero padding into ``out``, from the window's two ends only."""
-        n_fft, heads = self.settings.n_fft, self._first_inner
-        self._head[self._half :] = audio[:n_fft]
+        heads = self._first_inner
+        self._head[self._half :] = audio[: self.settings.n_fft]
         self._tail[: self._window - self._tail_start] = audio[self._tail_start :]
-        np.multiply(self._frames(self._head, heads), self._hann, out=out[:heads])
-        np.multiply(self._frames(self._tail, len(out) - heads), self._hann, out=out[heads:])
+        np.multiply(self._head_frames, self._hann, out=out[:heads])
+        np.multiply(self._tail_frames, self._hann, out=out[heads:])
 
-    def _window_values(self, slots: np.ndarray, edges_mel: np.ndarray, floor: np.float32) -> np.ndarray:
-        """The window's per-frame values in frame order: cached rows that still hold under ``floor``, the
-        others formed again (with the edge frames, in one call)."""
+    def _window_values(self, rows: slice, inner: slice, edges_mel: np.ndarray, floor: np.float32) -> np.ndarray:
+        """The window's per-frame values in frame order, as a slice of the cache: cached rows that still hold
+        under ``floor``, the others formed again with the edge frames, in one call; the edge frames' values
+        written around the inner rows (see the module docstring)."""
         cache = self._cache
-        stale = cache.stale(slots, floor)
+        stale = cache.stale(inner, floor)
         values = frame_values(np.maximum(np.concatenate([cache.mel[stale], edges_mel]), floor), self.settings)
         cache.values[stale] = values[: len(stale)]
         cache.floor[stale] = floor
-        return self._in_order(values[len(stale) :], cache.values, slots)
-
-    def _in_order(self, edges: np.ndarray, cached: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """Window order: the head edge frames, the cached inner frames, the tail edge frames."""
-        heads = self._first_inner
-        return np.concatenate([edges[:heads], cached[slots], edges[heads:]])
+        edges = values[len(stale) :]
+        cache.values[rows.start : inner.start] = edges[: self._first_inner]
+        cache.values[inner.stop : rows.stop] = edges[self._first_inner :]
+        cache.floor[rows.start : inner.start] = np.nan  # those rows' frames are not inner to any later window
+        return cache.values[rows]
