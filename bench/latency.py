@@ -70,7 +70,7 @@ def delays(arrival: float, event: dict, truth: list[dict]) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--smoothing", type=int, default=2, help="detector.smoothing_windows (default config: 2)")
+    parser.add_argument("--smoothing", type=int, default=2, help="detector.smoothing_windows (default null: the model's, 2 when shipped)")
     args = parser.parse_args()
     broker = Broker().start()
     try:

@@ -29,17 +29,18 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class DetectorTiming:
-    """The detector's smoothing and release a bundle's thresholds were picked with: the daemon uses them
-    unless the config sets its own."""
+    """The detector's smoothing and release that go with a bundle's thresholds (training picks them together
+    on soundscapes; a bundle without any gets these defaults): the daemon uses them unless the config sets its
+    own."""
 
     smoothing_windows: int = 2
     release_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.smoothing_windows, int) or not 1 <= self.smoothing_windows <= 50:
+        if type(self.smoothing_windows) is not int or not 1 <= self.smoothing_windows <= 50:
             raise ValueError(f"timing.smoothing_windows must be a whole number of windows in 1..50, "
                              f"got {self.smoothing_windows!r}")
-        if not isinstance(self.release_s, int | float) or not 0.0 <= self.release_s <= 600.0:
+        if type(self.release_s) not in (int, float) or not 0.0 <= self.release_s <= 600.0:
             raise ValueError(f"timing.release_s must be seconds in 0..600, got {self.release_s!r}")
 
 

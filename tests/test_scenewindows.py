@@ -7,7 +7,14 @@ import pytest
 
 from noisewatch.features import FeatureSettings, extract
 from noisewatch.train.datasets import BACKGROUND, URBANSOUND_CLASSES
-from noisewatch.train.scene_eval import class_counts, pick_shared_threshold, pick_thresholds
+from noisewatch.train.scene_eval import (
+    TIMINGS,
+    class_counts,
+    cross_fitted,
+    pick_detector,
+    pick_shared_threshold,
+    pick_thresholds,
+)
 from noisewatch.train.scenewindows import HOP_S, scene_windows, window_label
 from noisewatch.train.soundscapes import Soundscape
 
@@ -69,6 +76,22 @@ def test_one_shared_threshold_is_picked_on_every_class_pooled() -> None:
     sweep = {0.5: counts((3, 6, 0), (2, 0, 1)), 0.7: counts((4, 1, 0), (1, 1, 1)), 0.9: counts((2, 0, 2), (0, 0, 2))}
     assert pick_shared_threshold([sweep]) == dict.fromkeys(URBANSOUND_CLASSES, 0.7)
     assert pick_thresholds([sweep])["dog_bark"] == 0.5
+
+
+def test_the_timing_is_picked_with_its_thresholds_and_cross_fitted_on_the_other_fold() -> None:
+    def counts(siren: tuple[int, int, int]) -> dict[str, np.ndarray]:
+        return {label: np.array(siren if label == "siren" else (0, 0, 0), float) for label in URBANSOUND_CLASSES}
+
+    default, slow = TIMINGS[0], TIMINGS[-1]
+    # fold 1 finds sirens best with the slow timing (F1 1 at 0.9); fold 2 with the default (F1 1 at 0.5)
+    fold_1 = {default: {0.5: counts((1, 1, 1)), 0.9: counts((0, 0, 2))}, slow: {0.5: counts((1, 3, 1)), 0.9: counts((2, 0, 0))}}
+    fold_2 = {default: {0.5: counts((2, 0, 0)), 0.9: counts((1, 0, 1))}, slow: {0.5: counts((0, 0, 2)), 0.9: counts((0, 0, 2))}}
+    chosen = cross_fitted({1: fold_1, 2: fold_2})
+    assert chosen[1] == (default, pick_thresholds([fold_2[default]]))  # picked on fold 2 only
+    assert chosen[2] == (slow, pick_thresholds([fold_1[slow]]))
+    assert chosen[2][1]["siren"] == 0.9
+    tie = {timing: {0.5: counts((1, 0, 0))} for timing in TIMINGS[::-1]}
+    assert pick_detector([tie])[0] == default  # a tie goes to the first timing, the bundle default
 
 
 def test_class_counts_add_false_events_on_background_to_the_false_positives() -> None:

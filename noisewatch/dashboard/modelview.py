@@ -40,6 +40,18 @@ def _rounded(value: Any, digits: int = 2) -> Any:
     return round(value, digits) if isinstance(value, float) else value
 
 
+def soundscape_caption(metrics: Mapping[str, Any]) -> str:
+    """How the soundscapes were made, from the recipe the bundle carries."""
+    block = metrics.get(SOUNDSCAPES)
+    recipe = block.get("recipe") if isinstance(block, Mapping) else None
+    made = "scenes of recordings the model never trained on, over real ambience (rain, wind, birds...)"
+    if isinstance(recipe, Mapping) and isinstance(recipe.get("duration_s"), int | float) and \
+            isinstance(recipe.get("snr_db"), list) and len(recipe["snr_db"]) == 2:
+        low, high = recipe["snr_db"]
+        made = f"{recipe['duration_s']:g} s {made} at {low:g}-{high:g} dB SNR"
+    return f"{made}, run through the daemon and scored with sed_eval"
+
+
 def soundscape_class_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Pooled segment and event F1 per label on held-out soundscapes."""
     block = metrics.get(SOUNDSCAPES)

@@ -265,10 +265,13 @@ def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
 def pick_shared_threshold(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
     """One threshold for every class: the one with the best event F1 over every class's pooled counts (the
     higher on a tie). Fewer choices than :func:`pick_thresholds`, so less fitted to the tuning set."""
-    def f1(t: float) -> tuple[float, float]:
-        return count_f1(*np.sum([sweep[t][label] for sweep in sweeps for label in URBANSOUND_CLASSES], axis=0)), t
+    shared = max(sorted(sweeps[0]), key=lambda t: (pooled_f1(sweeps, {label: t for label in URBANSOUND_CLASSES}), t))
+    return dict.fromkeys(URBANSOUND_CLASSES, shared)
 
-    return dict.fromkeys(URBANSOUND_CLASSES, max(sorted(sweeps[0]), key=f1))
+
+def pooled_f1(sweeps: Sequence[dict[float, Counts]], thresholds: dict[str, float]) -> float:
+    """Event F1 over every class's counts at its threshold, pooled over ``sweeps``."""
+    return count_f1(*np.sum([sweep[t][label] for sweep in sweeps for label, t in thresholds.items()], axis=0))
 
 
 ThresholdPicker = Callable[[Sequence[dict[float, Counts]]], dict[str, float]]
@@ -279,11 +282,11 @@ def pick_detector(sweeps: Sequence[Sweep], picker: ThresholdPicker = pick_thresh
     """The timing, with the thresholds ``picker`` gives for it, whose event F1 over every class's pooled
     counts is best (the earlier of :data:`TIMINGS` on a tie)."""
     def f1(timing: DetectorTiming) -> float:
-        thresholds = picker([sweep[timing] for sweep in sweeps])
-        return count_f1(*np.sum([sweep[timing][t][label] for sweep in sweeps for label, t in thresholds.items()],
-                                axis=0))
+        at = [sweep[timing] for sweep in sweeps]
+        return pooled_f1(at, picker(at))
 
-    best = max(sweeps[0], key=f1)
+    tried = sorted(sweeps[0], key=lambda timing: TIMINGS.index(timing) if timing in TIMINGS else len(TIMINGS))
+    best = max(tried, key=f1)
     return best, picker([sweep[best] for sweep in sweeps])
 
 
@@ -429,7 +432,7 @@ def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any
 
 def tuning_recipe(recipe: Recipe) -> Recipe:
     """The tuning set beside an evaluation ``recipe``: :data:`TUNING_SCALE` times its soundscapes with events,
-    as many background-only ones, another seed."""
+    the same number of background-only ones (so false alarms weigh less than in the evaluation), another seed."""
     return replace(recipe, scenes=TUNING_SCALE * recipe.scenes, sweep_scenes=0, seed=TUNING_SEED)
 
 
@@ -455,10 +458,14 @@ def cross_fitted(sweeps: dict[int, Sweep], picker: ThresholdPicker = pick_thresh
 
 def tuned(config: Config, bundles: FoldModels,
           chosen: dict[int, tuple[DetectorTiming, dict[str, float]]]) -> Callable[[int], tuple[Config, Bundle, TFLiteModel]]:
-    """For :func:`evaluate`: each fold's model with the timing and thresholds chosen for it."""
+    """For :func:`evaluate`: each fold's model with the timing and thresholds chosen for it (the config's own
+    timing, if it sets one, is dropped so the bundle's applies)."""
+    detector = config.detector.model_copy(update={"smoothing_windows": None, "release_s": None})
+    own = config.model_copy(update={"detector": detector})
+
     def run_with(fold: int) -> tuple[Config, Bundle, TFLiteModel]:
         (bundle, model), (timing, thresholds) = bundles[fold], chosen[fold]
-        return config, replace(bundle, thresholds={**bundle.thresholds, **thresholds}, timing=timing), model
+        return own, replace(bundle, thresholds={**bundle.thresholds, **thresholds}, timing=timing), model
 
     return run_with
 

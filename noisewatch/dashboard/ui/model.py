@@ -16,6 +16,7 @@ import streamlit as st
 from noisewatch.bundle import Bundle, BundleError
 from noisewatch.config import ConfigError
 from noisewatch.dashboard import modelview, resources
+from noisewatch.dashboard.ui.live import MISSING
 
 CELL_SIZE_PX = 34
 """side of one confusion-matrix cell"""
@@ -54,10 +55,9 @@ def _soundscapes(metrics: dict[str, Any]) -> None:
     if not rows:
         st.caption("this bundle carries no soundscape figures")
         return
-    st.caption("30 s scenes of recordings the model never trained on, over real ambience (rain, wind, birds...) "
-               "at 6-24 dB SNR, run through the daemon and scored with sed_eval")
-    st.table(pd.DataFrame(rows).fillna("-"), hide_index=True)
-    st.table(pd.DataFrame(modelview.soundscape_class_rows(metrics)).fillna("-"), hide_index=True)
+    st.caption(modelview.soundscape_caption(metrics))
+    st.table(pd.DataFrame(rows).fillna(MISSING), hide_index=True)
+    st.table(pd.DataFrame(modelview.soundscape_class_rows(metrics)).fillna(MISSING), hide_index=True)
 
 
 def _headline(metrics: dict[str, Any]) -> None:
