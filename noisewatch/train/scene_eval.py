@@ -74,15 +74,19 @@ def daemon_events(audio: np.ndarray, config: Config, bundle: Bundle, model: TFLi
 
 
 class _RecordingDetector(Detector):
-    """The pipeline's own detector, keeping every observation it is fed."""
+    """The pipeline's own detector, keeping every observation it is fed: its scores, times and loudness
+    envelope, not its 4 s of audio (a sweep holds hundreds of soundscapes' recordings at once)."""
 
     def __init__(self, labels: tuple[str, ...], settings: DetectorSettings) -> None:
         super().__init__(labels, settings)
         self.fed: list[Observation] = []
 
     def update(self, obs: Observation) -> list[Transition]:
+        transitions = super().update(obs)
+        _ = obs.activity  # worked out now, while the audio is here (a cached property: kept) ...
+        obs.samples = obs.samples[:0]  # ... so the audio can go: the pipeline is done with it
         self.fed.append(obs)
-        return super().update(obs)
+        return transitions
 
 
 @dataclass(frozen=True)
