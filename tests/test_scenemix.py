@@ -4,7 +4,7 @@ import numpy as np
 
 from noisewatch.features import FeatureSettings
 from noisewatch.train.datasets import BACKGROUND, LABELS, Clip
-from noisewatch.train.pipeline import Data, ModelSettings, _training_set, class_weights, sample_weights
+from noisewatch.train.pipeline import Data, Mixes, ModelSettings, _training_set, class_weights, sample_weights
 from noisewatch.train.scenemix import SceneMix, mix_label, place, scene_mix_window
 from noisewatch.train.scenes import Scene, scene_metrics
 
@@ -60,8 +60,8 @@ def _data() -> Data:
     labels = list(LABELS)
     y = np.array([labels.index(c.label) for c in clips])
     return Data(clips, labels, np.arange(4.0)[:, None], y, np.array([1, 1, 2, 2]),
-                mixed_x=np.array([[10.0], [20.0], [21.0]]), mixed_y=y[[0, 2, 3]], mixed_folds=np.array([1, 2, 2]),
-                mixed_weight=np.array([0.25, 0.25, 0.5]))
+                mixes=Mixes(np.array([[10.0], [20.0], [21.0]]), y[[0, 2, 3]], np.array([1, 2, 2]),
+                            np.array([0.25, 0.25, 0.5])))
 
 
 def test_training_set_takes_mixes_only_from_the_training_folds():

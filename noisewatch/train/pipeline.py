@@ -41,6 +41,22 @@ log = logging.getLogger(__name__)
 
 LICENCE = "CC BY-NC 3.0 (training data: UrbanSound8K, ESC-50); non-commercial use only"
 HELDOUT_NPZ = "heldout_scores.npz"
+@dataclass(frozen=True)
+class Mixes:
+    """Training-only rows (scene mixes, soundscape windows): never evaluated on."""
+
+    x: np.ndarray
+    y: np.ndarray
+    folds: np.ndarray
+    """Fold of the clip or soundscape each row came from, so held-out folds stay out of training."""
+    weight: np.ndarray
+    """Loss weight of each row relative to an original clip."""
+
+    def plus(self, other: "Mixes") -> "Mixes":
+        return Mixes(*(np.concatenate([mine, theirs]) for mine, theirs in
+                       ((self.x, other.x), (self.y, other.y), (self.folds, other.folds), (self.weight, other.weight))))
+
+
 @dataclass
 class Data:
     """Clips with their labels, folds and feature matrices (plain and augmented copies, scene mixes)."""
@@ -51,13 +67,7 @@ class Data:
     y: np.ndarray
     folds: np.ndarray
     augmented: list[np.ndarray] = field(default_factory=list)
-    mixed_x: np.ndarray | None = None
-    """Scene-mix windows' features; they are only ever trained on, never evaluated."""
-    mixed_y: np.ndarray | None = None
-    mixed_folds: np.ndarray | None = None
-    """Fold of the clip or soundscape each mix came from, so held-out folds stay out of training."""
-    mixed_weight: np.ndarray | None = None
-    """Loss weight of each mix row relative to an original clip."""
+    mixes: Mixes | None = None
     scenes: dict[int, list[Scene]] = field(default_factory=dict)
     """Held-out scenes of each fold, for the scene-level score."""
 
@@ -135,14 +145,8 @@ def _add_scene_windows(data: Data, settings: FeatureSettings, model: ModelSettin
 def _add_mixes(data: Data, x: np.ndarray, names: list[str], folds: np.ndarray, weight: float) -> None:
     """Append training-only rows of the given folds with loss weight ``weight``."""
     y = np.array([data.labels.index(n) for n in names], dtype=int)
-    weights = np.full(len(y), weight)
-    if data.mixed_x is None or data.mixed_y is None or data.mixed_folds is None or data.mixed_weight is None:
-        data.mixed_x, data.mixed_y, data.mixed_folds, data.mixed_weight = x, y, folds, weights
-        return
-    data.mixed_x = np.concatenate([data.mixed_x, x])
-    data.mixed_y = np.concatenate([data.mixed_y, y])
-    data.mixed_folds = np.concatenate([data.mixed_folds, folds])
-    data.mixed_weight = np.concatenate([data.mixed_weight, weights])
+    added = Mixes(x, y, folds, np.full(len(y), weight))
+    data.mixes = added if data.mixes is None else data.mixes.plus(added)
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -234,12 +238,11 @@ def _training_set(data: Data, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     xs = [data.x[mask], *(aug[mask] for aug in data.augmented)]
     ys = [np.tile(data.y[mask], len(xs))]
     scales = [np.full(len(ys[0]), np.nan)]
-    if (data.mixed_x is not None and data.mixed_y is not None and data.mixed_folds is not None
-            and data.mixed_weight is not None):
-        same_folds = np.isin(data.mixed_folds, np.unique(data.folds[mask]))
-        xs.append(data.mixed_x[same_folds])
-        ys.append(data.mixed_y[same_folds])
-        scales.append(data.mixed_weight[same_folds])
+    if data.mixes is not None:
+        same_folds = np.isin(data.mixes.folds, np.unique(data.folds[mask]))
+        xs.append(data.mixes.x[same_folds])
+        ys.append(data.mixes.y[same_folds])
+        scales.append(data.mixes.weight[same_folds])
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(scales)
 
 

@@ -51,26 +51,29 @@ def _overview(bundle: Bundle) -> None:
                            "threshold": [f"{bundle.threshold(label):.2f}" for label in bundle.labels]}), hide_index=True)
 
 
-def _soundscapes(metrics: dict[str, Any]) -> None:
-    st.subheader("Detection on held-out soundscapes")
-    rows = modelview.soundscape_rows(metrics)
+def _table(title: str, rows: list[dict[str, Any]], missing: str, caption: str | None = None) -> bool:
+    """A section: its title, then ``caption`` and the rows as a table, or a line saying the bundle carries no
+    ``missing``. Whether there were rows."""
+    st.subheader(title)
     if not rows:
-        st.caption("this bundle carries no soundscape figures")
-        return
-    st.caption(modelview.soundscape_caption(metrics))
+        st.caption(f"this bundle carries no {missing}")
+        return False
+    if caption:
+        st.caption(caption)
     st.table(pd.DataFrame(rows).fillna(MISSING), hide_index=True)
-    st.table(pd.DataFrame(modelview.soundscape_class_rows(metrics)).fillna(MISSING), hide_index=True)
+    return True
+
+
+def _soundscapes(metrics: dict[str, Any]) -> None:
+    if _table("Detection on held-out soundscapes", modelview.soundscape_rows(metrics), "soundscape figures",
+              modelview.soundscape_caption(metrics)):
+        st.table(pd.DataFrame(modelview.soundscape_class_rows(metrics)).fillna(MISSING), hide_index=True)
 
 
 def _headline(metrics: dict[str, Any]) -> None:
-    st.subheader("Held-out accuracy on clips: the MLP and any baselines")
-    rows = modelview.headline_rows(metrics)
-    if not rows:
-        st.caption("this bundle carries no evaluation figures")
-        return
-    if "evaluation" in metrics:
-        st.caption(f"evaluation: {metrics['evaluation']}")
-    st.table(pd.DataFrame(rows).fillna("-"), hide_index=True)
+    caption = f"evaluation: {metrics['evaluation']}" if "evaluation" in metrics else None
+    _table("Held-out accuracy on clips: the MLP and any baselines", modelview.headline_rows(metrics),
+           "evaluation figures", caption)
 
 
 def _confusion(summary: Any, image: Path | None) -> None:
@@ -97,18 +100,8 @@ def _confusion(summary: Any, image: Path | None) -> None:
 
 
 def _per_class(summary: Any) -> None:
-    st.subheader("Per class")
-    rows = modelview.per_class_rows(summary) if summary is not None else []
-    if not rows:
-        st.caption("this bundle carries no per-class figures")
-        return
-    st.table(pd.DataFrame(rows), hide_index=True)
+    _table("Per class", modelview.per_class_rows(summary) if summary is not None else [], "per-class figures")
 
 
 def _provenance(provenance: dict[str, Any]) -> None:
-    st.subheader("Data and licence")
-    rows = modelview.provenance_rows(provenance)
-    if not rows:
-        st.caption("this bundle carries no provenance")
-        return
-    st.table(pd.DataFrame(rows), hide_index=True)
+    _table("Data and licence", modelview.provenance_rows(provenance), "provenance")
