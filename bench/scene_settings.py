@@ -8,7 +8,7 @@ scored with thresholds (and, in the "picked" rows, the timing) picked on the *ot
 soundscapes. The daemon runs once per soundscape; every row replays its detector on what it was fed
 (``scene_eval.record``/``replay``: the same events as the daemon's, tests/test_scene_eval.py).
 
-    python bench/scene_settings.py --train-dir build/train [--folds 1,2]
+    python bench/scene_settings.py --train-dir build/train [--folds 1,2] [--require-contrast LABELS]
 """
 
 from __future__ import annotations
@@ -66,10 +66,20 @@ def fold_run(recordings: Recorded, timing: DetectorTiming, thresholds: dict[str,
     return FoldRun(scored("main"), {snr: scored(f"snr{snr:g}") for snr in snrs}, scored("background"))
 
 
+def with_contrast(config: Config, labels: str | None) -> Config:
+    """``config`` with ``detector.require_contrast`` set from a comma-separated list (None: as it is)."""
+    if labels is None:
+        return config
+    chosen = tuple(label for label in labels.split(",") if label)
+    return config.model_copy(update={"detector": config.detector.model_copy(update={"require_contrast": chosen})})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-dir", required=True, type=Path)
     parser.add_argument("--folds", default="1,2")
+    parser.add_argument("--require-contrast", metavar="LABELS",
+                        help="detector.require_contrast, comma-separated ('' for none); default: the config's default")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args()
     folds = [int(f) for f in args.folds.split(",")]
@@ -78,7 +88,7 @@ def main() -> int:
     models: FoldModels = {fold: (bundle, bundle.open_model()) for fold, bundle in bundles.items()}
     sources = fold_sources(DATA / "UrbanSound8K", DATA / "ESC-50", folds)
     recipe = train_recipe(min(len(events) for events, _ in sources.values()))
-    config, rate = load_config(None), bundles[folds[0]].features.sample_rate
+    config, rate = with_contrast(load_config(None), args.require_contrast), bundles[folds[0]].features.sample_rate
     sweeps = tuning_sweeps(sources, tuning_recipe(recipe), config, models)
     recordings = {fold: recorded(fold_scenes(fold, events, beds, recipe, rate), config, models)
                   for fold, (events, beds) in sources.items()}

@@ -24,6 +24,10 @@ Seconds = Annotated[float, Field(gt=0, description="seconds")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
 MAX_PREFIX_BYTES = 1024
+CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
+"""Short, sharp sounds: they always stand out from the background, and steady beds (rain, wind) were heard as
+them (docs/scene-evaluation.md). Steady sounds are left out: one that outlasts a dip in its scores must be able
+to go on without a fresh onset."""
 """Topic prefixes longer than this are refused (MQTT allows 65535 bytes for a whole topic)."""
 MAX_YAML_NODES = 20000
 """A config file expanding to more YAML nodes than this (aliases counted each time they are used) is refused:
@@ -70,6 +74,9 @@ class DetectorSection(_Section):
     min_duration_s: float = Field(0.0, ge=0.0, le=600, description="shorter events are dropped")
     cooldown_s: float = Field(0.0, ge=0.0, le=3600, description="after an event ends, the label cannot restart for this long")
     max_duration_s: float = Field(600.0, gt=0.0, le=86400, description="a longer event is reported and continued")
+    require_contrast: tuple[str, ...] = Field(CONTRAST_LABELS, description="labels whose events start only where the "
+                                              "sound stands 10 dB above the recent quiet level, so a steady bed "
+                                              "that resembles them (rain, wind) does not start one")
 
 
 class LoudnessSection(_Section):

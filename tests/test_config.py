@@ -6,6 +6,7 @@ import importlib
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from noisewatch.bundle import load_bundle
 from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
+from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.daemon.setup import bundle_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "noisewatch.yaml"
@@ -155,6 +159,36 @@ def test_check_config_rejects_a_hop_longer_than_the_window(tmp_path: Path) -> No
     result = check_config(tmp_path / "hop.yaml")
     assert result.returncode == EX_CONFIG
     assert len(result.stderr.strip().splitlines()) == 1 and "hop" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not has_check_config(), reason="noisewatch.daemon.service:check_config_main not written yet")
+@pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
+def test_check_config_rejects_a_contrast_label_the_model_lacks(tmp_path: Path) -> None:
+    (tmp_path / "contrast.yaml").write_text("detector:\n  require_contrast: [car_horn, thunder]\n")
+    result = check_config(tmp_path / "contrast.yaml")
+    assert result.returncode == EX_CONFIG
+    assert result.stderr.strip().splitlines() == [
+        f"noisewatch: {tmp_path / 'contrast.yaml'}: detector.require_contrast: 'thunder' is not a label of the model "
+        f"({', '.join(load_bundle(MODEL).labels)})"], result.stderr
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
+def test_the_default_contrast_labels_bind_only_a_model_that_has_them() -> None:
+    other = replace(load_bundle(MODEL), labels=("thunder", "background"))
+    assert bundle_problems(Config(), other) == []
+    explicit = Config.model_validate({"detector": {"require_contrast": ["car_horn"]}})
+    assert bundle_problems(explicit, other) == [
+        "detector.require_contrast: 'car_horn' is not a label of the model (thunder, background)"]
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
+def test_the_daemons_detector_holds_the_configured_labels_to_the_contrast_rule() -> None:
+    bundle = load_bundle(MODEL)
+    model = bundle.open_model()
+    default = Pipeline.from_config(Config(), bundle, model).detector.settings.require_contrast
+    assert default == frozenset({"car_horn", "dog_bark", "gun_shot"})
+    none = Config.model_validate({"detector": {"require_contrast": []}})
+    assert Pipeline.from_config(none, bundle, model).detector.settings.require_contrast == frozenset()
 
 
 @pytest.mark.skipif(not has_check_config(), reason="noisewatch.daemon.service:check_config_main not written yet")

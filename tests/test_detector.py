@@ -18,7 +18,7 @@ HOP = 0.5
 WINDOW = 4.0
 
 
-def settings(**overrides: float) -> DetectorSettings:
+def settings(**overrides: object) -> DetectorSettings:
     values = dict(
         thresholds={"siren": 0.5, "dog_bark": 0.6, "background": 0.5},
         ignore=frozenset({"background"}),
@@ -133,3 +133,18 @@ def test_loudness_events_need_the_minimum_duration() -> None:
         for t in loud.update(float(second), float(level)):
             seen.append((t.kind, t.event.label, t.event.start_s, t.event.end_s, t.event.confidence))
     assert seen == [("started", "loud", 1.0, 3.0, None), ("ended", "loud", 1.0, 4.0, None)]
+
+
+def test_require_contrast_starts_events_only_where_the_sound_stands_out() -> None:
+    detector = Detector(LABELS, settings(require_contrast=frozenset({"siren"})))
+    steady = run(detector, [[0.9, 0.9, 0]] * 6)  # a steady bed scored as a siren and as a dog ...
+    assert [(kind, label) for kind, label, *_ in steady] == [("started", "dog_bark")]  # ... only the dog starts
+    detector = Detector(LABELS, settings(require_contrast=frozenset({"siren"})))
+    burst = np.full(int(WINDOW * RATE), 1e-3, dtype=np.float32)
+    burst[int(2.2 * RATE) :] = 0.3  # 50 dB over the quiet part
+    (started,) = detector.update(Observation(10.0, 10.0 + WINDOW, np.array([0.9, 0, 0]), burst, RATE))
+    assert started.kind == "started" and abs(started.event.start_s - 12.2) <= 0.05
+    flat = Observation(10.5, 10.5 + WINDOW, np.array([0.9, 0, 0]), flat_window(), RATE)
+    assert detector.update(flat) == []  # a started event goes on through steady windows ...
+    (ended,) = detector.close_all(20.0)
+    assert ended.kind == "ended" and ended.event.end_s == 10.5 + WINDOW  # ... to the last one that heard it

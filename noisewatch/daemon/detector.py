@@ -43,6 +43,9 @@ class DetectorSettings:
     min_duration_s: float
     cooldown_s: float
     max_duration_s: float
+    require_contrast: frozenset[str] = frozenset()
+    """Labels whose events start only on a window with a loud stretch (ACTIVITY_CONTRAST_DB above the quiet
+    floor), so a steady bed that merely resembles the sound (rain, wind, a distant road) does not start one."""
 
 
 @dataclass
@@ -170,7 +173,7 @@ class Detector:
     def _present(self, label: str, state: _LabelState, score: float, obs: Observation) -> list[Transition]:
         out: list[Transition] = []
         if state.event is None:
-            if obs.end_s < state.blocked_until:
+            if obs.end_s < state.blocked_until or (label in self.settings.require_contrast and obs.activity is None):
                 return out
             state.event = OpenEvent(label=label, start_s=max(self._onset(obs), state.last_end), end_s=obs.end_s)
         elif obs.end_s - state.event.start_s >= self.settings.max_duration_s and state.announced:

@@ -58,6 +58,7 @@ def detector_settings(section: DetectorSection, bundle: Bundle, hop_s: float) ->
         min_duration_s=section.min_duration_s,
         cooldown_s=section.cooldown_s,
         max_duration_s=section.max_duration_s,
+        require_contrast=frozenset(section.require_contrast),
     )
 
 

@@ -71,7 +71,8 @@ def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_p
 
 
 def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
-    """Settings that only make sense against the model: window length and label names."""
+    """Settings that only make sense against the model: window length and label names (the default contrast
+    labels are not checked: a model without them simply has none)."""
     problems = []
     if config.audio.hop_s >= bundle.features.window_s:
         problems.append(f"audio.hop_s = {config.audio.hop_s}: must be shorter than the model's {bundle.features.window_s} s window")
@@ -79,9 +80,11 @@ def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
     for label in config.detector.thresholds:
         if label not in bundle.labels:
             problems.append(f"detector.thresholds.{label}: unknown label (the model knows: {known})")
-    for label in config.detector.ignore:
-        if label not in bundle.labels:
-            problems.append(f"detector.ignore: {label!r} is not a label of the model ({known})")
+    contrast = config.detector.require_contrast if "require_contrast" in config.detector.model_fields_set else ()
+    for key, labels in (("ignore", config.detector.ignore), ("require_contrast", contrast)):
+        for label in labels:
+            if label not in bundle.labels:
+                problems.append(f"detector.{key}: {label!r} is not a label of the model ({known})")
     return problems
 
 
