@@ -1,0 +1,112 @@
+"""Where a hop's instructions go: each part of the daemon's features + inference counted alone by callgrind.
+
+    .venv/bin/python bench/hop_parts.py [--calls 100]
+
+Each part runs ``calls`` times on a real window of the bench recording (``bench/common.write_long_recording``,
+resampled as the daemon does) in a child process under valgrind --tool=callgrind, and 0 times in another: the
+difference over ``calls`` is its instructions per call, whatever the machine's load. The parts, in the order
+``StreamingFeatures`` meets them per hop: the STFT to mel dB of 26 rows (the hop's 22 new frames and the
+window's 4 zero-padded edge frames; the floor's share is the 22-row line), the per-frame values (MFCCs and
+spectral shape) of the rows a hop forms (the 4 edge rows alone; 26 rows: new frames and edges; 56: about the
+mean when the clamp floor moves and cached rows are formed again), the window statistics, and the MLP. The
+stream's own count of rows formed per hop on the recording comes first. Read with bench/floor.py, whose
+"features + inference" line is the whole of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_long_recording  # noqa: E402
+from floor import BENCH_DIR, HOP_S, SETTLE_HOPS, callgrind, model_rate_audio  # noqa: E402
+
+from noisewatch import features  # noqa: E402
+from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
+from noisewatch.daemon.stream import StreamingFeatures  # noqa: E402
+
+RECORDING_S = 60.0
+WINDOW = 20
+"""Which window of the recording the parts run on."""
+
+
+def parts(recording: Path) -> tuple[dict[str, Callable[[], object]], list[int]]:
+    """The parts as calls on one window, and the rows each hop of the recording formed (cache misses)."""
+    bundle = load_bundle(default_model_path())
+    model, settings = bundle.open_model(), bundle.features
+    mono = model_rate_audio(recording, None, settings.sample_rate)
+    stream = StreamingFeatures(settings, HOP_S)
+    formed: list[int] = []
+    stale = stream._cache.stale
+
+    def counted(rows: slice, floor: np.float32) -> np.ndarray:  # the bench counts them; the daemon need not
+        found = stale(rows, floor)
+        formed.append(len(found))
+        return found
+
+    stream._cache.stale = counted  # type: ignore[method-assign]
+    windows = [w for start in range(0, len(mono), stream.hop_samples)
+               for w in stream.push(mono[start : start + stream.hop_samples])]
+    samples = windows[WINDOW].samples
+    frames = np.ascontiguousarray(features.centred_frames(samples, settings)) * features.hann_window(settings.n_fft)
+    clamped = features.clamp_db(features.windowed_mel_db(frames, settings), settings)
+    values = features.frame_values(clamped, settings)
+
+    def stats(*names: str) -> Callable[[], object]:
+        def run() -> object:
+            window = features._WindowStats(lambda: clamped, settings, values)
+            return [window.get(name) for name in names] if names else window.moments
+        return run
+
+    table: dict[str, Callable[[], object]] = {
+        "STFT to mel dB, 26 rows": lambda: features.windowed_mel_db(frames[:26], settings),
+        "STFT to mel dB, 22 rows (the floor's)": lambda: features.windowed_mel_db(frames[:22], settings),
+        "per-frame values, 4 rows": lambda: features.frame_values(clamped[:4], settings),
+        "per-frame values, 26 rows": lambda: features.frame_values(clamped[:26], settings),
+        "per-frame values, 56 rows": lambda: features.frame_values(clamped[:56], settings),
+        "window statistics, all": lambda: features.summarize_frames(settings, lambda: clamped, values),
+        "  of which moments": stats(),
+        "  moments + modulation": stats("modulation"),
+        "  moments + periodicity": stats("periodicity"),
+        "MLP (predict)": lambda: model.predict(windows[WINDOW].features),
+    }
+    return table, formed[SETTLE_HOPS:]
+
+
+def child(part: str, calls: int, recording: Path) -> None:
+    run = parts(recording)[0][part]
+    run()  # plans, caches and first-call allocations are set-up, in both runs alike
+    for _ in range(calls):
+        run()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--child", nargs=3, metavar=("PART", "CALLS", "RECORDING"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), Path(args.child[2]))
+        return
+    BENCH_DIR.mkdir(exist_ok=True)
+    recording = write_long_recording(BENCH_DIR / f"replay-{RECORDING_S:g}s-48k.wav", RECORDING_S)
+    table, formed = parts(recording)
+    print(f"rows formed per hop on {recording.name} ({len(formed)} hops, new frames included): "
+          f"mean {np.mean(formed):.1f}, median {np.median(formed):.0f}, max {max(formed)}")
+    me = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    jobs = [me + [part, str(calls), str(recording)] for part in table for calls in (0, args.calls)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = list(pool.map(callgrind, jobs))
+    print(f"\ninstructions per call (callgrind, {args.calls} calls less 0)")
+    for index, part in enumerate(table):
+        print(f"  {part:40s} {(counts[2 * index + 1] - counts[2 * index]) / args.calls:12,.0f}")
+
+
+if __name__ == "__main__":
+    main()
