@@ -24,14 +24,14 @@ Seconds = Annotated[float, Field(gt=0, description="seconds")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
 MAX_PREFIX_BYTES = 1024
-CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
-"""Short, sharp sounds: they always stand out from the background, and steady beds (rain, wind) were heard as
-them (docs/scene-evaluation.md). Steady sounds are left out: one that outlasts a dip in its scores must be able
-to go on without a fresh onset."""
 """Topic prefixes longer than this are refused (MQTT allows 65535 bytes for a whole topic)."""
 MAX_YAML_NODES = 20000
 """A config file expanding to more YAML nodes than this (aliases counted each time they are used) is refused:
 a real config has a few hundred, an alias bomb has billions."""
+CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
+"""Short, sharp sounds: they always stand out from the background, and steady beds (rain, wind) were heard as
+them (docs/scene-evaluation.md). Steady sounds are left out: one that outlasts a dip in its scores must be able
+to go on without a fresh onset."""
 
 
 class ConfigError(ValueError):

@@ -141,7 +141,6 @@ def test_windows_are_read_only_and_stay_intact() -> None:
         first[0].samples[0] = 1.0
 
 
-
 def test_a_long_stream_with_loud_and_quiet_stretches_still_matches_batch() -> None:
     """Thousands of one-frame hops: the frame cache moves its rows to the start hundreds of times, the clamp
     floor rises and falls with bursts and near-silent stretches, and the windows (every third, to keep the batch

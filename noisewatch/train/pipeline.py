@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 LICENCE = "CC BY-NC 3.0 (training data: UrbanSound8K, ESC-50); non-commercial use only"
 HELDOUT_NPZ = "heldout_scores.npz"
+
+
 @dataclass(frozen=True)
 class Mixes:
     """Training-only rows (scene mixes, soundscape windows): never evaluated on."""
