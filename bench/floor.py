@@ -8,10 +8,11 @@
    frames (Hann window, rfft, power, mel projection, log: ``features.frame_mel_db``, the daemon's own
    code for those steps) and the MLP. Both interleaved hop by hop, so machine load hits both alike.
 2. Instructions per hop (valgrind --tool=callgrind) of the same two, and instructions per second of audio
-   of the whole ``noisewatch run --speed 0`` process: differences between a short and a longer run, so
-   start-up cancels out. Instruction counts do not move with machine load.
+   of the whole ``noisewatch run --speed 0`` process and of the peer: differences between a short and a
+   longer run, so start-up cancels out. Instruction counts do not move with machine load; they are not
+   time either (the peer's vector kernels retire more instructions per cycle than the daemon's Python).
 3. Whole process: ``noisewatch run --input FILE --speed 0`` with the default config and MQTT on (a private
-   mosquitto on 127.0.0.1) and the peer, YAMNet run Frigate-style in a process of its own
+   mosquitto on 127.0.0.1), the same with MQTT off (what MQTT costs), and the peer, YAMNet run Frigate-style in a process of its own
    (bench/yamnet_peer.py), alternately on the same file: CPU time (user + system, rusage) per second of
    audio, and peak RSS (VmHWM). The package's bytecode is written first, as an install writes it.
 4. Start-up: process start until the first window's ``scores`` line (MQTT on).
@@ -40,7 +41,7 @@ import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import MIC_RATE, NOISEWATCH, first_window_s, machine, run_measured, write_long_recording  # noqa: E402
+from common import MIC_RATE, NOISEWATCH, DaemonRun, first_window_s, machine, run_measured, write_long_recording  # noqa: E402
 from mqtt_broker import Broker  # noqa: E402
 
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
@@ -165,7 +166,7 @@ def callgrind(command: list[str]) -> int:
 
 
 def instruction_counts(recording: Path, hops: int) -> dict[str, float]:
-    """Instructions per hop (features, floor) and per second of audio (whole daemon), as differences."""
+    """Instructions per hop (features, floor) and per second of audio (whole daemon, whole peer), as differences."""
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]
     total = str(hops)
     short, long_ = (BENCH_DIR / f"callgrind-{s:g}s-48k.wav" for s in CALLGRIND_AUDIO_S)
@@ -176,13 +177,15 @@ def instruction_counts(recording: Path, hops: int) -> dict[str, float]:
         **{f"{mode}_{end}": me + [mode, count, total, str(recording)]
            for mode in ("features", "floor") for end, count in (("lo", "0"), ("hi", total))},
         "daemon_lo": daemon + [str(short)], "daemon_hi": daemon + [str(long_)],
+        "peer_lo": [sys.executable, str(PEER), str(short)], "peer_hi": [sys.executable, str(PEER), str(long_)],
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = dict(zip(jobs, pool.map(callgrind, jobs.values())))
     return {
         "features": (counts["features_hi"] - counts["features_lo"]) / hops,
         "floor": (counts["floor_hi"] - counts["floor_lo"]) / hops,
-        "daemon_per_audio_s": (counts["daemon_hi"] - counts["daemon_lo"]) / (CALLGRIND_AUDIO_S[1] - CALLGRIND_AUDIO_S[0]),
+        **{f"{name}_per_audio_s": (counts[f"{name}_hi"] - counts[f"{name}_lo"]) / (CALLGRIND_AUDIO_S[1] - CALLGRIND_AUDIO_S[0])
+           for name in ("daemon", "peer")},
     }
 
 
@@ -205,27 +208,32 @@ def pi_estimates(instructions_per_audio_s: float) -> list[tuple[str, float]]:
 
 # --- whole processes --------------------------------------------------------------------------------
 
-def mqtt_config(directory: Path, port: int, scores: bool = False) -> Path:
-    """The default config with MQTT on (a private broker) and, for start-up, every window's scores."""
-    text = (f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  spool:\n    directory: {directory / 'spool'}\n")
+def mqtt_config(directory: Path, port: int | None, scores: bool = False) -> Path:
+    """The default config with MQTT on (a private broker; None: MQTT off) and, for start-up, every window's
+    scores."""
+    text = ("mqtt:\n  enabled: false\n" if port is None else
+            f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  spool:\n    directory: {directory / 'spool'}\n")
     if scores:
         text += "scores:\n  enabled: true\n  interval_s: 0\n"
-    path = directory / ("startup.yaml" if scores else "mqtt.yaml")
+    path = directory / ("startup.yaml" if scores else "mqtt.yaml" if port is not None else "no-mqtt.yaml")
     path.write_text(text)
     return path
 
 
-def whole_processes(recording: Path, config: Path, repeats: int) -> tuple[list, list]:
-    """Alternate runs of the daemon and the peer on the same file; (daemon runs, peer runs)."""
-    ours, peer = [], []
+def whole_processes(recording: Path, configs: dict[str, Path], repeats: int) -> dict[str, list[DaemonRun]]:
+    """Alternate runs of the daemon under each config and of the peer on the same file: runs by name
+    (the configs' names, and ``peer``)."""
+    daemon = [NOISEWATCH, "run", "--input", str(recording), "--speed", "0", "--config"]
+    commands = {**{name: daemon + [str(config)] for name, config in configs.items()},
+                "peer": [sys.executable, str(PEER), str(recording)]}
+    runs: dict[str, list[DaemonRun]] = {name: [] for name in commands}
     for _ in range(repeats):
-        ours.append(run_measured([NOISEWATCH, "run", "--config", str(config), "--input", str(recording),
-                                  "--speed", "0"], sample_every_s=0.05))
-        peer.append(run_measured([sys.executable, str(PEER), str(recording)], sample_every_s=0.05))
-        for run in (ours[-1], peer[-1]):
+        for name, command in commands.items():
+            run = run_measured(command, sample_every_s=0.05)
             if run.returncode != 0:
-                raise SystemExit(f"run failed ({run.returncode}): {run.stderr[-2000:]}")
-    return ours, peer
+                raise SystemExit(f"{name} run failed ({run.returncode}): {run.stderr[-2000:]}")
+            runs[name].append(run)
+    return runs
 
 
 def installed_bytecode() -> None:
@@ -254,6 +262,9 @@ def main() -> None:
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]), Path(args.child[3]))
         return
+    if not args.no_callgrind and args.minutes * 60 < CALLGRIND_AUDIO_S[1]:
+        parser.error(f"the callgrind runs cut {CALLGRIND_AUDIO_S[1]:g} s from the recording: --minutes "
+                     f"{CALLGRIND_AUDIO_S[1] / 60:g} at least, or --no-callgrind")
     print(machine())
     installed_bytecode()
     BENCH_DIR.mkdir(exist_ok=True)
@@ -274,12 +285,14 @@ def main() -> None:
         print(f"\ncallgrind, instructions per hop ({args.callgrind_hops} hops): features + inference "
               f"{counts['features']:,.0f}, floor {counts['floor']:,.0f}; whole daemon per second of audio "
               f"(runs of {CALLGRIND_AUDIO_S[0]:g} and {CALLGRIND_AUDIO_S[1]:g} s, MQTT off): "
-              f"{counts['daemon_per_audio_s']:,.0f}")
+              f"{counts['daemon_per_audio_s']:,.0f}; YAMNet peer per second of audio (the same runs): "
+              f"{counts['peer_per_audio_s']:,.0f}")
 
     work = Path(tempfile.mkdtemp(prefix="nw-floor-"))
     broker = Broker().start()
     try:
-        ours, peer = whole_processes(recording, mqtt_config(work, broker.port), args.repeats)
+        runs = whole_processes(recording, {"mqtt": mqtt_config(work, broker.port),
+                                           "no_mqtt": mqtt_config(work, None)}, args.repeats)
         startup_path = BENCH_DIR / "startup-48k.wav"
         excerpt(recording, startup_path, STARTUP_AUDIO_S, offset_s=5.0)
         startup_config = mqtt_config(work, broker.port, scores=True)
@@ -287,16 +300,14 @@ def main() -> None:
     finally:
         broker.stop()
         broker.cleanup()
-    ours_cpu = float(np.median([run.cpu_s for run in ours])) / seconds
-    peer_cpu = float(np.median([run.cpu_s for run in peer])) / seconds
-    print(f"\nwhole process, {args.repeats} runs each, CPU s: noisewatch {', '.join(f'{r.cpu_s:.2f}' for r in ours)}; "
-          f"yamnet peer {', '.join(f'{r.cpu_s:.2f}' for r in peer)}")
-    print(f"peak RSS MiB: noisewatch {', '.join(f'{r.maxrss_mb:.1f}' for r in ours)}; "
-          f"yamnet peer {', '.join(f'{r.maxrss_mb:.1f}' for r in peer)}")
+    cpu = {name: float(np.median([run.cpu_s for run in named])) / seconds for name, named in runs.items()}
+    print(f"\nwhole process, {args.repeats} runs each, alternately: CPU s / peak RSS MiB")
+    for name, named in runs.items():
+        print(f"  {name:8s} {', '.join(f'{r.cpu_s:.2f}' for r in named)} / {', '.join(f'{r.maxrss_mb:.1f}' for r in named)}")
     print(f"start-up to first window, s: {', '.join(f'{s:.3f}' for s in starts)}")
 
     print(f"load average at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    rss = max(run.maxrss_mb for run in ours)
+    rss = max(run.maxrss_mb for run in runs["mqtt"])
     start = float(np.median(starts))
     print("\n| figure | this run | target | met? |\n|---|---|---|---|")
     row("features + inference per hop / floor, CPU time, median (mean)",
@@ -307,12 +318,18 @@ def main() -> None:
             f"{counts['features'] / 1e6:.2f}M / {counts['floor'] / 1e6:.2f}M", "(<= 1.5x)",
             counts["features"] / counts["floor"] <= 1.5)
     row("CPU per second of audio, noisewatch run --speed 0 (MQTT on) / YAMNet peer, median",
-        f"{ours_cpu / peer_cpu:.2f}x: {ours_cpu * 1e3:.2f} / {peer_cpu * 1e3:.2f} ms", "<= 0.6x", ours_cpu / peer_cpu <= 0.6)
-    row("peak RSS, noisewatch run with MQTT on (max of runs)", f"{rss:.1f} MiB (peer {max(r.maxrss_mb for r in peer):.1f})",
-        "<= 60 MiB", rss <= 60)
+        f"{cpu['mqtt'] / cpu['peer']:.2f}x: {cpu['mqtt'] * 1e3:.2f} / {cpu['peer'] * 1e3:.2f} ms", "<= 0.6x",
+        cpu["mqtt"] / cpu["peer"] <= 0.6)
+    row("the same with MQTT off (what MQTT costs)", f"{cpu['no_mqtt'] / cpu['peer']:.2f}x: {cpu['no_mqtt'] * 1e3:.2f} ms",
+        "-", None)
+    row("peak RSS, noisewatch run with MQTT on (max of runs)",
+        f"{rss:.1f} MiB (MQTT off {max(r.maxrss_mb for r in runs['no_mqtt']):.1f}, peer "
+        f"{max(r.maxrss_mb for r in runs['peer']):.1f})", "<= 60 MiB", rss <= 60)
     row("start-up to first window, median", f"{start:.3f} s", "<= 0.3 s", start <= 0.3)
     if counts:
-        row("instructions per second of audio, whole daemon", f"{counts['daemon_per_audio_s'] / 1e6:.1f}M", "-", None)
+        row("instructions per second of audio, whole daemon (MQTT off) / YAMNet peer",
+            f"{counts['daemon_per_audio_s'] / counts['peer_per_audio_s']:.2f}x: {counts['daemon_per_audio_s'] / 1e6:.1f}M / "
+            f"{counts['peer_per_audio_s'] / 1e6:.1f}M", "-", None)
         for board, factor in pi_estimates(counts["daemon_per_audio_s"]):
             row(f"estimated real-time factor, {board}", f"{factor:.0f}x", "-", None)
 
