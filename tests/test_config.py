@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import subprocess
 import sys
@@ -129,13 +128,6 @@ def test_shipped_config_equals_the_defaults() -> None:
 # --- noisewatch check-config ------------------------------------------------------------------------
 
 
-def has_check_config() -> bool:
-    try:
-        return hasattr(importlib.import_module("noisewatch.daemon.service"), "check_config_main")
-    except ImportError:
-        return False
-
-
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "noisewatch.cli", "check-config", str(path)], capture_output=True, text=True, timeout=120
@@ -150,34 +142,23 @@ def refused(path: Path, text: str) -> list[str]:
     return result.stderr.strip().splitlines()
 
 
-needs_check_config = pytest.mark.skipif(not has_check_config(),
-                                        reason="noisewatch.daemon.service:check_config_main not written yet")
-needs_model = pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
-
-
-@needs_check_config
 @pytest.mark.parametrize("text", ["audio:\n  hop_s: -1\n", "audio: [\n", "detector:\n  thresholds: {siren: 1.5}\n"])
 def test_check_config_exits_78_with_one_line(tmp_path: Path, text: str) -> None:
     (line,) = refused(tmp_path / "bad.yaml", text)
     assert "Traceback" not in line and "bad.yaml" in line
 
 
-@needs_check_config
-@needs_model
 def test_check_config_rejects_a_hop_longer_than_the_window(tmp_path: Path) -> None:
     (line,) = refused(tmp_path / "hop.yaml", "audio:\n  hop_s: 5\n")
     assert "hop" in line
 
 
-@needs_check_config
-@needs_model
 def test_check_config_rejects_a_contrast_label_the_model_lacks(tmp_path: Path) -> None:
     assert refused(tmp_path / "contrast.yaml", "detector:\n  require_contrast: [car_horn, thunder]\n") == [
         f"noisewatch: {tmp_path / 'contrast.yaml'}: detector.require_contrast: 'thunder' is not a label of the model "
         f"({', '.join(load_bundle(MODEL).labels)})"]
 
 
-@needs_model
 def test_the_default_contrast_labels_bind_only_a_model_that_has_them() -> None:
     other = replace(load_bundle(MODEL), labels=("thunder", "background"))
     assert bundle_problems(Config(), other) == []
@@ -186,7 +167,6 @@ def test_the_default_contrast_labels_bind_only_a_model_that_has_them() -> None:
         "detector.require_contrast: 'car_horn' is not a label of the model (thunder, background)"]
 
 
-@needs_model
 def test_the_daemons_detector_holds_the_configured_labels_to_the_contrast_rule() -> None:
     bundle = load_bundle(MODEL)
     model = bundle.open_model()
@@ -196,8 +176,6 @@ def test_the_daemons_detector_holds_the_configured_labels_to_the_contrast_rule()
     assert Pipeline.from_config(none, bundle, model).detector.settings.require_contrast == frozenset()
 
 
-@needs_check_config
-@needs_model
 def test_check_config_accepts_the_shipped_file() -> None:
     result = check_config(SHIPPED)
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,6 @@ happens to the broker (killed mid-stream, down at start, the daemon killed while
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -24,12 +23,7 @@ import soundfile as sf
 import yaml
 from mqtt_broker import HOST, Broker, Collector, MuteServer, wait_until
 
-DAEMON_MODULES = ("noisewatch.daemon.service", "noisewatch.daemon.sources")
-pytestmark = [
-    pytest.mark.broker, pytest.mark.shared_data, pytest.mark.slow,
-    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in DAEMON_MODULES),
-                       reason="noisewatch run is not available yet"),
-]
+pytestmark = [pytest.mark.broker, pytest.mark.shared_data, pytest.mark.slow]
 
 PREFIX = "noisewatch/e2e"
 RATE = 22050

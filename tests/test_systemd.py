@@ -178,7 +178,6 @@ def run_under_mdwe(code: str) -> str:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="seccomp is Linux only")
-@pytest.mark.skipif(not MODEL.exists(), reason="no model bundle in models/")
 def test_model_inference_needs_no_writable_executable_memory() -> None:
     assert "inference" in run_under_mdwe(MDWE_INFERENCE.format(model=str(MODEL)))
 
