@@ -215,7 +215,7 @@ def mqtt_config(directory: Path, port: int | None, scores: bool = False) -> Path
             f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  spool:\n    directory: {directory / 'spool'}\n")
     if scores:
         text += "scores:\n  enabled: true\n  interval_s: 0\n"
-    path = directory / ("startup.yaml" if scores else "mqtt.yaml" if port is not None else "no-mqtt.yaml")
+    path = directory / f"{'no-' if port is None else ''}mqtt{'-scores' if scores else ''}.yaml"
     path.write_text(text)
     return path
 

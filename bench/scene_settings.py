@@ -32,6 +32,7 @@ from noisewatch.train.scene_eval import (  # noqa: E402
     Recording,
     ThresholdPicker,
     cross_fitted,
+    held_out_path,
     pick_shared_threshold,
     pick_thresholds,
     record,
@@ -84,7 +85,7 @@ def main() -> int:
     args = parser.parse_args()
     folds = [int(f) for f in args.folds.split(",")]
     began = time.perf_counter()
-    bundles = {fold: load_bundle(args.train_dir / f"heldout-fold{fold}") for fold in folds}
+    bundles = {fold: load_bundle(held_out_path(args.train_dir, fold)) for fold in folds}
     models: FoldModels = {fold: (bundle, bundle.open_model()) for fold, bundle in bundles.items()}
     sources = fold_sources(DATA / "UrbanSound8K", DATA / "ESC-50", folds)
     recipe = train_recipe(min(len(events) for events, _ in sources.values()))

@@ -26,8 +26,16 @@ from common import DATA  # noqa: E402
 
 from noisewatch.bundle import DetectorTiming, load_bundle  # noqa: E402
 from noisewatch.config import load_config  # noqa: E402
-from noisewatch.daemon.detector import Observation  # noqa: E402
-from noisewatch.train.scene_eval import SHORT_EVENT_S, found, record, replay, train_recipe, trial  # noqa: E402
+from noisewatch.train.report import REPORT_JSON  # noqa: E402
+from noisewatch.train.scene_eval import (  # noqa: E402
+    SHORT_EVENT_S,
+    found,
+    held_out_path,
+    record,
+    replay,
+    train_recipe,
+    trial,
+)
 from noisewatch.train.soundscapes import fold_scenes, fold_sources  # noqa: E402
 
 SCORE_BANDS = (0.2, 0.5)
@@ -52,13 +60,13 @@ class Outcome:
 
 def outcomes(train_dir: Path, folds: list[int]) -> list[Outcome]:
     """Every reference event of the folds' main evaluation soundscapes, through the daemon's own detector."""
-    chosen = json.loads((train_dir / "report.json").read_text())["soundscapes"]
+    chosen = json.loads((train_dir / REPORT_JSON).read_text())["soundscapes"]
     sources = fold_sources(DATA / "UrbanSound8K", DATA / "ESC-50", folds)
     recipe = train_recipe(min(len(events) for events, _ in sources.values()))
     config = load_config(None)
     rows = []
     for fold, (events, beds) in sources.items():
-        bundle = load_bundle(train_dir / f"heldout-fold{fold}")
+        bundle = load_bundle(held_out_path(train_dir, fold))
         model, labels = bundle.open_model(), list(bundle.labels)
         timing = DetectorTiming(**chosen["timing"]["folds"][str(fold)])
         thresholds = chosen["thresholds"]["folds"][str(fold)]
@@ -66,7 +74,7 @@ def outcomes(train_dir: Path, folds: list[int]) -> list[Outcome]:
             recording = record(scene.audio, config, bundle, model)
             reported = replay(recording, trial(recording.settings, timing, thresholds))
             for onset, offset, label in scene.events:
-                inside = [o for o in recording.observations
+                inside = [o.scores for o in recording.observations
                           if o.start_s < offset and o.end_s > onset and o.scores is not None]
                 overlapping = [start - onset for start, end, name in reported
                                if name == label and start < offset and end > onset]
@@ -77,12 +85,12 @@ def outcomes(train_dir: Path, folds: list[int]) -> list[Outcome]:
     return rows
 
 
-def _best(windows: list[Observation], index: int) -> float:
-    return max((float(o.scores[index]) for o in windows if o.scores is not None), default=0.0)
+def _best(scores: list[np.ndarray], index: int) -> float:
+    return max((float(row[index]) for row in scores), default=0.0)
 
 
-def _mostly(windows: list[Observation], labels: list[str]) -> str:
-    tops = Counter(labels[int(np.argmax(o.scores))] for o in windows if o.scores is not None)
+def _mostly(scores: list[np.ndarray], labels: list[str]) -> str:
+    tops = Counter(labels[int(np.argmax(row))] for row in scores)
     return tops.most_common(1)[0][0] if tops else "-"
 
 

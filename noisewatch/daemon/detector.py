@@ -8,6 +8,7 @@ time after the sound's onset (the model needs part of a 4 s window to be the sou
 window has clear loudness contrast, the onset is the start of its last loud stretch; otherwise
 the newest hop's start is used. The end of an event is placed the same way, from the last
 window that still heard it. Without that, starts lag by seconds and ends by a whole window.
+Labels in ``require_contrast`` start an event only on a window that has such a loud stretch.
 """
 
 from __future__ import annotations

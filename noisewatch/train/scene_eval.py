@@ -397,6 +397,11 @@ def train_recipe(fold_clips: int) -> Recipe:
     return Recipe(scenes=scenes, sweep_scenes=scenes // 2, background_scenes=2 * scenes)
 
 
+def held_out_path(out: Path, fold: int) -> Path:
+    """Where ``noisewatch train`` keeps the bundle of the model trained without ``fold``."""
+    return out / f"heldout-fold{fold}"
+
+
 def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any, dict[str, float]]],
                     labels: list[str], features: FeatureSettings, out: Path) -> dict[str, Any] | None:
     """Leave-one-fold-out soundscape figures of ``noisewatch train``, and the detector's settings for events.
@@ -422,7 +427,7 @@ def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any
 
     bundles = {}
     for fold, (mlp, thresholds) in held_out.items():
-        bundle = write_bundle(out / f"heldout-fold{fold}", "heldout", to_tflite(mlp, "float32"),
+        bundle = write_bundle(held_out_path(out, fold), "heldout", to_tflite(mlp, "float32"),
                               version=f"fold{fold}", labels=labels, features=features, thresholds=thresholds)
         bundles[fold] = bundle, bundle.open_model()
     sweeps = tuning_sweeps(sources, tuning, config, bundles)
