@@ -90,6 +90,38 @@ def test_read_waits_for_a_frame_or_times_out_empty() -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+def test_a_reader_waiting_for_several_blocks_is_not_woken_by_each() -> None:
+    ring = RingBuffer(64, 1)
+
+    def produce() -> None:
+        for start in range(0, 50, 10):
+            time.sleep(0.02)
+            ring.write(ramp(start, 10))
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    frames = ring.read(100, timeout=5.0, min_frames=30).frames[:, 0]
+    producer.join()
+    assert 30 <= len(frames) <= 50  # the first two blocks did not end the wait
+    np.testing.assert_array_equal(frames, np.arange(len(frames)))
+
+
+def test_a_read_for_more_than_arrives_returns_what_there_is_at_its_timeout() -> None:
+    ring = RingBuffer(64, 1)
+    ring.write(ramp(0, 10))
+    t0 = time.monotonic()
+    np.testing.assert_array_equal(ring.read(100, timeout=0.2, min_frames=50).frames[:, 0], np.arange(10))
+    assert 0.15 < time.monotonic() - t0 < 1.0
+
+
+def test_a_read_for_more_than_the_ring_holds_returns_once_it_is_full() -> None:
+    ring = RingBuffer(16, 1)  # waiting for more would only drop audio
+    ring.write(ramp(0, 16))
+    t0 = time.monotonic()
+    assert len(ring.read(100, timeout=5.0, min_frames=1000).frames) == 16
+    assert time.monotonic() - t0 < 1.0
+
+
 def test_write_wait_applies_backpressure_without_drops() -> None:
     ring = RingBuffer(64, 1)
     total = 20_000

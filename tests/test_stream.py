@@ -82,6 +82,19 @@ def test_reset_starts_a_fresh_window_at_the_given_sample() -> None:
     np.testing.assert_allclose(window.features, extract(audio, settings), atol=TOLERANCE)
 
 
+def test_samples_to_window_is_what_completes_the_next_window() -> None:
+    settings = FeatureSettings()
+    stream = StreamingFeatures(settings, 0.5)
+    audio = np.zeros(2 * settings.window_samples, dtype=np.float32)
+    assert stream.samples_to_window == settings.window_samples
+    assert stream.push(audio[:1000]) == []
+    assert stream.samples_to_window == settings.window_samples - 1000
+    assert stream.push(audio[: stream.samples_to_window - 1]) == []  # one sample short: no window yet
+    assert len(stream.push(audio[:1])) == 1
+    assert stream.samples_to_window == stream.hop_samples
+    assert len(stream.push(audio[: stream.hop_samples])) == 1
+
+
 def _bursty(settings: FeatureSettings, seconds: int, seed: int) -> np.ndarray:
     """Band-limited audio (its top mel bands sit far below the clamp floor) with loud bursts that enter and
     leave windows: the window's loudest bin, and so the clamp floor, moves from hop to hop."""

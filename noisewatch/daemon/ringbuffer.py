@@ -67,6 +67,8 @@ class RingBuffer:
         self._written = 0
         self._read = 0
         self._closed = False
+        self._wanted = 1
+        """Unread frames the waiting reader asked for: a write wakes it only once they are there."""
         self._cond = threading.Condition()
 
     @property
@@ -83,8 +85,9 @@ class RingBuffer:
     def write(self, block: np.ndarray) -> int:
         """Copy ``block`` in without blocking; returns the frames dropped to make room.
 
-        Called from the audio callback thread: it only copies and notifies. An oversize
-        block keeps its last ``capacity`` frames. Writes after :meth:`close` are ignored.
+        Called from the audio callback thread: it only copies, and wakes the reader once there is as much
+        as it asked for. An oversize block keeps its last ``capacity`` frames. Writes after :meth:`close`
+        are ignored.
         """
         frames = self._check_block(block)
         with self._cond:
@@ -97,7 +100,7 @@ class RingBuffer:
             self._read += max(0, unread + len(block) - self.capacity)
             self._store(block)
             self.dropped += lost
-            self._cond.notify_all()
+            self._wake_reader()
         return lost
 
     def write_wait(self, block: np.ndarray, timeout: float | None) -> bool:
@@ -117,17 +120,20 @@ class RingBuffer:
                 if self._closed:
                     return False
                 self._store(piece)
-                self._cond.notify_all()
+                self._wake_reader()
         return True
 
-    def read(self, max_frames: int, timeout: float) -> RingRead:
+    def read(self, max_frames: int, timeout: float, min_frames: int = 1) -> RingRead:
         """Up to ``max_frames`` of the oldest unread frames, with the frames lost in front of them.
 
-        Waits up to ``timeout`` seconds for at least one frame; the frames may be empty
-        (timeout, or closed and drained).
+        Waits up to ``timeout`` seconds for ``min_frames`` (at most ``max_frames`` and the capacity), so that a
+        microphone's small blocks wake the reader once per several of them, not once each; then returns what
+        there is, which may be fewer or none (timeout, or closed and drained).
         """
         with self._cond:
-            self._cond.wait_for(lambda: self._closed or self._written > self._read, timeout)
+            self._wanted = max(1, min(min_frames, max_frames, self.capacity))
+            self._cond.wait_for(lambda: self._closed or self._written - self._read >= self._wanted, timeout)
+            self._wanted = 1
             frames = min(max_frames, self._written - self._read)
             out = self._copy_out(self._read, frames)
             self._read += frames
@@ -141,6 +147,11 @@ class RingBuffer:
         """Wake every waiting reader and writer; reads then return what is left, then empty."""
         with self._cond:
             self._closed = True
+            self._cond.notify_all()
+
+    def _wake_reader(self) -> None:
+        """Notify (lock held) once the reader's frames are there: earlier it would only wait again."""
+        if self._written - self._read >= self._wanted:
             self._cond.notify_all()
 
     def _check_block(self, block: np.ndarray) -> int:

@@ -224,7 +224,7 @@ class Service:
         while not self._stop.is_set():
             if self._reload.is_set() and self._swap(source):
                 return Ending.REOPEN
-            block = source.read(READ_FRAMES, READ_TIMEOUT_S)
+            block = source.read(READ_FRAMES, READ_TIMEOUT_S, _frames_to_window(self.active.pipeline, source))
             self.active.follow_thresholds()
             pipeline = self.active.pipeline
             if len(block.samples):
@@ -342,6 +342,14 @@ class _Ticks:
             return False
         self._next_clock = now + CLOCK_CHECK_S
         return True
+
+
+def _frames_to_window(pipeline: Pipeline, source: AudioSource) -> int:
+    """Input frames the loop waits for (up to READ_TIMEOUT_S): those the next window still needs. A microphone
+    delivers ~47 blocks a second; waking for each costs a read, a resampler call and the pipeline's
+    bookkeeping, and a window is due only every hop. The resampler's delay may leave the window a few samples
+    short: the next read then waits for one more block, where a read per block would have ended up too."""
+    return -(-pipeline.stream.samples_to_window * source.sample_rate // pipeline.sample_rate)
 
 
 def keep_clock_honest(pipeline: Pipeline, captured: datetime) -> None:

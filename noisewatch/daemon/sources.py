@@ -85,10 +85,11 @@ class AudioSource:
             self.overflows += 1
         self._store(indata)
 
-    def read(self, max_frames: int, timeout: float) -> AudioBlock:
-        """Processing loop: the next frames from the ring (maybe none), with what was lost in front of them
-        and when they were captured: now, less what is still unread, less the frames themselves."""
-        ring_read = self.ring.read(max_frames, timeout)
+    def read(self, max_frames: int, timeout: float, min_frames: int = 1) -> AudioBlock:
+        """Processing loop: the next frames from the ring (maybe none; waiting for ``min_frames`` at most
+        ``timeout``), with what was lost in front of them and when they were captured: now, less what is
+        still unread, less the frames themselves."""
+        ring_read = self.ring.read(max_frames, timeout, min_frames)
         total = self.overflows  # once: the callback may count another meanwhile
         overflows, self._overflows_read = total - self._overflows_read, total
         behind_s = (ring_read.behind + len(ring_read.frames)) / self.sample_rate

@@ -143,6 +143,11 @@ class StreamingFeatures:
         self._buffer_frames = self._frames(self._buffer[first:], (self._capacity - first - self.settings.n_fft)
                                            // self._hop + 1)
 
+    @property
+    def samples_to_window(self) -> int:
+        """Samples still to push before the next window is complete (the loop waits for as much audio)."""
+        return self._window - (self._filled - self._offset)
+
     def push(self, samples: np.ndarray) -> list[Window]:
         """Append audio; return every window it completes, oldest first."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
