@@ -1,10 +1,11 @@
 """What the processing loop costs on the microphone's path: a paced replay in the microphone's blocks.
 
-    .venv/bin/python bench/live_path.py [--seconds 120] [--speed 8] [--repeats 3]
+    .venv/bin/python bench/live_path.py [--seconds 60] [--speed 1] [--repeats 3]
 
 ``bench/floor.py`` measures ``--speed 0``, where the file source hands over 8192-frame blocks as fast as the
 loop takes them. A microphone hands over ``audio.block_size`` frames (1024) ~47 times a second, paced by the
-sound card; a replay at ``--speed N`` takes the same path with the same blocks, N times faster. Per run (MQTT
+sound card; a replay at ``--speed 1`` takes the same path with the same blocks at the same pace (``--speed N``:
+N times faster, and then the loop's 0.1 s read timeout comes into play less often than with a microphone). Per run (MQTT
 off, the default config otherwise, ``--seconds`` of the bench's 48 kHz recording of real clips) this prints, per
 second of audio: the CPU time of the processing loop (the process's main thread) and of the other threads
 (here the file's pacing thread; on a Pi, PortAudio's), and the loop's voluntary context switches (its
@@ -76,8 +77,8 @@ def _tids(pid: int) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--speed", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import noisewatch

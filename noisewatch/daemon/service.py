@@ -41,7 +41,9 @@ from noisewatch.daemon.sources import AudioSource, SourceError, open_source
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.1
 """Longest the loop waits for audio before checking signals, the watchdog and the source."""
-READ_FRAMES = 8192
+READ_FRAMES = 32768
+"""Most input frames one read takes: more than a 0.5 s hop at 48 kHz, so that a replay at full speed hands
+over once a window, not once per 8192-frame block (see :func:`_frames_to_window`)."""
 FIRST_BACKOFF_S = 1.0
 STABLE_S = 60.0
 """A source that delivered audio this long counts as healthy again: the next failure starts the backoff afresh."""
@@ -346,9 +348,11 @@ class _Ticks:
 
 def _frames_to_window(pipeline: Pipeline, source: AudioSource) -> int:
     """Input frames the loop waits for (up to READ_TIMEOUT_S): those the next window still needs. A microphone
-    delivers ~47 blocks a second; waking for each costs a read, a resampler call and the pipeline's
-    bookkeeping, and a window is due only every hop. The resampler's delay may leave the window a few samples
-    short: the next read then waits for one more block, where a read per block would have ended up too."""
+    delivers ~47 blocks a second, and a read of each costs a wake-up, a resampler call and the pipeline's
+    bookkeeping; this way the loop reads ~10 times a second (its timeout), and the read that completes a
+    window ends as soon as the window's audio is there, as a read per block did. (The resampler's delay may
+    leave the window a few samples short: the next read then waits for one more block, as a read per block
+    would have.)"""
     return -(-pipeline.stream.samples_to_window * source.sample_rate // pipeline.sample_rate)
 
 
