@@ -122,6 +122,17 @@ def test_a_read_for_more_than_the_ring_holds_returns_once_it_is_full() -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+def test_a_writer_waiting_for_room_wakes_a_reader_waiting_for_more() -> None:
+    ring = RingBuffer(100, 1)  # two 60-frame blocks never fit: the reader must not wait for 100 in vain
+    writer = threading.Thread(target=lambda: [ring.write_wait(ramp(start, 60), timeout=5.0) for start in (0, 60)])
+    writer.start()
+    t0 = time.monotonic()
+    frames = ring.read(100, timeout=5.0, min_frames=100).frames[:, 0]
+    assert time.monotonic() - t0 < 2.0
+    np.testing.assert_array_equal(frames, np.arange(60))
+    writer.join()
+
+
 def test_write_wait_applies_backpressure_without_drops() -> None:
     ring = RingBuffer(64, 1)
     total = 20_000

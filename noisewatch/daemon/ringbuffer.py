@@ -115,6 +115,9 @@ class RingBuffer:
         for start in range(0, len(block), self.capacity):
             piece = block[start:start + self.capacity]
             with self._cond:
+                if not self._closed_or_room_for(len(piece)):  # as full as it gets: a reader waiting for more takes it
+                    self._wanted = 1
+                    self._cond.notify_all()
                 if not self._cond.wait_for(functools.partial(self._closed_or_room_for, len(piece)), _remaining(deadline)):
                     return False
                 if self._closed:
