@@ -1,6 +1,7 @@
 """Mono resampling: 48 kHz stereo and 44.1 kHz recordings replayed through FileSource, the ring
 and MonoResampler equal soxr's one-shot resampling of the whole signal; block size does not
-change a single sample; equal rates pass through; reset starts a fresh stream."""
+change a single sample; equal rates pass through; reset starts a fresh stream. What the loop waits
+for before it reads (``input_for``) never delays a window past the block that completes it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import soundfile as sf
 import soxr
 
 from noisewatch.daemon.resample import QUALITY, MonoResampler
+from noisewatch.daemon.service import READ_FRAMES as LOOP_READ_FRAMES
 from noisewatch.daemon.sources import FileSource
+from noisewatch.daemon.stream import StreamingFeatures
+from noisewatch.features import FeatureSettings
 
 SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
 MODEL_RATE = 22050
@@ -87,3 +91,50 @@ def test_reset_starts_a_fresh_stream(scene: np.ndarray) -> None:
 def test_wrong_channel_count_is_rejected() -> None:
     with pytest.raises(ValueError, match="does not match"):
         MonoResampler(48000, MODEL_RATE, 2).process(np.zeros((10, 1), dtype=np.float32))
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000, 96000])
+def test_input_for_never_asks_for_more_than_the_samples_need(rate: int) -> None:
+    rng = np.random.default_rng(rate)
+    audio = (0.1 * rng.standard_normal((rate * 3, 1))).astype(np.float32)
+    resampler = MonoResampler(rate, MODEL_RATE, 1)
+    edges = np.cumsum(rng.integers(1, 3000, size=40))
+    for count, position in enumerate(edges):
+        resampler.process(audio[edges[count - 1] if count else 0 : position])
+        want = int(rng.integers(1, 5000))
+        frames = resampler.input_for(want)
+        if frames > 1:  # one frame fewer than asked, after the same blocks, gives fewer samples: not too big
+            twin = MonoResampler(rate, MODEL_RATE, 1)
+            for start, stop in zip([0, *edges[:count]], edges[: count + 1]):
+                twin.process(audio[start:stop])
+            assert len(twin.process(audio[position : position + frames - 1])) < want
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000, 192000])
+def test_waiting_for_a_windows_input_delays_no_window(rate: int) -> None:
+    """The loop's read rule against a read per 1024-frame block (no clock needed: which block completes each
+    window). A read ends once the frames it asked for are in (or at its timeout, which only ends reads
+    earlier, so it is left out here)."""
+    settings = FeatureSettings()
+    audio = (0.1 * np.random.default_rng(1).standard_normal((rate * 9, 1))).astype(np.float32)
+    blocks = [audio[i : i + 1024] for i in range(0, len(audio) - 1023, 1024)]
+
+    def completed_at(wait_for_window: bool) -> list[int]:
+        resampler, stream = MonoResampler(rate, MODEL_RATE, 1), StreamingFeatures(settings, 0.5)
+        done: list[int] = []
+        unread: list[np.ndarray] = []
+        for index, block in enumerate(blocks):
+            unread.append(block)
+            pending = np.concatenate(unread)
+            while len(pending):
+                wanted = max(1, min(resampler.input_for(stream.samples_to_window), LOOP_READ_FRAMES)) if wait_for_window else 1
+                if len(pending) < wanted:
+                    break
+                take, pending = pending[:LOOP_READ_FRAMES], pending[LOOP_READ_FRAMES:]
+                done += [index] * len(stream.push(resampler.process(take)))
+            unread = [pending]
+        return done
+
+    per_block = completed_at(False)
+    assert len(per_block) >= 9
+    assert completed_at(True) == per_block

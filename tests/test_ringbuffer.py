@@ -92,17 +92,26 @@ def test_read_waits_for_a_frame_or_times_out_empty() -> None:
 
 def test_a_reader_waiting_for_several_blocks_is_not_woken_by_each() -> None:
     ring = RingBuffer(64, 1)
+    wakes = []
+    wait = ring._cond.wait  # counted: wait_for would hide a wake-up that finds too little and waits again
+
+    def counted_wait(timeout: float | None = None) -> bool:
+        wakes.append(timeout)
+        return wait(timeout)
+
+    ring._cond.wait = counted_wait  # type: ignore[method-assign]
 
     def produce() -> None:
         for start in range(0, 50, 10):
-            time.sleep(0.02)
+            time.sleep(0.05)
             ring.write(ramp(start, 10))
 
     producer = threading.Thread(target=produce)
     producer.start()
     frames = ring.read(100, timeout=5.0, min_frames=30).frames[:, 0]
     producer.join()
-    assert 30 <= len(frames) <= 50  # the first two blocks did not end the wait
+    assert 30 <= len(frames) <= 50  # the first two blocks did not end the wait...
+    assert len(wakes) == 1  # ...nor wake the reader
     np.testing.assert_array_equal(frames, np.arange(len(frames)))
 
 
@@ -122,15 +131,22 @@ def test_a_read_for_more_than_the_ring_holds_returns_once_it_is_full() -> None:
     assert time.monotonic() - t0 < 1.0
 
 
-def test_a_writer_waiting_for_room_wakes_a_reader_waiting_for_more() -> None:
+@pytest.mark.parametrize("writer_first", [False, True])
+def test_a_writer_waiting_for_room_and_a_reader_waiting_for_more_never_wait_on_each_other(writer_first: bool) -> None:
     ring = RingBuffer(100, 1)  # two 60-frame blocks never fit: the reader must not wait for 100 in vain
     writer = threading.Thread(target=lambda: [ring.write_wait(ramp(start, 60), timeout=5.0) for start in (0, 60)])
     writer.start()
+    if writer_first:  # the writer is already waiting for room when the reader comes
+        deadline = time.monotonic() + 5.0
+        while not ring._writer_waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert ring._writer_waiting
     t0 = time.monotonic()
     frames = ring.read(100, timeout=5.0, min_frames=100).frames[:, 0]
     assert time.monotonic() - t0 < 2.0
     np.testing.assert_array_equal(frames, np.arange(60))
     writer.join()
+    np.testing.assert_array_equal(ring.read(100, timeout=1.0).frames[:, 0], np.arange(60, 120))
 
 
 def test_write_wait_applies_backpressure_without_drops() -> None:

@@ -108,6 +108,11 @@ class Pipeline:
         """Seconds of audio processed since the stream began (the sample clock)."""
         return self.samples / self.sample_rate
 
+    @property
+    def samples_to_window(self) -> int:
+        """Model-rate samples still to come before the next window is complete."""
+        return self.stream.samples_to_window
+
     def accept(self, block: AudioBlock, mono: np.ndarray, first: bool) -> list[Message]:
         """One read from the audio source (``mono``: its samples at the model rate). The one place where
         what the read says of lost audio becomes counters, clock moves and gaps. ``first``: the first

@@ -28,6 +28,8 @@ class MonoResampler:
 
     def reset(self) -> None:
         """Forget the filter state: after a device reopen the next block does not continue the last."""
+        self._taken = 0  # input frames since the reset
+        self._given = 0  # output samples since the reset
         if self.in_rate == self.out_rate:
             self._stream = None
         else:
@@ -39,9 +41,16 @@ class MonoResampler:
             raise ValueError(f"block shape {block.shape} does not match (frames, {self.channels})")
         mixed = block[:, 0] if self.channels == 1 else block.mean(axis=1, dtype=np.float32)  # one channel: as it is
         mono = np.ascontiguousarray(mixed, dtype=np.float32)
-        if self._stream is None:
-            return mono
-        return self._stream.resample_chunk(mono)
+        out = mono if self._stream is None else self._stream.resample_chunk(mono)
+        self._taken += len(mono)
+        self._given += len(out)
+        return out
+
+    def input_for(self, samples: int) -> int:
+        """Input frames after which the output will have grown by ``samples`` at the nominal rate ratio, counting
+        what the filter already holds: never more than those samples need (the filter only ever lags)."""
+        short = (self._given + samples) * self.in_rate - self._taken * self.out_rate
+        return max(0, -(-short // self.out_rate))
 
     def flush(self) -> np.ndarray:
         """At the end of a recording: the samples still inside the filter."""

@@ -69,6 +69,8 @@ class RingBuffer:
         self._closed = False
         self._wanted = 1
         """Unread frames the waiting reader asked for: a write wakes it only once they are there."""
+        self._writer_waiting = False
+        """A ``write_wait`` is waiting for room: the reader takes what there is instead of waiting for more."""
         self._cond = threading.Condition()
 
     @property
@@ -115,10 +117,7 @@ class RingBuffer:
         for start in range(0, len(block), self.capacity):
             piece = block[start:start + self.capacity]
             with self._cond:
-                if not self._closed_or_room_for(len(piece)):  # as full as it gets: a reader waiting for more takes it
-                    self._wanted = 1
-                    self._cond.notify_all()
-                if not self._cond.wait_for(functools.partial(self._closed_or_room_for, len(piece)), _remaining(deadline)):
+                if not self._wait_for_room(len(piece), deadline):
                     return False
                 if self._closed:
                     return False
@@ -135,7 +134,7 @@ class RingBuffer:
         """
         with self._cond:
             self._wanted = max(1, min(min_frames, max_frames, self.capacity))
-            self._cond.wait_for(lambda: self._closed or self._written - self._read >= self._wanted, timeout)
+            self._cond.wait_for(self._readable, timeout)
             self._wanted = 1
             frames = min(max_frames, self._written - self._read)
             out = self._copy_out(self._read, frames)
@@ -151,6 +150,24 @@ class RingBuffer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def _wait_for_room(self, frames: int, deadline: float | None) -> bool:
+        """(Lock held) Wait until ``frames`` fit or the ring is closed; False at the deadline. Meanwhile the ring is
+        as full as it gets, so a reader waiting for more is woken to take what there is."""
+        room = functools.partial(self._closed_or_room_for, frames)
+        if room():
+            return True
+        self._writer_waiting = True
+        self._cond.notify_all()
+        try:
+            return self._cond.wait_for(room, _remaining(deadline))
+        finally:
+            self._writer_waiting = False
+
+    def _readable(self) -> bool:
+        """(Lock held) What ends a reader's wait."""
+        unread = self._written - self._read
+        return self._closed or unread >= self._wanted or (self._writer_waiting and unread > 0)
 
     def _wake_reader(self) -> None:
         """Notify (lock held) once the reader's frames are there: earlier it would only wait again."""

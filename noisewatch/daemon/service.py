@@ -43,7 +43,13 @@ READ_TIMEOUT_S = 0.1
 """Longest the loop waits for audio before checking signals, the watchdog and the source."""
 READ_FRAMES = 32768
 """Most input frames one read takes: more than a 0.5 s hop at 48 kHz, so that a replay at full speed hands
-over once a window, not once per 8192-frame block (see :func:`_frames_to_window`)."""
+over once a window, not once per 8192-frame block.
+
+Each read waits (up to READ_TIMEOUT_S) for the input the next window still needs
+(:meth:`MonoResampler.input_for` of :attr:`Pipeline.samples_to_window`): a microphone delivers ~47 blocks a
+second, and a read of each costs a wake-up, a resampler call and the pipeline's bookkeeping. So the loop reads
+~10 times a second, and the read that completes a window ends with the block that completes it, as a read per
+block did (tests/test_resample.py)."""
 FIRST_BACKOFF_S = 1.0
 STABLE_S = 60.0
 """A source that delivered audio this long counts as healthy again: the next failure starts the backoff afresh."""
@@ -226,7 +232,7 @@ class Service:
         while not self._stop.is_set():
             if self._reload.is_set() and self._swap(source):
                 return Ending.REOPEN
-            block = source.read(READ_FRAMES, READ_TIMEOUT_S, _frames_to_window(self.active.pipeline, source))
+            block = source.read(READ_FRAMES, READ_TIMEOUT_S, resampler.input_for(self.active.pipeline.samples_to_window))
             self.active.follow_thresholds()
             pipeline = self.active.pipeline
             if len(block.samples):
@@ -344,16 +350,6 @@ class _Ticks:
             return False
         self._next_clock = now + CLOCK_CHECK_S
         return True
-
-
-def _frames_to_window(pipeline: Pipeline, source: AudioSource) -> int:
-    """Input frames the loop waits for (up to READ_TIMEOUT_S): those the next window still needs. A microphone
-    delivers ~47 blocks a second, and a read of each costs a wake-up, a resampler call and the pipeline's
-    bookkeeping; this way the loop reads ~10 times a second (its timeout), and the read that completes a
-    window ends as soon as the window's audio is there, as a read per block did. (The resampler's delay may
-    leave the window a few samples short: the next read then waits for one more block, as a read per block
-    would have.)"""
-    return -(-pipeline.stream.samples_to_window * source.sample_rate // pipeline.sample_rate)
 
 
 def keep_clock_honest(pipeline: Pipeline, captured: datetime) -> None:

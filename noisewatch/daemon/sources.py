@@ -44,7 +44,7 @@ PCM16_SCALE = np.float32(1.0 / 0x8000)
 """16-bit sample -> float, as libsndfile scales it (a power of two: exact)."""
 UNPACED_BLOCK_FRAMES = 8192
 """Smallest block a replay at speed 0 reads: nothing paces it, and every block costs the reader a Python round
-trip and the processing loop a wake-up (the service reads 8192 frames at a time)."""
+trip (the processing loop wakes once the next window's audio is there)."""
 UNPACED_BUFFER_S = 1.0
 """Longest ring of a replay at speed 0: its reader waits for room instead of dropping, so audio read further
 ahead is memory for nothing (the configured 10 s at 48 kHz, for a microphone's stalls, is 1.8 MiB)."""

@@ -49,7 +49,7 @@ TUNING_SCALE = 5
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 """Per-class thresholds tried on soundscapes."""
 BLOCK = 8192
-"""Samples per ``Pipeline.process`` call: the service's read size."""
+"""Samples per ``Pipeline.process`` call (any size gives the same windows: tests/test_stream.py)."""
 
 Events = list[tuple[float, float, str]]
 """(onset s, offset s, label) of target-class events (``loud`` and the like are not scored)."""
