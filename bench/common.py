@@ -25,6 +25,8 @@ DATA = Path(os.environ.get("NOISEWATCH_DATA", REPO.parent / "shared" / "data"))
 NOISEWATCH = str(Path(sys.executable).with_name("noisewatch"))
 MIC_RATE = 48000
 """What a USB microphone delivers."""
+BENCH_DIR = Path(tempfile.gettempdir()) / "noisewatch-bench"
+"""Where the benches keep their recordings between runs."""
 ORDER_SEED = 0
 WRITE_BLOCK_S = 60.0
 
@@ -149,3 +151,15 @@ def first_window_s(recording: Path, config: Path) -> float:
         raise SystemExit("no window was classified")
     proc.wait()
     return elapsed
+
+
+def mqtt_config(directory: Path, port: int | None, scores: bool = False) -> Path:
+    """The default config with MQTT on (a private broker; None: MQTT off) and, for start-up, every window's
+    scores."""
+    text = ("mqtt:\n  enabled: false\n" if port is None else
+            f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  spool:\n    directory: {directory / 'spool'}\n")
+    if scores:
+        text += "scores:\n  enabled: true\n  interval_s: 0\n"
+    path = directory / f"{'no-' if port is None else ''}mqtt{'-scores' if scores else ''}.yaml"
+    path.write_text(text)
+    return path

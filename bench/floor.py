@@ -41,7 +41,17 @@ import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import MIC_RATE, NOISEWATCH, DaemonRun, first_window_s, machine, run_measured, write_long_recording  # noqa: E402
+from common import (  # noqa: E402
+    BENCH_DIR,
+    MIC_RATE,
+    NOISEWATCH,
+    DaemonRun,
+    first_window_s,
+    machine,
+    mqtt_config,
+    run_measured,
+    write_long_recording,
+)
 from mqtt_broker import Broker  # noqa: E402
 
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
@@ -49,7 +59,6 @@ from noisewatch.daemon.resample import MonoResampler  # noqa: E402
 from noisewatch.daemon.stream import StreamingFeatures, Window  # noqa: E402
 from noisewatch.features import FeatureSettings, frame_mel_db  # noqa: E402
 
-BENCH_DIR = Path(tempfile.gettempdir()) / "noisewatch-bench"
 PACKAGE = Path(__file__).resolve().parents[1] / "noisewatch"
 PEER = Path(__file__).resolve().parent / "yamnet_peer.py"
 HOP_S = 0.5
@@ -207,18 +216,6 @@ def pi_estimates(instructions_per_audio_s: float) -> list[tuple[str, float]]:
 
 
 # --- whole processes --------------------------------------------------------------------------------
-
-def mqtt_config(directory: Path, port: int | None, scores: bool = False) -> Path:
-    """The default config with MQTT on (a private broker; None: MQTT off) and, for start-up, every window's
-    scores."""
-    text = ("mqtt:\n  enabled: false\n" if port is None else
-            f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  spool:\n    directory: {directory / 'spool'}\n")
-    if scores:
-        text += "scores:\n  enabled: true\n  interval_s: 0\n"
-    path = directory / f"{'no-' if port is None else ''}mqtt{'-scores' if scores else ''}.yaml"
-    path.write_text(text)
-    return path
-
 
 def whole_processes(recording: Path, configs: dict[str, Path], repeats: int) -> dict[str, list[DaemonRun]]:
     """Alternate runs of the daemon under each config and of the peer on the same file: runs by name

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_long_recording  # noqa: E402
-from floor import BENCH_DIR, HOP_S, SETTLE_HOPS, callgrind, model_rate_audio  # noqa: E402
+from common import BENCH_DIR, write_long_recording  # noqa: E402
+from floor import HOP_S, SETTLE_HOPS, callgrind, model_rate_audio  # noqa: E402
 
 from noisewatch import features  # noqa: E402
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402

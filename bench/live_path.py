@@ -30,9 +30,8 @@ from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import NOISEWATCH, machine, write_long_recording  # noqa: E402
+from common import BENCH_DIR, NOISEWATCH, machine, mqtt_config, write_long_recording  # noqa: E402
 
-BENCH_DIR = Path(tempfile.gettempdir()) / "noisewatch-bench"
 POLL_S = 0.02
 
 
@@ -48,7 +47,18 @@ class ThreadTimes:
 def thread_times(command: list[str]) -> ThreadTimes:
     """Run ``command`` to its end, polling each thread's utime + stime and switches until it exits."""
     tick = os.sysconf("SC_CLK_TCK")
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: nothing reads it until the end
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        last = _poll_threads(proc, tick)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"run failed ({proc.returncode}): {err.read()[-2000:]}")
+    main = last.get(proc.pid, (0.0, 0))
+    return ThreadTimes(main[0], sum(cpu for tid, (cpu, _) in last.items() if tid != proc.pid), main[1])
+
+
+def _poll_threads(proc: subprocess.Popen, tick: int) -> dict[int, tuple[float, int]]:
+    """Each thread's last seen (CPU s, voluntary switches), read every POLL_S until ``proc`` exits."""
     last: dict[int, tuple[float, int]] = {}
     while proc.poll() is None:
         for tid in _tids(proc.pid):
@@ -62,10 +72,7 @@ def thread_times(command: list[str]) -> ThreadTimes:
                             if line.startswith("voluntary_ctxt_switches"))
             last[tid] = ((int(fields[11]) + int(fields[12])) / tick, switches)
         time.sleep(POLL_S)
-    if proc.returncode != 0:
-        raise SystemExit(f"run failed ({proc.returncode}): {proc.stderr.read()[-2000:] if proc.stderr else ''}")
-    main = last.get(proc.pid, (0.0, 0))
-    return ThreadTimes(main[0], sum(cpu for tid, (cpu, _) in last.items() if tid != proc.pid), main[1])
+    return last
 
 
 def _tids(pid: int) -> list[int]:
@@ -88,8 +95,7 @@ def main() -> None:
     BENCH_DIR.mkdir(exist_ok=True)
     path = write_long_recording(BENCH_DIR / f"live-{args.seconds:g}s-48k.wav", args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "no-mqtt.yaml"
-        config.write_text("mqtt:\n  enabled: false\n")
+        config = mqtt_config(Path(tmp), None)
         command = [NOISEWATCH, "run", "--input", str(path), "--speed", f"{args.speed:g}", "--config", str(config)]
         runs = [thread_times(command) for _ in range(args.repeats)]
     per_s = 1000.0 / args.seconds

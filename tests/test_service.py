@@ -96,6 +96,36 @@ def test_real_time_replay_gives_the_same_events(shared_data: Path, tmp_path: Pat
     assert_matches_truth(fast, truth)
 
 
+def test_with_a_microphone_s_blocks_the_loop_reads_once_a_window_or_timeout_not_once_a_block(
+        repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """The README's promise: ~10 reads a second (the 0.1 s timeout), or when a window's audio is complete, not
+    one per 1024-frame block (~47 a second at 48 kHz). A 48 kHz replay at --speed 4 takes the microphone's path."""
+    import soxr
+
+    from noisewatch.daemon import service as service_module
+
+    seconds, speed, rate = 8, 4, 48000
+    audio, scene_rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32", frames=seconds * 22050)
+    recording = tmp_path / "mic.wav"
+    sf.write(str(recording), soxr.resample(audio, scene_rate, rate), rate, subtype="FLOAT")
+    reads: list[int] = []
+    accept = Pipeline.accept
+
+    def counted(pipeline: Pipeline, block, mono, first):  # noqa: ANN001
+        reads.append(len(block.samples))
+        return accept(pipeline, block, mono, first)
+
+    monkeypatch.setattr(Pipeline, "accept", counted)
+    setup = prepare(None, Overrides(jsonl=str(tmp_path / "out.jsonl")), input_path=str(recording), speed=speed)
+    started = time.monotonic()
+    assert service_module.Service(setup).run() == 0
+    wall = time.monotonic() - started
+    assert wall >= seconds / speed * 0.95  # it really was paced
+    assert sum(reads) == seconds * rate  # every frame, once
+    blocks = seconds * rate // 1024
+    assert len(reads) < blocks / 4, f"{len(reads)} reads of {blocks} blocks in {wall:.1f} s"  # ~30 of 375 here
+
+
 def as_pairs(messages: list) -> list[tuple[str, dict]]:
     """(kind, wire form without type and schema) of each message."""
     return [(m.kind, {k: v for k, v in m.to_json().items() if k not in ("type", "schema")}) for m in messages]

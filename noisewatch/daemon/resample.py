@@ -56,4 +56,6 @@ class MonoResampler:
         """At the end of a recording: the samples still inside the filter."""
         if self._stream is None:
             return np.zeros(0, dtype=np.float32)
-        return self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        out = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        self._given += len(out)
+        return out
