@@ -368,21 +368,24 @@ class _WindowStats:
 
     @property
     def tracks(self) -> np.ndarray:
-        """The first ``temporal_mfccs`` MFCC trajectories less their means, (coefficients, frames)."""
+        """The first ``temporal_mfccs`` MFCC trajectories less their means, (coefficients, frames).
+
+        ``modulation`` and ``periodicity`` take them in float32 (their products then cost about half): they are
+        centred in float64 first, so a constant track is still exact zeros, not rounding noise."""
         return self.moments[2][:, : self.settings.temporal_mfccs].T
 
     def modulation(self) -> np.ndarray:
         """Log10 energy of each track's Hann-windowed spectrum in each modulation band, band-major."""
         settings = self.settings
         dft, bands = _modulation_plan(len(self.values), settings.frame_rate, settings.modulation_bands_hz)
-        parts = self.tracks @ dft
+        parts = self.tracks.astype(np.float32) @ dft
         return np.log10((parts * parts) @ bands + MODULATION_FLOOR).T.ravel()
 
     def periodicity(self) -> np.ndarray:
         """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
         tracks = self.tracks
         size, cosines, starts = _periodicity_plan(self.settings, tracks.shape[1])
-        padded = np.zeros((len(tracks), size))  # numpy pads a short row more slowly itself
+        padded = np.zeros((len(tracks), size), dtype=np.float32)  # numpy pads a short row more slowly itself
         padded[:, : tracks.shape[1]] = tracks
         spectrum = np.fft.rfft(padded, axis=1)
         correlation = (spectrum.real**2 + spectrum.imag**2) @ cosines  # lag 0, then the lags of the ranges
@@ -439,7 +442,7 @@ def _periodicity_plan(settings: FeatureSettings, n_frames: int) -> tuple[int, np
     lags = np.concatenate([[0], np.arange(edges[0], edges[-1])])
     bins = np.arange(size // 2 + 1)
     weight = np.where((bins == 0) | (2 * bins == size), 1.0, 2.0) / size  # the other half of the spectrum
-    cosines = weight[:, None] * np.cos(2.0 * np.pi * np.outer(bins, lags) / size)
+    cosines = (weight[:, None] * np.cos(2.0 * np.pi * np.outer(bins, lags) / size)).astype(np.float32)
     starts = np.array(edges[:-1]) - edges[0]
     cosines.setflags(write=False)
     starts.setflags(write=False)
@@ -455,8 +458,8 @@ def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ..
     band = np.searchsorted(edges_hz, np.fft.rfftfreq(n_frames, 1 / frame_rate), side="right") - 1
     bands = (band[:, None] == np.arange(len(edges_hz))[None, :]).astype(np.float64)
     angle = 2.0 * np.pi * np.outer(np.arange(n_frames), np.arange(bins)) / n_frames
-    dft = np.hanning(n_frames)[:, None] * np.concatenate([np.cos(angle), np.sin(angle)], axis=1)
-    bands = np.concatenate([bands, bands])
+    dft = (np.hanning(n_frames)[:, None] * np.concatenate([np.cos(angle), np.sin(angle)], axis=1)).astype(np.float32)
+    bands = np.concatenate([bands, bands]).astype(np.float32)
     dft.setflags(write=False)
     bands.setflags(write=False)
     return dft, bands
