@@ -10,7 +10,9 @@ window's 4 zero-padded edge frames; the floor's share is the 22-row line), the p
 spectral shape) of the rows a hop forms (the 4 edge rows alone; 26 rows: new frames and edges; 56: about the
 mean when the clamp floor moves and cached rows are formed again), the window statistics, and the MLP. The
 stream's own count of rows formed per hop on the recording comes first. Read with bench/floor.py, whose
-"features + inference" line is the whole of these.
+"features + inference" line is the whole of these. The recording is streamed once, in this process; each child
+loads the window saved from it, so the children do only set-up and the part under count (streaming 60 s in each
+of 20 children under callgrind took more than 15 minutes beside a training run).
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ WINDOW = 20
 """Which window of the recording the parts run on."""
 
 
-def parts(recording: Path) -> tuple[dict[str, Callable[[], object]], list[int]]:
-    """The parts as calls on one window, and the rows each hop of the recording formed (cache misses)."""
-    bundle = load_bundle(default_model_path())
-    model, settings = bundle.open_model(), bundle.features
+def formed_rows(recording: Path) -> tuple[np.ndarray, list[int]]:
+    """Window ``WINDOW`` of the recording as the stream hands it out, and the rows each hop formed (cache
+    misses): the recording is streamed once, here, not in every callgrind child."""
+    settings = load_bundle(default_model_path()).features
     mono = model_rate_audio(recording, None, settings.sample_rate)
     stream = StreamingFeatures(settings, HOP_S)
     formed: list[int] = []
@@ -53,10 +55,17 @@ def parts(recording: Path) -> tuple[dict[str, Callable[[], object]], list[int]]:
     stream._cache.stale = counted  # type: ignore[method-assign]
     windows = [w for start in range(0, len(mono), stream.hop_samples)
                for w in stream.push(mono[start : start + stream.hop_samples])]
-    samples = windows[WINDOW].samples
+    return windows[WINDOW].samples, formed[SETTLE_HOPS:]
+
+
+def parts(samples: np.ndarray) -> dict[str, Callable[[], object]]:
+    """The parts as calls on one window's samples."""
+    bundle = load_bundle(default_model_path())
+    model, settings = bundle.open_model(), bundle.features
     frames = np.ascontiguousarray(features.centred_frames(samples, settings)) * features.hann_window(settings.n_fft)
     clamped = features.clamp_db(features.windowed_mel_db(frames, settings), settings)
     values = features.frame_values(clamped, settings)
+    vector = features.extract(samples, settings)
 
     def stats(*names: str) -> Callable[[], object]:
         def run() -> object:
@@ -74,13 +83,13 @@ def parts(recording: Path) -> tuple[dict[str, Callable[[], object]], list[int]]:
         "  of which moments": stats(),
         "  moments + modulation": stats("modulation"),
         "  moments + periodicity": stats("periodicity"),
-        "MLP (predict)": lambda: model.predict(windows[WINDOW].features),
+        "MLP (predict)": lambda: model.predict(vector),
     }
-    return table, formed[SETTLE_HOPS:]
+    return table
 
 
-def child(part: str, calls: int, recording: Path) -> None:
-    run = parts(recording)[0][part]
+def child(part: str, calls: int, window: Path) -> None:
+    run = parts(np.load(window))[part]
     run()  # plans, caches and first-call allocations are set-up, in both runs alike
     for _ in range(calls):
         run()
@@ -89,18 +98,21 @@ def child(part: str, calls: int, recording: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--child", nargs=3, metavar=("PART", "CALLS", "RECORDING"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("PART", "CALLS", "WINDOW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), Path(args.child[2]))
         return
     BENCH_DIR.mkdir(exist_ok=True)
     recording = write_long_recording(BENCH_DIR / f"replay-{RECORDING_S:g}s-48k.wav", RECORDING_S)
-    table, formed = parts(recording)
+    samples, formed = formed_rows(recording)
+    window = BENCH_DIR / "hop-parts-window.npy"
+    np.save(window, samples)
+    table = parts(samples)
     print(f"rows formed per hop on {recording.name} ({len(formed)} hops, new frames included): "
           f"mean {np.mean(formed):.1f}, median {np.median(formed):.0f}, max {max(formed)}")
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]
-    jobs = [me + [part, str(calls), str(recording)] for part in table for calls in (0, args.calls)]
+    jobs = [me + [part, str(calls), str(window)] for part in table for calls in (0, args.calls)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = list(pool.map(callgrind, jobs))
     print(f"\ninstructions per call (callgrind, {args.calls} calls less 0)")
