@@ -56,6 +56,7 @@ from mqtt_broker import Broker  # noqa: E402
 
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
 from noisewatch.daemon.resample import MonoResampler  # noqa: E402
+from noisewatch.daemon.service import READ_FRAMES  # noqa: E402
 from noisewatch.daemon.stream import StreamingFeatures, Window  # noqa: E402
 from noisewatch.features import FeatureSettings, frame_mel_db  # noqa: E402
 
@@ -63,8 +64,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "noisewatch"
 PEER = Path(__file__).resolve().parent / "yamnet_peer.py"
 HOP_S = 0.5
 """The daemon's default hop."""
-READ_FRAMES = 8192
-"""What the service's loop takes from the ring buffer at --speed 0."""
 SETTLE_HOPS = 4
 """Hops before the first counted one under callgrind (the first window computes all its frames)."""
 CALLGRIND_AUDIO_S = (30.0, 90.0)

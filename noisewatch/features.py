@@ -456,10 +456,10 @@ def _modulation_plan(n_frames: int, frame_rate: float, edges_hz: tuple[float, ..
     (2 x bins, bands) summing both parts' squares into bands."""
     bins = n_frames // 2 + 1
     band = np.searchsorted(edges_hz, np.fft.rfftfreq(n_frames, 1 / frame_rate), side="right") - 1
-    bands = (band[:, None] == np.arange(len(edges_hz))[None, :]).astype(np.float64)
+    bands = (band[:, None] == np.arange(len(edges_hz))[None, :]).astype(np.float32)
     angle = 2.0 * np.pi * np.outer(np.arange(n_frames), np.arange(bins)) / n_frames
     dft = (np.hanning(n_frames)[:, None] * np.concatenate([np.cos(angle), np.sin(angle)], axis=1)).astype(np.float32)
-    bands = np.concatenate([bands, bands]).astype(np.float32)
+    bands = np.concatenate([bands, bands])
     dft.setflags(write=False)
     bands.setflags(write=False)
     return dft, bands
