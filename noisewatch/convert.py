@@ -23,6 +23,7 @@ import numpy as np
 from noisewatch.bundle import DetectorTiming, write_bundle
 from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel, available_runtimes
+from noisewatch.train.export import to_tflite
 from noisewatch.train.settings import FEATURES_NPZ, MODEL_FILE, TRAINING_JSON
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,6 @@ class Parity:
 
     def acceptable(self, variant: str) -> bool:
         return self.agreement >= MIN_AGREEMENT[variant] and self.max_abs_diff <= MAX_ABS_DIFF[variant]
-
-
-def to_tflite(model: Any, variant: str) -> bytes:
-    """Serialized TFLite flatbuffer of a Keras model."""
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter._experimental_disable_per_channel = True  # per-tensor weights: loadable by tflite-runtime 2.14
-    return converter.convert()
 
 
 def parity(tflite_bytes: bytes, x: np.ndarray, reference: np.ndarray) -> list[Parity]:

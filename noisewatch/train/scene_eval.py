@@ -31,6 +31,7 @@ from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.features import FeatureSettings
 from noisewatch.runtime import TFLiteModel
 from noisewatch.train.datasets import URBANSOUND_CLASSES, Clip
+from noisewatch.train.export import to_tflite
 from noisewatch.train.metrics import count_f1
 from noisewatch.train.soundscapes import FoldScenes, Recipe, Soundscape, fold_scenes, fold_sources
 
@@ -420,8 +421,6 @@ def held_out_report(urbansound: Path, esc50: Path, held_out: dict[int, tuple[Any
     if recipe.scenes == 0 or any(not beds for _, beds in sources.values()):
         log.warning("soundscape evaluation skipped: a fold has too few clips or no ambience recordings")
         return None
-    from noisewatch.convert import to_tflite  # TensorFlow: only where held-out models are converted
-
     config, rate = load_config(None), features.sample_rate
     tuning = tuning_recipe(recipe)
 
