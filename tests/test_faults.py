@@ -301,7 +301,7 @@ def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
     logged = logged_ids(daemon)
     assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=10), (
         f"logged {logged}, received {event_ids(collector)}")
-    assert (stats_value(collector, daemon, "spool_memory_queued") or 0) > 0
+    assert "events are kept in memory" in daemon.log_text(), daemon.log_text()
     assert stats_value(collector, daemon, "spool_memory_dropped") == 0
     assert not list(spool.glob("*.tmp")), sorted(p.name for p in spool.iterdir())
 
@@ -315,6 +315,55 @@ def test_f07_a_full_json_lines_disk_gives_one_line_and_mqtt_carries_on(
     assert "Traceback" not in text, f"{text.count('Traceback')} tracebacks: {text[-1500:]}"
     assert len([line for line in text.splitlines() if "/dev/full" in line]) == 1, text
     assert collector.wait_for(lambda c: len(event_ids(c)) >= SCENE_EVENTS, timeout=10), event_ids(collector)
+
+
+@pytest.mark.broker
+def test_f14_a_spool_disk_that_stays_full_does_not_keep_events_from_a_connected_broker(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    spool = small_disk / "spool"
+    spool.mkdir()
+    fill(small_disk)  # and never freed
+    config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"spool": {"directory": str(spool)}})
+    daemon = start(daemons, config, SCENE, 0, tmp_path / "out.jsonl")
+    assert daemon.wait(30) == 0, daemon.log_text()
+    logged = logged_ids(daemon)
+    assert len(logged) == SCENE_EVENTS, daemon.log_text()
+    assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=10), (
+        f"logged {logged}, received {event_ids(collector)}: {daemon.log_text()}")
+    assert "lost" not in daemon.log_text(), daemon.log_text()
+
+
+@pytest.mark.broker
+def test_f14_events_held_in_memory_and_never_delivered_are_reported_lost_at_stop(
+        tmp_path: Path, small_disk: Path, daemons: list[Daemon]) -> None:
+    spool = small_disk / "spool"
+    spool.mkdir()
+    fill(small_disk)
+    config = write_config(tmp_path / "c.yaml", free_port(), mqtt={"spool": {"directory": str(spool)}})  # no broker
+    daemon = start(daemons, config, SCENE, 0, tmp_path / "out.jsonl")
+    assert daemon.wait(30) == 0, daemon.log_text()
+    held = 2 * len(logged_ids(daemon))  # each event's started and event messages
+    assert held == 2 * SCENE_EVENTS, daemon.log_text()
+    assert f"{held} event(s) held in memory (the spool's disk refused them) were not delivered and are lost" in (
+        daemon.log_text()), daemon.log_text()
+
+
+@pytest.mark.broker
+def test_f14_a_spool_folder_deleted_under_the_daemon_is_made_again_and_nothing_is_lost(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    spool = tmp_path / "spool"
+    config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"spool": {"directory": str(spool)}})
+    daemon = start(daemons, config, SCENE, 3, tmp_path / "out.jsonl")
+    assert collector.wait_for(lambda c: c.on(STATUS) == [b"online"], timeout=15), daemon.log_text()
+    assert not daemon.messages("started"), "the first event came before the folder was deleted"
+    subprocess.run(["rm", "-rf", str(spool)], check=True)
+    assert daemon.wait(30) == 0, daemon.log_text()
+    logged = logged_ids(daemon)
+    assert len(logged) == SCENE_EVENTS, daemon.log_text()
+    assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=10), (
+        f"logged {logged}, received {event_ids(collector)}: {daemon.log_text()}")
+    assert f"{spool} is gone; making it again" in daemon.log_text()
+    assert spool.is_dir()
 
 
 # --- 8: a damaged spool body ----------------------------------------------------------------------------
@@ -438,6 +487,17 @@ def test_f13_a_reload_during_a_file_replay_does_not_restart_the_file(tmp_path: P
 
 
 @pytest.mark.broker
+def test_f15_a_reload_applies_a_new_stats_interval(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Home Assistant is told the new interval (the entities' expire_after) on the reload: so must the loop be."""
+    config = write_config(tmp_path / "c.yaml", stats={"interval_s": 60.0})
+    daemon = start(daemons, config, SCENE, 1, tmp_path / "out.jsonl")
+    assert wait_until(lambda: bool(daemon.messages("status")), timeout=15), daemon.log_text()
+    write_config(config, stats={"interval_s": 1.0})
+    daemon.hup()
+    assert wait_until(lambda: len(daemon.messages("stats")) >= 3, timeout=6), (
+        f"{len(daemon.messages('stats'))} stats reports in 6 s after the reload: {daemon.log_text()}")
+
+
 @pytest.mark.parametrize("changed", [False, True], ids=["same-config", "mqtt-changed-each-time"])
 def test_f13_many_reloads_leave_no_extra_sockets(tmp_path: Path, broker: Broker, collector: Collector,
                                                  daemons: list[Daemon], changed: bool) -> None:

@@ -227,7 +227,7 @@ class Service:
     def _pump(self, source: AudioSource) -> Ending:
         """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
         resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels)
-        ticks = _Ticks(self.setup.config.stats.interval_s)
+        ticks = _Ticks()
         last_audio, first = time.monotonic(), True
         while not self._stop.is_set():
             if self._reload.is_set() and self._swap(source):
@@ -250,7 +250,7 @@ class Service:
             ticks.watchdog()
             if source.live and ticks.clock_check_due():
                 keep_clock_honest(pipeline, source.read(0, 0).captured)
-            if ticks.stats_due():
+            if ticks.stats_due(self.active.setup.config.stats.interval_s):  # a reload may change it
                 self.active.outbox.publish([self._stats(source)])
         return Ending.STOP
 
@@ -324,12 +324,11 @@ def _keep_jsonl(new: Config, old: Config) -> Config:
 class _Ticks:
     """Wall-clock cadence for the watchdog, health reports and clock checks (edges, not the pipeline)."""
 
-    def __init__(self, stats_interval_s: float) -> None:
+    def __init__(self) -> None:
         interval = notify.watchdog_interval()
         self._watchdog_every = interval / 3 if interval else None
-        self._stats_every = stats_interval_s
         now = time.monotonic()
-        self._next_watchdog, self._next_stats, self._next_clock = now, now + stats_interval_s, now + CLOCK_CHECK_S
+        self._next_watchdog, self._last_stats, self._next_clock = now, now, now + CLOCK_CHECK_S
 
     def watchdog(self) -> None:
         now = time.monotonic()
@@ -337,11 +336,11 @@ class _Ticks:
             notify.watchdog()
             self._next_watchdog = now + self._watchdog_every
 
-    def stats_due(self) -> bool:
+    def stats_due(self, every_s: float) -> bool:
         now = time.monotonic()
-        if now < self._next_stats:
+        if now - self._last_stats < every_s:
             return False
-        self._next_stats = now + self._stats_every
+        self._last_stats = now
         return True
 
     def clock_check_due(self) -> bool:

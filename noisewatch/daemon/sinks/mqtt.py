@@ -180,8 +180,10 @@ class MqttSink:
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._unspooled: deque[_Unspooled] = deque()
+        self._inflight_held: dict[int, _Unspooled] = {}  # paho mid -> held event published from memory
         self.memory_dropped = 0
-        """events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events"""
+        """events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the
+        broker refused while held in memory"""
         self._last_handed = 0  # highest spool seq handed to paho
         self._connected = False
         self._closing: _Close | None = None
@@ -262,7 +264,11 @@ class MqttSink:
         spool = self.spool
         return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
-                "spool_memory_queued": len(self._unspooled), "spool_memory_dropped": self.memory_dropped}
+                "spool_memory_queued": self._held(), "spool_memory_dropped": self.memory_dropped}
+
+    def _held(self) -> int:
+        """Events held in memory, not yet acknowledged (waiting, or handed to paho)."""
+        return len(self._unspooled) + len(self._inflight_held)
 
     def _spool_event(self, topic: str, payload: bytes, spooled: _Spooled) -> None:
         """To disk before anything else learns of it; to the pump's memory when the disk refuses. Under the
@@ -294,6 +300,10 @@ class MqttSink:
                 info.wait_for_publish(_remaining(deadline))
             except (RuntimeError, ValueError):
                 pass  # connection lost meanwhile: the Last Will says offline instead
+        lost = self._held()  # the pump has stopped: events still held in memory will never be delivered
+        if lost:
+            log.error("MQTT: %d event(s) held in memory (the spool's disk refused them) were not delivered and are "
+                      "lost", lost)
         self.client.disconnect()
         # loop_stop joins without a timeout and a connect attempt may hang for connect_timeout:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
@@ -402,6 +412,7 @@ class MqttSink:
             self._respool()
         if self._connected:
             self._feed_spool()
+            self._feed_held()
             self._drain_live()
 
     def _handle(self, command: _Command) -> None:
@@ -440,7 +451,7 @@ class MqttSink:
         if closing is None:
             return False
         now = time.monotonic()
-        idle = not self._inflight and not self._live and self.spool.depth == 0
+        idle = not self._inflight and not self._live and self.spool.depth == 0 and not self._held()
         return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
 
     def _announce(self) -> None:
@@ -523,6 +534,13 @@ class MqttSink:
         return True
 
     def _acknowledged(self, ack: _Ack) -> None:
+        held = self._inflight_held.pop(ack.mid, None)
+        if held is not None:
+            if ack.reason is not None and ack.reason.is_failure:
+                self.memory_dropped += 1
+                log.error("MQTT: the broker refused event %s (held in memory, so not kept): %s",
+                          held.spooled.event_id, ack.reason)
+            return
         handed = self._inflight.pop(ack.mid, None)
         if handed is None:
             return
@@ -534,7 +552,7 @@ class MqttSink:
 
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
-        for entry in self.spool.after(self._last_handed, INFLIGHT_WINDOW - len(self._inflight)):
+        for entry in self.spool.after(self._last_handed, self._free_slots()):
             try:
                 info = self.client.publish(entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
             except ValueError as exc:  # a topic paho will not publish to: never deliverable as it is
@@ -544,6 +562,22 @@ class MqttSink:
                 return  # paho's queue is full: try again on the next wake-up
             self._inflight[info.mid] = (entry.seq, _event_id(entry.payload))
             self._last_handed = entry.seq
+
+    def _feed_held(self) -> None:
+        """Publish events the spool's disk refused from memory, once everything spooled before them is handed
+        over (they are newer): a full or missing spool disk must not keep events from a broker that is there."""
+        if self.spool.has_after(self._last_handed):
+            return
+        while self._unspooled and self._free_slots() > 0:
+            held = self._unspooled[0]
+            info = self.client.publish(held.topic, held.payload, qos=QOS_AT_LEAST_ONCE)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                return
+            self._unspooled.popleft()
+            self._inflight_held[info.mid] = held
+
+    def _free_slots(self) -> int:
+        return INFLIGHT_WINDOW - len(self._inflight) - len(self._inflight_held)
 
     def _drain_live(self) -> None:
         while self._live and self._connected:

@@ -99,6 +99,11 @@ class Spool:
         with self._lock:
             return self._bytes
 
+    def has_after(self, seq: int) -> bool:
+        """Whether a message with a sequence number above ``seq`` is waiting."""
+        with self._lock:
+            return bool(self._index) and next(reversed(self._index)) > seq
+
     def seqs(self) -> list[int]:
         """Sequence numbers waiting, oldest first."""
         with self._lock:
@@ -114,7 +119,14 @@ class Spool:
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
-        _write_durably(self._path(seq), data)
+        try:
+            _write_durably(self._path(seq), data)
+        except FileNotFoundError:
+            if self.directory.is_dir():
+                raise
+            log.warning("MQTT spool: %s is gone; making it again", self.directory)
+            self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            _write_durably(self._path(seq), data)
         with self._lock:
             self._index[seq] = _Meta(len(data), created)
             self._bytes += len(data)
