@@ -183,6 +183,21 @@ def test_f04_check_config_and_run_both_refuse_what_cannot_open(tmp_path: Path, w
         assert len(result.lines) == 1 and what in result.lines[0], result.stderr
 
 
+@pytest.mark.parametrize("key", ["jsonl.path", "mqtt.spool.directory"])
+def test_f16_check_config_and_run_both_refuse_a_folder_no_file_can_be_made_in_even_as_root(
+        tmp_path: Path, key: str) -> None:
+    """/proc: ``os.access`` says writable to root, but no file or folder can be made there."""
+    where = "/proc/noisewatch-test/out"
+    sections = {"jsonl": {"path": where}} if key == "jsonl.path" else {"mqtt": {"spool": {"directory": where}}}
+    config = write_config(tmp_path / "c.yaml", free_port(), **sections)
+    check = cli("check-config", str(config), timeout=30)
+    run = cli("run", "--config", str(config), "--input", str(silence(tmp_path / "s.flac", 1)), "--speed", "0",
+              timeout=30)
+    assert (check.returncode, run.returncode) == (CONFIG_ERROR, CONFIG_ERROR), (check.stderr, run.stderr[-1500:])
+    for result in (check, run):
+        assert len(result.lines) == 1 and key in result.lines[0] and where in result.lines[0], result.stderr
+
+
 # --- 5: a file input that fails ---------------------------------------------------------------------------
 
 def damaged_input(tmp_path: Path, damage: str) -> Path:

@@ -7,8 +7,8 @@ open; what it refuses comes back as one line per problem naming the key.
 
 from __future__ import annotations
 
-import os
 import ssl
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,15 +145,35 @@ def _tls_problems(tls: TlsSection) -> list[str]:
 
 
 def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
-    """Why ``path`` (a file to append to, or a folder to keep files in) cannot be written, or nothing."""
+    """Why ``path`` (a file to append to, or a folder to keep files in) cannot be written, or nothing.
+
+    Tried, not asked: ``os.access`` says yes to root anywhere but on a read-only mount, /proc and /sys
+    included, where ``run`` then fails. The tries leave nothing behind."""
     if path.exists():
         if folder != path.is_dir():
             return [f"{key} = '{path}': not a {'folder' if folder else 'file'}"]
-        return [] if os.access(path, os.W_OK) else [f"{key} = '{path}': not writable"]
+        writable = _can_create_in(path) if folder else _can_append_to(path)
+        return [] if writable else [f"{key} = '{path}': not writable"]
     existing = next(p for p in path.parents if p.exists())
     if not existing.is_dir():
         return [f"{key} = '{path}': {existing} is a file, not a folder"]
-    return [] if os.access(existing, os.W_OK) else [f"{key} = '{path}': {existing} is not writable"]
+    return [] if _can_create_in(existing) else [f"{key} = '{path}': nothing can be created in {existing}"]
+
+
+def _can_create_in(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # nameless where the file system allows, else unlinked at once
+            return True
+    except OSError:
+        return False
+
+
+def _can_append_to(path: Path) -> bool:
+    try:
+        with open(path, "ab"):
+            return True
+    except OSError:
+        return False
 
 
 def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
