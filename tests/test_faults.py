@@ -381,6 +381,27 @@ def test_f14_a_spool_folder_deleted_under_the_daemon_is_made_again_and_nothing_i
     assert spool.is_dir()
 
 
+def test_f17_a_json_lines_disk_that_fills_and_frees_loses_exactly_the_lines_it_counts(
+        tmp_path: Path, small_disk: Path, daemons: list[Daemon]) -> None:
+    """Silence, a status line, one level report a second and nothing else: every line lost is a missing one.
+    The disk is full from the start (a partly filled page would still take a few lines) and freed later."""
+    out = small_disk / "out.jsonl"
+    config = write_config(tmp_path / "c.yaml", levels={"interval_s": 1.0}, stats={"interval_s": 3600.0})
+    filler = fill(small_disk)
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 12), 1, out)
+    assert wait_until(lambda: "cannot write to" in daemon.log_text(), timeout=15), daemon.log_text()
+    time.sleep(3.0)
+    filler.unlink()
+    assert daemon.wait(30) == 0, daemon.log_text()
+    lost = re.search(r"works again \((\d+) message\(s\) lost\)", daemon.log_text())
+    assert lost, daemon.log_text()
+    offsets = [round(m["offset_s"]) for m in daemon.messages("level")]  # every line parses, or this raises
+    assert offsets == sorted(set(offsets)), f"a line written twice or late: {offsets}"
+    missing = set(range(0, offsets[-1] + 1)) - set(offsets)
+    missing_status = 1 - len(daemon.messages("status"))
+    assert len(missing) + missing_status == int(lost.group(1)) > 1, (offsets, lost.group(0))
+
+
 # --- 8: a damaged spool body ----------------------------------------------------------------------------
 
 def damage_body(path: Path, how: str) -> None:

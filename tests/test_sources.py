@@ -112,7 +112,8 @@ def test_stop_releases_a_reader_thread_blocked_on_a_full_ring() -> None:
 def test_unreadable_files_and_bad_speeds_are_one_line_errors(tmp_path: Path) -> None:
     bogus = tmp_path / "notes.wav"
     bogus.write_text("not audio")
-    for path, speed in ((bogus, 1.0), (tmp_path / "missing.flac", 1.0), (SCENE, -1.0)):
+    for path, speed in ((bogus, 1.0), (tmp_path / "missing.flac", 1.0), (SCENE, -1.0), (SCENE, float("nan")),
+                        (SCENE, float("inf"))):
         with pytest.raises(SourceError) as err:
             FileSource(path, speed=speed, block_size=1024, buffer_s=1.0)
         assert "\n" not in str(err.value)

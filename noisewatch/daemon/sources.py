@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import threading
 import time
@@ -316,8 +317,8 @@ class FileSource(AudioSource):
     """
 
     def __init__(self, path: str | Path, speed: float, block_size: int, buffer_s: float) -> None:
-        if speed < 0:
-            raise SourceError(f"replay speed must be 0 (as fast as possible) or positive, not {speed}")
+        if not (speed >= 0 and math.isfinite(speed)):  # NaN passes ``speed < 0`` and paces nothing
+            raise SourceError(f"replay speed must be 0 (as fast as possible) or a positive number, not {speed}")
         self.path = Path(path)
         try:
             info = sf.info(str(self.path))

@@ -1,41 +1,41 @@
-"""JSON-lines sink: one strict-JSON object per message (its wire form), flushed per line.
+"""JSON-lines sink: one strict-JSON object per message (its wire form), one write per line.
 
 Always available (``--jsonl PATH`` or ``jsonl.path``; ``-`` is stdout), and the ground truth the
 MQTT tests compare against. A write that fails (disk full, file system gone read-only) is logged
-once, counted, and the daemon carries on; the next write that works is logged too.
+once, counted, and the daemon carries on; the next write that works is logged too. A file is written
+without a buffer, a whole line per write: a line that fails is lost and counted, never half-written
+and never written later behind the lines that followed it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import TextIO
 
 from noisewatch.daemon.messages import Message
 
 log = logging.getLogger(__name__)
 
-
-def open_log(path: str) -> TextIO:
-    """The JSON-lines file opened for appending (its folder made); raises OSError when it cannot be."""
-    if path == "-":
-        return sys.stdout
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "a", encoding="utf-8")
+FILE_MODE = 0o644
 
 
 class JsonlSink:
     def __init__(self, path: str) -> None:
+        """Opens ``path`` for appending (its folder made; ``-``: stdout); raises OSError when it cannot."""
         self.path = path
-        self._stream = open_log(path)
+        self._fd: int | None = None
+        if path != "-":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         self.failed_writes = 0
         self._failing = False
 
     def send(self, message: Message) -> None:
+        line = message.encode() + b"\n"
         try:
-            self._stream.write(message.encode().decode() + "\n")
-            self._stream.flush()
+            self._write(line)
         except OSError as exc:
             self._failed(exc)
             return
@@ -51,12 +51,24 @@ class JsonlSink:
 
     def close(self) -> None:
         try:
-            if self._stream is sys.stdout:
-                self._stream.flush()
+            if self._fd is None:
+                sys.stdout.flush()
             else:
-                self._stream.close()
+                os.close(self._fd)
         except OSError as exc:
             self._failed(exc)
+
+    def _write(self, line: bytes) -> None:
+        """The whole line, or nothing: a write cut short by a full disk is taken back."""
+        if self._fd is None:
+            sys.stdout.write(line.decode())
+            sys.stdout.flush()
+            return
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        written = os.write(self._fd, line)
+        if written < len(line):
+            os.ftruncate(self._fd, end)
+            raise OSError(f"only {written} of {len(line)} bytes written")
 
     def _failed(self, exc: OSError) -> None:
         self.failed_writes += 1
