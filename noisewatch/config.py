@@ -271,7 +271,19 @@ def _compose(path: Path) -> yaml.Node | None:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(_yaml_problem(path, exc)) from None
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column PyYAML stopped at, and what it found wrong there."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"{path}: not valid YAML: {str(exc).splitlines()[0]}"
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    column = f" (column {mark.column + 1})" if mark else ""
+    problem = exc.problem or exc.context or "not valid YAML"
+    context = f", {exc.context}" if exc.problem and exc.context else ""
+    return f"{where}: not valid YAML: {problem}{context}{column}"
 
 
 def _construct(path: Path, node: yaml.Node) -> Any:
@@ -280,7 +292,7 @@ def _construct(path: Path, node: yaml.Node) -> Any:
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(_yaml_problem(path, exc)) from None
     finally:
         loader.dispose()
 

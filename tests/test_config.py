@@ -64,6 +64,16 @@ def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in message and "not valid YAML" in message
 
 
+@pytest.mark.parametrize("text, line, column", [
+    ("audio:\n  hop_s: 0.5\nmqtt: enabled: true\n", 3, 14),  # a mapping where a value should be
+    ("audio:\n  hop_s: 1\n    gate_dbfs: -70\n", 3, 14),  # indented too far
+    ("audio:\n  device: !!python/name:os.system x\n", 2, 11),  # a tag safe YAML does not construct
+])
+def test_bad_yaml_names_the_line_and_column_it_stopped_at(tmp_path: Path, text: str, line: int, column: int) -> None:
+    message = config_error(tmp_path, text)
+    assert f"config.yaml:{line}: not valid YAML: " in message and message.endswith(f"(column {column})"), message
+
+
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert "top level must be a mapping" in config_error(tmp_path, "- audio\n")
 
