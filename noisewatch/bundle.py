@@ -7,6 +7,7 @@ provenance, licence). The daemon takes these from the bundle, never from its own
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -130,8 +131,11 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
     tflite = sidecar.parent / data["tflite"]
     if not tflite.is_file():
         raise ValueError(f"model file {tflite} is missing")
-    known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "variant", "timing", "metrics",
-             "provenance"}
+    expected = data.get("tflite_sha256")
+    if expected is not None and _sha256(tflite) != expected:
+        raise ValueError(f"model file {tflite} does not match the checksum its sidecar gives: damaged or replaced")
+    known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "tflite_sha256", "variant",
+             "timing", "metrics", "provenance"}
     return Bundle(
         path=sidecar,
         name=str(data["name"]),
@@ -146,6 +150,11 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
         provenance=dict(data.get("provenance", {})),
         extra={k: v for k, v in data.items() if k not in known},
     )
+
+
+def _sha256(path: Path) -> str:
+    """The model file's SHA-256: a bit flipped in its weights still loads and runs, and would go unnoticed."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_bundle(
@@ -172,6 +181,7 @@ def write_bundle(
         "name": name,
         "version": version,
         "tflite": f"{name}.tflite",
+        "tflite_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
         "variant": variant,
         "labels": list(labels),
         "features": features.to_dict(),

@@ -1,8 +1,11 @@
 """The bundle's detector timing: written and read back, refused when out of range, and used by the daemon
-unless the config sets its own (the thresholds were tuned with it)."""
+unless the config sets its own (the thresholds were tuned with it); its model file's checksum."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from noisewatch.bundle import Bundle, BundleError, DetectorTiming, default_model_path, load_bundle, write_bundle
@@ -45,3 +48,25 @@ def test_a_bundle_with_a_timing_out_of_range_is_refused_naming_the_file(tmp_path
     with pytest.raises(BundleError, match=problem) as caught:
         load_bundle(copy.path)
     assert str(copy.path) in str(caught.value)
+
+
+def test_damaged_weights_are_refused_by_their_checksum_and_check_config_says_so(tmp_path: Path) -> None:
+    """A flipped byte inside the weights still loads and scores: only the sidecar's checksum catches it."""
+    copy = _copy(load_bundle(default_model_path()), tmp_path, DetectorTiming())
+    data = bytearray(copy.tflite.read_bytes())
+    middle = len(data) // 2  # in the weights: the flatbuffer's tables are at its ends
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    copy.tflite.write_bytes(bytes(data))
+    copy.open_model().predict(np.zeros(copy.features.n_features, dtype=np.float32))  # it still runs
+    with pytest.raises(BundleError, match="does not match the checksum"):
+        load_bundle(copy.path)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  path: {copy.path}\n")
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78 and "does not match the checksum" in result.stderr, result.stderr
+
+
+def test_the_shipped_sidecar_carries_its_models_checksum() -> None:
+    sidecar = json.loads(default_model_path().read_text())
+    assert len(sidecar["tflite_sha256"]) == 64  # and load_bundle checks it: every test that loads it

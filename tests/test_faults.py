@@ -522,7 +522,25 @@ def test_f13_a_reload_during_a_file_replay_does_not_restart_the_file(tmp_path: P
     assert all(abs(offset - t["start_s"]) <= HOP_S for (_, offset), t in zip(found, truth)), found
 
 
-@pytest.mark.broker
+@pytest.mark.parametrize("change", [{}, {"detector": {"thresholds": {"siren": 0.5}}}], ids=["same", "thresholds"])
+def test_f18_a_reload_during_an_event_neither_ends_it_nor_deafens_the_daemon(
+        tmp_path: Path, daemons: list[Daemon], change: dict) -> None:
+    """logrotate reloads the daemon every day: a siren sounding at that moment is one event, reported to its
+    end, and the windows go on (they used to start afresh, 4 s without hearing anything)."""
+    config = write_config(tmp_path / "c.yaml")
+    daemon = start(daemons, config, SCENE, 1, tmp_path / "out.jsonl")
+    assert wait_until(lambda: bool(daemon.messages("started")), timeout=20), daemon.log_text()
+    write_config(config, **change)
+    daemon.hup()
+    assert daemon.wait(40) == 0, daemon.log_text()
+    assert "configuration reloaded" in daemon.log_text(), daemon.log_text()
+    truth = json.loads(SCENE.with_suffix(".json").read_text())
+    events = [(e["label"], e["offset_s"], e["offset_s"] + e["duration_s"]) for e in daemon.messages("event")]
+    assert [label for label, _, _ in events] == [t["label"] for t in truth], events
+    for (_, onset, offset), t in zip(events, truth):
+        assert abs(onset - t["start_s"]) <= HOP_S and abs(offset - t["end_s"]) <= 2 * HOP_S, (events, truth)
+
+
 def test_f15_a_reload_applies_a_new_stats_interval(tmp_path: Path, daemons: list[Daemon]) -> None:
     """Home Assistant is told the new interval (the entities' expire_after) on the reload: so must the loop be."""
     config = write_config(tmp_path / "c.yaml", stats={"interval_s": 60.0})
@@ -534,6 +552,7 @@ def test_f15_a_reload_applies_a_new_stats_interval(tmp_path: Path, daemons: list
         f"{len(daemon.messages('stats'))} stats reports in 6 s after the reload: {daemon.log_text()}")
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("changed", [False, True], ids=["same-config", "mqtt-changed-each-time"])
 def test_f13_many_reloads_leave_no_extra_sockets(tmp_path: Path, broker: Broker, collector: Collector,
                                                  daemons: list[Daemon], changed: bool) -> None:

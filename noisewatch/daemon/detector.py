@@ -148,6 +148,17 @@ class Detector:
         known = {label: value for label, value in overrides.items() if label in self.settings.thresholds}
         self.settings = replace(self.settings, thresholds={**self.settings.thresholds, **known})
 
+    def take_over(self, previous: "Detector") -> None:
+        """Continue ``previous``'s open events and score history under these settings (a reload), for the
+        labels both watch; ``previous`` is left with none, so closing it closes nothing that goes on."""
+        for label in list(self._state):
+            old = previous._state.get(label)
+            if old is None:
+                continue
+            history = deque(old.history, maxlen=self.settings.smoothing_windows)
+            self._state[label] = replace(old, history=history)
+            previous._state[label] = _LabelState(deque(maxlen=previous.settings.smoothing_windows))
+
     def update(self, obs: Observation) -> list[Transition]:
         """Feed one window; returns what started and ended because of it, in order."""
         out: list[Transition] = []

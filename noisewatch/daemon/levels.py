@@ -180,7 +180,7 @@ def _triple(unit: str, powers: list[float], offset_db: float = 0.0) -> dict[str,
 
 def period_report(period_s: int, offset_s: float, plain: list[float], a: list[float], calibration_db: float | None) -> dict:
     """The ``level`` payload for one period, from its seconds' plain and A-weighted mean squares."""
-    report: dict = {"offset_s": offset_s, "period_s": period_s}
+    report: dict = {"offset_s": round(offset_s, 3), "period_s": period_s}
     report |= _triple("dbfs", plain) | _triple("dbfs_a", a)
     if calibration_db is not None:
         report |= _triple("dba_spl", a, calibration_db)

@@ -128,11 +128,25 @@ class Pipeline:
         return out + self.process(mono)
 
     def take_over(self, previous: "Pipeline") -> None:
-        """Go on where ``previous`` stopped (a reload): same sample clock and offsets, fresh windows."""
+        """Go on where ``previous`` stopped (a reload): same sample clock and offsets. What the new settings
+        leave as it was goes on too, so a reload is not a gap: the windows (same features and hop, else
+        they start afresh), the noise floor and level history (same hop), the level period (same interval
+        and calibration), and open events (same labels: their state moves here, so ``previous.finish``
+        closes nothing that goes on)."""
         self.samples = previous.samples
         self.clock = previous.clock
-        self.stream.reset(start_sample=self.samples)
-        self.levels.reset(at_sample=self.samples)
+        if self.stream.continues(previous.stream):
+            self.stream, self.floor, self.history = previous.stream, previous.floor, previous.history
+        else:
+            self.stream.reset(start_sample=self.samples)
+        if (self.levels.period_s, self.levels.calibration_db) == (previous.levels.period_s, previous.levels.calibration_db):
+            self.levels = previous.levels
+        else:
+            self.levels.reset(at_sample=self.samples)
+        self.detector.take_over(previous.detector)
+        if (self.loudness.threshold_dbfs, self.loudness.min_duration_s) == (
+                previous.loudness.threshold_dbfs, previous.loudness.min_duration_s):
+            self.loudness, previous.loudness = previous.loudness, self.loudness
 
     def heard_at(self, captured: datetime) -> None:
         """The audio at the current position was captured at ``captured``: timestamps follow it from here."""

@@ -272,8 +272,8 @@ class Service:
             log.exception("reload refused, keeping the running configuration")
             notify.ready()
             return False
-        old.close(keep=new.outbox.sinks)
-        new.pipeline.take_over(old.pipeline)  # offsets and timestamps go on: the stream did not break
+        new.pipeline.take_over(old.pipeline)  # offsets, windows and open events go on: the stream did not break
+        old.close(keep=new.outbox.sinks)  # closes the events the new pipeline could not take over
         self.active = new
         log.info("configuration reloaded from %s", setup.config_path)
         new.outbox.publish([Status(self._audio_state, source=source.name)])

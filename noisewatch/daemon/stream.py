@@ -143,6 +143,11 @@ class StreamingFeatures:
         self._buffer_frames = self._frames(self._buffer[first:], (self._capacity - first - self.settings.n_fft)
                                            // self._hop + 1)
 
+    def continues(self, previous: "StreamingFeatures") -> bool:
+        """Whether this stream would cut the same windows as ``previous`` (same features, same hop), so that
+        ``previous`` can go on in its place."""
+        return (self.settings, self.hop_samples) == (previous.settings, previous.hop_samples)
+
     @property
     def samples_to_window(self) -> int:
         """Samples still to push before the next window is complete (the loop waits for as much audio)."""
