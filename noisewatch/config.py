@@ -371,6 +371,18 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
     return f"{where}: {key} = {error.get('input')!r}: {problem}"
 
 
+def locate(path: str | Path | None, key: str) -> str:
+    """``file:line`` of the dotted ``key`` (the deepest part of it the file has) for a problem found after
+    validation, against the model or the disk; the file alone where the key is not in it."""
+    if path is None:
+        return ""
+    try:
+        line = _line_of(_compose(Path(path)), tuple(key.split(".")))
+    except ConfigError:
+        line = None
+    return f"{path}:{line}" if line else str(path)
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """1-based YAML line of the deepest key in ``loc`` that exists in the document."""
     line = None

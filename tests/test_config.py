@@ -165,7 +165,7 @@ def test_check_config_rejects_a_hop_longer_than_the_window(tmp_path: Path) -> No
 
 def test_check_config_rejects_a_contrast_label_the_model_lacks(tmp_path: Path) -> None:
     assert refused(tmp_path / "contrast.yaml", "detector:\n  require_contrast: [car_horn, thunder]\n") == [
-        f"noisewatch: {tmp_path / 'contrast.yaml'}: detector.require_contrast: 'thunder' is not a label of the model "
+        f"noisewatch: {tmp_path / 'contrast.yaml'}:2: detector.require_contrast: 'thunder' is not a label of the model "
         f"({', '.join(load_bundle(MODEL).labels)})"]
 
 

@@ -198,6 +198,15 @@ def test_f16_check_config_and_run_both_refuse_a_folder_no_file_can_be_made_in_ev
         assert len(result.lines) == 1 and key in result.lines[0] and where in result.lines[0], result.stderr
 
 
+def test_f19_problems_found_against_the_model_or_the_disk_name_their_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("device_id: faults\naudio:\n  hop_s: 5\ndetector:\n  thresholds:\n    sirenn: 0.5\n"
+                      "jsonl:\n  path: /proc/noisewatch-test/out\n")
+    check = cli("check-config", str(config), timeout=30)
+    assert check.returncode == CONFIG_ERROR, check.stderr
+    assert [line.split(": ")[1] for line in check.lines] == [f"{config}:3", f"{config}:6", f"{config}:8"], check.stderr
+
+
 # --- 5: a file input that fails ---------------------------------------------------------------------------
 
 def damaged_input(tmp_path: Path, damage: str) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
-from noisewatch.config import Config, ConfigError, TlsSection, load_config
+from noisewatch.config import Config, ConfigError, TlsSection, load_config, locate
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import SourceError, check_device
@@ -65,9 +65,17 @@ def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_p
         problems.append(f"--input {input_path}: no such file")
     model = None if problems else load_model(config, bundle, problems)  # last: its runtime talks on stderr
     if model is None:
-        where = f"{config_path}: " if config_path else ""
-        raise ConfigError("\n".join(where + p for p in problems))
+        raise ConfigError("\n".join(_located(config_path, overrides, p) for p in problems))
     return Setup(config, bundle, model, config_path, overrides, input_path, speed)
+
+
+def _located(config_path: str | None, overrides: Overrides, problem: str) -> str:
+    """``problem`` (it starts with its dotted key) after the file and line of that key; a key the command
+    line set has no line in the file."""
+    key = problem.split(" ", 1)[0].rstrip(":")
+    from_command_line = (overrides.model and key.startswith("model.")) or (overrides.jsonl and key.startswith("jsonl."))
+    where = (str(config_path) if from_command_line else locate(config_path, key)) if config_path else ""
+    return f"{where}: {problem}" if where else problem
 
 
 def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
