@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fault_daemon import (
+    CLI,
     PREFIX,
     RATE,
     Daemon,
@@ -186,7 +187,8 @@ def test_f04_check_config_and_run_both_refuse_what_cannot_open(tmp_path: Path, w
 @pytest.mark.parametrize("key", ["jsonl.path", "mqtt.spool.directory"])
 def test_f16_check_config_and_run_both_refuse_a_folder_no_file_can_be_made_in_even_as_root(
         tmp_path: Path, key: str) -> None:
-    """/proc: ``os.access`` says writable to root, but no file or folder can be made there."""
+    """/proc: ``os.access`` says writable to root, but no file or folder can be made there. (Run as another
+    user, os.access already said no: this fault is root's, e.g. a daemon run with sudo or in a container.)"""
     where = "/proc/noisewatch-test/out"
     sections = {"jsonl": {"path": where}} if key == "jsonl.path" else {"mqtt": {"spool": {"directory": where}}}
     config = write_config(tmp_path / "c.yaml", free_port(), **sections)
@@ -363,12 +365,14 @@ def test_f14_events_held_in_memory_and_never_delivered_are_reported_lost_at_stop
     spool = small_disk / "spool"
     spool.mkdir()
     fill(small_disk)
-    config = write_config(tmp_path / "c.yaml", free_port(), mqtt={"spool": {"directory": str(spool)}})  # no broker
-    daemon = start(daemons, config, SCENE, 0, tmp_path / "out.jsonl")
+    config = write_config(tmp_path / "c.yaml", free_port(), mqtt={"spool": {"directory": str(spool)}},  # no broker
+                          stats={"interval_s": 1.0})
+    daemon = start(daemons, config, SCENE, 4, tmp_path / "out.jsonl")
     assert daemon.wait(30) == 0, daemon.log_text()
+    assert max(m["spool_memory_queued"] for m in daemon.messages("stats")) > 0, daemon.messages("stats")
     held = 2 * len(logged_ids(daemon))  # each event's started and event messages
     assert held == 2 * SCENE_EVENTS, daemon.log_text()
-    assert f"{held} event(s) held in memory (the spool's disk refused them) were not delivered and are lost" in (
+    assert f"{held} event(s) held in memory (the spool's disk refused them) were not delivered and are lost; 0 more" in (
         daemon.log_text()), daemon.log_text()
 
 
@@ -409,6 +413,14 @@ def test_f17_a_json_lines_disk_that_fills_and_frees_loses_exactly_the_lines_it_c
     missing = set(range(0, offsets[-1] + 1)) - set(offsets)
     missing_status = 1 - len(daemon.messages("status"))
     assert len(missing) + missing_status == int(lost.group(1)) > 1, (offsets, lost.group(0))
+
+
+def test_f17_json_lines_to_a_pipe_are_written(tmp_path: Path) -> None:
+    """``--jsonl /dev/stdout`` under systemd or a shell pipe: not a regular file, nothing to take back."""
+    done = subprocess.run([*CLI, "run", "--config", str(write_config(tmp_path / "c.yaml")), "--input", str(SCENE),
+                           "--speed", "0", "--jsonl", "/dev/stdout"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "cannot write" not in done.stderr, done.stderr
+    assert [json.loads(line)["type"] for line in done.stdout.splitlines()].count("event") == SCENE_EVENTS, done.stdout
 
 
 # --- 8: a damaged spool body ----------------------------------------------------------------------------

@@ -151,12 +151,15 @@ class Detector:
     def take_over(self, previous: "Detector") -> None:
         """Continue ``previous``'s open events and score history under these settings (a reload), for the
         labels both watch; ``previous`` is left with none, so closing it closes nothing that goes on."""
+        smoothing = self.settings.smoothing_windows
         for label in list(self._state):
             old = previous._state.get(label)
             if old is None:
                 continue
-            history = deque(old.history, maxlen=self.settings.smoothing_windows)
-            self._state[label] = replace(old, history=history)
+            scores = list(old.history)
+            if scores and len(scores) < smoothing:  # more smoothing: the mean goes on as it was
+                scores = [sum(scores) / len(scores)] * (smoothing - len(scores)) + scores
+            self._state[label] = replace(old, history=deque(scores, maxlen=smoothing))
             previous._state[label] = _LabelState(deque(maxlen=previous.settings.smoothing_windows))
 
     def update(self, obs: Observation) -> list[Transition]:

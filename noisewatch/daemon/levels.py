@@ -74,6 +74,11 @@ class LevelHistory:
         self.until_s = 0.0
         """End of the audio recorded so far."""
 
+    def take_over(self, previous: "LevelHistory") -> None:
+        """Continue ``previous``'s record (a reload), kept to this history's own length."""
+        self._spans.extend(previous._spans)
+        self.until_s = previous.until_s
+
     def add(self, start_s: float, samples: np.ndarray, sample_rate: int) -> None:
         """Record audio that starts at ``start_s`` (only its part after :attr:`until_s` is new)."""
         skip = max(0, int(round((self.until_s - start_s) * sample_rate)))

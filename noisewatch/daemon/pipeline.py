@@ -129,23 +129,25 @@ class Pipeline:
 
     def take_over(self, previous: "Pipeline") -> None:
         """Go on where ``previous`` stopped (a reload): same sample clock and offsets. What the new settings
-        leave as it was goes on too, so a reload is not a gap: the windows (same features and hop, else
-        they start afresh), the noise floor and level history (same hop), the level period (same interval
-        and calibration), and open events (same labels: their state moves here, so ``previous.finish``
-        closes nothing that goes on)."""
+        leave as it was goes on too, so a reload is not a gap: the windows and the noise floor (same
+        features and hop, else they start afresh), the level history (kept to the new length), the level
+        period (same interval and calibration), open events of the same model (their state moves here,
+        so ``previous.finish`` closes nothing that goes on) and an open ``loud`` event (same loudness
+        settings, on in both)."""
         self.samples = previous.samples
         self.clock = previous.clock
         if self.stream.continues(previous.stream):
-            self.stream, self.floor, self.history = previous.stream, previous.floor, previous.history
+            self.stream, self.floor = previous.stream, previous.floor
         else:
             self.stream.reset(start_sample=self.samples)
+        self.history.take_over(previous.history)
         if (self.levels.period_s, self.levels.calibration_db) == (previous.levels.period_s, previous.levels.calibration_db):
             self.levels = previous.levels
         else:
             self.levels.reset(at_sample=self.samples)
-        self.detector.take_over(previous.detector)
-        if (self.loudness.threshold_dbfs, self.loudness.min_duration_s) == (
-                previous.loudness.threshold_dbfs, previous.loudness.min_duration_s):
+        if self.bundle.ident == previous.bundle.ident:  # another model's scores say nothing to this one
+            self.detector.take_over(previous.detector)
+        if self.settings.loudness == previous.settings.loudness and self.settings.loudness.enabled:
             self.loudness, previous.loudness = previous.loudness, self.loudness
 
     def heard_at(self, captured: datetime) -> None:

@@ -3,14 +3,16 @@
 Always available (``--jsonl PATH`` or ``jsonl.path``; ``-`` is stdout), and the ground truth the
 MQTT tests compare against. A write that fails (disk full, file system gone read-only) is logged
 once, counted, and the daemon carries on; the next write that works is logged too. A file is written
-without a buffer, a whole line per write: a line that fails is lost and counted, never half-written
-and never written later behind the lines that followed it.
+without a buffer, a whole line per write: a line that fails is lost and counted, never written later
+behind the lines that followed it, and never left half-written in a regular file (a pipe or a terminal
+cannot take a write back).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -26,9 +28,11 @@ class JsonlSink:
         """Opens ``path`` for appending (its folder made; ``-``: stdout); raises OSError when it cannot."""
         self.path = path
         self._fd: int | None = None
+        self._regular = False
         if path != "-":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # /dev/stdout may be a pipe
         self.failed_writes = 0
         self._failing = False
 
@@ -64,10 +68,11 @@ class JsonlSink:
             sys.stdout.write(line.decode())
             sys.stdout.flush()
             return
-        end = os.lseek(self._fd, 0, os.SEEK_END)
+        end = os.lseek(self._fd, 0, os.SEEK_END) if self._regular else 0
         written = os.write(self._fd, line)
         if written < len(line):
-            os.ftruncate(self._fd, end)
+            if self._regular:
+                os.ftruncate(self._fd, end)
             raise OSError(f"only {written} of {len(line)} bytes written")
 
     def _failed(self, exc: OSError) -> None:

@@ -300,10 +300,10 @@ class MqttSink:
                 info.wait_for_publish(_remaining(deadline))
             except (RuntimeError, ValueError):
                 pass  # connection lost meanwhile: the Last Will says offline instead
-        lost = self._held()  # the pump has stopped: events still held in memory will never be delivered
-        if lost:
+        unsent, unconfirmed = len(self._unspooled), len(self._inflight_held)  # the pump has stopped
+        if unsent or unconfirmed:
             log.error("MQTT: %d event(s) held in memory (the spool's disk refused them) were not delivered and are "
-                      "lost", lost)
+                      "lost; %d more were sent but not acknowledged, and may be lost", unsent, unconfirmed)
         self.client.disconnect()
         # loop_stop joins without a timeout and a connect attempt may hang for connect_timeout:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
@@ -570,7 +570,13 @@ class MqttSink:
             return
         while self._unspooled and self._free_slots() > 0:
             held = self._unspooled[0]
-            info = self.client.publish(held.topic, held.payload, qos=QOS_AT_LEAST_ONCE)
+            try:
+                info = self.client.publish(held.topic, held.payload, qos=QOS_AT_LEAST_ONCE)
+            except ValueError as exc:  # a topic paho will not publish to: never deliverable, as in _feed_spool
+                self._unspooled.popleft()
+                self.memory_dropped += 1
+                log.error("MQTT: dropping event %s held in memory: %s", held.spooled.event_id, exc)
+                continue
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 return
             self._unspooled.popleft()

@@ -122,10 +122,10 @@ class Spool:
         try:
             _write_durably(self._path(seq), data)
         except FileNotFoundError:
-            if self.directory.is_dir():
-                raise
+            if self.directory.is_dir() or not self.directory.parent.is_dir():
+                raise  # a parent gone too is an unplugged disk: not to be made again on the root file system
             log.warning("MQTT spool: %s is gone; making it again", self.directory)
-            self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            self.directory.mkdir(mode=DIR_MODE, exist_ok=True)
             _write_durably(self._path(seq), data)
         with self._lock:
             self._index[seq] = _Meta(len(data), created)

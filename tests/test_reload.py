@@ -1,0 +1,85 @@
+"""A reload (SIGHUP) hands the running pipeline's state to the new one (``Pipeline.take_over``) where the new
+settings allow, and leaves the rest to be closed with the old one: driven here on the shipped model and the
+sample scene, as the service does it (take over, then finish the old pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.config import Config
+from noisewatch.daemon.messages import Event, Message, Started
+from noisewatch.daemon.pipeline import Pipeline
+
+SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
+"""33 s: siren at 5-9 s (peaks near -4 dBFS), dog bark at 14-17 s, jackhammer at 22-25 s."""
+RELOAD_S = 7.5
+"""Mid-siren, after the siren's ``started`` (at about 7.1 s of audio, smoothing 2)."""
+BLOCK = 4096
+
+
+def scene_audio(rate: int) -> np.ndarray:
+    audio, source_rate = sf.read(str(SCENE), dtype="float32", always_2d=True)
+    return soxr.resample(audio.mean(axis=1), source_rate, rate).astype(np.float32)
+
+
+def run_with_reload(before: dict, after: dict) -> tuple[list[Message], list[Message], list[Message]]:
+    """Messages before the reload, from closing the old pipeline, and after it (to the end of the scene)."""
+    bundle = load_bundle(default_model_path())
+    model = bundle.open_model()
+    audio = scene_audio(bundle.features.sample_rate)
+    cut = int(RELOAD_S * bundle.features.sample_rate)
+    old = Pipeline.from_config(Config.model_validate(before), bundle, model)
+    first = [m for i in range(0, cut, BLOCK) for m in old.process(audio[i : min(i + BLOCK, cut)])]
+    new = Pipeline.from_config(Config.model_validate(after), bundle, model)
+    new.take_over(old)
+    closing = old.finish()
+    rest = [m for i in range(cut, len(audio), BLOCK) for m in new.process(audio[i : i + BLOCK])] + new.finish()
+    return first, closing, rest
+
+
+def events(messages: list[Message], label: str) -> list[Event]:
+    return [m for m in messages if isinstance(m, Event) and m.label == label]
+
+
+def test_an_unchanged_reload_keeps_the_siren_one_event_to_its_end() -> None:
+    first, closing, rest = run_with_reload({}, {})
+    assert [m.label for m in first if isinstance(m, Started)] == ["siren"]
+    assert not events(closing, "siren")
+    (siren,) = events(rest, "siren")
+    assert abs(siren.offset_s + siren.duration_s - 9.0) < 1.0, siren
+
+
+def test_more_smoothing_at_a_reload_does_not_cut_the_open_event() -> None:
+    """The carried scores are fewer than the new smoothing asks for: they must not count as absent."""
+    first, closing, rest = run_with_reload({"detector": {"smoothing_windows": 2}},
+                                           {"detector": {"smoothing_windows": 6}})
+    assert [m.label for m in first if isinstance(m, Started)] == ["siren"]
+    assert not events(closing, "siren")
+    (siren,) = events(rest, "siren")
+    assert abs(siren.offset_s + siren.duration_s - 9.0) < 1.0, siren
+
+
+def test_loudness_turned_off_at_a_reload_ends_the_open_loud_event_there() -> None:
+    loud = {"loudness": {"enabled": True, "threshold_dbfs": -30.0, "min_duration_s": 1.0}}
+    first, closing, rest = run_with_reload(loud, {"loudness": {**loud["loudness"], "enabled": False}})
+    assert [m.label for m in first if isinstance(m, Started) and m.label == "loud"] == ["loud"]
+    (ended,) = events(closing, "loud")
+    assert ended.offset_s + ended.duration_s <= RELOAD_S + 1e-6, ended
+    assert not events(rest, "loud")
+
+
+def test_a_longer_event_bound_after_a_reload_keeps_the_level_history_it_needs() -> None:
+    """The history is the new pipeline's own, sized by its settings, holding what the old one recorded."""
+    bundle = load_bundle(default_model_path())
+    model = bundle.open_model()
+    old = Pipeline.from_config(Config.model_validate({"detector": {"max_duration_s": 60}}), bundle, model)
+    old.process(scene_audio(bundle.features.sample_rate)[: int(RELOAD_S * bundle.features.sample_rate)])
+    new = Pipeline.from_config(Config.model_validate({"detector": {"max_duration_s": 3600}}), bundle, model)
+    new.take_over(old)
+    assert new.history is not old.history and new.history._spans.maxlen > old.history._spans.maxlen
+    assert new.history.over(0.0, RELOAD_S) == old.history.over(0.0, RELOAD_S)
