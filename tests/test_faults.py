@@ -262,6 +262,23 @@ def test_f06_a_publish_refused_under_mqtt5_goes_to_dead_letter_counted_and_named
         broker.cleanup()
 
 
+def test_f20_a_cut_short_wav_is_replayed_as_far_as_it_goes_and_says_so(tmp_path: Path) -> None:
+    """libsndfile reads a WAV whose data chunk promises more than the file holds to where it ends, without
+    an error (a cut-short FLAC fails: f05); the log says how short it is."""
+    audio, rate = sf.read(str(SCENE), dtype="float32")
+    whole = tmp_path / "whole.wav"
+    sf.write(str(whole), audio, rate, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # ~19.8 s of the 33 s: the siren and the dog bark
+    out = tmp_path / "out.jsonl"
+    result = cli("run", "--input", str(cut), "--speed", "0", "--jsonl", str(out), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in result.lines if "is cut short" in line]) == 1, result.stderr
+    labels = [json.loads(line)["label"] for line in out.read_text().splitlines() if '"type":"event"' in line]
+    assert labels == ["siren", "dog_bark"], labels
+
+
 # --- 7: a spool disk that is full or read-only; a JSON-lines disk that is full -----------------------------
 
 @pytest.fixture

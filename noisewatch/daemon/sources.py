@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 import sys
 import threading
 import time
@@ -309,6 +310,18 @@ def list_devices_main(args: argparse.Namespace) -> int:
 # --- file replay ------------------------------------------------------------------------------
 
 
+CUT_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+"""libsndfile's log line for a WAV/AIFF data chunk longer than what the file holds."""
+
+
+def _warn_if_cut_short(path: Path, info: Any) -> None:
+    """libsndfile quietly reads a cut-short WAV to where it ends (a FLAC fails there instead): say so."""
+    found = CUT_SHORT.search(getattr(info, "extra_info", ""))
+    if found and int(found.group(2)) < int(found.group(1)):
+        log.warning("%s is cut short: its header promises %s bytes of audio, the file holds %s; replaying %.1f s",
+                    path, found.group(1), found.group(2), info.duration)
+
+
 class FileSource(AudioSource):
     """A recording (WAV/FLAC/OGG) pushed block by block through the microphone's callback.
 
@@ -324,6 +337,7 @@ class FileSource(AudioSource):
             info = sf.info(str(self.path))
         except (RuntimeError, OSError) as exc:
             raise SourceError(f"cannot read audio file {self.path}: {exc}") from None
+        _warn_if_cut_short(self.path, info)
         super().__init__(self.path.name, info.samplerate, info.channels,
                          buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S))
         self.speed = speed
