@@ -30,18 +30,18 @@ from common import BENCH_DIR, write_long_recording  # noqa: E402
 from floor import HOP_S, SETTLE_HOPS, callgrind, model_rate_audio  # noqa: E402
 
 from noisewatch import features  # noqa: E402
-from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
+from noisewatch.bundle import Bundle, default_model_path, load_bundle  # noqa: E402
 from noisewatch.daemon.stream import StreamingFeatures  # noqa: E402
+from noisewatch.features import FeatureSettings  # noqa: E402
 
 RECORDING_S = 60.0
 WINDOW = 20
 """Which window of the recording the parts run on."""
 
 
-def formed_rows(recording: Path) -> tuple[np.ndarray, list[int]]:
+def formed_rows(recording: Path, settings: FeatureSettings) -> tuple[np.ndarray, list[int]]:
     """Window ``WINDOW`` of the recording as the stream hands it out, and the rows each hop formed (cache
     misses): the recording is streamed once, here, not in every callgrind child."""
-    settings = load_bundle(default_model_path()).features
     mono = model_rate_audio(recording, None, settings.sample_rate)
     stream = StreamingFeatures(settings, HOP_S)
     formed: list[int] = []
@@ -58,9 +58,8 @@ def formed_rows(recording: Path) -> tuple[np.ndarray, list[int]]:
     return windows[WINDOW].samples, formed[SETTLE_HOPS:]
 
 
-def parts(samples: np.ndarray) -> dict[str, Callable[[], object]]:
+def parts(samples: np.ndarray, bundle: Bundle) -> dict[str, Callable[[], object]]:
     """The parts as calls on one window's samples."""
-    bundle = load_bundle(default_model_path())
     model, settings = bundle.open_model(), bundle.features
     frames = np.ascontiguousarray(features.centred_frames(samples, settings)) * features.hann_window(settings.n_fft)
     clamped = features.clamp_db(features.windowed_mel_db(frames, settings), settings)
@@ -89,7 +88,7 @@ def parts(samples: np.ndarray) -> dict[str, Callable[[], object]]:
 
 
 def child(part: str, calls: int, window: Path) -> None:
-    run = parts(np.load(window))[part]
+    run = parts(np.load(window), load_bundle(default_model_path()))[part]
     run()  # plans, caches and first-call allocations are set-up, in both runs alike
     for _ in range(calls):
         run()
@@ -105,10 +104,11 @@ def main() -> None:
         return
     BENCH_DIR.mkdir(exist_ok=True)
     recording = write_long_recording(BENCH_DIR / f"replay-{RECORDING_S:g}s-48k.wav", RECORDING_S)
-    samples, formed = formed_rows(recording)
+    bundle = load_bundle(default_model_path())
+    samples, formed = formed_rows(recording, bundle.features)
     window = BENCH_DIR / "hop-parts-window.npy"
     np.save(window, samples)
-    table = parts(samples)
+    table = parts(samples, bundle)
     print(f"rows formed per hop on {recording.name} ({len(formed)} hops, new frames included): "
           f"mean {np.mean(formed):.1f}, median {np.median(formed):.0f}, max {max(formed)}")
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]

@@ -132,7 +132,7 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
     if not tflite.is_file():
         raise ValueError(f"model file {tflite} is missing")
     expected = data.get("tflite_sha256")
-    if expected is not None and _sha256(tflite) != expected:
+    if expected is not None and _sha256(tflite.read_bytes()) != expected:
         raise ValueError(f"model file {tflite} does not match the checksum its sidecar gives: damaged or replaced")
     known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "tflite_sha256", "variant",
              "timing", "metrics", "provenance"}
@@ -152,9 +152,9 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
     )
 
 
-def _sha256(path: Path) -> str:
+def _sha256(tflite_bytes: bytes) -> str:
     """The model file's SHA-256: a bit flipped in its weights still loads and runs, and would go unnoticed."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(tflite_bytes).hexdigest()
 
 
 def write_bundle(
@@ -181,7 +181,7 @@ def write_bundle(
         "name": name,
         "version": version,
         "tflite": f"{name}.tflite",
-        "tflite_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
+        "tflite_sha256": _sha256(tflite_bytes),
         "variant": variant,
         "labels": list(labels),
         "features": features.to_dict(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -371,16 +372,16 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
     return f"{where}: {key} = {error.get('input')!r}: {problem}"
 
 
-def locate(path: str | Path | None, key: str) -> str:
-    """``file:line`` of the dotted ``key`` (the deepest part of it the file has) for a problem found after
-    validation, against the model or the disk; the file alone where the key is not in it."""
-    if path is None:
-        return ""
+def locate(path: str | Path, keys: Sequence[str | None]) -> list[str]:
+    """``file:line`` of each dotted key (the deepest part of it the file has) for problems found after
+    validation, against the model or the disk; the file alone where a key is not in it, or is None. The file
+    is read once for all of them."""
     try:
-        line = _line_of(_compose(Path(path)), tuple(key.split(".")))
+        node = _compose(Path(path))
     except ConfigError:
-        line = None
-    return f"{path}:{line}" if line else str(path)
+        node = None
+    lines = [_line_of(node, tuple(key.split("."))) if key else None for key in keys]
+    return [f"{path}:{line}" if line else str(path) for line in lines]
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import shutil
 import signal
 from pathlib import Path
 
@@ -126,3 +127,15 @@ def test_a_message_whose_file_went_away_is_forgotten(tmp_path: Path) -> None:
     gone, kept = spool.append("t", b"x"), spool.append("t", b"y")
     (tmp_path / f"{gone:016d}.msg").unlink()  # removed behind its back
     assert [e.seq for e in spool.after(0, 10)] == [kept] and spool.depth == 1
+
+
+def test_a_deleted_folder_is_made_again_but_not_under_a_parent_that_is_gone_too(tmp_path: Path) -> None:
+    """An unplugged disk takes the mount point's contents with it: the spool must not fill the root file
+    system by making the whole path again (the events wait in the sink's memory instead)."""
+    spool = Spool(tmp_path / "disk" / "spool", max_mb=1, max_age_h=1)
+    shutil.rmtree(tmp_path / "disk" / "spool")
+    assert spool.append("t", b"x") and spool.directory.is_dir()
+    shutil.rmtree(tmp_path / "disk")
+    with pytest.raises(FileNotFoundError):
+        spool.append("t", b"y")
+    assert not (tmp_path / "disk").exists()

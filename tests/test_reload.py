@@ -12,7 +12,7 @@ import soxr
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.config import Config
-from noisewatch.daemon.messages import Event, Message, Started
+from noisewatch.daemon.messages import Event, Level, Message, Started
 from noisewatch.daemon.pipeline import Pipeline
 
 SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
@@ -52,6 +52,16 @@ def test_an_unchanged_reload_keeps_the_siren_one_event_to_its_end() -> None:
     assert not events(closing, "siren")
     (siren,) = events(rest, "siren")
     assert abs(siren.offset_s + siren.duration_s - 9.0) < 1.0, siren
+
+
+def test_level_periods_go_on_across_a_reload_with_the_same_level_settings() -> None:
+    """One report a second, on whole seconds of the stream, before and after the reload (a new meter would
+    start its period at the reload, 7.5 s, and report on half seconds)."""
+    every_second = {"levels": {"interval_s": 1.0}}
+    first, _, rest = run_with_reload(every_second, every_second)
+    offsets = [m.offset_s for m in first + rest if isinstance(m, Level)]
+    assert offsets[-1] > RELOAD_S + 5
+    assert offsets == [float(k) for k in range(round(offsets[0]), round(offsets[0]) + len(offsets))], offsets
 
 
 def test_more_smoothing_at_a_reload_does_not_cut_the_open_event() -> None:

@@ -141,7 +141,7 @@ class Pipeline:
         else:
             self.stream.reset(start_sample=self.samples)
         self.history.take_over(previous.history)
-        if (self.levels.period_s, self.levels.calibration_db) == (previous.levels.period_s, previous.levels.calibration_db):
+        if self.settings.levels == previous.settings.levels:
             self.levels = previous.levels
         else:
             self.levels.reset(at_sample=self.samples)

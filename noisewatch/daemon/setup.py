@@ -65,17 +65,19 @@ def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_p
         problems.append(f"--input {input_path}: no such file")
     model = None if problems else load_model(config, bundle, problems)  # last: its runtime talks on stderr
     if model is None:
-        raise ConfigError("\n".join(_located(config_path, overrides, p) for p in problems))
+        raise ConfigError("\n".join(_located(config_path, overrides, problems)))
     return Setup(config, bundle, model, config_path, overrides, input_path, speed)
 
 
-def _located(config_path: str | None, overrides: Overrides, problem: str) -> str:
-    """``problem`` (it starts with its dotted key) after the file and line of that key; a key the command
+def _located(config_path: str | None, overrides: Overrides, problems: list[str]) -> list[str]:
+    """Each problem (it starts with its dotted key) after the file and line of that key; a key the command
     line set has no line in the file."""
-    key = problem.split(" ", 1)[0].rstrip(":")
-    from_command_line = (overrides.model and key.startswith("model.")) or (overrides.jsonl and key.startswith("jsonl."))
-    where = (str(config_path) if from_command_line else locate(config_path, key)) if config_path else ""
-    return f"{where}: {problem}" if where else problem
+    if config_path is None:
+        return problems
+    keys = [problem.split(" ", 1)[0].rstrip(":") for problem in problems]
+    keys_in_file = [None if (overrides.model and key.startswith("model."))
+                    or (overrides.jsonl and key.startswith("jsonl.")) else key for key in keys]
+    return [f"{where}: {problem}" for where, problem in zip(locate(config_path, keys_in_file), problems)]
 
 
 def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
