@@ -61,7 +61,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", default="mean,std", help="statistics over time, comma-separated, from "
                    "mean,std,delta_std,max,min,p10,p90,skew (per MFCC), mel_mean,mel_std (per mel band) and "
                    "modulation,periodicity (of the first 8 MFCC trajectories) and spectral_shape (flatness, "
-                   "peak and contrast of 6 mel-band groups), peak (the loudest second's mean of them)")
+                   "peak and contrast of 6 mel-band groups), peak (their mean over the loudest --peak-s)")
+    p.add_argument("--peak-s", type=float, metavar="S",
+                   help="length of the loudest stretch the peak statistic describes, in seconds (default 1)")
     p.add_argument("--short-clip", choices=["tile", "pad"], default="tile", help="how clips under 4 s are fitted")
     p.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on the hidden layers' weights")
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="label smoothing of the cross-entropy")

@@ -365,7 +365,8 @@ def _git_commit() -> str:
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, ModelSettings]:
-    features = FeatureSettings(stats=tuple(args.stats.split(",")), short_clip=args.short_clip)
+    peak = {} if args.peak_s is None else {"peak_s": args.peak_s}
+    features = FeatureSettings(stats=tuple(args.stats.split(",")), short_clip=args.short_clip, **peak)
     model = ModelSettings(
         hidden=tuple(int(units) for units in args.hidden.split(",")),
         dropout=args.dropout,
