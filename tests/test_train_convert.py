@@ -35,7 +35,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert cli.main([
         "train", "--urbansound", str(paths["us8k"]), "--esc50", str(paths["esc50"]), "--folder", str(paths["folder"]),
         "--out", str(paths["train"]), "--epochs", "40", "--hidden", "64,64", "--dropout", "0.1",
-        "--quiet", "6", "--workers", "1", "--augment", "1", "--ensemble", "2", "--stats", "mean,std,max",
+        "--quiet", "6", "--workers", "1", "--augment", "1", "--ensemble", "2", "--stats", "mean,std,max,peak",
+        "--peak-s", "0.5",
         "--scene-mix", "1", "--speed-perturb", "0.9,1.1", "--min-threshold", "0.5",
     ]) == 0
     assert cli.main(["convert", "--train-dir", str(paths["train"]), "--out", str(paths["models"]), "--name", "tiny",
@@ -52,6 +53,8 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
     assert (trained["train"] / "confusion.png").stat().st_size > 10_000
     assert report["models"]["mlp"]["pooled"]["accuracy"] > 0.8
     assert report["model_settings"]["scene_mix"] == 1
+    features = json.loads((trained["models"] / "tiny.json").read_text())["features"]
+    assert features["stats"] == ["mean", "std", "max", "peak"] and features["peak_s"] == 0.5
     assert report["model_settings"]["speed_perturb"] == [0.9, 1.1]
     # clip-picked thresholds keep the floor; those picked on soundscapes (events) come from their own grid
     picked_on_events = report.get("soundscapes", {}).get("thresholds", {}).get("final", {})
