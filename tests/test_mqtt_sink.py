@@ -308,6 +308,19 @@ def test_a_threshold_set_from_home_assistant_is_kept_shown_and_handed_to_the_det
     assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.93}
 
 
+def test_a_threshold_for_a_label_the_model_lacks_is_refused_with_a_warning(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"])
+    collector.client.publish(f"{PREFIX}/threshold/Siren/set", "0.93", qos=1)
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "0.94", qos=1)  # handled after the one before
+    assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.94}, timeout=5)
+    warned = [r.getMessage() for r in caplog.records if "ignoring a threshold on" in r.getMessage()]
+    assert len(warned) == 1 and f"{PREFIX}/threshold/Siren/set" in warned[0] and "siren" in warned[0], warned
+
+
 def test_entities_no_longer_announced_are_cleared(open_sink: OpenSink, tmp_path: Path, broker: Broker,
                                                   collector: Collector) -> None:
     config = make_config(tmp_path, broker.port)

@@ -489,8 +489,11 @@ class MqttSink:
     def _set_threshold(self, command: _ThresholdCommand) -> None:
         """A threshold set from Home Assistant: checked, kept in the state directory, in force from the next
         window (the processing loop reads :meth:`threshold_overrides`), and echoed on its state topic."""
-        label = self.topics.threshold_label(command.topic, tunable_labels(self.listener))
-        if label is None:
+        labels = tunable_labels(self.listener)
+        label = self.topics.threshold_label(command.topic, labels)
+        if label is None:  # a typo in a Node-RED flow ("Siren") would otherwise change nothing without a word
+            log.warning("MQTT: ignoring a threshold on %s: the model has no such label (it has: %s)",
+                        command.topic, ", ".join(labels))
             return
         try:
             value = parse_threshold(command.payload)
