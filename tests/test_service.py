@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -304,6 +305,37 @@ def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Pa
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     assert "reload refused" in proc.stderr.read()
+
+
+def test_a_reload_to_a_model_of_another_sample_rate_is_refused_until_a_restart(repo_root: Path, tmp_path: Path) -> None:
+    """The running stream, resampler and level meter are at the old rate: swapping in place would feed the
+    new model audio at the wrong rate and misdate events, without a word."""
+    shipped = default_model_path()
+    sidecar = json.loads(shipped.read_text())
+    (tmp_path / sidecar["tflite"]).write_bytes((shipped.parent / sidecar["tflite"]).read_bytes())
+    (tmp_path / "at22k.json").write_text(json.dumps(sidecar))
+    sidecar["features"]["sample_rate"] = 44100
+    (tmp_path / "at44k.json").write_text(json.dumps(sidecar))
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    scores = "scores:\n  enabled: true\n  interval_s: 0.5\n"
+    config.write_text(f"model:\n  path: {tmp_path / 'at22k.json'}\n{scores}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+         str(repo_root / "samples" / "scene.flac"), "--speed", "1", "--jsonl", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 15)
+        config.write_text(f"model:\n  path: {tmp_path / 'at44k.json'}\n{scores}")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        windows = len([m for m in read_jsonl(out) if m["type"] == "scores"])
+        _wait_for(out, lambda ms: len([m for m in ms if m["type"] == "scores"]) > windows + 1, 5)  # still listening
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    refused = [line for line in proc.stderr.read().splitlines() if "reload refused" in line]
+    assert len(refused) == 1 and "44100 Hz" in refused[0] and "22050 Hz" in refused[0], refused
 
 
 class _GoesSilent(FileSource):

@@ -263,6 +263,7 @@ class Service:
         try:
             setup = prepare(old.setup.config_path, old.setup.overrides, old.setup.input_path, old.setup.speed)
             setup = replace(setup, config=_keep_jsonl(setup.config, old.setup.config))
+            _check_sample_rate(setup, old.pipeline)
             new = Active.open(setup, self.counters, running=old.outbox.sinks)
         except (ConfigError, BundleError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
@@ -314,6 +315,15 @@ class Service:
 def _input_failed(why: str) -> int:
     log.error("%s; stopping (a replayed file is not retried)", why)
     return EX_NOINPUT
+
+
+def _check_sample_rate(setup: Setup, running: Pipeline) -> None:
+    """The sample clock, the resampler and the level meter run at the model's rate; switching it mid-stream
+    would misdate every event and feed the model audio at the wrong rate, so it takes a restart."""
+    rate = setup.bundle.features.sample_rate
+    if rate != running.sample_rate:
+        raise ConfigError(f"model.path: the new model hears at {rate} Hz, the running one at {running.sample_rate} Hz;"
+                          " restart the service to switch to it")
 
 
 def _keep_jsonl(new: Config, old: Config) -> Config:
