@@ -62,7 +62,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "mean,std,delta_std,max,min,p10,p90,skew (per MFCC), mel_mean,mel_std (per mel band) and "
                    "modulation,periodicity (of the first 8 MFCC trajectories) and spectral_shape (flatness, "
                    "peak and contrast of 6 mel-band groups), peak (their mean over the loudest --peak-s)")
-    p.add_argument("--peak-s", type=float, metavar="S",
+    p.add_argument("--peak-s", type=_seconds, metavar="S",
                    help="length of the loudest stretch the peak statistic describes, in seconds (default 1)")
     p.add_argument("--short-clip", choices=["tile", "pad"], default="tile", help="how clips under 4 s are fitted")
     p.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on the hidden layers' weights")
@@ -102,6 +102,17 @@ def _speed_factors(text: str) -> tuple[float, ...]:
     if bad:
         raise argparse.ArgumentTypeError(f"factors must lie in 0.25-4 and differ from 1, not {bad}")
     return factors
+
+
+def _seconds(text: str) -> float:
+    """A length of time: a finite number above 0 (inf would reach the feature code as a frame count)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+    return value
 
 
 def _threshold_floor(text: str) -> float:

@@ -134,11 +134,21 @@ def test_convert_refuses_a_disagreeing_model(trained: dict[str, Path], monkeypat
 
 
 @pytest.mark.parametrize("option,value", [("--speed-perturb", "0.9,1.0"), ("--speed-perturb", "0,1.1"),
-                                          ("--speed-perturb", "0.9,,1.1"), ("--min-threshold", "0.99")])
+                                          ("--speed-perturb", "0.9,,1.1"), ("--min-threshold", "0.99"),
+                                          ("--peak-s", "0"), ("--peak-s", "inf"), ("--peak-s", "nan")])
 def test_bad_training_options_are_refused_by_name(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         cli.build_parser().parse_args(["train", option, value])
     assert stop.value.code == 2 and option in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stats,peak_s,named", [("mean,std", "0.5", "--peak-s"), ("mean,peak", "9", "peak_s"),
+                                               ("mean,loudest", "0.5", "loudest")])
+def test_training_settings_that_do_not_fit_together_are_refused_before_any_work(
+        stats: str, peak_s: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "train"
+    assert cli.main(["train", "--stats", stats, "--peak-s", peak_s, "--out", str(out)]) == 2
+    assert named in capsys.readouterr().err and not out.exists()
 
 
 def test_ensemble_scores_are_the_mean_of_its_members() -> None:

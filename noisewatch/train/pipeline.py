@@ -365,8 +365,12 @@ def _git_commit() -> str:
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, ModelSettings]:
+    """The command line's settings; ValueError names what does not fit together."""
+    stats = tuple(args.stats.split(","))
+    if args.peak_s is not None and "peak" not in stats:  # it would change nothing, and the bundle would not say
+        raise ValueError(f"--peak-s sets the peak statistic's stretch, but --stats {args.stats} has no peak")
     peak = {} if args.peak_s is None else {"peak_s": args.peak_s}
-    features = FeatureSettings(stats=tuple(args.stats.split(",")), short_clip=args.short_clip, **peak)
+    features = FeatureSettings(stats=stats, short_clip=args.short_clip, **peak)
     model = ModelSettings(
         hidden=tuple(int(units) for units in args.hidden.split(",")),
         dropout=args.dropout,
@@ -392,7 +396,11 @@ def main(args: argparse.Namespace) -> int:
     """Handler of ``noisewatch train``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
-    features, model = settings_from_args(args)
+    try:
+        features, model = settings_from_args(args)
+    except ValueError as exc:
+        print(f"noisewatch train: error: {exc}", file=sys.stderr)
+        return 2
     sources = (Path(args.urbansound), Path(args.esc50)) if args.urbansound and args.esc50 else None
     data = build_data(collect_clips(args), features, model, out / "cache", args.workers, sources)
     log.info("%d clips, %d labels, folds %s", len(data.y), len(data.labels), sorted(set(data.folds.tolist())))
