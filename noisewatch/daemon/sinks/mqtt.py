@@ -58,7 +58,7 @@ from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import ConnectionLog, new_client, reconnect_jitter_s, refusal_hint
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
-from noisewatch.daemon.sinks.topics import Topics, default_prefix
+from noisewatch.daemon.sinks.topics import Topics, default_prefix, segment
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
 log = logging.getLogger(__name__)
@@ -492,8 +492,8 @@ class MqttSink:
         labels = tunable_labels(self.listener)
         label = self.topics.threshold_label(command.topic, labels)
         if label is None:  # a typo in a Node-RED flow ("Siren") would otherwise change nothing without a word
-            log.warning("MQTT: ignoring a threshold on %s: the model has no such label (it has: %s)",
-                        command.topic, ", ".join(labels))
+            log.warning("MQTT: ignoring a threshold on %s: no label this listener reports has that topic "
+                        "(thresholds can be set for: %s)", command.topic, ", ".join(map(segment, labels)))
             return
         try:
             value = parse_threshold(command.payload)
