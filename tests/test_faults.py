@@ -42,6 +42,8 @@ from fault_daemon import (
 )
 from mqtt_broker import Broker, Collector, free_port, wait_until
 
+from noisewatch.bundle import default_model_path
+
 HOP_S = 0.511
 """The daemon's hop at its default settings (whole STFT hops): an event's onset is placed within one."""
 
@@ -577,6 +579,51 @@ def test_f18_a_reload_during_an_event_neither_ends_it_nor_deafens_the_daemon(
     assert [label for label, _, _ in events] == [t["label"] for t in truth], events
     for (_, onset, offset), t in zip(events, truth):
         assert abs(onset - t["start_s"]) <= HOP_S and abs(offset - t["end_s"]) <= 2 * HOP_S, (events, truth)
+
+
+def _another_model(folder: Path) -> Path:
+    """The shipped bundle under another version: the same weights, but to the daemon another model."""
+    shipped = default_model_path()
+    sidecar = json.loads(shipped.read_text())
+    (folder / sidecar["tflite"]).write_bytes((shipped.parent / sidecar["tflite"]).read_bytes())
+    sidecar["version"] += ".other"
+    path = folder / "other.json"
+    path.write_text(json.dumps(sidecar))
+    return path
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("change", ["thresholds", "model"])
+def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_event_ends(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon], change: str) -> None:
+    """Any change to the thresholds or the MQTT section builds a new MQTT sink. It announced every label OFF
+    while the pipeline kept the siren open, and the siren's end then changed nothing: Home Assistant showed no
+    siren for the rest of it. Another model ends the open events at the reload: the new sink, which took them
+    over, must still turn them OFF."""
+    config = write_config(tmp_path / "c.yaml", broker.port)
+    daemon = start(daemons, config, SCENE, 1, tmp_path / "out.jsonl")
+    assert wait_until(lambda: bool(daemon.messages("started")), timeout=20), daemon.log_text()
+    first = daemon.messages("started")[0]
+    state = f"{PREFIX}/state/{first['label']}"
+    assert collector.wait_for(lambda c: c.on(state)[-1:] == [b"ON"]), collector.on(state)
+    if change == "thresholds":
+        write_config(config, broker.port, detector={"thresholds": {"siren": 0.5}})
+    else:
+        write_config(config, broker.port, model={"path": str(_another_model(tmp_path))})
+    daemon.hup()
+    assert wait_until(lambda: "configuration reloaded" in daemon.log_text(), timeout=10), daemon.log_text()
+    time.sleep(1.0)  # the running sink's close (its offline) and the new one's connect (its online) both done
+    assert collector.on(STATUS)[-1:] == [b"online"], collector.on(STATUS)
+    assert daemon.wait(40) == 0, daemon.log_text()
+    seen = list(collector.messages)
+    assert collector.on(state)[-1] == b"OFF"  # an event taken over and ended at the reload is not left ON
+    if change == "thresholds":  # the event goes on: ON until its own end, not OFF at the reload
+        turned_on = next(i for i, (topic, payload, _) in enumerate(seen) if topic == state and payload == b"ON")
+        turned_off = next(i for i, (topic, payload, _) in enumerate(seen[turned_on:], turned_on)
+                          if topic == state and payload == b"OFF")
+        ended = next(i for i, (topic, payload, _) in enumerate(seen)
+                     if topic == EVENTS and json.loads(payload)["id"] == first["id"])
+        assert turned_off > ended, [(t, p[:40]) for t, p, _ in seen[turned_on:] if t in (state, EVENTS)]
 
 
 def test_f15_a_reload_applies_a_new_stats_interval(tmp_path: Path, daemons: list[Daemon]) -> None:

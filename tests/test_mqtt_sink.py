@@ -343,3 +343,27 @@ def test_closed_events_build_a_retained_list_of_recent_events(open_sink: OpenSin
     recent = f"{PREFIX}/events/recent"
     assert collector.wait_for(lambda c: len(c.on(recent)) == 3)
     assert [e["id"] for e in json.loads(collector.on(recent)[-1])["events"]] == [ev.id for ev in sent]
+
+
+def test_a_sink_replacing_the_running_one_keeps_its_open_events_on_and_its_recent_events(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """A reload that changes a threshold builds a new sink while the pipeline's events go on."""
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, thresholds)
+    closed, going_on = event(0), event(1, "dog_bark")
+    for message in (started(closed), closed, started(going_on)):
+        running.send(message)
+    recent = f"{PREFIX}/events/recent"
+    assert collector.wait_for(lambda c: len(c.on(recent)) == 1 and c.on(f"{PREFIX}/state/dog_bark")[-1:] == [b"ON"])
+    replacing = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL,
+                                     {**thresholds, "siren": 0.9}, running=running)
+    running.close()
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+        assert collector.on(f"{PREFIX}/state/dog_bark")[-1:] == [b"ON"]  # announced as it is, not as OFF
+        replacing.send(going_on)
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/dog_bark")[-1:] == [b"OFF"])
+        assert collector.wait_for(lambda c: len(c.on(recent)) == 2)
+        assert [e["id"] for e in json.loads(collector.on(recent)[-1])["events"]] == [closed.id, going_on.id]
+    finally:
+        replacing.close()

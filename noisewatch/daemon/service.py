@@ -274,7 +274,8 @@ class Service:
             notify.ready()
             return False
         new.pipeline.take_over(old.pipeline)  # offsets, windows and open events go on: the stream did not break
-        old.close(keep=new.outbox.sinks)  # closes the events the new pipeline could not take over
+        new.outbox.publish(old.pipeline.finish())  # the events it could not take over end in the sinks going on
+        old.outbox.close(keep=new.outbox.sinks)
         self.active = new
         log.info("configuration reloaded from %s", setup.config_path)
         new.outbox.publish([Status(self._audio_state, source=source.name)])

@@ -198,8 +198,8 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
         labels, ident, thresholds = setup.bundle.labels, setup.bundle.ident, base_thresholds(setup)
         mqtt_sinks = [s for s in running if isinstance(s, MqttSink)]
         same = [s for s in mqtt_sinks if s.serves(setup.config, labels, ident, thresholds)]
-        spool = mqtt_sinks[0].spool if mqtt_sinks else None
-        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident, thresholds, spool=spool))
+        replaced = mqtt_sinks[0] if mqtt_sinks else None
+        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident, thresholds, running=replaced))
     if setup.config.jsonl.path:
         try:
             sinks.append(JsonlSink(setup.config.jsonl.path))

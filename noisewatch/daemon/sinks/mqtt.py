@@ -103,8 +103,8 @@ class _Spooled:
     label: str
     event_id: str
     opened: bool
-    closed_event: dict[str, Any] | None = None
-    """The closed event's JSON, for the retained list of recent events."""
+    recent: bytes | None = None
+    """For a closed event: the retained list of recent events, this one included."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,8 @@ class MqttSink:
     """Publishes every message under one topic prefix; events go through the spool."""
 
     def __init__(self, settings: MqttSection, topics: Topics, listener: Listener, spool: Spool,
-                 client_id: str, password: str | None = None, thresholds: Mapping[str, float] | None = None) -> None:
+                 client_id: str, password: str | None = None, thresholds: Mapping[str, float] | None = None,
+                 open_events: Mapping[str, str] | None = None, recent: RecentEvents | None = None) -> None:
         self.settings = settings
         self.topics = topics
         self.listener = listener
@@ -173,10 +174,16 @@ class MqttSink:
         self._overrides = self._threshold_store.load()
         self._overrides_lock = threading.Lock()
         self._announced = AnnouncedStore(settings.state_path)
-        self._recent = RecentEvents()
+        # processing-loop thread (send), taken over by a sink that replaces this one at a reload
+        self._open_events = dict(open_events or {})
+        """id -> label of each event started and not yet closed"""
+        self._recent = recent or RecentEvents()
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         # pump thread only, from here on
         self._states = LabelStates(listener.labels)
+        for event_id, label in self._open_events.items():  # still ON: announced so, not as OFF
+            if label in listener.labels:
+                self._states.started(label, event_id)
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._unspooled: deque[_Unspooled] = deque()
@@ -203,20 +210,23 @@ class MqttSink:
     @classmethod
     def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
                     thresholds: Mapping[str, float] | None = None, version: str = __version__,
-                    spool: Spool | None = None) -> "MqttSink":
-        """Build and start the sink; raises ConfigError for unusable TLS files, password or spool. ``spool``:
-        the running sink's, when this one replaces it on the same folder (two Spool objects on one folder
-        would hand out the same sequence numbers)."""
+                    running: "MqttSink | None" = None) -> "MqttSink":
+        """Build and start the sink; raises ConfigError for unusable TLS files, password or spool. ``running``:
+        the sink this one replaces at a reload. Its spool, when on the same folder (two Spool objects on one
+        folder would hand out the same sequence numbers), its open events (Home Assistant's state stays ON
+        through the reload: the pipeline's events go on) and its recent events are taken over."""
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
         topics = Topics(section.topic_prefix or default_prefix(config.device_id), section.homeassistant.prefix)
+        spool = None if running is None else running.spool
         try:
             if spool is None or spool.directory != section.spool.directory:
                 spool = Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
         except OSError as exc:
             raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
         sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
-                   config.mqtt_password(), thresholds)
+                   config.mqtt_password(), thresholds, None if running is None else running._open_events,
+                   None if running is None else running._recent)
         sink.start()
         return sink
 
@@ -245,10 +255,13 @@ class MqttSink:
     def send(self, message: Message) -> None:
         """Hand one message over without blocking on the network."""
         topics = self.topics
-        if isinstance(message, (Started, Event)):
-            opened = isinstance(message, Started)
-            self._spool_event(topics.started if opened else topics.events, message.encode(),
-                              _Spooled(message.label, message.id, opened, None if opened else message.to_json()))
+        if isinstance(message, Started):
+            self._open_events[message.id] = message.label
+            self._spool_event(topics.started, message.encode(), _Spooled(message.label, message.id, opened=True))
+        elif isinstance(message, Event):
+            self._open_events.pop(message.id, None)
+            recent = _encode(self._recent.add(message.to_json()))
+            self._spool_event(topics.events, message.encode(), _Spooled(message.label, message.id, False, recent))
         elif isinstance(message, Level):
             self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
         elif isinstance(message, Stats):
@@ -428,9 +441,8 @@ class MqttSink:
             change = (self._states.started if command.opened else self._states.ended)(command.label, command.event_id)
             if change is not None:
                 self._live.append(Outgoing(self.topics.state(command.label), change.encode(), QOS_AT_LEAST_ONCE, True))
-            if command.closed_event is not None:
-                recent = _encode(self._recent.add(command.closed_event))
-                self._live.append(Outgoing(self.topics.recent_events, recent, QOS_AT_LEAST_ONCE, True))
+            if command.recent is not None:
+                self._live.append(Outgoing(self.topics.recent_events, command.recent, QOS_AT_LEAST_ONCE, True))
         elif isinstance(command, _ThresholdCommand):
             self._set_threshold(command)
         elif isinstance(command, _Ack):
