@@ -626,6 +626,22 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
         assert turned_off > ended, [(t, p[:40]) for t, p, _ in seen[turned_on:] if t in (state, EVENTS)]
 
 
+def test_f20_a_refused_reload_still_reopens_the_rotated_json_lines_file(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """logrotate moves the file, then reloads: with a config that has a mistake waiting in it, the lines went on
+    into the moved file (with ``compress``, a deleted one) while the log said only "reload refused"."""
+    config = write_config(tmp_path / "c.yaml", scores={"enabled": True, "interval_s": 0.5})
+    jsonl = tmp_path / "out.jsonl"
+    daemon = start(daemons, config, SCENE, 1, jsonl)
+    assert wait_until(lambda: bool(daemon.messages("scores")), timeout=20), daemon.log_text()
+    rotated = jsonl.rename(tmp_path / "out.jsonl.1")
+    config.write_text("audio:\n  hop_s: -1\n")
+    daemon.hup()
+    assert wait_until(lambda: "reload refused" in daemon.log_text(), timeout=10), daemon.log_text()
+    # the file at the path again: written to from the reload on, not only the moved one
+    assert wait_until(lambda: len(daemon.messages("scores")) >= 2, timeout=10), daemon.log_text()
+    assert rotated.read_text().count('"type":"scores"') >= 1
+
+
 def test_f15_a_reload_applies_a_new_stats_interval(tmp_path: Path, daemons: list[Daemon]) -> None:
     """Home Assistant is told the new interval (the entities' expire_after) on the reload: so must the loop be."""
     config = write_config(tmp_path / "c.yaml", stats={"interval_s": 60.0})

@@ -36,6 +36,7 @@ from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.setup import Overrides, Setup, open_sinks, prepare
 from noisewatch.daemon.sinks import Sink
+from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
@@ -267,12 +268,10 @@ class Service:
             new = Active.open(setup, self.counters, running=old.outbox.sinks)
         except (ConfigError, BundleError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
-            notify.ready()
-            return False
+            return self._refused(old)
         except Exception:  # nothing a new config file holds may end a daemon that is listening
             log.exception("reload refused, keeping the running configuration")
-            notify.ready()
-            return False
+            return self._refused(old)
         new.pipeline.take_over(old.pipeline)  # offsets, windows and open events go on: the stream did not break
         new.outbox.publish(old.pipeline.finish())  # the events it could not take over end in the sinks going on
         old.outbox.close(keep=new.outbox.sinks)
@@ -281,6 +280,15 @@ class Service:
         new.outbox.publish([Status(self._audio_state, source=source.name)])
         notify.ready()
         return source.live and setup.config.audio != old.setup.config.audio
+
+    @staticmethod
+    def _refused(running: Active) -> bool:
+        """A refused reload still reopens the JSON-lines file: logrotate's reload is what follows its move."""
+        for sink in running.outbox.sinks:
+            if isinstance(sink, JsonlSink):
+                sink.reopen()
+        notify.ready()
+        return False
 
     def _mark_listening(self, source: AudioSource) -> None:
         if self.state is State.LISTENING:

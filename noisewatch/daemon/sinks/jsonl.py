@@ -30,8 +30,7 @@ class JsonlSink:
         self._fd: int | None = None
         self._regular = False
         if path != "-":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            self._fd = self._open()
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # /dev/stdout may be a pipe
         self.failed_writes = 0
         self._failing = False
@@ -53,6 +52,22 @@ class JsonlSink:
     def threshold_overrides(self) -> dict[str, float]:
         return {}
 
+    def reopen(self) -> None:
+        """Write to the file now at ``path`` (logrotate moved the old one away) even when a reload is refused:
+        lines would otherwise go on into the rotated file, or a compressed and deleted one. A failure keeps
+        the open file, with a log line."""
+        if self._fd is None:
+            return
+        try:
+            fd = self._open()
+        except OSError as exc:
+            log.error("JSON lines: cannot reopen %s (%s); still writing to the file open before", self.path,
+                      exc.strerror or exc)
+            return
+        old, self._fd = self._fd, fd
+        self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        os.close(old)
+
     def close(self) -> None:
         try:
             if self._fd is None:
@@ -61,6 +76,10 @@ class JsonlSink:
                 os.close(self._fd)
         except OSError as exc:
             self._failed(exc)
+
+    def _open(self) -> int:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
 
     def _write(self, line: bytes) -> None:
         """The whole line, or nothing: a write cut short by a full disk is taken back."""
