@@ -236,6 +236,46 @@ def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_pa
     assert offsets == sorted(offsets) and offsets[-1] > 3.0  # the sample clock kept counting across the gap
 
 
+def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """A USB microphone replaced by another: the user names the new one and reloads. The reload waited for a
+    device that never came back, retrying the old name for ever."""
+    import threading
+
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon import setup as setup_module
+    from noisewatch.daemon.service import Service, Signals
+    from noisewatch.daemon.sources import SourceError
+
+    tried: list[str | None] = []
+
+    def open_source(audio, input_path, speed):
+        tried.append(audio.device)
+        if audio.device != "NewMic":
+            raise SourceError(f"{audio.device!r} not found")
+        return FileSource(str(repo_root / "samples" / "scene.flac"), 0, audio.block_size, audio.buffer_s)
+
+    monkeypatch.setattr(service_module, "open_source", open_source)
+    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)  # NewMic "exists" for the reload
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: OldMic\n  reopen_max_s: 60\n")
+    signals = Signals()
+    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+
+    def replace_the_microphone() -> None:
+        _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 3, 30)  # ~1 s, 2 s, 4 s apart
+        config.write_text("audio:\n  device: NewMic\n  reopen_max_s: 60\n")
+        signals.reload.set()
+        time.sleep(15)
+        signals.stop.set()  # a failure ends, rather than hangs, the test
+
+    threading.Thread(target=replace_the_microphone, daemon=True).start()
+    started = time.monotonic()
+    assert service.run() == 0  # NewMic (the scene, replayed) opened and played to its end
+    assert tried[-1] == "NewMic" and set(tried[:-1]) == {"OldMic"}, tried
+    assert time.monotonic() - started < 20  # the reload did not wait out the 8 s backoff before trying
+    assert any(m["type"] == "event" for m in read_jsonl(out))
+
+
 class _LosesTwoSeconds(FileSource):
     """A real file source whose ring buffer loses 10-12 s of the scene, as an overflow would lose it."""
 

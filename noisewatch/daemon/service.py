@@ -189,6 +189,8 @@ class Service:
         """Open the source, pump it, and reopen a live one with backoff whenever it fails."""
         backoff = Backoff(self.setup.config.audio.reopen_max_s)
         while not self._stop.is_set():
+            if self._reload.is_set():  # asked for while the input was lost: what is opened next is the new audio
+                self._swap(None)
             try:
                 source = open_source(self.setup.config.audio, self.setup.input_path, self.setup.speed)
                 source.start()
@@ -220,7 +222,8 @@ class Service:
         self.active.outbox.publish([Status(AudioState.AUDIO_ERROR, error=text)])
         notify.status(text)
         deadline = time.monotonic() + wait_s
-        while not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
+        while (not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline
+               and not self._reload.is_set()):  # a reload may name the device to try: at once, not after the wait
             notify.watchdog()  # waiting for a device is not a hang
             if not self._ready:
                 notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
@@ -255,9 +258,10 @@ class Service:
                 self.active.outbox.publish([self._stats(source)])
         return Ending.STOP
 
-    def _swap(self, source: AudioSource) -> bool:
+    def _swap(self, source: AudioSource | None) -> bool:
         """SIGHUP: open the new set-up beside the running one and swap it in; True when the live input must
-        be reopened for a changed audio section. On any failure the running set-up stays as it was."""
+        be reopened for a changed audio section (``source`` None: no input is open). On any failure the
+        running set-up stays as it was."""
         self._reload.clear()
         notify.reloading()
         old = self.active
@@ -277,9 +281,10 @@ class Service:
         old.outbox.close(keep=new.outbox.sinks)
         self.active = new
         log.info("configuration reloaded from %s", setup.config_path)
-        new.outbox.publish([Status(self._audio_state, source=source.name)])
+        if source is not None:
+            new.outbox.publish([Status(self._audio_state, source=source.name)])
         notify.ready()
-        return source.live and setup.config.audio != old.setup.config.audio
+        return source is not None and source.live and setup.config.audio != old.setup.config.audio
 
     @staticmethod
     def _refused(running: Active) -> bool:
