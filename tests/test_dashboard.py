@@ -227,6 +227,8 @@ def test_a_lost_microphone_is_shown_while_online() -> None:
     assert views.audio_problem(store.snapshot()["kitchen"]) is None
     store.receive("noisewatch/kitchen/audio", Status(AudioState.AUDIO_ERROR, error="device gone").encode())
     assert views.audio_problem(store.snapshot()["kitchen"]) == "device gone"
+    store.receive("noisewatch/kitchen/audio", Status(AudioState.SILENT, source="USB", error="only zeros").encode())
+    assert views.audio_problem(store.snapshot()["kitchen"]) == "only zeros"
     store.receive("noisewatch/kitchen/status", b"offline")
     assert views.audio_problem(store.snapshot()["kitchen"]) is None  # offline says it already
 

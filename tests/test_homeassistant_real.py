@@ -94,6 +94,13 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     assert "device_class" not in level["attributes"]
     assert ha.state(ENTITY.format("binary_sensor", "siren"))["attributes"]["icon"] == "mdi:alarm-light"  # type: ignore[index]
 
+    # the microphone gives only zeros (muted): a problem too, until it listens again
+    publish(publisher, TOPICS.audio, {"state": "silent", "source": "USB", "error": "gives only digital silence",
+                                      "device": DEVICE})
+    assert ha.wait_state(problem, "on")
+    publish(publisher, TOPICS.audio, {"state": "listening", "source": "USB", "device": DEVICE})
+    assert ha.wait_state(problem, "off")
+
     # the microphone is lost: the problem sensor turns on, with the reason as an attribute
     publish(publisher, TOPICS.audio, {"state": "audio_error", "error": "input device gone", "device": DEVICE})
     assert ha.wait_state(problem, "on")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noisewatch.daemon.levels import FLOOR_DBFS, LevelMeter, SecondLevel, a_weighting_db, dbfs, peak_dbfs
+from noisewatch.daemon.levels import FLOOR_DBFS, DigitalSilence, LevelMeter, SecondLevel, a_weighting_db, dbfs, peak_dbfs
 
 RATE = 22050
 
@@ -166,3 +166,14 @@ def test_levels_are_the_weighted_power_spectrum_of_each_second(rate: int) -> Non
     a = 10 ** (a_weighting_db(np.fft.rfftfreq(rate, 1 / rate)) / 10)
     assert second.dbfs == pytest.approx(10 * np.log10(power.sum()), abs=1e-9)
     assert second.dbfs_a == pytest.approx(10 * np.log10((a * power).sum()), abs=1e-9)
+
+
+def test_digital_silence_is_said_once_after_its_length_and_taken_back_by_any_sound() -> None:
+    rate, watch = 48000, DigitalSilence(alarm_s=2.0)
+    zeros = np.zeros((rate // 2, 2), np.float32)  # half a second, two channels
+    assert [watch.heard(zeros, rate) for _ in range(4)] == [None, None, None, True]
+    assert watch.heard(zeros, rate) is None  # still silent: not said again
+    hiss = zeros.copy()
+    hiss[100, 1] = 2.0 ** -15  # one low bit on one channel is sound: a quiet room moves them all the time
+    assert watch.heard(hiss, rate) is False
+    assert [watch.heard(zeros, rate) for _ in range(4)] == [None, None, None, True]  # counted afresh

@@ -276,6 +276,37 @@ def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: 
     assert any(m["type"] == "event" for m in read_jsonl(out))
 
 
+class _LiveReplay(FileSource):
+    """A real file source that reports itself live (a microphone): the checks only live inputs get apply."""
+
+    live = True
+
+
+def test_a_muted_microphone_is_reported_and_its_return_too(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """Exact zeros from an open input (capture muted, gain 0): every window gated, no event, no error. It said
+    "listening" all along; now it says "silent" after DIGITAL_SILENCE_S, and "listening" once sound is back."""
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon.levels import DIGITAL_SILENCE_S
+
+    scene, rate = sf.read(repo_root / "samples" / "scene.flac", dtype="float32")
+    muted = np.zeros(int((DIGITAL_SILENCE_S + 5) * rate), np.float32)
+    recording = tmp_path / "muted.flac"
+    sf.write(recording, np.concatenate([scene[: 2 * rate], muted, scene]), rate)
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _LiveReplay(
+        str(recording), 0, audio.block_size, audio.buffer_s))
+    out = tmp_path / "out.jsonl"
+    setup = prepare(None, Overrides(jsonl=str(out)), input_path=str(recording), speed=0)
+    assert service_module.Service(setup).run() == 0
+    messages = read_jsonl(out)
+    said = [m["state"] for m in messages if m["type"] == "status"]
+    assert said == ["listening", "silent", "listening"], said
+    silent = next(m for m in messages if m["type"] == "status" and m["state"] == "silent")
+    assert "digital silence" in silent["error"] and silent["source"]
+    kinds = [m["type"] for m in messages]
+    back = len(kinds) - 1 - kinds[::-1].index("status")
+    assert "event" in kinds[back:], "no events once the sound was back"
+
+
 class _LosesTwoSeconds(FileSource):
     """A real file source whose ring buffer loses 10-12 s of the scene, as an overflow would lose it."""
 

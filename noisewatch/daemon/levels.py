@@ -252,3 +252,31 @@ class LevelMeter:
             p.clear()
             self._length_s = self.period_s
         return SecondLevel(offset_s, power_to_db(plain), power_to_db(a), peak_dbfs(self._block))
+
+
+DIGITAL_SILENCE_S = 60.0
+"""Exact zeros for this long from a live input is reported: a muted capture, a gain at 0 or a dead converter.
+Not a quiet street: even a quiet room's noise moves a microphone's low bits."""
+
+
+class DigitalSilence:
+    """Counts how long an input has delivered nothing but exact zeros (in seconds of its audio)."""
+
+    def __init__(self, alarm_s: float = DIGITAL_SILENCE_S) -> None:
+        self.alarm_s = alarm_s
+        self.zeros_s = 0.0
+        self.silent = False
+
+    def heard(self, samples: np.ndarray, sample_rate: int) -> bool | None:
+        """True when the silence has lasted ``alarm_s``, False when sound comes back after that, else None."""
+        if samples.any():
+            self.zeros_s = 0.0
+            if self.silent:
+                self.silent = False
+                return False
+            return None
+        self.zeros_s += len(samples) / sample_rate
+        if not self.silent and self.zeros_s >= self.alarm_s:
+            self.silent = True
+            return True
+        return None

@@ -13,7 +13,7 @@ Kinds:
 - ``level``: Leq/Lmax/Lmin of a period in dBFS and dBFS(A), plus dB(A) SPL when calibrated.
 - ``scores``: the top scores of a window (tuning aid, off by default).
 - ``stats``: periodic health of the listener and its sinks.
-- ``status``: the audio input's state (``listening`` or ``audio_error``), retained as ``<prefix>/audio``.
+- ``status``: the audio input's state (``listening``, ``audio_error`` or ``silent``), retained as ``<prefix>/audio``.
 
 Every payload is strict JSON: a non-finite float is a bug upstream and raises here, never
 reaches a subscriber as ``NaN``.
@@ -41,6 +41,8 @@ class AudioState(enum.Enum):
 
     LISTENING = "listening"
     AUDIO_ERROR = "audio_error"
+    SILENT = "silent"
+    """The input delivers nothing but exact zeros (muted capture, gain at 0): open, but deaf."""
 
 
 @dataclass(frozen=True)

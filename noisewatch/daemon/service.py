@@ -32,6 +32,7 @@ from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
+from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.setup import Overrides, Setup, open_sinks, prepare
@@ -166,7 +167,10 @@ class Service:
         self.counters = Counters()
         """Lifetime health counters, carried across reloads and reopened sources."""
         self.active = Active.open(setup, self.counters)
-        self._audio_state = AudioState.LISTENING
+        self._status = Status(AudioState.LISTENING)
+        """The audio input's state as last said (a reload says it again, to sinks it may have replaced)."""
+        self._silence = DigitalSilence()
+        """Goes on across a reload's reopen (still silent: said once); starts afresh after a lost input."""
 
     @property
     def setup(self) -> Setup:
@@ -218,8 +222,7 @@ class Service:
     def _audio_trouble(self, text: str, wait_s: float) -> None:
         self.state = State.AUDIO_LOST
         log.warning("%s; retrying in %.0f s", text, wait_s)
-        self._audio_state = AudioState.AUDIO_ERROR
-        self.active.outbox.publish([Status(AudioState.AUDIO_ERROR, error=text)])
+        self._say(Status(AudioState.AUDIO_ERROR, error=text))
         notify.status(text)
         deadline = time.monotonic() + wait_s
         while (not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline
@@ -243,6 +246,8 @@ class Service:
                 self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
                 first = False
                 self._mark_listening(source)
+                if source.live:
+                    self._watch_silence(source, self._silence.heard(block.samples, source.sample_rate))
                 last_audio = time.monotonic()
             elif source.finished and source.ring.available == 0:
                 self.active.outbox.publish(pipeline.process(resampler.flush()))
@@ -282,7 +287,7 @@ class Service:
         self.active = new
         log.info("configuration reloaded from %s", setup.config_path)
         if source is not None:
-            new.outbox.publish([Status(self._audio_state, source=source.name)])
+            new.outbox.publish([self._status])
         notify.ready()
         return source is not None and source.live and setup.config.audio != old.setup.config.audio
 
@@ -299,12 +304,32 @@ class Service:
         if self.state is State.LISTENING:
             return
         self.state = State.LISTENING
-        self._audio_state = AudioState.LISTENING
+        self._silence = DigitalSilence()
         if not self._ready:
             self._ready = True
             notify.ready()
         notify.status(f"listening on {source.name}")
-        self.active.outbox.publish([Status(AudioState.LISTENING, source=source.name)])
+        self._say(Status(AudioState.LISTENING, source=source.name))
+
+    def _watch_silence(self, source: AudioSource, change: bool | None) -> None:
+        """An input that is open but gives only zeros is as deaf as a lost one: said as loudly (status, log,
+        Home Assistant's problem sensor), and taken back when sound returns."""
+        if change is None:
+            return
+        if change:
+            text = (f"{source.name} gives only digital silence (exact zeros for {DIGITAL_SILENCE_S:.0f} s): "
+                    "is the capture muted or its gain at 0?")
+            log.warning("%s", text)
+            self._say(Status(AudioState.SILENT, source=source.name, error=text))
+            notify.status(text)
+            return
+        log.info("%s gives sound again", source.name)
+        self._say(Status(AudioState.LISTENING, source=source.name))
+        notify.status(f"listening on {source.name}")
+
+    def _say(self, status: Status) -> None:
+        self._status = status
+        self.active.outbox.publish([status])
 
     def _stats(self, source: AudioSource) -> Stats:
         counters, active = self.counters, self.active
@@ -321,7 +346,7 @@ class Service:
             model=active.setup.bundle.ident,
             runtime=active.pipeline.model.runtime,
             version=__version__,
-            audio_state=self._audio_state,
+            audio_state=self._status.state,
         )
         return stats.with_figures(active.outbox.health())
 

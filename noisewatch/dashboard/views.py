@@ -110,8 +110,9 @@ def stats_items(device: DeviceState) -> list[tuple[str, Any]]:
 
 
 def audio_problem(device: DeviceState) -> str | None:
-    """Why the listener hears nothing (its microphone is lost), or None while it listens (or is offline)."""
-    if device.audio is None or device.audio.state is not AudioState.AUDIO_ERROR or is_offline(device):
+    """Why the listener hears nothing (its microphone is lost or gives only zeros), or None while it listens
+    (or is offline)."""
+    if device.audio is None or device.audio.state is AudioState.LISTENING or is_offline(device):
         return None
     return device.audio.error or "audio input lost"
 

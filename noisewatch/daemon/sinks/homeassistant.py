@@ -57,7 +57,7 @@ STARTED_TEMPLATE = (
     "{{ {'event_type': value_json.label, 'id': value_json.id, 'confidence': value_json.confidence,"
     " 'start': value_json.start} | to_json }}"
 )
-AUDIO_PROBLEM_TEMPLATE = "{{ 'ON' if value_json.state == 'audio_error' else 'OFF' }}"
+AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.state == 'listening' else 'ON' }}"
 
 
 @dataclass(frozen=True)

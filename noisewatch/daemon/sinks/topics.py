@@ -56,7 +56,7 @@ class Topics:
 
     @property
     def audio(self) -> str:
-        """The audio input's state: ``listening`` or ``audio_error`` with the reason (retained JSON)."""
+        """The audio input's state: ``listening``, or ``audio_error`` or ``silent`` with the reason (retained JSON)."""
         return f"{self.prefix}/audio"
 
     @property
