@@ -574,6 +574,25 @@ def test_thresholds_kept_from_home_assistant_win_over_the_config_from_the_first_
     assert "street_music" not in plain and tuned == plain | {"street_music"}
 
 
+def test_a_config_threshold_a_home_assistant_one_overrides_is_named_in_the_log(tmp_path: Path, caplog) -> None:
+    """Otherwise an edit of detector.thresholds after a change from the phone looks ignored."""
+    from mqtt_broker import free_port
+
+    from noisewatch.daemon.pipeline import Counters
+    from noisewatch.daemon.service import Active
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+                      "detector:\n  thresholds:\n    siren: 0.9\n    dog_bark: 0.5\n")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "thresholds.json").write_text('{"siren": 0.3, "dog_bark": 0.5, "car_horn": 0.7}')
+    caplog.set_level("WARNING", logger="noisewatch")
+    active = Active.open(prepare(str(config)), Counters())
+    active.close()
+    said = [r.getMessage() for r in caplog.records if "not in force" in r.getMessage()]
+    assert len(said) == 1 and "detector.thresholds.siren = 0.9" in said[0] and "0.3" in said[0], said
+
+
 def test_a_reload_that_replaces_the_mqtt_sink_hands_it_the_running_spool(tmp_path: Path) -> None:
     """Two spools on one folder would hand out the same sequence numbers and overwrite each other's events."""
     from mqtt_broker import free_port

@@ -110,6 +110,7 @@ class Active:
                  setup.model.runtime, pipeline.hop_s)
         active = cls(setup, pipeline, outbox)
         active.follow_thresholds()  # kept from an earlier run: they win over the config's from the first window
+        _say_overridden(setup.config, active.thresholds_applied)
         return active
 
     def follow_thresholds(self) -> None:
@@ -354,6 +355,16 @@ class Service:
 def _input_failed(why: str) -> int:
     log.error("%s; stopping (a replayed file is not retried)", why)
     return EX_NOINPUT
+
+
+def _say_overridden(config: Config, overrides: dict[str, float]) -> None:
+    """A threshold edited in the config does nothing while one set from Home Assistant wins: say so, or the
+    edit looks ignored."""
+    for label, value in sorted(overrides.items()):
+        configured = config.detector.thresholds.get(label)
+        if configured is not None and configured != value:
+            log.warning("detector.thresholds.%s = %g is not in force: %g, set from Home Assistant, wins (kept in "
+                        "%s; set it again there to change it)", label, configured, value, config.mqtt.state_path)
 
 
 def _check_sample_rate(setup: Setup, running: Pipeline) -> None:
