@@ -56,6 +56,19 @@ def test_callback_counts_overflow_statuses_and_copies_blocks() -> None:
     np.testing.assert_array_equal(out, np.tile(np.linspace(-1, 1, 256, dtype=np.float32), 3)[:, None])
 
 
+def test_an_overflow_is_reported_with_the_frames_after_it_not_swallowed_by_an_empty_read() -> None:
+    """The processing loop reads no frames once a minute to check its clock: that read took the overflow
+    count with it, and input_overflows never heard of it."""
+    sd = pytest.importorskip("sounddevice", reason="PortAudio is not installed here")
+    source = FileSource(SCENE, speed=0, block_size=512, buffer_s=1.0)
+    overflow = sd.CallbackFlags()
+    overflow.input_overflow = True
+    source.callback(np.zeros((256, 1), np.float32), 256, None, overflow)
+    assert source.read(0, 0).overflows == 0
+    assert source.read(1000, 0).overflows == 1
+    assert source.read(1000, 0).overflows == 0
+
+
 def test_speed_0_delivers_every_sample_in_order_with_backpressure() -> None:
     reference, rate = sf.read(str(SCENE), dtype="float32", always_2d=True)
     source = open_source(AudioSection(block_size=1000, buffer_s=1.0), str(SCENE), speed=0)

@@ -92,8 +92,10 @@ class AudioSource:
         ``timeout``), with what was lost in front of them and when they were captured: now, less what is
         still unread, less the frames themselves."""
         ring_read = self.ring.read(max_frames, timeout, min_frames)
-        total = self.overflows  # once: the callback may count another meanwhile
-        overflows, self._overflows_read = total - self._overflows_read, total
+        overflows = 0
+        if len(ring_read.frames):  # like the ring's drops, with the first frames after them: a read of none
+            total = self.overflows  # (the loop's clock check) must not swallow them; once: the callback may count
+            overflows, self._overflows_read = total - self._overflows_read, total  # another meanwhile
         behind_s = (ring_read.behind + len(ring_read.frames)) / self.sample_rate
         samples, nonfinite = _finite(ring_read.frames)
         return AudioBlock(samples, self.sample_rate, ring_read.lost, overflows, nonfinite,
