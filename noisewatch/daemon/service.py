@@ -30,9 +30,9 @@ from noisewatch.bundle import BundleError
 from noisewatch.config import EX_CONFIG, Config, ConfigError
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock
+from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence
 from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
-from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.setup import Overrides, Setup, open_sinks, prepare
