@@ -91,6 +91,16 @@ def test_long_events_are_reported_and_continued() -> None:
     assert transitions[2][3] == transitions[1][2]  # the first part ends where the second starts
 
 
+def test_a_continuation_that_ends_soon_after_a_split_still_sends_its_end() -> None:
+    """A split at max_duration_s announces the continuation at once; when the sound stops before
+    min_duration_s, its end was dropped and subscribers stayed ON for good."""
+    detector = Detector(LABELS, settings(max_duration_s=2.0, min_duration_s=1.0))
+    transitions = run(detector, [[0.9, 0, 0]] * 5 + [[0, 0, 1]] * 4)
+    assert [k for k, *_ in transitions] == ["started", "started", "ended", "ended"]
+    started = sorted(start for kind, _, start, _ in transitions if kind == "started")
+    assert started == sorted(start for kind, _, start, _ in transitions if kind == "ended")  # each one ended
+
+
 def test_cooldown_blocks_an_immediate_restart() -> None:
     detector = Detector(LABELS, settings(cooldown_s=3.0))
     rows = [[0.9, 0, 0]] * 2 + [[0, 0, 1]] * 3 + [[0.9, 0, 0]] * 3 + [[0, 0, 1]] * 3 + [[0.9, 0, 0]] * 3

@@ -599,7 +599,8 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
     """Any change to the thresholds or the MQTT section builds a new MQTT sink. It announced every label OFF
     while the pipeline kept the siren open, and the siren's end then changed nothing: Home Assistant showed no
     siren for the rest of it. Another model ends the open events at the reload: the new sink, which took them
-    over, must still turn them OFF."""
+    over, must still turn them OFF (that case passed before the fix too: it guards the ending of the old
+    pipeline's events through the new sink, which the fix rerouted)."""
     config = write_config(tmp_path / "c.yaml", broker.port)
     daemon = start(daemons, config, SCENE, 1, tmp_path / "out.jsonl")
     assert wait_until(lambda: bool(daemon.messages("started")), timeout=20), daemon.log_text()

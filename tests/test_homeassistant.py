@@ -71,11 +71,15 @@ def test_label_sensors_events_and_started_at_qos_1_with_icons() -> None:
     assert "duration_s" in ended["value_template"] and "duration_s" not in started["value_template"]
 
 
-def test_audio_problem_sensor_reads_the_retained_audio_topic() -> None:
+@pytest.mark.parametrize("state, shown", [("listening", "OFF"), ("audio_error", "ON"), ("silent", "ON")])
+def test_audio_problem_sensor_reads_the_retained_audio_topic(state: str, shown: str) -> None:
+    import jinja2
+
     problem = messages()[NODE.format("binary_sensor", "audio_problem")]
     assert (problem["device_class"], problem["entity_category"]) == ("problem", "diagnostic")
     assert problem["state_topic"] == problem["json_attributes_topic"] == "noisewatch/kitchen/audio"
-    assert "listening" in problem["value_template"]  # anything else (audio_error, silent) is a problem
+    rendered = jinja2.Environment().from_string(problem["value_template"]).render(value_json={"state": state})
+    assert rendered == shown  # a problem is anything but listening: a lost input and a mute one alike
 
 
 def test_stats_diagnostics_expire_when_reports_stop() -> None:

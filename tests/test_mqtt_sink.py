@@ -20,8 +20,8 @@ import yaml
 from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_until
 
 from noisewatch.config import PASSWORD_ENV, Config, load_config
-from noisewatch.daemon.messages import Event, Level, Score, Scores, Started, Stats, stamped
-from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, MqttSink
+from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
+from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MqttSink
 
 pytestmark = pytest.mark.broker
 
@@ -367,3 +367,46 @@ def test_a_sink_replacing_the_running_one_keeps_its_open_events_on_and_its_recen
         assert [e["id"] for e in json.loads(collector.on(recent)[-1])["events"]] == [closed.id, going_on.id]
     finally:
         replacing.close()
+
+
+def test_an_event_of_a_label_a_reload_stops_announcing_still_turns_it_off(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """A reload that ignores dog_bark while one barks: the replacing sink does not announce dog_bark, and the
+    bark's end (the old pipeline closes it) turned nothing OFF. Without discovery (Node-RED reads the state
+    topics) nothing clears the topic either: it said ON for good."""
+    def config(**detector: Any) -> Config:
+        return Config.model_validate({"device_id": "test", "detector": detector, "mqtt": mqtt_settings(
+            tmp_path, broker.port, homeassistant={"discovery": False})})
+
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config(), LABELS, MODEL, thresholds)
+    barking = event(0, "dog_bark")
+    running.send(started(barking))
+    state = f"{PREFIX}/state/dog_bark"
+    assert collector.wait_for(lambda c: c.on(state)[-1:] == [b"ON"])
+    replacing = MqttSink.from_config(config(ignore=["background", "dog_bark"]), LABELS, MODEL, thresholds,
+                                     running=running)
+    running.close()
+    try:
+        assert "dog_bark" not in replacing.listener.labels
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+        replacing.send(barking)
+        assert collector.wait_for(lambda c: c.on(state)[-1:] == [b"OFF"])
+    finally:
+        replacing.close()
+
+
+def test_the_audio_state_said_during_a_long_outage_reaches_the_broker_when_it_returns(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """A muted microphone said while the broker is away, then more than the memory queue holds of level
+    reports: the "silent" status was pushed out, and Home Assistant never heard of the deaf listener."""
+    broker.stop()
+    sink = open_sink(make_config(tmp_path, broker.port))
+    sink.send(Status(AudioState.SILENT, source="mic", error="exact zeros for 60 s"))
+    report = a_level(event(0))
+    for _ in range(LIVE_QUEUE_MAX + 10):
+        sink.send(report)
+    broker.start()
+    audio = f"{PREFIX}/audio"
+    assert collector.wait_for(lambda c: len(c.on(audio)) > 0 and len(c.on(f"{PREFIX}/level")) > 0, timeout=15)
+    assert json.loads(collector.on(audio)[-1])["state"] == "silent"

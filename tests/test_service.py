@@ -276,6 +276,105 @@ def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: 
     assert any(m["type"] == "event" for m in read_jsonl(out))
 
 
+class _Microphone:
+    """A named USB microphone that can be unplugged: while it is, it is neither found nor opened (both of the
+    daemon's ways of looking for it fail), as with a real device."""
+
+    def __init__(self, audio_path: Path) -> None:
+        import threading
+
+        self.audio_path = audio_path
+        self.plugged = threading.Event()
+        self.plugged.set()
+
+    def check_device(self, audio) -> None:
+        from noisewatch.daemon.sources import SourceError
+
+        if not self.plugged.is_set():
+            raise SourceError(f"no input device matching {audio.device!r}")
+
+    def open_source(self, audio, input_path, speed):
+        self.check_device(audio)
+        return FileSource(str(self.audio_path), 0, audio.block_size, audio.buffer_s)
+
+    def install(self, monkeypatch) -> None:
+        from noisewatch.daemon import service as service_module
+        from noisewatch.daemon import setup as setup_module
+
+        monkeypatch.setattr(service_module, "open_source", self.open_source)
+        monkeypatch.setattr(setup_module, "check_device", self.check_device)
+
+
+def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """The config edited and reloaded while the microphone is unplugged: the reload looked for the unplugged
+    device, was refused and lost, and the old config ran once the device was back."""
+    import threading
+
+    from noisewatch.daemon.service import Service, Signals
+
+    mic = _Microphone(repo_root / "samples" / "scene.flac")
+    mic.install(monkeypatch)
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 2\n")
+    signals = Signals()
+    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+    mic.plugged.clear()
+
+    def edit_and_replug() -> None:
+        _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 2, 30)  # audio_error said twice
+        config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 2\nstats:\n  interval_s: 7\n")
+        signals.reload.set()
+        time.sleep(1.5)
+        mic.plugged.set()
+        time.sleep(20)
+        signals.stop.set()  # a failure ends, rather than hangs, the test
+
+    threading.Thread(target=edit_and_replug, daemon=True).start()
+    assert service.run() == 0  # the scene, replayed once the device was back
+    assert service.setup.config.stats.interval_s == 7  # the edit is in force
+    assert any(m["type"] == "event" for m in read_jsonl(out))
+
+
+def test_a_reload_before_the_microphone_first_appears_does_not_tell_systemd_ready(tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    """READY=1 ends systemd's start job: a SIGHUP while start-up still waits for the microphone sent it (and
+    RELOADING=1) though no audio had flowed yet."""
+    import socket
+    import threading
+
+    from noisewatch.daemon.service import Service, Signals
+
+    mic = _Microphone(tmp_path / "never opened.flac")
+    mic.install(monkeypatch)
+    address = str(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 2\n")
+    signals = Signals()
+    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+    mic.plugged.clear()
+
+    def reload_then_stop() -> None:
+        _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 30)
+        signals.reload.set()
+        time.sleep(3)
+        signals.stop.set()
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        threading.Thread(target=reload_then_stop, daemon=True).start()
+        assert service.run() == 0
+        listener.setblocking(False)
+        said = []
+        while True:
+            try:
+                said += listener.recv(4096).decode().splitlines()
+            except BlockingIOError:
+                break
+    assert any(line.startswith("STATUS=cannot open audio input") for line in said), said  # it was listened to
+    assert "READY=1" not in said and "RELOADING=1" not in said, said
+
+
 class _LiveReplay(FileSource):
     """A real file source that reports itself live (a microphone): the checks only live inputs get apply."""
 

@@ -219,9 +219,9 @@ class Detector:
         state.blocked_until = at_s + self.settings.cooldown_s
         if event is not None:
             state.last_end = event.end_s
-        if event is None or not announced or event.duration_s < self.settings.min_duration_s:
-            return []
-        return [Transition("ended", event)]
+        # announced is what counts, not the duration now: subscribers heard "started" (a split's continuation,
+        # or min_duration_s raised by a reload) and stay ON until they hear the end
+        return [Transition("ended", event)] if event is not None and announced else []
 
     def _onset(self, obs: Observation) -> float:
         newest_hop = max(obs.start_s, obs.end_s - self.settings.hop_s)

@@ -7,9 +7,10 @@ The service is a small state machine (:class:`State`), driven by one thread, the
 SIGHUP does not leave LISTENING: the new configuration is validated and its pipeline and sinks
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
 replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
-a changed ``audio`` section of a live input reopens the device. SIGTERM/SIGINT close open events,
-flush the sinks and exit 0. Everything after the ring buffer lives in :mod:`.pipeline`, every
-message leaves through :mod:`.outbox`.
+a changed ``audio`` section of a live input reopens the device. In AUDIO_LOST a reload is applied at once
+(the missing device is not looked for: it is what is missing), so the next reopening tries the new audio
+section. SIGTERM/SIGINT close open events, flush the sinks and exit 0. Everything after the ring buffer
+lives in :mod:`.pipeline`, every message leaves through :mod:`.outbox`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -269,10 +270,11 @@ class Service:
         be reopened for a changed audio section (``source`` None: no input is open). On any failure the
         running set-up stays as it was."""
         self._reload.clear()
-        notify.reloading()
+        self._notify(notify.reloading)
         old = self.active
         try:
-            setup = prepare(old.setup.config_path, old.setup.overrides, old.setup.input_path, old.setup.speed)
+            setup = prepare(old.setup.config_path, old.setup.overrides, old.setup.input_path, old.setup.speed,
+                            check_audio=source is not None)  # the input is lost: its device is what is missing
             setup = replace(setup, config=_keep_jsonl(setup.config, old.setup.config))
             _check_sample_rate(setup, old.pipeline)
             new = Active.open(setup, self.counters, running=old.outbox.sinks)
@@ -289,17 +291,22 @@ class Service:
         log.info("configuration reloaded from %s", setup.config_path)
         if source is not None:
             new.outbox.publish([self._status])
-        notify.ready()
+        self._notify(notify.ready)
         return source is not None and source.live and setup.config.audio != old.setup.config.audio
 
-    @staticmethod
-    def _refused(running: Active) -> bool:
+    def _refused(self, running: Active) -> bool:
         """A refused reload still reopens the JSON-lines file: logrotate's reload is what follows its move."""
         for sink in running.outbox.sinks:
             if isinstance(sink, JsonlSink):
                 sink.reopen()
-        notify.ready()
+        self._notify(notify.ready)
         return False
+
+    def _notify(self, say: Callable[[], bool]) -> None:
+        """RELOADING=1 and READY=1 of a reload, once start-up is over: before, READY=1 would end systemd's start
+        job while no audio has flowed yet (a SIGHUP while waiting for the microphone)."""
+        if self._ready:
+            say()
 
     def _mark_listening(self, source: AudioSource) -> None:
         if self.state is State.LISTENING:

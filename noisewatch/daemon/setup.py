@@ -51,22 +51,33 @@ class Setup:
 
 
 def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_path: str | None = None,
-            speed: float = 1.0) -> Setup:
-    """Load and cross-check everything; raises ConfigError/BundleError with one line per problem."""
+            speed: float = 1.0, check_audio: bool = True) -> Setup:
+    """Load and cross-check everything; raises ConfigError/BundleError with one line per problem.
+
+    ``check_audio`` False: the named device is not looked for (a reload while the input is lost: the device
+    is what is missing, and reopening it retries it anyway)."""
     config = overrides.apply(load_config(config_path))
     bundle = load_bundle(config.model.path or default_model_path())
     problems = bundle_problems(config, bundle) + sink_problems(config)
-    if input_path is None and config.audio.device is not None:  # the default input may appear later
-        try:
-            check_device(config.audio)
-        except SourceError as exc:
-            problems.append(f"audio.device = {config.audio.device!r}: {exc}")
-    elif input_path is not None and not Path(input_path).is_file():
-        problems.append(f"--input {input_path}: no such file")
+    if check_audio:
+        problems += audio_problems(config, input_path)
     model = None if problems else load_model(config, bundle, problems)  # last: its runtime talks on stderr
     if model is None:
         raise ConfigError("\n".join(_located(config_path, overrides, problems)))
     return Setup(config, bundle, model, config_path, overrides, input_path, speed)
+
+
+def audio_problems(config: Config, input_path: str | None) -> list[str]:
+    """A named device that is not there, or a file to replay that is not (the default input may appear later)."""
+    if input_path is not None:
+        return [] if Path(input_path).is_file() else [f"--input {input_path}: no such file"]
+    if config.audio.device is None:
+        return []
+    try:
+        check_device(config.audio)
+    except SourceError as exc:
+        return [f"audio.device = {config.audio.device!r}: {exc}"]
+    return []
 
 
 def _located(config_path: str | None, overrides: Overrides, problems: list[str]) -> list[str]:

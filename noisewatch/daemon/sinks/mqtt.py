@@ -10,7 +10,7 @@ Threads and hand-offs:
   from paho's callbacks (connected, disconnected, acknowledged) and from ``close``. It feeds spooled
   messages to paho, at most ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected,
   removes a message from the spool when its acknowledgement arrives, and on every (re)connect publishes
-  ``online``, the retained ``ON``/``OFF`` states and the Home Assistant discovery.
+  ``online``, the latest audio state, the retained ``ON``/``OFF`` states and the Home Assistant discovery.
 - paho's own thread (``loop_start``) connects, reconnects with capped exponential backoff (plus a
   random jitter, so listeners that lost the same broker do not return in lockstep) and re-sends its
   unacknowledged messages after a reconnect. Its callbacks only put commands on the queue.
@@ -181,9 +181,10 @@ class MqttSink:
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         # pump thread only, from here on
         self._states = LabelStates(listener.labels)
-        for event_id, label in self._open_events.items():  # still ON: announced so, not as OFF
-            if label in listener.labels:
-                self._states.started(label, event_id)
+        for event_id, label in self._open_events.items():  # still ON: announced so, not as OFF; a label this
+            self._states.started(label, event_id)          # sink does not announce still hears its event's end
+        self._audio_status: Outgoing | None = None
+        """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._unspooled: deque[_Unspooled] = deque()
@@ -431,6 +432,8 @@ class MqttSink:
     def _handle(self, command: _Command) -> None:
         if isinstance(command, Outgoing):
             self._live.append(command)
+            if command.topic == self.topics.audio:
+                self._audio_status = command
         elif isinstance(command, _Unspooled):
             if len(self._unspooled) == MEMORY_SPOOL_MAX:
                 self._unspooled.popleft()
@@ -467,9 +470,12 @@ class MqttSink:
         return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
 
     def _announce(self) -> None:
-        """On every (re)connect: online, every label's retained state and threshold, discovery (clearing
-        what an earlier run announced and this one does not)."""
+        """On every (re)connect: online, the audio state, every label's retained state and threshold, discovery
+        (clearing what an earlier run announced and this one does not)."""
         self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
+        if self._audio_status is not None:  # a mute or lost input said during a long outage is not lost with it
+            status = self._audio_status
+            self.client.publish(status.topic, status.payload, qos=status.qos, retain=status.retain)
         for label, state in self._states.snapshot().items():
             self.client.publish(self.topics.state(label), state, qos=QOS_AT_LEAST_ONCE, retain=True)
         for label in tunable_labels(self.listener):
