@@ -276,6 +276,9 @@ def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: 
     assert any(m["type"] == "event" for m in read_jsonl(out))
 
 
+MIC_CONFIG = "audio:\n  device: UsbMic\n  reopen_max_s: 2\n"
+
+
 class _Microphone:
     """A named USB microphone that can be unplugged: while it is, it is neither found nor opened (both of the
     daemon's ways of looking for it fail), as with a real device."""
@@ -304,25 +307,30 @@ class _Microphone:
         monkeypatch.setattr(service_module, "open_source", self.open_source)
         monkeypatch.setattr(setup_module, "check_device", self.check_device)
 
+    def service_set_up_then_unplugged(self, tmp_path: Path):
+        """A service naming this microphone (JSON lines out), set up while it is plugged in; unplugged before it runs."""
+        from noisewatch.daemon.service import Service, Signals
+
+        config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+        config.write_text(MIC_CONFIG)
+        signals = Signals()
+        service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+        self.plugged.clear()
+        return config, out, signals, service
+
 
 def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
     """The config edited and reloaded while the microphone is unplugged: the reload looked for the unplugged
     device, was refused and lost, and the old config ran once the device was back."""
     import threading
 
-    from noisewatch.daemon.service import Service, Signals
-
     mic = _Microphone(repo_root / "samples" / "scene.flac")
     mic.install(monkeypatch)
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 2\n")
-    signals = Signals()
-    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
-    mic.plugged.clear()
+    config, out, signals, service = mic.service_set_up_then_unplugged(tmp_path)
 
     def edit_and_replug() -> None:
         _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 2, 30)  # audio_error said twice
-        config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 2\nstats:\n  interval_s: 7\n")
+        config.write_text(MIC_CONFIG + "stats:\n  interval_s: 7\n")
         signals.reload.set()
         time.sleep(1.5)
         mic.plugged.set()
@@ -342,17 +350,11 @@ def test_a_reload_before_the_microphone_first_appears_does_not_tell_systemd_read
     import socket
     import threading
 
-    from noisewatch.daemon.service import Service, Signals
-
     mic = _Microphone(tmp_path / "never opened.flac")
     mic.install(monkeypatch)
     address = str(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", address)
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 2\n")
-    signals = Signals()
-    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
-    mic.plugged.clear()
+    config, out, signals, service = mic.service_set_up_then_unplugged(tmp_path)
 
     def reload_then_stop() -> None:
         _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 30)
