@@ -369,14 +369,16 @@ def test_a_sink_replacing_the_running_one_keeps_its_open_events_on_and_its_recen
         replacing.close()
 
 
+@pytest.mark.parametrize("discovery", [False, True])
 def test_an_event_of_a_label_a_reload_stops_announcing_still_turns_it_off(
-        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+        tmp_path: Path, broker: Broker, collector: Collector, discovery: bool) -> None:
     """A reload that ignores dog_bark while one barks: the replacing sink does not announce dog_bark, and the
     bark's end (the old pipeline closes it) turned nothing OFF. Without discovery (Node-RED reads the state
-    topics) nothing clears the topic either: it said ON for good."""
+    topics) nothing cleared the topic either: it said ON for good. With discovery the entity and its state are
+    cleared, and the end must not leave a retained OFF behind on a topic nothing reads."""
     def config(**detector: Any) -> Config:
         return Config.model_validate({"device_id": "test", "detector": detector, "mqtt": mqtt_settings(
-            tmp_path, broker.port, homeassistant={"discovery": False})})
+            tmp_path, broker.port, homeassistant={"discovery": discovery})})
 
     thresholds = {label: 0.6 for label in LABELS}
     running = MqttSink.from_config(config(), LABELS, MODEL, thresholds)
@@ -390,8 +392,11 @@ def test_an_event_of_a_label_a_reload_stops_announcing_still_turns_it_off(
     try:
         assert "dog_bark" not in replacing.listener.labels
         assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+        time.sleep(0.3)  # the replacing sink's announcement (and, under discovery, its clears) all arrived
+        before = len(collector.on(state))
         replacing.send(barking)
-        assert collector.wait_for(lambda c: c.on(state)[-1:] == [b"OFF"])
+        assert collector.wait_for(lambda c: len(c.on(state)) > before)
+        assert collector.on(state)[before:] == [b"" if discovery else b"OFF"]
     finally:
         replacing.close()
 

@@ -319,10 +319,14 @@ class _Microphone:
         return config, out, signals, service
 
 
-def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path, tmp_path: Path, monkeypatch,
+                                                                 caplog) -> None:
     """The config edited and reloaded while the microphone is unplugged: the reload looked for the unplugged
     device, was refused and lost, and the old config ran once the device was back."""
+    import logging
     import threading
+
+    caplog.set_level(logging.INFO, logger="noisewatch")
 
     mic = _Microphone(repo_root / "samples" / "scene.flac")
     mic.install(monkeypatch)
@@ -332,7 +336,7 @@ def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path
         _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 2, 30)  # audio_error said twice
         config.write_text(MIC_CONFIG + "stats:\n  interval_s: 7\n")
         signals.reload.set()
-        time.sleep(1.5)
+        _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 3, 30)  # tried after the reload
         mic.plugged.set()
         time.sleep(20)
         signals.stop.set()  # a failure ends, rather than hangs, the test
@@ -340,16 +344,20 @@ def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path
     threading.Thread(target=edit_and_replug, daemon=True).start()
     assert service.run() == 0  # the scene, replayed once the device was back
     assert service.setup.config.stats.interval_s == 7  # the edit is in force
+    said = caplog.text
+    assert "configuration reloaded" in said and "reload applied while the audio input is lost, but audio.device" in said
     assert any(m["type"] == "event" for m in read_jsonl(out))
 
 
-def test_a_reload_before_the_microphone_first_appears_does_not_tell_systemd_ready(tmp_path: Path,
-                                                                                monkeypatch) -> None:
+def test_a_reload_before_the_microphone_first_appears_does_not_tell_systemd_ready(tmp_path: Path, monkeypatch,
+                                                                                caplog) -> None:
     """READY=1 ends systemd's start job: a SIGHUP while start-up still waits for the microphone sent it (and
     RELOADING=1) though no audio had flowed yet."""
+    import logging
     import socket
     import threading
 
+    caplog.set_level(logging.INFO, logger="noisewatch")
     mic = _Microphone(tmp_path / "never opened.flac")
     mic.install(monkeypatch)
     address = str(tmp_path / "notify.sock")
@@ -375,6 +383,7 @@ def test_a_reload_before_the_microphone_first_appears_does_not_tell_systemd_read
                 break
     assert any(line.startswith("STATUS=cannot open audio input") for line in said), said  # it was listened to
     assert "READY=1" not in said and "RELOADING=1" not in said, said
+    assert "configuration reloaded" in caplog.text  # the reload happened, before the stop
 
 
 class _LiveReplay(FileSource):

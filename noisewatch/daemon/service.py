@@ -8,8 +8,8 @@ SIGHUP does not leave LISTENING: the new configuration is validated and its pipe
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
 replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
 a changed ``audio`` section of a live input reopens the device. In AUDIO_LOST a reload is applied at once
-(the missing device is not looked for: it is what is missing), so the next reopening tries the new audio
-section. SIGTERM/SIGINT close open events, flush the sinks and exit 0. Everything after the ring buffer
+(an audio section that cannot be opened now is warned about, not refused: the device is what is missing),
+so the next reopening tries the new one. SIGTERM/SIGINT close open events, flush the sinks and exit 0. Everything after the ring buffer
 lives in :mod:`.pipeline`, every message leaves through :mod:`.outbox`.
 """
 
@@ -36,7 +36,7 @@ from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
-from noisewatch.daemon.setup import Overrides, Setup, open_sinks, prepare
+from noisewatch.daemon.setup import Overrides, Setup, audio_problems, open_sinks, prepare
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
@@ -275,6 +275,8 @@ class Service:
         try:
             setup = prepare(old.setup.config_path, old.setup.overrides, old.setup.input_path, old.setup.speed,
                             check_audio=source is not None)  # the input is lost: its device is what is missing
+            if source is None:
+                _say_audio_problems(setup)
             setup = replace(setup, config=_keep_jsonl(setup.config, old.setup.config))
             _check_sample_rate(setup, old.pipeline)
             new = Active.open(setup, self.counters, running=old.outbox.sinks)
@@ -372,6 +374,13 @@ def _say_overridden(config: Config, overrides: dict[str, float]) -> None:
         if configured is not None and configured != value:
             log.warning("detector.thresholds.%s = %g is not in force: %g, set from Home Assistant, wins (kept in "
                         "%s; set it again there to change it)", label, configured, value, config.mqtt.state_path)
+
+
+def _say_audio_problems(setup: Setup) -> None:
+    """A reload while the input is lost is applied even when its audio section cannot be opened now (the
+    device may come back): what is wrong with it is said, as the reopening will keep saying."""
+    for problem in audio_problems(setup.config, setup.input_path):
+        log.warning("reload applied while the audio input is lost, but %s; retrying it", problem)
 
 
 def _check_sample_rate(setup: Setup, running: Pipeline) -> None:

@@ -33,6 +33,10 @@ class LabelStates:
             return STATE_OFF
         return STATE_ON if ids and not was_on else None
 
+    def forget(self, label: str) -> None:
+        """No longer report ``label`` (its last event ended, and the sink does not announce it)."""
+        self._open.pop(label, None)
+
     def snapshot(self) -> dict[str, str]:
         """Every known label's current state."""
         return {label: STATE_ON if ids else STATE_OFF for label, ids in self._open.items()}

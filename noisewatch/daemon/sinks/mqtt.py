@@ -47,6 +47,7 @@ from noisewatch.daemon.sinks.announced import AnnouncedStore
 from noisewatch.daemon.sinks.homeassistant import (
     OFFLINE,
     ONLINE,
+    STATE_OFF,
     Listener,
     default_device_name,
     discovery_messages,
@@ -441,9 +442,7 @@ class MqttSink:
             self._unspooled.append(command)
             self._handle(command.spooled)
         elif isinstance(command, _Spooled):
-            change = (self._states.started if command.opened else self._states.ended)(command.label, command.event_id)
-            if change is not None:
-                self._live.append(Outgoing(self.topics.state(command.label), change.encode(), QOS_AT_LEAST_ONCE, True))
+            self._state_change(command)
             if command.recent is not None:
                 self._live.append(Outgoing(self.topics.recent_events, command.recent, QOS_AT_LEAST_ONCE, True))
         elif isinstance(command, _ThresholdCommand):
@@ -461,6 +460,19 @@ class MqttSink:
         else:
             self._closing = command
 
+    def _state_change(self, spooled: _Spooled) -> None:
+        """The label's retained ON/OFF, when the event changes it."""
+        change = (self._states.started if spooled.opened else self._states.ended)(spooled.label, spooled.event_id)
+        if change is None:
+            return
+        payload = change.encode()
+        if change == STATE_OFF and spooled.label not in self.listener.labels:
+            # the last event of a label a reload dropped: ended, then forgotten; under discovery its entity and
+            # state were cleared, and a retained OFF would outlive them on a topic nothing reads
+            self._states.forget(spooled.label)
+            payload = b"" if self.settings.homeassistant.discovery else payload
+        self._live.append(Outgoing(self.topics.state(spooled.label), payload, QOS_AT_LEAST_ONCE, True))
+
     def _done_closing(self) -> bool:
         closing = self._closing
         if closing is None:
@@ -473,8 +485,8 @@ class MqttSink:
         """On every (re)connect: online, the audio state, every label's retained state and threshold, discovery
         (clearing what an earlier run announced and this one does not)."""
         self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
-        if self._audio_status is not None:  # a mute or lost input said during a long outage is not lost with it
-            status = self._audio_status
+        status = self._audio_status  # a mute or lost input said during a long outage is not lost with it
+        if status is not None and not any(waiting is status for waiting in self._live):
             self.client.publish(status.topic, status.payload, qos=status.qos, retain=status.retain)
         for label, state in self._states.snapshot().items():
             self.client.publish(self.topics.state(label), state, qos=QOS_AT_LEAST_ONCE, retain=True)
