@@ -63,6 +63,17 @@ def test_ignored_labels_and_gated_windows_never_make_events() -> None:
     assert run(detector, [[0, 0, 1.0]] * 5 + [None] * 5) == []
 
 
+def test_a_threshold_of_1_turns_a_label_off_even_for_scores_of_exactly_1() -> None:
+    """Home Assistant's threshold slider at its maximum, to quiet a false alarm: an int8 model's scores reach
+    exactly 1.0, and the siren kept sounding. An open event ends as it would on its own."""
+    detector = Detector(LABELS, settings(thresholds={"siren": 1.0, "dog_bark": 0.6, "background": 0.5}))
+    assert run(detector, [[1.0, 0, 0]] * 6) == []
+    detector = Detector(LABELS, settings())
+    assert [k for k, *_ in run(detector, [[1.0, 0, 0]] * 2)] == ["started"]
+    detector.set_thresholds({"siren": 1.0})
+    assert [k for k, *_ in run(detector, [[1.0, 0, 0]] * 4)] == ["ended"]
+
+
 def test_smoothing_needs_several_confident_windows() -> None:
     detector = Detector(LABELS, settings(smoothing_windows=3))
     assert run(detector, [[0.9, 0, 0]] + [[0.0, 0, 1]] * 3) == []

@@ -30,6 +30,9 @@ ACTIVITY_FLOOR_HISTORY_S = 10.0
 """The quiet floor is the quietest recent stretch: a sound filling a whole window cannot raise it."""
 ACTIVITY_MERGE_GAP_S = 1.0
 """Loud stretches closer than this belong together (the barks of one dog, a wailing siren)."""
+THRESHOLD_OFF = 1.0
+"""A threshold at the top of its range turns the label off: an int8 model's scores reach exactly 1.0, so
+``score >= 1`` still fired, and the slider at its maximum did not quiet a false alarm."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ class Detector:
             state = self._state[label]
             state.history.append(0.0 if obs.scores is None else float(obs.scores[index]))
             smoothed = sum(state.history) / self.settings.smoothing_windows  # a short history counts as absent
-            if smoothed >= self.settings.thresholds[label]:
+            threshold = self.settings.thresholds[label]
+            if threshold < THRESHOLD_OFF and smoothed >= threshold:
                 out += self._present(label, state, smoothed, obs)
             elif state.event is not None:
                 out += self._absent(state, obs)
