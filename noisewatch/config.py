@@ -66,7 +66,8 @@ class AudioSection(_Section):
 
 
 class DetectorSection(_Section):
-    thresholds: dict[str, Probability] = Field(default_factory=dict, description="per-label overrides of the bundle's thresholds (1: the label is off)")
+    thresholds: dict[str, Probability] = Field(default_factory=dict,
+                                               description="per-label overrides of the bundle's thresholds (1: the label is off)")
     ignore: tuple[str, ...] = Field(("background",), description="labels that never become events")
     smoothing_windows: int | None = Field(None, ge=1, le=50, description="scores are averaged over this many windows; "
                                           "null: the model's, which its thresholds were tuned with")

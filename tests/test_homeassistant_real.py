@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +164,51 @@ def test_the_daemons_mqtt_sink_and_home_assistant_together(home_assistant: HomeA
     finally:
         sink.close()
     assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.85}
+
+
+def test_a_first_install_s_spooled_events_and_a_renamed_device_reach_home_assistant_cleanly(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path) -> None:
+    """Found trying a first install against this Home Assistant. Events spooled before the first connection
+    went out right after the discovery that creates their entities, before Home Assistant subscribed to them:
+    they never showed. And a renamed device's retained states were cleared while Home Assistant still read
+    them: template errors in its log."""
+    from mqtt_broker import free_port
+
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event, Started
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(device: str, port: int) -> MqttSink:
+        config = Config.model_validate({"device_id": device, "mqtt": {
+            "enabled": True, "host": HOST, "port": port, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4,
+            "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+
+    siren = Event(id="e1", label="siren", confidence=0.9, mean_confidence=0.8, start="2026-12-04T12:00:00.000Z",
+                  end="2026-12-04T12:00:04.000Z", offset_s=1.0, duration_s=4.0, peak_dbfs=-12.0, mean_dbfs=-20.0,
+                  device=DEVICE, model="urban11@test")
+    offline = sink(DEVICE, free_port())  # the broker's address mistyped at first: the events wait in the spool
+    offline.send(Started(id=siren.id, label=siren.label, confidence=siren.confidence, start=siren.start,
+                         offset_s=siren.offset_s, device=DEVICE, model=siren.model))
+    offline.send(siren)
+    offline.close()
+    ha = home_assistant
+    first = sink(DEVICE, broker.port)
+    try:
+        ended = ENTITY.format("event", "sound_event")
+        assert wait_until(lambda: (ha.state(ended) or {}).get("attributes", {}).get("event_type") == "siren", 30), \
+            ha.state(ended)
+        assert first.spool.depth == 0
+    finally:
+        first.close()
+    renamed = sink("hatest2", broker.port)
+    try:
+        assert wait_until(lambda: ha.state(ENTITY.format("binary_sensor", "siren")) is None, 20)
+        assert wait_until(lambda: ha.state("binary_sensor.noise_listener_hatest2_siren") is not None, 20)
+        time.sleep(3)  # the old device's retained states are cleared once Home Assistant has let go of them
+    finally:
+        renamed.close()
+    complaints = [line for line in ha.log_text.splitlines()
+                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest|value_json", line, re.I)]
+    assert not complaints, "\n".join(complaints)

@@ -80,6 +80,11 @@ CLOSE_FLUSH_S = 1.5
 """``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
 MIN_STOP_WAIT_S = 0.2
 PUMP_TICK_S = 1.0
+DISCOVERY_SETTLE_S = 2.0
+"""Home Assistant subscribes to a new entity's topics, and unsubscribes from a removed one's, a moment after
+its discovery message: events sent sooner are lost to it (a first install's spooled events never showed), and
+an empty retained state sent sooner is an error in its log. So after a discovery that adds or removes
+entities, events and those clears wait this long (not when closing: a prompt stop wins)."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 SESSION_EXPIRY_S = 86400
@@ -185,6 +190,8 @@ class MqttSink:
         for event_id, label in self._open_events.items():  # still ON: announced so, not as OFF; a label this
             self._states.started(label, event_id)          # sink does not announce still hears its event's end
         self._audio_status: Outgoing | None = None
+        self._settle_until = 0.0  # monotonic: events wait for Home Assistant until then (DISCOVERY_SETTLE_S)
+        self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
         """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
@@ -418,17 +425,34 @@ class MqttSink:
 
     def _pump_once(self) -> None:
         try:
-            self._handle(self._commands.get(timeout=CLOSING_TICK_S if self._closing else PUMP_TICK_S))
+            self._handle(self._commands.get(timeout=self._wait_s()))
             while True:  # take everything waiting before publishing, so acks free in-flight slots first
                 self._handle(self._commands.get_nowait())
         except queue.Empty:
             pass
         if self._unspooled:
             self._respool()
-        if self._connected:
+        if self._connected and self._settled():
             self._feed_spool()
             self._feed_held()
+        if self._connected:
             self._drain_live()
+
+    def _wait_s(self) -> float:
+        """How long the pump may wait for a command: until the next thing it must do unasked."""
+        if self._closing:
+            return CLOSING_TICK_S
+        settling = self._settle_until - time.monotonic()
+        return min(PUMP_TICK_S, settling) if settling > 0 else PUMP_TICK_S
+
+    def _settled(self) -> bool:
+        """True once Home Assistant has had DISCOVERY_SETTLE_S to act on discovery; then the state clears go."""
+        if self._closing is None and time.monotonic() < self._settle_until:
+            return False
+        for topic in self._state_clears:
+            self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
+        self._state_clears = []
+        return True
 
     def _handle(self, command: _Command) -> None:
         if isinstance(command, Outgoing):
@@ -500,11 +524,16 @@ class MqttSink:
     def _publish_discovery(self) -> None:
         """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone."""
         messages = discovery_messages(self.topics, self.listener) if self.settings.homeassistant.discovery else []
-        now = retained_state_topics(messages)
-        for topic, empty in stale_clears(self._announced.load(), now):
-            self.client.publish(topic, empty, qos=QOS_AT_LEAST_ONCE, retain=True)
+        now, before = retained_state_topics(messages), self._announced.load()
+        for topic, empty in stale_clears(before, now):
+            if topic in before:  # a discovery config: the entity goes at once; its state once HA let go of it
+                self.client.publish(topic, empty, qos=QOS_AT_LEAST_ONCE, retain=True)
+            elif topic not in self._state_clears:
+                self._state_clears.append(topic)
         for topic, config in messages:
             self.client.publish(topic, _encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
+        if set(now) != set(before):
+            self._settle_until = time.monotonic() + DISCOVERY_SETTLE_S
         try:
             self._announced.save(now)
         except OSError as exc:
