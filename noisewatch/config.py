@@ -170,6 +170,17 @@ class MqttSection(_Section):
         return self.state_directory or self.spool.directory.parent / "state"
     homeassistant: HomeAssistantSection = HomeAssistantSection()
 
+    @field_validator("host")
+    @classmethod
+    def _host_alone(cls, value: str) -> str:
+        """``broker:1883`` or ``mqtt://broker`` was taken as a host name and failed only at connect time."""
+        if "://" in value:
+            raise ValueError("a host name or address without a scheme (the port goes in mqtt.port, TLS in mqtt.tls)")
+        if re.fullmatch(r"[^:\[\]]+:[0-9]+", value):
+            host, port = value.rsplit(":", 1)
+            raise ValueError(f"the port goes in mqtt.port: host {host!r}, port {port}")
+        return value
+
     @field_validator("reconnect_max_s")
     @classmethod
     def _backoff_order(cls, value: float, info: ValidationInfo) -> float:

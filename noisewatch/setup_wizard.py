@@ -131,6 +131,8 @@ def ask_terminal(question: str, default: str) -> str:
 def interview(current: dict[str, object], ask: Ask = ask_terminal,
               ask_secret: Callable[[str], str] = getpass.getpass) -> Answers:
     """Ask for each setting, showing the current value as the default."""
+    from noisewatch.config import MqttSection  # pydantic: not on the path of ``noisewatch --help``
+
     mqtt, audio = _section(current, "mqtt"), _section(current, "audio")
     _show_devices()
     answers = Answers()
@@ -142,10 +144,19 @@ def interview(current: dict[str, object], ask: Ask = ask_terminal,
     enabled = bool(mqtt.get("enabled"))
     answers.mqtt_host = ask("MQTT broker host (empty: no MQTT)", str(mqtt.get("host") or "") if enabled else "")
     if answers.mqtt_host:
+        answers.mqtt_port = _ask_port(ask, str(mqtt.get("port") or MqttSection.model_fields["port"].default))
         answers.mqtt_user = ask("MQTT user (empty: anonymous)", str(mqtt.get("username") or ""))
         if answers.mqtt_user:
             answers.mqtt_password = ask_secret("MQTT password (empty: keep the stored one): ") or None
     return answers
+
+
+def _ask_port(ask: Ask, default: str) -> int:
+    """The broker's port, asked until it is a number (without this question a port went into the host, or
+    into the next answer, the user name)."""
+    while not (answer := ask("MQTT broker port", default)).isdigit():
+        print(f"{answer!r} is not a port number")
+    return int(answer)
 
 
 def _section(current: dict[str, object], name: str) -> dict[str, object]:

@@ -43,6 +43,8 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("audio:\n  hop_s: 61\n", ":2: audio.hop_s = 61: "),
         ("mqtt:\n  reconnect_min_s: 90\n  reconnect_max_s: 10\n", "reconnect_min_s must not exceed reconnect_max_s"),
         ("device_id: 'my/room'\n", ":1: device_id = 'my/room': "),
+        ("mqtt:\n  host: 127.0.0.1:18830\n", ":2: mqtt.host = '127.0.0.1:18830': the port goes in mqtt.port"),
+        ("mqtt:\n  host: mqtt://broker.lan\n", ":2: mqtt.host = 'mqtt://broker.lan': a host name or address without"),
     ],
 )
 def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
@@ -196,3 +198,22 @@ def test_a_config_nested_thousands_deep_is_one_line_not_a_traceback(tmp_path) ->
     path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_config(path)
+
+
+def test_a_user_without_a_password_is_a_warning_from_check_config(tmp_path: Path, monkeypatch) -> None:
+    """`noisewatch setup` stores the password as a systemd credential, which only the service gets: run by
+    hand, check-config said ok and the broker then refused the user. Allowed (a broker may take a user
+    without a password), so a warning, not a refusal; `run` logs the same line."""
+    monkeypatch.delenv("NOISEWATCH_MQTT_PASSWORD", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  username: nw\n  spool:\n    directory: {tmp_path / 'spool'}\n")
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
+    assert "warning: mqtt.username = 'nw' has no password" in done.stderr and "noisewatch_mqtt_password" in done.stderr
+    (tmp_path / "pw").write_text("s3cret\n")
+    config.write_text(config.read_text() + f"  password_file: {tmp_path / 'pw'}\n")
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr

@@ -80,13 +80,15 @@ def test_without_a_terminal_or_flags_it_says_what_to_do(tmp_path: Path) -> None:
 
 def test_interview_offers_the_host_name_and_current_values(capsys: pytest.CaptureFixture[str]) -> None:
     questions: list[tuple[str, str]] = []
-    replies = {"Input device": "", "Device id": "", "MQTT broker host": "broker.lan", "MQTT user": "nw"}
+    replies = {"Input device": "", "Device id": "", "MQTT broker host": "broker.lan", "MQTT broker port": "",
+               "MQTT user": "nw"}
 
     def ask(question: str, default: str) -> str:
         questions.append((question, default))
         return next(reply for start, reply in replies.items() if question.startswith(start)) or default
 
     answers = interview({"device_id": "noisewatch", "audio": {"device": 3}}, ask, lambda prompt: "pw")
-    assert answers == Answers(device="3", device_id=default_device_id(), mqtt_host="broker.lan",
+    assert answers == Answers(device="3", device_id=default_device_id(), mqtt_host="broker.lan", mqtt_port=1883,
                               mqtt_user="nw", mqtt_password="pw")
+    assert ("MQTT broker port", "1883") in questions  # asked, so that it goes neither into the host nor the user
     assert ("Device id (names this listener in MQTT and Home Assistant)", default_device_id()) in questions

@@ -36,7 +36,7 @@ from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
-from noisewatch.daemon.setup import Overrides, Setup, audio_problems, open_sinks, prepare
+from noisewatch.daemon.setup import Overrides, Setup, audio_problems, open_sinks, prepare, setup_warnings
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
@@ -110,6 +110,8 @@ class Active:
         log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
                  setup.model.runtime, pipeline.hop_s)
         active = cls(setup, pipeline, outbox)
+        for warning in setup_warnings(setup.config):
+            log.warning("%s", warning)
         active.follow_thresholds()  # kept from an earlier run: they win over the config's from the first window
         _say_overridden(setup.config, active.thresholds_applied)
         return active
@@ -461,5 +463,7 @@ def check_config_main(args: argparse.Namespace) -> int:
         setup = prepare(args.config)
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
+    for warning in setup_warnings(setup.config):
+        print(f"noisewatch: warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok (model {setup.bundle.ident}, {len(setup.bundle.labels)} labels)")
     return 0

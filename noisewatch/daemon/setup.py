@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
-from noisewatch.config import Config, ConfigError, TlsSection, load_config, locate
+from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, TlsSection, load_config, locate
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import SourceError, check_device
@@ -128,6 +128,21 @@ def sink_problems(config: Config) -> list[str]:
     if config.mqtt.enabled:
         problems += mqtt_problems(config)
     return problems
+
+
+def setup_warnings(config: Config) -> list[str]:
+    """What is allowed but most likely a mistake: said by ``check-config``, logged by ``run`` at start-up and
+    reload, never refused."""
+    if not (config.mqtt.enabled and config.mqtt.username):
+        return []
+    try:
+        if config.mqtt_password() is not None:
+            return []
+    except ConfigError:
+        return []  # an unreadable password file is a problem of its own (mqtt_problems)
+    return [f"mqtt.username = {config.mqtt.username!r} has no password: none in ${PASSWORD_ENV}, in the systemd "
+            f"credential {CREDENTIAL_NAME} (what `noisewatch setup` stores; only the service gets it) or in "
+            "mqtt.password_file, so the broker will be asked to take the user without one"]
 
 
 def mqtt_problems(config: Config) -> list[str]:

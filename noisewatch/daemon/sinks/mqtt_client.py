@@ -15,12 +15,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from noisewatch.config import PASSWORD_ENV, ConfigError, MqttSection
+from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, ConfigError, MqttSection
 
 log = logging.getLogger(__name__)
 JITTER_FRACTION = 0.5
 """the reconnect jitter is up to this fraction of the current backoff delay"""
-_CREDENTIALS_HINT = f"check mqtt.username and the password (${PASSWORD_ENV} or mqtt.password_file)"
+_CREDENTIALS_HINT = (f"check mqtt.username and the password (${PASSWORD_ENV}, the systemd credential {CREDENTIAL_NAME}"
+                     " or mqtt.password_file)")
 _REFUSAL_HINTS = {
     0x85: "check mqtt.client_id",
     0x86: _CREDENTIALS_HINT,
