@@ -637,6 +637,14 @@ def test_stats_reach_the_json_lines_sink_at_the_configured_interval(repo_root: P
     assert {"uptime_s", "windows", "input_overflows", "dropped_frames"} <= set(stats[0])
 
 
+def test_a_health_report_goes_out_as_audio_starts_not_a_whole_interval_later(repo_root: Path, tmp_path: Path) -> None:
+    """With the default 60 s interval Home Assistant showed the previous run's uptime for a minute after a
+    restart, and its diagnostic sensors stayed unavailable that long (the 33 s sample never filled them)."""
+    messages = run_daemon(repo_root / "samples" / "scene.flac", tmp_path / "out.jsonl", "--speed", "0")
+    stats = [m for m in messages if m["type"] == "stats"]
+    assert len(stats) == 1 and stats[0]["uptime_s"] < 5 and stats[0]["windows"] == 0, stats
+
+
 def test_an_event_is_in_the_mqtt_spool_before_it_reaches_the_json_lines_log(tmp_path: Path) -> None:
     """A kill between the two sinks must not leave a logged event that MQTT never delivers: the durable spool
     is written first (seen once as a lost event in test_daemon_killed_while_broker_down_delivers_spool)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
+import math
 import signal
 import sys
 import threading
@@ -406,7 +407,9 @@ class _Ticks:
         interval = notify.watchdog_interval()
         self._watchdog_every = interval / 3 if interval else None
         now = time.monotonic()
-        self._next_watchdog, self._last_stats, self._next_clock = now, now, now + CLOCK_CHECK_S
+        self._next_watchdog, self._next_clock = now, now + CLOCK_CHECK_S
+        self._last_stats = -math.inf  # one report as audio starts: Home Assistant showed the last run's uptime
+        # for a minute, and its diagnostic sensors stayed unavailable that long
 
     def watchdog(self) -> None:
         now = time.monotonic()

@@ -177,14 +177,14 @@ def _find_input(sd: ModuleType, device: int | str | None) -> dict[str, Any]:
     """The input device chosen by index, by case-insensitive name substring, or the default (None)."""
     inputs = _input_devices(sd)
     if device is None:
-        wanted, default = "the default input", _default_input(sd)
+        wanted, default = "the default audio input", _default_input(sd)
         matches = [d for d in inputs if d["index"] == default]
     elif isinstance(device, int):
-        wanted, matches = f"input device {device}", [d for d in inputs if d["index"] == device]
+        wanted, matches = f"audio input device {device}", [d for d in inputs if d["index"] == device]
     else:
-        wanted, matches = f"input device {device!r}", [d for d in inputs if device.lower() in d["name"].lower()]
+        wanted, matches = f"audio input device {device!r}", [d for d in inputs if device.lower() in d["name"].lower()]
     if not matches:
-        raise SourceError(f"audio {wanted} not found; available inputs: {_describe(inputs)}")
+        raise SourceError(f"{wanted} not found; available inputs: {_describe(inputs)}")
     return matches[0]
 
 
