@@ -256,6 +256,29 @@ def test_wrong_password_logged_once_retried_until_it_is_right(
         collector.close()
 
 
+@pytest.mark.parametrize("case", ["taken", "wrong password", "nothing listening"])
+def test_check_config_tries_the_broker_as_run_would(tmp_path: Path, secure_broker: Broker, case: str) -> None:
+    """A wrong port or password gave `check-config: ok`, and showed only once the daemon ran. A broker that
+    cannot be reached is a warning (run retries; the broker may not be up yet at install), not an error."""
+    from mqtt_broker import free_port
+
+    port = free_port() if case == "nothing listening" else secure_broker.port
+    password = tmp_path / "password"
+    password.write_text(USERS["nw"] if case == "taken" else "not-the-password")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"mqtt": mqtt_settings(tmp_path, port, username="nw", password_file=str(password))}))
+    env = {k: v for k, v in os.environ.items() if k not in (PASSWORD_ENV, "CREDENTIALS_DIRECTORY")}
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
+    if case == "taken":
+        assert f"MQTT broker {HOST}:{port} took the connection" in done.stdout and not done.stderr, done.stderr
+    elif case == "wrong password":
+        assert "refused the connection: Not authorized; check mqtt.username and the password" in done.stderr
+    else:
+        assert f"warning: cannot connect to MQTT broker {HOST}:{port}" in done.stderr, done.stderr
+
+
 def test_unknown_ca_logged_once_and_retried(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
                                             caplog: pytest.LogCaptureFixture) -> None:
     other_ca = tmp_path / "other-ca"

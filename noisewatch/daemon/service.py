@@ -63,6 +63,8 @@ MAX_CLOCK_DRIFT_S = 0.5
 """Live input only: event timestamps may lag wall time by the audio still in the ring, well under this."""
 AUDIO_STALL_S = 5.0
 """A live input that delivers nothing for this long is treated as failed and reopened."""
+BROKER_PROBE_S = 5.0
+"""``check-config``: how long it waits for the broker's answer."""
 EX_NOINPUT = 66
 """sysexits.h: a replayed file that cannot be opened or read to its end (never retried: it would replay
 the same audio again and report its events twice)."""
@@ -460,6 +462,18 @@ def main(args: argparse.Namespace) -> int:
     return service.run()
 
 
+def _try_the_broker(config: Config) -> str:
+    """``check-config``: connect once, as ``run`` would. A broker that is down, or refuses, is a warning, not an
+    error: ``run`` keeps retrying and spools events meanwhile (and the broker may not be up yet at install)."""
+    from noisewatch.daemon.sinks.mqtt_client import probe  # paho: only where MQTT is on
+
+    trouble = probe(config.mqtt, config.mqtt_password(), BROKER_PROBE_S)
+    if trouble is None:
+        return f"; MQTT broker {config.mqtt.host}:{config.mqtt.port} took the connection"
+    print(f"noisewatch: warning: {trouble} (run keeps retrying and spools events meanwhile)", file=sys.stderr)
+    return ""
+
+
 def check_config_main(args: argparse.Namespace) -> int:
     """``noisewatch check-config FILE``: validate config, bundle and device without starting."""
     try:
@@ -468,5 +482,8 @@ def check_config_main(args: argparse.Namespace) -> int:
         return _fail(exc)
     for warning in setup_warnings(setup.config):
         print(f"noisewatch: warning: {warning}", file=sys.stderr)
-    print(f"{args.config}: ok (model {setup.bundle.ident}, {len(setup.bundle.labels)} labels)")
+    broker = ""
+    if setup.config.mqtt.enabled:
+        broker = _try_the_broker(setup.config)
+    print(f"{args.config}: ok (model {setup.bundle.ident}, {len(setup.bundle.labels)} labels{broker})")
     return 0

@@ -8,6 +8,8 @@ the same way.
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import random
 import ssl
 from typing import Any
@@ -61,6 +63,30 @@ def new_client(settings: MqttSection, client_id: str, password: str | None, **op
     if settings.tls.enabled:
         configure_tls(client, settings)
     return client
+
+
+def probe(settings: MqttSection, password: str | None, timeout_s: float) -> str | None:
+    """Connect once and leave: None when the broker takes the connection, else what went wrong, in the words
+    the daemon logs (``check-config``: a wrong port or password showed only once the daemon ran). Its own
+    client id, so that a running daemon is not pushed off the broker."""
+    client = new_client(settings, f"noisewatch-check-config-{os.getpid()}", password)
+    answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
+        f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
+    where = f"MQTT broker {settings.host}:{settings.port}"
+    try:
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+    except (OSError, ValueError) as exc:  # refused, no such host, TLS handshake
+        return f"cannot connect to {where} ({exc})"
+    client.loop_start()
+    try:
+        answer = answers.get(timeout=timeout_s)
+        return None if answer is None else f"{where} {answer}"
+    except queue.Empty:
+        return f"no answer from {where} within {timeout_s:g} s"
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
