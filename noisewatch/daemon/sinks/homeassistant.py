@@ -58,6 +58,9 @@ STARTED_TEMPLATE = (
     " 'start': value_json.start} | to_json }}"
 )
 AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.state == 'listening' else 'ON' }}"
+AUDIO_ATTRIBUTES_TEMPLATE = ("{{ {'audio_state': value_json.get('state'), 'source': value_json.get('source'),"
+                             " 'error': value_json.get('error')} | to_json }}")
+"""What a user reads on the sensor's page: the state, the input and the reason (not the message's envelope)."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ def _audio_problem(topics: Topics, node: str) -> dict[str, Any]:
         "state_topic": topics.audio,
         "value_template": AUDIO_PROBLEM_TEMPLATE,
         "json_attributes_topic": topics.audio,
+        "json_attributes_template": AUDIO_ATTRIBUTES_TEMPLATE,
         "payload_on": STATE_ON,
         "payload_off": STATE_OFF,
         "qos": QOS,
