@@ -7,10 +7,11 @@ The service is a small state machine (:class:`State`), driven by one thread, the
 SIGHUP does not leave LISTENING: the new configuration is validated and its pipeline and sinks
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
 replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
-a changed ``audio`` section of a live input reopens the device. In AUDIO_LOST a reload is applied at once
-(an audio section that cannot be opened now is warned about, not refused: the device is what is missing),
-so the next reopening tries the new one. SIGTERM/SIGINT close open events, flush the sinks and exit 0. Everything after the ring buffer
-lives in :mod:`.pipeline`, every message leaves through :mod:`.outbox`.
+a changed ``audio`` section of a live input reopens the device. In AUDIO_LOST a reload is applied at
+once (an audio section that cannot be opened now is warned about, not refused: the device is what is
+missing), so the next reopening tries the new one. SIGTERM/SIGINT close open events, flush the sinks
+and exit 0. Everything after the ring buffer lives in :mod:`.pipeline`, every message leaves through
+:mod:`.outbox`.
 """
 
 from __future__ import annotations
@@ -410,8 +411,9 @@ class _Ticks:
         self._watchdog_every = interval / 3 if interval else None
         now = time.monotonic()
         self._next_watchdog, self._next_clock = now, now + CLOCK_CHECK_S
-        self._last_stats = -math.inf  # one report as audio starts: Home Assistant showed the last run's uptime
-        # for a minute, and its diagnostic sensors stayed unavailable that long
+        # one health report as audio starts: Home Assistant showed the last run's uptime for a whole interval,
+        # and its diagnostic sensors stayed unavailable that long
+        self._last_stats = -math.inf
 
     def watchdog(self) -> None:
         now = time.monotonic()

@@ -190,9 +190,9 @@ class MqttSink:
         for event_id, label in self._open_events.items():  # still ON: announced so, not as OFF; a label this
             self._states.started(label, event_id)          # sink does not announce still hears its event's end
         self._audio_status: Outgoing | None = None
+        """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
         self._settle_until = 0.0  # monotonic: events wait for Home Assistant until then (DISCOVERY_SETTLE_S)
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
-        """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._unspooled: deque[_Unspooled] = deque()
