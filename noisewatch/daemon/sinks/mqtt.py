@@ -489,13 +489,15 @@ class MqttSink:
         change = (self._states.started if spooled.opened else self._states.ended)(spooled.label, spooled.event_id)
         if change is None:
             return
-        payload = change.encode()
+        topic = self.topics.state(spooled.label)
         if change == STATE_OFF and spooled.label not in self.listener.labels:
-            # the last event of a label a reload dropped: ended, then forgotten; under discovery its entity and
-            # state were cleared, and a retained OFF would outlive them on a topic nothing reads
+            # the last event of a label a reload dropped: ended, then forgotten; under discovery its entity is
+            # gone, and a retained OFF would outlive it on a topic nothing reads: cleared with its other states
             self._states.forget(spooled.label)
-            payload = b"" if self.settings.homeassistant.discovery else payload
-        self._live.append(Outgoing(self.topics.state(spooled.label), payload, QOS_AT_LEAST_ONCE, True))
+            if self.settings.homeassistant.discovery:
+                self._state_clears.append(topic)
+                return
+        self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
 
     def _done_closing(self) -> bool:
         closing = self._closing
