@@ -176,6 +176,8 @@ class MqttSection(_Section):
         """``broker:1883`` or ``mqtt://broker`` was taken as a host name and failed only at connect time."""
         if "://" in value:
             raise ValueError("a host name or address without a scheme (the port goes in mqtt.port, TLS in mqtt.tls)")
+        if value.startswith("["):
+            raise ValueError("an IPv6 address goes without brackets (::1), the port in mqtt.port")
         if re.fullmatch(r"[^:\[\]]+:[0-9]+", value):
             host, port = value.rsplit(":", 1)
             raise ValueError(f"the port goes in mqtt.port: host {host!r}, port {port}")

@@ -154,8 +154,8 @@ def interview(current: dict[str, object], ask: Ask = ask_terminal,
 def _ask_port(ask: Ask, default: str) -> int:
     """The broker's port, asked until it is a number (without this question a port went into the host, or
     into the next answer, the user name)."""
-    while not (answer := ask("MQTT broker port", default)).isdigit():
-        print(f"{answer!r} is not a port number")
+    while not ((answer := ask("MQTT broker port", default)).isascii() and answer.isdigit() and 0 < int(answer) < 65536):
+        print(f"{answer!r} is not a port number (1-65535)")
     return int(answer)
 
 

@@ -163,7 +163,15 @@ configure() {  # noisewatch setup: flags if given, else questions when on a term
 
 check_config() {
   [ "$CHECK" = 1 ] || return 0
-  "$ROOT$VENV/bin/noisewatch" check-config "$ROOT$CONFIG_DIR/config.yaml" && return 0
+  # with the secrets as the unit gets them (LoadCredential=noisewatch:.../credentials): noisewatch_<file>
+  local creds secret ok=0
+  creds=$(mktemp -d)
+  for secret in "$ROOT$CONFIG_DIR"/credentials/*; do
+    [ -f "$secret" ] && ln -s "$secret" "$creds/noisewatch_$(basename "$secret")"
+  done
+  CREDENTIALS_DIRECTORY="$creds" "$ROOT$VENV/bin/noisewatch" check-config "$ROOT$CONFIG_DIR/config.yaml" || ok=1
+  rm -rf "$creds"
+  [ "$ok" = 0 ] && return 0
   CHECK_FAILED=1
   log "error: check-config failed for $CONFIG_DIR/config.yaml (above): the service cannot start"
 }

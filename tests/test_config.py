@@ -45,6 +45,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("device_id: 'my/room'\n", ":1: device_id = 'my/room': "),
         ("mqtt:\n  host: 127.0.0.1:18830\n", ":2: mqtt.host = '127.0.0.1:18830': the port goes in mqtt.port"),
         ("mqtt:\n  host: mqtt://broker.lan\n", ":2: mqtt.host = 'mqtt://broker.lan': a host name or address without"),
+        ("mqtt:\n  host: '[::1]:1883'\n", ":2: mqtt.host = '[::1]:1883': an IPv6 address goes without brackets"),
     ],
 )
 def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:

@@ -152,6 +152,18 @@ def test_flags_configure_a_fresh_install(target: Path, wheel: Path) -> None:
     assert "pw-123" not in result.stderr + result.stdout + config
 
 
+def test_the_installer_checks_the_config_with_the_stored_password_as_the_service_gets_it(target: Path,
+                                                                                         wheel: Path) -> None:
+    """setup stores the password as the systemd credential, which only the service gets: the installer's
+    check-config ran without it and warned that the user had no password (and the broker refused it)."""
+    with_dependencies(target)
+    stored = install_checked(target, wheel, "--mqtt-host", "broker.lan", "--mqtt-user", "nw", "--device", "",
+                             env={**os.environ, "NOISEWATCH_MQTT_PASSWORD": "pw-123"})
+    assert stored.returncode == 0, stored.stderr
+    again = install_checked(target, wheel, env={k: v for k, v in os.environ.items() if k != "NOISEWATCH_MQTT_PASSWORD"})
+    assert again.returncode == 0 and "has no password" not in again.stderr, again.stderr
+
+
 def test_a_second_install_asks_nothing_and_keeps_the_device_id(target: Path, wheel: Path) -> None:
     with_dependencies(target)
     config = target / "etc/noisewatch/config.yaml"

@@ -438,3 +438,74 @@ def test_the_audio_state_said_during_a_long_outage_reaches_the_broker_when_it_re
     audio = f"{PREFIX}/audio"
     assert collector.wait_for(lambda c: len(c.on(audio)) > 0 and len(c.on(f"{PREFIX}/level")) > 0, timeout=15)
     assert json.loads(collector.on(audio)[-1])["state"] == "silent"
+
+
+def test_events_wait_for_home_assistant_after_a_discovery_that_creates_entities_and_only_then(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Home Assistant subscribes to an entity's topics a moment after its discovery: a first install's spooled
+    events went out at once and never showed there (tests/test_homeassistant_real.py shows it in a real one)."""
+    from mqtt_broker import free_port
+
+    from noisewatch.daemon.sinks.mqtt import DISCOVERY_SETTLE_S
+
+    thresholds = {label: 0.6 for label in LABELS}
+    offline = MqttSink.from_config(make_config(tmp_path, free_port()), LABELS, MODEL, thresholds)
+    offline.send(event(0))  # spooled: nothing listens on that port
+    offline.close()
+    first = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, thresholds)
+    try:
+        assert collector.wait_for(lambda c: any(t.startswith("homeassistant/") for t, _, _ in c.messages))
+        announced = time.monotonic()
+        assert collector.wait_for(lambda c: len(ids_on(c)) == 1)
+        assert time.monotonic() - announced >= DISCOVERY_SETTLE_S - 0.3  # the discovery's own delivery time
+    finally:
+        first.close()
+    again = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, thresholds)
+    try:  # the same entities as announced before: nothing to wait for
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+        sent = time.monotonic()
+        again.send(event(1))
+        assert collector.wait_for(lambda c: len(ids_on(c)) == 2)
+        assert time.monotonic() - sent < DISCOVERY_SETTLE_S - 0.5
+    finally:
+        again.close()
+
+
+def test_a_removed_entity_s_state_is_cleared_even_when_the_run_ends_during_the_wait(
+        tmp_path: Path, broker: Broker) -> None:
+    """The state clears of removed entities wait for Home Assistant; a run that lost its broker in those 2 s
+    and ended had already recorded them as gone, so no later run cleared them: retained for good."""
+    def sink(**detector: Any) -> MqttSink:
+        config = Config.model_validate({"device_id": "test", "detector": detector,
+                                        "mqtt": mqtt_settings(tmp_path, broker.port)})
+        return MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+
+    state = f"{PREFIX}/state/siren"
+    watcher = Collector(broker.port)
+    try:
+        announcing = sink()
+        assert watcher.wait_for(lambda c: c.on(state) == [b"OFF"])
+        announcing.close()
+        dropping = sink(ignore=["background", "siren"])
+        assert watcher.wait_for(lambda c: any(p == b"" for t, p, _ in c.messages if "/siren/config" in t))
+        broker.stop()  # within the wait: the state clear is not sent
+        dropping.close()
+        broker.start()
+        retained = Collector(broker.port)
+        try:
+            assert retained.wait_for(lambda c: c.on(state) == [b"OFF"], timeout=3)  # still retained
+        finally:
+            retained.close()
+        later = sink(ignore=["background", "siren"])
+        try:
+            assert watcher.wait_for(lambda c: c.on(state)[-1:] == [b""], timeout=10)
+        finally:
+            later.close()
+    finally:
+        watcher.close()
+    fresh = Collector(broker.port)
+    try:
+        time.sleep(0.5)
+        assert fresh.on(state) == []  # nothing retained any more
+    finally:
+        fresh.close()

@@ -83,8 +83,9 @@ PUMP_TICK_S = 1.0
 DISCOVERY_SETTLE_S = 2.0
 """Home Assistant subscribes to a new entity's topics, and unsubscribes from a removed one's, a moment after
 its discovery message: events sent sooner are lost to it (a first install's spooled events never showed), and
-an empty retained state sent sooner is an error in its log. So after a discovery that adds or removes
-entities, events and those clears wait this long (not when closing: a prompt stop wins)."""
+an empty retained state sent sooner is an error in its log. So after a discovery that adds, moves or removes
+entities, or Home Assistant's own restart, events and those clears wait this long (not when closing: a
+prompt stop wins). Retained states go on meanwhile (it reads them when it subscribes)."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 SESSION_EXPIRY_S = 86400
@@ -193,6 +194,7 @@ class MqttSink:
         """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
         self._settle_until = 0.0  # monotonic: events wait for Home Assistant until then (DISCOVERY_SETTLE_S)
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
+        self._record_after_clears: Mapping[str, Sequence[str]] | None = None
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._unspooled: deque[_Unspooled] = deque()
@@ -452,6 +454,9 @@ class MqttSink:
         for topic in self._state_clears:
             self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
         self._state_clears = []
+        if self._record_after_clears is not None:
+            self._record(self._record_after_clears)
+            self._record_after_clears = None
         return True
 
     def _handle(self, command: _Command) -> None:
@@ -481,6 +486,7 @@ class MqttSink:
         elif isinstance(command, _HomeAssistantOnline):
             log.info("MQTT: Home Assistant came online; re-sending discovery")
             self._publish_discovery()
+            self._settle_until = time.monotonic() + DISCOVERY_SETTLE_S  # it subscribes anew as it reads discovery
         else:
             self._closing = command
 
@@ -534,10 +540,17 @@ class MqttSink:
                 self._state_clears.append(topic)
         for topic, config in messages:
             self.client.publish(topic, _encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
-        if set(now) != set(before):
+        if now != before:  # entities added or removed, or moved to other topics
             self._settle_until = time.monotonic() + DISCOVERY_SETTLE_S
+        # the removed entities stay in the record until their states are cleared: a run that ends before then
+        # (a lost connection, a reload, a crash) leaves the next run to clear them
+        removed = {topic: states for topic, states in before.items() if topic not in now}
+        self._record_after_clears = now if removed else None
+        self._record({**now, **removed})
+
+    def _record(self, announced: Mapping[str, Sequence[str]]) -> None:
         try:
-            self._announced.save(now)
+            self._announced.save(announced)
         except OSError as exc:
             log.error("MQTT: cannot record the announced entities in %s (%s)", self.settings.state_path, exc.strerror)
 

@@ -69,7 +69,7 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float) -> str 
     """Connect once and leave: None when the broker takes the connection, else what went wrong, in the words
     the daemon logs (``check-config``: a wrong port or password showed only once the daemon ran). Its own
     client id, so that a running daemon is not pushed off the broker."""
-    client = new_client(settings, f"noisewatch-check-config-{os.getpid()}", password)
+    client = new_client(settings, f"nw-check-{os.getpid()}", password)  # within MQTT 3.1.1's 23 bytes
     answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
         f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
