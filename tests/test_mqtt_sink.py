@@ -509,3 +509,67 @@ def test_a_removed_entity_s_state_is_cleared_even_when_the_run_ends_during_the_w
         assert fresh.on(state) == []  # nothing retained any more
     finally:
         fresh.close()
+
+
+def test_turning_discovery_off_removes_the_entities_but_not_the_topics_the_listener_still_publishes(
+        tmp_path: Path, broker: Broker) -> None:
+    """Discovery turned off (a Node-RED user): the entities went, and with them every retained state the
+    listener still publishes (thresholds, label states, the audio state), wiped after each start."""
+    from noisewatch.daemon.sinks.mqtt import DISCOVERY_SETTLE_S
+
+    def sink(discovery: bool) -> MqttSink:
+        config = Config.model_validate({"device_id": "test", "mqtt": mqtt_settings(
+            tmp_path, broker.port, homeassistant={"discovery": discovery})})
+        return MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+
+    watcher = Collector(broker.port)
+    try:
+        announcing = sink(True)
+        assert watcher.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"])
+        announcing.close()
+        quiet = sink(False)
+        assert watcher.wait_for(lambda c: any(p == b"" for t, p, _ in c.messages if "/siren/config" in t))
+        time.sleep(DISCOVERY_SETTLE_S + 1.0)
+        quiet.close()
+    finally:
+        watcher.close()
+    retained = Collector(broker.port)
+    try:
+        assert retained.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"]
+                                 and c.on(f"{PREFIX}/state/siren") == [b"OFF"], timeout=3), retained.messages
+        assert not any(t.startswith("homeassistant/") for t, _, _ in retained.messages)  # the entities are gone
+    finally:
+        retained.close()
+
+
+def test_a_state_clear_the_broker_never_confirmed_is_sent_again_by_the_next_run(tmp_path: Path, broker: Broker) -> None:
+    """The removed entities left the record once their state clears were handed to paho, not once the broker
+    confirmed them: a broker that stopped answering in the wait (a half-open link), then a stop, and the state
+    stayed retained for good."""
+    def sink(**detector: Any) -> MqttSink:
+        config = Config.model_validate({"device_id": "test", "detector": detector,
+                                        "mqtt": mqtt_settings(tmp_path, broker.port)})
+        return MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+
+    state = f"{PREFIX}/state/siren"
+    watcher = Collector(broker.port)
+    try:
+        announcing = sink()
+        assert watcher.wait_for(lambda c: c.on(state) == [b"OFF"])
+        announcing.close()
+        dropping = sink(ignore=["background", "siren"])
+        assert watcher.wait_for(lambda c: any(p == b"" for t, p, _ in c.messages if "/siren/config" in t))
+        assert broker.proc is not None
+        os.kill(broker.proc.pid, signal.SIGSTOP)  # the link stays up, the broker answers nothing
+        try:
+            dropping.close()  # closing sends the clears at once, unconfirmed
+        finally:
+            broker.stop(kill=True)
+        broker.start()
+        later = sink(ignore=["background", "siren"])
+        try:
+            assert watcher.wait_for(lambda c: c.on(state)[-1:] == [b""], timeout=10), watcher.on(state)
+        finally:
+            later.close()
+    finally:
+        watcher.close()

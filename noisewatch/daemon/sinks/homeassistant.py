@@ -136,13 +136,15 @@ def retained_state_topics(messages: Sequence[tuple[str, Mapping[str, Any]]]) -> 
             for topic, config in messages}
 
 
-def stale_clears(before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]]) -> list[tuple[str, bytes]]:
+def stale_clears(before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]],
+                 keep: Mapping[str, Sequence[str]] | None = None) -> list[tuple[str, bytes]]:
     """Retained (topic, b"") messages that remove the entities announced before and not now.
 
     ``before``/``now`` map discovery topics to their entities' retained state topics (as from
-    :func:`retained_state_topics`); a state topic still read by an entity announced now is kept.
+    :func:`retained_state_topics`); a state topic still read by an entity announced now, or in ``keep`` (the
+    entities the listener would announce: it still publishes their topics with discovery off), is kept.
     """
-    still_read = {state for states in now.values() for state in states}
+    still_read = {state for states in [*now.values(), *(keep or {}).values()] for state in states}
     clears: list[tuple[str, bytes]] = []
     for topic in sorted(set(before) - set(now)):
         clears.append((topic, b""))

@@ -195,6 +195,7 @@ class MqttSink:
         self._settle_until = 0.0  # monotonic: events wait for Home Assistant until then (DISCOVERY_SETTLE_S)
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
         self._record_after_clears: Mapping[str, Sequence[str]] | None = None
+        self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._unspooled: deque[_Unspooled] = deque()
@@ -452,12 +453,17 @@ class MqttSink:
         if self._closing is None and time.monotonic() < self._settle_until:
             return False
         for topic in self._state_clears:
-            self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
+            self._clears_unconfirmed.add(self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True).mid)
         self._state_clears = []
-        if self._record_after_clears is not None:
+        self._trim_record()
+        return True
+
+    def _trim_record(self) -> None:
+        """The removed entities leave the record once the broker has confirmed their state clears (a run that
+        ends before then leaves the next run to clear them again)."""
+        if not self._clears_unconfirmed and self._record_after_clears is not None:
             self._record(self._record_after_clears)
             self._record_after_clears = None
-        return True
 
     def _handle(self, command: _Command) -> None:
         if isinstance(command, Outgoing):
@@ -531,9 +537,11 @@ class MqttSink:
 
     def _publish_discovery(self) -> None:
         """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone."""
-        messages = discovery_messages(self.topics, self.listener) if self.settings.homeassistant.discovery else []
+        published = discovery_messages(self.topics, self.listener)
+        messages = published if self.settings.homeassistant.discovery else []
         now, before = retained_state_topics(messages), self._announced.load()
-        for topic, empty in stale_clears(before, now):
+        # with discovery off the entities go, but not the retained topics this sink still publishes (Node-RED)
+        for topic, empty in stale_clears(before, now, keep=retained_state_topics(published)):
             if topic in before:  # a discovery config: the entity goes at once; its state once HA let go of it
                 self.client.publish(topic, empty, qos=QOS_AT_LEAST_ONCE, retain=True)
             elif topic not in self._state_clears:
@@ -611,6 +619,10 @@ class MqttSink:
         return True
 
     def _acknowledged(self, ack: _Ack) -> None:
+        if ack.mid in self._clears_unconfirmed:
+            self._clears_unconfirmed.discard(ack.mid)
+            self._trim_record()
+            return
         held = self._inflight_held.pop(ack.mid, None)
         if held is not None:
             if ack.reason is not None and ack.reason.is_failure:
