@@ -471,23 +471,31 @@ def test_events_wait_for_home_assistant_after_a_discovery_that_creates_entities_
         again.close()
 
 
+def detector_sink(tmp_path: Path, port: int, **detector: Any) -> MqttSink:
+    """A sink built from a config with this detector section (what it watches is what discovery announces)."""
+    config = Config.model_validate({"device_id": "test", "detector": detector, "mqtt": mqtt_settings(tmp_path, port)})
+    return MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+
+
+def announce_then_drop_siren(tmp_path: Path, port: int, watcher: Collector) -> MqttSink:
+    """One run announces the siren entity and ends; the next, returned running, ignores the siren and has sent
+    its discovery (the entity's config cleared; its state clear waits for Home Assistant)."""
+    announcing = detector_sink(tmp_path, port)
+    assert watcher.wait_for(lambda c: c.on(f"{PREFIX}/state/siren") == [b"OFF"])
+    announcing.close()
+    dropping = detector_sink(tmp_path, port, ignore=["background", "siren"])
+    assert watcher.wait_for(lambda c: any(p == b"" for t, p, _ in c.messages if "/siren/config" in t))
+    return dropping
+
+
 def test_a_removed_entity_s_state_is_cleared_even_when_the_run_ends_during_the_wait(
         tmp_path: Path, broker: Broker) -> None:
     """The state clears of removed entities wait for Home Assistant; a run that lost its broker in those 2 s
     and ended had already recorded them as gone, so no later run cleared them: retained for good."""
-    def sink(**detector: Any) -> MqttSink:
-        config = Config.model_validate({"device_id": "test", "detector": detector,
-                                        "mqtt": mqtt_settings(tmp_path, broker.port)})
-        return MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
-
     state = f"{PREFIX}/state/siren"
     watcher = Collector(broker.port)
     try:
-        announcing = sink()
-        assert watcher.wait_for(lambda c: c.on(state) == [b"OFF"])
-        announcing.close()
-        dropping = sink(ignore=["background", "siren"])
-        assert watcher.wait_for(lambda c: any(p == b"" for t, p, _ in c.messages if "/siren/config" in t))
+        dropping = announce_then_drop_siren(tmp_path, broker.port, watcher)
         broker.stop()  # within the wait: the state clear is not sent
         dropping.close()
         broker.start()
@@ -496,7 +504,7 @@ def test_a_removed_entity_s_state_is_cleared_even_when_the_run_ends_during_the_w
             assert retained.wait_for(lambda c: c.on(state) == [b"OFF"], timeout=3)  # still retained
         finally:
             retained.close()
-        later = sink(ignore=["background", "siren"])
+        later = detector_sink(tmp_path, broker.port, ignore=["background", "siren"])
         try:
             assert watcher.wait_for(lambda c: c.on(state)[-1:] == [b""], timeout=10)
         finally:
@@ -546,19 +554,10 @@ def test_a_state_clear_the_broker_never_confirmed_is_sent_again_by_the_next_run(
     """The removed entities left the record once their state clears were handed to paho, not once the broker
     confirmed them: a broker that stopped answering in the wait (a half-open link), then a stop, and the state
     stayed retained for good."""
-    def sink(**detector: Any) -> MqttSink:
-        config = Config.model_validate({"device_id": "test", "detector": detector,
-                                        "mqtt": mqtt_settings(tmp_path, broker.port)})
-        return MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
-
     state = f"{PREFIX}/state/siren"
     watcher = Collector(broker.port)
     try:
-        announcing = sink()
-        assert watcher.wait_for(lambda c: c.on(state) == [b"OFF"])
-        announcing.close()
-        dropping = sink(ignore=["background", "siren"])
-        assert watcher.wait_for(lambda c: any(p == b"" for t, p, _ in c.messages if "/siren/config" in t))
+        dropping = announce_then_drop_siren(tmp_path, broker.port, watcher)
         assert broker.proc is not None
         os.kill(broker.proc.pid, signal.SIGSTOP)  # the link stays up, the broker answers nothing
         try:
@@ -566,7 +565,7 @@ def test_a_state_clear_the_broker_never_confirmed_is_sent_again_by_the_next_run(
         finally:
             broker.stop(kill=True)
         broker.start()
-        later = sink(ignore=["background", "siren"])
+        later = detector_sink(tmp_path, broker.port, ignore=["background", "siren"])
         try:
             assert watcher.wait_for(lambda c: c.on(state)[-1:] == [b""], timeout=10), watcher.on(state)
         finally:
