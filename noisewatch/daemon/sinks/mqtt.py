@@ -435,7 +435,8 @@ class MqttSink:
             pass
         if self._unspooled:
             self._respool()
-        if self._connected and self._settled():
+        if self._connected and not self._settling():
+            self._send_state_clears()
             self._feed_spool()
             self._feed_held()
         if self._connected:
@@ -448,15 +449,20 @@ class MqttSink:
         settling = self._settle_until - time.monotonic()
         return min(PUMP_TICK_S, settling) if settling > 0 else PUMP_TICK_S
 
-    def _settled(self) -> bool:
-        """True once Home Assistant has had DISCOVERY_SETTLE_S to act on discovery; then the state clears go."""
-        if self._closing is None and time.monotonic() < self._settle_until:
-            return False
+    def _settling(self) -> bool:
+        """True while Home Assistant is still acting on discovery (DISCOVERY_SETTLE_S; a close does not wait)."""
+        return self._closing is None and time.monotonic() < self._settle_until
+
+    def _clear_state_later(self, topic: str) -> None:
+        """A removed entity's retained state, cleared once Home Assistant has let go of it."""
+        if topic not in self._state_clears:
+            self._state_clears.append(topic)
+
+    def _send_state_clears(self) -> None:
         for topic in self._state_clears:
             self._clears_unconfirmed.add(self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True).mid)
         self._state_clears = []
         self._trim_record()
-        return True
 
     def _trim_record(self) -> None:
         """The removed entities leave the record once the broker has confirmed their state clears (a run that
@@ -507,7 +513,7 @@ class MqttSink:
             # gone, and a retained OFF would outlive it on a topic nothing reads: cleared with its other states
             self._states.forget(spooled.label)
             if self.settings.homeassistant.discovery:
-                self._state_clears.append(topic)
+                self._clear_state_later(topic)
                 return
         self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
 
@@ -544,8 +550,8 @@ class MqttSink:
         for topic, empty in stale_clears(before, now, keep=retained_state_topics(published)):
             if topic in before:  # a discovery config: the entity goes at once; its state once HA let go of it
                 self.client.publish(topic, empty, qos=QOS_AT_LEAST_ONCE, retain=True)
-            elif topic not in self._state_clears:
-                self._state_clears.append(topic)
+            else:
+                self._clear_state_later(topic)
         for topic, config in messages:
             self.client.publish(topic, _encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
         if now != before:  # entities added or removed, or moved to other topics
