@@ -11,6 +11,7 @@ from noisewatch.daemon.detector import (
     Observation,
     sound_activity,
 )
+from noisewatch.train.metrics import thresholded
 
 LABELS = ("siren", "dog_bark", "background")
 RATE = 1000  # a low rate keeps the synthetic windows small; the detector only sees levels
@@ -72,6 +73,18 @@ def test_a_threshold_of_1_turns_a_label_off_even_for_scores_of_exactly_1() -> No
     assert [k for k, *_ in run(detector, [[1.0, 0, 0]] * 2)] == ["started"]
     detector.set_thresholds({"siren": 1.0})
     assert [k for k, *_ in run(detector, [[1.0, 0, 0]] * 4)] == ["ended"]
+
+
+def test_training_s_clip_decisions_follow_the_detector_s_rule() -> None:
+    """Training picks and reports thresholds with clip decisions: they must say "heard" exactly where the
+    detector would, a threshold of 1 included (the rule lives once, in ``detector.heard``)."""
+    scores = np.array([[1.0, 0.0, 0.0], [0.7, 0.2, 0.1], [0.1, 0.65, 0.25], [0.2, 0.3, 0.5]])
+    thresholds = [1.0, 0.6, 0.5]  # siren off; dog_bark and background as the detector's defaults here
+    assert thresholded(scores, thresholds, fallback=-1).tolist() == [-1, -1, 1, 2]  # -1: nothing heard
+    watching_all = settings(thresholds=dict(zip(LABELS, thresholds)), ignore=frozenset())
+    started = [[label for kind, label, *_ in run(Detector(LABELS, watching_all), [list(row)]) if kind == "started"]
+               for row in scores]
+    assert started == [[], [], ["dog_bark"], ["background"]]
 
 
 def test_smoothing_needs_several_confident_windows() -> None:

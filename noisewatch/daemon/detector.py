@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 
@@ -33,6 +33,17 @@ ACTIVITY_MERGE_GAP_S = 1.0
 THRESHOLD_OFF = 1.0
 """A threshold at the top of its range turns the label off: an int8 model's scores reach exactly 1.0, so
 ``score >= 1`` still fired, and the slider at its maximum did not quiet a false alarm."""
+
+
+@overload
+def heard(score: float, threshold: float) -> bool: ...
+@overload
+def heard(score: np.ndarray, threshold: np.ndarray) -> np.ndarray: ...
+def heard(score: float | np.ndarray, threshold: float | np.ndarray) -> bool | np.ndarray:
+    """Whether a score counts as its label heard: at least its threshold, unless that turns the label off.
+    The one rule for the detector and for training's clip decisions (elementwise on arrays; plain operators,
+    so that the detector's per-label floats pay no numpy call)."""
+    return (threshold < THRESHOLD_OFF) & (score >= threshold)
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,7 @@ class Detector:
             state.history.append(0.0 if obs.scores is None else float(obs.scores[index]))
             smoothed = sum(state.history) / self.settings.smoothing_windows  # a short history counts as absent
             threshold = self.settings.thresholds[label]
-            if threshold < THRESHOLD_OFF and smoothed >= threshold:
+            if heard(smoothed, threshold):
                 out += self._present(label, state, smoothed, obs)
             elif state.event is not None:
                 out += self._absent(state, obs)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from noisewatch.daemon.detector import heard
+
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts, rows = true class, columns = predicted class."""
@@ -114,5 +116,5 @@ def best_thresholds(
 def thresholded(scores: np.ndarray, thresholds: Sequence[float], fallback: int) -> np.ndarray:
     """The daemon's decision: the top class if its score reaches its threshold, else ``fallback``."""
     top = scores.argmax(axis=1)
-    confident = scores[np.arange(len(top)), top] >= np.asarray(thresholds)[top]
+    confident = heard(scores[np.arange(len(top)), top], np.asarray(thresholds)[top])
     return np.where(confident, top, fallback)
