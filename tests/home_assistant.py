@@ -57,12 +57,13 @@ def config_entry(mqtt_port: int) -> dict[str, Any]:
 class HomeAssistant:
     """Home Assistant in ``directory`` against the broker on ``mqtt_port``; REST calls with a token."""
 
-    def __init__(self, directory: Path, mqtt_port: int) -> None:
+    def __init__(self, directory: Path, mqtt_port: int, extra_configuration: str = "") -> None:
         self.dir = directory
         self.http_port = free_port()
         self.url = f"http://{HOST}:{self.http_port}"
         (directory / ".storage").mkdir(parents=True)
-        (directory / "configuration.yaml").write_text(CONFIGURATION.format(http_port=self.http_port))
+        (directory / "configuration.yaml").write_text(CONFIGURATION.format(http_port=self.http_port)
+                                                      + extra_configuration)
         (directory / ".storage" / "core.config_entries").write_text(json.dumps(config_entry(mqtt_port)))
         self.log_path = directory / "ha.log"
         self.proc = subprocess.Popen([str(HASS), "-c", str(directory), "--skip-pip", "--log-no-color",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from home_assistant import HASS, HomeAssistant
 from mqtt_broker import HOST, Broker, Collector, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
@@ -215,3 +216,72 @@ def test_a_first_install_s_spooled_events_and_a_renamed_device_reach_home_assist
     complaints = [line for line in ha.log_text.splitlines()
                   if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest|value_json", line, re.I)]
     assert not complaints, "\n".join(complaints)
+
+
+def docs_yaml_block(containing: str) -> dict:
+    """The YAML example of docs/homeassistant.md that holds ``containing``, parsed."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "homeassistant.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if containing in b]
+    assert len(blocks) == 1, f"{len(blocks)} YAML examples in docs/homeassistant.md hold {containing!r}"
+    return yaml.safe_load(blocks[0].replace("noise_listener_garden_", f"noise_listener_{DEVICE}_"))
+
+
+def test_the_docs_siren_started_automation_fires_once_per_siren_not_when_the_listener_returns(
+        broker: Broker, tmp_path: Path) -> None:
+    """The docs' "act on the start of a sound" example, as a user pastes it, in a real Home Assistant with the
+    real sink: once per siren, not for a dog, and not when the listener comes back online (HA then restores
+    the event entity's last event). Beside it the same example without ``not_from``, which did fire then:
+    the restart below is the case the line is there for."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Started
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    example = docs_yaml_block("sound_started")
+    careless = {**example, "trigger": [{k: v for k, v in t.items() if k != "not_from"} for t in example["trigger"]]}
+    automations = [{"id": name, "alias": name, **body,
+                    "action": [{"service": "counter.increment", "target": {"entity_id": f"counter.{name}"}}]}
+                   for name, body in (("as_documented", example), ("without_not_from", careless))]
+    (tmp_path / "ha").mkdir()
+    (tmp_path / "ha" / "automations.yaml").write_text(yaml.safe_dump(automations))
+    ha = HomeAssistant(tmp_path / "ha", broker.port, "automation: !include automations.yaml\n"
+                       "counter:\n  as_documented:\n  without_not_from:\n")
+
+    def sink() -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+
+    def start(listener: MqttSink, n: int, label: str) -> None:
+        listener.send(Started(id=f"s{n}", label=label, confidence=0.9, start=f"2026-12-04T12:00:{n:02d}.000Z",
+                              offset_s=float(n), device=DEVICE, model="urban11@test"))
+
+    def counts() -> tuple[str, str]:
+        return tuple((ha.state(f"counter.{name}") or {}).get("state") for name in ("as_documented", "without_not_from"))
+
+    started = ENTITY.format("event", "sound_started")
+    try:
+        ha.wait_ready()
+        listener = sink()
+        try:
+            assert wait_until(lambda: (ha.state(started) or {}).get("state") not in (None, "unavailable"), 30)
+            start(listener, 1, "siren")
+            assert wait_until(lambda: counts() == ("1", "1"), 10), counts()
+            start(listener, 2, "dog_bark")
+            assert wait_until(lambda: ha.state(started)["attributes"].get("event_type") == "dog_bark", 10)
+            start(listener, 3, "siren")
+            assert wait_until(lambda: counts() == ("2", "2"), 10), counts()
+        finally:
+            listener.close()
+        assert ha.wait_state(started, "unavailable")
+        listener = sink()  # the listener back online (a restart, a reboot, the broker back)
+        try:
+            assert wait_until(lambda: ha.state(started)["state"] != "unavailable", 30)
+            assert wait_until(lambda: counts()[1] == "3", 10), ("the restart did not replay the last event", counts())
+            assert counts()[0] == "2"
+            start(listener, 4, "siren")
+            assert wait_until(lambda: counts() == ("3", "4"), 10), counts()
+        finally:
+            listener.close()
+    finally:
+        ha.stop()

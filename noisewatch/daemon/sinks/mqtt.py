@@ -140,6 +140,13 @@ class _ThresholdCommand:
 
 
 @dataclass(frozen=True)
+class _AudioStatus:
+    """``send``: the audio input's state, which the pump also keeps to publish again on every (re)connect."""
+
+    outgoing: Outgoing
+
+
+@dataclass(frozen=True)
 class _Connected:
     """paho: the broker accepted the connection."""
 
@@ -162,7 +169,8 @@ class _Close:
     connect_by: float
 
 
-_Command = _Spooled | _Unspooled | _ThresholdCommand | _Ack | _Connected | _Disconnected | _HomeAssistantOnline | _Close | Outgoing
+_Command = (_Spooled | _Unspooled | _ThresholdCommand | _Ack | _AudioStatus | _Connected | _Disconnected | _HomeAssistantOnline
+            | _Close | Outgoing)
 
 
 class MqttSink:
@@ -281,7 +289,7 @@ class MqttSink:
         elif isinstance(message, Scores):
             self._commands.put(Outgoing(topics.scores, message.encode()))
         elif isinstance(message, Status):
-            self._commands.put(Outgoing(topics.audio, message.encode(), QOS_AT_LEAST_ONCE, retain=True))
+            self._commands.put(_AudioStatus(Outgoing(topics.audio, message.encode(), QOS_AT_LEAST_ONCE, retain=True)))
         else:
             raise TypeError(f"MQTT sink: no topic for a {type(message).__name__} message")
 
@@ -474,8 +482,9 @@ class MqttSink:
     def _handle(self, command: _Command) -> None:
         if isinstance(command, Outgoing):
             self._live.append(command)
-            if command.topic == self.topics.audio:
-                self._audio_status = command
+        elif isinstance(command, _AudioStatus):
+            self._live.append(command.outgoing)
+            self._audio_status = command.outgoing
         elif isinstance(command, _Unspooled):
             if len(self._unspooled) == MEMORY_SPOOL_MAX:
                 self._unspooled.popleft()
