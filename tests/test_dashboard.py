@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +82,16 @@ def stats(uptime_s: float) -> Stats:
                  version="0.1.0", device="kitchen")
 
 
-STATS_ITEMS = [("uptime_s", 5.0), ("windows", 9), ("input_overflows", 0), ("dropped_frames", 0),
-               ("model", "urban11@1"), ("version", "0.1.0")]
+STATS_ITEMS = [("listening for", "5 s"), ("windows classified", "9"), ("input overflows", "0"),
+               ("audio frames dropped", "0"), ("model", "urban11@1"), ("version", "0.1.0")]
 """what stats_items shows of ``stats(5.0)``: the fields of STATS_SHOWN that are not None"""
+
+
+def listening_store() -> LiveStore:
+    """A store whose subscriber holds its subscription (what arrives is current)."""
+    store = LiveStore("noisewatch")
+    store.connected = True
+    return store
 
 
 # --- topics -------------------------------------------------------------------------------------
@@ -183,7 +191,7 @@ def test_store_follows_an_event_from_start_to_end_and_drops_redeliveries() -> No
 
 
 def test_store_keeps_status_states_levels_scores_and_stats_per_device() -> None:
-    store = LiveStore("noisewatch")
+    store = listening_store()
     store.receive("noisewatch/kitchen/status", b"online")
     store.receive("noisewatch/garden/status", b"offline")
     store.receive("noisewatch/kitchen/state/siren", b"ON")
@@ -203,7 +211,7 @@ def test_store_keeps_status_states_levels_scores_and_stats_per_device() -> None:
 
 
 def test_offline_hides_what_was_current_and_keeps_history() -> None:
-    store = LiveStore("noisewatch")
+    store = listening_store()
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")
     for topic, payload in (("status", b"online"), ("state/siren", b"ON"), ("events", event.encode()),
                            ("scores", top_scores("siren", 0.7).encode()),
@@ -212,7 +220,7 @@ def test_offline_hides_what_was_current_and_keeps_history() -> None:
                            ("stats", stats(5.0).encode())):  # a retained one after the Will
         store.receive(f"noisewatch/kitchen/{topic}", payload)
     kitchen = store.snapshot()["kitchen"]
-    assert views.is_offline(kitchen)
+    assert views.presence(kitchen) is views.Presence.OFFLINE
     assert views.stats_items(kitchen) == [] and views.latest_scores(kitchen) == [] and views.active_labels(kitchen) == []
     assert kitchen.open_events == {}
     assert [e.id for e in kitchen.events] == [event.id]  # history stays
@@ -221,7 +229,7 @@ def test_offline_hides_what_was_current_and_keeps_history() -> None:
 
 
 def test_a_lost_microphone_is_shown_while_online() -> None:
-    store = LiveStore("noisewatch")
+    store = listening_store()
     store.receive("noisewatch/kitchen/status", b"online")
     store.receive("noisewatch/kitchen/audio", Status(AudioState.LISTENING, source="USB").encode())
     assert views.audio_problem(store.snapshot()["kitchen"]) is None
@@ -247,6 +255,58 @@ def test_recent_events_give_history_from_before_the_dashboard_started() -> None:
     assert not store.receive("noisewatch/kitchen/events/recent", b"[1, 2]")
     broken = {"events": [*payload["events"], {"id": "no-fields"}]}
     assert not store.receive("noisewatch/kitchen/events/recent", json.dumps(broken).encode())
+
+
+def test_a_dashboard_cut_off_from_the_broker_does_not_call_a_listener_online() -> None:
+    """With the broker gone (or unreachable from the dashboard) the listener's Last Will cannot arrive either:
+    the badge said "online" over frozen scores and health for as long as the outage lasted."""
+    store = listening_store()
+    for topic, payload in (("status", b"online"), ("scores", top_scores("siren", 0.7).encode()),
+                           ("stats", stats(5.0).encode()), ("state/siren", b"ON")):
+        store.receive(f"noisewatch/kitchen/{topic}", payload)
+    assert views.presence(store.snapshot()["kitchen"]) is views.Presence.ONLINE
+    store.connected = False
+    kitchen = store.snapshot()["kitchen"]
+    assert views.presence(kitchen) is views.Presence.UNKNOWN and not views.is_current(kitchen)
+    assert views.stats_items(kitchen) == [] and views.latest_scores(kitchen) == [] and views.active_labels(kitchen) == []
+    store.connected = True
+    assert views.stats_items(store.snapshot()["kitchen"]) == STATS_ITEMS
+
+
+def test_only_a_live_message_dates_a_listener() -> None:
+    """The broker replays retained messages on subscribing: "offline since" showed when the dashboard started,
+    not when the listener stopped."""
+    store = listening_store()
+    store.receive("noisewatch/kitchen/status", b"offline", retained=True)
+    store.receive("noisewatch/kitchen/stats", stats(5.0).encode(), retained=True)
+    kitchen = store.snapshot()["kitchen"]
+    assert views.presence(kitchen) is views.Presence.OFFLINE
+    assert kitchen.status_since is None and kitchen.last_seen is None
+    store.apply(Received("kitchen", "status", None, "online"), now=1000.0)
+    store.apply(Received("kitchen", "stats", None, stats(6.0)), now=1060.0)
+    kitchen = store.snapshot()["kitchen"]
+    assert (kitchen.status_since, kitchen.last_seen) == (1000.0, 1060.0)
+
+
+def test_events_lost_for_good_are_shown_in_words_online_or_not() -> None:
+    """Health showed neither the spool's dropped events nor those the broker refused: a listener could lose
+    events with the dashboard showing nothing wrong."""
+    store = listening_store()
+    store.receive("noisewatch/attic/status", b"online")
+    lossy = replace(stats(86400.5), spool_depth=3, spool_dropped=40, spool_dead_letters=5, spool_quarantined=0,
+                    spool_memory_dropped=0)
+    store.receive("noisewatch/attic/stats", lossy.encode())
+    attic = store.snapshot()["attic"]
+    assert ("listening for", "1 d 0 h") in views.stats_items(attic)
+    assert ("events waiting for the broker", "3") in views.stats_items(attic)
+    expected = [("events dropped (spool full or too old)", 40), ("events the broker refused", 5)]
+    assert views.losses(attic) == expected
+    store.receive("noisewatch/attic/status", b"offline")
+    assert views.losses(store.snapshot()["attic"]) == []  # the Will clears the stale health ...
+    store.receive("noisewatch/attic/stats", lossy.encode())  # ... and the retained report brings the losses back
+    assert views.losses(store.snapshot()["attic"]) == expected
+    assert [views.duration_text(s) for s in (42, 180, 5 * 3600 + 12 * 60, 2 * 86400 + 3 * 3600)] == \
+        ["42 s", "3 min", "5 h 12 min", "2 d 3 h"]
 
 
 def test_label_colours_do_not_depend_on_what_arrived_first() -> None:
@@ -446,6 +506,43 @@ def test_subscriber_sees_every_listener_under_the_prefix_root() -> None:
     finally:
         broker.cleanup()
 
+
+
+@pytest.mark.broker
+def test_the_subscriber_tells_retained_from_live_and_keeps_a_refusal_s_reason(tmp_path: Path) -> None:
+    """Against a real mosquitto: a status retained before the dashboard subscribed dates nothing, a live one
+    does; a wrong password reads "Not authorized" with what to check, not paho's later "Unspecified error"."""
+    broker = Broker(users={"nw": "right-password"}).start()
+    try:
+        publisher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        publisher.username_pw_set("nw", "right-password")
+        publisher.connect(HOST, broker.port)
+        publisher.loop_start()
+        publisher.publish("noisewatch/garden/status", "offline", qos=1, retain=True).wait_for_publish(5)
+        settings = {"host": HOST, "port": broker.port, "username": "nw"}
+        config = Config.model_validate({"device_id": "kitchen", "mqtt": settings})
+        good = LiveSubscriber(config.mqtt, "noisewatch", "right-password")
+        bad = LiveSubscriber(config.mqtt, "noisewatch", "wrong")
+        good.start()
+        bad.start()
+        try:
+            assert _wait(lambda: "garden" in good.store.snapshot())
+            assert good.store.connected and good.store.snapshot()["garden"].status_since is None
+            before = time.time()
+            publisher.publish("noisewatch/garden/status", "online", qos=1, retain=True).wait_for_publish(5)
+            assert _wait(lambda: good.store.snapshot()["garden"].status == "online")
+            assert (good.store.snapshot()["garden"].status_since or 0) >= before
+            assert _wait(lambda: "refused" in bad.store.broker)
+            time.sleep(1.0)  # paho's disconnect callback follows the refusal
+            assert bad.store.broker.startswith("refused the connection: Not authorized; check mqtt.username"), \
+                bad.store.broker
+            assert not bad.store.connected
+        finally:
+            good.stop()
+            bad.stop()
+            publisher.loop_stop()
+    finally:
+        broker.cleanup()
 
 
 @pytest.mark.broker

@@ -74,7 +74,13 @@ class DeviceState:
     audio: Status | None = None
     """the retained audio-input state (listening, or an error with its reason)"""
     last_seen: float | None = None
-    """wall-clock time (s since the epoch) of the device's latest message"""
+    """wall-clock time (s since the epoch) of the device's latest live message; None until one arrives (a
+    retained message, replayed by the broker on subscribing, says nothing of when the device spoke)"""
+    status_since: float | None = None
+    """when the current status arrived live; None when it came retained (it held before the dashboard watched)"""
+    live: bool = True
+    """False in snapshots taken while the dashboard has no broker connection: then the status and what goes
+    with it are as last heard, not current (the Last Will cannot reach the dashboard either)"""
 
 
 def root_of(prefix: str) -> str:
@@ -151,31 +157,41 @@ class LiveStore:
         self.root = root
         self.broker = "connecting"
         """the subscriber's connection state, shown on the Live page"""
+        self.connected = False
+        """whether the subscriber holds a subscribed connection: only then is what arrives current"""
         self._devices: dict[str, DeviceState] = {}
         self._lock = threading.Lock()
 
-    def receive(self, topic: str, payload: bytes) -> bool:
-        """Decode and apply one raw message; False if it was not for us."""
+    def receive(self, topic: str, payload: bytes, retained: bool = False) -> bool:
+        """Decode and apply one raw message (``retained``: replayed by the broker on subscribing); False if it
+        was not for us."""
         received = decode(topic, payload, self.root)
         if received is None:
             return False
-        self.apply(received)
+        self.apply(received, retained=retained)
         return True
 
-    def apply(self, received: Received, now: float | None = None) -> None:
-        """Fold one message into the device's state."""
+    def apply(self, received: Received, now: float | None = None, retained: bool = False) -> None:
+        """Fold one message into the device's state; only a live one dates it."""
         with self._lock:
             device = self._devices.get(received.device)
             if device is None:
                 prefix = f"{self.root}/{received.device}" if self.root else received.device
                 device = self._devices[received.device] = DeviceState(prefix)
             _fold(device, received)
-            device.last_seen = time.time() if now is None else now
+            when = None if retained else (time.time() if now is None else now)
+            if received.kind == "status":
+                device.status_since = when
+            if when is not None:
+                device.last_seen = when
 
     def snapshot(self) -> dict[str, DeviceState]:
-        """A consistent deep copy of every device, sorted by name."""
+        """A consistent deep copy of every device, sorted by name, marked live or not."""
         with self._lock:
-            return {name: copy.deepcopy(self._devices[name]) for name in sorted(self._devices)}
+            devices = {name: copy.deepcopy(self._devices[name]) for name in sorted(self._devices)}
+            for device in devices.values():
+                device.live = self.connected
+            return devices
 
 
 def _fold(device: DeviceState, received: Received) -> None:

@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import Config, MqttSection
-from noisewatch.daemon.sinks.mqtt_client import new_client
+from noisewatch.daemon.sinks.mqtt_client import new_client, refusal_hint
 from noisewatch.daemon.sinks.topics import default_prefix
 from noisewatch.dashboard.store import LiveStore, root_of, topic_filter
 
@@ -36,6 +36,8 @@ class LiveSubscriber:
         self.settings = settings
         self.store = LiveStore(root)
         self.filter = topic_filter(root)
+        self._refusal: str | None = None
+        """why the broker refused the last connection attempt (paho's thread only)"""
         self.client = self._make_client(password)
 
     @classmethod
@@ -72,10 +74,11 @@ class LiveSubscriber:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
-            self.store.broker = f"refused: {reason_code}"
-            log.error("dashboard: broker %s:%d refused the connection: %s", self.settings.host,
-                      self.settings.port, reason_code)
+            self._refusal = f"refused the connection: {reason_code}; {refusal_hint(reason_code.value)}"
+            self.store.broker = f"{self._refusal}; retrying"
+            log.error("dashboard: broker %s:%d %s", self.settings.host, self.settings.port, self._refusal)
             return
+        self._refusal = None
         self.store.broker = "connected, subscribing"
         client.subscribe(self.filter, qos=QOS_AT_LEAST_ONCE)
 
@@ -83,13 +86,17 @@ class LiveSubscriber:
                       properties: Properties | None) -> None:
         refused = [code for code in reason_codes if code.is_failure]
         self.store.broker = f"subscription refused: {refused[0]}" if refused else "subscribed"
+        self.store.connected = not refused
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.store.connected = False
         self.store.broker = f"cannot reach {self.settings.host}:{self.settings.port}; retrying"
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
-        self.store.broker = f"disconnected ({reason_code}); retrying"
+        self.store.connected = False
+        if self._refusal is None:  # after a refusal paho reports a bare "Unspecified error": keep the reason
+            self.store.broker = f"disconnected ({reason_code}); retrying"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.store.receive(message.topic, bytes(message.payload))
+        self.store.receive(message.topic, bytes(message.payload), retained=bool(message.retain))

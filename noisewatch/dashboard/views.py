@@ -9,14 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 from noisewatch.daemon.messages import AudioState, Event, Started
-from noisewatch.dashboard.store import OFFLINE, DeviceState
+from noisewatch.dashboard.store import DeviceState
 
-STATS_SHOWN = ("uptime_s", "windows", "input_overflows", "dropped_frames", "spool_depth", "model", "version")
-"""fields of the daemon's ``Stats`` shown per device, in this order, when it reports them (not None)"""
-UNKNOWN_STATUS = "unknown"
+STATS_SHOWN = (("uptime_s", "listening for"), ("windows", "windows classified"), ("input_overflows", "input overflows"),
+               ("dropped_frames", "audio frames dropped"), ("spool_depth", "events waiting for the broker"),
+               ("model", "model"), ("version", "version"))
+"""fields of the daemon's ``Stats`` shown per device, in this order and words, when it reports them (not None)"""
+LOSSES = (("spool_dropped", "events dropped (spool full or too old)"),
+          ("spool_memory_dropped", "events dropped (spool disk refused them)"),
+          ("spool_dead_letters", "events the broker refused"), ("spool_quarantined", "damaged spool files set aside"),
+          ("jsonl_failed_writes", "JSON lines not written"))
+"""fields of ``Stats`` that count messages that will never arrive: shown (and warned of) once not zero"""
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
 """label colours (Tableau 20 without its greys' pair)"""
@@ -31,9 +38,25 @@ def label_colors(known: Sequence[str], seen: Iterable[str] = ()) -> dict[str, st
     return colors
 
 
-def is_offline(device: DeviceState) -> bool:
-    """The listener said offline (or its Last Will did): its scores, states and health are not current."""
-    return device.status == OFFLINE
+class Presence(Enum):
+    """Whether a listener is there, as far as the dashboard can tell."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    """It said so, or its Last Will did."""
+    UNKNOWN = "unknown"
+    """No status yet, or the dashboard itself cannot reach the broker (nor the Last Will it)."""
+
+
+def presence(device: DeviceState) -> Presence:
+    if not device.live or device.status not in (Presence.ONLINE.value, Presence.OFFLINE.value):
+        return Presence.UNKNOWN
+    return Presence(device.status)
+
+
+def is_current(device: DeviceState) -> bool:
+    """Its scores, states, health and audio state are current: it is online and the dashboard is listening."""
+    return presence(device) is Presence.ONLINE
 
 
 def parse_time(stamp: Any) -> dt.datetime | None:
@@ -86,36 +109,54 @@ def level_rows(devices: Mapping[str, DeviceState]) -> list[dict[str, Any]]:
 
 
 def latest_scores(device: DeviceState) -> list[dict[str, Any]]:
-    """The newest top-3 report as rows of label and score; empty when not published or offline."""
-    if not device.scores or is_offline(device):
+    """The newest top-3 report as rows of label and score; empty when not published or not current."""
+    if not device.scores or not is_current(device):
         return []
     return [{"label": item.label, "score": item.score} for item in device.scores[-1].top]
 
 
 def active_labels(device: DeviceState) -> list[str]:
-    """Labels currently ON (retained state) or with an open event; none while offline."""
-    if is_offline(device):
+    """Labels currently ON (retained state) or with an open event; none unless current."""
+    if not is_current(device):
         return []
     on = {label for label, state in device.states.items() if state == "ON"}
     on.update(notice.label for notice in device.open_events.values())
     return sorted(on)
 
 
-def stats_items(device: DeviceState) -> list[tuple[str, Any]]:
-    """The health fields worth a glance, in a fixed order; none while offline (they would be stale)."""
-    if device.stats is None or is_offline(device):
+def stats_items(device: DeviceState) -> list[tuple[str, str]]:
+    """The health fields worth a glance, as (words, value) in a fixed order; none unless current (they would
+    be stale)."""
+    if device.stats is None or not is_current(device):
         return []
-    values = [(key, getattr(device.stats, key)) for key in STATS_SHOWN]
-    return [(key, value) for key, value in values if value is not None]
+    values = [(words, getattr(device.stats, key)) for key, words in STATS_SHOWN]
+    return [(words, duration_text(value) if words == "listening for" else str(value))
+            for words, value in values if value is not None]
+
+
+def losses(device: DeviceState) -> list[tuple[str, int]]:
+    """What the listener reports lost for good since it started, as (words, count), only the counts above
+    zero: the last health report's, offline or not (a loss stays a loss)."""
+    if device.stats is None:
+        return []
+    counts = [(words, getattr(device.stats, key)) for key, words in LOSSES]
+    return [(words, count) for words, count in counts if count]
+
+
+def duration_text(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``5 h 12 min``, ``2 d 3 h``: an uptime at a glance."""
+    minutes, hours, days = int(seconds // 60), int(seconds // 3600), int(seconds // 86400)
+    if days:
+        return f"{days} d {hours - 24 * days} h"
+    if hours:
+        return f"{hours} h {minutes - 60 * hours} min"
+    return f"{minutes} min" if minutes else f"{int(seconds)} s"
 
 
 def audio_problem(device: DeviceState) -> str | None:
     """Why the listener hears nothing (its microphone is lost or gives only zeros), or None while it listens
-    (or is offline)."""
-    if device.audio is None or device.audio.state is AudioState.LISTENING or is_offline(device):
+    (or is not current)."""
+    if device.audio is None or device.audio.state is AudioState.LISTENING or not is_current(device):
         return None
     return device.audio.error or "audio input lost"
 
-
-def status_text(device: DeviceState) -> str:
-    return device.status or UNKNOWN_STATUS

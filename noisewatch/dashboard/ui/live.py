@@ -33,7 +33,8 @@ TIME_FORMAT = "%H:%M:%S"
 """24-hour clock, UTC (the daemon's stamps), on axes, tooltips and captions (seconds: minutes repeat at a close zoom)"""
 MISSING = "–"
 """shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
-STATUS_BADGES = {"online": ":green-badge[online]", "offline": ":red-badge[offline]"}
+STATUS_BADGES = {views.Presence.ONLINE: ":green-badge[online]", views.Presence.OFFLINE: ":red-badge[offline]",
+                 views.Presence.UNKNOWN: ":gray-badge[unknown]"}
 
 
 def render() -> None:
@@ -71,29 +72,48 @@ def _live_view(store: LiveStore, known_labels: Sequence[str]) -> None:
 
 def _device_panel(name: str, device: DeviceState) -> None:
     with st.container(border=True):
-        badge = STATUS_BADGES.get(views.status_text(device), ":gray-badge[unknown]")
-        st.markdown(f"#### {name} {badge}")
+        presence = views.presence(device)
+        st.markdown(f"#### {name} {STATUS_BADGES[presence]}")
+        st.caption(_presence_text(device, presence))
         problem = views.audio_problem(device)
         if problem is not None:
             st.error(f"No audio: {problem}", icon=":material/mic_off:")
-        if views.is_offline(device):
-            st.caption(f"offline since {_clock(device.last_seen)} UTC: scores, states and health are not shown "
-                       "until it is back")
+        lost = views.losses(device)
+        if lost:
+            st.warning("Lost for good since it started: " + ", ".join(f"{count} {words}" for words, count in lost),
+                       icon=":material/warning:")
+        current = views.is_current(device)
         states, scores, health = st.columns(3)
         with states:
             st.markdown("**Labels**")
-            st.markdown(_state_badges(device) or "no states yet")
+            st.markdown(_state_badges(device) or ("no states yet" if current else "not shown: not current"))
         with scores:
             st.markdown("**Top-3 scores**")
             top = views.latest_scores(device)
             if top:
                 st.table(pd.DataFrame([{"label": r["label"], "score": _number(r["score"], "{:.2f}")} for r in top]), hide_index=True)
             else:
-                st.caption("not published (scores.enabled in the daemon's config)")
+                st.caption("not published (scores.enabled in the daemon's config)" if current else "not shown: not current")
         with health:
             st.markdown("**Health**")
             items = views.stats_items(device)
-            st.markdown("  \n".join(f"{key}: {value}" for key, value in items) or "no stats yet")
+            st.markdown("  \n".join(f"{words}: {value}" for words, value in items)
+                        or ("no stats yet" if current else "not shown: not current"))
+
+
+def _presence_text(device: DeviceState, presence: views.Presence) -> str:
+    """What the badge rests on, and since when (only a message that arrived live dates anything)."""
+    heard = f"; last message {_clock(device.last_seen)} UTC" if device.last_seen is not None else ""
+    if not device.live:
+        return ("the dashboard cannot reach the broker, so it cannot tell whether the listener is there "
+                f"(below: as last heard){heard}")
+    if presence is views.Presence.OFFLINE:
+        since = (f"since {_clock(device.status_since)} UTC" if device.status_since is not None
+                 else "since before the dashboard started")
+        return f"offline {since}: scores, states and health are not shown until it is back"
+    if presence is views.Presence.UNKNOWN:
+        return "no status published yet"
+    return f"online{heard}" if heard else "online (its status was published before the dashboard started)"
 
 
 def _state_badges(device: DeviceState) -> str:
