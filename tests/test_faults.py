@@ -513,6 +513,29 @@ def test_f10_non_finite_audio_gives_strict_json_everywhere_and_is_counted(
     assert (stats_value(collector, daemon, "nonfinite_samples") or 0) > 0
 
 
+@pytest.mark.broker
+def test_f10_absurd_but_finite_samples_are_silence_and_every_event_still_arrives(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by fault injection: a burst of samples near 1e20 (raw integers read as floats do that) is finite,
+    so it passed as audio; the levels overflowed to infinity, the `loud` event it made could not be written
+    (its label stayed ON), and through the recent-events list no later event reached the broker."""
+    scene, rate = sf.read(str(SCENE), dtype="float32")
+    rng = np.random.default_rng(11)
+    quiet = (1e-3 * rng.standard_normal(2 * rate)).astype(np.float32)
+    burst = (1e20 * rng.standard_normal(3 * rate)).astype(np.float32)
+    path = tmp_path / "burst.wav"
+    sf.write(str(path), np.concatenate([quiet, burst, quiet, scene]), rate, subtype="FLOAT")
+    out = tmp_path / "out.jsonl"
+    config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0})
+    daemon = start(daemons, config, path, 8, out)
+    assert daemon.wait(60) == 0, daemon.log_text()[-1500:]
+    logged = logged_ids(daemon)
+    assert len(logged) >= SCENE_EVENTS
+    assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=10), (event_ids(collector), logged)
+    assert "failed on" not in daemon.log_text()
+    assert (stats_value(collector, daemon, "nonfinite_samples") or 0) >= len(burst)
+
+
 # --- 11: hostile config files ------------------------------------------------------------------------------
 
 def alias_bomb() -> str:

@@ -394,6 +394,21 @@ def test_closed_events_build_a_retained_list_of_recent_events(open_sink: OpenSin
     assert [e["id"] for e in json.loads(collector.on(recent)[-1])["events"]] == [ev.id for ev in sent]
 
 
+def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink: OpenSink, tmp_path: Path,
+                                                                       broker: Broker, collector: Collector) -> None:
+    """Found by fault injection: an event with an infinite level was refused by the encoder after it had joined
+    the recent-events list, and from then on every event's list failed to encode: ~50 events never left."""
+    sink = open_sink(make_config(tmp_path, broker.port))
+    with pytest.raises(ValueError):
+        sink.send(replace(event(0), mean_dbfs=float("inf")))
+    sent = [event(i) for i in range(1, 3)]
+    for ev in sent:
+        sink.send(ev)
+    assert collector.wait_for(lambda c: unique_in_order(ids_on(c)) == [ev.id for ev in sent])
+    recent = json.loads(collector.on(f"{PREFIX}/events/recent")[-1])["events"]
+    assert [e["id"] for e in recent] == [ev.id for ev in sent]
+
+
 def test_a_sink_replacing_the_running_one_keeps_its_open_events_on_and_its_recent_events(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """A reload that changes a threshold builds a new sink while the pipeline's events go on."""

@@ -42,6 +42,9 @@ MAX_DEFAULT_CHANNELS = 2
 JOIN_TIMEOUT_S = 2.0
 """How long stop() waits for the file reader thread."""
 SAMPLE_DTYPE = "float32"
+SAMPLE_LIMIT = 1000.0
+"""Largest sample magnitude taken as audio (full scale is 1; 60 dB over it leaves a float recording's headroom
+alone): beyond it a sample is corrupt, as raw integers read as floats are, and read as silence."""
 PCM16_SCALE = np.float32(1.0 / 0x8000)
 """16-bit sample -> float, as libsndfile scales it (a power of two: exact)."""
 UNPACED_BLOCK_FRAMES = 8192
@@ -133,12 +136,13 @@ class AudioSource:
 
 
 def _finite(frames: np.ndarray) -> tuple[np.ndarray, int]:
-    """The frames with NaN and infinite samples replaced by silence, and how many there were: one of them
-    would otherwise turn every level and score after it into NaN."""
-    finite = np.isfinite(frames)
-    if finite.all():  # the usual case, checked without counting
+    """The frames with NaN, infinite and absurd samples (beyond SAMPLE_LIMIT) replaced by silence, and how many
+    there were: one NaN would turn every level and score after it into NaN, and a finite 1e20 overflows the
+    float32 levels to infinity, which no event's JSON can carry."""
+    usable = np.abs(frames) <= SAMPLE_LIMIT  # False for NaN too
+    if usable.all():  # the usual case, checked without counting
         return frames, 0
-    bad = ~finite
+    bad = ~usable
     frames[bad] = 0.0  # a fresh copy out of the ring: ours to change
     return frames, int(np.count_nonzero(bad))
 

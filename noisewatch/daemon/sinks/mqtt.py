@@ -279,9 +279,10 @@ class MqttSink:
             self._open_events[message.id] = message.label
             self._spool_event(topics.started, message.encode(), _Spooled(message.label, message.id, opened=True))
         elif isinstance(message, Event):
-            self._open_events.pop(message.id, None)
+            payload = message.encode()  # first: an event JSON cannot carry must not enter the recent list, where
+            self._open_events.pop(message.id, None)  # it would make every later event's list fail to encode
             recent = _encode(self._recent.add(message.to_json()))
-            self._spool_event(topics.events, message.encode(), _Spooled(message.label, message.id, False, recent))
+            self._spool_event(topics.events, payload, _Spooled(message.label, message.id, False, recent))
         elif isinstance(message, Level):
             self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
         elif isinstance(message, Stats):
