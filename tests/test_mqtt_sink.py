@@ -409,6 +409,33 @@ def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink
     assert [e["id"] for e in recent] == [ev.id for ev in sent]
 
 
+def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along(tmp_path: Path, broker: Broker,
+                                                                         collector: Collector) -> None:
+    """Found by fault injection: a reload that changed ``mqtt.spool.directory`` while the broker was away left
+    the old folder's events there for good (nothing reads it any more), with an INFO line at most."""
+    broker.stop()
+    thresholds = {label: 0.6 for label in LABELS}
+    first = make_config(tmp_path, broker.port)
+    running = MqttSink.from_config(first, LABELS, MODEL, thresholds)
+    waiting = [event(i) for i in range(3)]
+    for ev in waiting:
+        running.send(started(ev))
+        running.send(ev)
+    moved = make_config(tmp_path, broker.port, spool={"directory": str(tmp_path / "spool2")})
+    replacing = MqttSink.from_config(moved, LABELS, MODEL, thresholds, running=running)
+    running.close()
+    try:
+        later = event(3)
+        replacing.send(later)
+        broker.start()
+        assert collector.wait_for(lambda c: set(ids_on(c)) == {ev.id for ev in [*waiting, later]}, timeout=15)
+        assert set(ids_on(collector, f"{PREFIX}/events/started")) == {ev.id for ev in waiting}
+        assert not list(first.mqtt.spool.directory.glob("*.msg"))
+        assert wait_until(lambda: replacing.spool.depth == 0, 10)
+    finally:
+        replacing.close()
+
+
 def test_a_sink_replacing_the_running_one_keeps_its_open_events_on_and_its_recent_events(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """A reload that changes a threshold builds a new sink while the pipeline's events go on."""

@@ -212,6 +212,9 @@ class MqttSink:
         """events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the
         broker refused while held in memory"""
         self._last_handed = 0  # highest spool seq handed to paho
+        self._predecessor: MqttSink | None = None
+        """The sink this one replaced at a reload, when its spool is on another folder: once it has stopped,
+        what it left unsent moves into this one's spool (the folder it is on is no longer read by anyone)."""
         self._connected = False
         self._closing: _Close | None = None
         # paho's thread only
@@ -247,6 +250,8 @@ class MqttSink:
         sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
                    config.mqtt_password(), thresholds, None if running is None else running._open_events,
                    None if running is None else running._recent)
+        if running is not None and running.spool is not spool:
+            sink._predecessor = running
         sink.start()
         return sink
 
@@ -442,6 +447,9 @@ class MqttSink:
                 self._handle(self._commands.get_nowait())
         except queue.Empty:
             pass
+        if self._predecessor is not None and self._predecessor._stopping.is_set():
+            self._adopt(self._predecessor.spool)
+            self._predecessor = None
         if self._unspooled:
             self._respool()
         if self._connected and not self._settling():
@@ -450,6 +458,18 @@ class MqttSink:
             self._feed_held()
         if self._connected:
             self._drain_live()
+
+    def _adopt(self, old: Spool) -> None:
+        """Move what a replaced sink left in its spool into this one's, oldest first (they follow what this sink
+        spooled meanwhile: a reload's few events)."""
+        moved = 0
+        for entry in old.after(0, old.depth):
+            self.spool.append(entry.topic, entry.payload)
+            old.remove(entry.seq)
+            moved += 1
+        if moved:
+            log.warning("MQTT spool: moved %d unsent message(s) from %s to %s (mqtt.spool.directory changed)",
+                        moved, old.directory, self.spool.directory)
 
     def _wait_s(self) -> float:
         """How long the pump may wait for a command: until the next thing it must do unasked."""
