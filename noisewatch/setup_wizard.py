@@ -20,9 +20,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from noisewatch.daemon.sinks.topics import segment
 from noisewatch.daemon.statefile import write_text
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 DEFAULT_CONFIG = Path("/etc/noisewatch/config.yaml")
 PASSWORD_FILE = "mqtt_password"
@@ -129,9 +133,10 @@ def ask_terminal(question: str, default: str) -> str:
 
 
 def interview(current: dict[str, object], ask: Ask = ask_terminal,
-              ask_secret: Callable[[str], str] = getpass.getpass) -> Answers:
-    """Ask for each setting, showing the current value as the default."""
-    from noisewatch.config import MqttSection  # pydantic: not on the path of ``noisewatch --help``
+              ask_secret: Callable[[str], str] = getpass.getpass, password_stored: bool = False) -> Answers:
+    """Ask for each setting, showing the current value as the default; an answer the config would refuse is
+    asked again at once, with the config's own words (all answers were lost at the end before)."""
+    from noisewatch.config import Config, MqttSection  # pydantic: not on the path of ``noisewatch --help``
 
     mqtt, audio = _section(current, "mqtt"), _section(current, "audio")
     _show_devices()
@@ -139,16 +144,38 @@ def interview(current: dict[str, object], ask: Ask = ask_terminal,
     answers.device = ask("Input device (index or part of its name; empty: system default)",
                          str(audio.get("device") or ""))
     device_id = str(current.get("device_id") or DEFAULT_DEVICE_ID)
-    answers.device_id = ask("Device id (names this listener in MQTT and Home Assistant)",
-                            default_device_id() if device_id == DEFAULT_DEVICE_ID else device_id)
+    answers.device_id = _ask_valid(ask, "Device id (names this listener in MQTT and Home Assistant)",
+                                   default_device_id() if device_id == DEFAULT_DEVICE_ID else device_id,
+                                   lambda answer: _refusal(Config, "device_id", answer))
     enabled = bool(mqtt.get("enabled"))
-    answers.mqtt_host = ask("MQTT broker host (empty: no MQTT)", str(mqtt.get("host") or "") if enabled else "")
+    answers.mqtt_host = _ask_valid(ask, "MQTT broker host (empty: no MQTT)",
+                                   str(mqtt.get("host") or "") if enabled else "",
+                                   lambda answer: _refusal(MqttSection, "host", answer) if answer else None)
     if answers.mqtt_host:
         answers.mqtt_port = _ask_port(ask, str(mqtt.get("port") or MqttSection.model_fields["port"].default))
         answers.mqtt_user = ask("MQTT user (empty: anonymous)", str(mqtt.get("username") or ""))
         if answers.mqtt_user:
-            answers.mqtt_password = ask_secret("MQTT password (empty: keep the stored one): ") or None
+            keep = "keep the stored one" if password_stored else "none"
+            answers.mqtt_password = ask_secret(f"MQTT password (empty: {keep}): ") or None
     return answers
+
+
+def _ask_valid(ask: Ask, question: str, default: str, problem: Callable[[str], str | None]) -> str:
+    """``question`` until ``problem`` finds none in the answer."""
+    while (trouble := problem(answer := ask(question, default))) is not None:
+        print(f"{answer!r}: {trouble}")
+    return answer
+
+
+def _refusal(model: type[BaseModel], key: str, value: str) -> str | None:
+    """What the config's own validation says of ``key: value`` in ``model`` (None: it takes it)."""
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate({key: value})
+    except ValidationError as exc:
+        return "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+    return None
 
 
 def _ask_port(ask: Ask, default: str) -> int:
@@ -212,7 +239,7 @@ def main(args: argparse.Namespace) -> int:
             print("noisewatch setup: not a terminal; give --device/--mqtt-host/... or --non-interactive",
                   file=sys.stderr)
             return 2
-        answers = interview(_current(config_path))
+        answers = interview(_current(config_path), password_stored=(credentials / PASSWORD_FILE).exists())
     if args.default_device_id and answers.device_id is None and _current(config_path).get(
             "device_id", DEFAULT_DEVICE_ID) == DEFAULT_DEVICE_ID:
         answers.device_id = default_device_id()

@@ -92,3 +92,22 @@ def test_interview_offers_the_host_name_and_current_values(capsys: pytest.Captur
                               mqtt_user="nw", mqtt_password="pw")
     assert ("MQTT broker port", "1883") in questions  # asked, so that it goes neither into the host nor the user
     assert ("Device id (names this listener in MQTT and Home Assistant)", default_device_id()) in questions
+
+
+def test_an_answer_the_config_refuses_is_asked_again_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """A device id with a space was taken, every later question was asked, and only then was nothing saved
+    (naming a temporary file already gone): all answers lost. Now the config's own check runs at the prompt.
+    Without a stored password, an empty one is "none", not "keep the stored one"."""
+    replies = {"Input device": [""], "Device id": ["my balcony", "balcony"],
+               "MQTT broker host": ["broker.lan:1883", "broker.lan"], "MQTT broker port": [""], "MQTT user": ["nw"]}
+    secret_prompts: list[str] = []
+
+    def ask(question: str, default: str) -> str:
+        return next(replies[start].pop(0) for start in replies if question.startswith(start)) or default
+
+    answers = interview({}, ask, lambda prompt: secret_prompts.append(prompt) or "")
+    assert (answers.device_id, answers.mqtt_host, answers.mqtt_password) == ("balcony", "broker.lan", None)
+    out = capsys.readouterr().out
+    assert "'my balcony': must be 1-64 letters, digits, '_' or '-'" in out
+    assert "'broker.lan:1883': the port goes in mqtt.port" in out
+    assert secret_prompts == ["MQTT password (empty: none): "]
