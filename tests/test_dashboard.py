@@ -415,6 +415,20 @@ def test_classify_lists_the_events_the_daemon_reports(repo_root: Path, tmp_path:
         assert abs(ours.offset_s - theirs["offset_s"]) < 0.05
         assert abs(ours.duration_s - theirs["duration_s"]) < 0.05
 
+def test_a_recording_shorter_than_a_window_is_told_why_it_has_no_event(repo_root: Path) -> None:
+    """A 1.3 s gunshot on the Classify page read "every window stayed below its label's threshold", where there
+    is no window at all: the listener decides on whole 4 s windows."""
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    scene = analysis.decode((repo_root / "samples" / "scene.flac").read_bytes(), rate)
+    short = analysis.Recording(scene.samples[int(5.5 * rate): int(6.8 * rate)], rate, False)
+    assert analysis.detect_events(short, bundle, load_config(None)) == []
+    assert analysis.no_event_reason(short, bundle.features).startswith(
+        "No event: the recording (1.3 s) is shorter than one 4 s window")
+    assert "threshold" in analysis.no_event_reason(analysis.Recording(np.zeros(10 * rate, np.float32), rate, False),
+                                                  bundle.features)
+
+
 def test_decode_downmixes_and_resamples_to_the_model_rate() -> None:
     rate, seconds = 44100, 1.5
     t = np.arange(int(rate * seconds)) / rate

@@ -310,7 +310,7 @@ def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object
                                    "No audio: USB microphone unplugged"))
     assert "0.88" in text, "the second listener's top-3 scores are shown"
     kitchen = text.split(f"{DEVICE} offline", 1)[1].split(f"{OTHER_DEVICE} online", 1)[0]
-    assert "no stats yet" in kitchen and "uptime_s" not in kitchen, "an offline listener's health is not shown as current"
+    assert "not shown: not current" in kitchen and "listening for" not in kitchen, "an offline listener's health is not shown as current"
     wait_for_elements(browser, ".vega-embed svg.marks", count=2)  # the event timeline and sound level
     browser.save_screenshot(str(artifacts / "live.png"))
 
@@ -322,11 +322,11 @@ def test_classify_page_predicts_an_uploaded_recording(dashboard: str, browser: o
     browser.get(f"{dashboard}/classify")
     wait_for_text(browser, ("Upload a WAV, FLAC or OGG recording", bundle.ident))
     wait_for_elements(browser, "input[type=file]")[0].send_keys(str(scene))
-    text = wait_for_text(browser, ("Events: 3", "Whole recording", "Scores per window", "Waveform", "Mel spectrogram",
+    text = wait_for_text(browser, ("Events: 3", "Most like (mean over its windows)", "Scores per window", "Waveform", "Mel spectrogram",
                                    "MFCC"))
     events = [row for row in table_rows(browser) if len(row) == 6]  # the events table (the windows table has 3)
     assert [row[0] for row in events] == ["siren", "dog_bark", "jackhammer"], events  # as the daemon reports them
-    prediction = text.split("Whole recording", 1)[1].split()[0]
+    prediction = text.split("Most like (mean over its windows)", 1)[1].split()[0]
     assert prediction in bundle.labels
     duration = soundfile.info(str(scene)).duration
     windows = len(clip_windows(np.zeros(int(duration * bundle.features.sample_rate)), bundle.features, DEFAULT_HOP_S))

@@ -103,6 +103,15 @@ def detect_events(recording: Recording, bundle: Bundle, config: Config,
     return sorted(events, key=lambda event: event.offset_s)
 
 
+def no_event_reason(recording: Recording, settings: features.FeatureSettings) -> str:
+    """Why :func:`detect_events` found nothing, in a user's words: the daemon decides on whole windows, so a
+    recording shorter than one never reaches the model (the page blamed the thresholds)."""
+    if recording.duration_s < settings.window_s:
+        return (f"No event: the recording ({recording.duration_s:.1f} s) is shorter than one {settings.window_s:g} s "
+                "window, and the listener decides on whole windows. Record a few seconds more, with the sound in it.")
+    return "No event: every window stayed below its label's threshold (or was background)."
+
+
 def mel_db(y: np.ndarray, settings: features.FeatureSettings) -> np.ndarray:
     """Mel spectrogram in dB, (n_mels, frames), clamped to top_db as the model sees it."""
     frames = features.centred_frames(y, settings)

@@ -51,7 +51,7 @@ def render() -> None:
     except ConfigError as exc:
         st.error(f"Configuration problem: {exc}")
         return
-    _show_events(events, recording, bundle.labels)
+    _show_events(events, recording, bundle)
     _show(bundle, recording, scores)
 
 
@@ -83,20 +83,20 @@ def _events(data: bytes, bundle_path: str) -> list[Event]:
     return analysis.detect_events(analysis.decode(data, bundle.features.sample_rate), bundle, resources.config())
 
 
-def _show_events(events: list[Event], recording: analysis.Recording, labels: tuple[str, ...]) -> None:
+def _show_events(events: list[Event], recording: analysis.Recording, bundle: Bundle) -> None:
     st.subheader(f"Events: {len(events)}")
     if recording.truncated:
         st.warning(f"Only the first {analysis.MAX_SECONDS:g} s were analysed.")
     st.caption("as `noisewatch run --input` reports them with this config (the daemon's detector, thresholds "
                "and smoothing)")
     if not events:
-        st.info("No event: every window stayed below its label's threshold (or was background).")
+        st.info(analysis.no_event_reason(recording, bundle.features))
         return
     frame = pd.DataFrame([{"label": e.label, "start (s)": round(e.offset_s, 2),
                            "end (s)": round(e.offset_s + e.duration_s, 2),
                            "duration (s)": round(e.duration_s, 2), "confidence": e.confidence,
                            "peak (dBFS)": e.peak_dbfs} for e in events])
-    colors = views.label_colors((*labels, LOUD), frame["label"])
+    colors = views.label_colors((*bundle.labels, LOUD), frame["label"])
     chart = alt.Chart(frame).mark_bar(height=18).encode(
         x=alt.X("start (s):Q", title="time in the recording (s)", scale=alt.Scale(domain=[0, recording.duration_s])),
         x2="end (s):Q", y=alt.Y("label:N", title=None, axis=alt.Axis(labelLimit=0)),
@@ -110,7 +110,7 @@ def _show_events(events: list[Event], recording: analysis.Recording, labels: tup
 def _show(bundle: Bundle, recording: analysis.Recording, scores: analysis.WindowScores) -> None:
     label, score = scores.summary()
     first, second, third = st.columns(3)
-    first.metric("Whole recording", label)
+    first.metric("Most like (mean over its windows)", label)
     second.metric("Mean score", f"{score:.2f}")
     third.metric("Windows", f"{len(scores.starts)} over {recording.duration_s:.1f} s")
     st.subheader("Scores per window")
