@@ -191,6 +191,7 @@ def test_missing_model_bundle_is_a_config_error(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True, text=True)
     assert result.returncode == 78 and "model bundle not found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{config}:2: model.path: " in result.stderr, "the file and line of the key, as for every config error"
 
 
 class _UnpluggedMidway(FileSource):

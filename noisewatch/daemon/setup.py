@@ -57,7 +57,12 @@ def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_p
     ``check_audio`` False: the named device is not looked for (a reload while the input is lost: the device
     is what is missing, and reopening it retries it anyway)."""
     config = overrides.apply(load_config(config_path))
-    bundle = load_bundle(config.model.path or default_model_path())
+    try:
+        bundle = load_bundle(config.model.path or default_model_path())
+    except BundleError as exc:
+        if config.model.path is None:
+            raise  # the shipped model: nothing in the config to point at
+        raise ConfigError("\n".join(_located(config_path, overrides, [f"model.path: {exc}"]))) from None
     problems = bundle_problems(config, bundle) + sink_problems(config)
     if check_audio:
         problems += audio_problems(config, input_path)
