@@ -89,7 +89,7 @@ STATS_ITEMS = [("listening for", "5 s"), ("windows classified", "9"), ("input ov
 
 def listening_store() -> LiveStore:
     """A store whose subscriber holds its subscription (what arrives is current)."""
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     store.connected = True
     return store
 
@@ -117,10 +117,19 @@ def test_parse_topic_inverts_the_daemons_topic_names(topic: str, expected: tuple
 
 def test_subscription_covers_the_siblings_of_the_configured_prefix() -> None:
     assert root_of("noisewatch/kitchen") == "noisewatch"
-    assert topic_filter("noisewatch") == "noisewatch/+/#"
+    assert topic_filter("noisewatch/kitchen") == "noisewatch/+/#"
     assert root_of("home/noise/kitchen") == "home/noise"
-    assert root_of("kitchen") == "" and topic_filter("") == "+/#"
-    assert parse_topic("kitchen/status", "") == ("kitchen", "status", None)
+    assert root_of("kitchen") == "" and parse_topic("kitchen/status", "") == ("kitchen", "status", None)
+
+
+def test_a_one_level_prefix_watches_that_listener_alone() -> None:
+    """``topic_prefix: noise`` subscribed to every topic on the broker, and Home Assistant's own
+    ``homeassistant/status`` showed as a listener called "homeassistant"."""
+    assert topic_filter("noise") == "noise/#"
+    store = LiveStore("noise")
+    assert store.receive("noise/status", b"online")
+    assert not store.receive("homeassistant/status", b"online")
+    assert list(store.snapshot()) == ["noise"]
 
 
 def test_malformed_payloads_are_ignored() -> None:
@@ -140,7 +149,7 @@ def test_payloads_decode_into_the_daemons_message_types() -> None:
 
 
 def test_a_payload_missing_a_required_field_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")
     incomplete = {key: value for key, value in event.to_json().items() if key != "end"}
     with caplog.at_level(logging.WARNING, logger="noisewatch.dashboard.store"):
@@ -154,7 +163,7 @@ def test_a_payload_missing_a_required_field_is_ignored_with_a_warning(caplog: py
 def test_a_field_of_the_wrong_type_is_ignored_with_a_warning(name: str, value: object,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     """The store sorts events by start and keys them by id: a foreign type is refused, not raised in paho's thread."""
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")
     assert store.receive("noisewatch/kitchen/events", event.encode())
     wrong = {**closed_event("dog_bark", "2026-01-01T12:01:00.000Z").to_json(), name: value}
@@ -166,7 +175,7 @@ def test_a_field_of_the_wrong_type_is_ignored_with_a_warning(name: str, value: o
 
 def test_a_message_of_another_kind_than_its_topic_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
     """An event's fields include a started notice's: only its ``type`` tells it does not belong there."""
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")
     with caplog.at_level(logging.WARNING, logger="noisewatch.dashboard.store"):
         assert not store.receive("noisewatch/kitchen/events/started", event.encode())
@@ -178,7 +187,7 @@ def test_a_message_of_another_kind_than_its_topic_is_ignored(caplog: pytest.LogC
 # --- the store ----------------------------------------------------------------------------------
 
 def test_store_follows_an_event_from_start_to_end_and_drops_redeliveries() -> None:
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")
     assert store.receive("noisewatch/kitchen/events/started", started(event.id, event.label, event.start).encode())
     assert list(store.snapshot()["kitchen"].open_events) == [event.id]
@@ -242,7 +251,7 @@ def test_a_lost_microphone_is_shown_while_online() -> None:
 
 
 def test_recent_events_give_history_from_before_the_dashboard_started() -> None:
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     recent = RecentEvents(keep=3)
     events = [closed_event("siren", f"2026-01-01T12:0{i}:00.000Z") for i in range(5)]
     for event in events[:4]:
@@ -318,7 +327,7 @@ def test_label_colours_do_not_depend_on_what_arrived_first() -> None:
 
 
 def test_snapshot_is_a_copy_the_page_may_keep() -> None:
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     store.receive("noisewatch/kitchen/state/siren", b"ON")
     snapshot = store.snapshot()
     store.receive("noisewatch/kitchen/state/siren", b"OFF")
@@ -328,7 +337,7 @@ def test_snapshot_is_a_copy_the_page_may_keep() -> None:
 # --- tables ---------------------------------------------------------------------------------------
 
 def test_event_rows_are_newest_first_and_include_open_events() -> None:
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     first = closed_event("siren", "2026-01-01T12:00:00.000Z")
     second = closed_event("dog_bark", "2026-01-01T12:05:00.000Z", device="garden")
     store.receive("noisewatch/kitchen/events", first.encode())
@@ -341,7 +350,7 @@ def test_event_rows_are_newest_first_and_include_open_events() -> None:
 
 
 def test_level_rows_give_leq_and_lmax_over_time() -> None:
-    store = LiveStore("noisewatch")
+    store = LiveStore("noisewatch/kitchen")
     for minute, leq in ((2, -30.0), (1, -40.0)):
         report = level(f"2026-01-01T12:0{minute - 1}:00Z", f"2026-01-01T12:0{minute}:00Z", leq)
         store.receive("noisewatch/kitchen/level", report.encode())
@@ -535,8 +544,8 @@ def test_the_subscriber_tells_retained_from_live_and_keeps_a_refusal_s_reason(tm
         publisher.publish("noisewatch/garden/status", "offline", qos=1, retain=True).wait_for_publish(5)
         settings = {"host": HOST, "port": broker.port, "username": "nw"}
         config = Config.model_validate({"device_id": "kitchen", "mqtt": settings})
-        good = LiveSubscriber(config.mqtt, "noisewatch", "right-password")
-        bad = LiveSubscriber(config.mqtt, "noisewatch", "wrong")
+        good = LiveSubscriber(config.mqtt, "noisewatch/kitchen", "right-password")
+        bad = LiveSubscriber(config.mqtt, "noisewatch/kitchen", "wrong")
         good.start()
         bad.start()
         try:

@@ -88,9 +88,12 @@ def root_of(prefix: str) -> str:
     return prefix.rpartition("/")[0]
 
 
-def topic_filter(root: str) -> str:
-    """The subscription covering every listener under ``root``: ``noisewatch`` -> ``noisewatch/+/#``."""
-    return f"{root}/+/#" if root else "+/#"
+def topic_filter(prefix: str) -> str:
+    """The subscription covering the listener at ``prefix`` and its siblings: ``noisewatch/kitchen`` ->
+    ``noisewatch/+/#``. A one-level prefix has no parent to share: ``kitchen`` -> ``kitchen/#`` (its
+    siblings would be every topic on the broker, Home Assistant's among them)."""
+    root = root_of(prefix)
+    return f"{root}/+/#" if root else f"{prefix}/#"
 
 
 def parse_topic(topic: str, root: str) -> tuple[str, str, str | None] | None:
@@ -153,8 +156,10 @@ def _message(value: Any, cls: type[messages.Message]) -> messages.Message:
 class LiveStore:
     """Per-device state, updated by the MQTT thread and read by page renders."""
 
-    def __init__(self, root: str) -> None:
-        self.root = root
+    def __init__(self, prefix: str) -> None:
+        self.root = root_of(prefix)
+        self._only = None if self.root else prefix
+        """a one-level prefix: that listener alone (see :func:`topic_filter`)"""
         self.broker = "connecting"
         """the subscriber's connection state, shown on the Live page"""
         self.connected = False
@@ -166,7 +171,7 @@ class LiveStore:
         """Decode and apply one raw message (``retained``: replayed by the broker on subscribing); False if it
         was not for us."""
         received = decode(topic, payload, self.root)
-        if received is None:
+        if received is None or self._only not in (None, received.device):
             return False
         self.apply(received, retained=retained)
         return True

@@ -2,7 +2,7 @@
 
 Uses the daemon's own config keys (``mqtt.host``, ``port``, ``protocol``, ``username``, password,
 ``tls``, ``topic_prefix``) and subscribes one level above the configured prefix, so every listener
-publishing beside it shows up. paho's thread (``loop_start``) connects, reconnects by itself and
+publishing beside it shows up (a one-level prefix: that listener alone). paho's thread (``loop_start``) connects, reconnects by itself and
 runs the callbacks; retained status, state, level and stats arrive at once on (re)subscribe.
 """
 
@@ -19,7 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from noisewatch.config import Config, MqttSection
 from noisewatch.daemon.sinks.mqtt_client import new_client, refusal_hint
 from noisewatch.daemon.sinks.topics import default_prefix
-from noisewatch.dashboard.store import LiveStore, root_of, topic_filter
+from noisewatch.dashboard.store import LiveStore, topic_filter
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,12 @@ RECONNECT_MAX_S = 30
 
 
 class LiveSubscriber:
-    """Subscribes to every listener under one root and keeps their latest state in ``store``."""
+    """Subscribes to a listener and its siblings (see ``topic_filter``) and keeps their latest state in ``store``."""
 
-    def __init__(self, settings: MqttSection, root: str, password: str | None = None) -> None:
+    def __init__(self, settings: MqttSection, prefix: str, password: str | None = None) -> None:
         self.settings = settings
-        self.store = LiveStore(root)
-        self.filter = topic_filter(root)
+        self.store = LiveStore(prefix)
+        self.filter = topic_filter(prefix)
         self._refusal: str | None = None
         """why the broker refused the last connection attempt (paho's thread only)"""
         self.client = self._make_client(password)
@@ -44,7 +44,7 @@ class LiveSubscriber:
     def from_config(cls, config: Config) -> "LiveSubscriber":
         """The subscriber for a daemon config; raises ConfigError for unusable TLS files or password."""
         prefix = config.mqtt.topic_prefix or default_prefix(config.device_id)
-        return cls(config.mqtt, root_of(prefix), config.mqtt_password())
+        return cls(config.mqtt, prefix, config.mqtt_password())
 
     def start(self) -> None:
         """Connect in the background (an absent broker is retried, never fatal)."""
