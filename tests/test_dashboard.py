@@ -349,13 +349,26 @@ def test_event_rows_are_newest_first_and_include_open_events() -> None:
     assert rows[2]["end"] - rows[2]["start"] == dt.timedelta(seconds=3)
 
 
-def test_level_rows_give_leq_and_lmax_over_time() -> None:
+def test_level_rows_give_leq_lmax_and_lmin_over_time_and_break_at_gaps() -> None:
+    """Lmin was never drawn, a line bridged hours without data (the listener or the broker away), and a
+    calibrated listener's dB(A) SPL was never shown."""
     store = LiveStore("noisewatch/kitchen")
-    for minute, leq in ((2, -30.0), (1, -40.0)):
+    for minute, leq in ((2, -30.0), (1, -40.0), (5, -35.0)):
         report = level(f"2026-01-01T12:0{minute - 1}:00Z", f"2026-01-01T12:0{minute}:00Z", leq)
         store.receive("noisewatch/kitchen/level", report.encode())
-    rows = views.level_rows(store.snapshot())
-    assert [(r["measure"], r["dbfs"]) for r in rows] == [("Leq", -40.0), ("Lmax", -30.0), ("Leq", -30.0), ("Lmax", -20.0)]
+    devices = store.snapshot()
+    assert views.level_unit(devices) == "dBFS"
+    rows = views.level_rows(devices, "dBFS")
+    assert [(r["measure"], r["level"]) for r in rows[:6]] == [
+        ("Leq", -40.0), ("Lmax", -30.0), ("Lmin", -50.0), ("Leq", -30.0), ("Lmax", -20.0), ("Lmin", -40.0)]
+    assert [r["run"] for r in rows[::3]] == ["kitchen 0", "kitchen 0", "kitchen 1"]  # 12:02-12:04: nothing
+    calibrated = replace(level("2026-01-01T12:05:00Z", "2026-01-01T12:06:00Z", -35.0), leq_dba_spl=55.0,
+                         lmax_dba_spl=65.0, lmin_dba_spl=45.0)
+    store.receive("noisewatch/garden/level", calibrated.encode())
+    assert views.level_unit(store.snapshot()) == "dBFS"  # one axis, one unit: kitchen is not calibrated
+    garden = {"garden": store.snapshot()["garden"]}
+    assert views.level_unit(garden) == "dB(A) SPL"
+    assert [r["level"] for r in views.level_rows(garden, "dB(A) SPL")] == [55.0, 65.0, 45.0]
 
 
 def test_parse_time_accepts_z_and_offsets_and_rejects_garbage() -> None:

@@ -95,16 +95,38 @@ def _event_row(device: str, event: Event | Started) -> dict[str, Any]:
     }
 
 
-def level_rows(devices: Mapping[str, DeviceState]) -> list[dict[str, Any]]:
-    """Leq and Lmax (dBFS) of every level report, one row per device and period, oldest first."""
+LEVEL_MEASURES = {
+    "dB(A) SPL": (("Leq", "leq_dba_spl"), ("Lmax", "lmax_dba_spl"), ("Lmin", "lmin_dba_spl")),
+    "dBFS": (("Leq", "leq_dbfs"), ("Lmax", "lmax_dbfs"), ("Lmin", "lmin_dbfs")),
+}
+"""unit -> (measure, ``Level`` field): sound pressure when every listener is calibrated, else relative to its
+microphone's full scale"""
+GAP_PERIODS = 1.5
+"""a report starting this many of its periods after the last one ended leaves a gap: the line breaks there"""
+
+
+def level_unit(devices: Mapping[str, DeviceState]) -> str:
+    """dB(A) SPL when every level report has it (``levels.calibration_db`` set), else dBFS: one axis, one unit."""
+    reports = [report for device in devices.values() for report in device.levels]
+    return "dB(A) SPL" if reports and all(r.leq_dba_spl is not None for r in reports) else "dBFS"
+
+
+def level_rows(devices: Mapping[str, DeviceState], unit: str) -> list[dict[str, Any]]:
+    """Leq, Lmax and Lmin of every level report in ``unit``, one row per device, period and measure, oldest
+    first; ``run`` numbers the stretches without a gap, so that a line does not bridge hours without data."""
     rows = []
     for name, device in devices.items():
-        for report in device.levels:
-            time = parse_time(report.end) or parse_time(report.start)
-            if time is None:
+        run, last_end = 0, None
+        for report in sorted(device.levels, key=lambda r: r.start):
+            start, end = parse_time(report.start), parse_time(report.end)
+            if start is None or end is None:
                 continue
-            for measure, dbfs in (("Leq", report.leq_dbfs), ("Lmax", report.lmax_dbfs)):
-                rows.append({"device": name, "time": time, "measure": measure, "dbfs": dbfs})
+            if last_end is not None and (start - last_end).total_seconds() > (GAP_PERIODS - 1) * report.period_s:
+                run += 1
+            last_end = end
+            for measure, field in LEVEL_MEASURES[unit]:
+                rows.append({"device": name, "time": end, "measure": measure, "level": getattr(report, field),
+                             "run": f"{name} {run}"})
     return sorted(rows, key=lambda row: row["time"])
 
 

@@ -67,7 +67,8 @@ def _live_view(store: LiveStore, known_labels: Sequence[str]) -> None:
     for name, device in devices.items():
         _device_panel(name, device)
     _timeline(views.event_rows(devices), known_labels)
-    _levels(views.level_rows(devices))
+    unit = views.level_unit(devices)
+    _levels(views.level_rows(devices, unit), unit)
 
 
 def _device_panel(name: str, device: DeviceState) -> None:
@@ -176,13 +177,18 @@ def _number(value: Any, template: str) -> str:
     return template.format(value) if isinstance(value, (int, float)) else MISSING
 
 
-def _levels(rows: list[dict[str, Any]]) -> None:
+def _levels(rows: list[dict[str, Any]], unit: str) -> None:
     st.subheader("Sound level")
     if not rows:
         st.caption("no level reports yet (levels.interval_s in the daemon's config)")
         return
+    st.caption(("A-weighted sound pressure level" if unit == "dB(A) SPL" else
+                "relative to the microphone's full scale (0 dBFS: the loudest it can take; set levels.calibration_db "
+                "for dB(A) SPL)") + "; per report period: Leq the energy mean, Lmax and Lmin the loudest and quietest "
+               "second")
     chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
-        x=_utc_axis("time"), y=alt.Y("dbfs:Q", title="dBFS", scale=alt.Scale(zero=False)),
-        color="measure:N", strokeDash="device:N", tooltip=["device", "measure", "dbfs", _utc_tooltip("time")],
+        x=_utc_axis("time"), y=alt.Y("level:Q", title=unit, scale=alt.Scale(zero=False)),
+        color="device:N", strokeDash="measure:N", detail="run:N",
+        tooltip=["device", "measure", alt.Tooltip("level:Q", format=".1f"), _utc_tooltip("time")],
     )
     st.altair_chart(chart, width="stretch")
