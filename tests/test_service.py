@@ -175,6 +175,22 @@ def test_sigterm_closes_open_events_and_exits_promptly(repo_root: Path, tmp_path
     assert started and started <= closed
 
 
+@pytest.mark.parametrize("case", ["no audio", "8 kHz"])
+def test_an_input_that_cannot_be_heard_as_the_model_hears_is_said_so(tmp_path: Path, case: str) -> None:
+    """Found by fault injection: an empty file ended with exit 0 and not a word, and a 1 kHz recording ran
+    without a warning (and found nothing)."""
+    path = tmp_path / "input.wav"
+    rate = 8000 if case == "8 kHz" else 22050
+    sf.write(str(path), np.zeros(0 if case == "no audio" else 5 * rate, dtype=np.float32), rate)
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input", str(path), "--speed", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    if case == "no audio":
+        assert f"{path.name} holds no audio" in result.stderr
+    else:
+        assert "delivers 8000 Hz, less than the model's 22050 Hz: it hears nothing above 4000 Hz" in result.stderr
+
+
 def test_bad_config_is_one_line_and_exit_78(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("audio:\n  hop_s: 4.5\ndetector:\n  thresholds:\n    sirene: 0.5\n")

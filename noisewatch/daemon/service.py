@@ -242,6 +242,10 @@ class Service:
     def _pump(self, source: AudioSource) -> Ending:
         """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
         resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels)
+        if source.sample_rate < self.active.pipeline.sample_rate:
+            log.warning("audio input %s delivers %d Hz, less than the model's %d Hz: it hears nothing above %g Hz, "
+                        "and detection suffers", source.name, source.sample_rate, self.active.pipeline.sample_rate,
+                        source.sample_rate / 2)
         ticks = _Ticks()
         last_audio, first = time.monotonic(), True
         while not self._stop.is_set():
@@ -258,6 +262,8 @@ class Service:
                     self._watch_silence(source, self._silence.heard(block.samples, source.sample_rate))
                 last_audio = time.monotonic()
             elif source.finished and source.ring.available == 0:
+                if first:
+                    log.warning("%s holds no audio", source.name)
                 self.active.outbox.publish(pipeline.process(resampler.flush()))
                 return Ending.FINISHED
             elif source.failed:
