@@ -318,6 +318,17 @@ def test_events_lost_for_good_are_shown_in_words_online_or_not() -> None:
         ["42 s", "3 min", "5 h 12 min", "2 d 3 h"]
 
 
+def test_the_thresholds_in_force_are_those_the_listener_publishes() -> None:
+    """A threshold set from Home Assistant (1: the label off) showed nowhere on the dashboard; the Model page
+    lists the model's defaults."""
+    store = listening_store()
+    assert store.receive("noisewatch/kitchen/threshold/siren", b"1")
+    assert store.receive("noisewatch/kitchen/threshold/dog_bark", b"0.7")
+    assert not store.receive("noisewatch/kitchen/threshold/siren/set", b"0.5")  # a command, not the value
+    assert not store.receive("noisewatch/kitchen/threshold/drilling", b"loud")
+    assert views.threshold_items(store.snapshot()["kitchen"]) == [("dog_bark", "0.70"), ("siren", "off")]
+
+
 def test_label_colours_do_not_depend_on_what_arrived_first() -> None:
     known = ("siren", "dog_bark", "loud")
     first = views.label_colors(known, ["dog_bark", "other_model_label"])

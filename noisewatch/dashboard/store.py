@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -41,8 +41,8 @@ MESSAGE_TYPES: dict[str, type[messages.Message]] = {
 RECENT = "recent"
 """the retained ``{"events": [...]}`` list of closed events"""
 
-Payload = str | messages.Message | tuple[Event, ...]
-"""text (status, state), one message, or the recent events"""
+Payload = str | float | messages.Message | tuple[Event, ...]
+"""text (status, state), a threshold, one message, or the recent events"""
 
 
 class Received(NamedTuple):
@@ -64,6 +64,8 @@ class DeviceState:
     """``online`` / ``offline`` (the Last Will), None before the retained status arrives"""
     states: dict[str, str] = field(default_factory=dict)
     """label -> ``ON`` / ``OFF``"""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """label -> the threshold in force (the model's, the config's, or one set from Home Assistant)"""
     open_events: dict[str, Started] = field(default_factory=dict)
     """event id -> its ``started`` notice, until the closed event arrives"""
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
@@ -110,16 +112,17 @@ def parse_topic(topic: str, root: str) -> tuple[str, str, str | None] | None:
              topics.recent_events: RECENT, topics.audio: "audio"}
     if topic in kinds:
         return device, kinds[topic], None
-    state_root = _state_root(topics)
-    if topic.startswith(state_root) and "/" not in topic[len(state_root):]:
-        return device, "state", topic[len(state_root):]
+    for kind, per_label in (("state", topics.state), ("threshold", topics.threshold)):
+        parent = _parent(per_label)
+        if topic.startswith(parent) and "/" not in topic[len(parent):]:
+            return device, kind, topic[len(parent):]
     return None
 
 
-def _state_root(topics: Topics) -> str:
-    """``<prefix>/state/``: the parent of the per-label state topics that Topics builds."""
+def _parent(per_label: Callable[[str], str]) -> str:
+    """``<prefix>/state/``: the parent of the per-label topics that a Topics method builds."""
     probe = "x"
-    return topics.state(probe)[: -len(probe)]
+    return per_label(probe)[: -len(probe)]
 
 
 def decode(topic: str, payload: bytes, root: str) -> Received | None:
@@ -130,11 +133,23 @@ def decode(topic: str, payload: bytes, root: str) -> Received | None:
     device, kind, label = parsed
     try:
         text = payload.decode("utf-8")
-        value = text.strip() if kind in TEXT_KINDS else _from_json(kind, json.loads(text))
+        value = (text.strip() if kind in TEXT_KINDS else _threshold(text) if kind == "threshold"
+                 else _from_json(kind, json.loads(text)))
     except (UnicodeDecodeError, json.JSONDecodeError, messages.DecodeError) as exc:
         log.warning("dashboard: ignoring a malformed %s message on %s: %s", kind, topic, exc)
         return None
     return Received(device, kind, label, value)
+
+
+def _threshold(text: str) -> float:
+    """A retained threshold (``0.73``); DecodeError unless a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise messages.DecodeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise messages.DecodeError(f"not a threshold from 0 to 1: {value}")
+    return value
 
 
 def _from_json(kind: str, value: Any) -> messages.Message | tuple[Event, ...]:
@@ -205,6 +220,8 @@ def _fold(device: DeviceState, received: Received) -> None:
             _set_status(device, status)
         case str() as state if received.label is not None:
             device.states[received.label] = state
+        case float() as threshold if received.label is not None:
+            device.thresholds[received.label] = threshold
         case Started() as started:
             device.open_events[started.id] = started
         case Event() as event:

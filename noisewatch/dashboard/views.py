@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
+from noisewatch.daemon.detector import THRESHOLD_OFF
 from noisewatch.daemon.messages import AudioState, Event, Started
 from noisewatch.dashboard.store import DeviceState
 
@@ -144,6 +145,13 @@ def active_labels(device: DeviceState) -> list[str]:
     on = {label for label, state in device.states.items() if state == "ON"}
     on.update(notice.label for notice in device.open_events.values())
     return sorted(on)
+
+
+def threshold_items(device: DeviceState) -> list[tuple[str, str]]:
+    """(label, threshold in force) by label, ``off`` at the top of the range (the daemon's rule): what the
+    listener decides with, which the model page's defaults are not once one is set from Home Assistant."""
+    return [(label, "off" if value >= THRESHOLD_OFF else f"{value:.2f}")
+            for label, value in sorted(device.thresholds.items())]
 
 
 def stats_items(device: DeviceState) -> list[tuple[str, str]]:

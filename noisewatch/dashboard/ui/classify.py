@@ -88,7 +88,8 @@ def _show_events(events: list[Event], recording: analysis.Recording, bundle: Bun
     if recording.truncated:
         st.warning(f"Only the first {analysis.MAX_SECONDS:g} s were analysed.")
     st.caption("as `noisewatch run --input` reports them with this config (the daemon's detector, thresholds "
-               "and smoothing)")
+               "and smoothing); thresholds set from Home Assistant are not applied here (the Live page shows "
+               "each listener's)")
     if not events:
         st.info(analysis.no_event_reason(recording, bundle.features))
         return

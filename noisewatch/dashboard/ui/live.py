@@ -88,6 +88,9 @@ def _device_panel(name: str, device: DeviceState) -> None:
         with states:
             st.markdown("**Labels**")
             st.markdown(_state_badges(device) or ("no states yet" if current else "not shown: not current"))
+            thresholds = views.threshold_items(device)
+            if thresholds:
+                st.caption("thresholds in force: " + ", ".join(f"{label} {value}" for label, value in thresholds))
         with scores:
             st.markdown("**Top-3 scores**")
             top = views.latest_scores(device)
