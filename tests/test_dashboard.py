@@ -295,6 +295,10 @@ def test_only_a_live_message_dates_a_listener() -> None:
     store.apply(Received("kitchen", "stats", None, stats(6.0)), now=1060.0)
     kitchen = store.snapshot()["kitchen"]
     assert (kitchen.status_since, kitchen.last_seen) == (1000.0, 1060.0)
+    store.receive("noisewatch/kitchen/status", b"online", retained=True)  # the dashboard resubscribed
+    assert store.snapshot()["kitchen"].status_since == 1000.0
+    store.receive("noisewatch/kitchen/status", b"offline", retained=True)  # it went while the dashboard was away
+    assert store.snapshot()["kitchen"].status_since is None
 
 
 def test_events_lost_for_good_are_shown_in_words_online_or_not() -> None:
@@ -311,9 +315,8 @@ def test_events_lost_for_good_are_shown_in_words_online_or_not() -> None:
     expected = [("events dropped (spool full or too old)", 40), ("events the broker refused", 5)]
     assert views.losses(attic) == expected
     store.receive("noisewatch/attic/status", b"offline")
-    assert views.losses(store.snapshot()["attic"]) == []  # the Will clears the stale health ...
-    store.receive("noisewatch/attic/stats", lossy.encode())  # ... and the retained report brings the losses back
-    assert views.losses(store.snapshot()["attic"]) == expected
+    attic = store.snapshot()["attic"]
+    assert views.stats_items(attic) == [] and views.losses(attic) == expected  # stale health hidden, losses kept
     assert [views.duration_text(s) for s in (42, 180, 5 * 3600 + 12 * 60, 2 * 86400 + 3 * 3600)] == \
         ["42 s", "3 min", "5 h 12 min", "2 d 3 h"]
 
@@ -327,6 +330,10 @@ def test_the_thresholds_in_force_are_those_the_listener_publishes() -> None:
     assert not store.receive("noisewatch/kitchen/threshold/siren/set", b"0.5")  # a command, not the value
     assert not store.receive("noisewatch/kitchen/threshold/drilling", b"loud")
     assert views.threshold_items(store.snapshot()["kitchen"]) == [("dog_bark", "0.70"), ("siren", "off")]
+    assert store.receive("noisewatch/kitchen/threshold/siren", b"")  # the label dropped: its topics cleared
+    assert store.receive("noisewatch/kitchen/state/siren", b"ON") and store.receive("noisewatch/kitchen/state/siren", b"")
+    kitchen = store.snapshot()["kitchen"]
+    assert views.threshold_items(kitchen) == [("dog_bark", "0.70")] and "siren" not in kitchen.states
 
 
 def test_label_colours_do_not_depend_on_what_arrived_first() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 from fault_daemon import (
     CLI,
     PREFIX,
@@ -349,6 +351,51 @@ def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
     assert "events are kept in memory" in daemon.log_text(), daemon.log_text()
     assert stats_value(collector, daemon, "spool_memory_dropped") == 0
     assert not list(spool.glob("*.tmp")), sorted(p.name for p in spool.iterdir())
+
+
+@pytest.mark.broker
+def test_f07_a_spool_folder_changed_by_a_reload_that_fills_up_does_not_stop_the_sink(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A review found it: the move of the old folder's messages into the new one raised on a full disk in
+    every pass of the MQTT pump, before anything else the pump does, so nothing at all was published. Now the
+    old folder serves until the new one takes the move."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def closed_event(n: int) -> Event:
+        return Event(id=f"moved-{n}", label="siren", confidence=0.9, mean_confidence=0.8,
+                     start="2026-01-01T00:00:00.000Z", end="2026-01-01T00:00:02.000Z", offset_s=float(n),
+                     duration_s=2.0, peak_dbfs=-12.0, mean_dbfs=-20.0, device="faults", model="urban11@test")
+
+    def sink_config(spool: Path) -> Config:
+        return Config.model_validate(yaml.safe_load(write_config(
+            tmp_path / "c.yaml", broker.port, mqtt={"spool": {"directory": str(spool)}}).read_text()))
+
+    labels, thresholds = ["siren", "dog_bark"], {"siren": 0.6, "dog_bark": 0.6}
+    broker.stop()
+    running = MqttSink.from_config(sink_config(tmp_path / "spool"), labels, "urban11@test", thresholds)
+    waiting = [closed_event(i) for i in range(3)]
+    for ev in waiting:
+        running.send(ev)
+    replacing = MqttSink.from_config(sink_config(small_disk / "spool"), labels, "urban11@test", thresholds,
+                                     running=running)
+    filler = fill(small_disk)
+    caplog.set_level(logging.ERROR, logger="noisewatch")
+    running.close()
+    try:
+        later = closed_event(3)
+        replacing.send(later)
+        broker.start()
+        assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in [*waiting, later]], timeout=15), \
+            event_ids(collector)
+        assert not [r for r in caplog.records if "unexpected error in the pump" in r.getMessage()]
+        assert sum("cannot move the unsent messages" in r.getMessage() for r in caplog.records) == 1
+        filler.unlink()
+        assert wait_until(lambda: replacing.spool.directory == small_disk / "spool", 10)
+    finally:
+        replacing.close()
 
 
 @pytest.mark.broker

@@ -399,8 +399,11 @@ def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink
     """Found by fault injection: an event with an infinite level was refused by the encoder after it had joined
     the recent-events list, and from then on every event's list failed to encode: ~50 events never left."""
     sink = open_sink(make_config(tmp_path, broker.port))
+    bad = replace(event(0), mean_dbfs=float("inf"))
+    sink.send(started(bad))
     with pytest.raises(ValueError):
-        sink.send(replace(event(0), mean_dbfs=float("inf")))
+        sink.send(bad)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"]), "the siren stayed ON"
     sent = [event(i) for i in range(1, 3)]
     for ev in sent:
         sink.send(ev)
@@ -409,10 +412,11 @@ def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink
     assert [e["id"] for e in recent] == [ev.id for ev in sent]
 
 
-def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along(tmp_path: Path, broker: Broker,
-                                                                         collector: Collector) -> None:
+def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along_in_order(tmp_path: Path, broker: Broker,
+                                                                                  collector: Collector) -> None:
     """Found by fault injection: a reload that changed ``mqtt.spool.directory`` while the broker was away left
-    the old folder's events there for good (nothing reads it any more), with an INFO line at most."""
+    the old folder's events there for good (nothing reads it any more). Moved after the new sink's own, an
+    event's end then reached the broker before its start (found by review): the order must hold across."""
     broker.stop()
     thresholds = {label: 0.6 for label in LABELS}
     first = make_config(tmp_path, broker.port)
@@ -421,17 +425,22 @@ def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along(tmp_path
     for ev in waiting:
         running.send(started(ev))
         running.send(ev)
+    going_on = event(3)
+    running.send(started(going_on))
     moved = make_config(tmp_path, broker.port, spool={"directory": str(tmp_path / "spool2")})
     replacing = MqttSink.from_config(moved, LABELS, MODEL, thresholds, running=running)
+    replacing.send(going_on)  # the event open across the reload ends in the new sink
     running.close()
     try:
-        later = event(3)
-        replacing.send(later)
         broker.start()
-        assert collector.wait_for(lambda c: set(ids_on(c)) == {ev.id for ev in [*waiting, later]}, timeout=15)
-        assert set(ids_on(collector, f"{PREFIX}/events/started")) == {ev.id for ev in waiting}
+        everything = {ev.id for ev in [*waiting, going_on]}
+        assert collector.wait_for(lambda c: set(ids_on(c)) == everything, timeout=15)
+        arrivals = [(topic.rsplit("/", 1)[-1], json.loads(payload)["id"]) for topic, payload, _ in collector.messages
+                    if topic in (f"{PREFIX}/events", f"{PREFIX}/events/started")]
+        firsts = list(dict.fromkeys(arrivals))
+        assert all(firsts.index(("started", i)) < firsts.index(("events", i)) for i in everything), firsts
+        assert wait_until(lambda: replacing.spool.directory == tmp_path / "spool2" and replacing.spool.depth == 0, 10)
         assert not list(first.mqtt.spool.directory.glob("*.msg"))
-        assert wait_until(lambda: replacing.spool.depth == 0, 10)
     finally:
         replacing.close()
 

@@ -108,9 +108,11 @@ class Active:
 
     @classmethod
     def open(cls, setup: Setup, counters: Counters, running: Sequence[Sink] = ()) -> "Active":
-        """Sinks opened (or kept from ``running``), pipeline built; raises ConfigError when a sink cannot open."""
-        outbox = Outbox(setup.config.device_id, open_sinks(setup, running))
+        """Pipeline built, sinks opened (or kept from ``running``): the sinks last, so that nothing after them can
+        fail and leave a new MQTT client running beside the one it was to replace; raises ConfigError when a
+        sink cannot open."""
         pipeline = Pipeline.from_config(setup.config, setup.bundle, setup.model, SampleClock.starting_now(), counters)
+        outbox = Outbox(setup.config.device_id, open_sinks(setup, running))
         log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
                  setup.model.runtime, pipeline.hop_s)
         active = cls(setup, pipeline, outbox)
@@ -179,6 +181,8 @@ class Service:
         """The audio input's state as last said (a reload says it again, to sinks it may have replaced)."""
         self._silence = DigitalSilence()
         """Goes on across a reload's reopen (still silent: said once); starts afresh after a lost input."""
+        self._rate_said: tuple[str, int] | None = None
+        """The input and rate last warned of as below the model's: said once, not at every reopen."""
 
     @property
     def setup(self) -> Setup:
@@ -242,7 +246,8 @@ class Service:
     def _pump(self, source: AudioSource) -> Ending:
         """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
         resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels)
-        if source.sample_rate < self.active.pipeline.sample_rate:
+        if source.sample_rate < self.active.pipeline.sample_rate and self._rate_said != (source.name, source.sample_rate):
+            self._rate_said = (source.name, source.sample_rate)
             log.warning("audio input %s delivers %d Hz, less than the model's %d Hz: it hears nothing above %g Hz, "
                         "and detection suffers", source.name, source.sample_rate, self.active.pipeline.sample_rate,
                         source.sample_rate / 2)

@@ -133,8 +133,8 @@ def decode(topic: str, payload: bytes, root: str) -> Received | None:
     device, kind, label = parsed
     try:
         text = payload.decode("utf-8")
-        value = (text.strip() if kind in TEXT_KINDS else _threshold(text) if kind == "threshold"
-                 else _from_json(kind, json.loads(text)))
+        value = (text.strip() if kind in TEXT_KINDS or not text else _threshold(text) if kind == "threshold"
+                 else _from_json(kind, json.loads(text)))  # empty: a retained topic cleared (its entity removed)
     except (UnicodeDecodeError, json.JSONDecodeError, messages.DecodeError) as exc:
         log.warning("dashboard: ignoring a malformed %s message on %s: %s", kind, topic, exc)
         return None
@@ -198,10 +198,11 @@ class LiveStore:
             if device is None:
                 prefix = f"{self.root}/{received.device}" if self.root else received.device
                 device = self._devices[received.device] = DeviceState(prefix)
+            known = device.status
             _fold(device, received)
             when = None if retained else (time.time() if now is None else now)
-            if received.kind == "status":
-                device.status_since = when
+            if received.kind == "status" and (when is not None or device.status != known):
+                device.status_since = when  # a status replayed unchanged (the dashboard resubscribed) keeps its date
             if when is not None:
                 device.last_seen = when
 
@@ -218,6 +219,8 @@ def _fold(device: DeviceState, received: Received) -> None:
     match received.payload:
         case str() as status if received.kind == "status":
             _set_status(device, status)
+        case "" if received.label is not None:  # a removed label's state or threshold
+            (device.states if received.kind == "state" else device.thresholds).pop(received.label, None)
         case str() as state if received.label is not None:
             device.states[received.label] = state
         case float() as threshold if received.label is not None:
@@ -241,10 +244,9 @@ def _fold(device: DeviceState, received: Received) -> None:
 
 def _set_status(device: DeviceState, status: str) -> None:
     device.status = status
-    if status == OFFLINE:  # what was current is not any more; history (events, levels) stays
-        device.open_events.clear()
+    if status == OFFLINE:  # what was current is not any more; history (events, levels) and the last health
+        device.open_events.clear()  # report (its losses stay losses; views show it only while current) stay
         device.scores.clear()
-        device.stats = None
 
 
 def _add_events(device: DeviceState, events: Sequence[Event]) -> None:

@@ -105,7 +105,7 @@ class Outgoing(NamedTuple):
 
 @dataclass(frozen=True)
 class _Spooled:
-    """``send`` spooled a started/event message."""
+    """``send`` spooled a started/event message (or an event that could not be, whose label ends all the same)."""
 
     label: str
     event_id: str
@@ -212,9 +212,11 @@ class MqttSink:
         """events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the
         broker refused while held in memory"""
         self._last_handed = 0  # highest spool seq handed to paho
-        self._predecessor: MqttSink | None = None
-        """The sink this one replaced at a reload, when its spool is on another folder: once it has stopped,
-        what it left unsent moves into this one's spool (the folder it is on is no longer read by anyone)."""
+        self._move_to: tuple[MqttSink, Spool] | None = None
+        """After a reload that changed the spool's folder: the replaced sink and the new folder's spool. Until
+        that sink has stopped both spool into its folder (one spool: one order); then everything there moves,
+        in order, to the new folder, which nothing would read otherwise (``_move_spool``)."""
+        self._move_failed = False
         self._connected = False
         self._closing: _Close | None = None
         # paho's thread only
@@ -241,17 +243,17 @@ class MqttSink:
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
         topics = Topics(section.topic_prefix or default_prefix(config.device_id), section.homeassistant.prefix)
-        spool = None if running is None else running.spool
         try:
-            if spool is None or spool.directory != section.spool.directory:
-                spool = Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
+            spool = (running.spool if running is not None and running.spool.directory == section.spool.directory
+                     else Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h))
         except OSError as exc:
             raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
-        sink = cls(section, topics, listener, spool, section.client_id or f"noisewatch-{config.device_id}",
-                   config.mqtt_password(), thresholds, None if running is None else running._open_events,
-                   None if running is None else running._recent)
-        if running is not None and running.spool is not spool:
-            sink._predecessor = running
+        moving = running is not None and spool is not running.spool
+        sink = cls(section, topics, listener, running.spool if running is not None and moving else spool,
+                   section.client_id or f"noisewatch-{config.device_id}", config.mqtt_password(), thresholds,
+                   None if running is None else running._open_events, None if running is None else running._recent)
+        if running is not None and moving:
+            sink._move_to = (running, spool)
         sink.start()
         return sink
 
@@ -284,8 +286,12 @@ class MqttSink:
             self._open_events[message.id] = message.label
             self._spool_event(topics.started, message.encode(), _Spooled(message.label, message.id, opened=True))
         elif isinstance(message, Event):
-            payload = message.encode()  # first: an event JSON cannot carry must not enter the recent list, where
-            self._open_events.pop(message.id, None)  # it would make every later event's list fail to encode
+            self._open_events.pop(message.id, None)
+            try:  # before the recent list: an event JSON cannot carry there makes every later list fail to encode
+                payload = message.encode()
+            except ValueError:
+                self._commands.put(_Spooled(message.label, message.id, opened=False))  # the sound ended all the same
+                raise
             recent = _encode(self._recent.add(message.to_json()))
             self._spool_event(topics.events, payload, _Spooled(message.label, message.id, False, recent))
         elif isinstance(message, Level):
@@ -447,9 +453,8 @@ class MqttSink:
                 self._handle(self._commands.get_nowait())
         except queue.Empty:
             pass
-        if self._predecessor is not None and self._predecessor._stopping.is_set():
-            self._adopt(self._predecessor.spool)
-            self._predecessor = None
+        if self._move_to is not None and not self._move_to[0]._pump.is_alive():
+            self._move_spool(self._move_to[1])
         if self._unspooled:
             self._respool()
         if self._connected and not self._settling():
@@ -459,17 +464,27 @@ class MqttSink:
         if self._connected:
             self._drain_live()
 
-    def _adopt(self, old: Spool) -> None:
-        """Move what a replaced sink left in its spool into this one's, oldest first (they follow what this sink
-        spooled meanwhile: a reload's few events)."""
-        moved = 0
-        for entry in old.after(0, old.depth):
-            self.spool.append(entry.topic, entry.payload)
-            old.remove(entry.seq)
-            moved += 1
-        if moved:
-            log.warning("MQTT spool: moved %d unsent message(s) from %s to %s (mqtt.spool.directory changed)",
-                        moved, old.directory, self.spool.directory)
+    def _move_spool(self, new: Spool) -> None:
+        """Move every message of the old folder's spool (the replaced sink's unsent ones, then this sink's) to
+        the new folder's, oldest first, and spool there from now on. Under the disk lock, so ``send`` appends to
+        one or the other, never to the old one after the move. What was handed to paho goes again from the new
+        folder (at least once). A disk that refuses: logged once, the old folder serves on, tried again next pass."""
+        old = self.spool
+        try:
+            with self._disk_lock:
+                for entry in old.after(0, old.depth):
+                    new.append(entry.topic, entry.payload, entry.created)
+                    old.remove(entry.seq)
+                self.spool, self._last_handed, self._move_to = new, 0, None
+                self._inflight.clear()
+        except OSError as exc:
+            if not self._move_failed:
+                log.error("MQTT spool: cannot move the unsent messages of %s to %s (%s); %s serves until it can",
+                          old.directory, new.directory, exc.strerror or exc, old.directory)
+            self._move_failed = True
+            return
+        log.warning("MQTT spool: now in %s (mqtt.spool.directory changed); the unsent messages of %s moved there",
+                    new.directory, old.directory)
 
     def _wait_s(self) -> float:
         """How long the pump may wait for a command: until the next thing it must do unasked."""

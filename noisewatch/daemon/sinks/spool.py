@@ -111,9 +111,10 @@ class Spool:
 
     # --- operations -----------------------------------------------------------------------------
 
-    def append(self, topic: str, payload: bytes) -> int:
-        """Store a message durably (fsync) and return its sequence number."""
-        created = self._clock()
+    def append(self, topic: str, payload: bytes, created: float | None = None) -> int:
+        """Store a message durably (fsync) and return its sequence number; ``created``: when it was first
+        spooled, for a message moved from another spool (its age bound goes on from there)."""
+        created = self._clock() if created is None else created
         header = {"topic": topic, "created": created, "length": len(payload), "crc32": zlib.crc32(payload)}
         data = json.dumps(header).encode() + b"\n" + payload
         with self._lock:
