@@ -32,7 +32,8 @@ _MAX_TRACKED = 256
 
 SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 _JOURNAL_FORMAT = "<%(priority)d>%(name)s: %(message)s"
-_PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_PLAIN_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
+_PLAIN_TIME = "%Y-%m-%dT%H:%M:%S"
 
 
 def stderr_is_journal(stream: TextIO = sys.stderr) -> bool:
@@ -61,6 +62,15 @@ class JournalFormatter(logging.Formatter):
         text = super().format(record)
         prefix = f"<{priority}>"
         return text.replace("\n", "\n" + prefix)
+
+
+class UtcFormatter(logging.Formatter):
+    """``2026-12-04T17:02:09.997Z INFO logger: message``: UTC, as every time the daemon publishes (events,
+    levels) is stamped; a local clock beside them read an hour or more off."""
+
+    def __init__(self) -> None:
+        super().__init__(_PLAIN_FORMAT, _PLAIN_TIME)
+        self.converter = time.gmtime
 
 
 def syslog_priority(levelno: int) -> int:
@@ -131,7 +141,7 @@ def setup(section: LoggingSection, stream: TextIO | None = None) -> logging.Hand
     stream = sys.stderr if stream is None else stream
     journal = section.format == "journal" or (section.format == "auto" and stderr_is_journal(stream))
     handler = _Handler(stream)
-    handler.setFormatter(JournalFormatter() if journal else logging.Formatter(_PLAIN_FORMAT))
+    handler.setFormatter(JournalFormatter() if journal else UtcFormatter())
     handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -49,7 +50,21 @@ def test_journal_tracebacks_keep_their_priority() -> None:
 def test_plain_lines_have_timestamps_and_level_filter() -> None:
     lines = emit(LoggingSection(format="plain", level="info"), (logging.INFO, "listening"), (logging.DEBUG, "hidden"))
     assert len(lines) == 1
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO noisewatch\.test: listening", lines[0])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO noisewatch\.test: listening", lines[0])
+
+
+def test_plain_lines_are_stamped_in_utc_as_the_events_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TZ=Europe/Berlin a log line read 18:02:09 beside "heard siren from ...T17:02:14.174Z"."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        before = time.strftime("%Y-%m-%dT%H:%M", time.gmtime())
+        line = emit(LoggingSection(format="plain", level="info"), (logging.INFO, "heard"))[0]
+        after = time.strftime("%Y-%m-%dT%H:%M", time.gmtime())
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert line[:16] in (before, after), line
 
 
 def test_auto_format_follows_journal_stream(monkeypatch: pytest.MonkeyPatch) -> None:
