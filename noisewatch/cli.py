@@ -159,7 +159,7 @@ def _add_convert(p: argparse.ArgumentParser) -> None:
 
 def _add_dashboard(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="the daemon's config file (broker, TLS, prefix)")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="port to serve the pages on (default 8501)")
     p.add_argument("--address", help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every "
                    "interface, without a login)")
     p.set_defaults(handler="noisewatch.dashboard.launch:main")

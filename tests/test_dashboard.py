@@ -534,6 +534,15 @@ def test_launch_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.Capture
     assert "mqtt.prot" in capsys.readouterr().err
 
 
+def test_launch_warns_that_a_config_with_mqtt_off_has_nothing_to_watch(repo_root: Path) -> None:
+    shipped = repo_root / "config" / "noisewatch.yaml"
+    assert not load_config(shipped).mqtt.enabled  # the shipped config, which a first try starts from
+    warnings = launch.config_warnings(load_config(shipped), str(shipped))
+    assert len(warnings) == 1 and warnings[0].startswith(f"MQTT is off in {shipped}; watching localhost:1883")
+    on = load_config(shipped).model_copy(update={"mqtt": load_config(shipped).mqtt.model_copy(update={"enabled": True})})
+    assert launch.config_warnings(on, str(shipped)) == []
+
+
 # --- the subscriber against a real broker -------------------------------------------------------
 
 @pytest.mark.broker

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from noisewatch.config import EX_CONFIG, ConfigError, load_config
+from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
 
 EX_UNAVAILABLE = 69  # sysexits.h: a required service (here: the extra) is missing
 APP = Path(__file__).with_name("app.py")
@@ -41,16 +41,27 @@ def app_arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_known_args(argv)[0]
 
 
+def config_warnings(config: Config, path: str | None) -> list[str]:
+    """What in a valid config most likely means the Live page will stay empty (the shipped config has MQTT off,
+    and the dashboard went quietly to localhost)."""
+    if config.mqtt.enabled:
+        return []
+    return [f"MQTT is off in {path or 'the built-in config'}; watching {config.mqtt.host}:{config.mqtt.port} all "
+            "the same (a listener run with this config publishes nothing there: its Live page stays empty)"]
+
+
 def main(args: argparse.Namespace) -> int:
     """Handler of ``noisewatch dashboard``; returns Streamlit's exit code."""
     if importlib.util.find_spec("streamlit") is None:
         print("noisewatch dashboard needs Streamlit: pip install 'noisewatch[dashboard]'", file=sys.stderr)
         return EX_UNAVAILABLE
     try:
-        load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"noisewatch dashboard: {exc}", file=sys.stderr)
         return EX_CONFIG
+    for warning in config_warnings(config, args.config):
+        print(f"noisewatch dashboard: {warning}", file=sys.stderr)
     address = args.address or LOCALHOST
     if address != LOCALHOST:
         print(f"noisewatch dashboard: listening on {address}:{args.port} without a login; anyone who can "
