@@ -46,7 +46,7 @@ def render() -> None:
         recording, scores = _analyse(data, str(bundle.path), hop_s)
         events = _events(data, str(bundle.path))
     except soundfile.LibsndfileError as exc:
-        st.error(f"Cannot read this recording: {exc}")
+        st.error(f"Cannot read this recording as WAV, FLAC or OGG audio: {exc.error_string}")
         return
     except ConfigError as exc:
         st.error(f"Configuration problem: {exc}")
@@ -95,8 +95,9 @@ def _show_events(events: list[Event], recording: analysis.Recording, bundle: Bun
         return
     frame = pd.DataFrame([{"label": e.label, "start (s)": round(e.offset_s, 2),
                            "end (s)": round(e.offset_s + e.duration_s, 2),
-                           "duration (s)": round(e.duration_s, 2), "confidence": e.confidence,
-                           "peak (dBFS)": e.peak_dbfs} for e in events])
+                           "duration (s)": round(e.duration_s, 2), "confidence": _two(e.confidence),
+                           "peak (dBFS)": round(e.peak_dbfs, 1) + 0.0}
+                          for e in events])  # + 0.0: no "-0.0" for a peak at full scale
     colors = views.label_colors((*bundle.labels, LOUD), frame["label"])
     chart = alt.Chart(frame).mark_bar(height=18).encode(
         x=alt.X("start (s):Q", title="time in the recording (s)", scale=alt.Scale(domain=[0, recording.duration_s])),
@@ -106,6 +107,11 @@ def _show_events(events: list[Event], recording: analysis.Recording, bundle: Bun
     )
     st.altair_chart(chart, width="stretch")
     st.table(frame.astype(str), hide_index=True)  # plain HTML: readable, searchable, copyable
+
+
+def _two(value: float | None) -> str:
+    """A confidence as the Live page shows it."""
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _show(bundle: Bundle, recording: analysis.Recording, scores: analysis.WindowScores) -> None:

@@ -60,14 +60,19 @@ def _table(title: str, rows: list[dict[str, Any]], missing: str, caption: str | 
         return False
     if caption:
         st.caption(caption)
-    st.table(pd.DataFrame(rows).fillna(MISSING), hide_index=True)
+    st.table(_display(rows), hide_index=True)
     return True
+
+
+def _display(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as text, numbers as the view rounded them (st.table pads every float to four decimals)."""
+    return pd.DataFrame(rows).fillna(MISSING).astype(str)
 
 
 def _soundscapes(metrics: dict[str, Any]) -> None:
     if _table("Detection on held-out soundscapes", modelview.soundscape_rows(metrics), "soundscape figures",
               modelview.soundscape_caption(metrics)):
-        st.table(pd.DataFrame(modelview.soundscape_class_rows(metrics)).fillna(MISSING), hide_index=True)
+        st.table(_display(modelview.soundscape_class_rows(metrics)), hide_index=True)
 
 
 def _headline(metrics: dict[str, Any]) -> None:
