@@ -206,12 +206,6 @@ class Detector:
             if obs.end_s < state.blocked_until or (label in self.settings.require_contrast and obs.activity is None):
                 return out
             state.event = OpenEvent(label=label, start_s=max(self._onset(obs), state.last_end), end_s=obs.end_s)
-        elif obs.end_s - state.event.start_s >= self.settings.max_duration_s and state.announced:
-            # Report the long event and continue it; announcing the continuation first keeps
-            # subscribers' state ON across the split.
-            finished, state.event = state.event, OpenEvent(label=label, start_s=obs.end_s, end_s=obs.end_s)
-            finished.end_s = obs.end_s
-            out += [Transition("started", state.event), Transition("ended", finished)]
         event = state.event
         event.add_score(score)
         event.end_s = max(event.end_s, self._end(obs), event.start_s)
@@ -219,7 +213,20 @@ class Detector:
         if not state.announced and event.duration_s >= self.settings.min_duration_s:
             state.announced = True
             out.append(Transition("started", event))
+        while state.announced and event.duration_s > self.settings.max_duration_s:
+            out += self._split(state, event, score)
+            event = state.event
         return out
+
+    def _split(self, state: _LabelState, finished: OpenEvent, score: float) -> list[Transition]:
+        """Report a long event's first max_duration_s and continue with the sound heard after it (the piece
+        used to end with its window, seconds after the sound, and leave a 0 s continuation behind it).
+        The continuation is announced first, which keeps subscribers' state ON across the split."""
+        split = finished.start_s + self.settings.max_duration_s
+        continuation = OpenEvent(label=finished.label, start_s=split, end_s=finished.end_s)
+        continuation.add_score(score)
+        finished.end_s, state.event = split, continuation
+        return [Transition("started", continuation), Transition("ended", finished)]
 
     def _absent(self, state: _LabelState, obs: Observation) -> list[Transition]:
         if state.absent_since is None:
