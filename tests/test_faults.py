@@ -399,6 +399,21 @@ def test_f07_a_spool_folder_changed_by_a_reload_that_fills_up_does_not_stop_the_
 
 
 @pytest.mark.broker
+def test_f07_a_second_daemon_on_the_same_folders_is_refused_at_start(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Two listeners on one machine with folders derived alike: the second's start removed the first's Home
+    Assistant entities and retained topics, and two spools on one folder hand out the same numbers."""
+    config = write_config(tmp_path / "c.yaml", broker.port)
+    first = start(daemons, config, SCENE, 1, tmp_path / "first.jsonl")
+    assert collector.wait_for(lambda c: c.on(STATUS) == [b"online"], timeout=15), first.log_text()
+    second = start(daemons, write_config(tmp_path / "c2.yaml", broker.port, mqtt={
+        "client_id": "second", "spool": {"directory": str(tmp_path / "spool")}}), SCENE, 1, tmp_path / "second.jsonl")
+    assert second.wait(30) == 78, second.log_text()
+    assert "is in use by another noisewatch listener" in second.log_text()
+    assert first.proc.poll() is None and collector.on(STATUS) == [b"online"], "the first one was left alone"
+
+
+@pytest.mark.broker
 def test_f07_a_full_json_lines_disk_gives_one_line_and_mqtt_carries_on(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     daemon = start(daemons, write_config(tmp_path / "c.yaml", broker.port), SCENE, 0, "/dev/full")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_until
 
-from noisewatch.config import PASSWORD_ENV, Config, load_config
+from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MqttSink
 
@@ -443,6 +443,31 @@ def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along_in_order
         assert not list(first.mqtt.spool.directory.glob("*.msg"))
     finally:
         replacing.close()
+
+
+def test_a_second_listener_on_the_same_folders_is_refused_and_a_reload_keeps_them(tmp_path: Path,
+                                                                                 broker: Broker) -> None:
+    """Found in a first-hour trial: a second listener whose spool folder had the same parent shared the state
+    folder, and its start removed the first one's Home Assistant entities and retained topics. Two on one folder
+    are now refused; the sink that replaces a running one at a reload shares its folders, and holds them."""
+    thresholds = {label: 0.6 for label in LABELS}
+    config = make_config(tmp_path, broker.port)
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    try:
+        with pytest.raises(ConfigError, match=r"mqtt.state_directory: .* is in use by another noisewatch listener"):
+            MqttSink.from_config(make_config(tmp_path, broker.port, client_id="second"), LABELS, MODEL, thresholds)
+        own_state = make_config(tmp_path, broker.port, client_id="second", state_directory=str(tmp_path / "state2"))
+        with pytest.raises(ConfigError, match=r"mqtt.spool.directory: .* is in use"):
+            MqttSink.from_config(own_state, LABELS, MODEL, thresholds)
+        replacing = MqttSink.from_config(config, LABELS, MODEL, {**thresholds, "siren": 0.9}, running=running)
+    finally:
+        running.close()
+    try:
+        with pytest.raises(ConfigError, match="is in use"):  # the running sink's close left them to its successor
+            MqttSink.from_config(make_config(tmp_path, broker.port, client_id="second"), LABELS, MODEL, thresholds)
+    finally:
+        replacing.close()
+    MqttSink.from_config(config, LABELS, MODEL, thresholds).close()  # free again once no sink uses them
 
 
 def test_a_sink_replacing_the_running_one_keeps_its_open_events_on_and_its_recent_events(

@@ -3,11 +3,14 @@ written atomically."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+LOCK_NAME = ".lock"
 
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> None:
@@ -38,3 +41,42 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         return None
     return json.loads(text)
+
+
+class FolderInUse(Exception):
+    """Another process holds the folder's lock."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder (``flock`` on its ``.lock`` file), held while a listener uses the folder: a
+    second listener pointed at it (two on one machine, with folders derived alike) is refused instead of both
+    rewriting its files. One process shares it between the sink it runs and the one that replaces it at a reload;
+    the last to release it lets it go (the kernel does on any exit)."""
+
+    def __init__(self, folder: Path, fd: int) -> None:
+        self.folder = folder
+        self._fd: int | None = fd
+        self._holders = 1
+
+    @classmethod
+    def take(cls, folder: Path) -> "FolderLock":
+        """The folder's lock (the folder made if need be); FolderInUse when another process holds it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: the disk may still be remounted ro
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderInUse(str(folder)) from None
+        return cls(folder, fd)
+
+    def share(self) -> "FolderLock":
+        """The same lock, held once more (a sink taking over from the one that holds it)."""
+        self._holders += 1
+        return self
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0 and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -60,6 +61,7 @@ from noisewatch.daemon.sinks.mqtt_client import ConnectionLog, new_client, recon
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix, segment
+from noisewatch.daemon.statefile import FolderInUse, FolderLock
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
 log = logging.getLogger(__name__)
@@ -217,6 +219,8 @@ class MqttSink:
         that sink has stopped both spool into its folder (one spool: one order); then everything there moves,
         in order, to the new folder, which nothing would read otherwise (``_move_spool``)."""
         self._move_failed = False
+        self._locks: list[FolderLock] = []
+        """The state and spool folders this sink uses, locked against a second listener (``from_config``)."""
         self._connected = False
         self._closing: _Close | None = None
         # paho's thread only
@@ -243,15 +247,26 @@ class MqttSink:
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
         topics = Topics(section.topic_prefix or default_prefix(config.device_id), section.homeassistant.prefix)
+        moving = running is not None and running.spool.directory != section.spool.directory
+        folders = [("mqtt.state_directory", section.state_path), ("mqtt.spool.directory", section.spool.directory)]
+        if running is not None and moving:
+            folders.append(("mqtt.spool.directory", running.spool.directory))  # spooled into until the move
+        locks = _folder_locks(running, folders)
         try:
-            spool = (running.spool if running is not None and running.spool.directory == section.spool.directory
-                     else Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h))
+            spool = (Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
+                     if running is None or moving else running.spool)
+            sink = cls(section, topics, listener, spool if running is None or not moving else running.spool,
+                       section.client_id or f"noisewatch-{config.device_id}", config.mqtt_password(), thresholds,
+                       None if running is None else running._open_events, None if running is None else running._recent)
         except OSError as exc:
+            for lock in locks:
+                lock.release()
             raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
-        moving = running is not None and spool is not running.spool
-        sink = cls(section, topics, listener, running.spool if running is not None and moving else spool,
-                   section.client_id or f"noisewatch-{config.device_id}", config.mqtt_password(), thresholds,
-                   None if running is None else running._open_events, None if running is None else running._recent)
+        except BaseException:
+            for lock in locks:
+                lock.release()
+            raise
+        sink._locks = locks
         if running is not None and moving:
             sink._move_to = (running, spool)
         sink.start()
@@ -360,6 +375,8 @@ class MqttSink:
             # callbacks bound to this sink keep it alive: close them here, or every reload leaks two sockets.
             self.client._reset_sockets()
         log.info("MQTT: closed; %d message(s) left in the spool", self.spool.depth)
+        for lock in self._locks:
+            lock.release()
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
 
@@ -729,6 +746,30 @@ class MqttSink:
         while self._live and self._connected:
             message = self._live.popleft()
             self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+
+
+def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]]) -> list[FolderLock]:
+    """A lock on each folder, shared with ``running`` where it holds one (a reload), else taken; a ConfigError
+    naming the key of a folder another process holds: two listeners on one folder rewrite each other's files
+    (one removed the other's Home Assistant entities, and two spools hand out the same sequence numbers)."""
+    held = {lock.folder: lock for lock in (running._locks if running is not None else [])}
+    locks: list[FolderLock] = []
+    try:
+        for key, folder in folders:
+            if any(lock.folder == folder for lock in locks):
+                continue
+            try:
+                locks.append(held[folder].share() if folder in held else FolderLock.take(folder))
+            except FolderInUse:
+                raise ConfigError(f"{key}: {folder} is in use by another noisewatch listener (a second one on this "
+                                  "machine?); give each its own mqtt.spool.directory and mqtt.state_directory") from None
+            except OSError as exc:
+                raise ConfigError(f"{key}: {folder}: {exc.strerror or exc}") from None
+    except ConfigError:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
 
 
 def listener_of(config: Config, labels: Sequence[str], model_ident: str, version: str) -> Listener:
