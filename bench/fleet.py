@@ -104,7 +104,7 @@ def run_fleet(devices: list[str], port: int, speed: float, folder: Path) -> list
     procs = []
     for device in devices:
         config = folder / f"{device}.yaml"
-        config.write_text(CONFIG.format(device=device, host=HOST, port=port, spool=folder / "spool" / device))
+        config.write_text(CONFIG.format(device=device, host=HOST, port=port, spool=folder / device / "spool"))
         procs.append(subprocess.Popen([NOISEWATCH, "run", "--config", str(config), "--input", str(SCENE),
                                        "--speed", str(speed)],
                                       stdout=subprocess.DEVNULL, stderr=(folder / f"{device}.log").open("w")))
