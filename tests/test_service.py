@@ -703,7 +703,7 @@ def test_thresholds_kept_from_home_assistant_win_over_the_config_from_the_first_
     config.write_text(f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n")
     scene = repo_root / "samples" / "scene.flac"
     plain = {e["label"] for e in events(run_daemon(scene, tmp_path / "plain.jsonl", "--speed", "0", config=config))}
-    (tmp_path / "state").mkdir()
+    (tmp_path / "state").mkdir(exist_ok=True)  # the first run made it (its lock)
     (tmp_path / "state" / "thresholds.json").write_text('{"street_music": 0.0}')  # any score passes
     tuned = {e["label"] for e in events(run_daemon(scene, tmp_path / "tuned.jsonl", "--speed", "0", config=config))}
     assert "street_music" not in plain and tuned == plain | {"street_music"}
