@@ -103,7 +103,10 @@ LEVEL_MEASURES = {
 """unit -> (measure, ``Level`` field): sound pressure when every listener is calibrated, else relative to its
 microphone's full scale"""
 GAP_PERIODS = 1.5
-"""a report starting this many of its periods after the last one ended leaves a gap: the line breaks there"""
+"""a report starting more than this many of its periods after the previous one started leaves a gap: the line
+breaks there"""
+MISSING = "–"
+"""shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
 
 
 def level_unit(devices: Mapping[str, DeviceState]) -> str:
@@ -117,14 +120,14 @@ def level_rows(devices: Mapping[str, DeviceState], unit: str) -> list[dict[str, 
     first; ``run`` numbers the stretches without a gap, so that a line does not bridge hours without data."""
     rows = []
     for name, device in devices.items():
-        run, last_end = 0, None
+        run, last_start = 0, None
         for report in sorted(device.levels, key=lambda r: r.start):
             start, end = parse_time(report.start), parse_time(report.end)
             if start is None or end is None:
                 continue
-            if last_end is not None and (start - last_end).total_seconds() > (GAP_PERIODS - 1) * report.period_s:
+            if last_start is not None and (start - last_start).total_seconds() > GAP_PERIODS * report.period_s:
                 run += 1
-            last_end = end
+            last_start = start
             for measure, field in LEVEL_MEASURES[unit]:
                 rows.append({"device": name, "time": end, "measure": measure, "level": getattr(report, field),
                              "run": f"{name} {run}"})
@@ -159,9 +162,9 @@ def stats_items(device: DeviceState) -> list[tuple[str, str]]:
     be stale)."""
     if device.stats is None or not is_current(device):
         return []
-    values = [(words, getattr(device.stats, key)) for key, words in STATS_SHOWN]
-    return [(words, duration_text(value) if words == "listening for" else str(value))
-            for words, value in values if value is not None]
+    values = [(key, words, getattr(device.stats, key)) for key, words in STATS_SHOWN]
+    return [(words, duration_text(value) if key == "uptime_s" else str(value))
+            for key, words, value in values if value is not None]
 
 
 def losses(device: DeviceState) -> list[tuple[str, int]]:
@@ -171,6 +174,11 @@ def losses(device: DeviceState) -> list[tuple[str, int]]:
         return []
     counts = [(words, getattr(device.stats, key)) for key, words in LOSSES]
     return [(words, count) for words, count in counts if count]
+
+
+def number_text(value: Any, template: str) -> str:
+    """``value`` by ``template`` (``"{:.2f}"``), or MISSING when it is not a number: one look on every page."""
+    return template.format(value) if isinstance(value, (int, float)) else MISSING
 
 
 def duration_text(seconds: float) -> str:

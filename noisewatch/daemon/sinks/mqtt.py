@@ -253,18 +253,16 @@ class MqttSink:
             folders.append(("mqtt.spool.directory", running.spool.directory))  # spooled into until the move
         locks = _folder_locks(running, folders)
         try:
-            spool = (Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h)
-                     if running is None or moving else running.spool)
-            sink = cls(section, topics, listener, spool if running is None or not moving else running.spool,
+            spool = (running.spool if running is not None and not moving
+                     else Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h))
+            sink = cls(section, topics, listener, running.spool if running is not None else spool,
                        section.client_id or f"noisewatch-{config.device_id}", config.mqtt_password(), thresholds,
                        None if running is None else running._open_events, None if running is None else running._recent)
-        except OSError as exc:
+        except BaseException as exc:
             for lock in locks:
                 lock.release()
-            raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
-        except BaseException:
-            for lock in locks:
-                lock.release()
+            if isinstance(exc, OSError):
+                raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
             raise
         sink._locks = locks
         if running is not None and moving:

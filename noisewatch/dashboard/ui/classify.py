@@ -95,7 +95,7 @@ def _show_events(events: list[Event], recording: analysis.Recording, bundle: Bun
         return
     frame = pd.DataFrame([{"label": e.label, "start (s)": round(e.offset_s, 2),
                            "end (s)": round(e.offset_s + e.duration_s, 2),
-                           "duration (s)": round(e.duration_s, 2), "confidence": _two(e.confidence),
+                           "duration (s)": round(e.duration_s, 2), "confidence": views.number_text(e.confidence, "{:.2f}"),
                            "peak (dBFS)": round(e.peak_dbfs, 1) + 0.0}
                           for e in events])  # + 0.0: no "-0.0" for a peak at full scale
     colors = views.label_colors((*bundle.labels, LOUD), frame["label"])
@@ -107,11 +107,6 @@ def _show_events(events: list[Event], recording: analysis.Recording, bundle: Bun
     )
     st.altair_chart(chart, width="stretch")
     st.table(frame.astype(str), hide_index=True)  # plain HTML: readable, searchable, copyable
-
-
-def _two(value: float | None) -> str:
-    """A confidence as the Live page shows it."""
-    return "–" if value is None else f"{value:.2f}"
 
 
 def _show(bundle: Bundle, recording: analysis.Recording, scores: analysis.WindowScores) -> None:

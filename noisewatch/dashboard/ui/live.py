@@ -31,8 +31,6 @@ ROW_HEIGHT_PX = 32
 """height of one device-and-label row on the event timeline"""
 TIME_FORMAT = "%H:%M:%S"
 """24-hour clock, UTC (the daemon's stamps), on axes, tooltips and captions (seconds: minutes repeat at a close zoom)"""
-MISSING = "–"
-"""shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
 STATUS_BADGES = {views.Presence.ONLINE: ":green-badge[online]", views.Presence.OFFLINE: ":red-badge[offline]",
                  views.Presence.UNKNOWN: ":gray-badge[unknown]"}
 
@@ -95,7 +93,7 @@ def _device_panel(name: str, device: DeviceState) -> None:
             st.markdown("**Top-3 scores**")
             top = views.latest_scores(device)
             if top:
-                st.table(pd.DataFrame([{"label": r["label"], "score": _number(r["score"], "{:.2f}")} for r in top]), hide_index=True)
+                st.table(pd.DataFrame([{"label": r["label"], "score": views.number_text(r["score"], "{:.2f}")} for r in top]), hide_index=True)
             else:
                 st.caption("not published (scores.enabled in the daemon's config)" if current else "not shown: not current")
         with health:
@@ -170,14 +168,10 @@ def _event_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
         "start (UTC)": row["start"].strftime("%Y-%m-%d %H:%M:%S") if row["start"] else "?",
         "device": row["device"],
         "label": row["label"],
-        "confidence": _number(row["confidence"], "{:.2f}"),
-        "duration": _number(row["duration_s"], "{:.1f} s") if row["state"] == "closed" else "open",
-        "peak": _number(row["peak_dbfs"], "{:.1f} dBFS"),
+        "confidence": views.number_text(row["confidence"], "{:.2f}"),
+        "duration": views.number_text(row["duration_s"], "{:.1f} s") if row["state"] == "closed" else "open",
+        "peak": views.number_text(row["peak_dbfs"], "{:.1f} dBFS"),
     } for row in rows])
-
-
-def _number(value: Any, template: str) -> str:
-    return template.format(value) if isinstance(value, (int, float)) else MISSING
 
 
 def _levels(rows: list[dict[str, Any]], unit: str) -> None:

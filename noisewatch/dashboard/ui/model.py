@@ -15,8 +15,7 @@ import streamlit as st
 
 from noisewatch.bundle import Bundle, BundleError
 from noisewatch.config import ConfigError
-from noisewatch.dashboard import modelview, resources
-from noisewatch.dashboard.ui.live import MISSING
+from noisewatch.dashboard import modelview, resources, views
 
 CELL_SIZE_PX = 34
 """side of one confusion-matrix cell"""
@@ -66,7 +65,7 @@ def _table(title: str, rows: list[dict[str, Any]], missing: str, caption: str | 
 
 def _display(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows as text, numbers as the view rounded them (st.table pads every float to four decimals)."""
-    return pd.DataFrame(rows).fillna(MISSING).astype(str)
+    return pd.DataFrame(rows).fillna(views.MISSING).astype(str)
 
 
 def _soundscapes(metrics: dict[str, Any]) -> None:
