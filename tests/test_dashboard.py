@@ -321,6 +321,14 @@ def test_events_lost_for_good_are_shown_in_words_online_or_not() -> None:
         ["42 s", "3 min", "5 h 12 min", "2 d 3 h"]
 
 
+def test_numbers_read_alike_on_every_page_and_a_peak_just_under_full_scale_is_not_minus_zero() -> None:
+    """A peak of -0.04 dBFS showed as "-0.0 dBFS" in the Live page's event table."""
+    assert views.number_text(-0.04, "{:.1f} dBFS") == "0.0 dBFS"
+    assert views.number_text(-0.06, "{:.1f} dBFS") == "-0.1 dBFS"
+    assert views.number_text(0.456, "{:.2f}") == "0.46"
+    assert views.number_text(None, "{:.2f}") == views.number_text("x", "{:.2f}") == views.MISSING
+
+
 def test_the_thresholds_in_force_are_those_the_listener_publishes() -> None:
     """A threshold set from Home Assistant (1: the label off) showed nowhere on the dashboard; the Model page
     lists the model's defaults."""

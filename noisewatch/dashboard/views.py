@@ -177,8 +177,12 @@ def losses(device: DeviceState) -> list[tuple[str, int]]:
 
 
 def number_text(value: Any, template: str) -> str:
-    """``value`` by ``template`` (``"{:.2f}"``), or MISSING when it is not a number: one look on every page."""
-    return template.format(value) if isinstance(value, (int, float)) else MISSING
+    """``value`` by ``template`` (``"{:.2f}"``), or MISSING when it is not a number: one look on every page.
+    A value that rounds to zero reads as zero, not "-0.0"."""
+    if not isinstance(value, (int, float)):
+        return MISSING
+    text = template.format(value)
+    return template.format(0.0) if text == template.format(-0.0) else text
 
 
 def duration_text(seconds: float) -> str:
