@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from daemon_run import build_scene, events, read_jsonl, recognised_clips, run_daemon, write_scene
 
 from noisewatch.bundle import default_model_path, load_bundle
@@ -222,8 +223,10 @@ class _UnpluggedMidway(FileSource):
         self._halt.set()
 
 
-def _run_with_a_faulty_first_source(faulty: type[FileSource], repo_root: Path, tmp_path: Path, monkeypatch) -> tuple[int, list[dict]]:
-    """Run the service in-process on the demo scene; the first source opened is ``faulty``, later ones work."""
+def _run_with_a_faulty_first_source(faulty: type[FileSource], repo_root: Path, tmp_path: Path, monkeypatch,
+                                    recording: Path | None = None) -> tuple[int, list[dict]]:
+    """Run the service in-process on ``recording`` (the demo scene); the first source opened is ``faulty``, later
+    ones work."""
     from noisewatch.daemon import service as service_module
 
     opened: list[FileSource] = []
@@ -235,7 +238,8 @@ def _run_with_a_faulty_first_source(faulty: type[FileSource], repo_root: Path, t
 
     monkeypatch.setattr(service_module, "open_source", open_source)
     out = tmp_path / "out.jsonl"
-    setup = prepare(None, Overrides(jsonl=str(out)), input_path=str(repo_root / "samples" / "scene.flac"), speed=0)
+    recording = recording or repo_root / "samples" / "scene.flac"
+    setup = prepare(None, Overrides(jsonl=str(out)), input_path=str(recording), speed=0)
     assert service_module.Service(setup).run() == 0
     return len(opened), read_jsonl(out)
 
@@ -251,6 +255,18 @@ def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_pa
     assert "event" in kinds[trouble:], "no events after the device came back"
     offsets = [m["offset_s"] for m in messages if m["type"] == "event"]
     assert offsets == sorted(offsets) and offsets[-1] > 3.0  # the sample clock kept counting across the gap
+
+
+def test_a_low_rate_microphone_is_warned_of_once_not_at_every_reopen(repo_root: Path, tmp_path: Path, monkeypatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A USB microphone at 8 kHz that keeps dropping out would otherwise repeat the warning at every return."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    low = tmp_path / "scene-8k.wav"
+    sf.write(str(low), soxr.resample(audio, rate, 8000), 8000)
+    opened, messages = _run_with_a_faulty_first_source(_UnpluggedMidway, repo_root, tmp_path, monkeypatch, low)
+    warnings = [r for r in caplog.records if "less than the model's" in r.getMessage()]
+    assert opened == 2 and any(m["type"] == "status" and m["state"] == "audio_error" for m in messages)
+    assert len(warnings) == 1 and "delivers 8000 Hz" in warnings[0].getMessage()
 
 
 def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
