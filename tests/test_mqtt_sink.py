@@ -573,6 +573,26 @@ def test_events_wait_for_home_assistant_after_a_discovery_that_creates_entities_
         again.close()
 
 
+def test_a_stop_during_the_wait_for_home_assistant_flushes_at_once(
+        tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/mqtt.md: "A stop does not wait": a replayed file's run, shorter than the wait, still sends its
+    events, and a stop (systemd's) is not held up by it."""
+    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+
+    monkeypatch.setattr(mqtt_sink, "DISCOVERY_SETTLE_S", 60.0)
+    sink = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, {label: 0.6 for label in LABELS})
+    try:
+        assert collector.wait_for(lambda c: any(t.startswith("homeassistant/") for t, _, _ in c.messages))
+        sink.send(event(0))
+        time.sleep(0.5)
+        assert ids_on(collector) == []  # waiting for Home Assistant
+    finally:
+        stopping = time.monotonic()
+        sink.close()
+    assert time.monotonic() - stopping < 5.0  # the flush's own delivery, not the 60 s wait
+    assert collector.wait_for(lambda c: len(ids_on(c)) == 1)
+
+
 def detector_sink(tmp_path: Path, port: int, **detector: Any) -> MqttSink:
     """A sink built from a config with this detector section (what it watches is what discovery announces)."""
     config = Config.model_validate({"device_id": "test", "detector": detector, "mqtt": mqtt_settings(tmp_path, port)})
