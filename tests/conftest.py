@@ -43,6 +43,15 @@ def broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
+def no_home_assistant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Home Assistant on the test broker: after an outage, events need not wait for its return (the waits
+    themselves are tested in test_mqtt_sink.py and, with a real one, in test_homeassistant_real.py)."""
+    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+
+    monkeypatch.setattr(mqtt_sink, "HA_RECONNECT_WAIT_S", 0.0)
+
+
+@pytest.fixture
 def collector(broker: Broker) -> Iterator[Collector]:
     """A subscriber to everything, with a persistent session (it survives broker restarts)."""
     client = Collector(broker.port, client_id=f"collector-{uuid.uuid4().hex[:8]}")

@@ -354,6 +354,7 @@ def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
 
 
 @pytest.mark.broker
+@pytest.mark.usefixtures("no_home_assistant")
 def test_f07_a_spool_folder_changed_by_a_reload_that_fills_up_does_not_stop_the_sink(
         tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector,
         caplog: pytest.LogCaptureFixture) -> None:

@@ -285,3 +285,32 @@ def test_the_docs_siren_started_automation_fires_once_per_siren_not_when_the_lis
             listener.close()
     finally:
         ha.stop()
+
+
+def test_an_event_spooled_through_a_broker_restart_reaches_home_assistant(home_assistant: HomeAssistant,
+                                                                         broker: Broker, tmp_path: Path) -> None:
+    """Found with a real Home Assistant: the listener reconnected first and published its spooled events;
+    Home Assistant, back seconds later with a clean session, never saw them. Now they wait for its ``online``."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    ha = home_assistant
+    config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "reconnect_min_s": 0.5, "reconnect_max_s": 1.0,
+        "spool": {"directory": str(tmp_path / "spool")}}})
+    sink = MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+    entity = ENTITY.format("event", "sound_event")
+    try:
+        assert wait_until(lambda: (ha.state(entity) or {}).get("state") not in (None, "unavailable"), 30)
+        broker.stop()
+        sink.send(Event(id="during-outage", label="siren", confidence=0.9, mean_confidence=0.8,
+                        start="2026-12-04T12:00:00.000Z", end="2026-12-04T12:00:03.000Z", offset_s=1.0,
+                        duration_s=3.0, peak_dbfs=-10.0, mean_dbfs=-20.0, device=DEVICE, model="urban11@test"))
+        time.sleep(1.0)
+        broker.start()  # the listener reconnects within a second; Home Assistant some seconds later
+        assert wait_until(lambda: (ha.state(entity) or {}).get("attributes", {}).get("id") == "during-outage", 45), \
+            ha.state(entity)
+    finally:
+        sink.close()

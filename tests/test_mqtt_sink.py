@@ -115,6 +115,7 @@ def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker
     assert sink.spool.depth == 0
 
 
+@pytest.mark.usefixtures("no_home_assistant")
 def test_broker_killed_mid_stream_loses_nothing(open_sink: OpenSink, tmp_path: Path, broker: Broker,
                                                 collector: Collector) -> None:
     sink = open_sink(make_config(tmp_path, broker.port))
@@ -134,6 +135,7 @@ def test_broker_killed_mid_stream_loses_nothing(open_sink: OpenSink, tmp_path: P
     assert sink.spool.depth == 0
 
 
+@pytest.mark.usefixtures("no_home_assistant")
 def test_broker_down_at_start_then_appears(open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
                                            caplog: pytest.LogCaptureFixture) -> None:
     broker.stop()  # graceful: the collector's session is saved and waits for the broker's return
@@ -151,6 +153,86 @@ def test_broker_down_at_start_then_appears(open_sink: OpenSink, tmp_path: Path, 
     assert unique_in_order(ids_on(collector)) == [ev.id for ev in sent]
     assert unique_in_order(ids_on(collector, f"{PREFIX}/events/started")) == [ev.id for ev in sent]
     sink.close()
+
+
+def test_after_a_broker_outage_events_wait_for_home_assistant_to_be_back(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found with a real Home Assistant: after a broker restart the listener reconnected first and published
+    its spooled events; Home Assistant (clean session) reconnected seconds later and never saw them."""
+    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+    from noisewatch.daemon.sinks.mqtt import DISCOVERY_SETTLE_S
+
+    monkeypatch.setattr(mqtt_sink, "HA_RECONNECT_WAIT_S", 60.0)  # only Home Assistant's online ends the wait here
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    broker.stop()
+    ev = event(0)
+    sink.send(started(ev))
+    sink.send(ev)
+    broker.start()
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"] and len(c.on(f"{PREFIX}/status")) >= 2,
+                              timeout=15)
+    time.sleep(1.0)
+    assert ids_on(collector) == [] and ids_on(collector, f"{PREFIX}/events/started") == []
+    back = time.monotonic()
+    collector.client.publish("homeassistant/status", "online")  # Home Assistant's birth message on its reconnect
+    assert collector.wait_for(lambda c: ids_on(c) == [ev.id])
+    assert time.monotonic() - back >= DISCOVERY_SETTLE_S - 0.3  # it subscribes anew as it reads discovery
+    assert ids_on(collector, f"{PREFIX}/events/started") == [ev.id]
+
+
+def test_without_word_from_home_assistant_events_go_after_a_bounded_wait(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Home Assistant says nothing when it stayed connected (only this listener's link broke), and Node-RED never
+    does: the wait ends on its own."""
+    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+
+    monkeypatch.setattr(mqtt_sink, "HA_RECONNECT_WAIT_S", 3.0)
+    broker.stop()
+    sink = open_sink(make_config(tmp_path, broker.port))
+    ev = event(0)
+    sink.send(ev)
+    time.sleep(0.5)
+    broker.start()
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"], timeout=15)
+    connected = time.monotonic()
+    assert collector.wait_for(lambda c: ids_on(c) == [ev.id], timeout=10)
+    assert time.monotonic() - connected >= 3.0 - 0.5
+
+
+def test_events_wait_while_home_assistant_restarts(open_sink: OpenSink, tmp_path: Path, broker: Broker,
+                                                   collector: Collector) -> None:
+    """Found with a real Home Assistant: a gunshot during its restart was published while it was away, and
+    never reached its event entity."""
+    sink = open_sink(make_config(tmp_path, broker.port))
+    first = event(0)
+    sink.send(first)
+    assert collector.wait_for(lambda c: ids_on(c) == [first.id])
+    collector.client.publish("homeassistant/status", "offline")  # Home Assistant stopping
+    time.sleep(0.5)
+    during = event(1)
+    sink.send(started(during))
+    sink.send(during)
+    time.sleep(1.5)
+    assert ids_on(collector) == [first.id]
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-1:] == [b"OFF"])  # retained states go on
+    collector.client.publish("homeassistant/status", "online")
+    assert collector.wait_for(lambda c: ids_on(c) == [first.id, during.id])
+
+
+def test_a_reconnect_says_online_only_after_the_states_so_no_stale_on_shows(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found with a real Home Assistant: after a kill -9 during a bark, the restarted listener said online first;
+    Home Assistant showed the retained ON from before the crash as available and ON until the OFF came: an
+    automation on "to on" fired for a bark that was over."""
+    collector.client.publish(f"{PREFIX}/state/siren", "ON", qos=1, retain=True).wait_for_publish(5)  # as left by a crash
+    collector.client.publish(f"{PREFIX}/status", "offline", qos=1, retain=True).wait_for_publish(5)  # its Last Will
+    open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+    messages = [(topic, payload) for topic, payload, _ in collector.messages]
+    online = messages.index((f"{PREFIX}/status", b"online"))
+    assert (f"{PREFIX}/state/siren", b"OFF") in messages[:online]
+    assert not [t for t, _ in messages[online:] if t.startswith((f"{PREFIX}/state/", "homeassistant/"))]
 
 
 SINK_SCRIPT = """
@@ -230,6 +312,7 @@ def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_
         collector.close()
 
 
+@pytest.mark.usefixtures("no_home_assistant")
 def test_wrong_password_logged_once_retried_until_it_is_right(
         open_sink: OpenSink, tmp_path: Path, secure_broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
     password_file = tmp_path / "password"
@@ -412,6 +495,7 @@ def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink
     assert [e["id"] for e in recent] == [ev.id for ev in sent]
 
 
+@pytest.mark.usefixtures("no_home_assistant")
 def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along_in_order(tmp_path: Path, broker: Broker,
                                                                                   collector: Collector) -> None:
     """Found by fault injection: a reload that changed ``mqtt.spool.directory`` while the broker was away left

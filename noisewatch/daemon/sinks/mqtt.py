@@ -10,7 +10,7 @@ Threads and hand-offs:
   from paho's callbacks (connected, disconnected, acknowledged) and from ``close``. It feeds spooled
   messages to paho, at most ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected,
   removes a message from the spool when its acknowledgement arrives, and on every (re)connect publishes
-  ``online``, the latest audio state, the retained ``ON``/``OFF`` states and the Home Assistant discovery.
+  the latest audio state, the retained ``ON``/``OFF`` states, the Home Assistant discovery and then ``online``.
 - paho's own thread (``loop_start``) connects, reconnects with capped exponential backoff (plus a
   random jitter, so listeners that lost the same broker do not return in lockstep) and re-sends its
   unacknowledged messages after a reconnect. Its callbacks only put commands on the queue.
@@ -88,6 +88,12 @@ its discovery message: events sent sooner are lost to it (a first install's spoo
 an empty retained state sent sooner is an error in its log. So after a discovery that adds, moves or removes
 entities, or Home Assistant's own restart, events and those clears wait this long (not when closing: a
 prompt stop wins). Retained states go on meanwhile (it reads them when it subscribes)."""
+HA_RECONNECT_WAIT_S = 30.0
+"""After the broker was unreachable, Home Assistant reconnects too (every 10 s or so), with a clean session: events
+published before it has subscribed again never reach it. So they wait for its ``online`` (then
+DISCOVERY_SETTLE_S), or this long when it never says so (it stayed connected: only this listener's link broke)."""
+HA_RESTART_WAIT_S = 300.0
+"""After Home Assistant says ``offline`` (it is restarting), events wait for its ``online``, at most this long."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 SESSION_EXPIRY_S = 86400
@@ -152,6 +158,9 @@ class _AudioStatus:
 class _Connected:
     """paho: the broker accepted the connection."""
 
+    after_outage: bool
+    """The broker was unreachable before (a lost connection, or failed attempts): so was it for Home Assistant."""
+
 
 @dataclass(frozen=True)
 class _Disconnected:
@@ -164,6 +173,11 @@ class _HomeAssistantOnline:
 
 
 @dataclass(frozen=True)
+class _HomeAssistantOffline:
+    """Home Assistant is stopping (a restart): what it is sent now, it never sees."""
+
+
+@dataclass(frozen=True)
 class _Close:
     """``close``: flush until ``deadline`` (monotonic), waiting for a connection until ``connect_by``."""
 
@@ -172,7 +186,7 @@ class _Close:
 
 
 _Command = (_Spooled | _Unspooled | _ThresholdCommand | _Ack | _AudioStatus | _Connected | _Disconnected | _HomeAssistantOnline
-            | _Close | Outgoing)
+            | _HomeAssistantOffline | _Close | Outgoing)
 
 
 class MqttSink:
@@ -414,10 +428,10 @@ class MqttSink:
             self._conn_log.report(logging.ERROR, "MQTT broker %s:%d refused the connection: %s; %s; retrying "
                                   "(backoff up to %g s)" % (s.host, s.port, reason_code, hint, s.reconnect_max_s))
             return
+        self._commands.put(_Connected(after_outage=self._failures > 0))
         self._failures = 0
         self._link_up = True
         self._conn_log.report(logging.INFO, "MQTT: connected to %s:%d" % (s.host, s.port))
-        self._commands.put(_Connected())
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """The TCP/TLS connection failed; paho calls this inside its ``except OSError`` block."""
@@ -442,8 +456,11 @@ class MqttSink:
         self._commands.put(_Ack(mid, reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.topics.ha_status and message.payload == ONLINE.encode():
-            self._commands.put(_HomeAssistantOnline())
+        if message.topic == self.topics.ha_status:
+            if message.payload == ONLINE.encode():
+                self._commands.put(_HomeAssistantOnline())
+            elif message.payload == OFFLINE.encode():
+                self._commands.put(_HomeAssistantOffline())
         elif message.topic.startswith(self.topics.prefix + "/"):
             self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload)))
 
@@ -553,12 +570,16 @@ class MqttSink:
         elif isinstance(command, _Connected):
             self._connected = True
             self._announce()
+            if command.after_outage:
+                self._wait_for_home_assistant(HA_RECONNECT_WAIT_S, "the broker was unreachable")
         elif isinstance(command, _Disconnected):
             self._connected = False
         elif isinstance(command, _HomeAssistantOnline):
             log.info("MQTT: Home Assistant came online; re-sending discovery")
             self._publish_discovery()
             self._settle_until = time.monotonic() + DISCOVERY_SETTLE_S  # it subscribes anew as it reads discovery
+        elif isinstance(command, _HomeAssistantOffline):
+            self._wait_for_home_assistant(HA_RESTART_WAIT_S, "Home Assistant went offline")
         else:
             self._closing = command
 
@@ -577,6 +598,13 @@ class MqttSink:
                 return
         self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
 
+    def _wait_for_home_assistant(self, seconds: float, why: str) -> None:
+        """Hold events (not retained states) until Home Assistant says ``online``, or ``seconds`` have passed."""
+        if not self.settings.homeassistant.discovery:
+            return
+        self._settle_until = max(self._settle_until, time.monotonic() + seconds)
+        log.info("MQTT: %s; events wait for Home Assistant to be back (up to %g s)", why, seconds)
+
     def _done_closing(self) -> bool:
         closing = self._closing
         if closing is None:
@@ -586,9 +614,9 @@ class MqttSink:
         return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
 
     def _announce(self) -> None:
-        """On every (re)connect: online, the audio state, every label's retained state and threshold, discovery
-        (clearing what an earlier run announced and this one does not)."""
-        self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
+        """On every (re)connect: the audio state, every label's retained state and threshold, discovery (clearing
+        what an earlier run announced and this one does not), then online: the states first, or Home Assistant
+        shows a label ON from before a crash as available and ON until its OFF arrives (a false "on")."""
         status = self._audio_status  # a mute or lost input said during a long outage is not lost with it
         if status is not None and not any(waiting is status for waiting in self._live):
             self.client.publish(status.topic, status.payload, qos=status.qos, retain=status.retain)
@@ -600,6 +628,7 @@ class MqttSink:
         if self.settings.homeassistant.discovery:
             self.client.subscribe(self.topics.ha_status, qos=QOS_AT_LEAST_ONCE)
         self._publish_discovery()
+        self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
 
     def _publish_discovery(self) -> None:
         """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone."""
