@@ -21,7 +21,8 @@ Handler = Callable[[argparse.Namespace], int]
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
     p.add_argument("--input", "-i", metavar="AUDIOFILE", help="replay a recording instead of the microphone")
-    p.add_argument("--speed", type=float, default=1.0, help="replay pace: 1 real time, 4 faster, 0 as fast as possible")
+    p.add_argument("--speed", type=_replay_speed, default=1.0,
+                   help="replay pace: 1 real time (default), 4 faster, 0 as fast as possible")
     p.add_argument("--jsonl", metavar="PATH", help="write every sink message as JSON lines ('-': stdout)")
     p.add_argument("--model", help="model bundle, overriding model.path")
     p.set_defaults(handler="noisewatch.daemon.service:main")
@@ -90,6 +91,17 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the RandomForest and KNN baselines")
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.set_defaults(handler="noisewatch.train.pipeline:main")
+
+
+def _replay_speed(text: str) -> float:
+    """A replay pace of 0 or more (-1 was taken, and the file then failed as unreadable, exit 66)."""
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not speed >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (as fast as possible) or more, not {text}")
+    return speed
 
 
 def _speed_factors(text: str) -> tuple[float, ...]:

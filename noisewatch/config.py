@@ -138,13 +138,23 @@ def checked_topic_prefix(value: str) -> str:
 class HomeAssistantSection(_Section):
     discovery: bool = True
     prefix: str = "homeassistant"
+    device_name: str | None = Field(None, description="name shown in Home Assistant; null: Noise listener <device_id>")
+    configuration_url: str | None = Field(None, description="the dashboard's URL, linked from the device page")
 
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_topic(cls, value: str) -> str:
         return checked_topic_prefix(value)
-    device_name: str | None = Field(None, description="name shown in Home Assistant; null: Noise listener <device_id>")
-    configuration_url: str | None = Field(None, description="the dashboard's URL, linked from the device page")
+
+    @field_validator("configuration_url")
+    @classmethod
+    def _url_home_assistant_takes(cls, value: str | None) -> str | None:
+        """Home Assistant refuses every discovery message of a device whose URL has no scheme: the listener
+        vanished from it without a word."""
+        if value is not None and not re.match(r"(https?|homeassistant)://[^/\s]", value):
+            raise ValueError("a URL starting with http:// or https:// (e.g. http://noisepi.local:8501); Home "
+                             "Assistant rejects the whole device otherwise")
+        return value
 
 
 class MqttSection(_Section):
@@ -157,18 +167,18 @@ class MqttSection(_Section):
     username: str | None = None
     password_file: Path | None = Field(None, description="file holding the password (e.g. a systemd credential)")
     topic_prefix: str | None = Field(None, description="null: noisewatch/<device_id>")
-    reconnect_min_s: float = Field(1.0, gt=0.0, le=3600)
     reconnect_max_s: float = Field(60.0, gt=0.0, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0.0, le=3600, validate_default=True)  # after max: checked against it
     state_directory: Path | None = Field(None, description="thresholds set from Home Assistant and what discovery "
                                          "announced, kept across restarts; null: 'state' beside the spool folder")
     tls: TlsSection = TlsSection()
     spool: SpoolSection = SpoolSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
 
     @property
     def state_path(self) -> Path:
         """Where the MQTT sink keeps its state files."""
         return self.state_directory or self.spool.directory.parent / "state"
-    homeassistant: HomeAssistantSection = HomeAssistantSection()
 
     @field_validator("host")
     @classmethod
@@ -183,12 +193,13 @@ class MqttSection(_Section):
             raise ValueError(f"the port goes in mqtt.port: host {host!r}, port {port}")
         return value
 
-    @field_validator("reconnect_max_s")
+    @field_validator("reconnect_min_s")
     @classmethod
     def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
-        low = info.data.get("reconnect_min_s")
-        if low is not None and low > value:
-            raise ValueError(f"reconnect_min_s must not exceed reconnect_max_s (mqtt.reconnect_min_s is {low})")
+        """Checked whichever of the two is left at its default (61 with the default 60 was taken)."""
+        high = info.data.get("reconnect_max_s")
+        if high is not None and value > high:
+            raise ValueError(f"must not exceed mqtt.reconnect_max_s ({high:g} s)")
         return value
 
     @field_validator("topic_prefix")

@@ -763,3 +763,12 @@ def test_a_reload_that_replaces_the_mqtt_sink_hands_it_the_running_spool(tmp_pat
     finally:
         for sink in (*running, *replaced):
             sink.close()
+
+
+def test_a_negative_replay_speed_is_refused_before_anything_runs(repo_root: Path) -> None:
+    """--speed -1 logged "listening", then failed the file as unreadable (exit 66, "not retried")."""
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input",
+                             str(repo_root / "samples" / "scene.flac"), "--speed", "-1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "argument --speed: must be 0 (as fast as possible) or more" in result.stderr
+    assert "listening" not in result.stderr
