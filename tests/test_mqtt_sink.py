@@ -296,6 +296,21 @@ def secure_broker() -> Iterator[Broker]:
     b.cleanup()
 
 
+def test_plain_mqtt_to_a_tls_port_is_said_once(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a docs check: port 8883 without ``tls.enabled`` left events in the spool for good, with no
+    MQTT line at all (the broker closes the connection without a CONNACK: paho reports a disconnect, not a
+    refusal)."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, secure_broker.tls_port, username="nw"))
+    sink.send(event(0))
+    assert wait_until(lambda: "closed the connection without answering" in caplog.text, 10), caplog.text
+    time.sleep(1.5)  # several attempts (backoff 0.1-0.4 s): still one line
+    lines = [r for r in caplog.records if "closed the connection without answering" in r.getMessage()]
+    assert len(lines) == 1 and "mqtt.tls" in lines[0].getMessage() and lines[0].levelno == logging.WARNING
+    assert sink.spool.depth == 1
+
+
 def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     collector = Collector(secure_broker.port, username="nw", password=USERS["nw"])

@@ -239,6 +239,8 @@ class MqttSink:
         self._closing: _Close | None = None
         # paho's thread only
         self._link_up = False
+        self._answered = False
+        """The broker answered the current connection attempt (accepted or refused it)."""
         self._failures = 0
         self._rng = random.Random()
         self._conn_log = ConnectionLog()
@@ -416,12 +418,14 @@ class MqttSink:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         """Jitter: wait a random part of the backoff delay (interrupted at once by ``close``)."""
+        self._answered = False
         self._stopping.wait(reconnect_jitter_s(self._failures, self.settings.reconnect_min_s,
                                                self.settings.reconnect_max_s, self._rng))
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         s = self.settings
+        self._answered = True
         if reason_code.is_failure:
             self._failures += 1
             hint = refusal_hint(reason_code.value)
@@ -444,10 +448,16 @@ class MqttSink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         was_up, self._link_up = self._link_up, False
+        s = self.settings
         if was_up and not self._stopping.is_set():
             self._failures += 1
             self._conn_log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
-                                  % (self.settings.host, self.settings.port, reason_code))
+                                  % (s.host, s.port, reason_code))
+        elif not self._answered and not self._stopping.is_set():  # a TLS listener spoken to in plain MQTT: no word
+            self._failures += 1
+            self._conn_log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an "
+                                  "MQTT broker; is it the broker's port, with TLS (mqtt.tls) as that port expects? "
+                                  "events are spooled, retrying (backoff up to %g s)" % (s.host, s.port, s.reconnect_max_s))
         self._commands.put(_Disconnected())
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
