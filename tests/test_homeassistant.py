@@ -103,12 +103,20 @@ def test_uncalibrated_levels_are_dbfs_not_sound_pressure() -> None:
         assert sensor["expire_after"] == 150
 
 
-def test_calibrated_levels_are_dba_sound_pressure() -> None:
+def test_calibrated_levels_are_dba_sound_pressure_in_entities_of_their_own() -> None:
+    """Found with a real Home Assistant: calibrating changed the unit of the same entity from dBFS to dBA, and
+    Home Assistant suspended its long-term statistics until fixed by hand. Other ids and names: other entities."""
     calibrated = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", calibrated=True)
-    for object_id, stat in (("level", "leq"), ("level_lmax", "lmax"), ("level_lmin", "lmin")):
-        sensor = messages(calibrated)[NODE.format("sensor", object_id)]
+    found, plain = messages(calibrated), messages()
+    for object_id, stat in (("sound_pressure", "leq"), ("sound_pressure_lmax", "lmax"), ("sound_pressure_lmin", "lmin")):
+        sensor = found[NODE.format("sensor", object_id)]
         assert (sensor["device_class"], sensor["unit_of_measurement"]) == ("sound_pressure", "dBA")
         assert sensor["value_template"] == "{{ value_json.%s_dba_spl }}" % stat
+    levels = {t: m for t, m in found.items() if "/sensor/" in t and ("/level" in t or "/sound_pressure" in t)}
+    before = {t: m for t, m in plain.items() if "/sensor/" in t and ("/level" in t or "/sound_pressure" in t)}
+    assert len(levels) == len(before) == 3 and not set(levels) & set(before)
+    assert not {m["unique_id"] for m in levels.values()} & {m["unique_id"] for m in before.values()}
+    assert not {m["name"] for m in levels.values()} & {m["name"] for m in before.values()}  # entity ids differ too
 
 
 def test_no_level_sensors_when_levels_are_off() -> None:

@@ -246,11 +246,14 @@ def _expiry_s(interval_s: float) -> int:
 
 def _level_sensors(topics: Topics, node: str, calibrated: bool,
                    interval_s: float) -> list[tuple[str, str, dict[str, Any]]]:
-    """Leq, Lmax, Lmin; uncalibrated dBFS(A) has no device class: it is not a sound pressure."""
+    """Leq, Lmax, Lmin; uncalibrated dBFS(A) has no device class: it is not a sound pressure. Calibrated, they are
+    other entities (ids and names): one entity whose unit changed from dBFS to dBA had Home Assistant suspend
+    its long-term statistics until fixed by hand."""
     unit_field, unit, device_class = ("dba_spl", "dBA", "sound_pressure") if calibrated else ("dbfs_a", "dBFS", None)
+    entity, title = ("sound_pressure", "Sound pressure") if calibrated else ("level", "Sound level")
     sensors = []
-    for stat, name in (("leq", "Sound level"), ("lmax", "Sound level max"), ("lmin", "Sound level min")):
-        object_id = "level" if stat == "leq" else f"level_{stat}"
+    for stat, name in (("leq", title), ("lmax", f"{title} max"), ("lmin", f"{title} min")):
+        object_id = entity if stat == "leq" else f"{entity}_{stat}"
         sensor: dict[str, Any] = {
             "name": name,
             "unique_id": f"{node}_{object_id}",
