@@ -352,6 +352,25 @@ class _Microphone:
         return config, out, signals, service
 
 
+def test_health_reports_go_on_while_the_microphone_is_lost(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """Found by a docs check: ``stats`` came only from the processing loop, so with the microphone gone none was
+    sent: Home Assistant's uptime and diagnostics froze, then went unavailable, and ``audio_state`` could never
+    say ``audio_error``."""
+    import threading
+
+    mic = _Microphone(repo_root / "samples" / "scene.flac")
+    mic.install(monkeypatch)
+    config, out, signals, service = mic.service_set_up_then_unplugged(tmp_path)
+    config.write_text(MIC_CONFIG + "stats:\n  interval_s: 1\n")
+    signals.reload.set()  # the 1 s interval, applied while the microphone is away
+    threading.Timer(4.5, signals.stop.set).start()
+    assert service.run() == 0
+    stats = [m for m in read_jsonl(out) if m["type"] == "stats"]
+    assert len(stats) >= 2, stats  # every second or two (the wait loop ticks each second)
+    assert {m["audio_state"] for m in stats} == {"audio_error"} and stats[-1]["source"] == "UsbMic"
+    assert stats[-1]["uptime_s"] > stats[0]["uptime_s"]
+
+
 def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path, tmp_path: Path, monkeypatch,
                                                                  caplog) -> None:
     """The config edited and reloaded while the microphone is unplugged: the reload looked for the unplugged

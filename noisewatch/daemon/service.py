@@ -183,6 +183,10 @@ class Service:
         """Goes on across a reload's reopen (still silent: said once); starts afresh after a lost input."""
         self._rate_said: tuple[str, int] | None = None
         """The input and rate last warned of as below the model's: said once, not at every reopen."""
+        self._ticks = _Ticks()
+        """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
+        self._source_name = _wanted_input(setup)
+        """The input last opened (before any: the one asked for), named in health reports."""
 
     @property
     def setup(self) -> Setup:
@@ -242,6 +246,7 @@ class Service:
             notify.watchdog()  # waiting for a device is not a hang
             if not self._ready:
                 notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
+            self._report_health()
 
     def _pump(self, source: AudioSource) -> Ending:
         """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
@@ -251,7 +256,7 @@ class Service:
             log.warning("audio input %s delivers %d Hz, less than the model's %d Hz: it hears nothing above %g Hz, "
                         "and detection suffers", source.name, source.sample_rate, self.active.pipeline.sample_rate,
                         source.sample_rate / 2)
-        ticks = _Ticks()
+        ticks, self._source_name = self._ticks, source.name
         last_audio, first = time.monotonic(), True
         while not self._stop.is_set():
             if self._reload.is_set() and self._swap(source):
@@ -278,8 +283,7 @@ class Service:
             ticks.watchdog()
             if source.live and ticks.clock_check_due():
                 keep_clock_honest(pipeline, source.read(0, 0).captured)
-            if ticks.stats_due(self.active.setup.config.stats.interval_s):  # a reload may change it
-                self.active.outbox.publish([self._stats(source)])
+            self._report_health()
         return Ending.STOP
 
     def _swap(self, source: AudioSource | None) -> bool:
@@ -358,7 +362,12 @@ class Service:
         self._status = status
         self.active.outbox.publish([status])
 
-    def _stats(self, source: AudioSource) -> Stats:
+    def _report_health(self) -> None:
+        """A ``stats`` message when one is due (every ``stats.interval_s``: a reload may change it)."""
+        if self._ticks.stats_due(self.active.setup.config.stats.interval_s):
+            self.active.outbox.publish([self._stats()])
+
+    def _stats(self) -> Stats:
         counters, active = self.counters, self.active
         stats = Stats(
             uptime_s=round(time.monotonic() - self._started, 1),
@@ -369,13 +378,21 @@ class Service:
             input_overflows=counters.input_overflows,
             dropped_frames=counters.dropped_frames,
             nonfinite_samples=counters.nonfinite_samples,
-            source=source.name,
+            source=self._source_name,
             model=active.setup.bundle.ident,
             runtime=active.pipeline.model.runtime,
             version=__version__,
             audio_state=self._status.state,
         )
         return stats.with_figures(active.outbox.health())
+
+
+def _wanted_input(setup: Setup) -> str:
+    """The input a set-up asks for, as health reports name it before one is open."""
+    if setup.input_path is not None:
+        return setup.input_path
+    device = setup.config.audio.device
+    return "default input" if device is None else str(device)
 
 
 def _input_failed(why: str) -> int:
