@@ -687,7 +687,11 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
     while the pipeline kept the siren open, and the siren's end then changed nothing: Home Assistant showed no
     siren for the rest of it. Another model ends the open events at the reload: the new sink, which took them
     over, must still turn them OFF (that case passed before the fix too: it guards the ending of the old
-    pipeline's events through the new sink, which the fix rerouted)."""
+    pipeline's events through the new sink, which the fix rerouted).
+
+    New thresholds now keep the running sink (found with a real Home Assistant: the new client's offline/online
+    made every entity unavailable for a moment, and the open event turned "on" twice): no offline at all, and
+    the threshold entity shows the new value."""
     config = write_config(tmp_path / "c.yaml", broker.port)
     daemon = start(daemons, config, SCENE, 1, tmp_path / "out.jsonl")
     assert wait_until(lambda: bool(daemon.messages("started")), timeout=20), daemon.log_text()
@@ -702,6 +706,9 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
     assert wait_until(lambda: "configuration reloaded" in daemon.log_text(), timeout=10), daemon.log_text()
     time.sleep(1.0)  # the running sink's close (its offline) and the new one's connect (its online) both done
     assert collector.on(STATUS)[-1:] == [b"online"], collector.on(STATUS)
+    if change == "thresholds":
+        assert collector.on(STATUS) == [b"online"], collector.on(STATUS)  # one connection throughout
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren")[-1:] == [b"0.5"])
     assert daemon.wait(40) == 0, daemon.log_text()
     seen = list(collector.messages)
     assert collector.on(state)[-1] == b"OFF"  # an event taken over and ended at the reload is not left ON

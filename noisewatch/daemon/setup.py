@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, TlsSection, load_config, locate
@@ -19,6 +20,9 @@ from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import SourceError, check_device
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
+
+if TYPE_CHECKING:
+    from noisewatch.daemon.sinks.mqtt import MqttSink
 
 
 @dataclass(frozen=True)
@@ -220,17 +224,19 @@ def _can_append_to(path: Path) -> bool:
 def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
     """MQTT first: it spools each event to disk before returning, so an event already in the JSON-lines log
     is also on its way to the broker even if the process is killed between the two sinks. A running MQTT
-    sink that the new set-up would build the same is kept (the JSON-lines file is always reopened, so that
-    logrotate can move it)."""
+    sink that the new set-up would build the same but for its thresholds is kept, and told them (the JSON-lines
+    file is always reopened, so that logrotate can move it)."""
     sinks: list[Sink] = []
+    retuned: MqttSink | None = None
     if setup.config.mqtt.enabled:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
         labels, ident, thresholds = setup.bundle.labels, setup.bundle.ident, base_thresholds(setup)
         mqtt_sinks = [s for s in running if isinstance(s, MqttSink)]
-        same = [s for s in mqtt_sinks if s.serves(setup.config, labels, ident, thresholds)]
+        same = [s for s in mqtt_sinks if s.serves(setup.config, labels, ident)]
         replaced = mqtt_sinks[0] if mqtt_sinks else None
         sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident, thresholds, running=replaced))
+        retuned = same[0] if same else None
     if setup.config.jsonl.path:
         try:
             sinks.append(JsonlSink(setup.config.jsonl.path))
@@ -239,6 +245,8 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
                 if not any(sink is kept for kept in running):
                     sink.close()
             raise ConfigError(f"jsonl.path = '{setup.config.jsonl.path}': {exc.strerror or exc}") from None
+    if retuned is not None:
+        retuned.retune(thresholds)  # once nothing more can fail: a refused reload keeps the running ones
     return sinks
 
 

@@ -155,6 +155,13 @@ class _AudioStatus:
 
 
 @dataclass(frozen=True)
+class _Retune:
+    """A reload's new thresholds from the bundle and the config; the connection stays."""
+
+    thresholds: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class _Connected:
     """paho: the broker accepted the connection."""
 
@@ -185,8 +192,8 @@ class _Close:
     connect_by: float
 
 
-_Command = (_Spooled | _Unspooled | _ThresholdCommand | _Ack | _AudioStatus | _Connected | _Disconnected | _HomeAssistantOnline
-            | _HomeAssistantOffline | _Close | Outgoing)
+_Command = (_Spooled | _Unspooled | _ThresholdCommand | _Ack | _AudioStatus | _Retune | _Connected | _Disconnected
+            | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
 
 
 class MqttSink:
@@ -200,7 +207,7 @@ class MqttSink:
         self.listener = listener
         self.spool = spool
         self.base_thresholds = dict(thresholds or {})
-        """Thresholds from the bundle and the config, before any set from Home Assistant."""
+        """Thresholds from the bundle and the config, before any set from Home Assistant (pump thread: ``retune``)."""
         self._threshold_store = ThresholdsStore(settings.state_path, tunable_labels(listener))
         self._overrides = self._threshold_store.load()
         self._overrides_lock = threading.Lock()
@@ -286,13 +293,16 @@ class MqttSink:
         sink.start()
         return sink
 
-    def serves(self, config: Config, labels: Sequence[str], model_ident: str, thresholds: Mapping[str, float],
-               version: str = __version__) -> bool:
-        """True when a sink built from this config would be this one: a reload then keeps the connection
-        (no offline/online flap, no new client) instead of replacing it."""
+    def serves(self, config: Config, labels: Sequence[str], model_ident: str, version: str = __version__) -> bool:
+        """True when a sink built from this config would be this one, but for its thresholds (``retune``): a reload
+        then keeps the connection instead of replacing it. A new client said offline, then online: every entity
+        went unavailable for a moment, and an open event turned "on" twice in Home Assistant."""
         return (self.settings == config.mqtt and self.listener == listener_of(config, labels, model_ident, version)
-                and self.topics.prefix == (config.mqtt.topic_prefix or default_prefix(config.device_id))
-                and self.base_thresholds == dict(thresholds))
+                and self.topics.prefix == (config.mqtt.topic_prefix or default_prefix(config.device_id)))
+
+    def retune(self, thresholds: Mapping[str, float]) -> None:
+        """A reload's thresholds from the bundle and the config: the threshold entities show them at once."""
+        self._commands.put(_Retune(dict(thresholds)))
 
     def threshold_overrides(self) -> dict[str, float]:
         """Thresholds set from Home Assistant (kept across restarts); they win over the config's."""
@@ -577,6 +587,12 @@ class MqttSink:
             self._set_threshold(command)
         elif isinstance(command, _Ack):
             self._acknowledged(command)
+        elif isinstance(command, _Retune):
+            changed = [label for label in tunable_labels(self.listener)
+                       if command.thresholds.get(label) != self.base_thresholds.get(label)]
+            self.base_thresholds = dict(command.thresholds)
+            for label in changed if self._connected else []:  # else on the next connect, with the rest
+                self._publish_threshold(label)
         elif isinstance(command, _Connected):
             self._connected = True
             self._announce()
