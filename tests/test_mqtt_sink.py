@@ -311,6 +311,23 @@ def test_plain_mqtt_to_a_tls_port_is_said_once(open_sink: OpenSink, tmp_path: Pa
     assert sink.spool.depth == 1
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_two_listeners_at_one_device_id_are_told_apart_in_the_log(tmp_path: Path, broker: Broker, protocol: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Found with a real Home Assistant: two Pis left at the same device id knocked each other off the broker
+    every few seconds (16 reconnects in 40 s, entities flapping), and the log said only "lost" and "connected"."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sinks = [MqttSink.from_config(make_config(tmp_path / name, broker.port, protocol=protocol), LABELS, MODEL,
+                                  {label: 0.6 for label in LABELS}) for name in ("pi1", "pi2")]
+    try:
+        assert wait_until(lambda: "keeps handing this listener's session" in caplog.text, 20), caplog.text
+    finally:
+        for sink in sinks:
+            sink.close()
+    told = [r for r in caplog.records if "keeps handing" in r.getMessage()]
+    assert "noisewatch-test" in told[0].getMessage() and "device_id" in told[0].getMessage()
+
+
 def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     collector = Collector(secure_broker.port, username="nw", password=USERS["nw"])

@@ -96,6 +96,12 @@ HA_RESTART_WAIT_S = 300.0
 """After Home Assistant says ``offline`` (it is restarting), events wait for its ``online``, at most this long."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
+TAKEN_OVER_S = 10.0
+TAKEN_OVER_TIMES = 3
+"""A connection lost within TAKEN_OVER_S of being accepted, this many times in a row: another client with our
+client id (a second Pi left at the same device_id) takes the session, and we take it back, every few seconds."""
+SESSION_TAKEN_OVER = 142
+"""MQTT 5 reason code of a DISCONNECT sent because another client connected with this client id."""
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
 
@@ -248,6 +254,9 @@ class MqttSink:
         self._link_up = False
         self._answered = False
         """The broker answered the current connection attempt (accepted or refused it)."""
+        self._up_since = 0.0
+        self._short_lived = 0
+        """Connections in a row lost within TAKEN_OVER_S of being accepted."""
         self._failures = 0
         self._rng = random.Random()
         self._conn_log = ConnectionLog()
@@ -257,6 +266,7 @@ class MqttSink:
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
+        self._client_id = client_id
         self.client = self._make_client(client_id, password)
 
     @classmethod
@@ -444,7 +454,7 @@ class MqttSink:
             return
         self._commands.put(_Connected(after_outage=self._failures > 0))
         self._failures = 0
-        self._link_up = True
+        self._link_up, self._up_since = True, time.monotonic()
         self._conn_log.report(logging.INFO, "MQTT: connected to %s:%d" % (s.host, s.port))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -463,12 +473,24 @@ class MqttSink:
             self._failures += 1
             self._conn_log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
                                   % (s.host, s.port, reason_code))
+            self._say_if_taken_over(reason_code)
         elif not self._answered and not self._stopping.is_set():  # a TLS listener spoken to in plain MQTT: no word
             self._failures += 1
             self._conn_log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an "
                                   "MQTT broker; is it the broker's port, with TLS (mqtt.tls) as that port expects? "
                                   "events are spooled, retrying (backoff up to %g s)" % (s.host, s.port, s.reconnect_max_s))
         self._commands.put(_Disconnected())
+
+    def _say_if_taken_over(self, reason_code: ReasonCode) -> None:
+        """Once per episode: two listeners at one device_id kick each other off every few seconds, and the log
+        showed only "lost" and "connected" lines (MQTT 3.1.1 gives no reason; MQTT 5 says so at once)."""
+        said = reason_code.value == SESSION_TAKEN_OVER
+        taken = said or time.monotonic() - self._up_since < TAKEN_OVER_S
+        self._short_lived = self._short_lived + 1 if taken else 0
+        if self._short_lived == (1 if said else TAKEN_OVER_TIMES):
+            log.error("MQTT: the broker keeps handing this listener's session (client id %s) to another client: is a "
+                      "second listener running with the same device_id? Give each its own device_id (or "
+                      "mqtt.client_id)", self._client_id)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
