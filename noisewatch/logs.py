@@ -7,7 +7,8 @@ a file) lines look like ``2025-01-01 12:00:00,123 WARNING noisewatch.daemon: aud
 
 Repeated warnings (a flapping device, an unreachable broker) are rate limited per message
 template: after :data:`REPEAT_BURST` in :data:`REPEAT_INTERVAL_S`, the rest of that interval is
-dropped and counted, and the next one to get through says how many were suppressed.
+dropped and counted, and the next one to get through says how many were suppressed; at exit (or when
+a reload replaces the handler) the last one suppressed is written, with the count, so that none goes unsaid.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class _Interval:
     start: float
     count: int = 0
     suppressed: int = 0
+    last: logging.LogRecord | None = None
+    """The latest record suppressed: written at exit if none of its kind got through since."""
 
 
 class RepeatLimiter(logging.Filter):
@@ -117,7 +120,19 @@ class RepeatLimiter(logging.Filter):
         if interval.count <= self.burst:
             return True
         interval.suppressed += 1
+        interval.last = record
         return False
+
+    def unsaid(self) -> list[logging.LogRecord]:
+        """Per template with records suppressed and not yet counted aloud: the last of them, saying how many;
+        forgotten once taken (a dead letter's line at a stop was never written, nor counted)."""
+        records = []
+        for interval in self._intervals.values():
+            if interval.suppressed and interval.last is not None:
+                _append(interval.last, f" (the last of {interval.suppressed} similar messages suppressed)")
+                records.append(interval.last)
+            interval.suppressed, interval.last = 0, None
+        return records
 
     def _forget_expired(self, now: float) -> None:
         """Bound memory: when many templates are tracked, drop the ones with nothing pending."""
@@ -135,6 +150,14 @@ def _append(record: logging.LogRecord, note: str) -> None:
 class _Handler(logging.StreamHandler):
     """The handler :func:`setup` installs, so a second call replaces it instead of doubling lines."""
 
+    def close(self) -> None:
+        """At exit (``logging.shutdown``) or when replaced: what the limiter held back, in a line per kind."""
+        for limiter in [f for f in self.filters if isinstance(f, RepeatLimiter)]:
+            for record in limiter.unsaid():
+                self.emit(record)  # emit, not handle: past the filter
+        self.flush()
+        super().close()
+
 
 def setup(section: LoggingSection, stream: TextIO | None = None) -> logging.Handler:
     """Route the root logger to ``stream`` (stderr) per ``section``; safe to call again on reload."""
@@ -146,6 +169,7 @@ def setup(section: LoggingSection, stream: TextIO | None = None) -> logging.Hand
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(section.level.upper())
     return handler

@@ -103,3 +103,21 @@ def test_repeated_warnings_are_suppressed_and_counted() -> None:
     assert warnings[:3] == [f"<4>noisewatch.test: broker unreachable (attempt {i})" for i in range(3)]
     assert warnings[3:] == ["<4>noisewatch.test: broker unreachable (attempt 10) (7 similar messages suppressed)"]
     assert stream.getvalue().count("info is never limited") == 10
+
+
+def test_what_was_suppressed_is_said_at_exit() -> None:
+    """Found by a docs check: 6 events went to the dead-letter folder and 5 lines said so; the sixth, suppressed,
+    was counted only on a later line of its kind, which a stop never wrote."""
+    now = [0.0]
+    stream = io.StringIO()
+    handler = logs.setup(LoggingSection(format="journal"), stream)
+    handler.filters[:] = [logs.RepeatLimiter(burst=2, interval_s=60, clock=lambda: now[0])]
+    log = logging.getLogger("noisewatch.test")
+    for n in range(5):
+        log.warning("event %s set aside", n)
+    assert stream.getvalue().count("set aside") == 2
+    handler.close()  # as logging.shutdown, which the interpreter runs at exit, closes it
+    lines = stream.getvalue().splitlines()
+    assert lines[-1] == "<4>noisewatch.test: event 4 set aside (the last of 3 similar messages suppressed)"
+    handler.close()  # said once, not again
+    assert stream.getvalue().splitlines() == lines
