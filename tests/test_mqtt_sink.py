@@ -328,6 +328,17 @@ def test_two_listeners_at_one_device_id_are_told_apart_in_the_log(tmp_path: Path
     assert "noisewatch-test" in told[0].getMessage() and "device_id" in told[0].getMessage()
 
 
+def test_home_assistant_s_restart_is_heard_under_a_moved_discovery_prefix(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found by reading, during a first-day trial: with ``homeassistant.prefix: ha`` the listener waited for
+    ``ha/status``, but Home Assistant's birth topic stays ``homeassistant/status``: no discovery after its restart."""
+    open_sink(make_config(tmp_path, broker.port, homeassistant={"prefix": "ha"}))
+    config = "ha/event/noisewatch_test/sound_event/config"
+    assert collector.wait_for(lambda c: len(c.on(config)) == 1)
+    collector.client.publish("homeassistant/status", "online")
+    assert collector.wait_for(lambda c: len(c.on(config)) == 2)
+
+
 def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     collector = Collector(secure_broker.port, username="nw", password=USERS["nw"])

@@ -24,7 +24,9 @@ def test_topic_names() -> None:
     assert TOPICS.scores == "noisewatch/kitchen/scores"
     assert TOPICS.state("dog_bark") == "noisewatch/kitchen/state/dog_bark"
     assert TOPICS.state("car horn/#") == "noisewatch/kitchen/state/car_horn__"
-    assert TOPICS.ha_status == "homeassistant/status"
+    assert TOPICS.ha_status == ("homeassistant/status",)
+    moved = Topics("noisewatch/kitchen", "ha")  # Home Assistant's birth topic does not move with its discovery prefix
+    assert moved.ha_status == ("homeassistant/status", "ha/status")
     discovery = TOPICS.discovery("sensor", "noisewatch_kitchen", "level")
     assert discovery == "homeassistant/sensor/noisewatch_kitchen/level/config"
 

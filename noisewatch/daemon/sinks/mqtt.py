@@ -498,7 +498,7 @@ class MqttSink:
         self._commands.put(_Ack(mid, reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.topics.ha_status:
+        if message.topic in self.topics.ha_status:
             if message.payload == ONLINE.encode():
                 self._commands.put(_HomeAssistantOnline())
             elif message.payload == OFFLINE.encode():
@@ -674,7 +674,7 @@ class MqttSink:
             self._publish_threshold(label)
         self.client.subscribe(self.topics.threshold_commands, qos=QOS_AT_LEAST_ONCE)
         if self.settings.homeassistant.discovery:
-            self.client.subscribe(self.topics.ha_status, qos=QOS_AT_LEAST_ONCE)
+            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in self.topics.ha_status])
         self._publish_discovery()
         self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_PREFIX_ROOT = "noisewatch"
+HA_BIRTH_TOPIC = "homeassistant/status"
+"""Home Assistant's default birth and last-will topic (not moved with its discovery prefix)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -96,9 +98,10 @@ class Topics:
         return next((label for label in labels if self.threshold_set(label) == topic), None)
 
     @property
-    def ha_status(self) -> str:
-        """Where Home Assistant announces ``online`` after it (re)starts."""
-        return f"{self.discovery_prefix}/status"
+    def ha_status(self) -> tuple[str, ...]:
+        """Where Home Assistant says ``online`` and ``offline``: its birth topic is ``homeassistant/status``
+        whatever its discovery prefix (a user may have moved it there too)."""
+        return tuple(dict.fromkeys([HA_BIRTH_TOPIC, f"{self.discovery_prefix}/status"]))
 
     def discovery(self, component: str, node_id: str, object_id: str) -> str:
         """Home Assistant discovery config topic of one entity."""
