@@ -53,7 +53,7 @@ def test_discovery_has_one_device_and_every_entity() -> None:
 
 def test_calibrated_level_sensor_reports_dba_spl() -> None:
     calibrated = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", calibrated=True)
-    level = dict(discovery_messages(TOPICS, calibrated))["homeassistant/sensor/noisewatch_kitchen/level/config"]
+    level = dict(discovery_messages(TOPICS, calibrated))["homeassistant/sensor/noisewatch_kitchen/sound_pressure/config"]
     assert (level["unit_of_measurement"], level["value_template"]) == ("dBA", "{{ value_json.leq_dba_spl }}")
 
 
@@ -109,6 +109,6 @@ def test_the_discovery_example_in_the_docs_is_what_the_daemon_announces() -> Non
     docs = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text()
     example = next(json.loads(block) for block in re.findall(r"```json\n(.*?)```", docs, re.S) if '"unique_id"' in block)
     listener = Listener(device_id="kitchen", name=default_device_name("kitchen"), labels=("siren",),
-                        model="urban11@2026.11.24.4", version="0.1.0")
+                        model="urban11@2026.12.03.1", version="0.1.0")
     announced = dict(discovery_messages(Topics("noisewatch/kitchen"), listener))
     assert announced["homeassistant/binary_sensor/noisewatch_kitchen/siren/config"] == example
