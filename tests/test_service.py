@@ -774,7 +774,7 @@ def test_a_reload_that_replaces_the_mqtt_sink_hands_it_the_running_spool(tmp_pat
     mqtt = f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
     config.write_text(mqtt)
     running = open_sinks(prepare(str(config)))
-    config.write_text(mqtt + "detector:\n  thresholds:\n    siren: 0.95\n")  # the sink must be rebuilt
+    config.write_text(mqtt + "loudness:\n  enabled: false\n")  # another set of entities: the sink is rebuilt
     replaced = open_sinks(prepare(str(config)), running)
     try:
         (old,), (new,) = running, replaced

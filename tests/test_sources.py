@@ -236,3 +236,26 @@ def test_the_sounddevice_calls_behind_device_rescans_exist() -> None:
     """Rescans (a USB microphone plugged back in) rely on sounddevice's private re-initialisation."""
     sounddevice = pytest.importorskip("sounddevice")
     assert callable(sounddevice._terminate) and callable(sounddevice._initialize)
+
+
+def test_a_recording_cut_short_while_it_is_replayed_fails_rather_than_repeating_its_last_block(tmp_path: Path) -> None:
+    """Found by fault injection: a WAV truncated during its replay gave a 263 s car horn and exit 0; soundfile's
+    ``blocks()`` went on to the header's length, yielding its last buffer again and again."""
+    path = tmp_path / "shrinking.wav"
+    rate = 22050
+    sf.write(str(path), (np.random.default_rng(0).standard_normal(20 * rate) * 0.1).astype(np.float32), rate,
+             subtype="PCM_16")
+    source = FileSource(path, 0, 1024, 10.0)
+    got: list[np.ndarray] = []
+
+    def received(block: np.ndarray, frames: int, time_info: object, status: object) -> None:
+        got.append(block.copy())
+        if len(got) == 1:
+            os.truncate(path, 44 + 2 * 5 * rate)  # 5 s of the 20 left, while it is read
+
+    source.callback = received  # type: ignore[method-assign]
+    source._replay()
+    assert source.failed is not None and "cut short while replayed" in source.failed
+    audio = np.concatenate(got)[:, 0]
+    assert len(audio) <= 5 * rate
+    assert not any(np.array_equal(a, b) for a, b in zip(got[-3:], got[-2:]))  # no block repeated

@@ -394,7 +394,7 @@ class FileSource(AudioSource):
         t0 = time.monotonic()
         delivered = 0
         pcm16 = audio.subtype == "PCM_16"
-        for block in audio.blocks(self.block_size, dtype="int16" if pcm16 else SAMPLE_DTYPE, always_2d=True):
+        while len(block := audio.read(self.block_size, dtype="int16" if pcm16 else SAMPLE_DTYPE, always_2d=True)):
             if pcm16:  # libsndfile scales 16-bit samples to float one at a time: 1M instructions per 48 kHz second
                 block = block.astype(np.float32) * PCM16_SCALE
             delivered += len(block)
@@ -404,6 +404,8 @@ class FileSource(AudioSource):
             if self._halt.is_set():
                 return
             self.callback(block, len(block), None, FILE_STATUS)
+        if delivered < audio.frames:  # soundfile's blocks() went on, repeating its last buffer: an invented sound
+            raise OSError(f"it was cut short while replayed ({delivered} of {audio.frames} frames read)")
 
 
 def open_source(audio: AudioSection, input_path: str | None, speed: float) -> AudioSource:
