@@ -220,6 +220,17 @@ def test_events_wait_while_home_assistant_restarts(open_sink: OpenSink, tmp_path
     assert collector.wait_for(lambda c: ids_on(c) == [first.id, during.id])
 
 
+def test_a_retained_offline_from_home_assistant_does_not_hold_events(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found by fault injection: a retained ``offline`` (a Home Assistant set up to retain its will, long gone)
+    held every event for 5 minutes after every connect, for every subscriber."""
+    collector.client.publish("homeassistant/status", "offline", qos=1, retain=True).wait_for_publish(5)
+    sink = open_sink(make_config(tmp_path, broker.port))
+    ev = event(0)
+    sink.send(ev)
+    assert collector.wait_for(lambda c: ids_on(c) == [ev.id], timeout=10)
+
+
 def test_a_reconnect_says_online_only_after_the_states_so_no_stale_on_shows(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """Found with a real Home Assistant: after a kill -9 during a bark, the restarted listener said online first;

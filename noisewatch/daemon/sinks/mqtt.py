@@ -501,8 +501,8 @@ class MqttSink:
         if message.topic in self.topics.ha_status:
             if message.payload == ONLINE.encode():
                 self._commands.put(_HomeAssistantOnline())
-            elif message.payload == OFFLINE.encode():
-                self._commands.put(_HomeAssistantOffline())
+            elif message.payload == OFFLINE.encode() and not message.retain:  # retained: a stop long past, or a
+                self._commands.put(_HomeAssistantOffline())                    # Home Assistant no longer there
         elif message.topic.startswith(self.topics.prefix + "/"):
             self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload)))
 
