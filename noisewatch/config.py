@@ -183,7 +183,10 @@ class MqttSection(_Section):
     @field_validator("host")
     @classmethod
     def _host_alone(cls, value: str) -> str:
-        """``broker:1883`` or ``mqtt://broker`` was taken as a host name and failed only at connect time."""
+        """``broker:1883`` or ``mqtt://broker`` was taken as a host name and failed only at connect time; an empty
+        one passed check-config and ended ``run`` in a traceback."""
+        if not value.strip():
+            raise ValueError("a host name or address is needed")
         if "://" in value:
             raise ValueError("a host name or address without a scheme (the port goes in mqtt.port, TLS in mqtt.tls)")
         if value.startswith("["):
@@ -261,6 +264,8 @@ class Config(_Section):
             return self.mqtt.password_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"mqtt.password_file: {self.mqtt.password_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"mqtt.password_file: {self.mqtt.password_file}: not UTF-8 text") from None
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -349,6 +354,8 @@ def _check_duplicates(path: Path, node: yaml.MappingNode) -> None:
     seen: dict[str, int] = {}
     for key, _ in node.value:
         line = key.start_mark.line + 1
+        if not isinstance(key, yaml.ScalarNode):  # "? [a, b]": a traceback (exit 1, restarted by systemd) before
+            raise ConfigError(f"{path}:{line}: a key must be a plain name, not a {key.id}")
         if key.value in seen:
             raise ConfigError(f"{path}:{line}: key {key.value!r} given twice (lines {seen[key.value]} and {line})")
         seen[str(key.value)] = line

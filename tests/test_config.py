@@ -44,6 +44,8 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("mqtt:\n  reconnect_min_s: 90\n  reconnect_max_s: 10\n", ":2: mqtt.reconnect_min_s = 90: must not exceed mqtt.reconnect_max_s (10 s)"),
         ("mqtt:\n  reconnect_min_s: 61\n", ":2: mqtt.reconnect_min_s = 61: must not exceed mqtt.reconnect_max_s (60 s)"),
         ("mqtt:\n  reconnect_max_s: 0.5\n", "mqtt.reconnect_min_s = 1.0: must not exceed mqtt.reconnect_max_s (0.5 s)"),
+        ("? [a, b]\n: 1\n", ":1: a key must be a plain name, not a sequence"),
+        ("mqtt:\n  host: ''\n", ":2: mqtt.host = '': a host name or address is needed"),
         ("mqtt:\n  homeassistant:\n    configuration_url: noisepi.local:8501\n",
          ":3: mqtt.homeassistant.configuration_url = 'noisepi.local:8501': a URL starting with http:// or https://"),
         ("device_id: 'my/room'\n", ":1: device_id = 'my/room': "),
@@ -225,3 +227,21 @@ def test_a_user_without_a_password_is_a_warning_from_check_config(tmp_path: Path
     done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "has no password" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_a_password_file_that_is_not_text_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     command: str) -> None:
+    """Found by fault injection: a UnicodeDecodeError traceback and exit 1 (systemd restarts on that) instead of
+    the config's exit 78 and one line naming the key."""
+    monkeypatch.delenv("NOISEWATCH_MQTT_PASSWORD", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    (tmp_path / "pw").write_bytes(b"\xff\xfe\xfa")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: 1\n  password_file: {tmp_path / 'pw'}\n"
+                      f"  spool:\n    directory: {tmp_path / 'spool'}\n")
+    args = [str(config)] if command == "check-config" else ["--config", str(config)]
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", command, *args], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == EX_CONFIG and "Traceback" not in done.stderr, done.stderr
+    assert "mqtt.password_file" in done.stderr and "not UTF-8 text" in done.stderr
