@@ -540,6 +540,28 @@ def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Pa
     assert "reload refused" in proc.stderr.read()
 
 
+def test_a_reload_that_drops_jsonl_path_from_the_config_turns_the_log_off(repo_root: Path, tmp_path: Path) -> None:
+    """Found by fault injection: the running log went on after ``jsonl.path`` was removed and reloaded (only a
+    command-line ``--jsonl`` is meant to outlive a reload; test_sighup_reloads_the_config_without_exiting keeps it)."""
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    scores = "scores:\n  enabled: true\n  interval_s: 0.5\n"
+    config.write_text(f"jsonl:\n  path: {out}\n{scores}")
+    proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                             str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 15)
+        config.write_text(scores)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)  # the reload is applied between two reads
+        lines = len(out.read_text().splitlines())
+        time.sleep(2.0)  # four more windows' scores, had the log stayed on
+        assert len(out.read_text().splitlines()) == lines and proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    assert "configuration reloaded" in proc.stderr.read()
+
+
 def test_a_reload_to_a_model_of_another_sample_rate_is_refused_until_a_restart(repo_root: Path, tmp_path: Path) -> None:
     """The running stream, resampler and level meter are at the old rate: swapping in place would feed the
     new model audio at the wrong rate and misdate events, without a word."""

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from noisewatch import __version__, logs
@@ -298,7 +298,6 @@ class Service:
                             check_audio=source is not None)  # the input is lost: its device is what is missing
             if source is None:
                 _say_audio_problems(setup)
-            setup = replace(setup, config=_keep_jsonl(setup.config, old.setup.config))
             _check_sample_rate(setup, old.pipeline)
             new = Active.open(setup, self.counters, running=old.outbox.sinks)
         except (ConfigError, BundleError) as exc:
@@ -424,11 +423,6 @@ def _check_sample_rate(setup: Setup, running: Pipeline) -> None:
     if rate != running.sample_rate:
         raise ConfigError(f"model.path: the new model hears at {rate} Hz, the running one at {running.sample_rate} Hz;"
                           " restart the service to switch to it")
-
-
-def _keep_jsonl(new: Config, old: Config) -> Config:
-    """A reloaded config without a JSON-lines path keeps the running one (e.g. ``--jsonl -``)."""
-    return new if new.jsonl.path is not None else new.model_copy(update={"jsonl": old.jsonl})
 
 
 class _Ticks:
