@@ -350,6 +350,22 @@ def test_home_assistant_s_restart_is_heard_under_a_moved_discovery_prefix(
     assert collector.wait_for(lambda c: len(c.on(config)) == 2)
 
 
+def test_a_broker_that_refuses_discovery_is_named_in_the_log(open_sink: OpenSink, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection: an ACL that let the listener's own topics through but not homeassistant/ refused
+    all 32 discovery messages (MQTT 5 says so in each PUBACK) and the log said nothing: no device in Home Assistant."""
+    acl_broker = Broker(acl="topic readwrite noisewatch/#\ntopic read homeassistant/#\n").start()
+    try:
+        caplog.set_level(logging.INFO, logger="noisewatch")
+        open_sink(make_config(tmp_path, acl_broker.port, protocol="5"))
+        assert wait_until(lambda: "the broker refused homeassistant/" in caplog.text, 10), caplog.text
+        refused = [r.getMessage() for r in caplog.records if "the broker refused" in r.getMessage()]
+        assert all("homeassistant/" in line and "ACL" in line for line in refused)
+        assert not [line for line in refused if f"refused {PREFIX}/" in line]  # its own topics went through
+    finally:
+        acl_broker.cleanup()
+
+
 def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     collector = Collector(secure_broker.port, username="nw", password=USERS["nw"])

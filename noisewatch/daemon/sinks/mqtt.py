@@ -71,6 +71,8 @@ INFLIGHT_WINDOW = 20
 """spooled messages handed to paho and not yet acknowledged (paho's own in-flight default)"""
 MAX_QUEUED = 1000
 """bound on paho's in-memory queue (the spool is the real queue)"""
+MAX_AWAITED = 1000
+"""QoS 1 messages outside the spool whose answer is awaited, to name one the broker refuses"""
 MAX_INFLIGHT = 100
 """paho's unacknowledged QoS 1 messages: above the spool's window plus a full announcement (discovery,
 states, thresholds), so that a (re)connect does not hold back state changes behind its own burst"""
@@ -235,6 +237,7 @@ class MqttSink:
         self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
+        self._awaited: dict[int, str] = {}  # paho mid -> topic of a QoS 1 message outside the spool
         self._unspooled: deque[_Unspooled] = deque()
         self._inflight_held: dict[int, _Unspooled] = {}  # paho mid -> held event published from memory
         self.memory_dropped = 0
@@ -667,16 +670,16 @@ class MqttSink:
         shows a label ON from before a crash as available and ON until its OFF arrives (a false "on")."""
         status = self._audio_status  # a mute or lost input said during a long outage is not lost with it
         if status is not None and not any(waiting is status for waiting in self._live):
-            self.client.publish(status.topic, status.payload, qos=status.qos, retain=status.retain)
+            self._publish(status.topic, status.payload, status.qos, status.retain)
         for label, state in self._states.snapshot().items():
-            self.client.publish(self.topics.state(label), state, qos=QOS_AT_LEAST_ONCE, retain=True)
+            self._publish(self.topics.state(label), state.encode(), QOS_AT_LEAST_ONCE, True)
         for label in tunable_labels(self.listener):
             self._publish_threshold(label)
         self.client.subscribe(self.topics.threshold_commands, qos=QOS_AT_LEAST_ONCE)
         if self.settings.homeassistant.discovery:
             self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in self.topics.ha_status])
         self._publish_discovery()
-        self.client.publish(self.topics.status, ONLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
+        self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True)
 
     def _publish_discovery(self) -> None:
         """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone."""
@@ -686,11 +689,11 @@ class MqttSink:
         # with discovery off the entities go, but not the retained topics this sink still publishes (Node-RED)
         for topic, empty in stale_clears(before, now, keep=retained_state_topics(published)):
             if topic in before:  # a discovery config: the entity goes at once; its state once HA let go of it
-                self.client.publish(topic, empty, qos=QOS_AT_LEAST_ONCE, retain=True)
+                self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
             else:
                 self._clear_state_later(topic)
         for topic, config in messages:
-            self.client.publish(topic, _encode(config), qos=QOS_AT_LEAST_ONCE, retain=True)
+            self._publish(topic, _encode(config), QOS_AT_LEAST_ONCE, True)
         if now != before:  # entities added or removed, or moved to other topics
             self._settle_until = time.monotonic() + DISCOVERY_SETTLE_S
         # the removed entities stay in the record until their states are cleared: a run that ends before then
@@ -709,7 +712,7 @@ class MqttSink:
         """The retained threshold in force for ``label`` (what the ``number`` entity shows)."""
         value = self.threshold_overrides().get(label, self.base_thresholds.get(label))
         if value is not None:
-            self.client.publish(self.topics.threshold(label), f"{value:g}", qos=QOS_AT_LEAST_ONCE, retain=True)
+            self._publish(self.topics.threshold(label), f"{value:g}".encode(), QOS_AT_LEAST_ONCE, True)
 
     def _set_threshold(self, command: _ThresholdCommand) -> None:
         """A threshold set from Home Assistant: checked, kept in the state directory, in force from the next
@@ -766,6 +769,13 @@ class MqttSink:
             self._clears_unconfirmed.discard(ack.mid)
             self._trim_record()
             return
+        topic = self._awaited.pop(ack.mid, None)
+        if topic is not None:
+            if ack.reason is not None and ack.reason.is_failure:  # an ACL that lets events through but not discovery
+                log.error("MQTT: the broker refused %s (%s): Home Assistant and other subscribers do not get it; its "
+                          "ACL must let this listener publish under %s/# and %s/#", topic, ack.reason,
+                          self.topics.prefix, self.topics.discovery_prefix)
+            return
         held = self._inflight_held.pop(ack.mid, None)
         if held is not None:
             if ack.reason is not None and ack.reason.is_failure:
@@ -814,13 +824,22 @@ class MqttSink:
             self._unspooled.popleft()
             self._inflight_held[info.mid] = held
 
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the
+        broker answers, so that a refusal (MQTT 5) names it."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos:
+            if len(self._awaited) >= MAX_AWAITED:  # answers lost with a connection are not waited for for ever
+                self._awaited.clear()
+            self._awaited[info.mid] = topic
+
     def _free_slots(self) -> int:
         return INFLIGHT_WINDOW - len(self._inflight) - len(self._inflight_held)
 
     def _drain_live(self) -> None:
         while self._live and self._connected:
             message = self._live.popleft()
-            self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+            self._publish(message.topic, message.payload, message.qos, message.retain)
 
 
 def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]]) -> list[FolderLock]:
