@@ -366,6 +366,26 @@ def test_a_broker_that_refuses_discovery_is_named_in_the_log(open_sink: OpenSink
         acl_broker.cleanup()
 
 
+def test_connections_the_broker_keeps_closing_at_once_are_retried_with_a_growing_backoff(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found by fault injection: a broker that closed each connection right after accepting it (a retained message
+    over its packet size limit, re-sent on every connect) was reconnected to 341 times in 45 s, two log lines a
+    second, because paho's backoff starts afresh after every accepted connection. Two clients with one id do the
+    same to each other."""
+    config = make_config(tmp_path, broker.port, reconnect_max_s=2.0)
+    sinks = [MqttSink.from_config(config.model_copy(update={"mqtt": config.mqtt.model_copy(
+        update={"spool": config.mqtt.spool.model_copy(update={"directory": tmp_path / name / "spool"}),
+                "state_directory": tmp_path / name / "state"})}), LABELS, MODEL, {label: 0.6 for label in LABELS})
+        for name in ("pi1", "pi2")]
+    try:
+        time.sleep(8.0)
+        connects = len(collector.on(f"{PREFIX}/status"))
+    finally:
+        for sink in sinks:
+            sink.close()
+    assert connects < 20, connects
+
+
 def test_tls_with_password_connects(open_sink: OpenSink, tmp_path: Path, secure_broker: Broker,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     collector = Collector(secure_broker.port, username="nw", password=USERS["nw"])

@@ -57,7 +57,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     tunable_labels,
 )
 from noisewatch.daemon.sinks.label_states import LabelStates
-from noisewatch.daemon.sinks.mqtt_client import ConnectionLog, new_client, reconnect_jitter_s, refusal_hint
+from noisewatch.daemon.sinks.mqtt_client import ConnectionLog, backoff_s, new_client, reconnect_jitter_s, refusal_hint
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix, segment
@@ -440,10 +440,16 @@ class MqttSink:
         return client
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
-        """Jitter: wait a random part of the backoff delay (interrupted at once by ``close``)."""
+        """Jitter: wait a random part of the backoff delay (interrupted at once by ``close``). paho's own delay
+        starts afresh after every accepted connection, so one the broker keeps closing at once (a message over
+        its packet size limit, re-sent on every connect; a second client with our id) was retried in a loop, two
+        log lines a second: those wait the backoff of their own count."""
+        s = self.settings
         self._answered = False
-        self._stopping.wait(reconnect_jitter_s(self._failures, self.settings.reconnect_min_s,
-                                               self.settings.reconnect_max_s, self._rng))
+        wait = reconnect_jitter_s(self._failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
+        if self._short_lived:
+            wait += backoff_s(self._short_lived, s.reconnect_min_s, s.reconnect_max_s)
+        self._stopping.wait(wait)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:

@@ -36,10 +36,14 @@ def refusal_hint(reason_value: int) -> str:
     return _REFUSAL_HINTS.get(reason_value, "check the broker's log")
 
 
+def backoff_s(failures: int, min_s: float, max_s: float) -> float:
+    """paho's reconnect delay after ``failures`` failures in a row: doubling from ``min_s``, capped at ``max_s``."""
+    return min(min_s * 2.0 ** min(failures, 32), max_s)
+
+
 def reconnect_jitter_s(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
     """Random extra wait before a reconnect: up to JITTER_FRACTION of paho's current backoff."""
-    delay = min(min_s * 2.0 ** min(failures, 32), max_s)
-    return rng.uniform(0.0, JITTER_FRACTION * delay)
+    return rng.uniform(0.0, JITTER_FRACTION * backoff_s(failures, min_s, max_s))
 
 
 class ConnectionLog:
