@@ -265,6 +265,11 @@ class MqttSink:
         self._conn_log = ConnectionLog()
         self._stopping = threading.Event()
         """Set by ``close``: paho's jitter wait ends at once."""
+        self._closed = threading.Event()
+        """Set when ``close`` has disconnected: a sink replacing this one at a reload may connect."""
+        self._predecessor: MqttSink | None = None
+        """The sink this one replaces (``from_config``): its first connect waits for that one's close. Side by side,
+        the two clients (one client id) took the session from each other, and each return looked like an outage."""
         self._disk_lock = threading.Lock()
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
@@ -303,6 +308,7 @@ class MqttSink:
         sink._locks = locks
         if running is not None and moving:
             sink._move_to = (running, spool)
+        sink._predecessor = running
         sink.start()
         return sink
 
@@ -414,6 +420,7 @@ class MqttSink:
         log.info("MQTT: closed; %d message(s) left in the spool", self.spool.depth)
         for lock in self._locks:
             lock.release()
+        self._closed.set()
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
 
@@ -446,6 +453,11 @@ class MqttSink:
         log lines a second: those wait the backoff of their own count."""
         s = self.settings
         self._answered = False
+        predecessor, self._predecessor = self._predecessor, None
+        if predecessor is not None:
+            deadline = time.monotonic() + CLOSE_FLUSH_S + MIN_STOP_WAIT_S
+            while not (predecessor._closed.wait(0.05) or self._stopping.is_set() or time.monotonic() > deadline):
+                pass
         wait = reconnect_jitter_s(self._failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
         if self._short_lived:
             wait += backoff_s(self._short_lived, s.reconnect_min_s, s.reconnect_max_s)
