@@ -79,7 +79,10 @@ def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_p
 def audio_problems(config: Config, input_path: str | None) -> list[str]:
     """A named device that is not there, or a file to replay that is not (the default input may appear later)."""
     if input_path is not None:
-        return [] if Path(input_path).is_file() else [f"--input {input_path}: no such file"]
+        path = Path(input_path)
+        if path.is_file():
+            return []
+        return [f"--input {input_path}: {'not a regular file' if path.exists() else 'no such file'}"]
     if config.audio.device is None:
         return []
     try:
@@ -155,7 +158,8 @@ def setup_warnings(config: Config) -> list[str]:
 
 
 def mqtt_problems(config: Config) -> list[str]:
-    """The password, the TLS files (present and loadable) and the spool folder."""
+    """The password, the TLS files (present and loadable), the spool and state folders (a state folder that is a
+    file, or on a read-only disk, passed check-config and failed ``run``)."""
     problems = []
     try:
         config.mqtt_password()
@@ -164,7 +168,8 @@ def mqtt_problems(config: Config) -> list[str]:
     tls = config.mqtt.tls
     if tls.enabled:
         problems += _tls_problems(tls)
-    return problems + _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
+    return (problems + _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
+            + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True))
 
 
 def _tls_problems(tls: TlsSection) -> list[str]:
@@ -197,6 +202,8 @@ def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
     if path.exists():
         if folder != path.is_dir():
             return [f"{key} = '{path}': not a {'folder' if folder else 'file'}"]
+        if not folder and path.is_fifo():  # opening it waits for a reader, for ever (and a trial open ends the reader)
+            return [f"{key} = '{path}': a named pipe ('-' writes to stdout)"]
         writable = _can_create_in(path) if folder else _can_append_to(path)
         return [] if writable else [f"{key} = '{path}': not writable"]
     existing = next(p for p in path.parents if p.exists())
