@@ -146,6 +146,30 @@ def test_a_split_event_keeps_the_sound_s_own_end_and_leaves_no_empty_piece(repo_
         assert all(0.0 < b - a <= 2.0 + 1e-3 for a, b in mine), mine
 
 
+def test_each_later_piece_of_a_split_sound_names_the_piece_before_it(repo_root: Path) -> None:
+    """Found with a real Home Assistant: a long sound fired "Sound started" again every max_duration_s, with
+    nothing in the payload to tell a new sound from the same one going on."""
+    from noisewatch.bundle import default_model_path, load_bundle
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event, Started
+    from noisewatch.daemon.pipeline import Pipeline
+
+    bundle = load_bundle(default_model_path())
+    audio, _ = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    pipeline = Pipeline.from_config(Config.model_validate({"detector": {"max_duration_s": 2.0}}), bundle,
+                                    bundle.open_model())
+    messages = pipeline.process(audio) + pipeline.finish()
+    sirens = [m for m in messages if isinstance(m, Event) and m.label == "siren"]
+    assert len(sirens) >= 2 and sirens[0].continues is None
+    assert [m.continues for m in sirens[1:]] == [m.id for m in sirens[:-1]]
+    started = {m.id: m.continues for m in messages if isinstance(m, Started)}
+    assert all(started[m.id] == m.continues for m in sirens)
+    events = {m.id: m for m in messages if isinstance(m, Event)}
+    for piece in [m for m in events.values() if m.continues is not None]:  # every label's: same sound, back to back
+        before = events[piece.continues]
+        assert before.label == piece.label and abs(before.offset_s + before.duration_s - piece.offset_s) < 1e-3
+
+
 def test_a_continuation_that_ends_soon_after_a_split_still_sends_its_end() -> None:
     """A split at max_duration_s announces the continuation at once; when the sound stops before
     min_duration_s, its end was dropped and subscribers stayed ON for good."""

@@ -252,9 +252,9 @@ def test_the_docs_siren_started_automation_fires_once_per_siren_not_when_the_lis
         return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
                                     {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
 
-    def start(listener: MqttSink, n: int, label: str) -> None:
+    def start(listener: MqttSink, n: int, label: str, continues: str | None = None) -> None:
         listener.send(Started(id=f"s{n}", label=label, confidence=0.9, start=f"2026-12-04T12:00:{n:02d}.000Z",
-                              offset_s=float(n), device=DEVICE, model="urban11@test"))
+                              offset_s=float(n), device=DEVICE, model="urban11@test", continues=continues))
 
     def counts() -> tuple[str, str]:
         return tuple((ha.state(f"counter.{name}") or {}).get("state") for name in ("as_documented", "without_not_from"))
@@ -271,16 +271,21 @@ def test_the_docs_siren_started_automation_fires_once_per_siren_not_when_the_lis
             assert wait_until(lambda: ha.state(started)["attributes"].get("event_type") == "dog_bark", 10)
             start(listener, 3, "siren")
             assert wait_until(lambda: counts() == ("2", "2"), 10), counts()
+            start(listener, 5, "siren", continues="s3")  # the same siren, past detector.max_duration_s
+            assert wait_until(lambda: ha.state(started)["attributes"].get("continues") == "s3", 10)
+            assert counts() == ("2", "2"), counts()
+            start(listener, 6, "siren")
+            assert wait_until(lambda: counts() == ("3", "3"), 10), counts()
         finally:
             listener.close()
         assert ha.wait_state(started, "unavailable")
         listener = sink()  # the listener back online (a restart, a reboot, the broker back)
         try:
             assert wait_until(lambda: ha.state(started)["state"] != "unavailable", 30)
-            assert wait_until(lambda: counts()[1] == "3", 10), ("the restart did not replay the last event", counts())
-            assert counts()[0] == "2"
-            start(listener, 4, "siren")
-            assert wait_until(lambda: counts() == ("3", "4"), 10), counts()
+            assert wait_until(lambda: counts()[1] == "4", 10), ("the restart did not replay the last event", counts())
+            assert counts()[0] == "3"
+            start(listener, 7, "siren")
+            assert wait_until(lambda: counts() == ("4", "5"), 10), counts()
         finally:
             listener.close()
     finally:

@@ -67,6 +67,8 @@ class OpenEvent:
     start_s: float
     end_s: float
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    continues: str | None = None
+    """The id of the piece of the same sound this one goes on from (see ``Started.continues``)."""
     confidence: float | None = None
     _confidence_sum: float = 0.0
     _windows: int = 0
@@ -92,7 +94,8 @@ def _round(value: float | None, digits: int) -> float | None:
 def started_message(event: OpenEvent, clock: SampleClock, model: str) -> Started:
     """The notice that ``event`` opened."""
     return Started(id=event.id, label=event.label, confidence=_round(event.confidence, 4),
-                   start=clock.iso(event.start_s), offset_s=round(event.start_s, 3), model=model)
+                   start=clock.iso(event.start_s), offset_s=round(event.start_s, 3), model=model,
+                   continues=event.continues)
 
 
 def event_message(event: OpenEvent, clock: SampleClock, model: str, levels: tuple[float, float]) -> Event:
@@ -102,5 +105,5 @@ def event_message(event: OpenEvent, clock: SampleClock, model: str, levels: tupl
         id=event.id, label=event.label, confidence=_round(event.confidence, 4),
         mean_confidence=_round(event.mean_confidence, 4), start=clock.iso(event.start_s),
         end=clock.iso(event.end_s), offset_s=round(event.start_s, 3), duration_s=round(event.duration_s, 3),
-        peak_dbfs=round(peak_dbfs, 2), mean_dbfs=round(mean_dbfs, 2), model=model,
+        peak_dbfs=round(peak_dbfs, 2), mean_dbfs=round(mean_dbfs, 2), model=model, continues=event.continues,
     )

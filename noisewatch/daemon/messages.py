@@ -99,6 +99,9 @@ class Started(Message):
     """Start, in seconds of audio since the stream began."""
     model: str
     device: str = ""
+    continues: str | None = None
+    """The id of the event this one goes on from: a sound longer than ``detector.max_duration_s`` is reported in
+    pieces, and an automation on "a siren started" wants the first alone. None: a new sound."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class Event(Message):
     """RMS level of the event's audio."""
     model: str
     device: str = ""
+    continues: str | None = None
+    """As in :class:`Started`."""
 
 
 @dataclass(frozen=True)

@@ -51,11 +51,12 @@ LABEL_ICONS = {
 
 EVENT_TEMPLATE = (
     "{{ {'event_type': value_json.label, 'id': value_json.id, 'confidence': value_json.confidence,"
-    " 'duration_s': value_json.duration_s, 'start': value_json.start} | to_json }}"
+    " 'duration_s': value_json.duration_s, 'start': value_json.start, 'continues': value_json.get('continues')}"
+    " | to_json }}"
 )
 STARTED_TEMPLATE = (
     "{{ {'event_type': value_json.label, 'id': value_json.id, 'confidence': value_json.confidence,"
-    " 'start': value_json.start} | to_json }}"
+    " 'start': value_json.start, 'continues': value_json.get('continues')} | to_json }}"
 )
 AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.state == 'listening' else 'ON' }}"
 AUDIO_ATTRIBUTES_TEMPLATE = ("{{ {'audio_state': value_json.get('state'), 'source': value_json.get('source'),"
