@@ -396,7 +396,8 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
     key = ".".join(keys) or "(top level)"
     problem = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{where}: {key}: unknown key (check the spelling; see config/noisewatch.yaml)"
+        return (f"{where}: {key}: unknown key (check the spelling; the shipped config lists every key with its "
+                "range: /etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
     if isinstance(error.get("input"), dict):  # a check across keys: the section itself is no help to print
