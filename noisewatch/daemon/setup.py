@@ -168,8 +168,10 @@ def mqtt_problems(config: Config) -> list[str]:
     tls = config.mqtt.tls
     if tls.enabled:
         problems += _tls_problems(tls)
-    return (problems + _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
-            + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True))
+    spool = _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
+    if spool and config.mqtt.state_directory is None:  # beside the spool folder: the same problem, said once
+        return problems + spool
+    return problems + spool + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True)
 
 
 def _tls_problems(tls: TlsSection) -> list[str]:
@@ -202,8 +204,6 @@ def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
     if path.exists():
         if folder != path.is_dir():
             return [f"{key} = '{path}': not a {'folder' if folder else 'file'}"]
-        if not folder and path.is_fifo():  # opening it waits for a reader, for ever (and a trial open ends the reader)
-            return [f"{key} = '{path}': a named pipe ('-' writes to stdout)"]
         writable = _can_create_in(path) if folder else _can_append_to(path)
         return [] if writable else [f"{key} = '{path}': not writable"]
     existing = next(p for p in path.parents if p.exists())
