@@ -8,7 +8,8 @@ a file) lines look like ``2025-01-01 12:00:00,123 WARNING noisewatch.daemon: aud
 Repeated warnings (a flapping device, an unreachable broker) are rate limited per message
 template: after :data:`REPEAT_BURST` in :data:`REPEAT_INTERVAL_S`, the rest of that interval is
 dropped and counted, and the next one to get through says how many were suppressed; at exit (or when
-a reload replaces the handler) the last one suppressed is written, with the count, so that none goes unsaid.
+a second ``setup`` replaces the handler) the last one suppressed is written, with the count, so that none goes
+unsaid.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class RepeatLimiter(logging.Filter):
         """Per template with records suppressed and not yet counted aloud: the last of them, saying how many;
         forgotten once taken (a dead letter's line at a stop was never written, nor counted)."""
         records = []
-        for interval in self._intervals.values():
+        for interval in list(self._intervals.values()):  # threads may still log at exit
             if interval.suppressed and interval.last is not None:
                 _append(interval.last, f" (the last of {interval.suppressed} similar messages suppressed)")
                 records.append(interval.last)

@@ -96,6 +96,9 @@ published before it has subscribed again never reach it. So they wait for its ``
 DISCOVERY_SETTLE_S), or this long when it never says so (it stayed connected: only this listener's link broke)."""
 HA_RESTART_WAIT_S = 300.0
 """After Home Assistant says ``offline`` (it is restarting), events wait for its ``online``, at most this long."""
+PREDECESSOR_WAIT_S = 5.0
+"""At most this long a replacing sink waits for the replaced one's close (a flush of CLOSE_FLUSH_S, which begins
+after the new set-up is built): beside it, one client id, each would take the other's session."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 TAKEN_OVER_S = 10.0
@@ -260,6 +263,7 @@ class MqttSink:
         self._up_since = 0.0
         self._short_lived = 0
         """Connections in a row lost within TAKEN_OVER_S of being accepted."""
+        self._taken_over_said = False
         self._failures = 0
         self._rng = random.Random()
         self._conn_log = ConnectionLog()
@@ -455,13 +459,15 @@ class MqttSink:
         self._answered = False
         predecessor, self._predecessor = self._predecessor, None
         if predecessor is not None:
-            deadline = time.monotonic() + CLOSE_FLUSH_S + MIN_STOP_WAIT_S
+            deadline = time.monotonic() + PREDECESSOR_WAIT_S
             while not (predecessor._closed.wait(0.05) or self._stopping.is_set() or time.monotonic() > deadline):
                 pass
         wait = reconnect_jitter_s(self._failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
         if self._short_lived:
             wait += backoff_s(self._short_lived, s.reconnect_min_s, s.reconnect_max_s)
         self._stopping.wait(wait)
+        if self._stopping.is_set():  # closed meanwhile (a refused reload's sink): paho would connect all the same,
+            raise OSError("closed")  # and take the session of the sink still running; it skips this attempt
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
@@ -480,6 +486,8 @@ class MqttSink:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """The TCP/TLS connection failed; paho calls this inside its ``except OSError`` block."""
+        if self._stopping.is_set():
+            return  # the attempt ``_on_pre_connect`` called off
         self._failures += 1
         cause = sys.exc_info()[1] or "unknown error"
         s = self.settings
@@ -508,10 +516,18 @@ class MqttSink:
         said = reason_code.value == SESSION_TAKEN_OVER
         taken = said or time.monotonic() - self._up_since < TAKEN_OVER_S
         self._short_lived = self._short_lived + 1 if taken else 0
-        if self._short_lived == (1 if said else TAKEN_OVER_TIMES):
-            log.error("MQTT: the broker keeps handing this listener's session (client id %s) to another client: is a "
-                      "second listener running with the same device_id? Give each its own device_id (or "
-                      "mqtt.client_id)", self._client_id)
+        if not self._short_lived:
+            self._taken_over_said = False
+        elif said and not self._taken_over_said:
+            self._taken_over_said = True
+            log.error("MQTT: the broker handed this listener's session (client id %s) to another client: is a second "
+                      "listener running with the same device_id? Give each its own device_id (or mqtt.client_id)",
+                      self._client_id)
+        elif self._short_lived >= TAKEN_OVER_TIMES and not self._taken_over_said:
+            self._taken_over_said = True
+            log.error("MQTT: the broker keeps closing this listener's connection within seconds of accepting it: a "
+                      "second listener with the same client id (%s; give each its own device_id or mqtt.client_id), "
+                      "or a message the broker will not take (its log says which)", self._client_id)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
@@ -520,10 +536,12 @@ class MqttSink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic in self.topics.ha_status:
+            if message.retain:  # replayed at our subscribe: a birth or will long past (a Home Assistant set to retain
+                return          # them, or gone): neither ends a wait nor starts one; discovery went out at connect
             if message.payload == ONLINE.encode():
                 self._commands.put(_HomeAssistantOnline())
-            elif message.payload == OFFLINE.encode() and not message.retain:  # retained: a stop long past, or a
-                self._commands.put(_HomeAssistantOffline())                    # Home Assistant no longer there
+            elif message.payload == OFFLINE.encode():
+                self._commands.put(_HomeAssistantOffline())
         elif message.topic.startswith(self.topics.prefix + "/"):
             self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload)))
 
@@ -846,7 +864,7 @@ class MqttSink:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the
         broker answers, so that a refusal (MQTT 5) names it."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if qos:
+        if qos and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:  # one paho did not queue is never answered
             if len(self._awaited) >= MAX_AWAITED:  # answers lost with a connection are not waited for for ever
                 self._awaited.clear()
             self._awaited[info.mid] = topic
