@@ -88,11 +88,17 @@ def test_setup_twice_does_not_double_lines() -> None:
     assert stream.getvalue() == "<3>noisewatch.test: once\n"
 
 
-def test_repeated_warnings_are_suppressed_and_counted() -> None:
-    now = [0.0]
+def limited_journal(burst: int, now: list[float]) -> tuple[logging.Handler, io.StringIO]:
+    """Journal lines into a string, through a limiter of ``burst`` per 60 s on the clock ``now[0]``."""
     stream = io.StringIO()
     handler = logs.setup(LoggingSection(format="journal"), stream)
-    handler.filters[:] = [logs.RepeatLimiter(burst=3, interval_s=60, clock=lambda: now[0])]
+    handler.filters[:] = [logs.RepeatLimiter(burst=burst, interval_s=60, clock=lambda: now[0])]
+    return handler, stream
+
+
+def test_repeated_warnings_are_suppressed_and_counted() -> None:
+    now = [0.0]
+    _, stream = limited_journal(3, now)
     log = logging.getLogger("noisewatch.test")
     for attempt in range(10):
         log.warning("broker unreachable (attempt %d)", attempt)
@@ -108,10 +114,7 @@ def test_repeated_warnings_are_suppressed_and_counted() -> None:
 def test_what_was_suppressed_is_said_at_exit() -> None:
     """Found by a docs check: 6 events went to the dead-letter folder and 5 lines said so; the sixth, suppressed,
     was counted only on a later line of its kind, which a stop never wrote."""
-    now = [0.0]
-    stream = io.StringIO()
-    handler = logs.setup(LoggingSection(format="journal"), stream)
-    handler.filters[:] = [logs.RepeatLimiter(burst=2, interval_s=60, clock=lambda: now[0])]
+    handler, stream = limited_journal(2, [0.0])
     log = logging.getLogger("noisewatch.test")
     for n in range(5):
         log.warning("event %s set aside", n)

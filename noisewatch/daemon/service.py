@@ -256,7 +256,7 @@ class Service:
             log.warning("audio input %s delivers %d Hz, less than the model's %d Hz: it hears nothing above %g Hz, "
                         "and detection suffers", source.name, source.sample_rate, self.active.pipeline.sample_rate,
                         source.sample_rate / 2)
-        ticks, self._source_name = self._ticks, source.name
+        self._source_name = source.name
         last_audio, first = time.monotonic(), True
         while not self._stop.is_set():
             if self._reload.is_set() and self._swap(source):
@@ -280,8 +280,8 @@ class Service:
                 return Ending.FAILED
             elif time.monotonic() - last_audio > AUDIO_STALL_S:
                 return Ending.STALLED
-            ticks.watchdog()
-            if source.live and ticks.clock_check_due():
+            self._ticks.watchdog()
+            if source.live and self._ticks.clock_check_due():
                 keep_clock_honest(pipeline, source.read(0, 0).captured)
             self._report_health()
         return Ending.STOP
