@@ -46,9 +46,9 @@ def broker() -> Iterator[Broker]:
 def no_home_assistant(monkeypatch: pytest.MonkeyPatch) -> None:
     """No Home Assistant on the test broker: after an outage, events need not wait for its return (the waits
     themselves are tested in test_mqtt_sink.py and, with a real one, in test_homeassistant_real.py)."""
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+    from noisewatch.daemon.sinks import homeassistant_wait
 
-    monkeypatch.setattr(mqtt_sink, "HA_RECONNECT_WAIT_S", 0.0)
+    monkeypatch.setattr(homeassistant_wait, "HA_RECONNECT_WAIT_S", 0.0)
 
 
 @pytest.fixture

@@ -163,10 +163,10 @@ def test_after_a_broker_outage_events_wait_for_home_assistant_to_be_back(
     its spooled events; Home Assistant (clean session) reconnected seconds later and never saw them. A review
     found that a retained ``online`` (a Home Assistant set to retain its birth message), replayed at the
     listener's subscribe, ended the wait at once: only a live one may."""
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
-    from noisewatch.daemon.sinks.mqtt import DISCOVERY_SETTLE_S
+    from noisewatch.daemon.sinks import homeassistant_wait
+    from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
 
-    monkeypatch.setattr(mqtt_sink, "HA_RECONNECT_WAIT_S", 60.0)  # only Home Assistant's online ends the wait here
+    monkeypatch.setattr(homeassistant_wait, "HA_RECONNECT_WAIT_S", 60.0)  # only Home Assistant's online ends the wait here
     if retained_birth:
         collector.client.publish("homeassistant/status", "online", qos=1, retain=True).wait_for_publish(5)
     sink = open_sink(make_config(tmp_path, broker.port))
@@ -191,9 +191,9 @@ def test_without_word_from_home_assistant_events_go_after_a_bounded_wait(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
     """Home Assistant says nothing when it stayed connected (only this listener's link broke), and Node-RED never
     does: the wait ends on its own."""
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+    from noisewatch.daemon.sinks import homeassistant_wait
 
-    monkeypatch.setattr(mqtt_sink, "HA_RECONNECT_WAIT_S", 4.0)
+    monkeypatch.setattr(homeassistant_wait, "HA_RECONNECT_WAIT_S", 4.0)
     broker.stop()
     sink = open_sink(make_config(tmp_path, broker.port))
     ev = event(0)
@@ -211,9 +211,9 @@ def test_a_home_assistant_that_never_comes_back_holds_events_a_bounded_time(
         caplog: pytest.LogCaptureFixture) -> None:
     """docs/mqtt.md: after Home Assistant's offline, events wait for it "up to 5 minutes", not for ever (Node-RED
     and a noise map get them too)."""
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+    from noisewatch.daemon.sinks import homeassistant_wait
 
-    monkeypatch.setattr(mqtt_sink, "HA_RESTART_WAIT_S", 3.0)
+    monkeypatch.setattr(homeassistant_wait, "HA_RESTART_WAIT_S", 3.0)
     caplog.set_level(logging.INFO, logger="noisewatch")
     sink = open_sink(make_config(tmp_path, broker.port))
     assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
@@ -766,8 +766,8 @@ def test_events_wait_for_home_assistant_after_a_discovery_that_creates_entities_
     events went out at once and never showed there (tests/test_homeassistant_real.py shows it in a real one)."""
     from mqtt_broker import free_port
 
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
-    from noisewatch.daemon.sinks.mqtt import DISCOVERY_SETTLE_S
+    from noisewatch.daemon.sinks import homeassistant_wait
+    from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
 
     thresholds = {label: 0.6 for label in LABELS}
     offline = MqttSink.from_config(make_config(tmp_path, free_port()), LABELS, MODEL, thresholds)
@@ -781,7 +781,7 @@ def test_events_wait_for_home_assistant_after_a_discovery_that_creates_entities_
         assert time.monotonic() - announced >= DISCOVERY_SETTLE_S - 0.3  # the discovery's own delivery time
     finally:
         first.close()
-    monkeypatch.setattr(mqtt_sink, "DISCOVERY_SETTLE_S", 60.0)  # a wait now would outlast wait_for's 10 s
+    monkeypatch.setattr(homeassistant_wait, "DISCOVERY_SETTLE_S", 60.0)  # a wait now would outlast wait_for's 10 s
     again = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, thresholds)
     try:  # the same entities as announced before: nothing to wait for
         assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
@@ -795,9 +795,9 @@ def test_a_stop_during_the_wait_for_home_assistant_flushes_at_once(
         tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/mqtt.md: "A stop does not wait": a replayed file's run, shorter than the wait, still sends its
     events, and a stop (systemd's) is not held up by it."""
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+    from noisewatch.daemon.sinks import homeassistant_wait
 
-    monkeypatch.setattr(mqtt_sink, "DISCOVERY_SETTLE_S", 60.0)
+    monkeypatch.setattr(homeassistant_wait, "DISCOVERY_SETTLE_S", 60.0)
     sink = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, {label: 0.6 for label in LABELS})
     try:
         assert collector.wait_for(lambda c: any(t.startswith("homeassistant/") for t, _, _ in c.messages))
@@ -863,7 +863,7 @@ def test_turning_discovery_off_removes_the_entities_but_not_the_topics_the_liste
         tmp_path: Path, broker: Broker) -> None:
     """Discovery turned off (a Node-RED user): the entities went, and with them every retained state the
     listener still publishes (thresholds, label states, the audio state), wiped after each start."""
-    from noisewatch.daemon.sinks.mqtt import DISCOVERY_SETTLE_S
+    from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
 
     def sink(discovery: bool) -> MqttSink:
         config = Config.model_validate({"device_id": "test", "mqtt": mqtt_settings(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import random
 import sys
 import threading
 import time
@@ -56,8 +55,9 @@ from noisewatch.daemon.sinks.homeassistant import (
     stale_clears,
     tunable_labels,
 )
+from noisewatch.daemon.sinks.homeassistant_wait import HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
-from noisewatch.daemon.sinks.mqtt_client import ConnectionLog, backoff_s, new_client, reconnect_jitter_s, refusal_hint
+from noisewatch.daemon.sinks.mqtt_client import ConnectionWatch, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, default_prefix, segment
@@ -84,29 +84,11 @@ CLOSE_FLUSH_S = 1.5
 """``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
 MIN_STOP_WAIT_S = 0.2
 PUMP_TICK_S = 1.0
-DISCOVERY_SETTLE_S = 2.0
-"""Home Assistant subscribes to a new entity's topics, and unsubscribes from a removed one's, a moment after
-its discovery message: events sent sooner are lost to it (a first install's spooled events never showed), and
-an empty retained state sent sooner is an error in its log. So after a discovery that adds, moves or removes
-entities, or Home Assistant's own restart, events and those clears wait this long (not when closing: a
-prompt stop wins). Retained states go on meanwhile (it reads them when it subscribes)."""
-HA_RECONNECT_WAIT_S = 30.0
-"""After the broker was unreachable, Home Assistant reconnects too (every 10 s or so), with a clean session: events
-published before it has subscribed again never reach it. So they wait for its ``online`` (then
-DISCOVERY_SETTLE_S), or this long when it never says so (it stayed connected: only this listener's link broke)."""
-HA_RESTART_WAIT_S = 300.0
-"""After Home Assistant says ``offline`` (it is restarting), events wait for its ``online``, at most this long."""
 PREDECESSOR_WAIT_S = 5.0
 """At most this long a replacing sink waits for the replaced one's close (a flush of CLOSE_FLUSH_S, which begins
 after the new set-up is built): beside it, one client id, each would take the other's session."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
-TAKEN_OVER_S = 10.0
-TAKEN_OVER_TIMES = 3
-"""A connection lost within TAKEN_OVER_S of being accepted, this many times in a row: another client with our
-client id (a second Pi left at the same device_id) takes the session, and we take it back, every few seconds."""
-SESSION_TAKEN_OVER = 142
-"""MQTT 5 reason code of a DISCONNECT sent because another client connected with this client id."""
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
 
@@ -234,7 +216,7 @@ class MqttSink:
             self._states.started(label, event_id)          # sink does not announce still hears its event's end
         self._audio_status: Outgoing | None = None
         """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
-        self._settle_until = 0.0  # monotonic: events wait for Home Assistant until then (DISCOVERY_SETTLE_S)
+        self._ha_wait = HomeAssistantWait(settings.homeassistant.discovery)
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
         self._record_after_clears: Mapping[str, Sequence[str]] | None = None
         self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
@@ -256,17 +238,7 @@ class MqttSink:
         """The state and spool folders this sink uses, locked against a second listener (``from_config``)."""
         self._connected = False
         self._closing: _Close | None = None
-        # paho's thread only
-        self._link_up = False
-        self._answered = False
-        """The broker answered the current connection attempt (accepted or refused it)."""
-        self._up_since = 0.0
-        self._short_lived = 0
-        """Connections in a row lost within TAKEN_OVER_S of being accepted."""
-        self._taken_over_said = False
-        self._failures = 0
-        self._rng = random.Random()
-        self._conn_log = ConnectionLog()
+        self._watch = ConnectionWatch(settings, client_id)  # paho's thread only
         self._stopping = threading.Event()
         """Set by ``close``: paho's jitter wait ends at once."""
         self._closed = threading.Event()
@@ -278,7 +250,6 @@ class MqttSink:
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
-        self._client_id = client_id
         self.client = self._make_client(client_id, password)
 
     @classmethod
@@ -451,83 +422,32 @@ class MqttSink:
         return client
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
-        """Jitter: wait a random part of the backoff delay (interrupted at once by ``close``). paho's own delay
-        starts afresh after every accepted connection, so one the broker keeps closing at once (a message over
-        its packet size limit, re-sent on every connect; a second client with our id) was retried in a loop, two
-        log lines a second: those wait the backoff of their own count."""
-        s = self.settings
-        self._answered = False
+        """Wait for the sink this one replaces to close, then the watch's delay (both cut short by ``close``)."""
         predecessor, self._predecessor = self._predecessor, None
         if predecessor is not None:
             deadline = time.monotonic() + PREDECESSOR_WAIT_S
             while not (predecessor._closed.wait(0.05) or self._stopping.is_set() or time.monotonic() > deadline):
                 pass
-        wait = reconnect_jitter_s(self._failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
-        if self._short_lived:
-            wait += backoff_s(self._short_lived, s.reconnect_min_s, s.reconnect_max_s)
-        self._stopping.wait(wait)
+        self._stopping.wait(self._watch.delay_s())
         if self._stopping.is_set():  # closed meanwhile (a refused reload's sink): paho would connect all the same,
             raise OSError("closed")  # and take the session of the sink still running; it skips this attempt
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
-        s = self.settings
-        self._answered = True
         if reason_code.is_failure:
-            self._failures += 1
-            hint = refusal_hint(reason_code.value)
-            self._conn_log.report(logging.ERROR, "MQTT broker %s:%d refused the connection: %s; %s; retrying "
-                                  "(backoff up to %g s)" % (s.host, s.port, reason_code, hint, s.reconnect_max_s))
-            return
-        self._commands.put(_Connected(after_outage=self._failures > 0))
-        self._failures = 0
-        self._link_up, self._up_since = True, time.monotonic()
-        self._conn_log.report(logging.INFO, "MQTT: connected to %s:%d" % (s.host, s.port))
+            self._watch.refused(reason_code)
+        else:
+            self._commands.put(_Connected(after_outage=self._watch.accepted()))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """The TCP/TLS connection failed; paho calls this inside its ``except OSError`` block."""
-        if self._stopping.is_set():
-            return  # the attempt ``_on_pre_connect`` called off
-        self._failures += 1
-        cause = sys.exc_info()[1] or "unknown error"
-        s = self.settings
-        self._conn_log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are spooled, "
-                              "retrying (backoff up to %g s)" % (s.host, s.port, cause, s.reconnect_max_s))
+        if not self._stopping.is_set():  # else the attempt ``_on_pre_connect`` called off
+            self._watch.failed(sys.exc_info()[1] or "unknown error")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
-        was_up, self._link_up = self._link_up, False
-        s = self.settings
-        if was_up and not self._stopping.is_set():
-            self._failures += 1
-            self._conn_log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
-                                  % (s.host, s.port, reason_code))
-            self._say_if_taken_over(reason_code)
-        elif not self._answered and not self._stopping.is_set():  # a TLS listener spoken to in plain MQTT: no word
-            self._failures += 1
-            self._conn_log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an "
-                                  "MQTT broker; is it the broker's port, with TLS (mqtt.tls) as that port expects? "
-                                  "events are spooled, retrying (backoff up to %g s)" % (s.host, s.port, s.reconnect_max_s))
+        self._watch.lost(reason_code, stopping=self._stopping.is_set())
         self._commands.put(_Disconnected())
-
-    def _say_if_taken_over(self, reason_code: ReasonCode) -> None:
-        """Once per episode: two listeners at one device_id kick each other off every few seconds, and the log
-        showed only "lost" and "connected" lines (MQTT 3.1.1 gives no reason; MQTT 5 says so at once)."""
-        said = reason_code.value == SESSION_TAKEN_OVER
-        taken = said or time.monotonic() - self._up_since < TAKEN_OVER_S
-        self._short_lived = self._short_lived + 1 if taken else 0
-        if not self._short_lived:
-            self._taken_over_said = False
-        elif said and not self._taken_over_said:
-            self._taken_over_said = True
-            log.error("MQTT: the broker handed this listener's session (client id %s) to another client: is a second "
-                      "listener running with the same device_id? Give each its own device_id (or mqtt.client_id)",
-                      self._client_id)
-        elif self._short_lived >= TAKEN_OVER_TIMES and not self._taken_over_said:
-            self._taken_over_said = True
-            log.error("MQTT: the broker keeps closing this listener's connection within seconds of accepting it: a "
-                      "second listener with the same client id (%s; give each its own device_id or mqtt.client_id), "
-                      "or a message the broker will not take (its log says which)", self._client_id)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
@@ -603,12 +523,12 @@ class MqttSink:
         """How long the pump may wait for a command: until the next thing it must do unasked."""
         if self._closing:
             return CLOSING_TICK_S
-        settling = self._settle_until - time.monotonic()
+        settling = self._ha_wait.remaining_s()
         return min(PUMP_TICK_S, settling) if settling > 0 else PUMP_TICK_S
 
     def _settling(self) -> bool:
-        """True while Home Assistant is still acting on discovery (DISCOVERY_SETTLE_S; a close does not wait)."""
-        return self._closing is None and time.monotonic() < self._settle_until
+        """True while events wait for Home Assistant (:class:`HomeAssistantWait`; a close does not wait)."""
+        return self._closing is None and self._ha_wait.remaining_s() > 0
 
     def _clear_state_later(self, topic: str) -> None:
         """A removed entity's retained state, cleared once Home Assistant has let go of it."""
@@ -658,15 +578,15 @@ class MqttSink:
             self._connected = True
             self._announce()
             if command.after_outage:
-                self._wait_for_home_assistant(HA_RECONNECT_WAIT_S, "the broker was unreachable")
+                self._ha_wait.broker_returned()
         elif isinstance(command, _Disconnected):
             self._connected = False
         elif isinstance(command, _HomeAssistantOnline):
             log.info("MQTT: Home Assistant came online; re-sending discovery")
             self._publish_discovery()
-            self._settle_until = time.monotonic() + DISCOVERY_SETTLE_S  # it subscribes anew as it reads discovery
+            self._ha_wait.settle()  # it subscribes anew as it reads discovery
         elif isinstance(command, _HomeAssistantOffline):
-            self._wait_for_home_assistant(HA_RESTART_WAIT_S, "Home Assistant went offline")
+            self._ha_wait.went_offline()
         else:
             self._closing = command
 
@@ -684,13 +604,6 @@ class MqttSink:
                 self._clear_state_later(topic)
                 return
         self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
-
-    def _wait_for_home_assistant(self, seconds: float, why: str) -> None:
-        """Hold events (not retained states) until Home Assistant says ``online``, or ``seconds`` have passed."""
-        if not self.settings.homeassistant.discovery:
-            return
-        self._settle_until = max(self._settle_until, time.monotonic() + seconds)
-        log.info("MQTT: %s; events wait for Home Assistant to be back (up to %g s)", why, seconds)
 
     def _done_closing(self) -> bool:
         closing = self._closing
@@ -731,7 +644,7 @@ class MqttSink:
         for topic, config in messages:
             self._publish(topic, _encode(config), QOS_AT_LEAST_ONCE, True)
         if now != before:  # entities added or removed, or moved to other topics
-            self._settle_until = time.monotonic() + DISCOVERY_SETTLE_S
+            self._ha_wait.settle()
         # the removed entities stay in the record until their states are cleared: a run that ends before then
         # (a lost connection, a reload, a crash) leaves the next run to clear them
         removed = {topic: states for topic, states in before.items() if topic not in now}

@@ -1,5 +1,5 @@
 """A paho-mqtt 2.x client from the ``mqtt`` config section (protocol, credentials, TLS), and how its
-connection trouble is told: once per change, with a hint, and retried with jitter.
+connection trouble is told: once per change, with a hint, and retried with jitter (:class:`ConnectionWatch`).
 
 The client factory is shared by the daemon's MQTT sink and the dashboard's subscriber, so both connect
 the same way.
@@ -12,16 +12,24 @@ import os
 import queue
 import random
 import ssl
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, ConfigError, MqttSection
 
 log = logging.getLogger(__name__)
 JITTER_FRACTION = 0.5
 """the reconnect jitter is up to this fraction of the current backoff delay"""
+TAKEN_OVER_S = 10.0
+TAKEN_OVER_TIMES = 3
+"""A connection lost within TAKEN_OVER_S of being accepted, this many times in a row: another client with our
+client id (a second Pi left at the same device_id) takes the session, and we take it back, every few seconds."""
+SESSION_TAKEN_OVER = 142
+"""MQTT 5 reason code of a DISCONNECT sent because another client connected with this client id."""
 _CREDENTIALS_HINT = (f"check mqtt.username and the password (${PASSWORD_ENV}, the systemd credential {CREDENTIAL_NAME}"
                      " or mqtt.password_file)")
 _REFUSAL_HINTS = {
@@ -56,6 +64,98 @@ class ConnectionLog:
         if text != self._last:
             self._last = text
             log.log(level, "%s", text)
+
+
+class ConnectionWatch:
+    """What paho's thread learns of the connection (attempts, answers, losses): how long to wait before the next
+    attempt, whether a new connection follows an outage, and what the log says, once per change."""
+
+    def __init__(self, settings: MqttSection, client_id: str, rng: random.Random | None = None) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._rng = rng or random.Random()
+        self._log = ConnectionLog()
+        self._failures = 0
+        """Attempts failed and connections lost since the last accepted connection."""
+        self._link_up = False
+        self._answered = False
+        """The broker answered the current connection attempt (accepted or refused it)."""
+        self._up_since = 0.0
+        self._short_lived = 0
+        """Connections in a row lost within TAKEN_OVER_S of being accepted."""
+        self._taken_over_said = False
+
+    def delay_s(self) -> float:
+        """Before an attempt: the random jitter on paho's backoff, so listeners that lost one broker do not return
+        in lockstep. paho's own delay starts afresh after every accepted connection, so one the broker keeps closing
+        at once (a message over its packet size limit, re-sent on every connect; a second client with our id) was
+        retried in a loop, two log lines a second: those wait the backoff of their own count on top."""
+        s = self._settings
+        self._answered = False
+        wait = reconnect_jitter_s(self._failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
+        if self._short_lived:
+            wait += backoff_s(self._short_lived, s.reconnect_min_s, s.reconnect_max_s)
+        return wait
+
+    def refused(self, reason_code: ReasonCode) -> None:
+        """CONNACK with a failure: said with what to check."""
+        s = self._settings
+        self._answered = True
+        self._failures += 1
+        self._log.report(logging.ERROR, "MQTT broker %s:%d refused the connection: %s; %s; retrying (backoff up to "
+                         "%g s)" % (s.host, s.port, reason_code, refusal_hint(reason_code.value), s.reconnect_max_s))
+
+    def accepted(self) -> bool:
+        """CONNACK with success; True when the broker was unreachable before (for Home Assistant too)."""
+        after_outage = self._failures > 0
+        self._answered = True
+        self._failures = 0
+        self._link_up, self._up_since = True, time.monotonic()
+        self._log.report(logging.INFO, "MQTT: connected to %s:%d" % (self._settings.host, self._settings.port))
+        return after_outage
+
+    def failed(self, cause: object) -> None:
+        """The TCP/TLS connection failed."""
+        s = self._settings
+        self._failures += 1
+        self._log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are spooled, retrying "
+                         "(backoff up to %g s)" % (s.host, s.port, cause, s.reconnect_max_s))
+
+    def lost(self, reason_code: ReasonCode, stopping: bool) -> None:
+        """The connection (or the attempt) ended; not a fault when we are ``stopping``."""
+        was_up, self._link_up = self._link_up, False
+        if stopping:
+            return
+        s = self._settings
+        if was_up:
+            self._failures += 1
+            self._log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
+                             % (s.host, s.port, reason_code))
+            self._say_if_taken_over(reason_code)
+        elif not self._answered:  # a TLS listener spoken to in plain MQTT: no word
+            self._failures += 1
+            self._log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an MQTT "
+                             "broker; is it the broker's port, with TLS (mqtt.tls) as that port expects? events are "
+                             "spooled, retrying (backoff up to %g s)" % (s.host, s.port, s.reconnect_max_s))
+
+    def _say_if_taken_over(self, reason_code: ReasonCode) -> None:
+        """Once per episode: two listeners at one device_id kick each other off every few seconds, and the log
+        showed only "lost" and "connected" lines (MQTT 3.1.1 gives no reason; MQTT 5 says so at once)."""
+        said = reason_code.value == SESSION_TAKEN_OVER
+        taken = said or time.monotonic() - self._up_since < TAKEN_OVER_S
+        self._short_lived = self._short_lived + 1 if taken else 0
+        if not self._short_lived:
+            self._taken_over_said = False
+        elif said and not self._taken_over_said:
+            self._taken_over_said = True
+            log.error("MQTT: the broker handed this listener's session (client id %s) to another client: is a second "
+                      "listener running with the same device_id? Give each its own device_id (or mqtt.client_id)",
+                      self._client_id)
+        elif self._short_lived >= TAKEN_OVER_TIMES and not self._taken_over_said:
+            self._taken_over_said = True
+            log.error("MQTT: the broker keeps closing this listener's connection within seconds of accepting it: a "
+                      "second listener with the same client id (%s; give each its own device_id or mqtt.client_id), "
+                      "or a message the broker will not take (its log says which)", self._client_id)
 
 
 def new_client(settings: MqttSection, client_id: str, password: str | None, **options: Any) -> mqtt.Client:

@@ -1,0 +1,59 @@
+"""When events may go out to Home Assistant: it reads an event only once it has subscribed to the event's topic,
+and it subscribes anew after each discovery message and after each of its own reconnects or restarts. Retained
+states need no wait (it reads them when it subscribes); events and state clears do. A pure core on the monotonic
+clock, driven by the MQTT sink's pump."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_SETTLE_S = 2.0
+"""Home Assistant subscribes to a new entity's topics, and unsubscribes from a removed one's, a moment after
+its discovery message: events sent sooner are lost to it (a first install's spooled events never showed), and
+an empty retained state sent sooner is an error in its log. So after a discovery that adds, moves or removes
+entities, or Home Assistant's own restart, events and those clears wait this long (not when closing: a
+prompt stop wins)."""
+HA_RECONNECT_WAIT_S = 30.0
+"""After the broker was unreachable, Home Assistant reconnects too (every 10 s or so), with a clean session: events
+published before it has subscribed again never reach it. So they wait for its ``online`` (then
+DISCOVERY_SETTLE_S), or this long when it never says so (it stayed connected: only this listener's link broke)."""
+HA_RESTART_WAIT_S = 300.0
+"""After Home Assistant says ``offline`` (it is restarting), events wait for its ``online``, at most this long."""
+
+
+class HomeAssistantWait:
+    """How long events still wait for Home Assistant. ``discovery``: whether it is announced to at all (without,
+    nothing waits for its return; a discovery that removes entities still settles)."""
+
+    def __init__(self, discovery: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self._discovery = discovery
+        self._clock = clock
+        self._until = 0.0
+
+    def remaining_s(self) -> float:
+        """Seconds events must still wait (0: they may go)."""
+        return max(0.0, self._until - self._clock())
+
+    def settle(self) -> None:
+        """Discovery that changed the entities went out, or Home Assistant said ``online`` (which ends a longer wait
+        for it): events go once it has subscribed, DISCOVERY_SETTLE_S from now."""
+        self._until = self._clock() + DISCOVERY_SETTLE_S
+
+    def broker_returned(self) -> None:
+        """This listener is back on the broker after an outage: Home Assistant may not be yet."""
+        self._hold(HA_RECONNECT_WAIT_S, "the broker was unreachable")
+
+    def went_offline(self) -> None:
+        """Home Assistant said ``offline``: it is restarting."""
+        self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline")
+
+    def _hold(self, seconds: float, why: str) -> None:
+        """Until Home Assistant says ``online`` (:meth:`settle`), or ``seconds`` have passed."""
+        if not self._discovery:
+            return
+        self._until = max(self._until, self._clock() + seconds)
+        log.info("MQTT: %s; events wait for Home Assistant to be back (up to %g s)", why, seconds)

@@ -1,0 +1,53 @@
+"""The rules for how long events wait for Home Assistant, on a clock the test moves (the waits against a real
+broker are in test_mqtt_sink.py, and with a real Home Assistant in test_homeassistant_real.py)."""
+
+from __future__ import annotations
+
+from noisewatch.daemon.sinks.homeassistant_wait import (
+    DISCOVERY_SETTLE_S,
+    HA_RECONNECT_WAIT_S,
+    HA_RESTART_WAIT_S,
+    HomeAssistantWait,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_nothing_waits_until_something_happens() -> None:
+    assert HomeAssistantWait(True, Clock()).remaining_s() == 0.0
+
+
+def test_online_after_an_outage_ends_the_long_wait_after_the_settle() -> None:
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.broker_returned()
+    assert wait.remaining_s() == HA_RECONNECT_WAIT_S
+    clock.now += 5.0
+    wait.settle()  # Home Assistant said online: it subscribes as it reads discovery
+    assert wait.remaining_s() == DISCOVERY_SETTLE_S
+    clock.now += DISCOVERY_SETTLE_S
+    assert wait.remaining_s() == 0.0
+
+
+def test_a_restart_waits_longer_than_an_outage_and_a_shorter_hold_does_not_cut_it() -> None:
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.went_offline()
+    clock.now += 10.0
+    wait.broker_returned()
+    assert wait.remaining_s() == HA_RESTART_WAIT_S - 10.0
+
+
+def test_without_discovery_nothing_waits_for_home_assistant_but_a_changed_discovery_still_settles() -> None:
+    wait = HomeAssistantWait(False, Clock())
+    wait.broker_returned()
+    wait.went_offline()
+    assert wait.remaining_s() == 0.0
+    wait.settle()  # discovery turned off removes the entities: Home Assistant lets go of them first
+    assert wait.remaining_s() == DISCOVERY_SETTLE_S
