@@ -13,6 +13,7 @@ import queue
 import random
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -70,10 +71,12 @@ class ConnectionWatch:
     """What paho's thread learns of the connection (attempts, answers, losses): how long to wait before the next
     attempt, whether a new connection follows an outage, and what the log says, once per change."""
 
-    def __init__(self, settings: MqttSection, client_id: str, rng: random.Random | None = None) -> None:
+    def __init__(self, settings: MqttSection, client_id: str, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._client_id = client_id
         self._rng = rng or random.Random()
+        self._clock = clock
         self._log = ConnectionLog()
         self._failures = 0
         """Attempts failed and connections lost since the last accepted connection."""
@@ -110,7 +113,7 @@ class ConnectionWatch:
         after_outage = self._failures > 0
         self._answered = True
         self._failures = 0
-        self._link_up, self._up_since = True, time.monotonic()
+        self._link_up, self._up_since = True, self._clock()
         self._log.report(logging.INFO, "MQTT: connected to %s:%d" % (self._settings.host, self._settings.port))
         return after_outage
 
@@ -142,7 +145,7 @@ class ConnectionWatch:
         """Once per episode: two listeners at one device_id kick each other off every few seconds, and the log
         showed only "lost" and "connected" lines (MQTT 3.1.1 gives no reason; MQTT 5 says so at once)."""
         said = reason_code.value == SESSION_TAKEN_OVER
-        taken = said or time.monotonic() - self._up_since < TAKEN_OVER_S
+        taken = said or self._clock() - self._up_since < TAKEN_OVER_S
         self._short_lived = self._short_lived + 1 if taken else 0
         if not self._short_lived:
             self._taken_over_said = False

@@ -1,0 +1,118 @@
+"""What the MQTT sink's connection watch tells the log and how long it waits, fed the answers paho gives (real
+paho reason codes) on a clock the test moves. Against a real broker: test_mqtt_sink.py and test_faults.py; the
+MQTT 5 "session taken over" answer is here only, as mosquitto 2.0.11 closes the old connection without it."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from noisewatch.config import MqttSection
+from noisewatch.daemon.sinks.mqtt_client import (
+    JITTER_FRACTION,
+    SESSION_TAKEN_OVER,
+    TAKEN_OVER_S,
+    TAKEN_OVER_TIMES,
+    ConnectionWatch,
+    backoff_s,
+)
+
+LOST = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
+TAKEN_OVER = ReasonCode(PacketTypes.DISCONNECT, identifier=SESSION_TAKEN_OVER)
+NOT_AUTHORIZED = ReasonCode(PacketTypes.CONNACK, identifier=135)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def watch(clock: Clock) -> ConnectionWatch:
+    return ConnectionWatch(MqttSection(), "noisewatch-pi", random.Random(0), clock)
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def connect_and_lose(watch: ConnectionWatch, clock: Clock, after_s: float, reason: ReasonCode = LOST) -> None:
+    watch.delay_s()
+    watch.accepted()
+    clock.now += after_s
+    watch.lost(reason, stopping=False)
+
+
+def test_mqtt5_session_taken_over_is_said_at_once_and_once_per_episode(
+        watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    connect_and_lose(watch, clock, 30.0, TAKEN_OVER)
+    assert len(errors(caplog)) == 1 and "noisewatch-pi" in errors(caplog)[0] and "device_id" in errors(caplog)[0]
+    for _ in range(5):
+        connect_and_lose(watch, clock, 1.0, TAKEN_OVER)
+    assert len(errors(caplog)) == 1
+    connect_and_lose(watch, clock, TAKEN_OVER_S + 60.0)  # the other listener is gone: the episode ends
+    connect_and_lose(watch, clock, 1.0, TAKEN_OVER)  # and a new one is said again
+    assert len(errors(caplog)) == 2
+
+
+def test_mqtt311_short_lived_connections_are_named_after_a_few_and_back_off(
+        watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    for lost in range(1, TAKEN_OVER_TIMES + 3):
+        connect_and_lose(watch, clock, 1.0)
+        said = errors(caplog)
+        assert len(said) == (lost >= TAKEN_OVER_TIMES)
+        floor = backoff_s(lost, 1.0, 60.0)  # on top of paho's own delay, which restarts at every accepted connection
+        assert floor <= watch.delay_s() <= floor + JITTER_FRACTION * backoff_s(lost, 1.0, 60.0)
+    assert "same client id" in said[0] and "will not take" in said[0]
+
+
+def test_a_long_lived_connection_lost_is_an_outage_but_no_takeover(
+        watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    assert watch.accepted() is False  # the first connection: Home Assistant had nothing to miss
+    clock.now += TAKEN_OVER_S + 1.0
+    watch.lost(LOST, stopping=False)
+    assert errors(caplog) == []
+    assert any("lost" in record.getMessage() for record in caplog.records)
+    assert watch.delay_s() <= JITTER_FRACTION * backoff_s(1, 1.0, 60.0)
+    assert watch.accepted() is True  # events wait for Home Assistant's return
+
+
+def test_a_refusal_names_what_to_check_once_and_counts_as_an_outage(
+        watch: ConnectionWatch, caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(3):
+        watch.delay_s()
+        watch.refused(NOT_AUTHORIZED)
+    assert len(errors(caplog)) == 1 and "password" in errors(caplog)[0]
+    assert watch.accepted() is True
+
+
+def test_a_stop_is_no_fault(watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    watch.accepted()
+    clock.now += 1.0
+    caplog.clear()
+    watch.lost(LOST, stopping=True)
+    assert caplog.records == []
+    assert watch.accepted() is False
+
+
+def test_a_port_that_closes_without_answering_is_said(watch: ConnectionWatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    watch.delay_s()
+    watch.lost(LOST, stopping=False)  # no CONNACK: plain MQTT to a TLS port
+    assert any("without answering" in record.getMessage() for record in caplog.records)
+    assert watch.accepted() is True
