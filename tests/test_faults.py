@@ -459,6 +459,49 @@ def test_f14_events_held_in_memory_and_never_delivered_are_reported_lost_at_stop
 
 
 @pytest.mark.broker
+@pytest.mark.usefixtures("no_home_assistant")
+def test_f14_a_reload_while_the_spool_disk_is_full_keeps_the_events_held_in_memory(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Events the full disk refused lived only in the replaced sink's memory: a reload that built a new MQTT
+    client (here: a new keepalive) closed the old one, which said they were lost, and they were."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def closed_event(n: int) -> Event:
+        return Event(id=f"held-{n}", label="siren", confidence=0.9, mean_confidence=0.8,
+                     start="2026-01-01T00:00:00.000Z", end="2026-01-01T00:00:02.000Z", offset_s=float(n),
+                     duration_s=2.0, peak_dbfs=-12.0, mean_dbfs=-20.0, device="faults", model="urban11@test")
+
+    def sink_config(keepalive_s: int) -> Config:
+        return Config.model_validate(yaml.safe_load(write_config(tmp_path / "c.yaml", broker.port, mqtt={
+            "keepalive_s": keepalive_s, "spool": {"directory": str(small_disk / "spool")}}).read_text()))
+
+    labels, thresholds = ["siren", "dog_bark"], {"siren": 0.6, "dog_bark": 0.6}
+    broker.stop()
+    running = MqttSink.from_config(sink_config(60), labels, "urban11@test", thresholds)
+    fill(small_disk)
+    held = [closed_event(i) for i in range(3)]
+    for ev in held:
+        running.send(ev)
+    assert wait_until(lambda: running.health()["spool_memory_queued"] == len(held), 10), running.health()
+    replacing = MqttSink.from_config(sink_config(30), labels, "urban11@test", thresholds, running=running)
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    running.close()
+    try:
+        later = closed_event(3)
+        replacing.send(later)
+        broker.start()
+        assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in [*held, later]], timeout=15), (
+            event_ids(collector), caplog.text)
+        assert "lost" not in caplog.text, caplog.text
+        assert "3 event(s) held in memory go on with the new connection" in caplog.text
+    finally:
+        replacing.close()
+
+
+@pytest.mark.broker
 def test_f14_a_spool_folder_deleted_under_the_daemon_is_made_again_and_nothing_is_lost(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     spool = tmp_path / "spool"

@@ -178,6 +178,14 @@ class _HomeAssistantOffline:
 
 
 @dataclass(frozen=True)
+class _HandedOver:
+    """``close`` of the sink this one replaces at a reload: the events it held in memory (the spool's disk refused
+    them), oldest first, those it had sent and not seen acknowledged included (sent again: at least once)."""
+
+    held: tuple[_Unspooled, ...]
+
+
+@dataclass(frozen=True)
 class _Close:
     """``close``: flush until ``deadline`` (monotonic), waiting for a connection until ``connect_by``."""
 
@@ -185,8 +193,8 @@ class _Close:
     connect_by: float
 
 
-_Command = (_Spooled | _Unspooled | _ThresholdCommand | _Ack | _AudioStatus | _Retune | _Connected | _Disconnected
-            | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
+_Command = (_Spooled | _Unspooled | _HandedOver | _ThresholdCommand | _Ack | _AudioStatus | _Retune | _Connected
+            | _Disconnected | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
 
 
 class MqttSink:
@@ -243,6 +251,8 @@ class MqttSink:
         """Set by ``close``: paho's jitter wait ends at once."""
         self._closed = threading.Event()
         """Set when ``close`` has disconnected: a sink replacing this one at a reload may connect."""
+        self._successor: MqttSink | None = None
+        """The sink that replaces this one at a reload (``from_config``): ``close`` hands it the events held in memory."""
         self._predecessor: MqttSink | None = None
         """The sink this one replaces (``from_config``): its first connect waits for that one's close. Side by side,
         the two clients (one client id) took the session from each other, and each return looked like an outage."""
@@ -284,6 +294,8 @@ class MqttSink:
         if running is not None and moving:
             sink._move_to = (running, spool)
         sink._predecessor = running
+        if running is not None:
+            running._successor = sink
         sink.start()
         return sink
 
@@ -378,6 +390,7 @@ class MqttSink:
                 info.wait_for_publish(_remaining(deadline))
             except (RuntimeError, ValueError):
                 pass  # connection lost meanwhile: the Last Will says offline instead
+        self._hand_over_held()
         unsent, unconfirmed = len(self._unspooled), len(self._inflight_held)  # the pump has stopped
         if unsent or unconfirmed:
             log.error("MQTT: %d event(s) held in memory (the spool's disk refused them) were not delivered and are "
@@ -396,6 +409,19 @@ class MqttSink:
         for lock in self._locks:
             lock.release()
         self._closed.set()
+
+    def _hand_over_held(self) -> None:
+        """At a reload, the events held in memory go on with the sink replacing this one (a reload while the
+        spool's disk was full lost them); not when it is closed too (a refused reload), nor while the pump runs."""
+        successor = self._successor
+        if successor is None or successor._stopping.is_set() or self._pump.is_alive():
+            return
+        held = (*self._inflight_held.values(), *self._unspooled)  # in the order they were handed over and held
+        if held:
+            successor._commands.put(_HandedOver(held))
+            log.info("MQTT: %d event(s) held in memory go on with the new connection", len(held))
+        self._inflight_held.clear()
+        self._unspooled.clear()
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
 
@@ -560,6 +586,8 @@ class MqttSink:
                 self.memory_dropped += 1
             self._unspooled.append(command)
             self._handle(command.spooled)
+        elif isinstance(command, _HandedOver):
+            self._take_over_held(command.held)
         elif isinstance(command, _Spooled):
             self._state_change(command)
             if command.recent is not None:
@@ -685,6 +713,16 @@ class MqttSink:
             self._overrides = overrides
         log.info("threshold for %s set to %.2f from MQTT", label, value)
         self._publish_threshold(label)
+
+    def _take_over_held(self, held: tuple[_Unspooled, ...]) -> None:
+        """The replaced sink's held events, before this one's (they are older); new events queue behind them until
+        they are on disk (``_respool``: at once when this sink's spool takes them)."""
+        with self._disk_lock:
+            self._unspooled.extendleft(reversed(held))
+            self._disk_trouble.set()
+        while len(self._unspooled) > MEMORY_SPOOL_MAX:
+            self._unspooled.popleft()
+            self.memory_dropped += 1
 
     def _respool(self) -> None:
         """Move events held in memory to the spool, oldest first, as soon as its disk takes them again; the
