@@ -9,7 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 from pydantic import BaseModel
 
@@ -222,6 +224,11 @@ def test_a_user_without_a_password_is_a_warning_from_check_config(tmp_path: Path
                           text=True, timeout=60)
     assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
     assert "warning: mqtt.username = 'nw' has no password" in done.stderr and "noisewatch_mqtt_password" in done.stderr
+    silence = tmp_path / "silence.wav"
+    sf.write(str(silence), np.zeros(22050 * 5, dtype=np.float32), 22050)
+    ran = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                          str(silence), "--speed", "0"], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and "mqtt.username = 'nw' has no password" in ran.stderr, ran.stderr
     (tmp_path / "pw").write_text("s3cret\n")
     config.write_text(config.read_text() + f"  password_file: {tmp_path / 'pw'}\n")
     done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,

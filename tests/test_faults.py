@@ -230,12 +230,14 @@ def damaged_input(tmp_path: Path, damage: str) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["truncated_flac", "text_named_wav", "empty_file"])
-def test_f05_a_file_input_that_fails_exits_non_zero_with_one_line_and_no_repeats(tmp_path: Path, damage: str) -> None:
+def test_f05_a_file_input_that_fails_exits_66_with_one_line_and_no_repeats(tmp_path: Path, damage: str) -> None:
+    """README: "a replayed file that cannot be read to its end exits 66 with one line, and is never replayed
+    again"."""
     path, out = damaged_input(tmp_path, damage), tmp_path / "out.jsonl"
     result = cli("run", "--input", str(path), "--speed", "0", "--jsonl", str(out), timeout=FILE_FAILURE_S)
     lines = [strict_json(line) for line in out.read_text().splitlines()] if out.exists() else []
     found = [(m["label"], m["offset_s"]) for m in lines if m["type"] == "event"]
-    assert result.returncode not in (None, 0), (
+    assert result.returncode == 66, (
         f"exit {result.returncode} after {result.elapsed_s:.1f} s; events (label, offset_s): {found}")
     naming = [line for line in result.lines if path.name in line]
     assert len(naming) == 1 and "Traceback" not in result.stderr, result.stderr

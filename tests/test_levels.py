@@ -177,3 +177,15 @@ def test_digital_silence_is_said_once_after_its_length_and_taken_back_by_any_sou
     hiss[100, 1] = 2.0 ** -15  # one low bit on one channel is sound: a quiet room moves them all the time
     assert watch.heard(hiss, rate) is False
     assert [watch.heard(zeros, rate) for _ in range(4)] == [None, None, None, True]  # counted afresh
+
+
+def test_a_minute_of_exact_zeros_is_digital_silence_and_sound_ends_it() -> None:
+    """README: `silent` "when an open microphone has given nothing but exact zeros for 60 s"."""
+    from noisewatch.daemon.levels import DigitalSilence
+
+    silence, rate = DigitalSilence(), 48000
+    zeros = np.zeros(rate, dtype=np.float32)
+    assert [silence.heard(zeros, rate) for _ in range(59)] == [None] * 59
+    assert silence.heard(zeros, rate) is True
+    assert silence.heard(zeros, rate) is None  # said once
+    assert silence.heard(np.full(rate, 1e-4, dtype=np.float32), rate) is False

@@ -74,8 +74,14 @@ def test_bundled_sample_scene(repo_root: Path, tmp_path: Path) -> None:
     from daemon_run import Truth
 
     truth = [Truth(t["label"], t["start_s"], t["end_s"]) for t in json.loads(truth_file.read_text())]
-    found = events(run_daemon(sample, tmp_path / "out.jsonl", "--speed", "0"))
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input", str(sample), "--speed", "0",
+                             "--jsonl", "-"], capture_output=True, text=True, timeout=120)  # the README's command
+    assert result.returncode == 0, result.stderr
+    found = events([json.loads(line) for line in result.stdout.splitlines()])  # JSON lines on stdout, nothing else
     assert_matches_truth(found, truth)
+    heard = [line for line in result.stderr.splitlines() if " heard " in line]  # "each closed event is also logged"
+    assert [line.split(" heard ")[1].split()[0] for line in heard] == [event["label"] for event in found], heard
+    assert all(" INFO " in line for line in heard), heard
     audio, rate = sf.read(str(sample), dtype="float32")
     for event in found:  # levels of the event's own audio, onset included, at hop resolution (0.51 s)
         stretch = audio[int(event["offset_s"] * rate) : int((event["offset_s"] + event["duration_s"]) * rate)]
@@ -154,8 +160,10 @@ def test_block_size_does_not_change_windows_or_events(real_scene) -> None:
     assert any(kind == "event" for kind, _ in runs[0])
 
 
-def test_sigterm_closes_open_events_and_exits_promptly(repo_root: Path, tmp_path: Path) -> None:
-    """A long siren-like tone is open when SIGTERM arrives: its event is closed and written, exit 0 < 2 s."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_closes_open_events_and_exits_promptly(repo_root: Path, tmp_path: Path, stop: signal.Signals) -> None:
+    """A long siren-like tone is open when SIGTERM (or SIGINT: Ctrl-C) arrives: its event is closed and written,
+    exit 0 < 2 s."""
     out = tmp_path / "out.jsonl"
     sample = repo_root / "samples" / "scene.flac"
     proc = subprocess.Popen(
@@ -167,7 +175,7 @@ def test_sigterm_closes_open_events_and_exits_promptly(repo_root: Path, tmp_path
         time.sleep(0.1)
     assert out.exists(), "the daemon never started an event"
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     assert proc.wait(timeout=5) == 0, proc.stderr.read()
     assert time.monotonic() - sent < 2.0
     messages = read_jsonl(out)
@@ -672,9 +680,13 @@ def test_a_moved_clock_keeps_earlier_offsets_on_their_old_anchor() -> None:
 
 
 def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
+    """README: the sample clock is "re-tied when it drifts from wall time by more than 0.5 s (checked every
+    minute)"."""
     from datetime import timedelta
 
-    from noisewatch.daemon.service import MAX_CLOCK_DRIFT_S, keep_clock_honest
+    from noisewatch.daemon.service import CLOCK_CHECK_S, keep_clock_honest
+
+    assert CLOCK_CHECK_S == 60.0
 
     bundle = load_bundle(default_model_path())
     pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())
@@ -683,8 +695,20 @@ def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
     keep_clock_honest(pipeline, now)  # the sample clock ran 10 s ahead of the wall clock: re-anchored
     assert abs(pipeline.clock_error_s(now)) < 0.1
     anchor = pipeline.clock.anchor
-    keep_clock_honest(pipeline, now + timedelta(seconds=MAX_CLOCK_DRIFT_S / 2))  # within the limit: left alone
+    keep_clock_honest(pipeline, now + timedelta(seconds=0.45))  # within the limit: left alone
     assert pipeline.clock.anchor == anchor
+    keep_clock_honest(pipeline, now + timedelta(seconds=0.55))
+    assert abs(pipeline.clock_error_s(now + timedelta(seconds=0.55))) < 0.1
+
+
+def test_reopening_a_lost_input_backs_off_up_to_its_cap_and_afresh_once_healthy() -> None:
+    """README: "A lost audio device is reopened with capped backoff (`audio.reopen_max_s`)"."""
+    from noisewatch.daemon.service import Backoff
+
+    backoff = Backoff(4.0)
+    assert [backoff.take() for _ in range(5)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.healthy()
+    assert backoff.take() == 1.0
 
 
 def test_audio_still_in_the_ring_buffer_is_not_taken_for_drift() -> None:
