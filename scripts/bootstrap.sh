@@ -46,3 +46,15 @@ if [ "$want_tests" = 1 ] && ! .venv/bin/python -m pip install -q --disable-pip-v
   echo "bootstrap: scaper install failed (log above)" >&2
   exit 1
 fi
+# The README's other runtime, tflite-runtime 2.14 (numpy<2), in a venv of its own with the runtime dependencies
+# of setup.cfg but ai-edge-litert: tests/test_other_runtimes.py runs the daemon there.
+if [ "$want_tests" = 1 ]; then
+  [ -x .venv-tflite214/bin/python ] || python3 -m venv .venv-tflite214
+  if ! .venv-tflite214/bin/python -m pip install -q --disable-pip-version-check "numpy<2" "tflite-runtime==2.14.0" \
+       "soundfile>=0.12" "soxr>=0.3" "sounddevice>=0.4.6,<0.6" "pyyaml>=6" "pydantic>=2.5,<3" "paho-mqtt>=2.0,<3" \
+       >>"$pip_log" 2>&1; then
+    cat "$pip_log" >&2
+    echo "bootstrap: the tflite-runtime 2.14 venv failed (log above)" >&2
+    exit 1
+  fi
+fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
@@ -89,6 +90,25 @@ def test_bundles_load_and_classify_with_every_runtime(trained: dict[str, Path], 
     model = bundle.open_model(runtime=runtime)
     assert bundle.labels[int(np.argmax(model.predict(dog)))] == "dog_bark"
     assert bundle.labels[int(np.argmax(model.predict(doorbell)))] == EXTRA_LABEL
+
+
+def test_int8_bundles_load_in_tflite_runtime_2_14(trained: dict[str, Path], repo_root: Path) -> None:
+    """README: "the shipped int8 model is quantised per tensor so that 2.14 can load it": so is every converted
+    one (per channel, 2.14 refuses the file: "Registration failed"). In the venv tests/test_other_runtimes.py
+    runs the daemon in."""
+    from test_other_runtimes import TFLITE_214_VENV
+
+    bundle = load_bundle(trained["models"] / "tiny.json")
+    dog = clip_features(tone(LABELS.index("dog_bark"), 1.3, seed=77), bundle.features)
+    probe = ("import sys, numpy as np, tflite_runtime.interpreter as t\n"
+             "it = t.Interpreter(model_path=sys.argv[1]); it.allocate_tensors()\n"
+             "it.set_tensor(it.get_input_details()[0]['index'], np.array([sys.argv[2:]], dtype=np.float32)); it.invoke()\n"
+             "print(int(np.argmax(it.get_tensor(it.get_output_details()[0]['index']))))")
+    done = subprocess.run([str(repo_root / TFLITE_214_VENV / "bin" / "python"), "-c", probe,
+                           str(trained["models"] / "tiny.tflite"), *map(repr, dog.tolist())],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert bundle.labels[int(done.stdout)] == "dog_bark"
 
 
 def test_bundle_metrics_are_fold_wise_with_accuracy_per_source(trained: dict[str, Path]) -> None:
