@@ -503,6 +503,32 @@ def test_f14_a_reload_while_the_spool_disk_is_full_keeps_the_events_held_in_memo
         replacing.close()
 
 
+def test_f14_events_dropped_from_memory_while_the_disk_refuses_them_are_each_logged(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: events lost to a full spool disk are "each logged and counted in stats"; those dropped beyond
+    the memory's bound were only counted (476 gone in a fault run, not a line)."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+
+    monkeypatch.setattr(mqtt_sink, "MEMORY_SPOOL_MAX", 3)
+    config = Config.model_validate(yaml.safe_load(write_config(tmp_path / "c.yaml", free_port(), mqtt={
+        "spool": {"directory": str(small_disk / "spool")}}).read_text()))  # no broker there
+    sink = mqtt_sink.MqttSink.from_config(config, ["siren"], "urban11@test", {"siren": 0.6})
+    fill(small_disk)
+    caplog.set_level(logging.ERROR, logger="noisewatch")
+    try:
+        for n in range(5):
+            sink.send(Event(id=f"held-{n}", label="siren", confidence=0.9, mean_confidence=0.8,
+                            start="2026-01-01T00:00:00.000Z", end="2026-01-01T00:00:02.000Z", offset_s=float(n),
+                            duration_s=2.0, peak_dbfs=-12.0, mean_dbfs=-20.0, device="faults", model="urban11@test"))
+        assert wait_until(lambda: sink.health()["spool_memory_dropped"] == 2, 10), sink.health()
+        lost = [r.getMessage() for r in caplog.records if " is lost: " in r.getMessage()]
+        assert [line.split()[2] for line in lost] == ["held-0", "held-1"], caplog.text
+    finally:
+        sink.close()
+
+
 @pytest.mark.broker
 def test_f14_a_spool_folder_deleted_under_the_daemon_is_made_again_and_nothing_is_lost(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:

@@ -581,10 +581,8 @@ class MqttSink:
             self._live.append(command.outgoing)
             self._audio_status = command.outgoing
         elif isinstance(command, _Unspooled):
-            if len(self._unspooled) == MEMORY_SPOOL_MAX:
-                self._unspooled.popleft()
-                self.memory_dropped += 1
             self._unspooled.append(command)
+            self._drop_oldest_held()
             self._handle(command.spooled)
         elif isinstance(command, _HandedOver):
             self._take_over_held(command.held)
@@ -720,9 +718,16 @@ class MqttSink:
         with self._disk_lock:
             self._unspooled.extendleft(reversed(held))
             self._disk_trouble.set()
+        self._drop_oldest_held()
+
+    def _drop_oldest_held(self) -> None:
+        """Beyond MEMORY_SPOOL_MAX held events the oldest go, each logged (the log's limiter keeps a flood short)
+        and counted: stats alone said so, and 476 events went without a line."""
         while len(self._unspooled) > MEMORY_SPOOL_MAX:
-            self._unspooled.popleft()
+            dropped = self._unspooled.popleft()
             self.memory_dropped += 1
+            log.error("MQTT: event %s is lost: the spool's disk has refused events for longer than the %d held in "
+                      "memory", dropped.spooled.event_id, MEMORY_SPOOL_MAX)
 
     def _respool(self) -> None:
         """Move events held in memory to the spool, oldest first, as soon as its disk takes them again; the
