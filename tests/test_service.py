@@ -679,6 +679,24 @@ def test_a_moved_clock_keeps_earlier_offsets_on_their_old_anchor() -> None:
     assert len(clock.earlier) == MAX_ANCHORS - 1
 
 
+@pytest.mark.parametrize("step_h", [-2.0, 3.0])
+def test_an_event_open_across_a_clock_step_ends_its_length_after_its_start(step_h: float) -> None:
+    """Found by a fault run under libfaketime: the wall clock stepped back 2 h while an event was open, and its
+    end came 2 h before its start (a level period's too; a step forward made a 60 s period 3 h long)."""
+    from datetime import datetime, timedelta, timezone
+
+    from noisewatch.daemon.events import OpenEvent, event_message
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    clock = SampleClock(t0).moved(t0 + timedelta(hours=step_h), at_s=50.0, keep_from_s=0.0)
+    message = event_message(OpenEvent("air_conditioner", 4.0, 94.5), clock, "urban11@test", (-30.0, -20.0))
+    start, end = (datetime.fromisoformat(message.start.replace("Z", "+00:00")),
+                  datetime.fromisoformat(message.end.replace("Z", "+00:00")))
+    assert start == t0 + timedelta(seconds=4.0)  # as it was announced
+    assert (end - start).total_seconds() == message.duration_s == 90.5
+    assert clock.span(40.0, 100.0) == ("2026-01-01T00:00:40.000Z", "2026-01-01T00:01:40.000Z")  # a level period
+
+
 def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
     """README: the sample clock is "re-tied when it drifts from wall time by more than 0.5 s (checked every
     minute)"."""

@@ -51,12 +51,24 @@ class SampleClock:
         return SampleClock(anchor, at_s, tuple(kept[-(MAX_ANCHORS - 1):]))
 
     def iso(self, offset_s: float) -> str:
-        anchor = self.anchor
+        return _iso(self._anchor_of(offset_s) + timedelta(seconds=offset_s))
+
+    def span(self, start_s: float, end_s: float) -> tuple[str, str]:
+        """Start and end of a stretch, both on the anchor of its start: an event or level period open across a
+        move keeps its announced start, and its end is that start plus its length (through the end's own
+        anchor, a wall clock stepped back 2 h gave an end 2 h before the start)."""
+        anchor = self._anchor_of(start_s)
+        return _iso(anchor + timedelta(seconds=start_s)), _iso(anchor + timedelta(seconds=end_s))
+
+    def _anchor_of(self, offset_s: float) -> datetime:
         if offset_s < self.since_s and self.earlier:
             index = bisect.bisect_right(self.earlier, offset_s, key=lambda pair: pair[0]) - 1
-            anchor = self.earlier[max(index, 0)][1]
-        moment = anchor + timedelta(seconds=offset_s)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            return self.earlier[max(index, 0)][1]
+        return self.anchor
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -101,9 +113,10 @@ def started_message(event: OpenEvent, clock: SampleClock, model: str) -> Started
 def event_message(event: OpenEvent, clock: SampleClock, model: str, levels: tuple[float, float]) -> Event:
     """The report of the closed ``event``; ``levels`` are (mean, peak) dBFS of its audio."""
     mean_dbfs, peak_dbfs = levels
+    start, end = clock.span(event.start_s, event.end_s)
     return Event(
         id=event.id, label=event.label, confidence=_round(event.confidence, 4),
-        mean_confidence=_round(event.mean_confidence, 4), start=clock.iso(event.start_s),
-        end=clock.iso(event.end_s), offset_s=round(event.start_s, 3), duration_s=round(event.duration_s, 3),
-        peak_dbfs=round(peak_dbfs, 2), mean_dbfs=round(mean_dbfs, 2), model=model, continues=event.continues,
+        mean_confidence=_round(event.mean_confidence, 4), start=start, end=end, offset_s=round(event.start_s, 3),
+        duration_s=round(event.duration_s, 3), peak_dbfs=round(peak_dbfs, 2), mean_dbfs=round(mean_dbfs, 2),
+        model=model, continues=event.continues,
     )

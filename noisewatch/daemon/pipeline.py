@@ -241,5 +241,5 @@ class Pipeline:
                       top=tuple(Score(self.bundle.labels[i], round(float(scores[i]), 4)) for i in top))
 
     def _level(self, report: dict[str, float]) -> Level:
-        start = report["offset_s"]
-        return Level.from_json({"start": self.clock.iso(start), "end": self.clock.iso(start + report["period_s"]), **report})
+        start, end = self.clock.span(report["offset_s"], report["offset_s"] + report["period_s"])
+        return Level.from_json({"start": start, "end": end, **report})
