@@ -51,3 +51,26 @@ def test_without_discovery_nothing_waits_for_home_assistant_but_a_changed_discov
     assert wait.remaining_s() == 0.0
     wait.settle()  # discovery turned off removes the entities: Home Assistant lets go of them first
     assert wait.remaining_s() == DISCOVERY_SETTLE_S
+
+
+def test_a_link_that_keeps_dropping_does_not_hold_events_for_ever() -> None:
+    """Found in a fault run: a broker restarted every ~20 s re-armed the 30 s wait at every return, and no
+    event went out for as long as it went on."""
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.broker_returned()
+    clock.now += 20.0
+    wait.broker_returned()  # back again before the first wait ended: it is not lengthened
+    assert wait.remaining_s() == HA_RECONNECT_WAIT_S - 20.0
+    clock.now += HA_RECONNECT_WAIT_S
+    wait.broker_returned()  # a later outage waits afresh
+    assert wait.remaining_s() == HA_RECONNECT_WAIT_S
+
+
+def test_a_settle_on_connect_does_not_cut_the_wait_for_home_assistant_short() -> None:
+    """On a reconnect the announcement's settle comes first (new entities), the wait for Home Assistant after."""
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.settle()
+    wait.broker_returned()
+    assert wait.remaining_s() == HA_RECONNECT_WAIT_S

@@ -32,20 +32,26 @@ class HomeAssistantWait:
     def __init__(self, discovery: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self._discovery = discovery
         self._clock = clock
-        self._until = 0.0
+        self._settle_until = 0.0
+        self._hold_until = 0.0
+        """A wait for Home Assistant's return (its ``online`` ends it)."""
 
     def remaining_s(self) -> float:
         """Seconds events must still wait (0: they may go)."""
-        return max(0.0, self._until - self._clock())
+        return max(0.0, max(self._settle_until, self._hold_until) - self._clock())
 
     def settle(self) -> None:
-        """Discovery that changed the entities went out, or Home Assistant said ``online`` (which ends a longer wait
-        for it): events go once it has subscribed, DISCOVERY_SETTLE_S from now."""
-        self._until = self._clock() + DISCOVERY_SETTLE_S
+        """Discovery that changed the entities went out, or Home Assistant said ``online`` (which ends a wait for
+        its return): events go once it has subscribed, DISCOVERY_SETTLE_S from now."""
+        self._settle_until = self._clock() + DISCOVERY_SETTLE_S
+        self._hold_until = 0.0
 
     def broker_returned(self) -> None:
-        """This listener is back on the broker after an outage: Home Assistant may not be yet."""
-        self._hold(HA_RECONNECT_WAIT_S, "the broker was unreachable")
+        """This listener is back on the broker after an outage: Home Assistant may not be yet. A wait already
+        running is not lengthened: a link that dropped more often than HA_RECONNECT_WAIT_S held every event
+        back for as long as it kept dropping (hours, in a fault run with a broker restarted every 20 s)."""
+        if self._hold_until <= self._clock():
+            self._hold(HA_RECONNECT_WAIT_S, "the broker was unreachable")
 
     def went_offline(self) -> None:
         """Home Assistant said ``offline``: it is restarting."""
@@ -55,5 +61,5 @@ class HomeAssistantWait:
         """Until Home Assistant says ``online`` (:meth:`settle`), or ``seconds`` have passed."""
         if not self._discovery:
             return
-        self._until = max(self._until, self._clock() + seconds)
+        self._hold_until = max(self._hold_until, self._clock() + seconds)
         log.info("MQTT: %s; events wait for Home Assistant to be back (up to %g s)", why, seconds)
