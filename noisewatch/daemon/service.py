@@ -483,7 +483,10 @@ def main(args: argparse.Namespace) -> int:
         service = Service(setup, signals)
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
-    return service.run()
+    try:
+        return service.run()
+    finally:  # as Python finalizes it gives SIGHUP its default action back: a reload asked for now ended the
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # process (exit 129) instead of letting it exit 0
 
 
 def _try_the_broker(config: Config) -> str:
