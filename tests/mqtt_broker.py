@@ -65,11 +65,13 @@ def make_test_ca(directory: Path) -> None:
 @dataclass
 class Broker:
     """A private mosquitto. ``users`` turns on password auth; ``tls`` adds a TLS listener; ``acl`` is the
-    text of an ACL file (mosquitto's format: rules before any ``user`` line apply to anonymous clients)."""
+    text of an ACL file (mosquitto's format: rules before any ``user`` line apply to anonymous clients);
+    ``settings``: more lines of mosquitto.conf (limits a broker may set, such as ``retain_available false``)."""
 
     users: dict[str, str] | None = None
     tls: bool = False
     acl: str | None = None
+    settings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="nw-mosquitto-"))
@@ -104,6 +106,7 @@ class Broker:
             "autosave_on_changes true", "autosave_interval 1",
             f"log_dest file {self.dir}/mosquitto.log", "log_type all",
             f"allow_anonymous {'false' if self.users else 'true'}",
+            *self.settings,
             f"listener {self.port} {HOST}",
         ]
         if self.users:

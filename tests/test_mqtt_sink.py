@@ -496,6 +496,24 @@ def test_check_config_tries_the_broker_as_run_would(tmp_path: Path, secure_broke
         assert f"warning: cannot connect to MQTT broker {HOST}:{port}" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_check_config_warns_of_a_broker_that_keeps_no_retained_messages(tmp_path: Path, protocol: str) -> None:
+    """Found in a fault run: with ``retain_available false`` check-config said the broker "took the connection",
+    and run never connected (the daemon's last will is retained). The probe now offers the same will."""
+    broker = Broker(settings=("retain_available false",))
+    broker.start()
+    try:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"mqtt": {**mqtt_settings(tmp_path, broker.port), "protocol": protocol}}))
+        done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        broker.stop()
+    assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
+    assert "took the connection" not in done.stdout, done.stdout
+    assert ("Retain not supported" if protocol == "5" else "does the broker keep retained messages") in done.stderr
+
+
 def test_check_config_leaves_a_running_daemon_on_the_broker(open_sink: OpenSink, tmp_path: Path,
                                                             secure_broker: Broker) -> None:
     """check-config is run beside the service (after an edit, before a reload). Under the daemon's client id

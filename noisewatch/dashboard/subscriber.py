@@ -18,7 +18,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import Config, MqttSection
 from noisewatch.daemon.sinks.mqtt_client import new_client, refusal_hint
-from noisewatch.daemon.sinks.topics import default_prefix
+from noisewatch.daemon.sinks.topics import listener_prefix
 from noisewatch.dashboard.store import LiveStore, topic_filter
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class LiveSubscriber:
     @classmethod
     def from_config(cls, config: Config) -> "LiveSubscriber":
         """The subscriber for a daemon config; raises ConfigError for unusable TLS files or password."""
-        prefix = config.mqtt.topic_prefix or default_prefix(config.device_id)
+        prefix = listener_prefix(config)
         return cls(config.mqtt, prefix, config.mqtt_password())
 
     def start(self) -> None:

@@ -60,7 +60,7 @@ from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import ConnectionWatch, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
-from noisewatch.daemon.sinks.topics import Topics, default_prefix, segment
+from noisewatch.daemon.sinks.topics import Topics, listener_prefix, segment
 from noisewatch.daemon.statefile import FolderInUse, FolderLock
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
@@ -272,7 +272,7 @@ class MqttSink:
         through the reload: the pipeline's events go on) and its recent events are taken over."""
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
-        topics = Topics(section.topic_prefix or default_prefix(config.device_id), section.homeassistant.prefix)
+        topics = Topics(listener_prefix(config), section.homeassistant.prefix)
         moving = running is not None and running.spool.directory != section.spool.directory
         folders = [("mqtt.state_directory", section.state_path), ("mqtt.spool.directory", section.spool.directory)]
         if running is not None and moving:
@@ -304,7 +304,7 @@ class MqttSink:
         then keeps the connection instead of replacing it. A new client said offline, then online: every entity
         went unavailable for a moment, and an open event turned "on" twice in Home Assistant."""
         return (self.settings == config.mqtt and self.listener == listener_of(config, labels, model_ident, version)
-                and self.topics.prefix == (config.mqtt.topic_prefix or default_prefix(config.device_id)))
+                and self.topics.prefix == listener_prefix(config))
 
     def retune(self, thresholds: Mapping[str, float]) -> None:
         """A reload's thresholds from the bundle and the config: the threshold entities show them at once."""

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, ConfigError, MqttSection
+from noisewatch.daemon.sinks.homeassistant import OFFLINE
 
 log = logging.getLogger(__name__)
 JITTER_FRACTION = 0.5
@@ -31,6 +32,9 @@ TAKEN_OVER_TIMES = 3
 client id (a second Pi left at the same device_id) takes the session, and we take it back, every few seconds."""
 SESSION_TAKEN_OVER = 142
 """MQTT 5 reason code of a DISCONNECT sent because another client connected with this client id."""
+UNANSWERED_HINT = ("is it the broker's port, with TLS (mqtt.tls) as that port expects, and does the broker keep "
+                   "retained messages (this listener's last will is one)?")
+"""What to check when a broker closes the connection without a CONNACK (MQTT 3.1.1 gives no reason)."""
 _CREDENTIALS_HINT = (f"check mqtt.username and the password (${PASSWORD_ENV}, the systemd credential {CREDENTIAL_NAME}"
                      " or mqtt.password_file)")
 _REFUSAL_HINTS = {
@@ -138,8 +142,8 @@ class ConnectionWatch:
         elif not self._answered:  # a TLS listener spoken to in plain MQTT: no word
             self._failures += 1
             self._log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an MQTT "
-                             "broker; is it the broker's port, with TLS (mqtt.tls) as that port expects? events are "
-                             "spooled, retrying (backoff up to %g s)" % (s.host, s.port, s.reconnect_max_s))
+                             "broker; %s events are spooled, retrying (backoff up to %g s)"
+                             % (s.host, s.port, UNANSWERED_HINT, s.reconnect_max_s))
 
     def _say_if_taken_over(self, reason_code: ReasonCode) -> None:
         """Once per episode: two listeners at one device_id kick each other off every few seconds, and the log
@@ -172,14 +176,18 @@ def new_client(settings: MqttSection, client_id: str, password: str | None, **op
     return client
 
 
-def probe(settings: MqttSection, password: str | None, timeout_s: float) -> str | None:
+def probe(settings: MqttSection, password: str | None, timeout_s: float, will_topic: str) -> str | None:
     """Connect once and leave: None when the broker takes the connection, else what went wrong, in the words
     the daemon logs (``check-config``: a wrong port or password showed only once the daemon ran). Its own
-    client id, so that a running daemon is not pushed off the broker."""
+    client id, so that a running daemon is not pushed off the broker; the daemon's retained last will on
+    ``will_topic`` (a broker without retained messages refuses it: check-config said ok, run never connected),
+    which a clean disconnect does not publish."""
     client = new_client(settings, f"nw-check-{os.getpid()}", password)  # within MQTT 3.1.1's 23 bytes
+    client.will_set(will_topic, OFFLINE, qos=1, retain=True)
     answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
         f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
+    client.on_disconnect = lambda *_: answers.put(f"closed the connection without answering it; {UNANSWERED_HINT}")
     where = f"MQTT broker {settings.host}:{settings.port}"
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)

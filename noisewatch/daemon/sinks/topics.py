@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from noisewatch.config import Config
 
 DEFAULT_PREFIX_ROOT = "noisewatch"
 HA_BIRTH_TOPIC = "homeassistant/status"
@@ -25,6 +29,11 @@ def segment(name: str) -> str:
 def default_prefix(device_id: str) -> str:
     """The prefix used when ``mqtt.topic_prefix`` is not configured."""
     return f"{DEFAULT_PREFIX_ROOT}/{segment(device_id)}"
+
+
+def listener_prefix(config: Config) -> str:
+    """The prefix of this config's listener: ``mqtt.topic_prefix``, else the default for its ``device_id``."""
+    return config.mqtt.topic_prefix or default_prefix(config.device_id)
 
 
 @dataclass(frozen=True)
