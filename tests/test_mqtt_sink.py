@@ -514,6 +514,28 @@ def test_check_config_warns_of_a_broker_that_keeps_no_retained_messages(tmp_path
     assert ("Retain not supported" if protocol == "5" else "does the broker keep retained messages") in done.stderr
 
 
+def test_events_go_on_when_the_recent_list_outgrows_the_brokers_packet_limit(
+        tmp_path: Path, open_sink: OpenSink, caplog: pytest.LogCaptureFixture) -> None:
+    """Found in a fault run: a broker with ``max_packet_size 2000`` closed the connection at the 6th recent-events
+    list, paho sent it again on every reconnect, and 6 of 110 events arrived. MQTT 5 says the limit in its
+    CONNACK: what exceeds it is not sent (an event: set aside as a dead letter), and the rest flows."""
+    broker = Broker(settings=("max_packet_size 2000",)).start()
+    collector = Collector(broker.port)
+    caplog.set_level(logging.ERROR, logger="noisewatch")
+    try:
+        sink = open_sink(make_config(tmp_path, broker.port, protocol="5"))
+        sent = [event(n) for n in range(12)]
+        for ev in sent:
+            sink.send(ev)
+        assert collector.wait_for(lambda c: unique_in_order(ids_on(c)) == [ev.id for ev in sent], timeout=20), (
+            ids_on(collector), caplog.text)
+        assert f"not sending {PREFIX}/events/recent" in caplog.text, caplog.text
+        assert "oversize" not in broker.log_text, "the broker closed a connection"
+    finally:
+        collector.close()
+        broker.cleanup()
+
+
 def test_check_config_leaves_a_running_daemon_on_the_broker(open_sink: OpenSink, tmp_path: Path,
                                                             secure_broker: Broker) -> None:
     """check-config is run beside the service (after an edit, before a reload). Under the daemon's client id

@@ -160,6 +160,8 @@ class _Connected:
 
     after_outage: bool
     """The broker was unreachable before (a lost connection, or failed attempts): so was it for Home Assistant."""
+    max_packet: int | None = None
+    """MQTT 5: the largest packet the broker takes (its CONNACK's Maximum Packet Size); None: no limit said."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,10 @@ class MqttSink:
         self._locks: list[FolderLock] = []
         """The state and spool folders this sink uses, locked against a second listener (``from_config``)."""
         self._connected = False
+        self._max_packet: int | None = None
+        """The broker's packet size limit (MQTT 5) while connected: a larger message, re-sent on every reconnect,
+        had the broker close each connection, and not one event more went out (the recent list outgrew 2,000)."""
+        self._oversize_said: set[str] = set()
         self._closing: _Close | None = None
         self._watch = ConnectionWatch(settings, client_id)  # paho's thread only
         self._stopping = threading.Event()
@@ -463,7 +469,7 @@ class MqttSink:
         if reason_code.is_failure:
             self._watch.refused(reason_code)
         else:
-            self._commands.put(_Connected(after_outage=self._watch.accepted()))
+            self._commands.put(_Connected(self._watch.accepted(), getattr(properties, "MaximumPacketSize", None)))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """The TCP/TLS connection failed; paho calls this inside its ``except OSError`` block."""
@@ -601,7 +607,7 @@ class MqttSink:
             for label in changed if self._connected else []:  # else on the next connect, with the rest
                 self._publish_threshold(label)
         elif isinstance(command, _Connected):
-            self._connected = True
+            self._connected, self._max_packet = True, command.max_packet
             self._announce()
             if command.after_outage:
                 self._ha_wait.broker_returned()
@@ -787,6 +793,9 @@ class MqttSink:
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
         for entry in self.spool.after(self._last_handed, self._free_slots()):
+            if self._too_large(entry.topic, entry.payload):
+                self.spool.set_aside(entry.seq, DEAD_LETTER, f"larger than the broker takes ({self._max_packet} bytes)")
+                continue
             try:
                 info = self.client.publish(entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
             except ValueError as exc:  # a topic paho will not publish to: never deliverable as it is
@@ -805,6 +814,8 @@ class MqttSink:
         while self._unspooled and self._free_slots() > 0:
             held = self._unspooled[0]
             try:
+                if self._too_large(held.topic, held.payload):
+                    raise ValueError(f"larger than the broker takes ({self._max_packet} bytes)")
                 info = self.client.publish(held.topic, held.payload, qos=QOS_AT_LEAST_ONCE)
             except ValueError as exc:  # a topic paho will not publish to: never deliverable, as in _feed_spool
                 self._unspooled.popleft()
@@ -818,12 +829,23 @@ class MqttSink:
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the
-        broker answers, so that a refusal (MQTT 5) names it."""
+        broker answers, so that a refusal (MQTT 5) names it. One larger than the broker takes is not sent (said
+        once per topic)."""
+        if self._too_large(topic, payload):
+            if topic not in self._oversize_said:
+                self._oversize_said.add(topic)
+                log.error("MQTT: not sending %s: %d bytes, more than the broker takes (%d bytes, its maximum packet "
+                          "size)", topic, len(payload), self._max_packet)
+            return
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if qos and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:  # one paho did not queue is never answered
             if len(self._awaited) >= MAX_AWAITED:  # answers lost with a connection are not waited for for ever
                 self._awaited.clear()
             self._awaited[info.mid] = topic
+
+    def _too_large(self, topic: str, payload: bytes) -> bool:
+        """Whether the PUBLISH packet exceeds the broker's limit (MQTT 5 says it; 3.1.1 cannot, see docs/mqtt.md)."""
+        return self._max_packet is not None and _publish_size(topic, payload) > self._max_packet
 
     def _free_slots(self) -> int:
         return INFLIGHT_WINDOW - len(self._inflight) - len(self._inflight_held)
@@ -881,6 +903,12 @@ def _event_id(payload: bytes) -> str:
         return str(json.loads(payload).get("id", "?"))
     except (ValueError, AttributeError):
         return "?"
+
+
+def _publish_size(topic: str, payload: bytes) -> int:
+    """Bytes of an MQTT 5 PUBLISH of ``payload`` at QoS 1 without properties, at most: fixed header (type and up
+    to four bytes of length), topic (two bytes of length), packet id, property length."""
+    return 1 + 4 + 2 + len(topic.encode()) + 2 + 1 + len(payload)
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
