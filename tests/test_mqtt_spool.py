@@ -58,12 +58,12 @@ def test_size_bound_drops_oldest_first_and_counts(tmp_path: Path) -> None:
 
 def test_age_bound_drops_old_messages_also_after_restart(tmp_path: Path) -> None:
     clock = FakeClock()
-    spool = Spool(tmp_path, max_mb=1, max_age_h=1, clock=clock)
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1, clock=clock, boot_clock=clock)
     spool.append("t", b"old")
     clock.now += 1800
     spool.append("t", b"new")
     clock.now += 2000  # "old" is now 3800 s old
-    reopened = Spool(tmp_path, max_mb=1, max_age_h=1, clock=clock)
+    reopened = Spool(tmp_path, max_mb=1, max_age_h=1, clock=clock, boot_clock=clock)
     assert [e.payload for e in reopened.after(0, 10)] == [b"new"]
     assert reopened.dropped == 1
 
@@ -146,9 +146,30 @@ def test_the_size_bound_is_what_the_messages_take_on_disk(tmp_path: Path) -> Non
     files that took 482 MB of ext4 (a 400-byte file takes a 4 KiB block), 40 MB of memory for their index and
     18 s to open."""
     spool = Spool(tmp_path / "spool", max_mb=0.1, max_age_h=1)
-    for n in range(200):
+    for _ in range(200):
         spool.append("noisewatch/test/events", b"x" * 400)
     on_disk = sum(path.stat().st_blocks * 512 for path in (tmp_path / "spool").glob("*.msg"))
     assert on_disk <= 0.1 * MIB, on_disk
     assert on_disk <= spool.size_bytes <= 0.1 * MIB  # what stats reports as spool_bytes (small files may be inlined)
     assert spool.dropped > 0 and spool.depth >= 20  # still room for the newest
+
+
+def test_a_wall_clock_step_does_not_age_messages(tmp_path: Path) -> None:
+    """Found in a fault run: a Pi without a real-time clock starts at the time it was switched off, and NTP then
+    steps it forward: six messages spooled a minute before a step of 8 days were dropped as "older than 168 h".
+    Within a boot, age is counted on the boot's clock; a message of an earlier boot has only the wall clock."""
+    wall, boot = FakeClock(), FakeClock(100.0)
+    spool = Spool(tmp_path, max_mb=1, max_age_h=168, clock=wall, boot_clock=boot, boot_id="this-boot")
+    spool.append("t", b"spooled before the step")
+    wall.now += 8 * 86400  # NTP sets the clock right
+    boot.now += 60
+    assert spool.prune() == 0
+    reopened = Spool(tmp_path, max_mb=1, max_age_h=168, clock=wall, boot_clock=boot, boot_id="this-boot")
+    assert reopened.depth == 1 and reopened.dropped == 0  # a restart of the daemon, same boot
+    boot.now += 168 * 3600
+    assert reopened.prune() == 1  # the bound still holds, on the boot's clock
+    spool.append("t", b"from the last boot")
+    after_reboot = Spool(tmp_path, max_mb=1, max_age_h=168, clock=wall, boot_clock=FakeClock(5.0), boot_id="next-boot")
+    assert after_reboot.depth == 1  # aged by the wall clock: 0 s
+    wall.now += 169 * 3600
+    assert after_reboot.prune() == 1

@@ -2,12 +2,15 @@
 
 Format: one file per message, named by a zero-padded, monotonically increasing sequence number
 (``0000000000000042.msg``). The first line is a JSON header (topic, creation time in Unix
-seconds, payload length and CRC-32), the rest is the payload bytes. A message is written to a temporary file, fsynced and
-renamed (then the directory is fsynced), so after a crash or kill -9 a message file is either
+seconds and on the boot's own clock, payload length and CRC-32), the rest is the payload bytes. A message
+is written to a temporary file, fsynced and renamed (then the directory is fsynced), so after a crash or kill -9 a message file is either
 complete or absent; half-written temporaries are deleted when the spool is opened. A message is
 removed only after the broker acknowledged it, so delivery is at least once.
 
-The spool is bounded by total size and by age; the oldest messages are dropped first and counted.
+The spool is bounded by total size and by age; the oldest messages are dropped first and counted. Age is
+counted on the clock of the boot a message was spooled in (CLOCK_BOOTTIME, which counts suspend too) while
+that boot lasts, so a wall-clock step (NTP setting a Pi without a real-time clock right, after a week off)
+does not make a minute-old message a week old; across a reboot only the wall clock can tell.
 A message that can never be delivered as it is goes to a sub-folder instead of blocking the queue,
 and is counted: ``quarantine/`` for a damaged file (header unreadable, payload cut short or garbled,
 a topic no broker takes), ``dead-letter/`` for a message the broker refused. Both keep the file for
@@ -45,6 +48,21 @@ FALLBACK_BLOCK = 4096
 HOUR_S = 3600.0
 
 
+def _boot_id() -> str:
+    """This boot's id ("" where the kernel does not say): a message spooled in it can be aged on its clock."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+BOOT_ID = _boot_id()
+
+
 @dataclass(frozen=True)
 class SpoolEntry:
     """One spooled message."""
@@ -63,17 +81,21 @@ class _Meta:
     """bytes on disk"""
     created: float
     """Unix seconds"""
+    since_boot: float | None
+    """When it was spooled on this boot's clock (None: in an earlier boot, or one that did not say)."""
 
 
 class Spool:
     """Messages waiting for a broker acknowledgement, oldest first, durable across restarts."""
 
-    def __init__(self, directory: Path, max_mb: float, max_age_h: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, directory: Path, max_mb: float, max_age_h: float, clock: Callable[[], float] = time.time,
+                 boot_clock: Callable[[], float] = _since_boot, boot_id: str = BOOT_ID) -> None:
         self.directory = Path(directory)
         self.max_bytes = int(max_mb * MIB)
         self.max_age_s = max_age_h * HOUR_S
         self._clock = clock
+        self._boot_clock = boot_clock
+        self._boot_id = boot_id
         self._lock = threading.Lock()
         self._index: OrderedDict[int, _Meta] = OrderedDict()
         self._bytes = 0
@@ -119,8 +141,12 @@ class Spool:
     def append(self, topic: str, payload: bytes, created: float | None = None) -> int:
         """Store a message durably (fsync) and return its sequence number; ``created``: when it was first
         spooled, for a message moved from another spool (its age bound goes on from there)."""
-        created = self._clock() if created is None else created
-        header = {"topic": topic, "created": created, "length": len(payload), "crc32": zlib.crc32(payload)}
+        now, since_boot = self._clock(), self._boot_clock()
+        if created is not None:  # its age so far, as the wall clock tells it
+            since_boot -= max(0.0, now - created)
+        created = now if created is None else created
+        header = {"topic": topic, "created": created, "boot": self._boot_id, "since_boot": since_boot,
+                  "length": len(payload), "crc32": zlib.crc32(payload)}
         data = json.dumps(header).encode() + b"\n" + payload
         with self._lock:
             seq = self._next_seq
@@ -135,7 +161,7 @@ class Spool:
             _write_durably(self._path(seq), data)
         with self._lock:
             size = self._on_disk(len(data))
-            self._index[seq] = _Meta(size, created)
+            self._index[seq] = _Meta(size, created, since_boot if self._boot_id else None)
             self._bytes += size
         self._enforce_size()
         return seq
@@ -183,9 +209,10 @@ class Spool:
 
     def prune(self) -> int:
         """Drop messages older than the age bound; returns how many were dropped."""
-        cutoff = self._clock() - self.max_age_s
+        now, since_boot = self._clock(), self._boot_clock()
         with self._lock:
-            old = [s for s, meta in self._index.items() if meta.created < cutoff]
+            old = [s for s, meta in self._index.items()
+                   if (now - meta.created if meta.since_boot is None else since_boot - meta.since_boot) > self.max_age_s]
         self._drop(old, "older than %.1f h" % (self.max_age_s / HOUR_S))
         return len(old)
 
@@ -264,7 +291,9 @@ class Spool:
         try:
             with path.open("rb") as f:
                 header = json.loads(f.readline())
-            return _Meta(self._on_disk(path.stat().st_size), float(header["created"]))
+            this_boot = bool(self._boot_id) and header.get("boot") == self._boot_id
+            return _Meta(self._on_disk(path.stat().st_size), float(header["created"]),
+                         float(header["since_boot"]) if this_boot else None)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable header ({exc})")
             return None
