@@ -188,6 +188,18 @@ def test_f04_check_config_and_run_both_refuse_what_cannot_open(tmp_path: Path, w
         assert len(result.lines) == 1 and what in result.lines[0], result.stderr
 
 
+def test_f04_check_config_and_run_both_refuse_a_microphone_that_is_not_there(tmp_path: Path) -> None:
+    """README: "a configured audio device that does not exist" gives "one line on stderr naming the file, line
+    and key, and exit code 78"."""
+    config = tmp_path / "c.yaml"
+    config.write_text('device_id: faults\naudio:\n  device: "no such microphone"\n')
+    check = cli("check-config", str(config), timeout=30)
+    run = cli("run", "--config", str(config), timeout=30)  # the microphone: no --input
+    assert (check.returncode, run.returncode) == (CONFIG_ERROR, CONFIG_ERROR), (check.stderr, run.stderr[-1500:])
+    for result in (check, run):
+        assert len(result.lines) == 1 and f"{config}:3: audio.device" in result.lines[0], result.stderr
+
+
 @pytest.mark.parametrize("key", ["jsonl.path", "mqtt.spool.directory"])
 def test_f16_check_config_and_run_both_refuse_a_folder_no_file_can_be_made_in_even_as_root(
         tmp_path: Path, key: str) -> None:
@@ -780,6 +792,10 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
     if change == "thresholds":
         assert collector.on(STATUS) == [b"online"], collector.on(STATUS)  # one connection throughout
         assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren")[-1:] == [b"0.5"])
+    else:  # README: another model takes a new connection, which announces it
+        assert collector.on(STATUS) == [b"online", b"offline", b"online"], collector.on(STATUS)
+        assert collector.wait_for(lambda c: any(topic.startswith("homeassistant/") and b".other" in payload
+                                                for topic, payload, _ in c.messages))
     assert daemon.wait(40) == 0, daemon.log_text()
     seen = list(collector.messages)
     assert collector.on(state)[-1] == b"OFF"  # an event taken over and ended at the reload is not left ON

@@ -204,6 +204,77 @@ def test_a_reload_asked_for_while_exiting_does_not_kill_the_process(repo_root: P
     assert proc.wait(timeout=10) == 0, proc.stderr.read()[-2000:] if proc.stderr else ""
 
 
+def test_the_command_lines_model_wins_over_the_config_at_start_and_after_a_reload(repo_root: Path, tmp_path: Path) -> None:
+    """README: at a reload "command-line `--model`/`--jsonl` still win" (and at start they win over the config)."""
+    shipped = default_model_path()
+    sidecar = json.loads(shipped.read_text())
+    (tmp_path / sidecar["tflite"]).write_bytes((shipped.parent / sidecar["tflite"]).read_bytes())
+    sidecar["version"] += ".cli"  # the same weights, another model to the daemon
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(sidecar))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  path: {shipped}\n")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--model", str(other),
+                             "--input", str(repo_root / "samples" / "scene.flac"), "--speed", "2", "--jsonl", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (out.exists() and any(m["type"] == "event" for m in read_jsonl(out))):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGHUP)  # the first sound is over; two more to come
+    assert proc.wait(timeout=60) == 0
+    log = proc.stderr.read() if proc.stderr else ""
+    assert "configuration reloaded" in log, log
+    models = [m["model"] for m in read_jsonl(out) if m["type"] == "event"]
+    assert models == [f"{sidecar['name']}@{sidecar['version']}"] * 3, models
+
+
+def test_windows_under_the_gate_skip_the_model_and_count_as_background(repo_root: Path) -> None:
+    """README: "Windows quieter than `audio.gate_dbfs` skip inference and count as background"."""
+    from noisewatch.daemon.messages import Event, Scores
+
+    bundle = load_bundle(default_model_path())
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    assert rate == bundle.features.sample_rate
+    config = Config.model_validate({"scores": {"enabled": True, "interval_s": 0}})
+
+    def heard(samples: np.ndarray) -> tuple[Pipeline, list]:
+        pipeline = Pipeline.from_config(config, bundle, bundle.open_model())
+        return pipeline, pipeline.process(samples) + pipeline.finish()
+
+    loud, messages = heard(audio)
+    assert loud.counters.gated == 0 and sum(isinstance(m, Event) for m in messages) >= 3
+    quiet_audio = audio * np.float32(10 ** ((config.audio.gate_dbfs - 10 - peak_dbfs(audio)) / 20))  # peaks 10 dB under
+    quiet, messages = heard(quiet_audio)
+    assert quiet.counters.gated == quiet.counters.windows == loud.counters.windows > 0
+    assert not [m for m in messages if isinstance(m, (Event, Scores))], messages  # no model, no scores, no event
+
+
+@pytest.mark.parametrize("lost_s", [0.2, 2.0])
+def test_a_hop_or_more_of_lost_audio_ends_the_open_event_where_the_audio_stopped(repo_root: Path, lost_s: float) -> None:
+    """README: "A hop or more of dropped audio is a gap: open events end where the audio stopped and the windows
+    start afresh"; less than a hop is not (the event goes on)."""
+    from noisewatch.daemon.messages import Event
+
+    bundle = load_bundle(default_model_path())
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())
+    cut = int(8.5 * rate)  # the siren (4.96-9.04 s) is open here
+    messages = pipeline.process(audio[:cut])
+    assert not [m for m in messages if isinstance(m, Event)]
+    at_gap = pipeline.lost(lost_s)
+    to_window = pipeline.stream.samples_to_window
+    messages = at_gap + pipeline.process(audio[cut:]) + pipeline.finish()
+    sirens = [m for m in messages if isinstance(m, Event) and m.label == "siren"]
+    assert sirens, messages
+    if lost_s >= HOP_S:
+        assert sirens[0] in at_gap and sirens[0].offset_s + sirens[0].duration_s <= 8.5 + 1e-3, sirens[0]
+        assert to_window == bundle.features.window_samples  # the next window is all new audio
+    else:
+        assert not at_gap and sirens[0].offset_s + sirens[0].duration_s > 8.6, sirens[0]
+        assert to_window < bundle.features.window_samples
+
+
 @pytest.mark.parametrize("case", ["no audio", "8 kHz"])
 def test_an_input_that_cannot_be_heard_as_the_model_hears_is_said_so(tmp_path: Path, case: str) -> None:
     """Found by fault injection: an empty file ended with exit 0 and not a word, and a 1 kHz recording ran

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "noisewatch.service"
 MODEL = ROOT / "models" / "urban11.json"
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
-MAX_EXPOSURE = 2.0
+MAX_EXPOSURE = 1.6
+"""The README's figure (`systemd-analyze security` of systemd 252, Debian 12 and Raspberry Pi OS 12)."""
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 
 
@@ -58,7 +59,7 @@ def test_unit_verifies_cleanly(tmp_path: Path) -> None:
 
 
 @needs_analyze
-def test_unit_exposure_is_at_most_2() -> None:
+def test_unit_exposure_is_at_most_the_readmes_figure() -> None:
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)], capture_output=True, text=True, timeout=60
     )

@@ -1,0 +1,50 @@
+"""The figures the README and the model card's first screen give users are the shipped bundle's own: a new
+model with other figures, and docs left as they were, fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noisewatch.bundle import default_model_path
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, Any]:
+    path = default_model_path()
+    sidecar = json.loads(path.read_text())
+    scenes, clips = sidecar["metrics"]["soundscapes"]["pooled"], sidecar["metrics"]
+    return {
+        "version": sidecar["version"],
+        "found": f"{scenes['found']} of {scenes['events']} events",
+        "short": f"{scenes['short_found']} of {scenes['short_events']} events shorter than 2 s",
+        "segment_f1": f"{scenes['segment_f1']:.2f}",
+        "event_f1": f"{scenes['event_f1']:.2f}",
+        "false_per_hour": f"{scenes['false_events_per_hour']:.0f} false events per hour",
+        "accuracy": f"accuracy {clips['mlp']['pooled']['accuracy']:.3f} ({clips['mlp_thresholded']['pooled']['accuracy']:.2f}"
+                    " with its thresholds)",
+        "size": f"int8, {(path.parent / sidecar['tflite']).stat().st_size / 1e6:.2f} MB",
+    }
+
+
+def test_the_readme_gives_the_shipped_models_figures(repo_root: Path, shipped: dict[str, Any]) -> None:
+    text = " ".join((repo_root / "README.md").read_text().split())
+    assert f"it finds {shipped['found']}: segment F1 {shipped['segment_f1']}, event F1 {shipped['event_f1']}" in text
+    assert f"with {shipped['false_per_hour']}" in text
+    assert f"held-out clip {shipped['accuracy']}" in text
+    assert shipped["size"] in text
+
+
+def test_the_model_cards_first_screen_gives_the_shipped_models_figures(repo_root: Path, shipped: dict[str, Any]) -> None:
+    card = " ".join((repo_root / "models" / "README.md").read_text().split())
+    first_screen = card[: card.index("**How often it cries wolf.**") + 400]
+    assert f"version `{shipped['version']}`" in first_screen
+    assert f"**{shipped['found']}**" in first_screen
+    assert re.search(rf"event F1 {shipped['event_f1']}; segment F1 {shipped['segment_f1']}\b", first_screen)
+    assert f"only {shipped['short']}" in first_screen
+    assert f"reported {shipped['false_per_hour']}" in first_screen
+    assert shipped["size"] in first_screen
