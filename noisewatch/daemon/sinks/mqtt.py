@@ -260,9 +260,11 @@ class MqttSink:
         self._successor: MqttSink | None = None
         """The sink that replaces this one at a reload (``from_config``): ``close`` hands it the events held in memory."""
         self._predecessor: MqttSink | None = None
+        self._predecessor_of_pump: MqttSink | None = None
+        """The same, for the pump: until it has closed (and handed over what it held), nothing is written or sent."""
         """The sink this one replaces (``from_config``): its first connect waits for that one's close. Side by side,
         the two clients (one client id) took the session from each other, and each return looked like an outage."""
-        self._disk_lock = threading.Lock()
+        self._disk_lock = threading.RLock()  # _respool holds it while it handles commands, a hand-over among them
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
@@ -299,9 +301,11 @@ class MqttSink:
         sink._locks = locks
         if running is not None and moving:
             sink._move_to = (running, spool)
-        sink._predecessor = running
+        sink._predecessor = sink._predecessor_of_pump = running
         if running is not None:
             running._successor = sink
+            if running._disk_trouble.is_set():  # its held events come first: this sink's queue behind them
+                sink._disk_trouble.set()
         sink.start()
         return sink
 
@@ -512,6 +516,8 @@ class MqttSink:
                 self._stopping.wait(PUMP_TICK_S)
 
     def _pump_once(self) -> None:
+        predecessor = self._predecessor_of_pump
+        handed_over = predecessor is None or predecessor._closed.is_set()  # before the drain: its hand-over is in it
         try:
             self._handle(self._commands.get(timeout=self._wait_s()))
             while True:  # take everything waiting before publishing, so acks free in-flight slots first
@@ -520,9 +526,11 @@ class MqttSink:
             pass
         if self._move_to is not None and not self._move_to[0]._pump.is_alive():
             self._move_spool(self._move_to[1])
-        if self._unspooled:
+        if handed_over:
+            self._predecessor_of_pump = None
+        if self._unspooled and handed_over:  # the replaced sink's held events are older: none of ours before them
             self._respool()
-        if self._connected and not self._settling():
+        if self._connected and not self._settling() and handed_over:
             self._send_state_clears()
             self._feed_spool()
             self._feed_held()
@@ -538,7 +546,7 @@ class MqttSink:
         try:
             with self._disk_lock:
                 for entry in old.after(0, old.depth):
-                    new.append(entry.topic, entry.payload, entry.created)
+                    new.append(entry.topic, entry.payload, moved=entry)
                     old.remove(entry.seq)
                 self.spool, self._last_handed, self._move_to = new, 0, None
                 self._inflight.clear()
@@ -906,9 +914,13 @@ def _event_id(payload: bytes) -> str:
 
 
 def _publish_size(topic: str, payload: bytes) -> int:
-    """Bytes of an MQTT 5 PUBLISH of ``payload`` at QoS 1 without properties, at most: fixed header (type and up
-    to four bytes of length), topic (two bytes of length), packet id, property length."""
-    return 1 + 4 + 2 + len(topic.encode()) + 2 + 1 + len(payload)
+    """Bytes of an MQTT 5 PUBLISH of ``payload`` at QoS 1 without properties: the type byte, the remaining length
+    (a varint of 1-4 bytes), then the topic (two bytes of length), the packet id and the property length."""
+    remaining = 2 + len(topic.encode()) + 2 + 1 + len(payload)
+    length_bytes = 1
+    while remaining >= 128**length_bytes:  # seven bits a byte
+        length_bytes += 1
+    return 1 + length_bytes + remaining
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
