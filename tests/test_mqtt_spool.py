@@ -173,3 +173,29 @@ def test_a_wall_clock_step_does_not_age_messages(tmp_path: Path) -> None:
     assert after_reboot.depth == 1  # aged by the wall clock: 0 s
     wall.now += 169 * 3600
     assert after_reboot.prune() == 1
+
+
+@pytest.mark.parametrize("header", [b"[1]", b"null", b"42", b'"text"'])
+def test_a_header_that_is_json_but_not_an_object_is_quarantined(tmp_path: Path, header: bytes) -> None:
+    """A review found it: such a header made the spool's opening raise, and the daemon exit 1 with a traceback
+    (a restart loop under systemd), where it used to be set aside."""
+    (tmp_path / "0000000000000001.msg").write_bytes(header + b"\npayload")
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1, boot_id="this-boot")
+    assert spool.depth == 0 and spool.quarantined == 1
+
+
+def test_a_moved_message_keeps_its_age_on_the_boot_clock(tmp_path: Path) -> None:
+    """A review found it: a message moved to a new spool folder (a reload) was aged anew by the wall clock, so
+    after a forward step a minute-old one was dropped there."""
+    wall, boot = FakeClock(), FakeClock(1000.0)
+    old, new = (Spool(tmp_path / name, max_mb=1, max_age_h=168, clock=wall, boot_clock=boot, boot_id="b")
+                for name in ("old", "new"))
+    old.append("t/events", b'{"id":"e1"}')
+    wall.now += 8 * 86400
+    boot.now += 60
+    for entry in old.after(0, old.depth):  # as the MQTT sink moves a spool
+        new.append(entry.topic, entry.payload, moved=entry)
+        old.remove(entry.seq)
+    assert new.prune() == 0 and new.depth == 1
+    boot.now += 168 * 3600
+    assert new.prune() == 1

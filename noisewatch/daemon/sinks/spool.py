@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class SpoolEntry:
     payload: bytes
     created: float
     """Unix seconds when the message was spooled"""
+    since_boot: float | None = None
+    """When it was spooled on this boot's clock (None: in an earlier boot)."""
 
 
 @dataclass
@@ -138,14 +141,12 @@ class Spool:
 
     # --- operations -----------------------------------------------------------------------------
 
-    def append(self, topic: str, payload: bytes, created: float | None = None) -> int:
-        """Store a message durably (fsync) and return its sequence number; ``created``: when it was first
-        spooled, for a message moved from another spool (its age bound goes on from there)."""
-        now, since_boot = self._clock(), self._boot_clock()
-        if created is not None:  # its age so far, as the wall clock tells it
-            since_boot -= max(0.0, now - created)
-        created = now if created is None else created
-        header = {"topic": topic, "created": created, "boot": self._boot_id, "since_boot": since_boot,
+    def append(self, topic: str, payload: bytes, moved: SpoolEntry | None = None) -> int:
+        """Store a message durably (fsync) and return its sequence number; ``moved``: the same message in another
+        spool, whose age goes on here."""
+        created, since_boot = (self._clock(), self._boot_clock()) if moved is None else (moved.created, moved.since_boot)
+        boot = self._boot_id if since_boot is not None else ""
+        header = {"topic": topic, "created": created, "boot": boot, "since_boot": since_boot,
                   "length": len(payload), "crc32": zlib.crc32(payload)}
         data = json.dumps(header).encode() + b"\n" + payload
         with self._lock:
@@ -161,7 +162,7 @@ class Spool:
             _write_durably(self._path(seq), data)
         with self._lock:
             size = self._on_disk(len(data))
-            self._index[seq] = _Meta(size, created, since_boot if self._boot_id else None)
+            self._index[seq] = _Meta(size, created, since_boot if boot else None)
             self._bytes += size
         self._enforce_size()
         return seq
@@ -218,6 +219,15 @@ class Spool:
 
     # --- internals ------------------------------------------------------------------------------
 
+    def _since_boot_of(self, header: Any) -> float | None:
+        """When a message was spooled on this boot's clock, from its header (None: in an earlier boot, or a file
+        from before the header said); TypeError for a header that is not a JSON object (quarantined)."""
+        if not isinstance(header, dict):
+            raise TypeError("the header is not a JSON object")
+        if not self._boot_id or header.get("boot") != self._boot_id:
+            return None
+        return float(header["since_boot"])
+
     def _on_disk(self, length: int) -> int:
         """Bytes a file of ``length`` bytes takes on this file system: whole blocks."""
         return -(-length // self._block) * self._block
@@ -248,7 +258,7 @@ class Spool:
         try:
             header, _, payload = self._path(seq).read_bytes().partition(b"\n")
             meta = json.loads(header)
-            entry = SpoolEntry(seq, str(meta["topic"]), payload, float(meta["created"]))
+            entry = SpoolEntry(seq, str(meta["topic"]), payload, float(meta["created"]), self._since_boot_of(meta))
         except FileNotFoundError:  # dropped or acknowledged meanwhile: forget it, as remove does
             with self._lock:
                 meta = self._index.pop(seq, None)
@@ -291,9 +301,7 @@ class Spool:
         try:
             with path.open("rb") as f:
                 header = json.loads(f.readline())
-            this_boot = bool(self._boot_id) and header.get("boot") == self._boot_id
-            return _Meta(self._on_disk(path.stat().st_size), float(header["created"]),
-                         float(header["since_boot"]) if this_boot else None)
+            return _Meta(self._on_disk(path.stat().st_size), float(header["created"]), self._since_boot_of(header))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable header ({exc})")
             return None
