@@ -62,9 +62,27 @@ def test_a_link_that_keeps_dropping_does_not_hold_events_for_ever() -> None:
     clock.now += 20.0
     wait.broker_returned()  # back again before the first wait ended: it is not lengthened
     assert wait.remaining_s() == HA_RECONNECT_WAIT_S - 20.0
-    clock.now += HA_RECONNECT_WAIT_S
+    clock.now += 20.0
+    wait.broker_returned()  # nor started afresh right after it ended
+    assert wait.remaining_s() == 0.0
+    clock.now += 2 * HA_RECONNECT_WAIT_S
     wait.broker_returned()  # a later outage waits afresh
     assert wait.remaining_s() == HA_RECONNECT_WAIT_S
+
+
+def test_a_link_up_25_s_down_10_s_lets_events_out_half_the_time() -> None:
+    """A review found the first fix short: each return after the last wait had run out started a new one, and
+    connections shorter than the wait never let an event out."""
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    free_s = 0
+    for _ in range(100):  # about an hour
+        wait.broker_returned()
+        for _ in range(25):
+            free_s += wait.remaining_s() == 0.0
+            clock.now += 1.0
+        clock.now += 10.0
+    assert free_s >= 0.4 * 100 * 25
 
 
 def test_a_settle_on_connect_does_not_cut_the_wait_for_home_assistant_short() -> None:

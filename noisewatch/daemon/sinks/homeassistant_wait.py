@@ -35,6 +35,8 @@ class HomeAssistantWait:
         self._settle_until = 0.0
         self._hold_until = 0.0
         """A wait for Home Assistant's return (its ``online`` ends it)."""
+        self._returned_at = -float("inf")
+        """When the last wait after a broker return began."""
 
     def remaining_s(self) -> float:
         """Seconds events must still wait (0: they may go)."""
@@ -47,10 +49,12 @@ class HomeAssistantWait:
         self._hold_until = 0.0
 
     def broker_returned(self) -> None:
-        """This listener is back on the broker after an outage: Home Assistant may not be yet. A wait already
-        running is not lengthened: a link that dropped more often than HA_RECONNECT_WAIT_S held every event
-        back for as long as it kept dropping (hours, in a fault run with a broker restarted every 20 s)."""
-        if self._hold_until <= self._clock():
+        """This listener is back on the broker after an outage: Home Assistant may not be yet. At most one such wait
+        in 2 x HA_RECONNECT_WAIT_S: a link that kept dropping within the wait held every event back for as long as
+        it went on (a fault run: a broker restarted every 20 s; a review: up 25 s, down 10 s)."""
+        now = self._clock()
+        if now - self._returned_at >= 2 * HA_RECONNECT_WAIT_S:
+            self._returned_at = now
             self._hold(HA_RECONNECT_WAIT_S, "the broker was unreachable")
 
     def went_offline(self) -> None:
