@@ -237,3 +237,29 @@ def test_require_contrast_starts_events_only_where_the_sound_stands_out() -> Non
     assert detector.update(flat) == []  # a started event goes on through steady windows ...
     (ended,) = detector.close_all(20.0)
     assert ended.kind == "ended" and ended.event.end_s == 10.5 + WINDOW  # ... to the last one that heard it
+
+
+def test_the_pieces_of_a_sound_meet_across_a_wall_clock_step(repo_root: Path) -> None:
+    """A review found it: with each piece's end through its own start's anchor, after a wall clock stepped back
+    2 h the next piece began 2 h before the one it continues ended. All pieces of a sound now go through the
+    anchor of where it began."""
+    from datetime import timedelta
+
+    from noisewatch.bundle import default_model_path, load_bundle
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.pipeline import Pipeline
+
+    bundle = load_bundle(default_model_path())
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    pipeline = Pipeline.from_config(Config.model_validate({"detector": {"max_duration_s": 2.0}}), bundle,
+                                    bundle.open_model())
+    cut = int(7.5 * rate)  # the siren (4.96-9.04 s) is open, in its second piece
+    messages = pipeline.process(audio[:cut])
+    pipeline.heard_at(pipeline.clock.anchor + timedelta(seconds=pipeline.position_s) - timedelta(hours=2))
+    messages += pipeline.process(audio[cut:]) + pipeline.finish()
+    events = {m.id: m for m in messages if isinstance(m, Event)}
+    pieces = [m for m in events.values() if m.continues is not None and m.label == "siren"]
+    assert len(pieces) >= 2, [(m.label, m.offset_s) for m in events.values()]
+    for piece in pieces:
+        assert events[piece.continues].end == piece.start and piece.end >= piece.start, (events[piece.continues], piece)

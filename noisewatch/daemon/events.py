@@ -50,14 +50,17 @@ class SampleClock:
         kept = [pair for pair, end in zip(kept, ends) if end > keep_from_s]
         return SampleClock(anchor, at_s, tuple(kept[-(MAX_ANCHORS - 1):]))
 
-    def iso(self, offset_s: float) -> str:
-        return _iso(self._anchor_of(offset_s) + timedelta(seconds=offset_s))
+    def iso(self, offset_s: float, anchored_s: float | None = None) -> str:
+        """UTC of ``offset_s``, through the anchor of ``anchored_s`` (default: its own), the start of the stretch it
+        belongs to."""
+        return _iso(self._anchor_of(offset_s if anchored_s is None else anchored_s) + timedelta(seconds=offset_s))
 
-    def span(self, start_s: float, end_s: float) -> tuple[str, str]:
-        """Start and end of a stretch, both on the anchor of its start: an event or level period open across a
-        move keeps its announced start, and its end is that start plus its length (through the end's own
-        anchor, a wall clock stepped back 2 h gave an end 2 h before the start)."""
-        anchor = self._anchor_of(start_s)
+    def span(self, start_s: float, end_s: float, anchored_s: float | None = None) -> tuple[str, str]:
+        """Start and end of a stretch, both through the anchor of its start (or of ``anchored_s``: where the
+        sound it is a piece of began): an event or level period open across a move keeps its announced start,
+        its end is that start plus its length, and the pieces of one sound meet (through the end's own anchor,
+        a wall clock stepped back 2 h gave an end 2 h before the start)."""
+        anchor = self._anchor_of(start_s if anchored_s is None else anchored_s)
         return _iso(anchor + timedelta(seconds=start_s)), _iso(anchor + timedelta(seconds=end_s))
 
     def _anchor_of(self, offset_s: float) -> datetime:
@@ -81,6 +84,8 @@ class OpenEvent:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     continues: str | None = None
     """The id of the piece of the same sound this one goes on from (see ``Started.continues``)."""
+    sound_start_s: float | None = None
+    """Where the sound began, for a piece that continues one (its times go through that moment's anchor)."""
     confidence: float | None = None
     _confidence_sum: float = 0.0
     _windows: int = 0
@@ -106,14 +111,14 @@ def _round(value: float | None, digits: int) -> float | None:
 def started_message(event: OpenEvent, clock: SampleClock, model: str) -> Started:
     """The notice that ``event`` opened."""
     return Started(id=event.id, label=event.label, confidence=_round(event.confidence, 4),
-                   start=clock.iso(event.start_s), offset_s=round(event.start_s, 3), model=model,
+                   start=clock.iso(event.start_s, event.sound_start_s), offset_s=round(event.start_s, 3), model=model,
                    continues=event.continues)
 
 
 def event_message(event: OpenEvent, clock: SampleClock, model: str, levels: tuple[float, float]) -> Event:
     """The report of the closed ``event``; ``levels`` are (mean, peak) dBFS of its audio."""
     mean_dbfs, peak_dbfs = levels
-    start, end = clock.span(event.start_s, event.end_s)
+    start, end = clock.span(event.start_s, event.end_s, event.sound_start_s)
     return Event(
         id=event.id, label=event.label, confidence=_round(event.confidence, 4),
         mean_confidence=_round(event.mean_confidence, 4), start=start, end=end, offset_s=round(event.start_s, 3),
