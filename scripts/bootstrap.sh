@@ -47,9 +47,21 @@ if [ "$want_tests" = 1 ] && ! .venv/bin/python -m pip install -q --disable-pip-v
   exit 1
 fi
 # The README's other runtime, tflite-runtime 2.14 (numpy<2), in a venv of its own with the runtime dependencies
-# of setup.cfg but ai-edge-litert: tests/test_other_runtimes.py runs the daemon there.
+# of setup.cfg but ai-edge-litert: tests/test_other_runtimes.py runs the daemon there. Its wheels stop at
+# Python 3.11: without such a Python here, that test says so and skips.
+py214=""
 if [ "$want_tests" = 1 ]; then
-  [ -x .venv-tflite214/bin/python ] || python3 -m venv .venv-tflite214
+  for candidate in python3 python3.11 python3.10; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 11))'; then
+      py214=$candidate
+      break
+    fi
+  done
+  [ -n "$py214" ] || echo "bootstrap: no Python 3.10 or 3.11 here, so no tflite-runtime 2.14 venv" >&2
+fi
+if [ -n "$py214" ]; then
+  [ -x .venv-tflite214/bin/python ] || "$py214" -m venv .venv-tflite214
   if ! .venv-tflite214/bin/python -m pip install -q --disable-pip-version-check "numpy<2" "tflite-runtime==2.14.0" \
        "soundfile>=0.12" "soxr>=0.3" "sounddevice>=0.4.6,<0.6" "pyyaml>=6" "pydantic>=2.5,<3" "paho-mqtt>=2.0,<3" \
        >>"$pip_log" 2>&1; then

@@ -96,7 +96,7 @@ def test_int8_bundles_load_in_tflite_runtime_2_14(trained: dict[str, Path], repo
     """README: "the shipped int8 model is quantised per tensor so that 2.14 can load it": so is every converted
     one (per channel, 2.14 refuses the file: "Registration failed"). In the venv tests/test_other_runtimes.py
     runs the daemon in."""
-    from test_other_runtimes import TFLITE_214_VENV
+    from test_other_runtimes import tflite_214_python
 
     bundle = load_bundle(trained["models"] / "tiny.json")
     dog = clip_features(tone(LABELS.index("dog_bark"), 1.3, seed=77), bundle.features)
@@ -104,7 +104,7 @@ def test_int8_bundles_load_in_tflite_runtime_2_14(trained: dict[str, Path], repo
              "it = t.Interpreter(model_path=sys.argv[1]); it.allocate_tensors()\n"
              "it.set_tensor(it.get_input_details()[0]['index'], np.array([sys.argv[2:]], dtype=np.float32)); it.invoke()\n"
              "print(int(np.argmax(it.get_tensor(it.get_output_details()[0]['index']))))")
-    done = subprocess.run([str(repo_root / TFLITE_214_VENV / "bin" / "python"), "-c", probe,
+    done = subprocess.run([str(tflite_214_python(repo_root)), "-c", probe,
                            str(trained["models"] / "tiny.tflite"), *map(repr, dog.tolist())],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
