@@ -838,7 +838,13 @@ class MqttSink:
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the
         broker answers, so that a refusal (MQTT 5) names it. One larger than the broker takes is not sent (said
-        once per topic)."""
+        once per topic); the recent-events list is cut to its newest events that fit."""
+        if self._too_large(topic, payload) and topic == self.topics.recent_events and self._max_packet is not None:
+            payload = _newest_that_fit(topic, payload, self._max_packet)
+            if topic not in self._oversize_said:
+                self._oversize_said.add(topic)
+                log.warning("MQTT: %s holds only the newest events that fit the broker's maximum packet size (%d "
+                            "bytes)", topic, self._max_packet)
         if self._too_large(topic, payload):
             if topic not in self._oversize_said:
                 self._oversize_said.add(topic)
@@ -921,6 +927,14 @@ def _publish_size(topic: str, payload: bytes) -> int:
     while remaining >= 128**length_bytes:  # seven bits a byte
         length_bytes += 1
     return 1 + length_bytes + remaining
+
+
+def _newest_that_fit(topic: str, payload: bytes, limit: int) -> bytes:
+    """A recent-events list cut to its newest events whose PUBLISH fits in ``limit`` bytes (maybe none)."""
+    events = json.loads(payload)["events"]
+    while events and _publish_size(topic, _encode({"events": events})) > limit:
+        events = events[1:]
+    return _encode({"events": events})
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
