@@ -115,7 +115,7 @@ class TlsSection(_Section):
 
 class SpoolSection(_Section):
     directory: Path = Field(Path("/var/lib/noisewatch/spool"), description="events wait here while the broker is away")
-    max_mb: float = Field(50.0, gt=0.0, le=100000, description="spool size bound in MiB; oldest dropped first")
+    max_mb: float = Field(100.0, gt=0.0, le=100000, description="spool size bound in MiB of disk; oldest dropped first")
     max_age_h: float = Field(168.0, gt=0.0, le=87600, description="spooled events older than this are dropped")
 
 
