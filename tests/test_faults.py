@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,6 +46,8 @@ from fault_daemon import (
 from mqtt_broker import Broker, Collector, free_port, wait_until
 
 from noisewatch.bundle import default_model_path
+from noisewatch.config import Config
+from noisewatch.daemon.messages import Event
 
 HOP_S = 0.511
 """The daemon's hop at its default settings (whole STFT hops): an event's onset is placed within one."""
@@ -338,6 +341,18 @@ def remount(disk: Path, mode: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def closed_event(event_id: str, n: int) -> Event:
+    """A closed siren event, as the pipeline hands one to the MQTT sink."""
+    return Event(id=event_id, label="siren", confidence=0.9, mean_confidence=0.8, start="2026-01-01T00:00:00.000Z",
+                 end="2026-01-01T00:00:02.000Z", offset_s=float(n), duration_s=2.0, peak_dbfs=-12.0, mean_dbfs=-20.0,
+                 device="faults", model="urban11@test")
+
+
+def sink_config(path: Path, port: int, **mqtt: Any) -> Config:
+    """The config of an MQTT sink built in the test process (written to ``path`` and read back)."""
+    return Config.model_validate(yaml.safe_load(write_config(path, port, mqtt=mqtt).read_text()))
+
+
 @pytest.mark.broker
 @pytest.mark.parametrize("trouble", ["full", "read_only"])
 def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
@@ -375,32 +390,24 @@ def test_f07_a_spool_folder_changed_by_a_reload_that_fills_up_does_not_stop_the_
     """A review found it: the move of the old folder's messages into the new one raised on a full disk in
     every pass of the MQTT pump, before anything else the pump does, so nothing at all was published. Now the
     old folder serves until the new one takes the move."""
-    from noisewatch.config import Config
-    from noisewatch.daemon.messages import Event
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
-    def closed_event(n: int) -> Event:
-        return Event(id=f"moved-{n}", label="siren", confidence=0.9, mean_confidence=0.8,
-                     start="2026-01-01T00:00:00.000Z", end="2026-01-01T00:00:02.000Z", offset_s=float(n),
-                     duration_s=2.0, peak_dbfs=-12.0, mean_dbfs=-20.0, device="faults", model="urban11@test")
-
-    def sink_config(spool: Path) -> Config:
-        return Config.model_validate(yaml.safe_load(write_config(
-            tmp_path / "c.yaml", broker.port, mqtt={"spool": {"directory": str(spool)}}).read_text()))
+    def config(spool: Path) -> Config:
+        return sink_config(tmp_path / "c.yaml", broker.port, spool={"directory": str(spool)})
 
     labels, thresholds = ["siren", "dog_bark"], {"siren": 0.6, "dog_bark": 0.6}
     broker.stop()
-    running = MqttSink.from_config(sink_config(tmp_path / "spool"), labels, "urban11@test", thresholds)
-    waiting = [closed_event(i) for i in range(3)]
+    running = MqttSink.from_config(config(tmp_path / "spool"), labels, "urban11@test", thresholds)
+    waiting = [closed_event(f"moved-{i}", i) for i in range(3)]
     for ev in waiting:
         running.send(ev)
-    replacing = MqttSink.from_config(sink_config(small_disk / "spool"), labels, "urban11@test", thresholds,
+    replacing = MqttSink.from_config(config(small_disk / "spool"), labels, "urban11@test", thresholds,
                                      running=running)
     filler = fill(small_disk)
     caplog.set_level(logging.ERROR, logger="noisewatch")
     running.close()
     try:
-        later = closed_event(3)
+        later = closed_event("moved-3", 3)
         replacing.send(later)
         broker.start()
         assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in [*waiting, later]], timeout=15), \
@@ -479,32 +486,25 @@ def test_f14_a_reload_while_the_spool_disk_is_full_keeps_the_events_held_in_memo
         caplog: pytest.LogCaptureFixture) -> None:
     """Events the full disk refused lived only in the replaced sink's memory: a reload that built a new MQTT
     client (here: a new keepalive) closed the old one, which said they were lost, and they were."""
-    from noisewatch.config import Config
-    from noisewatch.daemon.messages import Event
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
-    def closed_event(n: int) -> Event:
-        return Event(id=f"held-{n}", label="siren", confidence=0.9, mean_confidence=0.8,
-                     start="2026-01-01T00:00:00.000Z", end="2026-01-01T00:00:02.000Z", offset_s=float(n),
-                     duration_s=2.0, peak_dbfs=-12.0, mean_dbfs=-20.0, device="faults", model="urban11@test")
-
-    def sink_config(keepalive_s: int) -> Config:
-        return Config.model_validate(yaml.safe_load(write_config(tmp_path / "c.yaml", broker.port, mqtt={
-            "keepalive_s": keepalive_s, "spool": {"directory": str(small_disk / "spool")}}).read_text()))
+    def config(keepalive_s: int) -> Config:
+        return sink_config(tmp_path / "c.yaml", broker.port, keepalive_s=keepalive_s,
+                           spool={"directory": str(small_disk / "spool")})
 
     labels, thresholds = ["siren", "dog_bark"], {"siren": 0.6, "dog_bark": 0.6}
     broker.stop()
-    running = MqttSink.from_config(sink_config(60), labels, "urban11@test", thresholds)
+    running = MqttSink.from_config(config(60), labels, "urban11@test", thresholds)
     fill(small_disk)
-    held = [closed_event(i) for i in range(3)]
+    held = [closed_event(f"held-{i}", i) for i in range(3)]
     for ev in held:
         running.send(ev)
     assert wait_until(lambda: running.health()["spool_memory_queued"] == len(held), 10), running.health()
-    replacing = MqttSink.from_config(sink_config(30), labels, "urban11@test", thresholds, running=running)
+    replacing = MqttSink.from_config(config(30), labels, "urban11@test", thresholds, running=running)
     caplog.set_level(logging.INFO, logger="noisewatch")
     running.close()
     try:
-        later = closed_event(3)
+        later = closed_event("held-3", 3)
         replacing.send(later)
         broker.start()
         assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in [*held, later]], timeout=15), (
@@ -519,21 +519,16 @@ def test_f14_events_dropped_from_memory_while_the_disk_refuses_them_are_each_log
         tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """README: events lost to a full spool disk are "each logged and counted in stats"; those dropped beyond
     the memory's bound were only counted (476 gone in a fault run, not a line)."""
-    from noisewatch.config import Config
-    from noisewatch.daemon.messages import Event
     from noisewatch.daemon.sinks import mqtt as mqtt_sink
 
     monkeypatch.setattr(mqtt_sink, "MEMORY_SPOOL_MAX", 3)
-    config = Config.model_validate(yaml.safe_load(write_config(tmp_path / "c.yaml", free_port(), mqtt={
-        "spool": {"directory": str(small_disk / "spool")}}).read_text()))  # no broker there
+    config = sink_config(tmp_path / "c.yaml", free_port(), spool={"directory": str(small_disk / "spool")})  # no broker
     sink = mqtt_sink.MqttSink.from_config(config, ["siren"], "urban11@test", {"siren": 0.6})
     fill(small_disk)
     caplog.set_level(logging.ERROR, logger="noisewatch")
     try:
         for n in range(5):
-            sink.send(Event(id=f"held-{n}", label="siren", confidence=0.9, mean_confidence=0.8,
-                            start="2026-01-01T00:00:00.000Z", end="2026-01-01T00:00:02.000Z", offset_s=float(n),
-                            duration_s=2.0, peak_dbfs=-12.0, mean_dbfs=-20.0, device="faults", model="urban11@test"))
+            sink.send(closed_event(f"held-{n}", n))
         assert wait_until(lambda: sink.health()["spool_memory_dropped"] == 2, 10), sink.health()
         lost = [r.getMessage() for r in caplog.records if " is lost: " in r.getMessage()]
         assert [line.split()[2] for line in lost] == ["held-0", "held-1"], caplog.text

@@ -191,17 +191,20 @@ def test_a_reload_asked_for_while_exiting_does_not_kill_the_process(repo_root: P
 
     config = tmp_path / "config.yaml"
     config.write_text(f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
-                             str(repo_root / "samples" / "scene.flac"), "--speed", "0"], stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # past start-up (a SIGHUP before the handlers are in would end it, as it would any program)
-    deadline = time.monotonic() + 60
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                 str(repo_root / "samples" / "scene.flac"), "--speed", "0"], stderr=stderr)
+    deadline = time.monotonic() + 60  # past start-up first (a SIGHUP before the handlers are in ends any program)
+    while "listening with" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             proc.send_signal(signal.SIGHUP)
         except ProcessLookupError:
             break
         time.sleep(0.02)
-    assert proc.wait(timeout=10) == 0, proc.stderr.read()[-2000:] if proc.stderr else ""
+    assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
 
 
 def test_the_command_lines_model_wins_over_the_config_at_start_and_after_a_reload(repo_root: Path, tmp_path: Path) -> None:

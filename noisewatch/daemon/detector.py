@@ -224,7 +224,7 @@ class Detector:
         The continuation is announced first, which keeps subscribers' state ON across the split."""
         split = finished.start_s + self.settings.max_duration_s
         continuation = OpenEvent(label=finished.label, start_s=split, end_s=finished.end_s, continues=finished.id,
-                                 sound_start_s=finished.start_s if finished.sound_start_s is None else finished.sound_start_s)
+                                 sound_start_s=finished.began_s)
         continuation.add_score(score)
         finished.end_s, state.event = split, continuation
         return [Transition("started", continuation), Transition("ended", finished)]

@@ -60,8 +60,8 @@ class SampleClock:
         sound it is a piece of began): an event or level period open across a move keeps its announced start,
         its end is that start plus its length, and the pieces of one sound meet (through the end's own anchor,
         a wall clock stepped back 2 h gave an end 2 h before the start)."""
-        anchor = self._anchor_of(start_s if anchored_s is None else anchored_s)
-        return _iso(anchor + timedelta(seconds=start_s)), _iso(anchor + timedelta(seconds=end_s))
+        anchored_s = start_s if anchored_s is None else anchored_s
+        return self.iso(start_s, anchored_s), self.iso(end_s, anchored_s)
 
     def _anchor_of(self, offset_s: float) -> datetime:
         if offset_s < self.since_s and self.earlier:
@@ -85,7 +85,7 @@ class OpenEvent:
     continues: str | None = None
     """The id of the piece of the same sound this one goes on from (see ``Started.continues``)."""
     sound_start_s: float | None = None
-    """Where the sound began, for a piece that continues one (its times go through that moment's anchor)."""
+    """Where the sound began, for a piece that continues one (see :attr:`began_s`)."""
     confidence: float | None = None
     _confidence_sum: float = 0.0
     _windows: int = 0
@@ -100,6 +100,11 @@ class OpenEvent:
         return self._confidence_sum / self._windows if self._windows else None
 
     @property
+    def began_s(self) -> float:
+        """Where the sound this piece belongs to began: its times go through that moment's anchor."""
+        return self.start_s if self.sound_start_s is None else self.sound_start_s
+
+    @property
     def duration_s(self) -> float:
         return max(0.0, self.end_s - self.start_s)
 
@@ -111,14 +116,14 @@ def _round(value: float | None, digits: int) -> float | None:
 def started_message(event: OpenEvent, clock: SampleClock, model: str) -> Started:
     """The notice that ``event`` opened."""
     return Started(id=event.id, label=event.label, confidence=_round(event.confidence, 4),
-                   start=clock.iso(event.start_s, event.sound_start_s), offset_s=round(event.start_s, 3), model=model,
+                   start=clock.iso(event.start_s, event.began_s), offset_s=round(event.start_s, 3), model=model,
                    continues=event.continues)
 
 
 def event_message(event: OpenEvent, clock: SampleClock, model: str, levels: tuple[float, float]) -> Event:
     """The report of the closed ``event``; ``levels`` are (mean, peak) dBFS of its audio."""
     mean_dbfs, peak_dbfs = levels
-    start, end = clock.span(event.start_s, event.end_s, event.sound_start_s)
+    start, end = clock.span(event.start_s, event.end_s, event.began_s)
     return Event(
         id=event.id, label=event.label, confidence=_round(event.confidence, 4),
         mean_confidence=_round(event.mean_confidence, 4), start=start, end=end, offset_s=round(event.start_s, 3),

@@ -260,10 +260,9 @@ class MqttSink:
         self._successor: MqttSink | None = None
         """The sink that replaces this one at a reload (``from_config``): ``close`` hands it the events held in memory."""
         self._predecessor: MqttSink | None = None
-        self._predecessor_of_pump: MqttSink | None = None
-        """The same, for the pump: until it has closed (and handed over what it held), nothing is written or sent."""
-        """The sink this one replaces (``from_config``): its first connect waits for that one's close. Side by side,
-        the two clients (one client id) took the session from each other, and each return looked like an outage."""
+        """The sink this one replaces (``from_config``), until it has closed: the first connect waits for that (side
+        by side, the two clients, one client id, took the session from each other, and each return looked like an
+        outage), and the pump writes and sends nothing of its own before what it handed over. The pump forgets it."""
         self._disk_lock = threading.RLock()  # _respool holds it while it handles commands, a hand-over among them
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
@@ -301,7 +300,7 @@ class MqttSink:
         sink._locks = locks
         if running is not None and moving:
             sink._move_to = (running, spool)
-        sink._predecessor = sink._predecessor_of_pump = running
+        sink._predecessor = running
         if running is not None:
             running._successor = sink
             if running._disk_trouble.is_set():  # its held events come first: this sink's queue behind them
@@ -459,7 +458,7 @@ class MqttSink:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         """Wait for the sink this one replaces to close, then the watch's delay (both cut short by ``close``)."""
-        predecessor, self._predecessor = self._predecessor, None
+        predecessor = self._predecessor
         if predecessor is not None:
             deadline = time.monotonic() + PREDECESSOR_WAIT_S
             while not (predecessor._closed.wait(0.05) or self._stopping.is_set() or time.monotonic() > deadline):
@@ -516,7 +515,7 @@ class MqttSink:
                 self._stopping.wait(PUMP_TICK_S)
 
     def _pump_once(self) -> None:
-        predecessor = self._predecessor_of_pump
+        predecessor = self._predecessor
         handed_over = predecessor is None or predecessor._closed.is_set()  # before the drain: its hand-over is in it
         try:
             self._handle(self._commands.get(timeout=self._wait_s()))
@@ -527,7 +526,7 @@ class MqttSink:
         if self._move_to is not None and not self._move_to[0]._pump.is_alive():
             self._move_spool(self._move_to[1])
         if handed_over:
-            self._predecessor_of_pump = None
+            self._predecessor = None  # forgotten: each reload's sink would keep the ones before it alive
         if self._unspooled and handed_over:  # the replaced sink's held events are older: none of ours before them
             self._respool()
         if self._connected and not self._settling() and handed_over:

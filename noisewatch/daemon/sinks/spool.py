@@ -87,6 +87,10 @@ class _Meta:
     since_boot: float | None
     """When it was spooled on this boot's clock (None: in an earlier boot, or one that did not say)."""
 
+    def age_s(self, now: float, since_boot: float) -> float:
+        """Seconds since it was spooled: on this boot's clock when it was spooled in this boot, else the wall's."""
+        return now - self.created if self.since_boot is None else since_boot - self.since_boot
+
 
 class Spool:
     """Messages waiting for a broker acknowledgement, oldest first, durable across restarts."""
@@ -212,8 +216,7 @@ class Spool:
         """Drop messages older than the age bound; returns how many were dropped."""
         now, since_boot = self._clock(), self._boot_clock()
         with self._lock:
-            old = [s for s, meta in self._index.items()
-                   if (now - meta.created if meta.since_boot is None else since_boot - meta.since_boot) > self.max_age_s]
+            old = [s for s, meta in self._index.items() if meta.age_s(now, since_boot) > self.max_age_s]
         self._drop(old, "older than %.1f h" % (self.max_age_s / HOUR_S))
         return len(old)
 
