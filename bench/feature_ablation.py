@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noisewatch.features import FeatureSettings, centred_frames, fit_to_window, frame_mel_db, summarize
+from noisewatch.features import FeatureSettings, fit_to_window, frame_mel_db, signal_frames, summarize
 from noisewatch.train.datasets import BACKGROUND, Clip, label_order, load_clip
 from noisewatch.train.featurize import change_speed
 from noisewatch.train.pipeline import ModelSettings, collect_clips, fit_mlp
@@ -40,7 +40,7 @@ def mel_frames(clip: Clip) -> np.ndarray:
     """(speeds, frames, n_mels) pre-clamp mel dB of one clip's fitted window and its speed copies."""
     audio = load_clip(clip, MEL.sample_rate)
     windows = (fit_to_window(change_speed(audio, factor, MEL.sample_rate), MEL) for factor in SPEEDS)
-    return np.stack([frame_mel_db(centred_frames(window, MEL), MEL) for window in windows])
+    return np.stack([frame_mel_db(signal_frames(window, MEL), MEL) for window in windows])
 
 
 def cached_mel(clips: list[Clip], cache: Path, workers: int) -> np.ndarray:

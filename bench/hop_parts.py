@@ -61,7 +61,7 @@ def formed_rows(recording: Path, settings: FeatureSettings) -> tuple[np.ndarray,
 def parts(samples: np.ndarray, bundle: Bundle) -> dict[str, Callable[[], object]]:
     """The parts as calls on one window's samples."""
     model, settings = bundle.open_model(), bundle.features
-    frames = np.ascontiguousarray(features.centred_frames(samples, settings)) * features.hann_window(settings.n_fft)
+    frames = np.ascontiguousarray(features.signal_frames(samples, settings)) * features.hann_window(settings.n_fft)
     clamped = features.clamp_db(features.windowed_mel_db(frames, settings), settings)
     values = features.frame_values(clamped, settings)
     vector = features.extract(samples, settings)

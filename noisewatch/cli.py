@@ -66,6 +66,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peak-s", type=_seconds, metavar="S",
                    help="length of the loudest stretch the peak statistic describes, in seconds (default 1)")
     p.add_argument("--short-clip", choices=["tile", "pad"], default="tile", help="how clips under 4 s are fitted")
+    p.add_argument("--frames", choices=["centred", "inner"], default="centred",
+                   help="a window's STFT frames: centred on its hops over zero padding (librosa's default), or only "
+                        "those wholly inside it (each computed once by the daemon's stream)")
+    p.add_argument("--top-db", type=_top_db, default=80.0, metavar="DB",
+                   help="dynamic range kept below the window's loudest mel bin, in dB, or 'none' (unclipped: the "
+                        "daemon never forms a frame's values twice)")
     p.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on the hidden layers' weights")
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="label smoothing of the cross-entropy")
     p.add_argument("--ensemble", type=int, default=defaults.ensemble, metavar="N", help="MLPs (seeds) averaged inside one model")
@@ -124,6 +130,19 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+    return value
+
+
+def _top_db(text: str) -> float | None:
+    """A dynamic range in dB above 0, or 'none'."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of dB above 0, or 'none', not {text}")
     return value
 
 

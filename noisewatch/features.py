@@ -67,6 +67,11 @@ class FeatureSettings:
     """FFT size and STFT window length in samples."""
     hop_length: int = 512
     """STFT hop in samples."""
+    center: bool = True
+    """Frames centred on multiples of hop_length over the zero-padded window (librosa's ``center=True``), or
+    (False) only the frames wholly inside the window: each of those is a frame of the stream, so the daemon
+    computes it once, where a centred window's two frames at each end see its padding and cost an FFT each per
+    window."""
     n_mels: int = 128
     """Number of Slaney-normalised mel bands."""
     fmin: float = 0.0
@@ -105,6 +110,9 @@ class FeatureSettings:
             raise ValueError(f"stats must be a non-empty subset of {STATS}, not {self.stats!r}")
         if self.n_mfcc > self.n_mels:
             raise ValueError("n_mfcc cannot exceed n_mels")
+        if not self.center and (self.n_fft // 2) % self.hop_length:
+            raise ValueError(f"without center, n_fft / 2 ({self.n_fft // 2}) must be a whole number of hops "
+                             f"({self.hop_length}): the window's frames are then the stream's")
         used = self.used_fields
         if used & set(TEMPORAL_FIELDS):
             self._check_temporal()
@@ -157,8 +165,8 @@ class FeatureSettings:
         return self.n_mels if stat in MEL_STATS else self.n_mfcc
 
     def frames_per_window(self) -> int:
-        """STFT frames of one centred window, as librosa counts them."""
-        return 1 + self.window_samples // self.hop_length
+        """STFT frames of one window, as librosa counts them."""
+        return 1 + (self.window_samples - (0 if self.center else self.n_fft)) // self.hop_length
 
     def peak_frames(self) -> int:
         """``peak_s`` in frames."""
@@ -169,9 +177,12 @@ class FeatureSettings:
         return tuple(int(round(lag * self.frame_rate)) for lag in self.periodicity_lags_s)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; without the fields of statistics not used (:data:`STAT_FIELDS`), so such bundles
-        (and feature-cache keys) stay exactly what earlier versions wrote and read."""
+        """JSON-ready; without the fields of statistics not used (:data:`STAT_FIELDS`), and without ``center``
+        when it is True, so such bundles (and feature-cache keys) stay exactly what earlier versions wrote and
+        read (an earlier daemon refuses a bundle with ``center`` False: it would compute other frames)."""
         unused = {name for names in STAT_FIELDS.values() for name in names} - self.used_fields
+        if self.center:
+            unused.add("center")
         data = {key: value for key, value in dataclasses.asdict(self).items() if key not in unused}
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
@@ -266,13 +277,15 @@ def _mel_basis_t32(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     return np.ascontiguousarray(mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).T, dtype=np.float32)
 
 
-def centred_frames(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """Frames of a zero-padded signal, centred on multiples of hop_length (librosa's center=True)."""
-    half = settings.n_fft // 2
-    padded = np.pad(np.asarray(y, dtype=np.float64), (half, half))
-    n_frames = 1 + len(y) // settings.hop_length
-    view = np.lib.stride_tricks.sliding_window_view(padded, settings.n_fft)
-    return view[:: settings.hop_length][:n_frames]
+def signal_frames(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """STFT frames of a signal one hop_length apart: centred on multiples of it over the zero-padded signal
+    (librosa's center=True), or those wholly inside the signal (``settings.center`` False)."""
+    y = np.asarray(y, dtype=np.float64)
+    if settings.center:
+        half = settings.n_fft // 2
+        y = np.pad(y, (half, half))
+    view = np.lib.stride_tricks.sliding_window_view(y, settings.n_fft)
+    return view[:: settings.hop_length]
 
 
 def clamp_db(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
@@ -540,12 +553,12 @@ def _vector(window: _WindowStats, settings: FeatureSettings) -> np.ndarray:
 
 def mfcc(y: np.ndarray, settings: FeatureSettings = FeatureSettings()) -> np.ndarray:
     """MFCC matrix (n_mfcc, frames), as ``librosa.feature.mfcc`` lays it out."""
-    return mfcc_frames(frame_mel_db(centred_frames(y, settings), settings), settings).T
+    return mfcc_frames(frame_mel_db(signal_frames(y, settings), settings), settings).T
 
 
 def extract(window: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """The feature vector of one window of audio at the model rate: the batch reference."""
-    return summarize(frame_mel_db(centred_frames(window, settings), settings), settings)
+    return summarize(frame_mel_db(signal_frames(window, settings), settings), settings)
 
 
 # --- clips and windows ----------------------------------------------------------------------------

@@ -54,6 +54,18 @@ def test_mfcc_matches_librosa_on_generated_signals(name: str) -> None:
     assert np.max(np.abs(ours - theirs)) <= TOLERANCE
 
 
+@pytest.mark.parametrize("name", sorted(generated_signals()))
+def test_uncentred_unclipped_mfcc_matches_librosa(name: str) -> None:
+    """``center=False`` and ``top_db=None`` are librosa's own options of the same names."""
+    y = generated_signals()[name].astype(np.float32)
+    settings = FeatureSettings(center=False, top_db=None)
+    mel = librosa.feature.melspectrogram(y=y, sr=SR, center=False)
+    theirs = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=50)
+    ours = mfcc(y, settings)
+    assert ours.shape == theirs.shape == (50, 1 + (len(y) - 2048) // 512)
+    assert np.max(np.abs(ours - theirs)) <= TOLERANCE
+
+
 @pytest.mark.shared_data
 @pytest.mark.parametrize("relative", REAL_CLIPS)
 def test_mfcc_and_mean_vector_match_librosa_on_real_clips(shared_data: Path, relative: str) -> None:

@@ -137,6 +137,53 @@ def test_other_clamp_ranges_match_batch(top_db: float | None) -> None:
     assert _assert_matches_batch(_bursty(settings, 8, seed=5), settings, hop_s=0.3, block=1500) >= 10
 
 
+@pytest.mark.parametrize("top_db", [None, 80.0])
+@pytest.mark.parametrize("hop_s", [0.5, 0.0])
+def test_uncentred_frames_match_batch(top_db: float | None, hop_s: float) -> None:
+    """Without ``center`` a window's frames are all the stream's (no edge frames): still the batch function's,
+    for every statistic, one-frame hops included."""
+    from noisewatch.features import STATS
+
+    settings = FeatureSettings(stats=STATS, center=False, top_db=top_db)
+    assert settings.frames_per_window() == 169
+    assert _assert_matches_batch(_bursty(settings, 9, seed=8), settings, hop_s=hop_s, block=2500) >= 10
+
+
+def test_uncentred_frames_are_each_formed_once_without_a_clamp(monkeypatch) -> None:
+    """With neither centred frames nor a top_db clamp, a hop transforms exactly its new frames and forms their
+    values, once (what issue 17's floor counts), and no window forms anything else."""
+    from noisewatch.daemon import stream as stream_module
+
+    calls: dict[str, list[int]] = {"fft": [], "values": []}
+
+    def counting(name: str, function):  # noqa: ANN001, ANN202
+        def counted(rows: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+            calls[name].append(len(rows))
+            return function(rows, settings)
+        return counted
+
+    monkeypatch.setattr(stream_module, "windowed_mel_db", counting("fft", stream_module.windowed_mel_db))
+    monkeypatch.setattr(stream_module, "frame_values", counting("values", stream_module.frame_values))
+    settings = FeatureSettings(stats=("mean", "std", "modulation", "periodicity", "spectral_shape"), center=False,
+                               top_db=None)
+    stream = StreamingFeatures(settings, 0.5)
+    calls["values"].clear()  # the cache's set-up sizes its rows with one call
+    audio = _bursty(settings, 10, seed=9)
+    windows = [window for start in range(0, len(audio), 3000) for window in stream.push(audio[start : start + 3000])]
+    assert len(windows) >= 12
+    new = hop_samples(settings, 0.5) // settings.hop_length
+    expected = settings.frames_per_window() + (len(windows) - 1) * new  # the first window forms all its frames
+    assert calls["fft"] == calls["values"] and max(calls["fft"]) == new and sum(calls["fft"]) == expected
+    for window in windows:
+        reference = audio[window.start_sample : window.start_sample + settings.window_samples]
+        np.testing.assert_allclose(window.features, extract(reference, settings), rtol=0, atol=TOLERANCE)
+
+
+def test_uncentred_frames_need_the_fft_half_to_be_whole_hops() -> None:
+    with pytest.raises(ValueError, match="whole number of hops"):
+        FeatureSettings(center=False, hop_length=300)
+
+
 def test_windows_are_read_only_and_stay_intact() -> None:
     """Windows are views of the stream's buffer, not copies: later audio (buffer moves, a reset) never
     changes a window already handed out, and nobody can write into one."""

@@ -37,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "train", "--urbansound", str(paths["us8k"]), "--esc50", str(paths["esc50"]), "--folder", str(paths["folder"]),
         "--out", str(paths["train"]), "--epochs", "40", "--hidden", "64,64", "--dropout", "0.1",
         "--quiet", "6", "--workers", "1", "--augment", "1", "--ensemble", "2", "--stats", "mean,std,max,peak",
-        "--peak-s", "0.5",
+        "--peak-s", "0.5", "--frames", "inner", "--top-db", "none",
         "--scene-mix", "1", "--speed-perturb", "0.9,1.1", "--min-threshold", "0.5",
     ]) == 0
     assert cli.main(["convert", "--train-dir", str(paths["train"]), "--out", str(paths["models"]), "--name", "tiny",
@@ -56,6 +56,7 @@ def test_training_writes_fold_wise_report(trained: dict[str, Path]) -> None:
     assert report["model_settings"]["scene_mix"] == 1
     features = json.loads((trained["models"] / "tiny.json").read_text())["features"]
     assert features["stats"] == ["mean", "std", "max", "peak"] and features["peak_s"] == 0.5
+    assert features["center"] is False and features["top_db"] is None
     assert report["model_settings"]["speed_perturb"] == [0.9, 1.1]
     # clip-picked thresholds keep the floor; those picked on soundscapes (events) come from their own grid
     picked_on_events = report.get("soundscapes", {}).get("thresholds", {}).get("final", {})
@@ -155,7 +156,8 @@ def test_convert_refuses_a_disagreeing_model(trained: dict[str, Path], monkeypat
 
 @pytest.mark.parametrize("option,value", [("--speed-perturb", "0.9,1.0"), ("--speed-perturb", "0,1.1"),
                                           ("--speed-perturb", "0.9,,1.1"), ("--min-threshold", "0.99"),
-                                          ("--peak-s", "0"), ("--peak-s", "inf"), ("--peak-s", "nan")])
+                                          ("--peak-s", "0"), ("--peak-s", "inf"), ("--peak-s", "nan"),
+                                          ("--top-db", "0"), ("--top-db", "loud"), ("--frames", "edge")])
 def test_bad_training_options_are_refused_by_name(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         cli.build_parser().parse_args(["train", option, value])

@@ -4,15 +4,17 @@ A 4 s window at 22050 Hz has 173 centred frames; successive windows (0.5 s apart
 ~22 of them. Interior frames depend only on the stream's samples, so their mel-dB rows are cached
 by their position in the stream, and so are the per-frame values the statistics summarise (MFCCs,
 spectral shape measures: :func:`noisewatch.features.mfcc_rows`, :func:`~noisewatch.features.shape_measures`).
-The two frames at each end of a window see the window's zero padding (librosa's ``center=True``),
-so they are recomputed per window from the window itself.
+With ``center`` (librosa's default), the two frames at each end of a window see the window's zero
+padding, so they are recomputed per window from the window itself; without it a window's frames are all
+the stream's.
 
 The clamp: per-frame values are of *clamped* rows, and the clamp floor (``top_db`` below the
 window's loudest bin) moves with the window. A frame's cached values were formed with some floor
 ``f_old``; under the window's floor ``f`` its clamped row is the same exactly when ``f_old == f`` or
 none of its bins lies below ``max(f_old, f)``. Only frames that fail both are formed again, so
 every window gets the values :func:`features.extract` computes from the same samples, and
-``tests/test_stream.py`` holds them to it.
+``tests/test_stream.py`` holds them to it. Without a clamp (``top_db`` None) a frame's values are final: they
+are formed once, as the frame is stored.
 
 The cache is a run of rows, one per stream frame, so a window's frames are one slice of it (no gathers, no
 reordering copies): the window's edge frames' values go into the rows just before and after its inner
@@ -58,6 +60,8 @@ class _FrameCache:
     values of its clamped row with the floor they were formed with (NaN: not formed yet)."""
 
     def __init__(self, settings: FeatureSettings, rows: int) -> None:
+        self.settings = settings
+        self.clamped = settings.top_db is not None
         self.base = 0
         self.mel = np.zeros((rows, settings.n_mels), dtype=np.float32)
         self.top = np.zeros(rows, dtype=np.float32)
@@ -81,11 +85,16 @@ class _FrameCache:
         return slice(start, start + count)
 
     def store(self, rows: slice, mel_db: np.ndarray) -> None:
-        """Mel-dB rows of new stream frames."""
+        """Mel-dB rows of new stream frames; without a clamp, their per-frame values too (under any window's
+        floor, -inf)."""
         self.mel[rows] = mel_db
-        self.top[rows] = mel_db.max(axis=1)
-        self.bottom[rows] = mel_db.min(axis=1)
-        self.floor[rows] = np.nan
+        if self.clamped:
+            self.top[rows] = mel_db.max(axis=1)
+            self.bottom[rows] = mel_db.min(axis=1)
+            self.floor[rows] = np.nan
+        else:
+            self.values[rows] = frame_values(mel_db, self.settings)
+            self.floor[rows] = -np.inf
 
     def stale(self, rows: slice, floor: np.float32) -> np.ndarray:
         """The rows whose per-frame values do not hold under ``floor`` (see the module docstring)."""
@@ -114,8 +123,9 @@ class StreamingFeatures:
         self._head = np.zeros(self._half + settings.n_fft, dtype=np.float32)
         self._tail = np.zeros(self._window - self._tail_start + self._half, dtype=np.float32)
         self._n_edges = self._n_frames - self._n_inner
-        self._head_frames = self._frames(self._head, self._first_inner)
-        self._tail_frames = self._frames(self._tail, self._n_edges - self._first_inner)
+        self._n_heads = self._first_inner if settings.center else 0  # edge frames before the inner ones
+        self._head_frames = self._frames(self._head, self._n_heads)
+        self._tail_frames = self._frames(self._tail, self._n_edges - self._n_heads)
         self._chunk = self.hop_samples // self._hop  # new frames per FFT call: one hop's worth
         self._work = np.empty((self._chunk + self._n_edges, settings.n_fft))
         self._hann = hann_window(settings.n_fft)
@@ -180,22 +190,30 @@ class StreamingFeatures:
     def _emit(self) -> Window:
         audio = self._buffer[self._offset : self._offset + self._window]
         audio.flags.writeable = False
-        first = self._window_start // self._hop  # stream frame of the window's frame 0
-        rows = self._cache.rows(first, self._n_frames)
-        inner = slice(rows.start + self._first_inner, rows.start + self._first_inner + self._n_inner)
+        first = self._window_start // self._hop  # stream frame centred on the window's first sample
+        rows = self._cache.rows(first + self._first_inner - self._n_heads, self._n_frames)
+        inner = slice(rows.start + self._n_heads, rows.start + self._n_heads + self._n_inner)
         edges_mel = self._transform(audio, first)
-        top = max(self._cache.top[inner].max(), edges_mel.max())
-        floor = np.float32(-np.inf) if self.settings.top_db is None else top - np.float32(self.settings.top_db)
-        values = self._window_values(rows, inner, edges_mel, floor)
+        if self._cache.clamped or self._n_edges:
+            values = self._window_values(rows, inner, edges_mel, self._floor(inner, edges_mel))
+        else:  # every frame is the stream's, unclamped: its values were formed once, as it was stored
+            values = self._cache.values[rows]
 
         def clamped() -> np.ndarray:
-            head, tail = edges_mel[: self._first_inner], edges_mel[self._first_inner :]
-            return np.maximum(np.concatenate([head, self._cache.mel[inner], tail]), floor)
+            head, tail = edges_mel[: self._n_heads], edges_mel[self._n_heads :]
+            return np.maximum(np.concatenate([head, self._cache.mel[inner], tail]), self._floor(inner, edges_mel))
 
         window = Window(self._index, self._origin + self._window_start, audio,
                         summarize_frames(self.settings, clamped, values))
         self._index += 1
         return window
+
+    def _floor(self, inner: slice, edges_mel: np.ndarray) -> np.float32:
+        """The window's clamp floor: ``top_db`` below its loudest bin (-inf: no clamp)."""
+        if self.settings.top_db is None:
+            return np.float32(-np.inf)
+        top = max(self._cache.top[inner].max(), edges_mel.max(initial=-np.inf))
+        return np.float32(top - np.float32(self.settings.top_db))
 
     def _transform(self, audio: np.ndarray, first: int) -> np.ndarray:
         """Cache the mel-dB rows of the frames no earlier window had; return the window's edge frames' rows.
@@ -209,7 +227,7 @@ class StreamingFeatures:
             windowed = self._work[: count + self._n_edges * (low == lows[-1])]
             frame = self._offset // self._hop + low - first - self._first_inner
             np.multiply(self._buffer_frames[frame : frame + count], self._hann, out=windowed[:count])
-            if low == lows[-1]:
+            if low == lows[-1] and self._n_edges:
                 self._window_edges(audio, windowed[count:])
             mel_db = windowed_mel_db(windowed, self.settings)
             self._cache.store(slice(low - self._cache.base, low - self._cache.base + count), mel_db[:count])
@@ -224,7 +242,7 @@ class StreamingFeatures:
 
     def _window_edges(self, audio: np.ndarray, out: np.ndarray) -> None:
         """Window the frames that reach into the zero padding into ``out``, from the window's two ends only."""
-        heads = self._first_inner
+        heads = self._n_heads
         self._head[self._half :] = audio[: self.settings.n_fft]
         self._tail[: self._window - self._tail_start] = audio[self._tail_start :]
         np.multiply(self._head_frames, self._hann, out=out[:heads])
@@ -240,7 +258,7 @@ class StreamingFeatures:
         cache.values[stale] = values[: len(stale)]
         cache.floor[stale] = floor
         edges = values[len(stale) :]
-        cache.values[rows.start : inner.start] = edges[: self._first_inner]
-        cache.values[inner.stop : rows.stop] = edges[self._first_inner :]
+        cache.values[rows.start : inner.start] = edges[: self._n_heads]
+        cache.values[inner.stop : rows.stop] = edges[self._n_heads :]
         cache.floor[rows.start : inner.start] = np.nan  # those rows' frames are not inner to any later window
         return cache.values[rows]

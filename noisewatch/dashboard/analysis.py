@@ -114,7 +114,7 @@ def no_event_reason(recording: Recording, settings: features.FeatureSettings) ->
 
 def mel_db(y: np.ndarray, settings: features.FeatureSettings) -> np.ndarray:
     """Mel spectrogram in dB, (n_mels, frames), clamped to top_db as the model sees it."""
-    frames = features.centred_frames(y, settings)
+    frames = features.signal_frames(y, settings)
     return features.clamp_db(features.frame_mel_db(frames, settings), settings).T
 
 

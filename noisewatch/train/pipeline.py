@@ -370,7 +370,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
     if args.peak_s is not None and "peak" not in stats:  # it would change nothing, and the bundle would not say
         raise ValueError(f"--peak-s sets the peak statistic's stretch, but --stats {args.stats} has no peak")
     peak = {} if args.peak_s is None else {"peak_s": args.peak_s}
-    features = FeatureSettings(stats=stats, short_clip=args.short_clip, **peak)
+    features = FeatureSettings(stats=stats, short_clip=args.short_clip, center=args.frames == "centred",
+                               top_db=args.top_db, **peak)
     model = ModelSettings(
         hidden=tuple(int(units) for units in args.hidden.split(",")),
         dropout=args.dropout,
