@@ -72,6 +72,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-db", type=_top_db, default=80.0, metavar="DB",
                    help="dynamic range kept below the window's loudest mel bin, in dB, or 'none' (unclipped: the "
                         "daemon never forms a frame's values twice)")
+    p.add_argument("--top-db-per", choices=["window", "frame"], default="window",
+                   help="whose loudest bin --top-db counts from: the window's (librosa's power_to_db) or each "
+                        "frame's own (the daemon then forms a frame's values once)")
     p.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on the hidden layers' weights")
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="label smoothing of the cross-entropy")
     p.add_argument("--ensemble", type=int, default=defaults.ensemble, metavar="N", help="MLPs (seeds) averaged inside one model")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 SHORT_CLIP_MODES = ("pad", "tile")
+TOP_DB_SCOPES = ("window", "frame")
 MFCC_STATS = ("mean", "std", "delta_std", "max", "min", "p10", "p90", "skew")
 """Summaries over time of each MFCC (n_mfcc values each); ``delta_std`` is the std of the frame-to-frame
 differences (how fast the timbre changes), ``p10``/``p90`` are percentiles, ``skew`` is the third
@@ -79,7 +80,11 @@ class FeatureSettings:
     fmax: float | None = None
     """Highest mel band edge in Hz (None: Nyquist)."""
     top_db: float | None = 80.0
-    """Dynamic range kept below the window's loudest mel bin, in dB (None: unclipped)."""
+    """Dynamic range kept below the loudest mel bin, in dB (None: unclipped)."""
+    top_db_per: Literal["window", "frame"] = "window"
+    """Whose loudest bin ``top_db`` counts from: the window's (librosa's ``power_to_db`` of the window's
+    spectrogram) or each frame's own (a frame's clamped values then do not depend on the window it is in, so the
+    daemon forms them once)."""
     n_mfcc: int = 50
     """Number of DCT-II (ortho) coefficients kept."""
     stats: tuple[str, ...] = ("mean",)
@@ -103,6 +108,8 @@ class FeatureSettings:
             value = getattr(self, name)
             if isinstance(value, list):  # from JSON or a caller: a list would not hash (caches key on settings)
                 object.__setattr__(self, name, tuple(value))
+        if self.top_db_per not in TOP_DB_SCOPES:
+            raise ValueError(f"top_db_per must be one of {TOP_DB_SCOPES}, not {self.top_db_per!r}")
         if self.short_clip not in SHORT_CLIP_MODES:
             raise ValueError(f"short_clip must be one of {SHORT_CLIP_MODES}, not {self.short_clip!r}")
         unknown = set(self.stats) - set(STATS)
@@ -179,10 +186,13 @@ class FeatureSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; without the fields of statistics not used (:data:`STAT_FIELDS`), and without ``center``
         when it is True, so such bundles (and feature-cache keys) stay exactly what earlier versions wrote and
-        read (an earlier daemon refuses a bundle with ``center`` False: it would compute other frames)."""
+        read; so is ``top_db_per`` when it is "window" (an earlier daemon refuses a bundle with either set
+        otherwise: it would compute other values)."""
         unused = {name for names in STAT_FIELDS.values() for name in names} - self.used_fields
         if self.center:
             unused.add("center")
+        if self.top_db_per == "window":
+            unused.add("top_db_per")
         data = {key: value for key, value in dataclasses.asdict(self).items() if key not in unused}
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
@@ -289,9 +299,12 @@ def signal_frames(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 
 
 def clamp_db(mel_db: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """Keep top_db of dynamic range below the loudest bin, as librosa.power_to_db does."""
+    """Keep top_db of dynamic range below the loudest bin of the window, as librosa.power_to_db does, or of
+    each frame (``top_db_per``)."""
     if settings.top_db is None:
         return mel_db
+    if settings.top_db_per == "frame":
+        return np.maximum(mel_db, mel_db.max(axis=1, keepdims=True) - settings.top_db)
     return np.maximum(mel_db, mel_db.max() - settings.top_db)
 
 

@@ -66,6 +66,16 @@ def test_uncentred_unclipped_mfcc_matches_librosa(name: str) -> None:
     assert np.max(np.abs(ours - theirs)) <= TOLERANCE
 
 
+def test_a_clamp_per_frame_is_librosas_clamp_of_each_frame_alone() -> None:
+    y = generated_signals()["clicks"].astype(np.float32)  # frames between clicks are far quieter than the clicks
+    settings = FeatureSettings(center=False, top_db_per="frame")
+    mel = librosa.feature.melspectrogram(y=y, sr=SR, center=False)
+    columns = [librosa.power_to_db(mel[:, [j]], top_db=80.0) for j in range(mel.shape[1])]
+    theirs = librosa.feature.mfcc(S=np.concatenate(columns, axis=1), n_mfcc=50)
+    assert np.max(np.abs(mfcc(y, settings) - theirs)) <= TOLERANCE
+    assert np.max(np.abs(mfcc(y, FeatureSettings(center=False)) - theirs)) > 1.0  # the window's clamp differs
+
+
 @pytest.mark.shared_data
 @pytest.mark.parametrize("relative", REAL_CLIPS)
 def test_mfcc_and_mean_vector_match_librosa_on_real_clips(shared_data: Path, relative: str) -> None:

@@ -131,27 +131,30 @@ def test_cached_frames_are_formed_again_exactly_when_the_clamp_floor_changes_the
     assert max(later) > new  # and a moved floor re-forms the frames it clamps differently
 
 
-@pytest.mark.parametrize("top_db", [None, 30.0])
-def test_other_clamp_ranges_match_batch(top_db: float | None) -> None:
-    settings = FeatureSettings(stats=("mean", "std", "mel_mean", "mel_std", "spectral_shape"), top_db=top_db)
+@pytest.mark.parametrize("top_db,per", [(None, "window"), (30.0, "window"), (30.0, "frame")])
+def test_other_clamp_ranges_match_batch(top_db: float | None, per: str) -> None:
+    settings = FeatureSettings(stats=("mean", "std", "mel_mean", "mel_std", "spectral_shape"), top_db=top_db,
+                               top_db_per=per)
     assert _assert_matches_batch(_bursty(settings, 8, seed=5), settings, hop_s=0.3, block=1500) >= 10
 
 
-@pytest.mark.parametrize("top_db", [None, 80.0])
+@pytest.mark.parametrize("top_db,per", [(None, "window"), (80.0, "window"), (80.0, "frame")])
 @pytest.mark.parametrize("hop_s", [0.5, 0.0])
-def test_uncentred_frames_match_batch(top_db: float | None, hop_s: float) -> None:
+def test_uncentred_frames_match_batch(top_db: float | None, per: str, hop_s: float) -> None:
     """Without ``center`` a window's frames are all the stream's (no edge frames): still the batch function's,
-    for every statistic, one-frame hops included."""
+    for every statistic, one-frame hops included, whatever the clamp."""
     from noisewatch.features import STATS
 
-    settings = FeatureSettings(stats=STATS, center=False, top_db=top_db)
+    settings = FeatureSettings(stats=STATS, center=False, top_db=top_db, top_db_per=per)
     assert settings.frames_per_window() == 169
     assert _assert_matches_batch(_bursty(settings, 9, seed=8), settings, hop_s=hop_s, block=2500) >= 10
 
 
-def test_uncentred_frames_are_each_formed_once_without_a_clamp(monkeypatch) -> None:
-    """With neither centred frames nor a top_db clamp, a hop transforms exactly its new frames and forms their
-    values, once (what issue 17's floor counts), and no window forms anything else."""
+@pytest.mark.parametrize("top_db,per", [(None, "window"), (80.0, "frame")])
+def test_uncentred_frames_are_each_formed_once_without_a_windows_clamp(monkeypatch, top_db: float | None,
+                                                                       per: str) -> None:
+    """With neither centred frames nor a clamp that depends on the window, a hop transforms exactly its new
+    frames and forms their values, once (what issue 17's floor counts), and no window forms anything else."""
     from noisewatch.daemon import stream as stream_module
 
     calls: dict[str, list[int]] = {"fft": [], "values": []}
@@ -165,7 +168,7 @@ def test_uncentred_frames_are_each_formed_once_without_a_clamp(monkeypatch) -> N
     monkeypatch.setattr(stream_module, "windowed_mel_db", counting("fft", stream_module.windowed_mel_db))
     monkeypatch.setattr(stream_module, "frame_values", counting("values", stream_module.frame_values))
     settings = FeatureSettings(stats=("mean", "std", "modulation", "periodicity", "spectral_shape"), center=False,
-                               top_db=None)
+                               top_db=top_db, top_db_per=per)
     stream = StreamingFeatures(settings, 0.5)
     calls["values"].clear()  # the cache's set-up sizes its rows with one call
     audio = _bursty(settings, 10, seed=9)

@@ -13,8 +13,9 @@ window's loudest bin) moves with the window. A frame's cached values were formed
 ``f_old``; under the window's floor ``f`` its clamped row is the same exactly when ``f_old == f`` or
 none of its bins lies below ``max(f_old, f)``. Only frames that fail both are formed again, so
 every window gets the values :func:`features.extract` computes from the same samples, and
-``tests/test_stream.py`` holds them to it. Without a clamp (``top_db`` None) a frame's values are final: they
-are formed once, as the frame is stored.
+``tests/test_stream.py`` holds them to it. Without a clamp (``top_db`` None), or with one counted from each
+frame's own loudest bin (``top_db_per`` "frame"), a frame's clamped row and values are final: they are formed
+once, as the frame is stored.
 
 The cache is a run of rows, one per stream frame, so a window's frames are one slice of it (no gathers, no
 reordering copies): the window's edge frames' values go into the rows just before and after its inner
@@ -28,7 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from noisewatch.features import FeatureSettings, frame_values, hann_window, summarize_frames, windowed_mel_db
+from noisewatch.features import (
+    FeatureSettings,
+    clamp_db,
+    frame_values,
+    hann_window,
+    summarize_frames,
+    windowed_mel_db,
+)
 
 SHIFT_HOPS = 8
 """Hops of audio the buffer holds beyond one window: its unread audio moves to a fresh buffer once per
@@ -61,7 +69,8 @@ class _FrameCache:
 
     def __init__(self, settings: FeatureSettings, rows: int) -> None:
         self.settings = settings
-        self.clamped = settings.top_db is not None
+        self.window_clamp = settings.top_db is not None and settings.top_db_per == "window"
+        """Whether a frame's clamped row depends on the window it is in (else rows are stored clamped)."""
         self.base = 0
         self.mel = np.zeros((rows, settings.n_mels), dtype=np.float32)
         self.top = np.zeros(rows, dtype=np.float32)
@@ -85,10 +94,10 @@ class _FrameCache:
         return slice(start, start + count)
 
     def store(self, rows: slice, mel_db: np.ndarray) -> None:
-        """Mel-dB rows of new stream frames; without a clamp, their per-frame values too (under any window's
-        floor, -inf)."""
+        """Mel-dB rows of new stream frames; without a window's clamp, rows already clamped and their per-frame
+        values too (final: under any window's floor, -inf)."""
         self.mel[rows] = mel_db
-        if self.clamped:
+        if self.window_clamp:
             self.top[rows] = mel_db.max(axis=1)
             self.bottom[rows] = mel_db.min(axis=1)
             self.floor[rows] = np.nan
@@ -194,9 +203,9 @@ class StreamingFeatures:
         rows = self._cache.rows(first + self._first_inner - self._n_heads, self._n_frames)
         inner = slice(rows.start + self._n_heads, rows.start + self._n_heads + self._n_inner)
         edges_mel = self._transform(audio, first)
-        if self._cache.clamped or self._n_edges:
+        if self._cache.window_clamp or self._n_edges:
             values = self._window_values(rows, inner, edges_mel, self._floor(inner, edges_mel))
-        else:  # every frame is the stream's, unclamped: its values were formed once, as it was stored
+        else:  # every frame is the stream's, with final values: formed once, as it was stored
             values = self._cache.values[rows]
 
         def clamped() -> np.ndarray:
@@ -209,11 +218,12 @@ class StreamingFeatures:
         return window
 
     def _floor(self, inner: slice, edges_mel: np.ndarray) -> np.float32:
-        """The window's clamp floor: ``top_db`` below its loudest bin (-inf: no clamp)."""
-        if self.settings.top_db is None:
+        """The window's clamp floor: ``top_db`` below its loudest bin (-inf: rows are final as stored)."""
+        top_db = self.settings.top_db
+        if top_db is None or not self._cache.window_clamp:
             return np.float32(-np.inf)
         top = max(self._cache.top[inner].max(), edges_mel.max(initial=-np.inf))
-        return np.float32(top - np.float32(self.settings.top_db))
+        return np.float32(top - np.float32(top_db))
 
     def _transform(self, audio: np.ndarray, first: int) -> np.ndarray:
         """Cache the mel-dB rows of the frames no earlier window had; return the window's edge frames' rows.
@@ -230,6 +240,8 @@ class StreamingFeatures:
             if low == lows[-1] and self._n_edges:
                 self._window_edges(audio, windowed[count:])
             mel_db = windowed_mel_db(windowed, self.settings)
+            if not self._cache.window_clamp:
+                mel_db = clamp_db(mel_db, self.settings)  # each frame's own clamp, or none
             self._cache.store(slice(low - self._cache.base, low - self._cache.base + count), mel_db[:count])
         self._next_frame = max(self._next_frame, stop)
         return mel_db[count:]

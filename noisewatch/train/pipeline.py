@@ -371,7 +371,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FeatureSettings, Model
         raise ValueError(f"--peak-s sets the peak statistic's stretch, but --stats {args.stats} has no peak")
     peak = {} if args.peak_s is None else {"peak_s": args.peak_s}
     features = FeatureSettings(stats=stats, short_clip=args.short_clip, center=args.frames == "centred",
-                               top_db=args.top_db, **peak)
+                               top_db=args.top_db, top_db_per=args.top_db_per, **peak)
     model = ModelSettings(
         hidden=tuple(int(units) for units in args.hidden.split(",")),
         dropout=args.dropout,
