@@ -70,11 +70,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="a window's STFT frames: centred on its hops over zero padding (librosa's default), or only "
                         "those wholly inside it (each computed once by the daemon's stream)")
     p.add_argument("--top-db", type=_top_db, default=80.0, metavar="DB",
-                   help="dynamic range kept below the window's loudest mel bin, in dB, or 'none' (unclipped: the "
-                        "daemon never forms a frame's values twice)")
+                   help="dynamic range kept below the loudest mel bin, in dB, or 'none' (unclipped: with --frames "
+                        "inner the daemon forms each frame's values once)")
     p.add_argument("--top-db-per", choices=["window", "frame"], default="window",
                    help="whose loudest bin --top-db counts from: the window's (librosa's power_to_db) or each "
-                        "frame's own (the daemon then forms a frame's values once)")
+                        "frame's own (with --frames inner the daemon then forms each frame's values once)")
     p.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on the hidden layers' weights")
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="label smoothing of the cross-entropy")
     p.add_argument("--ensemble", type=int, default=defaults.ensemble, metavar="N", help="MLPs (seeds) averaged inside one model")

@@ -117,9 +117,7 @@ class FeatureSettings:
             raise ValueError(f"stats must be a non-empty subset of {STATS}, not {self.stats!r}")
         if self.n_mfcc > self.n_mels:
             raise ValueError("n_mfcc cannot exceed n_mels")
-        if not self.center and (self.n_fft // 2) % self.hop_length:
-            raise ValueError(f"without center, n_fft / 2 ({self.n_fft // 2}) must be a whole number of hops "
-                             f"({self.hop_length}): the window's frames are then the stream's")
+        self._check_frames()
         used = self.used_fields
         if used & set(TEMPORAL_FIELDS):
             self._check_temporal()
@@ -128,7 +126,22 @@ class FeatureSettings:
             raise ValueError(f"shape_groups must be a whole number from 1 to n_mels/5 ({self.n_mels // 5}: five "
                              f"bands a group at least), not {self.shape_groups!r}")
         if "peak_s" in used and not 1 <= self.peak_frames() <= self.frames_per_window():
-            raise ValueError(f"peak_s must be from one frame to the window ({self.window_s} s), not {self.peak_s!r}")
+            raise ValueError(f"peak_s must be from one frame to the window's {self.frames_per_window()} frames "
+                             f"({self.frames_per_window() / self.frame_rate:.2f} s), not {self.peak_s!r}")
+
+    def _check_frames(self) -> None:
+        """What the stream needs to number a window's frames on one grid with the stream's (each frame centred
+        on a multiple of hop_length)."""
+        if type(self.center) is not bool:
+            raise ValueError(f"center must be true or false, not {self.center!r}")
+        if self.n_fft % 2 or not 0 < self.n_fft <= self.window_samples:
+            raise ValueError(f"n_fft must be even and at most the window ({self.window_samples} samples), "
+                             f"not {self.n_fft!r}")
+        if not self.center and (self.n_fft // 2) % self.hop_length:
+            raise ValueError(f"without center, n_fft / 2 ({self.n_fft // 2}) must be a whole number of hops "
+                             f"({self.hop_length}): a window's first frame is then centred on a multiple of the hop")
+        if self.top_db_per == "frame" and self.top_db is None:
+            raise ValueError("top_db_per 'frame' needs a top_db (without one there is no clamp to count)")
 
     def _check_temporal(self) -> None:
         if not 1 <= self.temporal_mfccs <= self.n_mfcc:

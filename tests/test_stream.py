@@ -182,9 +182,33 @@ def test_uncentred_frames_are_each_formed_once_without_a_windows_clamp(monkeypat
         np.testing.assert_allclose(window.features, extract(reference, settings), rtol=0, atol=TOLERANCE)
 
 
-def test_uncentred_frames_need_the_fft_half_to_be_whole_hops() -> None:
-    with pytest.raises(ValueError, match="whole number of hops"):
-        FeatureSettings(center=False, hop_length=300)
+@pytest.mark.parametrize("fields,message", [
+    ({"center": False, "hop_length": 300}, "whole number of hops"),
+    ({"center": False, "n_fft": 100_000}, "at most the window"),
+    ({"n_fft": 2047}, "must be even"),
+    ({"center": "false"}, "center must be true or false"),
+    ({"top_db": None, "top_db_per": "frame"}, "needs a top_db"),
+    ({"top_db_per": "bin"}, "top_db_per must be one of"),
+])
+def test_frame_settings_the_stream_cannot_follow_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FeatureSettings(**fields)
+
+
+def test_a_peak_longer_than_an_uncentred_window_is_refused_in_its_own_frames() -> None:
+    FeatureSettings(stats=("mean", "peak"), center=False, peak_s=3.9)
+    with pytest.raises(ValueError, match=r"169 frames \(3.92 s\), not 3.95"):
+        FeatureSettings(stats=("mean", "peak"), center=False, peak_s=3.95)
+
+
+def test_bundles_name_the_new_frame_settings_only_when_they_are_not_librosas_defaults() -> None:
+    """Earlier daemons refuse unknown keys: a bundle with librosa's frames and clamp loads there; one without
+    says so, and reads back as it was written."""
+    assert {"center", "top_db_per"}.isdisjoint(FeatureSettings().to_dict())
+    settings = FeatureSettings(center=False, top_db_per="frame")
+    data = settings.to_dict()
+    assert data["center"] is False and data["top_db_per"] == "frame"
+    assert FeatureSettings.from_dict(data) == settings
 
 
 def test_windows_are_read_only_and_stay_intact() -> None:

@@ -157,7 +157,8 @@ def test_convert_refuses_a_disagreeing_model(trained: dict[str, Path], monkeypat
 @pytest.mark.parametrize("option,value", [("--speed-perturb", "0.9,1.0"), ("--speed-perturb", "0,1.1"),
                                           ("--speed-perturb", "0.9,,1.1"), ("--min-threshold", "0.99"),
                                           ("--peak-s", "0"), ("--peak-s", "inf"), ("--peak-s", "nan"),
-                                          ("--top-db", "0"), ("--top-db", "loud"), ("--frames", "edge")])
+                                          ("--top-db", "0"), ("--top-db", "loud"), ("--frames", "edge"),
+                                          ("--top-db-per", "bin")])
 def test_bad_training_options_are_refused_by_name(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         cli.build_parser().parse_args(["train", option, value])
@@ -171,6 +172,13 @@ def test_training_settings_that_do_not_fit_together_are_refused_before_any_work(
     out = tmp_path / "train"
     assert cli.main(["train", "--stats", stats, "--peak-s", peak_s, "--out", str(out)]) == 2
     assert named in capsys.readouterr().err and not out.exists()
+
+
+def test_a_per_frame_clamp_without_a_clamp_is_refused_before_any_work(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "train"
+    assert cli.main(["train", "--top-db", "none", "--top-db-per", "frame", "--out", str(out)]) == 2
+    assert "needs a top_db" in capsys.readouterr().err and not out.exists()
 
 
 def test_ensemble_scores_are_the_mean_of_its_members() -> None:
