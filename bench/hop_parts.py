@@ -19,6 +19,7 @@ children under callgrind took more than 15 minutes beside a training run).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -73,7 +74,7 @@ def parts(samples: np.ndarray, bundle: Bundle, mean_formed: int) -> dict[str, Ca
     values = features.frame_values(clamped, settings)
     vector = features.extract(samples, settings)
     new = StreamingFeatures(settings, HOP_S).hop_samples // settings.hop_length
-    edges = 4 if settings.center else 0
+    edges = settings.frames_per_window() - dataclasses.replace(settings, center=False).frames_per_window()
 
     def stats(*names: str) -> Callable[[], object]:
         def run() -> object:

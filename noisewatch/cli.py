@@ -127,25 +127,22 @@ def _speed_factors(text: str) -> tuple[float, ...]:
 
 def _seconds(text: str) -> float:
     """A length of time: a finite number above 0 (inf would reach the feature code as a frame count)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
-    return value
+    return _positive(text, "seconds")
 
 
 def _top_db(text: str) -> float | None:
     """A dynamic range in dB above 0, or 'none'."""
-    if text.lower() == "none":
-        return None
+    return None if text.lower() == "none" else _positive(text, "dB", " or 'none'")
+
+
+def _positive(text: str, unit: str, other: str = "") -> float:
+    """A finite number above 0 of ``unit``; ``other`` names what else the option takes."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number{other}: {text!r}") from None
     if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of dB above 0, or 'none', not {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number of {unit} above 0{other}, not {text}")
     return value
 
 

@@ -203,14 +203,15 @@ class StreamingFeatures:
         rows = self._cache.rows(first + self._first_inner - self._n_heads, self._n_frames)
         inner = slice(rows.start + self._n_heads, rows.start + self._n_heads + self._n_inner)
         edges_mel = self._transform(audio, first)
+        floor = self._floor(inner, edges_mel)
         if self._cache.window_clamp or self._n_edges:
-            values = self._window_values(rows, inner, edges_mel, self._floor(inner, edges_mel))
+            values = self._window_values(rows, inner, edges_mel, floor)
         else:  # every frame is the stream's, with final values: formed once, as it was stored
             values = self._cache.values[rows]
 
         def clamped() -> np.ndarray:
             head, tail = edges_mel[: self._n_heads], edges_mel[self._n_heads :]
-            return np.maximum(np.concatenate([head, self._cache.mel[inner], tail]), self._floor(inner, edges_mel))
+            return np.maximum(np.concatenate([head, self._cache.mel[inner], tail]), floor)
 
         window = Window(self._index, self._origin + self._window_start, audio,
                         summarize_frames(self.settings, clamped, values))
