@@ -300,6 +300,25 @@ def test_f20_a_cut_short_wav_is_replayed_as_far_as_it_goes_and_says_so(tmp_path:
     assert labels == ["siren", "dog_bark"], labels
 
 
+def test_f20b_a_cut_short_ogg_is_replayed_as_far_as_it_goes_and_says_so(tmp_path: Path) -> None:
+    """Found by fault injection: an Ogg Vorbis recording cut off (a broken download) replayed what it held and
+    exited 0 without a word, as if that were the whole recording."""
+    audio, rate = sf.read(str(SCENE), dtype="float32")
+    whole = tmp_path / "whole.ogg"
+    sf.write(str(whole), audio, rate, format="OGG", subtype="VORBIS")
+    cut = tmp_path / "cut.ogg"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "out.jsonl"
+    result = cli("run", "--input", str(cut), "--speed", "0", "--jsonl", str(out), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in result.lines if "is cut short" in line]) == 1, result.stderr
+    assert '"type":"event"' in out.read_text()
+    whole_result = cli("run", "--input", str(whole), "--speed", "0", "--jsonl", str(tmp_path / "whole.jsonl"),
+                       timeout=30)
+    assert whole_result.returncode == 0 and not any("cut short" in line for line in whole_result.lines)
+
+
 # --- 7: a spool disk that is full or read-only; a JSON-lines disk that is full -----------------------------
 
 @pytest.fixture

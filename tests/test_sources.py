@@ -17,7 +17,14 @@ import pytest
 import soundfile as sf
 
 from noisewatch.config import AudioSection
-from noisewatch.daemon.sources import FILE_STATUS, AudioSource, FileSource, SourceError, open_source
+from noisewatch.daemon.sources import (
+    FILE_STATUS,
+    AudioSource,
+    FileSource,
+    SourceError,
+    ogg_ends_its_stream,
+    open_source,
+)
 
 SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
 RAMP_FRAMES = 200_000
@@ -259,3 +266,19 @@ def test_a_recording_cut_short_while_it_is_replayed_fails_rather_than_repeating_
     audio = np.concatenate(got)[:, 0]
     assert len(audio) <= 5 * rate
     assert not any(np.array_equal(a, b) for a, b in zip(got[-3:], got[-2:]))  # no block repeated
+
+
+def test_an_ogg_file_ends_its_stream_only_when_whole(tmp_path: Path) -> None:
+    """libsndfile reports a cut-short Ogg file's length as the file's own: its last page is the only witness.
+    Every cut, on a page boundary or inside a page, is told apart from the whole file."""
+    rate = 22050
+    whole = tmp_path / "whole.ogg"
+    sf.write(str(whole), (np.random.default_rng(1).standard_normal(10 * rate) * 0.1).astype(np.float32), rate,
+             format="OGG", subtype="VORBIS")
+    data = whole.read_bytes()
+    assert ogg_ends_its_stream(whole)
+    cut = tmp_path / "cut.ogg"
+    page_ends = [start for start in range(1, len(data)) if data.startswith(b"OggS", start)]
+    for size in page_ends + list(range(200, len(data), 1013)):
+        cut.write_bytes(data[:size])
+        assert not ogg_ends_its_stream(cut), size

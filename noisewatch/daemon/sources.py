@@ -320,12 +320,38 @@ CUT_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 """libsndfile's log line for a WAV/AIFF data chunk longer than what the file holds."""
 
 
+OGG_PAGE_MAX = 27 + 255 + 255 * 255
+"""Longest Ogg page: header, segment table, 255 segments of 255 bytes."""
+OGG_END_OF_STREAM = 0x04
+"""The header-type flag of a stream's last page."""
+
+
+def ogg_ends_its_stream(path: Path) -> bool:
+    """Whether the file's last Ogg page is whole and flagged the stream's end. libsndfile reads an Ogg file cut
+    short (a copy or a download broken off) to its last whole page and reports that length as the file's."""
+    with path.open("rb") as file:
+        size = file.seek(0, 2)
+        file.seek(max(0, size - OGG_PAGE_MAX))
+        tail = file.read()
+    page = tail.rfind(b"OggS\x00")
+    while page >= 0 and len(tail) - page >= 27:
+        count = tail[page + 26]
+        lacing = tail[page + 27 : page + 27 + count]  # the page's segment lengths
+        if len(lacing) == count and page + 27 + count + sum(lacing) == len(tail):
+            return bool(tail[page + 5] & OGG_END_OF_STREAM)
+        page = tail.rfind(b"OggS\x00", 0, page)  # "OggS" inside a packet, or a page cut off: look further back
+    return False
+
+
 def _warn_if_cut_short(path: Path, info: Any) -> None:
-    """libsndfile quietly reads a cut-short WAV to where it ends (a FLAC fails there instead): say so."""
+    """libsndfile quietly reads a cut-short WAV or Ogg file to where it ends (a FLAC fails there instead): say so."""
     found = CUT_SHORT.search(getattr(info, "extra_info", ""))
     if found and int(found.group(2)) < int(found.group(1)):
         log.warning("%s is cut short: its header promises %s bytes of audio, the file holds %s; replaying %.1f s",
                     path, found.group(1), found.group(2), info.duration)
+    elif info.format == "OGG" and not ogg_ends_its_stream(path):
+        log.warning("%s is cut short: its last Ogg page does not end the stream; replaying the %.1f s it holds",
+                    path, info.duration)
 
 
 class FileSource(AudioSource):
