@@ -4,8 +4,9 @@ Format: one file per message, named by a zero-padded, monotonically increasing s
 (``0000000000000042.msg``). The first line is a JSON header (topic, creation time in Unix
 seconds and on the boot's own clock, payload length and CRC-32), the rest is the payload bytes. A message
 is written to a temporary file, fsynced and renamed (then the directory is fsynced), so after a crash or kill -9 a message file is either
-complete or absent; half-written temporaries are deleted when the spool is opened. A message is
-removed only after the broker acknowledged it, so delivery is at least once.
+complete or absent. A temporary found when the spool is opened is kept when it holds a whole message (power
+went between its fsync and its rename, and the message is nowhere else), else deleted; either is logged. A
+message is removed only after the broker acknowledged it, so delivery is at least once.
 
 The spool is bounded by total size and by age; the oldest messages are dropped first and counted. Age is
 counted on the clock of the boot a message was spooled in (CLOCK_BOOTTIME, which counts suspend too) while
@@ -285,7 +286,7 @@ class Spool:
         """Index the messages left by an earlier run; returns the highest sequence number (0: none)."""
         for stale in self.directory.glob("*" + TMP_SUFFIX):
             if stale.is_file():
-                stale.unlink()  # a write interrupted by a crash: never acknowledged as stored
+                _finish_or_delete(stale)
         named = [p for p in self.directory.glob("*" + SUFFIX) if p.stem.isdigit()]
         for odd in (p for p in named if not p.is_file()):
             log.warning("MQTT spool: ignoring %s (not a regular file; its number is not reused)", odd)
@@ -327,6 +328,31 @@ def _write_durably(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _finish_or_delete(tmp: Path) -> None:
+    """A temporary left by a crash: renamed into place when it holds a whole message (the power went between its
+    fsync and its rename: the event is in no other sink, MQTT is the first), else deleted; said either way, as
+    both were deleted without a word."""
+    target = tmp.with_suffix(SUFFIX)
+    if tmp.stem.isdigit() and not target.exists() and _whole(tmp):
+        os.replace(tmp, target)
+        log.warning("MQTT spool: %s, a write a crash interrupted, holds a whole message: kept as %s", tmp.name,
+                    target.name)
+        return
+    tmp.unlink()
+    log.warning("MQTT spool: deleted %s, a write a crash cut short (the message it held is lost)", tmp.name)
+
+
+def _whole(path: Path) -> bool:
+    """Whether ``path`` holds a header that gives its payload's length and CRC-32, and that payload."""
+    try:
+        header, _, payload = path.read_bytes().partition(b"\n")
+        meta = json.loads(header)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and {"topic", "created", "length", "crc32"} <= meta.keys()
+            and len(payload) == meta["length"] and zlib.crc32(payload) == meta["crc32"])
 
 
 def _unlink_quietly(path: Path) -> None:
