@@ -670,6 +670,23 @@ def test_f21_a_whole_message_a_power_cut_left_as_a_temporary_is_sent_and_a_cut_o
     assert not list(spool.glob("*.tmp")) and not list(spool.glob("*.msg")), sorted(p.name for p in spool.iterdir())
 
 
+@pytest.mark.broker
+def test_f21_a_garbled_spool_file_of_nested_brackets_is_quarantined_and_the_rest_are_sent(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by fault injection at start-up: a spool file whose first line is deeply nested JSON brackets made
+    the spool's opening raise RecursionError, and the daemon exit 1 with a traceback at every restart, deaf and
+    sending none of the intact messages."""
+    spool = tmp_path / "spool"
+    spool_with(spool, [(EVENTS, spooled_event(n)) for n in (1, 2)])
+    (spool / "0000000000000003.msg").write_bytes(b"[" * 100_000)
+    config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0})
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 4), 1, tmp_path / "out.jsonl")
+    assert daemon.wait(20) == 0, daemon.log_text()[-1500:]
+    assert collector.wait_for(lambda c: event_ids(c) == ["spooled-1", "spooled-2"], timeout=5), event_ids(collector)
+    assert [p.name for p in files_in(spool / "quarantine")] == ["0000000000000003.msg"]
+    assert stats_value(collector, daemon, "spool_quarantined") == 1
+
+
 # --- 10: non-finite audio ----------------------------------------------------------------------------------
 
 @pytest.mark.broker

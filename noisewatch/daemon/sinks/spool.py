@@ -48,6 +48,9 @@ MIB = 1024 * 1024
 FALLBACK_BLOCK = 4096
 """block size taken where the file system does not say"""
 HOUR_S = 3600.0
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, RecursionError)
+"""What reading a damaged file raises; RecursionError: a garbled header of nested brackets made the spool's
+opening raise, and the daemon exit 1 at every restart without sending the intact messages."""
 
 
 def _boot_id() -> str:
@@ -269,7 +272,7 @@ class Spool:
                 if meta is not None:
                     self._bytes -= meta.size
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except UNREADABLE as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable ({exc})")
             return None
         problem = damage(meta, entry)
@@ -306,7 +309,7 @@ class Spool:
             with path.open("rb") as f:
                 header = json.loads(f.readline())
             return _Meta(self._on_disk(path.stat().st_size), float(header["created"]), self._since_boot_of(header))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except UNREADABLE as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable header ({exc})")
             return None
 
@@ -349,7 +352,7 @@ def _whole(path: Path) -> bool:
     try:
         header, _, payload = path.read_bytes().partition(b"\n")
         meta = json.loads(header)
-    except (OSError, ValueError):
+    except UNREADABLE:
         return False
     return (isinstance(meta, dict) and {"topic", "created", "length", "crc32"} <= meta.keys()
             and len(payload) == meta["length"] and zlib.crc32(payload) == meta["crc32"])
