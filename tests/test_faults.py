@@ -687,6 +687,33 @@ def test_f21_a_garbled_spool_file_of_nested_brackets_is_quarantined_and_the_rest
     assert stats_value(collector, daemon, "spool_quarantined") == 1
 
 
+@pytest.mark.broker
+def test_f21_dead_letters_of_an_earlier_run_are_not_replaced_by_a_later_runs(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Found by fault injection at start-up: a spool that had drained numbered its messages from 1 again, so a
+    message set aside later under a number used before replaced the earlier run's file in ``dead-letter/`` (or
+    ``quarantine/``): a dead letter kept to be republished by hand was lost, and the count outgrew the files."""
+    broker = Broker(acl=f"topic readwrite #\ntopic deny {EVENTS}\n").start()
+    collector = Collector(broker.port)
+    try:
+        spool = tmp_path / "spool"
+        spool_with(spool, [(EVENTS, spooled_event(n)) for n in (1, 2, 3)])
+        config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"protocol": "5"}, stats={"interval_s": 1.0})
+        first = start(daemons, config, silence(tmp_path / "s.flac", 4), 1, tmp_path / "first.jsonl")
+        assert first.wait(20) == 0, first.log_text()
+        earlier = {p.name: p.read_bytes() for p in files_in(spool / "dead-letter")}
+        assert len(earlier) == 3 and not list(spool.glob("*.msg")), earlier
+        second = start(daemons, config, SCENE, 4, tmp_path / "second.jsonl")
+        assert second.wait(60) == 0, second.log_text()
+        assert len(logged_ids(second)) == SCENE_EVENTS
+        dead = {p.name: p.read_bytes() for p in files_in(spool / "dead-letter")}
+        assert {name: dead.get(name) for name in earlier} == earlier, "an earlier run's dead letter was replaced"
+        assert len(dead) == 3 + SCENE_EVENTS == stats_value(collector, second, "spool_dead_letters"), sorted(dead)
+    finally:
+        collector.close()
+        broker.cleanup()
+
+
 # --- 10: non-finite audio ----------------------------------------------------------------------------------
 
 @pytest.mark.broker

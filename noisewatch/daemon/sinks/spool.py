@@ -301,7 +301,10 @@ class Spool:
                 self._bytes += meta.size
         if found:
             log.info("MQTT spool: %d message(s) waiting from an earlier run in %s", len(self._index), self.directory)
-        return max((int(p.stem) for p in named), default=0)
+        # numbers go on after those set aside too: a drained spool began again at 1, and a message set aside
+        # later under a number used before replaced the earlier run's file there (a dead letter lost)
+        aside = [p for folder in (QUARANTINE, DEAD_LETTER) for p in (self.directory / folder).glob("*" + SUFFIX)]
+        return max((int(p.stem) for p in [*named, *aside] if p.stem.isdigit()), default=0)
 
     def _read_meta(self, seq: int) -> _Meta | None:
         path = self._path(seq)
