@@ -714,6 +714,24 @@ def test_f21_dead_letters_of_an_earlier_run_are_not_replaced_by_a_later_runs(
         broker.cleanup()
 
 
+def test_f21_a_spool_over_its_bound_at_start_up_drops_its_oldest_at_once_and_counts_them(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Found by fault injection at start-up: a spool over ``mqtt.spool.max_mb`` (the bound lowered to free an SD
+    card) kept all of its disk until the next event, and stats showed ``spool_bytes`` over the bound meanwhile;
+    the age bound was applied at start-up, the size bound was not."""
+    spool = tmp_path / "spool"
+    files = spool_with(spool, [(EVENTS, spooled_event(n)) for n in range(1, 31)])
+    block = max(f.stat().st_blocks for f in files) * 512  # what one message takes on this file system
+    config = write_config(tmp_path / "c.yaml", free_port(), mqtt={"spool": {"directory": "spool",
+                          "max_mb": 12 * block / 2**20}}, stats={"interval_s": 1.0})  # no broker there
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 3), 1, tmp_path / "out.jsonl")
+    assert daemon.wait(20) == 0, daemon.log_text()
+    assert sorted(p.name for p in spool.glob("*.msg")) == [f.name for f in files[18:]], "the 12 newest kept"
+    stats = daemon.messages("stats")
+    assert stats and all(m["spool_bytes"] <= 12 * block and m["spool_dropped"] == 18 for m in stats), stats
+    assert "dropped 18 message(s)" in daemon.log_text(), daemon.log_text()
+
+
 # --- 10: non-finite audio ----------------------------------------------------------------------------------
 
 @pytest.mark.broker

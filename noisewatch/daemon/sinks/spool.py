@@ -122,6 +122,7 @@ class Spool:
         """messages the broker refused, set aside in ``dead-letter/``"""
         self._next_seq = self._load() + 1
         self.prune()
+        self._enforce_size()  # a bound lowered since the last run holds from the start, not from the next event
 
     # --- state ----------------------------------------------------------------------------------
 
