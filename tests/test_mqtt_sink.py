@@ -135,6 +135,34 @@ def test_broker_killed_mid_stream_loses_nothing(open_sink: OpenSink, tmp_path: P
     assert sink.spool.depth == 0
 
 
+@pytest.mark.parametrize("callback", ["_on_connect", "_on_publish"])
+def test_paho_s_network_thread_ended_by_an_exception_is_said_and_started_again(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, callback: str) -> None:
+    """paho 2.x ends its network thread on an exception raised in a callback (or in its own code) and says so only in
+    a bare traceback on stderr: acknowledgements were no longer read and nothing reconnected, so past the in-flight
+    window (or, from on_connect, from the start) every event stayed in the spool while the daemon ran on."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    real, calls = getattr(MqttSink, callback), []
+
+    def fails_once(self: MqttSink, *args: Any) -> None:
+        calls.append(callback)
+        if len(calls) == 1:
+            raise RuntimeError(f"unexpected input in {callback}")
+        real(self, *args)
+
+    monkeypatch.setattr(MqttSink, callback, fails_once)
+    sink = open_sink(make_config(tmp_path, broker.port))
+    sent = [event(n) for n in range(30)]  # more than the in-flight window
+    for ev in sent:
+        sink.send(ev)
+    assert collector.wait_for(lambda c: set(ids_on(c)) >= {ev.id for ev in sent}, timeout=20), (
+        f"{len(set(ids_on(collector)))} of 30 events arrived; spool depth {sink.spool.depth}")
+    assert wait_until(lambda: sink.spool.depth == 0, timeout=10)
+    assert any(r.levelno >= logging.ERROR and "network thread" in r.getMessage() for r in caplog.records)
+    assert collector.on(f"{PREFIX}/status")[-1:] == [b"online"]
+
+
 @pytest.mark.usefixtures("no_home_assistant")
 def test_broker_down_at_start_then_appears(open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
                                            caplog: pytest.LogCaptureFixture) -> None:

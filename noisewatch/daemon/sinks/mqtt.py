@@ -57,7 +57,7 @@ from noisewatch.daemon.sinks.homeassistant import (
 )
 from noisewatch.daemon.sinks.homeassistant_wait import HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
-from noisewatch.daemon.sinks.mqtt_client import ConnectionWatch, new_client
+from noisewatch.daemon.sinks.mqtt_client import ConnectionWatch, backoff_s, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, listener_prefix, segment
@@ -267,6 +267,11 @@ class MqttSink:
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
+        self._network: threading.Thread | None = None
+        """paho's network thread (``loop_start``), watched by the pump (``_watch_network``)."""
+        self._network_restarts = 0
+        """Restarts of paho's thread since the last accepted connection: the next waits their backoff."""
+        self._next_network_restart = 0.0
         self.client = self._make_client(client_id, password)
 
     @classmethod
@@ -330,6 +335,7 @@ class MqttSink:
         """Begin connecting (in the background: a missing broker is normal) and pumping."""
         self._pump.start()
         self.client.loop_start()
+        self._network = self.client._thread  # paho has no public handle on it
         log.info("MQTT: publishing to %s:%d under %s (spool %s, %d waiting)", self.settings.host,
                  self.settings.port, self.topics.prefix, self.spool.directory, self.spool.depth)
 
@@ -449,12 +455,17 @@ class MqttSink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        self._connect_async(client)
+        return client
+
+    def _connect_async(self, client: mqtt.Client) -> None:
+        """Connect (or connect afresh) from paho's thread, with our session kept."""
+        s = self.settings
         properties = None
-        if v5:
+        if s.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
         client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=properties)
-        return client
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         """Wait for the sink this one replaces to close, then the watch's delay (both cut short by ``close``)."""
@@ -523,6 +534,7 @@ class MqttSink:
                 self._handle(self._commands.get_nowait())
         except queue.Empty:
             pass
+        self._watch_network()
         if self._move_to is not None and not self._move_to[0]._pump.is_alive():
             self._move_spool(self._move_to[1])
         if handed_over:
@@ -535,6 +547,33 @@ class MqttSink:
             self._feed_held()
         if self._connected:
             self._drain_live()
+
+    def _watch_network(self) -> None:
+        """paho ends its network thread on any exception raised in a callback or in its own code, and says so only
+        in a bare traceback on stderr: then no acknowledgement was read and nothing reconnected, and events stayed in
+        the spool for good while the daemon ran on. Said as an error, and started again on a fresh connection
+        (whose ``on_connect`` announces anew); what was in flight is sent again (at least once), as its
+        acknowledgements may have gone with the thread."""
+        network, s = self._network, self.settings
+        if network is None or network.is_alive() or self._closing is not None or self._stopping.is_set():
+            return
+        now = time.monotonic()
+        if now < self._next_network_restart:  # one that dies at every attempt: a traceback a second, for months
+            return
+        self._next_network_restart = now + backoff_s(self._network_restarts, s.reconnect_min_s, s.reconnect_max_s)
+        self._network_restarts += 1
+        log.error("MQTT: paho's network thread ended unexpectedly (the traceback above says why); reconnecting to "
+                  "%s:%d, and the %d event message(s) in flight are sent again", self.settings.host,
+                  self.settings.port, len(self._inflight) + len(self._inflight_held))
+        self._connected = False
+        self._inflight.clear()
+        self._last_handed = 0
+        self._unspooled.extendleft(reversed(self._inflight_held.values()))
+        self._inflight_held.clear()
+        self.client._reset_sockets(sockpair_only=True)  # loop_start makes a new pair: the old one would leak
+        self._connect_async(self.client)
+        self.client.loop_start()
+        self._network = self.client._thread
 
     def _move_spool(self, new: Spool) -> None:
         """Move every message of the old folder's spool (the replaced sink's unsent ones, then this sink's) to
@@ -615,6 +654,7 @@ class MqttSink:
                 self._publish_threshold(label)
         elif isinstance(command, _Connected):
             self._connected, self._max_packet = True, command.max_packet
+            self._network_restarts = 0
             self._announce()
             if command.after_outage:
                 self._ha_wait.broker_returned()
