@@ -283,6 +283,32 @@ def test_f06_a_publish_refused_under_mqtt5_goes_to_dead_letter_counted_and_named
         broker.cleanup()
 
 
+@pytest.mark.broker
+def test_f21_an_event_over_the_brokers_message_size_limit_under_mqtt5_goes_to_dead_letter_and_the_rest_arrive(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """mosquitto answers an MQTT 5 publish over its message_size_limit with a PUBACK of reason code 0x95, which paho
+    took for a malformed packet: it closed the connection, sent the message again on every reconnect, and no event
+    got through again, for good (the log said only "lost (Protocol error)" and "connected", over and over)."""
+    broker = Broker(settings=("message_size_limit 2000",)).start()
+    collector = Collector(broker.port)
+    try:
+        spool = tmp_path / "spool"
+        big = {**spooled_event(2), "padding": "x" * 3000}
+        spool_with(spool, [(EVENTS, spooled_event(1)), (EVENTS, big), (EVENTS, spooled_event(3))])
+        config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"protocol": "5"}, stats={"interval_s": 1.0})
+        daemon = start(daemons, config, silence(tmp_path / "s.flac", 4), 1, tmp_path / "out.jsonl")
+        assert daemon.wait(20) == 0, daemon.log_text()
+        assert collector.wait_for(lambda c: event_ids(c) == ["spooled-1", "spooled-3"], timeout=5), (
+            event_ids(collector), daemon.log_text())
+        assert len(files_in(spool / "dead-letter")) == 1
+        assert stats_value(collector, daemon, "spool_dead_letters") == 1
+        assert any("spooled-2" in line for line in daemon.log_text().splitlines() if "WARNING" in line)
+        assert "Protocol error" not in daemon.log_text()
+    finally:
+        collector.close()
+        broker.cleanup()
+
+
 def test_f20_a_cut_short_wav_is_replayed_as_far_as_it_goes_and_says_so(tmp_path: Path) -> None:
     """libsndfile reads a WAV whose data chunk promises more than the file holds to where it ends, without
     an error (a cut-short FLAC fails: f05); the log says how short it is."""

@@ -57,7 +57,7 @@ from noisewatch.daemon.sinks.homeassistant import (
 )
 from noisewatch.daemon.sinks.homeassistant_wait import HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
-from noisewatch.daemon.sinks.mqtt_client import ConnectionWatch, backoff_s, new_client
+from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import Topics, listener_prefix, segment
@@ -817,9 +817,11 @@ class MqttSink:
         topic = self._awaited.pop(ack.mid, None)
         if topic is not None:
             if ack.reason is not None and ack.reason.is_failure:  # an ACL that lets events through but not discovery
-                log.error("MQTT: the broker refused %s (%s): Home Assistant and other subscribers do not get it; its "
-                          "ACL must let this listener publish under %s/# and %s/#", topic, ack.reason,
-                          self.topics.prefix, self.topics.discovery_prefix)
+                hint = ("it is larger than the broker's message_size_limit" if ack.reason.value == PACKET_TOO_LARGE
+                        else f"its ACL must let this listener publish under {self.topics.prefix}/# and "
+                             f"{self.topics.discovery_prefix}/#")
+                log.error("MQTT: the broker refused %s (%s): Home Assistant and other subscribers do not get it; %s",
+                          topic, ack.reason, hint)
             return
         held = self._inflight_held.pop(ack.mid, None)
         if held is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, ConfigError, MqttSection
@@ -42,6 +43,22 @@ _REFUSAL_HINTS = {
     0x86: _CREDENTIALS_HINT,
     0x87: _CREDENTIALS_HINT + " and the broker's ACL",  # mosquitto's answer to a wrong password under 3.1.1
 }
+
+
+PACKET_TOO_LARGE = 0x95
+
+
+def read_packet_too_large_in_puback() -> None:
+    """mosquitto (2.0) answers an MQTT 5 publish over its ``message_size_limit`` with a PUBACK of reason code 0x95
+    (Packet too large), which the standard gives CONNACK and DISCONNECT only: paho took that PUBACK for a malformed
+    packet and closed the connection, then re-sent the message on every reconnect, and nothing got through again.
+    Read as the refusal it is (an event goes to the dead letters, the rest flows)."""
+    packets = ReasonCode.names[PACKET_TOO_LARGE]["Packet too large"]
+    if PacketTypes.PUBACK not in packets:
+        packets.append(PacketTypes.PUBACK)
+
+
+read_packet_too_large_in_puback()
 
 
 def refusal_hint(reason_value: int) -> str:
