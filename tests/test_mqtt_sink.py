@@ -619,6 +619,29 @@ def test_unknown_ca_logged_once_and_retried(open_sink: OpenSink, tmp_path: Path,
     assert len(failures) == 1, "logged once, not on every retry"
 
 
+@pytest.mark.usefixtures("no_home_assistant")
+def test_a_hung_broker_is_said_to_be_hung_and_the_events_arrive_once_it_answers(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A broker that stops answering (SIGSTOP: its kernel still takes connections) was said to have "closed the
+    connection without answering it as an MQTT broker", with a hint at TLS and retained messages: the wrong hunt."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    assert broker.proc is not None
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        sent = [event(n) for n in range(3)]
+        for ev in sent:
+            sink.send(ev)
+        assert wait_until(lambda: "did not answer it within 5 s" in caplog.text, timeout=30), caplog.text
+        assert "closed the connection without answering" not in caplog.text
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    assert collector.wait_for(lambda c: unique_in_order(ids_on(c)) == [ev.id for ev in sent], timeout=20)
+    assert wait_until(lambda: sink.spool.depth == 0, timeout=10)
+
+
 def test_mute_broker_never_blocks_send(open_sink: OpenSink, tmp_path: Path) -> None:
     mute = MuteServer()
     sink = open_sink(make_config(tmp_path, mute.port))

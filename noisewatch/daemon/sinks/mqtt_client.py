@@ -33,6 +33,8 @@ TAKEN_OVER_TIMES = 3
 client id (a second Pi left at the same device_id) takes the session, and we take it back, every few seconds."""
 SESSION_TAKEN_OVER = 142
 """MQTT 5 reason code of a DISCONNECT sent because another client connected with this client id."""
+KEEPALIVE_TIMEOUT = 141
+"""The reason paho gives when it gives up on a connection that stays silent for the keepalive interval."""
 UNANSWERED_HINT = ("is it the broker's port, with TLS (mqtt.tls) as that port expects, and does the broker keep "
                    "retained messages (this listener's last will is one)?")
 """What to check when a broker closes the connection without a CONNACK (MQTT 3.1.1 gives no reason)."""
@@ -156,6 +158,11 @@ class ConnectionWatch:
             self._log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
                              % (s.host, s.port, reason_code))
             self._say_if_taken_over(reason_code)
+        elif not self._answered and reason_code.value == KEEPALIVE_TIMEOUT:  # a hung broker: its host's kernel
+            self._failures += 1                                           # takes the connection, nothing answers
+            self._log.report(logging.WARNING, "MQTT: %s:%d took the connection but did not answer it within %d s "
+                             "(mqtt.keepalive_s): is the broker hung or overloaded? events are spooled, retrying "
+                             "(backoff up to %g s)" % (s.host, s.port, s.keepalive_s, s.reconnect_max_s))
         elif not self._answered:  # a TLS listener spoken to in plain MQTT: no word
             self._failures += 1
             self._log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an MQTT "
