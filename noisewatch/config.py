@@ -194,6 +194,10 @@ class MqttSection(_Section):
         if re.fullmatch(r"[^:\[\]]+:[0-9]+", value):
             host, port = value.rsplit(":", 1)
             raise ValueError(f"the port goes in mqtt.port: host {host!r}, port {port}")
+        try:  # as the resolver encodes it: a part over 63 characters ended paho's thread at the first attempt
+            value.encode("idna")
+        except UnicodeError:
+            raise ValueError("not a host name: each part between dots must be 1 to 63 characters") from None
         return value
 
     @field_validator("reconnect_min_s")

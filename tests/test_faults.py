@@ -203,6 +203,20 @@ def test_f04_check_config_and_run_both_refuse_a_microphone_that_is_not_there(tmp
         assert len(result.lines) == 1 and f"{config}:3: audio.device" in result.lines[0], result.stderr
 
 
+@pytest.mark.parametrize("host", ["a" * 64 + ".lan", "broker..lan"])
+def test_f22_check_config_and_run_both_refuse_a_host_name_the_resolver_cannot_take(tmp_path: Path, host: str) -> None:
+    """A host name with a part over 63 characters, or an empty one, ended paho's network thread in a UnicodeError at
+    the first connection attempt: run listened on and never connected (one traceback, then nothing); check-config only
+    warned that it could not connect."""
+    config = write_config(tmp_path / "c.yaml", free_port(), mqtt={"host": host})
+    check = cli("check-config", str(config), timeout=30)
+    run = cli("run", "--config", str(config), "--input", str(silence(tmp_path / "s.flac", 1)), "--speed", "0",
+              timeout=30)
+    assert (check.returncode, run.returncode) == (CONFIG_ERROR, CONFIG_ERROR), (check.stderr, run.stderr[-1500:])
+    for result in (check, run):
+        assert len(result.lines) == 1 and "mqtt.host" in result.lines[0], result.stderr
+
+
 @pytest.mark.parametrize("key", ["jsonl.path", "mqtt.spool.directory"])
 def test_f16_check_config_and_run_both_refuse_a_folder_no_file_can_be_made_in_even_as_root(
         tmp_path: Path, key: str) -> None:
