@@ -335,7 +335,7 @@ class MqttSink:
         """Begin connecting (in the background: a missing broker is normal) and pumping."""
         self._pump.start()
         self.client.loop_start()
-        self._network = self.client._thread  # paho has no public handle on it
+        self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it
         log.info("MQTT: publishing to %s:%d under %s (spool %s, %d waiting)", self.settings.host,
                  self.settings.port, self.topics.prefix, self.spool.directory, self.spool.depth)
 
@@ -573,7 +573,7 @@ class MqttSink:
         self.client._reset_sockets(sockpair_only=True)  # loop_start makes a new pair: the old one would leak
         self._connect_async(self.client)
         self.client.loop_start()
-        self._network = self.client._thread
+        self._network = getattr(self.client, "_thread", None)
 
     def _move_spool(self, new: Spool) -> None:
         """Move every message of the old folder's spool (the replaced sink's unsent ones, then this sink's) to

@@ -55,8 +55,8 @@ def read_packet_too_large_in_puback() -> None:
     (Packet too large), which the standard gives CONNACK and DISCONNECT only: paho took that PUBACK for a malformed
     packet and closed the connection, then re-sent the message on every reconnect, and nothing got through again.
     Read as the refusal it is (an event goes to the dead letters, the rest flows)."""
-    packets = ReasonCode.names[PACKET_TOO_LARGE]["Packet too large"]
-    if PacketTypes.PUBACK not in packets:
+    packets = ReasonCode.names.get(PACKET_TOO_LARGE, {}).get("Packet too large")
+    if packets is not None and PacketTypes.PUBACK not in packets:  # a paho that names it otherwise: left as it is
         packets.append(PacketTypes.PUBACK)
 
 
