@@ -441,6 +441,84 @@ def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
     assert not list(spool.glob("*.tmp")), sorted(p.name for p in spool.iterdir())
 
 
+def read_only_spool(disk: Path) -> Path:
+    """A spool an earlier run left on ``disk``: two intact events, a write a power cut left short (a temporary,
+    deleted at start-up) and a damaged file (quarantined at start-up); then the disk is remounted read-only."""
+    spool = disk / "spool"
+    spool_with(spool, [(EVENTS, spooled_event(n)) for n in (1, 2)])
+    (cut,) = spool_with(spool, [(EVENTS, spooled_event(3))])
+    cut.with_suffix(".tmp").write_bytes(cut.read_bytes()[:-20])
+    cut.unlink()
+    (spool / "0000000000000004.msg").write_bytes(b"[" * 1000)
+    remount(disk, "ro")
+    return spool
+
+
+@pytest.mark.broker
+def test_f23_a_spool_disk_read_only_at_start_up_is_a_disk_fault_and_every_event_still_arrives(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by fault injection at start-up: a spool folder on a disk the kernel had remounted read-only (an SD
+    card after errors) was refused as "not writable" with exit 78, so the unit (RestartPreventExitStatus=78)
+    stayed failed for good after any restart, deaf, although the broker was there and a disk that turns
+    read-only while running is ridden out in memory."""
+    spool = read_only_spool(small_disk)
+    before = sorted(p.name for p in spool.iterdir())
+    config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"spool": {"directory": str(spool)}})
+    daemon = start(daemons, config, SCENE, 0, tmp_path / "out.jsonl")
+    assert daemon.wait(60) == 0, daemon.log_text()[-2000:]
+    logged = logged_ids(daemon)
+    assert len(logged) == SCENE_EVENTS, daemon.log_text()[-2000:]
+    expected = ["spooled-1", "spooled-2", *logged]
+    assert collector.wait_for(lambda c: event_ids(c) == expected, timeout=10), (event_ids(collector), expected)
+    text = daemon.log_text()
+    assert [line for line in text.splitlines()
+            if " ERROR " in line and f"{spool} is on a read-only file system" in line], text
+    assert "Traceback" not in text, text[-2000:]
+    assert sorted(p.name for p in spool.iterdir()) == before, "a read-only disk changed"
+
+
+def test_f23_check_config_says_a_read_only_spool_or_json_lines_disk_and_passes(
+        tmp_path: Path, small_disk: Path) -> None:
+    spool = read_only_spool(small_disk)
+    config = write_config(tmp_path / "c.yaml", free_port(), mqtt={"spool": {"directory": str(spool)}},
+                          jsonl={"path": str(small_disk / "out.jsonl")})
+    check = cli("check-config", str(config), timeout=30)
+    assert check.returncode == 0, check.stderr
+    warnings = [line for line in check.lines if "read-only file system" in line]
+    assert len(warnings) == 2, check.stderr
+    assert warnings[0].startswith(f"noisewatch: warning: jsonl.path = '{small_disk / 'out.jsonl'}'"), warnings
+    assert warnings[1].startswith(f"noisewatch: warning: mqtt.spool.directory = '{spool}'"), warnings
+
+
+def test_f23_a_file_where_the_spool_folder_should_be_is_still_refused_by_both(tmp_path: Path) -> None:
+    """Only a read-only file system is a disk fault: a file in the folder's place stays a config error (a file in
+    the way of its parent, and a folder not even root can write in: f04, f16)."""
+    (tmp_path / "spool").write_text("")
+    config = write_config(tmp_path / "c.yaml", free_port())
+    check = cli("check-config", str(config), timeout=30)
+    run = cli("run", "--config", str(config), "--input", str(silence(tmp_path / "s.flac", 1)), "--speed", "0",
+              timeout=30)
+    assert (check.returncode, run.returncode) == (CONFIG_ERROR, CONFIG_ERROR), (check.stderr, run.stderr[-1500:])
+    for result in (check, run):
+        assert len(result.lines) == 1 and "mqtt.spool.directory" in result.lines[0], result.stderr
+        assert "not a folder" in result.lines[0], result.stderr
+
+
+@pytest.mark.broker
+def test_f23_a_json_lines_disk_read_only_at_start_up_does_not_keep_events_from_mqtt(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """The JSON-lines file on the same read-only card as the spool would otherwise refuse the whole start."""
+    remount(small_disk, "ro")
+    jsonl = small_disk / "out.jsonl"
+    daemon = start(daemons, write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0}), SCENE, 4,
+                   jsonl)
+    assert daemon.wait(60) == 0, daemon.log_text()[-2000:]
+    assert collector.wait_for(lambda c: len(event_ids(c)) == SCENE_EVENTS, timeout=10), event_ids(collector)
+    text = daemon.log_text()
+    assert len([line for line in text.splitlines() if str(jsonl) in line and " ERROR " in line]) == 1, text
+    assert stats_value(collector, daemon, "jsonl_failed_writes") > 0
+
+
 @pytest.mark.broker
 @pytest.mark.usefixtures("no_home_assistant")
 def test_f07_a_spool_folder_changed_by_a_reload_that_fills_up_does_not_stop_the_sink(

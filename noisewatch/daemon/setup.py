@@ -7,6 +7,7 @@ open; what it refuses comes back as one line per problem naming the key.
 
 from __future__ import annotations
 
+import errno
 import ssl
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +24,10 @@ from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
 if TYPE_CHECKING:
     from noisewatch.daemon.sinks.mqtt import MqttSink
+
+READ_ONLY = "on a read-only file system (a disk the kernel remounted read-only after errors?)"
+HELD_LOST = " (those still held at a stop are lost)"
+NOT_KEPT = "; thresholds set from Home Assistant are applied but not kept"
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,8 @@ def load_model(config: Config, bundle: Bundle, problems: list[str]) -> TFLiteMod
 
 def sink_problems(config: Config) -> list[str]:
     """What would keep a sink from opening (files, folders, certificates), found before start-up or a reload
-    commits to it: ``check-config`` and ``run`` decide with this same function."""
+    commits to it: ``check-config`` and ``run`` decide with this same function. A read-only disk is none of them
+    (:func:`read_only_warnings`)."""
     problems = []
     if config.jsonl.path not in (None, "-"):
         problems += _unwritable("jsonl.path", Path(config.jsonl.path), folder=False)
@@ -143,23 +149,48 @@ def sink_problems(config: Config) -> list[str]:
 
 
 def setup_warnings(config: Config) -> list[str]:
-    """What is allowed but most likely a mistake: said by ``check-config``, logged by ``run`` at start-up and
-    reload, never refused."""
+    """What is allowed but most likely a mistake, or a disk fault: said by ``check-config``, logged by ``run`` at
+    start-up and reload, never refused."""
+    warnings = read_only_warnings(config)
     if not (config.mqtt.enabled and config.mqtt.username):
-        return []
+        return warnings
     try:
         if config.mqtt_password() is not None:
-            return []
+            return warnings
     except ConfigError:
-        return []  # an unreadable password file is a problem of its own (mqtt_problems)
-    return [f"mqtt.username = {config.mqtt.username!r} has no password: none in ${PASSWORD_ENV}, in the systemd "
-            f"credential {CREDENTIAL_NAME} (what `noisewatch setup` stores; only the service gets it) or in "
-            "mqtt.password_file, so the broker will be asked to take the user without one"]
+        return warnings  # an unreadable password file is a problem of its own (mqtt_problems)
+    return warnings + [
+        f"mqtt.username = {config.mqtt.username!r} has no password: none in ${PASSWORD_ENV}, in the systemd "
+        f"credential {CREDENTIAL_NAME} (what `noisewatch setup` stores; only the service gets it) or in "
+        "mqtt.password_file, so the broker will be asked to take the user without one"]
+
+
+def read_only_warnings(config: Config) -> list[str]:
+    """The JSON-lines file, spool and state folders on a read-only file system (an SD card the kernel remounted
+    read-only after errors): a disk fault, not a config error. Refused, it kept a restarted unit failed for good
+    (systemd does not restart on exit 78), deaf and publishing nothing to a broker that was there; ``run``
+    rides it out as it does a disk that turns read-only under it."""
+    warnings = []
+    if config.jsonl.path not in (None, "-") and _read_only("jsonl.path", Path(config.jsonl.path), folder=False):
+        warnings.append(f"jsonl.path = '{config.jsonl.path}': {READ_ONLY}: messages are not logged there (counted "
+                        "as jsonl_failed_writes) until it takes writes again")
+    if not config.mqtt.enabled:
+        return warnings
+    spool, state = config.mqtt.spool.directory, config.mqtt.state_path
+    spool_read_only = _read_only("mqtt.spool.directory", spool, folder=True)
+    state_read_only = _read_only("mqtt.state_directory", state, folder=True)
+    said_once = spool_read_only and state_read_only and config.mqtt.state_directory is None  # beside the spool
+    if spool_read_only:
+        warnings.append(f"mqtt.spool.directory = '{spool}': {READ_ONLY}: events are held in memory and published "
+                        f"from there until it takes writes again{HELD_LOST}{NOT_KEPT if said_once else ''}")
+    if state_read_only and not said_once:
+        warnings.append(f"mqtt.state_directory = '{state}': {READ_ONLY}{NOT_KEPT}")
+    return warnings
 
 
 def mqtt_problems(config: Config) -> list[str]:
     """The password, the TLS files (present and loadable), the spool and state folders (a state folder that is a
-    file, or on a read-only disk, passed check-config and failed ``run``)."""
+    file passed check-config and failed ``run``)."""
     problems = []
     try:
         config.mqtt_password()
@@ -197,35 +228,51 @@ def _tls_problems(tls: TlsSection) -> list[str]:
 
 
 def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
-    """Why ``path`` (a file to append to, or a folder to keep files in) cannot be written, or nothing.
+    """Why ``path`` (a file to append to, or a folder to keep files in) cannot be written, or nothing; a read-only
+    file system is not said here (:func:`_read_only`)."""
+    trouble = _write_trouble(key, path, folder)
+    return [] if trouble is None or trouble[1] else [trouble[0]]
+
+
+def _read_only(key: str, path: Path, folder: bool) -> bool:
+    """Whether ``path`` cannot be written only because its file system is read-only (EROFS)."""
+    trouble = _write_trouble(key, path, folder)
+    return trouble is not None and trouble[1]
+
+
+def _write_trouble(key: str, path: Path, folder: bool) -> tuple[str, bool] | None:
+    """Why ``path`` cannot be written, and whether only because its file system is read-only; None: it can.
 
     Tried, not asked: ``os.access`` says yes to root anywhere but on a read-only mount, /proc and /sys
     included, where ``run`` then fails. The tries leave nothing behind."""
     if path.exists():
         if folder != path.is_dir():
-            return [f"{key} = '{path}': not a {'folder' if folder else 'file'}"]
-        writable = _can_create_in(path) if folder else _can_append_to(path)
-        return [] if writable else [f"{key} = '{path}': not writable"]
+            return f"{key} = '{path}': not a {'folder' if folder else 'file'}", False
+        error = _create_in(path) if folder else _append_to(path)
+        return None if error is None else (f"{key} = '{path}': not writable", error == errno.EROFS)
     existing = next(p for p in path.parents if p.exists())
     if not existing.is_dir():
-        return [f"{key} = '{path}': {existing} is a file, not a folder"]
-    return [] if _can_create_in(existing) else [f"{key} = '{path}': nothing can be created in {existing}"]
+        return f"{key} = '{path}': {existing} is a file, not a folder", False
+    error = _create_in(existing)
+    return None if error is None else (f"{key} = '{path}': nothing can be created in {existing}", error == errno.EROFS)
 
 
-def _can_create_in(folder: Path) -> bool:
+def _create_in(folder: Path) -> int | None:
+    """The errno of making a file in ``folder``; None: it can be done."""
     try:
         with tempfile.TemporaryFile(dir=folder):  # nameless where the file system allows, else unlinked at once
-            return True
-    except OSError:
-        return False
+            return None
+    except OSError as exc:
+        return exc.errno
 
 
-def _can_append_to(path: Path) -> bool:
+def _append_to(path: Path) -> int | None:
+    """The errno of opening ``path`` to append; None: it can be done."""
     try:
         with open(path, "ab"):
-            return True
-    except OSError:
-        return False
+            return None
+    except OSError as exc:
+        return exc.errno
 
 
 def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:

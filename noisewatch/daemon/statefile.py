@@ -3,6 +3,7 @@ written atomically."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -53,7 +54,7 @@ class FolderLock:
     rewriting its files. One process shares it between the sink it runs and the one that replaces it at a reload;
     the last to release it lets it go (the kernel does on any exit)."""
 
-    def __init__(self, folder: Path, fd: int) -> None:
+    def __init__(self, folder: Path, fd: int | None) -> None:
         self.folder = folder
         self._fd: int | None = fd
         self._holders = 1
@@ -61,8 +62,15 @@ class FolderLock:
     @classmethod
     def take(cls, folder: Path) -> "FolderLock":
         """The folder's lock (the folder made if need be); FolderInUse when another process holds it."""
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: the disk may still be remounted ro
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: the disk may turn ro
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            if not folder.is_dir():  # a read-only disk it cannot be made on: nothing there for two to rewrite
+                return cls(folder, None)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # no .lock yet on a read-only disk: the folder's own
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -2,7 +2,9 @@
 
 Always available (``--jsonl PATH`` or ``jsonl.path``; ``-`` is stdout), and the ground truth the
 MQTT tests compare against. A write that fails (disk full, file system gone read-only) is logged
-once, counted, and the daemon carries on; the next write that works is logged too. A file is written
+once, counted, and the daemon carries on; the next write that works is logged too. A file system already
+read-only at start-up is the same disk fault, not a config error (it would keep MQTT from starting too): each
+line tries to open the file, and is counted. A file is written
 without a buffer, a whole line per write: a line that fails is lost and counted, never written later
 behind the lines that followed it, and never left half-written in a regular file (a pipe or a terminal
 cannot take a write back).
@@ -10,6 +12,7 @@ cannot take a write back).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -29,11 +32,17 @@ class JsonlSink:
         self.path = path
         self._fd: int | None = None
         self._regular = False
-        if path != "-":
-            self._fd = self._open()
-            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # /dev/stdout may be a pipe
         self.failed_writes = 0
         self._failing = False
+        if path != "-":
+            try:
+                self._open_file()
+            except OSError as exc:
+                if exc.errno != errno.EROFS:
+                    raise
+                self._failing = True  # a disk fault, not a config error: each line tries to open it, and is counted
+                log.error("JSON lines: %s is on a read-only file system; messages are not logged there until it "
+                          "takes writes again", path)
 
     def send(self, message: Message) -> None:
         line = message.encode() + b"\n"
@@ -57,7 +66,7 @@ class JsonlSink:
         lines would otherwise go on into the rotated file, or a compressed and deleted one. A failure keeps
         the open file, with a log line."""
         if self._fd is None:
-            return
+            return  # stdout, or a file not open yet (the next line opens it)
         try:
             fd = self._open()
         except OSError as exc:
@@ -70,12 +79,17 @@ class JsonlSink:
 
     def close(self) -> None:
         try:
-            if self._fd is None:
+            if self.path == "-":
                 sys.stdout.flush()
-            else:
+            elif self._fd is not None:
                 os.close(self._fd)
         except OSError as exc:
             self._failed(exc)
+
+    def _open_file(self) -> int:
+        self._fd = self._open()
+        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # /dev/stdout may be a pipe
+        return self._fd
 
     def _open(self) -> int:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -83,15 +97,16 @@ class JsonlSink:
 
     def _write(self, line: bytes) -> None:
         """The whole line, or nothing: a write cut short by a full disk is taken back."""
-        if self._fd is None:
+        if self.path == "-":
             sys.stdout.write(line.decode())
             sys.stdout.flush()
             return
-        end = os.lseek(self._fd, 0, os.SEEK_END) if self._regular else 0
-        written = os.write(self._fd, line)
+        fd = self._fd if self._fd is not None else self._open_file()  # read-only at start-up: remounted since?
+        end = os.lseek(fd, 0, os.SEEK_END) if self._regular else 0
+        written = os.write(fd, line)
         if written < len(line):
             if self._regular:
-                os.ftruncate(self._fd, end)
+                os.ftruncate(fd, end)
             raise OSError(f"only {written} of {len(line)} bytes written")
 
     def _failed(self, exc: OSError) -> None:

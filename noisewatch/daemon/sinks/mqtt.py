@@ -333,6 +333,11 @@ class MqttSink:
 
     def start(self) -> None:
         """Begin connecting (in the background: a missing broker is normal) and pumping."""
+        if self.spool.read_only():  # at start-up, not at the first event: a quiet lamp post may have none for hours
+            log.error("MQTT spool: %s is on a read-only file system; events are kept in memory (up to %d) until it "
+                      "takes writes again, and what it holds is sent but cannot be deleted (sent again at the next "
+                      "start)", self.spool.directory, MEMORY_SPOOL_MAX)
+            self._disk_trouble.set()
         self._pump.start()
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it

@@ -23,6 +23,7 @@ in-memory index is guarded by a lock, file I/O happens outside it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -112,8 +113,12 @@ class Spool:
         self._bytes = 0
         self.dropped = 0
         """messages dropped by the size or age bound since the spool was opened"""
-        self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        self._block = os.statvfs(self.directory).f_frsize or FALLBACK_BLOCK
+        try:
+            self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise  # a read-only disk: made by the first append that can (``read_only`` says so meanwhile)
+        self._block = os.statvfs(_nearest_folder(self.directory)).f_frsize or FALLBACK_BLOCK
         """The file system's allocation unit: a 400-byte message takes a whole block (4 KiB on ext4), and counted
         by its length a spool at max_mb took ten times as much disk (and memory, and start-up time)."""
         self.quarantined = _count(self.directory / QUARANTINE)
@@ -137,6 +142,11 @@ class Spool:
         """Bytes on disk."""
         with self._lock:
             return self._bytes
+
+    def read_only(self) -> bool:
+        """Whether the spool's file system is mounted read-only (an SD card the kernel remounted after errors):
+        nothing can be written to it, nor removed from it."""
+        return bool(os.statvfs(_nearest_folder(self.directory)).f_flag & os.ST_RDONLY)
 
     def has_after(self, seq: int) -> bool:
         """Whether a message with a sequence number above ``seq`` is waiting."""
@@ -166,8 +176,8 @@ class Spool:
         except FileNotFoundError:
             if self.directory.is_dir() or not self.directory.parent.is_dir():
                 raise  # a parent gone too is an unplugged disk: not to be made again on the root file system
+            self.directory.mkdir(mode=DIR_MODE, exist_ok=True)  # a read-only disk refuses here, said at start-up
             log.warning("MQTT spool: %s is gone; making it again", self.directory)
-            self.directory.mkdir(mode=DIR_MODE, exist_ok=True)
             _write_durably(self._path(seq), data)
         with self._lock:
             size = self._on_disk(len(data))
@@ -288,9 +298,15 @@ class Spool:
 
     def _load(self) -> int:
         """Index the messages left by an earlier run; returns the highest sequence number (0: none)."""
+        left = []
         for stale in self.directory.glob("*" + TMP_SUFFIX):
             if stale.is_file():
-                _finish_or_delete(stale)
+                try:
+                    _finish_or_delete(stale)
+                except OSError as exc:  # a read-only disk: neither renamed nor deleted; its number is not reused
+                    log.error("MQTT spool: cannot complete or delete %s (%s); left for a start that can", stale,
+                              exc.strerror or exc)
+                    left.append(stale)
         named = [p for p in self.directory.glob("*" + SUFFIX) if p.stem.isdigit()]
         for odd in (p for p in named if not p.is_file()):
             log.warning("MQTT spool: ignoring %s (not a regular file; its number is not reused)", odd)
@@ -305,7 +321,7 @@ class Spool:
         # numbers go on after those set aside too: a drained spool began again at 1, and a message set aside
         # later under a number used before replaced the earlier run's file there (a dead letter lost)
         aside = [p for folder in (QUARANTINE, DEAD_LETTER) for p in (self.directory / folder).glob("*" + SUFFIX)]
-        return max((int(p.stem) for p in [*named, *aside] if p.stem.isdigit()), default=0)
+        return max((int(p.stem) for p in [*named, *aside, *left] if p.stem.isdigit()), default=0)
 
     def _read_meta(self, seq: int) -> _Meta | None:
         path = self._path(seq)
@@ -367,6 +383,11 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         pass  # read-only: nothing was written there either
+
+
+def _nearest_folder(path: Path) -> Path:
+    """``path`` or, when it is not there (yet), the nearest folder above it: the file system it would be made on."""
+    return next(p for p in (path, *path.parents) if p.is_dir())
 
 
 def _count(folder: Path) -> int:
