@@ -46,8 +46,9 @@ from fault_daemon import (
 from mqtt_broker import Broker, Collector, free_port, wait_until
 
 from noisewatch.bundle import default_model_path
-from noisewatch.config import Config
+from noisewatch.config import Config, load_config
 from noisewatch.daemon.messages import Event
+from noisewatch.daemon.sinks.spool import Spool
 
 HOP_S = 0.511
 """The daemon's hop at its default settings (whole STFT hops): an event's onset is placed within one."""
@@ -805,6 +806,22 @@ def test_f21_a_garbled_spool_file_of_nested_brackets_is_quarantined_and_the_rest
     assert stats_value(collector, daemon, "spool_quarantined") == 1
 
 
+def test_f21_garbled_state_files_of_nested_brackets_are_ignored_and_the_daemon_listens(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by review: the state files (thresholds set from Home Assistant, entities announced) read through
+    the same json.loads as the spool's headers, and nested brackets raised RecursionError past their "corrupt:
+    ignored" handling: exit 1 at every start, as the spool's did."""
+    config = write_config(tmp_path / "c.yaml", broker.port)
+    state = load_config(config).mqtt.state_path
+    state.mkdir(parents=True, exist_ok=True)
+    for name in ("thresholds.json", "announced.json"):
+        (state / name).write_bytes(b"[" * 100_000)
+    daemon = start(daemons, config, SCENE, 4, tmp_path / "out.jsonl")
+    assert daemon.wait(60) == 0, daemon.log_text()[-1500:]
+    assert collector.wait_for(lambda c: len(event_ids(c)) == SCENE_EVENTS, timeout=10), event_ids(collector)
+    assert "RecursionError" not in daemon.log_text()
+
+
 @pytest.mark.broker
 def test_f21_dead_letters_of_an_earlier_run_are_not_replaced_by_a_later_runs(
         tmp_path: Path, daemons: list[Daemon]) -> None:
@@ -1093,3 +1110,19 @@ def test_cosmetic_a_duplicate_key_is_rejected_naming_both_lines(tmp_path: Path) 
     assert result.returncode == CONFIG_ERROR and len(result.lines) == 1, result.stderr
     line = result.lines[0].replace(str(config), "")
     assert "device_id" in line and {"3", "7"} <= set(re.findall(r"\d+", line)), line
+
+
+def test_f23_a_read_only_spool_over_its_bounds_at_start_up_drops_nothing_it_cannot_drop(small_disk: Path) -> None:
+    """Found by review: a spool opened on a read-only disk with its bound lowered counted drops and logged "cannot
+    delete delivered message" for messages never sent; they stayed on disk, were skipped, and came back at the next
+    start out of order. Nothing can be dropped there: they wait to be sent."""
+    spool = Spool(small_disk / "spool", max_mb=1.0, max_age_h=24.0)
+    for n in range(3):
+        spool.append("noisewatch/test/events", f"spooled-{n}".encode() * 100)
+    remount(small_disk, "ro")
+    try:
+        reopened = Spool(small_disk / "spool", max_mb=0.001, max_age_h=24.0)
+        assert (reopened.depth, reopened.dropped) == (3, 0)
+        assert [entry.payload[:9] for entry in reopened.after(0, 10)] == [b"spooled-0", b"spooled-1", b"spooled-2"]
+    finally:
+        remount(small_disk, "rw")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -146,8 +147,8 @@ def test_paho_s_network_thread_ended_by_an_exception_is_said_and_started_again(
     real, calls = getattr(MqttSink, callback), []
 
     def fails_once(self: MqttSink, *args: Any) -> None:
-        calls.append(callback)
-        if len(calls) == 1:
+        if not calls and (callback == "_on_connect" or len(self._inflight) >= 10):  # on_publish: events in flight
+            calls.append(callback)
             raise RuntimeError(f"unexpected input in {callback}")
         real(self, *args)
 
@@ -159,8 +160,10 @@ def test_paho_s_network_thread_ended_by_an_exception_is_said_and_started_again(
     assert collector.wait_for(lambda c: set(ids_on(c)) >= {ev.id for ev in sent}, timeout=20), (
         f"{len(set(ids_on(collector)))} of 30 events arrived; spool depth {sink.spool.depth}")
     assert wait_until(lambda: sink.spool.depth == 0, timeout=10)
-    assert any(r.levelno >= logging.ERROR and "network thread" in r.getMessage() for r in caplog.records)
+    assert calls and any(r.levelno >= logging.ERROR and "network thread" in r.getMessage() for r in caplog.records)
     assert collector.on(f"{PREFIX}/status")[-1:] == [b"online"]
+    times = Counter(ids_on(collector))  # paho sends again what it had in flight; published anew too, it came thrice
+    assert max(times.values()) <= 2, sorted(times.values())
 
 
 @pytest.mark.usefixtures("no_home_assistant")

@@ -277,6 +277,9 @@ def test_an_ogg_file_ends_its_stream_only_when_whole(tmp_path: Path) -> None:
              format="OGG", subtype="VORBIS")
     data = whole.read_bytes()
     assert ogg_ends_its_stream(whole)
+    tagged = tmp_path / "tagged.ogg"
+    tagged.write_bytes(data + b"TAG" + bytes(125))  # an ID3v1 tag after the last page: whole all the same
+    assert ogg_ends_its_stream(tagged)
     cut = tmp_path / "cut.ogg"
     page_ends = [start for start in range(1, len(data)) if data.startswith(b"OggS", start)]
     for size in page_ends + list(range(200, len(data), 1013)):

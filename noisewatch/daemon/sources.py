@@ -327,8 +327,9 @@ OGG_END_OF_STREAM = 0x04
 
 
 def ogg_ends_its_stream(path: Path) -> bool:
-    """Whether the file's last Ogg page is whole and flagged the stream's end. libsndfile reads an Ogg file cut
-    short (a copy or a download broken off) to its last whole page and reports that length as the file's."""
+    """Whether the file's last whole Ogg page flags the stream's end. libsndfile reads an Ogg file cut short (a
+    copy or a download broken off) to its last whole page and reports that length as the file's; bytes after the
+    last page (an ID3 tag some taggers append) are not a cut."""
     with path.open("rb") as file:
         size = file.seek(0, 2)
         file.seek(max(0, size - OGG_PAGE_MAX))
@@ -337,10 +338,18 @@ def ogg_ends_its_stream(path: Path) -> bool:
     while page >= 0 and len(tail) - page >= 27:
         count = tail[page + 26]
         lacing = tail[page + 27 : page + 27 + count]  # the page's segment lengths
-        if len(lacing) == count and page + 27 + count + sum(lacing) == len(tail):
+        if len(lacing) == count and page + 27 + count + sum(lacing) <= len(tail):
             return bool(tail[page + 5] & OGG_END_OF_STREAM)
         page = tail.rfind(b"OggS\x00", 0, page)  # "OggS" inside a packet, or a page cut off: look further back
     return False
+
+
+def _ogg_ends_its_stream_or_unreadable(path: Path) -> bool:
+    """:func:`ogg_ends_its_stream`, or True where the file cannot be read again (the replay then says why)."""
+    try:
+        return ogg_ends_its_stream(path)
+    except OSError:
+        return True
 
 
 def _warn_if_cut_short(path: Path, info: Any) -> None:
@@ -349,7 +358,7 @@ def _warn_if_cut_short(path: Path, info: Any) -> None:
     if found and int(found.group(2)) < int(found.group(1)):
         log.warning("%s is cut short: its header promises %s bytes of audio, the file holds %s; replaying %.1f s",
                     path, found.group(1), found.group(2), info.duration)
-    elif info.format == "OGG" and not ogg_ends_its_stream(path):
+    elif info.format == "OGG" and not _ogg_ends_its_stream_or_unreadable(path):
         log.warning("%s is cut short: its last Ogg page does not end the stream; replaying the %.1f s it holds",
                     path, info.duration)
 

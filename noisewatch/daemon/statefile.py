@@ -36,12 +36,16 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON in ``path``; None when there is no file. Raises ValueError/OSError for a bad one."""
+    """The JSON in ``path``; None when there is no file. Raises ValueError/OSError for a bad one (garbled into deeply
+    nested brackets too: json's RecursionError ended the daemon at every start, as the spool's did)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to be read") from None
 
 
 class FolderInUse(Exception):

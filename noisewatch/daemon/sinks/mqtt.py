@@ -557,8 +557,9 @@ class MqttSink:
         """paho ends its network thread on any exception raised in a callback or in its own code, and says so only
         in a bare traceback on stderr: then no acknowledgement was read and nothing reconnected, and events stayed in
         the spool for good while the daemon ran on. Said as an error, and started again on a fresh connection
-        (whose ``on_connect`` announces anew); what was in flight is sent again (at least once), as its
-        acknowledgements may have gone with the thread."""
+        (whose ``on_connect`` announces anew). What was in flight stays in flight: paho keeps the messages it had
+        no acknowledgement for and sends them again, under their own ids, as after any reconnect (publishing them
+        anew as well delivered each one a third time)."""
         network, s = self._network, self.settings
         if network is None or network.is_alive() or self._closing is not None or self._stopping.is_set():
             return
@@ -571,14 +572,12 @@ class MqttSink:
                   "%s:%d, and the %d event message(s) in flight are sent again", self.settings.host,
                   self.settings.port, len(self._inflight) + len(self._inflight_held))
         self._connected = False
-        self._inflight.clear()
-        self._last_handed = 0
-        self._unspooled.extendleft(reversed(self._inflight_held.values()))
-        self._inflight_held.clear()
         self.client._reset_sockets(sockpair_only=True)  # loop_start makes a new pair: the old one would leak
         self._connect_async(self.client)
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)
+        if self._stopping.is_set():  # close() ran meanwhile (its join gave up on a pump slowed by a failing disk)
+            self.client.loop_stop()
 
     def _move_spool(self, new: Spool) -> None:
         """Move every message of the old folder's spool (the replaced sink's unsent ones, then this sink's) to

@@ -126,8 +126,9 @@ class Spool:
         self.dead_letters = _count(self.directory / DEAD_LETTER)
         """messages the broker refused, set aside in ``dead-letter/``"""
         self._next_seq = self._load() + 1
-        self.prune()
-        self._enforce_size()  # a bound lowered since the last run holds from the start, not from the next event
+        if not self.read_only():  # nothing can be dropped from a read-only disk: "dropped", a message came back at
+            self.prune()          # the next start, out of order; it is sent instead
+            self._enforce_size()  # a bound lowered since the last run holds from the start, not from the next event
 
     # --- state ----------------------------------------------------------------------------------
 
