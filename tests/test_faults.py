@@ -11,6 +11,7 @@ mounting is not permitted.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -276,15 +277,26 @@ def test_f05_a_file_input_that_fails_exits_66_with_one_line_and_no_repeats(tmp_p
 
 # --- 6: a publish the broker refuses --------------------------------------------------------------------
 
-@pytest.mark.broker
-def test_f06_a_publish_refused_under_mqtt5_goes_to_dead_letter_counted_and_named(
-        tmp_path: Path, daemons: list[Daemon]) -> None:
+@contextlib.contextmanager
+def events_refused(tmp_path: Path) -> Iterator[tuple[Path, Path, Collector]]:
+    """A broker whose ACL refuses the events topic, a collector on it, a spool holding three events and an MQTT 5
+    config (the PUBACK says the refusal): every event a daemon sends goes to ``dead-letter/``."""
     broker = Broker(acl=f"topic readwrite #\ntopic deny {EVENTS}\n").start()
     collector = Collector(broker.port)
     try:
         spool = tmp_path / "spool"
         spool_with(spool, [(EVENTS, spooled_event(n)) for n in (1, 2, 3)])
-        config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"protocol": "5"}, stats={"interval_s": 1.0})
+        yield spool, write_config(tmp_path / "c.yaml", broker.port, mqtt={"protocol": "5"},
+                                  stats={"interval_s": 1.0}), collector
+    finally:
+        collector.close()
+        broker.cleanup()
+
+
+@pytest.mark.broker
+def test_f06_a_publish_refused_under_mqtt5_goes_to_dead_letter_counted_and_named(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    with events_refused(tmp_path) as (spool, config, collector):
         daemon = start(daemons, config, silence(tmp_path / "s.flac", 4), 1, tmp_path / "out.jsonl")
         assert daemon.wait(20) == 0, daemon.log_text()
         dead = files_in(spool / "dead-letter")
@@ -293,9 +305,6 @@ def test_f06_a_publish_refused_under_mqtt5_goes_to_dead_letter_counted_and_named
         warnings = [line for line in daemon.log_text().splitlines() if "WARNING" in line]
         for n in (1, 2, 3):
             assert any(f"spooled-{n}" in line for line in warnings), warnings
-    finally:
-        collector.close()
-        broker.cleanup()
 
 
 @pytest.mark.broker
@@ -324,16 +333,21 @@ def test_f21_an_event_over_the_brokers_message_size_limit_under_mqtt5_goes_to_de
         broker.cleanup()
 
 
+def cut_short_scene(tmp_path: Path, suffix: str, **write: str) -> tuple[Path, Path, Path]:
+    """The bundled scene written whole, a copy of its first 60% of bytes (a broken copy or download), and where
+    a run's JSON lines go."""
+    audio, rate = sf.read(str(SCENE), dtype="float32")
+    whole, cut = tmp_path / f"whole.{suffix}", tmp_path / f"cut.{suffix}"
+    sf.write(str(whole), audio, rate, **write)
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    return whole, cut, tmp_path / "out.jsonl"
+
+
 def test_f20_a_cut_short_wav_is_replayed_as_far_as_it_goes_and_says_so(tmp_path: Path) -> None:
     """libsndfile reads a WAV whose data chunk promises more than the file holds to where it ends, without
     an error (a cut-short FLAC fails: f05); the log says how short it is."""
-    audio, rate = sf.read(str(SCENE), dtype="float32")
-    whole = tmp_path / "whole.wav"
-    sf.write(str(whole), audio, rate, subtype="PCM_16")
-    cut = tmp_path / "cut.wav"
-    data = whole.read_bytes()
-    cut.write_bytes(data[: int(len(data) * 0.6)])  # ~19.8 s of the 33 s: the siren and the dog bark
-    out = tmp_path / "out.jsonl"
+    _, cut, out = cut_short_scene(tmp_path, "wav", subtype="PCM_16")  # ~19.8 s of the 33 s: siren, dog bark
     result = cli("run", "--input", str(cut), "--speed", "0", "--jsonl", str(out), timeout=30)
     assert result.returncode == 0, result.stderr
     assert len([line for line in result.lines if "is cut short" in line]) == 1, result.stderr
@@ -344,13 +358,7 @@ def test_f20_a_cut_short_wav_is_replayed_as_far_as_it_goes_and_says_so(tmp_path:
 def test_f20b_a_cut_short_ogg_is_replayed_as_far_as_it_goes_and_says_so(tmp_path: Path) -> None:
     """Found by fault injection: an Ogg Vorbis recording cut off (a broken download) replayed what it held and
     exited 0 without a word, as if that were the whole recording."""
-    audio, rate = sf.read(str(SCENE), dtype="float32")
-    whole = tmp_path / "whole.ogg"
-    sf.write(str(whole), audio, rate, format="OGG", subtype="VORBIS")
-    cut = tmp_path / "cut.ogg"
-    data = whole.read_bytes()
-    cut.write_bytes(data[: int(len(data) * 0.6)])
-    out = tmp_path / "out.jsonl"
+    whole, cut, out = cut_short_scene(tmp_path, "ogg", format="OGG", subtype="VORBIS")
     result = cli("run", "--input", str(cut), "--speed", "0", "--jsonl", str(out), timeout=30)
     assert result.returncode == 0, result.stderr
     assert len([line for line in result.lines if "is cut short" in line]) == 1, result.stderr
@@ -828,12 +836,7 @@ def test_f21_dead_letters_of_an_earlier_run_are_not_replaced_by_a_later_runs(
     """Found by fault injection at start-up: a spool that had drained numbered its messages from 1 again, so a
     message set aside later under a number used before replaced the earlier run's file in ``dead-letter/`` (or
     ``quarantine/``): a dead letter kept to be republished by hand was lost, and the count outgrew the files."""
-    broker = Broker(acl=f"topic readwrite #\ntopic deny {EVENTS}\n").start()
-    collector = Collector(broker.port)
-    try:
-        spool = tmp_path / "spool"
-        spool_with(spool, [(EVENTS, spooled_event(n)) for n in (1, 2, 3)])
-        config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"protocol": "5"}, stats={"interval_s": 1.0})
+    with events_refused(tmp_path) as (spool, config, collector):
         first = start(daemons, config, silence(tmp_path / "s.flac", 4), 1, tmp_path / "first.jsonl")
         assert first.wait(20) == 0, first.log_text()
         earlier = {p.name: p.read_bytes() for p in files_in(spool / "dead-letter")}
@@ -844,9 +847,6 @@ def test_f21_dead_letters_of_an_earlier_run_are_not_replaced_by_a_later_runs(
         dead = {p.name: p.read_bytes() for p in files_in(spool / "dead-letter")}
         assert {name: dead.get(name) for name in earlier} == earlier, "an earlier run's dead letter was replaced"
         assert len(dead) == 3 + SCENE_EVENTS == stats_value(collector, second, "spool_dead_letters"), sorted(dead)
-    finally:
-        collector.close()
-        broker.cleanup()
 
 
 def test_f21_a_spool_over_its_bound_at_start_up_drops_its_oldest_at_once_and_counts_them(

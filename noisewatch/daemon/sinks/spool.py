@@ -287,7 +287,7 @@ class Spool:
         except UNREADABLE as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable ({exc})")
             return None
-        problem = damage(meta, entry)
+        problem = damage(meta, entry.payload)
         if problem:
             self.set_aside(seq, QUARANTINE, problem)
             return None
@@ -376,7 +376,7 @@ def _whole(path: Path) -> bool:
     except UNREADABLE:
         return False
     return (isinstance(meta, dict) and {"topic", "created", "length", "crc32"} <= meta.keys()
-            and len(payload) == meta["length"] and zlib.crc32(payload) == meta["crc32"])
+            and damage(meta, payload) is None)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -402,11 +402,11 @@ def topic_problem(topic: str) -> str | None:
     return None
 
 
-def damage(meta: dict, entry: SpoolEntry) -> str | None:
+def damage(meta: dict, payload: bytes) -> str | None:
     """What is damaged in a message read back, or None (files written before the length and CRC were kept
     in the header pass)."""
-    if "length" in meta and len(entry.payload) != meta["length"]:
-        return f"payload is {len(entry.payload)} bytes, {meta['length']} were written"
-    if "crc32" in meta and zlib.crc32(entry.payload) != meta["crc32"]:
+    if "length" in meta and len(payload) != meta["length"]:
+        return f"payload is {len(payload)} bytes, {meta['length']} were written"
+    if "crc32" in meta and zlib.crc32(payload) != meta["crc32"]:
         return "payload does not match its CRC-32"
     return None
