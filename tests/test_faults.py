@@ -867,6 +867,33 @@ def test_f21_a_spool_over_its_bound_at_start_up_drops_its_oldest_at_once_and_cou
     assert "dropped 18 message(s)" in daemon.log_text(), daemon.log_text()
 
 
+@pytest.mark.parametrize("bound", ["max_mb", "max_age_h"])
+def test_f21_a_spool_bound_lowered_by_a_reload_holds_at_once_as_at_start_up(
+        tmp_path: Path, daemons: list[Daemon], bound: str) -> None:
+    """Found by review: a reload that changed only ``mqtt.spool.max_mb`` or ``max_age_h`` built a new MQTT sink on
+    the running spool, and that kept its old bounds until a restart, without a word: ``systemctl reload`` after
+    lowering the bound of a filling SD card freed nothing. Now the reload drops the oldest at once, as a start does."""
+    spool = tmp_path / "spool"
+    files = spool_with(spool, [(EVENTS, spooled_event(n)) for n in range(1, 31)])
+    block = max(f.stat().st_blocks for f in files) * 512  # what one message takes on this file system
+    port = free_port()  # no broker there: the messages wait
+    config = write_config(tmp_path / "c.yaml", port, stats={"interval_s": 1.0})
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 30), 1, tmp_path / "out.jsonl")
+    assert wait_until(lambda: bool(daemon.messages("stats")), timeout=20), daemon.log_text()
+    assert len(list(spool.glob("*.msg"))) == 30 and daemon.messages("stats")[-1]["spool_dropped"] == 0
+    lowered = {"max_mb": 12 * block / 2**20} if bound == "max_mb" else {"max_age_h": 1e-4}  # 0.36 s: all are older
+    write_config(config, port, mqtt={"spool": {"directory": "spool", **lowered}}, stats={"interval_s": 1.0})
+    daemon.hup()
+    assert wait_until(lambda: "configuration reloaded" in daemon.log_text(), timeout=10), daemon.log_text()
+    kept = [f.name for f in files[18:]] if bound == "max_mb" else []  # the 12 newest, or none
+    assert wait_until(lambda: sorted(p.name for p in spool.glob("*.msg")) == kept, timeout=3), (
+        f"{len(list(spool.glob('*.msg')))} messages in the spool 3 s after the reload: {daemon.log_text()}")
+    assert wait_until(lambda: daemon.messages("stats")[-1]["spool_dropped"] == 30 - len(kept), timeout=3), (
+        daemon.messages("stats")[-1])
+    daemon.proc.terminate()
+    assert daemon.wait(10) == 0, daemon.log_text()
+
+
 # --- 10: non-finite audio ----------------------------------------------------------------------------------
 
 @pytest.mark.broker

@@ -17,7 +17,7 @@ import soxr
 from daemon_run import build_scene, events, read_jsonl, recognised_clips, run_daemon, write_scene
 
 from noisewatch.bundle import default_model_path, load_bundle
-from noisewatch.config import Config
+from noisewatch.config import Config, ConfigError
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.levels import dbfs, peak_dbfs
 from noisewatch.daemon.pipeline import Pipeline
@@ -942,6 +942,32 @@ def test_a_reload_that_replaces_the_mqtt_sink_hands_it_the_running_spool(tmp_pat
     finally:
         for sink in (*running, *replaced):
             sink.close()
+
+
+def test_a_refused_reload_keeps_the_running_spool_bounds_and_what_they_keep(tmp_path: Path) -> None:
+    """A reload puts its spool bounds on the running spool (test_faults.py, f21) only once it cannot be refused:
+    messages a lowered bound drops are gone for good, and a refused reload keeps the running set-up untouched."""
+    from mqtt_broker import free_port
+
+    from noisewatch.daemon.setup import open_sinks
+
+    config = tmp_path / "c.yaml"
+    mqtt = f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+    config.write_text(mqtt)
+    running = open_sinks(prepare(str(config)))
+    try:
+        (sink,) = running
+        for n in range(5):
+            sink.spool.append("noisewatch/test/events", f"spooled-{n}".encode() * 100)
+        config.write_text(mqtt + f"    max_mb: 0.001\njsonl:\n  path: {tmp_path / 'x.jsonl'}\n")
+        lowered = prepare(str(config))
+        (tmp_path / "x.jsonl").mkdir()  # the JSON-lines file cannot open: the last sink, after the MQTT one
+        with pytest.raises(ConfigError, match="jsonl.path"):
+            open_sinks(lowered, running)
+        assert sink.spool.depth == 5 and sink.spool.dropped == 0
+    finally:
+        for opened in running:
+            opened.close()
 
 
 def test_a_negative_replay_speed_is_refused_before_anything_runs(repo_root: Path) -> None:

@@ -279,9 +279,12 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
     """MQTT first: it spools each event to disk before returning, so an event already in the JSON-lines log
     is also on its way to the broker even if the process is killed between the two sinks. A running MQTT
     sink that the new set-up would build the same but for its thresholds is kept, and told them (the JSON-lines
-    file is always reopened, so that logrotate can move it)."""
+    file is always reopened, so that logrotate can move it). A sink that replaces the running one takes over its
+    spool and puts the new bounds on it, also once nothing more can fail: a refused reload keeps the running bounds,
+    and the messages they keep."""
     sinks: list[Sink] = []
     retuned: MqttSink | None = None
+    replacing: MqttSink | None = None
     if setup.config.mqtt.enabled:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
@@ -289,8 +292,13 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
         mqtt_sinks = [s for s in running if isinstance(s, MqttSink)]
         same = [s for s in mqtt_sinks if s.serves(setup.config, labels, ident)]
         replaced = mqtt_sinks[0] if mqtt_sinks else None
-        sinks.append(same[0] if same else MqttSink.from_config(setup.config, labels, ident, thresholds, running=replaced))
-        retuned = same[0] if same else None
+        if same:
+            retuned = same[0]
+            sinks.append(retuned)
+        else:
+            built = MqttSink.from_config(setup.config, labels, ident, thresholds, running=replaced)
+            sinks.append(built)
+            replacing = built if replaced is not None else None
     if setup.config.jsonl.path:
         try:
             sinks.append(JsonlSink(setup.config.jsonl.path))
@@ -301,6 +309,8 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
             raise ConfigError(f"jsonl.path = '{setup.config.jsonl.path}': {exc.strerror or exc}") from None
     if retuned is not None:
         retuned.retune(thresholds)  # once nothing more can fail: a refused reload keeps the running ones
+    if replacing is not None:
+        replacing.hold_spool_bounds()
     return sinks
 
 

@@ -324,6 +324,11 @@ class MqttSink:
         """A reload's thresholds from the bundle and the config: the threshold entities show them at once."""
         self._commands.put(_Retune(dict(thresholds)))
 
+    def hold_spool_bounds(self) -> None:
+        """A reload's ``mqtt.spool`` bounds on the spool taken over from the replaced sink: in force at once (a
+        max_mb lowered because the SD card fills up), not from the next restart."""
+        self.spool.bound(self.settings.spool.max_mb, self.settings.spool.max_age_h)
+
     def threshold_overrides(self) -> dict[str, float]:
         """Thresholds set from Home Assistant (kept across restarts); they win over the config's."""
         with self._overrides_lock:

@@ -126,9 +126,7 @@ class Spool:
         self.dead_letters = _count(self.directory / DEAD_LETTER)
         """messages the broker refused, set aside in ``dead-letter/``"""
         self._next_seq = self._load() + 1
-        if not self.read_only():  # nothing can be dropped from a read-only disk: "dropped", a message came back at
-            self.prune()          # the next start, out of order; it is sent instead
-            self._enforce_size()  # a bound lowered since the last run holds from the start, not from the next event
+        self._hold_bounds()  # a bound lowered since the last run holds from the start, not from the next event
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -228,6 +226,13 @@ class Spool:
             log.error("MQTT spool: cannot move %s to %s (%s)", self._path(seq), target, exc.strerror)
         log.warning("MQTT spool: message %s set aside in %s/: %s", self._path(seq).name, folder, why)
 
+    def bound(self, max_mb: float, max_age_h: float) -> None:
+        """New bounds (a reload keeps the spool: one folder, one spool), held at once as at opening: a bound lowered
+        because the SD card fills up drops the oldest messages now, not from the next restart."""
+        self.max_bytes = int(max_mb * MIB)
+        self.max_age_s = max_age_h * HOUR_S
+        self._hold_bounds()
+
     def prune(self) -> int:
         """Drop messages older than the age bound; returns how many were dropped."""
         now, since_boot = self._clock(), self._boot_clock()
@@ -253,6 +258,13 @@ class Spool:
 
     def _path(self, seq: int) -> Path:
         return self.directory / f"{seq:0{NAME_DIGITS}d}{SUFFIX}"
+
+    def _hold_bounds(self) -> None:
+        """Drop what is over the age and size bounds, but nothing from a read-only disk: "dropped", a message came
+        back at the next start, out of order; it is sent instead."""
+        if not self.read_only():
+            self.prune()
+            self._enforce_size()
 
     def _enforce_size(self) -> None:
         """Drop the oldest messages while the spool is over its size bound (keeping the newest)."""
