@@ -211,6 +211,8 @@ class Stats(Message):
     """Events held in memory because the spool's disk refuses writes."""
     spool_memory_dropped: int | None = None
     """Events lost because the disk refused them for too long."""
+    mqtt_network_restarts: int | None = None
+    """MQTT only: times paho's network thread ended unexpectedly and was started again (lifetime)."""
     jsonl_failed_writes: int | None = None
     """JSON lines only: messages that could not be written (disk full, read-only)."""
     device: str = ""

@@ -269,8 +269,11 @@ class MqttSink:
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
         self._network: threading.Thread | None = None
         """paho's network thread (``loop_start``), watched by the pump (``_watch_network``)."""
-        self._network_restarts = 0
+        self._restarts_unconnected = 0
         """Restarts of paho's thread since the last accepted connection: the next waits their backoff."""
+        self.network_restarts = 0
+        """Restarts of paho's thread for the daemon's life (a reload's sink goes on from the replaced one's): a thread
+        that dies now and then was said only in an ERROR line, and the listener's stats looked healthy."""
         self._next_network_restart = 0.0
         self.client = self._make_client(client_id, password)
 
@@ -308,6 +311,7 @@ class MqttSink:
         sink._predecessor = running
         if running is not None:
             running._successor = sink
+            sink.network_restarts = running.network_restarts
             if running._disk_trouble.is_set():  # its held events come first: this sink's queue behind them
                 sink._disk_trouble.set()
         sink.start()
@@ -379,7 +383,8 @@ class MqttSink:
         spool = self.spool
         return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
-                "spool_memory_queued": self._held(), "spool_memory_dropped": self.memory_dropped}
+                "spool_memory_queued": self._held(), "spool_memory_dropped": self.memory_dropped,
+                "mqtt_network_restarts": self.network_restarts}
 
     def _held(self) -> int:
         """Events held in memory, not yet acknowledged (waiting, or handed to paho)."""
@@ -571,8 +576,9 @@ class MqttSink:
         now = time.monotonic()
         if now < self._next_network_restart:  # one that dies at every attempt: a traceback a second, for months
             return
-        self._next_network_restart = now + backoff_s(self._network_restarts, s.reconnect_min_s, s.reconnect_max_s)
-        self._network_restarts += 1
+        self._next_network_restart = now + backoff_s(self._restarts_unconnected, s.reconnect_min_s, s.reconnect_max_s)
+        self._restarts_unconnected += 1
+        self.network_restarts += 1
         log.error("MQTT: paho's network thread ended unexpectedly (the traceback above says why); reconnecting to "
                   "%s:%d, and the %d event message(s) in flight are sent again", self.settings.host,
                   self.settings.port, len(self._inflight) + len(self._inflight_held))
@@ -663,7 +669,7 @@ class MqttSink:
                 self._publish_threshold(label)
         elif isinstance(command, _Connected):
             self._connected, self._max_packet = True, command.max_packet
-            self._network_restarts = 0
+            self._restarts_unconnected = 0
             self._announce()
             if command.after_outage:
                 self._ha_wait.broker_returned()
