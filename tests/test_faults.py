@@ -730,6 +730,92 @@ def test_f17_json_lines_to_a_pipe_are_written(tmp_path: Path) -> None:
     assert [json.loads(line)["type"] for line in done.stdout.splitlines()].count("event") == SCENE_EVENTS, done.stdout
 
 
+# --- 24: a named pipe (FIFO) as the JSON-lines file, feeding another program ---------------------------------
+
+PIPE_BUF = 4096
+"""The smallest pipe Linux makes (one page): a reader that never reads leaves it full after a few lines."""
+
+
+@contextlib.contextmanager
+def fifo_reader(fifo: Path) -> Iterator[int]:
+    """A reader's end of ``fifo``, opened without waiting for a writer (the test reads what is there, later)."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def fifo_lines(fd: int) -> list[dict[str, Any]]:
+    """Every line the pipe holds (strict JSON each: a half-written one fails here)."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    return [strict_json(line) for line in data.splitlines()]
+
+
+def errors_naming(daemon: Daemon, path: Path) -> list[str]:
+    return [line for line in daemon.log_text().splitlines() if str(path) in line and " ERROR " in line]
+
+
+@pytest.mark.broker
+def test_f24_a_named_pipe_with_no_reader_blocks_nothing_and_is_written_once_a_reader_comes(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Opening a FIFO to write waits for a reader: the daemon hung at start-up, deaf, silent, and deaf to SIGTERM."""
+    fifo = tmp_path / "to-other-program"
+    os.mkfifo(fifo)
+    daemon = start(daemons, write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0}), SCENE, 4, fifo)
+    assert collector.wait_for(lambda c: len(event_ids(c)) >= 1, timeout=20), daemon.log_text()[-1500:]
+    with fifo_reader(fifo) as reader:
+        assert daemon.wait(30) == 0, daemon.log_text()[-1500:]
+        read = fifo_lines(reader)
+    assert collector.wait_for(lambda c: len(event_ids(c)) == SCENE_EVENTS, timeout=10), event_ids(collector)
+    piped = [line["id"] for line in read if line["type"] == "event"]
+    assert piped and piped == event_ids(collector)[-len(piped):], (piped, event_ids(collector))
+    assert len(errors_naming(daemon, fifo)) == 1, daemon.log_text()
+    assert "works again" in daemon.log_text(), daemon.log_text()
+    assert stats_value(collector, daemon, "jsonl_failed_writes") > 0
+
+
+@pytest.mark.broker
+def test_f24_a_named_pipe_whose_reader_stalls_does_not_block_processing(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """A reader that stops reading: writing to the full pipe waited for it, for good."""
+    import fcntl
+
+    fifo = tmp_path / "to-other-program"
+    os.mkfifo(fifo)
+    config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0},
+                          scores={"enabled": True, "interval_s": 0.0})
+    with fifo_reader(fifo) as reader:
+        fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, PIPE_BUF)
+        daemon = start(daemons, config, SCENE, 4, fifo)
+        assert daemon.wait(30) == 0, daemon.log_text()[-1500:]
+        read = fifo_lines(reader)
+    assert collector.wait_for(lambda c: len(event_ids(c)) == SCENE_EVENTS, timeout=10), event_ids(collector)
+    assert read, "nothing reached the pipe before it was full"
+    assert len(errors_naming(daemon, fifo)) == 1, daemon.log_text()
+    assert "Traceback" not in daemon.log_text(), daemon.log_text()[-1500:]
+    assert stats_value(collector, daemon, "jsonl_failed_writes") > 0
+
+
+def test_f24_check_config_takes_a_named_pipe_and_refuses_a_socket_naming_the_key(tmp_path: Path) -> None:
+    """A named pipe with no reader had check-config wait for one, for good; a socket is no file to write to."""
+    import socket
+
+    fifo, sock_path = tmp_path / "fifo", tmp_path / "sock"
+    os.mkfifo(fifo)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        piped = cli("check-config", str(write_config(tmp_path / "p.yaml", jsonl={"path": str(fifo)})), timeout=30)
+        socketed = cli("check-config", str(write_config(tmp_path / "s.yaml", jsonl={"path": str(sock_path)})),
+                       timeout=30)
+    assert piped.returncode == 0, f"exit {piped.returncode}: {piped.stderr}"
+    assert socketed.returncode == CONFIG_ERROR, f"exit {socketed.returncode}: {socketed.stderr}"
+    assert len(socketed.lines) == 1 and f"jsonl.path = '{sock_path}': a socket" in socketed.lines[0], socketed.stderr
+
+
 # --- 8: a damaged spool body ----------------------------------------------------------------------------
 
 def damage_body(path: Path, how: str) -> None:

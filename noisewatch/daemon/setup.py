@@ -8,6 +8,7 @@ open; what it refuses comes back as one line per problem naming the key.
 from __future__ import annotations
 
 import errno
+import os
 import ssl
 import tempfile
 from collections.abc import Sequence
@@ -248,6 +249,10 @@ def _write_trouble(key: str, path: Path, folder: bool) -> tuple[str, bool] | Non
     if path.exists():
         if folder != path.is_dir():
             return f"{key} = '{path}': not a {'folder' if folder else 'file'}", False
+        if path.is_socket() or path.is_block_device():
+            return f"{key} = '{path}': a {'socket' if path.is_socket() else 'disk'}, not a file or a named pipe", False
+        if path.is_fifo():  # opened to try, it would wait for a reader, and closed, end that reader's input
+            return None if os.access(path, os.W_OK) else (f"{key} = '{path}': not writable", False)
         error = _create_in(path) if folder else _append_to(path)
         return None if error is None else (f"{key} = '{path}': not writable", error == errno.EROFS)
     existing = next(p for p in path.parents if p.exists())
@@ -267,12 +272,12 @@ def _create_in(folder: Path) -> int | None:
 
 
 def _append_to(path: Path) -> int | None:
-    """The errno of opening ``path`` to append; None: it can be done."""
+    """The errno of opening ``path`` to append (without waiting, as the sink opens it); None: it can be done."""
     try:
-        with open(path, "ab"):
-            return None
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
     except OSError as exc:
         return exc.errno
+    return None
 
 
 def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:

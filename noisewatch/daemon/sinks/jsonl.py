@@ -4,10 +4,12 @@ Always available (``--jsonl PATH`` or ``jsonl.path``; ``-`` is stdout), and the 
 MQTT tests compare against. A write that fails (disk full, file system gone read-only) is logged
 once, counted, and the daemon carries on; the next write that works is logged too. A file system already
 read-only at start-up is the same disk fault, not a config error (it would keep MQTT from starting too): each
-line tries to open the file, and is counted. A file is written
-without a buffer, a whole line per write: a line that fails is lost and counted, never written later
+line tries to open the file, and is counted. A named pipe (FIFO) feeding another program is opened and written
+without blocking: with no reader yet, or a reader that stalls and lets the pipe fill, lines are lost and counted
+the same way, and writing resumes once a reader takes them (the processing loop never waits for one). A file is
+written without a buffer, a whole line per write: a line that fails is lost and counted, never written later
 behind the lines that followed it, and never left half-written in a regular file (a pipe or a terminal
-cannot take a write back).
+cannot take a write back; a pipe takes a line of up to 4 KiB whole or not at all).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from noisewatch.daemon.messages import Message
 log = logging.getLogger(__name__)
 
 FILE_MODE = 0o644
+WAITED_FOR = {errno.EROFS: "is on a read-only file system", errno.ENXIO: "is a named pipe with no reader"}
+"""Why a file cannot be opened now but may be later (a disk fault, a program not reading yet): not config errors."""
 
 
 class JsonlSink:
@@ -38,11 +42,11 @@ class JsonlSink:
             try:
                 self._open_file()
             except OSError as exc:
-                if exc.errno != errno.EROFS:
+                if exc.errno not in WAITED_FOR:
                     raise
-                self._failing = True  # a disk fault, not a config error: each line tries to open it, and is counted
-                log.error("JSON lines: %s is on a read-only file system; messages are not logged there until it "
-                          "takes writes again", path)
+                self._failing = True  # each line tries to open it, and is counted
+                log.error("JSON lines: %s %s; messages are not logged there until it takes writes again", path,
+                          WAITED_FOR[exc.errno])
 
     def send(self, message: Message) -> None:
         line = message.encode() + b"\n"
@@ -92,8 +96,9 @@ class JsonlSink:
         return self._fd
 
     def _open(self) -> int:
+        """Non-blocking: opening a named pipe would otherwise wait for a reader, and writing to it for room."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE)
 
     def _write(self, line: bytes) -> None:
         """The whole line, or nothing: a write cut short by a full disk is taken back."""
