@@ -816,6 +816,50 @@ def test_f24_check_config_takes_a_named_pipe_and_refuses_a_socket_naming_the_key
     assert len(socketed.lines) == 1 and f"jsonl.path = '{sock_path}': a socket" in socketed.lines[0], socketed.stderr
 
 
+# --- 25: a listener moved to other topics between runs ---------------------------------------------------
+
+MOVES = {  # config sections of the second run: only the prefix moves, or the device id (and its default prefix)
+    "topic_prefix": {"mqtt": {"topic_prefix": "noisewatch/moved"}},
+    "device_id": {"device_id": "moved", "mqtt": {"topic_prefix": None}},
+}
+
+
+def retained_on(broker: Broker) -> dict[str, bytes]:
+    """Every retained message the broker holds, as a subscriber arriving now receives them."""
+    late = Collector(broker.port)
+    try:
+        time.sleep(1.0)  # retained messages come at once after the subscription; nothing else publishes now
+        return {topic: payload for topic, payload, retained in late.messages if retained}
+    finally:
+        late.close()
+
+
+def read_topics(config: dict[str, Any]) -> set[str]:
+    """The topics a discovery config has Home Assistant read or write."""
+    return {config[key] for key in ("state_topic", "availability_topic", "json_attributes_topic", "command_topic")
+            if key in config}
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("moved", MOVES)
+def test_f25_a_listener_moved_to_other_topics_leaves_nothing_retained_under_the_old_ones(
+        tmp_path: Path, broker: Broker, daemons: list[Daemon], moved: str) -> None:
+    """A new topic prefix left every retained topic of the old one on the broker (status, audio, states,
+    thresholds, stats, recent events): a listener that is gone, to the dashboard and to any subscriber."""
+    first = start(daemons, write_config(tmp_path / "a.yaml", broker.port), SCENE, 0, tmp_path / "a.jsonl")
+    assert first.wait(30) == 0, first.log_text()[-1500:]
+    assert any(topic.startswith(f"{PREFIX}/") for topic in retained_on(broker)), "nothing to leave behind"
+    second = start(daemons, write_config(tmp_path / "b.yaml", broker.port, **MOVES[moved]),
+                   silence(tmp_path / "s.flac", 4), 1, tmp_path / "b.jsonl")
+    assert second.wait(30) == 0, second.log_text()[-1500:]
+    retained = retained_on(broker)
+    new_prefix = "noisewatch/moved/"
+    assert not [topic for topic in retained if topic.startswith(f"{PREFIX}/")], sorted(retained)
+    assert retained[f"{new_prefix}status"] == b"offline", sorted(retained)
+    configs = [strict_json(payload) for topic, payload in retained.items() if topic.endswith("/config")]
+    assert configs and all(t.startswith(new_prefix) for config in configs for t in read_topics(config)), configs
+
+
 # --- 8: a damaged spool body ----------------------------------------------------------------------------
 
 def damage_body(path: Path, how: str) -> None:

@@ -13,6 +13,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     Listener,
     default_device_name,
     discovery_messages,
+    listener_retained_topics,
     retained_state_topics,
     stale_clears,
 )
@@ -157,6 +158,18 @@ def test_discovery_turned_off_clears_everything_announced() -> None:
     cleared = {topic for topic, _ in stale_clears(before, {})}
     assert set(before) <= cleared
     assert "homeassistant/event/noisewatch_kitchen/sound_event/config" in cleared
+
+
+def test_a_new_topic_prefix_clears_every_retained_topic_of_the_old_one_and_keeps_the_entities() -> None:
+    def record(topics: Topics) -> dict[str, list[str]]:
+        return {**retained_state_topics(discovery_messages(topics, LISTENER)), **listener_retained_topics(topics, LISTENER)}
+
+    before, now = record(TOPICS), record(Topics("house/kitchen"))
+    cleared = [topic for topic, _ in stale_clears(before, now)]
+    assert sorted(cleared) == sorted(["noisewatch/kitchen/status", *listener_retained_topics(TOPICS, LISTENER)[
+        "noisewatch/kitchen/status"]])
+    assert "noisewatch/kitchen/events/recent" in cleared and "noisewatch/kitchen/level" in cleared
+    assert stale_clears(now, now) == []
 
 
 def test_announced_store_round_trips_and_survives_a_corrupt_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

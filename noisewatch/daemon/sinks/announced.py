@@ -3,7 +3,9 @@
 Without the record, an entity removed from the config (an ignored label, levels turned off,
 discovery turned off) keeps its retained discovery on the broker and Home Assistant keeps a
 sensor that can never change. The record maps each discovery topic to the retained state topics
-its entity reads (see :func:`~noisewatch.daemon.sinks.homeassistant.retained_state_topics`).
+its entity reads (see :func:`~noisewatch.daemon.sinks.homeassistant.retained_state_topics`), and the
+listener's status topic to its other retained topics (a change of topic prefix or device id would otherwise
+leave them all behind: :func:`~noisewatch.daemon.sinks.homeassistant.listener_retained_topics`).
 """
 
 from __future__ import annotations

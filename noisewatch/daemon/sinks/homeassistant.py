@@ -10,7 +10,8 @@ an audio-input ``problem`` sensor; a ``number`` per tunable label's threshold; a
 sensors from ``stats``. Every entity is unavailable when the status topic says ``offline``.
 
 The sink publishes :func:`discovery_messages` retained; :func:`stale_clears` says what to clear of
-what an earlier run announced and this one does not (see ``announced.py`` for the record).
+what an earlier run announced and this one does not, entities and the listener's own retained topics (see
+``announced.py`` for the record).
 """
 
 from __future__ import annotations
@@ -137,15 +138,25 @@ def retained_state_topics(messages: Sequence[tuple[str, Mapping[str, Any]]]) -> 
             for topic, config in messages}
 
 
-def stale_clears(before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]],
-                 keep: Mapping[str, Sequence[str]] | None = None) -> list[tuple[str, bytes]]:
-    """Retained (topic, b"") messages that remove the entities announced before and not now.
+def listener_retained_topics(topics: Topics, listener: Listener) -> dict[str, list[str]]:
+    """The listener's status topic -> every other retained topic it publishes, recorded beside its entities, so
+    that a later run under another topic prefix or device id clears them as it clears a dropped entity (left on the
+    broker, the old ``status`` and states are a listener that is gone, to the dashboard and any subscriber)."""
+    retained = [topics.audio, topics.stats, topics.recent_events, *map(topics.state, listener.labels),
+                *map(topics.threshold, tunable_labels(listener))]
+    if listener.level_interval_s is not None:
+        retained.append(topics.level)
+    return {topics.status: retained}
+
+
+def stale_clears(before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]]) -> list[tuple[str, bytes]]:
+    """Retained (topic, b"") messages that remove what was announced before and not now.
 
     ``before``/``now`` map discovery topics to their entities' retained state topics (as from
-    :func:`retained_state_topics`); a state topic still read by an entity announced now, or in ``keep`` (the
-    entities the listener would announce: it still publishes their topics with discovery off), is kept.
+    :func:`retained_state_topics`), and the status topic to the listener's own (:func:`listener_retained_topics`);
+    a state topic still in ``now`` is kept.
     """
-    still_read = {state for states in [*now.values(), *(keep or {}).values()] for state in states}
+    still_read = {state for states in now.values() for state in states}
     clears: list[tuple[str, bytes]] = []
     for topic in sorted(set(before) - set(now)):
         clears.append((topic, b""))

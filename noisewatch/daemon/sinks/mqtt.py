@@ -51,6 +51,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     Listener,
     default_device_name,
     discovery_messages,
+    listener_retained_topics,
     retained_state_topics,
     stale_clears,
     tunable_labels,
@@ -726,12 +727,12 @@ class MqttSink:
 
     def _publish_discovery(self) -> None:
         """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone."""
-        published = discovery_messages(self.topics, self.listener)
-        messages = published if self.settings.homeassistant.discovery else []
-        now, before = retained_state_topics(messages), self._announced.load()
+        messages = discovery_messages(self.topics, self.listener) if self.settings.homeassistant.discovery else []
         # with discovery off the entities go, but not the retained topics this sink still publishes (Node-RED)
-        for topic, empty in stale_clears(before, now, keep=retained_state_topics(published)):
-            if topic in before:  # a discovery config: the entity goes at once; its state once HA let go of it
+        now = {**retained_state_topics(messages), **listener_retained_topics(self.topics, self.listener)}
+        before = self._announced.load()
+        for topic, empty in stale_clears(before, now):
+            if topic in before:  # a discovery config (or old status): the entity goes at once; its state once HA let go
                 self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
             else:
                 self._clear_state_later(topic)
