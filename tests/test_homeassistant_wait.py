@@ -92,3 +92,21 @@ def test_a_settle_on_connect_does_not_cut_the_wait_for_home_assistant_short() ->
     wait.settle()
     wait.broker_returned()
     assert wait.remaining_s() == HA_RECONNECT_WAIT_S
+
+
+def test_an_offline_the_moment_the_link_breaks_is_the_broker_shutting_down_not_a_restart() -> None:
+    """A broker that shuts down sends Home Assistant's Last Will, then drops us: only the wait for a broker's return
+    applies. An ``offline`` heard well before the link broke is a restart, and keeps its wait."""
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.went_offline()
+    clock.now += 0.01
+    wait.link_lost()
+    assert wait.remaining_s() == 0.0
+    wait.broker_returned()
+    assert wait.remaining_s() == HA_RECONNECT_WAIT_S
+    clock.now += 2 * HA_RECONNECT_WAIT_S
+    wait.went_offline()
+    clock.now += 10.0
+    wait.link_lost()
+    assert wait.remaining_s() == HA_RESTART_WAIT_S - 10.0

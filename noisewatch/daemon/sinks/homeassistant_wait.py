@@ -23,6 +23,10 @@ published before it has subscribed again never reach it. So they wait for its ``
 DISCOVERY_SETTLE_S), or this long when it never says so (it stayed connected: only this listener's link broke)."""
 HA_RESTART_WAIT_S = 300.0
 """After Home Assistant says ``offline`` (it is restarting), events wait for its ``online``, at most this long."""
+BROKER_SHUTDOWN_WILL_S = 1.0
+"""A broker that shuts down sends the Last Will of each client it drops, Home Assistant's ``offline`` among them,
+then drops this listener: an ``offline`` this shortly before the link broke is that, not a restart. Taken for one,
+it held events for the 5 minutes of a restart after every broker restart Home Assistant came back from first."""
 
 
 class HomeAssistantWait:
@@ -37,6 +41,8 @@ class HomeAssistantWait:
         """A wait for Home Assistant's return (its ``online`` ends it)."""
         self._returned_at = -float("inf")
         """When the last wait after a broker return began."""
+        self._offline_at = -float("inf")
+        """When Home Assistant last said ``offline``."""
 
     def remaining_s(self) -> float:
         """Seconds events must still wait (0: they may go)."""
@@ -59,7 +65,15 @@ class HomeAssistantWait:
 
     def went_offline(self) -> None:
         """Home Assistant said ``offline``: it is restarting."""
+        self._offline_at = self._clock()
         self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline")
+
+    def link_lost(self) -> None:
+        """This listener's link broke: an ``offline`` just before was the broker's shutdown (BROKER_SHUTDOWN_WILL_S),
+        so the wait for a restart ends; :meth:`broker_returned` starts the one for a broker's return."""
+        if self._hold_until and self._clock() - self._offline_at <= BROKER_SHUTDOWN_WILL_S:
+            self._hold_until = 0.0
+            log.info("MQTT: Home Assistant's offline was the broker shutting down, not Home Assistant restarting")
 
     def _hold(self, seconds: float, why: str) -> None:
         """Until Home Assistant says ``online`` (:meth:`settle`), or ``seconds`` have passed."""

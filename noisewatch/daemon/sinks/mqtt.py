@@ -676,6 +676,7 @@ class MqttSink:
                 self._ha_wait.broker_returned()
         elif isinstance(command, _Disconnected):
             self._connected = False
+            self._ha_wait.link_lost()
         elif isinstance(command, _HomeAssistantOnline):
             log.info("MQTT: Home Assistant came online; re-sending discovery")
             self._publish_discovery()
