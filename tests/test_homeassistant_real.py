@@ -352,3 +352,41 @@ def test_events_reach_home_assistant_soon_after_a_broker_restart_it_came_back_fr
         assert wait_until(lambda: shown() not in (None, before_outage), 100), (shown(), daemon.log_text())
     finally:
         daemon.kill()
+
+
+def test_no_sound_level_shows_while_the_microphone_is_lost(home_assistant: HomeAssistant, broker: Broker,
+                                                          tmp_path: Path) -> None:
+    """Found following the README with a real Home Assistant: a listener started without its microphone showed the
+    previous run's retained level as the current one (for 2.5 level periods: 25 minutes at a 10 minute Leq) beside
+    an "Audio input" problem. Levels are heard, and nothing is heard now: they are unavailable until it listens."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Level, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink() -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+
+    ha = home_assistant
+    level, problem = ENTITY.format("sensor", "sound_level"), ENTITY.format("binary_sensor", "audio_input")
+    earlier = sink()  # a run that heard the street
+    try:
+        earlier.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+        earlier.send(Level(start="2026-12-04T12:00:00.000Z", end="2026-12-04T12:01:00.000Z", offset_s=0.0,
+                           period_s=60.0, leq_dbfs=-40.0, lmax_dbfs=-30.0, lmin_dbfs=-50.0, leq_dbfs_a=-41.2,
+                           lmax_dbfs_a=-30.5, lmin_dbfs_a=-55.0, device=DEVICE))
+        assert ha.wait_state(level, "-41.2", 30), ha.state(level)
+    finally:
+        earlier.close()
+    deaf = sink()  # the next start: the USB microphone is gone
+    try:
+        deaf.send(stamped(Status(AudioState.AUDIO_ERROR, error="input device gone"), DEVICE))
+        assert ha.wait_state(problem, "on", 30)
+        assert ha.wait_state(level, "unavailable"), ha.state(level)
+        deaf.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))  # plugged back in
+        assert ha.wait_state(problem, "off")
+        assert ha.wait_state(level, "-41.2"), ha.state(level)
+    finally:
+        deaf.close()

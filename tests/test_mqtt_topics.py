@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+from test_homeassistant import status_topic
+
 from noisewatch.daemon.sinks.homeassistant import Listener, discovery_messages
 from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import JITTER_FRACTION, reconnect_jitter_s
@@ -47,7 +49,7 @@ def test_discovery_has_one_device_and_every_entity() -> None:
     assert "leq_dbfs_a" in level["value_template"]
     devices = {json.dumps(m["device"], sort_keys=True) for m in messages.values()}
     assert len(devices) == 1 and json.loads(devices.pop())["model"] == "urban11@3"
-    assert all(m["availability_topic"] == "noisewatch/kitchen/status" for m in messages.values())
+    assert all(status_topic(m) == "noisewatch/kitchen/status" for m in messages.values())
     assert len({m["unique_id"] for m in messages.values()}) == len(messages)
 
 

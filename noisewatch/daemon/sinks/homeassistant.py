@@ -7,7 +7,8 @@ automation can act on the start); a templated payload turns our event JSON into 
 ``{"event_type": ...}`` form, so the event schema stays the one the daemon defines; level sensors
 (Leq, Lmax, Lmin; ``sound_pressure`` only when calibrated, since dBFS is not a sound pressure);
 an audio-input ``problem`` sensor; a ``number`` per tunable label's threshold; and diagnostic
-sensors from ``stats``. Every entity is unavailable when the status topic says ``offline``.
+sensors from ``stats``. Every entity is unavailable when the status topic says ``offline``, the level sensors
+also while the audio input is lost.
 
 The sink publishes :func:`discovery_messages` retained; :func:`stale_clears` says what to clear of
 what an earlier run announced and this one does not, entities and the listener's own retained topics (see
@@ -60,6 +61,8 @@ STARTED_TEMPLATE = (
     " 'start': value_json.start, 'continues': value_json.get('continues')} | to_json }}"
 )
 AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.state == 'listening' else 'ON' }}"
+HEARING_TEMPLATE = "{{ '%s' if value_json.state == 'audio_error' else '%s' }}" % (OFFLINE, ONLINE)
+"""A level sensor's availability from the audio state: none with the input lost (a muted one's zeros are a level)."""
 AUDIO_ATTRIBUTES_TEMPLATE = ("{{ {'audio_state': value_json.get('state'), 'source': value_json.get('source'),"
                              " 'error': value_json.get('error')} | to_json }}")
 """What a user reads on the sensor's page: the state, the input and the reason (not the message's envelope)."""
@@ -106,12 +109,7 @@ def tunable_labels(listener: Listener) -> tuple[str, ...]:
 def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, dict[str, Any]]]:
     """(config topic, config payload) of every entity of the listener; publish them retained, QoS 1."""
     node = node_id(listener)
-    common = {
-        "device": _device(node, listener),
-        "availability_topic": topics.status,
-        "payload_available": ONLINE,
-        "payload_not_available": OFFLINE,
-    }
+    online = {"availability_topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE}
     entities: list[tuple[str, str, dict[str, Any]]] = [
         ("binary_sensor", segment(label), _label_sensor(topics, node, label)) for label in listener.labels
     ]
@@ -125,7 +123,10 @@ def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, di
     if listener.level_interval_s is not None:
         entities += _level_sensors(topics, node, listener.calibrated, listener.level_interval_s)
     entities += _stats_sensors(topics, node, listener)
-    return [(topics.discovery(component, node, object_id), {**common, **entity})
+    device = _device(node, listener)
+    # the level sensors carry their own availability list (Home Assistant takes one form or the other)
+    return [(topics.discovery(component, node, object_id),
+             {"device": device, **({} if "availability" in entity else online), **entity})
             for component, object_id, entity in entities]
 
 
@@ -277,9 +278,18 @@ def _level_sensors(topics: Topics, node: str, calibrated: bool,
             "state_topic": topics.level,
             "value_template": "{{ value_json.%s_%s }}" % (stat, unit_field),
             "expire_after": _expiry_s(interval_s),
+            "availability": _hearing(topics),
+            "availability_mode": "all",
         }
         sensors.append(("sensor", object_id, {k: v for k, v in sensor.items() if v is not None}))
     return sensors
+
+
+def _hearing(topics: Topics) -> list[dict[str, str]]:
+    """Available while the listener is online and its input is not lost: a level kept from before the input was
+    lost (retained from an earlier run, or the last of this one) is not the current one."""
+    return [{"topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE},
+            {"topic": topics.audio, "value_template": HEARING_TEMPLATE}]
 
 
 def _stats_sensors(topics: Topics, node: str, listener: Listener) -> list[tuple[str, str, dict[str, Any]]]:
