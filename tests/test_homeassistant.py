@@ -91,7 +91,7 @@ def test_audio_problem_sensor_reads_the_retained_audio_topic(state: str, shown: 
 def test_stats_diagnostics_expire_when_reports_stop() -> None:
     found = messages()
     fields = {}
-    for object_id in ("uptime", "dropped_frames", "input_overflows", "spool_depth", "model"):
+    for object_id in ("uptime", "dropped_frames", "input_overflows", "spool_depth", "events_lost", "model"):
         sensor = found[NODE.format("sensor", object_id)]
         assert sensor["entity_category"] == "diagnostic" and sensor["state_topic"] == "noisewatch/kitchen/stats"
         assert sensor["expire_after"] == 75  # 2.5 stats periods of 30 s

@@ -390,3 +390,26 @@ def test_no_sound_level_shows_while_the_microphone_is_lost(home_assistant: HomeA
         assert ha.wait_state(level, "-41.2"), ha.state(level)
     finally:
         deaf.close()
+
+
+def test_events_lost_for_good_show_in_home_assistant(home_assistant: HomeAssistant, broker: Broker, tmp_path: Path,
+                                                    repo_root: Path) -> None:
+    """Found following the README with a real Home Assistant: events the spool dropped (here two spooled a week ago,
+    past ``mqtt.spool.max_age_h``, while the broker was away) were logged and counted in ``stats``, and the
+    dashboard showed them, but Home Assistant, the place a user looks, had no entity that said so."""
+    from fault_daemon import PREFIX, Daemon, spooled_event, write_config
+
+    from noisewatch.daemon.sinks.spool import Spool
+
+    week_ago = time.time() - 8 * 86400
+    spool = Spool(tmp_path / "spool", max_mb=50.0, max_age_h=24 * 365, clock=lambda: week_ago, boot_id="earlier")
+    for n in (1, 2):
+        spool.append(f"{PREFIX}/events", json.dumps(spooled_event(n)).encode())
+    config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"keepalive_s": 30}, stats={"interval_s": 1})
+    ha, lost = home_assistant, "sensor.noise_listener_faults_events_lost"
+    daemon = Daemon(config, repo_root / "samples" / "scene.flac", 1.0, tmp_path / "out.jsonl")
+    try:
+        assert ha.wait_state(lost, "2", 60), (ha.state(lost), daemon.log_text())
+        assert ha.state(lost)["attributes"].get("state_class") == "total_increasing"  # type: ignore[index]
+    finally:
+        daemon.kill()

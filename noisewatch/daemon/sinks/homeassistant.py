@@ -66,6 +66,11 @@ HEARING_TEMPLATE = "{{ '%s' if value_json.state == 'audio_error' else '%s' }}" %
 AUDIO_ATTRIBUTES_TEMPLATE = ("{{ {'audio_state': value_json.get('state'), 'source': value_json.get('source'),"
                              " 'error': value_json.get('error')} | to_json }}")
 """What a user reads on the sensor's page: the state, the input and the reason (not the message's envelope)."""
+LOSS_FIELDS = ("spool_dropped", "spool_memory_dropped", "spool_dead_letters", "spool_quarantined")
+"""``stats`` counts of events that will never reach the broker: dropped by the spool's bounds or its refusing disk,
+refused by the broker, damaged on disk. At-least-once delivery is what a user relies on; when it fails, Home
+Assistant is where they look."""
+EVENTS_LOST = "[%s] | select('number') | sum" % ", ".join(f"value_json.get('{field}')" for field in LOSS_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -293,21 +298,23 @@ def _hearing(topics: Topics) -> list[dict[str, str]]:
 
 
 def _stats_sensors(topics: Topics, node: str, listener: Listener) -> list[tuple[str, str, dict[str, Any]]]:
-    rows = (  # object_id, name, stats field, extra
-        ("spool_depth", "Spooled messages", "spool_depth", {"state_class": "measurement", "icon": "mdi:tray-full"}),
-        ("uptime", "Uptime", "uptime_s", {"device_class": "duration", "unit_of_measurement": "s"}),
-        ("dropped_frames", "Dropped audio frames", "dropped_frames",
+    rows = (  # object_id, name, value (a template expression), extra
+        ("spool_depth", "Spooled messages", "value_json.spool_depth",
+         {"state_class": "measurement", "icon": "mdi:tray-full"}),
+        ("events_lost", "Events lost", EVENTS_LOST, {"state_class": "total_increasing", "icon": "mdi:email-remove"}),
+        ("uptime", "Uptime", "value_json.uptime_s", {"device_class": "duration", "unit_of_measurement": "s"}),
+        ("dropped_frames", "Dropped audio frames", "value_json.dropped_frames",
          {"state_class": "total_increasing", "icon": "mdi:microphone-off"}),
-        ("input_overflows", "Input overflows", "input_overflows",
+        ("input_overflows", "Input overflows", "value_json.input_overflows",
          {"state_class": "total_increasing", "icon": "mdi:microphone-off"}),
-        ("model", "Model", "model", {"icon": "mdi:brain"}),
+        ("model", "Model", "value_json.model", {"icon": "mdi:brain"}),
     )
     return [("sensor", object_id, {
         "name": name,
         "unique_id": f"{node}_{object_id}",
         "entity_category": "diagnostic",
         "state_topic": topics.stats,
-        "value_template": "{{ value_json.%s }}" % field,
+        "value_template": "{{ %s }}" % value,
         "expire_after": _expiry_s(listener.stats_interval_s),
         **extra,
-    }) for object_id, name, field, extra in rows]
+    }) for object_id, name, value, extra in rows]
