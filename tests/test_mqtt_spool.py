@@ -5,7 +5,9 @@ from __future__ import annotations
 import resource
 import shutil
 import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +56,42 @@ def test_size_bound_drops_oldest_first_and_counts(tmp_path: Path) -> None:
     assert kept == [b"G", b"H", b"I", b"J"]
     assert spool.dropped == 6
     assert len(list((tmp_path / "spool").glob("*.msg"))) == 4
+
+
+class PumpPausedInItsDrop(Spool):
+    """The real spool, whose pump thread is held after it picked the messages it drops and before it removes them,
+    until ``go``: where the processing loop's own drop can pick the same ones."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.picked, self.go = threading.Event(), threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def remove(self, seq: int) -> bool:
+        if threading.current_thread().name == "mqtt-pump" and not self.picked.is_set():
+            self.picked.set()
+            self.go.wait(5)
+        return super().remove(seq)
+
+
+def test_a_message_the_age_and_the_size_bound_both_drop_is_counted_once(tmp_path: Path) -> None:
+    """Found by review: the pump's age drop (every 60 s) and the processing loop's size drop (at each append) can
+    pick the same message; it was removed once and counted twice in ``spool_dropped``."""
+    clock = FakeClock()
+    probe = Spool(tmp_path / "probe", max_mb=1, max_age_h=1)
+    probe.append("t", b"A" * 1000)
+    room = 3 * probe.size_bytes + 100  # three messages fit, four do not
+    spool = PumpPausedInItsDrop(tmp_path / "spool", max_mb=room / MIB, max_age_h=1, clock=clock, boot_clock=clock)
+    for old in b"ABC":
+        spool.append("t", bytes([old]) * 1000)
+    clock.now += 2 * 3600  # all three are over the age bound
+    pump = threading.Thread(target=spool.prune, name="mqtt-pump")
+    pump.start()
+    assert spool.picked.wait(5)
+    spool.append("t", b"D" * 1000)  # over the size bound: the oldest, which the pump picked too, goes now
+    spool.go.set()
+    pump.join(5)
+    assert [e.payload[:1] for e in spool.after(0, 10)] == [b"D"]
+    assert spool.dropped == 3 == 4 - len(list((tmp_path / "spool").glob("*.msg")))
 
 
 def test_age_bound_drops_old_messages_also_after_restart(tmp_path: Path) -> None:

@@ -196,17 +196,20 @@ class Spool:
                 entries.append(entry)
         return entries
 
-    def remove(self, seq: int) -> None:
-        """Forget an acknowledged message (no-op if it is already gone)."""
+    def remove(self, seq: int) -> bool:
+        """Forget an acknowledged message; False (and nothing done) when it is already gone, so that a drop counts
+        only what it removed."""
         with self._lock:
             meta = self._index.pop(seq, None)
             if meta is not None:
                 self._bytes -= meta.size
-        if meta is not None:
-            try:
-                self._path(seq).unlink(missing_ok=True)
-            except OSError as exc:  # read-only file system: delivered anyway; a restart may send it again
-                log.error("MQTT spool: cannot delete delivered message %s (%s)", self._path(seq), exc.strerror)
+        if meta is None:
+            return False
+        try:
+            self._path(seq).unlink(missing_ok=True)
+        except OSError as exc:  # read-only file system: delivered anyway; a restart may send it again
+            log.error("MQTT spool: cannot delete delivered message %s (%s)", self._path(seq), exc.strerror)
+        return True
 
     def set_aside(self, seq: int, folder: str, why: str) -> None:
         """Move a message out of the queue into ``folder`` (QUARANTINE or DEAD_LETTER) and count it."""
@@ -238,8 +241,7 @@ class Spool:
         now, since_boot = self._clock(), self._boot_clock()
         with self._lock:
             old = [s for s, meta in self._index.items() if meta.age_s(now, since_boot) > self.max_age_s]
-        self._drop(old, "older than %.1f h" % (self.max_age_s / HOUR_S))
-        return len(old)
+        return self._drop(old, "older than %.1f h" % (self.max_age_s / HOUR_S))
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -278,12 +280,16 @@ class Spool:
                 excess -= meta.size
         self._drop(victims, "spool over %.2f MiB" % (self.max_bytes / MIB))
 
-    def _drop(self, seqs: list[int], why: str) -> None:
-        for s in seqs:
-            self.remove(s)
-        if seqs:
-            self.dropped += len(seqs)
-            log.warning("MQTT spool: dropped %d message(s) (%s); %d dropped in total", len(seqs), why, self.dropped)
+    def _drop(self, seqs: list[int], why: str) -> int:
+        """Remove ``seqs`` and count those removed here: the pump's age drop and the processing loop's size drop can
+        pick the same message, and one removed once was counted twice in ``spool_dropped``."""
+        removed = sum(self.remove(s) for s in seqs)
+        if removed:
+            with self._lock:  # two threads add to it
+                self.dropped += removed
+                total = self.dropped
+            log.warning("MQTT spool: dropped %d message(s) (%s); %d dropped in total", removed, why, total)
+        return removed
 
     def _read(self, seq: int) -> SpoolEntry | None:
         try:
