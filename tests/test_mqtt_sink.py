@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_
 
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
-from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MqttSink
+from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
 
 pytestmark = pytest.mark.broker
 
@@ -198,6 +199,33 @@ def test_restarts_of_paho_s_network_thread_are_counted_in_stats_for_the_daemon_s
     try:
         sink.close()
         assert stats_sent(replacing) == [1, 1]
+    finally:
+        replacing.close()
+
+
+def test_events_lost_while_the_disk_refused_them_stay_counted_in_stats_across_a_reload(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found by review: ``spool_memory_dropped`` began at 0 in a reload's new sink, so the stats stopped showing
+    the events lost before the reload; the other lifetime counters go on (mqtt_network_restarts)."""
+    broker.stop()  # nothing publishes the held events: they pile up in memory
+    thresholds = {label: 0.6 for label in LABELS}
+    settings = {"spool": {"directory": str(tmp_path / "disk" / "spool")}, "state_directory": str(tmp_path / "state")}
+    running = MqttSink.from_config(make_config(tmp_path, broker.port, **settings), LABELS, MODEL, thresholds)
+    shutil.rmtree(tmp_path / "disk")  # unplugged: the spool refuses every event, and is not made again
+    for n in range(MEMORY_SPOOL_MAX + 3):
+        running.send(event(n))
+    assert wait_until(lambda: running.health()["spool_memory_dropped"] == 3, timeout=10), running.health()
+    replacing = MqttSink.from_config(make_config(tmp_path, broker.port, keepalive_s=6, **settings), LABELS, MODEL,
+                                     thresholds, running=running)  # a reload
+    running.close()
+    try:
+        stats = Stats(uptime_s=5.0, audio_s=5.0, windows=10, gated_windows=0, events=0, input_overflows=0,
+                      dropped_frames=0, nonfinite_samples=0, source="test", model=MODEL, runtime="ai_edge_litert",
+                      version="0.1.0")
+        replacing.send(stamped(stats.with_figures(replacing.health()), "test"))  # as the service builds it
+        broker.start()
+        assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/stats")) == 1, timeout=10)
+        assert json.loads(collector.on(f"{PREFIX}/stats")[0])["spool_memory_dropped"] == 3
     finally:
         replacing.close()
 

@@ -237,8 +237,9 @@ class MqttSink:
         self._unspooled: deque[_Unspooled] = deque()
         self._inflight_held: dict[int, _Unspooled] = {}  # paho mid -> held event published from memory
         self.memory_dropped = 0
-        """events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the
-        broker refused while held in memory"""
+        """Events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the broker
+        refused while held in memory, for the daemon's life (a reload's sink goes on from the replaced one's: the
+        losses before a reload vanished from the stats)."""
         self._last_handed = 0  # highest spool seq handed to paho
         self._move_to: tuple[MqttSink, Spool] | None = None
         """After a reload that changed the spool's folder: the replaced sink and the new folder's spool. Until
@@ -312,7 +313,7 @@ class MqttSink:
         sink._predecessor = running
         if running is not None:
             running._successor = sink
-            sink.network_restarts = running.network_restarts
+            sink.network_restarts, sink.memory_dropped = running.network_restarts, running.memory_dropped
             if running._disk_trouble.is_set():  # its held events come first: this sink's queue behind them
                 sink._disk_trouble.set()
         sink.start()
