@@ -1024,6 +1024,38 @@ def test_f21_a_spool_bound_lowered_by_a_reload_holds_at_once_as_at_start_up(
     assert daemon.wait(10) == 0, daemon.log_text()
 
 
+@pytest.mark.broker
+def test_f21_a_reload_that_changes_only_the_spool_bounds_keeps_the_connection_and_holds_them(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by review: a reload that changed only ``mqtt.spool.max_mb`` or ``max_age_h`` replaced the MQTT sink and
+    its connection, and Home Assistant saw the listener go offline and online again for nothing. The running sink
+    now stays (as for thresholds) and the new bound holds on its spool at once. Events wait while Home Assistant
+    says it is restarting, so the spool holds them while connected."""
+    spool = tmp_path / "spool"
+    files = spool_with(spool, [(EVENTS, spooled_event(n)) for n in range(1, 31)])
+    block = max(f.stat().st_blocks for f in files) * 512  # what one message takes on this file system
+    config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0})
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 60), 1, tmp_path / "out.jsonl")
+    assert collector.wait_for(lambda c: c.on(STATUS) == [b"online"], timeout=20), daemon.log_text()
+    collector.client.publish("homeassistant/status", "offline")  # within the 2 s its new entities settle
+    assert wait_until(lambda: "Home Assistant went offline" in daemon.log_text(), timeout=5), daemon.log_text()
+    lowered = {"directory": "spool", "max_mb": 12 * block / 2**20}
+    write_config(config, broker.port, mqtt={"spool": lowered}, stats={"interval_s": 1.0})
+    daemon.hup()
+    assert wait_until(lambda: "configuration reloaded" in daemon.log_text(), timeout=10), daemon.log_text()
+    assert not collector.wait_for(lambda c: c.on(STATUS) != [b"online"], timeout=2), collector.on(STATUS)
+    assert wait_until(lambda: sorted(p.name for p in spool.glob("*.msg")) == [f.name for f in files[18:]], timeout=3), (
+        f"{len(list(spool.glob('*.msg')))} messages in the spool 3 s after the reload: {daemon.log_text()}")
+    assert wait_until(lambda: daemon.messages("stats")[-1]["spool_dropped"] == 18, timeout=3), daemon.messages("stats")
+    assert event_ids(collector) == [], daemon.log_text()  # still waiting for Home Assistant: the same sink
+    collector.client.publish("homeassistant/status", "online")
+    kept = [f"spooled-{n}" for n in range(19, 31)]
+    assert collector.wait_for(lambda c: event_ids(c) == kept, timeout=10), event_ids(collector)
+    daemon.proc.terminate()
+    assert daemon.wait(10) == 0, daemon.log_text()
+    assert collector.wait_for(lambda c: c.on(STATUS) == [b"online", b"offline"], timeout=5), collector.on(STATUS)
+
+
 # --- 10: non-finite audio ----------------------------------------------------------------------------------
 
 @pytest.mark.broker

@@ -283,13 +283,13 @@ def _append_to(path: Path) -> int | None:
 def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
     """MQTT first: it spools each event to disk before returning, so an event already in the JSON-lines log
     is also on its way to the broker even if the process is killed between the two sinks. A running MQTT
-    sink that the new set-up would build the same but for its thresholds is kept, and told them (the JSON-lines
-    file is always reopened, so that logrotate can move it). A sink that replaces the running one takes over its
-    spool and puts the new bounds on it, also once nothing more can fail: a refused reload keeps the running bounds,
-    and the messages they keep."""
+    sink that the new set-up would build the same but for its thresholds and spool bounds is kept, and told them
+    (the JSON-lines file is always reopened, so that logrotate can move it); a sink that replaces the running one
+    takes over its spool. Either puts the new bounds on the running spool once nothing more can fail: a refused
+    reload keeps the running thresholds and bounds, and the messages they keep."""
     sinks: list[Sink] = []
     retuned: MqttSink | None = None
-    replacing: MqttSink | None = None
+    bounded: MqttSink | None = None  # the sink on the running spool: the one kept (retuned), or one replacing it
     if setup.config.mqtt.enabled:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
@@ -298,12 +298,12 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
         same = [s for s in mqtt_sinks if s.serves(setup.config, labels, ident)]
         replaced = mqtt_sinks[0] if mqtt_sinks else None
         if same:
-            retuned = same[0]
+            retuned = bounded = same[0]
             sinks.append(retuned)
         else:
             built = MqttSink.from_config(setup.config, labels, ident, thresholds, running=replaced)
             sinks.append(built)
-            replacing = built if replaced is not None else None
+            bounded = built if replaced is not None else None
     if setup.config.jsonl.path:
         try:
             sinks.append(JsonlSink(setup.config.jsonl.path))
@@ -314,8 +314,8 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
             raise ConfigError(f"jsonl.path = '{setup.config.jsonl.path}': {exc.strerror or exc}") from None
     if retuned is not None:
         retuned.retune(thresholds)  # once nothing more can fail: a refused reload keeps the running ones
-    if replacing is not None:
-        replacing.hold_spool_bounds()
+    if bounded is not None:
+        bounded.hold_spool_bounds(setup.config.mqtt.spool)
     return sinks
 
 

@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch import __version__
-from noisewatch.config import Config, ConfigError, MqttSection
+from noisewatch.config import Config, ConfigError, MqttSection, SpoolSection
 from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.announced import AnnouncedStore
@@ -92,6 +92,8 @@ CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
+SPOOL_BOUNDS = {"spool": {"max_mb", "max_age_h"}}
+"""The ``mqtt`` settings a running sink takes from a reload (``hold_spool_bounds``) without a new connection"""
 
 
 class Outgoing(NamedTuple):
@@ -320,20 +322,22 @@ class MqttSink:
         return sink
 
     def serves(self, config: Config, labels: Sequence[str], model_ident: str, version: str = __version__) -> bool:
-        """True when a sink built from this config would be this one, but for its thresholds (``retune``): a reload
-        then keeps the connection instead of replacing it. A new client said offline, then online: every entity
-        went unavailable for a moment, and an open event turned "on" twice in Home Assistant."""
-        return (self.settings == config.mqtt and self.listener == listener_of(config, labels, model_ident, version)
+        """True when a sink built from this config would be this one, but for its thresholds (``retune``) and its
+        spool's bounds (``hold_spool_bounds``): a reload then keeps the connection instead of replacing it. A new
+        client said offline, then online: every entity went unavailable for a moment, and an open event turned
+        "on" twice in Home Assistant."""
+        return (self.settings.model_dump(exclude=SPOOL_BOUNDS) == config.mqtt.model_dump(exclude=SPOOL_BOUNDS)
+                and self.listener == listener_of(config, labels, model_ident, version)
                 and self.topics.prefix == listener_prefix(config))
 
     def retune(self, thresholds: Mapping[str, float]) -> None:
         """A reload's thresholds from the bundle and the config: the threshold entities show them at once."""
         self._commands.put(_Retune(dict(thresholds)))
 
-    def hold_spool_bounds(self) -> None:
-        """A reload's ``mqtt.spool`` bounds on the spool taken over from the replaced sink: in force at once (a
-        max_mb lowered because the SD card fills up), not from the next restart."""
-        self.spool.bound(self.settings.spool.max_mb, self.settings.spool.max_age_h)
+    def hold_spool_bounds(self, bounds: SpoolSection) -> None:
+        """A reload's ``mqtt.spool`` bounds on the running spool (this sink's, or the one taken over from the
+        replaced sink): in force at once (a max_mb lowered because the SD card fills up), not from the next restart."""
+        self.spool.bound(bounds.max_mb, bounds.max_age_h)
 
     def threshold_overrides(self) -> dict[str, float]:
         """Thresholds set from Home Assistant (kept across restarts); they win over the config's."""
