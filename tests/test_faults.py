@@ -971,7 +971,10 @@ def test_f21_dead_letters_of_an_earlier_run_are_not_replaced_by_a_later_runs(
         assert first.wait(20) == 0, first.log_text()
         earlier = {p.name: p.read_bytes() for p in files_in(spool / "dead-letter")}
         assert len(earlier) == 3 and not list(spool.glob("*.msg")), earlier
-        second = start(daemons, config, SCENE, 4, tmp_path / "second.jsonl")
+        audio, rate = sf.read(str(SCENE), dtype="float32")  # and 8 s of quiet: a stats report after the last refusal
+        scene = tmp_path / "scene.flac"
+        sf.write(str(scene), np.concatenate([audio, np.zeros(8 * rate, dtype=np.float32)]), rate)
+        second = start(daemons, config, scene, 4, tmp_path / "second.jsonl")
         assert second.wait(60) == 0, second.log_text()
         assert len(logged_ids(second)) == SCENE_EVENTS
         dead = {p.name: p.read_bytes() for p in files_in(spool / "dead-letter")}
