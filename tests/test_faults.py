@@ -593,6 +593,28 @@ def test_f07_a_full_json_lines_disk_gives_one_line_and_mqtt_carries_on(
 
 
 @pytest.mark.broker
+def test_f07_lines_lost_to_a_full_disk_stay_counted_in_stats_across_a_reload(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by review: ``jsonl_failed_writes`` started again from 0 at every reload (the file is reopened, so
+    that logrotate can move it), so the stats stopped showing the JSON lines a full disk had cost."""
+    config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0})
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 30), 1, "/dev/full")
+
+    def failed() -> list[int]:
+        return [strict_json(m)["jsonl_failed_writes"] for m in collector.on(f"{PREFIX}/stats")]
+
+    assert collector.wait_for(lambda c: any(n >= 5 for n in failed()), timeout=30), daemon.log_text()
+    lost = max(failed())
+    daemon.hup()
+    assert wait_until(lambda: "configuration reloaded" in daemon.log_text(), timeout=10), daemon.log_text()
+    reports = len(failed())
+    assert collector.wait_for(lambda c: len(failed()) >= reports + 2, timeout=10), failed()
+    assert min(failed()[reports:]) >= lost, f"lost {lost} before the reload, then stats said {failed()[reports:]}"
+    daemon.proc.terminate()
+    assert daemon.wait(10) == 0, daemon.log_text()
+
+
+@pytest.mark.broker
 def test_f14_a_spool_disk_that_stays_full_does_not_keep_events_from_a_connected_broker(
         tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
     spool = small_disk / "spool"

@@ -306,7 +306,8 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
             bounded = built if replaced is not None else None
     if setup.config.jsonl.path:
         try:
-            sinks.append(JsonlSink(setup.config.jsonl.path))
+            lost = sum(s.failed_writes for s in running if isinstance(s, JsonlSink))  # lines lost before the reload
+            sinks.append(JsonlSink(setup.config.jsonl.path, lost))
         except OSError as exc:
             for sink in sinks:
                 if not any(sink is kept for kept in running):

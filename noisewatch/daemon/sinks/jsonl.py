@@ -31,12 +31,13 @@ WAITED_FOR = {errno.EROFS: "is on a read-only file system", errno.ENXIO: "is a n
 
 
 class JsonlSink:
-    def __init__(self, path: str) -> None:
-        """Opens ``path`` for appending (its folder made; ``-``: stdout); raises OSError when it cannot."""
+    def __init__(self, path: str, failed_writes: int = 0) -> None:
+        """Opens ``path`` for appending (its folder made; ``-``: stdout); raises OSError when it cannot.
+        ``failed_writes``: the count of the sink this one replaces at a reload (a lifetime figure in stats)."""
         self.path = path
         self._fd: int | None = None
         self._regular = False
-        self.failed_writes = 0
+        self.failed_writes = failed_writes
         self._failing = False
         if path != "-":
             try:
