@@ -205,6 +205,24 @@ def test_f04_check_config_and_run_both_refuse_a_microphone_that_is_not_there(tmp
         assert len(result.lines) == 1 and f"{config}:3: audio.device" in result.lines[0], result.stderr
 
 
+def test_f26_without_any_microphone_check_config_warns_and_run_claims_no_listening(tmp_path: Path) -> None:
+    """First hour with Home Assistant: on a machine with no audio input at all, check-config said "ok" (the user
+    expects to hear the microphone is not there; a warning: run waits for one) and run logged "listening with
+    urban11..." at INFO before its "cannot open audio input" warnings."""
+    sd = pytest.importorskip("sounddevice", reason="PortAudio is not installed here")
+    if any(device["max_input_channels"] > 0 for device in sd.query_devices()):
+        pytest.skip("this machine has an audio input (ALSA cannot be made to hide a sound card)")
+    config = write_config(tmp_path / "c.yaml")
+    check = cli("check-config", str(config), timeout=30)
+    assert check.returncode == 0, check.stderr
+    warned = [line for line in check.lines if "warning: audio.device" in line]
+    assert len(warned) == 1 and "available inputs: none" in warned[0], check.stderr
+    run = cli("run", "--config", str(config), timeout=10)  # the microphone: killed while it waits for one
+    trouble = next((i for i, line in enumerate(run.lines) if "cannot open audio input" in line), None)
+    assert trouble is not None, run.stderr
+    assert not any("listening" in line for line in run.lines[:trouble]), run.stderr
+
+
 @pytest.mark.parametrize("host", ["a" * 64 + ".lan", "broker..lan"])
 def test_f22_check_config_and_run_both_refuse_a_host_name_the_resolver_cannot_take(tmp_path: Path, host: str) -> None:
     """A host name with a part over 63 characters, or an empty one, ended paho's network thread in a UnicodeError at

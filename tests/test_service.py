@@ -196,7 +196,7 @@ def test_a_reload_asked_for_while_exiting_does_not_kill_the_process(repo_root: P
         proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
                                  str(repo_root / "samples" / "scene.flac"), "--speed", "0"], stderr=stderr)
     deadline = time.monotonic() + 60  # past start-up first (a SIGHUP before the handlers are in ends any program)
-    while "listening with" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+    while "), hop " not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     while proc.poll() is None and time.monotonic() < deadline:
         try:

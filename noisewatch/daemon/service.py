@@ -38,7 +38,15 @@ from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
-from noisewatch.daemon.setup import Overrides, Setup, audio_problems, open_sinks, prepare, setup_warnings
+from noisewatch.daemon.setup import (
+    Overrides,
+    Setup,
+    audio_problems,
+    default_input_warnings,
+    open_sinks,
+    prepare,
+    setup_warnings,
+)
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
@@ -113,7 +121,7 @@ class Active:
         sink cannot open."""
         pipeline = Pipeline.from_config(setup.config, setup.bundle, setup.model, SampleClock.starting_now(), counters)
         outbox = Outbox(setup.config.device_id, open_sinks(setup, running))
-        log.info("listening with %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
+        log.info("model %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
                  setup.model.runtime, pipeline.hop_s)
         active = cls(setup, pipeline, outbox)
         for warning in setup_warnings(setup.config):
@@ -508,7 +516,7 @@ def check_config_main(args: argparse.Namespace) -> int:
         setup = prepare(args.config)
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
-    for warning in setup_warnings(setup.config):
+    for warning in setup_warnings(setup.config) + default_input_warnings(setup.config):
         print(f"noisewatch: warning: {warning}", file=sys.stderr)
     broker = ""
     if setup.config.mqtt.enabled:

@@ -98,6 +98,20 @@ def audio_problems(config: Config, input_path: str | None) -> list[str]:
     return []
 
 
+def default_input_warnings(config: Config) -> list[str]:
+    """No default input to capture from (no microphone at all): not a config error, since ``run`` waits for one
+    (a USB microphone plugged in late) as it does for a lost one, but ``check-config`` says it, or its "ok" reads
+    as "the microphone is there". Looked up as ``run`` opens it (:func:`check_device`); a named device that is not
+    there is a problem (:func:`audio_problems`)."""
+    if config.audio.device is not None:
+        return []
+    try:
+        check_device(config.audio)
+    except SourceError as exc:
+        return [f"audio.device = null (the default input): {exc}; run waits for one and retries"]
+    return []
+
+
 def _located(config_path: str | None, overrides: Overrides, problems: list[str]) -> list[str]:
     """Each problem (it starts with its dotted key) after the file and line of that key; a key the command
     line set has no line in the file."""

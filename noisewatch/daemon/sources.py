@@ -250,7 +250,7 @@ class MicrophoneSource(AudioSource):
         except (sd.PortAudioError, ValueError) as exc:
             raise SourceError(f"cannot open audio input {self.name}: {exc}") from None
         self._stream = stream
-        log.info("audio input %s: %d Hz, %d channel(s), blocks of %d", self.name, self.sample_rate,
+        log.info("listening on audio input %s: %d Hz, %d channel(s), blocks of %d", self.name, self.sample_rate,
                  self.channels, self.block_size)
 
     def stop(self) -> None:
