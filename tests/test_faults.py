@@ -293,6 +293,24 @@ def test_f05_a_file_input_that_fails_exits_66_with_one_line_and_no_repeats(tmp_p
     assert len(found) == len(set(found)), f"phantom repeats: {found}"
 
 
+@pytest.mark.broker
+def test_f27_a_replay_that_fails_partway_leaves_audio_error_retained(
+        tmp_path: Path, broker: Broker, daemons: list[Daemon]) -> None:
+    """First hour with Home Assistant: a cut FLAC replayed (exit 66) left its first blocks' "listening" retained on
+    the audio topic, as if the listener had heard the file to its end."""
+    _, cut, out = cut_short_scene(tmp_path, "flac")
+    daemon = start(daemons, write_config(tmp_path / "c.yaml", broker.port), cut, 0, out)
+    assert daemon.wait(FILE_FAILURE_S) == 66, daemon.log_text()
+    assert [m["state"] for m in daemon.messages("status")][:1] == ["listening"], daemon.log_text()  # it was heard
+    retained = Collector(broker.port)  # what Home Assistant, or anyone, finds there afterwards
+    try:
+        assert retained.wait_for(lambda c: bool(c.on(f"{PREFIX}/audio")), timeout=5), daemon.log_text()
+        said = strict_json(retained.on(f"{PREFIX}/audio")[-1])
+    finally:
+        retained.close()
+    assert said["state"] == "audio_error" and cut.name in said["error"] and said["source"] == cut.name, said
+
+
 # --- 6: a publish the broker refuses --------------------------------------------------------------------
 
 @contextlib.contextmanager

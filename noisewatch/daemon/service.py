@@ -224,7 +224,7 @@ class Service:
                 source.start()
             except SourceError as exc:
                 if self.setup.input_path is not None:
-                    return _input_failed(str(exc))
+                    return self._replay_failed(str(exc))
                 self._audio_trouble(f"cannot open audio input: {exc}", backoff.take())
                 continue
             with source:
@@ -235,7 +235,7 @@ class Service:
             if ending is Ending.REOPEN:
                 continue
             if not source.live:
-                return _input_failed(source.failed or f"{source.name}: no audio for {AUDIO_STALL_S:.0f} s")
+                return self._replay_failed(source.failed or f"{source.name}: no audio for {AUDIO_STALL_S:.0f} s")
             if time.monotonic() - opened >= STABLE_S:
                 backoff.healthy()
             why = source.failed or f"no audio for {AUDIO_STALL_S:.0f} s"
@@ -255,6 +255,13 @@ class Service:
             if not self._ready:
                 notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
             self._report_health()
+
+    def _replay_failed(self, why: str) -> int:
+        """A replayed file that cannot be opened or read to its end is also the last audio state said: the retained
+        audio topic kept the 'listening' of its first blocks after the listener stopped hearing."""
+        log.error("%s; stopping (a replayed file is not retried)", why)
+        self._say(Status(AudioState.AUDIO_ERROR, source=self._source_name, error=why))
+        return EX_NOINPUT
 
     def _pump(self, source: AudioSource) -> Ending:
         """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
@@ -400,11 +407,6 @@ def _wanted_input(setup: Setup) -> str:
         return setup.input_path
     device = setup.config.audio.device
     return "default input" if device is None else str(device)
-
-
-def _input_failed(why: str) -> int:
-    log.error("%s; stopping (a replayed file is not retried)", why)
-    return EX_NOINPUT
 
 
 def _say_overridden(config: Config, overrides: dict[str, float]) -> None:
