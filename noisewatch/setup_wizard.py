@@ -28,9 +28,13 @@ from noisewatch.daemon.statefile import write_text
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from noisewatch.config import Config
+
 DEFAULT_CONFIG = Path("/etc/noisewatch/config.yaml")
 PASSWORD_FILE = "mqtt_password"
 DEFAULT_DEVICE_ID = "noisewatch"
+BROKER_PROBE_S = 3.0
+"""How long setup waits for the broker's answer: plenty for one on the network, short for a wrong address."""
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<value>[^#\n]*?)(?P<comment> +#.*)?$")
 
 Ask = Callable[[str, str], str]
@@ -218,6 +222,37 @@ def save(config_path: Path, credentials: Path, answers: Answers) -> None:
         write_text(credentials / PASSWORD_FILE, answers.mqtt_password, 0o600)
 
 
+def try_the_broker(config_path: Path, credentials: Path, answers: Answers) -> None:
+    """Connect once, as the service will, so that a wrong host, port, user or password is said now rather than in
+    the service's log; a warning only (the broker may not be up yet): the config is written all the same."""
+    from noisewatch.config import ConfigError, load_config
+    from noisewatch.daemon.sinks.mqtt_client import probe_listener  # paho: only where MQTT is on
+
+    config = load_config(config_path)
+    if not config.mqtt.enabled:
+        return
+    try:
+        trouble = probe_listener(config, _service_password(config, credentials, answers), BROKER_PROBE_S)
+    except ConfigError as exc:  # a password file or TLS file that cannot be read
+        trouble = str(exc)
+    if trouble is None:
+        print(f"noisewatch setup: MQTT broker {config.mqtt.host}:{config.mqtt.port} took the connection")
+    else:
+        print(f"noisewatch setup: warning: {trouble} (saved all the same; the service keeps retrying)",
+              file=sys.stderr)
+
+
+def _service_password(config: Config, credentials: Path, answers: Answers) -> str | None:
+    """The password the service will offer: the one just given, else the stored credential (the unit loads it),
+    else the config's own (``mqtt.password_file``)."""
+    stored = credentials / PASSWORD_FILE
+    if answers.mqtt_password:
+        return answers.mqtt_password
+    if stored.is_file() and (text := stored.read_text(encoding="utf-8").strip()):
+        return text
+    return config.mqtt_password()
+
+
 def _current(config_path: Path) -> dict[str, object]:
     import yaml
 
@@ -249,9 +284,18 @@ def main(args: argparse.Namespace) -> int:
         print(f"noisewatch setup: not saved: {exc}", file=sys.stderr)
         return EX_CONFIG
     print(f"noisewatch setup: wrote {config_path}"
-          + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else "")
-          + "; a running service takes it with: sudo systemctl restart noisewatch")
+          + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else ""), flush=True)
+    try_the_broker(config_path, credentials, answers)
+    print(f"noisewatch setup: a running service takes it with: {_take_it(answers)}")
     return 0
+
+
+def _take_it(answers: Answers) -> str:
+    """The README's reload (it re-reads the config), but a restart for a new password: the unit loads its
+    credentials only when it starts."""
+    if answers.mqtt_password:
+        return "sudo systemctl restart noisewatch (the service reads a new password only when it starts)"
+    return "sudo systemctl reload noisewatch"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mqtt_broker import Broker, free_port
 
 from noisewatch.config import EX_CONFIG, load_config
 from noisewatch.setup_wizard import Answers, apply, default_device_id, interview, set_key
@@ -111,3 +113,37 @@ def test_an_answer_the_config_refuses_is_asked_again_at_once(capsys: pytest.Capt
     assert "'my balcony': must be 1-64 letters, digits, '_' or '-'" in out
     assert "'broker.lan:1883': the port goes in mqtt.port" in out
     assert secret_prompts == ["MQTT password (empty: none): "]
+
+
+@pytest.fixture
+def broker_with_user() -> Iterator[Broker]:
+    """A private mosquitto that takes user nw with password s3cret, and no one else."""
+    started = Broker(users={"nw": "s3cret"}).start()
+    yield started
+    started.cleanup()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("case", ["answering", "wrong password", "not listening"])
+def test_the_broker_given_is_tried_at_once_and_the_readmes_reload_is_offered(
+        tmp_path: Path, broker_with_user: Broker, case: str) -> None:
+    """First hour with Home Assistant: setup wrote a wrong port or password without a word (it showed only in the
+    service's log), and told the user to restart where the README reloads. A broker that does not take the
+    connection is a warning: the config is written all the same."""
+    config = tmp_path / "etc" / "config.yaml"
+    config.parent.mkdir()
+    shutil.copy(TEMPLATE, config)
+    port = free_port() if case == "not listening" else broker_with_user.port
+    env = {"PATH": "/usr/bin:/bin", "NOISEWATCH_MQTT_PASSWORD": "wrong" if case == "wrong password" else "s3cret"}
+    done = setup(config, "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--mqtt-user", "nw",
+                 "--mqtt-password-env", env=env)
+    assert done.returncode == 0 and load_config(config).mqtt.port == port, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "warning" in line and f"127.0.0.1:{port}" in line]
+    if case == "answering":
+        assert not warned and f"127.0.0.1:{port} took the connection" in done.stdout, (done.stdout, done.stderr)
+    else:
+        assert len(warned) == 1 and "took the connection" not in done.stdout, (done.stdout, done.stderr)
+    assert "systemctl restart noisewatch" in done.stdout  # a new password: the unit loads it only at start
+    again = setup(config, "--device", "USB", env={"PATH": "/usr/bin:/bin"})  # the stored password is offered
+    assert again.returncode == 0 and "systemctl reload noisewatch" in again.stdout, again.stdout
+    assert (f"127.0.0.1:{port} took the connection" in again.stdout) == (case == "answering"), again.stdout

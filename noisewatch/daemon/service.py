@@ -502,10 +502,9 @@ def main(args: argparse.Namespace) -> int:
 def _try_the_broker(config: Config) -> str:
     """``check-config``: connect once, as ``run`` would. A broker that is down, or refuses, is a warning, not an
     error: ``run`` keeps retrying and spools events meanwhile (and the broker may not be up yet at install)."""
-    from noisewatch.daemon.sinks.mqtt_client import probe  # paho: only where MQTT is on
-    from noisewatch.daemon.sinks.topics import Topics, listener_prefix
+    from noisewatch.daemon.sinks.mqtt_client import probe_listener  # paho: only where MQTT is on
 
-    trouble = probe(config.mqtt, config.mqtt_password(), BROKER_PROBE_S, Topics(listener_prefix(config)).status)
+    trouble = probe_listener(config, config.mqtt_password(), BROKER_PROBE_S)
     if trouble is None:
         return f"; MQTT broker {config.mqtt.host}:{config.mqtt.port} took the connection"
     print(f"noisewatch: warning: {trouble} (run keeps retrying and spools events meanwhile)", file=sys.stderr)

@@ -21,8 +21,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, ConfigError, MqttSection
+from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, MqttSection
 from noisewatch.daemon.sinks.homeassistant import OFFLINE
+from noisewatch.daemon.sinks.topics import Topics, listener_prefix
 
 log = logging.getLogger(__name__)
 JITTER_FRACTION = 0.5
@@ -226,6 +227,11 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, will_to
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def probe_listener(config: Config, password: str | None, timeout_s: float) -> str | None:
+    """:func:`probe` with the listener's own last will, as ``run`` connects: ``check-config`` and ``setup`` ask it."""
+    return probe(config.mqtt, password, timeout_s, Topics(listener_prefix(config)).status)
 
 
 def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:
