@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import stat
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ class JsonlSink:
         self.path = path
         self._fd: int | None = None
         self._regular = False
+        self._pipe = False
         self.failed_writes = failed_writes
         self._failing = False
         if path != "-":
@@ -79,7 +81,7 @@ class JsonlSink:
                       exc.strerror or exc)
             return
         old, self._fd = self._fd, fd
-        self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        self._kind(fd)
         os.close(old)
 
     def close(self) -> None:
@@ -93,8 +95,12 @@ class JsonlSink:
 
     def _open_file(self) -> int:
         self._fd = self._open()
-        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # /dev/stdout may be a pipe
+        self._kind(self._fd)  # /dev/stdout may be a pipe
         return self._fd
+
+    def _kind(self, fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        self._regular, self._pipe = stat.S_ISREG(mode), stat.S_ISFIFO(mode)
 
     def _open(self) -> int:
         """Non-blocking: opening a named pipe would otherwise wait for a reader, and writing to it for room."""
@@ -108,6 +114,8 @@ class JsonlSink:
             sys.stdout.flush()
             return
         fd = self._fd if self._fd is not None else self._open_file()  # read-only at start-up: remounted since?
+        if self._failing and self._pipe and not _room_in(fd):
+            raise BlockingIOError(errno.EAGAIN, "the pipe is still full: its reader has not taken a page of it")
         end = os.lseek(fd, 0, os.SEEK_END) if self._regular else 0
         written = os.write(fd, line)
         if written < len(line):
@@ -121,3 +129,13 @@ class JsonlSink:
             self._failing = True
             log.error("JSON lines: cannot write to %s (%s); messages are not logged there until it works again",
                       self.path, exc.strerror or exc)
+
+
+def _room_in(pipe: int) -> bool:
+    """Whether the reader of a pipe it had filled took some of it back (a page at least), or is gone (the write then
+    fails, and says so). Without this check a short line squeezed into what was left of the last page: the log said
+    "works again" while the reader still read nothing, then the next line failed with a second ERROR, and the
+    reader got a stream with holes in it rather than one gap."""
+    poll = select.poll()
+    poll.register(pipe, select.POLLOUT)
+    return bool(poll.poll(0))
