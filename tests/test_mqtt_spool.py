@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from noisewatch.daemon.sinks.spool import MIB, Spool
+from noisewatch.daemon.sinks.spool import DEAD_LETTER, MIB, Spool
 
 
 class FakeClock:
@@ -92,6 +92,22 @@ def test_a_message_the_age_and_the_size_bound_both_drop_is_counted_once(tmp_path
     pump.join(5)
     assert [e.payload[:1] for e in spool.after(0, 10)] == [b"D"]
     assert spool.dropped == 3 == 4 - len(list((tmp_path / "spool").glob("*.msg")))
+
+
+def test_a_message_dropped_by_a_bound_then_refused_by_the_broker_is_not_a_dead_letter_too(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by review: a message handed to the broker, then dropped by a bound (the processing loop's size drop, a
+    reload's lowered bound), then refused by the broker (an ACL) was counted in ``spool_dropped`` and again in
+    ``spool_dead_letters`` (Home Assistant's "Events lost" sums both), with an ERROR about a file it could not move."""
+    clock = FakeClock()
+    spool = Spool(tmp_path / "spool", max_mb=1, max_age_h=24, clock=clock, boot_clock=clock)
+    seq = spool.append("t", b"A" * 1000)
+    clock.now += 2 * 3600
+    spool.bound(max_mb=1, max_age_h=1)  # the broker has it; a reload's lower bound drops it
+    assert spool.dropped == 1
+    spool.set_aside(seq, DEAD_LETTER, "the broker refused it")
+    assert spool.dead_letters == 0 and not list(tmp_path.rglob("*.msg")), caplog.text
+    assert "cannot move" not in caplog.text and Spool(tmp_path / "spool", 1, 1).dead_letters == 0
 
 
 def test_age_bound_drops_old_messages_also_after_restart(tmp_path: Path) -> None:

@@ -212,11 +212,14 @@ class Spool:
         return True
 
     def set_aside(self, seq: int, folder: str, why: str) -> None:
-        """Move a message out of the queue into ``folder`` (QUARANTINE or DEAD_LETTER) and count it."""
+        """Move a message out of the queue into ``folder`` (QUARANTINE or DEAD_LETTER) and count it; one already
+        gone (a bound dropped it after it was handed to the broker, which then refused it) is not counted again."""
         with self._lock:
             meta = self._index.pop(seq, None)
             if meta is not None:
                 self._bytes -= meta.size
+        if meta is None and not self._path(seq).exists():  # dropped by a bound while the broker had it: counted there
+            return                                           # (in "Events lost" it counted twice) and nothing to move
         if folder == DEAD_LETTER:
             self.dead_letters += 1
         else:
