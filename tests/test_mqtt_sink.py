@@ -835,6 +835,27 @@ def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along_in_order
         replacing.close()
 
 
+def test_events_dropped_before_a_reload_to_another_spool_folder_stay_counted(tmp_path: Path, broker: Broker) -> None:
+    """Found by review: ``spool_dropped`` came from the new folder's spool once a reload had moved the messages
+    there, so Home Assistant's "Events lost" (events dropped "since the listener started", docs/homeassistant.md)
+    fell back to 0."""
+    broker.stop()
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, thresholds)
+    for n in range(3):
+        running.spool.append(f"{PREFIX}/events", json.dumps({"id": f"spooled-{n}"}).encode())
+    running.spool.bound(max_mb=running.spool.size_bytes / 3 / 2**20, max_age_h=1)  # only the newest fits
+    assert running.health()["spool_dropped"] == 2
+    moved = make_config(tmp_path, broker.port, spool={"directory": str(tmp_path / "spool2")})
+    replacing = MqttSink.from_config(moved, LABELS, MODEL, thresholds, running=running)
+    running.close()
+    try:
+        assert wait_until(lambda: replacing.spool.directory == tmp_path / "spool2", 10)
+        assert replacing.health()["spool_dropped"] == 2 and replacing.spool.depth == 1
+    finally:
+        replacing.close()
+
+
 def test_a_second_listener_on_the_same_folders_is_refused_and_a_reload_keeps_them(tmp_path: Path,
                                                                                  broker: Broker) -> None:
     """Found in a first-hour trial: a second listener whose spool folder had the same parent shared the state

@@ -607,6 +607,7 @@ class MqttSink:
                 for entry in old.after(0, old.depth):
                     new.append(entry.topic, entry.payload, moved=entry)
                     old.remove(entry.seq)
+                new.count_dropped_of(old)
                 self.spool, self._last_handed, self._move_to = new, 0, None
                 self._inflight.clear()
         except OSError as exc:

@@ -239,6 +239,12 @@ class Spool:
         self.max_age_s = max_age_h * HOUR_S
         self._hold_bounds()
 
+    def count_dropped_of(self, earlier: Spool) -> None:
+        """Go on from the drop count of ``earlier``, the spool whose messages a reload moved here: ``spool_dropped``
+        counts for the listener's life (Home Assistant's "Events lost" fell back at a change of folder)."""
+        with self._lock:
+            self.dropped += earlier.dropped
+
     def prune(self) -> int:
         """Drop messages older than the age bound; returns how many were dropped."""
         now, since_boot = self._clock(), self._boot_clock()
