@@ -230,6 +230,32 @@ def test_events_lost_while_the_disk_refused_them_stay_counted_in_stats_across_a_
         replacing.close()
 
 
+def test_events_the_replaced_sink_loses_after_the_new_one_was_built_are_counted_too(
+        tmp_path: Path, broker: Broker) -> None:
+    """Found by review: a reload's new sink copied the replaced one's ``spool_memory_dropped`` when it was built,
+    but the replaced sink's pump goes on until it is closed (the events queued before the reload, the flush of its
+    close), and what it lost then was missing from the stats for good. Here its pump drops three events after the
+    new sink was built, as one behind the processing loop does."""
+    broker.stop()
+    thresholds = {label: 0.6 for label in LABELS}
+    settings = {"spool": {"directory": str(tmp_path / "disk" / "spool")}, "state_directory": str(tmp_path / "state")}
+    running = MqttSink.from_config(make_config(tmp_path, broker.port, **settings), LABELS, MODEL, thresholds)
+    shutil.rmtree(tmp_path / "disk")  # unplugged: the spool refuses every event, and is not made again
+    for n in range(MEMORY_SPOOL_MAX):
+        running.send(event(n))
+    assert wait_until(lambda: running.health()["spool_memory_queued"] == MEMORY_SPOOL_MAX, timeout=10)
+    replacing = MqttSink.from_config(make_config(tmp_path, broker.port, keepalive_s=6, **settings), LABELS, MODEL,
+                                     thresholds, running=running)  # a reload
+    try:
+        for n in range(MEMORY_SPOOL_MAX, MEMORY_SPOOL_MAX + 3):
+            running.send(event(n))
+        assert wait_until(lambda: running.health()["spool_memory_dropped"] == 3, timeout=10), running.health()
+        running.close()
+        assert replacing.health()["spool_memory_dropped"] == 3, replacing.health()
+    finally:
+        replacing.close()
+
+
 @pytest.mark.usefixtures("no_home_assistant")
 def test_broker_down_at_start_then_appears(open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
                                            caplog: pytest.LogCaptureFixture) -> None:

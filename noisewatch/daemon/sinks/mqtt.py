@@ -105,6 +105,26 @@ class Outgoing(NamedTuple):
     retain: bool = False
 
 
+class LifetimeCounts:
+    """Losses counted for the daemon's life: a sink and those that replace it at reloads share one (the replaced
+    sink's pump goes on counting as it closes, beside the new one's: a copy taken when the new sink was built
+    missed those)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.memory_dropped = 0
+        """Events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the broker
+        refused while held in memory."""
+        self.network_restarts = 0
+        """Restarts of paho's network thread: a thread that dies now and then was said only in an ERROR line, and
+        the listener's stats looked healthy."""
+
+    def add(self, memory_dropped: int = 0, network_restarts: int = 0) -> None:
+        with self._lock:
+            self.memory_dropped += memory_dropped
+            self.network_restarts += network_restarts
+
+
 # --- commands on the pump's queue -----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -238,10 +258,8 @@ class MqttSink:
         self._awaited: dict[int, str] = {}  # paho mid -> topic of a QoS 1 message outside the spool
         self._unspooled: deque[_Unspooled] = deque()
         self._inflight_held: dict[int, _Unspooled] = {}  # paho mid -> held event published from memory
-        self.memory_dropped = 0
-        """Events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the broker
-        refused while held in memory, for the daemon's life (a reload's sink goes on from the replaced one's: the
-        losses before a reload vanished from the stats)."""
+        self.counts = LifetimeCounts()
+        """``memory_dropped`` and ``network_restarts``, shared with the sinks that replace this one at reloads."""
         self._last_handed = 0  # highest spool seq handed to paho
         self._move_to: tuple[MqttSink, Spool] | None = None
         """After a reload that changed the spool's folder: the replaced sink and the new folder's spool. Until
@@ -275,9 +293,6 @@ class MqttSink:
         """paho's network thread (``loop_start``), watched by the pump (``_watch_network``)."""
         self._restarts_unconnected = 0
         """Restarts of paho's thread since the last accepted connection: the next waits their backoff."""
-        self.network_restarts = 0
-        """Restarts of paho's thread for the daemon's life (a reload's sink goes on from the replaced one's): a thread
-        that dies now and then was said only in an ERROR line, and the listener's stats looked healthy."""
         self._next_network_restart = 0.0
         self.client = self._make_client(client_id, password)
 
@@ -315,7 +330,7 @@ class MqttSink:
         sink._predecessor = running
         if running is not None:
             running._successor = sink
-            sink.network_restarts, sink.memory_dropped = running.network_restarts, running.memory_dropped
+            sink.counts = running.counts  # what the replaced sink still counts as it closes is counted too
             if running._disk_trouble.is_set():  # its held events come first: this sink's queue behind them
                 sink._disk_trouble.set()
         sink.start()
@@ -389,8 +404,8 @@ class MqttSink:
         spool = self.spool
         return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
-                "spool_memory_queued": self._held(), "spool_memory_dropped": self.memory_dropped,
-                "mqtt_network_restarts": self.network_restarts}
+                "spool_memory_queued": self._held(), "spool_memory_dropped": self.counts.memory_dropped,
+                "mqtt_network_restarts": self.counts.network_restarts}
 
     def _held(self) -> int:
         """Events held in memory, not yet acknowledged (waiting, or handed to paho)."""
@@ -584,7 +599,7 @@ class MqttSink:
             return
         self._next_network_restart = now + backoff_s(self._restarts_unconnected, s.reconnect_min_s, s.reconnect_max_s)
         self._restarts_unconnected += 1
-        self.network_restarts += 1
+        self.counts.add(network_restarts=1)
         log.error("MQTT: paho's network thread ended unexpectedly (the traceback above says why); reconnecting to "
                   "%s:%d, and the %d event message(s) in flight are sent again", self.settings.host,
                   self.settings.port, len(self._inflight) + len(self._inflight_held))
@@ -801,7 +816,7 @@ class MqttSink:
         and counted: stats alone said so, and 476 events went without a line."""
         while len(self._unspooled) > MEMORY_SPOOL_MAX:
             dropped = self._unspooled.popleft()
-            self.memory_dropped += 1
+            self.counts.add(memory_dropped=1)
             log.error("MQTT: event %s is lost: the spool's disk has refused events for longer than the %d held in "
                       "memory", dropped.spooled.event_id, MEMORY_SPOOL_MAX)
 
@@ -849,7 +864,7 @@ class MqttSink:
         held = self._inflight_held.pop(ack.mid, None)
         if held is not None:
             if ack.reason is not None and ack.reason.is_failure:
-                self.memory_dropped += 1
+                self.counts.add(memory_dropped=1)
                 log.error("MQTT: the broker refused event %s (held in memory, so not kept): %s",
                           held.spooled.event_id, ack.reason)
             return
@@ -891,7 +906,7 @@ class MqttSink:
                 info = self.client.publish(held.topic, held.payload, qos=QOS_AT_LEAST_ONCE)
             except ValueError as exc:  # a topic paho will not publish to: never deliverable, as in _feed_spool
                 self._unspooled.popleft()
-                self.memory_dropped += 1
+                self.counts.add(memory_dropped=1)
                 log.error("MQTT: dropping event %s held in memory: %s", held.spooled.event_id, exc)
                 continue
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
