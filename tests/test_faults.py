@@ -918,6 +918,30 @@ def test_f25_a_listener_moved_to_other_topics_leaves_nothing_retained_under_the_
     assert configs and all(t.startswith(new_prefix) for config in configs for t in read_topics(config)), configs
 
 
+@pytest.mark.broker
+def test_f25_a_moved_listener_leaves_its_old_topics_to_the_listener_online_there_now(
+        tmp_path: Path, broker: Broker, daemons: list[Daemon]) -> None:
+    """The old Pi, renamed "moved", cleared everything under its old device id and prefix at its next start though
+    a new Pi had taken them over since: the live listener's retained topics and Home Assistant entities were gone."""
+    old, new = tmp_path / "old", tmp_path / "new"  # each Pi its own spool and state folders
+    old.mkdir()
+    new.mkdir()
+    first = start(daemons, write_config(old / "a.yaml", broker.port), silence(old / "s.flac", 2), 1, old / "a.jsonl")
+    assert first.wait(30) == 0, first.log_text()[-1500:]
+    successor = start(daemons, write_config(new / "c.yaml", broker.port), SCENE, 1, new / "c.jsonl")  # 33 s
+    assert wait_until(lambda: retained_on(broker).get(STATUS) == b"online", timeout=20), successor.log_text()[-1500:]
+    held = {topic for topic in retained_on(broker) if topic.startswith(f"{PREFIX}/") or "/noisewatch_faults/" in topic}
+    assert STATUS in held and any(topic.endswith("/config") for topic in held), sorted(held)
+    moved = start(daemons, write_config(old / "b.yaml", broker.port, **MOVES["device_id"]),
+                  silence(old / "s2.flac", 4), 1, old / "b.jsonl")
+    assert moved.wait(30) == 0, moved.log_text()[-1500:]
+    retained = retained_on(broker)
+    assert held <= set(retained), sorted(held - set(retained))
+    assert retained[STATUS] == b"online" and successor.wait(0) is None, successor.log_text()[-1500:]
+    warnings = [line for line in moved.log_text().splitlines() if "WARNING" in line and STATUS in line]
+    assert len(warnings) == 1, moved.log_text()[-1500:]
+
+
 # --- 8: a damaged spool body ----------------------------------------------------------------------------
 
 def damage_body(path: Path, how: str) -> None:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -61,7 +61,7 @@ from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
-from noisewatch.daemon.sinks.topics import Topics, listener_prefix, segment
+from noisewatch.daemon.sinks.topics import Topics, is_status, listener_prefix, segment
 from noisewatch.daemon.statefile import FolderInUse, FolderLock
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
@@ -92,6 +92,9 @@ CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
+OLD_STATUS_WAIT_S = 5.0
+"""How long a listener moved to another topic prefix or device id waits for its old status topic's retained payload
+before it takes it for absent (a broker sends a retained message at once after the subscription)."""
 SPOOL_BOUNDS = {"spool": {"max_mb", "max_age_h"}}
 """The ``mqtt`` settings a running sink takes from a reload (``hold_spool_bounds``) without a new connection"""
 
@@ -171,6 +174,28 @@ class _AudioStatus:
 
 
 @dataclass(frozen=True)
+class _OldStatus:
+    """paho: a status topic this listener published under before (``_OldTopicsCheck``) says ``payload``."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class _OldTopicsCheck:
+    """A look at the status topics of what this listener announced under another prefix or device id, before any
+    of it is cleared: another listener may have taken them since (a new Pi given the old one's name)."""
+
+    status_topics: tuple[str, ...]
+    waiting: frozenset[str]
+    """Those not yet seen saying anything."""
+    deadline: float
+    """Monotonic: no ``online`` by then, and what is left there is cleared (OLD_STATUS_WAIT_S)."""
+    now: Mapping[str, Sequence[str]]
+    """What this listener announces (the record without what it left)."""
+
+
+@dataclass(frozen=True)
 class _Retune:
     """A reload's new thresholds from the bundle and the config; the connection stays."""
 
@@ -218,8 +243,8 @@ class _Close:
     connect_by: float
 
 
-_Command = (_Spooled | _Unspooled | _HandedOver | _ThresholdCommand | _Ack | _AudioStatus | _Retune | _Connected
-            | _Disconnected | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
+_Command = (_Spooled | _Unspooled | _HandedOver | _ThresholdCommand | _OldStatus | _Ack | _AudioStatus | _Retune
+            | _Connected | _Disconnected | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
 
 
 class MqttSink:
@@ -253,6 +278,7 @@ class MqttSink:
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
         self._record_after_clears: Mapping[str, Sequence[str]] | None = None
         self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
+        self._old_topics_check: _OldTopicsCheck | None = None
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._awaited: dict[int, str] = {}  # paho mid -> topic of a QoS 1 message outside the spool
@@ -544,6 +570,8 @@ class MqttSink:
                 self._commands.put(_HomeAssistantOnline())
             elif message.payload == OFFLINE.encode():
                 self._commands.put(_HomeAssistantOffline())
+        elif is_status(message.topic):  # the only status topics this sink subscribes to are its old ones
+            self._commands.put(_OldStatus(message.topic, bytes(message.payload)))
         elif message.topic.startswith(self.topics.prefix + "/"):
             self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload)))
 
@@ -577,6 +605,9 @@ class MqttSink:
             self._predecessor = None  # forgotten: each reload's sink would keep the ones before it alive
         if self._unspooled and handed_over:  # the replaced sink's held events are older: none of ours before them
             self._respool()
+        check = self._old_topics_check
+        if check is not None and self._connected and time.monotonic() >= check.deadline:
+            self._end_old_topics_check(check, live=None)
         if self._connected and not self._settling() and handed_over:
             self._send_state_clears()
             self._feed_spool()
@@ -638,8 +669,10 @@ class MqttSink:
         """How long the pump may wait for a command: until the next thing it must do unasked."""
         if self._closing:
             return CLOSING_TICK_S
-        settling = self._ha_wait.remaining_s()
-        return min(PUMP_TICK_S, settling) if settling > 0 else PUMP_TICK_S
+        due = [self._ha_wait.remaining_s()]
+        if self._old_topics_check is not None:
+            due.append(_remaining(self._old_topics_check.deadline))
+        return min([PUMP_TICK_S, *(seconds for seconds in due if seconds > 0)])
 
     def _settling(self) -> bool:
         """True while events wait for Home Assistant (:class:`HomeAssistantWait`; a close does not wait)."""
@@ -681,6 +714,8 @@ class MqttSink:
                 self._live.append(Outgoing(self.topics.recent_events, command.recent, QOS_AT_LEAST_ONCE, True))
         elif isinstance(command, _ThresholdCommand):
             self._set_threshold(command)
+        elif isinstance(command, _OldStatus):
+            self._old_status(command)
         elif isinstance(command, _Ack):
             self._acknowledged(command)
         elif isinstance(command, _Retune):
@@ -692,6 +727,7 @@ class MqttSink:
         elif isinstance(command, _Connected):
             self._connected, self._max_packet = True, command.max_packet
             self._restarts_unconnected = 0
+            self._old_topics_check = None  # an answer lost with the last connection: looked at anew (_announce)
             self._announce()
             if command.after_outage:
                 self._ha_wait.broker_returned()
@@ -748,25 +784,71 @@ class MqttSink:
         self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True)
 
     def _publish_discovery(self) -> None:
-        """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone."""
+        """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone;
+        what this listener announced under another status topic (an old topic prefix or device id) only once that
+        status is seen not ``online`` (``_end_old_topics_check``)."""
         messages = discovery_messages(self.topics, self.listener) if self.settings.homeassistant.discovery else []
         # with discovery off the entities go, but not the retained topics this sink still publishes (Node-RED)
         now = {**retained_state_topics(messages), **listener_retained_topics(self.topics, self.listener)}
         before = self._announced.load()
-        for topic, empty in stale_clears(before, now):
-            if topic in before:  # a discovery config (or old status): the entity goes at once; its state once HA let go
-                self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
-            else:
-                self._clear_state_later(topic)
+        # the removed entities stay in the record until their states are cleared: a run that ends before then
+        # (a lost connection, a reload, a crash) leaves the next run to clear them
+        removed = {topic: states for topic, states in before.items() if topic not in now}
+        moved_from = tuple(sorted(filter(is_status, removed)))
+        if not moved_from:
+            self._clear_stale(before, now)
+        elif self._old_topics_check is None:  # else this connection looks already (Home Assistant's online)
+            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in moved_from])
+            self._old_topics_check = _OldTopicsCheck(moved_from, frozenset(moved_from),
+                                                     time.monotonic() + OLD_STATUS_WAIT_S, now)
         for topic, config in messages:
             self._publish(topic, _encode(config), QOS_AT_LEAST_ONCE, True)
         if now != before:  # entities added or removed, or moved to other topics
             self._ha_wait.settle()
-        # the removed entities stay in the record until their states are cleared: a run that ends before then
-        # (a lost connection, a reload, a crash) leaves the next run to clear them
-        removed = {topic: states for topic, states in before.items() if topic not in now}
-        self._record_after_clears = now if removed else None
         self._record({**now, **removed})
+
+    def _clear_stale(self, before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]]) -> None:
+        """Empty what ``before`` recorded and ``now`` does not announce: a discovery config (or old status) at once,
+        the entity goes; its state once Home Assistant let go. The record keeps it until those are confirmed."""
+        clears = stale_clears(before, now)
+        for topic, empty in clears:
+            if topic in before:
+                self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
+            else:
+                self._clear_state_later(topic)
+        if clears:  # after a look at an old status they follow discovery by up to OLD_STATUS_WAIT_S: the states wait
+            self._ha_wait.settle()
+        self._record_after_clears = now if clears else None
+
+    def _old_status(self, status: _OldStatus) -> None:
+        """An old status topic's payload: ``online`` is a live listener there; otherwise, once every one has said
+        something (or OLD_STATUS_WAIT_S has passed: none retained), what is left there is this listener's own."""
+        check = self._old_topics_check
+        if check is None or status.topic not in check.status_topics:
+            return  # said after the look ended (or a subscription kept by the session of an earlier run)
+        waiting = check.waiting - {status.topic}
+        if status.payload == ONLINE.encode():
+            self._end_old_topics_check(check, live=status.topic)
+        elif not waiting:
+            self._end_old_topics_check(check, live=None)
+        else:
+            self._old_topics_check = replace(check, waiting=waiting)
+
+    def _end_old_topics_check(self, check: _OldTopicsCheck, live: str | None) -> None:
+        """Clear what this listener left under its old topics, unless ``live`` (a status topic saying ``online``):
+        another listener has taken them since, and they are its own now (its last will would say ``offline``
+        had it died). Then they leave the record too: kept, a later start would clear them the first time that
+        listener is offline for a moment (a reboot), and take its entities from Home Assistant."""
+        self._old_topics_check = None
+        self.client.unsubscribe(list(check.status_topics))
+        if live is None:
+            self._clear_stale(self._announced.load(), check.now)
+            return
+        left = [topic for topic, _ in stale_clears(self._announced.load(), check.now)]
+        log.warning("MQTT: %s says online: another listener has taken this one's old topic prefix or device id, so "
+                    "the %d retained topics it left there (Home Assistant discovery included) are left to that "
+                    "listener, not cleared", live, len(left))
+        self._record(check.now)
 
     def _record(self, announced: Mapping[str, Sequence[str]]) -> None:
         try:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 DEFAULT_PREFIX_ROOT = "noisewatch"
 HA_BIRTH_TOPIC = "homeassistant/status"
 """Home Assistant's default birth and last-will topic (not moved with its discovery prefix)."""
+STATUS = "status"
+"""The last level of a listener's status topic."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -34,6 +36,12 @@ def default_prefix(device_id: str) -> str:
 def listener_prefix(config: Config) -> str:
     """The prefix of this config's listener: ``mqtt.topic_prefix``, else the default for its ``device_id``."""
     return config.mqtt.topic_prefix or default_prefix(config.device_id)
+
+
+def is_status(topic: str) -> bool:
+    """Whether ``topic`` is a listener's status topic (a discovery config topic ends in ``config``, a threshold
+    command in ``set``)."""
+    return topic.endswith(f"/{STATUS}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class Topics:
     @property
     def status(self) -> str:
         """``online`` / ``offline`` (retained; ``offline`` is the Last Will)."""
-        return f"{self.prefix}/status"
+        return f"{self.prefix}/{STATUS}"
 
     @property
     def audio(self) -> str:
