@@ -193,16 +193,71 @@ def test_f04_check_config_and_run_both_refuse_what_cannot_open(tmp_path: Path, w
         assert len(result.lines) == 1 and what in result.lines[0], result.stderr
 
 
-def test_f04_check_config_and_run_both_refuse_a_microphone_that_is_not_there(tmp_path: Path) -> None:
-    """README: "a configured audio device that does not exist" gives "one line on stderr naming the file, line
-    and key, and exit code 78"."""
+def test_f04_check_config_warns_of_a_named_microphone_that_is_not_there(tmp_path: Path) -> None:
+    """A named device absent now is not proof of a typo (a USB microphone enumerates late at boot): refused with
+    exit 78, the unit was never restarted and stayed deaf for good. check-config says it, and passes."""
     config = tmp_path / "c.yaml"
     config.write_text('device_id: faults\naudio:\n  device: "no such microphone"\n')
     check = cli("check-config", str(config), timeout=30)
-    run = cli("run", "--config", str(config), timeout=30)  # the microphone: no --input
-    assert (check.returncode, run.returncode) == (CONFIG_ERROR, CONFIG_ERROR), (check.stderr, run.stderr[-1500:])
-    for result in (check, run):
-        assert len(result.lines) == 1 and f"{config}:3: audio.device" in result.lines[0], result.stderr
+    assert check.returncode == 0, check.stderr
+    assert len(check.lines) == 1, check.stderr
+    assert "warning: audio.device = 'no such microphone'" in check.lines[0], check.stderr
+    assert "not found; available inputs:" in check.lines[0], check.stderr
+
+
+VIRTUAL_MIC = """
+pcm.latemic {{
+  type file
+  slave.pcm "null"
+  file "/dev/null"
+  infile "{infile}"
+  format "raw"
+}}
+"""
+"""A USB microphone as ALSA sees it once enumerated: a ``file`` PCM playing noise, in an ~/.asoundrc of a temporary
+HOME (PortAudio rereads the ALSA configuration at each reopening)."""
+
+
+@pytest.mark.broker
+def test_f04_run_waits_for_a_named_microphone_that_is_not_there_and_listens_once_it_appears(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """run started before the named microphone enumerated exited 78 (systemd does not restart on it): deaf for good.
+    It now waits as for a lost input (audio_error, Home Assistant's problem sensor on), and listens once it is
+    there."""
+    pytest.importorskip("sounddevice", reason="PortAudio is not installed here")
+    home = tmp_path / "home"
+    home.mkdir()
+    infile = home / "mic.raw"
+    (np.random.default_rng(4).standard_normal(44100 * 60).astype(np.float32) * 0.1).tofile(infile)
+    audio = {"device": "latemic", "sample_rate": 44100, "channels": 1, "reopen_max_s": 2}
+    config = write_config(tmp_path / "c.yaml", broker.port, audio=audio)
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("ALSA_CONFIG_PATH", None)
+    log = tmp_path / "run.stderr"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        topic = f"{PREFIX}/audio"
+
+        def states() -> list[str]:
+            return [json.loads(p)["state"] for p in collector.on(topic)]
+
+        assert collector.wait_for(lambda c: "audio_error" in states(), timeout=15), log.read_text()[-2000:]
+        time.sleep(3)
+        assert proc.poll() is None, f"exit {proc.returncode}: {log.read_text()[-2000:]}"
+        said = log.read_text()
+        assert "audio.device = 'latemic'" in said and "run waits for it" in said, said
+        assert "cannot open audio input: audio input device 'latemic' not found" in said, said
+        assert "listening" not in states(), states()
+        (home / ".asoundrc").write_text(VIRTUAL_MIC.format(infile=infile))
+        assert collector.wait_for(lambda c: states()[-1:] == ["listening"], timeout=40), log.read_text()[-2000:]
+        assert "latemic" in json.loads(collector.on(topic)[-1])["source"]
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_f26_without_any_microphone_check_config_warns_and_run_claims_no_listening(tmp_path: Path) -> None:

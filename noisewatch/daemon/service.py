@@ -41,8 +41,7 @@ from noisewatch.daemon.resample import MonoResampler
 from noisewatch.daemon.setup import (
     Overrides,
     Setup,
-    audio_problems,
-    default_input_warnings,
+    audio_findings,
     open_sinks,
     prepare,
     setup_warnings,
@@ -124,7 +123,7 @@ class Active:
         log.info("model %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
                  setup.model.runtime, pipeline.hop_s)
         active = cls(setup, pipeline, outbox)
-        for warning in setup_warnings(setup.config):
+        for warning in setup_warnings(setup.config) + list(setup.audio_warnings):
             log.warning("%s", warning)
         active.follow_thresholds()  # kept from an earlier run: they win over the config's from the first window
         _say_overridden(setup.config, active.thresholds_applied)
@@ -422,7 +421,8 @@ def _say_overridden(config: Config, overrides: dict[str, float]) -> None:
 def _say_audio_problems(setup: Setup) -> None:
     """A reload while the input is lost is applied even when its audio section cannot be opened now (the
     device may come back): what is wrong with it is said, as the reopening will keep saying."""
-    for problem in audio_problems(setup.config, setup.input_path):
+    problems, warnings = audio_findings(setup.config, setup.input_path)
+    for problem in problems + warnings:
         log.warning("reload applied while the audio input is lost, but %s; retrying it", problem)
 
 
@@ -517,7 +517,7 @@ def check_config_main(args: argparse.Namespace) -> int:
         setup = prepare(args.config)
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
-    for warning in setup_warnings(setup.config) + default_input_warnings(setup.config):
+    for warning in setup_warnings(setup.config) + list(setup.audio_warnings):
         print(f"noisewatch: warning: {warning}", file=sys.stderr)
     broker = ""
     if setup.config.mqtt.enabled:

@@ -20,7 +20,7 @@ from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bund
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, TlsSection, load_config, locate
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
-from noisewatch.daemon.sources import SourceError, check_device
+from noisewatch.daemon.sources import DeviceMissing, SourceError, check_device
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class Setup:
     overrides: Overrides = Overrides()
     input_path: str | None = None
     speed: float = 1.0
+    audio_warnings: tuple[str, ...] = ()
+    """What :func:`audio_findings` found wrong but not refused: ``check-config`` prints it, ``run`` logs it."""
 
 
 def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_path: str | None = None,
@@ -74,42 +76,39 @@ def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_p
             raise  # the shipped model: nothing in the config to point at
         raise ConfigError("\n".join(_located(config_path, overrides, [f"model.path: {exc}"]))) from None
     problems = bundle_problems(config, bundle) + sink_problems(config)
+    audio_warnings: list[str] = []
     if check_audio:
-        problems += audio_problems(config, input_path)
+        audio_problems, audio_warnings = audio_findings(config, input_path)
+        problems += audio_problems
     model = None if problems else load_model(config, bundle, problems)  # last: its runtime talks on stderr
     if model is None:
         raise ConfigError("\n".join(_located(config_path, overrides, problems)))
-    return Setup(config, bundle, model, config_path, overrides, input_path, speed)
+    return Setup(config, bundle, model, config_path, overrides, input_path, speed, tuple(audio_warnings))
 
 
-def audio_problems(config: Config, input_path: str | None) -> list[str]:
-    """A named device that is not there, or a file to replay that is not (the default input may appear later)."""
+def audio_findings(config: Config, input_path: str | None) -> tuple[list[str], list[str]]:
+    """The audio input's problems (refused) and warnings (said), looked up as ``run`` opens it
+    (:func:`check_device`).
+
+    A file to replay that is not there is a problem. A device, named or the default, that is not there now is a
+    warning: a USB microphone may enumerate after the service starts at boot, or be unplugged across a reboot, and
+    refused (exit 78, which systemd does not restart on) the listener stayed deaf for good; ``run`` waits for it
+    as for a lost one, and ``check-config`` says it, or its "ok" reads as "the microphone is there". A named device
+    that is there but cannot capture the configured format, or no PortAudio, stays a problem of the key."""
     if input_path is not None:
         path = Path(input_path)
         if path.is_file():
-            return []
-        return [f"--input {input_path}: {'not a regular file' if path.exists() else 'no such file'}"]
-    if config.audio.device is None:
-        return []
+            return [], []
+        return [f"--input {input_path}: {'not a regular file' if path.exists() else 'no such file'}"], []
+    device = config.audio.device
     try:
         check_device(config.audio)
     except SourceError as exc:
-        return [f"audio.device = {config.audio.device!r}: {exc}"]
-    return []
-
-
-def default_input_warnings(config: Config) -> list[str]:
-    """No default input to capture from (no microphone at all): not a config error, since ``run`` waits for one
-    (a USB microphone plugged in late) as it does for a lost one, but ``check-config`` says it, or its "ok" reads
-    as "the microphone is there". Looked up as ``run`` opens it (:func:`check_device`); a named device that is not
-    there is a problem (:func:`audio_problems`)."""
-    if config.audio.device is not None:
-        return []
-    try:
-        check_device(config.audio)
-    except SourceError as exc:
-        return [f"audio.device = null (the default input): {exc}; run waits for one and retries"]
-    return []
+        if device is not None and not isinstance(exc, DeviceMissing):
+            return [f"audio.device = {device!r}: {exc}"], []
+        what, waits = ("null (the default input)", "one") if device is None else (repr(device), "it")
+        return [], [f"audio.device = {what}: {exc}; run waits for {waits} and retries"]
+    return [], []
 
 
 def _located(config_path: str | None, overrides: Overrides, problems: list[str]) -> list[str]:

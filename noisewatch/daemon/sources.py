@@ -59,6 +59,10 @@ class SourceError(RuntimeError):
     """An audio input cannot be opened or read; ``str()`` is one line for the user."""
 
 
+class DeviceMissing(SourceError):
+    """No input matches the device asked for, now: a USB microphone may enumerate later, so not proof of a typo."""
+
+
 @dataclass(frozen=True)
 class _FileStatus:
     """What a file block reports in place of PortAudio's CallbackFlags: never an overflow."""
@@ -188,7 +192,7 @@ def _find_input(sd: ModuleType, device: int | str | None) -> dict[str, Any]:
     else:
         wanted, matches = f"audio input device {device!r}", [d for d in inputs if device.lower() in d["name"].lower()]
     if not matches:
-        raise SourceError(f"{wanted} not found; available inputs: {_describe(inputs)}")
+        raise DeviceMissing(f"{wanted} not found; available inputs: {_describe(inputs)}")
     return matches[0]
 
 
