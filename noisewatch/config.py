@@ -10,19 +10,37 @@ from __future__ import annotations
 import os
 import re
 import socket
+import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
 CREDENTIAL_NAME = "noisewatch_mqtt_password"  # in $CREDENTIALS_DIRECTORY, see systemd/noisewatch.service
 
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """YAML reads ``yes``/``no``/``on``/``off``/``true``/``false`` as booleans, and pydantic took them for 1 and 0:
+    ``siren: yes`` turned the siren off (threshold 1), ``dog_bark: no`` made every window a bark."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean (YAML reads true/false, yes/no and on/off as booleans), which this key does not take")
+    return value
+
+
+def _takes_a_number(annotation: Any) -> bool:
+    """Whether a field of this type takes an int or float and not a bool (containers are not looked into)."""
+    if get_origin(annotation) in (Union, types.UnionType, Annotated):
+        return any(_takes_a_number(arg) for arg in get_args(annotation)) and bool not in get_args(annotation)
+    return annotation in (int, float)
+
+
 Seconds = Annotated[float, Field(gt=0, description="seconds")]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, BeforeValidator(_not_a_boolean), Field(ge=0.0, le=1.0)]
 Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
 MAX_PREFIX_BYTES = 1024
 """Topic prefixes longer than this are refused (MQTT allows 65535 bytes for a whole topic)."""
@@ -41,6 +59,13 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name is not None and _takes_a_number(cls.model_fields[info.field_name].annotation):
+            return _not_a_boolean(value)
+        return value
 
 
 class ModelSection(_Section):
@@ -314,11 +339,19 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
     if not isinstance(exc, yaml.MarkedYAMLError):
         return f"{path}: not valid YAML: {str(exc).splitlines()[0]}"
     mark = exc.problem_mark or exc.context_mark
-    where = f"{path}:{mark.line + 1}" if mark else str(path)
-    column = f" (column {mark.column + 1})" if mark else ""
     problem = exc.problem or exc.context or "not valid YAML"
     context = f", {exc.context}" if exc.problem and exc.context else ""
+    if exc.context_mark and exc.problem_mark and _at_the_end(exc.problem_mark):
+        # a quote or bracket never closed: the end of the file is no help, where it was opened is
+        mark, context = exc.context_mark, f", {exc.context} that starts here" if exc.context else ""
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    column = f" (column {mark.column + 1})" if mark else ""
     return f"{where}: not valid YAML: {problem}{context}{column}"
+
+
+def _at_the_end(mark: yaml.Mark) -> bool:
+    """Whether PyYAML stopped at the end of the file (only blank space after it)."""
+    return mark.buffer is not None and not mark.buffer[mark.index:].strip(" \t\r\n\0")
 
 
 def _construct(path: Path, node: yaml.Node) -> Any:

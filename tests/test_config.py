@@ -85,6 +85,38 @@ def test_bad_yaml_names_the_line_and_column_it_stopped_at(tmp_path: Path, text: 
     assert f"config.yaml:{line}: not valid YAML: " in message and message.endswith(f"(column {column})"), message
 
 
+@pytest.mark.parametrize("text, line, column", [
+    ('device_id: "balcony\naudio:\n  hop_s: 1\n', 1, 12),  # a quote never closed: not where the file ends
+    ("mqtt:\n  host: 'broker\n  port: 1884\nlogging:\n  level: info\n", 2, 9),
+    ("audio:\n  hop_s: 1\ndetector:\n  ignore: [background\n", 4, 11),  # a bracket never closed
+])
+def test_something_never_closed_names_the_line_it_was_opened_on(tmp_path: Path, text: str, line: int,
+                                                                column: int) -> None:
+    message = config_error(tmp_path, text)
+    assert "\n" not in message
+    assert f"config.yaml:{line}: not valid YAML: " in message and message.endswith(f"(column {column})"), message
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("detector:\n  thresholds:\n    siren: yes\n", ":3: detector.thresholds.siren = True: "),  # was 1.0: siren off
+    ("detector:\n  thresholds:\n    dog_bark: false\n", ":3: detector.thresholds.dog_bark = False: "),  # was 0: always on
+    ("audio:\n  hop_s: true\n", ":2: audio.hop_s = True: "),
+    ("detector:\n  smoothing_windows: on\n", ":2: detector.smoothing_windows = True: "),
+    ("audio:\n  device: true\n", ":2: audio.device"),  # was input device 1
+    ("mqtt:\n  port: no\n", ":2: mqtt.port = False: "),
+])
+def test_a_yaml_boolean_is_not_taken_for_a_number(tmp_path: Path, text: str, key: str) -> None:
+    message = config_error(tmp_path, text).split("config.yaml", 1)[1]  # the test's name is in tmp_path
+    assert key in message and "a boolean" in message, message
+
+
+def test_booleans_still_switch_what_they_switch(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("loudness:\n  enabled: no\nmqtt:\n  tls:\n    insecure: yes\n")
+    config = load_config(path)
+    assert config.loudness.enabled is False and config.mqtt.tls.insecure is True
+
+
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert "top level must be a mapping" in config_error(tmp_path, "- audio\n")
 
