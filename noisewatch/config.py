@@ -23,7 +23,6 @@ PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
 CREDENTIAL_NAME = "noisewatch_mqtt_password"  # in $CREDENTIALS_DIRECTORY, see systemd/noisewatch.service
 
 
-
 def _not_a_boolean(value: Any) -> Any:
     """YAML reads ``yes``/``no``/``on``/``off``/``true``/``false`` as booleans, and pydantic took them for 1 and 0:
     ``siren: yes`` turned the siren off (threshold 1), ``dog_bark: no`` made every window a bark."""
