@@ -1342,7 +1342,10 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
     made every entity unavailable for a moment, and the open event turned "on" twice): no offline at all, and
     the threshold entity shows the new value."""
     config = write_config(tmp_path / "c.yaml", broker.port)
-    daemon = start(daemons, config, SCENE, 1, tmp_path / "out.jsonl")
+    audio, rate = sf.read(str(SCENE), dtype="float32")
+    siren = tmp_path / "siren.flac"  # the scene's first 14 s: its siren (5-9 s) and its end, not the rest
+    sf.write(str(siren), audio[: 14 * rate], rate)
+    daemon = start(daemons, config, siren, 1, tmp_path / "out.jsonl")
     assert wait_until(lambda: bool(daemon.messages("started")), timeout=20), daemon.log_text()
     first = daemon.messages("started")[0]
     state = f"{PREFIX}/state/{first['label']}"
