@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, TlsSection, load_config, locate
 from noisewatch.daemon.sinks import Sink
-from noisewatch.daemon.sinks.jsonl import JsonlSink
+from noisewatch.daemon.sinks.jsonl import APPEND_FLAGS, JsonlSink
 from noisewatch.daemon.sources import DeviceMissing, SourceError, check_device
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
@@ -287,7 +287,7 @@ def _create_in(folder: Path) -> int | None:
 def _append_to(path: Path) -> int | None:
     """The errno of opening ``path`` to append (without waiting, as the sink opens it); None: it can be done."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+        os.close(os.open(path, APPEND_FLAGS))
     except OSError as exc:
         return exc.errno
     return None

@@ -27,6 +27,9 @@ from noisewatch.daemon.messages import Message
 log = logging.getLogger(__name__)
 
 FILE_MODE = 0o644
+APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
+"""How the sink opens its file, and ``check-config`` tries it: non-blocking, for opening a named pipe would
+otherwise wait for a reader, and writing to it for room."""
 WAITED_FOR = {errno.EROFS: "is on a read-only file system", errno.ENXIO: "is a named pipe with no reader"}
 """Why a file cannot be opened now but may be later (a disk fault, a program not reading yet): not config errors."""
 
@@ -103,9 +106,8 @@ class JsonlSink:
         self._regular, self._pipe = stat.S_ISREG(mode), stat.S_ISFIFO(mode)
 
     def _open(self) -> int:
-        """Non-blocking: opening a named pipe would otherwise wait for a reader, and writing to it for room."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE)
+        return os.open(self.path, APPEND_FLAGS | os.O_CREAT, FILE_MODE)
 
     def _write(self, line: bytes) -> None:
         """The whole line, or nothing: a write cut short by a full disk is taken back."""
