@@ -43,6 +43,8 @@ Probability = Annotated[float, BeforeValidator(_not_a_boolean), Field(ge=0.0, le
 Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
 MAX_PREFIX_BYTES = 1024
 """Topic prefixes longer than this are refused (MQTT allows 65535 bytes for a whole topic)."""
+MAX_SHOWN = 80
+"""Characters of a wrong value that an error shows."""
 MAX_YAML_NODES = 20000
 """A config file expanding to more YAML nodes than this (aliases counted each time they are used) is refused:
 a real config has a few hundred, an alias bomb has billions."""
@@ -436,9 +438,13 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
                 "range: /etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
-    if isinstance(error.get("input"), dict):  # a check across keys: the section itself is no help to print
-        return f"{where}: {key}: {problem}"
-    return f"{where}: {key} = {error.get('input')!r}: {problem}"
+    return f"{where}: {key} = {_shown(error.get('input'))}: {problem}"
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a one-line message: a whole section given where one value goes is cut short."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
 def locate(path: str | Path, keys: Sequence[str | None]) -> list[str]:

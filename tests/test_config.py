@@ -54,6 +54,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("mqtt:\n  host: 127.0.0.1:18830\n", ":2: mqtt.host = '127.0.0.1:18830': the port goes in mqtt.port"),
         ("mqtt:\n  host: mqtt://broker.lan\n", ":2: mqtt.host = 'mqtt://broker.lan': a host name or address without"),
         ("mqtt:\n  host: '[::1]:1883'\n", ":2: mqtt.host = '[::1]:1883': an IPv6 address goes without brackets"),
+        ("audio:\n  hop_s: {a: 1}\n", ":2: audio.hop_s = {'a': 1}: "),  # a mapping where a number goes: no value before
     ],
 )
 def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
@@ -61,6 +62,12 @@ def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, t
     assert "\n" not in message
     assert message.startswith(str(tmp_path / "config.yaml") + ":")
     assert expected in message
+
+
+def test_a_long_value_is_cut_short(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "audio:\n  hop_s: {" + ", ".join(f"k{i}: {i}" for i in range(100)) + "}\n")
+    assert ":2: audio.hop_s = {'k0': 0, 'k1': 1, " in message and "...: Input should be a valid number" in message
+    assert len(message.split("config.yaml", 1)[1]) < 150, message
 
 
 def test_several_problems_give_one_line_each(tmp_path: Path) -> None:
