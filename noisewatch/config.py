@@ -310,13 +310,12 @@ def load_config(path: str | Path | None) -> Config:
         _check_shape(path, node)
     except RecursionError:  # brackets nested thousands deep: no config looks like that
         raise ConfigError(f"{path}: nested too deeply to be a noisewatch config") from None
-    data = _construct(path, node) if node is not None else {}
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data = _construct(path, node) if node is not None else None
+    if node is not None and data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: (top level) = {_shown(data)}: must be a mapping of "
+                          "sections (audio:, detector:, mqtt:, ...)")
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data or {})
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, dict(error), node) for error in exc.errors())) from None
     return _resolve_paths(config, path.parent)
@@ -330,9 +329,31 @@ def _compose(path: Path) -> yaml.Node | None:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
+        raise ConfigError(_not_utf8(path, exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(path, exc)) from None
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """The line, key and column of the first byte that is not UTF-8 (a Latin-1 'ü' in a device name, say)."""
+    before = exc.object[:exc.start]
+    line = before.count(b"\n") + 1
+    column = len(before[before.rfind(b"\n") + 1:].decode()) + 1
+    key = _key_at(exc.object.decode("utf-8", "replace"), line)
+    return f"{path}:{line}: {key}not UTF-8 text (byte {exc.object[exc.start]:#04x}, column {column})"
+
+
+def _key_at(text: str, line: int) -> str:
+    """``key.path: `` of the last key at or above 1-based ``line``, or nothing where the YAML does not parse."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return ""
+    keys = []
+    while isinstance(node, yaml.MappingNode) and (above := [kv for kv in node.value if kv[0].start_mark.line < line]):
+        key, node = above[-1]
+        keys.append(str(key.value))
+    return ".".join(keys) + ": " if keys else ""
 
 
 def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:

@@ -124,8 +124,20 @@ def test_booleans_still_switch_what_they_switch(tmp_path: Path) -> None:
     assert config.loudness.enabled is False and config.mqtt.tls.insecure is True
 
 
-def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
-    assert "top level must be a mapping" in config_error(tmp_path, "- audio\n")
+@pytest.mark.parametrize("text", ["# sections:\n\n- audio\n- mqtt\n", "# sections:\n\naudio\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    """Found by fault injection: the file alone, with no line."""
+    value = repr(yaml.safe_load(text))
+    assert f"config.yaml:3: (top level) = {value}: must be a mapping of sections" in config_error(tmp_path, text)
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    """Found by fault injection: the file and the byte's offset, with no line."""
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"audio:\n  hop_s: 0.5\n  device: '\xc3\xa9 f\xfcr'\n")  # é in UTF-8, then ü in Latin-1
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:3: audio.device: not UTF-8 text (byte 0xfc, column 15)"
 
 
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
