@@ -7,6 +7,7 @@ No stage reads the YAML itself; each receives its section.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -23,23 +24,26 @@ PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
 CREDENTIAL_NAME = "noisewatch_mqtt_password"  # in $CREDENTIALS_DIRECTORY, see systemd/noisewatch.service
 
 
-def _not_a_boolean(value: Any) -> Any:
-    """YAML reads ``yes``/``no``/``on``/``off``/``true``/``false`` as booleans, and pydantic took them for 1 and 0:
-    ``siren: yes`` turned the siren off (threshold 1), ``dog_bark: no`` made every window a bark."""
+def _a_number(value: Any) -> Any:
+    """``value`` unless YAML gave what pydantic would take for a number without it being one: a boolean
+    (``siren: yes`` was threshold 1, the siren off) or NaN (it fails every range check, so the error named a
+    bound, not the NaN)."""
     if isinstance(value, bool):
         raise ValueError("a boolean (YAML reads true/false, yes/no and on/off as booleans), which this key does not take")
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError("not a number (NaN), which this key does not take")
     return value
 
 
-def _takes_a_number(annotation: Any) -> bool:
-    """Whether a field of this type takes an int or float and not a bool (containers are not looked into)."""
+def _types_taken(annotation: Any) -> set[Any]:
+    """The types a field of this annotation takes (containers are not looked into)."""
     if get_origin(annotation) in (Union, types.UnionType, Annotated):
-        return any(_takes_a_number(arg) for arg in get_args(annotation)) and bool not in get_args(annotation)
-    return annotation in (int, float)
+        return set().union(*(_types_taken(arg) for arg in get_args(annotation)))
+    return {annotation} if isinstance(annotation, type) else set()
 
 
 Seconds = Annotated[float, Field(gt=0, description="seconds")]
-Probability = Annotated[float, BeforeValidator(_not_a_boolean), Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, BeforeValidator(_a_number), Field(ge=0.0, le=1.0)]
 Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
 MAX_PREFIX_BYTES = 1024
 """Topic prefixes longer than this are refused (MQTT allows 65535 bytes for a whole topic)."""
@@ -63,9 +67,10 @@ class _Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.field_name is not None and _takes_a_number(cls.model_fields[info.field_name].annotation):
-            return _not_a_boolean(value)
+    def _only_a_number_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        taken = _types_taken(cls.model_fields[info.field_name].annotation) if info.field_name else set()
+        if taken & {int, float} and bool not in taken:
+            return _a_number(value)
         return value
 
 

@@ -55,6 +55,8 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("mqtt:\n  host: mqtt://broker.lan\n", ":2: mqtt.host = 'mqtt://broker.lan': a host name or address without"),
         ("mqtt:\n  host: '[::1]:1883'\n", ":2: mqtt.host = '[::1]:1883': an IPv6 address goes without brackets"),
         ("audio:\n  hop_s: {a: 1}\n", ":2: audio.hop_s = {'a': 1}: "),  # a mapping where a number goes: no value before
+        ("audio:\n  hop_s: .nan\n", ":2: audio.hop_s = nan: not a number (NaN)"),  # was "less than or equal to 60"
+        ("detector:\n  thresholds:\n    siren: .NaN\n", ":3: detector.thresholds.siren = nan: not a number (NaN)"),
     ],
 )
 def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
