@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
@@ -26,10 +27,12 @@ CREDENTIAL_NAME = "noisewatch_mqtt_password"  # in $CREDENTIALS_DIRECTORY, see s
 
 def _a_number(value: Any) -> Any:
     """``value`` unless YAML gave what pydantic would take for a number without it being one: a boolean
-    (``siren: yes`` was threshold 1, the siren off) or NaN (it fails every range check, so the error named a
-    bound, not the NaN)."""
+    (``siren: yes`` was threshold 1, the siren off), text (``hop_s: "0.5"`` is a string to every other YAML
+    reader) or NaN (it fails every range check, so the error named a bound, not the NaN)."""
     if isinstance(value, bool):
         raise ValueError("a boolean (YAML reads true/false, yes/no and on/off as booleans), which this key does not take")
+    if isinstance(value, str):
+        raise PydanticCustomError(TEXT_FOR_A_NUMBER, "text, not a number")  # worded by _describe, which sees quotes
     if isinstance(value, float) and math.isnan(value):
         raise ValueError("not a number (NaN), which this key does not take")
     return value
@@ -52,6 +55,8 @@ MAX_SHOWN = 80
 MAX_YAML_NODES = 20000
 """A config file expanding to more YAML nodes than this (aliases counted each time they are used) is refused:
 a real config has a few hundred, an alias bomb has billions."""
+TEXT_FOR_A_NUMBER = "text_for_a_number"
+"""The pydantic error type of a YAML string given for a number."""
 CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
 """Short, sharp sounds: they always stand out from the background, and steady beds (rain, wind) were heard as
 them (docs/scene-evaluation.md). Steady sounds are left out: one that outlasts a dip in its scores must be able
@@ -69,7 +74,7 @@ class _Section(BaseModel):
     @classmethod
     def _only_a_number_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         taken = _types_taken(cls.model_fields[info.field_name].annotation) if info.field_name else set()
-        if taken & {int, float} and bool not in taken:
+        if taken & {int, float} and bool not in taken and not (str in taken and isinstance(value, str)):
             return _a_number(value)
         return value
 
@@ -464,6 +469,9 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
                 "range: /etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
+    if error["type"] == TEXT_FOR_A_NUMBER:
+        problem = ("a string in quotes, not a number: write the number without them" if _quoted(node, error["loc"])
+                   else "not a number (YAML reads it as text; write a number in digits, e.g. 0.001 rather than 1e-3)")
     return f"{where}: {key} = {_shown(error.get('input'))}: {problem}"
 
 
@@ -487,12 +495,26 @@ def locate(path: str | Path, keys: Sequence[str | None]) -> list[str]:
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """1-based YAML line of the deepest key in ``loc`` that exists in the document."""
-    line = None
+    found = _entries(node, loc)
+    return found[-1][0].start_mark.line + 1 if found else None
+
+
+def _quoted(node: yaml.Node | None, loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` is written in quotes."""
+    found = _entries(node, loc)
+    value = found[-1][1] if found and len(found) == len(loc) else None
+    return isinstance(value, yaml.ScalarNode) and value.style in ("'", '"')
+
+
+def _entries(node: yaml.Node | None, loc: tuple[Any, ...]) -> list[tuple[yaml.Node, yaml.Node]]:
+    """The (key, value) nodes along ``loc``, as deep as the document has them."""
+    found = []
     for part in loc:
         if not isinstance(node, yaml.MappingNode):
             break
         match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
         if match is None:
             break
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
+        found.append(match)
+        node = match[1]
+    return found

@@ -216,7 +216,8 @@ def refused(path: Path, text: str) -> list[str]:
     return result.stderr.strip().splitlines()
 
 
-@pytest.mark.parametrize("text", ["audio:\n  hop_s: -1\n", "audio: [\n", "detector:\n  thresholds: {siren: 1.5}\n"])
+@pytest.mark.parametrize("text", ["audio:\n  hop_s: -1\n", "audio: [\n", "detector:\n  thresholds: {siren: 1.5}\n",
+                                  "audio:\n  hop_s: '0.5'\n"])
 def test_check_config_exits_78_with_one_line(tmp_path: Path, text: str) -> None:
     (line,) = refused(tmp_path / "bad.yaml", text)
     assert "Traceback" not in line and "bad.yaml" in line
@@ -321,3 +322,50 @@ def test_check_config_refuses_a_state_folder_run_cannot_use(tmp_path: Path) -> N
         done = subprocess.run([sys.executable, "-m", "noisewatch.cli", *command], capture_output=True, text=True,
                               timeout=30)
         assert done.returncode == EX_CONFIG and expected in done.stderr, (command, done.stderr)
+
+
+def number_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key of the schema that takes a number, as dotted paths (a threshold override stands for its dict)."""
+    paths = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths += number_keys(annotation, f"{prefix}{name}.")
+        elif re.search(r"\b(int|float)\b", str(annotation)):
+            paths.append(prefix + name + (".siren" if "dict" in str(annotation) else ""))
+    return paths
+
+
+def nested(dotted: str, value: Any) -> dict[str, Any]:
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def test_every_kind_of_number_key_is_checked_here() -> None:
+    assert {"audio.hop_s", "detector.thresholds.siren", "mqtt.port", "audio.sample_rate"} <= set(number_keys(Config))
+
+
+@pytest.mark.parametrize("key", [key for key in number_keys(Config) if key != "audio.device"])  # "1" is a name there
+def test_a_number_in_quotes_is_refused(tmp_path: Path, key: str) -> None:
+    """Found by fault injection: ``hop_s: "0.5"`` was taken as 0.5, so a value that is text to every other YAML
+    reader was a number to the daemon alone; refused like a YAML boolean."""
+    text = yaml.safe_dump(nested(key, "1"))
+    line = len(text.splitlines())
+    assert text.endswith(": '1'\n")
+    message = config_error(tmp_path, text)
+    assert f"config.yaml:{line}: {key} = '1': a string in quotes, not a number" in message, message
+
+
+def test_text_for_a_number_is_not_said_to_be_in_quotes(tmp_path: Path) -> None:
+    """YAML reads ``1e-3`` as text (pydantic then took it for 0.001); ``nan`` as text too (it became NaN)."""
+    for value in ("1e-3", "nan", "lots"):
+        message = config_error(tmp_path, f"audio:\n  hop_s: {value}\n")
+        assert f":2: audio.hop_s = '{value}': not a number (YAML reads it as text" in message, message
+
+
+def test_text_still_goes_where_text_is_taken(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("audio:\n  device: '2'\nmqtt:\n  protocol: '5'\n")
+    config = load_config(path)
+    assert config.audio.device == "2" and config.mqtt.protocol == "5"
