@@ -398,35 +398,46 @@ def _construct(path: Path, node: yaml.Node) -> Any:
 
 
 def _check_shape(path: Path, node: yaml.Node | None) -> None:
-    """Refuse what YAML allows but a config never needs: a key given twice (the later one silently wins),
-    and aliases expanding to an enormous document (an alias bomb)."""
+    """Refuse what YAML allows but a config never needs: a key that is not a name, a key given twice (the later
+    one silently wins), and aliases expanding to an enormous document (an alias bomb)."""
     sizes: dict[int, int] = {}
 
-    def size(n: yaml.Node) -> int:
+    def size(n: yaml.Node, keys: str) -> int:
         if id(n) not in sizes:
             sizes[id(n)] = 0  # a recursive alias counts once
-            children: list[yaml.Node] = []
+            children: list[tuple[yaml.Node, str]] = []
             if isinstance(n, yaml.MappingNode):
-                children = [part for pair in n.value for part in pair]
-                _check_duplicates(path, n)
+                _check_keys(path, n, keys)
+                children = [(part, f"{keys}{k.value}.") for k, v in n.value for part in (k, v)]
             elif isinstance(n, yaml.SequenceNode):
-                children = list(n.value)
-            sizes[id(n)] = min(1 + sum(size(child) for child in children), MAX_YAML_NODES + 1)
+                children = [(child, keys) for child in n.value]
+            sizes[id(n)] = min(1 + sum(size(child, where) for child, where in children), MAX_YAML_NODES + 1)
         return sizes[id(n)]
 
-    if node is not None and size(node) > MAX_YAML_NODES:
+    if node is not None and size(node, "") > MAX_YAML_NODES:
         raise ConfigError(f"{path}: expands to more than {MAX_YAML_NODES} YAML nodes (aliases used over and over); "
                           "write the settings out")
 
 
-def _check_duplicates(path: Path, node: yaml.MappingNode) -> None:
+KEY_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"}
+"""What YAML may read a key as: a name, or ``<<`` (merge an anchored mapping in)."""
+KINDS = {"null": "null", "bool": "a boolean", "int": "a number", "float": "a number", "timestamp": "a date"}
+
+
+def _check_keys(path: Path, node: yaml.MappingNode, keys: str) -> None:
+    """Each key of a mapping (at dotted ``keys``) is a name, given once."""
     seen: dict[str, int] = {}
     for key, _ in node.value:
         line = key.start_mark.line + 1
         if not isinstance(key, yaml.ScalarNode):  # "? [a, b]": a traceback (exit 1, restarted by systemd) before
-            raise ConfigError(f"{path}:{line}: a key must be a plain name, not a {key.id}")
+            raise ConfigError(f"{path}:{line}: {keys.rstrip('.') or '(top level)'}: a key must be a plain name, "
+                              f"not a {key.id}")
+        if key.tag not in KEY_TAGS:  # "~:" or "1:" was "None = None: Keys should be strings", with no line
+            kind = key.tag.rsplit(":", 1)[-1]
+            raise ConfigError(f"{path}:{line}: {keys}{key.value}: YAML reads this key as {KINDS.get(kind, kind)}, "
+                              "not a name (in quotes it is one)")
         if key.value in seen:
-            raise ConfigError(f"{path}:{line}: key {key.value!r} given twice (lines {seen[key.value]} and {line})")
+            raise ConfigError(f"{path}:{line}: {keys}{key.value}: given twice (lines {seen[key.value]} and {line})")
         seen[str(key.value)] = line
 
 

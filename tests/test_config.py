@@ -46,7 +46,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("mqtt:\n  reconnect_min_s: 90\n  reconnect_max_s: 10\n", ":2: mqtt.reconnect_min_s = 90: must not exceed mqtt.reconnect_max_s (10 s)"),
         ("mqtt:\n  reconnect_min_s: 61\n", ":2: mqtt.reconnect_min_s = 61: must not exceed mqtt.reconnect_max_s (60 s)"),
         ("mqtt:\n  reconnect_max_s: 0.5\n", "mqtt.reconnect_min_s = 1.0: must not exceed mqtt.reconnect_max_s (0.5 s)"),
-        ("? [a, b]\n: 1\n", ":1: a key must be a plain name, not a sequence"),
+        ("? [a, b]\n: 1\n", ":1: (top level): a key must be a plain name, not a sequence"),
         ("mqtt:\n  host: ''\n", ":2: mqtt.host = '': a host name or address is needed"),
         ("mqtt:\n  homeassistant:\n    configuration_url: noisepi.local:8501\n",
          ":3: mqtt.homeassistant.configuration_url = 'noisepi.local:8501': a URL starting with http:// or https://"),
@@ -117,6 +117,25 @@ def test_something_never_closed_names_the_line_it_was_opened_on(tmp_path: Path, 
 def test_a_yaml_boolean_is_not_taken_for_a_number(tmp_path: Path, text: str, key: str) -> None:
     message = config_error(tmp_path, text).split("config.yaml", 1)[1]  # the test's name is in tmp_path
     assert key in message and "a boolean" in message, message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("~: 1\n", ":1: ~: YAML reads this key as null, not a name"),  # was the file alone: "None = None"
+    ("1: 2\n", ":1: 1: YAML reads this key as a number, not a name"),
+    ("detector:\n  thresholds:\n    yes: 0.5\n", ":3: detector.thresholds.yes: YAML reads this key as a boolean"),
+    ("mqtt:\n  tls:\n    enabled: true\n    enabled: false\n", ":4: mqtt.tls.enabled: given twice (lines 3 and 4)"),
+])
+def test_a_key_that_is_not_a_name_or_given_twice_names_its_path(tmp_path: Path, text: str, expected: str) -> None:
+    """Found by fault injection: ``yes:`` under thresholds was reported on the line above as
+    ``detector.thresholds.1.[key] = True``; ``~:`` at the top had no line; a duplicate had no key path."""
+    message = config_error(tmp_path, text)
+    assert expected in message and "\n" not in message, message
+
+
+def test_merge_keys_still_merge(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("scores: {<<: {interval_s: 2}}\n")
+    assert load_config(path).scores.interval_s == 2
 
 
 def test_booleans_still_switch_what_they_switch(tmp_path: Path) -> None:
