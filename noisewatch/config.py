@@ -7,6 +7,7 @@ No stage reads the YAML itself; each receives its section.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import re
@@ -57,6 +58,8 @@ MAX_YAML_NODES = 20000
 a real config has a few hundred, an alias bomb has billions."""
 TEXT_FOR_A_NUMBER = "text_for_a_number"
 """The pydantic error type of a YAML string given for a number."""
+TEXT_TYPES = ("string_type", "literal_error", "path_type")
+"""The pydantic error types of a key that takes text given something else."""
 CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
 """Short, sharp sounds: they always stand out from the background, and steady beds (rain, wind) were heard as
 them (docs/scene-evaluation.md). Steady sounds are left out: one that outlasts a dip in its scores must be able
@@ -480,10 +483,20 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
                 "range: /etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
+    if error["type"] == "model_type":
+        problem = "must be a section, its keys indented under it (left out, it keeps its defaults)"
+    if error["type"] in TEXT_TYPES and (kind := _yaml_kind(error.get("input"))):
+        problem += f"; YAML reads it as {kind}: in quotes it is text"
     if error["type"] == TEXT_FOR_A_NUMBER:
         problem = ("a string in quotes, not a number: write the number without them" if _quoted(node, error["loc"])
                    else "not a number (YAML reads it as text; write a number in digits, e.g. 0.001 rather than 1e-3)")
     return f"{where}: {key} = {_shown(error.get('input'))}: {problem}"
+
+
+def _yaml_kind(value: Any) -> str | None:
+    """What YAML made of an unquoted value that is not text (``1234``, ``yes``, ``2024-01-01``)."""
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (datetime.date, "a date"))
+    return next((kind for cls, kind in kinds if isinstance(value, cls)), None)
 
 
 def _shown(value: Any) -> str:

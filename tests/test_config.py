@@ -57,6 +57,16 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("audio:\n  hop_s: {a: 1}\n", ":2: audio.hop_s = {'a': 1}: "),  # a mapping where a number goes: no value before
         ("audio:\n  hop_s: .nan\n", ":2: audio.hop_s = nan: not a number (NaN)"),  # was "less than or equal to 60"
         ("detector:\n  thresholds:\n    siren: .NaN\n", ":3: detector.thresholds.siren = nan: not a number (NaN)"),
+        ("mqtt:\n  protocol: 5\n", ":2: mqtt.protocol = 5: Input should be '3.1.1' or '5'; YAML reads it as a number: "
+         "in quotes it is text"),  # the error named the very value given
+        ("device_id: 1234\n", ":1: device_id = 1234: Input should be a valid string; YAML reads it as a number"),
+        ("device_id: 2024-01-01\n", ":1: device_id = datetime.date(2024, 1, 1): Input should be a valid string; YAML "
+         "reads it as a date"),
+        ("model:\n  path: 5\n", ":2: model.path = 5: Input is not a valid path for <class 'pathlib.Path'>; YAML reads it "
+         "as a number"),
+        ("audio: 5\n", ":1: audio = 5: must be a section, its keys indented under it (left out, it keeps its defaults)"),
+        ("mqtt:\n  spool:\n", ":2: mqtt.spool = None: must be a section, its keys indented under it"),  # was "a valid
+        # dictionary or instance of SpoolSection": a class name, and nothing of how to write it
     ],
 )
 def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
