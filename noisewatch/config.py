@@ -7,7 +7,6 @@ No stage reads the YAML itself; each receives its section.
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import re
@@ -424,7 +423,14 @@ def _check_shape(path: Path, node: yaml.Node | None) -> None:
 
 KEY_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"}
 """What YAML may read a key as: a name, or ``<<`` (merge an anchored mapping in)."""
-KINDS = {"null": "null", "bool": "a boolean", "int": "a number", "float": "a number", "timestamp": "a date"}
+YAML_KINDS = {"null": "null", "bool": "a boolean", "int": "a number", "float": "a number", "timestamp": "a date"}
+"""How an error names what YAML read an unquoted scalar as, by the last part of its tag."""
+
+
+def _read_as(node: yaml.ScalarNode) -> str:
+    """What YAML read a scalar as (``1234``: a number, ``yes``: a boolean, ``2024-01-01``: a date)."""
+    kind = node.tag.rsplit(":", 1)[-1]
+    return YAML_KINDS.get(kind, kind)
 
 
 def _check_keys(path: Path, node: yaml.MappingNode, keys: str) -> None:
@@ -436,8 +442,7 @@ def _check_keys(path: Path, node: yaml.MappingNode, keys: str) -> None:
             raise ConfigError(f"{path}:{line}: {keys.rstrip('.') or '(top level)'}: a key must be a plain name, "
                               f"not a {key.id}")
         if key.tag not in KEY_TAGS:  # "~:" or "1:" was "None = None: Keys should be strings", with no line
-            kind = key.tag.rsplit(":", 1)[-1]
-            raise ConfigError(f"{path}:{line}: {keys}{key.value}: YAML reads this key as {KINDS.get(kind, kind)}, "
+            raise ConfigError(f"{path}:{line}: {keys}{key.value}: YAML reads this key as {_read_as(key)}, "
                               "not a name (in quotes it is one)")
         if key.value in seen:
             raise ConfigError(f"{path}:{line}: {keys}{key.value}: given twice (lines {seen[key.value]} and {line})")
@@ -477,26 +482,26 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
     line = _line_of(node, error["loc"])
     where = f"{path}:{line}" if line else str(path)
     key = ".".join(keys) or "(top level)"
-    problem = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return (f"{where}: {key}: unknown key (check the spelling; the shipped config lists every key with its "
                 "range: /etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
+    return f"{where}: {key} = {_shown(error.get('input'))}: {_problem(error, _value_node(node, error['loc']))}"
+
+
+def _problem(error: dict[str, Any], value: yaml.Node | None) -> str:
+    """pydantic's words, or ours where they speak of Python rather than of the YAML the user wrote."""
+    problem = str(error["msg"]).removeprefix("Value error, ")
+    scalar = value if isinstance(value, yaml.ScalarNode) else None
     if error["type"] == "model_type":
-        problem = "must be a section, its keys indented under it (left out, it keeps its defaults)"
-    if error["type"] in TEXT_TYPES and (kind := _yaml_kind(error.get("input"))):
-        problem += f"; YAML reads it as {kind}: in quotes it is text"
+        return "must be a section, its keys indented under it (left out, it keeps its defaults)"
     if error["type"] == TEXT_FOR_A_NUMBER:
-        problem = ("a string in quotes, not a number: write the number without them" if _quoted(node, error["loc"])
-                   else "not a number (YAML reads it as text; write a number in digits, e.g. 0.001 rather than 1e-3)")
-    return f"{where}: {key} = {_shown(error.get('input'))}: {problem}"
-
-
-def _yaml_kind(value: Any) -> str | None:
-    """What YAML made of an unquoted value that is not text (``1234``, ``yes``, ``2024-01-01``)."""
-    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (datetime.date, "a date"))
-    return next((kind for cls, kind in kinds if isinstance(value, cls)), None)
+        return ("a string in quotes, not a number: write the number without them" if scalar and scalar.style in ("'", '"')
+                else "not a number (YAML reads it as text; write a number in digits, e.g. 0.001 rather than 1e-3)")
+    if error["type"] in TEXT_TYPES and scalar and _read_as(scalar) not in ("str", "null"):
+        return f"{problem}; YAML reads it as {_read_as(scalar)}: in quotes it is text"
+    return problem
 
 
 def _shown(value: Any) -> str:
@@ -523,11 +528,10 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return found[-1][0].start_mark.line + 1 if found else None
 
 
-def _quoted(node: yaml.Node | None, loc: tuple[Any, ...]) -> bool:
-    """Whether the value at ``loc`` is written in quotes."""
+def _value_node(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The node of the value at ``loc``, if the document has it (a merged-in ``<<`` value it has elsewhere)."""
     found = _entries(node, loc)
-    value = found[-1][1] if found and len(found) == len(loc) else None
-    return isinstance(value, yaml.ScalarNode) and value.style in ("'", '"')
+    return found[-1][1] if found and len(found) == len(loc) else None
 
 
 def _entries(node: yaml.Node | None, loc: tuple[Any, ...]) -> list[tuple[yaml.Node, yaml.Node]]:
