@@ -354,6 +354,50 @@ def test_events_reach_home_assistant_soon_after_a_broker_restart_it_came_back_fr
         daemon.kill()
 
 
+def test_a_broker_restarted_during_the_wait_for_its_last_return_holds_events_for_home_assistant(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A review found the broker's shutdown will (Home Assistant's ``offline``) ending any wait, not only the one it
+    started: a listener cut off alone (here another client took its session; Home Assistant stayed connected and
+    said nothing) waited for Home Assistant, the broker restarted meanwhile, and at the listener's return, within
+    the minute (no second wait), its event went out before Home Assistant had subscribed again: never shown."""
+    import logging
+
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def siren(event_id: str) -> Event:
+        return Event(id=event_id, label="siren", confidence=0.9, mean_confidence=0.8, start="2026-12-04T12:00:00.000Z",
+                     end="2026-12-04T12:00:03.000Z", offset_s=1.0, duration_s=3.0, peak_dbfs=-10.0, mean_dbfs=-20.0,
+                     device=DEVICE, model="urban11@test")
+
+    ha, entity = home_assistant, ENTITY.format("event", "sound_event")
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "reconnect_min_s": 0.1, "reconnect_max_s": 0.2,
+        "spool": {"directory": str(tmp_path / "spool")}}})
+    sink = MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+
+    def shown() -> str | None:
+        return (ha.state(entity) or {}).get("attributes", {}).get("id")
+
+    try:
+        sink.send(siren("before"))
+        assert wait_until(lambda: shown() == "before", 30), ha.state(entity)
+        thief = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"noisewatch-{DEVICE}",
+                            clean_session=False)
+        thief.connect(HOST, broker.port)
+        thief.disconnect()
+        assert wait_until(lambda: "the broker was unreachable" in caplog.text, 10), caplog.text
+        broker.stop()  # its shutdown sends Home Assistant's last will, then drops the listener
+        sink.send(siren("after"))  # out as the listener returns: Home Assistant is seconds later
+        broker.start()
+        assert wait_until(lambda: shown() == "after", 40), (shown(), caplog.text)
+    finally:
+        sink.close()
+
+
 def test_no_sound_level_shows_while_the_microphone_is_lost(home_assistant: HomeAssistant, broker: Broker,
                                                           tmp_path: Path) -> None:
     """Found following the README with a real Home Assistant: a listener started without its microphone showed the

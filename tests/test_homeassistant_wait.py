@@ -3,6 +3,8 @@ broker are in test_mqtt_sink.py, and with a real Home Assistant in test_homeassi
 
 from __future__ import annotations
 
+import pytest
+
 from noisewatch.daemon.sinks.homeassistant_wait import (
     DISCOVERY_SETTLE_S,
     HA_RECONNECT_WAIT_S,
@@ -110,3 +112,20 @@ def test_an_offline_the_moment_the_link_breaks_is_the_broker_shutting_down_not_a
     clock.now += 10.0
     wait.link_lost()
     assert wait.remaining_s() == HA_RESTART_WAIT_S - 10.0
+
+
+def test_the_broker_s_shutdown_will_ends_only_the_wait_it_started() -> None:
+    """A review found the will's ``offline`` ending any wait: a broker restarted during the wait for its last return
+    (Home Assistant back first, its ``online`` unheard) let events out at the next return, before Home Assistant had
+    subscribed again (no second wait within the minute). The wait for the broker's return runs on."""
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.broker_returned()
+    clock.now += 5.0
+    wait.went_offline()  # the broker shutting down: Home Assistant's Last Will
+    clock.now += 0.01
+    wait.link_lost()
+    assert wait.remaining_s() == pytest.approx(HA_RECONNECT_WAIT_S - 5.01)
+    clock.now += 1.0
+    wait.broker_returned()  # back within the minute: no new wait, the one before still holds
+    assert wait.remaining_s() == pytest.approx(HA_RECONNECT_WAIT_S - 6.01)
