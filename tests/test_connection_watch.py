@@ -14,6 +14,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from noisewatch.config import MqttSection
 from noisewatch.daemon.sinks.mqtt_client import (
     JITTER_FRACTION,
+    KEEPALIVE_TIMEOUT,
     SESSION_TAKEN_OVER,
     TAKEN_OVER_S,
     TAKEN_OVER_TIMES,
@@ -24,6 +25,7 @@ from noisewatch.daemon.sinks.mqtt_client import (
 LOST = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
 TAKEN_OVER = ReasonCode(PacketTypes.DISCONNECT, identifier=SESSION_TAKEN_OVER)
 NOT_AUTHORIZED = ReasonCode(PacketTypes.CONNACK, identifier=135)
+UNANSWERED = ReasonCode(PacketTypes.DISCONNECT, identifier=KEEPALIVE_TIMEOUT)
 
 
 class Clock:
@@ -115,4 +117,21 @@ def test_a_port_that_closes_without_answering_is_said(watch: ConnectionWatch, ca
     watch.delay_s()
     watch.lost(LOST, stopping=False)  # no CONNACK: plain MQTT to a TLS port
     assert any("without answering" in record.getMessage() for record in caplog.records)
+    assert watch.accepted() is True
+
+
+def test_a_first_connection_the_broker_answers_late_is_no_outage(
+        watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """A review: a broker slow to answer the first connection (loaded; mqtt.keepalive_s passed before its CONNACK)
+    counted as an outage, and the events of the start waited 30 s for a Home Assistant that had never left. After a
+    connection lost, the loss is the outage, however the next attempts go."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    watch.delay_s()
+    watch.lost(UNANSWERED, stopping=False)
+    assert any("did not answer" in record.getMessage() for record in caplog.records)
+    assert watch.accepted() is False
+    clock.now += TAKEN_OVER_S + 1.0
+    watch.lost(LOST, stopping=False)
+    watch.delay_s()
+    watch.lost(UNANSWERED, stopping=False)
     assert watch.accepted() is True

@@ -735,6 +735,26 @@ def test_a_hung_broker_is_said_to_be_hung_and_the_events_arrive_once_it_answers(
     assert wait_until(lambda: sink.spool.depth == 0, timeout=10)
 
 
+def test_a_broker_slow_to_answer_the_first_connection_does_not_hold_events_for_home_assistant(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A review: a broker that answered the first connection after mqtt.keepalive_s (loaded; here SIGSTOPped for
+    7 s) counted as an outage, and the events of the start waited 30 s for a Home Assistant that never left."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    assert broker.proc is not None
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        sink = open_sink(make_config(tmp_path, broker.port))
+        ev = event(0)
+        sink.send(ev)
+        assert wait_until(lambda: "did not answer it within 5 s" in caplog.text, timeout=15), caplog.text
+        time.sleep(1.0)
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    assert collector.wait_for(lambda c: ids_on(c) == [ev.id], timeout=10), caplog.text
+    assert "the broker was unreachable" not in caplog.text
+
+
 def test_mute_broker_never_blocks_send(open_sink: OpenSink, tmp_path: Path) -> None:
     mute = MuteServer()
     sink = open_sink(make_config(tmp_path, mute.port))

@@ -104,6 +104,10 @@ class ConnectionWatch:
         self._log = ConnectionLog()
         self._failures = 0
         """Attempts failed and connections lost since the last accepted connection."""
+        self._outage = False
+        """Since the last accepted connection the broker was out of reach, for Home Assistant too (:meth:`_unreachable`).
+        Not for a first attempt the broker took and answered late (loaded): Home Assistant had not left, and the
+        events of the start waited 30 s for it; after a connection, the loss that went before is the outage."""
         self._link_up = False
         self._answered = False
         """The broker answered the current connection attempt (accepted or refused it)."""
@@ -128,13 +132,13 @@ class ConnectionWatch:
         """CONNACK with a failure: said with what to check."""
         s = self._settings
         self._answered = True
-        self._failures += 1
+        self._unreachable()
         self._log.report(logging.ERROR, "MQTT broker %s:%d refused the connection: %s; %s; retrying (backoff up to "
                          "%g s)" % (s.host, s.port, reason_code, refusal_hint(reason_code.value), s.reconnect_max_s))
 
     def accepted(self) -> bool:
         """CONNACK with success; True when the broker was unreachable before (for Home Assistant too)."""
-        after_outage = self._failures > 0
+        after_outage, self._outage = self._outage, False
         self._answered = True
         self._failures = 0
         self._link_up, self._up_since = True, self._clock()
@@ -144,7 +148,7 @@ class ConnectionWatch:
     def failed(self, cause: object) -> None:
         """The TCP/TLS connection failed."""
         s = self._settings
-        self._failures += 1
+        self._unreachable()
         self._log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are spooled, retrying "
                          "(backoff up to %g s)" % (s.host, s.port, cause, s.reconnect_max_s))
 
@@ -155,20 +159,25 @@ class ConnectionWatch:
             return
         s = self._settings
         if was_up:
-            self._failures += 1
+            self._unreachable()
             self._log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
                              % (s.host, s.port, reason_code))
             self._say_if_taken_over(reason_code)
-        elif not self._answered and reason_code.value == KEEPALIVE_TIMEOUT:  # a hung broker: its host's kernel
-            self._failures += 1                                           # takes the connection, nothing answers
+        elif not self._answered and reason_code.value == KEEPALIVE_TIMEOUT:  # a hung or loaded broker
+            self._failures += 1  # its host's kernel takes the connection, nothing answers: no outage by itself (_outage)
             self._log.report(logging.WARNING, "MQTT: %s:%d took the connection but did not answer it within %d s "
                              "(mqtt.keepalive_s): is the broker hung or overloaded? events are spooled, retrying "
                              "(backoff up to %g s)" % (s.host, s.port, s.keepalive_s, s.reconnect_max_s))
         elif not self._answered:  # a TLS listener spoken to in plain MQTT: no word
-            self._failures += 1
+            self._unreachable()
             self._log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an MQTT "
                              "broker; %s events are spooled, retrying (backoff up to %g s)"
                              % (s.host, s.port, UNANSWERED_HINT, s.reconnect_max_s))
+
+    def _unreachable(self) -> None:
+        """An attempt refused or failed, or a connection lost: paho backs off, and Home Assistant was cut off too."""
+        self._failures += 1
+        self._outage = True
 
     def _say_if_taken_over(self, reason_code: ReasonCode) -> None:
         """Once per episode: two listeners at one device_id kick each other off every few seconds, and the log
