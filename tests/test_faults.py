@@ -997,6 +997,51 @@ def test_f25_a_moved_listener_leaves_its_old_topics_to_the_listener_online_there
     assert len(warnings) == 1, moved.log_text()[-1500:]
 
 
+@pytest.mark.broker
+def test_f25_a_renamed_listener_under_its_own_prefix_leaves_its_old_device_to_the_listener_online_there_now(
+        tmp_path: Path, broker: Broker, daemons: list[Daemon]) -> None:
+    """A review: a listener given another device id under an explicit ``mqtt.topic_prefix`` it kept cleared its old
+    discovery configs with no look at whether a listener had taken the old device id since (its old status topic is
+    its own now): the new Pi's Home Assistant entities were gone. The configs name that listener's status."""
+    old, new = tmp_path / "old", tmp_path / "new"  # each Pi its own spool and state folders
+    old.mkdir()
+    new.mkdir()
+    own_prefix = {"topic_prefix": "site/mic"}
+    first = start(daemons, write_config(old / "a.yaml", broker.port, mqtt=own_prefix), silence(old / "s.flac", 2), 1,
+                  old / "a.jsonl")
+    assert first.wait(30) == 0, first.log_text()[-1500:]
+    successor = start(daemons, write_config(new / "c.yaml", broker.port), SCENE, 1, new / "c.jsonl")  # 33 s
+    assert wait_until(lambda: retained_on(broker).get(STATUS) == b"online", timeout=20), successor.log_text()[-1500:]
+    held = {topic for topic in retained_on(broker) if "/noisewatch_faults/" in topic}
+    assert held, "the successor announced nothing"
+    renamed = start(daemons, write_config(old / "b.yaml", broker.port, device_id="moved", mqtt=own_prefix),
+                    silence(old / "s2.flac", 4), 1, old / "b.jsonl")
+    assert renamed.wait(30) == 0, renamed.log_text()[-1500:]
+    retained = retained_on(broker)
+    assert held <= set(retained), sorted(held - set(retained))
+    assert successor.wait(0) is None, successor.log_text()[-1500:]
+    warnings = [line for line in renamed.log_text().splitlines() if "WARNING" in line and STATUS in line]
+    assert len(warnings) == 1, renamed.log_text()[-1500:]
+
+
+@pytest.mark.broker
+def test_f25_a_renamed_listener_under_its_own_prefix_still_clears_its_old_device_when_no_one_took_it(
+        tmp_path: Path, broker: Broker, daemons: list[Daemon]) -> None:
+    """The look at the status the old discovery configs name: this listener's own (still its prefix) is no one else."""
+    own_prefix = {"topic_prefix": "site/mic"}
+    first = start(daemons, write_config(tmp_path / "a.yaml", broker.port, mqtt=own_prefix), silence(tmp_path / "s.flac", 2),
+                  1, tmp_path / "a.jsonl")
+    assert first.wait(30) == 0, first.log_text()[-1500:]
+    assert any("/noisewatch_faults/" in topic for topic in retained_on(broker)), "nothing to leave behind"
+    renamed = start(daemons, write_config(tmp_path / "b.yaml", broker.port, device_id="moved", mqtt=own_prefix),
+                    silence(tmp_path / "s2.flac", 4), 1, tmp_path / "b.jsonl")
+    assert renamed.wait(30) == 0, renamed.log_text()[-1500:]
+    retained = retained_on(broker)
+    assert not [topic for topic in retained if "/noisewatch_faults/" in topic], sorted(retained)
+    assert any("/noisewatch_moved/" in topic for topic in retained), sorted(retained)
+    assert "says online" not in renamed.log_text()
+
+
 # --- 8: a damaged spool body ----------------------------------------------------------------------------
 
 def damage_body(path: Path, how: str) -> None:

@@ -6,8 +6,9 @@ sensor that can never change. The record maps each discovery topic to the retain
 its entity reads (see :func:`~noisewatch.daemon.sinks.homeassistant.retained_state_topics`), and the
 listener's status topic to its other retained topics (a change of topic prefix or device id would otherwise
 leave them all behind: :func:`~noisewatch.daemon.sinks.homeassistant.listener_retained_topics`). What was
-announced under an old status topic is cleared only once that status is seen not ``online``: another listener
-may have taken the old prefix or device id since (the MQTT sink's ``_end_old_topics_check``).
+announced under an old status topic or device id is cleared only once that status, and the one the old discovery
+configs name, is seen not ``online``: another listener may have taken the old prefix or device id since (the MQTT
+sink's ``_end_old_topics_check``).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     default_device_name,
     discovery_messages,
     listener_retained_topics,
+    node_id,
     retained_state_topics,
     stale_clears,
     tunable_labels,
@@ -61,7 +62,7 @@ from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
-from noisewatch.daemon.sinks.topics import Topics, is_status, listener_prefix, segment
+from noisewatch.daemon.sinks.topics import Topics, discovery_node, is_status, listener_prefix, segment
 from noisewatch.daemon.statefile import FolderInUse, FolderLock
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
@@ -174,8 +175,9 @@ class _AudioStatus:
 
 
 @dataclass(frozen=True)
-class _OldStatus:
-    """paho: a status topic this listener published under before (``_OldTopicsCheck``) says ``payload``."""
+class _OldAnnouncement:
+    """paho: a status topic or a discovery config this listener published under before (``_OldTopicsCheck``), or a
+    status such a config names, says ``payload``."""
 
     topic: str
     payload: bytes
@@ -187,6 +189,10 @@ class _OldTopicsCheck:
     of it is cleared: another listener may have taken them since (a new Pi given the old one's name)."""
 
     status_topics: tuple[str, ...]
+    """The old status topics, and those the old discovery configs name."""
+    config_topics: tuple[str, ...]
+    """The old discovery configs under another device id: whoever announced them last names its status there (an
+    explicit topic prefix kept, the old status topic is this listener's own)."""
     waiting: frozenset[str]
     """Those not yet seen saying anything."""
     deadline: float
@@ -243,7 +249,7 @@ class _Close:
     connect_by: float
 
 
-_Command = (_Spooled | _Unspooled | _HandedOver | _ThresholdCommand | _OldStatus | _Ack | _AudioStatus | _Retune
+_Command = (_Spooled | _Unspooled | _HandedOver | _ThresholdCommand | _OldAnnouncement | _Ack | _AudioStatus | _Retune
             | _Connected | _Disconnected | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
 
 
@@ -570,8 +576,8 @@ class MqttSink:
                 self._commands.put(_HomeAssistantOnline())
             elif message.payload == OFFLINE.encode():
                 self._commands.put(_HomeAssistantOffline())
-        elif is_status(message.topic):  # the only status topics this sink subscribes to are its old ones
-            self._commands.put(_OldStatus(message.topic, bytes(message.payload)))
+        elif is_status(message.topic) or discovery_node(message.topic) is not None:  # subscribed to: its old ones
+            self._commands.put(_OldAnnouncement(message.topic, bytes(message.payload)))
         elif message.topic.startswith(self.topics.prefix + "/"):
             self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload)))
 
@@ -714,8 +720,8 @@ class MqttSink:
                 self._live.append(Outgoing(self.topics.recent_events, command.recent, QOS_AT_LEAST_ONCE, True))
         elif isinstance(command, _ThresholdCommand):
             self._set_threshold(command)
-        elif isinstance(command, _OldStatus):
-            self._old_status(command)
+        elif isinstance(command, _OldAnnouncement):
+            self._old_announcement(command)
         elif isinstance(command, _Ack):
             self._acknowledged(command)
         elif isinstance(command, _Retune):
@@ -795,11 +801,13 @@ class MqttSink:
         # (a lost connection, a reload, a crash) leaves the next run to clear them
         removed = {topic: states for topic, states in before.items() if topic not in now}
         moved_from = tuple(sorted(filter(is_status, removed)))
-        if not moved_from:
+        renamed_from = tuple(sorted(t for t in removed if discovery_node(t) not in (None, node_id(self.listener))))
+        if not (moved_from or renamed_from):
             self._clear_stale(before, now)
         elif self._old_topics_check is None:  # else this connection looks already (Home Assistant's online)
-            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in moved_from])
-            self._old_topics_check = _OldTopicsCheck(moved_from, frozenset(moved_from),
+            looked_at = (*moved_from, *renamed_from)
+            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in looked_at])
+            self._old_topics_check = _OldTopicsCheck(moved_from, renamed_from, frozenset(looked_at),
                                                      time.monotonic() + OLD_STATUS_WAIT_S, now)
         for topic, config in messages:
             self._publish(topic, _encode(config), QOS_AT_LEAST_ONCE, True)
@@ -820,19 +828,31 @@ class MqttSink:
             self._ha_wait.settle()
         self._record_after_clears = now if clears else None
 
-    def _old_status(self, status: _OldStatus) -> None:
-        """An old status topic's payload: ``online`` is a live listener there; otherwise, once every one has said
-        something (or OLD_STATUS_WAIT_S has passed: none retained), what is left there is this listener's own."""
+    def _old_announcement(self, said: _OldAnnouncement) -> None:
+        """An old status topic's payload: ``online`` is a live listener there; an old discovery config's: the status
+        it names, when not this listener's, is looked at too. Once every one has said something (or
+        OLD_STATUS_WAIT_S has passed: none retained), what is left there is this listener's own."""
         check = self._old_topics_check
-        if check is None or status.topic not in check.status_topics:
+        if check is None or said.topic not in (*check.status_topics, *check.config_topics):
             return  # said after the look ended (or a subscription kept by the session of an earlier run)
-        waiting = check.waiting - {status.topic}
-        if status.payload == ONLINE.encode():
-            self._end_old_topics_check(check, live=status.topic)
+        if said.topic in check.config_topics:
+            check = self._look_at_statuses_named(check, said.payload)
+        waiting = check.waiting - {said.topic}
+        if said.topic in check.status_topics and said.payload == ONLINE.encode():
+            self._end_old_topics_check(check, live=said.topic)
         elif not waiting:
             self._end_old_topics_check(check, live=None)
         else:
             self._old_topics_check = replace(check, waiting=waiting)
+
+    def _look_at_statuses_named(self, check: _OldTopicsCheck, config: bytes) -> _OldTopicsCheck:
+        """The check, also waiting for the status an old discovery config names, unless this listener's own or
+        already looked at: a listener given the old device id under its own prefix re-announced it."""
+        named = _statuses_named(config) - set(check.now) - set(check.status_topics)
+        if not named:
+            return check
+        self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(named)])
+        return replace(check, status_topics=(*check.status_topics, *sorted(named)), waiting=check.waiting | named)
 
     def _end_old_topics_check(self, check: _OldTopicsCheck, live: str | None) -> None:
         """Clear what this listener left under its old topics, unless ``live`` (a status topic saying ``online``):
@@ -840,7 +860,7 @@ class MqttSink:
         had it died). Then they leave the record too: kept, a later start would clear them the first time that
         listener is offline for a moment (a reboot), and take its entities from Home Assistant."""
         self._old_topics_check = None
-        self.client.unsubscribe(list(check.status_topics))
+        self.client.unsubscribe([*check.status_topics, *check.config_topics])
         if live is None:
             self._clear_stale(self._announced.load(), check.now)
             return
@@ -1070,6 +1090,21 @@ def listener_of(config: Config, labels: Sequence[str], model_ident: str, version
         level_interval_s=config.levels.interval_s,
         stats_interval_s=config.stats.interval_s,
     )
+
+
+def _statuses_named(config: bytes) -> set[str]:
+    """The status topics a retained discovery config has Home Assistant read availability from (none when it is
+    empty, a clear, or not a config)."""
+    try:
+        data = json.loads(config)
+    except ValueError:
+        return set()
+    if not isinstance(data, dict):
+        return set()
+    listed = data.get("availability")
+    entries = listed if isinstance(listed, list) else []
+    topics = [data.get("availability_topic"), *(entry.get("topic") for entry in entries if isinstance(entry, dict))]
+    return {topic for topic in topics if isinstance(topic, str) and is_status(topic)}
 
 
 def _event_id(payload: bytes) -> str:

@@ -20,6 +20,8 @@ HA_BIRTH_TOPIC = "homeassistant/status"
 """Home Assistant's default birth and last-will topic (not moved with its discovery prefix)."""
 STATUS = "status"
 """The last level of a listener's status topic."""
+CONFIG = "config"
+"""The last level of a Home Assistant discovery config topic."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -42,6 +44,13 @@ def is_status(topic: str) -> bool:
     """Whether ``topic`` is a listener's status topic (a discovery config topic ends in ``config``, a threshold
     command in ``set``)."""
     return topic.endswith(f"/{STATUS}")
+
+
+def discovery_node(topic: str) -> str | None:
+    """The node (``noisewatch_<device_id>``) of a discovery config topic, ``<prefix>/<component>/<node>/<object>/config``;
+    None for any other topic."""
+    levels = topic.split("/")
+    return levels[-3] if len(levels) >= 4 and levels[-1] == CONFIG else None
 
 
 @dataclass(frozen=True)
@@ -122,4 +131,4 @@ class Topics:
 
     def discovery(self, component: str, node_id: str, object_id: str) -> str:
         """Home Assistant discovery config topic of one entity."""
-        return f"{self.discovery_prefix}/{component}/{segment(node_id)}/{segment(object_id)}/config"
+        return f"{self.discovery_prefix}/{component}/{segment(node_id)}/{segment(object_id)}/{CONFIG}"
