@@ -154,7 +154,9 @@ def _soundscape(name: str, fg: Path, bg: Path, recipe: Recipe, seed: int, snr: t
     """One soundscape from scaper, seeded by ``seed``."""
     scaper = _scaper()
     rng = np.random.default_rng(seed)
-    sc = scaper.Scaper(recipe.duration_s, str(fg), str(bg), random_state=seed)
+    # scaper seeds numpy's legacy RandomState, which takes 32 bits: `train --seed 5` (soundscape seeds from 5.007e9)
+    # failed there after half an hour of work; seeds below 2**32 keep their soundscapes
+    sc = scaper.Scaper(recipe.duration_s, str(fg), str(bg), random_state=seed % 2**32)
     sc.sr, sc.n_channels, sc.ref_db = sample_rate, 1, REF_DB
     sc.fade_in_len = sc.fade_out_len = 0.01
     ambience = sorted(p.name for p in bg.iterdir() if p.name != BROWN)
