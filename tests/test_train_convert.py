@@ -18,6 +18,8 @@ from noisewatch.runtime import available_runtimes
 from noisewatch.train.datasets import BACKGROUND, LABELS
 from noisewatch.train.scene_eval import THRESHOLD_GRID, TIMINGS
 
+# the module's training fixture takes 1.5-3 minutes, more beside the suite's other worker on a loaded machine
+pytestmark = pytest.mark.timeout(900)
 EXTRA_LABEL = "doorbell"
 RUNTIMES = available_runtimes()
 
