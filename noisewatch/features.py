@@ -388,11 +388,12 @@ class _WindowStats:
     @functools.cached_property
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean and std over time of every per-frame value, and the values less their means: one pass for
-        every statistic that needs them (sums as products with ones: fewer calls than ``mean``/``std``)."""
-        ones = np.ones(len(self.values))
-        mean = ones @ self.values / len(ones)
+        every statistic that needs them (means as products with a row of 1/n: fewer calls than ``mean``/``std``
+        or sums then divides)."""
+        weights = np.full(len(self.values), 1.0 / len(self.values))
+        mean = weights @ self.values
         centred = self.values - mean
-        return mean, np.sqrt(ones @ (centred * centred) / len(ones)), centred
+        return mean, np.sqrt(weights @ (centred * centred)), centred
 
     @functools.cached_property
     def percentiles(self) -> np.ndarray:
