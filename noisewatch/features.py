@@ -344,9 +344,8 @@ def shape_measures(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray
     top = clamped.max(axis=1, keepdims=True)
     db = clamped - top  # each measure is shift-invariant per frame
     mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.weights[:, :groups])
-    for first, count, width in plan.runs:  # (reshape(copy=False), sorting in place, needs numpy >= 2.1)
-        run = db[:, first : first + count * width]
-        run[...] = np.sort(run.reshape(len(db), count, width), axis=2).reshape(run.shape)
+    for first, count, width in plan.runs:  # a view (db is C-ordered, the split axis contiguous): sorted in place
+        db[:, first : first + count * width].reshape(len(db), count, width).sort(axis=2)
     sums = db @ plan.weights  # each group's mean dB (order-free), then its contrast (of the sorted bands)
     per_group = np.empty((len(db), groups, SHAPE_MEASURES), dtype=np.float32)
     np.subtract(sums[:, :groups], mean_power_db, out=per_group[:, :, 0])
