@@ -114,18 +114,20 @@ def test_an_offline_the_moment_the_link_breaks_is_the_broker_shutting_down_not_a
     assert wait.remaining_s() == HA_RESTART_WAIT_S - 10.0
 
 
-def test_the_broker_s_shutdown_will_ends_only_the_wait_it_started() -> None:
+@pytest.mark.parametrize("will_after_s", [5.0, 28.0])
+def test_after_the_broker_s_shutdown_will_its_return_waits_for_home_assistant_afresh(will_after_s: float) -> None:
     """A review found the will's ``offline`` ending any wait: a broker restarted during the wait for its last return
     (Home Assistant back first, its ``online`` unheard) let events out at the next return, before Home Assistant had
-    subscribed again (no second wait within the minute). The wait for the broker's return runs on."""
+    subscribed again (no second wait within the minute); a second review, the earlier wait put back nearly spent
+    (the will 28 s into it). Home Assistant was cut off too: its return is waited for in full."""
     clock = Clock()
     wait = HomeAssistantWait(True, clock)
     wait.broker_returned()
-    clock.now += 5.0
+    clock.now += will_after_s
     wait.went_offline()  # the broker shutting down: Home Assistant's Last Will
     clock.now += 0.01
     wait.link_lost()
-    assert wait.remaining_s() == pytest.approx(HA_RECONNECT_WAIT_S - 5.01)
+    assert wait.remaining_s() == 0.0  # the link is down: nothing goes out anyway
     clock.now += 1.0
-    wait.broker_returned()  # back within the minute: no new wait, the one before still holds
-    assert wait.remaining_s() == pytest.approx(HA_RECONNECT_WAIT_S - 6.01)
+    wait.broker_returned()  # back within the minute of the last return
+    assert wait.remaining_s() == pytest.approx(HA_RECONNECT_WAIT_S)

@@ -43,8 +43,6 @@ class HomeAssistantWait:
         """When the last wait after a broker return began."""
         self._offline_at = -float("inf")
         """When Home Assistant last said ``offline``."""
-        self._hold_before_offline = 0.0
-        """The wait in force before that ``offline``: a broker's shutdown will (:meth:`link_lost`) leaves it standing."""
 
     def remaining_s(self) -> float:
         """Seconds events must still wait (0: they may go)."""
@@ -68,16 +66,16 @@ class HomeAssistantWait:
     def went_offline(self) -> None:
         """Home Assistant said ``offline``: it is restarting."""
         self._offline_at = self._clock()
-        self._hold_before_offline = self._hold_until
         self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline")
 
     def link_lost(self) -> None:
         """This listener's link broke: an ``offline`` just before was the broker's shutdown (BROKER_SHUTDOWN_WILL_S),
-        so the wait for a restart that it started ends; one in force before it (a broker's earlier return, Home
-        Assistant's ``online`` unheard) runs on: ended too, the next return, within the minute, let events out
-        before Home Assistant had subscribed again. :meth:`broker_returned` starts the one for a broker's return."""
+        so the wait for a restart ends, and Home Assistant was cut off as well: the next :meth:`broker_returned` waits
+        for it afresh, even within the minute of an earlier return (skipped, or left a wait nearly spent, events went
+        out before Home Assistant had subscribed again)."""
         if self._hold_until and self._clock() - self._offline_at <= BROKER_SHUTDOWN_WILL_S:
-            self._hold_until = self._hold_before_offline
+            self._hold_until = 0.0
+            self._returned_at = -float("inf")
             log.info("MQTT: Home Assistant's offline was the broker shutting down, not Home Assistant restarting")
 
     def _hold(self, seconds: float, why: str) -> None:
