@@ -29,6 +29,8 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 5.0
 BROKER_USER = "mosquitto"
+RUNNING = " running\n"
+"""The end of mosquitto's log line once every listener is open (it exits instead when a port is taken)."""
 
 
 def free_port() -> int:
@@ -136,12 +138,22 @@ class Broker:
             os.kill(self.proc.pid, signal.SIGHUP)
 
     def start(self) -> "Broker":
+        """Start, and return once this broker (not another's on the same port) listens. The tests' two workers
+        pick free ports apart: a port freed by a stop can be taken by the other before a restart; at a first start,
+        another port is taken instead."""
+        started = self.log_text.count(RUNNING)
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _port_open(self.port):
+        while self.log_text.count(RUNNING) == started or not _port_open(self.port):
+            if self.proc.poll() is not None and "Address already in use" in self.log_text and not started:
+                self.port, self.tls_port = free_port(), free_port() if self.tls else None
+                self._write_config()
+                self._give_to_broker_user()
+                return self.start()
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not start: {self.log_text[-2000:]}")
+                self.stop(kill=True)
+                raise RuntimeError(f"mosquitto did not start on port {self.port}: {self.log_text[-2000:]}")
             time.sleep(0.05)
         return self
 
@@ -149,7 +161,8 @@ class Broker:
         """Stop by PID: SIGTERM (mosquitto saves its sessions) or SIGKILL (a crash)."""
         if self.proc is None:
             return
-        os.kill(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
         self.proc.wait(timeout=10)
         self.proc = None
 
