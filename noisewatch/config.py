@@ -359,7 +359,7 @@ def _key_at(text: str, line: int) -> str:
     """``key.path: `` of the last key at or above 1-based ``line``, or nothing where the YAML does not parse."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # nested past Python's stack: the caller's own error says so
         return ""
     keys = []
     while isinstance(node, yaml.MappingNode) and (above := [kv for kv in node.value if kv[0].start_mark.line < line]):

@@ -171,6 +171,16 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}:3: audio.device: not UTF-8 text (byte 0xfc, column 15)"
 
 
+def test_a_file_not_utf8_and_nested_too_deeply_names_the_bad_byte(tmp_path: Path) -> None:
+    """Found by review: the key path of the bad byte was looked up by composing the whole file, which ran out of
+    stack on the nesting further down, and the error said only that the file was nested too deeply."""
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"audio:\n  device: '\xff'\nx: " + b"[" * 5000 + b"\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:2: not UTF-8 text (byte 0xff, column 12)"
+
+
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "absent.yaml")

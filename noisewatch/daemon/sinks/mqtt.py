@@ -848,7 +848,7 @@ class MqttSink:
     def _look_at_statuses_named(self, check: _OldTopicsCheck, config: bytes) -> _OldTopicsCheck:
         """The check, also waiting for the status an old discovery config names, unless this listener's own or
         already looked at: a listener given the old device id under its own prefix re-announced it."""
-        named = _statuses_named(config) - set(check.now) - set(check.status_topics)
+        named = _statuses_named(config) - set(check.now) - set(check.status_topics) - set(self.topics.ha_status)
         if not named:
             return check
         self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(named)])
