@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 EX_CONFIG = 78  # sysexits.h: configuration error
@@ -71,6 +80,12 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_keeps_its_defaults(cls, value: Any) -> Any:
+        """A section with every key commented out reads as null in YAML: it keeps its defaults, as if left out."""
+        return {} if value is None else value
 
     @field_validator("*", mode="before")
     @classmethod
