@@ -175,7 +175,8 @@ class ConnectionWatch:
                              % (s.host, s.port, UNANSWERED_HINT, s.reconnect_max_s))
 
     def _unreachable(self) -> None:
-        """An attempt refused or failed, or a connection lost: paho backs off, and Home Assistant was cut off too."""
+        """An attempt refused or failed, or a connection lost: paho backs off, and the return counts as an outage, in which
+        Home Assistant may have been cut off too (not a first attempt answered late: see _outage)."""
         self._failures += 1
         self._outage = True
 
