@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 TFLITE_214_VENV = ".venv-tflite214"
-SCORE_TOLERANCE = 2e-4
-"""Scores are sent to 4 decimals; the runtimes' kernels may round a float32 product differently, and that can
-move a rounded score by one step."""
+SCORE_TOLERANCE = 1e-3
+"""Scores are sent to 4 decimals, and the 2.14 run computes its features on numpy 1, whose float32 results may
+differ from numpy 2's in the last bits: the int8 model quantizes its inputs per window (dynamic range, 127
+steps up to the largest), so such a difference can move an input by one step, and a score by a few 1e-4 (3e-4
+seen on the sample with urban11@2026.12.05.1, over 171 scores). The events must be the same to the millisecond."""
 
 
 def quick_start(python: str, repo_root: Path, tmp_path: Path, config: str = "", **env: str) -> tuple[list[dict], str]:
