@@ -111,6 +111,6 @@ def test_the_discovery_example_in_the_docs_is_what_the_daemon_announces() -> Non
     docs = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text()
     example = next(json.loads(block) for block in re.findall(r"```json\n(.*?)```", docs, re.S) if '"unique_id"' in block)
     listener = Listener(device_id="kitchen", name=default_device_name("kitchen"), labels=("siren",),
-                        model="urban11@2026.12.03.1", version="0.1.0")
+                        model="urban11@2026.12.05.1", version="0.1.0")
     announced = dict(discovery_messages(Topics("noisewatch/kitchen"), listener))
     assert announced["homeassistant/binary_sensor/noisewatch_kitchen/siren/config"] == example
