@@ -342,7 +342,7 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: (top level) = {_shown(data)}: must be a mapping of "
                           "sections (audio:, detector:, mqtt:, ...)")
     try:
-        config = Config.model_validate(data or {})
+        config = Config.model_validate(data)  # an empty file (None) keeps every default, as an empty section does
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, dict(error), node) for error in exc.errors())) from None
     return _resolve_paths(config, path.parent)

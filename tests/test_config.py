@@ -202,16 +202,21 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 # --- the shipped default ----------------------------------------------------------------------------
 
 
-def key_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every key of the config schema, as dotted paths (sections recursed into)."""
-    paths = []
+def leaf_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+    """Every key of the config schema that holds a value, as (dotted path, annotation) (sections recursed into)."""
+    leaves = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            paths += key_paths(annotation, f"{prefix}{name}.")
+            leaves += leaf_fields(annotation, f"{prefix}{name}.")
         else:
-            paths.append(prefix + name)
-    return paths
+            leaves.append((prefix + name, annotation))
+    return leaves
+
+
+def key_paths(model: type[BaseModel]) -> list[str]:
+    """Every key of the config schema, as dotted paths."""
+    return [path for path, _ in leaf_fields(model)]
 
 
 def lookup(data: dict[str, Any], dotted: str) -> bool:
@@ -370,16 +375,10 @@ def test_check_config_refuses_a_state_folder_run_cannot_use(tmp_path: Path) -> N
         assert done.returncode == EX_CONFIG and expected in done.stderr, (command, done.stderr)
 
 
-def number_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+def number_keys(model: type[BaseModel]) -> list[str]:
     """Every key of the schema that takes a number, as dotted paths (a threshold override stands for its dict)."""
-    paths = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            paths += number_keys(annotation, f"{prefix}{name}.")
-        elif re.search(r"\b(int|float)\b", str(annotation)):
-            paths.append(prefix + name + (".siren" if "dict" in str(annotation) else ""))
-    return paths
+    return [path + (".siren" if "dict" in str(annotation) else "") for path, annotation in leaf_fields(model)
+            if re.search(r"\b(int|float)\b", str(annotation))]
 
 
 def nested(dotted: str, value: Any) -> dict[str, Any]:

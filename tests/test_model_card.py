@@ -48,3 +48,14 @@ def test_the_model_cards_first_screen_gives_the_shipped_models_figures(repo_root
     assert f"only {shipped['short']}" in first_screen
     assert f"reported {shipped['false_per_hour']}" in first_screen
     assert shipped["size"] in first_screen
+
+
+def test_the_shipped_config_and_readme_give_the_shipped_models_timing(repo_root: Path) -> None:
+    """The shipped config's comments say what `null` means for smoothing and release, and the README's latency
+    figure which smoothing the shipped model runs with: both are the bundle's own timing."""
+    timing = json.loads(default_model_path().read_text())["timing"]
+    shipped_config = (repo_root / "config" / "noisewatch.yaml").read_text()
+    assert f"{timing['smoothing_windows']} for the shipped model" in shipped_config
+    assert f"({timing['release_s']} for the shipped model)" in shipped_config
+    readme = " ".join((repo_root / "README.md").read_text().split())
+    assert f"`detector.smoothing_windows: {timing['smoothing_windows']}`, the shipped model's" in readme
