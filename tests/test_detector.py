@@ -263,3 +263,57 @@ def test_the_pieces_of_a_sound_meet_across_a_wall_clock_step(repo_root: Path) ->
     assert len(pieces) >= 2, [(m.label, m.offset_s) for m in events.values()]
     for piece in pieces:
         assert events[piece.continues].end == piece.start and piece.end >= piece.start, (events[piece.continues], piece)
+
+
+def test_an_event_ends_once_its_label_has_been_absent_release_s_and_not_sooner() -> None:
+    """README: the detector "closes it after `detector.release_s` without it": a dip shorter than the release
+    keeps one event, and the end comes with the window that makes the absence release_s long."""
+    present, absent = [0.9, 0, 0.1], [0.1, 0, 0.9]
+    for release_s in (1.0, 2.0):
+        windows = int(release_s / HOP)  # absent windows that make release_s of absence
+        rows = [present] * 3 + [absent] * (windows - 1) + [present] * 3 + [absent] * windows
+        before = run(Detector(LABELS, settings(release_s=release_s)), rows[:-1])
+        assert [k for k, *_ in before] == ["started"], release_s  # one event through the dip, still open
+        transitions = run(Detector(LABELS, settings(release_s=release_s)), rows)
+        assert [(k, label) for k, label, *_ in transitions] == [("started", "siren"), ("ended", "siren")], release_s
+        last_heard = (3 + windows - 1 + 3 - 1) * HOP + WINDOW
+        assert transitions[1][3] == last_heard, (release_s, transitions)  # it ends where it was last heard
+
+
+def test_contrast_means_10_db_over_the_quiet_part_of_the_window() -> None:
+    """README: labels in `detector.require_contrast` "start an event only where the sound stands 10 dB above the
+    recent quiet level (the quietest tenth ... of the window)": 8 dB over it starts nothing, 12 dB starts one."""
+    quiet = 0.01
+    for over_db, starts in ((8.0, False), (12.0, True)):
+        detector = Detector(LABELS, settings(require_contrast=frozenset({"siren"})))
+        audio = np.full(int(WINDOW * RATE), quiet, dtype=np.float32)
+        audio[int(2.2 * RATE) :] = quiet * 10 ** (over_db / 20)
+        got = detector.update(Observation(10.0, 10.0 + WINDOW, np.array([0.9, 0, 0]), audio, RATE))
+        assert [t.kind for t in got] == (["started"] if starts else []), over_db
+
+
+def test_contrast_is_also_measured_against_the_quiet_of_the_last_10_s() -> None:
+    """README: the recent quiet level is "the quietest tenth of the last 10 s, or of the window": a sound that
+    fills the whole window still starts an event when the stream was 10 dB quieter within the last 10 s, and a
+    bed that has been there longer than that (rain heard as a horn) does not."""
+    from noisewatch.daemon.detector import NoiseFloor
+
+    def first_start_after(loud_before_s: float) -> list[str]:
+        """Quiet, then a loud bed; the model says siren only from ``loud_before_s`` into the bed."""
+        hop, quiet_s = int(HOP * RATE), 4.0
+        total_s = quiet_s + loud_before_s + WINDOW + 1.0
+        audio = np.full(int(total_s * RATE), 1e-3, dtype=np.float32)
+        audio[int(quiet_s * RATE) :] = 0.3
+        detector = Detector(LABELS, settings(require_contrast=frozenset({"siren"})))
+        floor = NoiseFloor(RATE, HOP)
+        kinds = []
+        for start in range(0, len(audio) - int(WINDOW * RATE) + 1, hop):
+            window = audio[start : start + int(WINDOW * RATE)]
+            start_s = start / RATE
+            scores = np.array([0.9, 0, 0]) if start_s >= quiet_s + loud_before_s else np.array([0, 0, 0.9])
+            obs = Observation(start_s, start_s + WINDOW, scores, window, RATE, floor.update(window[-hop:]))
+            kinds += [t.kind for t in detector.update(obs)]
+        return kinds
+
+    assert first_start_after(2.0) == ["started"]  # its window all loud, the quiet 2 s before it counts
+    assert first_start_after(12.0) == []  # the quiet was more than 10 s ago: a steady bed, no onset
