@@ -59,3 +59,17 @@ def test_the_shipped_config_and_readme_give_the_shipped_models_timing(repo_root:
     assert f"({timing['release_s']} for the shipped model)" in shipped_config
     readme = " ".join((repo_root / "README.md").read_text().split())
     assert f"`detector.smoothing_windows: {timing['smoothing_windows']}`, the shipped model's" in readme
+
+
+def test_the_readme_gives_the_shipped_models_smoothing_and_release(repo_root: Path) -> None:
+    """README: "A model bundle carries the smoothing and release its thresholds were tuned with ... (the shipped
+    one: 1 window, 2 s; a bundle that carries none runs with 2 windows, 1 s)". It said the shipped one carried
+    none and ran with 2 windows and 1 s, while its sidecar carries 1 window and 2 s."""
+    from noisewatch.bundle import DetectorTiming, load_bundle
+
+    timing = load_bundle(default_model_path()).timing
+    readme = " ".join((repo_root / "README.md").read_text().split())
+    windows = f"{timing.smoothing_windows} window{'s' if timing.smoothing_windows != 1 else ''}"
+    assert f"(the shipped one: {windows}, {timing.release_s:g} s;" in readme
+    default = DetectorTiming()
+    assert f"a bundle that carries none runs with {default.smoothing_windows} windows, {default.release_s:g} s)" in readme
