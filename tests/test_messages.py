@@ -59,3 +59,13 @@ def test_decode_holds_a_payload_to_the_kind_its_topic_carries_and_to_its_field_t
                       ([1, 2], "event")):
         with pytest.raises(DecodeError):
             decode(bad, kind=kind)  # type: ignore[arg-type]
+
+
+def test_the_readme_s_json_lines_are_exactly_their_types() -> None:
+    """README: "Each message is also a JSON line" with a `started` and an `event` line as examples: they are the
+    daemon's types, no field missing or extra."""
+    readme = DOCS.parents[1] / "README.md"
+    lines = [json.loads(line) for line in readme.read_text().split("\n") if line.strip().startswith('{"type":')]
+    assert [line["type"] for line in lines] == ["started", "event"]
+    for line in lines:
+        assert decode(line).to_json() == line

@@ -977,3 +977,51 @@ def test_a_negative_replay_speed_is_refused_before_anything_runs(repo_root: Path
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "argument --speed: must be 0 (as fast as possible) or more" in result.stderr
     assert "listening" not in result.stderr
+
+
+def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path, tmp_path: Path) -> None:
+    """README's quick start (`run --input samples/scene.flac --speed 0 --jsonl -`) and its messages: every line
+    one typed payload with `type` and `schema`; the audio input's `status`, `stats` with the MQTT fields null
+    without MQTT, a `level` (Leq/Lmax/Lmin in dBFS and dBFS(A), no SPL while uncalibrated; docs/mqtt.md: the
+    first after at most 5 s), `started` and `event` of each sound, times ISO 8601 UTC with milliseconds;
+    `scores` off by default, and with `scores.enabled` the top 3 of a window, highest first."""
+    import re
+
+    from noisewatch.daemon.messages import SCHEMA_VERSION, decode
+
+    def quick_start(*args: str) -> list[dict]:
+        result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input",
+                                 str(repo_root / "samples" / "scene.flac"), "--speed", "0", "--jsonl", "-", *args],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    messages = quick_start()
+    for message in messages:
+        assert decode(message).to_json() == message and message["schema"] == SCHEMA_VERSION, message
+    kinds = {m["type"] for m in messages}
+    assert {"status", "stats", "level", "started", "event"} <= kinds and "scores" not in kinds, kinds
+    assert [m["state"] for m in messages if m["type"] == "status"][0] == "listening"
+    stats = [m for m in messages if m["type"] == "stats"][0]
+    assert all(stats[k] is None for k in stats if k.startswith(("spool_", "mqtt_"))), stats
+    assert stats["jsonl_failed_writes"] == 0
+    level = [m for m in messages if m["type"] == "level"][0]
+    assert level["offset_s"] == 0.0 and 0 < level["period_s"] <= 5, level
+    assert {f"{n}_dbfs{a}" for n in ("leq", "lmax", "lmin") for a in ("", "_a")} <= set(level)
+    assert not [k for k in level if k.endswith("_spl")], level
+    assert level["lmin_dbfs"] <= level["leq_dbfs"] <= level["lmax_dbfs"], level
+    iso_ms = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+    started = {m["id"]: m for m in messages if m["type"] == "started"}
+    assert [m["id"] for m in messages if m["type"] == "event"] == list(started)
+    for event in events(messages):
+        assert iso_ms.match(event["start"]) and iso_ms.match(event["end"]), event
+        assert started[event["id"]]["start"] == event["start"] and started[event["id"]]["label"] == event["label"]
+
+    config = tmp_path / "scores.yaml"
+    config.write_text("scores:\n  enabled: true\n  interval_s: 0\n")
+    scores = [m for m in quick_start("--config", str(config)) if m["type"] == "scores"]
+    assert scores
+    for report in scores:
+        values = [s["score"] for s in report["top"]]
+        assert len(values) == 3 and values == sorted(values, reverse=True), report
+        assert iso_ms.match(report["time"]), report
