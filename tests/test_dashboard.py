@@ -463,6 +463,23 @@ def test_classify_lists_the_events_the_daemon_reports(repo_root: Path, tmp_path:
         assert abs(ours.offset_s - theirs["offset_s"]) < 0.05
         assert abs(ours.duration_s - theirs["duration_s"]) < 0.05
 
+def test_classify_reports_a_loud_event_as_the_daemon_does(tmp_path: Path) -> None:
+    """README: Classify gives "the events the daemon would report". A 3 s tone at -6 dBFS, a `loud` event to the
+    daemon, came out of the page at -120 dBFS (peak and mean): the page hands the pipeline the whole recording,
+    and the loud event was measured before the windows had recorded its audio."""
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    audio = 10 ** (-50 / 20) * np.random.default_rng(0).standard_normal(9 * rate)
+    audio[2 * rate : 5 * rate] += np.sqrt(2.0) * 10 ** (-6 / 20) * np.sin(2 * np.pi * 1000 * np.arange(3 * rate) / rate)
+    path = tmp_path / "tone.wav"
+    soundfile.write(str(path), audio.astype(np.float32), rate, subtype="FLOAT")
+    found = analysis.detect_events(analysis.decode(path.read_bytes(), rate), bundle, load_config(None))
+    daemon = [m for m in run_daemon(path, tmp_path / "out.jsonl", "--speed", "0") if m["type"] == "event"]
+    keys = ("label", "offset_s", "duration_s", "confidence", "peak_dbfs", "mean_dbfs")
+    assert "loud" in [e["label"] for e in daemon]
+    assert sorted(tuple(e.to_json()[k] for k in keys) for e in found) == sorted(tuple(e[k] for k in keys) for e in daemon)
+
+
 def test_a_recording_shorter_than_a_window_is_told_why_it_has_no_event(repo_root: Path) -> None:
     """A 1.3 s gunshot on the Classify page read "every window stayed below its label's threshold", where there
     is no window at all: the listener decides on whole 4 s windows."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from noisewatch.daemon.detector import (
@@ -317,3 +318,36 @@ def test_contrast_is_also_measured_against_the_quiet_of_the_last_10_s() -> None:
 
     assert first_start_after(2.0) == ["started"]  # its window all loud, the quiet 2 s before it counts
     assert first_start_after(12.0) == []  # the quiet was more than 10 s ago: a steady bed, no onset
+
+
+def test_loud_events_come_from_the_1_s_level_through_the_daemon_s_pipeline() -> None:
+    """README: `loud` events are "the 1 s level above `loudness.threshold_dbfs` for `loudness.min_duration_s`,
+    same schema as other events, confidence null" (defaults -10 dBFS and 2 s): a 3 s tone at -6 dBFS is one,
+    from its first to its last loud second; a 1.2 s one is not; a tone at -14 dBFS never is. Fed in one piece:
+    the loud event's levels were the -120 dBFS floor when it ended inside a piece longer than a window."""
+    from noisewatch.bundle import default_model_path, load_bundle
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event, Started
+    from noisewatch.daemon.pipeline import Pipeline
+
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    config = Config()
+    assert (config.loudness.threshold_dbfs, config.loudness.min_duration_s) == (-10.0, 2.0)
+
+    def loud(tone_s: float, level_dbfs: float) -> list:
+        t = np.arange(int(tone_s * rate)) / rate
+        tone = np.sqrt(2.0) * 10 ** (level_dbfs / 20) * np.sin(2 * np.pi * 1000 * t)
+        hiss = 10 ** (-50 / 20) * np.random.default_rng(0).standard_normal(9 * rate)
+        audio = hiss.copy()
+        audio[2 * rate : 2 * rate + len(tone)] += tone
+        pipeline = Pipeline.from_config(config, bundle, bundle.open_model())
+        messages = pipeline.process(audio.astype(np.float32)) + pipeline.finish()
+        return [m for m in messages if isinstance(m, (Started, Event)) and m.label == "loud"]
+
+    started, event = loud(3.0, -6.0)
+    assert isinstance(started, Started) and isinstance(event, Event) and started.id == event.id
+    assert started.confidence is None and event.confidence is None and event.mean_confidence is None
+    assert (event.offset_s, event.duration_s) == (2.0, 3.0)
+    assert event.peak_dbfs == pytest.approx(-3.0, abs=0.2) and event.mean_dbfs > -10.0  # the tone's, not the floor
+    assert loud(1.2, -6.0) == [] and loud(3.0, -14.0) == []

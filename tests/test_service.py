@@ -1025,3 +1025,33 @@ def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path,
         values = [s["score"] for s in report["top"]]
         assert len(values) == 3 and values == sorted(values, reverse=True), report
         assert iso_ms.match(report["time"]), report
+
+
+def test_thresholds_come_from_the_bundle_then_the_config_then_home_assistant(tmp_path: Path) -> None:
+    """README: thresholds are the "bundle defaults, `detector.thresholds` overrides, and one set from Home
+    Assistant wins over both": the detector's own thresholds, per label, from the first window."""
+    from mqtt_broker import free_port
+
+    from noisewatch.daemon.pipeline import Counters
+    from noisewatch.daemon.service import Active
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+                      "detector:\n  thresholds:\n    siren: 0.9\n    dog_bark: 0.45\n")
+
+    def in_force() -> tuple[dict[str, float], dict[str, float]]:
+        active = Active.open(prepare(str(config)), Counters())
+        try:
+            return dict(active.pipeline.detector.settings.thresholds), active.setup.bundle.thresholds
+        finally:
+            active.close()
+
+    thresholds, bundle = in_force()
+    assert (thresholds["siren"], thresholds["dog_bark"]) == (0.9, 0.45)  # the config's, over the bundle's
+    assert bundle["siren"] != 0.9 and bundle["dog_bark"] != 0.45  # (so the config did change them)
+    others = [label for label in thresholds if label not in ("siren", "dog_bark")]
+    assert others and all(thresholds[label] == bundle[label] for label in others)  # the bundle's elsewhere
+    (tmp_path / "state").mkdir(exist_ok=True)
+    (tmp_path / "state" / "thresholds.json").write_text('{"siren": 0.3, "car_horn": 0.8}')
+    thresholds, _ = in_force()
+    assert (thresholds["siren"], thresholds["dog_bark"], thresholds["car_horn"]) == (0.3, 0.45, 0.8)

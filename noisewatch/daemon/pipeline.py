@@ -171,7 +171,19 @@ class Pipeline:
         self.clock = self.clock.moved(anchor, at_s, keep_from_s=at_s - self._clock_memory_s)
 
     def process(self, mono: np.ndarray) -> list[Message]:
-        """Model-rate mono audio of any length, in stream order."""
+        """Model-rate mono audio of any length, in stream order.
+
+        Taken up to one window at a time, as the daemon reads it: an event is measured from the windows heard
+        so far, and a ``loud`` event that ended in a longer piece was measured before its audio was (the
+        dashboard's Classify page, handed a whole recording, gave such events -120 dBFS)."""
+        out: list[Message] = []
+        while len(mono) > self.stream.samples_to_window:
+            split = self.stream.samples_to_window
+            out += self._process(mono[:split])
+            mono = mono[split:]
+        return out + self._process(mono)
+
+    def _process(self, mono: np.ndarray) -> list[Message]:
         out: list[Message] = []
         seconds, reports = self.levels.push(mono)
         for second in seconds:
