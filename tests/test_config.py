@@ -414,3 +414,15 @@ def test_text_still_goes_where_text_is_taken(tmp_path: Path) -> None:
     path.write_text("audio:\n  device: '2'\nmqtt:\n  protocol: '5'\n")
     config = load_config(path)
     assert config.audio.device == "2" and config.mqtt.protocol == "5"
+
+
+def test_the_readme_s_example_error_is_what_check_config_says(tmp_path: Path) -> None:
+    """README: a config error gives one line naming the file, line and key, and exit 78, e.g.
+    `noisewatch: /etc/noisewatch/config.yaml:14: detector.thresholds.siren = 1.5: Input should be less than or
+    equal to 1`: the same file contents (the threshold on line 14) give that line, word for word."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"^    (noisewatch: /etc/noisewatch/config\.yaml:14: .*)$", readme, re.M)
+    assert example, "the README's example line is gone"
+    path = tmp_path / "config.yaml"
+    assert refused(path, "#\n" * 11 + "detector:\n  thresholds:\n    siren: 1.5\n") == [
+        example.group(1).replace("/etc/noisewatch/config.yaml", str(path))]

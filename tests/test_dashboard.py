@@ -670,3 +670,15 @@ def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_the_readme_s_dashboard_command_serves_port_8501_on_this_machine_only() -> None:
+    """README: `noisewatch dashboard --config ...` serves http://localhost:8501 and "listens on 127.0.0.1 only"
+    unless `--address 0.0.0.0` is given."""
+    from noisewatch.cli import build_parser
+
+    args = build_parser("dashboard").parse_args(["dashboard", "--config", "/etc/noisewatch/config.yaml"])
+    assert args.port == 8501 and args.address is None
+    command = launch.streamlit_command(args.config, args.port)
+    assert command[command.index("--server.port") + 1] == "8501"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
