@@ -93,3 +93,26 @@ def test_a_longer_event_bound_after_a_reload_keeps_the_level_history_it_needs() 
     new.take_over(old)
     assert new.history is not old.history and new.history._spans.maxlen > old.history._spans.maxlen
     assert new.history.over(0.0, RELOAD_S) == old.history.over(0.0, RELOAD_S)
+
+
+def test_a_new_hop_at_a_reload_starts_the_windows_afresh_and_the_open_event_goes_on() -> None:
+    """README: "A reload is not a gap: the windows, the level period and open events go on under the new settings
+    (a sound heard at that moment stays one event; a change of model features or hop starts the windows afresh)"."""
+    bundle = load_bundle(default_model_path())
+    model = bundle.open_model()
+    rate = bundle.features.sample_rate
+    audio = scene_audio(rate)
+    cut = int(RELOAD_S * rate)
+    old = Pipeline.from_config(Config(), bundle, model)
+    first = [m for i in range(0, cut, BLOCK) for m in old.process(audio[i : min(i + BLOCK, cut)])]
+    new = Pipeline.from_config(Config.model_validate({"audio": {"hop_s": 1.0}}), bundle, model)
+    new.take_over(old)
+    assert new.samples_to_window == bundle.features.window_samples  # the next window is all audio after the reload
+    closing = old.finish()
+    rest = [m for i in range(cut, len(audio), BLOCK) for m in new.process(audio[i : i + BLOCK])] + new.finish()
+    assert new.counters.windows == 1 + (len(audio) - cut - bundle.features.window_samples) // new.stream.hop_samples
+    assert [m.label for m in first if isinstance(m, Started)] == ["siren"]
+    assert not events(closing, "siren")
+    (siren,) = events(rest, "siren")  # one event, the one announced before the reload
+    assert siren.id == [m.id for m in first if isinstance(m, Started)][0]
+    assert {m.label for m in rest if isinstance(m, Event)} >= {"dog_bark", "jackhammer"}
