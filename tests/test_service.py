@@ -983,9 +983,11 @@ def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path,
     """README's quick start (`run --input samples/scene.flac --speed 0 --jsonl -`) and its messages: every line
     one typed payload with `type` and `schema`; the audio input's `status`, `stats` with the MQTT fields null
     without MQTT, a `level` (Leq/Lmax/Lmin in dBFS and dBFS(A), no SPL while uncalibrated; docs/mqtt.md: the
-    first after at most 5 s), `started` and `event` of each sound, times ISO 8601 UTC with milliseconds;
+    first after at most 5 s), `started` and `event` of each sound, times ISO 8601 UTC with milliseconds from
+    the sample clock, "tied to wall time when audio starts flowing";
     `scores` off by default, and with `scores.enabled` the top 3 of a window, highest first."""
     import re
+    from datetime import datetime
 
     from noisewatch.daemon.messages import SCHEMA_VERSION, decode
 
@@ -996,7 +998,9 @@ def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path,
         assert result.returncode == 0, result.stderr
         return [json.loads(line) for line in result.stdout.splitlines()]
 
+    began = time.time()
     messages = quick_start()
+    ended = time.time()
     for message in messages:
         assert decode(message).to_json() == message and message["schema"] == SCHEMA_VERSION, message
     kinds = {m["type"] for m in messages}
@@ -1016,6 +1020,8 @@ def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path,
     for event in events(messages):
         assert iso_ms.match(event["start"]) and iso_ms.match(event["end"]), event
         assert started[event["id"]]["start"] == event["start"] and started[event["id"]]["label"] == event["label"]
+        anchor = datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp() - event["offset_s"]
+        assert began - 0.01 <= anchor <= ended, (began, anchor, ended)  # the sample clock: tied to wall time at start
 
     config = tmp_path / "scores.yaml"
     config.write_text("scores:\n  enabled: true\n  interval_s: 0\n")
