@@ -114,3 +114,15 @@ def test_the_discovery_example_in_the_docs_is_what_the_daemon_announces() -> Non
                         model="urban11@2026.12.05.1", version="0.1.0")
     announced = dict(discovery_messages(Topics("noisewatch/kitchen"), listener))
     assert announced["homeassistant/binary_sensor/noisewatch_kitchen/siren/config"] == example
+
+
+def test_the_recent_events_topic_holds_the_latest_50_closed_events() -> None:
+    """docs/mqtt.md: `<prefix>/events/recent` is "the latest 50 closed events, `{"events": [...]}`", oldest first,
+    a redelivered event once."""
+    from noisewatch.daemon.sinks.recent import RecentEvents
+
+    recent = RecentEvents()
+    for i in range(60):
+        payload = recent.add({"id": f"e{i}", "label": "siren"})
+    assert payload == recent.add({"id": "e59", "label": "siren"})  # redelivered: nothing changes
+    assert list(payload) == ["events"] and [e["id"] for e in payload["events"]] == [f"e{i}" for i in range(10, 60)]
