@@ -122,7 +122,7 @@ def test_level_history_measures_exactly_the_requested_stretch() -> None:
     from noisewatch.daemon.levels import LevelHistory
 
     rate = 1000
-    history = LevelHistory(keep=100)
+    history = LevelHistory(keep=100, span_s=0.5)
     quiet = np.full(4000, 0.01, np.float32)
     second, third = quiet.copy(), quiet.copy()  # windows 0.5-4.5 s and 1.0-5.0 s; loud from 4.0 s on
     second[3500:] = 0.5
@@ -136,6 +136,21 @@ def test_level_history_measures_exactly_the_requested_stretch() -> None:
     mean_all, _ = history.over(0.0, 5.0)
     assert mean_all < mean - 5  # the quiet first window pulls the energy mean down
     assert history.over(10.0, 11.0) == (FLOOR_DBFS, FLOOR_DBFS)
+
+
+def test_level_history_measures_a_sound_inside_the_first_window_over_its_own_audio() -> None:
+    """The first window after a start (or a gap) is all new audio: a sound that begins 2 s into it is measured
+    over its own 2 s, not over the 4 s with the quiet before it (which read it 3 dB low)."""
+    from noisewatch.daemon.levels import LevelHistory
+
+    rate = 1000
+    history = LevelHistory(keep=100, span_s=0.5)
+    first = np.full(4000, 0.01, np.float32)
+    first[2000:] = 0.5
+    history.add(0.0, first, rate)
+    mean, peak = history.over(2.0, 4.0)
+    assert abs(mean - dbfs(np.full(10, 0.5))) < 0.01 and abs(peak - dbfs(np.full(10, 0.5))) < 0.01
+    assert history.over(0.0, 2.0)[1] == pytest.approx(dbfs(np.full(10, 0.01)), abs=0.01)
 
 
 def test_the_first_report_comes_within_seconds_of_the_start_then_every_period() -> None:

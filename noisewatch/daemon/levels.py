@@ -69,8 +69,11 @@ class LevelHistory:
     """Mean square and peak of recent stretches of the stream, so that an event's level is measured
     over exactly its own audio [start, end], onset included, whenever it is reported."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, span_s: float) -> None:
         self._spans: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
+        self.span_s = span_s
+        """Longest stretch one record covers (a hop): a window's audio, new after a start or a gap, is cut into
+        such stretches, so an event that starts inside it is measured over its own audio, not the window's."""
         self.until_s = 0.0
         """End of the audio recorded so far."""
 
@@ -82,12 +85,15 @@ class LevelHistory:
     def add(self, start_s: float, samples: np.ndarray, sample_rate: int) -> None:
         """Record audio that starts at ``start_s`` (only its part after :attr:`until_s` is new)."""
         skip = max(0, int(round((self.until_s - start_s) * sample_rate)))
-        new = np.asarray(samples).reshape(-1)[skip:]
-        if len(new):
-            begin = start_s + skip / sample_rate
-            peak = max(float(new.max()), -float(new.min()))
-            self._spans.append((begin, begin + len(new) / sample_rate, float(np.dot(new, new)) / len(new), peak * peak))
-            self.until_s = begin + len(new) / sample_rate
+        samples = np.asarray(samples).reshape(-1)
+        step = max(1, int(round(self.span_s * sample_rate)))
+        for first in range(skip, len(samples), step):
+            part = samples[first : first + step]
+            begin = start_s + first / sample_rate
+            peak = max(float(part.max()), -float(part.min()))
+            self._spans.append((begin, begin + len(part) / sample_rate, float(np.dot(part, part)) / len(part),
+                                peak * peak))
+            self.until_s = begin + len(part) / sample_rate
 
     def over(self, start_s: float, end_s: float) -> tuple[float, float]:
         """(mean dBFS, peak dBFS) of the recorded stretches overlapping [start_s, end_s]."""

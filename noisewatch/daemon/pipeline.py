@@ -91,7 +91,7 @@ class Pipeline:
         self.loudness = LoudnessDetector(settings.loudness.threshold_dbfs, settings.loudness.min_duration_s)
         self.levels = LevelMeter(self.sample_rate, settings.levels.interval_s, settings.levels.calibration_db)
         history_s = settings.detector.max_duration_s + bundle.features.window_s + self.detector.settings.release_s
-        self.history = LevelHistory(keep=min(MAX_HISTORY_HOPS, int(history_s / self.hop_s) + 2))
+        self.history = LevelHistory(keep=min(MAX_HISTORY_HOPS, int(history_s / self.hop_s) + 2), span_s=self.hop_s)
         self._clock_memory_s = max(history_s, settings.levels.interval_s) + bundle.features.window_s
         """How far back a message can name an offset (an open event's start, a level period's start)."""
         self.counters = counters if counters is not None else Counters()
