@@ -9,11 +9,13 @@ soundscapes. The daemon runs once per soundscape; every row replays its detector
 (``scene_eval.record``/``replay``: the same events as the daemon's, tests/test_scene_eval.py).
 
     python bench/scene_settings.py --train-dir build/train [--folds 1,2] [--require-contrast LABELS]
+    python bench/scene_settings.py --train-dir build/train --false-weights 1,2,3,5,8
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -81,6 +83,9 @@ def main() -> int:
     parser.add_argument("--folds", default="1,2")
     parser.add_argument("--require-contrast", metavar="LABELS",
                         help="detector.require_contrast, comma-separated ('' for none); default: the config's default")
+    parser.add_argument("--false-weights", metavar="W,...",
+                        help="instead of the table: per-class thresholds picked with false positives counted W times "
+                             "(timing picked), one row per weight")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args()
     folds = [int(f) for f in args.folds.split(",")]
@@ -96,9 +101,11 @@ def main() -> int:
     print(f"tuning sweeps and evaluation runs: {time.perf_counter() - began:.0f} s", flush=True)
     results: dict[str, Any] = {}
     print(f"{'thresholds':>10} {'timing':>20} | {'seg F1':>6} {'evt F1':>6} {'found':>6} {'<2 s':>6} {'false/h':>7}")
-    for picker_name, picker in PICKERS.items():
-        rows = [(f"{t.smoothing_windows} / {t.release_s:g} s", {f: {t: s[t]} for f, s in sweeps.items()})
-                for t in TIMINGS]
+    pickers = PICKERS if args.false_weights is None else {
+        f"FP x {w}": functools.partial(pick_thresholds, false_weight=float(w)) for w in args.false_weights.split(",")}
+    for picker_name, picker in pickers.items():
+        rows = [] if args.false_weights else [
+            (f"{t.smoothing_windows} / {t.release_s:g} s", {f: {t: s[t]} for f, s in sweeps.items()}) for t in TIMINGS]
         for timing_name, restricted in [*rows, ("picked", sweeps)]:
             chosen = cross_fitted(restricted, picker)
             report = summarize({fold: fold_run(recordings[fold], *chosen[fold]) for fold in folds})

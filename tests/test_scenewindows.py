@@ -66,6 +66,16 @@ def test_thresholds_are_picked_per_class_on_pooled_event_counts() -> None:
     assert pick_thresholds([fold_a])["dog_bark"] == 0.9  # never found: the highest
 
 
+def test_false_positives_weighed_more_pick_a_stricter_threshold() -> None:
+    """bench/scene_settings.py --false-weights: siren (tp, fp, fn) at 0.5 F1 20/21, at 0.9 F1 18/19; with each
+    false positive counted 3 times, 0.5 falls to 20/23 and 0.9 wins."""
+    zero = np.zeros(3)
+    sweep = {t: {label: np.array(c, float) if label == "siren" else zero for label in URBANSOUND_CLASSES}
+             for t, c in ((0.5, (10, 1, 0)), (0.9, (9, 0, 1)))}
+    assert pick_thresholds([sweep])["siren"] == 0.5
+    assert pick_thresholds([sweep], false_weight=3.0)["siren"] == 0.9
+
+
 def test_one_shared_threshold_is_picked_on_every_class_pooled() -> None:
     def counts(siren: tuple[int, int, int], dog: tuple[int, int, int]) -> dict[str, np.ndarray]:
         known = {"siren": siren, "dog_bark": dog}

@@ -259,12 +259,14 @@ def trial(settings: DetectorSettings, timing: DetectorTiming, thresholds: dict[s
                    thresholds={**settings.thresholds, **thresholds})
 
 
-def pick_thresholds(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
+def pick_thresholds(sweeps: Sequence[dict[float, Counts]], false_weight: float = 1.0) -> dict[str, float]:
     """Per class, the threshold with the best event F1 over the pooled counts of ``sweeps`` (the higher
-    threshold on a tie: fewer false alarms for the same score)."""
+    threshold on a tie: fewer false alarms for the same score), each false positive counted ``false_weight``
+    times (bench/scene_settings.py: how far thresholds alone trade found events for fewer false ones)."""
     grid = sorted(sweeps[0])
-    return {label: max(grid, key=lambda t: (count_f1(*np.sum([sweep[t][label] for sweep in sweeps], axis=0)), t))
-            for label in URBANSOUND_CLASSES}
+    weights = np.array([1.0, false_weight, 1.0])  # hits, false positives, misses
+    return {label: max(grid, key=lambda t: (
+        count_f1(*weights * np.sum([sweep[t][label] for sweep in sweeps], axis=0)), t)) for label in URBANSOUND_CLASSES}
 
 
 def pick_shared_threshold(sweeps: Sequence[dict[float, Counts]]) -> dict[str, float]:
