@@ -475,3 +475,81 @@ def test_events_lost_for_good_show_in_home_assistant(home_assistant: HomeAssista
         assert ha.state(lost)["attributes"].get("state_class") == "total_increasing"  # type: ignore[index]
     finally:
         daemon.kill()
+
+
+def test_a_microphone_calibrated_after_a_run_without_gives_no_template_warnings(home_assistant: HomeAssistant,
+                                                                               broker: Broker, tmp_path: Path) -> None:
+    """Found trying ``levels.calibration_db`` with a real Home Assistant: the new Sound pressure sensors read the
+    level retained by the uncalibrated run before (no ``*_dba_spl`` keys), and Home Assistant logged a template
+    warning for each of the three. They show nothing until a calibrated level comes, without a warning."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Level, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(levels: dict[str, float]) -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "levels": levels, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+
+    def level(spl: float | None) -> Level:
+        return Level(start="2026-12-04T12:00:00.000Z", end="2026-12-04T12:01:00.000Z", offset_s=0.0, period_s=60.0,
+                     leq_dbfs=-40.0, lmax_dbfs=-30.0, lmin_dbfs=-50.0, leq_dbfs_a=-41.2, lmax_dbfs_a=-30.5,
+                     lmin_dbfs_a=-55.0, leq_dba_spl=spl, lmax_dba_spl=spl, lmin_dba_spl=spl, device=DEVICE)
+
+    ha = home_assistant
+    uncalibrated = sink({})
+    try:
+        uncalibrated.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+        uncalibrated.send(level(None))
+        assert ha.wait_state(ENTITY.format("sensor", "sound_level"), "-41.2", 30)
+    finally:
+        uncalibrated.close()
+    pressure = ENTITY.format("sensor", "sound_pressure")
+    calibrated = sink({"calibration_db": 94.0})
+    try:
+        assert wait_until(lambda: ha.state(pressure) is not None, 30), [s["entity_id"] for s in ha.states()]
+        time.sleep(3)  # Home Assistant has read the retained uncalibrated level by now
+        assert ha.state(pressure)["state"] == "unknown"  # type: ignore[index]
+        calibrated.send(level(52.8))
+        assert ha.wait_state(pressure, "52.8")
+    finally:
+        calibrated.close()
+    complaints = [line for line in ha.log_text.splitlines()
+                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest|value_json", line, re.I)]
+    assert not complaints, "\n".join(complaints)
+
+
+def test_diagnostic_sensors_stay_available_across_an_upgrade(home_assistant: HomeAssistant, broker: Broker,
+                                                            tmp_path: Path) -> None:
+    """Found restarting the daemon with a changed discovery (a new model, version or device name) against a real
+    Home Assistant: it reads the changed config of an entity that expires as starting expired, after the stats
+    sent at start-up, and Model, Uptime and the other diagnostic sensors were unavailable until the next report
+    (``stats.interval_s``, a minute by default). The latest stats go again once it has read the discovery."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Stats
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(model: str) -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        listener = MqttSink.from_config(config, ["background", "dog_bark", "siren"], model,
+                                        {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+        listener.send(Stats(uptime_s=0.2, audio_s=0.1, windows=0, gated_windows=0, events=0, input_overflows=0,
+                            dropped_frames=0, nonfinite_samples=0, source="USB", model=model, runtime="ai_edge_litert",
+                            version="0.1.0"))  # as the daemon does as audio starts
+        return listener
+
+    ha, entity = home_assistant, ENTITY.format("sensor", "model")
+    before = sink("urban11@test")
+    try:
+        assert ha.wait_state(entity, "urban11@test", 30), ha.state(entity)
+    finally:
+        before.close()
+    upgraded = sink("urban11@test2")
+    try:
+        assert ha.wait_state(entity, "urban11@test2", 15), ha.state(entity)
+        time.sleep(2)
+        assert ha.state(entity)["state"] == "urban11@test2"  # type: ignore[index]
+    finally:
+        upgraded.close()

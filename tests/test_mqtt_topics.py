@@ -56,7 +56,7 @@ def test_discovery_has_one_device_and_every_entity() -> None:
 def test_calibrated_level_sensor_reports_dba_spl() -> None:
     calibrated = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", calibrated=True)
     level = dict(discovery_messages(TOPICS, calibrated))["homeassistant/sensor/noisewatch_kitchen/sound_pressure/config"]
-    assert (level["unit_of_measurement"], level["value_template"]) == ("dBA", "{{ value_json.leq_dba_spl }}")
+    assert (level["unit_of_measurement"], level["value_template"]) == ("dBA", "{{ value_json.get('leq_dba_spl') }}")
 
 
 def test_label_state_follows_overlapping_and_split_events() -> None:

@@ -266,7 +266,8 @@ def _level_sensors(topics: Topics, node: str, calibrated: bool,
                    interval_s: float) -> list[tuple[str, str, dict[str, Any]]]:
     """Leq, Lmax, Lmin; uncalibrated dBFS(A) has no device class: it is not a sound pressure. Calibrated, they are
     other entities (ids and names): one entity whose unit changed from dBFS to dBA had Home Assistant suspend
-    its long-term statistics until fixed by hand."""
+    its long-term statistics until fixed by hand. A key the report lacks reads as ``None`` (unknown): the level an
+    uncalibrated run left retained has no SPL, and a missing key was a template warning in Home Assistant's log."""
     unit_field, unit, device_class = ("dba_spl", "dBA", "sound_pressure") if calibrated else ("dbfs_a", "dBFS", None)
     entity, title = ("sound_pressure", "Sound pressure") if calibrated else ("level", "Sound level")
     sensors = []
@@ -281,7 +282,7 @@ def _level_sensors(topics: Topics, node: str, calibrated: bool,
             "unit_of_measurement": unit,
             "suggested_display_precision": 1,
             "state_topic": topics.level,
-            "value_template": "{{ value_json.%s_%s }}" % (stat, unit_field),
+            "value_template": "{{ value_json.get('%s_%s') }}" % (stat, unit_field),
             "expire_after": _expiry_s(interval_s),
             "availability": _hearing(topics),
             "availability_mode": "all",
