@@ -219,6 +219,17 @@ def test_store_keeps_status_states_levels_scores_and_stats_per_device() -> None:
     assert [report.leq_dbfs for report in kitchen.levels] == [-40.0]
 
 
+def test_a_level_report_received_again_is_kept_once() -> None:
+    """The listener sends its latest level again after a reconnect (for Home Assistant), and the broker replays it
+    retained when the dashboard resubscribes: one period, one report."""
+    store = listening_store()
+    first, second = (level("2026-01-01T12:00:00Z", "2026-01-01T12:01:00Z", -40.0),
+                     level("2026-01-01T12:01:00Z", "2026-01-01T12:02:00Z", -42.0))
+    for report in (first, first, second, second):
+        store.receive("noisewatch/kitchen/level", report.encode())
+    assert [report.leq_dbfs for report in store.snapshot()["kitchen"].levels] == [-40.0, -42.0]
+
+
 def test_offline_hides_what_was_current_and_keeps_history() -> None:
     store = listening_store()
     event = closed_event("siren", "2026-01-01T12:00:00.000Z")

@@ -553,3 +553,39 @@ def test_diagnostic_sensors_stay_available_across_an_upgrade(home_assistant: Hom
         assert ha.state(entity)["state"] == "urban11@test2"  # type: ignore[index]
     finally:
         upgraded.close()
+
+
+def test_level_sensors_stay_available_across_a_reload_that_renames_the_device(home_assistant: HomeAssistant,
+                                                                              broker: Broker, tmp_path: Path) -> None:
+    """Found reloading a new ``mqtt.homeassistant.device_name`` with a real Home Assistant: the changed discovery
+    had the level sensors start expired, and they were unavailable until the next report (``levels.interval_s``).
+    The replaced sink hands its latest level to the new one, which sends it again once Home Assistant has read it."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Level, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(name: str | None, running: MqttSink | None = None) -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "homeassistant": {"device_name": name},
+            "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7}, running=running)
+
+    ha, entity = home_assistant, ENTITY.format("sensor", "sound_level")
+    before = sink(None)
+    before.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+    before.send(Level(start="2026-12-04T12:00:00.000Z", end="2026-12-04T12:01:00.000Z", offset_s=0.0, period_s=60.0,
+                      leq_dbfs=-40.0, lmax_dbfs=-30.0, lmin_dbfs=-50.0, leq_dbfs_a=-41.2, lmax_dbfs_a=-30.5,
+                      lmin_dbfs_a=-55.0, device=DEVICE))
+    try:
+        assert ha.wait_state(entity, "-41.2", 30), ha.state(entity)
+        renamed = sink("Kitchen", running=before)  # a reload: the new sink is built, then the old one closed
+    finally:
+        before.close()
+    try:
+        time.sleep(1)  # Home Assistant has read the new discovery (the sensors start expired: a moment unavailable)
+        assert ha.wait_state(entity, "-41.2", 5), ha.state(entity)
+        time.sleep(2)
+        assert ha.state(entity)["state"] == "-41.2"  # type: ignore[index]
+    finally:
+        renamed.close()

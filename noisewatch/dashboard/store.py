@@ -232,8 +232,8 @@ def _fold(device: DeviceState, received: Received) -> None:
             _add_events(device, [event])
         case tuple() as recent:
             _add_events(device, recent)
-        case Level() as level:
-            device.levels.append(level)
+        case Level() as level if not device.levels or device.levels[-1] != level:  # the same report again: the
+            device.levels.append(level)  # listener re-sends its latest at a reconnect, the broker at a resubscribe
         case Scores() as scores:
             device.scores.append(scores)
         case Stats() as stats:

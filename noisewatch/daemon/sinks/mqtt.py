@@ -57,7 +57,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     stale_clears,
     tunable_labels,
 )
-from noisewatch.daemon.sinks.homeassistant_wait import HomeAssistantWait
+from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
@@ -281,6 +281,9 @@ class MqttSink:
         self._audio_status: Outgoing | None = None
         """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
         self._ha_wait = HomeAssistantWait(settings.homeassistant.discovery)
+        self._periodic: dict[str, Outgoing] = {}
+        """The latest level and stats report, by topic (``_send_periodic_again``)."""
+        self._periodic_again_at: float | None = None
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
         self._record_after_clears: Mapping[str, Sequence[str]] | None = None
         self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
@@ -495,7 +498,9 @@ class MqttSink:
 
     def _hand_over_held(self) -> None:
         """At a reload, the events held in memory go on with the sink replacing this one (a reload while the
-        spool's disk was full lost them); not when it is closed too (a refused reload), nor while the pump runs."""
+        spool's disk was full lost them), and the latest level report of its topic (a reload that changed the
+        discovery left the level sensors unavailable until the next report); not when it is closed too (a refused
+        reload), nor while the pump runs."""
         successor = self._successor
         if successor is None or successor._stopping.is_set() or self._pump.is_alive():
             return
@@ -505,6 +510,10 @@ class MqttSink:
             log.info("MQTT: %d event(s) held in memory go on with the new connection", len(held))
         self._inflight_held.clear()
         self._unspooled.clear()
+        level = self._periodic.get(self.topics.level)
+        if level is not None and (successor.topics.level, successor.listener.device_id) == (
+                level.topic, self.listener.device_id):
+            successor._commands.put(level)  # its latest, sent again once Home Assistant read the new discovery
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
 
@@ -619,7 +628,19 @@ class MqttSink:
             self._feed_spool()
             self._feed_held()
         if self._connected:
+            self._send_periodic_again()
             self._drain_live()
+
+    def _send_periodic_again(self) -> None:
+        """The latest level and stats report again, once Home Assistant has read the discovery of a (re)connect:
+        it takes a changed config (a new model, version, device name or interval) of a sensor that expires as
+        starting expired, and the report sent with the announcement came before it. Model, Uptime and the other
+        stats sensors were unavailable until the next report (``stats.interval_s``), the levels likewise."""
+        due = self._periodic_again_at
+        if due is None or time.monotonic() < due:
+            return
+        self._periodic_again_at = None
+        self._live.extend(message for message in self._periodic.values() if message not in self._live)
 
     def _watch_network(self) -> None:
         """paho ends its network thread on any exception raised in a callback or in its own code, and says so only
@@ -676,6 +697,8 @@ class MqttSink:
         if self._closing:
             return CLOSING_TICK_S
         due = [self._ha_wait.remaining_s()]
+        if self._periodic_again_at is not None:
+            due.append(_remaining(self._periodic_again_at))
         if self._old_topics_check is not None:
             due.append(_remaining(self._old_topics_check.deadline))
         return min([PUMP_TICK_S, *(seconds for seconds in due if seconds > 0)])
@@ -705,6 +728,8 @@ class MqttSink:
     def _handle(self, command: _Command) -> None:
         if isinstance(command, Outgoing):
             self._live.append(command)
+            if command.topic in (self.topics.level, self.topics.stats):
+                self._periodic[command.topic] = command
         elif isinstance(command, _AudioStatus):
             self._live.append(command.outgoing)
             self._audio_status = command.outgoing
@@ -788,6 +813,8 @@ class MqttSink:
             self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in self.topics.ha_status])
         self._publish_discovery()
         self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True)
+        if self.settings.homeassistant.discovery:
+            self._periodic_again_at = time.monotonic() + DISCOVERY_SETTLE_S
 
     def _publish_discovery(self) -> None:
         """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone;
