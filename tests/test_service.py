@@ -642,6 +642,28 @@ def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Pa
     assert "reload refused" in proc.stderr.read()
 
 
+def test_a_reload_sends_a_health_report_at_once(repo_root: Path, tmp_path: Path) -> None:
+    """Found renaming a listener (``device_id``) with a reload, against a real Home Assistant: the new device's
+    Model, Uptime and other stats sensors were unavailable until the next report, a minute later by default (and a
+    reloaded model showed as the old one as long). A reload reports at once, as a start does."""
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("device_id: kitchen\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+         str(repo_root / "samples" / "scene.flac"), "--speed", "1", "--jsonl", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(out, lambda ms: any(m["type"] == "stats" for m in ms), 15)
+        config.write_text("device_id: pantry\n")
+        proc.send_signal(signal.SIGHUP)
+        messages = _wait_for(out, lambda ms: any(m["type"] == "stats" and m["device"] == "pantry" for m in ms), 10)
+        assert [m["device"] for m in messages if m["type"] == "stats"] == ["kitchen", "pantry"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+
+
 def test_a_reload_that_drops_jsonl_path_from_the_config_turns_the_log_off(repo_root: Path, tmp_path: Path) -> None:
     """Found by fault injection: the running log went on after ``jsonl.path`` was removed and reloaded (only a
     command-line ``--jsonl`` is meant to outlive a reload; test_sighup_reloads_the_config_without_exiting keeps it)."""

@@ -324,6 +324,7 @@ class Service:
         new.outbox.publish(old.pipeline.finish())  # the events it could not take over end in the sinks going on
         old.outbox.close(keep=new.outbox.sinks)
         self.active = new
+        self._ticks.report_now()
         log.info("configuration reloaded from %s", setup.config_path)
         if source is not None:
             new.outbox.publish([self._status])
@@ -452,6 +453,11 @@ class _Ticks:
         if self._watchdog_every is not None and now >= self._next_watchdog:
             notify.watchdog()
             self._next_watchdog = now + self._watchdog_every
+
+    def report_now(self) -> None:
+        """A reload: the next health report goes at once. Under a new device id, topic prefix or broker Home
+        Assistant's stats sensors were unavailable until it, and a new model showed as the old one as long."""
+        self._last_stats = -math.inf
 
     def stats_due(self, every_s: float) -> bool:
         now = time.monotonic()
