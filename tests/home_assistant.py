@@ -66,10 +66,12 @@ class HomeAssistant:
                                                       + extra_configuration)
         (directory / ".storage" / "core.config_entries").write_text(json.dumps(config_entry(mqtt_port)))
         self.log_path = directory / "ha.log"
-        self.proc = subprocess.Popen([str(HASS), "-c", str(directory), "--skip-pip", "--log-no-color",
-                                      "--log-file", str(self.log_path)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = self._launch()
         self.token = ""
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(HASS), "-c", str(self.dir), "--skip-pip", "--log-no-color",
+                                 "--log-file", str(self.log_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @property
     def log_text(self) -> str:
@@ -82,8 +84,15 @@ class HomeAssistant:
         if not up or self.proc.poll() is not None:
             raise RuntimeError(f"Home Assistant did not start:\n{self.log_text[-3000:]}")
         wait_until(self._onboarding_open, 20.0)
-        code = self._post("/api/onboarding/users", {"client_id": CLIENT_ID, "name": "check", "username": "check",
-                                                    "password": "check-pass-123", "language": "en"})["auth_code"]
+        onboarded, self.token = bool(self.token), ""
+        if onboarded:  # started again: a login
+            flow = self._post("/auth/login_flow", {"client_id": CLIENT_ID, "handler": ["homeassistant", None],
+                                                   "redirect_uri": CLIENT_ID})["flow_id"]
+            code = self._post(f"/auth/login_flow/{flow}", {"client_id": CLIENT_ID, "username": "check",
+                                                          "password": "check-pass-123"})["result"]
+        else:
+            code = self._post("/api/onboarding/users", {"client_id": CLIENT_ID, "name": "check", "username": "check",
+                                                        "password": "check-pass-123", "language": "en"})["auth_code"]
         form = f"grant_type=authorization_code&code={code}&client_id={CLIENT_ID}".encode()
         request = urllib.request.Request(f"{self.url}/auth/token", data=form,
                                          headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -108,6 +117,12 @@ class HomeAssistant:
     def wait_state(self, entity_id: str, wanted: str, timeout: float = 10.0) -> bool:
         """Until the entity's state is ``wanted`` (``None``-safe)."""
         return wait_until(lambda: (self.state(entity_id) or {}).get("state") == wanted, timeout)
+
+    def start_again(self) -> None:
+        """After :meth:`stop`: started on the same config directory, and ready."""
+        self.log_path.unlink(missing_ok=True)
+        self.proc = self._launch()
+        self.wait_ready()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -16,6 +16,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     listener_retained_topics,
     retained_state_topics,
     stale_clears,
+    stand_in,
 )
 from noisewatch.daemon.sinks.topics import Topics
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
@@ -33,6 +34,19 @@ def messages(listener: Listener = LISTENER) -> dict[str, dict]:
 def status_topic(config: dict) -> str:
     """The status topic an entity's availability follows (the level sensors follow it first in a list)."""
     return config.get("availability_topic") or config["availability"][0]["topic"]
+
+
+def test_a_stand_in_names_the_entity_and_device_announced_at_its_topic() -> None:
+    """What ``stand_in`` announces for an emptied config is taken by Home Assistant as that entity (its unique_id)
+    of that device, for every kind of entity a listener announces (calibrated or not)."""
+    from dataclasses import replace
+
+    for listener in (LISTENER, replace(LISTENER, calibrated=True)):
+        for topic, config in messages(listener).items():
+            stand = stand_in(topic)
+            assert (stand["unique_id"], stand["device"]["identifiers"]) == (config["unique_id"],
+                                                                            config["device"]["identifiers"]), topic
+            assert "/config" not in stand.get("state_topic", stand.get("command_topic")), topic
 
 
 def test_threshold_topics_round_trip_to_their_label() -> None:

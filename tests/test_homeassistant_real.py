@@ -589,3 +589,47 @@ def test_level_sensors_stay_available_across_a_reload_that_renames_the_device(ho
         assert ha.state(entity)["state"] == "-41.2"  # type: ignore[index]
     finally:
         renamed.close()
+
+
+def test_entities_removed_while_home_assistant_was_down_go_when_it_is_back(broker: Broker, tmp_path: Path) -> None:
+    """Found renaming a listener (``device_id``) while Home Assistant was stopped: the old discovery was emptied
+    then, and Home Assistant, back, ignores an empty config for an entity it has not discovered since it started.
+    The old device and its entities stayed, unavailable, for good. Emptied again once it says online, they go."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(device: str) -> MqttSink:
+        config = Config.model_validate({"device_id": device, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+
+    old, new = ENTITY.format("binary_sensor", "siren"), "binary_sensor.noise_listener_hatest2_siren"
+    ha = HomeAssistant(tmp_path / "ha", broker.port)
+    try:
+        ha.wait_ready()
+        first = sink(DEVICE)
+        try:
+            assert ha.wait_state(old, "off", 30), ha.state(old)
+        finally:
+            first.close()
+        ha.stop()
+        cleared = Collector(broker.port, f"homeassistant/binary_sensor/noisewatch_{DEVICE}/siren/config")
+        renamed = sink("hatest2")
+        try:
+            assert cleared.wait_for(lambda c: c.on(cleared.messages[0][0])[-1:] == [b""] if c.messages else False, 20)
+            ha.start_again()
+            assert wait_until(lambda: ha.state(new) is not None, 30)
+            assert wait_until(lambda: ha.state(old) is None, 15), ha.state(old)
+            assert not [s["entity_id"] for s in ha.states() if "_hatest_" in s["entity_id"]]
+        finally:
+            renamed.close()
+            cleared.close()
+        complaints = [line for line in ha.log_text.splitlines()
+                      if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest", line, re.I)]
+        assert not complaints, "\n".join(complaints)
+    finally:
+        ha.stop()
+    registry = json.loads((tmp_path / "ha" / ".storage" / "core.device_registry").read_text())
+    assert [d["name"] for d in registry["data"]["devices"] if "noisewatch" in json.dumps(d["identifiers"])] == [
+        "Noise listener hatest2"]

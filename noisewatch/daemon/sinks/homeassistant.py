@@ -171,6 +171,19 @@ def stale_clears(before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence
     return clears
 
 
+def stand_in(config_topic: str) -> dict[str, Any]:
+    """A minimal config, under its unique_id and device, for an entity whose retained discovery was emptied: Home
+    Assistant ignores an empty config for an entity it has not discovered since it started, so one emptied while it
+    was down stayed, unavailable, for good (and its device). Announced with this, then emptied, it goes."""
+    component, node, object_id = config_topic.split("/")[-4:-1]
+    unused = f"{config_topic.removesuffix('/config')}/removed"
+    config: dict[str, Any] = {"unique_id": f"{node}_{object_id}", "device": {"identifiers": [node]},
+                              "command_topic" if component == "number" else "state_topic": unused}
+    if component == "event":
+        config["event_types"] = ["removed"]
+    return config
+
+
 def _device(node: str, listener: Listener) -> dict[str, Any]:
     device = {
         "identifiers": [node],

@@ -55,6 +55,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     node_id,
     retained_state_topics,
     stale_clears,
+    stand_in,
     tunable_labels,
 )
 from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
@@ -285,6 +286,8 @@ class MqttSink:
         """The latest level and stats report, by topic (``_send_periodic_again``)."""
         self._periodic_again_at: float | None = None
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
+        self._emptied_configs: set[str] = set()
+        """Discovery configs this sink emptied, emptied again when Home Assistant next says online (``stand_in``)."""
         self._record_after_clears: Mapping[str, Sequence[str]] | None = None
         self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
         self._old_topics_check: _OldTopicsCheck | None = None
@@ -768,6 +771,7 @@ class MqttSink:
         elif isinstance(command, _HomeAssistantOnline):
             log.info("MQTT: Home Assistant came online; re-sending discovery")
             self._publish_discovery()
+            self._empty_again()
             self._ha_wait.settle()  # it subscribes anew as it reads discovery
         elif isinstance(command, _HomeAssistantOffline):
             self._ha_wait.went_offline()
@@ -849,11 +853,21 @@ class MqttSink:
         for topic, empty in clears:
             if topic in before:
                 self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
+                if discovery_node(topic) is not None:
+                    self._emptied_configs.add(topic)
             else:
                 self._clear_state_later(topic)
         if clears:  # after a look at an old status they follow discovery by up to OLD_STATUS_WAIT_S: the states wait
             self._ha_wait.settle()
         self._record_after_clears = now if clears else None
+
+    def _empty_again(self) -> None:
+        """The configs this sink emptied, announced (not retained) and emptied again, once: Home Assistant may have
+        been down when they were emptied, and keeps their entities until it reads them emptied (``stand_in``)."""
+        for topic in sorted(self._emptied_configs):
+            self._publish(topic, _encode(stand_in(topic)), QOS_AT_LEAST_ONCE, False)
+            self._publish(topic, b"", QOS_AT_LEAST_ONCE, False)
+        self._emptied_configs.clear()
 
     def _old_announcement(self, said: _OldAnnouncement) -> None:
         """An old status topic's payload: ``online`` is a live listener there; an old discovery config's: the status
