@@ -23,6 +23,7 @@ from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_
 
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
+from noisewatch.daemon.sinks.homeassistant import stand_in
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
 
 pytestmark = pytest.mark.broker
@@ -1151,3 +1152,29 @@ def test_a_state_clear_the_broker_never_confirmed_is_sent_again_by_the_next_run(
             later.close()
     finally:
         watcher.close()
+
+
+def test_configs_emptied_go_again_when_home_assistant_is_back_but_not_one_another_listener_took(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Emptied while Home Assistant was down, a renamed listener's old entities stayed in it for good: the configs
+    it emptied are announced and emptied again (not retained) at Home Assistant's next ``online``. Not one another
+    listener has announced since (a new Pi given the old name): that entity is the other listener's now."""
+    first = open_sink(make_config(tmp_path, broker.port))
+    old = "homeassistant/{}/noisewatch_test/{}/config"
+    taken, freed = old.format("binary_sensor", "siren"), old.format("binary_sensor", "dog_bark")
+    assert collector.wait_for(lambda c: len(c.on(freed)) == 1)
+    first.close()
+    renamed = Config.model_validate({"device_id": "test2", "mqtt": mqtt_settings(tmp_path, broker.port)})
+    open_sink(renamed)
+    assert collector.wait_for(lambda c: c.on(taken)[-1:] == [b""] and c.on(freed)[-1:] == [b""], timeout=15)
+    newcomer = {"name": "Siren", "unique_id": "noisewatch_test_siren", "state_topic": "noisewatch/test/state/siren"}
+    collector.client.publish(taken, json.dumps(newcomer), qos=1, retain=True).wait_for_publish(5)
+    time.sleep(0.5)
+    collector.client.publish("homeassistant/status", "online")
+    assert collector.wait_for(lambda c: c.on(freed)[-1:] == [b""] and len(c.on(freed)) == 4), collector.on(freed)
+    assert json.loads(collector.on(freed)[-2]) == stand_in(freed)
+    time.sleep(1.0)
+    assert json.loads(collector.on(taken)[-1]) == newcomer
+    collector.client.publish("homeassistant/status", "online")  # once: gone from Home Assistant then
+    time.sleep(1.0)
+    assert collector.on(freed)[-1:] == [b""] and len(collector.on(freed)) == 4, collector.on(freed)

@@ -287,7 +287,8 @@ class MqttSink:
         self._periodic_again_at: float | None = None
         self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
         self._emptied_configs: set[str] = set()
-        """Discovery configs this sink emptied, emptied again when Home Assistant next says online (``stand_in``)."""
+        """Discovery configs this sink emptied, emptied again when Home Assistant next says online (``stand_in``),
+        and subscribed to meanwhile: one another listener announces since (a new Pi given the old name) is its own."""
         self._record_after_clears: Mapping[str, Sequence[str]] | None = None
         self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
         self._old_topics_check: _OldTopicsCheck | None = None
@@ -815,6 +816,8 @@ class MqttSink:
         self.client.subscribe(self.topics.threshold_commands, qos=QOS_AT_LEAST_ONCE)
         if self.settings.homeassistant.discovery:
             self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in self.topics.ha_status])
+        if self._emptied_configs:
+            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(self._emptied_configs)])
         self._publish_discovery()
         self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True)
         if self.settings.homeassistant.discovery:
@@ -855,6 +858,7 @@ class MqttSink:
                 self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
                 if discovery_node(topic) is not None:
                     self._emptied_configs.add(topic)
+                    self.client.subscribe(topic, qos=QOS_AT_LEAST_ONCE)
             else:
                 self._clear_state_later(topic)
         if clears:  # after a look at an old status they follow discovery by up to OLD_STATUS_WAIT_S: the states wait
@@ -867,12 +871,16 @@ class MqttSink:
         for topic in sorted(self._emptied_configs):
             self._publish(topic, _encode(stand_in(topic)), QOS_AT_LEAST_ONCE, False)
             self._publish(topic, b"", QOS_AT_LEAST_ONCE, False)
+        if self._emptied_configs:
+            self.client.unsubscribe(sorted(self._emptied_configs))
         self._emptied_configs.clear()
 
     def _old_announcement(self, said: _OldAnnouncement) -> None:
         """An old status topic's payload: ``online`` is a live listener there; an old discovery config's: the status
         it names, when not this listener's, is looked at too. Once every one has said something (or
         OLD_STATUS_WAIT_S has passed: none retained), what is left there is this listener's own."""
+        if said.payload and said.topic in self._emptied_configs:
+            self._emptied_configs.discard(said.topic)  # another listener announced it since: its entity now
         check = self._old_topics_check
         if check is None or said.topic not in (*check.status_topics, *check.config_topics):
             return  # said after the look ended (or a subscription kept by the session of an earlier run)
