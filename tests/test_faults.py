@@ -1508,3 +1508,31 @@ def test_f23_a_read_only_spool_over_its_bounds_at_start_up_drops_nothing_it_cann
         assert [entry.payload[:9] for entry in reopened.after(0, 10)] == [b"spooled-0", b"spooled-1", b"spooled-2"]
     finally:
         remount(small_disk, "rw")
+
+
+# --- 28: a password file corrected while the broker refuses ---------------------------------------------
+
+@pytest.mark.broker
+def test_f28_a_password_file_corrected_and_reloaded_is_used_and_every_event_arrives(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Fault injection: a broker refused the password in ``mqtt.password_file``; the user wrote the right one and
+    reloaded. The reload said "configuration reloaded" and kept the connection (the config file had not changed), so
+    the daemon went on offering the old password, said nothing more, and every event stayed in the spool."""
+    broker = Broker(users={"nw": "right-password"}).start()
+    try:
+        collector = Collector(broker.port, username="nw", password="right-password")
+        password = tmp_path / "password"
+        password.write_text("wrong-password\n")
+        config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"username": "nw", "password_file": str(password)})
+        daemon = start(daemons, config, SCENE, 2, tmp_path / "out.jsonl")
+        assert wait_until(lambda: "refused the connection" in daemon.log_text(), 20), daemon.log_text()
+        password.write_text("right-password\n")
+        daemon.hup()
+        assert wait_until(lambda: "connected to" in daemon.log_text(), 10), daemon.log_text()
+        assert daemon.wait(60) == 0, daemon.log_text()
+        logged = logged_ids(daemon)
+        assert len(logged) >= SCENE_EVENTS
+        assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=10), (event_ids(collector), logged)
+        collector.close()
+    finally:
+        broker.cleanup()

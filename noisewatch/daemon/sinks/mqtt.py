@@ -264,6 +264,7 @@ class MqttSink:
         self.topics = topics
         self.listener = listener
         self.spool = spool
+        self._password = password
         self.base_thresholds = dict(thresholds or {})
         """Thresholds from the bundle and the config, before any set from Home Assistant (pump thread: ``retune``)."""
         self._threshold_store = ThresholdsStore(settings.state_path, tunable_labels(listener))
@@ -381,6 +382,7 @@ class MqttSink:
         client said offline, then online: every entity went unavailable for a moment, and an open event turned
         "on" twice in Home Assistant."""
         return (self.settings.model_dump(exclude=SPOOL_BOUNDS) == config.mqtt.model_dump(exclude=SPOOL_BOUNDS)
+                and self._password == config.mqtt_password()  # a password file corrected after the broker refused it
                 and self.listener == listener_of(config, labels, model_ident, version)
                 and self.topics.prefix == listener_prefix(config))
 
