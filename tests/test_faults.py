@@ -1536,3 +1536,52 @@ def test_f28_a_password_file_corrected_and_reloaded_is_used_and_every_event_arri
         collector.close()
     finally:
         broker.cleanup()
+
+
+# --- 29: a disk already full at start-up --------------------------------------------------------------------
+
+@pytest.fixture(params=["ext4_out_of_blocks", "tmpfs_out_of_inodes"])
+def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A disk full before the daemon starts: an SD card's ext4 with no block left (a folder cannot be made on it,
+    yet a file can still be made in a folder that has room), or a file system with no inode left (nothing can be
+    made on it at all)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if request.param == "ext4_out_of_blocks":
+        image = tmp_path / "disk.img"
+        image.write_bytes(b"\0" * (2 << 20))
+        made = subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(image)], capture_output=True, text=True)
+        mount = ["mount", "-o", "loop", str(image), str(mount_point)]
+    else:
+        made = subprocess.run(["true"])
+        mount = ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=4", "tmpfs", str(mount_point)]
+    done = subprocess.run(mount, capture_output=True, text=True) if made.returncode == 0 else made
+    if done.returncode != 0:
+        pytest.skip(f"cannot make and mount that disk here (needs root and mkfs.ext4): {done.stderr}")
+    try:
+        if request.param == "ext4_out_of_blocks":
+            fill(mount_point)
+        else:
+            for n in range(4):
+                with contextlib.suppress(OSError):
+                    (mount_point / f"f{n}").touch()
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.mark.broker
+def test_f29_a_disk_full_at_start_up_is_a_disk_fault_and_every_event_still_arrives(
+        tmp_path: Path, full_disk: Path, broker: Broker, collector: Collector) -> None:
+    """Fault injection: with the spool, state and JSON-lines folders on a disk already full at start-up, ``run``
+    exited 78 ("mqtt.state_directory: ...: No space left on device", or "not writable" for a disk out of inodes,
+    which check-config said too, though it passed the other), and the unit, not restarted on 78, stayed deaf for
+    good: the same fault the daemon rides out when the disk fills while it runs, as it does one read-only at start."""
+    config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"spool": {"directory": str(full_disk / "spool")}})
+    check = cli("check-config", str(config), timeout=30)
+    assert check.returncode == 0, check.stderr
+    run = cli("run", "--config", str(config), "--input", str(SCENE), "--speed", "0",
+              "--jsonl", str(full_disk / "log" / "out.jsonl"), timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "No space left on device" in run.stderr, run.stderr[-2000:]
+    assert collector.wait_for(lambda c: len(event_ids(c)) >= SCENE_EVENTS, timeout=10), run.stderr[-2000:]

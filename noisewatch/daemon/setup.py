@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
 READ_ONLY = "on a read-only file system (a disk the kernel remounted read-only after errors?)"
+DISK_FAULT_NAMES = {errno.EROFS: READ_ONLY, errno.ENOSPC: "on a full disk (no space or no inode left)",
+                    errno.EDQUOT: "on a disk over its quota"}
+"""How a disk fault (``DISK_FAULTS``) is said."""
 HELD_LOST = " (those still held at a stop are lost)"
 NOT_KEPT = "; thresholds set from Home Assistant are applied but not kept"
 
@@ -181,24 +184,25 @@ def setup_warnings(config: Config) -> list[str]:
 
 def read_only_warnings(config: Config) -> list[str]:
     """The JSON-lines file, spool and state folders on a read-only file system (an SD card the kernel remounted
-    read-only after errors): a disk fault, not a config error. Refused, it kept a restarted unit failed for good
-    (systemd does not restart on exit 78), deaf and publishing nothing to a broker that was there; ``run``
-    rides it out as it does a disk that turns read-only under it."""
+    read-only after errors) or a full one: a disk fault, not a config error. Refused, it kept a restarted unit
+    failed for good (systemd does not restart on exit 78), deaf and publishing nothing to a broker that was there;
+    ``run`` rides it out as it does a disk that turns read-only or fills under it."""
     warnings = []
-    if config.jsonl.path not in (None, "-") and _read_only("jsonl.path", Path(config.jsonl.path), folder=False):
-        warnings.append(f"jsonl.path = '{config.jsonl.path}': {READ_ONLY}: messages are not logged there (counted "
+    jsonl = None if config.jsonl.path in (None, "-") else _disk_fault("jsonl.path", Path(config.jsonl.path), False)
+    if jsonl is not None:
+        warnings.append(f"jsonl.path = '{config.jsonl.path}': {jsonl}: messages are not logged there (counted "
                         "as jsonl_failed_writes) until it takes writes again")
     if not config.mqtt.enabled:
         return warnings
     spool, state = config.mqtt.spool.directory, config.mqtt.state_path
-    spool_read_only = _read_only("mqtt.spool.directory", spool, folder=True)
-    state_read_only = _read_only("mqtt.state_directory", state, folder=True)
-    said_once = spool_read_only and state_read_only and config.mqtt.state_directory is None  # beside the spool
-    if spool_read_only:
-        warnings.append(f"mqtt.spool.directory = '{spool}': {READ_ONLY}: events are held in memory and published "
+    spool_fault = _disk_fault("mqtt.spool.directory", spool, folder=True)
+    state_fault = _disk_fault("mqtt.state_directory", state, folder=True)
+    said_once = spool_fault is not None and state_fault is not None and config.mqtt.state_directory is None
+    if spool_fault is not None:  # and the state folder beside it, said once
+        warnings.append(f"mqtt.spool.directory = '{spool}': {spool_fault}: events are held in memory and published "
                         f"from there until it takes writes again{HELD_LOST}{NOT_KEPT if said_once else ''}")
-    if state_read_only and not said_once:
-        warnings.append(f"mqtt.state_directory = '{state}': {READ_ONLY}{NOT_KEPT}")
+    if state_fault is not None and not said_once:
+        warnings.append(f"mqtt.state_directory = '{state}': {state_fault}{NOT_KEPT}")
     return warnings
 
 
@@ -243,36 +247,37 @@ def _tls_problems(tls: TlsSection) -> list[str]:
 
 def _unwritable(key: str, path: Path, folder: bool) -> list[str]:
     """Why ``path`` (a file to append to, or a folder to keep files in) cannot be written, or nothing; a read-only
-    file system is not said here (:func:`_read_only`)."""
+    or full disk is not said here (:func:`_disk_fault`)."""
     trouble = _write_trouble(key, path, folder)
-    return [] if trouble is None or trouble[1] else [trouble[0]]
+    return [] if trouble is None or trouble[1] is not None else [trouble[0]]
 
 
-def _read_only(key: str, path: Path, folder: bool) -> bool:
-    """Whether ``path`` cannot be written only because its file system is read-only (EROFS)."""
+def _disk_fault(key: str, path: Path, folder: bool) -> str | None:
+    """How ``path``'s disk is said when it cannot be written only because that disk is read-only or full."""
     trouble = _write_trouble(key, path, folder)
-    return trouble is not None and trouble[1]
+    return None if trouble is None else trouble[1]
 
 
-def _write_trouble(key: str, path: Path, folder: bool) -> tuple[str, bool] | None:
-    """Why ``path`` cannot be written, and whether only because its file system is read-only; None: it can.
+def _write_trouble(key: str, path: Path, folder: bool) -> tuple[str, str | None] | None:
+    """Why ``path`` cannot be written, and the disk fault it is (``DISK_FAULT_NAMES``), if only that; None: it can.
 
     Tried, not asked: ``os.access`` says yes to root anywhere but on a read-only mount, /proc and /sys
     included, where ``run`` then fails. The tries leave nothing behind."""
     if path.exists():
         if folder != path.is_dir():
-            return f"{key} = '{path}': not a {'folder' if folder else 'file'}", False
+            return f"{key} = '{path}': not a {'folder' if folder else 'file'}", None
         if path.is_socket() or path.is_block_device():
-            return f"{key} = '{path}': a {'socket' if path.is_socket() else 'disk'}, not a file or a named pipe", False
+            return f"{key} = '{path}': a {'socket' if path.is_socket() else 'disk'}, not a file or a named pipe", None
         if path.is_fifo():  # opened to try, it would wait for a reader, and closed, end that reader's input
-            return None if os.access(path, os.W_OK) else (f"{key} = '{path}': not writable", False)
+            return None if os.access(path, os.W_OK) else (f"{key} = '{path}': not writable", None)
         error = _create_in(path) if folder else _append_to(path)
-        return None if error is None else (f"{key} = '{path}': not writable", error == errno.EROFS)
+        return None if error is None else (f"{key} = '{path}': not writable", DISK_FAULT_NAMES.get(error))
     existing = next(p for p in path.parents if p.exists())
     if not existing.is_dir():
-        return f"{key} = '{path}': {existing} is a file, not a folder", False
+        return f"{key} = '{path}': {existing} is a file, not a folder", None
     error = _create_in(existing)
-    return None if error is None else (f"{key} = '{path}': nothing can be created in {existing}", error == errno.EROFS)
+    return None if error is None else (f"{key} = '{path}': nothing can be created in {existing}",
+                                       DISK_FAULT_NAMES.get(error))
 
 
 def _create_in(folder: Path) -> int | None:

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".lock"
+DISK_FAULTS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+"""A disk that is read-only or full: a fault the daemon rides out (events held in memory, writes retried), not a
+config error; exit 78 at start-up kept the unit failed, deaf, after the restart."""
 
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> None:
@@ -70,11 +73,11 @@ class FolderLock:
             folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: the disk may turn ro
         except OSError as exc:
-            if exc.errno != errno.EROFS:
+            if exc.errno not in DISK_FAULTS:
                 raise
-            if not folder.is_dir():  # a read-only disk it cannot be made on: nothing there for two to rewrite
+            if not folder.is_dir():  # a read-only or full disk it cannot be made on: nothing there for two to rewrite
                 return cls(folder, None)
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # no .lock yet on a read-only disk: the folder's own
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # no .lock yet on a read-only or full disk: the folder's own
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -409,6 +409,9 @@ class MqttSink:
                       "takes writes again, and what it holds is sent but cannot be deleted (sent again at the next "
                       "start)", self.spool.directory, MEMORY_SPOOL_MAX)
             self._disk_trouble.set()
+        elif not self.spool.directory.is_dir():  # a full disk could not make it (Spool): said now, not at an event
+            log.error("MQTT spool: %s cannot be made (no space left on its disk?); events are kept in memory (up to "
+                      "%d) until it can", self.spool.directory, MEMORY_SPOOL_MAX)
         self._pump.start()
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it

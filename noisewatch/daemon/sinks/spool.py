@@ -23,7 +23,6 @@ in-memory index is guarded by a lock, file I/O happens outside it.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+from noisewatch.daemon.statefile import DISK_FAULTS
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ class Spool:
         try:
             self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
-            if exc.errno != errno.EROFS:
-                raise  # a read-only disk: made by the first append that can (``read_only`` says so meanwhile)
+            if exc.errno not in DISK_FAULTS:
+                raise  # a read-only or full disk: made by the first append that can (``read_only`` says so meanwhile)
         self._block = os.statvfs(_nearest_folder(self.directory)).f_frsize or FALLBACK_BLOCK
         """The file system's allocation unit: a 400-byte message takes a whole block (4 KiB on ext4), and counted
         by its length a spool at max_mb took ten times as much disk (and memory, and start-up time)."""
