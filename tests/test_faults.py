@@ -1585,3 +1585,60 @@ def test_f29_a_disk_full_at_start_up_is_a_disk_fault_and_every_event_still_arriv
     assert run.returncode == 0, run.stderr[-2000:]
     assert "No space left on device" in run.stderr, run.stderr[-2000:]
     assert collector.wait_for(lambda c: len(event_ids(c)) >= SCENE_EVENTS, timeout=10), run.stderr[-2000:]
+
+
+# --- 30: JSON lines to a stdout pipe whose reader stalls ----------------------------------------------------
+
+@pytest.mark.broker
+def test_f30_a_stdout_pipe_whose_reader_stalls_does_not_block_processing_or_a_stop(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Fault injection: ``noisewatch run --jsonl - | program`` with a program that stops reading. Once the pipe was
+    full the processing loop waited on stdout for good: no event more reached MQTT, the health reports stopped, and a
+    SIGTERM went unheard (only SIGKILL ended it). A named pipe is never waited for; stdout, a pipe too, now neither."""
+    import fcntl
+
+    config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0},
+                          scores={"enabled": True, "interval_s": 0.0})
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, PIPE_BUF)
+    os.set_blocking(reader, False)
+    log = tmp_path / "stderr"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(SCENE), "--speed", "4",
+                                 "--jsonl", "-"], stdout=writer, stderr=stderr)
+    os.close(writer)
+    try:
+        returncode = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        returncode = proc.wait()
+    try:
+        read = fifo_lines(reader)
+    finally:
+        os.close(reader)
+    text = log.read_text()
+    assert returncode == 0, f"exit {returncode}: {text[-1500:]}"
+    assert collector.wait_for(lambda c: len(event_ids(c)) == SCENE_EVENTS, timeout=10), event_ids(collector)
+    assert read, "nothing reached the pipe before it was full"
+    assert len([line for line in text.splitlines() if "JSON lines: cannot write to -" in line]) == 1, text[-1500:]
+    assert "Traceback" not in text, text[-1500:]
+
+
+def test_f30_a_file_replayed_at_full_speed_waits_for_a_slow_stdout_reader_and_loses_no_line(tmp_path: Path) -> None:
+    """The other side of f30: ``--speed 0 --jsonl - | less`` (or ``| jq``) reads later than the replay writes; there
+    nothing is live, so stdout waits for its reader, as the file's reading waits for processing, and no line is lost."""
+    import fcntl
+
+    config = write_config(tmp_path / "c.yaml", scores={"enabled": True, "interval_s": 0.0})
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, PIPE_BUF)
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(SCENE), "--speed", "0",
+                             "--jsonl", "-"], stdout=writer, stderr=subprocess.PIPE, text=True)
+    os.close(writer)
+    time.sleep(2.0)  # the pipe fills long before the reader comes
+    with os.fdopen(reader, "rb") as pipe:
+        lines = [strict_json(line) for line in pipe.read().splitlines()]
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-1500:]
+    assert sum(line["type"] == "event" for line in lines) == SCENE_EVENTS, stderr[-1500:]
+    assert "cannot write" not in stderr, stderr[-1500:]

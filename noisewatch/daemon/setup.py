@@ -325,7 +325,8 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
     if setup.config.jsonl.path:
         try:
             lost = sum(s.failed_writes for s in running if isinstance(s, JsonlSink))  # lines lost before the reload
-            sinks.append(JsonlSink(setup.config.jsonl.path, lost))
+            batch = setup.input_path is not None and setup.speed == 0
+            sinks.append(JsonlSink(setup.config.jsonl.path, lost, batch))
         except OSError as exc:
             for sink in sinks:
                 if not any(sink is kept for kept in running):

@@ -6,10 +6,11 @@ once, counted, and the daemon carries on; the next write that works is logged to
 read-only at start-up is the same disk fault, not a config error (it would keep MQTT from starting too): each
 line tries to open the file, and is counted. A named pipe (FIFO) feeding another program is opened and written
 without blocking: with no reader yet, or a reader that stalls and lets the pipe fill, lines are lost and counted
-the same way, and writing resumes once a reader takes them (the processing loop never waits for one). A file is
-written without a buffer, a whole line per write: a line that fails is lost and counted, never written later
-behind the lines that followed it, and never left half-written in a regular file (a pipe or a terminal
-cannot take a write back; a pipe takes a line of up to 4 KiB whole or not at all).
+the same way, and writing resumes once a reader takes them (the processing loop never waits for one); so is
+stdout when it is a pipe (``--jsonl - | program``), but for a file replayed at ``--speed 0``. A file is written
+without a buffer, a whole line per write: a line that fails is lost and counted, never written later behind the
+lines that followed it, and never left half-written in a regular file (a pipe or a terminal cannot take a write
+back; a pipe takes a line of up to 4 KiB whole or not at all).
 """
 
 from __future__ import annotations
@@ -36,15 +37,21 @@ WAITED_FOR = {errno.EROFS: "is on a read-only file system", errno.ENOSPC: "is on
 
 
 class JsonlSink:
-    def __init__(self, path: str, failed_writes: int = 0) -> None:
+    def __init__(self, path: str, failed_writes: int = 0, batch: bool = False) -> None:
         """Opens ``path`` for appending (its folder made; ``-``: stdout); raises OSError when it cannot.
-        ``failed_writes``: the count of the sink this one replaces at a reload (a lifetime figure in stats)."""
+        ``failed_writes``: the count of the sink this one replaces at a reload (a lifetime figure in stats).
+        ``batch``: a file replayed as fast as it goes (``--speed 0``), where a stdout pipe's reader is waited for
+        (``| less`` or ``| jq`` lost lines otherwise), as the file's reading waits for processing: nothing live
+        falls behind meanwhile."""
         self.path = path
         self._fd: int | None = None
         self._regular = False
         self._pipe = False
         self.failed_writes = failed_writes
         self._failing = False
+        self._stdout_pipe = (path == "-" and not batch and sys.stdout is not None  # None: started with it closed
+                             and stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode))
+        """stdout is a pipe (``--jsonl - | program``): a line goes only where it fits now, as to a named pipe."""
         if path != "-":
             try:
                 self._open_file()
@@ -113,6 +120,8 @@ class JsonlSink:
     def _write(self, line: bytes) -> None:
         """The whole line, or nothing: a write cut short by a full disk is taken back."""
         if self.path == "-":
+            if self._stdout_pipe and not _room_in(sys.stdout.fileno()):  # a blocking write waited for its reader
+                raise BlockingIOError(errno.EAGAIN, "the pipe is full: its reader has not taken a page of it")
             sys.stdout.write(line.decode())
             sys.stdout.flush()
             return
