@@ -571,6 +571,26 @@ def test_a_muted_microphone_is_reported_and_its_return_too(repo_root: Path, tmp_
     assert "event" in kinds[back:], "no events once the sound was back"
 
 
+def test_a_converter_stuck_at_one_code_is_reported_silent_as_a_muted_one(repo_root: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """Fault injection: a 16-bit converter stuck at -1 (0xFFFF, where many idle or dead ones sit) is as deaf as a
+    muted one, but not exact zeros: the daemon said "listening" all along. A run of one value is digital silence."""
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon.levels import DIGITAL_SILENCE_S
+
+    scene, rate = sf.read(repo_root / "samples" / "scene.flac", dtype="int16")
+    stuck = np.full(int((DIGITAL_SILENCE_S + 5) * rate), -1, np.int16)
+    recording = tmp_path / "stuck.wav"
+    sf.write(recording, np.concatenate([scene[: 2 * rate], stuck, scene]), rate, subtype="PCM_16")
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _LiveReplay(
+        str(recording), 0, audio.block_size, audio.buffer_s))
+    out = tmp_path / "out.jsonl"
+    setup = prepare(None, Overrides(jsonl=str(out)), input_path=str(recording), speed=0)
+    assert service_module.Service(setup).run() == 0
+    said = [m["state"] for m in read_jsonl(out) if m["type"] == "status"]
+    assert said == ["listening", "silent", "listening"], said
+
+
 class _LosesTwoSeconds(FileSource):
     """A real file source whose ring buffer loses 10-12 s of the scene, as an overflow would lose it."""
 

@@ -42,7 +42,8 @@ class AudioState(enum.Enum):
     LISTENING = "listening"
     AUDIO_ERROR = "audio_error"
     SILENT = "silent"
-    """The input delivers nothing but exact zeros (muted capture, gain at 0): open, but deaf."""
+    """The input delivers nothing but one value, such as exact zeros (muted capture, gain at 0, dead converter): open,
+    but deaf."""
 
 
 @dataclass(frozen=True)

@@ -357,13 +357,13 @@ class Service:
         self._say(Status(AudioState.LISTENING, source=source.name))
 
     def _watch_silence(self, source: AudioSource, change: bool | None) -> None:
-        """An input that is open but gives only zeros is as deaf as a lost one: said as loudly (status, log,
-        Home Assistant's problem sensor), and taken back when sound returns."""
+        """An input that is open but gives only one value (zeros, a stuck converter's code) is as deaf as a lost one:
+        said as loudly (status, log, Home Assistant's problem sensor), and taken back when sound returns."""
         if change is None:
             return
         if change:
-            text = (f"{source.name} gives only digital silence (exact zeros for {DIGITAL_SILENCE_S:.0f} s): "
-                    "is the capture muted or its gain at 0?")
+            text = (f"{source.name} gives only digital silence (one value, such as exact zeros, for "
+                    f"{DIGITAL_SILENCE_S:.0f} s): is the capture muted, its gain at 0, or its converter dead?")
             log.warning("%s", text)
             self._say(Status(AudioState.SILENT, source=source.name, error=text))
             notify.status(text)
