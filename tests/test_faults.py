@@ -44,7 +44,7 @@ from fault_daemon import (
     strict_json,
     write_config,
 )
-from mqtt_broker import Broker, Collector, free_port, wait_until
+from mqtt_broker import Broker, Collector, free_port, make_test_ca, wait_until
 
 from noisewatch.bundle import default_model_path
 from noisewatch.config import Config, load_config
@@ -1510,23 +1510,39 @@ def test_f23_a_read_only_spool_over_its_bounds_at_start_up_drops_nothing_it_cann
         remount(small_disk, "rw")
 
 
-# --- 28: a password file corrected while the broker refuses ---------------------------------------------
+# --- 28: credentials corrected in their files while the broker refuses -------------------------------------
 
 @pytest.mark.broker
-def test_f28_a_password_file_corrected_and_reloaded_is_used_and_every_event_arrives(
-        tmp_path: Path, daemons: list[Daemon]) -> None:
-    """Fault injection: a broker refused the password in ``mqtt.password_file``; the user wrote the right one and
-    reloaded. The reload said "configuration reloaded" and kept the connection (the config file had not changed), so
-    the daemon went on offering the old password, said nothing more, and every event stayed in the spool."""
-    broker = Broker(users={"nw": "right-password"}).start()
+@pytest.mark.parametrize("credential", ["password_file", "tls_ca_file"])
+def test_f28_credentials_corrected_in_their_file_and_reloaded_are_used_and_every_event_arrives(
+        tmp_path: Path, daemons: list[Daemon], credential: str) -> None:
+    """Fault injection: the broker refused the password in ``mqtt.password_file`` (or the listener did not trust the
+    broker's certificate: the wrong ``mqtt.tls.ca_file``); the user put the right one in the same file and reloaded.
+    The reload said "configuration reloaded" and kept the connection (the config file had not changed), so the daemon
+    went on with what it had read at start-up, said nothing more, and every event stayed in the spool. A renewed
+    client certificate at its old path was kept out the same way."""
+    tls = credential == "tls_ca_file"
+    broker = Broker(users={"nw": "right-password"}, tls=tls).start()
     try:
         collector = Collector(broker.port, username="nw", password="right-password")
-        password = tmp_path / "password"
-        password.write_text("wrong-password\n")
-        config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"username": "nw", "password_file": str(password)})
+        password, ca_file = tmp_path / "password", tmp_path / "ca.crt"
+        password.write_text("right-password\n" if tls else "wrong-password\n")
+        other_ca = tmp_path / "other-ca"
+        if tls:
+            other_ca.mkdir()
+            make_test_ca(other_ca)
+            ca_file.write_bytes((other_ca / "ca.crt").read_bytes())
+        settings: dict[str, Any] = {"username": "nw", "password_file": str(password)}
+        if tls:
+            settings |= {"port": broker.tls_port, "tls": {"enabled": True, "ca_file": str(ca_file)}}
+        config = write_config(tmp_path / "c.yaml", broker.port, mqtt=settings)
         daemon = start(daemons, config, SCENE, 2, tmp_path / "out.jsonl")
-        assert wait_until(lambda: "refused the connection" in daemon.log_text(), 20), daemon.log_text()
-        password.write_text("right-password\n")
+        said = "certificate verify failed" if tls else "refused the connection"
+        assert wait_until(lambda: said in daemon.log_text(), 20), daemon.log_text()
+        if tls:
+            ca_file.write_bytes(broker.ca_file.read_bytes())
+        else:
+            password.write_text("right-password\n")
         daemon.hup()
         assert wait_until(lambda: "connected to" in daemon.log_text(), 10), daemon.log_text()
         assert daemon.wait(60) == 0, daemon.log_text()

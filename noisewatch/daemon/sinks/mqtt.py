@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch import __version__
-from noisewatch.config import Config, ConfigError, MqttSection, SpoolSection
+from noisewatch.config import Config, ConfigError, MqttSection, SpoolSection, TlsSection
 from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.announced import AnnouncedStore
@@ -264,7 +264,8 @@ class MqttSink:
         self.topics = topics
         self.listener = listener
         self.spool = spool
-        self._password = password
+        self._credentials = _credentials(password, settings.tls)
+        """What the client was given beside the settings: a reload that finds them changed in their files connects anew."""
         self.base_thresholds = dict(thresholds or {})
         """Thresholds from the bundle and the config, before any set from Home Assistant (pump thread: ``retune``)."""
         self._threshold_store = ThresholdsStore(settings.state_path, tunable_labels(listener))
@@ -382,7 +383,7 @@ class MqttSink:
         client said offline, then online: every entity went unavailable for a moment, and an open event turned
         "on" twice in Home Assistant."""
         return (self.settings.model_dump(exclude=SPOOL_BOUNDS) == config.mqtt.model_dump(exclude=SPOOL_BOUNDS)
-                and self._password == config.mqtt_password()  # a password file corrected after the broker refused it
+                and self._credentials == _credentials(config.mqtt_password(), config.mqtt.tls)
                 and self.listener == listener_of(config, labels, model_ident, version)
                 and self.topics.prefix == listener_prefix(config))
 
@@ -1127,6 +1128,21 @@ def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]])
             lock.release()
         raise
     return locks
+
+
+def _credentials(password: str | None, tls: TlsSection) -> tuple[str | None, tuple[bytes | None, ...]]:
+    """The password and the TLS files' contents: a password file corrected after the broker refused it, a CA file
+    replaced or a client certificate renewed at the same path changes no setting, and a reload kept the connection
+    that still failed with what it had read at start-up."""
+    files = (tls.ca_file, tls.cert_file, tls.key_file) if tls.enabled else ()
+    return password, tuple(_contents(path) for path in files)
+
+
+def _contents(path: Path | None) -> bytes | None:
+    try:
+        return None if path is None else path.read_bytes()
+    except OSError:
+        return None
 
 
 def listener_of(config: Config, labels: Sequence[str], model_ident: str, version: str) -> Listener:
