@@ -776,10 +776,12 @@ class MqttSink:
             self._connected = False
             self._ha_wait.link_lost()
         elif isinstance(command, _HomeAssistantOnline):
-            log.info("MQTT: Home Assistant came online; re-sending discovery")
-            self._publish_discovery()
-            self._empty_again()
-            self._ha_wait.settle()  # it subscribes anew as it reads discovery
+            if self.settings.homeassistant.discovery:
+                log.info("MQTT: Home Assistant came online; re-sending discovery")
+                self._publish_discovery()
+            self._empty_again()  # discovery off: the entities it removed, when Home Assistant was down then
+            if self.settings.homeassistant.discovery:
+                self._ha_wait.settle()  # it subscribes anew as it reads discovery
         elif isinstance(command, _HomeAssistantOffline):
             self._ha_wait.went_offline()
         else:
@@ -820,8 +822,8 @@ class MqttSink:
         for label in tunable_labels(self.listener):
             self._publish_threshold(label)
         self.client.subscribe(self.topics.threshold_commands, qos=QOS_AT_LEAST_ONCE)
-        if self.settings.homeassistant.discovery:
-            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in self.topics.ha_status])
+        # with discovery off too: the configs it empties go again at Home Assistant's online (``_empty_again``)
+        self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in self.topics.ha_status])
         if self._emptied_configs:
             self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(self._emptied_configs)])
         self._publish_discovery()

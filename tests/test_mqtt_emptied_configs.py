@@ -1,0 +1,112 @@
+"""Discovery configs a listener emptied are announced and emptied again at Home Assistant's next ``online``
+(docs/mqtt.md): also when discovery was turned off, and also after a reload that replaced the connection."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mqtt_broker
+import pytest
+from mqtt_broker import HOST, Broker, Collector
+
+from noisewatch.config import Config
+from noisewatch.daemon.sinks.homeassistant import stand_in
+from noisewatch.daemon.sinks.mqtt import MqttSink
+
+pytestmark = pytest.mark.broker
+
+LABELS = ["background", "dog_bark", "siren"]
+MODEL = "urban11@1"
+CONFIG = "homeassistant/binary_sensor/noisewatch_test/{}/config"
+SIREN, DOG_BARK = CONFIG.format("siren"), CONFIG.format("dog_bark")
+
+
+def _port_in_range() -> int:
+    """A free port in 50000-59999 (never the broker's default)."""
+    for _ in range(200):
+        port = random.randint(50000, 59999)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 50000-59999")
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
+    monkeypatch.setattr(mqtt_broker, "free_port", _port_in_range)
+    started = Broker().start()
+    yield started
+    started.cleanup()
+
+
+@pytest.fixture
+def collector(broker: Broker) -> Iterator[Collector]:
+    client = Collector(broker.port, client_id=f"collector-{uuid.uuid4().hex[:8]}")
+    yield client
+    client.close()
+
+
+def sink_of(tmp_path: Path, port: int, running: MqttSink | None = None, discovery: bool = True,
+            **detector: Any) -> MqttSink:
+    config = Config.model_validate({"device_id": "test", "detector": detector, "mqtt": {
+        "enabled": True, "host": HOST, "port": port, "keepalive_s": 5, "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.4, "spool": {"directory": str(tmp_path / "spool")},
+        "homeassistant": {"discovery": discovery}}})
+    return MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS}, running=running)
+
+
+def test_configs_emptied_as_discovery_was_turned_off_go_again_when_home_assistant_is_back(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """docs/mqtt.md: entities an earlier run announced and this one does not ("discovery turned off") are emptied,
+    and "those emptied are announced and emptied again, not retained, the next time it says online while the
+    listener runs". With discovery off the listener listened for that online only through a subscription an
+    earlier run left in its broker session: with the session gone (a broker that keeps none across a restart, an
+    MQTT 5 session expired), turned off while Home Assistant was down, every entity stayed in it for good."""
+    announcing = sink_of(tmp_path, broker.port)
+    assert collector.wait_for(lambda c: len(c.on(SIREN)) == 1)
+    announcing.close()
+    broker.stop()
+    (broker.dir / "mosquitto.db").unlink()  # the sessions (and their subscriptions) gone with the restart
+    broker.start()
+    time.sleep(1.0)  # the collector subscribes again
+    quiet = sink_of(tmp_path, broker.port, discovery=False)
+    try:
+        assert collector.wait_for(lambda c: c.on(SIREN)[-1:] == [b""])
+        time.sleep(1.0)
+        collector.client.publish("homeassistant/status", "online")
+        assert collector.wait_for(lambda c: len(c.on(SIREN)) == 4, timeout=5), collector.on(SIREN)
+        assert json.loads(collector.on(SIREN)[2]) == stand_in(SIREN) and collector.on(SIREN)[3] == b""
+    finally:
+        quiet.close()
+
+
+def test_a_config_emptied_then_announced_again_after_a_reload_is_not_emptied_at_home_assistant_s_online(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """A label ignored, then watched again at a reload: its entity is the listener's own again, and Home
+    Assistant's online must not empty it."""
+    announcing = sink_of(tmp_path, broker.port)
+    assert collector.wait_for(lambda c: len(c.on(SIREN)) == 1)
+    announcing.close()
+    dropping = sink_of(tmp_path, broker.port, ignore=["background", "siren"])
+    assert collector.wait_for(lambda c: c.on(SIREN)[-1:] == [b""])
+    time.sleep(0.5)
+    back = sink_of(tmp_path, broker.port, running=dropping, ignore=["background"])
+    dropping.close()
+    try:
+        assert collector.wait_for(lambda c: len(c.on(SIREN)) == 3 and c.on(SIREN)[-1] != b"", timeout=15)
+        time.sleep(1.0)
+        collector.client.publish("homeassistant/status", "online")
+        time.sleep(2.0)
+        assert b"" not in collector.on(SIREN)[2:], collector.on(SIREN)
+    finally:
+        back.close()
