@@ -90,6 +90,30 @@ def test_configs_emptied_as_discovery_was_turned_off_go_again_when_home_assistan
         quiet.close()
 
 
+def test_configs_emptied_before_a_reload_that_replaced_the_connection_go_again_when_home_assistant_is_back(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """A reload that replaces the sink (another label ignored) kept none of the configs the replaced sink had
+    emptied: Home Assistant down through both, the first label's entity stayed in it for good."""
+    announcing = sink_of(tmp_path, broker.port)
+    assert collector.wait_for(lambda c: len(c.on(SIREN)) == 1 and len(c.on(DOG_BARK)) == 1)
+    announcing.close()
+    dropping = sink_of(tmp_path, broker.port, ignore=["background", "siren"])
+    assert collector.wait_for(lambda c: c.on(SIREN)[-1:] == [b""])
+    assert collector.wait_for(lambda c: c.on("noisewatch/test/state/siren")[-1:] == [b""])  # its record trimmed
+    time.sleep(0.5)
+    reloaded = sink_of(tmp_path, broker.port, running=dropping, ignore=["background", "siren", "dog_bark"])
+    dropping.close()  # as a reload does: the new sink built, then the old one closed
+    try:
+        assert collector.wait_for(lambda c: c.on(DOG_BARK)[-1:] == [b""], timeout=15)
+        time.sleep(1.0)
+        collector.client.publish("homeassistant/status", "online")
+        assert collector.wait_for(lambda c: len(c.on(DOG_BARK)) == 4, timeout=5), collector.on(DOG_BARK)
+        assert collector.wait_for(lambda c: len(c.on(SIREN)) == 4, timeout=5), collector.on(SIREN)
+        assert json.loads(collector.on(SIREN)[2]) == stand_in(SIREN) and collector.on(SIREN)[3] == b""
+    finally:
+        reloaded.close()
+
+
 def test_a_config_emptied_then_announced_again_after_a_reload_is_not_emptied_at_home_assistant_s_online(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """A label ignored, then watched again at a reload: its entity is the listener's own again, and Home

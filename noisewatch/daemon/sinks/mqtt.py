@@ -243,6 +243,14 @@ class _HandedOver:
 
 
 @dataclass(frozen=True)
+class _EmptiedConfigs:
+    """``close`` of the sink this one replaces at a reload: the discovery configs it emptied and had not yet emptied
+    again at Home Assistant's online (``_empty_again``); kept by it alone, they were lost with it."""
+
+    topics: frozenset[str]
+
+
+@dataclass(frozen=True)
 class _Close:
     """``close``: flush until ``deadline`` (monotonic), waiting for a connection until ``connect_by``."""
 
@@ -250,7 +258,7 @@ class _Close:
     connect_by: float
 
 
-_Command = (_Spooled | _Unspooled | _HandedOver | _ThresholdCommand | _OldAnnouncement | _Ack | _AudioStatus | _Retune
+_Command = (_Spooled | _Unspooled | _HandedOver | _EmptiedConfigs | _ThresholdCommand | _OldAnnouncement | _Ack | _AudioStatus | _Retune
             | _Connected | _Disconnected | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
 
 
@@ -520,6 +528,8 @@ class MqttSink:
             log.info("MQTT: %d event(s) held in memory go on with the new connection", len(held))
         self._inflight_held.clear()
         self._unspooled.clear()
+        if self._emptied_configs:
+            successor._commands.put(_EmptiedConfigs(frozenset(self._emptied_configs)))
         level = self._periodic.get(self.topics.level)
         if level is not None and (successor.topics.level, successor.listener.device_id) == (
                 level.topic, self.listener.device_id):
@@ -749,6 +759,8 @@ class MqttSink:
             self._handle(command.spooled)
         elif isinstance(command, _HandedOver):
             self._take_over_held(command.held)
+        elif isinstance(command, _EmptiedConfigs):
+            self._take_over_emptied(command.topics)
         elif isinstance(command, _Spooled):
             self._state_change(command)
             if command.recent is not None:
@@ -882,6 +894,15 @@ class MqttSink:
         if self._emptied_configs:
             self.client.unsubscribe(sorted(self._emptied_configs))
         self._emptied_configs.clear()
+
+    def _take_over_emptied(self, topics: frozenset[str]) -> None:
+        """The configs the replaced sink emptied, but those this one announces (a label watched again)."""
+        own = ({topic for topic, _ in discovery_messages(self.topics, self.listener)}
+               if self.settings.homeassistant.discovery else set())
+        taken = sorted(topics - own - self._emptied_configs)
+        self._emptied_configs.update(taken)
+        if taken and self._connected:  # else subscribed to at the connect (``_announce``)
+            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in taken])
 
     def _old_announcement(self, said: _OldAnnouncement) -> None:
         """An old status topic's payload: ``online`` is a live listener there; an old discovery config's: the status
