@@ -104,7 +104,9 @@ def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker
     assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"])
     assert collector.on(f"{PREFIX}/state/dog_bark") == [b"OFF"]
     assert collector.on(f"{PREFIX}/state/background") == []  # ignored labels are not entities
-    assert [json.loads(p) for p in collector.on(f"{PREFIX}/level")] == [level.to_json()]
+    # the latest level goes again 2 s after the connect's discovery (docs/mqtt.md): once more on a loaded machine
+    levels = collector.on(f"{PREFIX}/level")
+    assert len(levels) <= 2 and [json.loads(p) for p in dict.fromkeys(levels)] == [level.to_json()]
     received = json.loads(collector.on(f"{PREFIX}/stats")[0])
     assert received["windows"] == 10 and received["spool_dropped"] == 0 and "spool_depth" in received
     discovery = [t for t, _, _ in collector.messages if t.startswith("homeassistant/")]
