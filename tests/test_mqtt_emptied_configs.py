@@ -56,6 +56,22 @@ def collector(broker: Broker) -> Iterator[Collector]:
     client.close()
 
 
+def home_assistant_online(collector: Collector) -> None:
+    """Home Assistant (back) online, once the sinks have settled."""
+    time.sleep(1.0)
+    collector.client.publish("homeassistant/status", "online")
+
+
+def announced_and_emptied_again(collector: Collector, topic: str) -> None:
+    """After the config at ``topic`` was emptied: a stand-in of it announced, then emptied again (the last two
+    messages there: a reload's sinks may announce and empty it more than once before)."""
+    def done(c: Collector) -> bool:
+        last = c.on(topic)[-2:]
+        return len(last) == 2 and last[0] != b"" and json.loads(last[0]) == stand_in(topic) and last[1] == b""
+
+    assert collector.wait_for(done, timeout=5), collector.on(topic)
+
+
 def sink_of(tmp_path: Path, port: int, running: MqttSink | None = None, discovery: bool = True,
             **detector: Any) -> MqttSink:
     config = Config.model_validate({"device_id": "test", "detector": detector, "mqtt": {
@@ -82,10 +98,8 @@ def test_configs_emptied_as_discovery_was_turned_off_go_again_when_home_assistan
     quiet = sink_of(tmp_path, broker.port, discovery=False)
     try:
         assert collector.wait_for(lambda c: c.on(SIREN)[-1:] == [b""])
-        time.sleep(1.0)
-        collector.client.publish("homeassistant/status", "online")
-        assert collector.wait_for(lambda c: len(c.on(SIREN)) == 4, timeout=5), collector.on(SIREN)
-        assert json.loads(collector.on(SIREN)[2]) == stand_in(SIREN) and collector.on(SIREN)[3] == b""
+        home_assistant_online(collector)
+        announced_and_emptied_again(collector, SIREN)
     finally:
         quiet.close()
 
@@ -105,11 +119,9 @@ def test_configs_emptied_before_a_reload_that_replaced_the_connection_go_again_w
     dropping.close()  # as a reload does: the new sink built, then the old one closed
     try:
         assert collector.wait_for(lambda c: c.on(DOG_BARK)[-1:] == [b""], timeout=15)
-        time.sleep(1.0)
-        collector.client.publish("homeassistant/status", "online")
-        assert collector.wait_for(lambda c: len(c.on(DOG_BARK)) == 4, timeout=5), collector.on(DOG_BARK)
-        assert collector.wait_for(lambda c: len(c.on(SIREN)) == 4, timeout=5), collector.on(SIREN)
-        assert json.loads(collector.on(SIREN)[2]) == stand_in(SIREN) and collector.on(SIREN)[3] == b""
+        home_assistant_online(collector)
+        announced_and_emptied_again(collector, DOG_BARK)
+        announced_and_emptied_again(collector, SIREN)
     finally:
         reloaded.close()
 
@@ -128,8 +140,7 @@ def test_a_config_emptied_then_announced_again_after_a_reload_is_not_emptied_at_
     dropping.close()
     try:
         assert collector.wait_for(lambda c: len(c.on(SIREN)) == 3 and c.on(SIREN)[-1] != b"", timeout=15)
-        time.sleep(1.0)
-        collector.client.publish("homeassistant/status", "online")
+        home_assistant_online(collector)
         time.sleep(2.0)
         assert b"" not in collector.on(SIREN)[2:], collector.on(SIREN)
     finally:

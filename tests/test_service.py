@@ -635,14 +635,19 @@ def _wait_for(path: Path, predicate, timeout: float) -> list[dict]:
     raise AssertionError(f"timed out waiting in {path}")
 
 
-def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Path) -> None:
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("scores:\n  enabled: false\n")
-    proc = subprocess.Popen(
+def _replay_scene(repo_root: Path, config: Path, out: Path) -> subprocess.Popen:
+    """``noisewatch run`` on the sample scene in real time with ``config``, JSON lines to ``out``."""
+    return subprocess.Popen(
         [sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
          str(repo_root / "samples" / "scene.flac"), "--speed", "1", "--jsonl", str(out)],
         stderr=subprocess.PIPE, text=True,
     )
+
+
+def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Path) -> None:
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("scores:\n  enabled: false\n")
+    proc = _replay_scene(repo_root, config, out)
     try:
         _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
         time.sleep(4.5)  # past the first window: with scores off, none may have been sent
@@ -668,11 +673,7 @@ def test_a_reload_sends_a_health_report_at_once(repo_root: Path, tmp_path: Path)
     reloaded model showed as the old one as long). A reload reports at once, as a start does."""
     config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
     config.write_text("device_id: kitchen\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
-         str(repo_root / "samples" / "scene.flac"), "--speed", "1", "--jsonl", str(out)],
-        stderr=subprocess.PIPE, text=True,
-    )
+    proc = _replay_scene(repo_root, config, out)
     try:
         _wait_for(out, lambda ms: any(m["type"] == "stats" for m in ms), 15)
         config.write_text("device_id: pantry\n")
@@ -720,11 +721,7 @@ def test_a_reload_to_a_model_of_another_sample_rate_is_refused_until_a_restart(r
     config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
     scores = "scores:\n  enabled: true\n  interval_s: 0.5\n"
     config.write_text(f"model:\n  path: {tmp_path / 'at22k.json'}\n{scores}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
-         str(repo_root / "samples" / "scene.flac"), "--speed", "1", "--jsonl", str(out)],
-        stderr=subprocess.PIPE, text=True,
-    )
+    proc = _replay_scene(repo_root, config, out)
     try:
         _wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 15)
         config.write_text(f"model:\n  path: {tmp_path / 'at44k.json'}\n{scores}")
