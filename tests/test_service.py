@@ -21,6 +21,7 @@ from noisewatch.config import Config, ConfigError
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.levels import dbfs, peak_dbfs
 from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.daemon.service import READ_FRAMES
 from noisewatch.daemon.setup import Overrides, prepare
 from noisewatch.daemon.sources import FILE_STATUS, FileSource
 from noisewatch.daemon.stream import hop_samples
@@ -1037,6 +1038,7 @@ def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path,
         assert result.returncode == 0, result.stderr
         return [json.loads(line) for line in result.stdout.splitlines()]
 
+    first_read_s = READ_FRAMES / sf.info(str(repo_root / "samples" / "scene.flac")).samplerate
     began = time.time()
     messages = quick_start()
     ended = time.time()
@@ -1060,7 +1062,9 @@ def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path,
         assert iso_ms.match(event["start"]) and iso_ms.match(event["end"]), event
         assert started[event["id"]]["start"] == event["start"] and started[event["id"]]["label"] == event["label"]
         anchor = datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp() - event["offset_s"]
-        assert began - 0.01 <= anchor <= ended, (began, anchor, ended)  # the sample clock: tied to wall time at start
+        # the sample clock: tied to wall time when audio starts flowing, as the first read's capture time (the read's
+        # time less the audio it hands over: at --speed 0 up to READ_FRAMES, which the replay had ready at once)
+        assert began - first_read_s - 0.01 <= anchor <= ended, (began, anchor, ended)
 
     config = tmp_path / "scores.yaml"
     config.write_text("scores:\n  enabled: true\n  interval_s: 0\n")
