@@ -1606,24 +1606,31 @@ def test_f29_a_disk_full_at_start_up_is_a_disk_fault_and_every_event_still_arriv
 
 # --- 30: JSON lines to a stdout pipe whose reader stalls ----------------------------------------------------
 
+def _run_into_a_small_pipe(config: Path, speed: str, stderr: Any) -> tuple[subprocess.Popen, int]:
+    """``noisewatch run --jsonl -`` replaying the scene at ``speed`` into a pipe of one page: the process and the
+    pipe's read end, which nobody reads until the test does."""
+    import fcntl
+
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, PIPE_BUF)
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(SCENE), "--speed", speed,
+                             "--jsonl", "-"], stdout=writer, stderr=stderr, text=True)
+    os.close(writer)
+    return proc, reader
+
+
 @pytest.mark.broker
 def test_f30_a_stdout_pipe_whose_reader_stalls_does_not_block_processing(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """Fault injection: ``noisewatch run --jsonl - | program`` with a program that stops reading. Once the pipe was
     full the processing loop waited on stdout for good: no event more reached MQTT, the health reports stopped, and a
     SIGTERM went unheard (only SIGKILL ended it). A named pipe is never waited for; stdout, a pipe too, now neither."""
-    import fcntl
-
     config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0},
                           scores={"enabled": True, "interval_s": 0.0})
-    reader, writer = os.pipe()
-    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, PIPE_BUF)
-    os.set_blocking(reader, False)
     log = tmp_path / "stderr"
     with open(log, "wb") as stderr:
-        proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(SCENE), "--speed", "4",
-                                 "--jsonl", "-"], stdout=writer, stderr=stderr)
-    os.close(writer)
+        proc, reader = _run_into_a_small_pipe(config, "4", stderr)
+    os.set_blocking(reader, False)
     try:
         returncode = proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -1649,13 +1656,9 @@ def test_f30_a_stop_is_heard_while_the_stdout_reader_stalls(tmp_path: Path) -> N
     import termios
 
     config = write_config(tmp_path / "c.yaml", scores={"enabled": True, "interval_s": 0.0})
-    reader, writer = os.pipe()
-    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, PIPE_BUF)
     log = tmp_path / "stderr"
     with open(log, "wb") as stderr:
-        proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(SCENE), "--speed", "1",
-                                 "--jsonl", "-"], stdout=writer, stderr=stderr)
-    os.close(writer)
+        proc, reader = _run_into_a_small_pipe(config, "1", stderr)
     try:
         def waiting_in_pipe() -> int:
             count = array.array("i", [0])
@@ -1682,14 +1685,8 @@ def test_f30_a_stop_is_heard_while_the_stdout_reader_stalls(tmp_path: Path) -> N
 def test_f30_a_file_replayed_at_full_speed_waits_for_a_slow_stdout_reader_and_loses_no_line(tmp_path: Path) -> None:
     """The other side of f30: ``--speed 0 --jsonl - | less`` (or ``| jq``) reads later than the replay writes; there
     nothing is live, so stdout waits for its reader, as the file's reading waits for processing, and no line is lost."""
-    import fcntl
-
     config = write_config(tmp_path / "c.yaml", scores={"enabled": True, "interval_s": 0.0})
-    reader, writer = os.pipe()
-    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, PIPE_BUF)
-    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(SCENE), "--speed", "0",
-                             "--jsonl", "-"], stdout=writer, stderr=subprocess.PIPE, text=True)
-    os.close(writer)
+    proc, reader = _run_into_a_small_pipe(config, "0", subprocess.PIPE)
     time.sleep(2.0)  # the pipe fills long before the reader comes
     with os.fdopen(reader, "rb") as pipe:
         lines = [strict_json(line) for line in pipe.read().splitlines()]
