@@ -21,15 +21,16 @@ from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import APPEND_FLAGS, JsonlSink
 from noisewatch.daemon.sources import DeviceMissing, SourceError, check_device
+from noisewatch.daemon.statefile import DISK_FAULTS
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
 if TYPE_CHECKING:
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
 READ_ONLY = "on a read-only file system (a disk the kernel remounted read-only after errors?)"
-DISK_FAULT_NAMES = {errno.EROFS: READ_ONLY, errno.ENOSPC: "on a full disk (no space or no inode left)",
-                    errno.EDQUOT: "on a disk over its quota"}
-"""How a disk fault (``DISK_FAULTS``) is said."""
+DISK_FAULT_NAMES = {**DISK_FAULTS, errno.EROFS: READ_ONLY,
+                    errno.ENOSPC: f"{DISK_FAULTS[errno.ENOSPC]} (no space or no inode left)"}
+"""How a disk fault is said to whoever checks the config: with what may have caused it."""
 HELD_LOST = " (those still held at a stop are lost)"
 NOT_KEPT = "; thresholds set from Home Assistant are applied but not kept"
 

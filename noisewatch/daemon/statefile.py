@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".lock"
-DISK_FAULTS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
-"""A disk that is read-only or full: a fault the daemon rides out (events held in memory, writes retried), not a
-config error; exit 78 at start-up kept the unit failed, deaf, after the restart."""
+DISK_FAULTS = {errno.EROFS: "on a read-only file system", errno.ENOSPC: "on a full disk",
+               errno.EDQUOT: "on a disk over its quota"}
+"""A disk that is read-only or full, and how it is said: a fault the daemon rides out (events held in memory, writes
+retried), not a config error; exit 78 at start-up kept the unit failed, deaf, after the restart."""
 
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> None:

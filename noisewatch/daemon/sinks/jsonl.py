@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from noisewatch.daemon.messages import Message
+from noisewatch.daemon.statefile import DISK_FAULTS
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,7 @@ FILE_MODE = 0o644
 APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
 """How the sink opens its file, and ``check-config`` tries it: non-blocking, for opening a named pipe would
 otherwise wait for a reader, and writing to it for room."""
-WAITED_FOR = {errno.EROFS: "is on a read-only file system", errno.ENOSPC: "is on a full disk",
-              errno.EDQUOT: "is on a disk over its quota", errno.ENXIO: "is a named pipe with no reader"}
+WAITED_FOR = {**{code: f"is {words}" for code, words in DISK_FAULTS.items()}, errno.ENXIO: "is a named pipe with no reader"}
 """Why a file cannot be opened now but may be later (a disk fault, a program not reading yet): not config errors."""
 
 

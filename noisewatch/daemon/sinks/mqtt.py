@@ -21,6 +21,7 @@ before it starts closing. Connection trouble is logged once per change, not once
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -788,12 +789,13 @@ class MqttSink:
             self._connected = False
             self._ha_wait.link_lost()
         elif isinstance(command, _HomeAssistantOnline):
-            if self.settings.homeassistant.discovery:
-                log.info("MQTT: Home Assistant came online; re-sending discovery")
-                self._publish_discovery()
-            self._empty_again()  # discovery off: the entities it removed, when Home Assistant was down then
-            if self.settings.homeassistant.discovery:
-                self._ha_wait.settle()  # it subscribes anew as it reads discovery
+            if not self.settings.homeassistant.discovery:
+                self._empty_again()  # only the entities it removed, when Home Assistant was down then
+                return
+            log.info("MQTT: Home Assistant came online; re-sending discovery")
+            self._publish_discovery()
+            self._empty_again()
+            self._ha_wait.settle()  # it subscribes anew as it reads discovery
         elif isinstance(command, _HomeAssistantOffline):
             self._ha_wait.went_offline()
         else:
@@ -1154,16 +1156,16 @@ def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]])
 
 
 def _credentials(password: str | None, tls: TlsSection) -> tuple[str | None, tuple[bytes | None, ...]]:
-    """The password and the TLS files' contents: a password file corrected after the broker refused it, a CA file
+    """The password and the TLS files' digests: a password file corrected after the broker refused it, a CA file
     replaced or a client certificate renewed at the same path changes no setting, and a reload kept the connection
-    that still failed with what it had read at start-up."""
+    that still failed with what it had read at start-up. Digests: the sink lives for months, its key need not."""
     files = (tls.ca_file, tls.cert_file, tls.key_file) if tls.enabled else ()
-    return password, tuple(_contents(path) for path in files)
+    return password, tuple(_digest(path) for path in files)
 
 
-def _contents(path: Path | None) -> bytes | None:
+def _digest(path: Path | None) -> bytes | None:
     try:
-        return None if path is None else path.read_bytes()
+        return None if path is None else hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
 
