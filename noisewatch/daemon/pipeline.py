@@ -15,6 +15,7 @@ import numpy as np
 
 from noisewatch.bundle import Bundle
 from noisewatch.config import AudioSection, Config, DetectorSection, LevelsSection, LoudnessSection, ScoresSection
+from noisewatch.daemon.dc_offset import DcOffsetRemover
 from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
 from noisewatch.daemon.events import SampleClock, event_message, started_message
 from noisewatch.daemon.levels import LevelHistory, LevelMeter, dbfs
@@ -84,6 +85,7 @@ class Pipeline:
                  counters: Counters | None = None) -> None:
         self.settings, self.bundle, self.model, self.clock = settings, bundle, model, clock
         self.sample_rate = bundle.features.sample_rate
+        self.dc_offset = DcOffsetRemover(self.sample_rate)
         self.stream = StreamingFeatures(bundle.features, settings.audio.hop_s)
         self.hop_s = self.stream.hop_samples / self.sample_rate
         self.detector = Detector(bundle.labels, detector_settings(settings.detector, bundle, self.hop_s))
@@ -136,6 +138,7 @@ class Pipeline:
         settings, on in both)."""
         self.samples = previous.samples
         self.clock = previous.clock
+        self.dc_offset.take_over(previous.dc_offset)
         if self.stream.continues(previous.stream):
             self.stream, self.floor = previous.stream, previous.floor
         else:
@@ -185,6 +188,7 @@ class Pipeline:
 
     def _process(self, mono: np.ndarray) -> list[Message]:
         out: list[Message] = []
+        mono = self.dc_offset(mono)
         seconds, reports = self.levels.push(mono)
         for second in seconds:
             if self.settings.loudness.enabled:

@@ -1,0 +1,78 @@
+"""A microphone's DC offset is not sound: removed before levels, the gate and features, so an offset changes no
+event, no level and starts no `loud` event (the README's promise), while audio without one passes unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_run import read_jsonl, run_daemon
+
+from noisewatch.daemon.dc_offset import DcOffsetRemover
+from noisewatch.daemon.levels import dbfs
+
+RATE = 22050
+
+
+def tone(hz: float, seconds: float, amplitude: float = 0.1) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("offset", [0.3, -0.02])
+def test_a_steady_offset_is_gone_within_two_seconds(offset: float) -> None:
+    out = DcOffsetRemover(RATE)(tone(440, 6) + np.float32(offset))
+    assert abs(float(out[2 * RATE :].mean())) < 1e-4 * abs(offset) + 1e-6  # the tone's own mean is ~1e-6 here
+
+
+@pytest.mark.parametrize(("hz", "db"), [(10.8, 0.02), (50.0, 0.002), (1000.0, 0.002), (8000.0, 0.002)])
+def test_sound_passes_within_hundredths_of_a_db_at_10_hz_and_a_thousandth_from_50_hz(hz: float, db: float) -> None:
+    """Bin 1 of the features' 2048-point frames is 10.8 Hz: features of audio without an offset do not move."""
+    audio = tone(hz, 8)
+    out = DcOffsetRemover(RATE)(audio)
+    assert abs(dbfs(out[4 * RATE :]) - dbfs(audio[4 * RATE :])) < db
+
+
+def test_block_sizes_do_not_change_the_output() -> None:
+    """The stream arrives in reads of any length; the result is one continuous filter's, to float32 rounding."""
+    rng = np.random.default_rng(0)
+    audio = (0.2 + 0.1 * rng.standard_normal(5 * RATE)).astype(np.float32)
+    whole = DcOffsetRemover(RATE)(audio)
+    remover = DcOffsetRemover(RATE)
+    cuts = np.cumsum(rng.integers(1, 30000, size=20))
+    parts = [remover(part) for part in np.split(audio, cuts[cuts < len(audio)])]
+    # values up to ~0.5 in float32: a few units of its last place (6e-8 relative)
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=4 * np.finfo(np.float32).eps)
+
+
+def test_an_offset_at_the_start_makes_no_step() -> None:
+    """The first sample starts the estimate: an offset present from the start is no sudden sound."""
+    out = DcOffsetRemover(RATE)(np.full(RATE, 0.5, dtype=np.float32) + tone(440, 1, 0.001))
+    assert dbfs(out) < -55  # the 0.001 tone (-63 dBFS) and what is left of the offset, not -6 dBFS
+
+
+def test_the_daemon_hears_the_sample_scene_alike_with_a_microphones_offset(repo_root: Path, tmp_path: Path) -> None:
+    """The bundled scene replayed as it is and riding on an offset of 0.1 of full scale (lost its dog bark
+    before), then a steady offset of 0.5 over faint noise (read -6 dBFS and a 30 s `loud` event before)."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    messages = {}
+    for name, offset in (("as_is", 0.0), ("offset", 0.1)):
+        sf.write(str(tmp_path / f"{name}.wav"), audio + np.float32(offset), rate, subtype="FLOAT")
+        messages[name] = run_daemon(tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl", "--speed", "0")
+    heard = {name: [(m["label"], m["offset_s"], m["duration_s"]) for m in found if m["type"] == "event"]
+             for name, found in messages.items()}
+    assert len(heard["as_is"]) >= 3
+    assert [label for label, _, _ in heard["offset"]] == [label for label, _, _ in heard["as_is"]], heard
+    for (_, start, length), (_, start_as_is, length_as_is) in zip(heard["offset"], heard["as_is"]):
+        assert abs(start - start_as_is) < 0.1 and abs(length - length_as_is) < 0.1, heard
+
+    rng = np.random.default_rng(1)
+    steady = (0.5 + 0.001 * rng.standard_normal(30 * rate)).astype(np.float32)  # noise at -60 dBFS
+    sf.write(str(tmp_path / "steady.wav"), steady, rate, subtype="FLOAT")
+    found = run_daemon(tmp_path / "steady.wav", tmp_path / "steady.jsonl", "--speed", "0")
+    assert not [m for m in found if m["type"] in ("started", "event")], found
+    levels = [m for m in found if m["type"] == "level"]
+    assert levels and all(abs(m["leq_dbfs"] + 60) < 1 and m["lmax_dbfs"] < -55 for m in levels), levels
+    assert read_jsonl(tmp_path / "steady.jsonl") == found
