@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
+from noisewatch.daemon.dc_offset import remove_offset
 from noisewatch.features import clip_windows, extract
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
@@ -31,10 +32,12 @@ class WindowResult:
 
 def load_audio(source: str | Path | BinaryIO, sample_rate: int) -> np.ndarray:
     """A recording (path or file object) as mono float32 at ``sample_rate``: channels averaged,
-    resampled with soxr HQ. The one audio-file loader of training, evaluation and classify."""
+    resampled with soxr HQ, DC offset removed as the daemon removes it. The one audio-file loader of
+    training, evaluation and classify."""
     audio, rate = sf.read(source, dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
-    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
+    resampled = mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return remove_offset(resampled, sample_rate)
 
 
 def classify_audio(audio: np.ndarray, bundle: Bundle, model: TFLiteModel, hop_s: float) -> list[WindowResult]:

@@ -13,6 +13,7 @@ from daemon_run import recognised_clips
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
 from noisewatch.cli import main as cli_main
+from noisewatch.daemon.dc_offset import remove_offset
 from noisewatch.features import clip_features, clip_windows
 
 HOP_S = 2.0
@@ -52,7 +53,8 @@ def test_a_clip_shorter_than_the_window_is_one_window_as_in_training(tmp_path: P
     sf.write(path, short, 22050, subtype="FLOAT")
     results = classify_audio(load_audio(path, bundle.features.sample_rate), bundle, model, HOP_S)
     assert len(results) == 1 and results[0].start_s == 0.0
-    np.testing.assert_allclose(results[0].scores, model.predict(clip_features(short, bundle.features)), atol=1e-6)
+    np.testing.assert_allclose(results[0].scores, model.predict(clip_features(remove_offset(short, 22050), bundle.features)),
+                               atol=1e-6)
 
 
 def test_other_rates_and_stereo_are_resampled_to_the_model_rate(tmp_path: Path, bundle_and_model) -> None:

@@ -10,8 +10,11 @@ import pytest
 import soundfile as sf
 from daemon_run import read_jsonl, run_daemon
 
+from noisewatch.bundle import default_model_path, load_bundle
+from noisewatch.classify import load_audio
 from noisewatch.daemon.dc_offset import DcOffsetRemover
 from noisewatch.daemon.levels import dbfs
+from noisewatch.features import extract, fit_to_window
 
 RATE = 22050
 
@@ -48,7 +51,7 @@ def test_block_sizes_do_not_change_the_output() -> None:
 
 
 def test_an_offset_at_the_start_makes_no_step() -> None:
-    """The first sample starts the estimate: an offset present from the start is no sudden sound."""
+    """The estimate starts as the plain mean of the samples so far: an offset present from the start is no sound."""
     out = DcOffsetRemover(RATE)(np.full(RATE, 0.5, dtype=np.float32) + tone(440, 1, 0.001))
     assert dbfs(out) < -55  # the 0.001 tone (-63 dBFS) and what is left of the offset, not -6 dBFS
 
@@ -76,3 +79,24 @@ def test_the_daemon_hears_the_sample_scene_alike_with_a_microphones_offset(repo_
     levels = [m for m in found if m["type"] == "level"]
     assert levels and all(abs(m["leq_dbfs"] + 60) < 1 and m["lmax_dbfs"] < -55 for m in levels), levels
     assert read_jsonl(tmp_path / "steady.jsonl") == found
+
+
+def test_training_and_classify_read_a_recording_without_its_offset(repo_root: Path, tmp_path: Path) -> None:
+    """A clip's offset is no cue to learn: the one loader gives a clip riding on 0.2 the features it gives the
+    clip itself, to float32 rounding (the offset costs the sum its last bits); they differed by tens before."""
+    settings = load_bundle(default_model_path()).features
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    siren = audio[5 * rate : 9 * rate]
+    features = []
+    for name, offset in (("as_is", 0.0), ("offset", 0.2)):
+        sf.write(str(tmp_path / f"{name}.wav"), siren + np.float32(offset), rate, subtype="FLOAT")
+        features.append(extract(fit_to_window(load_audio(tmp_path / f"{name}.wav", rate), settings), settings))
+    np.testing.assert_allclose(features[1], features[0], rtol=0, atol=1e-5 * float(np.abs(features[0]).max()))
+
+
+def test_a_stream_without_an_offset_starts_without_a_transient(repo_root: Path) -> None:
+    """The estimate warms up as a plain mean: the scene's first second (quiet) and a loud second read as
+    they are, to a few thousandths of a dB, from the first sample of a stream."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    for second in (audio[:rate], audio[5 * rate : 6 * rate]):
+        assert abs(dbfs(DcOffsetRemover(rate)(second)) - dbfs(second)) < 0.01

@@ -7,9 +7,15 @@ changes the features enough to lose events (a dog bark in samples/scene.flac at 
 
 The remover is a one-pole high-pass, ``y = x - m`` with ``m[n] = R m[n-1] + (1 - R) x[n]`` the slowly
 tracked mean, cut off at :data:`CUTOFF_HZ`: a steady offset is gone within about 1.5 s, and audio passes
-within 0.02 dB at 10 Hz and 0.001 dB from 50 Hz up, so features of audio without an offset (every training
-clip) do not move beyond that. Block sizes do not change the output (the recursion is computed exactly per
-block, and the estimate starts at the first sample).
+within 0.02 dB at 10 Hz and 0.001 dB from 50 Hz up, so features of audio without an offset do not move
+beyond that. In a stream, until the tracked mean has a time constant's worth of samples behind it, it is
+their plain mean (the weight 1/(n+1) falls to 1 - R there): an offset present from the first sample makes no
+step, and the estimate depends on the sample's index alone, so no read size changes the output.
+
+Training and classify read whole recordings through the same filter (:func:`remove_offset`), started at the
+recording's mean, where a stream's estimate would have settled: a clip's offset is no cue the model can learn
+(1 in 10 UrbanSound8K siren clips carries one of more than 0.3 of its RMS, 1 in 14 gunshots more than 0.1)
+and never hears at run time, and a clip without one passes as it is, from its first sample.
 """
 
 from __future__ import annotations
@@ -25,33 +31,46 @@ _CHUNK = 8192
 class DcOffsetRemover:
     """Removes a constant (or slowly drifting) offset from one continuous mono stream."""
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, mean: float | None = None) -> None:
         self._r = 1.0 - 2.0 * np.pi * CUTOFF_HZ / sample_rate
+        self._warm_up = int(np.ceil(1.0 / (1.0 - self._r)))
+        """Samples over which the estimate is their plain mean (until 1/(n+1) reaches 1 - R)."""
         k = np.arange(_CHUNK, dtype=np.float64)
         self._grow = (1.0 - self._r) * self._r**-k
         """(1 - R) R^-k: the weight of sample k in the running sum of a chunk."""
         self._shrink = self._r**k
-        self._mean: float | None = None
-        """The tracked offset; None until the first sample, which starts it: an offset present from the start
-        makes no step, and no read size changes what follows (the first read's mean would)."""
+        self._seen = 0 if mean is None else self._warm_up
+        self._sum = 0.0
+        """Sum of the samples seen, while warming up."""
+        self._mean = 0.0 if mean is None else mean
+        """The tracked offset after the last sample (``mean``: known from the start, no warming up)."""
 
     def take_over(self, previous: "DcOffsetRemover") -> None:
         """Go on with ``previous``'s estimate (a reload: the microphone and its offset are the same)."""
-        self._mean = previous._mean
+        self._seen, self._sum, self._mean = previous._seen, previous._sum, previous._mean
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """The next samples of the stream, offset removed (float32, same length)."""
         x = np.asarray(samples, dtype=np.float64).reshape(-1)
-        if not len(x):
-            return np.zeros(0, dtype=np.float32)
-        if self._mean is None:
-            self._mean = float(x[0])
         out = np.empty(len(x), dtype=np.float32)
-        for first in range(0, len(x), _CHUNK):
-            part = x[first : first + _CHUNK]
+        first = min(len(x), max(0, self._warm_up - self._seen))
+        if first:
+            sums = self._sum + np.cumsum(x[:first])
+            means = sums / np.arange(self._seen + 1, self._seen + first + 1)
+            out[:first] = x[:first] - means
+            self._sum, self._mean = float(sums[-1]), float(means[-1])
+        for start in range(first, len(x), _CHUNK):
+            part = x[start : start + _CHUNK]
             n = len(part)
             # m[k] = R^k (R m[-1] + sum_{j<=k} (1 - R) R^-j x[j]): the recursion, closed form over the chunk
             mean = self._shrink[:n] * (self._r * self._mean + np.cumsum(self._grow[:n] * part))
-            out[first : first + n] = part - mean
+            out[start : start + n] = part - mean
             self._mean = float(mean[-1])
+        self._seen += len(x)
         return out
+
+
+def remove_offset(recording: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A whole recording (a training clip, a file to classify) as the daemon's stream would give it once settled."""
+    audio = np.asarray(recording, dtype=np.float32).reshape(-1)
+    return DcOffsetRemover(sample_rate, float(audio.mean(dtype=np.float64)) if len(audio) else 0.0)(audio)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from noisewatch.daemon.dc_offset import CUTOFF_HZ
 from noisewatch.features import FeatureSettings, extract, fit_to_window
 from noisewatch.train.datasets import Clip, coloured_noise, load_clip, stable_hash
 
@@ -110,5 +111,6 @@ def cache_key(clips: Sequence[Clip], settings: FeatureSettings, augment: Augment
         "augment": asdict(augment) if augment else None,
         "speed": speed,
         "clips": [[c.key, repr(c.recipe)] for c in clips],
+        "dc_cutoff_hz": CUTOFF_HZ,  # clips are read with their offset removed (a matrix cached before was not)
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]

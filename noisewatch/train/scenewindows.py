@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from noisewatch.daemon.dc_offset import CUTOFF_HZ, DcOffsetRemover
 from noisewatch.daemon.stream import StreamingFeatures
 from noisewatch.features import FeatureSettings
 from noisewatch.train.datasets import BACKGROUND
@@ -63,7 +64,7 @@ def scene_windows(scene: Soundscape, settings: FeatureSettings) -> tuple[list[np
     """Feature vectors and labels of one soundscape's labelled windows."""
     stream = StreamingFeatures(settings, HOP_S)
     rows, labels = [], []
-    for window in stream.push(scene.audio):
+    for window in stream.push(DcOffsetRemover(settings.sample_rate)(scene.audio)):  # as the daemon's pipeline hears it
         label = window_label(scene.events, window.start_sample / settings.sample_rate, settings.window_s)
         if label is not None:
             rows.append(window.features)
@@ -103,5 +104,5 @@ def scene_window_matrix(urbansound: Path, esc50: Path, folds: Sequence[int], sce
 def _cache_key(folds: Sequence[int], recipe: Recipe, settings: FeatureSettings) -> str:
     """A short hash of what a cached matrix depends on (the datasets' files are taken as fixed)."""
     payload = {"folds": sorted(folds), "recipe": asdict(recipe), "settings": settings.to_dict(),
-               "rule": [HOP_S, MIN_COVER_S, MIN_COVER_SHARE]}
+               "rule": [HOP_S, MIN_COVER_S, MIN_COVER_SHARE], "dc_cutoff_hz": CUTOFF_HZ}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
