@@ -66,6 +66,8 @@ MAX_YAML_NODES = 20000
 a real config has a few hundred, an alias bomb has billions."""
 TEXT_FOR_A_NUMBER = "text_for_a_number"
 """The pydantic error type of a YAML string given for a number."""
+NOT_A_BOOLEAN = "not_a_boolean"
+"""The pydantic error type of anything but a YAML boolean given for a boolean."""
 TEXT_TYPES = ("string_type", "literal_error", "path_type")
 """The pydantic error types of a key that takes text given something else."""
 CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
@@ -87,12 +89,25 @@ class _Section(BaseModel):
         """A section with every key commented out reads as null in YAML: it keeps its defaults, as if left out."""
         return {} if value is None else value
 
+    @classmethod
+    def _taken(cls, info: ValidationInfo) -> set[Any]:
+        """The types the field being validated takes."""
+        return _types_taken(cls.model_fields[info.field_name].annotation) if info.field_name else set()
+
     @field_validator("*", mode="before")
     @classmethod
     def _only_a_number_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        taken = _types_taken(cls.model_fields[info.field_name].annotation) if info.field_name else set()
+        taken = cls._taken(info)
         if taken & {int, float} and bool not in taken and not (str in taken and isinstance(value, str)):
             return _a_number(value)
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _only_a_boolean_for_a_boolean(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic took ``"true"``, ``'no'`` and ``1`` for booleans: YAML types as written, as for numbers."""
+        if cls._taken(info) == {bool} and not isinstance(value, bool):
+            raise PydanticCustomError(NOT_A_BOOLEAN, "not a boolean")  # worded by _problem, which sees quotes
         return value
 
 
@@ -512,11 +527,19 @@ def _problem(error: dict[str, Any], value: yaml.Node | None) -> str:
     if error["type"] == "model_type":
         return "must be a section, its keys indented under it (left out, it keeps its defaults)"
     if error["type"] == TEXT_FOR_A_NUMBER:
-        return ("a string in quotes, not a number: write the number without them" if scalar and scalar.style in ("'", '"')
+        return ("a string in quotes, not a number: write the number without them" if _quoted(scalar)
                 else "not a number (YAML reads it as text; write a number in digits, e.g. 0.001 rather than 1e-3)")
+    if error["type"] == NOT_A_BOOLEAN:
+        return ("a string in quotes, not a boolean: write true or false without quotes" if _quoted(scalar)
+                else "not a boolean: write true or false")
     if error["type"] in TEXT_TYPES and scalar and _read_as(scalar) not in ("str", "null"):
         return f"{problem}; YAML reads it as {_read_as(scalar)}: in quotes it is text"
     return problem
+
+
+def _quoted(scalar: yaml.ScalarNode | None) -> bool:
+    """Whether the user wrote the value in quotes (text to YAML, whatever it looks like)."""
+    return scalar is not None and scalar.style in ("'", '"')
 
 
 def _shown(value: Any) -> str:

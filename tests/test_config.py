@@ -153,6 +153,18 @@ def test_booleans_still_switch_what_they_switch(tmp_path: Path) -> None:
     assert config.loudness.enabled is False and config.mqtt.tls.insecure is True
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ('loudness:\n  enabled: "true"\n', ":2: loudness.enabled = 'true': a string in quotes, not a boolean: write true or "
+     "false without quotes"),  # was taken as true, while "0.5" for a number is refused
+    ("mqtt:\n  tls:\n    insecure: 'no'\n", ":3: mqtt.tls.insecure = 'no': a string in quotes, not a boolean"),
+    ("scores:\n  enabled: 1\n", ":2: scores.enabled = 1: not a boolean: write true or false"),  # was true
+    ("mqtt:\n  homeassistant:\n    discovery: maybe\n", ":3: mqtt.homeassistant.discovery = 'maybe': not a boolean"),
+])
+def test_a_boolean_key_takes_a_yaml_boolean_only(tmp_path: Path, text: str, expected: str) -> None:
+    message = config_error(tmp_path, text)
+    assert expected in message and "\n" not in message, message
+
+
 @pytest.mark.parametrize("text", ["# sections:\n\n- audio\n- mqtt\n", "# sections:\n\naudio\n"])
 def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
     """Found by fault injection: the file alone, with no line."""
