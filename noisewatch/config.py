@@ -354,7 +354,7 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: nested too deeply to be a noisewatch config") from None
     data = _construct(path, node) if node is not None else None
     if node is not None and data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{path}:{node.start_mark.line + 1}: (top level) = {_shown(data)}: must be a mapping of "
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: (top level) = {_shown(data, node)}: must be a mapping of "
                           "sections (audio:, detector:, mqtt:, ...)")
     try:
         config = Config.model_validate(data)  # an empty file (None) keeps every default, as an empty section does
@@ -455,6 +455,8 @@ KEY_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"}
 """What YAML may read a key as: a name, or ``<<`` (merge an anchored mapping in)."""
 YAML_KINDS = {"null": "null", "bool": "a boolean", "int": "a number", "float": "a number", "timestamp": "a date"}
 """How an error names what YAML read an unquoted scalar as, by the last part of its tag."""
+SHOWN_AS_WRITTEN = ("null", "a boolean", "a date")
+"""What YAML read a scalar as when an error shows it as written: Python would show None, True, datetime.date(...)."""
 
 
 def _read_as(node: yaml.ScalarNode) -> str:
@@ -517,7 +519,8 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
                 "range: /etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
-    return f"{where}: {key} = {_shown(error.get('input'))}: {_problem(error, _value_node(node, error['loc']))}"
+    value = _value_node(node, error["loc"])
+    return f"{where}: {key} = {_shown(error.get('input'), value)}: {_problem(error, value)}"
 
 
 def _problem(error: dict[str, Any], value: yaml.Node | None) -> str:
@@ -542,8 +545,11 @@ def _quoted(scalar: yaml.ScalarNode | None) -> bool:
     return scalar is not None and scalar.style in ("'", '"')
 
 
-def _shown(value: Any) -> str:
-    """``value`` for a one-line message: a whole section given where one value goes is cut short."""
+def _shown(value: Any, node: yaml.Node | None) -> str:
+    """``value`` for a one-line message: as written where Python's repr is not YAML (``2024-01-01``, not
+    ``datetime.date(2024, 1, 1)``; ``on``, not ``True``); a whole section given where one value goes is cut short."""
+    if isinstance(node, yaml.ScalarNode) and _read_as(node) in SHOWN_AS_WRITTEN:
+        return node.value or "null"  # nothing after the colon is null too
     text = repr(value)
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 

@@ -60,8 +60,14 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("mqtt:\n  protocol: 5\n", ":2: mqtt.protocol = 5: Input should be '3.1.1' or '5'; YAML reads it as a number: "
          "in quotes it is text"),  # the error named the very value given
         ("device_id: 1234\n", ":1: device_id = 1234: Input should be a valid string; YAML reads it as a number"),
-        ("device_id: 2024-01-01\n", ":1: device_id = datetime.date(2024, 1, 1): Input should be a valid string; YAML "
-         "reads it as a date"),
+        ("device_id: 2024-01-01\n", ":1: device_id = 2024-01-01: Input should be a valid string; YAML reads it as a "
+         "date"),  # was "= datetime.date(2024, 1, 1)", a Python repr, not what was written
+        ("mqtt:\n  username: 2024-01-01 10:00:00\n", ":2: mqtt.username = 2024-01-01 10:00:00: Input should be a valid "
+         "string; YAML reads it as a date"),
+        ("mqtt:\n  host: on\n", ":2: mqtt.host = on: Input should be a valid string; YAML reads it as a boolean: in "
+         "quotes it is text"),  # was "= True"
+        ("audio:\n  hop_s:\n", ":2: audio.hop_s = null: Input should be a valid number"),  # was "= None"
+        ("2024-01-01\n", ":1: (top level) = 2024-01-01: must be a mapping of sections"),
         ("model:\n  path: 5\n", ":2: model.path = 5: Input is not a valid path for <class 'pathlib.Path'>; YAML reads it "
          "as a number"),
         ("audio: 5\n", ":1: audio = 5: must be a section, its keys indented under it (left out, it keeps its defaults)"),
@@ -115,12 +121,12 @@ def test_something_never_closed_names_the_line_it_was_opened_on(tmp_path: Path, 
 
 
 @pytest.mark.parametrize(("text", "key"), [
-    ("detector:\n  thresholds:\n    siren: yes\n", ":3: detector.thresholds.siren = True: "),  # was 1.0: siren off
-    ("detector:\n  thresholds:\n    dog_bark: false\n", ":3: detector.thresholds.dog_bark = False: "),  # was 0: always on
-    ("audio:\n  hop_s: true\n", ":2: audio.hop_s = True: "),
-    ("detector:\n  smoothing_windows: on\n", ":2: detector.smoothing_windows = True: "),
+    ("detector:\n  thresholds:\n    siren: yes\n", ":3: detector.thresholds.siren = yes: "),  # was 1.0: siren off
+    ("detector:\n  thresholds:\n    dog_bark: false\n", ":3: detector.thresholds.dog_bark = false: "),  # was 0: always on
+    ("audio:\n  hop_s: true\n", ":2: audio.hop_s = true: "),
+    ("detector:\n  smoothing_windows: on\n", ":2: detector.smoothing_windows = on: "),
     ("audio:\n  device: true\n", ":2: audio.device"),  # was input device 1
-    ("mqtt:\n  port: no\n", ":2: mqtt.port = False: "),
+    ("mqtt:\n  port: no\n", ":2: mqtt.port = no: "),
 ])
 def test_a_yaml_boolean_is_not_taken_for_a_number(tmp_path: Path, text: str, key: str) -> None:
     message = config_error(tmp_path, text).split("config.yaml", 1)[1]  # the test's name is in tmp_path
