@@ -47,6 +47,14 @@ def _a_number(value: Any) -> Any:
     return value
 
 
+def _a_path(value: Any) -> Any:
+    """``value`` unless it is blank: an empty path is this file's folder, which was taken for a spool folder or
+    refused as "not a file" for a JSON-lines log, neither saying the path was empty."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("an empty path: write one, or leave the key out for its default")
+    return value
+
+
 def _types_taken(annotation: Any) -> set[Any]:
     """The types a field of this annotation takes (containers are not looked into)."""
     if get_origin(annotation) in (Union, types.UnionType, Annotated):
@@ -56,6 +64,7 @@ def _types_taken(annotation: Any) -> set[Any]:
 
 Seconds = Annotated[float, Field(gt=0, description="seconds")]
 Probability = Annotated[float, BeforeValidator(_a_number), Field(ge=0.0, le=1.0)]
+FilePath = Annotated[Path, BeforeValidator(_a_path)]
 Dbfs = Annotated[float, Field(ge=-200.0, le=0.0, description="dB relative to full scale")]
 MAX_PREFIX_BYTES = 1024
 """Topic prefixes longer than this are refused (MQTT allows 65535 bytes for a whole topic)."""
@@ -112,7 +121,7 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    path: Path | None = Field(None, description="model bundle (.json sidecar, .tflite or folder); null: the bundled default")
+    path: FilePath | None = Field(None, description="model bundle (.json sidecar, .tflite or folder); null: the bundled default")
     runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"] = "auto"
     num_threads: int = Field(1, ge=1, le=8, description="interpreter threads")
 
@@ -170,19 +179,20 @@ class StatsSection(_Section):
 
 
 class JsonlSection(_Section):
-    path: str | None = Field(None, description="JSON-lines log of everything sent to sinks; '-' for stdout")
+    path: Annotated[str, BeforeValidator(_a_path)] | None = Field(None, description="JSON-lines log of everything "
+                                                                  "sent to sinks; '-' for stdout")
 
 
 class TlsSection(_Section):
     enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     insecure: bool = Field(False, description="skip host name verification (self-signed setups only)")
 
 
 class SpoolSection(_Section):
-    directory: Path = Field(Path("/var/lib/noisewatch/spool"), description="events wait here while the broker is away")
+    directory: FilePath = Field(Path("/var/lib/noisewatch/spool"), description="events wait here while the broker is away")
     max_mb: float = Field(100.0, gt=0.0, le=100000, description="spool size bound in MiB of disk; oldest dropped first")
     max_age_h: float = Field(168.0, gt=0.0, le=87600, description="spooled events older than this are dropped")
 
@@ -233,11 +243,11 @@ class MqttSection(_Section):
     client_id: str | None = Field(None, description="null: noisewatch-<device_id>")
     keepalive_s: int = Field(60, ge=5, le=3600)
     username: str | None = None
-    password_file: Path | None = Field(None, description="file holding the password (e.g. a systemd credential)")
+    password_file: FilePath | None = Field(None, description="file holding the password (e.g. a systemd credential)")
     topic_prefix: str | None = Field(None, description="null: noisewatch/<device_id>")
     reconnect_max_s: float = Field(60.0, gt=0.0, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0.0, le=3600, validate_default=True)  # after max: checked against it
-    state_directory: Path | None = Field(None, description="thresholds set from Home Assistant and what discovery "
+    state_directory: FilePath | None = Field(None, description="thresholds set from Home Assistant and what discovery "
                                          "announced, kept across restarts; null: 'state' beside the spool folder")
     tls: TlsSection = TlsSection()
     spool: SpoolSection = SpoolSection()

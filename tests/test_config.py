@@ -444,3 +444,15 @@ def test_the_readme_s_example_error_is_what_check_config_says(tmp_path: Path) ->
     path = tmp_path / "config.yaml"
     assert refused(path, "#\n" * 11 + "detector:\n  thresholds:\n    siren: 1.5\n") == [
         example.group(1).replace("/etc/noisewatch/config.yaml", str(path))]
+
+
+@pytest.mark.parametrize("key", ["jsonl.path", "model.path", "mqtt.password_file", "mqtt.spool.directory",
+                                 "mqtt.state_directory", "mqtt.tls.ca_file"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_path_is_said_to_be_empty(tmp_path: Path, key: str, value: str) -> None:
+    """Found by hand: ``jsonl.path: ''`` was this file's folder, refused as "not a file"; an empty spool folder
+    was taken, the config's own folder."""
+    text = yaml.safe_dump(nested(key, value))
+    line = len(text.splitlines())
+    message = config_error(tmp_path, text)
+    assert f"config.yaml:{line}: {key} = {value!r}: an empty path: write one, or leave the key out" in message, message
