@@ -55,6 +55,15 @@ def _a_path(value: Any) -> Any:
     return value
 
 
+def _an_index_or_a_name(value: Any) -> Any:
+    """``value`` if it can name an input device: anything else failed both halves of ``int | str``, two lines
+    naming keys the file cannot have (``audio.device.int``, ``audio.device.str``)."""
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return value
+    raise PydanticCustomError(INDEX_OR_NAME, "must be one input device, by index or by part of its name (see "
+                              "`noisewatch devices`)")
+
+
 def _types_taken(annotation: Any) -> set[Any]:
     """The types a field of this annotation takes (containers are not looked into)."""
     if get_origin(annotation) in (Union, types.UnionType, Annotated):
@@ -77,7 +86,9 @@ TEXT_FOR_A_NUMBER = "text_for_a_number"
 """The pydantic error type of a YAML string given for a number."""
 NOT_A_BOOLEAN = "not_a_boolean"
 """The pydantic error type of anything but a YAML boolean given for a boolean."""
-TEXT_TYPES = ("string_type", "literal_error", "path_type")
+INDEX_OR_NAME = "index_or_name"
+"""The pydantic error type of an input device given as neither an index nor a name."""
+TEXT_TYPES = ("string_type", "literal_error", "path_type", INDEX_OR_NAME)
 """The pydantic error types of a key that takes text given something else."""
 CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
 """Short, sharp sounds: they always stand out from the background, and steady beds (rain, wind) were heard as
@@ -132,7 +143,8 @@ class ModelSection(_Section):
 
 
 class AudioSection(_Section):
-    device: int | str | None = Field(None, description="input device index or name substring; null: system default")
+    device: Annotated[int | str, BeforeValidator(_an_index_or_a_name)] | None = Field(
+        None, description="input device index or name substring; null: system default")
     sample_rate: int | None = Field(None, ge=8000, le=384000, description="capture rate in Hz; null: device default")
     channels: int | None = Field(None, ge=1, le=32, description="captured channels, downmixed to mono; null: device default")
     block_size: int = Field(1024, ge=64, le=65536, description="frames per audio callback")

@@ -456,3 +456,24 @@ def test_an_empty_path_is_said_to_be_empty(tmp_path: Path, key: str, value: str)
     line = len(text.splitlines())
     message = config_error(tmp_path, text)
     assert f"config.yaml:{line}: {key} = {value!r}: an empty path: write one, or leave the key out" in message, message
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1.5", ":2: audio.device = 1.5: must be one input device, by index or by part of its name"),
+    ("[1, 2]", ":2: audio.device = [1, 2]: must be one input device"),
+    ("2024-01-01", ":2: audio.device = 2024-01-01: must be one input device, by index or by part of its name (see "
+     "`noisewatch devices`); YAML reads it as a date: in quotes it is text"),
+])
+def test_a_device_that_is_neither_index_nor_name_is_one_line_naming_the_key(tmp_path: Path, value: str,
+                                                                            expected: str) -> None:
+    """Found by hand: two lines, ``audio.device.int = ...: Input should be a valid integer`` and
+    ``audio.device.str = ...: Input should be a valid string``, named keys the file cannot have."""
+    message = config_error(tmp_path, f"audio:\n  device: {value}\n")
+    assert expected in message and "\n" not in message, message
+
+
+def test_a_device_is_still_an_index_or_a_name(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    for value, device in (("2", 2), ("'2'", "2"), ("USB", "USB"), ("null", None)):
+        path.write_text(f"audio:\n  device: {value}\n")
+        assert load_config(path).audio.device == device
