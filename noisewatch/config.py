@@ -90,6 +90,13 @@ INDEX_OR_NAME = "index_or_name"
 """The pydantic error type of an input device given as neither an index nor a name."""
 TEXT_TYPES = ("string_type", "literal_error", "path_type", INDEX_OR_NAME)
 """The pydantic error types of a key that takes text given something else."""
+YAML_WORDS = {
+    "dict_type": "must be a mapping, its key: value pairs indented under it or in braces ({a: 1})",
+    "tuple_type": "must be a list, in brackets ([a, b]) or one '- item' line each",
+    "path_type": "must be a path",
+}
+"""What the YAML must be, by the pydantic error types whose words are Python's ("a valid tuple", "a valid path for
+<class 'pathlib.Path'>")."""
 CONTRAST_LABELS = ("car_horn", "dog_bark", "gun_shot")
 """Short, sharp sounds: they always stand out from the background, and steady beds (rain, wind) were heard as
 them (docs/scene-evaluation.md). Steady sounds are left out: one that outlasts a dip in its scores must be able
@@ -547,7 +554,7 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
 
 def _problem(error: dict[str, Any], value: yaml.Node | None) -> str:
     """pydantic's words, or ours where they speak of Python rather than of the YAML the user wrote."""
-    problem = str(error["msg"]).removeprefix("Value error, ")
+    problem = YAML_WORDS.get(error["type"]) or str(error["msg"]).removeprefix("Value error, ")
     scalar = value if isinstance(value, yaml.ScalarNode) else None
     if error["type"] == "model_type":
         return "must be a section, its keys indented under it (left out, it keeps its defaults)"

@@ -68,8 +68,12 @@ def config_error(tmp_path: Path, text: str) -> str:
          "quotes it is text"),  # was "= True"
         ("audio:\n  hop_s:\n", ":2: audio.hop_s = null: Input should be a valid number"),  # was "= None"
         ("2024-01-01\n", ":1: (top level) = 2024-01-01: must be a mapping of sections"),
-        ("model:\n  path: 5\n", ":2: model.path = 5: Input is not a valid path for <class 'pathlib.Path'>; YAML reads it "
-         "as a number"),
+        ("model:\n  path: 5\n", ":2: model.path = 5: must be a path; YAML reads it as a number"),  # was "Input is not a "
+        # valid path for <class 'pathlib.Path'>": Python's words, as were "a valid tuple" and "a valid dictionary"
+        ("detector:\n  ignore: background\n", ":2: detector.ignore = 'background': must be a list, in brackets ([a, b]) "
+         "or one '- item' line each"),
+        ("detector:\n  thresholds:\n    - siren: 0.5\n", ":2: detector.thresholds = [{'siren': 0.5}]: must be a mapping, "
+         "its key: value pairs indented under it or in braces ({a: 1})"),
         ("audio: 5\n", ":1: audio = 5: must be a section, its keys indented under it (left out, it keeps its defaults)"),
     ],
 )
