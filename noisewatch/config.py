@@ -48,10 +48,12 @@ def _a_number(value: Any) -> Any:
 
 
 def _a_path(value: Any) -> Any:
-    """``value`` unless it is blank: an empty path is this file's folder, which was taken for a spool folder or
-    refused as "not a file" for a JSON-lines log, neither saying the path was empty."""
+    """``value`` unless it is blank or starts with ``~``: relative to this file's folder, an empty path was that
+    folder (taken for a spool folder, "not a file" for a JSON-lines log) and ``~/x`` a folder named ``~`` in it."""
     if isinstance(value, str) and not value.strip():
         raise ValueError("an empty path: write one, or leave the key out for its default")
+    if isinstance(value, str) and value.startswith("~"):
+        raise ValueError("'~' is not expanded (the path would be relative to this file's folder): write the whole path")
     return value
 
 

@@ -450,8 +450,11 @@ def test_the_readme_s_example_error_is_what_check_config_says(tmp_path: Path) ->
         example.group(1).replace("/etc/noisewatch/config.yaml", str(path))]
 
 
-@pytest.mark.parametrize("key", ["jsonl.path", "model.path", "mqtt.password_file", "mqtt.spool.directory",
-                                 "mqtt.state_directory", "mqtt.tls.ca_file"])
+PATH_KEYS = ["jsonl.path", "model.path", "mqtt.password_file", "mqtt.spool.directory", "mqtt.state_directory",
+             "mqtt.tls.ca_file"]
+
+
+@pytest.mark.parametrize("key", PATH_KEYS)
 @pytest.mark.parametrize("value", ["", " "])
 def test_an_empty_path_is_said_to_be_empty(tmp_path: Path, key: str, value: str) -> None:
     """Found by hand: ``jsonl.path: ''`` was this file's folder, refused as "not a file"; an empty spool folder
@@ -460,6 +463,17 @@ def test_an_empty_path_is_said_to_be_empty(tmp_path: Path, key: str, value: str)
     line = len(text.splitlines())
     message = config_error(tmp_path, text)
     assert f"config.yaml:{line}: {key} = {value!r}: an empty path: write one, or leave the key out" in message, message
+
+
+@pytest.mark.parametrize("key", PATH_KEYS)
+def test_a_path_from_home_says_that_tilde_is_not_expanded(tmp_path: Path, key: str) -> None:
+    """Found by hand: ``jsonl.path: ~/noise.jsonl`` passed check-config as a file in a folder named ``~`` beside
+    this file; ``model.path: ~/m.json`` was ".../~/m.json: model bundle not found"."""
+    text = yaml.safe_dump(nested(key, "~/noise"))
+    line = len(text.splitlines())
+    message = config_error(tmp_path, text)
+    assert (f"config.yaml:{line}: {key} = '~/noise': '~' is not expanded (the path would be relative to this file's "
+            "folder): write the whole path") in message, message
 
 
 @pytest.mark.parametrize(("value", "expected"), [
