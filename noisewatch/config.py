@@ -546,12 +546,31 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
     where = f"{path}:{line}" if line else str(path)
     key = ".".join(keys) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return (f"{where}: {key}: unknown key (check the spelling; the shipped config lists every key with its "
-                "range: /etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
+        return f"{where}: {key}: {_unknown(keys[-1])}"
     if error["type"] == "missing":
         return f"{where}: {key}: required key is missing"
     value = _value_node(node, error["loc"])
     return f"{where}: {key} = {_shown(error.get('input'), value)}: {_problem(error, value)}"
+
+
+def _unknown(name: str) -> str:
+    """Why a key is refused: a key spelt right but in the wrong section, or indented wrong, was told to check
+    its spelling."""
+    owners = _sections_with(name, Config, "")
+    if not owners:
+        return ("unknown key (check the spelling; the shipped config lists every key with its range: "
+                "/etc/noisewatch/config.yaml as installed, config/noisewatch.yaml in the source)")
+    listed = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+    return f"unknown key here; it is a key of {listed} (check the section it is under and its indentation)"
+
+
+def _sections_with(name: str, section: type[BaseModel], at: str) -> list[str]:
+    """The dotted paths of the sections (``section`` at ``at`` and those in it) that have a key ``name``."""
+    found = [at.rstrip(".") or "the top level"] if name in section.model_fields else []
+    for key, field in section.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section):
+            found += _sections_with(name, field.annotation, f"{at}{key}.")
+    return found
 
 
 def _problem(error: dict[str, Any], value: yaml.Node | None) -> str:

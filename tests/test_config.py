@@ -37,6 +37,11 @@ def config_error(tmp_path: Path, text: str) -> str:
     ("text", "expected"),
     [
         ("audio:\n  block_size: 1024\n  hop_ss: 0.5\n", ":3: audio.hop_ss: unknown key"),
+        ("audio:\nhop_s: 0.5\n", ":2: hop_s: unknown key here; it is a key of audio (check the section it is under and "
+         "its indentation)"),  # was "unknown key (check the spelling; ...)", spelt right
+        ("audio:\n  threshold_dbfs: -20\n", ":2: audio.threshold_dbfs: unknown key here; it is a key of loudness"),
+        ("mqtt:\n  tls:\n    host: broker\n", ":3: mqtt.tls.host: unknown key here; it is a key of mqtt ("),
+        ("audio:\n  interval_s: 5\n", ":2: audio.interval_s: unknown key here; it is a key of levels, scores and stats"),
         ("audio:\n  block_size: lots\n", ":2: audio.block_size = 'lots': "),
         ("detector:\n  thresholds:\n    siren: 1.5\n", ":3: detector.thresholds.siren = 1.5: "),
         ("detector:\n  release_s: -1\n", ":2: detector.release_s = -1: "),
