@@ -436,6 +436,8 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "not valid YAML"
     context = f", {exc.context}" if exc.problem and exc.context else ""
+    if exc.problem == "found character '\\t' that cannot start any token":  # a tab, in PyYAML's words
+        problem, context = "a tab, which YAML does not take here: indent and separate with spaces", ""
     if exc.context_mark and exc.problem_mark and _at_the_end(exc.problem_mark):
         # a quote or bracket never closed: the end of the file is no help, where it was opened is
         mark, context = exc.context_mark, f", {exc.context} that starts here" if exc.context else ""

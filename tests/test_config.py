@@ -117,6 +117,14 @@ def test_bad_yaml_names_the_line_and_column_it_stopped_at(tmp_path: Path, text: 
     assert f"config.yaml:{line}: not valid YAML: " in message and message.endswith(f"(column {column})"), message
 
 
+@pytest.mark.parametrize(("text", "column"), [("audio:\n\thop_s: 0.5\n", 1), ("audio:\n  hop_s:\t0.5\n", 9)])
+def test_a_tab_is_said_to_be_one(tmp_path: Path, text: str, column: int) -> None:
+    """Was PyYAML's "found character '\\t' that cannot start any token, while scanning for the next token"."""
+    message = config_error(tmp_path, text)
+    assert message.endswith(f"config.yaml:2: not valid YAML: a tab, which YAML does not take here: indent and "
+                            f"separate with spaces (column {column})"), message
+
+
 @pytest.mark.parametrize("text, line, column", [
     ('device_id: "balcony\naudio:\n  hop_s: 1\n', 1, 12),  # a quote never closed: not where the file ends
     ("mqtt:\n  host: 'broker\n  port: 1884\nlogging:\n  level: info\n", 2, 9),
