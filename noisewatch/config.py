@@ -93,6 +93,7 @@ INDEX_OR_NAME = "index_or_name"
 TEXT_TYPES = ("string_type", "literal_error", "path_type", INDEX_OR_NAME)
 """The pydantic error types of a key that takes text given something else."""
 YAML_WORDS = {
+    "model_type": "must be a section, its keys indented under it (left out, it keeps its defaults)",
     "dict_type": "must be a mapping, its key: value pairs indented under it or in braces ({a: 1})",
     "tuple_type": "must be a list, in brackets ([a, b]) or one '- item' line each",
     "path_type": "must be a path",
@@ -386,7 +387,7 @@ def load_config(path: str | Path | None) -> Config:
     data = _construct(path, node) if node is not None else None
     if node is not None and data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: (top level) = {_shown(data, node)}: must be a mapping of "
-                          "sections (audio:, detector:, mqtt:, ...)")
+                          f"sections (audio:, detector:, mqtt:, ...){_joined_to_its_value(node)}")
     try:
         config = Config.model_validate(data)  # an empty file (None) keeps every default, as an empty section does
     except ValidationError as exc:
@@ -579,8 +580,8 @@ def _problem(error: dict[str, Any], value: yaml.Node | None) -> str:
     """pydantic's words, or ours where they speak of Python rather than of the YAML the user wrote."""
     problem = YAML_WORDS.get(error["type"]) or str(error["msg"]).removeprefix("Value error, ")
     scalar = value if isinstance(value, yaml.ScalarNode) else None
-    if error["type"] == "model_type":
-        return "must be a section, its keys indented under it (left out, it keeps its defaults)"
+    if error["type"] in ("model_type", "dict_type"):
+        return problem + _joined_to_its_value(scalar)
     if error["type"] == TEXT_FOR_A_NUMBER:
         return ("a string in quotes, not a number: write the number without them" if _quoted(scalar)
                 else "not a number (YAML reads it as text; write a number in digits, e.g. 0.001 rather than 1e-3)")
@@ -590,6 +591,14 @@ def _problem(error: dict[str, Any], value: yaml.Node | None) -> str:
     if error["type"] in TEXT_TYPES and scalar and _read_as(scalar) not in ("str", "null"):
         return f"{problem}; YAML reads it as {_read_as(scalar)}: in quotes it is text"
     return problem
+
+
+def _joined_to_its_value(node: yaml.Node | None) -> str:
+    """Why a plain ``hop_s:0.5`` given for a section is not one: YAML takes a key only with a space after its colon
+    (``http://...`` is no key)."""
+    if isinstance(node, yaml.ScalarNode) and node.style is None and re.match(r"[\w-]+:[^\s/]", node.value):
+        return "; YAML reads it as text, not a key and its value: put a space after the colon"
+    return ""
 
 
 def _quoted(scalar: yaml.ScalarNode | None) -> bool:

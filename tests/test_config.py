@@ -80,6 +80,12 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("detector:\n  thresholds:\n    - siren: 0.5\n", ":2: detector.thresholds = [{'siren': 0.5}]: must be a mapping, "
          "its key: value pairs indented under it or in braces ({a: 1})"),
         ("audio: 5\n", ":1: audio = 5: must be a section, its keys indented under it (left out, it keeps its defaults)"),
+        ("mqtt:\n  host:broker\n", ":1: mqtt = 'host:broker': must be a section, its keys indented under it (left out, it "
+         "keeps its defaults); YAML reads it as text, not a key and its value: put a space after the colon"),
+        ("detector:\n  thresholds:\n    siren:0.7\n", ":2: detector.thresholds = 'siren:0.7': must be a mapping, its key: "
+         "value pairs indented under it or in braces ({a: 1}); YAML reads it as text, not a key and its value"),
+        ("device_id:kitchen\n", ":1: (top level) = 'device_id:kitchen': must be a mapping of sections (audio:, detector:, "
+         "mqtt:, ...); YAML reads it as text, not a key and its value: put a space after the colon"),
     ],
 )
 def test_each_problem_is_one_line_with_file_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
