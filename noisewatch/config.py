@@ -640,12 +640,14 @@ def _value_node(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | Non
 
 
 def _entries(node: yaml.Node | None, loc: tuple[Any, ...]) -> list[tuple[yaml.Node, yaml.Node]]:
-    """The (key, value) nodes along ``loc``, as deep as the document has them."""
+    """The (key, value) nodes along ``loc``, as deep as the document has them; a list item is its own key."""
     found = []
     for part in loc:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+        match = None
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            match = (node.value[part], node.value[part])
         if match is None:
             break
         found.append(match)

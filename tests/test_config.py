@@ -79,6 +79,8 @@ def config_error(tmp_path: Path, text: str) -> str:
          "or one '- item' line each"),
         ("detector:\n  thresholds:\n    - siren: 0.5\n", ":2: detector.thresholds = [{'siren': 0.5}]: must be a mapping, "
          "its key: value pairs indented under it or in braces ({a: 1})"),
+        ("detector:\n  ignore:\n    - background\n    - no\n", ":4: detector.ignore.1 = no: Input should be a valid "
+         "string; YAML reads it as a boolean: in quotes it is text"),  # was ":2: detector.ignore.1 = False: ...string"
         ("audio: 5\n", ":1: audio = 5: must be a section, its keys indented under it (left out, it keeps its defaults)"),
         ("mqtt:\n  host:broker\n", ":1: mqtt = 'host:broker': must be a section, its keys indented under it (left out, it "
          "keeps its defaults); YAML reads it as text, not a key and its value: put a space after the colon"),
