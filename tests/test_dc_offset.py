@@ -100,3 +100,35 @@ def test_a_stream_without_an_offset_starts_without_a_transient(repo_root: Path) 
     audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
     for second in (audio[:rate], audio[5 * rate : 6 * rate]):
         assert abs(dbfs(DcOffsetRemover(rate)(second)) - dbfs(second)) < 0.01
+
+
+def test_a_reopened_input_starts_its_own_estimate(repo_root: Path) -> None:
+    """An input reopened after a failure (or for a reload naming another device) may be another converter with
+    another offset: the estimate starts afresh at its first read, as at start-up, so the step between the two
+    offsets is no sound. Kept, a 0.3 offset before the reopen read -18 dBFS over the scene's quiet -54."""
+    from datetime import datetime, timezone
+
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Level
+    from noisewatch.daemon.pipeline import Pipeline
+    from noisewatch.daemon.ringbuffer import AudioBlock
+
+    bundle = load_bundle(default_model_path())
+    model = bundle.open_model()
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    config = Config.model_validate({"levels": {"interval_s": 1}})
+    noise = (0.001 * np.random.default_rng(0).standard_normal(5 * rate)).astype(np.float32)
+
+    def levels_after_reopen(before: float, after: float) -> list[float]:
+        pipeline = Pipeline.from_config(config, bundle, model)
+        now = datetime.now(timezone.utc)
+        for index, mono in enumerate((noise + np.float32(before), audio[: 3 * rate] + np.float32(after))):
+            messages = pipeline.accept(AudioBlock(mono[:, None], rate, 0, 0, 0, now), mono, first=True)  # opened
+            if not index:
+                pipeline.gap()  # the device failed
+        return [m.leq_dbfs for m in messages if isinstance(m, Level)]
+
+    same = levels_after_reopen(0.0, 0.0)
+    assert len(same) == 3 and same[0] < -50, same
+    np.testing.assert_allclose(levels_after_reopen(0.3, 0.0), same, atol=0.05)  # another converter
+    np.testing.assert_allclose(levels_after_reopen(0.3, 0.3), same, atol=0.05)  # the same one, its offset again
