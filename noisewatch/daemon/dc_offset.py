@@ -52,19 +52,20 @@ class DcOffsetRemover:
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """The next samples of the stream, offset removed (float32, same length)."""
         x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        heard = _silenced(x)
         out = np.empty(len(x), dtype=np.float32)
         first = min(len(x), max(0, self._warm_up - self._seen))
         if first:
-            sums = self._sum + np.cumsum(x[:first])
+            sums = self._sum + np.cumsum(heard[:first])
             means = sums / np.arange(self._seen + 1, self._seen + first + 1)
             out[:first] = x[:first] - means
             self._sum, self._mean = float(sums[-1]), float(means[-1])
         for start in range(first, len(x), _CHUNK):
-            part = x[start : start + _CHUNK]
+            part = heard[start : start + _CHUNK]
             n = len(part)
             # m[k] = R^k (R m[-1] + sum_{j<=k} (1 - R) R^-j x[j]): the recursion, closed form over the chunk
             mean = self._shrink[:n] * (self._r * self._mean + np.cumsum(self._grow[:n] * part))
-            out[start : start + n] = part - mean
+            out[start : start + n] = x[start : start + n] - mean
             self._mean = float(mean[-1])
         self._seen += len(x)
         return out
@@ -73,4 +74,12 @@ class DcOffsetRemover:
 def remove_offset(recording: np.ndarray, sample_rate: int) -> np.ndarray:
     """A whole recording (a training clip, a file to classify) as the daemon's stream would give it once settled."""
     audio = np.asarray(recording, dtype=np.float32).reshape(-1)
-    return DcOffsetRemover(sample_rate, float(audio.mean(dtype=np.float64)) if len(audio) else 0.0)(audio)
+    mean = float(_silenced(audio).mean(dtype=np.float64)) if len(audio) else 0.0
+    return DcOffsetRemover(sample_rate, mean)(audio)
+
+
+def _silenced(x: np.ndarray) -> np.ndarray:
+    """``x`` with NaN and infinite samples (a broken file's) as silence, for the estimate only: one NaN in it made
+    every later sample NaN (a whole recording's, through its mean), where the output keeps it in its place."""
+    finite = np.isfinite(x)
+    return x if finite.all() else np.where(finite, x, 0.0)
