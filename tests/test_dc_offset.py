@@ -12,7 +12,7 @@ from daemon_run import read_jsonl, run_daemon
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.classify import load_audio
-from noisewatch.daemon.dc_offset import DcOffsetRemover
+from noisewatch.daemon.dc_offset import DcOffsetRemover, remove_offset
 from noisewatch.daemon.levels import dbfs
 from noisewatch.features import extract, fit_to_window
 
@@ -147,3 +147,23 @@ def test_a_nan_or_inf_stays_where_it_is(tmp_path: Path) -> None:
     expected = DcOffsetRemover(RATE, float(silenced.mean(dtype=np.float64)))(silenced)
     finite = np.isfinite(loaded)
     np.testing.assert_allclose(loaded[finite], expected[finite], rtol=0, atol=4 * np.finfo(np.float32).eps)
+
+
+def test_an_offset_that_appears_mid_stream_is_gone_within_two_seconds() -> None:
+    """The README's "within 2 s" for an offset the warm-up did not see (a converter drifting, a gain change):
+    the one-pole's time constant is 1 / (2 pi 0.5 Hz) = 0.32 s, so 2 s leave e^-6.3 = 0.2% of the step."""
+    audio = tone(440, 8)
+    audio[3 * RATE :] += np.float32(0.3)
+    out = DcOffsetRemover(RATE)(audio).astype(np.float64)
+    residual = [abs(out[int((3 + s) * RATE) :][: RATE // 10].mean()) for s in (1.5, 2.0)]  # 44 cycles of the tone
+    # e^(-t / 0.32 s) averaged over the 0.1 s: 0.0023 and 0.00048 (0.77% and 0.16% of the step); not gone at once
+    assert 1e-4 < residual[0] < 0.01 * 0.3 and residual[1] < 0.003 * 0.3, residual
+
+
+def test_a_recording_without_an_offset_passes_from_its_first_sample() -> None:
+    """Training and classify start the estimate at the recording's mean: a clip without an offset is not
+    high-passed by a warming-up estimate over its first 0.3 s (a stream's first sample reads 0)."""
+    audio = np.roll(tone(100, 1, 0.5), RATE // 400)  # starting at a peak: its first sample is -0.5
+    out = remove_offset(audio, RATE)
+    # a 0.5 Hz one-pole shifts 100 Hz by atan(0.5 / 100): 0.5 * 0.005 = 0.0025 at most, from the first sample on
+    np.testing.assert_allclose(out[: RATE // 3], audio[: RATE // 3], rtol=0, atol=0.005)
