@@ -6,7 +6,7 @@ from noisewatch.features import FeatureSettings
 from noisewatch.train.datasets import BACKGROUND, LABELS, Clip
 from noisewatch.train.pipeline import Data, Mixes, ModelSettings, _training_set, class_weights, sample_weights
 from noisewatch.train.scenemix import SceneMix, mix_label, place, scene_mix_window
-from noisewatch.train.scenes import Scene, scene_metrics
+from noisewatch.train.scenes import Scene, _windowed, scene_metrics
 
 RATE = 22050
 SETTINGS = FeatureSettings(stats=("mean", "std"))
@@ -122,3 +122,14 @@ def test_thresholds_for_a_fold_come_from_the_other_fold_and_decide_its_scene_win
     assert result["1"]["event_recall"] == 0.0 and result["2"]["event_recall"] == 1.0  # 0.8 < 0.9, 0.8 >= 0.7
     assert result["1"]["quiet_false_alarm_windows"] == 0 and result["2"]["quiet_false_alarm_windows"] == 1
     assert result["pooled"]["n_events"] == 2 and result["pooled"]["event_recall"] == 0.5
+
+
+def test_held_out_scenes_are_windowed_as_the_daemon_hears_them_offset_removed() -> None:
+    """A held-out scene riding on an offset gives the windows of the scene itself: the daemon removes it."""
+    settings = FeatureSettings(stats=("mean", "std"))
+    rate = settings.sample_rate
+    audio = (0.05 * np.random.default_rng(3).standard_normal(10 * rate)).astype(np.float32)
+    plain = _windowed(audio, (), settings)
+    offset = _windowed(audio + np.float32(0.2), (), settings)
+    assert len(plain.x) == len(offset.x) > 3
+    np.testing.assert_allclose(offset.x, plain.x, rtol=0, atol=1e-5 * float(np.abs(plain.x).max()))

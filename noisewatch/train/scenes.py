@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from noisewatch.daemon.dc_offset import DcOffsetRemover
 from noisewatch.daemon.stream import StreamingFeatures
 from noisewatch.features import FeatureSettings
 from noisewatch.train.datasets import BACKGROUND, NOISE_COLOURS, Clip, coloured_noise, load_clip
@@ -104,10 +105,10 @@ def _bed(n: int, beds: Sequence[Clip], rng: np.random.Generator, rate: int) -> n
 
 
 def _windowed(audio: np.ndarray, spans: tuple[tuple[int, int, str], ...], settings: FeatureSettings) -> Scene:
-    """The scene through the daemon's streaming feature extractor."""
-    stream = StreamingFeatures(settings, HOP_S)
+    """The scene through the daemon's offset filter and streaming feature extractor."""
+    stream, offset = StreamingFeatures(settings, HOP_S), DcOffsetRemover(settings.sample_rate)
     step = int(PUSH_S * settings.sample_rate)
-    windows = [w for start in range(0, len(audio), step) for w in stream.push(audio[start : start + step])]
+    windows = [w for start in range(0, len(audio), step) for w in stream.push(offset(audio[start : start + step]))]
     x = np.stack([w.features for w in windows]).astype(np.float32)
     return Scene(x, np.array([w.start_sample for w in windows]), settings.window_samples, spans)
 
