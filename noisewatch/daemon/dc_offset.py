@@ -10,7 +10,9 @@ tracked mean, cut off at :data:`CUTOFF_HZ`: a steady offset is gone within about
 within 0.02 dB at 10 Hz and 0.001 dB from 50 Hz up, so features of audio without an offset do not move
 beyond that. In a stream, until the tracked mean has a time constant's worth of samples behind it, it is
 their plain mean (the weight 1/(n+1) falls to 1 - R there): an offset present from the first sample makes no
-step, and the estimate depends on the sample's index alone, so no read size changes the output.
+step, and the estimate depends on the sample's index alone, so no read size changes the output. (Over those
+first 0.3 s the plain mean cuts low frequencies harder than 0.5 Hz, and a stream's first sample reads 0: once
+per start or reopened input.)
 
 Training and classify read whole recordings through the same filter (:func:`remove_offset`), started at the
 recording's mean, where a stream's estimate would have settled: a clip's offset is no cue the model can learn
@@ -51,7 +53,9 @@ class DcOffsetRemover:
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """The next samples of the stream, offset removed (float32, same length)."""
-        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        x = np.asarray(samples, dtype=np.float64)
+        if x.ndim != 1:  # flattened, a stereo block would come back twice as long, its channels interleaved
+            raise ValueError(f"one channel of samples expected, got an array of shape {x.shape}")
         heard = _silenced(x)
         out = np.empty(len(x), dtype=np.float32)
         first = min(len(x), max(0, self._warm_up - self._seen))
