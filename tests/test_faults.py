@@ -1694,3 +1694,40 @@ def test_f30_a_file_replayed_at_full_speed_waits_for_a_slow_stdout_reader_and_lo
     assert proc.returncode == 0, stderr[-1500:]
     assert sum(line["type"] == "event" for line in lines) == SCENE_EVENTS, stderr[-1500:]
     assert "cannot write" not in stderr, stderr[-1500:]
+
+
+# --- 31: thresholds set from Home Assistant -----------------------------------------------------------------
+
+SIREN_THRESHOLD = f"{PREFIX}/threshold/siren"
+
+
+@pytest.mark.broker
+def test_f31_a_retained_threshold_command_does_not_undo_a_later_one_at_every_reconnect(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Fault injection: a threshold command left retained on the broker (``mosquitto_pub -r``, a Node-RED flow set to
+    retain) was applied at every start and every reconnect, as the broker replays it at each subscription: a value set
+    from the phone since held only until the next broker restart, then the stale one was back, in force and kept, with
+    nothing in the log but "threshold for siren set to 0.30". A command sent while the listener was away still
+    counts: the broker queues it in the listener's session, not retained."""
+    collector.client.publish(f"{SIREN_THRESHOLD}/set", "0.3", qos=1, retain=True).wait_for_publish(5)
+    config = write_config(tmp_path / "c.yaml", broker.port)
+    state = load_config(config).mqtt.state_path
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 60), 1, tmp_path / "out.jsonl")
+    assert collector.wait_for(lambda c: c.on(STATUS) == [b"online"], timeout=15), daemon.log_text()
+    collector.client.publish(f"{SIREN_THRESHOLD}/set", "0.8", qos=1)  # Home Assistant: not retained
+    assert collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] == [b"0.8"]), collector.on(SIREN_THRESHOLD)
+    broker.restart()
+    assert collector.wait_for(lambda c: c.on(STATUS)[-1:] == [b"online"] and len(c.on(STATUS)) >= 2, timeout=15)
+    assert not collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] != [b"0.8"], timeout=3), (
+        collector.on(SIREN_THRESHOLD), daemon.log_text()[-1500:])
+    assert json.loads((state / "thresholds.json").read_text()) == {"siren": 0.8}
+    assert any("retained" in line and f"{SIREN_THRESHOLD}/set" in line
+               for line in daemon.log_text().splitlines() if "WARNING" in line), daemon.log_text()[-1500:]
+    daemon.proc.terminate()
+    assert daemon.wait(10) == 0
+    collector.client.publish(f"{SIREN_THRESHOLD}/set", "0.7", qos=1).wait_for_publish(5)  # while the listener is away
+    seen = len(collector.on(SIREN_THRESHOLD))
+    start(daemons, config, silence(tmp_path / "s2.flac", 30), 1, tmp_path / "out2.jsonl")
+    assert collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[seen:][-1:] == [b"0.7"], timeout=15), (
+        collector.on(SIREN_THRESHOLD))
+

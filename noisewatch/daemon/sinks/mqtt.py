@@ -167,6 +167,8 @@ class _ThresholdCommand:
 
     topic: str
     payload: bytes
+    retained: bool
+    """Replayed by the broker at our subscription: a command of unknown age, not one sent now."""
 
 
 @dataclass(frozen=True)
@@ -609,7 +611,7 @@ class MqttSink:
         elif is_status(message.topic) or discovery_node(message.topic) is not None:  # subscribed to: its old ones
             self._commands.put(_OldAnnouncement(message.topic, bytes(message.payload)))
         elif message.topic.startswith(self.topics.prefix + "/"):
-            self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload)))
+            self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload), bool(message.retain)))
 
     # --- the pump (its own thread) -------------------------------------------------------------------
 
@@ -970,6 +972,11 @@ class MqttSink:
         if label is None:  # a typo in a Node-RED flow ("Siren") would otherwise change nothing without a word
             log.warning("MQTT: ignoring a threshold on %s: no label this listener reports has that topic "
                         "(thresholds can be set for: %s)", command.topic, ", ".join(map(segment, labels)))
+            return
+        if command.retained:  # replayed at every (re)connect: it undid any value set since, at each broker restart
+            log.warning("MQTT: ignoring a retained threshold on %s: a retained command would be applied again at "
+                        "every reconnect; publish thresholds without retain (clear this one with an empty retained "
+                        "message)", command.topic)
             return
         try:
             value = parse_threshold(command.payload)
