@@ -1696,7 +1696,7 @@ def test_f30_a_file_replayed_at_full_speed_waits_for_a_slow_stdout_reader_and_lo
     assert "cannot write" not in stderr, stderr[-1500:]
 
 
-# --- 31: thresholds set from Home Assistant -----------------------------------------------------------------
+# --- 31 and 32: thresholds set from Home Assistant --------------------------------------------------------------
 
 SIREN_THRESHOLD = f"{PREFIX}/threshold/siren"
 
@@ -1731,3 +1731,27 @@ def test_f31_a_retained_threshold_command_does_not_undo_a_later_one_at_every_rec
     assert collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[seen:][-1:] == [b"0.7"], timeout=15), (
         collector.on(SIREN_THRESHOLD))
 
+
+
+@pytest.mark.broker
+def test_f32_a_threshold_file_damaged_while_running_loses_no_threshold_in_force(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Fault injection: with ``thresholds.json`` damaged under the running daemon (a failing SD card, a hand edit cut
+    short), the next threshold set from Home Assistant was stored alone: the others in force were dropped from the
+    file and from the sink, so the next reconnect showed the siren's entity at the bundle's 0.95 while the detector
+    still ran at the 0.3 set from the phone, and the next start ran at 0.95; the log said only that the file's
+    content was ignored."""
+    config = write_config(tmp_path / "c.yaml", broker.port)
+    state = load_config(config).mqtt.state_path
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 60), 1, tmp_path / "out.jsonl")
+    assert collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] == [b"0.95"], timeout=15), daemon.log_text()
+    collector.client.publish(f"{SIREN_THRESHOLD}/set", "0.3", qos=1)
+    assert collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] == [b"0.3"]), collector.on(SIREN_THRESHOLD)
+    (state / "thresholds.json").write_text('{"siren": 0.3')
+    collector.client.publish(f"{PREFIX}/threshold/dog_bark/set", "0.5", qos=1)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/dog_bark")[-1:] == [b"0.5"])
+    assert json.loads((state / "thresholds.json").read_text()) == {"siren": 0.3, "dog_bark": 0.5}
+    broker.restart()  # every threshold in force is announced again
+    assert collector.wait_for(lambda c: c.on(STATUS)[-1:] == [b"online"] and len(c.on(STATUS)) >= 2, timeout=15)
+    assert not collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] != [b"0.3"], timeout=2), (
+        collector.on(SIREN_THRESHOLD))

@@ -218,13 +218,12 @@ def test_parse_threshold_command() -> None:
 def test_thresholds_store_keeps_valid_overrides(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = ThresholdsStore(tmp_path, ("siren", "dog_bark"))
     assert store.load() == {}
-    assert store.set("siren", 0.8) == {"siren": 0.8}
-    assert store.set("dog_bark", 0.55) == {"siren": 0.8, "dog_bark": 0.55}
+    store.save({"siren": 0.8, "dog_bark": 0.55})
     assert ThresholdsStore(tmp_path, ("siren", "dog_bark")).load() == {"siren": 0.8, "dog_bark": 0.55}
     with pytest.raises(ThresholdError, match="unknown label"):
-        store.set("gun_shot", 0.5)
+        store.save({"siren": 0.8, "gun_shot": 0.5})
     with pytest.raises(ThresholdError, match="outside"):
-        store.set("siren", 2.0)
+        store.save({"siren": 2.0})
     assert store.load() == {"siren": 0.8, "dog_bark": 0.55}  # a refused command changes nothing
 
 

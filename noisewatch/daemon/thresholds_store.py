@@ -70,12 +70,6 @@ class ThresholdsStore:
         """Replace the stored overrides (atomically) after checking every label and value."""
         write_json(self.path, {self.check_label(label): check_threshold(v) for label, v in overrides.items()})
 
-    def set(self, label: str, value: float) -> dict[str, float]:
-        """Store one label's override; returns every override now in effect."""
-        overrides = self.load() | {self.check_label(label): check_threshold(value)}
-        self.save(overrides)
-        return overrides
-
     def check_label(self, label: str) -> str:
         """``label`` if the model knows it; ThresholdError otherwise."""
         if label not in self.labels:

@@ -980,13 +980,15 @@ class MqttSink:
             return
         try:
             value = parse_threshold(command.payload)
-            overrides = self._threshold_store.set(label, value)
         except ThresholdError as exc:
             log.warning("MQTT: ignoring a threshold for %s: %s", label, exc)
             return
+        # on top of those in force, not of the file's: a file damaged since it was read dropped every other one
+        overrides = {**self.threshold_overrides(), label: value}
+        try:
+            self._threshold_store.save(overrides)
         except OSError as exc:
             log.error("MQTT: threshold for %s applied but not kept (%s: %s)", label, self.settings.state_path, exc.strerror)
-            overrides = {**self.threshold_overrides(), label: value}
         with self._overrides_lock:
             self._overrides = overrides
         log.info("threshold for %s set to %.2f from MQTT", label, value)
