@@ -279,20 +279,26 @@ def test_a_hop_or_more_of_lost_audio_ends_the_open_event_where_the_audio_stopped
         assert to_window < bundle.features.window_samples
 
 
-@pytest.mark.parametrize("case", ["no audio", "8 kHz"])
+@pytest.mark.parametrize("case", ["no audio", "8 kHz", "3 s"])
 def test_an_input_that_cannot_be_heard_as_the_model_hears_is_said_so(tmp_path: Path, case: str) -> None:
     """Found by fault injection: an empty file ended with exit 0 and not a word, and a 1 kHz recording ran
-    without a warning (and found nothing)."""
+    without a warning (and found nothing); so did a file shorter than one window (a 3 s clip of a siren: no window,
+    no event, nothing classified), while one of 5 s found the siren."""
     path = tmp_path / "input.wav"
     rate = 8000 if case == "8 kHz" else 22050
-    sf.write(str(path), np.zeros(0 if case == "no audio" else 5 * rate, dtype=np.float32), rate)
+    seconds = {"no audio": 0, "8 kHz": 5, "3 s": 3}[case]
+    sf.write(str(path), np.zeros(seconds * rate, dtype=np.float32), rate)
     result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input", str(path), "--speed", "0"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     if case == "no audio":
         assert f"{path.name} holds no audio" in result.stderr
+    elif case == "3 s":
+        assert f"{path.name} holds 3.0 s of audio, less than one 4 s window of the model: nothing was classified" in (
+            result.stderr)
     else:
         assert "delivers 8000 Hz, less than the model's 22050 Hz: it hears nothing above 4000 Hz" in result.stderr
+        assert "nothing was classified" not in result.stderr
 
 
 def test_bad_config_is_one_line_and_exit_78(tmp_path: Path) -> None:

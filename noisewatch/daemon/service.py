@@ -289,6 +289,9 @@ class Service:
                 if first:
                     log.warning("%s holds no audio", source.name)
                 self.active.outbox.publish(pipeline.process(resampler.flush()))
+                if not first and self.counters.windows == 0:  # no window, no event: exit 0 said nothing of it
+                    log.warning("%s holds %.1f s of audio, less than one %g s window of the model: nothing was "
+                                "classified", source.name, pipeline.position_s, pipeline.bundle.features.window_s)
                 return Ending.FINISHED
             elif source.failed:
                 return Ending.FAILED
