@@ -1,4 +1,5 @@
-"""Test helpers: a real mosquitto on a free loopback port, a collecting subscriber, a mute server.
+"""Test helpers: a real mosquitto on a free loopback port, a collecting subscriber, a mute server, a proxy that
+swallows acknowledgements.
 
 ``Broker`` writes its own config into a private directory (persistence, log, optional password
 file made with ``mosquitto_passwd``, optional TLS listener with a CA generated with ``openssl``,
@@ -245,6 +246,69 @@ class MuteServer:
 
     def close(self) -> None:
         self._stop.set()
+        self.sock.close()
+
+
+PUBACK = 4
+"""MQTT control packet type of a publish acknowledgement."""
+
+
+def _read_packet(sock: socket.socket) -> bytes | None:
+    """One whole MQTT packet (fixed header, remaining length, body), or None once the connection has ended."""
+    header = sock.recv(1)
+    if not header:
+        return None
+    length, shift = 0, 0
+    while True:
+        byte = sock.recv(1)
+        if not byte:
+            return None
+        header += byte
+        length |= (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            break
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return header + body
+
+
+class AckSwallower:
+    """A proxy in front of a broker that passes everything on but its PUBACKs to the client: a broker that takes
+    the connection, answers pings and forwards what it is sent, and never acknowledges a QoS 1 publish."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.broker_port = broker_port
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection((HOST, self.broker_port))
+            threading.Thread(target=self._pass, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pass, args=(upstream, client, True), daemon=True).start()
+
+    @staticmethod
+    def _pass(source: socket.socket, target: socket.socket, swallow_acks: bool) -> None:
+        try:
+            while (packet := _read_packet(source)) is not None:
+                if not (swallow_acks and packet[0] >> 4 == PUBACK):
+                    target.sendall(packet)
+        except OSError:
+            pass
+        for end in (source, target):
+            end.close()
+
+    def close(self) -> None:
         self.sock.close()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from mqtt_broker import HOST, Broker, Collector, MuteServer, make_test_ca, wait_until
+from mqtt_broker import HOST, AckSwallower, Broker, Collector, MuteServer, make_test_ca, wait_until
 
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
@@ -780,6 +780,37 @@ def test_mute_broker_never_blocks_send(open_sink: OpenSink, tmp_path: Path) -> N
         assert time.monotonic() - t0 < CLOSE_FLUSH_S + 0.3
     finally:
         mute.close()
+
+
+def test_a_broker_that_never_acknowledges_is_said(open_sink: OpenSink, tmp_path: Path, broker: Broker,
+                                                  collector: Collector, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Fault injection: a broker that takes the connection, answers pings and forwards what it is sent, but never
+    sends a PUBACK (an acknowledging proxy or bridge gone wrong). The events handed over filled the in-flight window
+    and every later one stayed in the spool, while the listener stayed online and the log said nothing at all (at a
+    stop: "closed; 30 message(s) left in the spool", at INFO)."""
+    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+
+    monkeypatch.setattr(mqtt_sink, "UNACKED_WARN_S", 2.0)
+    swallower = AckSwallower(broker.port)
+    try:
+        sink = open_sink(make_config(tmp_path, swallower.port))
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        for n in range(3):
+            sink.send(event(n))
+        assert collector.wait_for(lambda c: len(ids_on(c)) == 3)  # delivered, never acknowledged
+
+        def said() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                    and "acknowledged" in r.getMessage()]
+
+        assert wait_until(lambda: bool(said()), timeout=10), [r.getMessage() for r in caplog.records]
+        time.sleep(2.0)
+        assert len(said()) == 1, said()  # once, not at every pass
+        assert f"{HOST}:{swallower.port}" in said()[0] and "3 event message(s)" in said()[0], said()
+        assert sink.spool.depth == 3
+    finally:
+        swallower.close()
 
 
 def test_a_threshold_set_from_home_assistant_is_kept_shown_and_handed_to_the_detector(

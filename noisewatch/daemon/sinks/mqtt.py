@@ -95,6 +95,9 @@ CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
+UNACKED_WARN_S = 60.0
+"""Event messages in flight this long on a live connection without one acknowledgement are said (a broker that takes
+publishes and never acknowledges them filled the in-flight window, and every later event waited, in silence)."""
 OLD_STATUS_WAIT_S = 5.0
 """How long a listener moved to another topic prefix or device id waits for its old status topic's retained payload
 before it takes it for absent (a broker sends a retained message at once after the subscription)."""
@@ -310,6 +313,9 @@ class MqttSink:
         self._awaited: dict[int, str] = {}  # paho mid -> topic of a QoS 1 message outside the spool
         self._unspooled: deque[_Unspooled] = deque()
         self._inflight_held: dict[int, _Unspooled] = {}  # paho mid -> held event published from memory
+        self._acked_at = time.monotonic()
+        """When the broker last acknowledged an event message, or had none of them to acknowledge."""
+        self._unacked_said = False
         self.counts = LifetimeCounts()
         """``memory_dropped`` and ``network_restarts``, shared with the sinks that replace this one at reloads."""
         self._last_handed = 0  # highest spool seq handed to paho
@@ -646,6 +652,8 @@ class MqttSink:
         check = self._old_topics_check
         if check is not None and self._connected and time.monotonic() >= check.deadline:
             self._end_old_topics_check(check, live=None)
+        if self._connected:
+            self._watch_acknowledgements()
         if self._connected and not self._settling() and handed_over:
             self._send_state_clears()
             self._feed_spool()
@@ -691,6 +699,17 @@ class MqttSink:
         self._network = getattr(self.client, "_thread", None)
         if self._stopping.is_set():  # close() ran meanwhile (its join gave up on a pump slowed by a failing disk)
             self.client.loop_stop()
+
+    def _watch_acknowledgements(self) -> None:
+        """Say once when the event messages handed to a connected broker go unacknowledged for UNACKED_WARN_S."""
+        waiting = len(self._inflight) + len(self._inflight_held)
+        if not waiting:
+            self._acked_at = time.monotonic()
+        elif not self._unacked_said and time.monotonic() - self._acked_at > UNACKED_WARN_S:
+            self._unacked_said = True
+            log.warning("MQTT: %s:%d has acknowledged none of the %d event message(s) sent to it for %.0f s; later "
+                        "events wait until it does (%d in the spool)", self.settings.host, self.settings.port, waiting,
+                        UNACKED_WARN_S, self.spool.depth)
 
     def _move_spool(self, new: Spool) -> None:
         """Move every message of the old folder's spool (the replaced sink's unsent ones, then this sink's) to
@@ -782,6 +801,7 @@ class MqttSink:
                 self._publish_threshold(label)
         elif isinstance(command, _Connected):
             self._connected, self._max_packet = True, command.max_packet
+            self._acked_at = time.monotonic()  # what was in flight is sent again now: a fresh wait
             self._restarts_unconnected = 0
             self._old_topics_check = None  # an answer lost with the last connection: looked at anew (_announce)
             self._announce()
@@ -1052,6 +1072,8 @@ class MqttSink:
                 log.error("MQTT: the broker refused %s (%s): Home Assistant and other subscribers do not get it; %s",
                           topic, ack.reason, hint)
             return
+        if ack.mid in self._inflight or ack.mid in self._inflight_held:
+            self._acked_at, self._unacked_said = time.monotonic(), False
         held = self._inflight_held.pop(ack.mid, None)
         if held is not None:
             if ack.reason is not None and ack.reason.is_failure:
