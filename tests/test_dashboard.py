@@ -645,6 +645,27 @@ def test_the_subscriber_tells_retained_from_live_and_keeps_a_refusal_s_reason(tm
 
 
 @pytest.mark.broker
+def test_a_password_corrected_in_its_file_is_used_at_the_next_attempt(tmp_path: Path) -> None:
+    """Against a real mosquitto: the page says "retrying" after a refusal, so a retry must read mqtt.password_file
+    again; it kept sending the password read at start, refused forever until the dashboard was restarted."""
+    broker = Broker(users={"nw": "right-password"}).start()
+    password_file = tmp_path / "mqtt_password"
+    password_file.write_text("wrong\n")
+    password_file.chmod(0o600)
+    settings = {"host": HOST, "port": broker.port, "username": "nw", "password_file": str(password_file)}
+    subscriber = LiveSubscriber.from_config(Config.model_validate({"device_id": "kitchen", "mqtt": settings}))
+    subscriber.start()
+    try:
+        assert _wait(lambda: "refused" in subscriber.store.broker), subscriber.store.broker
+        password_file.write_text("right-password\n")
+        assert _wait(lambda: subscriber.store.broker == "subscribed", timeout=15.0), subscriber.store.broker
+        assert subscriber.store.connected
+    finally:
+        subscriber.stop()
+        broker.cleanup()
+
+
+@pytest.mark.broker
 def test_the_store_decodes_everything_the_daemon_publishes(repo_root: Path, tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     """The real daemon over the sample scene into a real broker: every message it publishes (its JSON-lines log

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from noisewatch.config import Config, MqttSection
+from noisewatch.config import Config, ConfigError, MqttSection
 from noisewatch.daemon.sinks.mqtt_client import new_client, refusal_hint
 from noisewatch.daemon.sinks.topics import listener_prefix
 from noisewatch.dashboard.store import LiveStore, topic_filter
@@ -32,19 +33,22 @@ RECONNECT_MAX_S = 30
 class LiveSubscriber:
     """Subscribes to a listener and its siblings (see ``topic_filter``) and keeps their latest state in ``store``."""
 
-    def __init__(self, settings: MqttSection, prefix: str, password: str | None = None) -> None:
+    def __init__(self, settings: MqttSection, prefix: str, password: str | None = None,
+                 reread_password: Callable[[], str | None] | None = None) -> None:
         self.settings = settings
         self.store = LiveStore(prefix)
         self.filter = topic_filter(prefix)
         self._refusal: str | None = None
         """why the broker refused the last connection attempt (paho's thread only)"""
+        self._reread_password = reread_password
+        """reads the password again after a refusal, so that one corrected in its file is used at the next attempt"""
         self.client = self._make_client(password)
 
     @classmethod
     def from_config(cls, config: Config) -> "LiveSubscriber":
         """The subscriber for a daemon config; raises ConfigError for unusable TLS files or password."""
         prefix = listener_prefix(config)
-        return cls(config.mqtt, prefix, config.mqtt_password())
+        return cls(config.mqtt, prefix, config.mqtt_password(), reread_password=config.mqtt_password)
 
     def start(self) -> None:
         """Connect in the background (an absent broker is retried, never fatal)."""
@@ -77,10 +81,22 @@ class LiveSubscriber:
             self._refusal = f"refused the connection: {reason_code}; {refusal_hint(reason_code.value)}"
             self.store.broker = f"{self._refusal}; retrying"
             log.error("dashboard: broker %s:%d %s", self.settings.host, self.settings.port, self._refusal)
+            self._use_current_password(client)
             return
         self._refusal = None
         self.store.broker = "connected, subscribing"
         client.subscribe(self.filter, qos=QOS_AT_LEAST_ONCE)
+
+    def _use_current_password(self, client: mqtt.Client) -> None:
+        """Take the password as its source holds it now: the page says "retrying", and a retry with the password
+        read at start would be refused until the dashboard restarted, whatever the user corrected."""
+        if self._reread_password is None or self.settings.username is None:
+            return
+        try:
+            client.username_pw_set(self.settings.username, self._reread_password())
+        except ConfigError as exc:  # the file went missing or unreadable: say so, keep trying with the old one
+            self._refusal = f"{self._refusal}; {exc}"
+            self.store.broker = f"{self._refusal}; retrying"
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
                       properties: Properties | None) -> None:
