@@ -315,6 +315,33 @@ def test_live_page_shows_the_events_of_the_scene(dashboard: str, browser: object
     browser.save_screenshot(str(artifacts / "live.png"))
 
 
+LEGEND_JS = ("return Array.from(document.querySelectorAll('.vega-embed svg g.role-legend'), legend => ["
+             "(legend.querySelector('.role-legend-title text') || {}).textContent, "
+             "Array.from(legend.querySelectorAll('.role-legend-label text'), label => label.textContent), "
+             "Array.from(legend.querySelectorAll('.role-legend-symbol path'), "
+             "symbol => [symbol.getAttribute('stroke'), symbol.getAttribute('stroke-dasharray')])]);")
+"""(title, labels, [(stroke, dash pattern) of each symbol]) of every chart legend on the page"""
+
+
+def test_the_sound_level_legend_tells_leq_lmax_and_lmin_apart(dashboard: str, browser: object, broker: Broker,
+                                                              artifacts: Path) -> None:
+    """The level chart draws Leq, Lmax and Lmin in one colour per device, told apart only by their dashes: the
+    legend must show those dashes (it showed three identical black dots, the dashes on an invisible outline)."""
+    publish(broker.port, [m for m in other_listener(f"noisewatch/{OTHER_DEVICE}") if m[0].endswith("/level")])
+    browser.get(f"{dashboard}/")
+    wait_for_text(browser, ("Sound level", OTHER_DEVICE))
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    while not (legends := {title: (labels, symbols) for title, labels, symbols in browser.execute_script(LEGEND_JS)
+                           if title == "measure"}) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert legends, "the sound level chart has no legend of its measures"
+    labels, symbols = legends["measure"]
+    assert labels == ["Leq", "Lmax", "Lmin"], labels
+    assert all(stroke not in (None, "transparent", "none") for stroke, _ in symbols), f"dashes drawn unseen: {symbols}"
+    assert len({dash for _, dash in symbols}) == 3, f"two measures share a dash pattern: {symbols}"
+    browser.save_screenshot(str(artifacts / "live-levels.png"))
+
+
 def test_classify_page_predicts_an_uploaded_recording(dashboard: str, browser: object, artifacts: Path,
                                                       repo_root: Path) -> None:
     bundle = load_bundle(default_model_path())

@@ -183,9 +183,12 @@ def _levels(rows: list[dict[str, Any]], unit: str) -> None:
                 "relative to the microphone's full scale (0 dBFS: the loudest it can take; set levels.calibration_db "
                 "for dB(A) SPL)") + "; per report period: Leq the energy mean, Lmax and Lmin the loudest and quietest "
                "second")
-    chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
-        x=_utc_axis("time"), y=alt.Y("level:Q", title=unit, scale=alt.Scale(zero=False)),
-        color="device:N", strokeDash="measure:N", detail="run:N",
+    base = alt.Chart(pd.DataFrame(rows)).encode(
+        x=_utc_axis("time"), y=alt.Y("level:Q", title=unit, scale=alt.Scale(zero=False)), color="device:N",
         tooltip=["device", "measure", alt.Tooltip("level:Q", format=".1f"), _utc_tooltip("time")],
     )
-    st.altair_chart(chart, width="stretch")
+    # The dashes go on the lines alone: on a line drawn with its points, the legend shows each measure as a point,
+    # filled black, its dash on an invisible outline, and Leq, Lmax and Lmin look the same.
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("measure:N", legend=alt.Legend(symbolType="stroke")),
+                                    detail="run:N")
+    st.altair_chart(lines + base.mark_circle(), width="stretch")
