@@ -248,6 +248,18 @@ def test_offline_hides_what_was_current_and_keeps_history() -> None:
     assert views.stats_items(store.snapshot()["kitchen"]) == STATS_ITEMS
 
 
+def test_a_health_report_is_dated_when_it_arrives_live() -> None:
+    """Health comes every stats.interval_s: the page dates it; a retained one (made before the dashboard
+    subscribed) has no date, and replayed unchanged at a resubscribe it keeps the one it had."""
+    store = listening_store()
+    store.apply(Received("kitchen", "stats", None, stats(5.0)), retained=True)
+    assert store.snapshot()["kitchen"].stats_at is None
+    store.apply(Received("kitchen", "stats", None, stats(65.0)), now=1000.0)
+    assert store.snapshot()["kitchen"].stats_at == 1000.0
+    store.apply(Received("kitchen", "stats", None, stats(65.0)), retained=True)
+    assert store.snapshot()["kitchen"].stats_at == 1000.0
+
+
 def test_a_lost_microphone_is_shown_while_online() -> None:
     store = listening_store()
     store.receive("noisewatch/kitchen/status", b"online")

@@ -342,6 +342,24 @@ def test_the_sound_level_legend_tells_leq_lmax_and_lmin_apart(dashboard: str, br
     browser.save_screenshot(str(artifacts / "live-levels.png"))
 
 
+def test_the_health_report_says_when_it_was_made(dashboard: str, browser: object, broker: Broker) -> None:
+    """A listener reports its health every stats.interval_s (60 s by default): the panel showed "listening for: 0 s"
+    and "events waiting for the broker: 8" a minute on, as if current; it must say when the report was made."""
+    device = "attic"
+    browser.get(f"{dashboard}/")
+    wait_for_text(browser, ("Broker connection: subscribed",))
+    stats = Stats(uptime_s=0.1, audio_s=0.1, windows=0, gated_windows=0, events=0, input_overflows=0,
+                  dropped_frames=0, nonfinite_samples=0, source="USB microphone", model="urban11@test",
+                  runtime="ai_edge_litert", version="0.1.0", spool_depth=8, device=device)
+    sent = dt.datetime.now(dt.timezone.utc)
+    publish(broker.port, [(f"noisewatch/{device}/status", "online", True),
+                          (f"noisewatch/{device}/stats", stats.encode(), True)])
+    text = wait_for_text(browser, (f"{device} online", "listening for: 0 s"))
+    panel = text.split(f"{device} online", 1)[1]
+    shown = {f"report of {(sent + dt.timedelta(seconds=s)).strftime('%H:%M:%S')} UTC" for s in range(3)}
+    assert any(words in panel for words in shown), f"the health panel does not date its report: {panel[:800]}"
+
+
 def test_classify_page_predicts_an_uploaded_recording(dashboard: str, browser: object, artifacts: Path,
                                                       repo_root: Path) -> None:
     bundle = load_bundle(default_model_path())

@@ -73,6 +73,8 @@ class DeviceState:
     levels: deque[Level] = field(default_factory=lambda: deque(maxlen=LEVELS_KEPT))
     scores: deque[Scores] = field(default_factory=lambda: deque(maxlen=SCORES_KEPT))
     stats: Stats | None = None
+    stats_at: float | None = None
+    """when the health report arrived live; None when it came retained (made before the dashboard subscribed)"""
     audio: Status | None = None
     """the retained audio-input state (listening, or an error with its reason)"""
     last_seen: float | None = None
@@ -198,11 +200,13 @@ class LiveStore:
             if device is None:
                 prefix = f"{self.root}/{received.device}" if self.root else received.device
                 device = self._devices[received.device] = DeviceState(prefix)
-            known = device.status
+            known, report = device.status, device.stats
             _fold(device, received)
             when = None if retained else (time.time() if now is None else now)
             if received.kind == "status" and (when is not None or device.status != known):
                 device.status_since = when  # a status replayed unchanged (the dashboard resubscribed) keeps its date
+            if received.kind == "stats" and (when is not None or device.stats != report):
+                device.stats_at = when  # likewise the health report: the page says how old it is
             if when is not None:
                 device.last_seen = when
 

@@ -99,6 +99,8 @@ def _device_panel(name: str, device: DeviceState) -> None:
         with health:
             st.markdown("**Health**")
             items = views.stats_items(device)
+            if items:
+                st.caption(_report_time(device))
             st.markdown("  \n".join(f"{words}: {value}" for words, value in items)
                         or ("no stats yet" if current else "not shown: not current"))
 
@@ -116,6 +118,14 @@ def _presence_text(device: DeviceState, presence: views.Presence) -> str:
     if presence is views.Presence.UNKNOWN:
         return "no status published yet"
     return f"online{heard}" if heard else "online (its status was published before the dashboard started)"
+
+
+def _report_time(device: DeviceState) -> str:
+    """When the health report was made: a listener reports only every ``stats.interval_s`` (60 s by default), so
+    its figures can be a minute old ("listening for 0 s" well after it started) and must not read as current."""
+    if device.stats_at is None:
+        return "report made before the dashboard subscribed (every stats.interval_s)"
+    return f"report of {_clock(device.stats_at)} UTC (every stats.interval_s)"
 
 
 def _state_badges(device: DeviceState) -> str:
