@@ -517,6 +517,16 @@ def test_a_recording_shorter_than_a_window_is_told_why_it_has_no_event(repo_root
                                                   bundle.features)
 
 
+def test_a_wav_file_cut_short_is_told_from_a_whole_one() -> None:
+    rate = 22050
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(10 * rate, dtype=np.float32), rate, format="WAV", subtype="PCM_16")
+    whole = buffer.getvalue()
+    assert analysis.decode(whole, rate).cut_short is None
+    cut = analysis.decode(whole[: 44 + 2 * 4 * rate], rate).cut_short  # the header and 4 s of its 10
+    assert cut is not None and cut.held_s == pytest.approx(4.0) and cut.promised_s == pytest.approx(10.0)
+
+
 def test_decode_downmixes_and_resamples_to_the_model_rate() -> None:
     rate, seconds = 44100, 1.5
     t = np.arange(int(rate * seconds)) / rate

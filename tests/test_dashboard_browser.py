@@ -380,6 +380,22 @@ def test_classify_page_predicts_an_uploaded_recording(dashboard: str, browser: o
     browser.save_screenshot(str(artifacts / "classify.png"))
 
 
+def test_classify_page_says_an_upload_is_cut_short(dashboard: str, browser: object, repo_root: Path,
+                                                  tmp_path: Path) -> None:
+    """A WAV file broken off halfway (a copy or download cut short) was classified without a word, its scraps
+    shown as the recording (0.1 s of garbage read "car_horn, mean score 1.00"); the page must say so."""
+    audio, rate = soundfile.read(str(repo_root / "samples" / "scene.flac"))
+    whole = tmp_path / "whole.wav"
+    soundfile.write(str(whole), audio, rate, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    browser.get(f"{dashboard}/classify")
+    wait_for_elements(browser, "input[type=file]")[0].send_keys(str(cut))
+    promised = len(audio) / rate
+    wait_for_text(browser, (f"This file is cut short: its header promises {promised:.1f} s of audio", "Waveform"))
+
+
 def test_model_page_shows_the_bundles_metrics(dashboard: str, browser: object, artifacts: Path) -> None:
     bundle = load_bundle(default_model_path())
     browser.get(f"{dashboard}/model")

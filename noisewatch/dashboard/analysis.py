@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import numpy as np
+import soundfile
 
 from noisewatch import features
 from noisewatch.bundle import Bundle
@@ -22,6 +24,7 @@ from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.messages import Event, stamped
 from noisewatch.daemon.pipeline import Pipeline
+from noisewatch.daemon.sources import CUT_SHORT
 
 DEFAULT_HOP_S = 1.0
 """seconds between classified windows of an uploaded recording"""
@@ -37,6 +40,13 @@ WAVEFORM_POINTS = 1000
 PALETTE = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
 
 
+class CutShort(NamedTuple):
+    """How much audio a file cut short holds, and how much its header promises."""
+
+    held_s: float
+    promised_s: float
+
+
 @dataclass(frozen=True)
 class Recording:
     """Mono audio at the model's sample rate."""
@@ -45,6 +55,8 @@ class Recording:
     sample_rate: int
     truncated: bool
     """True if the upload was longer than MAX_SECONDS and was cut"""
+    cut_short: CutShort | None = None
+    """set when the file holds less than its header promises (a copy or download broken off)"""
 
     @property
     def duration_s(self) -> float:
@@ -83,7 +95,17 @@ def decode(data: bytes, sample_rate: int) -> Recording:
     """WAV/FLAC/OGG bytes -> mono float32 at ``sample_rate`` (raises soundfile.LibsndfileError)."""
     mono = load_audio(io.BytesIO(data), sample_rate)
     keep = int(MAX_SECONDS * sample_rate)
-    return Recording(mono[:keep], sample_rate, len(mono) > keep)
+    return Recording(mono[:keep], sample_rate, len(mono) > keep, cut_short(data))
+
+
+def cut_short(data: bytes) -> CutShort | None:
+    """What a WAV (or AIFF) file cut short holds and promises, None for a whole one: libsndfile reads such a file
+    to where it ends without a word, and the page showed a damaged upload's scraps as a recording."""
+    info = soundfile.info(io.BytesIO(data))
+    found = CUT_SHORT.search(info.extra_info)
+    if found is None or int(found.group(2)) >= int(found.group(1)):
+        return None
+    return CutShort(info.duration, info.duration * int(found.group(1)) / int(found.group(2)))
 
 
 def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S) -> WindowScores:

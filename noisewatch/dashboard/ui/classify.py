@@ -85,6 +85,10 @@ def _events(data: bytes, bundle_path: str) -> list[Event]:
 
 def _show_events(events: list[Event], recording: analysis.Recording, bundle: Bundle) -> None:
     st.subheader(f"Events: {len(events)}")
+    if recording.cut_short is not None:
+        st.warning(f"This file is cut short: its header promises {recording.cut_short.promised_s:.1f} s of audio, "
+                   f"it holds {recording.cut_short.held_s:.1f} s (a copy or download broken off?). What follows is "
+                   "of what it holds.")
     if recording.truncated:
         st.warning(f"Only the first {analysis.MAX_SECONDS:g} s were analysed.")
     st.caption("as `noisewatch run --input` reports them with this config (the daemon's detector, thresholds "
