@@ -583,6 +583,7 @@ def test_launch_command_runs_the_app_with_the_config(tmp_path: Path) -> None:
     assert opened[opened.index("--server.address") + 1] == "0.0.0.0"
     assert command[-3:] == ["--", "--config", str(Path("conf.yaml").resolve())]
     assert launch.app_arguments(command[command.index("--") + 1:]).config == str(Path("conf.yaml").resolve())
+    assert command[command.index("--server.fileWatcherType") + 1] == "none"  # an upgrade is not hot-loaded under it
 
 
 def test_launch_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,10 @@ from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
 EX_UNAVAILABLE = 69  # sysexits.h: a required service (here: the extra) is missing
 APP = Path(__file__).with_name("app.py")
 LOCALHOST = "127.0.0.1"
-STREAMLIT_OPTIONS = ("--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer")
+STREAMLIT_OPTIONS = ("--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+                     "--server.fileWatcherType", "none")
+"""No file watcher: a running dashboard reloaded modules changed under it (an upgrade, a ``git pull``) beside its
+live MQTT subscriber's old objects, and showed a listener online as "audio input lost" and closed events as open."""
 
 
 def streamlit_command(config: str | None, port: int, address: str = LOCALHOST) -> list[str]:
