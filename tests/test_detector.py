@@ -294,9 +294,9 @@ def test_contrast_means_10_db_over_the_quiet_part_of_the_window() -> None:
 
 
 def test_contrast_is_also_measured_against_the_quiet_of_the_last_10_s() -> None:
-    """README: the recent quiet level is "the quietest tenth of the last 10 s, or of the window": a sound that
-    fills the whole window still starts an event when the stream was 10 dB quieter within the last 10 s, and a
-    bed that has been there longer than that (rain heard as a horn) does not."""
+    """README: the recent quiet level is "the quietest 50 ms of the last 10 s, or the quietest tenth of the
+    window": a sound that fills the whole window still starts an event when the stream was 10 dB quieter within
+    the last 10 s, and a bed that has been there longer than that (rain heard as a horn) does not."""
     from noisewatch.daemon.detector import NoiseFloor
 
     def first_start_after(loud_before_s: float) -> list[str]:

@@ -123,7 +123,10 @@ def sound_activity(samples: np.ndarray, sample_rate: int, floor_db: float = np.i
 
 
 class NoiseFloor:
-    """Tracks the quietest recent stretch of the stream, hop by hop (cheap: new audio only)."""
+    """Tracks the quietest recent stretch of the stream, hop by hop (cheap: new audio only): the lowest of the last
+    10 s of hops' quietest tenths, and a 0.5 s hop holds 10 frames, so in effect the quietest 50 ms of 10 s. The
+    quietest tenth of all of the 10 s (steadier: one dip, such as a file's fade-in heard mid-stream, sets this
+    floor low for 10 s and can place an onset seconds early) found fewer events held out (docs/scene-evaluation.md)."""
 
     def __init__(self, sample_rate: int, hop_s: float) -> None:
         self.sample_rate = sample_rate
