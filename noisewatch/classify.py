@@ -19,7 +19,7 @@ import soundfile as sf
 import soxr
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
-from noisewatch.daemon.dc_offset import remove_offset
+from noisewatch.dc_offset import remove_offset
 from noisewatch.features import clip_windows, extract
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 

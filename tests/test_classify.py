@@ -13,7 +13,7 @@ from daemon_run import recognised_clips
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
 from noisewatch.cli import main as cli_main
-from noisewatch.daemon.dc_offset import remove_offset
+from noisewatch.dc_offset import remove_offset
 from noisewatch.features import clip_features, clip_windows
 
 HOP_S = 2.0

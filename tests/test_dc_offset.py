@@ -12,8 +12,8 @@ from daemon_run import read_jsonl, run_daemon
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.classify import load_audio
-from noisewatch.daemon.dc_offset import DcOffsetRemover, remove_offset
 from noisewatch.daemon.levels import dbfs
+from noisewatch.dc_offset import DcOffsetRemover, remove_offset
 from noisewatch.features import extract, fit_to_window
 
 RATE = 22050

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from noisewatch.classify import load_audio
-from noisewatch.daemon.dc_offset import remove_offset
+from noisewatch.dc_offset import remove_offset
 from noisewatch.features import STATS, FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mfcc
 from noisewatch.train.datasets import coloured_noise
 

@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 from test_datasets import tone
 
-from noisewatch.daemon.dc_offset import remove_offset
+from noisewatch.dc_offset import remove_offset
 from noisewatch.features import FeatureSettings, clip_features
 from noisewatch.train.datasets import Clip
 from noisewatch.train.featurize import change_speed, feature_matrix

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noisewatch.daemon.dc_offset import DcOffsetRemover
+from noisewatch.dc_offset import DcOffsetRemover
 from noisewatch.features import FeatureSettings, extract
 from noisewatch.train.datasets import BACKGROUND, URBANSOUND_CLASSES
 from noisewatch.train.scene_eval import (

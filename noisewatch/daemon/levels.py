@@ -13,7 +13,7 @@ Conventions (pure numpy, no devices, no clocks):
   not 125 ms "fast" levels: the 1 s values are what the loudness detector and the dashboard see.
 - **Leq** of a period is the energy mean of its seconds (mean of the mean squares, then dB).
 
-The pipeline hands the meter audio whose DC offset is removed (:mod:`noisewatch.daemon.dc_offset`): a
+The pipeline hands the meter audio whose DC offset is removed (:mod:`noisewatch.dc_offset`): a
 microphone's constant offset is not a level.
 
 Time is the sample clock: ``offset_s`` counts samples pushed since construction, divided by the

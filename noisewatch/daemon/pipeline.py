@@ -15,13 +15,13 @@ import numpy as np
 
 from noisewatch.bundle import Bundle
 from noisewatch.config import AudioSection, Config, DetectorSection, LevelsSection, LoudnessSection, ScoresSection
-from noisewatch.daemon.dc_offset import DcOffsetRemover
 from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
 from noisewatch.daemon.events import SampleClock, event_message, started_message
 from noisewatch.daemon.levels import LevelHistory, LevelMeter, dbfs
 from noisewatch.daemon.messages import Level, Message, Score, Scores
 from noisewatch.daemon.ringbuffer import AudioBlock
 from noisewatch.daemon.stream import StreamingFeatures, Window
+from noisewatch.dc_offset import DcOffsetRemover
 from noisewatch.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)

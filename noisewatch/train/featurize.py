@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from noisewatch.daemon.dc_offset import CUTOFF_HZ
+from noisewatch.dc_offset import CUTOFF_HZ
 from noisewatch.features import FeatureSettings, extract, fit_to_window
 from noisewatch.train.datasets import Clip, coloured_noise, load_clip, stable_hash
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from noisewatch.daemon.dc_offset import DcOffsetRemover
 from noisewatch.daemon.stream import StreamingFeatures
+from noisewatch.dc_offset import DcOffsetRemover
 from noisewatch.features import FeatureSettings
 from noisewatch.train.datasets import BACKGROUND, NOISE_COLOURS, Clip, coloured_noise, load_clip
 

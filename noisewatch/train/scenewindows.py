@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from noisewatch.daemon.dc_offset import CUTOFF_HZ, DcOffsetRemover
 from noisewatch.daemon.stream import StreamingFeatures
+from noisewatch.dc_offset import CUTOFF_HZ, DcOffsetRemover
 from noisewatch.features import FeatureSettings
 from noisewatch.train.datasets import BACKGROUND
 from noisewatch.train.soundscapes import Recipe, Soundscape, fold_distractors, fold_scenes, fold_sources
