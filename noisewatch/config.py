@@ -477,12 +477,23 @@ def _check_shape(path: Path, node: yaml.Node | None) -> None:
                 children = [(part, f"{keys}{k.value}.") for k, v in n.value for part in (k, v)]
             elif isinstance(n, yaml.SequenceNode):
                 children = [(child, keys) for child in n.value]
+            elif isinstance(n, yaml.ScalarNode):
+                _check_base_60(path, n, keys)
             sizes[id(n)] = min(1 + sum(size(child, where) for child, where in children), MAX_YAML_NODES + 1)
         return sizes[id(n)]
 
     if node is not None and size(node, "") > MAX_YAML_NODES:
         raise ConfigError(f"{path}: expands to more than {MAX_YAML_NODES} YAML nodes (aliases used over and over); "
                           "write the settings out")
+
+
+def _check_base_60(path: Path, node: yaml.ScalarNode, keys: str) -> None:
+    """Refuse a plain ``1:30``: YAML 1.1 reads it as 90 (base 60, like a clock), so ``reopen_max_s: 1:30`` was
+    silently 90 s and ``device_id: 12:30`` was told it gave the number 750."""
+    if node.style is None and ":" in node.value and _read_as(node) == "a number":
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: {keys.rstrip('.') or '(top level)'} = {node.value}: "
+                          f"YAML 1.1 reads this as {yaml.safe_load(node.value)} (base 60, like a clock): write that "
+                          "number, or put it in quotes for text")
 
 
 KEY_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"}

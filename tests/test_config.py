@@ -133,6 +133,25 @@ def test_a_tab_is_said_to_be_one(tmp_path: Path, text: str, column: int) -> None
                             f"separate with spaces (column {column})"), message
 
 
+@pytest.mark.parametrize("text, key, value, read", [
+    ("audio:\n  reopen_max_s: 1:30\n", "audio.reopen_max_s", "1:30", "90"),  # was silently 90 s
+    ("device_id: 12:30\n", "device_id", "12:30", "750"),  # was "= 750: Input should be a valid string"
+    ("audio:\n  hop_s: 1:30.5\n", "audio.hop_s", "1:30.5", "90.5"),
+])
+def test_a_clock_like_value_is_said_to_be_read_in_base_60(tmp_path: Path, text: str, key: str, value: str,
+                                                          read: str) -> None:
+    message = config_error(tmp_path, text)
+    line = text.count("\n")
+    assert message.endswith(f"config.yaml:{line}: {key} = {value}: YAML 1.1 reads this as {read} (base 60, like a "
+                            "clock): write that number, or put it in quotes for text"), message
+
+
+def test_a_clock_like_value_in_quotes_is_text(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text('audio:\n  device: "hw:1,0"\nmqtt:\n  username: "12:30"\n')
+    config = load_config(tmp_path / "config.yaml")
+    assert (config.audio.device, config.mqtt.username) == ("hw:1,0", "12:30")
+
+
 @pytest.mark.parametrize("text, line, column", [
     ('device_id: "balcony\naudio:\n  hop_s: 1\n', 1, 12),  # a quote never closed: not where the file ends
     ("mqtt:\n  host: 'broker\n  port: 1884\nlogging:\n  level: info\n", 2, 9),
