@@ -737,3 +737,22 @@ def test_the_readme_s_dashboard_command_serves_port_8501_on_this_machine_only() 
     command = launch.streamlit_command(args.config, args.port)
     assert command[command.index("--server.port") + 1] == "8501"
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
+
+
+def test_classify_charts_give_a_label_the_same_colour() -> None:
+    """The scores chart took Altair's own colours while the events timeline used the model's: red was dog_bark in
+    one and drilling in the other, on the same page."""
+    from noisewatch.classify import WindowResult
+    from noisewatch.daemon.events import LOUD
+    from noisewatch.dashboard.ui.classify import _score_chart
+
+    labels = load_bundle(default_model_path()).labels
+    rng = np.random.default_rng(0)
+    scores = analysis.WindowScores(labels, tuple(WindowResult(float(i), rng.random(len(labels))) for i in range(4)))
+    scale = _score_chart(scores).to_dict()["encoding"]["color"]["scale"]
+    timeline = views.label_colors((*labels, LOUD))  # what the events timeline draws each label in
+    assert len(scale["domain"]) > 1 and scale["range"] == [timeline[label] for label in scale["domain"]]
+
+
+def test_counts_read_as_words() -> None:
+    assert [views.count(n, "window") for n in (0, 1, 2)] == ["0 windows", "1 window", "2 windows"]

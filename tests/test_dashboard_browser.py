@@ -406,7 +406,7 @@ def test_model_page_shows_the_bundles_metrics(dashboard: str, browser: object, a
     assert licence
     # Streamlit draws the page section by section: wait for the content of every one, the last (licence) included.
     scenes = bundle.metrics["soundscapes"]["pooled"]
-    timing = f"smoothed over {bundle.timing.smoothing_windows} windows and a {bundle.timing.release_s:g} s release"
+    timing = f"smoothed over {views.count(bundle.timing.smoothing_windows, 'window')} and a {bundle.timing.release_s:g} s release"
     wait_for_text(browser, (bundle.ident, timing, "Detection on held-out soundscapes", f"{scenes['found']} of {scenes['events']}",
                             "Held-out accuracy", *bundle.labels, *compared,  # every model it was compared with
                             f"from the model card ({bundle.path.stem}-confusion.png)", "Data and licence", licence))

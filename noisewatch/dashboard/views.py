@@ -176,6 +176,11 @@ def losses(device: DeviceState) -> list[tuple[str, int]]:
     return [(words, count) for words, count in counts if count]
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` of ``noun`` in words a reader expects: "1 window", "2 windows" (the Model page said "1 windows")."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def number_text(value: Any, template: str) -> str:
     """``value`` by ``template`` (``"{:.2f}"``), or MISSING when it is not a number: one look on every page.
     A value that rounds to zero reads as zero, not "-0.0"."""

@@ -139,9 +139,11 @@ def _score_chart(scores: analysis.WindowScores) -> alt.Chart:
     index = [scores.labels.index(label) for label in labels]
     frame = pd.DataFrame(scores.scores[:, index], columns=labels).assign(start_s=scores.starts)
     long = frame.melt(id_vars="start_s", var_name="label", value_name="score")
+    colors = views.label_colors((*scores.labels, LOUD))  # the events chart's: red was dog_bark there, drilling here
     return alt.Chart(long).mark_line(point=True).encode(
         x=alt.X("start_s:Q", title="window start (s)"), y=alt.Y("score:Q", scale=alt.Scale(domain=[0, 1])),
-        color="label:N", tooltip=["label", "start_s", alt.Tooltip("score:Q", format=".2f")],
+        color=alt.Color("label:N", scale=alt.Scale(domain=labels, range=[colors[label] for label in labels])),
+        tooltip=["label", "start_s", alt.Tooltip("score:Q", format=".2f")],
     )
 
 

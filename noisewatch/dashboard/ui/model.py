@@ -44,7 +44,7 @@ def _overview(bundle: Bundle) -> None:
     s = bundle.features
     st.caption(f"{s.sample_rate} Hz, {s.window_s:g} s windows, {s.n_mels} mel bands, {s.n_mfcc} MFCC "
                f"({', '.join(s.stats)}), {len(bundle.labels)} labels; its thresholds go with scores smoothed over "
-               f"{bundle.timing.smoothing_windows} windows and a {bundle.timing.release_s:g} s release "
+               f"{views.count(bundle.timing.smoothing_windows, 'window')} and a {bundle.timing.release_s:g} s release "
                f"(detector.smoothing_windows / release_s override them)")
     st.table(pd.DataFrame({"label": list(bundle.labels),
                            "threshold": [f"{bundle.threshold(label):.2f}" for label in bundle.labels]}), hide_index=True)
