@@ -487,11 +487,16 @@ def _check_shape(path: Path, node: yaml.Node | None) -> None:
                           "write the settings out")
 
 
+def _dotted(keys: str) -> str:
+    """A key path as messages name it (``audio.hop_s``), from the ``audio.hop_s.`` the shape checks build."""
+    return keys.rstrip(".") or "(top level)"
+
+
 def _check_base_60(path: Path, node: yaml.ScalarNode, keys: str) -> None:
     """Refuse a plain ``1:30``: YAML 1.1 reads it as 90 (base 60, like a clock), so ``reopen_max_s: 1:30`` was
     silently 90 s and ``device_id: 12:30`` was told it gave the number 750."""
     if node.style is None and ":" in node.value and _read_as(node) == "a number":
-        raise ConfigError(f"{path}:{node.start_mark.line + 1}: {keys.rstrip('.') or '(top level)'} = {node.value}: "
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: {_dotted(keys)} = {node.value}: "
                           f"YAML 1.1 reads this as {yaml.safe_load(node.value)} (base 60, like a clock): write that "
                           "number, or put it in quotes for text")
 
@@ -516,7 +521,7 @@ def _check_keys(path: Path, node: yaml.MappingNode, keys: str) -> None:
     for key, _ in node.value:
         line = key.start_mark.line + 1
         if not isinstance(key, yaml.ScalarNode):  # "? [a, b]": a traceback (exit 1, restarted by systemd) before
-            raise ConfigError(f"{path}:{line}: {keys.rstrip('.') or '(top level)'}: a key must be a plain name, "
+            raise ConfigError(f"{path}:{line}: {_dotted(keys)}: a key must be a plain name, "
                               f"not a {key.id}")
         if key.tag not in KEY_TAGS:  # "~:" or "1:" was "None = None: Keys should be strings", with no line
             raise ConfigError(f"{path}:{line}: {keys}{key.value}: YAML reads this key as {_read_as(key)}, "

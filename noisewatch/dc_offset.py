@@ -41,6 +41,10 @@ class DcOffsetRemover:
         self._grow = (1.0 - self._r) * self._r**-k
         """(1 - R) R^-k: the weight of sample k in the running sum of a chunk."""
         self._shrink = self._r**k
+        self.restart(mean)
+
+    def restart(self, mean: float | None = None) -> None:
+        """Estimate afresh from the next sample, as at construction (a reopened input may be another converter)."""
         self._seen = 0 if mean is None else self._warm_up
         self._sum = 0.0
         """Sum of the samples seen, while warming up."""

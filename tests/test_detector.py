@@ -320,6 +320,22 @@ def test_contrast_is_also_measured_against_the_quiet_of_the_last_10_s() -> None:
     assert first_start_after(12.0) == []  # the quiet was more than 10 s ago: a steady bed, no onset
 
 
+def test_the_recent_quiet_level_is_the_quietest_50_ms_of_the_last_10_s() -> None:
+    """README: "the quietest 50 ms of the last 10 s": one quiet 50 ms frame in 10 s of a steady bed sets the
+    floor (the quietest tenth of the 10 s would be the bed's), and it leaves the floor once 10 s have passed."""
+    from noisewatch.daemon.detector import NoiseFloor, frame_levels
+
+    hop = int(HOP * RATE)
+    bed = (0.01 * np.random.default_rng(2).standard_normal(int(12 * RATE))).astype(np.float32)  # about -40 dBFS
+    frame = int(0.05 * RATE)
+    bed[3 * hop : 3 * hop + frame] *= np.float32(0.01)  # one frame 40 dB quieter, in the 4th hop
+    floor = NoiseFloor(RATE, HOP)
+    floors = [floor.update(bed[start : start + hop]) for start in range(0, len(bed) - hop + 1, hop)]
+    dip = float(frame_levels(bed[3 * hop : 3 * hop + frame], RATE)[0])
+    assert floors[3] == pytest.approx(dip) and floors[3] < -75  # the dip's own level
+    assert floors[2] > -45 and floors[-1] > -45  # before it, and once it is more than 10 s old
+
+
 def test_loud_events_come_from_the_1_s_level_through_the_daemon_s_pipeline() -> None:
     """README: `loud` events are "the 1 s level above `loudness.threshold_dbfs` for `loudness.min_duration_s`,
     same schema as other events, confidence null" (defaults -10 dBFS and 2 s): a 3 s tone at -6 dBFS is one,

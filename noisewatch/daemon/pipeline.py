@@ -126,7 +126,7 @@ class Pipeline:
         if first:  # timestamps count from when this source's audio began, not from its opening
             self.heard_at(block.captured)
             # and its offset is its own (a reopen may be another converter): estimated afresh, as at start-up
-            self.dc_offset = DcOffsetRemover(self.sample_rate)
+            self.dc_offset.restart()
         elif block.lost_frames:
             out += self.lost(block.lost_frames / block.sample_rate)
         return out + self.process(mono)

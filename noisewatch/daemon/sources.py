@@ -324,6 +324,15 @@ CUT_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 """libsndfile's log line for a WAV/AIFF data chunk longer than what the file holds."""
 
 
+def cut_short_bytes(extra_info: str) -> tuple[int, int] | None:
+    """(bytes of audio the header promises, bytes the file holds) of a WAV/AIFF file cut short, from libsndfile's
+    ``extra_info``; None for a whole one. The replay and the dashboard's Classify page both say it."""
+    found = CUT_SHORT.search(extra_info)
+    if found is None or int(found.group(2)) >= int(found.group(1)):
+        return None
+    return int(found.group(1)), int(found.group(2))
+
+
 OGG_PAGE_MAX = 27 + 255 + 255 * 255
 """Longest Ogg page: header, segment table, 255 segments of 255 bytes."""
 OGG_END_OF_STREAM = 0x04
@@ -358,10 +367,10 @@ def _ogg_ends_its_stream_or_unreadable(path: Path) -> bool:
 
 def _warn_if_cut_short(path: Path, info: Any) -> None:
     """libsndfile quietly reads a cut-short WAV or Ogg file to where it ends (a FLAC fails there instead): say so."""
-    found = CUT_SHORT.search(getattr(info, "extra_info", ""))
-    if found and int(found.group(2)) < int(found.group(1)):
+    cut = cut_short_bytes(getattr(info, "extra_info", ""))
+    if cut is not None:
         log.warning("%s is cut short: its header promises %s bytes of audio, the file holds %s; replaying %.1f s",
-                    path, found.group(1), found.group(2), info.duration)
+                    path, *cut, info.duration)
     elif info.format == "OGG" and not _ogg_ends_its_stream_or_unreadable(path):
         log.warning("%s is cut short: its last Ogg page does not end the stream; replaying the %.1f s it holds",
                     path, info.duration)

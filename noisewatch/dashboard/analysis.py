@@ -24,7 +24,7 @@ from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.messages import Event, stamped
 from noisewatch.daemon.pipeline import Pipeline
-from noisewatch.daemon.sources import CUT_SHORT
+from noisewatch.daemon.sources import cut_short_bytes
 
 DEFAULT_HOP_S = 1.0
 """seconds between classified windows of an uploaded recording"""
@@ -102,10 +102,11 @@ def cut_short(data: bytes) -> CutShort | None:
     """What a WAV (or AIFF) file cut short holds and promises, None for a whole one: libsndfile reads such a file
     to where it ends without a word, and the page showed a damaged upload's scraps as a recording."""
     info = soundfile.info(io.BytesIO(data))
-    found = CUT_SHORT.search(info.extra_info)
-    if found is None or int(found.group(2)) >= int(found.group(1)):
+    cut = cut_short_bytes(info.extra_info)
+    if cut is None:
         return None
-    return CutShort(info.duration, info.duration * int(found.group(1)) / int(found.group(2)))
+    promised, held = cut
+    return CutShort(info.duration, info.duration * promised / held)
 
 
 def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S) -> WindowScores:
