@@ -23,6 +23,7 @@ from mqtt_broker import HOST, AckSwallower, Broker, Collector, MuteServer, make_
 
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
+from noisewatch.daemon.sinks import mqtt as mqtt_sink
 from noisewatch.daemon.sinks.homeassistant import stand_in
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
 
@@ -536,6 +537,43 @@ def test_a_broker_that_refuses_discovery_is_named_in_the_log(open_sink: OpenSink
         assert not [line for line in refused if f"refused {PREFIX}/" in line]  # its own topics went through
     finally:
         acl_broker.cleanup()
+
+
+@pytest.mark.parametrize("acl", ["topic read noisewatch/#\n", "topic write noisewatch/#\n"],
+                         ids=["may-only-read", "may-only-write"])
+def test_a_broker_whose_acl_drops_the_listener_s_messages_is_said(
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        acl: str) -> None:
+    """Found by fault injection: under an ACL that lets the listener read but not publish, mosquitto acknowledges
+    every MQTT 3.1.1 publish and drops it: events reached no one and the log said nothing. One that lets it publish
+    but not read grants the subscription and drops the threshold commands the same way."""
+    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 2.0)
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    acl_broker = Broker(acl=acl + "topic readwrite homeassistant/#\n").start()
+    try:
+        sink = open_sink(make_config(tmp_path, acl_broker.port))
+        sink.send(event(0))
+        assert wait_until(lambda: "did not deliver it back" in caplog.text, 10), caplog.text
+        said = [r for r in caplog.records if "did not deliver it back" in r.getMessage()]
+        assert len(said) == 1 and said[0].levelno == logging.ERROR
+        assert f"readwrite on {PREFIX}/#" in said[0].getMessage()
+        assert "events may be reaching no one" in said[0].getMessage()
+    finally:
+        acl_broker.cleanup()
+
+
+def test_a_broker_that_delivers_the_listener_s_messages_raises_no_acl_error(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check's other side, over a reconnect: a broker that lets the listener publish and read says nothing."""
+    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 1.0)
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert wait_until(lambda: sink._echo_due is None and "connected" in caplog.text, 5)
+    broker.restart()
+    assert wait_until(lambda: caplog.text.count("connected to") >= 2, 15), caplog.text
+    time.sleep(2.0)
+    assert "did not deliver it back" not in caplog.text
 
 
 def test_connections_the_broker_keeps_closing_at_once_are_retried_with_a_growing_backoff(

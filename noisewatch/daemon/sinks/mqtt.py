@@ -98,6 +98,11 @@ SESSION_EXPIRY_S = 86400
 UNACKED_WARN_S = 60.0
 """Event messages in flight this long on a live connection without one acknowledgement are said (a broker that takes
 publishes and never acknowledges them filled the in-flight window, and every later event waited, in silence)."""
+ECHO_WAIT_S = 30.0
+"""How long after a connect the listener's own ``online`` may take to come back through its subscription to its
+status topic. A broker whose ACL lets a MQTT 3.1.1 client publish nothing still acknowledges every message and
+drops it: without this, every event was sent to no one and the log said nothing. One that lets it publish but not
+read drops the threshold commands from Home Assistant the same way."""
 OLD_STATUS_WAIT_S = 5.0
 """How long a listener moved to another topic prefix or device id waits for its old status topic's retained payload
 before it takes it for absent (a broker sends a retained message at once after the subscription)."""
@@ -231,6 +236,11 @@ class _Disconnected:
 
 
 @dataclass(frozen=True)
+class _Echoed:
+    """paho: this listener's own ``online`` came back from the broker (it may publish and read its topics)."""
+
+
+@dataclass(frozen=True)
 class _HomeAssistantOnline:
     """Home Assistant (re)started and wants discovery again."""
 
@@ -265,7 +275,7 @@ class _Close:
 
 
 _Command = (_Spooled | _Unspooled | _HandedOver | _EmptiedConfigs | _ThresholdCommand | _OldAnnouncement | _Ack | _AudioStatus | _Retune
-            | _Connected | _Disconnected | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
+            | _Connected | _Disconnected | _Echoed | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
 
 
 class MqttSink:
@@ -316,6 +326,9 @@ class MqttSink:
         self._acked_at = time.monotonic()
         """When the broker last acknowledged an event message, or had none of them to acknowledge."""
         self._unacked_said = False
+        self._echo_due: float | None = None
+        """While connected and the own ``online`` has not come back: when to say so (``_watch_echo``)."""
+        self._echo_said = False
         self.counts = LifetimeCounts()
         """``memory_dropped`` and ``network_restarts``, shared with the sinks that replace this one at reloads."""
         self._last_handed = 0  # highest spool seq handed to paho
@@ -607,7 +620,10 @@ class MqttSink:
         self._commands.put(_Ack(mid, reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic in self.topics.ha_status:
+        if message.topic == self.topics.status:  # a retained one is an earlier run's (or its will): not an echo
+            if not message.retain and message.payload == ONLINE.encode():
+                self._commands.put(_Echoed())
+        elif message.topic in self.topics.ha_status:
             if message.retain:  # replayed at our subscribe: a birth or will long past (a Home Assistant set to retain
                 return          # them, or gone): neither ends a wait nor starts one; discovery went out at connect
             if message.payload == ONLINE.encode():
@@ -654,6 +670,7 @@ class MqttSink:
             self._end_old_topics_check(check, live=None)
         if self._connected:
             self._watch_acknowledgements()
+            self._watch_echo()
         if self._connected and not self._settling() and handed_over:
             self._send_state_clears()
             self._feed_spool()
@@ -711,6 +728,26 @@ class MqttSink:
                         "events wait until it does (%d in the spool)", self.settings.host, self.settings.port, waiting,
                         UNACKED_WARN_S, self.spool.depth)
 
+    def _watch_echo(self) -> None:
+        """Say once, as an error, when the own ``online`` has not come back ECHO_WAIT_S after a connect."""
+        due = self._echo_due
+        if due is None or time.monotonic() < due:
+            return
+        self._echo_due, self._echo_said = None, True
+        user = f"user {self.settings.username!r}" if self.settings.username else "this client (no username)"
+        log.error("MQTT: %s:%d accepted this listener's online on %s but did not deliver it back within %.0f s: "
+                  "its ACL does not let %s both publish and read under %s/#. A broker drops what a client may not "
+                  "publish, and MQTT 3.1.1 does not say so: events may be reaching no one, and thresholds set "
+                  "from Home Assistant do not arrive. Give it readwrite on %s/# and write on %s/#",
+                  self.settings.host, self.settings.port, self.topics.status, ECHO_WAIT_S, user, self.topics.prefix,
+                  self.topics.prefix, self.topics.discovery_prefix)
+
+    def _echoed(self) -> None:
+        self._echo_due = None
+        if self._echo_said:
+            self._echo_said = False
+            log.info("MQTT: this listener's online came back from the broker: it may publish and read its topics")
+
     def _move_spool(self, new: Spool) -> None:
         """Move every message of the old folder's spool (the replaced sink's unsent ones, then this sink's) to
         the new folder's, oldest first, and spool there from now on. Under the disk lock, so ``send`` appends to
@@ -743,6 +780,8 @@ class MqttSink:
             due.append(_remaining(self._periodic_again_at))
         if self._old_topics_check is not None:
             due.append(_remaining(self._old_topics_check.deadline))
+        if self._echo_due is not None:
+            due.append(_remaining(self._echo_due))
         return min([PUMP_TICK_S, *(seconds for seconds in due if seconds > 0)])
 
     def _settling(self) -> bool:
@@ -808,7 +847,7 @@ class MqttSink:
             if command.after_outage:
                 self._ha_wait.broker_returned()
         elif isinstance(command, _Disconnected):
-            self._connected = False
+            self._connected, self._echo_due = False, None
             self._ha_wait.link_lost()
         elif isinstance(command, _HomeAssistantOnline):
             if not self.settings.homeassistant.discovery:
@@ -820,6 +859,8 @@ class MqttSink:
             self._ha_wait.settle()  # it subscribes anew as it reads discovery
         elif isinstance(command, _HomeAssistantOffline):
             self._ha_wait.went_offline()
+        elif isinstance(command, _Echoed):
+            self._echoed()
         else:
             self._closing = command
 
@@ -863,6 +904,8 @@ class MqttSink:
         if self._emptied_configs:
             self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(self._emptied_configs)])
         self._publish_discovery()
+        self.client.subscribe(self.topics.status, qos=QOS_AT_LEAST_ONCE)  # before the online: it comes back live
+        self._echo_due = time.monotonic() + ECHO_WAIT_S
         self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True)
         if self.settings.homeassistant.discovery:
             self._periodic_again_at = time.monotonic() + DISCOVERY_SETTLE_S
