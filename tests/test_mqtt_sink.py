@@ -659,6 +659,28 @@ def test_check_config_tries_the_broker_as_run_would(tmp_path: Path, secure_broke
         assert f"warning: cannot connect to MQTT broker {HOST}:{port}" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("acl", ["topic read noisewatch/#\n", "topic write noisewatch/#\n", ""],
+                         ids=["may-only-read", "may-only-write", "may-do-both"])
+def test_check_config_warns_of_an_acl_that_drops_the_listener_s_messages(tmp_path: Path, acl: str) -> None:
+    """Found by fault injection: under a read-only ACL, MQTT 3.1.1 events were acknowledged and dropped, and
+    check-config said the broker "took the connection". It now publishes one message and reads it back."""
+    broker = Broker(acl=(acl or "topic readwrite noisewatch/#\n") + "topic readwrite homeassistant/#\n").start()
+    try:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"device_id": "test", "mqtt": mqtt_settings(tmp_path, broker.port)}))
+        done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        broker.cleanup()
+    assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
+    if acl:
+        assert "took the connection" not in done.stdout, done.stdout
+        assert f"did not deliver back a message published on {PREFIX}/check" in done.stderr, done.stderr
+        assert f"readwrite on {PREFIX}/#" in done.stderr
+    else:
+        assert "took the connection" in done.stdout and "MQTT" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_check_config_warns_of_a_broker_that_keeps_no_retained_messages(tmp_path: Path, protocol: str) -> None:
     """Found in a fault run: with ``retain_available false`` check-config said the broker "took the connection",

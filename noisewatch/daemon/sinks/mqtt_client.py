@@ -211,18 +211,21 @@ def new_client(settings: MqttSection, client_id: str, password: str | None, **op
     return client
 
 
-def probe(settings: MqttSection, password: str | None, timeout_s: float, will_topic: str) -> str | None:
-    """Connect once and leave: None when the broker takes the connection, else what went wrong, in the words
-    the daemon logs (``check-config``: a wrong port or password showed only once the daemon ran). Its own
-    client id, so that a running daemon is not pushed off the broker; the daemon's retained last will on
-    ``will_topic`` (a broker without retained messages refuses it: check-config said ok, run never connected),
-    which a clean disconnect does not publish."""
+def probe(settings: MqttSection, password: str | None, timeout_s: float, topics: Topics) -> str | None:
+    """Connect once and leave: None when the broker takes the connection and delivers back a message published
+    on ``topics.check``, else what went wrong, in the words the daemon logs (``check-config``: a wrong port or
+    password showed only once the daemon ran; an ACL that drops the listener's messages, never). Its own client
+    id, so that a running daemon is not pushed off the broker; the daemon's retained last will on its status
+    topic (a broker without retained messages refuses it: check-config said ok, run never connected), which a
+    clean disconnect does not publish."""
     client = new_client(settings, f"nw-check-{os.getpid()}", password)  # within MQTT 3.1.1's 23 bytes
-    client.will_set(will_topic, OFFLINE, qos=1, retain=True)
+    client.will_set(topics.status, OFFLINE, qos=1, retain=True)
     answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
         f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
     client.on_disconnect = lambda *_: answers.put(f"closed the connection without answering it; {UNANSWERED_HINT}")
+    client.on_subscribe = lambda *_: answers.put(None)
+    client.on_message = lambda _c, _u, message: answers.put(None if message.topic == topics.check else "")
     where = f"MQTT broker {settings.host}:{settings.port}"
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
@@ -231,7 +234,9 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, will_to
     client.loop_start()
     try:
         answer = answers.get(timeout=timeout_s)
-        return None if answer is None else f"{where} {answer}"
+        if answer is not None:
+            return f"{where} {answer}"
+        return _echo(client, topics, answers, timeout_s, where)
     except queue.Empty:
         return f"no answer from {where} within {timeout_s:g} s"
     finally:
@@ -239,9 +244,29 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, will_to
         client.loop_stop()
 
 
+def _echo(client: mqtt.Client, topics: Topics, answers: queue.SimpleQueue[str | None], timeout_s: float,
+          where: str) -> str | None:
+    """None when a message published on ``topics.check`` comes back through a subscription to it: a broker drops
+    what its ACL does not let a client publish, and under MQTT 3.1.1 acknowledges it all the same."""
+    client.subscribe(topics.check, qos=1)
+    subscribed = answers.get(timeout=timeout_s)  # the SUBACK: the subscription is in place before the message goes
+    if subscribed:
+        return f"{where} {subscribed}"
+    client.publish(topics.check, b"check-config", qos=1)
+    try:
+        while (answer := answers.get(timeout=timeout_s)) == "":  # a message on another topic
+            pass
+    except queue.Empty:
+        return (f"{where} took the connection but did not deliver back a message published on {topics.check}: its "
+                f"ACL does not let this listener both publish and read under {topics.prefix}/# (events would reach "
+                f"no one, and MQTT 3.1.1 does not say so); give it readwrite on {topics.prefix}/# and write on "
+                f"{topics.discovery_prefix}/#")
+    return None if answer is None else f"{where} {answer}"
+
+
 def probe_listener(config: Config, password: str | None, timeout_s: float) -> str | None:
-    """:func:`probe` with the listener's own last will, as ``run`` connects: ``check-config`` and ``setup`` ask it."""
-    return probe(config.mqtt, password, timeout_s, Topics(listener_prefix(config)).status)
+    """:func:`probe` with the listener's own topics, as ``run`` connects: ``check-config`` and ``setup`` ask it."""
+    return probe(config.mqtt, password, timeout_s, Topics(listener_prefix(config), config.mqtt.homeassistant.prefix))
 
 
 def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:

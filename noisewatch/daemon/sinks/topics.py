@@ -102,6 +102,11 @@ class Topics:
         """Top-3 scores of windows (tuning aid)."""
         return f"{self.prefix}/scores"
 
+    @property
+    def check(self) -> str:
+        """``check-config`` and ``setup`` publish one message here and read it back (not retained)."""
+        return f"{self.prefix}/check"
+
     def state(self, label: str) -> str:
         """``ON`` / ``OFF`` of one label (retained)."""
         return f"{self.prefix}/state/{segment(label)}"
