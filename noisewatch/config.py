@@ -60,6 +60,12 @@ def _a_path(value: Any) -> Any:
 def _an_index_or_a_name(value: Any) -> Any:
     """``value`` if it can name an input device: anything else failed both halves of ``int | str``, two lines
     naming keys the file cannot have (``audio.device.int``, ``audio.device.str``)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:  # PortAudio's "no device"
+        raise PydanticCustomError(INDEX_OR_NAME, "a device index is 0 or more (see `noisewatch devices`); leave "
+                                  "the key out, or write null, for the system's default input")
+    if isinstance(value, str) and not value.strip():
+        raise PydanticCustomError(INDEX_OR_NAME, "an empty name is part of every device's name: write a device's "
+                                  "index or part of its name (see `noisewatch devices`), or null for the default")
     if isinstance(value, (int, str)) and not isinstance(value, bool):
         return value
     raise PydanticCustomError(INDEX_OR_NAME, "must be one input device, by index or by part of its name (see "

@@ -530,6 +530,18 @@ def test_a_device_that_is_neither_index_nor_name_is_one_line_naming_the_key(tmp_
     assert expected in message and "\n" not in message, message
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("-1", ":2: audio.device = -1: a device index is 0 or more (see `noisewatch devices`)"),
+    ("''", ":2: audio.device = '': an empty name is part of every device's name"),
+    ("'  '", ":2: audio.device = '  ': an empty name is part of every device's name"),
+])
+def test_a_device_index_below_0_or_an_empty_name_is_refused(tmp_path: Path, value: str, expected: str) -> None:
+    """Found by hand: ``device: -1`` (PortAudio's "no device") and ``device: ''`` (a part of every name, so the
+    first device listed, which may not be the microphone) passed check-config."""
+    message = config_error(tmp_path, f"audio:\n  device: {value}\n")
+    assert expected in message and "\n" not in message, message
+
+
 def test_a_device_is_still_an_index_or_a_name(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     for value, device in (("2", 2), ("'2'", "2"), ("USB", "USB"), ("null", None)):
