@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,11 @@ import soxr
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
 from noisewatch.dc_offset import remove_offset
+from noisewatch.downmix import ChannelMix
 from noisewatch.features import clip_windows, extract
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,14 @@ class WindowResult:
 
 
 def load_audio(source: str | Path | BinaryIO, sample_rate: int) -> np.ndarray:
-    """A recording (path or file object) as mono float32 at ``sample_rate``: channels averaged,
+    """A recording (path or file object) as mono float32 at ``sample_rate``: channels mixed as the daemon mixes,
     resampled with soxr HQ, DC offset removed as the daemon removes it. The one audio-file loader of
     training, evaluation and classify."""
     audio, rate = sf.read(source, dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
+    mix = ChannelMix(audio.shape[1], rate)
+    mono = mix.mix(audio)
+    if mix.choice is not None and mix.choice.note is not None:
+        log.warning("%s: %s", getattr(source, "name", source), mix.choice.note)
     resampled = mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate, quality="HQ")
     return remove_offset(resampled, sample_rate)
 

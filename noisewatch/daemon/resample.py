@@ -1,4 +1,5 @@
-"""Captured audio to model audio: mono downmix, then streaming resampling to the model's rate.
+"""Captured audio to model audio: mono downmix (:mod:`noisewatch.downmix`), then streaming resampling to the
+model's rate.
 
 A device gives its native rate and channel count (often 44.1 or 48 kHz, sometimes stereo); the
 model wants mono at the bundle's rate (22050 Hz). soxr's streaming resampler keeps its filter
@@ -12,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+from noisewatch.downmix import ChannelMix
+
 QUALITY = "HQ"
 """soxr quality preset: the one training uses for recordings at other rates."""
 
@@ -24,12 +27,15 @@ class MonoResampler:
         self.out_rate = int(out_rate)
         self.channels = int(channels)
         self._stream: soxr.ResampleStream | None = None
+        self.mix = ChannelMix(self.channels, self.in_rate)
+        self._note_said = False
         self.reset()
 
     def reset(self) -> None:
         """Forget the filter state: after a device reopen the next block does not continue the last."""
         self._taken = 0  # input frames since the reset
         self._given = 0  # output samples since the reset
+        self.mix, self._note_said = ChannelMix(self.channels, self.in_rate), False  # another device, maybe wired anew
         if self.in_rate == self.out_rate:
             self._stream = None
         else:
@@ -37,14 +43,19 @@ class MonoResampler:
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Mono float32 samples at ``out_rate`` for the next captured block (may be fewer while the filter fills)."""
-        if block.ndim != 2 or block.shape[1] != self.channels:
-            raise ValueError(f"block shape {block.shape} does not match (frames, {self.channels})")
-        mixed = block[:, 0] if self.channels == 1 else block.mean(axis=1, dtype=np.float32)  # one channel: as it is
-        mono = np.ascontiguousarray(mixed, dtype=np.float32)
+        mono = self.mix.mix(block)
         out = mono if self._stream is None else self._stream.resample_chunk(mono)
         self._taken += len(mono)
         self._given += len(out)
         return out
+
+    def mix_note(self) -> str | None:
+        """Once, when the mix chosen leaves channels out: what and why (the service logs it)."""
+        choice = self.mix.choice
+        if choice is None or choice.note is None or self._note_said:
+            return None
+        self._note_said = True
+        return choice.note
 
     def input_for(self, samples: int) -> int:
         """Input frames after which the output will have grown by ``samples`` at the nominal rate ratio, counting

@@ -280,6 +280,8 @@ class Service:
             pipeline = self.active.pipeline
             if len(block.samples):
                 self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
+                if (note := resampler.mix_note()) is not None:
+                    log.warning("audio input %s: %s", source.name, note)
                 first = False
                 self._mark_listening(source)
                 if source.live:

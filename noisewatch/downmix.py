@@ -1,0 +1,104 @@
+"""Many channels to one: the mean of the channels that carry sound, or one channel where the mean cancels.
+
+A Pi's I2S MEMS microphone commonly arrives as a stereo stream with one channel of zeros (the frame's other
+slot): averaged, every level read 6 dB low. A pair wired in opposite phase cancels when averaged, and the
+listener heard near silence. So the mix is the plain mean for the first DECIDE_S of audio that is not digital
+silence, and then, for the rest of the stream, the mean of the channels within DEAD_DB of the loudest, or the
+loudest channel alone when even their mean cancels. The choice falls at a fixed sample count, so any block size
+gives the same samples as one call on the whole recording. Pure numpy: the daemon (per opened input) and
+``classify.load_audio`` (per recording) mix with it alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DECIDE_S = 0.5
+"""Audio (not digital silence) seen before the mix is chosen; averaged until then."""
+DEAD_DB = -60.0
+"""A channel this far below the loudest carries no sound (a zero slot, an unconnected input)."""
+CANCEL_RATIO = 0.1
+"""The live channels cancel when their mean's power is below this fraction of what the mean of as many
+uncorrelated channels would have (the average channel power over their count): opposite phase, not noise."""
+
+
+@dataclass(frozen=True)
+class MixChoice:
+    """The channels (0-based) averaged from the choice on, and why, when not all of them."""
+
+    channels: tuple[int, ...]
+    note: str | None
+
+
+class ChannelMix:
+    """(frames, channels) float32 blocks of one continuous stream to mono."""
+
+    def __init__(self, channels: int, sample_rate: int) -> None:
+        self.channels = int(channels)
+        self._span = max(1, int(round(DECIDE_S * sample_rate)))
+        self._seen = 0
+        self._products = np.zeros((self.channels, self.channels))
+        self.choice: MixChoice | None = None
+        """None until DECIDE_S of sound has been seen (the plain mean until then)."""
+
+    def mix(self, block: np.ndarray) -> np.ndarray:
+        """Mono float32 samples for the next block."""
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise ValueError(f"block shape {block.shape} does not match (frames, {self.channels})")
+        if self.channels == 1:
+            return np.ascontiguousarray(block[:, 0], dtype=np.float32)
+        if self.choice is not None:
+            return _mean(block, self.choice.channels)
+        head = block[: self._span - self._seen]
+        wide = head.astype(np.float64)
+        self._products += wide.T @ wide
+        self._seen += len(head)
+        mixed = _mean(head, tuple(range(self.channels)))
+        if self._seen < self._span:
+            return mixed
+        self._choose()
+        return np.concatenate([mixed, self.mix(block[len(head):])])
+
+    def _choose(self) -> None:
+        power = np.diag(self._products)
+        if not power.max() > 0:  # digital silence so far (a device warming up): nothing to tell channels by
+            self._seen, self._products[:] = 0, 0.0
+            return
+        self.choice = choose(self._products)
+
+
+def choose(products: np.ndarray) -> MixChoice:
+    """The mix for channels whose sums of products (``x.T @ x`` over the same samples) are ``products``."""
+    power = np.diag(products)
+    loudest = int(np.argmax(power))
+    live = tuple(int(c) for c in np.flatnonzero(power > power[loudest] * 10 ** (DEAD_DB / 10)))
+    n = len(power)
+    weights = np.zeros(n)
+    weights[list(live)] = 1 / len(live)
+    mean_power = float(weights @ products @ weights)
+    uncorrelated = float(power[list(live)].mean()) / len(live)
+    if len(live) > 1 and mean_power < CANCEL_RATIO * uncorrelated:
+        below = 10 * np.log10(power[loudest] / max(mean_power, 1e-300))
+        which = f"the {n} channels" if len(live) == n else f"channels {_names(live)} of {n}"
+        return MixChoice((loudest,), f"{which} cancel when averaged (their mean is "
+                                     f"{below:.0f} dB below channel {loudest + 1}: wired in opposite phase?); "
+                                     f"taking channel {loudest + 1} alone")
+    if len(live) < n:
+        dead = tuple(c for c in range(n) if c not in live)
+        return MixChoice(live, f"channel(s) {_names(dead)} of {n} carry no sound; averaging channel(s) "
+                               f"{_names(live)} alone, so levels are not read {20 * np.log10(n / len(live)):.1f} dB low")
+    return MixChoice(live, None)
+
+
+def _mean(block: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
+    if len(channels) == 1:
+        return np.ascontiguousarray(block[:, channels[0]], dtype=np.float32)
+    chosen = block if len(channels) == block.shape[1] else block[:, list(channels)]
+    return chosen.mean(axis=1, dtype=np.float32)
+
+
+def _names(channels: tuple[int, ...]) -> str:
+    """1-based, as a user counts channels."""
+    return ", ".join(str(c + 1) for c in channels)

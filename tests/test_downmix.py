@@ -1,0 +1,121 @@
+"""Many channels to one: a channel of zeros (a Pi's I2S microphone in a stereo frame) is left out of the mean, so
+levels do not read 6 dB low; a pair in opposite phase is heard through one channel, not as near silence; channels
+that carry sound alike are averaged as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_run import run_daemon
+
+from noisewatch.classify import load_audio
+from noisewatch.downmix import DECIDE_S, ChannelMix
+
+RATE = 48000
+SPAN = int(DECIDE_S * RATE)
+
+
+def noise(seconds: float, seed: int, amplitude: float = 0.1) -> np.ndarray:
+    return (amplitude * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return np.stack([left, right], axis=1)
+
+
+def test_a_channel_of_zeros_is_left_out_after_the_first_half_second() -> None:
+    sound = noise(3, 0)
+    mix = ChannelMix(2, RATE)
+    out = mix.mix(stereo(sound, np.zeros_like(sound)))
+    np.testing.assert_array_equal(out[:SPAN], sound[:SPAN] / 2)
+    np.testing.assert_array_equal(out[SPAN:], sound[SPAN:])
+    assert mix.choice is not None and mix.choice.channels == (0,)
+    assert mix.choice.note == ("channel(s) 2 of 2 carry no sound; averaging channel(s) 1 alone, so levels are not "
+                               "read 6.0 dB low")
+
+
+def test_a_pair_in_opposite_phase_is_heard_through_its_louder_channel() -> None:
+    sound = noise(3, 1)
+    hiss = noise(3, 2, amplitude=1e-4)  # -80 dBFS: the two do not cancel to exact zeros
+    mix = ChannelMix(2, RATE)
+    out = mix.mix(stereo(-sound + hiss, sound))
+    assert mix.choice is not None and mix.choice.channels in ((0,), (1,))
+    np.testing.assert_array_equal(out[SPAN:], stereo(-sound + hiss, sound)[SPAN:, mix.choice.channels[0]])
+    assert mix.choice.note is not None and "cancel when averaged" in mix.choice.note
+
+
+@pytest.mark.parametrize("channels", [2, 8, 32])
+def test_channels_that_carry_sound_alike_are_averaged(channels: int) -> None:
+    """Independent noise in every channel (the mean's power is 1/N of a channel's: not a cancellation), and one
+    sound in all of them at different gains."""
+    rng = np.random.default_rng(channels)
+    independent = (0.05 * rng.standard_normal((RATE, channels))).astype(np.float32)
+    common = noise(1, 3)[:, None] * np.linspace(1.0, 0.05, channels, dtype=np.float32)
+    for block in (independent, common):
+        mix = ChannelMix(channels, RATE)
+        np.testing.assert_array_equal(mix.mix(block), block.mean(axis=1, dtype=np.float32))
+        assert mix.choice is not None and mix.choice.channels == tuple(range(channels)) and mix.choice.note is None
+
+
+def test_block_sizes_do_not_change_the_output() -> None:
+    block = stereo(noise(2, 4), np.zeros(2 * RATE, dtype=np.float32))
+    whole = ChannelMix(2, RATE).mix(block)
+    for sizes in ([1, 0, SPAN - 2, 3, 4096], [SPAN, 7], [SPAN + 1], [17] * 3000):
+        mix, parts, at = ChannelMix(2, RATE), [], 0
+        for size in sizes:
+            parts.append(mix.mix(block[at : at + size]))
+            at += size
+        parts.append(mix.mix(block[at:]))
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_digital_silence_first_puts_off_the_choice() -> None:
+    """A device that starts with zeros in every channel gives nothing to tell them apart by: the choice waits for
+    half a second of sound."""
+    sound = noise(2, 5)
+    block = np.concatenate([np.zeros((RATE, 2), dtype=np.float32), stereo(sound, np.zeros_like(sound))])
+    mix = ChannelMix(2, RATE)
+    out = mix.mix(block)
+    np.testing.assert_array_equal(out[RATE + SPAN :], sound[SPAN:])
+    assert mix.choice is not None and mix.choice.channels == (0,)
+
+
+def test_one_channel_passes_as_it_is() -> None:
+    sound = noise(1, 6)
+    out = ChannelMix(1, RATE).mix(sound[:, None])
+    np.testing.assert_array_equal(out, sound)
+
+
+def test_the_daemon_hears_a_stereo_microphone_with_a_dead_or_inverted_channel_as_the_mono_one(
+        repo_root: Path, tmp_path: Path) -> None:
+    """The bundled scene replayed as it is, as stereo with a channel of zeros (its events' levels read 6 dB low
+    before) and as a pair in opposite phase over -80 dBFS hiss (it reported no event before): the same events,
+    at the same levels."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    hiss = (1e-4 * np.random.default_rng(7).standard_normal(len(audio))).astype(np.float32)
+    recordings = {"mono": audio[:, None], "zero": stereo(audio, np.zeros_like(audio)),
+                  "inverted": stereo(audio, -audio + hiss)}
+    heard = {}
+    for name, samples in recordings.items():
+        sf.write(str(tmp_path / f"{name}.wav"), samples, rate, subtype="FLOAT")
+        found = run_daemon(tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl", "--speed", "0")
+        heard[name] = [(m["label"], m["offset_s"], m["duration_s"], m["peak_dbfs"], m["mean_dbfs"])
+                       for m in found if m["type"] == "event"]
+    assert len(heard["mono"]) >= 3
+    for name in ("zero", "inverted"):
+        assert [e[0] for e in heard[name]] == [e[0] for e in heard["mono"]], heard
+        for got, want in zip(heard[name], heard["mono"]):
+            assert abs(got[1] - want[1]) < 0.1 and abs(got[2] - want[2]) < 0.1, heard
+            assert abs(got[3] - want[3]) < 0.05 and abs(got[4] - want[4]) < 0.05, heard  # dB
+
+
+def test_classify_mixes_as_the_daemon_mixes(repo_root: Path, tmp_path: Path) -> None:
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    sf.write(str(tmp_path / "mono.wav"), audio, rate, subtype="FLOAT")
+    sf.write(str(tmp_path / "zero.wav"), stereo(audio, np.zeros_like(audio)), rate, subtype="FLOAT")
+    mono, zero = load_audio(tmp_path / "mono.wav", rate), load_audio(tmp_path / "zero.wav", rate)
+    span = int(DECIDE_S * rate)
+    np.testing.assert_allclose(zero[2 * span :], mono[2 * span :], rtol=0, atol=1e-6)
