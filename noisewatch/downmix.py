@@ -49,21 +49,29 @@ class ChannelMix:
             raise ValueError(f"block shape {block.shape} does not match (frames, {self.channels})")
         if self.channels == 1:
             return np.ascontiguousarray(block[:, 0], dtype=np.float32)
-        if self.choice is not None:
-            return _mean(block, self.choice.channels)
-        head = block[: self._span - self._seen]
+        parts: list[np.ndarray] = []
+        while self.choice is None and len(block):  # a loop: a long silence puts the choice off many times
+            take = self._span - self._seen
+            parts.append(self._watch(block[:take]))
+            block = block[take:]
+        parts.append(_mean(block, tuple(range(self.channels)) if self.choice is None else self.choice.channels))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _watch(self, head: np.ndarray) -> np.ndarray:
+        """The plain mean of ``head`` (at most what is left of the span), its products counted; the choice once
+        the span is full."""
         wide = head.astype(np.float64)
         self._products += wide.T @ wide
         self._seen += len(head)
-        mixed = _mean(head, tuple(range(self.channels)))
-        if self._seen < self._span:
-            return mixed
-        self._choose()
-        return np.concatenate([mixed, self.mix(block[len(head):])])
+        if self._seen >= self._span:
+            self._choose()
+        return _mean(head, tuple(range(self.channels)))
 
     def _choose(self) -> None:
         power = np.diag(self._products)
-        if not power.max() > 0:  # digital silence so far (a device warming up): nothing to tell channels by
+        # digital silence so far (a device warming up), or an inf or NaN sample (beside an infinite channel no
+        # channel is live, not even that one): nothing to tell channels by
+        if not (power.max() > 0 and np.isfinite(self._products).all()):
             self._seen, self._products[:] = 0, 0.0
             return
         self.choice = choose(self._products)

@@ -119,3 +119,24 @@ def test_classify_mixes_as_the_daemon_mixes(repo_root: Path, tmp_path: Path) -> 
     mono, zero = load_audio(tmp_path / "mono.wav", rate), load_audio(tmp_path / "zero.wav", rate)
     span = int(DECIDE_S * rate)
     np.testing.assert_allclose(zero[2 * span :], mono[2 * span :], rtol=0, atol=1e-6)
+
+
+def test_a_long_silent_stereo_recording_mixes_in_one_call(tmp_path: Path) -> None:
+    """``classify.load_audio`` mixes a whole recording at once: ten minutes of digital silence (a night a stereo
+    interface recorded nothing) put the choice off 1200 times, each time one call deeper (a RecursionError)."""
+    rate = 8000
+    silence = np.zeros((600 * rate, 2), dtype=np.float32)
+    sf.write(str(tmp_path / "night.wav"), silence, rate, subtype="PCM_16")
+    out = load_audio(tmp_path / "night.wav", rate)
+    assert len(out) == len(silence) and not out.any()
+
+
+def test_an_infinite_sample_does_not_stop_the_mix() -> None:
+    """A float recording may hold inf (a broken encoder, a clipped float path): the choice fell on no live
+    channel at all and divided by zero, which ended ``classify`` and the daemon's audio loop alike."""
+    block = stereo(noise(1, 8), noise(1, 9))
+    block[100, 0] = np.inf
+    mix = ChannelMix(2, RATE)
+    out = mix.mix(block)
+    assert len(out) == len(block)
+    assert mix.choice is not None and mix.choice.channels == (0, 1)
