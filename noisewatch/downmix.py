@@ -40,6 +40,9 @@ class ChannelMix:
         self._span = max(1, int(round(DECIDE_S * sample_rate)))
         self._seen = 0
         self._products = np.zeros((self.channels, self.channels))
+        self._sums = np.zeros(self.channels)
+        self._origin: np.ndarray | None = None
+        """The span's first frame, taken from every frame before summing: a constant channel sums to exact zeros."""
         self.choice: MixChoice | None = None
         """None until DECIDE_S of sound has been seen (the plain mean until then)."""
 
@@ -60,25 +63,37 @@ class ChannelMix:
     def _watch(self, head: np.ndarray) -> np.ndarray:
         """The plain mean of ``head`` (at most what is left of the span), its products counted; the choice once
         the span is full."""
-        wide = head.astype(np.float64)
+        if self._origin is None:
+            self._origin = head[0].astype(np.float64)
+        wide = head.astype(np.float64) - self._origin
         self._products += wide.T @ wide
+        self._sums += wide.sum(axis=0)
         self._seen += len(head)
         if self._seen >= self._span:
             self._choose()
         return _mean(head, tuple(range(self.channels)))
 
     def _choose(self) -> None:
-        power = np.diag(self._products)
-        # digital silence so far (a device warming up), or an inf or NaN sample (beside an infinite channel no
-        # channel is live, not even that one): nothing to tell channels by
-        if not (power.max() > 0 and np.isfinite(self._products).all()):
-            self._seen, self._products[:] = 0, 0.0
+        centred = self._centred()
+        if centred is None:
+            self._seen, self._products[:], self._sums[:], self._origin = 0, 0.0, 0.0, None
             return
-        self.choice = choose(self._products)
+        self.choice = choose(centred)
+
+    def _centred(self) -> np.ndarray | None:
+        """The span's products less the channels' offsets (a DC offset is not sound: in the raw products two offsets
+        that add up hid a pair that cancels, and an unconnected input's constant read as a live channel). None when
+        they tell channels by nothing: digital silence or a constant (a device warming up), or an inf or NaN sample
+        (beside an infinite channel no channel is live, not even that one)."""
+        if not (np.isfinite(self._products).all() and np.isfinite(self._sums).all()):
+            return None
+        centred = self._products - np.outer(self._sums, self._sums) / self._seen
+        return centred if np.diag(centred).max() > 0 else None
 
 
 def choose(products: np.ndarray) -> MixChoice:
-    """The mix for channels whose sums of products (``x.T @ x`` over the same samples) are ``products``."""
+    """The mix for channels whose sums of products (``x.T @ x`` over the same samples, offsets taken out) are
+    ``products``."""
     power = np.diag(products)
     loudest = int(np.argmax(power))
     live = tuple(int(c) for c in np.flatnonzero(power > power[loudest] * 10 ** (DEAD_DB / 10)))

@@ -47,6 +47,28 @@ def test_a_pair_in_opposite_phase_is_heard_through_its_louder_channel() -> None:
     assert mix.choice.note is not None and "cancel when averaged" in mix.choice.note
 
 
+def test_a_dc_offset_does_not_hide_a_pair_in_opposite_phase() -> None:
+    """A quiet room (-60 dBFS) through an interface with an ADC offset of 0.002 in each channel: the offsets add
+    up in the mean where the sound cancels, so the raw products read as no cancellation, the plain mean went on,
+    and the high-pass left silence. An offset is not sound (``dc_offset``): the choice sees the channels
+    without theirs."""
+    sound = noise(3, 10, amplitude=1e-3)
+    hiss = noise(3, 11, amplitude=1e-5)
+    block = stereo(sound + 0.002, -sound + hiss + 0.0025)
+    mix = ChannelMix(2, RATE)
+    mix.mix(block)
+    assert mix.choice is not None and len(mix.choice.channels) == 1
+    assert mix.choice.note is not None and "cancel when averaged" in mix.choice.note
+
+
+def test_a_channel_of_only_an_offset_carries_no_sound() -> None:
+    """An unconnected input that reads a constant (its ADC's offset) is left out like a channel of zeros."""
+    sound = noise(2, 12, amplitude=1e-3)
+    mix = ChannelMix(2, RATE)
+    mix.mix(stereo(sound, np.full_like(sound, 0.01)))
+    assert mix.choice is not None and mix.choice.channels == (0,)
+
+
 @pytest.mark.parametrize("channels", [2, 8, 32])
 def test_channels_that_carry_sound_alike_are_averaged(channels: int) -> None:
     """Independent noise in every channel (the mean's power is 1/N of a channel's: not a cancellation), and one
