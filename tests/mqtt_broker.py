@@ -312,6 +312,45 @@ class AckSwallower:
         self.sock.close()
 
 
+class LinkStall:
+    """A proxy in front of a broker that passes the connection's CONNECT and the broker's answers, then holds all
+    the client sends: a link that stalls right after a (re)connect (Wi-Fi gone again, the broker's host swapping),
+    until the client's keepalive gives up on it."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.broker_port = broker_port
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection((HOST, self.broker_port))
+            threading.Thread(target=self._pass, args=(client, upstream, 1), daemon=True).start()
+            threading.Thread(target=self._pass, args=(upstream, client, None), daemon=True).start()
+
+    @staticmethod
+    def _pass(source: socket.socket, target: socket.socket, first: int | None) -> None:
+        """Every packet from ``source`` to ``target``, or only its ``first`` ones."""
+        passed = 0
+        try:
+            while (packet := _read_packet(source)) is not None:
+                if first is None or passed < first:
+                    target.sendall(packet)
+                    passed += 1
+        except OSError:
+            pass
+        for end in (source, target):
+            end.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     """Poll instead of sleeping a fixed time: retries and deliveries take longer on a busy machine."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from mqtt_broker import HOST, AckSwallower, Broker, Collector, MuteServer, make_test_ca, wait_until
+from mqtt_broker import HOST, AckSwallower, Broker, Collector, LinkStall, MuteServer, make_test_ca, wait_until
 
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
@@ -569,11 +569,30 @@ def test_a_broker_that_delivers_the_listener_s_messages_raises_no_acl_error(
     monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 1.0)
     caplog.set_level(logging.INFO, logger="noisewatch")
     sink = open_sink(make_config(tmp_path, broker.port))
-    assert wait_until(lambda: sink._echo_due is None and "connected" in caplog.text, 5)
+    assert wait_until(lambda: sink._online_mid is None and sink._echo_due is None and "connected" in caplog.text, 5)
     broker.restart()
     assert wait_until(lambda: caplog.text.count("connected to") >= 2, 15), caplog.text
     time.sleep(2.0)
     assert "did not deliver it back" not in caplog.text
+
+
+def test_a_link_that_stalls_after_the_connect_is_not_called_an_acl(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by fault injection: a link that stalled right after a reconnect (the broker never saw the ``online``,
+    so neither acknowledged it nor sent it back) was logged as an ERROR that the broker "accepted" the online and
+    its ACL drops the listener's messages: the user was sent to rewrite a correct ACL. The wait starts at the
+    broker's acknowledgement of the online; a link that answers nothing is the keepalive's to find."""
+    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 1.0)
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    stall = LinkStall(broker.port)
+    try:
+        open_sink(make_config(tmp_path, stall.port, keepalive_s=30))
+        assert wait_until(lambda: "connected to" in caplog.text, 10), caplog.text
+        time.sleep(3.0)
+        assert "did not deliver it back" not in caplog.text, caplog.text
+    finally:
+        stall.close()
 
 
 def test_connections_the_broker_keeps_closing_at_once_are_retried_with_a_growing_backoff(

@@ -99,7 +99,7 @@ UNACKED_WARN_S = 60.0
 """Event messages in flight this long on a live connection without one acknowledgement are said (a broker that takes
 publishes and never acknowledges them filled the in-flight window, and every later event waited, in silence)."""
 ECHO_WAIT_S = 30.0
-"""How long after a connect the listener's own ``online`` may take to come back through its subscription to its
+"""How long after the broker acknowledged it the listener's own ``online`` may take to come back through its subscription to its
 status topic. A broker whose ACL lets a MQTT 3.1.1 client publish nothing still acknowledges every message and
 drops it: without this, every event was sent to no one and the log said nothing. One that lets it publish but not
 read drops the threshold commands from Home Assistant the same way."""
@@ -326,8 +326,11 @@ class MqttSink:
         self._acked_at = time.monotonic()
         """When the broker last acknowledged an event message, or had none of them to acknowledge."""
         self._unacked_said = False
+        self._online_mid: int | None = None
+        """The own ``online`` of this connection until the broker acknowledges it (then ``_echo_due`` starts) or
+        sends it back: a link that stalled before the broker read it is not an ACL's doing."""
         self._echo_due: float | None = None
-        """While connected and the own ``online`` has not come back: when to say so (``_watch_echo``)."""
+        """While connected and the own ``online``, acknowledged, has not come back: when to say so (``_watch_echo``)."""
         self._echo_said = False
         self.counts = LifetimeCounts()
         """``memory_dropped`` and ``network_restarts``, shared with the sinks that replace this one at reloads."""
@@ -743,7 +746,7 @@ class MqttSink:
                   self.topics.prefix, self.topics.discovery_prefix)
 
     def _echoed(self) -> None:
-        self._echo_due = None
+        self._online_mid, self._echo_due = None, None
         if self._echo_said:
             self._echo_said = False
             log.info("MQTT: this listener's online came back from the broker: it may publish and read its topics")
@@ -847,7 +850,7 @@ class MqttSink:
             if command.after_outage:
                 self._ha_wait.broker_returned()
         elif isinstance(command, _Disconnected):
-            self._connected, self._echo_due = False, None
+            self._connected, self._online_mid, self._echo_due = False, None, None
             self._ha_wait.link_lost()
         elif isinstance(command, _HomeAssistantOnline):
             if not self.settings.homeassistant.discovery:
@@ -905,8 +908,7 @@ class MqttSink:
             self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(self._emptied_configs)])
         self._publish_discovery()
         self.client.subscribe(self.topics.status, qos=QOS_AT_LEAST_ONCE)  # before the online: it comes back live
-        self._echo_due = time.monotonic() + ECHO_WAIT_S
-        self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True)
+        self._online_mid, self._echo_due = self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True), None
         if self.settings.homeassistant.discovery:
             self._periodic_again_at = time.monotonic() + DISCOVERY_SETTLE_S
 
@@ -1107,6 +1109,8 @@ class MqttSink:
             self._trim_record()
             return
         topic = self._awaited.pop(ack.mid, None)
+        if ack.mid == self._online_mid:
+            self._online_mid, self._echo_due = None, time.monotonic() + ECHO_WAIT_S
         if topic is not None:
             if ack.reason is not None and ack.reason.is_failure:  # an ACL that lets events through but not discovery
                 hint = ("it is larger than the broker's message_size_limit" if ack.reason.value == PACKET_TOO_LARGE
@@ -1170,10 +1174,11 @@ class MqttSink:
             self._unspooled.popleft()
             self._inflight_held[info.mid] = held
 
-    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the
-        broker answers, so that a refusal (MQTT 5) names it. One larger than the broker takes is not sent (said
-        once per topic); the recent-events list is cut to its newest events that fit."""
+        broker answers, so that a refusal (MQTT 5) names it, and its message id returned. One larger than the
+        broker takes is not sent (said once per topic); the recent-events list is cut to its newest events that
+        fit."""
         if self._too_large(topic, payload) and topic == self.topics.recent_events and self._max_packet is not None:
             payload = _newest_that_fit(topic, payload, self._max_packet)
             if topic not in self._oversize_said:
@@ -1185,12 +1190,14 @@ class MqttSink:
                 self._oversize_said.add(topic)
                 log.error("MQTT: not sending %s: %d bytes, more than the broker takes (%d bytes, its maximum packet "
                           "size)", topic, len(payload), self._max_packet)
-            return
+            return None
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if qos and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:  # one paho did not queue is never answered
-            if len(self._awaited) >= MAX_AWAITED:  # answers lost with a connection are not waited for for ever
-                self._awaited.clear()
-            self._awaited[info.mid] = topic
+        if not qos or info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # one paho did not queue is never answered
+            return None
+        if len(self._awaited) >= MAX_AWAITED:  # answers lost with a connection are not waited for for ever
+            self._awaited.clear()
+        self._awaited[info.mid] = topic
+        return info.mid
 
     def _too_large(self, topic: str, payload: bytes) -> bool:
         """Whether the PUBLISH packet exceeds the broker's limit (MQTT 5 says it; 3.1.1 cannot, see docs/mqtt.md)."""
