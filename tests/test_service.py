@@ -378,6 +378,20 @@ def test_a_low_rate_microphone_is_warned_of_once_not_at_every_reopen(repo_root: 
     assert len(warnings) == 1 and "delivers 8000 Hz" in warnings[0].getMessage()
 
 
+def test_a_channel_left_out_of_the_mix_is_warned_of_once_not_at_every_reopen(
+        repo_root: Path, tmp_path: Path, monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection: every reopen starts a new channel mix, and its note (a channel of zeros left out)
+    was logged again at each one: a Pi's I2S microphone on a device that keeps dropping out repeated it for months.
+    Said once per input and note, as the low rate is."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    stereo = tmp_path / "scene-stereo.wav"
+    sf.write(str(stereo), np.stack([audio, np.zeros_like(audio)], axis=1), rate, subtype="FLOAT")
+    opened, messages = _run_with_a_faulty_first_source(_UnpluggedMidway, repo_root, tmp_path, monkeypatch, stereo)
+    warnings = [r for r in caplog.records if "carry no sound" in r.getMessage()]
+    assert opened == 2 and any(m["type"] == "status" and m["state"] == "audio_error" for m in messages)
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
 def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
     """A USB microphone replaced by another: the user names the new one and reloads. The reload waited for a
     device that never came back, retrying the old name for ever."""

@@ -190,6 +190,8 @@ class Service:
         """Goes on across a reload's reopen (still silent: said once); starts afresh after a lost input."""
         self._rate_said: tuple[str, int] | None = None
         """The input and rate last warned of as below the model's: said once, not at every reopen."""
+        self._mix_said: tuple[str, tuple[int, ...]] | None = None
+        """The input and channels of the channel mix last warned of: said once, not at every reopen."""
         self._ticks = _Ticks()
         """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
         self._source_name = _wanted_input(setup)
@@ -280,8 +282,7 @@ class Service:
             pipeline = self.active.pipeline
             if len(block.samples):
                 self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
-                if (note := resampler.mix_note()) is not None:
-                    log.warning("audio input %s: %s", source.name, note)
+                self._say_mix(source, resampler)
                 first = False
                 self._mark_listening(source)
                 if source.live:
@@ -304,6 +305,14 @@ class Service:
                 keep_clock_honest(pipeline, source.read(0, 0).captured)
             self._report_health()
         return Ending.STOP
+
+    def _say_mix(self, source: AudioSource, resampler: MonoResampler) -> None:
+        """The channel mix's note, once per input and choice: each reopen mixes anew and comes to it again."""
+        note, choice = resampler.mix_note(), resampler.mix.choice
+        if note is None or choice is None or self._mix_said == (source.name, choice.channels):
+            return
+        self._mix_said = (source.name, choice.channels)
+        log.warning("audio input %s: %s", source.name, note)
 
     def _swap(self, source: AudioSource | None) -> bool:
         """SIGHUP: open the new set-up beside the running one and swap it in; True when the live input must
