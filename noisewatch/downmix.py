@@ -4,8 +4,9 @@ A Pi's I2S MEMS microphone commonly arrives as a stereo stream with one channel 
 slot): averaged, every level read 6 dB low. A pair wired in opposite phase cancels when averaged, and the
 listener heard near silence. So the mix is the plain mean for the first DECIDE_S of audio that is not digital
 silence, and then, for the rest of the stream, the mean of the channels within DEAD_DB of the loudest, or the
-loudest channel alone when even their mean cancels. The choice falls at a fixed sample count, so any block size
-gives the same samples as one call on the whole recording. Pure numpy: the daemon (per opened input) and
+loudest channel alone when even their mean cancels. A channel left out as dead is looked at every DECIDE_S and
+the mix chosen anew once it carries sound. Choices fall at fixed sample counts, so any block size gives the
+same samples as one call on the whole recording. Pure numpy: the daemon (per opened input) and
 ``classify.load_audio`` (per recording) mix with it alike.
 """
 
@@ -30,6 +31,8 @@ class MixChoice:
 
     channels: tuple[int, ...]
     note: str | None
+    dead: tuple[int, ...] = ()
+    """Channels left out as carrying no sound: looked at every DECIDE_S, and the mix chosen anew once one does."""
 
 
 class ChannelMix:
@@ -53,16 +56,20 @@ class ChannelMix:
         if self.channels == 1:
             return np.ascontiguousarray(block[:, 0], dtype=np.float32)
         parts: list[np.ndarray] = []
-        while self.choice is None and len(block):  # a loop: a long silence puts the choice off many times
+        while len(block) and (self.choice is None or self.choice.dead):  # a loop: a long silence puts it off often
             take = self._span - self._seen
             parts.append(self._watch(block[:take]))
             block = block[take:]
-        parts.append(_mean(block, tuple(range(self.channels)) if self.choice is None else self.choice.channels))
+        parts.append(_mean(block, self._averaged()))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def _averaged(self) -> tuple[int, ...]:
+        return tuple(range(self.channels)) if self.choice is None else self.choice.channels
+
     def _watch(self, head: np.ndarray) -> np.ndarray:
-        """The plain mean of ``head`` (at most what is left of the span), its products counted; the choice once
+        """The mix in force of ``head`` (at most what is left of the span), its products counted; the choice once
         the span is full."""
+        mixed = _mean(head, self._averaged())
         if self._origin is None:
             self._origin = head[0].astype(np.float64)
         wide = head.astype(np.float64) - self._origin
@@ -71,14 +78,17 @@ class ChannelMix:
         self._seen += len(head)
         if self._seen >= self._span:
             self._choose()
-        return _mean(head, tuple(range(self.channels)))
+        return mixed
 
     def _choose(self) -> None:
+        """At a span's end: the first choice, or a new one when a channel left out as dead carries sound (a
+        hard-panned intro, an input unmuted in the mixer later: left out for good, all it carried was lost)."""
         centred = self._centred()
+        self._seen, self._products[:], self._sums[:], self._origin = 0, 0.0, 0.0, None
         if centred is None:
-            self._seen, self._products[:], self._sums[:], self._origin = 0, 0.0, 0.0, None
             return
-        self.choice = choose(centred)
+        if self.choice is None or _woke(centred, self.choice.dead):
+            self.choice = choose(centred)
 
     def _centred(self) -> np.ndarray | None:
         """The span's products less the channels' offsets (a DC offset is not sound: in the raw products two offsets
@@ -102,17 +112,24 @@ def choose(products: np.ndarray) -> MixChoice:
     weights[list(live)] = 1 / len(live)
     mean_power = float(weights @ products @ weights)
     uncorrelated = float(power[list(live)].mean()) / len(live)
+    dead = tuple(c for c in range(n) if c not in live)
     if len(live) > 1 and mean_power < CANCEL_RATIO * uncorrelated:
         below = 10 * np.log10(power[loudest] / max(mean_power, 1e-300))
         which = f"the {n} channels" if len(live) == n else f"channels {_names(live)} of {n}"
         return MixChoice((loudest,), f"{which} cancel when averaged (their mean is "
                                      f"{below:.0f} dB below channel {loudest + 1}: wired in opposite phase?); "
-                                     f"taking channel {loudest + 1} alone")
-    if len(live) < n:
-        dead = tuple(c for c in range(n) if c not in live)
+                                     f"taking channel {loudest + 1} alone", dead)
+    if dead:
         return MixChoice(live, f"channel(s) {_names(dead)} of {n} carry no sound; averaging channel(s) "
-                               f"{_names(live)} alone, so levels are not read {20 * np.log10(n / len(live)):.1f} dB low")
+                               f"{_names(live)} alone, so levels are not read {20 * np.log10(n / len(live)):.1f} dB low",
+                         dead)
     return MixChoice(live, None)
+
+
+def _woke(products: np.ndarray, dead: tuple[int, ...]) -> bool:
+    """Whether one of the ``dead`` channels carries sound over the span of ``products``."""
+    power = np.diag(products)
+    return bool((power[list(dead)] > power.max() * 10 ** (DEAD_DB / 10)).any())
 
 
 def _mean(block: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:

@@ -143,6 +143,26 @@ def test_classify_mixes_as_the_daemon_mixes(repo_root: Path, tmp_path: Path) -> 
     np.testing.assert_allclose(zero[2 * span :], mono[2 * span :], rtol=0, atol=1e-6)
 
 
+def test_a_channel_left_out_as_dead_is_taken_back_once_it_carries_sound() -> None:
+    """Found by fault injection: the choice was for good. A stereo recording whose first half second has sound on
+    the left only (a hard-panned intro, a right input muted in the mixer and unmuted later) lost everything the
+    right channel carried afterwards: a siren on the right, seconds later, reached neither classify nor the
+    daemon. A channel left out as dead is looked at every half second and taken back once it is live."""
+    left = noise(3, 13)
+    right = np.concatenate([np.zeros(RATE, dtype=np.float32), noise(2, 14)])
+    block = stereo(left, right)
+    for sizes in ([len(block)], [1000] * (len(block) // 1000 + 1)):
+        mix, parts, at = ChannelMix(2, RATE), [], 0
+        for size in sizes:
+            parts.append(mix.mix(block[at : at + size]))
+            at += size
+        out = np.concatenate(parts)
+        assert len(out) == len(block)
+        late = out[RATE + 2 * SPAN :]  # from the first whole span after the right channel woke
+        np.testing.assert_array_equal(late, block[RATE + 2 * SPAN :].mean(axis=1, dtype=np.float32))
+        assert mix.choice is not None and mix.choice.channels == (0, 1)
+
+
 def test_a_long_silent_stereo_recording_mixes_in_one_call(tmp_path: Path) -> None:
     """``classify.load_audio`` mixes a whole recording at once: ten minutes of digital silence (a night a stereo
     interface recorded nothing) put the choice off 1200 times, each time one call deeper (a RecursionError)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from noisewatch.downmix import ChannelMix
+from noisewatch.downmix import ChannelMix, MixChoice
 
 QUALITY = "HQ"
 """soxr quality preset: the one training uses for recordings at other rates."""
@@ -28,14 +28,14 @@ class MonoResampler:
         self.channels = int(channels)
         self._stream: soxr.ResampleStream | None = None
         self.mix = ChannelMix(self.channels, self.in_rate)
-        self._note_said = False
+        self._said: MixChoice | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget the filter state: after a device reopen the next block does not continue the last."""
         self._taken = 0  # input frames since the reset
         self._given = 0  # output samples since the reset
-        self.mix, self._note_said = ChannelMix(self.channels, self.in_rate), False  # another device, maybe wired anew
+        self.mix, self._said = ChannelMix(self.channels, self.in_rate), None  # another device, maybe wired anew
         if self.in_rate == self.out_rate:
             self._stream = None
         else:
@@ -50,11 +50,12 @@ class MonoResampler:
         return out
 
     def mix_note(self) -> str | None:
-        """Once, when the mix chosen leaves channels out: what and why (the service logs it)."""
+        """Once for each mix chosen that leaves channels out (one left out may be taken back, and left out
+        again): what and why (the service logs it)."""
         choice = self.mix.choice
-        if choice is None or choice.note is None or self._note_said:
+        if choice is None or choice == self._said:
             return None
-        self._note_said = True
+        self._said = choice
         return choice.note
 
     def input_for(self, samples: int) -> int:
