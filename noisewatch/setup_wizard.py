@@ -111,7 +111,8 @@ def _section_end(lines: list[str], start: int, end: int, indent: int) -> int:
 def apply(text: str, answers: Answers) -> str:
     """The config text with the answers set (MQTT turned on when a broker host is given)."""
     if answers.device is not None:
-        device: str | int | None = int(answers.device) if answers.device.isdigit() else answers.device or None
+        index = answers.device.removeprefix("-").isdigit()  # -1 too: an index the config refuses, saying why
+        device: str | int | None = int(answers.device) if index else answers.device or None
         text = set_key(text, ("audio", "device"), device)
     if answers.device_id is not None:
         text = set_key(text, ("device_id",), answers.device_id)

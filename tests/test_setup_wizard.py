@@ -48,6 +48,18 @@ def test_missing_keys_and_sections_are_added(tmp_path: Path) -> None:
     assert (config.mqtt.host, config.mqtt.enabled, config.audio.device) == ("b: 1", True, "USB mic")
 
 
+def test_device_minus_one_is_refused_as_the_config_refuses_it(tmp_path: Path) -> None:
+    """Found by fault injection: ``setup --device -1`` (PortAudio's "no device", taken for "the default") wrote
+    the name ``"-1"``, past the config's refusal of index -1: check-config said the device was not found and
+    ``run`` waited for it for good. A signed number is an index, and the config's own message says what to write."""
+    config = tmp_path / "config.yaml"
+    shutil.copy(TEMPLATE, config)
+    done = setup(config, "--non-interactive", "--device", "-1")
+    assert done.returncode == 78, (done.stdout, done.stderr)
+    assert "a device index is 0 or more" in done.stderr and "leave the key out" in done.stderr
+    assert load_config(config).audio.device is None  # not saved
+
+
 def test_flags_write_the_config_and_the_password_credential(tmp_path: Path) -> None:
     config = tmp_path / "etc" / "config.yaml"
     config.parent.mkdir()
