@@ -61,7 +61,7 @@ def _an_index_or_a_name(value: Any) -> Any:
     """``value`` if it can name an input device: anything else failed both halves of ``int | str``, two lines
     naming keys the file cannot have (``audio.device.int``, ``audio.device.str``)."""
     if isinstance(value, int) and not isinstance(value, bool) and value < 0:  # PortAudio's "no device"
-        raise PydanticCustomError(INDEX_OR_NAME, "a device index is 0 or more (see `noisewatch devices`); leave "
+        raise PydanticCustomError(NO_DEVICE, "a device index is 0 or more (see `noisewatch devices`); leave "
                                   "the key out, or write null, for the system's default input")
     if isinstance(value, str) and not value.strip():
         raise PydanticCustomError(INDEX_OR_NAME, "an empty name is part of every device's name: write a device's "
@@ -96,6 +96,9 @@ NOT_A_BOOLEAN = "not_a_boolean"
 """The pydantic error type of anything but a YAML boolean given for a boolean."""
 INDEX_OR_NAME = "index_or_name"
 """The pydantic error type of an input device given as neither an index nor a name."""
+NO_DEVICE = "no_device"
+"""The pydantic error type of device index -1 (and below): not a text type, whose hint "in quotes it is text" made
+it the name "-1", which no device has."""
 TEXT_TYPES = ("string_type", "literal_error", "path_type", INDEX_OR_NAME)
 """The pydantic error types of a key that takes text given something else."""
 YAML_WORDS = {

@@ -540,6 +540,9 @@ def test_a_device_index_below_0_or_an_empty_name_is_refused(tmp_path: Path, valu
     first device listed, which may not be the microphone) passed check-config."""
     message = config_error(tmp_path, f"audio:\n  device: {value}\n")
     assert expected in message and "\n" not in message, message
+    # found by fault injection: -1 was told "in quotes it is text", and "-1" in quotes is a name no device has
+    # (check-config: not found; run waited for it for good)
+    assert "in quotes" not in message, message
 
 
 def test_a_device_is_still_an_index_or_a_name(tmp_path: Path) -> None:
