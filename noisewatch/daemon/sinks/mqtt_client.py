@@ -211,6 +211,11 @@ def new_client(settings: MqttSection, client_id: str, password: str | None, **op
     return client
 
 
+CHECK_PAYLOAD = b'{"type":"check"}'
+"""What ``probe`` publishes on ``<prefix>/check``: JSON, like every other message under the prefix (a flow on
+``noisewatch/#`` that parses each payload choked on plain text)."""
+
+
 def probe(settings: MqttSection, password: str | None, timeout_s: float, topics: Topics) -> str | None:
     """Connect once and leave: None when the broker takes the connection and delivers back a message published
     on ``topics.check``, else what went wrong, in the words the daemon logs (``check-config``: a wrong port or
@@ -252,15 +257,15 @@ def _echo(client: mqtt.Client, topics: Topics, answers: queue.SimpleQueue[str | 
     subscribed = answers.get(timeout=timeout_s)  # the SUBACK: the subscription is in place before the message goes
     if subscribed:
         return f"{where} {subscribed}"
-    client.publish(topics.check, b"check-config", qos=1)
+    client.publish(topics.check, CHECK_PAYLOAD, qos=1)
     try:
         while (answer := answers.get(timeout=timeout_s)) == "":  # a message on another topic
             pass
     except queue.Empty:
         return (f"{where} took the connection but did not deliver back a message published on {topics.check}: its "
                 f"ACL does not let this listener both publish and read under {topics.prefix}/# (events would reach "
-                f"no one, and MQTT 3.1.1 does not say so); give it readwrite on {topics.prefix}/# and write on "
-                f"{topics.discovery_prefix}/#")
+                f"no one: a broker drops what its ACL refuses, under MQTT 3.1.1 without a word); give it readwrite "
+                f"on {topics.prefix}/# and write on {topics.discovery_prefix}/#")
     return None if answer is None else f"{where} {answer}"
 
 
