@@ -261,6 +261,40 @@ def test_f04_run_waits_for_a_named_microphone_that_is_not_there_and_listens_once
             proc.wait()
 
 
+def test_f33_audio_dropped_because_processing_fell_behind_is_said(tmp_path: Path) -> None:
+    """Found with the virtual microphone: an input that delivers faster than the processing loop takes it (as a Pi
+    too busy for the model does) had the ring drop 204 million frames in 6 s, counted in stats and said nowhere:
+    the events had holes and the log read "listening". Said at once, then at most once a minute with the total."""
+    pytest.importorskip("sounddevice", reason="PortAudio is not installed here")
+    home = tmp_path / "home"
+    home.mkdir()
+    infile = home / "mic.raw"
+    (np.random.default_rng(5).standard_normal(44100 * 60).astype(np.float32) * 0.1).tofile(infile)
+    (home / ".asoundrc").write_text(VIRTUAL_MIC.format(infile=infile))  # a "null" slave: no pacing at all
+    audio = {"device": "latemic", "sample_rate": 44100, "channels": 1}
+    config = write_config(tmp_path / "c.yaml", audio=audio, stats={"interval_s": 1})
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("ALSA_CONFIG_PATH", None)
+    jsonl = tmp_path / "out.jsonl"
+    with open(tmp_path / "run.stderr", "wb") as err:
+        proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--jsonl", str(jsonl)],
+                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        def dropped() -> int:
+            lines = jsonl.read_text().splitlines() if jsonl.exists() else []
+            stats = [json.loads(line) for line in lines if '"type":"stats"' in line]
+            return stats[-1]["dropped_frames"] if stats else 0
+
+        assert wait_until(lambda: dropped() > 0, 20), (tmp_path / "run.stderr").read_text()[-2000:]
+        time.sleep(2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    said = [line for line in (tmp_path / "run.stderr").read_text().splitlines() if "fell behind" in line]
+    assert len(said) == 1 and "WARNING" in said[0] and "latemic" in said[0], said
+    assert float(said[0].split("fell behind and ")[1].split(" s of audio")[0]) > 0, said
+
+
 def test_f26_without_any_microphone_check_config_warns_and_run_claims_no_listening(tmp_path: Path) -> None:
     """First hour with Home Assistant: on a machine with no audio input at all, check-config said "ok" (the user
     expects to hear the microphone is not there; a warning: run waits for one) and run logged "listening with

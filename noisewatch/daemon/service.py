@@ -73,6 +73,8 @@ AUDIO_STALL_S = 5.0
 """A live input that delivers nothing for this long is treated as failed and reopened."""
 BROKER_PROBE_S = 5.0
 """``check-config``: how long it waits for the broker's answer."""
+DROPPED_SAY_S = 60.0
+"""Audio dropped because processing fell behind is said at most this often (with the total since)."""
 EX_NOINPUT = 66
 """sysexits.h: a replayed file that cannot be opened or read to its end (never retried: it would replay
 the same audio again and report its events twice)."""
@@ -193,6 +195,7 @@ class Service:
         self._mix_said: tuple[str, tuple[int, ...]] | None = None
         """The input and channels of the channel mix last warned of: said once, not at every reopen."""
         self._ticks = _Ticks()
+        self._dropped = _DroppedAudio()
         """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
         self._source_name = _wanted_input(setup)
         """The input last opened (before any: the one asked for), named in health reports."""
@@ -283,6 +286,8 @@ class Service:
             if len(block.samples):
                 self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
                 self._say_mix(source, resampler)
+                if block.lost_frames:
+                    self._say_dropped(source, block.lost_frames / block.sample_rate)
                 first = False
                 self._mark_listening(source)
                 if source.live:
@@ -370,6 +375,13 @@ class Service:
         notify.status(f"listening on {source.name}")
         self._say(Status(AudioState.LISTENING, source=source.name))
 
+    def _say_dropped(self, source: AudioSource, seconds: float) -> None:
+        said = self._dropped.add(seconds)
+        if said is not None:
+            log.warning("audio input %s: processing fell behind and %.1f s of audio was dropped%s; events in it "
+                        "were not heard (a CPU too busy for the model, or an input that delivers faster than its "
+                        "rate; stats count dropped_frames)", source.name, *said)
+
     def _watch_silence(self, source: AudioSource, change: bool | None) -> None:
         """An input that is open but gives only one value (zeros, a stuck converter's code) is as deaf as a lost one:
         said as loudly (status, log, Home Assistant's problem sensor), and taken back when sound returns."""
@@ -448,6 +460,26 @@ def _check_sample_rate(setup: Setup, running: Pipeline) -> None:
     if rate != running.sample_rate:
         raise ConfigError(f"model.path: the new model hears at {rate} Hz, the running one at {running.sample_rate} Hz;"
                           " restart the service to switch to it")
+
+
+class _DroppedAudio:
+    """Audio the ring dropped because processing fell behind, said at once and then at most every DROPPED_SAY_S with
+    what was dropped since: on an overloaded Pi the events had holes, counted in stats and said nowhere."""
+
+    def __init__(self) -> None:
+        self._unsaid_s = 0.0
+        self._since = time.monotonic()
+        self._next = -math.inf
+
+    def add(self, seconds: float) -> tuple[float, str] | None:
+        """(seconds to say, over what time), or None while within DROPPED_SAY_S of the last time said."""
+        now = time.monotonic()
+        self._unsaid_s += seconds
+        if now < self._next:
+            return None
+        said = (self._unsaid_s, f" in the last {now - self._since:.0f} s" if self._next > -math.inf else "")
+        self._unsaid_s, self._since, self._next = 0.0, now, now + DROPPED_SAY_S
+        return said
 
 
 class _Ticks:
