@@ -206,7 +206,7 @@ def _show_devices() -> None:
 
 def save(config_path: Path, credentials: Path, answers: Answers) -> None:
     """Write the edited config (validated first) and the password credential; ConfigError if invalid."""
-    from noisewatch.config import load_config  # pydantic: not on the path of ``noisewatch --help``
+    from noisewatch.config import ConfigError, load_config  # pydantic: not on the path of ``noisewatch --help``
 
     text = apply(config_path.read_text(encoding="utf-8") if config_path.exists() else "", answers)
     fd, tmp = tempfile.mkstemp(suffix=".yaml", dir=config_path.parent)
@@ -214,6 +214,8 @@ def save(config_path: Path, credentials: Path, answers: Answers) -> None:
     try:
         Path(tmp).write_text(text, encoding="utf-8")
         load_config(tmp)
+    except ConfigError as exc:  # named by the file the user knows: the temporary one is gone as they read it
+        raise ConfigError(str(exc).replace(tmp, f"{config_path} (as it would be written)")) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     mode = config_path.stat().st_mode & 0o777 if config_path.exists() else 0o644

@@ -81,6 +81,8 @@ def test_an_invalid_answer_leaves_the_config_alone(tmp_path: Path) -> None:
     shutil.copy(TEMPLATE, config)
     done = setup(config, "--mqtt-host", "broker.lan", "--mqtt-port", "0")
     assert done.returncode == EX_CONFIG and "not saved" in done.stderr and "port" in done.stderr
+    assert f"{config} (as it would be written):" in done.stderr and "tmp" not in done.stderr.replace(str(tmp_path), ""), \
+        done.stderr  # the line is the edited file's; a temporary file's name, gone as the user reads it, was given
     assert config.read_text() == TEMPLATE.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left
 
