@@ -192,8 +192,9 @@ class Service:
         """Goes on across a reload's reopen (still silent: said once); starts afresh after a lost input."""
         self._rate_said: tuple[str, int] | None = None
         """The input and rate last warned of as below the model's: said once, not at every reopen."""
-        self._mix_said: tuple[str, tuple[int, ...]] | None = None
-        """The input and channels of the channel mix last warned of: said once, not at every reopen."""
+        self._mix_said: set[tuple[str, tuple[int, ...]]] = set()
+        """The inputs and channels of the channel mixes warned of: each said once, not at every reopen (the last one
+        alone was not enough: which of a pair in opposite phase is louder may change from one reopen to the next)."""
         self._ticks = _Ticks()
         self._dropped = _DroppedAudio()
         """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
@@ -314,9 +315,9 @@ class Service:
     def _say_mix(self, source: AudioSource, resampler: MonoResampler) -> None:
         """The channel mix's note, once per input and choice: each reopen mixes anew and comes to it again."""
         note, choice = resampler.mix_note(), resampler.mix.choice
-        if note is None or choice is None or self._mix_said == (source.name, choice.channels):
+        if note is None or choice is None or (source.name, choice.channels) in self._mix_said:
             return
-        self._mix_said = (source.name, choice.channels)
+        self._mix_said.add((source.name, choice.channels))
         log.warning("audio input %s: %s", source.name, note)
 
     def _swap(self, source: AudioSource | None) -> bool:
