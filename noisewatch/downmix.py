@@ -5,7 +5,8 @@ slot): averaged, every level read 6 dB low. A pair wired in opposite phase cance
 listener heard near silence. So the mix is the plain mean for the first DECIDE_S of audio that is not digital
 silence, and then, for the rest of the stream, the mean of the channels within DEAD_DB of the loudest, or the
 loudest channel alone when even their mean cancels. A channel left out as dead is looked at every DECIDE_S and
-the mix chosen anew once it carries sound. Choices fall at fixed sample counts, so any block size gives the
+the mix chosen anew once it carries sound, and again if it then carries none (else one stray word in an empty
+slot took it back for good). Choices fall at fixed sample counts, so any block size gives the
 same samples as one call on the whole recording. Pure numpy: the daemon (per opened input) and
 ``classify.load_audio`` (per recording) mix with it alike.
 """
@@ -48,6 +49,9 @@ class ChannelMix:
         """The span's first frame, taken from every frame before summing: a constant channel sums to exact zeros."""
         self.choice: MixChoice | None = None
         """None until DECIDE_S of sound has been seen (the plain mean until then)."""
+        self._revived: tuple[int, ...] = ()
+        """Channels left out as dead once and taken back since: looked at every DECIDE_S, and left out again once
+        they carry no sound (a glitch in an empty slot woke it, and the mean with its zeros went on for good)."""
 
     def mix(self, block: np.ndarray) -> np.ndarray:
         """Mono float32 samples for the next block."""
@@ -56,7 +60,8 @@ class ChannelMix:
         if self.channels == 1:
             return np.ascontiguousarray(block[:, 0], dtype=np.float32)
         parts: list[np.ndarray] = []
-        while len(block) and (self.choice is None or self.choice.dead):  # a loop: a long silence puts it off often
+        # a loop: a long silence puts the choice off often
+        while len(block) and (self.choice is None or self.choice.dead or self._revived):
             take = self._span - self._seen
             parts.append(self._watch(block[:take]))
             block = block[take:]
@@ -87,8 +92,12 @@ class ChannelMix:
         self._seen, self._products[:], self._sums[:], self._origin = 0, 0.0, 0.0, None
         if centred is None:
             return
-        if self.choice is None or _woke(centred, self.choice.dead):
+        if self.choice is None:
             self.choice = choose(centred)
+        elif _woke(centred, self.choice.dead) or not _live(centred, self._revived).all():
+            once_dead = set(self.choice.dead) | set(self._revived)
+            self.choice = choose(centred)
+            self._revived = tuple(sorted(once_dead - set(self.choice.dead)))
 
     def _centred(self) -> np.ndarray | None:
         """The span's products less the channels' offsets (a DC offset is not sound: in the raw products two offsets
@@ -128,8 +137,13 @@ def choose(products: np.ndarray) -> MixChoice:
 
 def _woke(products: np.ndarray, dead: tuple[int, ...]) -> bool:
     """Whether one of the ``dead`` channels carries sound over the span of ``products``."""
+    return bool(_live(products, dead).any())
+
+
+def _live(products: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
+    """Which of ``channels`` carry sound over the span of ``products`` (within DEAD_DB of the loudest)."""
     power = np.diag(products)
-    return bool((power[list(dead)] > power.max() * 10 ** (DEAD_DB / 10)).any())
+    return power[list(channels)] > power.max() * 10 ** (DEAD_DB / 10)
 
 
 def _mean(block: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
