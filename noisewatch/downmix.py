@@ -39,8 +39,11 @@ class MixChoice:
 class ChannelMix:
     """(frames, channels) float32 blocks of one continuous stream to mono."""
 
-    def __init__(self, channels: int, sample_rate: int) -> None:
+    def __init__(self, channels: int, sample_rate: int, before: MixChoice | None = None) -> None:
         self.channels = int(channels)
+        self._before = before if before is not None and max(before.channels) < self.channels else None
+        """The mix of the same input when it was last open (a device reopened): used until the choice, not the plain
+        mean, whose first half second read an I2S microphone 6 dB low and a pair in opposite phase as silence."""
         self._span = max(1, int(round(DECIDE_S * sample_rate)))
         self._seen = 0
         self._products = np.zeros((self.channels, self.channels))
@@ -48,7 +51,7 @@ class ChannelMix:
         self._origin: np.ndarray | None = None
         """The span's first frame, taken from every frame before summing: a constant channel sums to exact zeros."""
         self.choice: MixChoice | None = None
-        """None until DECIDE_S of sound has been seen (the plain mean until then)."""
+        """None until DECIDE_S of sound has been seen (the plain mean until then, or the mix ``before``)."""
         self._revived: tuple[int, ...] = ()
         """Channels left out as dead once and taken back since: looked at every DECIDE_S, and left out again once
         they carry no sound (a glitch in an empty slot woke it, and the mean with its zeros went on for good)."""
@@ -69,7 +72,9 @@ class ChannelMix:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _averaged(self) -> tuple[int, ...]:
-        return tuple(range(self.channels)) if self.choice is None else self.choice.channels
+        if self.choice is not None:
+            return self.choice.channels
+        return tuple(range(self.channels)) if self._before is None else self._before.channels
 
     def _watch(self, head: np.ndarray) -> np.ndarray:
         """The mix in force of ``head`` (at most what is left of the span), its products counted; the choice once

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_run import run_daemon
+from daemon_run import read_jsonl, run_daemon
 
 from noisewatch.classify import load_audio
 from noisewatch.daemon.setup import Overrides, prepare
@@ -245,3 +245,37 @@ def test_each_choice_for_a_pair_in_opposite_phase_is_said_once_though_the_louder
     assert len(opened) == len(order)
     assert len(warnings) <= 2 and len(set(warnings)) == len(warnings), warnings
 
+
+def test_a_reopened_microphone_is_mixed_as_before_from_its_first_sample(repo_root: Path, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """Found by fault injection through an ALSA virtual microphone that stalled now and then: each reopen started
+    a new mix from the plain mean, so the first half second after every return of an I2S microphone (a channel of
+    zeros) read 6 dB low, and a pair in opposite phase as near silence, which set the quiet floor behind the
+    contrast that dog_bark, car_horn and gun_shot need for 10 s. The same device, reopened, is mixed as it was
+    until its mix is chosen anew: its levels are those of the mono microphone from the first second on."""
+    from noisewatch.daemon import service as service_module
+
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    (tmp_path / "config.yaml").write_text("levels: {interval_s: 1.0}\n")
+    heard = {}
+    for name, samples in {"mono": audio[:, None], "zero": stereo(audio, np.zeros_like(audio))}.items():
+        path = tmp_path / f"{name}.wav"
+        sf.write(str(path), samples, rate, subtype="FLOAT")
+        opened: list[FileSource] = []
+
+        def open_source(audio_section, input_path, speed, opened=opened):
+            kind = _UnpluggedAfter3s if len(opened) < 3 else FileSource
+            source = kind(input_path, 0, audio_section.block_size, audio_section.buffer_s)
+            source.name = "0: vmic"
+            opened.append(source)
+            return source
+
+        monkeypatch.setattr(service_module, "open_source", open_source)
+        monkeypatch.setattr(service_module, "FIRST_BACKOFF_S", 0.01)
+        out = tmp_path / f"{name}.jsonl"
+        setup = prepare(str(tmp_path / "config.yaml"), Overrides(jsonl=str(out)), input_path=str(path), speed=0)
+        assert service_module.Service(setup).run() == 0
+        heard[name] = [(m["offset_s"], m["leq_dbfs"]) for m in read_jsonl(out) if m["type"] == "level"]
+    assert len(heard["zero"]) == len(heard["mono"]) > 40
+    for got, want in zip(heard["zero"][1:], heard["mono"][1:]):  # the first: before any mix was chosen
+        assert got[0] == want[0] and abs(got[1] - want[1]) < 0.05, (got, want)

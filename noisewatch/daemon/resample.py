@@ -22,12 +22,14 @@ QUALITY = "HQ"
 class MonoResampler:
     """Downmix (frames, channels) blocks to mono and resample one continuous stream."""
 
-    def __init__(self, in_rate: int, out_rate: int, channels: int) -> None:
+    def __init__(self, in_rate: int, out_rate: int, channels: int, mix_before: MixChoice | None = None) -> None:
         self.in_rate = int(in_rate)
         self.out_rate = int(out_rate)
         self.channels = int(channels)
         self._stream: soxr.ResampleStream | None = None
-        self.mix = ChannelMix(self.channels, self.in_rate)
+        self._mix_before = mix_before
+        """The same input's mix when it was last open, kept until the mix is chosen anew (:class:`ChannelMix`)."""
+        self.mix = ChannelMix(self.channels, self.in_rate, mix_before)
         self._said: MixChoice | None = None
         self.reset()
 
@@ -35,7 +37,8 @@ class MonoResampler:
         """Forget the filter state: after a device reopen the next block does not continue the last."""
         self._taken = 0  # input frames since the reset
         self._given = 0  # output samples since the reset
-        self.mix, self._said = ChannelMix(self.channels, self.in_rate), None  # another device, maybe wired anew
+        # maybe wired anew: chosen anew, from the input's last mix
+        self.mix, self._said = ChannelMix(self.channels, self.in_rate, self._mix_before), None
         if self.in_rate == self.out_rate:
             self._stream = None
         else:

@@ -49,6 +49,7 @@ from noisewatch.daemon.setup import (
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
+from noisewatch.downmix import MixChoice
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.1
@@ -195,6 +196,9 @@ class Service:
         self._mix_said: set[tuple[str, tuple[int, ...]]] = set()
         """The inputs and channels of the channel mixes warned of: each said once, not at every reopen (the last one
         alone was not enough: which of a pair in opposite phase is louder may change from one reopen to the next)."""
+        self._mixes: dict[tuple[str, int, int], MixChoice] = {}
+        """Each input's (name, rate, channels) last channel mix: a reopen mixes as before until it chooses anew (from
+        the plain mean, the first half second after each return of an I2S microphone read 6 dB low)."""
         self._ticks = _Ticks()
         self._dropped = _DroppedAudio()
         """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
@@ -270,7 +274,9 @@ class Service:
 
     def _pump(self, source: AudioSource) -> Ending:
         """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
-        resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels)
+        mix_key = (source.name, source.sample_rate, source.channels)
+        resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels,
+                                  self._mixes.get(mix_key))
         if source.sample_rate < self.active.pipeline.sample_rate and self._rate_said != (source.name, source.sample_rate):
             self._rate_said = (source.name, source.sample_rate)
             log.warning("audio input %s delivers %d Hz, less than the model's %d Hz: it hears nothing above %g Hz, "
@@ -289,6 +295,8 @@ class Service:
                 self._say_mix(source, resampler)
                 if block.lost_frames:
                     self._say_dropped(source, block.lost_frames / block.sample_rate)
+                if resampler.mix.choice is not None:
+                    self._mixes[mix_key] = resampler.mix.choice
                 first = False
                 self._mark_listening(source)
                 if source.live:
