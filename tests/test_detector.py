@@ -368,3 +368,27 @@ def test_loud_events_come_from_the_1_s_level_through_the_daemon_s_pipeline() -> 
     assert event.peak_dbfs == pytest.approx(-3.0, abs=0.2)
     assert event.mean_dbfs == pytest.approx(-6.0, abs=0.2)  # the tone's: not the floor, nor the first window's hiss
     assert loud(1.2, -6.0) == [] and loud(3.0, -14.0) == []
+
+
+def test_a_loud_event_before_the_first_window_or_after_a_gap_has_its_own_levels() -> None:
+    """Found by fault injection through a virtual microphone that stalled: a `loud` event that ends before a window
+    has been classified (the first 4 s of a stream, or of the audio after a gap) reported -120 dBFS peak and mean,
+    the floor: its audio was recorded for levels only as windows were classified."""
+    from noisewatch.bundle import default_model_path, load_bundle
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.pipeline import Pipeline
+
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    t = np.arange(2 * rate) / rate
+    tone = (np.sqrt(2.0) * 10 ** (-6 / 20) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    hiss = (10 ** (-50 / 20) * np.random.default_rng(1).standard_normal(rate)).astype(np.float32)
+    pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())
+    scene = np.concatenate([hiss, tone, hiss, hiss])  # the loud seconds 1-3 s: said at 4 s, as the first window ends
+    heard = pipeline.process(scene) + pipeline.gap()
+    heard += pipeline.process(scene) + pipeline.finish()
+    loud = [m for m in heard if isinstance(m, Event) and m.label == "loud"]
+    assert len(loud) == 2, loud
+    for event in loud:
+        assert event.peak_dbfs == pytest.approx(-3.0, abs=0.2) and event.mean_dbfs == pytest.approx(-6.0, abs=0.2), event

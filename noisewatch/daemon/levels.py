@@ -22,12 +22,13 @@ rate. A partial second is kept between pushes, so the block size never changes t
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 FLOOR_DBFS = -120.0
+SPAN_S = 0.05
+"""An event's level is measured over stretches of this length (its edges to within it)."""
 """Level reported for silence (and anything quieter)."""
 _FLOOR_POWER = 10.0 ** (FLOOR_DBFS / 10.0)
 _A_1KHZ_DB = 2.0
@@ -69,44 +70,76 @@ def peak_dbfs(samples: np.ndarray) -> float:
 
 
 class LevelHistory:
-    """Mean square and peak of recent stretches of the stream, so that an event's level is measured
-    over exactly its own audio [start, end], onset included, whenever it is reported."""
+    """Mean square and peak of each SPAN_S of the recent stream, so that an event's level is measured over its own
+    audio [start, end], onset included, whenever it is reported. Recorded as the audio streams in, on a fixed grid
+    (any read size records the same stretches), in preallocated arrays (a ring of ``keep`` stretches)."""
 
-    def __init__(self, keep: int, span_s: float) -> None:
-        self._spans: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
-        self.span_s = span_s
-        """Longest stretch one record covers (a hop): a window's audio, new after a start or a gap, is cut into
-        such stretches, so an event that starts inside it is measured over its own audio, not the window's."""
-        self.until_s = 0.0
-        """End of the audio recorded so far."""
+    def __init__(self, keep: int, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._step = max(1, int(round(SPAN_S * sample_rate)))
+        self._begin = np.zeros(keep, dtype=np.int64)  # first sample of each stretch
+        self._count = np.zeros(keep, dtype=np.int64)  # samples in it (fewer in one still filling, or cut by a gap)
+        self._square = np.zeros(keep)  # sum of squares
+        self._peak = np.zeros(keep)  # largest square
+        self._written = 0  # stretches recorded since the start; the ring holds the last ``keep``
 
     def take_over(self, previous: "LevelHistory") -> None:
         """Continue ``previous``'s record (a reload), kept to this history's own length."""
-        self._spans.extend(previous._spans)
-        self.until_s = previous.until_s
+        order = previous._order()[-len(self._begin):]
+        for mine, theirs in ((self._begin, previous._begin), (self._count, previous._count),
+                             (self._square, previous._square), (self._peak, previous._peak)):
+            mine[: len(order)] = theirs[order]
+        self._written = len(order)
 
-    def add(self, start_s: float, samples: np.ndarray, sample_rate: int) -> None:
-        """Record audio that starts at ``start_s`` (only its part after :attr:`until_s` is new)."""
-        skip = max(0, int(round((self.until_s - start_s) * sample_rate)))
-        samples = np.asarray(samples).reshape(-1)
-        step = max(1, int(round(self.span_s * sample_rate)))
-        for first in range(skip, len(samples), step):
-            part = samples[first : first + step]
-            begin = start_s + first / sample_rate
-            peak = max(float(part.max()), -float(part.min()))
-            self._spans.append((begin, begin + len(part) / sample_rate, float(np.dot(part, part)) / len(part),
-                                peak * peak))
-            self.until_s = begin + len(part) / sample_rate
+    def add(self, start_sample: int, samples: np.ndarray) -> None:
+        """Record audio that starts at stream sample ``start_sample``."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        head = min(len(samples), -start_sample % self._step)  # up to the grid: the stretch still filling
+        if head:
+            self._fill(start_sample, samples[:head])
+        whole = (len(samples) - head) // self._step * self._step
+        if whole:
+            spans = samples[head : head + whole].reshape(-1, self._step)
+            first = start_sample + head + self._step * np.arange(len(spans))
+            self._append(first, np.full(len(spans), self._step), np.einsum("ij,ij->i", spans, spans),
+                         np.maximum(spans.max(axis=1), -spans.min(axis=1)) ** 2)
+        if head + whole < len(samples):
+            self._fill(start_sample + head + whole, samples[head + whole :])
+
+    def _fill(self, at: int, part: np.ndarray) -> None:
+        """``part`` within one grid stretch: added to the last stretch when it ends right there, else a new one."""
+        last = (self._written - 1) % len(self._begin)
+        square, peak = float(np.dot(part, part)), max(float(part.max()), -float(part.min())) ** 2
+        if self._written and self._begin[last] + self._count[last] == at and at % self._step:
+            self._count[last] += len(part)
+            self._square[last] += square
+            self._peak[last] = max(self._peak[last], peak)
+        else:
+            self._append(np.array([at]), np.array([len(part)]), np.array([square]), np.array([peak]))
+
+    def _append(self, begin: np.ndarray, count: np.ndarray, square: np.ndarray, peak: np.ndarray) -> None:
+        where = (self._written + np.arange(len(begin))) % len(self._begin)
+        self._begin[where], self._count[where], self._square[where], self._peak[where] = begin, count, square, peak
+        self._written += len(begin)
+
+    def _order(self) -> np.ndarray:
+        """Indices of the recorded stretches, oldest first."""
+        keep = len(self._begin)
+        return (np.arange(max(0, self._written - keep), self._written)) % keep
 
     def over(self, start_s: float, end_s: float) -> tuple[float, float]:
-        """(mean dBFS, peak dBFS) of the recorded stretches overlapping [start_s, end_s]."""
-        inside = [(min(end, end_s) - max(begin, start_s), ms, pk) for begin, end, ms, pk in self._spans
-                  if end > start_s and begin < end_s]
-        seconds = sum(overlap for overlap, _, _ in inside)
-        if not inside or seconds <= 0:
+        """(mean dBFS, peak dBFS) of the recorded stretches overlapping [start_s, end_s]; a stretch partly inside
+        counts with its own mean square for the part inside (SPAN_S is the resolution)."""
+        held = self._order()
+        begin = self._begin[held] / self.sample_rate
+        count = self._count[held]
+        overlap = np.minimum(begin + count / self.sample_rate, end_s) - np.maximum(begin, start_s)
+        inside = overlap > 0
+        seconds = float(overlap[inside].sum())
+        if seconds <= 0:
             return FLOOR_DBFS, FLOOR_DBFS
-        energy = sum(overlap * ms for overlap, ms, _ in inside)
-        return power_to_db(energy / seconds), power_to_db(max(pk for _, _, pk in inside))
+        energy = float((overlap[inside] * self._square[held][inside] / count[inside]).sum())
+        return power_to_db(energy / seconds), power_to_db(float(self._peak[held][inside].max()))
 
 
 def a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:
