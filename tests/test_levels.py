@@ -122,7 +122,7 @@ def test_level_history_measures_exactly_the_requested_stretch() -> None:
     from noisewatch.daemon.levels import LevelHistory
 
     rate = 1000
-    history = LevelHistory(keep=200, sample_rate=rate)
+    history = LevelHistory(keep=200, sample_rate=rate, span=50)
     audio = np.full(5000, 0.01, np.float32)
     audio[4000:] = 0.5  # loud from 4.0 s on
     history.add(0, audio[:4000])
@@ -141,9 +141,9 @@ def test_level_history_records_the_same_stretches_whatever_the_read_sizes() -> N
 
     rate = 1000
     audio = (0.1 * np.random.default_rng(0).standard_normal(5000)).astype(np.float32)
-    whole = LevelHistory(keep=200, sample_rate=rate)
+    whole = LevelHistory(keep=200, sample_rate=rate, span=50)
     whole.add(0, audio)
-    pieces = LevelHistory(keep=200, sample_rate=rate)
+    pieces = LevelHistory(keep=200, sample_rate=rate, span=50)
     for start in range(0, 5000, 333):
         pieces.add(start, audio[start : start + 333])
     for span in ((0.2, 1.3), (0.0, 5.0), (1.7, 4.9), (4.9, 5.0)):
@@ -156,7 +156,7 @@ def test_level_history_measures_a_sound_inside_the_first_window_over_its_own_aud
     from noisewatch.daemon.levels import LevelHistory
 
     rate = 1000
-    history = LevelHistory(keep=200, sample_rate=rate)
+    history = LevelHistory(keep=200, sample_rate=rate, span=50)
     first = np.full(4000, 0.01, np.float32)
     first[2000:] = 0.5
     history.add(0, first)

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 
 FLOOR_DBFS = -120.0
-SPAN_S = 0.05
-"""An event's level is measured over stretches of this length (its edges to within it)."""
 """Level reported for silence (and anything quieter)."""
 _FLOOR_POWER = 10.0 ** (FLOOR_DBFS / 10.0)
 _A_1KHZ_DB = 2.0
@@ -70,17 +68,19 @@ def peak_dbfs(samples: np.ndarray) -> float:
 
 
 class LevelHistory:
-    """Mean square and peak of each SPAN_S of the recent stream, so that an event's level is measured over its own
-    audio [start, end], onset included, whenever it is reported. Recorded as the audio streams in, on a fixed grid
-    (any read size records the same stretches), in preallocated arrays (a ring of ``keep`` stretches)."""
+    """Mean square and peak of each ``span`` samples of the recent stream, so that an event's level is measured over
+    its own audio [start, end], onset included, whenever it is reported. Recorded as the audio streams in, on a
+    fixed grid (any read size records the same stretches), in preallocated arrays (a ring of ``keep`` stretches).
+    The daemon's span is the STFT hop (23 ms at 22050 Hz): its reads end on window boundaries, which the grid then
+    never splits, and an event's edges are measured to within it."""
 
-    def __init__(self, keep: int, sample_rate: int) -> None:
+    def __init__(self, keep: int, sample_rate: int, span: int) -> None:
         self.sample_rate = sample_rate
-        self._step = max(1, int(round(SPAN_S * sample_rate)))
+        self._step = span
         self._begin = np.zeros(keep, dtype=np.int64)  # first sample of each stretch
         self._count = np.zeros(keep, dtype=np.int64)  # samples in it (fewer in one still filling, or cut by a gap)
-        self._square = np.zeros(keep)  # sum of squares
-        self._peak = np.zeros(keep)  # largest square
+        self._square = np.zeros(keep, dtype=np.float32)  # sum of squares (float32: a stretch is short)
+        self._peak = np.zeros(keep, dtype=np.float32)  # largest square
         self._written = 0  # stretches recorded since the start; the ring holds the last ``keep``
 
     def take_over(self, previous: "LevelHistory") -> None:
@@ -100,9 +100,9 @@ class LevelHistory:
         whole = (len(samples) - head) // self._step * self._step
         if whole:
             spans = samples[head : head + whole].reshape(-1, self._step)
+            squares = spans * spans
             first = start_sample + head + self._step * np.arange(len(spans))
-            self._append(first, np.full(len(spans), self._step), np.einsum("ij,ij->i", spans, spans),
-                         np.maximum(spans.max(axis=1), -spans.min(axis=1)) ** 2)
+            self._append(first, np.full(len(spans), self._step), squares.sum(axis=1), squares.max(axis=1))
         if head + whole < len(samples):
             self._fill(start_sample + head + whole, samples[head + whole :])
 

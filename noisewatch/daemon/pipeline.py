@@ -17,7 +17,7 @@ from noisewatch.bundle import Bundle
 from noisewatch.config import AudioSection, Config, DetectorSection, LevelsSection, LoudnessSection, ScoresSection
 from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
 from noisewatch.daemon.events import SampleClock, event_message, started_message
-from noisewatch.daemon.levels import SPAN_S, LevelHistory, LevelMeter, dbfs
+from noisewatch.daemon.levels import LevelHistory, LevelMeter, dbfs
 from noisewatch.daemon.messages import Level, Message, Score, Scores
 from noisewatch.daemon.ringbuffer import AudioBlock
 from noisewatch.daemon.stream import StreamingFeatures, Window
@@ -26,8 +26,8 @@ from noisewatch.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
 TOP_SCORES = 3
-MAX_HISTORY_SPANS = 200000
-"""Level history bound (~2.8 h of 50 ms stretches): events longer than that are measured over their last part."""
+MAX_HISTORY_SPANS = 400000
+"""Level history bound (~2.6 h of 23 ms stretches, 9.6 MB): events longer than that are measured over their last part."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ class Pipeline:
         self.loudness = LoudnessDetector(settings.loudness.threshold_dbfs, settings.loudness.min_duration_s)
         self.levels = LevelMeter(self.sample_rate, settings.levels.interval_s, settings.levels.calibration_db)
         history_s = settings.detector.max_duration_s + bundle.features.window_s + self.detector.settings.release_s
-        self.history = LevelHistory(keep=min(MAX_HISTORY_SPANS, int(history_s / SPAN_S) + 2), sample_rate=self.sample_rate)
+        span = bundle.features.hop_length
+        self.history = LevelHistory(keep=min(MAX_HISTORY_SPANS, int(history_s * self.sample_rate / span) + 2),
+                                    sample_rate=self.sample_rate, span=span)
         self._clock_memory_s = max(history_s, settings.levels.interval_s) + bundle.features.window_s
         """How far back a message can name an offset (an open event's start, a level period's start)."""
         self.counters = counters if counters is not None else Counters()
