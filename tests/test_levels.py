@@ -216,3 +216,17 @@ def test_a_minute_of_exact_zeros_is_digital_silence_and_sound_ends_it() -> None:
     assert silence.heard(zeros, rate) is True
     assert silence.heard(zeros, rate) is None  # said once
     assert silence.heard(np.full(rate, 1e-4, dtype=np.float32), rate) is False
+
+
+def test_level_history_keeps_its_last_stretches_when_the_ring_wraps() -> None:
+    from noisewatch.daemon.levels import LevelHistory
+
+    rate = 1000
+    audio = (0.1 * np.random.default_rng(1).standard_normal(5000)).astype(np.float32)
+    audio[4200:4700] *= 5
+    small, large = LevelHistory(keep=30, sample_rate=rate, span=50), LevelHistory(keep=200, sample_rate=rate, span=50)
+    for start in range(0, 5000, 333):  # reads across the wrap, in pieces off the grid
+        small.add(start, audio[start : start + 333])
+        large.add(start, audio[start : start + 333])
+    assert small.over(3.6, 5.0) == pytest.approx(large.over(3.6, 5.0), abs=1e-6)  # within the last 30 stretches
+    assert small.over(0.0, 1.0) == (FLOOR_DBFS, FLOOR_DBFS)  # long gone from the ring

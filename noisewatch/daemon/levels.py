@@ -101,8 +101,8 @@ class LevelHistory:
         if whole:
             spans = samples[head : head + whole].reshape(-1, self._step)
             squares = spans * spans
-            first = start_sample + head + self._step * np.arange(len(spans))
-            self._append(first, np.full(len(spans), self._step), squares.sum(axis=1), squares.max(axis=1))
+            first = np.arange(start_sample + head, start_sample + head + whole, self._step)
+            self._append(first, self._step, squares.sum(axis=1), squares.max(axis=1))
         if head + whole < len(samples):
             self._fill(start_sample + head + whole, samples[head + whole :])
 
@@ -117,8 +117,11 @@ class LevelHistory:
         else:
             self._append(np.array([at]), np.array([len(part)]), np.array([square]), np.array([peak]))
 
-    def _append(self, begin: np.ndarray, count: np.ndarray, square: np.ndarray, peak: np.ndarray) -> None:
-        where = (self._written + np.arange(len(begin))) % len(self._begin)
+    def _append(self, begin: np.ndarray, count: np.ndarray | int, square: np.ndarray, peak: np.ndarray) -> None:
+        at = self._written % len(self._begin)
+        where: slice | np.ndarray = slice(at, at + len(begin))  # a slice unless the ring wraps: a hop's cost
+        if at + len(begin) > len(self._begin):
+            where = (at + np.arange(len(begin))) % len(self._begin)
         self._begin[where], self._count[where], self._square[where], self._peak[where] = begin, count, square, peak
         self._written += len(begin)
 
