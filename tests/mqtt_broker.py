@@ -277,9 +277,8 @@ def _read_packet(sock: socket.socket) -> bytes | None:
     return header + body
 
 
-class AckSwallower:
-    """A proxy in front of a broker that passes everything on but its PUBACKs to the client: a broker that takes
-    the connection, answers pings and forwards what it is sent, and never acknowledges a QoS 1 publish."""
+class _Proxy:
+    """A proxy in front of a broker that passes on, each way, the packets :meth:`passes` lets through."""
 
     def __init__(self, broker_port: int) -> None:
         self.sock = socket.create_server((HOST, 0))
@@ -294,52 +293,14 @@ class AckSwallower:
             except OSError:
                 return  # closed
             upstream = socket.create_connection((HOST, self.broker_port))
-            threading.Thread(target=self._pass, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pass, args=(upstream, client, True), daemon=True).start()
+            threading.Thread(target=self._pass, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pass, args=(upstream, client, False), daemon=True).start()
 
-    @staticmethod
-    def _pass(source: socket.socket, target: socket.socket, swallow_acks: bool) -> None:
-        try:
-            while (packet := _read_packet(source)) is not None:
-                if not (swallow_acks and packet[0] >> 4 == PUBACK):
-                    target.sendall(packet)
-        except OSError:
-            pass
-        for end in (source, target):
-            end.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class LinkStall:
-    """A proxy in front of a broker that passes the connection's CONNECT and the broker's answers, then holds all
-    the client sends: a link that stalls right after a (re)connect (Wi-Fi gone again, the broker's host swapping),
-    until the client's keepalive gives up on it."""
-
-    def __init__(self, broker_port: int) -> None:
-        self.sock = socket.create_server((HOST, 0))
-        self.port = self.sock.getsockname()[1]
-        self.broker_port = broker_port
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return  # closed
-            upstream = socket.create_connection((HOST, self.broker_port))
-            threading.Thread(target=self._pass, args=(client, upstream, 1), daemon=True).start()
-            threading.Thread(target=self._pass, args=(upstream, client, None), daemon=True).start()
-
-    @staticmethod
-    def _pass(source: socket.socket, target: socket.socket, first: int | None) -> None:
-        """Every packet from ``source`` to ``target``, or only its ``first`` ones."""
+    def _pass(self, source: socket.socket, target: socket.socket, to_broker: bool) -> None:
         passed = 0
         try:
             while (packet := _read_packet(source)) is not None:
-                if first is None or passed < first:
+                if self.passes(packet, to_broker, passed):
                     target.sendall(packet)
                     passed += 1
         except OSError:
@@ -347,8 +308,29 @@ class LinkStall:
         for end in (source, target):
             end.close()
 
+    def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
+        """Whether ``packet`` goes on; ``passed``: how many went on before it that way."""
+        return True
+
     def close(self) -> None:
         self.sock.close()
+
+
+class AckSwallower(_Proxy):
+    """Passes everything on but the broker's PUBACKs to the client: a broker that takes the connection, answers
+    pings and forwards what it is sent, and never acknowledges a QoS 1 publish."""
+
+    def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
+        return to_broker or packet[0] >> 4 != PUBACK
+
+
+class LinkStall(_Proxy):
+    """Passes the connection's CONNECT and the broker's answers, then holds all the client sends: a link that
+    stalls right after a (re)connect (Wi-Fi gone again, the broker's host swapping), until the client's keepalive
+    gives up on it."""
+
+    def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
+        return not to_broker or passed < 1
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
