@@ -230,3 +230,20 @@ def test_level_history_keeps_its_last_stretches_when_the_ring_wraps() -> None:
         large.add(start, audio[start : start + 333])
     assert small.over(3.6, 5.0) == pytest.approx(large.over(3.6, 5.0), abs=1e-6)  # within the last 30 stretches
     assert small.over(0.0, 1.0) == (FLOOR_DBFS, FLOOR_DBFS)  # long gone from the ring
+
+
+def test_level_history_leaves_out_the_stretch_that_ends_where_an_event_begins() -> None:
+    """An event that begins where a stretch ends: that stretch is none of its audio. Its end, worked out in float
+    seconds (begin + count / rate), came out a rounding above the event's start (22 hops of 512 at 22050 Hz in,
+    and one stretch in 16): it counted as overlapping, and a click in it became the event's peak (-0.92 dBFS
+    against the event's own -40)."""
+    from noisewatch.daemon.levels import LevelHistory
+
+    rate, span = 22050, 512
+    audio = np.full(span * 100, 0.01, np.float32)
+    audio[22 * span + 5] = 0.9  # a click in the stretch just before the event
+    history = LevelHistory(keep=200, sample_rate=rate, span=span)
+    history.add(0, audio)
+    start_s = 23 * span / rate
+    mean, peak = history.over(start_s, start_s + 1.0)
+    assert (mean, peak) == pytest.approx((dbfs(np.full(10, 0.01)),) * 2, abs=0.01)

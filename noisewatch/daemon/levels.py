@@ -132,17 +132,18 @@ class LevelHistory:
 
     def over(self, start_s: float, end_s: float) -> tuple[float, float]:
         """(mean dBFS, peak dBFS) of the recorded stretches overlapping [start_s, end_s]; a stretch partly inside
-        counts with its own mean square for the part inside (SPAN_S is the resolution)."""
+        counts with its own mean square for the part inside (the span is the resolution)."""
         held = self._order()
-        begin = self._begin[held] / self.sample_rate
-        count = self._count[held]
-        overlap = np.minimum(begin + count / self.sample_rate, end_s) - np.maximum(begin, start_s)
+        begin, count = self._begin[held], self._count[held]
+        # in whole samples: in float seconds a stretch ending where the event begins overlapped it by a rounding
+        start, end = round(start_s * self.sample_rate), round(end_s * self.sample_rate)
+        overlap = np.minimum(begin + count, end) - np.maximum(begin, start)
         inside = overlap > 0
-        seconds = float(overlap[inside].sum())
-        if seconds <= 0:
+        samples = int(overlap[inside].sum())
+        if samples <= 0:
             return FLOOR_DBFS, FLOOR_DBFS
         energy = float((overlap[inside] * self._square[held][inside] / count[inside]).sum())
-        return power_to_db(energy / seconds), power_to_db(float(self._peak[held][inside].max()))
+        return power_to_db(energy / samples), power_to_db(float(self._peak[held][inside].max()))
 
 
 def a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:
