@@ -392,3 +392,36 @@ def test_a_loud_event_before_the_first_window_or_after_a_gap_has_its_own_levels(
     assert len(loud) == 2, loud
     for event in loud:
         assert event.peak_dbfs == pytest.approx(-3.0, abs=0.2) and event.mean_dbfs == pytest.approx(-6.0, abs=0.2), event
+
+
+def test_a_loud_event_s_levels_are_those_of_its_own_seconds_however_long_it_lasts() -> None:
+    """A `loud` event is whole seconds of the stream, which the level meter measures exactly. Measured from the
+    level history instead: a click 2 ms before its first second, in the history's stretch across that second's
+    start, was the peak of a 3 s event (-0.9 dBFS against its own -3.0); and a 20 s event, longer than the history
+    (sized by detector.max_duration_s, which splits model events but not loud ones), read only its last part
+    (mean -12.0 against -10.0 over its own seconds, peak -9.0 against -3.0)."""
+    from noisewatch.bundle import default_model_path, load_bundle
+    from noisewatch.config import Config
+    from noisewatch.daemon.levels import dbfs, peak_dbfs
+    from noisewatch.daemon.messages import Event
+    from noisewatch.daemon.pipeline import Pipeline
+    from noisewatch.dc_offset import DcOffsetRemover
+
+    bundle = load_bundle(default_model_path())
+    rate, hop = bundle.features.sample_rate, bundle.features.hop_length
+    assert (2 * rate) % hop > 2 * rate // 1000  # the click falls in the stretch across the loud second's start
+    config = Config.model_validate({"detector": {"max_duration_s": 5}, "loudness": {"threshold_dbfs": -20.0}})
+    for seconds in (3, 20):
+        t = np.arange(seconds * rate) / rate
+        tone = np.sqrt(2.0) * np.sin(2 * np.pi * 1000 * t) * np.where(t < 4, 10 ** (-6 / 20), 10 ** (-12 / 20))
+        audio = 10 ** (-50 / 20) * np.random.default_rng(2).standard_normal((seconds + 4) * rate)
+        audio[2 * rate - 2 * rate // 1000] = 0.9
+        audio[2 * rate : (seconds + 2) * rate] += tone
+        audio = audio.astype(np.float32)
+        pipeline = Pipeline.from_config(config, bundle, bundle.open_model())
+        heard = pipeline.process(audio) + pipeline.finish()
+        (loud,) = [m for m in heard if isinstance(m, Event) and m.label == "loud"]
+        own = DcOffsetRemover(rate)(audio)[2 * rate : (seconds + 2) * rate]  # as the daemon hears it
+        assert (loud.offset_s, loud.duration_s) == (2.0, seconds)
+        assert loud.mean_dbfs == pytest.approx(dbfs(own), abs=0.05), (seconds, loud)
+        assert loud.peak_dbfs == pytest.approx(peak_dbfs(own), abs=0.05), (seconds, loud)

@@ -21,6 +21,7 @@ from typing import Literal, overload
 import numpy as np
 
 from noisewatch.daemon.events import LOUD, OpenEvent
+from noisewatch.daemon.levels import power_to_db
 
 ACTIVITY_FRAME_S = 0.05
 """Resolution of the loudness envelope used to place onsets and ends."""
@@ -265,14 +266,22 @@ class LoudnessDetector:
         self.min_duration_s = min_duration_s
         self._event: OpenEvent | None = None
         self._announced = False
+        self._energy = 0.0  # its seconds' mean squares times their durations
+        self._peak = 0.0  # largest peak square
 
-    def update(self, offset_s: float, dbfs: float, duration_s: float = 1.0) -> list[Transition]:
-        """Feed one 1 s level (offset_s is the start of that second)."""
+    def update(self, offset_s: float, dbfs: float, duration_s: float = 1.0,
+               peak_dbfs: float | None = None) -> list[Transition]:
+        """Feed one 1 s level (offset_s is the start of that second) and its peak (else taken as the level). An
+        event is whole seconds: its levels are theirs, however long it lasts (a level history holds only so much)."""
         if dbfs < self.threshold_dbfs:
             return self.close()
         if self._event is None:
             self._event = OpenEvent(label=LOUD, start_s=offset_s, end_s=offset_s)
+            self._energy = self._peak = 0.0
+        self._energy += 10.0 ** (dbfs / 10.0) * duration_s
+        self._peak = max(self._peak, 10.0 ** ((dbfs if peak_dbfs is None else peak_dbfs) / 10.0))
         self._event.end_s = offset_s + duration_s
+        self._event.levels = (power_to_db(self._energy / self._event.duration_s), power_to_db(self._peak))
         if not self._announced and self._event.duration_s >= self.min_duration_s:
             self._announced = True
             return [Transition("started", self._event)]

@@ -87,6 +87,8 @@ class OpenEvent:
     sound_start_s: float | None = None
     """Where the sound began, for a piece that continues one (see :attr:`began_s`)."""
     confidence: float | None = None
+    levels: tuple[float, float] | None = None
+    """(mean, peak) dBFS of its audio when its detector measured them (a ``loud`` event: its own seconds')."""
     _confidence_sum: float = 0.0
     _windows: int = 0
 

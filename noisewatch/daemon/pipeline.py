@@ -199,7 +199,7 @@ class Pipeline:
         seconds, reports = self.levels.push(mono)
         for second in seconds:
             if self.settings.loudness.enabled:
-                out += self._messages(self.loudness.update(second.offset_s, second.dbfs))
+                out += self._messages(self.loudness.update(second.offset_s, second.dbfs, peak_dbfs=second.peak_dbfs))
         out += [self._level(report) for report in reports]
         for window in self.stream.push(mono):
             out += self._classify(window)
@@ -247,7 +247,7 @@ class Pipeline:
                 out.append(started_message(event, self.clock, model))
             else:
                 self.counters.events += 1
-                out.append(event_message(event, self.clock, model, self.history.over(event.start_s, event.end_s)))
+                out.append(event_message(event, self.clock, model, event.levels or self.history.over(event.start_s, event.end_s)))
         return out
 
     def _scores_due(self, at_s: float) -> bool:
