@@ -247,3 +247,27 @@ def test_level_history_leaves_out_the_stretch_that_ends_where_an_event_begins() 
     start_s = 23 * span / rate
     mean, peak = history.over(start_s, start_s + 1.0)
     assert (mean, peak) == pytest.approx((dbfs(np.full(10, 0.01)),) * 2, abs=0.01)
+
+
+def test_the_daemon_s_level_history_holds_the_longest_event_allowed_in_bounded_memory() -> None:
+    """detector.max_duration_s may be a day: an event piece that long is measured over all of its audio. The
+    history was capped at 400000 hops (2.6 h), and a day-long event loud in its first seconds read -120 dBFS,
+    the floor, for its mean and peak (over its last 2.6 h, silence)."""
+    from noisewatch.bundle import default_model_path, load_bundle
+    from noisewatch.config import Config
+    from noisewatch.daemon.pipeline import Pipeline
+
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    config = Config.model_validate({"detector": {"max_duration_s": 86400}})
+    history = Pipeline.from_config(config, bundle, bundle.open_model()).history
+    arrays = (history._begin, history._count, history._square, history._peak)
+    assert sum(a.nbytes for a in arrays) <= 10_000_000
+    block = 10 * rate
+    history.add(0, np.full(block, 0.1, np.float32))  # loud for 10 s, then silent
+    silence = np.zeros(block, np.float32)
+    for start in range(block, 86400 * rate, block):
+        history.add(start, silence)
+    mean, peak = history.over(0.0, 86400.0)
+    assert mean == pytest.approx(dbfs(np.full(10, 0.1)) + 10 * np.log10(10 / 86400), abs=0.01)
+    assert peak == pytest.approx(dbfs(np.full(10, 0.1)), abs=0.01)

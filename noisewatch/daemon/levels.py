@@ -71,8 +71,8 @@ class LevelHistory:
     """Mean square and peak of each ``span`` samples of the recent stream, so that an event's level is measured over
     its own audio [start, end], onset included, whenever it is reported. Recorded as the audio streams in, on a
     fixed grid (any read size records the same stretches), in preallocated arrays (a ring of ``keep`` stretches).
-    The daemon's span is the STFT hop (23 ms at 22050 Hz): its reads end on window boundaries, which the grid then
-    never splits, and an event's edges are measured to within it."""
+    The daemon's span is the STFT hop (23 ms at 22050 Hz; some hops for a detector.max_duration_s over 2.6 h), and
+    an event's edges are measured to within it."""
 
     def __init__(self, keep: int, sample_rate: int, span: int) -> None:
         self.sample_rate = sample_rate

@@ -27,7 +27,8 @@ from noisewatch.runtime import TFLiteModel
 log = logging.getLogger(__name__)
 TOP_SCORES = 3
 MAX_HISTORY_SPANS = 400000
-"""Level history bound (~2.6 h of 23 ms stretches, 9.6 MB): events longer than that are measured over their last part."""
+"""Level history bound (9.6 MB; 2.6 h of 23 ms stretches): a longer detector.max_duration_s (up to a day) records
+stretches of as many hops as it takes to hold it, so that an event is measured over all of its audio."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,10 @@ class Pipeline:
         self.loudness = LoudnessDetector(settings.loudness.threshold_dbfs, settings.loudness.min_duration_s)
         self.levels = LevelMeter(self.sample_rate, settings.levels.interval_s, settings.levels.calibration_db)
         history_s = settings.detector.max_duration_s + bundle.features.window_s + self.detector.settings.release_s
-        span = bundle.features.hop_length
-        self.history = LevelHistory(keep=min(MAX_HISTORY_SPANS, int(history_s * self.sample_rate / span) + 2),
-                                    sample_rate=self.sample_rate, span=span)
+        hops = int(history_s * self.sample_rate / bundle.features.hop_length) + 2
+        span = bundle.features.hop_length * -(-hops // MAX_HISTORY_SPANS)  # coarser only when it must be
+        self.history = LevelHistory(keep=int(history_s * self.sample_rate / span) + 2, sample_rate=self.sample_rate,
+                                    span=span)
         self._clock_memory_s = max(history_s, settings.levels.interval_s) + bundle.features.window_s
         """How far back a message can name an offset (an open event's start, a level period's start)."""
         self.counters = counters if counters is not None else Counters()
