@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import soxr
 
@@ -116,3 +117,28 @@ def test_a_new_hop_at_a_reload_starts_the_windows_afresh_and_the_open_event_goes
     (siren,) = events(rest, "siren")  # one event, the one announced before the reload
     assert siren.id == [m.id for m in first if isinstance(m, Started)][0]
     assert {m.label for m in rest if isinstance(m, Event)} >= {"dog_bark", "jackhammer"}
+
+
+def test_a_shorter_event_bound_at_a_reload_measures_the_pieces_it_splits_from_the_open_event() -> None:
+    """detector.max_duration_s lowered at a reload while a sound goes on: the open event goes on under the new bound,
+    which at once splits off the pieces that the sound has already outlasted. The new history, kept to the new
+    bound's length, no longer held their audio: they read -120 dBFS, the floor, for mean and peak."""
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    siren = np.array([label == "siren" for label in bundle.labels], dtype=np.float32)
+
+    class Siren:  # the model hears a siren in every window
+        def predict(self, features: np.ndarray) -> np.ndarray:
+            return siren
+
+    t = np.arange(60 * rate) / rate
+    tone = (np.sqrt(2.0) * 10 ** (-20 / 20) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    old = Pipeline.from_config(Config.model_validate({"detector": {"max_duration_s": 600}}), bundle, Siren())  # type: ignore[arg-type]
+    first = old.process(tone[: 50 * rate])
+    new = Pipeline.from_config(Config.model_validate({"detector": {"max_duration_s": 10}}), bundle, Siren())  # type: ignore[arg-type]
+    new.take_over(old)
+    closing = old.finish()
+    pieces = events(first + closing + new.process(tone[50 * rate :]) + new.finish(), "siren")
+    assert len(pieces) >= 5 and pieces[0].offset_s < 10, pieces
+    for piece in pieces:
+        assert piece.mean_dbfs == pytest.approx(-20.0, abs=0.1) and piece.peak_dbfs == pytest.approx(-17.0, abs=0.1), piece

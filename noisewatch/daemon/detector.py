@@ -194,6 +194,10 @@ class Detector:
                 out += self._absent(state, obs)
         return out
 
+    def open_since_s(self) -> float | None:
+        """Start of the oldest open event, if any."""
+        return min((state.event.start_s for state in self._state.values() if state.event is not None), default=None)
+
     def close_all(self, at_s: float) -> list[Transition]:
         """End every open event (shutdown, end of file, stream gap)."""
         out: list[Transition] = []

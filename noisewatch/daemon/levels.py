@@ -77,15 +77,26 @@ class LevelHistory:
     def __init__(self, keep: int, sample_rate: int, span: int) -> None:
         self.sample_rate = sample_rate
         self._step = span
+        self._allocate(keep)
+
+    def _allocate(self, keep: int) -> None:
         self._begin = np.zeros(keep, dtype=np.int64)  # first sample of each stretch
         self._count = np.zeros(keep, dtype=np.int64)  # samples in it (fewer in one still filling, or cut by a gap)
         self._square = np.zeros(keep, dtype=np.float32)  # sum of squares (float32: a stretch is short)
         self._peak = np.zeros(keep, dtype=np.float32)  # largest square
         self._written = 0  # stretches recorded since the start; the ring holds the last ``keep``
 
-    def take_over(self, previous: "LevelHistory") -> None:
-        """Continue ``previous``'s record (a reload), kept to this history's own length."""
-        order = previous._order()[-len(self._begin):]
+    def take_over(self, previous: "LevelHistory", since_s: float | None = None) -> None:
+        """Continue ``previous``'s record (a reload), kept to this history's own length, or back to ``since_s`` (an
+        open event's start) and as much again when that is half of it or more: a shorter event bound splits pieces
+        off the event at its next window, whose audio must not have overwritten theirs."""
+        held = previous._order()
+        if since_s is not None:
+            ends = previous._begin[held] + previous._count[held]
+            back = int(np.count_nonzero(ends > round(since_s * self.sample_rate)))
+            if 2 * back > len(self._begin):
+                self._allocate(back + len(self._begin))
+        order = held[-len(self._begin):]
         for mine, theirs in ((self._begin, previous._begin), (self._count, previous._count),
                              (self._square, previous._square), (self._peak, previous._peak)):
             mine[: len(order)] = theirs[order]

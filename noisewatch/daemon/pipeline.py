@@ -149,13 +149,13 @@ class Pipeline:
             self.stream, self.floor = previous.stream, previous.floor
         else:
             self.stream.reset(start_sample=self.samples)
-        self.history.take_over(previous.history)
         if self.settings.levels == previous.settings.levels:
             self.levels = previous.levels
         else:
             self.levels.reset(at_sample=self.samples)
         if self.bundle.ident == previous.bundle.ident:  # another model's scores say nothing to this one
             self.detector.take_over(previous.detector)
+        self.history.take_over(previous.history, since_s=self.detector.open_since_s())
         if self.settings.loudness == previous.settings.loudness and self.settings.loudness.enabled:
             self.loudness, previous.loudness = previous.loudness, self.loudness
 
