@@ -142,3 +142,15 @@ def test_a_shorter_event_bound_at_a_reload_measures_the_pieces_it_splits_from_th
     assert len(pieces) >= 5 and pieces[0].offset_s < 10, pieces
     for piece in pieces:
         assert piece.mean_dbfs == pytest.approx(-20.0, abs=0.1) and piece.peak_dbfs == pytest.approx(-17.0, abs=0.1), piece
+
+
+def test_a_loud_event_across_a_reload_that_restarts_the_level_meter_keeps_its_level() -> None:
+    """New level settings at a reload start a new meter at the reload, mid-second: the part second before it is
+    measured by neither meter. The loud event going on across it divided its seconds' energy by its whole duration,
+    that half second included, and read low (the siren -14.33 dBFS against -13.67)."""
+    loud = {"enabled": True, "threshold_dbfs": -30.0, "min_duration_s": 1.0}
+    _, _, plain = run_with_reload({"loudness": loud}, {"loudness": loud})
+    _, _, restarted = run_with_reload({"loudness": loud}, {"loudness": loud, "levels": {"interval_s": 1.0}})
+    one, other = events(plain, "loud")[0], events(restarted, "loud")[0]
+    assert (other.offset_s, other.duration_s) == (one.offset_s, one.duration_s + 0.5)  # ends on the new meter's second
+    assert other.mean_dbfs == pytest.approx(one.mean_dbfs, abs=0.2) and other.peak_dbfs == one.peak_dbfs

@@ -271,6 +271,7 @@ class LoudnessDetector:
         self._event: OpenEvent | None = None
         self._announced = False
         self._energy = 0.0  # its seconds' mean squares times their durations
+        self._seconds = 0.0  # their durations (less than the event's when a reload restarts the meter mid-second)
         self._peak = 0.0  # largest peak square
 
     def update(self, offset_s: float, dbfs: float, duration_s: float = 1.0,
@@ -281,11 +282,12 @@ class LoudnessDetector:
             return self.close()
         if self._event is None:
             self._event = OpenEvent(label=LOUD, start_s=offset_s, end_s=offset_s)
-            self._energy = self._peak = 0.0
+            self._energy = self._seconds = self._peak = 0.0
         self._energy += 10.0 ** (dbfs / 10.0) * duration_s
+        self._seconds += duration_s
         self._peak = max(self._peak, 10.0 ** ((dbfs if peak_dbfs is None else peak_dbfs) / 10.0))
         self._event.end_s = offset_s + duration_s
-        self._event.levels = (power_to_db(self._energy / self._event.duration_s), power_to_db(self._peak))
+        self._event.levels = (power_to_db(self._energy / self._seconds), power_to_db(self._peak))
         if not self._announced and self._event.duration_s >= self.min_duration_s:
             self._announced = True
             return [Transition("started", self._event)]
