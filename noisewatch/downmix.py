@@ -99,7 +99,7 @@ class ChannelMix:
             return
         if self.choice is None:
             self.choice = choose(centred)
-        elif _woke(centred, self.choice.dead) or not _live(centred, self._revived).all():
+        elif _live(centred, self.choice.dead).any() or not _live(centred, self._revived).all():
             once_dead = set(self.choice.dead) | set(self._revived)
             self.choice = choose(centred)
             self._revived = tuple(sorted(once_dead - set(self.choice.dead)))
@@ -120,8 +120,8 @@ def choose(products: np.ndarray) -> MixChoice:
     ``products``."""
     power = np.diag(products)
     loudest = int(np.argmax(power))
-    live = tuple(int(c) for c in np.flatnonzero(power > power[loudest] * 10 ** (DEAD_DB / 10)))
     n = len(power)
+    live = tuple(int(c) for c in np.flatnonzero(_live(products, tuple(range(n)))))
     weights = np.zeros(n)
     weights[list(live)] = 1 / len(live)
     mean_power = float(weights @ products @ weights)
@@ -138,11 +138,6 @@ def choose(products: np.ndarray) -> MixChoice:
                                f"{_names(live)} alone, so levels are not read {20 * np.log10(n / len(live)):.1f} dB low",
                          dead)
     return MixChoice(live, None)
-
-
-def _woke(products: np.ndarray, dead: tuple[int, ...]) -> bool:
-    """Whether one of the ``dead`` channels carries sound over the span of ``products``."""
-    return bool(_live(products, dead).any())
 
 
 def _live(products: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:

@@ -562,6 +562,24 @@ def test_a_broker_whose_acl_drops_the_listener_s_messages_is_said(
         acl_broker.cleanup()
 
 
+def test_an_acl_mended_is_said_once_the_listener_s_online_comes_back(
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/mqtt.md: after the ERROR, "an INFO line once it does" come back: the broker's ACL given readwrite and the
+    broker restarted (mosquitto reads its ACL file at start), the reconnected listener says it may publish and read."""
+    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 1.0)
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    acl_broker = Broker(acl="topic read noisewatch/#\ntopic readwrite homeassistant/#\n").start()
+    try:
+        open_sink(make_config(tmp_path, acl_broker.port))
+        assert wait_until(lambda: "did not deliver it back" in caplog.text, 10), caplog.text
+        assert "online came back" not in caplog.text
+        (acl_broker.dir / "acl").write_text("topic readwrite noisewatch/#\ntopic readwrite homeassistant/#\n")
+        acl_broker.restart()
+        assert wait_until(lambda: "online came back from the broker" in caplog.text, 20), caplog.text
+    finally:
+        acl_broker.cleanup()
+
+
 def test_a_broker_that_delivers_the_listener_s_messages_raises_no_acl_error(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -676,6 +694,25 @@ def test_check_config_tries_the_broker_as_run_would(tmp_path: Path, secure_broke
         assert "refused the connection: Not authorized; check mqtt.username and the password" in done.stderr
     else:
         assert f"warning: cannot connect to MQTT broker {HOST}:{port}" in done.stderr, done.stderr
+
+
+def test_check_config_s_message_under_the_prefix_is_json(tmp_path: Path, broker: Broker,
+                                                          collector: Collector) -> None:
+    """docs/mqtt.md: check-config publishes ``{"type":"check"}`` on <prefix>/check, JSON like every message under the
+    prefix (a flow parsing each payload on noisewatch/# choked on plain text), and not retained."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "test", "mqtt": mqtt_settings(tmp_path, broker.port)}))
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "took the connection" in done.stdout, done.stderr
+    assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/check")) == 1)
+    assert json.loads(collector.on(f"{PREFIX}/check")[0]) == {"type": "check"}
+    late = Collector(broker.port)  # a subscriber that comes later is handed nothing retained
+    try:
+        time.sleep(1.0)
+        assert late.on(f"{PREFIX}/check") == []
+    finally:
+        late.close()
 
 
 @pytest.mark.parametrize("acl", ["topic read noisewatch/#\n", "topic write noisewatch/#\n", ""],

@@ -1124,3 +1124,17 @@ def test_thresholds_come_from_the_bundle_then_the_config_then_home_assistant(tmp
     (tmp_path / "state" / "thresholds.json").write_text('{"siren": 0.3, "car_horn": 0.8}')
     thresholds, _ = in_force()
     assert (thresholds["siren"], thresholds["dog_bark"], thresholds["car_horn"]) == (0.3, 0.45, 0.8)
+
+
+def test_dropped_audio_is_said_at_once_then_at_most_once_a_period_with_the_total_since(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: dropped audio is a WARNING "at once, then at most once a minute with the total since"."""
+    from noisewatch.daemon import service
+
+    monkeypatch.setattr(service, "DROPPED_SAY_S", 0.3)
+    dropped = service._DroppedAudio()
+    assert dropped.add(1.0) == (1.0, "")  # at once
+    assert dropped.add(0.5) is None and dropped.add(0.25) is None  # within the period: kept
+    time.sleep(0.35)
+    said = dropped.add(0.25)
+    assert said is not None and said[0] == 1.0 and said[1].startswith(" in the last ")  # the total since said

@@ -120,7 +120,8 @@ class LevelHistory:
     def _fill(self, at: int, part: np.ndarray) -> None:
         """``part`` within one grid stretch: added to the last stretch when it ends right there, else a new one."""
         last = (self._written - 1) % len(self._begin)
-        square, peak = float(np.dot(part, part)), max(float(part.max()), -float(part.min())) ** 2
+        squares = part * part  # as ``add`` takes whole stretches
+        square, peak = float(squares.sum()), float(squares.max())
         if self._written and self._begin[last] + self._count[last] == at and at % self._step:
             self._count[last] += len(part)
             self._square[last] += square

@@ -29,16 +29,13 @@ class MonoResampler:
         self._stream: soxr.ResampleStream | None = None
         self._mix_before = mix_before
         """The same input's mix when it was last open, kept until the mix is chosen anew (:class:`ChannelMix`)."""
-        self.mix = ChannelMix(self.channels, self.in_rate, mix_before)
-        self._said: MixChoice | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget the filter state: after a device reopen the next block does not continue the last."""
         self._taken = 0  # input frames since the reset
         self._given = 0  # output samples since the reset
-        # maybe wired anew: chosen anew, from the input's last mix
-        self.mix, self._said = ChannelMix(self.channels, self.in_rate, self._mix_before), None
+        self.mix = ChannelMix(self.channels, self.in_rate, self._mix_before)  # maybe wired anew: chosen anew
         if self.in_rate == self.out_rate:
             self._stream = None
         else:
@@ -51,15 +48,6 @@ class MonoResampler:
         self._taken += len(mono)
         self._given += len(out)
         return out
-
-    def mix_note(self) -> str | None:
-        """Once for each mix chosen that leaves channels out (one left out may be taken back, and left out
-        again): what and why (the service logs it)."""
-        choice = self.mix.choice
-        if choice is None or choice == self._said:
-            return None
-        self._said = choice
-        return choice.note
 
     def input_for(self, samples: int) -> int:
         """Input frames after which the output will have grown by ``samples`` at the nominal rate ratio, counting

@@ -321,12 +321,13 @@ class Service:
         return Ending.STOP
 
     def _say_mix(self, source: AudioSource, resampler: MonoResampler) -> None:
-        """The channel mix's note, once per input and choice: each reopen mixes anew and comes to it again."""
-        note, choice = resampler.mix_note(), resampler.mix.choice
-        if note is None or choice is None or (source.name, choice.channels) in self._mix_said:
+        """The channel mix's note (a mix that leaves channels out), once per input and choice: each reopen mixes
+        anew and comes to it again, and a channel left out may be taken back and left out again."""
+        choice = resampler.mix.choice
+        if choice is None or choice.note is None or (source.name, choice.channels) in self._mix_said:
             return
         self._mix_said.add((source.name, choice.channels))
-        log.warning("audio input %s: %s", source.name, note)
+        log.warning("audio input %s: %s", source.name, choice.note)
 
     def _swap(self, source: AudioSource | None) -> bool:
         """SIGHUP: open the new set-up beside the running one and swap it in; True when the live input must

@@ -64,7 +64,15 @@ from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
-from noisewatch.daemon.sinks.topics import Topics, discovery_node, is_status, listener_prefix, segment
+from noisewatch.daemon.sinks.topics import (
+    Topics,
+    acl_advice,
+    discovery_node,
+    is_status,
+    listener_prefix,
+    listener_topics,
+    segment,
+)
 from noisewatch.daemon.statefile import FolderInUse, FolderLock
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
@@ -380,7 +388,7 @@ class MqttSink:
         through the reload: the pipeline's events go on) and its recent events are taken over."""
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
-        topics = Topics(listener_prefix(config), section.homeassistant.prefix)
+        topics = listener_topics(config)
         moving = running is not None and running.spool.directory != section.spool.directory
         folders = [("mqtt.state_directory", section.state_path), ("mqtt.spool.directory", section.spool.directory)]
         if running is not None and moving:
@@ -740,10 +748,10 @@ class MqttSink:
         user = f"user {self.settings.username!r}" if self.settings.username else "this client (no username)"
         log.error("MQTT: %s:%d accepted this listener's online on %s but did not deliver it back within %.0f s: "
                   "its ACL does not let %s both publish and read under %s/#. A broker drops what a client may not "
-                  "publish, and MQTT 3.1.1 does not say so: events may be reaching no one, and thresholds set "
-                  "from Home Assistant do not arrive. Give it readwrite on %s/# and write on %s/#",
+                  "publish, under MQTT 3.1.1 without a word: events may be reaching no one, and thresholds set "
+                  "from Home Assistant do not arrive; %s",
                   self.settings.host, self.settings.port, self.topics.status, ECHO_WAIT_S, user, self.topics.prefix,
-                  self.topics.prefix, self.topics.discovery_prefix)
+                  acl_advice(self.topics))
 
     def _echoed(self) -> None:
         self._online_mid, self._echo_due = None, None
@@ -1114,8 +1122,7 @@ class MqttSink:
         if topic is not None:
             if ack.reason is not None and ack.reason.is_failure:  # an ACL that lets events through but not discovery
                 hint = ("it is larger than the broker's message_size_limit" if ack.reason.value == PACKET_TOO_LARGE
-                        else f"its ACL must let this listener publish under {self.topics.prefix}/# and "
-                             f"{self.topics.discovery_prefix}/#")
+                        else f"its ACL: {acl_advice(self.topics)}")
                 log.error("MQTT: the broker refused %s (%s): Home Assistant and other subscribers do not get it; %s",
                           topic, ack.reason, hint)
             return

@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, MqttSection
 from noisewatch.daemon.sinks.homeassistant import OFFLINE
-from noisewatch.daemon.sinks.topics import Topics, listener_prefix
+from noisewatch.daemon.sinks.topics import Topics, acl_advice, listener_topics
 
 log = logging.getLogger(__name__)
 JITTER_FRACTION = 0.5
@@ -264,14 +264,13 @@ def _echo(client: mqtt.Client, topics: Topics, answers: queue.SimpleQueue[str | 
     except queue.Empty:
         return (f"{where} took the connection but did not deliver back a message published on {topics.check}: its "
                 f"ACL does not let this listener both publish and read under {topics.prefix}/# (events would reach "
-                f"no one: a broker drops what its ACL refuses, under MQTT 3.1.1 without a word); give it readwrite "
-                f"on {topics.prefix}/# and write on {topics.discovery_prefix}/#")
+                f"no one: a broker drops what its ACL refuses, under MQTT 3.1.1 without a word); {acl_advice(topics)}")
     return None if answer is None else f"{where} {answer}"
 
 
 def probe_listener(config: Config, password: str | None, timeout_s: float) -> str | None:
     """:func:`probe` with the listener's own topics, as ``run`` connects: ``check-config`` and ``setup`` ask it."""
-    return probe(config.mqtt, password, timeout_s, Topics(listener_prefix(config), config.mqtt.homeassistant.prefix))
+    return probe(config.mqtt, password, timeout_s, listener_topics(config))
 
 
 def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:

@@ -137,3 +137,13 @@ class Topics:
     def discovery(self, component: str, node_id: str, object_id: str) -> str:
         """Home Assistant discovery config topic of one entity."""
         return f"{self.discovery_prefix}/{component}/{segment(node_id)}/{segment(object_id)}/{CONFIG}"
+
+
+def listener_topics(config: Config) -> Topics:
+    """This config's listener's topics: the ones ``run`` publishes and ``check-config`` tries."""
+    return Topics(listener_prefix(config), config.mqtt.homeassistant.prefix)
+
+
+def acl_advice(topics: Topics) -> str:
+    """What a broker's ACL must grant a listener: its own topics are read back (``online``, threshold commands)."""
+    return f"give it readwrite on {topics.prefix}/# and write on {topics.discovery_prefix}/#"
