@@ -94,7 +94,10 @@ def frame_levels(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """Level in dB re full scale of consecutive ACTIVITY_FRAME_S frames."""
     frame = max(1, int(ACTIVITY_FRAME_S * sample_rate))
     n = len(samples) // frame
-    power = np.mean(np.square(samples[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
+    rows = np.asarray(samples, dtype=np.float32)[: n * frame].reshape(n, frame)
+    # float32 sums of the squares (~1e-6 relative, 1e-5 dB): squared into a float64 copy first, a 4 s window
+    # cost 20 times as much, run for every window a label scores over its threshold and for every hop's floor
+    power = np.einsum("ij,ij->i", rows, rows).astype(np.float64) / frame
     return 10.0 * np.log10(np.maximum(power, 1e-12))
 
 
