@@ -1303,6 +1303,10 @@ def test_f10_non_finite_audio_gives_strict_json_everywhere_and_is_counted(
             bad.append(text)
     assert not bad, f"{len(bad)} messages are not strict JSON, e.g. {bad[0]}"
     assert (stats_value(collector, daemon, "nonfinite_samples") or 0) > 0
+    # said, not only counted: once (the later ones fall within the minute), with how many
+    said = [line for line in daemon.log_text().splitlines() if "NaN, infinite" in line]
+    assert len(said) == 1 and "WARNING" in said[0] and "read as silence" in said[0], said
+    assert int(said[0].split(" sample(s) were NaN")[0].split()[-1]) >= 100, said
 
 
 @pytest.mark.broker

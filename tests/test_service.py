@@ -353,6 +353,29 @@ def _run_with_a_faulty_first_source(faulty: type[FileSource], repo_root: Path, t
     return len(opened), read_jsonl(out)
 
 
+class _Overrunning(FileSource):
+    """A real file source whose first three blocks come with PortAudio's own input_overflow flag set, as a sound card
+    overrun reports it (no sound card here overruns: the fault enters where PortAudio would report it)."""
+
+    def _deliver(self, audio) -> None:
+        sd = pytest.importorskip("sounddevice", reason="PortAudio is not installed here")
+        for index, block in enumerate(audio.blocks(self.block_size, dtype="float32", always_2d=True)):
+            status = sd.CallbackFlags()
+            status.input_overflow = index < 3
+            self.callback(block, len(block), None, status)
+
+
+def test_a_sound_card_overrun_is_said_once_a_minute_with_how_many(
+        repo_root: Path, tmp_path: Path, monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Overruns were counted in stats (input_overflows) and said nowhere, where the events in the lost audio were
+    not heard: said as they are read (here the three at once), and then no more within the minute."""
+    with caplog.at_level("WARNING", logger="noisewatch.daemon.service"):
+        _, messages = _run_with_a_faulty_first_source(_Overrunning, repo_root, tmp_path, monkeypatch)
+    said = [r.getMessage() for r in caplog.records if "overran" in r.getMessage()]
+    assert len(said) == 1 and "overran 3 time(s):" in said[0] and "scene.flac" in said[0], said
+    assert [m["input_overflows"] for m in messages if m["type"] == "stats"][-1] == 3
+
+
 def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
     started = time.monotonic()
     opened, messages = _run_with_a_faulty_first_source(_UnpluggedMidway, repo_root, tmp_path, monkeypatch)
@@ -1131,8 +1154,8 @@ def test_dropped_audio_is_said_at_once_then_at_most_once_a_period_with_the_total
     """README: dropped audio is a WARNING "at once, then at most once a minute with the total since"."""
     from noisewatch.daemon import service
 
-    monkeypatch.setattr(service, "DROPPED_SAY_S", 0.3)
-    dropped = service._DroppedAudio()
+    monkeypatch.setattr(service, "LOSS_SAY_S", 0.3)
+    dropped = service._Tally()
     assert dropped.add(1.0) == (1.0, "")  # at once
     assert dropped.add(0.5) is None and dropped.add(0.25) is None  # within the period: kept
     time.sleep(0.35)

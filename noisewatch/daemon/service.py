@@ -38,6 +38,7 @@ from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
+from noisewatch.daemon.ringbuffer import AudioBlock
 from noisewatch.daemon.setup import (
     Overrides,
     Setup,
@@ -74,8 +75,9 @@ AUDIO_STALL_S = 5.0
 """A live input that delivers nothing for this long is treated as failed and reopened."""
 BROKER_PROBE_S = 5.0
 """``check-config``: how long it waits for the broker's answer."""
-DROPPED_SAY_S = 60.0
-"""Audio dropped because processing fell behind is said at most this often (with the total since)."""
+LOSS_SAY_S = 60.0
+"""Audio lost on the way in (dropped by the ring, overrun in the sound card, unreadable samples) is said at most
+this often per kind (with the total since)."""
 EX_NOINPUT = 66
 """sysexits.h: a replayed file that cannot be opened or read to its end (never retried: it would replay
 the same audio again and report its events twice)."""
@@ -200,7 +202,8 @@ class Service:
         """Each input's (name, rate, channels) last channel mix: a reopen mixes as before until it chooses anew (from
         the plain mean, the first half second after each return of an I2S microphone read 6 dB low)."""
         self._ticks = _Ticks()
-        self._dropped = _DroppedAudio()
+        self._dropped, self._overruns, self._unreadable = _Tally(), _Tally(), _Tally()
+        """Audio lost on the way in, by kind: said at once, then at most every LOSS_SAY_S (``_say_losses``)."""
         """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
         self._source_name = _wanted_input(setup)
         """The input last opened (before any: the one asked for), named in health reports."""
@@ -293,8 +296,7 @@ class Service:
             if len(block.samples):
                 self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
                 self._say_mix(source, resampler)
-                if block.lost_frames:
-                    self._say_dropped(source, block.lost_frames / block.sample_rate)
+                self._say_losses(source, block)
                 if resampler.mix.choice is not None:
                     self._mixes[mix_key] = resampler.mix.choice
                 first = False
@@ -385,12 +387,20 @@ class Service:
         notify.status(f"listening on {source.name}")
         self._say(Status(AudioState.LISTENING, source=source.name))
 
-    def _say_dropped(self, source: AudioSource, seconds: float) -> None:
-        said = self._dropped.add(seconds)
-        if said is not None:
+    def _say_losses(self, source: AudioSource, block: AudioBlock) -> None:
+        """Audio the input lost, by kind: each was counted in stats alone, and the log read "listening"."""
+        if block.lost_frames and (said := self._dropped.add(block.lost_frames / block.sample_rate)):
             log.warning("audio input %s: processing fell behind and %.1f s of audio was dropped%s; events in it "
                         "were not heard (a CPU too busy for the model, or an input that delivers faster than its "
                         "rate; stats count dropped_frames)", source.name, *said)
+        if block.overflows and (said := self._overruns.add(block.overflows)):
+            log.warning("audio input %s: the sound card's buffer overran %d time(s)%s: audio was lost before it was "
+                        "read, and events in it were not heard (a CPU or USB bus too busy; stats count "
+                        "input_overflows)", source.name, *said)
+        if block.nonfinite and (said := self._unreadable.add(block.nonfinite)):
+            log.warning("audio input %s: %d sample(s) were NaN, infinite or beyond 1000 times full scale%s, and were "
+                        "read as silence (a driver or file giving another sample format than it says; stats count "
+                        "nonfinite_samples)", source.name, *said)
 
     def _watch_silence(self, source: AudioSource, change: bool | None) -> None:
         """An input that is open but gives only one value (zeros, a stuck converter's code) is as deaf as a lost one:
@@ -472,23 +482,23 @@ def _check_sample_rate(setup: Setup, running: Pipeline) -> None:
                           " restart the service to switch to it")
 
 
-class _DroppedAudio:
-    """Audio the ring dropped because processing fell behind, said at once and then at most every DROPPED_SAY_S with
-    what was dropped since: on an overloaded Pi the events had holes, counted in stats and said nowhere."""
+class _Tally:
+    """A kind of lost audio, said at once and then at most every LOSS_SAY_S with the total since: on an overloaded
+    Pi the events had holes, counted in stats and said nowhere; said at every read, a log would fill."""
 
     def __init__(self) -> None:
-        self._unsaid_s = 0.0
+        self._unsaid: float = 0
         self._since = time.monotonic()
         self._next = -math.inf
 
-    def add(self, seconds: float) -> tuple[float, str] | None:
-        """(seconds to say, over what time), or None while within DROPPED_SAY_S of the last time said."""
+    def add(self, amount: float) -> tuple[float, str] | None:
+        """(the total to say, over what time), or None while within LOSS_SAY_S of the last time said."""
         now = time.monotonic()
-        self._unsaid_s += seconds
+        self._unsaid += amount
         if now < self._next:
             return None
-        said = (self._unsaid_s, f" in the last {now - self._since:.0f} s" if self._next > -math.inf else "")
-        self._unsaid_s, self._since, self._next = 0.0, now, now + DROPPED_SAY_S
+        said = (self._unsaid, f" in the last {now - self._since:.0f} s" if self._next > -math.inf else "")
+        self._unsaid, self._since, self._next = 0, now, now + LOSS_SAY_S
         return said
 
 
