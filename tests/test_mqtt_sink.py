@@ -23,6 +23,7 @@ from mqtt_broker import HOST, AckSwallower, Broker, Collector, LinkStall, MuteSe
 
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
+from noisewatch.daemon.sinks import echo_watch
 from noisewatch.daemon.sinks import mqtt as mqtt_sink
 from noisewatch.daemon.sinks.homeassistant import stand_in
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
@@ -547,7 +548,7 @@ def test_a_broker_whose_acl_drops_the_listener_s_messages_is_said(
     """Found by fault injection: under an ACL that lets the listener read but not publish, mosquitto acknowledges
     every MQTT 3.1.1 publish and drops it: events reached no one and the log said nothing. One that lets it publish
     but not read grants the subscription and drops the threshold commands the same way."""
-    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 2.0)
+    monkeypatch.setattr(echo_watch, "ECHO_WAIT_S", 2.0)
     caplog.set_level(logging.INFO, logger="noisewatch")
     acl_broker = Broker(acl=acl + "topic readwrite homeassistant/#\n").start()
     try:
@@ -562,11 +563,30 @@ def test_a_broker_whose_acl_drops_the_listener_s_messages_is_said(
         acl_broker.cleanup()
 
 
+def test_the_echo_watch_waits_from_the_acknowledgement_says_overdue_once_and_its_end_once() -> None:
+    """The pure core of the ACL check, on its own clock: an ``online`` never acknowledged (a stalled link) is never
+    overdue; one acknowledged is, once, ECHO_WAIT_S later; its return ends that once, over a reconnect too."""
+    now = [0.0]
+    watch = echo_watch.EchoWatch(clock=lambda: now[0])
+    watch.sent(7)
+    watch.acknowledged(8)  # another message's PUBACK
+    now[0] = 100.0
+    assert not watch.overdue() and watch.remaining_s() is None and not watch.settled()
+    watch.acknowledged(7)
+    assert watch.remaining_s() == echo_watch.ECHO_WAIT_S
+    now[0] += echo_watch.ECHO_WAIT_S
+    assert watch.overdue() and not watch.overdue()  # said once
+    watch.link_lost()
+    watch.sent(1)
+    watch.acknowledged(1)
+    assert watch.came_back() and watch.settled() and not watch.came_back()
+
+
 def test_an_acl_mended_is_said_once_the_listener_s_online_comes_back(
         open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/mqtt.md: after the ERROR, "an INFO line once it does" come back: the broker's ACL given readwrite and the
     broker restarted (mosquitto reads its ACL file at start), the reconnected listener says it may publish and read."""
-    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 1.0)
+    monkeypatch.setattr(echo_watch, "ECHO_WAIT_S", 1.0)
     caplog.set_level(logging.INFO, logger="noisewatch")
     acl_broker = Broker(acl="topic read noisewatch/#\ntopic readwrite homeassistant/#\n").start()
     try:
@@ -584,10 +604,10 @@ def test_a_broker_that_delivers_the_listener_s_messages_raises_no_acl_error(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The check's other side, over a reconnect: a broker that lets the listener publish and read says nothing."""
-    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 1.0)
+    monkeypatch.setattr(echo_watch, "ECHO_WAIT_S", 1.0)
     caplog.set_level(logging.INFO, logger="noisewatch")
     sink = open_sink(make_config(tmp_path, broker.port))
-    assert wait_until(lambda: sink._online_mid is None and sink._echo_due is None and "connected" in caplog.text, 5)
+    assert wait_until(lambda: sink._echo.settled() and "connected" in caplog.text, 5)
     broker.restart()
     assert wait_until(lambda: caplog.text.count("connected to") >= 2, 15), caplog.text
     time.sleep(2.0)
@@ -601,7 +621,7 @@ def test_a_link_that_stalls_after_the_connect_is_not_called_an_acl(
     so neither acknowledged it nor sent it back) was logged as an ERROR that the broker "accepted" the online and
     its ACL drops the listener's messages: the user was sent to rewrite a correct ACL. The wait starts at the
     broker's acknowledgement of the online; a link that answers nothing is the keepalive's to find."""
-    monkeypatch.setattr(mqtt_sink, "ECHO_WAIT_S", 1.0)
+    monkeypatch.setattr(echo_watch, "ECHO_WAIT_S", 1.0)
     caplog.set_level(logging.INFO, logger="noisewatch")
     stall = LinkStall(broker.port)
     try:
@@ -905,7 +925,6 @@ def test_a_broker_that_never_acknowledges_is_said(open_sink: OpenSink, tmp_path:
     sends a PUBACK (an acknowledging proxy or bridge gone wrong). The events handed over filled the in-flight window
     and every later one stayed in the spool, while the listener stayed online and the log said nothing at all (at a
     stop: "closed; 30 message(s) left in the spool", at INFO)."""
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
 
     monkeypatch.setattr(mqtt_sink, "UNACKED_WARN_S", 2.0)
     swallower = AckSwallower(broker.port)

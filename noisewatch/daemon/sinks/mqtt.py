@@ -45,6 +45,7 @@ from noisewatch.config import Config, ConfigError, MqttSection, SpoolSection, Tl
 from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.announced import AnnouncedStore
+from noisewatch.daemon.sinks.echo_watch import ECHO_WAIT_S, EchoWatch
 from noisewatch.daemon.sinks.homeassistant import (
     OFFLINE,
     ONLINE,
@@ -106,11 +107,6 @@ SESSION_EXPIRY_S = 86400
 UNACKED_WARN_S = 60.0
 """Event messages in flight this long on a live connection without one acknowledgement are said (a broker that takes
 publishes and never acknowledges them filled the in-flight window, and every later event waited, in silence)."""
-ECHO_WAIT_S = 30.0
-"""How long after the broker acknowledged it the listener's own ``online`` may take to come back through its subscription to its
-status topic. A broker whose ACL lets a MQTT 3.1.1 client publish nothing still acknowledges every message and
-drops it: without this, every event was sent to no one and the log said nothing. One that lets it publish but not
-read drops the threshold commands from Home Assistant the same way."""
 OLD_STATUS_WAIT_S = 5.0
 """How long a listener moved to another topic prefix or device id waits for its old status topic's retained payload
 before it takes it for absent (a broker sends a retained message at once after the subscription)."""
@@ -334,12 +330,8 @@ class MqttSink:
         self._acked_at = time.monotonic()
         """When the broker last acknowledged an event message, or had none of them to acknowledge."""
         self._unacked_said = False
-        self._online_mid: int | None = None
-        """The own ``online`` of this connection until the broker acknowledges it (then ``_echo_due`` starts) or
-        sends it back: a link that stalled before the broker read it is not an ACL's doing."""
-        self._echo_due: float | None = None
-        """While connected and the own ``online``, acknowledged, has not come back: when to say so (``_watch_echo``)."""
-        self._echo_said = False
+        self._echo = EchoWatch()
+        """Whether the broker delivers what this listener publishes (``_watch_echo``)."""
         self.counts = LifetimeCounts()
         """``memory_dropped`` and ``network_restarts``, shared with the sinks that replace this one at reloads."""
         self._last_handed = 0  # highest spool seq handed to paho
@@ -741,10 +733,8 @@ class MqttSink:
 
     def _watch_echo(self) -> None:
         """Say once, as an error, when the own ``online`` has not come back ECHO_WAIT_S after a connect."""
-        due = self._echo_due
-        if due is None or time.monotonic() < due:
+        if not self._echo.overdue():
             return
-        self._echo_due, self._echo_said = None, True
         user = f"user {self.settings.username!r}" if self.settings.username else "this client (no username)"
         log.error("MQTT: %s:%d accepted this listener's online on %s but did not deliver it back within %.0f s: "
                   "its ACL does not let %s both publish and read under %s/#. A broker drops what a client may not "
@@ -754,9 +744,7 @@ class MqttSink:
                   acl_advice(self.topics))
 
     def _echoed(self) -> None:
-        self._online_mid, self._echo_due = None, None
-        if self._echo_said:
-            self._echo_said = False
+        if self._echo.came_back():
             log.info("MQTT: this listener's online came back from the broker: it may publish and read its topics")
 
     def _move_spool(self, new: Spool) -> None:
@@ -791,8 +779,8 @@ class MqttSink:
             due.append(_remaining(self._periodic_again_at))
         if self._old_topics_check is not None:
             due.append(_remaining(self._old_topics_check.deadline))
-        if self._echo_due is not None:
-            due.append(_remaining(self._echo_due))
+        if (echo_s := self._echo.remaining_s()) is not None:
+            due.append(echo_s)
         return min([PUMP_TICK_S, *(seconds for seconds in due if seconds > 0)])
 
     def _settling(self) -> bool:
@@ -858,7 +846,8 @@ class MqttSink:
             if command.after_outage:
                 self._ha_wait.broker_returned()
         elif isinstance(command, _Disconnected):
-            self._connected, self._online_mid, self._echo_due = False, None, None
+            self._connected = False
+            self._echo.link_lost()
             self._ha_wait.link_lost()
         elif isinstance(command, _HomeAssistantOnline):
             if not self.settings.homeassistant.discovery:
@@ -916,7 +905,7 @@ class MqttSink:
             self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(self._emptied_configs)])
         self._publish_discovery()
         self.client.subscribe(self.topics.status, qos=QOS_AT_LEAST_ONCE)  # before the online: it comes back live
-        self._online_mid, self._echo_due = self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True), None
+        self._echo.sent(self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True))
         if self.settings.homeassistant.discovery:
             self._periodic_again_at = time.monotonic() + DISCOVERY_SETTLE_S
 
@@ -1117,8 +1106,7 @@ class MqttSink:
             self._trim_record()
             return
         topic = self._awaited.pop(ack.mid, None)
-        if ack.mid == self._online_mid:
-            self._online_mid, self._echo_due = None, time.monotonic() + ECHO_WAIT_S
+        self._echo.acknowledged(ack.mid)
         if topic is not None:
             if ack.reason is not None and ack.reason.is_failure:  # an ACL that lets events through but not discovery
                 hint = ("it is larger than the broker's message_size_limit" if ack.reason.value == PACKET_TOO_LARGE

@@ -1,0 +1,63 @@
+"""Whether the broker delivers what this listener publishes: its own ``online``, published at each connect to its
+status topic, which it subscribes to first, must come back. A broker whose ACL lets a MQTT 3.1.1 client publish
+nothing still acknowledges every message and drops it: events reached no one and the log said nothing. A pure core
+on the monotonic clock, driven by the MQTT sink's pump, which says what it finds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+ECHO_WAIT_S = 30.0
+"""How long after the broker acknowledged it the listener's own ``online`` may take to come back through its
+subscription to its status topic. One that lets it publish but not read drops the threshold commands from Home
+Assistant the way one that lets it read but not publish drops its events."""
+
+
+class EchoWatch:
+    """The own ``online`` of the current connection: sent, acknowledged (then awaited until ECHO_WAIT_S has passed),
+    back. The wait starts at the broker's acknowledgement: a link that stalled before the broker read the ``online``
+    is not an ACL's doing (the keepalive finds it)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._mid: int | None = None
+        """The ``online`` sent on this connection, until the broker acknowledges it or it comes back."""
+        self._due: float | None = None
+        """While it is acknowledged and not back: when it is overdue."""
+        self._said = False
+        """Whether it was said overdue (kept over reconnects, until it comes back)."""
+
+    def sent(self, mid: int | None) -> None:
+        """The ``online`` went to the broker as paho message ``mid`` (None: paho could not send it; nothing awaited)."""
+        self._mid, self._due = mid, None
+
+    def acknowledged(self, mid: int) -> None:
+        """The broker acknowledged paho message ``mid``: if it is the ``online``, the wait for it begins."""
+        if mid == self._mid:
+            self._mid, self._due = None, self._clock() + ECHO_WAIT_S
+
+    def link_lost(self) -> None:
+        """The connection is gone: the next one sends its own ``online``."""
+        self._mid, self._due = None, None
+
+    def overdue(self) -> bool:
+        """True once, when the acknowledged ``online`` has not come back within ECHO_WAIT_S."""
+        if self._due is None or self._clock() < self._due:
+            return False
+        self._due, self._said = None, True
+        return True
+
+    def came_back(self) -> bool:
+        """The ``online`` came back; True when that ends an ``overdue`` said before."""
+        was_said = self._said
+        self._mid, self._due, self._said = None, None, False
+        return was_said
+
+    def settled(self) -> bool:
+        """Nothing is awaited: the ``online`` came back, or none is out."""
+        return self._mid is None and self._due is None
+
+    def remaining_s(self) -> float | None:
+        """Seconds until it is overdue, or None while nothing is awaited."""
+        return None if self._due is None else self._due - self._clock()
