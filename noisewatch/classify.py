@@ -20,6 +20,7 @@ import soundfile as sf
 import soxr
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
+from noisewatch.daemon.sources import finite_samples
 from noisewatch.dc_offset import remove_offset
 from noisewatch.downmix import ChannelMix
 from noisewatch.features import clip_windows, extract
@@ -37,8 +38,13 @@ class WindowResult:
 def load_audio(source: str | Path | BinaryIO, sample_rate: int) -> np.ndarray:
     """A recording (path or file object) as mono float32 at ``sample_rate``: channels mixed as the daemon mixes,
     resampled with soxr HQ, DC offset removed as the daemon removes it. The one audio-file loader of
-    training, evaluation and classify."""
+    training, evaluation and classify. NaN, infinite and absurd samples are silence, as the daemon reads them (and
+    says so): a window holding one scored a fixed label, whatever it held."""
     audio, rate = sf.read(source, dtype="float32", always_2d=True)
+    audio, unusable = finite_samples(audio)
+    if unusable:
+        log.warning("%s: %d NaN, infinite or absurd sample(s) read as silence", getattr(source, "name", source),
+                    unusable)
     mix = ChannelMix(audio.shape[1], rate)
     mono = mix.mix(audio)
     if mix.choice is not None and mix.choice.note is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,25 @@ def test_missing_bundle_exits_78(tmp_path: Path, repo_root: Path, capsys: pytest
     code = cli_main(["classify", "--model", str(tmp_path / "nope.json"), str(repo_root / "samples" / "scene.flac")])
     assert code == 78
     assert "model bundle not found" in capsys.readouterr().err
+
+
+def test_nan_infinite_and_absurd_samples_are_read_as_silence_and_said(
+        repo_root: Path, tmp_path: Path, bundle_and_model, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection: a float recording with NaN or infinite samples (a broken file) gave every window
+    holding one a fixed "children_playing 0.87", whatever it held (the siren at 2 s of the scene was lost), with
+    numpy's RuntimeWarnings, in classify and on the dashboard's Classify page; the daemon reads such samples, and
+    finite ones beyond 1000 times full scale, as silence and counts them."""
+    bundle, model = bundle_and_model
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    broken, silenced = audio[: 8 * rate].copy(), audio[: 8 * rate].copy()
+    for part, value in ((slice(1000, 5000), np.nan), (slice(30000, 30100), np.inf), (slice(50000, 50010), 1e20)):
+        broken[part], silenced[part] = value, 0.0
+    sf.write(tmp_path / "broken.wav", broken, rate, subtype="FLOAT")
+    sf.write(tmp_path / "silenced.wav", silenced, rate, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = classify_audio(load_audio(tmp_path / "broken.wav", rate), bundle, model, HOP_S)
+    want = classify_audio(load_audio(tmp_path / "silenced.wav", rate), bundle, model, HOP_S)
+    np.testing.assert_allclose([r.scores for r in got], [r.scores for r in want], atol=1e-6)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "broken.wav" in said[0] and "4110 " in said[0], said

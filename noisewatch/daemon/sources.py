@@ -104,7 +104,7 @@ class AudioSource:
             total = self.overflows  # (the loop's clock check) must not swallow them; once: the callback may count
             overflows, self._overflows_read = total - self._overflows_read, total  # another meanwhile
         behind_s = (ring_read.behind + len(ring_read.frames)) / self.sample_rate
-        samples, nonfinite = _finite(ring_read.frames)
+        samples, nonfinite = finite_samples(ring_read.frames)
         return AudioBlock(samples, self.sample_rate, ring_read.lost, overflows, nonfinite,
                           datetime.now(timezone.utc) - timedelta(seconds=behind_s))
 
@@ -139,15 +139,16 @@ class AudioSource:
         self.stop()
 
 
-def _finite(frames: np.ndarray) -> tuple[np.ndarray, int]:
-    """The frames with NaN, infinite and absurd samples (beyond SAMPLE_LIMIT) replaced by silence, and how many
-    there were: one NaN would turn every level and score after it into NaN, and a finite 1e20 overflows the
-    float32 levels to infinity, which no event's JSON can carry."""
+def finite_samples(frames: np.ndarray) -> tuple[np.ndarray, int]:
+    """The frames with NaN, infinite and absurd samples (beyond SAMPLE_LIMIT) replaced by silence, in place, and how
+    many there were: one NaN would turn every level and score after it into NaN, and a finite 1e20 overflows the
+    float32 levels to infinity, which no event's JSON can carry. A recording read whole (classify, training, the
+    dashboard) goes through it too, so it is heard as the daemon hears it."""
     usable = np.abs(frames) <= SAMPLE_LIMIT  # False for NaN too
     if usable.all():  # the usual case, checked without counting
         return frames, 0
     bad = ~usable
-    frames[bad] = 0.0  # a fresh copy out of the ring: ours to change
+    frames[bad] = 0.0  # a fresh copy (out of the ring, or read from a file): ours to change
     return frames, int(np.count_nonzero(bad))
 
 
