@@ -22,6 +22,14 @@ FORMAT = "noisewatch-bundle/1"
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MODEL = "urban11.json"
 MODEL_ENV = "NOISEWATCH_MODEL"
+REQUIRED_KEYS = ("name", "version", "labels", "features", "tflite")
+KEY_TYPES: dict[str, tuple[type, str]] = {
+    "labels": (list, "array"), "features": (dict, "object"), "tflite": (str, "string"), "thresholds": (dict, "object"),
+    "timing": (dict, "object"), "metrics": (dict, "object"), "provenance": (dict, "object")}
+"""The JSON type a sidecar key must have: of another type it failed deep inside, in Python's words ("argument after
+** must be a mapping") or with a traceback (thresholds given as an array)."""
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+              float: "a number", type(None): "null"}
 
 
 class BundleError(ValueError):
@@ -120,7 +128,27 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{sidecar}: invalid bundle: {exc}") from None
 
 
+def _check_keys(data: dict[str, Any]) -> None:
+    """Every required key there and every known one of its JSON type, said in the sidecar's own terms."""
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise ValueError(f"missing key {', '.join(missing)}")
+    for key, (kind, name) in KEY_TYPES.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ValueError(f"{key} must be a JSON {name}, not {JSON_TYPES.get(type(data[key]), 'another type')}")
+
+
+def _model_checksum(tflite: Path) -> str:
+    """The model file's SHA-256; a file that cannot be read (a failing card, a mode the service user cannot read)
+    is a bundle error naming it, not a traceback."""
+    try:
+        return _sha256(tflite.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"model file {tflite} cannot be read ({exc.strerror or exc})") from None
+
+
 def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
+    _check_keys(data)
     labels = tuple(str(label) for label in data["labels"])
     if not labels or len(set(labels)) != len(labels):
         raise ValueError("labels must be a non-empty list of unique names")
@@ -132,7 +160,7 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
     if not tflite.is_file():
         raise ValueError(f"model file {tflite} is missing")
     expected = data.get("tflite_sha256")
-    if expected is not None and _sha256(tflite.read_bytes()) != expected:
+    if expected is not None and _model_checksum(tflite) != expected:
         raise ValueError(f"model file {tflite} does not match the checksum its sidecar gives: damaged or replaced")
     known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "tflite_sha256", "variant",
              "timing", "metrics", "provenance"}

@@ -211,11 +211,30 @@ class FeatureSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureSettings":
+        """Settings from a bundle's or a training run's JSON, a number of the wrong kind refused naming its key (a
+        sample rate given as "22050" failed with "can't multiply sequence by non-int of type 'float'")."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown feature settings: {sorted(unknown)}")
+        for setting in dataclasses.fields(cls):
+            if setting.name in data:
+                _check_number(setting, data[setting.name])
         return cls(**data)
+
+
+def _check_number(setting: dataclasses.Field[Any], value: Any) -> None:
+    """A numeric setting's JSON value is a number, a whole one where the default is, or null where the type takes
+    None; ``center`` and the settings of words and lists are checked by ``__post_init__``."""
+    default = setting.default
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return
+    if value is None and "None" in str(setting.type):
+        return
+    whole = isinstance(default, int)
+    if not (type(value) is int or (type(value) is float and not whole)):
+        raise ValueError(f"features.{setting.name} must be {'a whole number' if whole else 'a number'}, "
+                         f"not {value!r}")
 
 
 # --- filters -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from noisewatch.bundle import Bundle, BundleError, DetectorTiming, default_model_path, load_bundle, write_bundle
 from noisewatch.config import Config
@@ -70,3 +71,52 @@ def test_damaged_weights_are_refused_by_their_checksum_and_check_config_says_so(
 def test_the_shipped_sidecar_carries_its_models_checksum() -> None:
     sidecar = json.loads(default_model_path().read_text())
     assert len(sidecar["tflite_sha256"]) == 64  # and load_bundle checks it: every test that loads it
+
+
+def _damaged_sidecar(tmp_path: Path, damage: str) -> Path:
+    """A copy of the shipped bundle with one fault a hand edit, a broken copy or a failing card leaves in it."""
+    copy = _copy(load_bundle(default_model_path()), tmp_path / "bundle", DetectorTiming())
+    sidecar = json.loads(copy.path.read_text())
+    if damage == "name_missing":
+        del sidecar["name"]
+    elif damage == "labels_null":
+        sidecar["labels"] = None
+    elif damage == "tflite_null":
+        sidecar["tflite"] = None
+    elif damage == "sample_rate_a_string":
+        sidecar["features"]["sample_rate"] = "22050"
+    elif damage == "model_file_unreadable":  # root reads a file of mode 000: an I/O error stands in for it
+        sidecar["tflite"] = "/proc/self/mem"  # a regular file whose read fails (EIO)
+    else:  # thresholds, timing or metrics given as a JSON array
+        sidecar[damage.removesuffix("_a_list")] = [0.5]
+    copy.path.write_text(json.dumps(sidecar))
+    return copy.path
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("name_missing", "missing key name"), ("labels_null", "labels must be a JSON array, not null"),
+    ("tflite_null", "tflite must be a JSON string, not null"),
+    ("thresholds_a_list", "thresholds must be a JSON object, not an array"),
+    ("timing_a_list", "timing must be a JSON object, not an array"),
+    ("metrics_a_list", "metrics must be a JSON object, not an array"),
+    ("sample_rate_a_string", "features.sample_rate must be a whole number, not '22050'"),
+    ("model_file_unreadable", "model file /proc/self/mem cannot be read (Input/output error)")])
+def test_check_config_and_run_refuse_a_damaged_sidecar_with_the_same_line_naming_the_key(
+        tmp_path: Path, damage: str, words: str) -> None:
+    """Found by fault injection: thresholds given as a JSON array, or a model file that cannot be read, gave a
+    traceback and exit 1 (systemd restarts that, where 78 tells it not to); a missing key said only "invalid
+    bundle: 'name'", and keys of the wrong JSON type Python's own words ("argument after ** must be a mapping",
+    "can't multiply sequence by non-int of type 'float'")."""
+    sidecar = _damaged_sidecar(tmp_path, damage)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  path: {sidecar}\n")
+    audio = tmp_path / "quiet.wav"
+    sf.write(str(audio), np.zeros(22050, np.float32), 22050)
+    said = []
+    for command in (["check-config", str(config)], ["run", "--config", str(config), "--input", str(audio)]):
+        result = subprocess.run([sys.executable, "-m", "noisewatch.cli", *command], capture_output=True, text=True,
+                                timeout=60)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 78 and len(lines) == 1, result.stderr
+        said.append(lines[0])
+    assert said[0] == said[1] and f"{sidecar}: invalid bundle: {words}" in said[0], said
