@@ -383,8 +383,13 @@ class Config(_Section):
 
 # --- loading -------------------------------------------------------------------------------------
 
-def load_config(path: str | Path | None) -> Config:
-    """Read, validate and resolve a config file (None: all defaults). Raises ConfigError."""
+def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:
+    """Read, validate and resolve a config file (None: all defaults). Raises ConfigError.
+
+    ``blank_ok`` False (a reload): a file with no settings at all, empty or comments only, is refused. A config
+    written in place (``>``, ``cp``, an editor that truncates first) looks like that for a moment, and a reload
+    at that moment applied every default: MQTT off, the device id and thresholds gone, logged as "configuration
+    reloaded". A file meant to hold only the defaults says so with ``{}``."""
     if path is None:
         return Config()
     path = Path(path)
@@ -393,6 +398,9 @@ def load_config(path: str | Path | None) -> Config:
         _check_shape(path, node)
     except RecursionError:  # brackets nested thousands deep: no config looks like that
         raise ConfigError(f"{path}: nested too deeply to be a noisewatch config") from None
+    if node is None and not blank_ok:
+        raise ConfigError(f"{path}: holds no settings (empty, or comments only), as a file being written does for a "
+                          "moment; not applied (write {} for every default)")
     data = _construct(path, node) if node is not None else None
     if node is not None and data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: (top level) = {_shown(data, node)}: must be a mapping of "

@@ -1793,3 +1793,31 @@ def test_f32_a_threshold_file_damaged_while_running_loses_no_threshold_in_force(
     assert collector.wait_for(lambda c: c.on(STATUS)[-1:] == [b"online"] and len(c.on(STATUS)) >= 2, timeout=15)
     assert not collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] != [b"0.3"], timeout=2), (
         collector.on(SIREN_THRESHOLD))
+
+
+# --- 34: a reload that catches the config file being written ------------------------------------------------
+
+@pytest.mark.broker
+@pytest.mark.parametrize("caught", ["", "# noisewatch configuration: the complete default.\n# the values below"],
+                         ids=["emptied", "comments-only"])
+def test_f34_a_reload_that_finds_the_config_file_mid_write_keeps_the_running_setup(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon], caught: str) -> None:
+    """Fault injection: a config written in place (``>``, ``cp``, an editor that truncates first) is empty, or holds
+    only its first comment lines, for a moment; a reload at that moment applied every default, logged as
+    "configuration reloaded": MQTT went off (the listener offline in Home Assistant, every later event never sent,
+    the spool not written) until the next reload."""
+    config = write_config(tmp_path / "c.yaml", broker.port)
+    whole = config.read_text()
+    daemon = start(daemons, config, SCENE, 2, tmp_path / "out.jsonl")
+    assert collector.wait_for(lambda c: c.on(STATUS) == [b"online"], timeout=15), daemon.log_text()
+    config.write_text(caught)
+    daemon.hup()
+    assert wait_until(lambda: re.search(r"reload refused|configuration reloaded", daemon.log_text()), timeout=10), (
+        daemon.log_text())
+    config.write_text(whole)  # the write completes
+    assert daemon.wait(40) == 0, daemon.log_text()
+    refused = [line for line in daemon.log_text().splitlines() if "reload refused" in line]
+    assert len(refused) == 1 and str(config) in refused[0], daemon.log_text()
+    assert collector.wait_for(lambda c: len(c.on(EVENTS)) == SCENE_EVENTS, timeout=5), (
+        len(collector.on(EVENTS)), daemon.log_text())
+    assert collector.on(STATUS)[:2] == [b"online", b"offline"], collector.on(STATUS)  # offline only at the stop

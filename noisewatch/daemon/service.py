@@ -340,7 +340,8 @@ class Service:
         old = self.active
         try:
             setup = prepare(old.setup.config_path, old.setup.overrides, old.setup.input_path, old.setup.speed,
-                            check_audio=source is not None)  # the input is lost: its device is what is missing
+                            check_audio=source is not None,  # the input is lost: its device is what is missing
+                            reload=True)
             if source is None:
                 _say_audio_problems(setup)
             _check_sample_rate(setup, old.pipeline)

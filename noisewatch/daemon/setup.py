@@ -67,12 +67,13 @@ class Setup:
 
 
 def prepare(config_path: str | None, overrides: Overrides = Overrides(), input_path: str | None = None,
-            speed: float = 1.0, check_audio: bool = True) -> Setup:
+            speed: float = 1.0, check_audio: bool = True, reload: bool = False) -> Setup:
     """Load and cross-check everything; raises ConfigError/BundleError with one line per problem.
 
     ``check_audio`` False: the named device is not looked for (a reload while the input is lost: the device
-    is what is missing, and reopening it retries it anyway)."""
-    config = overrides.apply(load_config(config_path))
+    is what is missing, and reopening it retries it anyway). ``reload``: a config file with no settings in it is
+    refused (:func:`load_config`'s ``blank_ok``): it is one caught being written."""
+    config = overrides.apply(load_config(config_path, blank_ok=not reload))
     try:
         bundle = load_bundle(config.model.path or default_model_path())
     except BundleError as exc:
