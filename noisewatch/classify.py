@@ -68,8 +68,16 @@ def summarize(results: list[WindowResult], labels: tuple[str, ...]) -> dict[str,
     return {"label": labels[best], "score": round(float(mean[best]), 4)}
 
 
+class NoAudio(ValueError):
+    """A file that holds not one sample: a short clip is one window, tiled, but nothing tiled is a window of
+    silence, and it was given a label (the daemon says such a file "holds no audio")."""
+
+
 def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) -> dict[str, Any]:
-    results = classify_audio(load_audio(path, bundle.features.sample_rate), bundle, model, hop_s)
+    audio = load_audio(path, bundle.features.sample_rate)
+    if not len(audio):
+        raise NoAudio("holds no audio, nothing to classify")
+    results = classify_audio(audio, bundle, model, hop_s)
     windows = [
         {"start_s": round(r.start_s, 3), "label": bundle.labels[int(np.argmax(r.scores))], "score": round(float(r.scores.max()), 4)}
         for r in results
@@ -84,7 +92,7 @@ def _print_table(report: dict[str, Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``noisewatch classify``: exit 0, or 1 if a file could not be read, 78 for a bad bundle."""
+    """``noisewatch classify``: exit 0, or 1 if a file could not be read or holds no audio, 78 for a bad bundle."""
     try:
         bundle = load_bundle(args.model or default_model_path())
         model = bundle.open_model()
@@ -97,6 +105,9 @@ def main(args: argparse.Namespace) -> int:
             reports.append(_file_report(path, bundle, model, args.hop))
         except (OSError, RuntimeError, sf.LibsndfileError) as exc:
             print(f"noisewatch: {path}: cannot read audio ({exc})", file=sys.stderr)
+            status = 1
+        except NoAudio as exc:
+            print(f"noisewatch: {path}: {exc}", file=sys.stderr)
             status = 1
     if args.json:
         print(json.dumps({"model": bundle.ident, "files": reports}, indent=2))

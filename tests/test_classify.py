@@ -124,3 +124,16 @@ def test_nan_infinite_and_absurd_samples_are_read_as_silence_and_said(
     np.testing.assert_allclose([r.scores for r in got], [r.scores for r in want], atol=1e-6)
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(said) == 1 and "broken.wav" in said[0] and "4110 " in said[0], said
+
+
+def test_a_file_that_holds_no_audio_is_said_and_given_no_label(repo_root: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fault injection: a WAV with a header and not one sample (a recording stopped at once) was classified
+    as "car_horn (0.99)", one window of silence made up for it; the daemon says such a file "holds no audio"."""
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 22050)
+    code = cli_main(["classify", str(empty), str(repo_root / "samples" / "scene.flac")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip().splitlines() == [f"noisewatch: {empty}: holds no audio, nothing to classify"]
+    assert "empty.wav" not in captured.out and "scene.flac:" in captured.out
