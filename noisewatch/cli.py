@@ -31,7 +31,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 def _add_classify(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", help="model bundle (default: the shipped model)")
-    p.add_argument("--hop", type=float, default=2.0, help="seconds between windows of long recordings")
+    p.add_argument("--hop", type=_seconds, default=2.0, help="seconds between windows of long recordings")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler="noisewatch.classify:main")
 

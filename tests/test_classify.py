@@ -137,3 +137,15 @@ def test_a_file_that_holds_no_audio_is_said_and_given_no_label(repo_root: Path, 
     assert code == 1
     assert captured.err.strip().splitlines() == [f"noisewatch: {empty}: holds no audio, nothing to classify"]
     assert "empty.wav" not in captured.out and "scene.flac:" in captured.out
+
+
+@pytest.mark.parametrize("hop", ["nan", "inf", "0", "-1"])
+def test_a_hop_that_is_not_a_length_of_time_is_refused_by_the_option(repo_root: Path, hop: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fault injection: ``--hop nan`` or ``inf`` ended in a traceback (exit 1), and ``--hop 0`` or a negative
+    one classified a window at every sample (the 33 s scene: 640 000 windows, a command that seemed to hang)."""
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["classify", f"--hop={hop}", str(repo_root / "samples" / "scene.flac")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --hop: must be a finite number of seconds above 0" in err and "Traceback" not in err, err
