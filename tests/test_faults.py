@@ -1821,3 +1821,18 @@ def test_f34_a_reload_that_finds_the_config_file_mid_write_keeps_the_running_set
     assert collector.wait_for(lambda c: len(c.on(EVENTS)) == SCENE_EVENTS, timeout=5), (
         len(collector.on(EVENTS)), daemon.log_text())
     assert collector.on(STATUS)[:2] == [b"online", b"offline"], collector.on(STATUS)  # offline only at the stop
+
+
+# --- 35: JSON lines to a stdout that is closed --------------------------------------------------------------
+
+def test_f35_json_lines_to_a_closed_stdout_are_one_error_not_a_traceback_a_message(tmp_path: Path) -> None:
+    """Fault injection: ``--jsonl -`` with stdout closed (``>&-``, a supervisor that closes it) logged an ERROR and an
+    AttributeError traceback for every message, and another at the stop, where a full or gone stdout is one line."""
+    config = write_config(tmp_path / "c.yaml", levels={"interval_s": 1.0})
+    command = [*CLI, "run", "--config", str(config), "--input", str(silence(tmp_path / "s.flac", 4)), "--speed", "0",
+               "--jsonl", "-"]
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30,
+                          preexec_fn=lambda: os.close(1))  # started with stdout closed
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert len(errors) == 1 and "cannot write to - (stdout is closed)" in errors[0], done.stderr

@@ -98,7 +98,8 @@ class JsonlSink:
     def close(self) -> None:
         try:
             if self.path == "-":
-                sys.stdout.flush()
+                if sys.stdout is not None:
+                    sys.stdout.flush()
             elif self._fd is not None:
                 os.close(self._fd)
         except OSError as exc:
@@ -120,6 +121,8 @@ class JsonlSink:
     def _write(self, line: bytes) -> None:
         """The whole line, or nothing: a write cut short by a full disk is taken back."""
         if self.path == "-":
+            if sys.stdout is None:  # started with it closed: a write that cannot be made, as to a gone reader
+                raise OSError(errno.EBADF, "stdout is closed")
             if self._stdout_pipe and not _room_in(sys.stdout.fileno()):  # a blocking write waited for its reader
                 raise BlockingIOError(errno.EAGAIN, "the pipe is full: its reader has not taken a page of it")
             sys.stdout.write(line.decode())
