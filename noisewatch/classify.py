@@ -8,8 +8,11 @@ exactly as in training), features from :mod:`noisewatch.features`, scores from t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,9 +112,25 @@ def main(args: argparse.Namespace) -> int:
         except NoAudio as exc:
             print(f"noisewatch: {path}: {exc}", file=sys.stderr)
             status = 1
-    if args.json:
-        print(json.dumps({"model": bundle.ident, "files": reports}, indent=2))
-    else:
-        for report in reports:
-            _print_table(report)
+    try:
+        if args.json:
+            print(json.dumps({"model": bundle.ident, "files": reports}, indent=2))
+        else:
+            for report in reports:
+                _print_table(report)
+        sys.stdout.flush()
+    except OSError as exc:
+        return _stdout_lost(exc)
     return status
+
+
+def _stdout_lost(exc: OSError) -> int:
+    """The exit code when stdout cannot take the report: a reader gone (``| head``) has what it wanted, and the
+    command ends as SIGPIPE ends a filter, without a word; anything else (a full disk) is one line and 1. What is
+    left in stdout's buffer goes to /dev/null, or Python's flush at exit said it again ("Exception ignored")."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if isinstance(exc, BrokenPipeError):
+        return 128 + signal.SIGPIPE
+    print(f"noisewatch: cannot write the report to stdout ({exc.strerror or exc})", file=sys.stderr)
+    return 1

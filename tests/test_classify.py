@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -149,3 +153,24 @@ def test_a_hop_that_is_not_a_length_of_time_is_refused_by_the_option(repo_root: 
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "argument --hop: must be a finite number of seconds above 0" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("reader", ["full_disk", "gone"])
+def test_a_report_stdout_cannot_take_ends_in_one_line_or_quietly(repo_root: Path, reader: str) -> None:
+    """Found by fault injection: a report to a full disk (here /dev/full) ended in an OSError traceback, and one to a
+    reader gone (``| head -1``) in a BrokenPipeError traceback or "Exception ignored ... BrokenPipeError" (exit 120).
+    A full disk is one line and exit 1; a reader that took what it wanted ends it as SIGPIPE ends a filter (141)."""
+    command = [sys.executable, "-m", "noisewatch.cli", "classify", str(repo_root / "samples" / "scene.flac")]
+    if reader == "full_disk":
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.splitlines() == ["noisewatch: cannot write the report to stdout (No space left on device)"]
+    else:
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before a line is written
+        try:
+            done = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, ""), done.stderr
