@@ -38,12 +38,16 @@ class WindowResult:
     scores: np.ndarray
 
 
-def load_audio(source: str | Path | BinaryIO, sample_rate: int) -> np.ndarray:
+def load_audio(source: str | Path | BinaryIO, sample_rate: int, seconds: float | None = None) -> np.ndarray:
     """A recording (path or file object) as mono float32 at ``sample_rate``: channels mixed as the daemon mixes,
     resampled with soxr HQ, DC offset removed as the daemon removes it. The one audio-file loader of
     training, evaluation and classify. NaN, infinite and absurd samples are silence, as the daemon reads them (and
-    says so): a window holding one scored a fixed label, whatever it held."""
-    audio, rate = sf.read(source, dtype="float32", always_2d=True)
+    says so): a window holding one scored a fixed label, whatever it held. ``seconds``: read no further than this
+    from the start (the dashboard analyses the first minutes of an upload, and an hour of silence is a small FLAC
+    that decoded whole took gigabytes)."""
+    with sf.SoundFile(source) as file:
+        rate = file.samplerate
+        audio = file.read(-1 if seconds is None else int(seconds * rate), dtype="float32", always_2d=True)
     audio, unusable = finite_samples(audio)
     if unusable:
         log.warning("%s: %d NaN, infinite or absurd sample(s) read as silence", getattr(source, "name", source),

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -758,3 +759,25 @@ def test_classify_charts_give_a_label_the_same_colour() -> None:
 
 def test_counts_read_as_words() -> None:
     assert [views.count(n, "window") for n in (0, 1, 2)] == ["0 windows", "1 window", "2 windows"]
+
+
+def test_a_long_upload_is_decoded_only_as_far_as_it_is_analysed(tmp_path: Path) -> None:
+    """Found by fault injection: an hour of silence is a FLAC of a few hundred KB, and the Classify page decoded all of
+    it (20 minutes of 48 kHz stereo: 1.2 GB resident, 5.5 s) before keeping its first MAX_SECONDS: an upload of a long
+    recording could take the memory of the Pi the dashboard runs on."""
+    rate, minutes = 22050, 60
+    path = tmp_path / "hour.flac"
+    with soundfile.SoundFile(path, "w", rate, 1, "PCM_16") as file:
+        for _ in range(minutes):
+            file.write(np.zeros(60 * rate, dtype=np.int16))
+    data = path.read_bytes()
+    assert len(data) < 2_000_000
+    tracemalloc.start()
+    try:
+        recording = analysis.decode(data, rate)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert recording.truncated and recording.duration_s == analysis.MAX_SECONDS
+    kept = analysis.MAX_SECONDS * rate * 4  # the float32 samples analysed; the mix and the filter take copies
+    assert peak < 6 * kept, f"{peak / 1e6:.0f} MB at the peak to keep {kept / 1e6:.0f} MB"

@@ -30,6 +30,8 @@ DEFAULT_HOP_S = 1.0
 """seconds between classified windows of an uploaded recording"""
 MAX_SECONDS = 300.0
 """longer uploads are cut to this many seconds (the page says so)"""
+DECODE_MARGIN_S = 1.0
+"""decoded past MAX_SECONDS, so that the kept audio ends as it does in the whole file (and a longer one is told)"""
 IMAGE_COLUMNS = 600
 """spectrogram images are reduced (or widened) to about this many time columns"""
 IMAGE_MIN_ROWS = 120
@@ -92,8 +94,9 @@ class WindowScores:
 
 
 def decode(data: bytes, sample_rate: int) -> Recording:
-    """WAV/FLAC/OGG bytes -> mono float32 at ``sample_rate`` (raises soundfile.LibsndfileError)."""
-    mono = load_audio(io.BytesIO(data), sample_rate)
+    """WAV/FLAC/OGG bytes -> mono float32 at ``sample_rate`` (raises soundfile.LibsndfileError), decoded no further
+    than MAX_SECONDS and a little more (the resampler's filter sees past the cut, as in a whole file)."""
+    mono = load_audio(io.BytesIO(data), sample_rate, seconds=MAX_SECONDS + DECODE_MARGIN_S)
     keep = int(MAX_SECONDS * sample_rate)
     return Recording(mono[:keep], sample_rate, len(mono) > keep, cut_short(data))
 
