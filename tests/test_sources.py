@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import soundfile as sf
 
 from noisewatch.config import AudioSection
 from noisewatch.daemon.sources import (
+    FILE_RING_MAX_BYTES,
     FILE_STATUS,
     AudioSource,
     FileSource,
@@ -137,6 +139,25 @@ def test_unreadable_files_and_bad_speeds_are_one_line_errors(tmp_path: Path) -> 
         with pytest.raises(SourceError) as err:
             FileSource(path, speed=speed, block_size=1024, buffer_s=1.0)
         assert "\n" not in str(err.value)
+
+
+
+def test_a_file_of_many_channels_gets_a_bounded_ring_and_replays(tmp_path: Path) -> None:
+    """Found by fault injection: a valid 2 MB WAV of 1024 channels at 192 kHz made ``run --input`` ask for a 7.3 GiB
+    ring (its 10 s of buffer at the file's rate and channels, which a microphone's config bounds and a file's nothing
+    did): on a machine that cannot give it (here an address space of 2 GB, as on a Pi), a MemoryError traceback and
+    exit 1."""
+    wide = tmp_path / "wide.wav"
+    sf.write(str(wide), np.full((4000, 1024), 100, np.int16), 192000, subtype="PCM_16")
+    for speed in (1.0, 0.0):
+        source = FileSource(wide, speed=speed, block_size=1024, buffer_s=10.0)
+        assert source.ring.capacity * source.channels * 4 <= FILE_RING_MAX_BYTES, source.ring.capacity
+    limit = 2 * 2**30
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input", str(wide), "--speed", "1",
+                           "--jsonl", str(tmp_path / "out.jsonl")], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert '"state":"listening"' in (tmp_path / "out.jsonl").read_text()
 
 
 # --- a real PortAudio device -----------------------------------------------------------------

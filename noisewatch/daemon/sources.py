@@ -50,6 +50,10 @@ PCM16_SCALE = np.float32(1.0 / 0x8000)
 UNPACED_BLOCK_FRAMES = 8192
 """Smallest block a replay at speed 0 reads: nothing paces it, and every block costs the reader a Python round
 trip (the processing loop wakes once the next window's audio is there)."""
+FILE_RING_MAX_BYTES = 64 * 2**20
+"""Largest ring a replayed file gets (8 channels at 192 kHz keep their 10 s): a file's rate and channels are its own,
+bounded by nothing as a microphone's config bounds them, and a valid 2 MB WAV of 1024 channels at 192 kHz asked
+for 7.3 GiB for its 10 s, which a Pi refuses (a MemoryError traceback)."""
 UNPACED_BUFFER_S = 1.0
 """Longest ring of a replay at speed 0: its reader waits for room instead of dropping, so audio read further
 ahead is memory for nothing (the configured 10 s at 48 kHz, for a microphone's stalls, is 1.8 MiB)."""
@@ -393,10 +397,11 @@ class FileSource(AudioSource):
         except (RuntimeError, OSError) as exc:
             raise SourceError(f"cannot read audio file {self.path}: {exc}") from None
         _warn_if_cut_short(self.path, info)
-        super().__init__(self.path.name, info.samplerate, info.channels,
-                         buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S))
-        self.speed = speed
         self.block_size = block_size if speed > 0 else max(block_size, UNPACED_BLOCK_FRAMES)
+        bounded_frames = max(self.block_size, FILE_RING_MAX_BYTES // (np.dtype(SAMPLE_DTYPE).itemsize * info.channels))
+        seconds = buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S)
+        super().__init__(self.path.name, info.samplerate, info.channels, min(seconds, bounded_frames / info.samplerate))
+        self.speed = speed
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
