@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             reports.append(_file_report(path, bundle, model, args.hop))
         except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-            print(f"noisewatch: {path}: cannot read audio ({exc})", file=sys.stderr)
+            print(f"noisewatch: {path}: cannot read audio ({_reason(path, exc)})", file=sys.stderr)
             status = 1
         except NoAudio as exc:
             print(f"noisewatch: {path}: {exc}", file=sys.stderr)
@@ -126,6 +127,17 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _stdout_lost(exc)
     return status
+
+
+def _reason(path: str, exc: Exception) -> str:
+    """Why a file could not be read: libsndfile's words, but the system's where the file is not there or is a folder
+    (libsndfile says "System error." and "Format not recognised." for those). Only stat is asked: opening a named pipe
+    again would wait for a writer."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as missing:
+        return missing.strerror or str(missing)
+    return "a folder, not a file" if stat.S_ISDIR(mode) else str(exc)
 
 
 def _stdout_lost(exc: OSError) -> int:

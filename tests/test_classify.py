@@ -174,3 +174,15 @@ def test_a_report_stdout_cannot_take_ends_in_one_line_or_quietly(repo_root: Path
         finally:
             os.close(write)
         assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, ""), done.stderr
+
+
+def test_a_file_that_is_not_there_or_a_folder_is_said_in_the_systems_words(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fault injection: a misspelt file name gave "cannot read audio (Error opening 'x.wav': System error.)"
+    and a folder "Format not recognised.", libsndfile's words for both, where ``run --input`` says "no such file"."""
+    missing, folder = tmp_path / "misspelt.wav", tmp_path / "recordings"
+    folder.mkdir()
+    assert cli_main(["classify", str(missing), str(folder)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"noisewatch: {missing}: cannot read audio (No such file or directory)",
+        f"noisewatch: {folder}: cannot read audio (a folder, not a file)"]
