@@ -24,7 +24,7 @@ import soundfile as sf
 import soxr
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
-from noisewatch.daemon.sources import finite_samples
+from noisewatch.daemon.sources import finite_samples, warn_if_cut_short
 from noisewatch.dc_offset import remove_offset
 from noisewatch.downmix import ChannelMix
 from noisewatch.features import clip_windows, extract
@@ -82,6 +82,8 @@ class NoAudio(ValueError):
 
 
 def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) -> dict[str, Any]:
+    if Path(path).is_file():  # not a pipe: its header would be read and gone
+        warn_if_cut_short(Path(path), sf.info(path), "classifying")  # or it read as if that were the whole recording
     audio = load_audio(path, bundle.features.sample_rate)
     if not len(audio):
         raise NoAudio("holds no audio, nothing to classify")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -186,3 +187,22 @@ def test_a_file_that_is_not_there_or_a_folder_is_said_in_the_systems_words(tmp_p
     assert capsys.readouterr().err.splitlines() == [
         f"noisewatch: {missing}: cannot read audio (No such file or directory)",
         f"noisewatch: {folder}: cannot read audio (a folder, not a file)"]
+
+
+@pytest.mark.parametrize("kind", ["wav", "ogg"])
+def test_a_file_cut_short_is_said_to_be_as_the_daemon_and_the_dashboard_say_it(
+        repo_root: Path, tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection: a WAV or Ogg file cut short (a copy or download broken off) was classified as far as
+    it went without a word, as if that were the whole recording; ``run --input`` and the dashboard say it."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    whole = tmp_path / f"whole.{kind}"
+    sf.write(str(whole), audio, rate, **({"subtype": "PCM_16"} if kind == "wav" else {"format": "OGG",
+                                                                                      "subtype": "VORBIS"}))
+    cut = tmp_path / f"cut.{kind}"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) * 6 // 10])
+    caplog.set_level(logging.WARNING)
+    assert cli_main(["classify", str(whole), str(cut)]) == 0
+    said = [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
+    assert len(said) == 1 and str(cut) in said[0] and "classifying" in said[0], said
+    assert "cut." in capsys.readouterr().out

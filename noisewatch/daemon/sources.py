@@ -370,15 +370,16 @@ def _ogg_ends_its_stream_or_unreadable(path: Path) -> bool:
         return True
 
 
-def _warn_if_cut_short(path: Path, info: Any) -> None:
-    """libsndfile quietly reads a cut-short WAV or Ogg file to where it ends (a FLAC fails there instead): say so."""
+def warn_if_cut_short(path: Path, info: Any, doing: str = "replaying") -> None:
+    """libsndfile quietly reads a cut-short WAV or Ogg file to where it ends (a FLAC fails there instead): say so,
+    and what is ``doing`` with what it holds (the replay; classify)."""
     cut = cut_short_bytes(getattr(info, "extra_info", ""))
     if cut is not None:
-        log.warning("%s is cut short: its header promises %s bytes of audio, the file holds %s; replaying %.1f s",
-                    path, *cut, info.duration)
+        log.warning("%s is cut short: its header promises %s bytes of audio, the file holds %s; %s %.1f s",
+                    path, *cut, doing, info.duration)
     elif info.format == "OGG" and not _ogg_ends_its_stream_or_unreadable(path):
-        log.warning("%s is cut short: its last Ogg page does not end the stream; replaying the %.1f s it holds",
-                    path, info.duration)
+        log.warning("%s is cut short: its last Ogg page does not end the stream; %s the %.1f s it holds",
+                    path, doing, info.duration)
 
 
 class FileSource(AudioSource):
@@ -396,7 +397,7 @@ class FileSource(AudioSource):
             info = sf.info(str(self.path))
         except (RuntimeError, OSError) as exc:
             raise SourceError(f"cannot read audio file {self.path}: {exc}") from None
-        _warn_if_cut_short(self.path, info)
+        warn_if_cut_short(self.path, info)
         self.block_size = block_size if speed > 0 else max(block_size, UNPACED_BLOCK_FRAMES)
         bounded_frames = max(self.block_size, FILE_RING_MAX_BYTES // (np.dtype(SAMPLE_DTYPE).itemsize * info.channels))
         seconds = buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S)
