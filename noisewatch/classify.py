@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -120,6 +121,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"noisewatch: {path}: {exc}", file=sys.stderr)
             status = 1
     try:
+        if sys.stdout is None:  # started with it closed: print() would write nowhere, and exit 0 say it had
+            raise OSError(errno.EBADF, "stdout is closed")
         if args.json:
             print(json.dumps({"model": bundle.ident, "files": reports}, indent=2))
         else:
@@ -146,7 +149,7 @@ def _stdout_lost(exc: OSError) -> int:
     """The exit code when stdout cannot take the report: a reader gone (``| head``) has what it wanted, and the
     command ends as SIGPIPE ends a filter, without a word; anything else (a full disk) is one line and 1. What is
     left in stdout's buffer goes to /dev/null, or Python's flush at exit said it again ("Exception ignored")."""
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # AttributeError: no stdout at all
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if isinstance(exc, BrokenPipeError):
         return 128 + signal.SIGPIPE

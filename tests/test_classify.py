@@ -156,7 +156,7 @@ def test_a_hop_that_is_not_a_length_of_time_is_refused_by_the_option(repo_root: 
     assert "argument --hop: must be a finite number of seconds above 0" in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("reader", ["full_disk", "gone"])
+@pytest.mark.parametrize("reader", ["full_disk", "gone", "closed"])
 def test_a_report_stdout_cannot_take_ends_in_one_line_or_quietly(repo_root: Path, reader: str) -> None:
     """Found by fault injection: a report to a full disk (here /dev/full) ended in an OSError traceback, and one to a
     reader gone (``| head -1``) in a BrokenPipeError traceback or "Exception ignored ... BrokenPipeError" (exit 120).
@@ -167,6 +167,10 @@ def test_a_report_stdout_cannot_take_ends_in_one_line_or_quietly(repo_root: Path
             done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
         assert done.returncode == 1, done.stderr
         assert done.stderr.splitlines() == ["noisewatch: cannot write the report to stdout (No space left on device)"]
+    elif reader == "closed":  # started with stdout closed (``>&-``): print() wrote nowhere, and exit 0 said it had
+        done = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1))
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.splitlines() == ["noisewatch: cannot write the report to stdout (stdout is closed)"]
     else:
         read, write = os.pipe()
         os.close(read)  # the reader is gone before a line is written
