@@ -25,6 +25,8 @@ import soundfile as sf
 import soxr
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
+from noisewatch.config import GATE_DBFS
+from noisewatch.daemon.levels import dbfs
 from noisewatch.daemon.sources import finite_samples, warn_if_cut_short
 from noisewatch.dc_offset import remove_offset
 from noisewatch.downmix import ChannelMix
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 class WindowResult:
     start_s: float
     scores: np.ndarray
+    quiet: bool = False
+    """Below the gate (config.GATE_DBFS): not classified, counted as background, as the daemon counts it."""
 
 
 def load_audio(source: str | Path | BinaryIO, sample_rate: int, seconds: float | None = None) -> np.ndarray:
@@ -63,9 +67,12 @@ def load_audio(source: str | Path | BinaryIO, sample_rate: int, seconds: float |
 
 
 def classify_audio(audio: np.ndarray, bundle: Bundle, model: TFLiteModel, hop_s: float) -> list[WindowResult]:
-    """Scores of every window of a model-rate recording."""
+    """Scores of every window of a model-rate recording; a window below the daemon's gate counts as background, as the
+    daemon counts it (classified, a file of digital silence was car_horn 0.99)."""
+    background = (np.asarray(bundle.labels) == "background").astype(np.float32)
     return [
-        WindowResult(start, model.predict(extract(window, bundle.features)))
+        WindowResult(start, background, quiet=True) if dbfs(window) < GATE_DBFS
+        else WindowResult(start, model.predict(extract(window, bundle.features)))
         for start, window in clip_windows(audio, bundle.features, hop_s)
     ]
 
@@ -90,7 +97,8 @@ def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) ->
         raise NoAudio("holds no audio, nothing to classify")
     results = classify_audio(audio, bundle, model, hop_s)
     windows = [
-        {"start_s": round(r.start_s, 3), "label": bundle.labels[int(np.argmax(r.scores))], "score": round(float(r.scores.max()), 4)}
+        {"start_s": round(r.start_s, 3), "label": bundle.labels[int(np.argmax(r.scores))],
+         "score": round(float(r.scores.max()), 4), "quiet": r.quiet}
         for r in results
     ]
     return {"file": path, **summarize(results, bundle.labels), "windows": windows}
@@ -99,7 +107,8 @@ def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) ->
 def _print_table(report: dict[str, Any]) -> None:
     print(f"{report['file']}: {report['label']} ({report['score']:.2f})")
     for window in report["windows"]:
-        print(f"  {window['start_s']:8.2f} s  {window['label']:<18} {window['score']:.2f}")
+        quiet = f"  (quiet: below {GATE_DBFS:g} dBFS, not classified)" if window["quiet"] else ""
+        print(f"  {window['start_s']:8.2f} s  {window['label']:<18} {window['score']:.2f}{quiet}")
 
 
 def main(args: argparse.Namespace) -> int:

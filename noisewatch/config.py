@@ -161,6 +161,11 @@ class ModelSection(_Section):
         return None if self.runtime == "auto" else self.runtime
 
 
+GATE_DBFS = -75.0
+"""Windows quieter than this are not classified: they count as background (the model, never trained on digital
+silence, gives it a confident label). The daemon's default, and what ``classify`` and the dashboard apply."""
+
+
 class AudioSection(_Section):
     device: Annotated[int | str, BeforeValidator(_an_index_or_a_name)] | None = Field(
         None, description="input device index or name substring; null: system default")
@@ -169,7 +174,7 @@ class AudioSection(_Section):
     block_size: int = Field(1024, ge=64, le=65536, description="frames per audio callback")
     buffer_s: float = Field(10.0, ge=1.0, le=120.0, description="ring buffer capacity in seconds")
     hop_s: float = Field(0.5, gt=0.0, le=60.0, description="seconds between window starts (rounded to STFT hops)")
-    gate_dbfs: Dbfs = Field(-75.0, description="windows quieter than this skip inference and count as background")
+    gate_dbfs: Dbfs = Field(GATE_DBFS, description="windows quieter than this skip inference and count as background")
     reopen_max_s: Seconds = Field(30.0, le=3600, description="longest wait between attempts to reopen the device")
 
 

@@ -144,6 +144,27 @@ def test_a_file_that_holds_no_audio_is_said_and_given_no_label(repo_root: Path, 
     assert "empty.wav" not in captured.out and "scene.flac:" in captured.out
 
 
+def test_windows_below_the_daemon_s_gate_are_background_not_classified(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fault injection: a file of digital silence was classified as "car_horn (0.99)" (the model never heard
+    silence in training), by ``classify`` and the dashboard, where the daemon does not classify a window quieter than
+    its gate and counts it as background. Silence, and hiss below the gate, now come out as the daemon hears them;
+    one loud second makes its windows classified again."""
+    rate = 22050
+    hiss = np.random.default_rng(3).standard_normal(6 * rate).astype(np.float32) * 10 ** (-85 / 20)
+    loud = hiss.copy()
+    loud[4 * rate : 5 * rate] = 0.3 * np.sin(2 * np.pi * 900 * np.arange(rate) / rate)
+    for name, audio in (("zeros", np.zeros(6 * rate, np.float32)), ("hiss", hiss), ("loud", loud)):
+        sf.write(tmp_path / f"{name}.wav", audio, rate, subtype="FLOAT")
+    code = cli_main(["classify", "--json", *(str(tmp_path / f"{name}.wav") for name in ("zeros", "hiss", "loud"))])
+    assert code == 0
+    zeros, hiss_report, loud_report = json.loads(capsys.readouterr().out)["files"]
+    for report in (zeros, hiss_report):
+        assert (report["label"], report["score"]) == ("background", 1.0), report
+        assert all(w["quiet"] and w["label"] == "background" for w in report["windows"]), report
+    assert [w["quiet"] for w in loud_report["windows"]] == [True, False], loud_report["windows"]
+
+
 @pytest.mark.parametrize("hop", ["nan", "inf", "0", "-1"])
 def test_a_hop_that_is_not_a_length_of_time_is_refused_by_the_option(repo_root: Path, hop: str,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:

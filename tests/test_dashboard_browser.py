@@ -396,6 +396,17 @@ def test_classify_page_says_an_upload_is_cut_short(dashboard: str, browser: obje
     wait_for_text(browser, (f"This file is cut short: its header promises {promised:.1f} s of audio", "Waveform"))
 
 
+def test_classify_page_says_an_upload_holds_no_audio(dashboard: str, browser: object, tmp_path: Path) -> None:
+    """Found by fault injection: a WAV with a header and not one sample showed "Most like: car_horn 0.99", a window of
+    silence made up for it (``noisewatch classify`` says such a file "holds no audio")."""
+    empty = tmp_path / "empty.wav"
+    soundfile.write(str(empty), np.zeros(0, np.float32), 22050)
+    browser.get(f"{dashboard}/classify")
+    wait_for_elements(browser, "input[type=file]")[0].send_keys(str(empty))
+    text = wait_for_text(browser, ("This recording holds no audio: nothing to classify.",))
+    assert "Most like" not in text
+
+
 def test_model_page_shows_the_bundles_metrics(dashboard: str, browser: object, artifacts: Path) -> None:
     bundle = load_bundle(default_model_path())
     browser.get(f"{dashboard}/model")

@@ -51,6 +51,9 @@ def render() -> None:
     except ConfigError as exc:
         st.error(f"Configuration problem: {exc}")
         return
+    if not len(recording.samples):  # a window of silence would be made up for it, and given a label
+        st.warning("This recording holds no audio: nothing to classify.")
+        return
     _show_events(events, recording, bundle)
     _show(bundle, recording, scores)
 
