@@ -65,6 +65,20 @@ def test_level_periods_go_on_across_a_reload_with_the_same_level_settings() -> N
     assert offsets == [float(k) for k in range(round(offsets[0]), round(offsets[0]) + len(offsets))], offsets
 
 
+def test_the_level_period_being_filled_is_reported_where_a_reload_ends_it_and_nowhere_else() -> None:
+    """Same level settings: the period goes on, and the old pipeline's close reports none of it (its meter went on
+    in the new one); other settings end it at the reload, reported over its whole seconds (it was lost)."""
+    def periods(messages: list[Message]) -> list[tuple[float, float]]:
+        return [(m.offset_s, m.offset_s + m.period_s) for m in messages if isinstance(m, Level)]
+
+    first, closing, rest = run_with_reload({}, {})
+    assert periods(first) == [(0, 5)] and periods(closing) == []
+    assert periods(rest)[0][0] == 5 and len(periods(rest)) == 1
+    first, closing, rest = run_with_reload({}, {"levels": {"interval_s": 10.0}})
+    assert periods(first) == [(0, 5)] and periods(closing) == [(5, int(RELOAD_S))]
+    assert periods(rest)[0][0] == RELOAD_S
+
+
 def test_more_smoothing_at_a_reload_does_not_cut_the_open_event() -> None:
     """The carried scores are fewer than the new smoothing asks for: they must not count as absent."""
     first, closing, rest = run_with_reload({"detector": {"smoothing_windows": 2}},

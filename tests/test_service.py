@@ -183,6 +183,24 @@ def test_sigterm_closes_open_events_and_exits_promptly(repo_root: Path, tmp_path
     started = {m["id"] for m in messages if m["type"] == "started"}
     closed = {m["id"] for m in messages if m["type"] == "event"}
     assert started and started <= closed
+    # the level period being filled is reported too, up to the last whole second heard (it was lost with the stop)
+    heard_s = max(m["offset_s"] + m["duration_s"] for m in messages if m["type"] == "event")
+    assert _level_periods(messages)[-1][1] == int(heard_s), (_level_periods(messages), heard_s)
+
+
+def _level_periods(messages: list[dict]) -> list[tuple[float, float]]:
+    """(start, end) in stream seconds of each level report, checked to follow one another from the stream's start."""
+    periods = [(m["offset_s"], m["offset_s"] + m["period_s"]) for m in messages if m["type"] == "level"]
+    assert periods and periods[0][0] == 0 and all(a[1] == b[0] for a, b in zip(periods, periods[1:])), periods
+    return periods
+
+
+def test_the_level_period_being_filled_is_reported_at_a_file_s_end(repo_root: Path, tmp_path: Path) -> None:
+    """Found by fault injection: the levels of the last period were lost at a file's end (and at every stop): with the
+    default minute, the scene's last 28 s had no level at all."""
+    sample = repo_root / "samples" / "scene.flac"
+    messages = run_daemon(sample, tmp_path / "out.jsonl", "--speed", "0")
+    assert _level_periods(messages) == [(0, 5), (5, int(sf.info(str(sample)).duration))]
 
 
 def test_a_reload_asked_for_while_exiting_does_not_kill_the_process(repo_root: Path, tmp_path: Path) -> None:

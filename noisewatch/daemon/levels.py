@@ -299,6 +299,16 @@ class LevelMeter:
                 seconds.append(self._close_second(reports))
         return seconds, reports
 
+    def flush(self) -> list[dict]:
+        """The period being filled, reported over the whole seconds it holds (its ``period_s``), or nothing: at a stop,
+        a gap or a file's end, up to a period of levels was lost, and a stop at every reload-free restart."""
+        period = self._period
+        if not len(period):
+            return []
+        report = period_report(len(period), period.offset_s, period.plain, period.a, self.calibration_db)
+        period.clear()
+        return [report]
+
     def _close_second(self, reports: list[dict]) -> SecondLevel:
         """Level of the full block; appends a report to ``reports`` when it ends a period."""
         offset_s = (self._samples - self.sample_rate) / self.sample_rate

@@ -149,8 +149,8 @@ class Pipeline:
             self.stream, self.floor = previous.stream, previous.floor
         else:
             self.stream.reset(start_sample=self.samples)
-        if self.settings.levels == previous.settings.levels:
-            self.levels = previous.levels
+        if self.settings.levels == previous.settings.levels:  # previous.finish reports no period that goes on here
+            self.levels, previous.levels = previous.levels, self.levels
         else:
             self.levels.reset(at_sample=self.samples)
         if self.bundle.ident == previous.bundle.ident:  # another model's scores say nothing to this one
@@ -218,8 +218,9 @@ class Pipeline:
         return out
 
     def finish(self) -> list[Message]:
-        """End of stream or shutdown: every open event is closed."""
-        return self._messages(self.detector.close_all(self.position_s) + self.loudness.close())
+        """End of stream or shutdown: every open event is closed, and the level period being filled is reported."""
+        closed = self._messages(self.detector.close_all(self.position_s) + self.loudness.close())
+        return closed + [self._level(report) for report in self.levels.flush()]
 
     def _classify(self, window: Window) -> list[Message]:
         start_s = window.start_sample / self.sample_rate
