@@ -137,6 +137,17 @@ def machine() -> str:
             f"soxr {soxr.__version__}; load average at start {load}")
 
 
+def bench_recording(name: str, seconds: float) -> Path:
+    """Says where the figures come from (the machine, and which noisewatch: a bench run with ``PYTHONPATH`` set to
+    another checkout measures that one), and gives the bench's recording ``<name>-<seconds>s-48k.wav``."""
+    import noisewatch
+
+    print(machine())
+    print(f"noisewatch from {Path(noisewatch.__file__).parent}")
+    BENCH_DIR.mkdir(exist_ok=True)
+    return write_long_recording(BENCH_DIR / f"{name}-{seconds:g}s-48k.wav", seconds)
+
+
 def first_window_s(recording: Path, config: Path) -> float:
     """Seconds from process start to the first ``scores`` line (the first classified window)."""
     t0 = time.monotonic()

@@ -30,7 +30,7 @@ from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DIR, NOISEWATCH, machine, mqtt_config, write_long_recording  # noqa: E402
+from common import NOISEWATCH, bench_recording, mqtt_config  # noqa: E402
 
 POLL_S = 0.02
 
@@ -88,12 +88,7 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    import noisewatch
-
-    print(machine())
-    print(f"noisewatch from {Path(noisewatch.__file__).parent}")
-    BENCH_DIR.mkdir(exist_ok=True)
-    path = write_long_recording(BENCH_DIR / f"live-{args.seconds:g}s-48k.wav", args.seconds)
+    path = bench_recording("live", args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
         config = mqtt_config(Path(tmp), None)
         command = [NOISEWATCH, "run", "--input", str(path), "--speed", f"{args.speed:g}", "--config", str(config)]

@@ -30,7 +30,7 @@ for _blas_threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREAD
 import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DIR, MIC_RATE, machine, write_long_recording  # noqa: E402
+from common import MIC_RATE, bench_recording  # noqa: E402
 
 from noisewatch.bundle import default_model_path, load_bundle  # noqa: E402
 from noisewatch.config import Config  # noqa: E402
@@ -78,12 +78,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    import noisewatch
-
-    print(machine())
-    print(f"noisewatch from {Path(noisewatch.__file__).parent}")
-    BENCH_DIR.mkdir(exist_ok=True)
-    path = write_long_recording(BENCH_DIR / f"replay-{args.seconds:g}s-48k.wav", args.seconds)
+    path = bench_recording("replay", args.seconds)
     runs = [one_run(path, args.seconds) for _ in range(args.repeats)]
     per_s = 1000.0 / args.seconds
     loop = median(run["loop"] for run in runs)
