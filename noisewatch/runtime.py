@@ -36,6 +36,10 @@ class RuntimeUnavailable(RuntimeError):
     """No TFLite runtime can be imported (or the one asked for is missing)."""
 
 
+class ModelUnloadable(RuntimeUnavailable):
+    """The runtime is there, but cannot load this model file (damaged, or not a TFLite model): the file's fault."""
+
+
 def available_runtimes() -> list[str]:
     """Runtimes whose top-level package is installed, in order of preference."""
     return [name for name in RUNTIMES if importlib.util.find_spec(name) is not None]
@@ -74,7 +78,7 @@ class TFLiteModel:
                 self._interpreter = interpreter(model_path=str(self.path), num_threads=num_threads)
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise RuntimeUnavailable(f"{self.path}: {self.runtime} cannot load this model: {exc}") from exc
+            raise ModelUnloadable(f"{self.path}: {self.runtime} cannot load this model: {exc}") from exc
         (inp,) = self._interpreter.get_input_details()
         (out,) = self._interpreter.get_output_details()
         self._input_index, self._output_index = inp["index"], out["index"]

@@ -1,5 +1,6 @@
 """The bundle's detector timing: written and read back, refused when out of range, and used by the daemon
 unless the config sets its own (the thresholds were tuned with it); its model file's checksum."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -66,6 +67,31 @@ def test_damaged_weights_are_refused_by_their_checksum_and_check_config_says_so(
     result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 78 and "does not match the checksum" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("fault", ["not_a_model", "a_label_more"])
+def test_a_model_file_the_runtime_cannot_take_is_said_under_model_path_not_model_runtime(
+        tmp_path: Path, fault: str) -> None:
+    """Found by fault injection: a model file that is not a TFLite model (its checksum updated with it, as a
+    rebuilt bundle has it), or a sidecar with a label more than the model's scores, was said under
+    ``model.runtime = 'auto'``, a key the user never set, where the fault is the bundle's."""
+    copy = _copy(load_bundle(default_model_path()), tmp_path / "bundle", DetectorTiming())
+    sidecar = json.loads(copy.path.read_text())
+    if fault == "not_a_model":
+        copy.tflite.write_bytes(b"not a flatbuffer" * 64)
+        sidecar["tflite_sha256"] = hashlib.sha256(copy.tflite.read_bytes()).hexdigest()
+    else:
+        sidecar["labels"].append("hail")
+        sidecar["thresholds"]["hail"] = 0.5
+    copy.path.write_text(json.dumps(sidecar))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  path: {copy.path}\n")
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    words = "cannot load this model" if fault == "not_a_model" else "gives 11 scores, but copy.json says 232 features and 12 labels"
+    assert f"{config}:2: model.path: " in result.stderr and words in result.stderr, result.stderr
+    assert "model.runtime" not in result.stderr, result.stderr
 
 
 def test_the_shipped_sidecar_carries_its_models_checksum() -> None:

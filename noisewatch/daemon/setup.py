@@ -22,7 +22,7 @@ from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import APPEND_FLAGS, JsonlSink
 from noisewatch.daemon.sources import DeviceMissing, SourceError, check_device
 from noisewatch.daemon.statefile import DISK_FAULTS
-from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
+from noisewatch.runtime import ModelUnloadable, RuntimeUnavailable, TFLiteModel
 
 if TYPE_CHECKING:
     from noisewatch.daemon.sinks.mqtt import MqttSink
@@ -146,13 +146,16 @@ def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
 
 
 def load_model(config: Config, bundle: Bundle, problems: list[str]) -> TFLiteModel | None:
-    """The model in the chosen runtime, or None with the reason appended to ``problems``
-    (shape mismatches and missing runtimes show here)."""
+    """The model in the chosen runtime, or None with the reason appended to ``problems``, under the key at fault:
+    a runtime that is missing is ``model.runtime``'s; a model file it cannot load, or whose shapes are not the
+    sidecar's, is the bundle's (both were said under ``model.runtime = 'auto'``, a key the user never set)."""
     try:
         return bundle.open_model(config.model.runtime_choice, config.model.num_threads)
-    except (BundleError, RuntimeUnavailable) as exc:
+    except (BundleError, ModelUnloadable) as exc:
+        problems.append(f"model.path: {exc}")  # the file's path is in what the exception says
+    except RuntimeUnavailable as exc:
         problems.append(f"model.runtime = {config.model.runtime!r}: {exc}")
-        return None
+    return None
 
 
 def sink_problems(config: Config) -> list[str]:
