@@ -27,7 +27,7 @@ import soxr
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
 from noisewatch.config import GATE_DBFS
 from noisewatch.daemon.levels import dbfs
-from noisewatch.daemon.sources import finite_samples, warn_if_cut_short
+from noisewatch.daemon.sources import below_model_rate, finite_samples, warn_if_cut_short
 from noisewatch.dc_offset import remove_offset
 from noisewatch.downmix import ChannelMix
 from noisewatch.features import clip_windows, extract
@@ -91,7 +91,11 @@ class NoAudio(ValueError):
 
 def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) -> dict[str, Any]:
     if Path(path).is_file():  # not a pipe: its header would be read and gone
-        warn_if_cut_short(Path(path), sf.info(path), "classifying")  # or it read as if that were the whole recording
+        info = sf.info(path)
+        warn_if_cut_short(Path(path), info, "classifying")  # or it read as if that were the whole recording
+        low = below_model_rate(path, info.samplerate, bundle.features.sample_rate)
+        if low is not None:  # a phone call's 8 kHz got a confident label without a word, where the daemon warns
+            log.warning("%s", low)
     audio = load_audio(path, bundle.features.sample_rate)
     if not len(audio):
         raise NoAudio("holds no audio, nothing to classify")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from daemon_run import recognised_clips
 
 from noisewatch.bundle import default_model_path, load_bundle
@@ -163,6 +164,20 @@ def test_windows_below_the_daemon_s_gate_are_background_not_classified(tmp_path:
         assert (report["label"], report["score"]) == ("background", 1.0), report
         assert all(w["quiet"] and w["label"] == "background" for w in report["windows"]), report
     assert [w["quiet"] for w in loud_report["windows"]] == [True, False], loud_report["windows"]
+
+
+def test_a_file_below_the_model_s_rate_is_said_as_the_daemon_says_it(
+        repo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection: an 8 kHz recording (a phone's) was given a confident label without a word, where
+    the daemon warns that such an input hears nothing above 4 kHz."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    phone = tmp_path / "phone.wav"
+    sf.write(phone, soxr.resample(audio, rate, 8000), 8000)
+    with caplog.at_level("WARNING"):
+        assert cli_main(["classify", str(phone), str(repo_root / "samples" / "scene.flac")]) == 0
+    said = [r.getMessage() for r in caplog.records if "less than the model's" in r.getMessage()]
+    assert said == [f"{phone} delivers 8000 Hz, less than the model's 22050 Hz: it hears nothing above 4000 Hz, "
+                    "and detection suffers"], said
 
 
 @pytest.mark.parametrize("hop", ["nan", "inf", "0", "-1"])

@@ -49,7 +49,7 @@ from noisewatch.daemon.setup import (
 )
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
-from noisewatch.daemon.sources import AudioSource, SourceError, open_source
+from noisewatch.daemon.sources import AudioSource, SourceError, below_model_rate, open_source
 from noisewatch.downmix import MixChoice
 
 log = logging.getLogger(__name__)
@@ -280,11 +280,10 @@ class Service:
         mix_key = (source.name, source.sample_rate, source.channels)
         resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels,
                                   self._mixes.get(mix_key))
-        if source.sample_rate < self.active.pipeline.sample_rate and self._rate_said != (source.name, source.sample_rate):
+        low = below_model_rate(f"audio input {source.name}", source.sample_rate, self.active.pipeline.sample_rate)
+        if low is not None and self._rate_said != (source.name, source.sample_rate):
             self._rate_said = (source.name, source.sample_rate)
-            log.warning("audio input %s delivers %d Hz, less than the model's %d Hz: it hears nothing above %g Hz, "
-                        "and detection suffers", source.name, source.sample_rate, self.active.pipeline.sample_rate,
-                        source.sample_rate / 2)
+            log.warning("%s", low)
         self._source_name = source.name
         last_audio, first = time.monotonic(), True
         while not self._stop.is_set():

@@ -370,6 +370,15 @@ def _ogg_ends_its_stream_or_unreadable(path: Path) -> bool:
         return True
 
 
+def below_model_rate(name: str, rate: int, model_rate: int) -> str | None:
+    """What an input or file at ``rate`` lacks for a model at ``model_rate``, said where it is opened (the daemon's
+    input, a file to classify): resampled up, it holds nothing above half its rate, and the labels still come."""
+    if rate >= model_rate:
+        return None
+    return (f"{name} delivers {rate} Hz, less than the model's {model_rate} Hz: it hears nothing above "
+            f"{rate / 2:g} Hz, and detection suffers")
+
+
 def warn_if_cut_short(path: Path, info: Any, doing: str = "replaying") -> None:
     """libsndfile quietly reads a cut-short WAV or Ogg file to where it ends (a FLAC fails there instead): say so,
     and what is ``doing`` with what it holds (the replay; classify)."""
