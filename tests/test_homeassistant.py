@@ -238,3 +238,17 @@ def test_thresholds_store_ignores_corrupt_and_invalid_entries(tmp_path: Path, ca
         assert store.load() == {"siren": 0.6}
     store.path.write_text("[0.5]")
     assert store.load() == {}
+
+
+def test_a_threshold_set_for_a_label_ignored_for_now_is_kept_for_when_it_is_watched_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found with a real Home Assistant: a siren threshold set from the phone, then ``siren`` added to
+    ``detector.ignore``, was logged at every start as an "unknown label", and the next threshold set from Home
+    Assistant (any label) rewrote the file without it: ``siren`` watched again came back at the bundle's value."""
+    ThresholdsStore(tmp_path, ("siren", "dog_bark")).save({"siren": 0.5})
+    ignoring_siren = ThresholdsStore(tmp_path, ("dog_bark",))
+    with caplog.at_level(logging.WARNING):
+        assert ignoring_siren.load() == {}  # not in force: no siren event is reported now
+    assert "siren" not in caplog.text
+    ignoring_siren.save({"dog_bark": 0.85})
+    assert ThresholdsStore(tmp_path, ("siren", "dog_bark")).load() == {"siren": 0.5, "dog_bark": 0.85}

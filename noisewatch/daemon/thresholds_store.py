@@ -40,14 +40,21 @@ def check_threshold(value: float) -> float:
 
 
 class ThresholdsStore:
-    """``<state directory>/thresholds.json``: ``{label: threshold}`` for labels of the model."""
+    """``<state directory>/thresholds.json``: ``{label: threshold}``, in force for the labels watched now (``labels``).
+
+    A stored value of a label not watched now (added to ``detector.ignore`` for a while, or another model's) is kept
+    in the file as it is: a label watched again has the threshold set for it from the phone, not the bundle's (the
+    next value set for any label rewrote the file without it)."""
 
     def __init__(self, directory: Path, labels: Iterable[str]) -> None:
         self.path = Path(directory) / FILE_NAME
         self.labels = frozenset(labels)
+        self._unwatched: dict[str, float] = {}
+        """stored values of labels not watched now, written back by :meth:`save`"""
 
     def load(self) -> dict[str, float]:
-        """The stored overrides; a corrupt file is logged and ignored, unknown labels or bad values dropped."""
+        """The stored overrides of the labels watched now (those of other labels kept aside, for :meth:`save`); a
+        corrupt file is logged and ignored, bad values dropped."""
         try:
             data = read_json(self.path)
         except (OSError, ValueError) as exc:
@@ -58,17 +65,22 @@ class ThresholdsStore:
         if not isinstance(data, dict):
             log.warning("ignoring threshold overrides in %s: not a map of label -> threshold", self.path)
             return {}
-        overrides = {}
+        overrides: dict[str, float] = {}
+        self._unwatched = {}
         for label, value in data.items():
             try:
-                overrides[self.check_label(label)] = check_threshold(_number(value))
+                threshold = check_threshold(_number(value))
             except ThresholdError as exc:
                 log.warning("ignoring %s in %s: %s", label, self.path, exc)
+                continue
+            (overrides if label in self.labels else self._unwatched)[label] = threshold
         return overrides
 
     def save(self, overrides: Mapping[str, float]) -> None:
-        """Replace the stored overrides (atomically) after checking every label and value."""
-        write_json(self.path, {self.check_label(label): check_threshold(v) for label, v in overrides.items()})
+        """Replace the stored overrides (atomically) after checking every label and value; the values of labels not
+        watched now, as :meth:`load` found them, stay."""
+        checked = {self.check_label(label): check_threshold(v) for label, v in overrides.items()}
+        write_json(self.path, {**self._unwatched, **checked})
 
     def check_label(self, label: str) -> str:
         """``label`` if the model knows it; ThresholdError otherwise."""
