@@ -962,6 +962,21 @@ def test_a_threshold_set_from_home_assistant_is_kept_shown_and_handed_to_the_det
     assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.93}
 
 
+def test_the_log_says_the_threshold_set_from_home_assistant_as_it_is_in_force(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Found with a real Home Assistant (``number.set_value`` takes any value in 0..1, not only the slider's steps):
+    0.955 was in force and shown there, and the log said "set to 0.95"; 0.333 was logged as 0.33."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"])
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "0.955", qos=1)
+    assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.955}, timeout=5)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren")[-1:] == [b"0.955"])
+    said = [r.getMessage() for r in caplog.records if "threshold for siren" in r.getMessage()]
+    assert said == ["threshold for siren set to 0.955 from MQTT"], said
+
+
 def test_a_threshold_for_a_label_the_model_lacks_is_refused_with_a_warning(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
         caplog: pytest.LogCaptureFixture) -> None:

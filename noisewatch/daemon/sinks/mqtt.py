@@ -1053,7 +1053,7 @@ class MqttSink:
             log.error("MQTT: threshold for %s applied but not kept (%s: %s)", label, self.settings.state_path, exc.strerror)
         with self._overrides_lock:
             self._overrides = overrides
-        log.info("threshold for %s set to %.2f from MQTT", label, value)
+        log.info("threshold for %s set to %g from MQTT", label, value)  # as shown: %.2f said 0.95 of 0.955
         self._publish_threshold(label)
 
     def _take_over_held(self, held: tuple[_Unspooled, ...]) -> None:
