@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = Path("/etc/noisewatch/config.yaml")
 PASSWORD_FILE = "mqtt_password"
 DEFAULT_DEVICE_ID = "noisewatch"
+CLEAR = "-"
+"""The answer that empties a setting a question shows as its current value (Enter keeps that value)."""
 BROKER_PROBE_S = 3.0
 """How long setup waits for the broker's answer: plenty for one on the network, short for a wrong address."""
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<value>[^#\n]*?)(?P<comment> +#.*)?$")
@@ -109,7 +111,7 @@ def _section_end(lines: list[str], start: int, end: int, indent: int) -> int:
 
 
 def apply(text: str, answers: Answers) -> str:
-    """The config text with the answers set (MQTT turned on when a broker host is given)."""
+    """The config text with the answers set (MQTT turned on when a broker host is given, off when it is "")."""
     if answers.device is not None:
         index = answers.device.removeprefix("-").isdigit()  # -1 too: an index the config refuses, saying why
         device: str | int | None = int(answers.device) if index else answers.device or None
@@ -119,6 +121,8 @@ def apply(text: str, answers: Answers) -> str:
     if answers.mqtt_host:
         text = set_key(text, ("mqtt", "enabled"), True)
         text = set_key(text, ("mqtt", "host"), answers.mqtt_host)
+    elif answers.mqtt_host == "":  # "no MQTT" answered: a listener set up with a broker is turned off
+        text = set_key(text, ("mqtt", "enabled"), False)
     if answers.mqtt_port is not None:
         text = set_key(text, ("mqtt", "port"), answers.mqtt_port)
     if answers.mqtt_user is not None:
@@ -132,9 +136,10 @@ def default_device_id() -> str:
 
 
 def ask_terminal(question: str, default: str) -> str:
-    """One answer from the terminal; Enter keeps ``default``."""
+    """One answer from the terminal; Enter keeps ``default``, CLEAR gives "" (else a setting shown with a value,
+    a device or a user, could never be emptied again)."""
     answer = input(f"{question} [{default}]: " if default else f"{question}: ").strip()
-    return answer or default
+    return "" if answer == CLEAR else answer or default
 
 
 def interview(current: dict[str, object], ask: Ask = ask_terminal,
@@ -146,19 +151,19 @@ def interview(current: dict[str, object], ask: Ask = ask_terminal,
     mqtt, audio = _section(current, "mqtt"), _section(current, "audio")
     _show_devices()
     answers = Answers()
-    answers.device = ask("Input device (index or part of its name; empty: system default)",
+    answers.device = ask(f"Input device (index or part of its name; {CLEAR} for the system default)",
                          str(audio.get("device") or ""))
     device_id = str(current.get("device_id") or DEFAULT_DEVICE_ID)
     answers.device_id = _ask_valid(ask, "Device id (names this listener in MQTT and Home Assistant)",
                                    default_device_id() if device_id == DEFAULT_DEVICE_ID else device_id,
                                    lambda answer: _refusal(Config, "device_id", answer))
     enabled = bool(mqtt.get("enabled"))
-    answers.mqtt_host = _ask_valid(ask, "MQTT broker host (empty: no MQTT)",
+    answers.mqtt_host = _ask_valid(ask, f"MQTT broker host ({CLEAR} for no MQTT)",
                                    str(mqtt.get("host") or "") if enabled else "",
                                    lambda answer: _refusal(MqttSection, "host", answer) if answer else None)
     if answers.mqtt_host:
         answers.mqtt_port = _ask_port(ask, str(mqtt.get("port") or MqttSection.model_fields["port"].default))
-        answers.mqtt_user = ask("MQTT user (empty: anonymous)", str(mqtt.get("username") or ""))
+        answers.mqtt_user = ask(f"MQTT user ({CLEAR} for anonymous)", str(mqtt.get("username") or ""))
         if answers.mqtt_user:
             keep = "keep the stored one" if password_stored else "none"
             answers.mqtt_password = ask_secret(f"MQTT password (empty: {keep}): ") or None
@@ -308,7 +313,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="audio input: index or part of its name ('' for the system default)")
     p.add_argument("--device-id", help="names this listener in MQTT topics and Home Assistant")
     p.add_argument("--default-device-id", action="store_true", help="set device_id to the host name if it is still the default")
-    p.add_argument("--mqtt-host", help="broker host; turns MQTT on")
+    p.add_argument("--mqtt-host", help="broker host; turns MQTT on ('' turns it off)")
     p.add_argument("--mqtt-port", type=int)
     p.add_argument("--mqtt-user", help="broker user ('' for anonymous)")
     p.add_argument("--mqtt-password-env", action="store_true",

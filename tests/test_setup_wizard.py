@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +162,49 @@ def test_the_broker_given_is_tried_at_once_and_the_readmes_reload_is_offered(
     again = setup(config, "--device", "USB", env={"PATH": "/usr/bin:/bin"})  # the stored password is offered
     assert again.returncode == 0 and "systemctl reload noisewatch" in again.stdout, again.stdout
     assert (f"127.0.0.1:{port} took the connection" in again.stdout) == (case == "answering"), again.stdout
+
+
+def setup_on_a_terminal(config: Path, answers: list[str]) -> str:
+    """``noisewatch setup`` asking on a terminal (a pty), each of ``answers`` typed once its question shows (typed
+    ahead, a password question's terminal flush would drop them); what the terminal showed."""
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    # a session of its own: no controlling terminal, so a password question reads the pty too (getpass's fallback)
+    with subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "setup", "--config", str(config)],
+                          stdin=slave, stdout=slave, stderr=slave, start_new_session=True) as proc:
+        os.close(slave)
+        typed, shown, deadline = [*answers, "", ""], b"", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal's other end closed: setup is done
+                break
+            shown += chunk
+            if shown.endswith(b": ") and typed:
+                os.write(master, f"{typed.pop(0)}\n".encode())
+        assert proc.wait(10) == 0, shown.decode(errors="replace")
+    os.close(master)
+    return shown.decode(errors="replace")
+
+
+def test_setup_run_again_can_empty_a_setting_it_shows(tmp_path: Path) -> None:
+    """Found running setup again as the README says ("at any time"): with an input device, a broker and a user set,
+    each question showed it as the default, and the prompts' "empty: system default", "empty: no MQTT" and "empty:
+    anonymous" were untrue: Enter keeps the default, so no answer went back to the default input, turned MQTT off or
+    made the listener anonymous. ``-`` empties a setting now, as the prompts say."""
+    config = tmp_path / "config.yaml"
+    config.write_text(apply(TEMPLATE.read_text(), Answers(device="USB mic", device_id="kitchen",
+                                                          mqtt_host="127.0.0.1", mqtt_port=free_port(),
+                                                          mqtt_user="nw")))
+    shown = setup_on_a_terminal(config, ["-", "", "", "", "-"])  # device, id, host, port, user
+    loaded = load_config(config)
+    assert (loaded.audio.device, loaded.device_id, loaded.mqtt.enabled, loaded.mqtt.username) == (
+        None, "kitchen", True, None), shown
+    assert "- for the system default" in shown and "- for anonymous" in shown, shown
+    setup_on_a_terminal(config, ["", "", "-"])  # device, id, host
+    assert load_config(config).mqtt.enabled is False
