@@ -601,6 +601,45 @@ def test_level_sensors_stay_available_across_a_reload_that_renames_the_device(ho
         renamed.close()
 
 
+def test_level_sensors_show_the_level_at_once_after_a_reload_that_renames_the_listener(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path) -> None:
+    """Found renaming a listener (``device_id``, as ``noisewatch setup --device-id`` then a reload) with a real Home
+    Assistant: its new device's Sound level sensors were unavailable until the next report, a whole
+    ``levels.interval_s`` (a minute by default; an hour at 3600), while every other entity showed at once. The
+    latest level was handed to the new sink only under the same topic and device id; it goes under the new ones."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Level, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(device: str, running: MqttSink | None = None) -> MqttSink:
+        config = Config.model_validate({"device_id": device, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7}, running=running)
+
+    ha, renamed_id = home_assistant, f"{DEVICE}2"
+    entity = f"sensor.noise_listener_{renamed_id}_sound_level"
+    before = sink(DEVICE)
+    before.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+    before.send(Level(start="2026-12-04T12:00:00.000Z", end="2026-12-04T12:01:00.000Z", offset_s=0.0, period_s=60.0,
+                      leq_dbfs=-40.0, lmax_dbfs=-30.0, lmin_dbfs=-50.0, leq_dbfs_a=-41.2, lmax_dbfs_a=-30.5,
+                      lmin_dbfs_a=-55.0, device=DEVICE))
+    collector = Collector(broker.port, f"noisewatch/{renamed_id}/level")
+    try:
+        assert ha.wait_state(ENTITY.format("sensor", "sound_level"), "-41.2", 30)
+        renamed = sink(renamed_id, running=before)  # a reload: the new sink is built, then the old one closed
+    finally:
+        before.close()
+    try:
+        renamed.send(stamped(Status(AudioState.LISTENING, source="USB"), renamed_id))  # as the service says it anew
+        assert ha.wait_state(entity, "-41.2", 15), ha.state(entity)
+        assert collector.wait_for(lambda c: bool(c.on(f"noisewatch/{renamed_id}/level")))
+        assert json.loads(collector.on(f"noisewatch/{renamed_id}/level")[-1])["device"] == renamed_id
+    finally:
+        renamed.close()
+        collector.close()
+
+
 def test_entities_removed_while_home_assistant_was_down_go_when_it_is_back(broker: Broker, tmp_path: Path) -> None:
     """Found renaming a listener (``device_id``) while Home Assistant was stopped: the old discovery was emptied
     then, and Home Assistant, back, ignores an empty config for an entity it has not discovered since it started.

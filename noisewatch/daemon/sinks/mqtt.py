@@ -542,7 +542,8 @@ class MqttSink:
     def _hand_over_held(self) -> None:
         """At a reload, the events held in memory go on with the sink replacing this one (a reload while the
         spool's disk was full lost them), and the latest level report of its topic (a reload that changed the
-        discovery left the level sensors unavailable until the next report); not when it is closed too (a refused
+        discovery left the level sensors unavailable until the next report), under the successor's topic and device id
+        (a renamed listener's new level sensors were unavailable as long); not when it is closed too (a refused
         reload), nor while the pump runs."""
         successor = self._successor
         if successor is None or successor._stopping.is_set() or self._pump.is_alive():
@@ -556,9 +557,8 @@ class MqttSink:
         if self._emptied_configs:
             successor._commands.put(_EmptiedConfigs(frozenset(self._emptied_configs)))
         level = self._periodic.get(self.topics.level)
-        if level is not None and (successor.topics.level, successor.listener.device_id) == (
-                level.topic, self.listener.device_id):
-            successor._commands.put(level)  # its latest, sent again once Home Assistant read the new discovery
+        if level is not None:  # its latest, sent again once Home Assistant read the new discovery
+            successor._commands.put(_readdressed(level, successor.topics.level, successor.listener.device_id))
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
 
@@ -1302,6 +1302,14 @@ def _newest_that_fit(topic: str, payload: bytes, limit: int) -> bytes:
     while events and _publish_size(topic, _encode({"events": events})) > limit:
         events = events[1:]
     return _encode({"events": events})
+
+
+def _readdressed(report: Outgoing, topic: str, device_id: str) -> Outgoing:
+    """A level report as the listener renamed at a reload (``device_id``, ``mqtt.topic_prefix``) sends it:
+    on its topic, naming it (the dashboard files a report under its ``device``)."""
+    data = json.loads(report.payload)
+    data["device"] = device_id
+    return report._replace(topic=topic, payload=_encode(data))
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
