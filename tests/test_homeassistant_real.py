@@ -113,7 +113,8 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     assert attributes["audio_state"] == "audio_error"
     assert not {"type", "schema", "device"} & set(attributes), attributes  # the reason, not the envelope
 
-    # an event starts: the started event entity fires before the event closes
+    # the microphone back, an event starts: the started event entity fires before the event closes
+    publish(publisher, TOPICS.audio, {"state": "listening", "source": "USB", "device": DEVICE})
     started = {"id": "e1", "label": "siren", "confidence": 0.91, "start": "2026-12-02T22:00:05.000Z",
                "offset_s": 5.0, "device": DEVICE, "model": "urban11@test"}
     publish(publisher, TOPICS.started, started, retain=False)
@@ -162,8 +163,17 @@ def test_the_daemons_mqtt_sink_and_home_assistant_together(home_assistant: HomeA
         problem, number = ENTITY.format("binary_sensor", "audio_input"), ENTITY.format("number", "siren_threshold")
         assert ha.wait_state(problem, "off", 30), [s["entity_id"] for s in ha.states()]
         assert ha.wait_state(number, "0.7")
+        dog_bark = ENTITY.format("binary_sensor", "dog_bark")
+        assert ha.wait_state(dog_bark, "off")
         sink.send(stamped(Status(AudioState.AUDIO_ERROR, error="input device gone"), DEVICE))
         assert ha.wait_state(problem, "on")
+        # deaf, a label's "Clear" is no news: unavailable while the input is lost or gives one value only
+        assert ha.wait_state(dog_bark, "unavailable"), ha.state(dog_bark)
+        sink.send(stamped(Status(AudioState.LISTENING, source="default"), DEVICE))
+        assert ha.wait_state(dog_bark, "off"), ha.state(dog_bark)
+        sink.send(stamped(Status(AudioState.SILENT, source="default"), DEVICE))
+        assert ha.wait_state(dog_bark, "unavailable"), ha.state(dog_bark)
+        sink.send(stamped(Status(AudioState.AUDIO_ERROR, error="input device gone"), DEVICE))
         ha.call("number", "set_value", {"entity_id": number, "value": 0.85})
         assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.85}, 10)
         assert ha.wait_state(number, "0.85")

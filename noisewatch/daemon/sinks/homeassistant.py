@@ -63,6 +63,9 @@ STARTED_TEMPLATE = (
 AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.state == 'listening' else 'ON' }}"
 HEARING_TEMPLATE = "{{ '%s' if value_json.state == 'audio_error' else '%s' }}" % (OFFLINE, ONLINE)
 """A level sensor's availability from the audio state: none with the input lost (a muted one's zeros are a level)."""
+LISTENING_TEMPLATE = "{{ '%s' if value_json.state in ('audio_error', 'silent') else '%s' }}" % (OFFLINE, ONLINE)
+"""A label sensor's availability from the audio state: none while the input is lost or gives one value only, when
+nothing can be heard: "Clear" said no siren where none could have been heard."""
 AUDIO_ATTRIBUTES_TEMPLATE = ("{{ {'audio_state': value_json.get('state'), 'source': value_json.get('source'),"
                              " 'error': value_json.get('error')} | to_json }}")
 """What a user reads on the sensor's page: the state, the input and the reason (not the message's envelope)."""
@@ -211,6 +214,8 @@ def _label_sensor(topics: Topics, node: str, label: str) -> dict[str, Any]:
         "payload_on": STATE_ON,
         "payload_off": STATE_OFF,
         "qos": QOS,
+        "availability": _while_audio(topics, LISTENING_TEMPLATE),
+        "availability_mode": "all",
     }
 
 
@@ -297,18 +302,19 @@ def _level_sensors(topics: Topics, node: str, calibrated: bool,
             "state_topic": topics.level,
             "value_template": "{{ value_json.get('%s_%s') }}" % (stat, unit_field),
             "expire_after": _expiry_s(interval_s),
-            "availability": _hearing(topics),
+            "availability": _while_audio(topics, HEARING_TEMPLATE),
             "availability_mode": "all",
         }
         sensors.append(("sensor", object_id, {k: v for k, v in sensor.items() if v is not None}))
     return sensors
 
 
-def _hearing(topics: Topics) -> list[dict[str, str]]:
-    """Available while the listener is online and its input is not lost: a level kept from before the input was
-    lost (retained from an earlier run, or the last of this one) is not the current one."""
+def _while_audio(topics: Topics, template: str) -> list[dict[str, str]]:
+    """Available while the listener is online and ``template`` reads its audio state as ``online``: a level kept from
+    before the input was lost (retained from an earlier run, or the last of this one) is not the current one, and a
+    label's "Clear" is no news while nothing can be heard."""
     return [{"topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE},
-            {"topic": topics.audio, "value_template": HEARING_TEMPLATE}]
+            {"topic": topics.audio, "value_template": template}]
 
 
 def _stats_sensors(topics: Topics, node: str, listener: Listener) -> list[tuple[str, str, dict[str, Any]]]:
