@@ -402,6 +402,7 @@ def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_pa
     assert opened == 2
     trouble = kinds.index("status", kinds.index("status") + 1)  # after the first "listening"
     assert messages[trouble]["state"] == "audio_error" and "device unplugged" in messages[trouble]["error"]
+    assert messages[trouble]["source"] == "scene.flac"  # which input was lost (Home Assistant showed null)
     assert "event" in kinds[trouble:], "no events after the device came back"
     offsets = [m["offset_s"] for m in messages if m["type"] == "event"]
     assert offsets == sorted(offsets) and offsets[-1] > 3.0  # the sample clock kept counting across the gap
@@ -532,6 +533,8 @@ def test_health_reports_go_on_while_the_microphone_is_lost(repo_root: Path, tmp_
     stats = [m for m in read_jsonl(out) if m["type"] == "stats"]
     assert len(stats) >= 2, stats  # every second or two (the wait loop ticks each second)
     assert {m["audio_state"] for m in stats} == {"audio_error"} and stats[-1]["source"] == "UsbMic"
+    lost = [m for m in read_jsonl(out) if m["type"] == "status" and m["state"] == "audio_error"]
+    assert lost and {m["source"] for m in lost} == {"UsbMic"}, lost  # the input asked for, as the stats name it
     assert stats[-1]["uptime_s"] > stats[0]["uptime_s"]
 
 

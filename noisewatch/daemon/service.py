@@ -237,7 +237,7 @@ class Service:
             except SourceError as exc:
                 if self.setup.input_path is not None:
                     return self._replay_failed(str(exc))
-                self._audio_trouble(f"cannot open audio input: {exc}", backoff.take())
+                self._audio_trouble(_wanted_input(self.setup), f"cannot open audio input: {exc}", backoff.take())
                 continue
             with source:
                 opened = time.monotonic()
@@ -252,13 +252,15 @@ class Service:
                 backoff.healthy()
             why = source.failed or f"no audio for {AUDIO_STALL_S:.0f} s"
             self.active.outbox.publish(self.active.pipeline.gap())
-            self._audio_trouble(f"audio input {source.name} failed: {why}", backoff.take())
+            self._audio_trouble(source.name, f"audio input {source.name} failed: {why}", backoff.take())
         return 0
 
-    def _audio_trouble(self, text: str, wait_s: float) -> None:
+    def _audio_trouble(self, source: str, text: str, wait_s: float) -> None:
+        """``source`` is lost (or cannot be opened): said, with its name (Home Assistant's Audio input showed a source
+        of null, where the health reports named the input), and waited for ``wait_s``."""
         self.state = State.AUDIO_LOST
         log.warning("%s; retrying in %.0f s", text, wait_s)
-        self._say(Status(AudioState.AUDIO_ERROR, error=text))
+        self._say(Status(AudioState.AUDIO_ERROR, source=source, error=text))
         notify.status(text)
         deadline = time.monotonic() + wait_s
         while (not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline
