@@ -27,10 +27,10 @@ import soxr
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
 from noisewatch.config import GATE_DBFS
 from noisewatch.daemon.levels import dbfs
-from noisewatch.daemon.sources import below_model_rate, finite_samples, warn_if_cut_short
 from noisewatch.dc_offset import remove_offset
 from noisewatch.downmix import ChannelMix
 from noisewatch.features import clip_windows, extract
+from noisewatch.recording_checks import below_model_rate, finite_samples, warn_if_cut_short
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
 
 log = logging.getLogger(__name__)

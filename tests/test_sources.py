@@ -24,9 +24,9 @@ from noisewatch.daemon.sources import (
     AudioSource,
     FileSource,
     SourceError,
-    ogg_ends_its_stream,
     open_source,
 )
+from noisewatch.recording_checks import ogg_ends_its_stream
 
 SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
 RAMP_FRAMES = 200_000

@@ -49,8 +49,9 @@ from noisewatch.daemon.setup import (
 )
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
-from noisewatch.daemon.sources import AudioSource, SourceError, below_model_rate, open_source
+from noisewatch.daemon.sources import AudioSource, SourceError, open_source
 from noisewatch.downmix import MixChoice
+from noisewatch.recording_checks import below_model_rate
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.1

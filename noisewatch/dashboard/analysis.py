@@ -24,7 +24,7 @@ from noisewatch.config import Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.messages import Event, stamped
 from noisewatch.daemon.pipeline import Pipeline
-from noisewatch.daemon.sources import cut_short_bytes
+from noisewatch.recording_checks import cut_short_bytes
 
 DEFAULT_HOP_S = 1.0
 """seconds between classified windows of an uploaded recording"""
