@@ -655,6 +655,7 @@ def test_entities_removed_while_home_assistant_was_down_go_when_it_is_back(broke
     then, and Home Assistant, back, ignores an empty config for an entity it has not discovered since it started.
     The old device and its entities stayed, unavailable, for good. Emptied again once it says online, they go."""
     from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Status, stamped
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
     def sink(device: str) -> MqttSink:
@@ -669,6 +670,7 @@ def test_entities_removed_while_home_assistant_was_down_go_when_it_is_back(broke
         ha.wait_ready()
         first = sink(DEVICE)
         try:
+            first.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))  # as the service says it at start
             assert ha.wait_state(old, "off", 30), ha.state(old)
         finally:
             first.close()
