@@ -78,7 +78,10 @@ def classify_audio(audio: np.ndarray, bundle: Bundle, model: TFLiteModel, hop_s:
 
 
 def summarize(results: list[WindowResult], labels: tuple[str, ...]) -> dict[str, Any]:
-    """A file's verdict: the label with the highest mean score over its windows."""
+    """A file's verdict: the label with the highest mean score over its windows; background when every window was
+    below the gate (a bundle need not have that label: its all-zero scores named its first label, 0.00)."""
+    if all(r.quiet for r in results):
+        return {"label": "background", "score": 1.0}
     mean = np.mean([r.scores for r in results], axis=0)
     best = int(np.argmax(mean))
     return {"label": labels[best], "score": round(float(mean[best]), 4)}
@@ -101,8 +104,8 @@ def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) ->
         raise NoAudio("holds no audio, nothing to classify")
     results = classify_audio(audio, bundle, model, hop_s)
     windows = [
-        {"start_s": round(r.start_s, 3), "label": bundle.labels[int(np.argmax(r.scores))],
-         "score": round(float(r.scores.max()), 4), "quiet": r.quiet}
+        {"start_s": round(r.start_s, 3), "label": "background" if r.quiet else bundle.labels[int(np.argmax(r.scores))],
+         "score": 1.0 if r.quiet else round(float(r.scores.max()), 4), "quiet": r.quiet}
         for r in results
     ]
     return {"file": path, **summarize(results, bundle.labels), "windows": windows}

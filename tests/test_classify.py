@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import soxr
 from daemon_run import recognised_clips
 
 from noisewatch.bundle import default_model_path, load_bundle
-from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
+from noisewatch.classify import WindowResult, _file_report, classify_audio, load_audio, summarize
 from noisewatch.cli import main as cli_main
 from noisewatch.dc_offset import remove_offset
 from noisewatch.features import clip_features, clip_windows
@@ -246,3 +247,18 @@ def test_a_file_cut_short_is_said_to_be_as_the_daemon_and_the_dashboard_say_it(
     said = [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
     assert len(said) == 1 and str(cut) in said[0] and "classifying" in said[0], said
     assert "cut." in capsys.readouterr().out
+
+
+def test_quiet_windows_are_background_with_a_bundle_that_has_no_such_label(tmp_path: Path, bundle_and_model) -> None:
+    """Found in review: a window below the gate counts as background by a one-hot on the label "background", and a
+    bundle need not have one: its quiet windows scored all zeros, and a file of silence was labelled with the
+    bundle's first label (0.00), every window too, where the daemon hears background."""
+    bundle, model = bundle_and_model
+    plain = dataclasses.replace(bundle, labels=tuple("quiet_room" if label == "background" else label
+                                                     for label in bundle.labels))
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(6 * 22050, np.float32), 22050)
+    report = _file_report(str(path), plain, model, HOP_S)
+    assert (report["label"], report["score"]) == ("background", 1.0), report
+    assert report["windows"] and all((w["label"], w["score"], w["quiet"]) == ("background", 1.0, True)
+                                     for w in report["windows"]), report["windows"]
