@@ -1362,3 +1362,33 @@ def test_configs_emptied_go_again_when_home_assistant_is_back_but_not_one_anothe
     collector.client.publish("homeassistant/status", "online")  # once: gone from Home Assistant then
     time.sleep(1.0)
     assert collector.on(freed)[-1:] == [b""] and len(collector.on(freed)) == 4, collector.on(freed)
+
+
+def test_the_part_level_period_a_reload_reports_stays_the_latest_level(tmp_path: Path, broker: Broker,
+                                                                       collector: Collector, open_sink: OpenSink) -> None:
+    """Found in review: a reload that changes the ``levels`` section (which takes a new sink) reports the part period
+    before it (the old pipeline's ``finish``) to the new sink, and the old sink, closed after, handed the new one its
+    latest level, an older one, which went out after it: the retained level topic, Home Assistant's Sound level and
+    the latest level sent again after the discovery all went back to the period before."""
+    topic = f"{PREFIX}/level"
+    sink = open_sink(make_config(tmp_path, broker.port))
+    full = a_level(event(0))
+    sink.send(stamped(full, "test"))
+    assert collector.wait_for(lambda c: len(c.on(topic)) == 1, timeout=10)
+    replacing = MqttSink.from_config(make_config(tmp_path, broker.port, keepalive_s=6), LABELS, MODEL,
+                                     {label: 0.6 for label in LABELS}, running=sink)  # a reload
+    part = replace(full, offset_s=60.0, period_s=7.0, leq_dbfs=-20.0)
+    try:
+        replacing.send(stamped(part, "test"))  # as the service sends the old pipeline's finish(), then closes
+        sink.close()
+        assert collector.wait_for(lambda c: any(json.loads(p)["offset_s"] == 60.0 for p in c.on(topic)), timeout=10)
+        time.sleep(3.0)  # past the discovery's settling, when the latest level goes again
+        assert json.loads(collector.on(topic)[-1])["offset_s"] == 60.0, [json.loads(p)["offset_s"] for p in collector.on(topic)]
+        retained = Collector(broker.port, topic)
+        try:
+            assert retained.wait_for(lambda c: bool(c.on(topic)), timeout=5)
+            assert json.loads(retained.on(topic)[-1])["offset_s"] == 60.0
+        finally:
+            retained.close()
+    finally:
+        replacing.close()

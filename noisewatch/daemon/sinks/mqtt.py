@@ -271,6 +271,15 @@ class _EmptiedConfigs:
 
 
 @dataclass(frozen=True)
+class _HandedLevel:
+    """``close`` of the sink this one replaces at a reload: its latest level report, re-addressed. Sent only if this
+    one has none of its own: a reload that changes the ``levels`` section reports the part period before it here
+    first, and the older report, sent after it, became the retained level."""
+
+    outgoing: Outgoing
+
+
+@dataclass(frozen=True)
 class _Close:
     """``close``: flush until ``deadline`` (monotonic), waiting for a connection until ``connect_by``."""
 
@@ -278,8 +287,9 @@ class _Close:
     connect_by: float
 
 
-_Command = (_Spooled | _Unspooled | _HandedOver | _EmptiedConfigs | _ThresholdCommand | _OldAnnouncement | _Ack | _AudioStatus | _Retune
-            | _Connected | _Disconnected | _Echoed | _HomeAssistantOnline | _HomeAssistantOffline | _Close | Outgoing)
+_Command = (_Spooled | _Unspooled | _HandedOver | _EmptiedConfigs | _HandedLevel | _ThresholdCommand | _OldAnnouncement
+            | _Ack | _AudioStatus | _Retune | _Connected | _Disconnected | _Echoed | _HomeAssistantOnline
+            | _HomeAssistantOffline | _Close | Outgoing)
 
 
 class MqttSink:
@@ -558,7 +568,8 @@ class MqttSink:
             successor._commands.put(_EmptiedConfigs(frozenset(self._emptied_configs)))
         level = self._periodic.get(self.topics.level)
         if level is not None:  # its latest, sent again once Home Assistant read the new discovery
-            successor._commands.put(_readdressed(level, successor.topics.level, successor.listener.device_id))
+            successor._commands.put(_HandedLevel(_readdressed(level, successor.topics.level,
+                                                             successor.listener.device_id)))
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
 
@@ -821,6 +832,9 @@ class MqttSink:
             self._take_over_held(command.held)
         elif isinstance(command, _EmptiedConfigs):
             self._take_over_emptied(command.topics)
+        elif isinstance(command, _HandedLevel):
+            if self.topics.level not in self._periodic:  # one of its own (the part period a reload reported) is newer
+                self._handle(command.outgoing)
         elif isinstance(command, _Spooled):
             self._state_change(command)
             if command.recent is not None:
