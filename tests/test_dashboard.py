@@ -421,6 +421,21 @@ def test_level_rows_give_leq_lmax_and_lmin_over_time_and_break_at_gaps() -> None
     assert [r["level"] for r in views.level_rows(garden, "dB(A) SPL")] == [55.0, 65.0, 45.0]
 
 
+def test_the_part_period_reported_at_a_stop_goes_on_the_line_of_the_periods_before_it() -> None:
+    """Found in review: a stop (a gap, a file's end, a reload that changes the levels) reports the period being
+    filled over its whole seconds, and the line broke before it: a report starting more than 1.5 of its own periods
+    after the one before was a gap, and a 7 s part period starts 60 s after the full minute before it. Alone in its
+    run, it was one point with no line, where the first report after a start (5 s, then a minute) never was."""
+    store = LiveStore("noisewatch/kitchen")
+    for start, end, period_s, leq in (("12:00:00", "12:01:00", 60.0, -40.0), ("12:01:00", "12:01:07", 7.0, -30.0),
+                                      ("12:05:00", "12:05:05", 5.0, -35.0), ("12:05:05", "12:06:05", 60.0, -36.0)):
+        report = replace(level(f"2026-01-01T{start}Z", f"2026-01-01T{end}Z", leq), period_s=period_s)
+        store.receive("noisewatch/kitchen/level", report.encode())
+    rows = views.level_rows(store.snapshot(), "dBFS")
+    assert [(r["level"], r["run"]) for r in rows[::3]] == [
+        (-40.0, "kitchen 0"), (-30.0, "kitchen 0"), (-35.0, "kitchen 1"), (-36.0, "kitchen 1")]
+
+
 def test_parse_time_accepts_z_and_offsets_and_rejects_garbage() -> None:
     assert views.parse_time("2026-01-01T12:00:00.250Z") == views.parse_time("2026-01-01T12:00:00.250+00:00")
     assert views.parse_time("yesterday") is None and views.parse_time(None) is None

@@ -103,8 +103,8 @@ LEVEL_MEASURES = {
 """unit -> (measure, ``Level`` field): sound pressure when every listener is calibrated, else relative to its
 microphone's full scale"""
 GAP_PERIODS = 1.5
-"""a report starting more than this many of its periods after the previous one started leaves a gap: the line
-breaks there"""
+"""a report starting more than this many of the previous report's periods after the previous one started leaves a
+gap: the line breaks there (the previous one's: a stop's part period is shorter than the minute before it)"""
 MISSING = "–"
 """shown for a missing number (a plain '-' would render as a Markdown bullet in st.table)"""
 
@@ -120,14 +120,14 @@ def level_rows(devices: Mapping[str, DeviceState], unit: str) -> list[dict[str, 
     first; ``run`` numbers the stretches without a gap, so that a line does not bridge hours without data."""
     rows = []
     for name, device in devices.items():
-        run, last_start = 0, None
+        run, last_start, last_period_s = 0, None, 0.0
         for report in sorted(device.levels, key=lambda r: r.start):
             start, end = parse_time(report.start), parse_time(report.end)
             if start is None or end is None:
                 continue
-            if last_start is not None and (start - last_start).total_seconds() > GAP_PERIODS * report.period_s:
+            if last_start is not None and (start - last_start).total_seconds() > GAP_PERIODS * last_period_s:
                 run += 1
-            last_start = start
+            last_start, last_period_s = start, report.period_s
             for measure, field in LEVEL_MEASURES[unit]:
                 rows.append({"device": name, "time": end, "measure": measure, "level": getattr(report, field),
                              "run": f"{name} {run}"})
