@@ -66,12 +66,14 @@ def load_audio(source: str | Path | BinaryIO, sample_rate: int, seconds: float |
     return remove_offset(resampled, sample_rate)
 
 
-def classify_audio(audio: np.ndarray, bundle: Bundle, model: TFLiteModel, hop_s: float) -> list[WindowResult]:
-    """Scores of every window of a model-rate recording; a window below the daemon's gate counts as background, as the
-    daemon counts it (classified, a file of digital silence was car_horn 0.99)."""
+def classify_audio(audio: np.ndarray, bundle: Bundle, model: TFLiteModel, hop_s: float,
+                   gate_dbfs: float = GATE_DBFS) -> list[WindowResult]:
+    """Scores of every window of a model-rate recording; a window below the daemon's gate (``audio.gate_dbfs``, where
+    a config is at hand) counts as background, as the daemon counts it (classified, a file of digital silence was
+    car_horn 0.99)."""
     background = (np.asarray(bundle.labels) == "background").astype(np.float32)
     return [
-        WindowResult(start, background, quiet=True) if dbfs(window) < GATE_DBFS
+        WindowResult(start, background, quiet=True) if dbfs(window) < gate_dbfs
         else WindowResult(start, model.predict(extract(window, bundle.features)))
         for start, window in clip_windows(audio, bundle.features, hop_s)
     ]

@@ -796,3 +796,17 @@ def test_a_long_upload_is_decoded_only_as_far_as_it_is_analysed(tmp_path: Path) 
     assert recording.truncated and recording.duration_s == analysis.MAX_SECONDS
     kept = analysis.MAX_SECONDS * rate * 4  # the float32 samples analysed; the mix and the filter take copies
     assert peak < 6 * kept, f"{peak / 1e6:.0f} MB at the peak to keep {kept / 1e6:.0f} MB"
+
+
+def test_the_classify_page_gates_windows_at_the_config_s_gate_as_its_events_do() -> None:
+    """Found in review: the Classify page's window scores and verdict counted a window as background below -75 dBFS
+    (config.GATE_DBFS) while its events, from the same page's config, gated at ``audio.gate_dbfs``: with -60 there,
+    a -70 dBFS recording had no event (not classified) and a label for every window on the chart and verdict."""
+    bundle = load_bundle(default_model_path())
+    rate = bundle.features.sample_rate
+    tone = (10 ** (-67 / 20) * np.sin(2 * np.pi * 900 * np.arange(6 * rate) / rate)).astype(np.float32)  # -70 dBFS
+    recording = analysis.Recording(tone, rate, False, None)
+    config = Config.model_validate({"audio": {"gate_dbfs": -60.0}})
+    scores = analysis.classify(recording, bundle, 1.0, config.audio.gate_dbfs)
+    assert all(result.quiet for result in scores.results) and scores.summary() == ("background", 1.0)
+    assert all(not result.quiet for result in analysis.classify(recording, bundle, 1.0).results)  # the default -75

@@ -20,7 +20,7 @@ import soundfile
 from noisewatch import features
 from noisewatch.bundle import Bundle
 from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
-from noisewatch.config import Config
+from noisewatch.config import GATE_DBFS, Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.messages import Event, stamped
 from noisewatch.daemon.pipeline import Pipeline
@@ -112,10 +112,12 @@ def cut_short(data: bytes) -> CutShort | None:
     return CutShort(info.duration, info.duration * promised / held)
 
 
-def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S) -> WindowScores:
-    """Scores of every window (a clip shorter than the window is one window, as in training)."""
+def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S,
+             gate_dbfs: float = GATE_DBFS) -> WindowScores:
+    """Scores of every window (a clip shorter than the window is one window, as in training); below ``gate_dbfs``
+    (the config's, as :func:`detect_events` gates) background."""
     model = bundle.open_model()  # per call: a TFLite interpreter is not shared between sessions
-    return WindowScores(bundle.labels, tuple(classify_audio(recording.samples, bundle, model, hop_s)))
+    return WindowScores(bundle.labels, tuple(classify_audio(recording.samples, bundle, model, hop_s, gate_dbfs)))
 
 
 def detect_events(recording: Recording, bundle: Bundle, config: Config,

@@ -43,7 +43,7 @@ def render() -> None:
         return
     hop_s = st.slider("Seconds between windows (the charts below the events)", 0.25, 4.0, analysis.DEFAULT_HOP_S, 0.25)
     try:
-        recording, scores = _analyse(data, str(bundle.path), hop_s)
+        recording, scores = _analyse(data, str(bundle.path), hop_s, resources.config().audio.gate_dbfs)
         events = _events(data, str(bundle.path))
     except soundfile.LibsndfileError as exc:
         st.error(f"Cannot read this recording as WAV, FLAC or OGG audio: {exc.error_string}")
@@ -72,11 +72,12 @@ def _audio_input() -> bytes | None:
 
 
 @st.cache_data(show_spinner="Classifying...", max_entries=8)
-def _analyse(data: bytes, bundle_path: str, hop_s: float) -> tuple[analysis.Recording, analysis.WindowScores]:
-    """Decoded audio and window scores, cached per recording, bundle and hop."""
+def _analyse(data: bytes, bundle_path: str, hop_s: float,
+             gate_dbfs: float) -> tuple[analysis.Recording, analysis.WindowScores]:
+    """Decoded audio and window scores, cached per recording, bundle, hop and the config's gate (its events' gate)."""
     bundle = resources.bundle(Path(bundle_path))
     recording = analysis.decode(data, bundle.features.sample_rate)
-    return recording, analysis.classify(recording, bundle, hop_s)
+    return recording, analysis.classify(recording, bundle, hop_s, gate_dbfs)
 
 
 @st.cache_data(show_spinner="Detecting events...", max_entries=8)
