@@ -2,6 +2,7 @@
 unless the config sets its own (the thresholds were tuned with it); its model file's checksum."""
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,28 @@ def test_a_model_file_the_runtime_cannot_take_is_said_under_model_path_not_model
     words = "cannot load this model" if fault == "not_a_model" else "gives 11 scores, but copy.json says 232 features and 12 labels"
     assert f"{config}:2: model.path: " in result.stderr and words in result.stderr, result.stderr
     assert "model.runtime" not in result.stderr, result.stderr
+
+
+def test_a_model_file_the_runtime_cannot_take_is_not_said_under_a_model_path_the_config_does_not_set(
+        tmp_path: Path) -> None:
+    """Found in review: the bundle named by $NOISEWATCH_MODEL (or the shipped one), its model file one the runtime
+    cannot load, was said as ``c.yaml: model.path: ...``, a key that config never set: the fault moved from one
+    unset key (``model.runtime``) to another. A bundle that cannot be read there is said without a key (``prepare``),
+    and so is this now."""
+    copy = _copy(load_bundle(default_model_path()), tmp_path / "bundle", DetectorTiming())
+    sidecar = json.loads(copy.path.read_text())
+    copy.tflite.write_bytes(b"not a flatbuffer" * 64)
+    sidecar["tflite_sha256"] = hashlib.sha256(copy.tflite.read_bytes()).hexdigest()
+    copy.path.write_text(json.dumps(sidecar))
+    config = tmp_path / "c.yaml"
+    config.write_text("device_id: kitchen\n")
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "NOISEWATCH_MODEL": str(copy.path)})
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.startswith(f"noisewatch: {copy.tflite}: ") and "cannot load this model" in result.stderr, \
+        result.stderr
+    assert "model.path" not in result.stderr and "model.runtime" not in result.stderr, result.stderr
 
 
 def test_the_shipped_sidecar_carries_its_models_checksum() -> None:

@@ -148,10 +148,13 @@ def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
 def load_model(config: Config, bundle: Bundle, problems: list[str]) -> TFLiteModel | None:
     """The model in the chosen runtime, or None with the reason appended to ``problems``, under the key at fault:
     a runtime that is missing is ``model.runtime``'s; a model file it cannot load, or whose shapes are not the
-    sidecar's, is the bundle's (both were said under ``model.runtime = 'auto'``, a key the user never set)."""
+    sidecar's, is the bundle's (both were said under ``model.runtime = 'auto'``, a key the user never set): under
+    ``model.path`` where the config sets it, else raised as a BundleError, as :func:`prepare` raises one."""
     try:
         return bundle.open_model(config.model.runtime_choice, config.model.num_threads)
     except (BundleError, ModelUnloadable) as exc:
+        if config.model.path is None:  # the shipped model or $NOISEWATCH_MODEL's: no key to point at, as in prepare
+            raise BundleError(str(exc)) from None
         problems.append(f"model.path: {exc}")  # the file's path is in what the exception says
     except RuntimeUnavailable as exc:
         problems.append(f"model.runtime = {config.model.runtime!r}: {exc}")
