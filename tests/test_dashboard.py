@@ -810,3 +810,17 @@ def test_the_classify_page_gates_windows_at_the_config_s_gate_as_its_events_do()
     scores = analysis.classify(recording, bundle, 1.0, config.audio.gate_dbfs)
     assert all(result.quiet for result in scores.results) and scores.summary() == ("background", 1.0)
     assert all(not result.quiet for result in analysis.classify(recording, bundle, 1.0).results)  # the default -75
+
+
+def test_the_classify_page_s_window_table_reads_a_quiet_window_as_background_without_such_a_label() -> None:
+    """Found in review: with a bundle that has no "background" label a window below the gate scores all zeros, and the
+    Classify page's Windows table gave it the bundle's first label at 0.000 (``classify`` says background)."""
+    from noisewatch.classify import WindowResult
+    from noisewatch.dashboard.ui.classify import _window_table
+
+    labels = ("siren", "dog_bark")
+    scores = analysis.WindowScores(labels, (WindowResult(0.0, np.zeros(2, np.float32), quiet=True),
+                                            WindowResult(1.0, np.array([0.2, 0.7], np.float32))))
+    table = _window_table(scores)
+    assert list(table["top label"]) == ["background", "dog_bark"]
+    assert list(table["score"]) == pytest.approx([1.0, 0.7])

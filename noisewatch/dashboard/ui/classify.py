@@ -170,8 +170,9 @@ def _waveform_chart(recording: analysis.Recording) -> alt.Chart:
 
 def _window_table(scores: analysis.WindowScores) -> pd.DataFrame:
     best = scores.scores.argmax(axis=1)
+    quiet = np.array([result.quiet for result in scores.results], dtype=bool)  # background, a label it may not have
     return pd.DataFrame({
         "start (s)": scores.starts.round(2),
-        "top label": [scores.labels[i] for i in best],
-        "score": scores.scores[np.arange(len(best)), best].round(3),
+        "top label": ["background" if q else scores.labels[i] for q, i in zip(quiet, best)],
+        "score": np.where(quiet, 1.0, scores.scores[np.arange(len(best)), best]).round(3),
     })
