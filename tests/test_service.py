@@ -394,6 +394,37 @@ def test_a_sound_card_overrun_is_said_once_a_minute_with_how_many(
     assert [m["input_overflows"] for m in messages if m["type"] == "stats"][-1] == 3
 
 
+def test_losses_kept_within_the_minute_are_said_once_it_is_over_without_waiting_for_another_loss(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Found in review: "at once, then at most once a minute with the total since": the losses after the first, kept
+    within the minute, were said only with the next loss of their kind, hours later ("in the last 3 h") or never (a
+    burst of overruns, then none), while the log read "listening" and events in them went unheard. Said at the first
+    read after the minute, loss or not."""
+    from types import SimpleNamespace
+
+    from noisewatch.daemon import service
+
+    monkeypatch.setattr(service, "LOSS_SAY_S", 0.3)
+    listener = SimpleNamespace(_dropped=service._Tally(), _overruns=service._Tally(), _unreadable=service._Tally())
+    source = SimpleNamespace(name="USB")
+
+    def read(overflows: int = 0, lost_frames: int = 0, nonfinite: int = 0) -> None:
+        block = SimpleNamespace(lost_frames=lost_frames, sample_rate=48000, overflows=overflows, nonfinite=nonfinite)
+        service.Service._say_losses(listener, source, block)  # type: ignore[arg-type]
+
+    with caplog.at_level("WARNING", logger="noisewatch.daemon.service"):
+        read(overflows=1, lost_frames=4800, nonfinite=5)  # said at once
+        read(overflows=2, lost_frames=9600, nonfinite=7)  # kept: within the period
+        read()
+        time.sleep(0.35)
+        read()  # no loss in this read: the ones kept are said now
+        read()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 6, said
+    assert "overran 2 time(s) in the last" in said[4] and "7 sample(s) were NaN" in said[5], said
+    assert "0.2 s of audio was dropped in the last" in said[3], said
+
+
 def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
     started = time.monotonic()
     opened, messages = _run_with_a_faulty_first_source(_UnpluggedMidway, repo_root, tmp_path, monkeypatch)

@@ -391,16 +391,17 @@ class Service:
         self._say(Status(AudioState.LISTENING, source=source.name))
 
     def _say_losses(self, source: AudioSource, block: AudioBlock) -> None:
-        """Audio the input lost, by kind: each was counted in stats alone, and the log read "listening"."""
-        if block.lost_frames and (said := self._dropped.add(block.lost_frames / block.sample_rate)):
+        """Audio the input lost, by kind: each was counted in stats alone, and the log read "listening". Asked at every
+        read, loss or not: what was kept within LOSS_SAY_S is said once it is over, not with the next loss (or never)."""
+        if said := self._dropped.add(block.lost_frames / block.sample_rate):
             log.warning("audio input %s: processing fell behind and %.1f s of audio was dropped%s; events in it "
                         "were not heard (a CPU too busy for the model, or an input that delivers faster than its "
                         "rate; stats count dropped_frames)", source.name, *said)
-        if block.overflows and (said := self._overruns.add(block.overflows)):
+        if said := self._overruns.add(block.overflows):
             log.warning("audio input %s: the sound card's buffer overran %d time(s)%s: audio was lost before it was "
                         "read, and events in it were not heard (a CPU or USB bus too busy; stats count "
                         "input_overflows)", source.name, *said)
-        if block.nonfinite and (said := self._unreadable.add(block.nonfinite)):
+        if said := self._unreadable.add(block.nonfinite):
             log.warning("audio input %s: %d sample(s) were NaN, infinite or beyond 1000 times full scale%s, and were "
                         "read as silence (a driver or file giving another sample format than it says; stats count "
                         "nonfinite_samples)", source.name, *said)
@@ -495,9 +496,12 @@ class _Tally:
         self._next = -math.inf
 
     def add(self, amount: float) -> tuple[float, str] | None:
-        """(the total to say, over what time), or None while within LOSS_SAY_S of the last time said."""
-        now = time.monotonic()
+        """(the total to say, over what time), or None while within LOSS_SAY_S of the last time said or with nothing
+        unsaid (``amount`` 0: a read that lost nothing, when what was kept may be due)."""
         self._unsaid += amount
+        if not self._unsaid:
+            return None
+        now = time.monotonic()
         if now < self._next:
             return None
         said = (self._unsaid, f" in the last {now - self._since:.0f} s" if self._next > -math.inf else "")
