@@ -291,8 +291,10 @@ def test_f33_audio_dropped_because_processing_fell_behind_is_said(tmp_path: Path
         proc.terminate()
         proc.wait(timeout=30)
     said = [line for line in (tmp_path / "run.stderr").read_text().splitlines() if "fell behind" in line]
-    assert len(said) == 1 and "WARNING" in said[0] and "latemic" in said[0], said
+    # at once, then (within the minute) what was dropped since, as the input closes at the stop
+    assert len(said) == 2 and all("WARNING" in line and "latemic" in line for line in said), said
     assert float(said[0].split("fell behind and ")[1].split(" s of audio")[0]) > 0, said
+    assert " of audio was dropped in the last " in said[1], said
 
 
 def test_f26_without_any_microphone_check_config_warns_and_run_claims_no_listening(tmp_path: Path) -> None:
@@ -1303,10 +1305,11 @@ def test_f10_non_finite_audio_gives_strict_json_everywhere_and_is_counted(
             bad.append(text)
     assert not bad, f"{len(bad)} messages are not strict JSON, e.g. {bad[0]}"
     assert (stats_value(collector, daemon, "nonfinite_samples") or 0) > 0
-    # said, not only counted: once (the later ones fall within the minute), with how many
+    # said, not only counted: at once, and the later ones (within the minute) as the file ends, with how many
     said = [line for line in daemon.log_text().splitlines() if "NaN, infinite" in line]
-    assert len(said) == 1 and "WARNING" in said[0] and "read as silence" in said[0], said
-    assert int(said[0].split(" sample(s) were NaN")[0].split()[-1]) >= 100, said
+    assert len(said) == 2 and all("WARNING" in line and "read as silence" in line for line in said), said
+    counts = [int(line.split(" sample(s) were NaN")[0].split()[-1]) for line in said]
+    assert counts[0] >= 100 and sum(counts) == 111 and " in the last " in said[1], said
 
 
 @pytest.mark.broker

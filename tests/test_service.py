@@ -408,9 +408,9 @@ def test_losses_kept_within_the_minute_are_said_once_it_is_over_without_waiting_
     listener = SimpleNamespace(_dropped=service._Tally(), _overruns=service._Tally(), _unreadable=service._Tally())
     source = SimpleNamespace(name="USB")
 
-    def read(overflows: int = 0, lost_frames: int = 0, nonfinite: int = 0) -> None:
-        block = SimpleNamespace(lost_frames=lost_frames, sample_rate=48000, overflows=overflows, nonfinite=nonfinite)
-        service.Service._say_losses(listener, source, block)  # type: ignore[arg-type]
+    def read(overflows: int = 0, lost_frames: int = 0, nonfinite: int = 0, final: bool = False) -> None:
+        service.Service._say_losses(listener, source, lost_frames / 48000, overflows, nonfinite,  # type: ignore[arg-type]
+                                    final=final)
 
     with caplog.at_level("WARNING", logger="noisewatch.daemon.service"):
         read(overflows=1, lost_frames=4800, nonfinite=5)  # said at once
@@ -419,10 +419,13 @@ def test_losses_kept_within_the_minute_are_said_once_it_is_over_without_waiting_
         time.sleep(0.35)
         read()  # no loss in this read: the ones kept are said now
         read()
+        read(overflows=4)  # kept: within the period
+        read(final=True)  # the input closes (a stop, a file's end): what is kept is said now, not lost with it
     said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 6, said
+    assert len(said) == 7, said
     assert "overran 2 time(s) in the last" in said[4] and "7 sample(s) were NaN" in said[5], said
     assert "0.2 s of audio was dropped in the last" in said[3], said
+    assert "overran 4 time(s) in the last" in said[6], said
 
 
 def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_path: Path, monkeypatch) -> None:

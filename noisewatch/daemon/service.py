@@ -38,7 +38,6 @@ from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
-from noisewatch.daemon.ringbuffer import AudioBlock
 from noisewatch.daemon.setup import (
     Overrides,
     Setup,
@@ -243,6 +242,7 @@ class Service:
             with source:
                 opened = time.monotonic()
                 ending = self._pump(source)
+                self._say_losses(source, 0.0, 0, 0, final=True)  # what the last minute kept: said before it is gone
             if ending in (Ending.STOP, Ending.FINISHED):
                 return 0
             if ending is Ending.REOPEN:
@@ -298,7 +298,7 @@ class Service:
             if len(block.samples):
                 self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
                 self._say_mix(source, resampler)
-                self._say_losses(source, block)
+                self._say_losses(source, block.lost_frames / block.sample_rate, block.overflows, block.nonfinite)
                 if resampler.mix.choice is not None:
                     self._mixes[mix_key] = resampler.mix.choice
                 first = False
@@ -390,18 +390,20 @@ class Service:
         notify.status(f"listening on {source.name}")
         self._say(Status(AudioState.LISTENING, source=source.name))
 
-    def _say_losses(self, source: AudioSource, block: AudioBlock) -> None:
+    def _say_losses(self, source: AudioSource, dropped_s: float, overruns: int, nonfinite: int,
+                    final: bool = False) -> None:
         """Audio the input lost, by kind: each was counted in stats alone, and the log read "listening". Asked at every
-        read, loss or not: what was kept within LOSS_SAY_S is said once it is over, not with the next loss (or never)."""
-        if said := self._dropped.add(block.lost_frames / block.sample_rate):
+        read, loss or not: what was kept within LOSS_SAY_S is said once it is over, not with the next loss (or never);
+        ``final`` as the input closes (a stop, a file's end, a lost device): what is kept is said now."""
+        if said := self._dropped.add(dropped_s, final):
             log.warning("audio input %s: processing fell behind and %.1f s of audio was dropped%s; events in it "
                         "were not heard (a CPU too busy for the model, or an input that delivers faster than its "
                         "rate; stats count dropped_frames)", source.name, *said)
-        if said := self._overruns.add(block.overflows):
+        if said := self._overruns.add(overruns, final):
             log.warning("audio input %s: the sound card's buffer overran %d time(s)%s: audio was lost before it was "
                         "read, and events in it were not heard (a CPU or USB bus too busy; stats count "
                         "input_overflows)", source.name, *said)
-        if said := self._unreadable.add(block.nonfinite):
+        if said := self._unreadable.add(nonfinite, final):
             log.warning("audio input %s: %d sample(s) were NaN, infinite or beyond 1000 times full scale%s, and were "
                         "read as silence (a driver or file giving another sample format than it says; stats count "
                         "nonfinite_samples)", source.name, *said)
@@ -495,14 +497,15 @@ class _Tally:
         self._since = time.monotonic()
         self._next = -math.inf
 
-    def add(self, amount: float) -> tuple[float, str] | None:
-        """(the total to say, over what time), or None while within LOSS_SAY_S of the last time said or with nothing
-        unsaid (``amount`` 0: a read that lost nothing, when what was kept may be due)."""
+    def add(self, amount: float, final: bool = False) -> tuple[float, str] | None:
+        """(the total to say, over what time), or None while within LOSS_SAY_S of the last time said (unless ``final``:
+        the input closes) or with nothing unsaid (``amount`` 0: a read that lost nothing, when what was kept may be
+        due)."""
         self._unsaid += amount
         if not self._unsaid:
             return None
         now = time.monotonic()
-        if now < self._next:
+        if now < self._next and not final:
             return None
         said = (self._unsaid, f" in the last {now - self._since:.0f} s" if self._next > -math.inf else "")
         self._unsaid, self._since, self._next = 0, now, now + LOSS_SAY_S
