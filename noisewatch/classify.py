@@ -43,6 +43,14 @@ class WindowResult:
     quiet: bool = False
     """Below the gate (config.GATE_DBFS): not classified, counted as background, as the daemon counts it."""
 
+    def top(self, labels: tuple[str, ...]) -> tuple[str, float]:
+        """(label, score) of the window: background for a quiet one (a bundle need not have that label: its all-zero
+        scores named the bundle's first label)."""
+        if self.quiet:
+            return "background", 1.0
+        best = int(np.argmax(self.scores))
+        return labels[best], float(self.scores[best])
+
 
 def load_audio(source: str | Path | BinaryIO, sample_rate: int, seconds: float | None = None) -> np.ndarray:
     """A recording (path or file object) as mono float32 at ``sample_rate``: channels mixed as the daemon mixes,
@@ -105,11 +113,8 @@ def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) ->
     if not len(audio):
         raise NoAudio("holds no audio, nothing to classify")
     results = classify_audio(audio, bundle, model, hop_s)
-    windows = [
-        {"start_s": round(r.start_s, 3), "label": "background" if r.quiet else bundle.labels[int(np.argmax(r.scores))],
-         "score": 1.0 if r.quiet else round(float(r.scores.max()), 4), "quiet": r.quiet}
-        for r in results
-    ]
+    windows = [{"start_s": round(r.start_s, 3), "label": label, "score": round(score, 4), "quiet": r.quiet}
+               for r in results for label, score in [r.top(bundle.labels)]]
     return {"file": path, **summarize(results, bundle.labels), "windows": windows}
 
 

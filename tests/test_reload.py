@@ -79,6 +79,20 @@ def test_the_level_period_being_filled_is_reported_where_a_reload_ends_it_and_no
     assert periods(rest)[0][0] == RELOAD_S
 
 
+def test_the_level_period_a_gap_cuts_short_is_reported_and_the_next_starts_after_it() -> None:
+    """README: "the period cut short by a stop, a gap or a file's end is reported over its whole seconds": a gap
+    (audio lost) reports the part period before it, and the meter starts a first 5 s period where audio comes back."""
+    bundle = load_bundle(default_model_path())
+    audio = scene_audio(bundle.features.sample_rate)
+    rate = bundle.features.sample_rate
+    pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())
+    before = pipeline.process(audio[: int(7.5 * rate)])
+    at_gap = pipeline.gap()
+    after = pipeline.process(audio[int(7.5 * rate) : int(13.5 * rate)])
+    periods = [[(m.offset_s, m.period_s) for m in part if isinstance(m, Level)] for part in (before, at_gap, after)]
+    assert periods == [[(0, 5)], [(5, 2)], [(7.5, 5)]], periods
+
+
 def test_more_smoothing_at_a_reload_does_not_cut_the_open_event() -> None:
     """The carried scores are fewer than the new smoothing asks for: they must not count as absent."""
     first, closing, rest = run_with_reload({"detector": {"smoothing_windows": 2}},

@@ -302,12 +302,14 @@ class LevelMeter:
     def flush(self) -> list[dict]:
         """The period being filled, reported over the whole seconds it holds (its ``period_s``), or nothing: at a stop,
         a gap or a file's end, up to a period of levels was lost, and a stop at every reload-free restart."""
+        return [self._report_period()] if len(self._period) else []
+
+    def _report_period(self) -> dict:
+        """The report of the seconds in the period (as many as it holds), which starts afresh."""
         period = self._period
-        if not len(period):
-            return []
         report = period_report(len(period), period.offset_s, period.plain, period.a, self.calibration_db)
         period.clear()
-        return [report]
+        return report
 
     def _close_second(self, reports: list[dict]) -> SecondLevel:
         """Level of the full block; appends a report to ``reports`` when it ends a period."""
@@ -315,9 +317,7 @@ class LevelMeter:
         plain, a = self._powers(self._block)
         self._period.add(offset_s, plain, a)
         if len(self._period) == self._length_s:
-            p = self._period
-            reports.append(period_report(self._length_s, p.offset_s, p.plain, p.a, self.calibration_db))
-            p.clear()
+            reports.append(self._report_period())
             self._length_s = self.period_s
         return SecondLevel(offset_s, power_to_db(plain), power_to_db(a), peak_dbfs(self._block))
 

@@ -202,9 +202,9 @@ class Service:
         """Each input's (name, rate, channels) last channel mix: a reopen mixes as before until it chooses anew (from
         the plain mean, the first half second after each return of an I2S microphone read 6 dB low)."""
         self._ticks = _Ticks()
+        """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
         self._dropped, self._overruns, self._unreadable = _Tally(), _Tally(), _Tally()
         """Audio lost on the way in, by kind: said at once, then at most every LOSS_SAY_S (``_say_losses``)."""
-        """Health reports go on while the input is lost: Home Assistant's diagnostics froze, then went unavailable."""
         self._source_name = _wanted_input(setup)
         """The input last opened (before any: the one asked for), named in health reports."""
 

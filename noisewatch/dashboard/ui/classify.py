@@ -169,10 +169,9 @@ def _waveform_chart(recording: analysis.Recording) -> alt.Chart:
 
 
 def _window_table(scores: analysis.WindowScores) -> pd.DataFrame:
-    best = scores.scores.argmax(axis=1)
-    quiet = np.array([result.quiet for result in scores.results], dtype=bool)  # background, a label it may not have
+    top = [result.top(scores.labels) for result in scores.results]  # a quiet window: background, as classify says it
     return pd.DataFrame({
         "start (s)": scores.starts.round(2),
-        "top label": ["background" if q else scores.labels[i] for q, i in zip(quiet, best)],
-        "score": np.where(quiet, 1.0, scores.scores[np.arange(len(best)), best]).round(3),
+        "top label": [label for label, _ in top],
+        "score": np.round([score for _, score in top], 3),
     })
