@@ -216,7 +216,7 @@ def read_only_warnings(config: Config) -> list[str]:
 
 def mqtt_problems(config: Config) -> list[str]:
     """The password, the TLS files (present and loadable), the spool and state folders (a state folder that is a
-    file passed check-config and failed ``run``)."""
+    file passed check-config and failed ``run``; one another listener holds passed it too)."""
     problems = []
     try:
         config.mqtt_password()
@@ -228,7 +228,12 @@ def mqtt_problems(config: Config) -> list[str]:
     spool = _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
     if spool and config.mqtt.state_directory is None:  # beside the spool folder: the same problem, said once
         return problems + spool
-    return problems + spool + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True)
+    folders = spool + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True)
+    if folders:
+        return problems + folders
+    from noisewatch.daemon.sinks.mqtt import folders_in_use  # paho: only where MQTT is on, as open_sinks imports it
+
+    return problems + folders_in_use(config.mqtt)
 
 
 def _tls_problems(tls: TlsSection) -> list[str]:

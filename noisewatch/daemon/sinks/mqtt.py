@@ -392,7 +392,7 @@ class MqttSink:
         listener = listener_of(config, labels, model_ident, version)
         topics = listener_topics(config)
         moving = running is not None and running.spool.directory != section.spool.directory
-        folders = [("mqtt.state_directory", section.state_path), ("mqtt.spool.directory", section.spool.directory)]
+        folders = listener_folders(section)
         if running is not None and moving:
             folders.append(("mqtt.spool.directory", running.spool.directory))  # spooled into until the move
         locks = _folder_locks(running, folders)
@@ -1234,8 +1234,7 @@ def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]])
             try:
                 locks.append(held[folder].share() if folder in held else FolderLock.take(folder))
             except FolderInUse:
-                raise ConfigError(f"{key}: {folder} is in use by another noisewatch listener (a second one on this "
-                                  "machine?); give each its own mqtt.spool.directory and mqtt.state_directory") from None
+                raise ConfigError(_in_use(key, folder)) from None
             except OSError as exc:
                 raise ConfigError(f"{key}: {folder}: {exc.strerror or exc}") from None
     except ConfigError:
@@ -1243,6 +1242,25 @@ def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]])
             lock.release()
         raise
     return locks
+
+
+def listener_folders(section: MqttSection) -> list[tuple[str, Path]]:
+    """The folders a listener locks (``_folder_locks``), each with its key: its state folder, then its spool's."""
+    return [("mqtt.state_directory", section.state_path), ("mqtt.spool.directory", section.spool.directory)]
+
+
+def folders_in_use(section: MqttSection) -> list[str]:
+    """Each of ``section``'s folders another process holds, said as ``_folder_locks`` refuses it: ``check-config``
+    said "ok" where ``run`` then exited 78. Only looked at: the listener holding them keeps them."""
+    keys: dict[Path, str] = {}
+    for key, folder in listener_folders(section):
+        keys.setdefault(folder, key)  # one folder under both keys: said once, as ``_folder_locks`` takes it once
+    return [_in_use(key, folder) for folder, key in keys.items() if FolderLock.held_elsewhere(folder)]
+
+
+def _in_use(key: str, folder: Path) -> str:
+    return (f"{key}: {folder} is in use by another noisewatch listener (a second one on this machine?); give each "
+            "its own mqtt.spool.directory and mqtt.state_directory")
 
 
 def _credentials(password: str | None, tls: TlsSection) -> tuple[str | None, tuple[bytes | None, ...]]:
