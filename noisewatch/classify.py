@@ -8,12 +8,9 @@ exactly as in training), features from :mod:`noisewatch.features`, scores from t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import json
 import logging
 import os
-import signal
 import stat
 import sys
 from dataclasses import dataclass
@@ -32,6 +29,7 @@ from noisewatch.downmix import ChannelMix
 from noisewatch.features import clip_windows, extract
 from noisewatch.recording_checks import below_model_rate, finite_samples, warn_if_cut_short
 from noisewatch.runtime import RuntimeUnavailable, TFLiteModel
+from noisewatch.stdout_report import report
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +116,9 @@ def _file_report(path: str, bundle: Bundle, model: TFLiteModel, hop_s: float) ->
     return {"file": path, **summarize(results, bundle.labels), "windows": windows}
 
 
-def _print_table(report: dict[str, Any]) -> None:
-    print(f"{report['file']}: {report['label']} ({report['score']:.2f})")
-    for window in report["windows"]:
+def _print_table(file_report: dict[str, Any]) -> None:
+    print(f"{file_report['file']}: {file_report['label']} ({file_report['score']:.2f})")
+    for window in file_report["windows"]:
         quiet = f"  (quiet: below {GATE_DBFS:g} dBFS, not classified)" if window["quiet"] else ""
         print(f"  {window['start_s']:8.2f} s  {window['label']:<18} {window['score']:.2f}{quiet}")
 
@@ -143,18 +141,15 @@ def main(args: argparse.Namespace) -> int:
         except NoAudio as exc:
             print(f"noisewatch: {path}: {exc}", file=sys.stderr)
             status = 1
-    try:
-        if sys.stdout is None:  # started with it closed: print() would write nowhere, and exit 0 say it had
-            raise OSError(errno.EBADF, "stdout is closed")
-        if args.json:
-            print(json.dumps({"model": bundle.ident, "files": reports}, indent=2))
-        else:
-            for report in reports:
-                _print_table(report)
-        sys.stdout.flush()
-    except OSError as exc:
-        return _stdout_lost(exc)
-    return status
+    return report(lambda: _print_reports(reports, bundle, args.json)) or status
+
+
+def _print_reports(reports: list[dict[str, Any]], bundle: Bundle, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"model": bundle.ident, "files": reports}, indent=2))
+    else:
+        for file_report in reports:
+            _print_table(file_report)
 
 
 def _reason(path: str, exc: Exception) -> str:
@@ -167,14 +162,3 @@ def _reason(path: str, exc: Exception) -> str:
         return missing.strerror or str(missing)
     return "a folder, not a file" if stat.S_ISDIR(mode) else str(exc)
 
-
-def _stdout_lost(exc: OSError) -> int:
-    """The exit code when stdout cannot take the report: a reader gone (``| head``) has what it wanted, and the
-    command ends as SIGPIPE ends a filter, without a word; anything else (a full disk) is one line and 1. What is
-    left in stdout's buffer goes to /dev/null, or Python's flush at exit said it again ("Exception ignored")."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # AttributeError: no stdout at all
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    if isinstance(exc, BrokenPipeError):
-        return 128 + signal.SIGPIPE
-    print(f"noisewatch: cannot write the report to stdout ({exc.strerror or exc})", file=sys.stderr)
-    return 1

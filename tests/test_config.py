@@ -329,6 +329,19 @@ def refused(path: Path, text: str) -> list[str]:
     return result.stderr.strip().splitlines()
 
 
+def test_check_config_to_a_full_stdout_ends_in_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Found in earlier work: ``noisewatch check-config FILE > /dev/full`` ended in an OSError traceback. It ends as
+    ``classify`` does on a stdout that cannot take its report: one line on stderr and exit 1."""
+    config = tmp_path / "fine.yaml"
+    config.write_text("device_id: here\n")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    said = [line for line in done.stderr.splitlines() if not line.startswith("noisewatch: warning: audio.device")]
+    assert done.returncode == 1, done.stderr
+    assert said == ["noisewatch: cannot write the report to stdout (No space left on device)"], done.stderr
+
+
 @pytest.mark.parametrize("text", ["audio:\n  hop_s: -1\n", "audio: [\n", "detector:\n  thresholds: {siren: 1.5}\n",
                                   "audio:\n  hop_s: '0.5'\n"])
 def test_check_config_exits_78_with_one_line(tmp_path: Path, text: str) -> None:

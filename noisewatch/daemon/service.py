@@ -51,6 +51,7 @@ from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
 from noisewatch.downmix import MixChoice
 from noisewatch.recording_checks import below_model_rate
+from noisewatch.stdout_report import report
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.1
@@ -604,5 +605,5 @@ def check_config_main(args: argparse.Namespace) -> int:
     broker = ""
     if setup.config.mqtt.enabled:
         broker = _try_the_broker(setup.config)
-    print(f"{args.config}: ok (model {setup.bundle.ident}, {len(setup.bundle.labels)} labels{broker})")
-    return 0
+    ok = f"{args.config}: ok (model {setup.bundle.ident}, {len(setup.bundle.labels)} labels{broker})"
+    return report(lambda: print(ok))  # a stdout that cannot take it (> /dev/full) ended in a traceback
