@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import soundfile as sf
 import yaml
 from pydantic import BaseModel
 
-from noisewatch.bundle import load_bundle
+from noisewatch.bundle import load_bundle, write_bundle
 from noisewatch.config import EX_CONFIG, Config, ConfigError, load_config
 from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.daemon.setup import bundle_problems
@@ -366,6 +367,36 @@ def test_the_default_contrast_labels_bind_only_a_model_that_has_them() -> None:
     explicit = Config.model_validate({"detector": {"require_contrast": ["car_horn"]}})
     assert bundle_problems(explicit, other) == [
         "detector.require_contrast: 'car_horn' is not a label of the model (thunder, background)"]
+
+
+def test_a_model_without_a_background_label_runs_under_the_default_ignore(tmp_path: Path) -> None:
+    """Found in earlier work: the default ``detector.ignore: [background]`` refused every bundle without a background
+    label (check-config and run: exit 78), unset or written out as the installed config (the shipped file) writes it.
+    Such a bundle now runs under both; a label list of the user's own is still held to the model's labels."""
+    shipped = load_bundle(MODEL)
+    labels = ["quiet" if label == "background" else label for label in shipped.labels]
+    thresholds = {("quiet" if label == "background" else label): t for label, t in shipped.thresholds.items()}
+    bundle = write_bundle(tmp_path / "bundle", "nobackground", shipped.tflite.read_bytes(), version="test",
+                          labels=labels, features=shipped.features, thresholds=thresholds, variant=shipped.variant,
+                          timing=shipped.timing)
+    unset, installed = tmp_path / "c.yaml", tmp_path / "installed.yaml"
+    unset.write_text(f"model:\n  path: {bundle.path}\n")
+    installed.write_text(SHIPPED.read_text().replace("model:\n", "model:\n  path: " + str(bundle.path) + "\n", 1)
+                         .replace("  path: null\n", "", 1))
+    assert load_config(installed).detector.ignore == ("background",)
+    for config in (unset, installed):
+        check = check_config(config)
+        assert check.returncode == 0 and "ok (model nobackground@test, 11 labels" in check.stdout, check.stderr
+    out = tmp_path / "out.jsonl"
+    run = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(unset), "--input",
+                          str(ROOT / "samples" / "scene.flac"), "--speed", "0", "--jsonl", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    heard = {json.loads(line)["label"] for line in out.read_text().splitlines() if '"type":"event"' in line}
+    assert "siren" in heard, heard
+    own = tmp_path / "own.yaml"
+    assert refused(own, f"model:\n  path: {bundle.path}\ndetector:\n  ignore: [background, street_music]\n") == [
+        f"noisewatch: {own}:4: detector.ignore: 'background' is not a label of the model ({', '.join(labels)})"]
 
 
 def test_the_daemons_detector_holds_the_configured_labels_to_the_contrast_rule() -> None:

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bundle
-from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, TlsSection, load_config, locate
+from noisewatch.config import (
+    CREDENTIAL_NAME,
+    PASSWORD_ENV,
+    Config,
+    ConfigError,
+    DetectorSection,
+    TlsSection,
+    load_config,
+    locate,
+)
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import APPEND_FLAGS, JsonlSink
 from noisewatch.daemon.sources import DeviceMissing, SourceError, check_device
@@ -128,8 +137,10 @@ def _located(config_path: str | None, overrides: Overrides, problems: list[str])
 
 
 def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
-    """Settings that only make sense against the model: window length and label names (the default contrast
-    labels are not checked: a model without them simply has none)."""
+    """Settings that only make sense against the model: window length and label names (the default ignored and
+    contrast labels are not checked, written out or not: a model without them simply has none; the default
+    ``ignore: [background]`` refused every bundle without a background label, under the installed config too, a copy
+    of the shipped one that writes every default out)."""
     problems = []
     if config.audio.hop_s >= bundle.features.window_s:
         problems.append(f"audio.hop_s = {config.audio.hop_s}: must be shorter than the model's {bundle.features.window_s} s window")
@@ -137,8 +148,10 @@ def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
     for label in config.detector.thresholds:
         if label not in bundle.labels:
             problems.append(f"detector.thresholds.{label}: unknown label (the model knows: {known})")
-    contrast = config.detector.require_contrast if "require_contrast" in config.detector.model_fields_set else ()
-    for key, labels in (("ignore", config.detector.ignore), ("require_contrast", contrast)):
+    for key in ("ignore", "require_contrast"):
+        labels = getattr(config.detector, key)
+        if set(labels) == set(DetectorSection.model_fields[key].default):
+            continue
         for label in labels:
             if label not in bundle.labels:
                 problems.append(f"detector.{key}: {label!r} is not a label of the model ({known})")
