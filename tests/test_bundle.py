@@ -134,6 +134,8 @@ def _damaged_sidecar(tmp_path: Path, damage: str) -> Path:
         sidecar["tflite"] = None
     elif damage == "sample_rate_a_string":
         sidecar["features"]["sample_rate"] = "22050"
+    elif damage.startswith("fmax_a_"):  # a setting whose default is null: from_dict looked at none of them
+        sidecar["features"]["fmax"] = {"fmax_a_string": "8000", "fmax_a_boolean": True, "fmax_a_word": "nyquist"}[damage]
     elif damage == "model_file_unreadable":  # root reads a file of mode 000: an I/O error stands in for it
         sidecar["tflite"] = "/proc/self/mem"  # a regular file whose read fails (EIO)
     else:  # thresholds, timing or metrics given as a JSON array
@@ -149,13 +151,17 @@ def _damaged_sidecar(tmp_path: Path, damage: str) -> Path:
     ("timing_a_list", "timing must be a JSON object, not an array"),
     ("metrics_a_list", "metrics must be a JSON object, not an array"),
     ("sample_rate_a_string", "features.sample_rate must be a whole number, not '22050'"),
+    ("fmax_a_string", "features.fmax must be a number or null, not '8000'"),
+    ("fmax_a_boolean", "features.fmax must be a number or null, not True"),
+    ("fmax_a_word", "features.fmax must be a number or null, not 'nyquist'"),
     ("model_file_unreadable", "model file /proc/self/mem cannot be read (Input/output error)")])
 def test_check_config_and_run_refuse_a_damaged_sidecar_with_the_same_line_naming_the_key(
         tmp_path: Path, damage: str, words: str) -> None:
     """Found by fault injection: thresholds given as a JSON array, or a model file that cannot be read, gave a
     traceback and exit 1 (systemd restarts that, where 78 tells it not to); a missing key said only "invalid
     bundle: 'name'", and keys of the wrong JSON type Python's own words ("argument after ** must be a mapping",
-    "can't multiply sequence by non-int of type 'float'")."""
+    "can't multiply sequence by non-int of type 'float'"). An ``fmax`` (default null) of the wrong type was taken
+    as it was: a word failed at the first window with a traceback, ``true`` made the top mel band edge 1 Hz."""
     sidecar = _damaged_sidecar(tmp_path, damage)
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  path: {sidecar}\n")
