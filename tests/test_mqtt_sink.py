@@ -547,7 +547,8 @@ def test_a_broker_whose_acl_drops_the_listener_s_messages_is_said(
         acl: str) -> None:
     """Found by fault injection: under an ACL that lets the listener read but not publish, mosquitto acknowledges
     every MQTT 3.1.1 publish and drops it: events reached no one and the log said nothing. One that lets it publish
-    but not read grants the subscription and drops the threshold commands the same way."""
+    but not read grants the subscription and drops the threshold commands the same way. Under 3.1.1 the two look
+    alike: one warning says both and that delivery cannot be confirmed."""
     monkeypatch.setattr(echo_watch, "ECHO_WAIT_S", 2.0)
     caplog.set_level(logging.INFO, logger="noisewatch")
     acl_broker = Broker(acl=acl + "topic readwrite homeassistant/#\n").start()
@@ -556,16 +557,54 @@ def test_a_broker_whose_acl_drops_the_listener_s_messages_is_said(
         sink.send(event(0))
         assert wait_until(lambda: "did not deliver it back" in caplog.text, 10), caplog.text
         said = [r for r in caplog.records if "did not deliver it back" in r.getMessage()]
-        assert len(said) == 1 and said[0].levelno == logging.ERROR
+        assert len(said) == 1 and said[0].levelno == logging.WARNING
         assert f"readwrite on {PREFIX}/#" in said[0].getMessage()
-        assert "events may be reaching no one" in said[0].getMessage()
+        assert "cannot confirm" in said[0].getMessage() and "events then reach no one" in said[0].getMessage()
     finally:
+        acl_broker.cleanup()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_listener_that_may_publish_but_not_read_its_topics_is_warned_once_not_told_its_events_are_lost(
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        protocol: str) -> None:
+    """Found in earlier work: under a tight ACL (the listener may publish its topics, not read them) its events
+    reached subscribers, yet the log said an ERROR that the broker drops what it publishes and events may be
+    reaching no one. What the missing echo shows is that it cannot confirm delivery: one WARNING, no ERROR; under
+    MQTT 5, where the broker refuses a denied publish in its acknowledgement, it says that reading is what is denied."""
+    monkeypatch.setattr(echo_watch, "ECHO_WAIT_S", 2.0)
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    acl = ("user listener\ntopic write noisewatch/#\ntopic readwrite homeassistant/#\n"
+           "user reader\ntopic read #\n")
+    acl_broker = Broker(users={"listener": "one", "reader": "two"}, acl=acl).start()
+    (tmp_path / "password").write_text("one\n")
+    reader = Collector(acl_broker.port, username="reader", password="two")
+    try:
+        sink = open_sink(make_config(tmp_path, acl_broker.port, protocol=protocol, username="listener",
+                                     password_file=str(tmp_path / "password")))
+        sent = event(0)
+        sink.send(sent)
+        assert reader.wait_for(lambda c: any(sent.id in p.decode() for p in c.on(f"{PREFIX}/events")), 10), \
+            "its events reach a subscriber that may read them"
+        assert wait_until(lambda: "did not deliver it back" in caplog.text, 10), caplog.text
+        time.sleep(1.0)
+        said = [r for r in caplog.records if "did not deliver it back" in r.getMessage()]
+        assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+        text = said[0].getMessage()
+        assert "cannot confirm" in text and "thresholds set from Home Assistant" in text, text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        if protocol == "5":
+            assert "publish but not read" in text and "reach no one" not in text, text
+    finally:
+        reader.close()
         acl_broker.cleanup()
 
 
 def test_the_echo_watch_waits_from_the_acknowledgement_says_overdue_once_and_its_end_once() -> None:
     """The pure core of the ACL check, on its own clock: an ``online`` never acknowledged (a stalled link) is never
-    overdue; one acknowledged is, once, ECHO_WAIT_S later; its return ends that once, over a reconnect too."""
+    overdue; one acknowledged is, once, ECHO_WAIT_S later; its return ends that once, over a reconnect too; one the
+    broker refused is not awaited."""
     now = [0.0]
     watch = echo_watch.EchoWatch(clock=lambda: now[0])
     watch.sent(7)
@@ -580,6 +619,10 @@ def test_the_echo_watch_waits_from_the_acknowledgement_says_overdue_once_and_its
     watch.sent(1)
     watch.acknowledged(1)
     assert watch.came_back() and watch.settled() and not watch.came_back()
+    watch.sent(2)
+    watch.acknowledged(2, refused=True)  # MQTT 5's PUBACK refused it (the sink logs that): nothing comes back
+    now[0] += echo_watch.ECHO_WAIT_S
+    assert watch.settled() and not watch.overdue()
 
 
 def test_an_acl_mended_is_said_once_the_listener_s_online_comes_back(

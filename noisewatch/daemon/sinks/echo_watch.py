@@ -1,7 +1,9 @@
 """Whether the broker delivers what this listener publishes: its own ``online``, published at each connect to its
 status topic, which it subscribes to first, must come back. A broker whose ACL lets a MQTT 3.1.1 client publish
-nothing still acknowledges every message and drops it: events reached no one and the log said nothing. A pure core
-on the monotonic clock, driven by the MQTT sink's pump, which says what it finds."""
+nothing still acknowledges every message and drops it: events reached no one and the log said nothing. One whose ACL
+lets it publish but not read gives the same silence while its events are delivered: a missing echo shows only that
+delivery cannot be confirmed. A pure core on the monotonic clock, driven by the MQTT sink's pump, which says what it
+finds."""
 
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ class EchoWatch:
         """The ``online`` went to the broker as paho message ``mid`` (None: paho could not send it; nothing awaited)."""
         self._mid, self._due = mid, None
 
-    def acknowledged(self, mid: int) -> None:
-        """The broker acknowledged paho message ``mid``: if it is the ``online``, the wait for it begins."""
+    def acknowledged(self, mid: int, refused: bool = False) -> None:
+        """The broker acknowledged paho message ``mid``: if it is the ``online``, the wait for it begins, unless the
+        broker ``refused`` it (MQTT 5 says so, and the sink logs it): nothing comes back then, and nothing is awaited."""
         if mid == self._mid:
-            self._mid, self._due = None, self._clock() + ECHO_WAIT_S
+            self._mid, self._due = None, None if refused else self._clock() + ECHO_WAIT_S
 
     def link_lost(self) -> None:
         """The connection is gone: the next one sends its own ``online``."""

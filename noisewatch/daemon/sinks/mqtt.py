@@ -743,16 +743,23 @@ class MqttSink:
                         UNACKED_WARN_S, self.spool.depth)
 
     def _watch_echo(self) -> None:
-        """Say once, as an error, when the own ``online`` has not come back ECHO_WAIT_S after a connect."""
+        """Say once, as a warning, when the own ``online`` the broker took has not come back ECHO_WAIT_S after: it
+        cannot confirm delivery. An ACL that lets it publish but not read its own topics (tight, and its events still
+        delivered) gives the same silence as one that drops what it publishes, and was an ERROR that events may be
+        reaching no one. MQTT 5 refuses a denied publish in its acknowledgement: took, the online was not denied."""
         if not self._echo.overdue():
             return
         user = f"user {self.settings.username!r}" if self.settings.username else "this client (no username)"
-        log.error("MQTT: %s:%d accepted this listener's online on %s but did not deliver it back within %.0f s: "
-                  "its ACL does not let %s both publish and read under %s/#. A broker drops what a client may not "
-                  "publish, under MQTT 3.1.1 without a word: events may be reaching no one, and thresholds set "
-                  "from Home Assistant do not arrive; %s",
-                  self.settings.host, self.settings.port, self.topics.status, ECHO_WAIT_S, user, self.topics.prefix,
-                  acl_advice(self.topics))
+        if self.settings.protocol == "5":
+            why = (f"under MQTT 5 the broker refuses a publish its ACL denies, so its ACL lets {user} publish but not "
+                   f"read under {self.topics.prefix}/#: thresholds set from Home Assistant do not arrive")
+        else:
+            why = (f"its ACL does not let {user} read under {self.topics.prefix}/# (thresholds set from Home "
+                   "Assistant then do not arrive) or publish there (MQTT 3.1.1 acknowledges a denied publish without "
+                   "a word: events then reach no one; protocol \"5\" tells the two apart)")
+        log.warning("MQTT: %s:%d took this listener's online on %s but did not deliver it back within %.0f s, so it "
+                    "cannot confirm that the broker delivers its messages: %s; %s", self.settings.host,
+                    self.settings.port, self.topics.status, ECHO_WAIT_S, why, acl_advice(self.topics))
 
     def _echoed(self) -> None:
         if self._echo.came_back():
@@ -1120,13 +1127,14 @@ class MqttSink:
             self._trim_record()
             return
         topic = self._awaited.pop(ack.mid, None)
-        self._echo.acknowledged(ack.mid)
+        refused = ack.reason if ack.reason is not None and ack.reason.is_failure else None
+        self._echo.acknowledged(ack.mid, refused is not None)
         if topic is not None:
-            if ack.reason is not None and ack.reason.is_failure:  # an ACL that lets events through but not discovery
-                hint = ("it is larger than the broker's message_size_limit" if ack.reason.value == PACKET_TOO_LARGE
+            if refused is not None:  # an ACL that lets events through but not discovery
+                hint = ("it is larger than the broker's message_size_limit" if refused.value == PACKET_TOO_LARGE
                         else f"its ACL: {acl_advice(self.topics)}")
                 log.error("MQTT: the broker refused %s (%s): Home Assistant and other subscribers do not get it; %s",
-                          topic, ack.reason, hint)
+                          topic, refused, hint)
             return
         if ack.mid in self._inflight or ack.mid in self._inflight_held:
             self._acked_at, self._unacked_said = time.monotonic(), False
