@@ -7,7 +7,6 @@ provenance, licence). The daemon takes these from the bundle, never from its own
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -139,19 +138,6 @@ def _check_keys(data: dict[str, Any]) -> None:
             raise ValueError(f"{key} must be a JSON {name}, not {JSON_TYPES.get(type(data[key]), 'another type')}")
 
 
-def _check_optional_numbers(features: dict[str, Any]) -> None:
-    """The numeric feature settings whose default is None (``fmax``), which ``FeatureSettings.from_dict`` does not
-    type-check: a number, or null. "8000" passed and a word failed at the first window, with a traceback; ``true``
-    quietly made the top mel band edge 1 Hz."""
-    for setting in dataclasses.fields(FeatureSettings):
-        value, kind = features.get(setting.name), str(setting.type).removesuffix(" | None")
-        if setting.default is not None or value is None or kind not in ("int", "float"):
-            continue
-        if type(value) is not int and (kind == "int" or type(value) is not float):
-            raise ValueError(f"features.{setting.name} must be {'a whole number' if kind == 'int' else 'a number'} "
-                             f"or null, not {value!r}")
-
-
 def _model_checksum(tflite: Path) -> str:
     """The model file's SHA-256; a file that cannot be read (a failing card, a mode the service user cannot read)
     is a bundle error naming it, not a traceback."""
@@ -176,7 +162,6 @@ def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
     expected = data.get("tflite_sha256")
     if expected is not None and _model_checksum(tflite) != expected:
         raise ValueError(f"model file {tflite} does not match the checksum its sidecar gives: damaged or replaced")
-    _check_optional_numbers(data["features"])
     known = {"format", "name", "version", "labels", "features", "thresholds", "tflite", "tflite_sha256", "variant",
              "timing", "metrics", "provenance"}
     return Bundle(

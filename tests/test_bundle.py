@@ -134,7 +134,7 @@ def _damaged_sidecar(tmp_path: Path, damage: str) -> Path:
         sidecar["tflite"] = None
     elif damage == "sample_rate_a_string":
         sidecar["features"]["sample_rate"] = "22050"
-    elif damage.startswith("fmax_a_"):  # a setting whose default is null: from_dict looked at none of them
+    elif damage.startswith("fmax_a_"):  # a setting whose default is null: from_dict once looked at none of them
         sidecar["features"]["fmax"] = {"fmax_a_string": "8000", "fmax_a_boolean": True, "fmax_a_word": "nyquist"}[damage]
     elif damage == "model_file_unreadable":  # root reads a file of mode 000: an I/O error stands in for it
         sidecar["tflite"] = "/proc/self/mem"  # a regular file whose read fails (EIO)
