@@ -778,26 +778,39 @@ def test_check_config_s_message_under_the_prefix_is_json(tmp_path: Path, broker:
         late.close()
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 @pytest.mark.parametrize("acl", ["topic read noisewatch/#\n", "topic write noisewatch/#\n", ""],
                          ids=["may-only-read", "may-only-write", "may-do-both"])
-def test_check_config_warns_of_an_acl_that_drops_the_listener_s_messages(tmp_path: Path, acl: str) -> None:
+def test_check_config_warns_of_an_acl_that_drops_the_listener_s_messages(tmp_path: Path, acl: str, protocol: str) -> None:
     """Found by fault injection: under a read-only ACL, MQTT 3.1.1 events were acknowledged and dropped, and
-    check-config said the broker "took the connection". It now publishes one message and reads it back."""
+    check-config said the broker "took the connection". It now publishes one message and reads it back. Found in
+    later work: a tight ACL (may publish, not read: events reach subscribers) was told its events "would reach no
+    one"; it is now told what the running listener is told, and under MQTT 5, where a denied publish is refused in
+    its acknowledgement, each of the two is named for what it is."""
     broker = Broker(acl=(acl or "topic readwrite noisewatch/#\n") + "topic readwrite homeassistant/#\n").start()
     try:
         config = tmp_path / "c.yaml"
-        config.write_text(yaml.safe_dump({"device_id": "test", "mqtt": mqtt_settings(tmp_path, broker.port)}))
+        config.write_text(yaml.safe_dump({"device_id": "test",
+                                          "mqtt": mqtt_settings(tmp_path, broker.port, protocol=protocol)}))
         done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
                               capture_output=True, text=True, timeout=60)
     finally:
         broker.cleanup()
     assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
-    if acl:
-        assert "took the connection" not in done.stdout, done.stdout
-        assert f"did not deliver back a message published on {PREFIX}/check" in done.stderr, done.stderr
-        assert f"readwrite on {PREFIX}/#" in done.stderr
-    else:
+    if not acl:
         assert "took the connection" in done.stdout and "MQTT" not in done.stderr, done.stderr
+        return
+    assert "took the connection" not in done.stdout, done.stdout
+    assert f"readwrite on {PREFIX}/#" in done.stderr
+    if protocol == "5" and "read" in acl:  # the publish refused outright: nothing it publishes is delivered
+        assert f"refused a message published on {PREFIX}/check" in done.stderr and "reach no one" in done.stderr
+        return
+    assert f"did not deliver back a message published on {PREFIX}/check" in done.stderr, done.stderr
+    assert "delivery cannot be confirmed" in done.stderr, done.stderr
+    if protocol == "5":  # may only write: its events are delivered
+        assert "publish but not read" in done.stderr and "reach no one" not in done.stderr, done.stderr
+    else:
+        assert "or publish there" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])

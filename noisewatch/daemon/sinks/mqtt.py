@@ -62,7 +62,7 @@ from noisewatch.daemon.sinks.homeassistant import (
 )
 from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
-from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, new_client
+from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, echo_missing_causes, new_client
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import (
@@ -749,17 +749,10 @@ class MqttSink:
         reaching no one. MQTT 5 refuses a denied publish in its acknowledgement: took, the online was not denied."""
         if not self._echo.overdue():
             return
-        user = f"user {self.settings.username!r}" if self.settings.username else "this client (no username)"
-        if self.settings.protocol == "5":
-            why = (f"under MQTT 5 the broker refuses a publish its ACL denies, so its ACL lets {user} publish but not "
-                   f"read under {self.topics.prefix}/#: thresholds set from Home Assistant do not arrive")
-        else:
-            why = (f"its ACL does not let {user} read under {self.topics.prefix}/# (thresholds set from Home "
-                   "Assistant then do not arrive) or publish there (MQTT 3.1.1 acknowledges a denied publish without "
-                   "a word: events then reach no one; protocol \"5\" tells the two apart)")
         log.warning("MQTT: %s:%d took this listener's online on %s but did not deliver it back within %.0f s, so it "
                     "cannot confirm that the broker delivers its messages: %s; %s", self.settings.host,
-                    self.settings.port, self.topics.status, ECHO_WAIT_S, why, acl_advice(self.topics))
+                    self.settings.port, self.topics.status, ECHO_WAIT_S, echo_missing_causes(self.settings, self.topics),
+                    acl_advice(self.topics))
 
     def _echoed(self) -> None:
         if self._echo.came_back():

@@ -231,6 +231,9 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     client.on_disconnect = lambda *_: answers.put(f"closed the connection without answering it; {UNANSWERED_HINT}")
     client.on_subscribe = lambda *_: answers.put(None)
     client.on_message = lambda _c, _u, message: answers.put(None if message.topic == topics.check else "")
+    client.on_publish = lambda _c, _u, _mid, reason, _p: answers.put(
+        f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener publish under "
+        f"{topics.prefix}/#, and events would reach no one; {acl_advice(topics)}") if reason.is_failure else None
     where = f"MQTT broker {settings.host}:{settings.port}"
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
@@ -241,7 +244,7 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
         answer = answers.get(timeout=timeout_s)
         if answer is not None:
             return f"{where} {answer}"
-        return _echo(client, topics, answers, timeout_s, where)
+        return _echo(client, settings, topics, answers, timeout_s, where)
     except queue.Empty:
         return f"no answer from {where} within {timeout_s:g} s"
     finally:
@@ -249,8 +252,8 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
         client.loop_stop()
 
 
-def _echo(client: mqtt.Client, topics: Topics, answers: queue.SimpleQueue[str | None], timeout_s: float,
-          where: str) -> str | None:
+def _echo(client: mqtt.Client, settings: MqttSection, topics: Topics, answers: queue.SimpleQueue[str | None],
+          timeout_s: float, where: str) -> str | None:
     """None when a message published on ``topics.check`` comes back through a subscription to it: a broker drops
     what its ACL does not let a client publish, and under MQTT 3.1.1 acknowledges it all the same."""
     client.subscribe(topics.check, qos=1)
@@ -262,10 +265,23 @@ def _echo(client: mqtt.Client, topics: Topics, answers: queue.SimpleQueue[str | 
         while (answer := answers.get(timeout=timeout_s)) == "":  # a message on another topic
             pass
     except queue.Empty:
-        return (f"{where} took the connection but did not deliver back a message published on {topics.check}: its "
-                f"ACL does not let this listener both publish and read under {topics.prefix}/# (events would reach "
-                f"no one: a broker drops what its ACL refuses, under MQTT 3.1.1 without a word); {acl_advice(topics)}")
+        return (f"{where} took the connection but did not deliver back a message published on {topics.check}, so "
+                f"delivery cannot be confirmed: {echo_missing_causes(settings, topics)}; {acl_advice(topics)}")
     return None if answer is None else f"{where} {answer}"
+
+
+def echo_missing_causes(settings: MqttSection, topics: Topics) -> str:
+    """Why a message the broker took did not come back through the listener's own subscription, in one wording for
+    ``check-config`` and the running sink: a tight ACL that lets it publish but not read (its events still reach
+    subscribers) and one that drops what it publishes look alike under MQTT 3.1.1; MQTT 5 refuses a denied publish
+    in its acknowledgement, so there a message taken and not echoed means reading is what is denied."""
+    user = f"user {settings.username!r}" if settings.username else "this client (no username)"
+    if settings.protocol == "5":
+        return (f"under MQTT 5 the broker refuses a publish its ACL denies, so its ACL lets {user} publish but not "
+                f"read under {topics.prefix}/#: thresholds set from Home Assistant do not arrive")
+    return (f"its ACL does not let {user} read under {topics.prefix}/# (thresholds set from Home Assistant then do "
+            "not arrive) or publish there (MQTT 3.1.1 acknowledges a denied publish without a word: events then "
+            "reach no one; protocol \"5\" tells the two apart)")
 
 
 def probe_listener(config: Config, password: str | None, timeout_s: float) -> str | None:
