@@ -16,7 +16,8 @@ A message that can never be delivered as it is goes to a sub-folder instead of b
 and is counted: ``quarantine/`` for a damaged file (header unreadable, payload cut short or garbled,
 a topic no broker takes), ``dead-letter/`` for a message the broker refused. Both keep the file for
 a person to look at; nothing in them is retried. An intact message whose topic no broker takes is a
-dead letter too.
+dead letter too. Each of the two keeps its newest files within the spool's size bound: a broker that refuses
+every event would otherwise fill the disk with them, a file per message, for as long as nobody looks.
 ``append`` runs on the processing loop, ``remove`` and reads on the MQTT sink's own thread: the
 in-memory index is guarded by a lock, file I/O happens outside it.
 """
@@ -126,8 +127,11 @@ class Spool:
         """damaged messages set aside in ``quarantine/`` (those already there when the spool was opened included)"""
         self.dead_letters = _count(self.directory / DEAD_LETTER)
         """messages the broker refused, set aside in ``dead-letter/``"""
+        self._aside = {folder: _Aside.of(self.directory / folder, self._on_disk) for folder in (QUARANTINE, DEAD_LETTER)}
+        """Each set-aside folder's numbered files, kept within ``max_bytes``."""
         self._next_seq = self._load() + 1
         self._hold_bounds()  # a bound lowered since the last run holds from the start, not from the next event
+        self.quarantined, self.dead_letters = _count(self.directory / QUARANTINE), _count(self.directory / DEAD_LETTER)
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -229,9 +233,14 @@ class Spool:
         try:
             target.mkdir(mode=DIR_MODE, exist_ok=True)
             os.replace(self._path(seq), target / self._path(seq).name)
+            size = self._on_disk((target / self._path(seq).name).stat().st_size)
         except OSError as exc:
             log.error("MQTT spool: cannot move %s to %s (%s)", self._path(seq), target, exc.strerror)
+        else:
+            with self._lock:
+                self._aside[folder].add(seq, size)
         log.warning("MQTT spool: message %s set aside in %s/: %s", self._path(seq).name, folder, why)
+        self._trim_aside(folder)
 
     def bound(self, max_mb: float, max_age_h: float) -> None:
         """New bounds (a reload keeps the spool: one folder, one spool), held at once as at opening: a bound lowered
@@ -277,6 +286,24 @@ class Spool:
         if not self.read_only():
             self.prune()
             self._enforce_size()
+            for folder in self._aside:
+                self._trim_aside(folder)
+
+    def _trim_aside(self, folder: str) -> None:
+        """Delete the oldest files of a set-aside folder while it takes more than the size bound (its newest file is
+        kept whatever its size). They were counted and logged as they were set aside, so nothing is counted here."""
+        with self._lock:
+            victims = self._aside[folder].oldest_over(self.max_bytes)
+        deleted = 0
+        for seq in victims:
+            try:
+                (self.directory / folder / self._path(seq).name).unlink(missing_ok=True)
+                deleted += 1
+            except OSError as exc:  # read-only meanwhile: left, and no longer counted against the bound
+                log.error("MQTT spool: cannot delete %s/%s (%s)", folder, self._path(seq).name, exc.strerror)
+        if deleted:
+            log.warning("MQTT spool: deleted the %d oldest file(s) of %s/ to keep it within %.2f MiB (mqtt.spool.max_mb)",
+                        deleted, folder, self.max_bytes / MIB)
 
     def _enforce_size(self) -> None:
         """Drop the oldest messages while the spool is over its size bound (keeping the newest)."""
@@ -361,6 +388,41 @@ class Spool:
         except UNREADABLE as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable header ({exc})")
             return None
+
+
+class _Aside:
+    """The numbered message files of a set-aside folder (seq -> bytes on disk), oldest first, and their total."""
+
+    def __init__(self, files: list[tuple[int, int]]) -> None:
+        self._files: OrderedDict[int, int] = OrderedDict(sorted(files))
+        self.bytes = sum(size for _, size in files)
+
+    @classmethod
+    def of(cls, folder: Path, on_disk: Callable[[int], int]) -> _Aside:
+        found: list[tuple[int, int]] = []
+        for path in folder.glob("*" + SUFFIX) if folder.is_dir() else ():
+            try:
+                if path.stem.isdigit() and path.is_file():
+                    found.append((int(path.stem), on_disk(path.stat().st_size)))
+            except OSError:
+                continue  # gone meanwhile
+        return cls(found)
+
+    def add(self, seq: int, size: int) -> None:
+        late = bool(self._files) and seq < next(reversed(self._files))  # a damaged old file found late
+        self.bytes += size - self._files.pop(seq, 0)
+        self._files[seq] = size
+        if late:
+            self._files = OrderedDict(sorted(self._files.items()))
+
+    def oldest_over(self, max_bytes: int) -> list[int]:
+        """Forget the oldest files while the rest take more than ``max_bytes`` (the newest stays); their numbers."""
+        victims: list[int] = []
+        while self.bytes > max_bytes and len(self._files) > 1:
+            seq, size = self._files.popitem(last=False)
+            self.bytes -= size
+            victims.append(seq)
+        return victims
 
 
 def _write_durably(path: Path, data: bytes) -> None:
