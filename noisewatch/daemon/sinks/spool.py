@@ -51,6 +51,8 @@ MIB = 1024 * 1024
 FALLBACK_BLOCK = 4096
 """block size taken where the file system does not say"""
 HOUR_S = 3600.0
+TRIM_TO = 0.9
+"""A set-aside folder over the size bound is trimmed to this share of it: listed once per tenth of it, not per file."""
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, RecursionError)
 """What reading a damaged file raises; RecursionError: a garbled header of nested brackets made the spool's
 opening raise, and the daemon exit 1 at every restart without sending the intact messages."""
@@ -127,8 +129,11 @@ class Spool:
         """damaged messages set aside in ``quarantine/`` (those already there when the spool was opened included)"""
         self.dead_letters = _count(self.directory / DEAD_LETTER)
         """messages the broker refused, set aside in ``dead-letter/``"""
-        self._aside = {folder: _Aside.of(self.directory / folder, self._on_disk) for folder in (QUARANTINE, DEAD_LETTER)}
-        """Each set-aside folder's numbered files, kept within ``max_bytes``."""
+        self._aside = {folder: _Aside(self.directory / folder, self._on_disk) for folder in (QUARANTINE, DEAD_LETTER)}
+        """What each set-aside folder takes on disk, kept within ``max_bytes``."""
+        self._aside_lock = threading.Lock()
+        """Guards ``_aside``; not ``_lock``: a trim lists the folder, which ``append`` on the processing loop must not
+        wait for."""
         self._next_seq = self._load() + 1
         self._hold_bounds()  # a bound lowered since the last run holds from the start, not from the next event
         self.quarantined, self.dead_letters = _count(self.directory / QUARANTINE), _count(self.directory / DEAD_LETTER)
@@ -237,8 +242,8 @@ class Spool:
         except OSError as exc:
             log.error("MQTT spool: cannot move %s to %s (%s)", self._path(seq), target, exc.strerror)
         else:
-            with self._lock:
-                self._aside[folder].add(seq, size)
+            with self._aside_lock:
+                self._aside[folder].add(size)
         log.warning("MQTT spool: message %s set aside in %s/: %s", self._path(seq).name, folder, why)
         self._trim_aside(folder)
 
@@ -292,18 +297,11 @@ class Spool:
     def _trim_aside(self, folder: str) -> None:
         """Delete the oldest files of a set-aside folder while it takes more than the size bound (its newest file is
         kept whatever its size). They were counted and logged as they were set aside, so nothing is counted here."""
-        with self._lock:
-            victims = self._aside[folder].oldest_over(self.max_bytes)
-        deleted = 0
-        for seq in victims:
-            try:
-                (self.directory / folder / self._path(seq).name).unlink(missing_ok=True)
-                deleted += 1
-            except OSError as exc:  # read-only meanwhile: left, and no longer counted against the bound
-                log.error("MQTT spool: cannot delete %s/%s (%s)", folder, self._path(seq).name, exc.strerror)
+        with self._aside_lock:
+            deleted = self._aside[folder].trim(self.max_bytes)
         if deleted:
             log.warning("MQTT spool: deleted the %d oldest file(s) of %s/ to keep it within %.2f MiB (mqtt.spool.max_mb)",
-                        deleted, folder, self.max_bytes / MIB)
+                        len(deleted), folder, self.max_bytes / MIB)
 
     def _enforce_size(self) -> None:
         """Drop the oldest messages while the spool is over its size bound (keeping the newest)."""
@@ -391,38 +389,47 @@ class Spool:
 
 
 class _Aside:
-    """The numbered message files of a set-aside folder (seq -> bytes on disk), oldest first, and their total."""
+    """The bytes a set-aside folder's files take on disk. No index of them: at 4 KiB a file, a folder at the default
+    100 MiB holds 25,600, and an ordered index of those took 6.7 MB, as much again as the rest of the daemon's Python
+    heap; the folder is listed only when it is over its bound, and then trimmed to TRIM_TO of it."""
 
-    def __init__(self, files: list[tuple[int, int]]) -> None:
-        self._files: OrderedDict[int, int] = OrderedDict(sorted(files))
-        self.bytes = sum(size for _, size in files)
+    def __init__(self, folder: Path, on_disk: Callable[[int], int]) -> None:
+        self.folder, self._on_disk = folder, on_disk
+        self.bytes = sum(size for _, size in self._files())
 
-    @classmethod
-    def of(cls, folder: Path, on_disk: Callable[[int], int]) -> _Aside:
-        found: list[tuple[int, int]] = []
-        for path in folder.glob("*" + SUFFIX) if folder.is_dir() else ():
+    def add(self, size: int) -> None:
+        self.bytes += size
+
+    def trim(self, max_bytes: int) -> list[Path]:
+        """Delete the oldest files when the folder takes more than ``max_bytes``, down to TRIM_TO of it (the newest file
+        stays whatever its size); the files deleted."""
+        if self.bytes <= max_bytes:
+            return []
+        files = self._files()
+        held, deleted = sum(size for _, size in files), []
+        for path, size in files[:-1]:
+            if held <= max_bytes * TRIM_TO:
+                break
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # read-only meanwhile: left for the next trim
+                log.error("MQTT spool: cannot delete %s (%s)", path, exc.strerror)
+                break
+            held -= size
+            deleted.append(path)
+        self.bytes = held
+        return deleted
+
+    def _files(self) -> list[tuple[Path, int]]:
+        """The folder's numbered message files and the bytes each takes on disk, oldest first."""
+        found: list[tuple[int, Path, int]] = []
+        for path in self.folder.glob("*" + SUFFIX) if self.folder.is_dir() else ():
             try:
                 if path.stem.isdigit() and path.is_file():
-                    found.append((int(path.stem), on_disk(path.stat().st_size)))
+                    found.append((int(path.stem), path, self._on_disk(path.stat().st_size)))
             except OSError:
                 continue  # gone meanwhile
-        return cls(found)
-
-    def add(self, seq: int, size: int) -> None:
-        late = bool(self._files) and seq < next(reversed(self._files))  # a damaged old file found late
-        self.bytes += size - self._files.pop(seq, 0)
-        self._files[seq] = size
-        if late:
-            self._files = OrderedDict(sorted(self._files.items()))
-
-    def oldest_over(self, max_bytes: int) -> list[int]:
-        """Forget the oldest files while the rest take more than ``max_bytes`` (the newest stays); their numbers."""
-        victims: list[int] = []
-        while self.bytes > max_bytes and len(self._files) > 1:
-            seq, size = self._files.popitem(last=False)
-            self.bytes -= size
-            victims.append(seq)
-        return victims
+        return [(path, size) for _, path, size in sorted(found)]
 
 
 def _write_durably(path: Path, data: bytes) -> None:
