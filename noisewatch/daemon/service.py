@@ -44,6 +44,7 @@ from noisewatch.daemon.setup import (
     audio_findings,
     open_sinks,
     prepare,
+    running_listener_warnings,
     setup_warnings,
 )
 from noisewatch.daemon.sinks import Sink
@@ -600,7 +601,7 @@ def check_config_main(args: argparse.Namespace) -> int:
         setup = prepare(args.config)
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
-    for warning in setup_warnings(setup.config) + list(setup.audio_warnings):
+    for warning in setup_warnings(setup.config) + running_listener_warnings(setup.config) + list(setup.audio_warnings):
         print(f"noisewatch: warning: {warning}", file=sys.stderr)
     broker = ""
     if setup.config.mqtt.enabled:

@@ -229,7 +229,7 @@ def read_only_warnings(config: Config) -> list[str]:
 
 def mqtt_problems(config: Config) -> list[str]:
     """The password, the TLS files (present and loadable), the spool and state folders (a state folder that is a
-    file passed check-config and failed ``run``; one another listener holds passed it too)."""
+    file passed check-config and failed ``run``)."""
     problems = []
     try:
         config.mqtt_password()
@@ -241,12 +241,20 @@ def mqtt_problems(config: Config) -> list[str]:
     spool = _unwritable("mqtt.spool.directory", config.mqtt.spool.directory, folder=True)
     if spool and config.mqtt.state_directory is None:  # beside the spool folder: the same problem, said once
         return problems + spool
-    folders = spool + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True)
-    if folders:
-        return problems + folders
+    return problems + spool + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True)
+
+
+def running_listener_warnings(config: Config) -> list[str]:
+    """The spool and state folders a running listener holds, for ``check-config``: checking the service's own config
+    while it runs is the usual step before a reload, so not refused; but ``run`` with it is refused (exit 78) while
+    that listener runs, and check-config said only "ok"."""
+    if not config.mqtt.enabled:
+        return []
     from noisewatch.daemon.sinks.mqtt import folders_in_use  # paho: only where MQTT is on, as open_sinks imports it
 
-    return problems + folders_in_use(config.mqtt)
+    return [f"{key} = '{folder}' is held by a running noisewatch listener: `noisewatch run` with this config is "
+            "refused while it runs (two listeners on one folder rewrite each other's files); `systemctl reload "
+            "noisewatch` hands the config to the service, if that is the one" for key, folder in folders_in_use(config.mqtt)]
 
 
 def _tls_problems(tls: TlsSection) -> list[str]:

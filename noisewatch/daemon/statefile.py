@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 LOCK_NAME = ".lock"
 DISK_FAULTS = {errno.EROFS: "on a read-only file system", errno.ENOSPC: "on a full disk",
@@ -62,14 +62,10 @@ class FolderLock:
     rewriting its files. One process shares it between the sink it runs and the one that replaces it at a reload;
     the last to release it lets it go (the kernel does on any exit)."""
 
-    _held_here: ClassVar[set[Path]] = set()
-    """The folders this process holds: a reload's check of them is not another listener's."""
-
     def __init__(self, folder: Path, fd: int | None) -> None:
         self.folder = folder
         self._fd: int | None = fd
         self._holders = 1
-        self._held_here.add(folder)
 
     @classmethod
     def take(cls, folder: Path) -> "FolderLock":
@@ -92,10 +88,9 @@ class FolderLock:
 
     @classmethod
     def held_elsewhere(cls, folder: Path) -> bool:
-        """Whether another process holds the folder's lock: ``check-config`` and a start-up say it before committing
-        to the folder. Looked at, not kept (tried and let go at once), and nothing is made: no folder, no ``.lock``."""
-        if folder in cls._held_here:
-            return False
+        """Whether another process holds the folder's lock (``check-config`` says so). Looked at, not kept (tried and let
+        go at once), and nothing is made: no folder, no ``.lock``. Not for a folder this process holds: flock
+        tells no process from another open of the same file."""
         try:
             fd = os.open(folder / LOCK_NAME, os.O_RDONLY)
         except FileNotFoundError:  # none yet, or a read-only disk's folder locked in its place (``take``)
@@ -120,8 +115,6 @@ class FolderLock:
 
     def release(self) -> None:
         self._holders -= 1
-        if self._holders == 0:
-            self._held_here.discard(self.folder)
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        if self._holders == 0 and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -804,15 +804,30 @@ class MqttSink:
             self._state_clears.append(topic)
 
     def _send_state_clears(self) -> None:
+        """Clear the removed entities' retained states; one paho did not queue is never answered: tried again."""
+        unsent = []
         for topic in self._state_clears:
-            self._clears_unconfirmed.add(self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True).mid)
-        self._state_clears = []
+            info = self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._clears_unconfirmed.add(self._claim(info.mid))
+            else:
+                unsent.append(topic)
+        self._state_clears = unsent
         self._trim_record()
+
+    def _claim(self, mid: int) -> int:
+        """``mid``, just given to a new message, answers for it alone. paho hands out ids in turn (1-65535, then
+        again) whatever is still awaited, and an id left waiting by a message never answered (an answer lost with a
+        connection) took, after the wrap, the answer of the event given that id: the event stayed in flight for good
+        (the window is 20 events) and was sent again at the next start."""
+        self._clears_unconfirmed.discard(mid)
+        self._awaited.pop(mid, None)
+        return mid
 
     def _trim_record(self) -> None:
         """The removed entities leave the record once the broker has confirmed their state clears (a run that
         ends before then leaves the next run to clear them again)."""
-        if not self._clears_unconfirmed and self._record_after_clears is not None:
+        if not self._clears_unconfirmed and not self._state_clears and self._record_after_clears is not None:
             self._record(self._record_after_clears)
             self._record_after_clears = None
 
@@ -1160,7 +1175,7 @@ class MqttSink:
                 continue
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 return  # paho's queue is full: try again on the next wake-up
-            self._inflight[info.mid] = (entry.seq, _event_id(entry.payload))
+            self._inflight[self._claim(info.mid)] = (entry.seq, _event_id(entry.payload))
             self._last_handed = entry.seq
 
     def _feed_held(self) -> None:
@@ -1182,7 +1197,7 @@ class MqttSink:
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 return
             self._unspooled.popleft()
-            self._inflight_held[info.mid] = held
+            self._inflight_held[self._claim(info.mid)] = held
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the
@@ -1206,7 +1221,7 @@ class MqttSink:
             return None
         if len(self._awaited) >= MAX_AWAITED:  # answers lost with a connection are not waited for for ever
             self._awaited.clear()
-        self._awaited[info.mid] = topic
+        self._awaited[self._claim(info.mid)] = topic
         return info.mid
 
     def _too_large(self, topic: str, payload: bytes) -> bool:
@@ -1250,13 +1265,13 @@ def listener_folders(section: MqttSection) -> list[tuple[str, Path]]:
     return [("mqtt.state_directory", section.state_path), ("mqtt.spool.directory", section.spool.directory)]
 
 
-def folders_in_use(section: MqttSection) -> list[str]:
-    """Each of ``section``'s folders another process holds, said as ``_folder_locks`` refuses it: ``check-config``
-    said "ok" where ``run`` then exited 78. Only looked at: the listener holding them keeps them."""
+def folders_in_use(section: MqttSection) -> list[tuple[str, Path]]:
+    """(key, folder) of each of ``section``'s folders another process holds, which ``_folder_locks`` would refuse.
+    Only looked at: the listener holding them keeps them."""
     keys: dict[Path, str] = {}
     for key, folder in listener_folders(section):
         keys.setdefault(folder, key)  # one folder under both keys: said once, as ``_folder_locks`` takes it once
-    return [_in_use(key, folder) for folder, key in keys.items() if FolderLock.held_elsewhere(folder)]
+    return [(key, folder) for folder, key in keys.items() if FolderLock.held_elsewhere(folder)]
 
 
 def _in_use(key: str, folder: Path) -> str:
