@@ -20,6 +20,7 @@ if [ "$want_tests" = 1 ]; then
   need chromium /usr/bin/chromium
   need chromium-driver /usr/bin/chromedriver
   need sox sox  # scaper's audio transforms (pysox calls the binary; see below)
+  need logrotate /usr/sbin/logrotate  # the shipped rule for the JSON-lines log is tested with it
 fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${apt_missing[*]}" >&2

@@ -16,7 +16,8 @@
 #            noisewatch_mqtt_password); the --device/--mqtt-* flags below do the same without asking
 #   check:   `noisewatch check-config`; if it fails the service is installed but not started and the
 #            installer exits 1 with the reason
-#   service: /etc/systemd/system/noisewatch.service, enabled and (re)started
+#   service: /etc/systemd/system/noisewatch.service, enabled and (re)started; /etc/logrotate.d/noisewatch,
+#            which rotates a JSON-lines log in /var/log/noisewatch/
 #
 # Options:
 #   --root DIR        install below DIR instead of / (a throwaway root for testing; the venv there
@@ -179,6 +180,8 @@ check_config() {
 install_unit() {
   install -d -m 0755 "$ROOT$UNIT_DIR"
   install -m 0644 "$SOURCE/systemd/$UNIT" "$ROOT$UNIT_DIR/$UNIT"
+  install -d -m 0755 "$ROOT/etc/logrotate.d"
+  install -m 0644 "$SOURCE/systemd/noisewatch.logrotate" "$ROOT/etc/logrotate.d/noisewatch"
   [ "$SYSTEMCTL" = 1 ] || { log "skipping systemctl (--no-systemctl)"; return; }
   systemctl daemon-reload
   systemctl enable "$UNIT"

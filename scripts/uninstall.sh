@@ -36,7 +36,7 @@ if [ "$SYSTEMCTL" = 1 ]; then
   [ -z "$ROOT" ] || die "--root needs --no-systemctl"
   systemctl disable --now "$UNIT" 2>/dev/null || true
 fi
-rm -f "$ROOT/etc/systemd/system/$UNIT"
+rm -f "$ROOT/etc/systemd/system/$UNIT" "$ROOT/etc/logrotate.d/noisewatch"
 [ "$SYSTEMCTL" = 0 ] || systemctl daemon-reload
 rm -rf "$ROOT/opt/noisewatch"
 

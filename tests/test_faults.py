@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -57,7 +58,8 @@ HOP_S = 0.511
 
 pytestmark = pytest.mark.faults
 
-SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
+REPO = Path(__file__).resolve().parent.parent
+SCENE = REPO / "samples" / "scene.flac"
 """33 s: siren at 5-9 s, dog bark at 14-17 s, jackhammer at 22-25 s."""
 SCENE_EVENTS = 3
 EVENTS = f"{PREFIX}/events"
@@ -1504,6 +1506,35 @@ def test_f20_a_refused_reload_still_reopens_the_rotated_json_lines_file(tmp_path
     # the file at the path again: written to from the reload on, not only the moved one
     assert wait_until(lambda: len(daemon.messages("scores")) >= 2, timeout=10), daemon.log_text()
     assert rotated.read_text().count('"type":"scores"') >= 1
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate not installed (scripts/bootstrap.sh --test installs it)")
+def test_f20_the_shipped_logrotate_rule_rotates_a_running_listener_s_json_lines_losing_none(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Found in a soak review: the JSON-lines file grows for as long as the listener runs (levels and stats alone
+    about 1 MB a day), and nothing rotated it: the README said logrotate could, but no rule was shipped. The
+    shipped rule (systemd/noisewatch.logrotate), run by the real logrotate with its paths and reload pointed at
+    this listener: the lines before the rotation stay in the rotated file, the ones after go to a new file at the
+    path, and no window is lost between them."""
+    folder = tmp_path / "log"
+    folder.mkdir()
+    config = write_config(tmp_path / "c.yaml", scores={"enabled": True, "interval_s": 0.0})
+    daemon = start(daemons, config, SCENE, 1, folder / "messages.jsonl")
+    assert wait_until(lambda: len(daemon.messages("scores")) >= 2, timeout=20), daemon.log_text()
+    rule = (REPO / "systemd" / "noisewatch.logrotate").read_text()
+    rule = rule.replace("/var/log/noisewatch/", f"{folder}/").replace("    su noisewatch noisewatch\n", "")
+    rule = rule.replace("systemctl reload noisewatch.service", f"kill -HUP {daemon.proc.pid}")
+    (tmp_path / "rule").write_text(rule)
+    done = subprocess.run(["logrotate", "--force", "--state", str(tmp_path / "state"), str(tmp_path / "rule")],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    rotated = folder / "messages.jsonl.1"  # delaycompress: the newest rotation stays readable
+    assert wait_until(lambda: len(daemon.messages("scores")) >= 2, timeout=10), daemon.log_text()
+    before = [json.loads(line)["offset_s"] for line in rotated.read_text().splitlines() if '"type":"scores"' in line]
+    after = [message["offset_s"] for message in daemon.messages("scores")]
+    assert before and after and after[0] > before[-1], (before[-3:], after[:3])
+    hop_s = Config().audio.hop_s
+    assert after[0] - before[-1] < 1.5 * hop_s, f"windows lost at the rotation: {before[-1]} s, then {after[0]} s"
 
 
 def test_f15_a_reload_applies_a_new_stats_interval(tmp_path: Path, daemons: list[Daemon]) -> None:

@@ -64,6 +64,7 @@ def test_install_twice_is_idempotent_and_keeps_the_users_config(target: Path, wh
     config = target / "etc/noisewatch/config.yaml"
     assert config.read_text() == (ROOT / "config/noisewatch.yaml").read_text()
     assert (target / "etc/systemd/system/noisewatch.service").read_text() == (ROOT / "systemd/noisewatch.service").read_text()
+    assert (target / "etc/logrotate.d/noisewatch").read_text() == (ROOT / "systemd/noisewatch.logrotate").read_text()
     assert (target / "opt/noisewatch/share/noisewatch/config/noisewatch.yaml").is_file()
     assert (target / "etc/noisewatch/credentials").stat().st_mode & 0o777 == 0o700
     version = subprocess.run([str(target / "opt/noisewatch/bin/noisewatch"), "--version"], capture_output=True, text=True)
@@ -96,6 +97,7 @@ def test_uninstall_keeps_config_and_state_unless_purged(target: Path, wheel: Pat
     run(UNINSTALL, target)
     assert not (target / "opt/noisewatch").exists()
     assert not (target / "etc/systemd/system/noisewatch.service").exists()
+    assert not (target / "etc/logrotate.d/noisewatch").exists()
     assert (target / "etc/noisewatch/config.yaml").read_text() == "device_id: kitchen\n"
     assert (target / "var/lib/noisewatch").is_dir()
 
