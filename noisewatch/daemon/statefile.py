@@ -8,10 +8,15 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".lock"
+LOCK_PATIENCE_S = 0.5
+"""How long ``FolderLock.take`` tries again a lock held by another process before it says the folder is in use:
+``check-config`` takes it for an instant to see whether a listener holds it (``held_elsewhere``), and a listener
+starting in that instant was refused its own folder (exit 78, which systemd does not restart)."""
 DISK_FAULTS = {errno.EROFS: "on a read-only file system", errno.ENOSPC: "on a full disk",
                errno.EDQUOT: "on a disk over its quota"}
 """A disk that is read-only or full, and how it is said: a fault the daemon rides out (events held in memory, writes
@@ -79,18 +84,23 @@ class FolderLock:
             if not folder.is_dir():  # a read-only or full disk it cannot be made on: nothing there for two to rewrite
                 return cls(folder, None)
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # no .lock yet on a read-only or full disk: the folder's own
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FolderInUse(str(folder)) from None
-        return cls(folder, fd)
+        give_up = time.monotonic() + LOCK_PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() < give_up:  # a check-config looking at it lets go at once; a listener does not
+                    time.sleep(0.01)
+                    continue
+                os.close(fd)
+                raise FolderInUse(str(folder)) from None
+            return cls(folder, fd)
 
     @classmethod
     def held_elsewhere(cls, folder: Path) -> bool:
         """Whether another process holds the folder's lock (``check-config`` says so). Looked at, not kept (tried and let
-        go at once), and nothing is made: no folder, no ``.lock``. Not for a folder this process holds: flock
-        tells no process from another open of the same file."""
+        go at once: ``take`` waits out that instant), and nothing is made: no folder, no ``.lock``. Not for a folder
+        this process holds: flock tells no process from another open of the same file."""
         try:
             fd = os.open(folder / LOCK_NAME, os.O_RDONLY)
         except FileNotFoundError:  # none yet, or a read-only disk's folder locked in its place (``take``)
