@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -227,15 +229,25 @@ def _check_number(setting: dataclasses.Field[Any], value: Any) -> None:
     """A numeric setting's JSON value is a number, a whole one where the type is ``int``, or null where the type
     takes None (``fmax``: "8000" was taken as it was, ``true`` made the top mel band edge 1 Hz, and a word ended the
     first window in a traceback); ``center`` and the settings of words and lists are checked by ``__post_init__``."""
-    kind = str(setting.type)
-    optional = kind.endswith(" | None")
-    kind = kind.removesuffix(" | None")
-    if kind not in ("int", "float") or (optional and value is None):
+    kinds = _setting_types()[setting.name]
+    kind = next((number for number in (int, float) if number in kinds), None)
+    optional = type(None) in kinds
+    if kind is None or (optional and value is None):
         return
-    whole = kind == "int"
+    whole = kind is int
     if not (type(value) is int or (type(value) is float and not whole)):
         raise ValueError(f"features.{setting.name} must be {'a whole number' if whole else 'a number'}"
                          f"{' or null' if optional else ''}, not {value!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _setting_types() -> dict[str, tuple[Any, ...]]:
+    """Each setting's types, read from its annotation (the members of a union, None among them where it takes null),
+    not from its text: ``Optional[float]`` reads as ``float | None`` does."""
+    def members(hint: Any) -> tuple[Any, ...]:
+        return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+    return {name: members(hint) for name, hint in typing.get_type_hints(FeatureSettings).items()}
 
 
 # --- filters -----------------------------------------------------------------------------------

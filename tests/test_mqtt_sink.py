@@ -143,21 +143,29 @@ def test_broker_killed_mid_stream_loses_nothing(open_sink: OpenSink, tmp_path: P
 
 
 @pytest.mark.usefixtures("no_home_assistant")
+@pytest.mark.parametrize("left_waiting", ["state clears", "other messages"])
 def test_an_id_left_waiting_does_not_take_the_answer_of_the_event_given_it_after_the_wrap(
-        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector, left_waiting: str) -> None:
     """Found in a soak review: paho hands out message ids in turn (1-65535, then again), and an id left waiting by
-    a message whose answer never came (a state clear paho did not queue, an answer lost with a connection) took,
-    after the wrap, the broker's answer to the event given that id: the event stayed in flight for good (its spool
-    file was sent again at every start, and 20 such would stop the window). Every id is left waiting here, as
-    months of uptime would leave some; each new message's id answers for it alone."""
+    a message whose answer never came (one lost with a connection) took, after the wrap, the broker's answer to the
+    event given that id: the event stayed in flight for good (its spool file was sent again at every start, and 20
+    such would stop the window). The next ids are left waiting here, as months of uptime would leave some; each new
+    message's id answers for it alone, and a state clear left waiting is sent again."""
     sink = open_sink(make_config(tmp_path, broker.port))
     assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
-    sink._clears_unconfirmed = set(range(1, 65536))  # the fault: ids of clears the broker never answered
+    gone = f"{PREFIX}/state/gone"
+    upcoming = range(sink.client._last_mid + 1, sink.client._last_mid + 300)  # the fault: answers never given
+    if left_waiting == "state clears":
+        sink._clears_unconfirmed = dict.fromkeys(upcoming, gone)
+    else:
+        sink._awaited = dict.fromkeys(upcoming, f"{PREFIX}/stats")
     sent = [event(i) for i in range(3)]
     for ev in sent:
         sink.send(ev)
     assert collector.wait_for(lambda c: len(set(ids_on(c))) == 3)
     assert wait_until(lambda: sink.spool.depth == 0, 10), f"{sink.spool.depth} delivered event(s) still in flight"
+    if left_waiting == "state clears":
+        assert collector.wait_for(lambda c: b"" in c.on(gone)), "the clear left waiting is sent again"
 
 
 @pytest.mark.parametrize("callback", ["_on_connect", "_on_publish"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import shutil
 import signal
@@ -262,7 +263,7 @@ def _disk_of(folder: Path) -> int:
 
 def test_dead_letters_keep_to_the_spools_size_bound_newest_first(tmp_path: Path) -> None:
     """A broker whose ACL refuses every event (MQTT 5) sent each one to ``dead-letter/`` for good: 2,806 files in 2 h
-    of a busy street, about 40 MiB a day, past ``max_mb`` and on until the SD card was full."""
+    of a busy street, about 130 MiB a day, past ``max_mb`` and on until the SD card was full."""
     probe = Spool(tmp_path / "probe", max_mb=1, max_age_h=1)
     probe.append("t", b"A" * 1000)
     room = 4 * probe.size_bytes + 100  # four messages fit, five do not
@@ -286,3 +287,18 @@ def test_a_set_aside_folder_over_a_lowered_bound_keeps_its_newest_at_the_next_st
     kept = sorted(int(p.stem) for p in (tmp_path / "quarantine").glob("*.msg"))
     assert kept == [9, 10]  # the newest, down to 90 % of the bound
     assert reopened.quarantined == 2
+
+
+def test_a_message_that_cannot_be_moved_aside_is_not_said_to_be_set_aside(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by review: when the move failed (here a file stands where the dead-letter folder goes), the log said
+    the ERROR, then a WARNING that the message was "set aside in dead-letter/" all the same. Now the ERROR alone
+    says it, with why it was to be set aside."""
+    spool = Spool(tmp_path / "spool", max_mb=1, max_age_h=24)
+    (tmp_path / "spool" / DEAD_LETTER).write_text("not a folder")
+    seq = spool.append("t", b"A" * 100)
+    caplog.set_level(logging.WARNING, logger="noisewatch")
+    spool.set_aside(seq, DEAD_LETTER, "the broker refused it")
+    said = [r.getMessage() for r in caplog.records]
+    assert any("cannot move" in line and "the broker refused it" in line for line in said), said
+    assert not any("set aside in" in line for line in said), said

@@ -330,7 +330,7 @@ class MqttSink:
         """Discovery configs this sink emptied, emptied again when Home Assistant next says online (``stand_in``),
         and subscribed to meanwhile: one another listener announces since (a new Pi given the old name) is its own."""
         self._record_after_clears: Mapping[str, Sequence[str]] | None = None
-        self._clears_unconfirmed: set[int] = set()  # paho mids of state clears not yet acknowledged
+        self._clears_unconfirmed: dict[int, str] = {}  # paho mid -> state topic of each clear not yet acknowledged
         self._old_topics_check: _OldTopicsCheck | None = None
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
@@ -804,23 +804,26 @@ class MqttSink:
             self._state_clears.append(topic)
 
     def _send_state_clears(self) -> None:
-        """Clear the removed entities' retained states; one paho did not queue is never answered: tried again."""
-        unsent = []
-        for topic in self._state_clears:
+        """Clear the removed entities' retained states; one paho's full queue did not take is tried again (paho
+        keeps a QoS 1 message it could not send for lack of a connection, and sends it on the next)."""
+        pending, self._state_clears = self._state_clears, []
+        for topic in pending:
             info = self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._clears_unconfirmed.add(self._claim(info.mid))
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                self._clear_state_later(topic)
             else:
-                unsent.append(topic)
-        self._state_clears = unsent
+                self._clears_unconfirmed[self._claim(info.mid)] = topic
         self._trim_record()
 
     def _claim(self, mid: int) -> int:
         """``mid``, just given to a new message, answers for it alone. paho hands out ids in turn (1-65535, then
         again) whatever is still awaited, and an id left waiting by a message never answered (an answer lost with a
         connection) took, after the wrap, the answer of the event given that id: the event stayed in flight for good
-        (the window is 20 events) and was sent again at the next start."""
-        self._clears_unconfirmed.discard(mid)
+        (the window is 20 events) and was sent again at the next start. A state clear left waiting so is sent again:
+        dropped, its entity left the record with its retained state still on the broker."""
+        unconfirmed = self._clears_unconfirmed.pop(mid, None)
+        if unconfirmed is not None:
+            self._clear_state_later(unconfirmed)
         self._awaited.pop(mid, None)
         return mid
 
@@ -1131,7 +1134,7 @@ class MqttSink:
 
     def _acknowledged(self, ack: _Ack) -> None:
         if ack.mid in self._clears_unconfirmed:
-            self._clears_unconfirmed.discard(ack.mid)
+            del self._clears_unconfirmed[ack.mid]
             self._trim_record()
             return
         topic = self._awaited.pop(ack.mid, None)
@@ -1217,7 +1220,7 @@ class MqttSink:
                           "size)", topic, len(payload), self._max_packet)
             return None
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if not qos or info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # one paho did not queue is never answered
+        if not qos or info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:  # one paho did not queue is never answered
             return None
         if len(self._awaited) >= MAX_AWAITED:  # answers lost with a connection are not waited for for ever
             self._awaited.clear()

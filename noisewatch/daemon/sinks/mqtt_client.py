@@ -232,8 +232,8 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     client.on_subscribe = lambda *_: answers.put(None)
     client.on_message = lambda _c, _u, message: answers.put(None if message.topic == topics.check else "")
     client.on_publish = lambda _c, _u, _mid, reason, _p: answers.put(
-        f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener publish under "
-        f"{topics.prefix}/#, and events would reach no one; {acl_advice(topics)}") if reason.is_failure else None
+        f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener publish there, "
+        f"and events it refuses so reach no one; {acl_advice(topics)}") if reason.is_failure else None
     where = f"MQTT broker {settings.host}:{settings.port}"
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
@@ -277,8 +277,8 @@ def echo_missing_causes(settings: MqttSection, topics: Topics) -> str:
     in its acknowledgement, so there a message taken and not echoed means reading is what is denied."""
     user = f"user {settings.username!r}" if settings.username else "this client (no username)"
     if settings.protocol == "5":
-        return (f"under MQTT 5 the broker refuses a publish its ACL denies, so its ACL lets {user} publish but not "
-                f"read under {topics.prefix}/#: thresholds set from Home Assistant do not arrive")
+        return (f"under MQTT 5 a broker such as mosquitto refuses a publish its ACL denies, so its ACL most likely lets "
+                f"{user} publish but not read under {topics.prefix}/#: thresholds set from Home Assistant do not arrive")
     return (f"its ACL does not let {user} read under {topics.prefix}/# (thresholds set from Home Assistant then do "
             "not arrive) or publish there (MQTT 3.1.1 acknowledges a denied publish without a word: events then "
             "reach no one; protocol \"5\" tells the two apart)")

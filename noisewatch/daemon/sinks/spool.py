@@ -239,11 +239,12 @@ class Spool:
             target.mkdir(mode=DIR_MODE, exist_ok=True)
             os.replace(self._path(seq), target / self._path(seq).name)
             size = self._on_disk((target / self._path(seq).name).stat().st_size)
-        except OSError as exc:
-            log.error("MQTT spool: cannot move %s to %s (%s)", self._path(seq), target, exc.strerror)
-        else:
-            with self._aside_lock:
-                self._aside[folder].add(size)
+        except OSError as exc:  # not "set aside": it was not
+            log.error("MQTT spool: cannot move %s to %s (%s); it was to be set aside: %s", self._path(seq), target,
+                      exc.strerror, why)
+            return
+        with self._aside_lock:
+            self._aside[folder].add(size)
         log.warning("MQTT spool: message %s set aside in %s/: %s", self._path(seq).name, folder, why)
         self._trim_aside(folder)
 
