@@ -619,6 +619,7 @@ def test_a_listener_that_may_publish_but_not_read_its_topics_is_warned_once_not_
         assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
         text = said[0].getMessage()
         assert "cannot confirm" in text and "thresholds set from Home Assistant" in text, text
+        assert "within 2 s" in text, text  # the wait in force, not a copy of the default taken at import
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
         if protocol == "5":
             assert "publish but not read" in text and "reach no one" not in text, text

@@ -57,6 +57,12 @@ class EchoWatch:
         self._mid, self._due, self._said = None, None, False
         return was_said
 
+    @property
+    def wait_s(self) -> float:
+        """How long an acknowledged ``online`` is awaited (ECHO_WAIT_S, read where it is set: the log says the wait in
+        force, where a copy taken at import said 30 s of a shorter one)."""
+        return ECHO_WAIT_S
+
     def settled(self) -> bool:
         """Nothing is awaited: the ``online`` came back, or none is out."""
         return self._mid is None and self._due is None

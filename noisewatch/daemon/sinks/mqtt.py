@@ -45,7 +45,7 @@ from noisewatch.config import Config, ConfigError, MqttSection, SpoolSection, Tl
 from noisewatch.daemon.events import LOUD
 from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.announced import AnnouncedStore
-from noisewatch.daemon.sinks.echo_watch import ECHO_WAIT_S, EchoWatch
+from noisewatch.daemon.sinks.echo_watch import EchoWatch
 from noisewatch.daemon.sinks.homeassistant import (
     OFFLINE,
     ONLINE,
@@ -751,7 +751,7 @@ class MqttSink:
             return
         log.warning("MQTT: %s:%d took this listener's online on %s but did not deliver it back within %.0f s, so it "
                     "cannot confirm that the broker delivers its messages: %s; %s", self.settings.host,
-                    self.settings.port, self.topics.status, ECHO_WAIT_S, echo_missing_causes(self.settings, self.topics),
+                    self.settings.port, self.topics.status, self._echo.wait_s, echo_missing_causes(self.settings, self.topics),
                     acl_advice(self.topics))
 
     def _echoed(self) -> None:
@@ -1253,7 +1253,8 @@ def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]])
             try:
                 locks.append(held[folder].share() if folder in held else FolderLock.take(folder))
             except FolderInUse:
-                raise ConfigError(_in_use(key, folder)) from None
+                raise ConfigError(f"{key}: {folder} is in use by another noisewatch listener (a second one on this "
+                                  "machine?); give each its own mqtt.spool.directory and mqtt.state_directory") from None
             except OSError as exc:
                 raise ConfigError(f"{key}: {folder}: {exc.strerror or exc}") from None
     except ConfigError:
@@ -1275,11 +1276,6 @@ def folders_in_use(section: MqttSection) -> list[tuple[str, Path]]:
     for key, folder in listener_folders(section):
         keys.setdefault(folder, key)  # one folder under both keys: said once, as ``_folder_locks`` takes it once
     return [(key, folder) for folder, key in keys.items() if FolderLock.held_elsewhere(folder)]
-
-
-def _in_use(key: str, folder: Path) -> str:
-    return (f"{key}: {folder} is in use by another noisewatch listener (a second one on this machine?); give each "
-            "its own mqtt.spool.directory and mqtt.state_directory")
 
 
 def _credentials(password: str | None, tls: TlsSection) -> tuple[str | None, tuple[bytes | None, ...]]:

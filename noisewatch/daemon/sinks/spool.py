@@ -125,18 +125,19 @@ class Spool:
         self._block = os.statvfs(_nearest_folder(self.directory)).f_frsize or FALLBACK_BLOCK
         """The file system's allocation unit: a 400-byte message takes a whole block (4 KiB on ext4), and counted
         by its length a spool at max_mb took ten times as much disk (and memory, and start-up time)."""
-        self.quarantined = _count(self.directory / QUARANTINE)
-        """damaged messages set aside in ``quarantine/`` (those already there when the spool was opened included)"""
-        self.dead_letters = _count(self.directory / DEAD_LETTER)
-        """messages the broker refused, set aside in ``dead-letter/``"""
         self._aside = {folder: _Aside(self.directory / folder, self._on_disk) for folder in (QUARANTINE, DEAD_LETTER)}
-        """What each set-aside folder takes on disk, kept within ``max_bytes``."""
+        """What each set-aside folder takes on disk, kept within ``max_bytes``: each listed once at opening (it may hold
+        thousands of files), its count and newest number read from that listing."""
+        self.quarantined = 0
+        """damaged messages set aside in ``quarantine/`` (those there once the spool is open included)"""
+        self.dead_letters = 0
+        """messages the broker refused, set aside in ``dead-letter/``"""
         self._aside_lock = threading.Lock()
         """Guards ``_aside``; not ``_lock``: a trim lists the folder, which ``append`` on the processing loop must not
         wait for."""
         self._next_seq = self._load() + 1
         self._hold_bounds()  # a bound lowered since the last run holds from the start, not from the next event
-        self.quarantined, self.dead_letters = _count(self.directory / QUARANTINE), _count(self.directory / DEAD_LETTER)
+        self.quarantined, self.dead_letters = self._aside[QUARANTINE].count, self._aside[DEAD_LETTER].count
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -375,8 +376,8 @@ class Spool:
             log.info("MQTT spool: %d message(s) waiting from an earlier run in %s", len(self._index), self.directory)
         # numbers go on after those set aside too: a drained spool began again at 1, and a message set aside
         # later under a number used before replaced the earlier run's file there (a dead letter lost)
-        aside = [p for folder in (QUARANTINE, DEAD_LETTER) for p in (self.directory / folder).glob("*" + SUFFIX)]
-        return max((int(p.stem) for p in [*named, *aside, *left] if p.stem.isdigit()), default=0)
+        left_here = [int(p.stem) for p in [*named, *left] if p.stem.isdigit()]
+        return max([*left_here, *(aside.newest for aside in self._aside.values())])
 
     def _read_meta(self, seq: int) -> _Meta | None:
         path = self._path(seq)
@@ -396,10 +397,16 @@ class _Aside:
 
     def __init__(self, folder: Path, on_disk: Callable[[int], int]) -> None:
         self.folder, self._on_disk = folder, on_disk
-        self.bytes = sum(size for _, size in self._files())
+        files = self._files()
+        self.bytes = sum(size for _, size in files)
+        self.count = len(files)
+        """Its numbered message files."""
+        self.newest = int(files[-1][0].stem) if files else 0
+        """The highest number among them at opening: the spool's numbers go on after it."""
 
     def add(self, size: int) -> None:
         self.bytes += size
+        self.count += 1
 
     def trim(self, max_bytes: int) -> list[Path]:
         """Delete the oldest files when the folder takes more than ``max_bytes``, down to TRIM_TO of it (the newest file
@@ -418,7 +425,7 @@ class _Aside:
                 break
             held -= size
             deleted.append(path)
-        self.bytes = held
+        self.bytes, self.count = held, len(files) - len(deleted)
         return deleted
 
     def _files(self) -> list[tuple[Path, int]]:
@@ -487,10 +494,6 @@ def _unlink_quietly(path: Path) -> None:
 def _nearest_folder(path: Path) -> Path:
     """``path`` or, when it is not there (yet), the nearest folder above it: the file system it would be made on."""
     return next(p for p in (path, *path.parents) if p.is_dir())
-
-
-def _count(folder: Path) -> int:
-    return sum(1 for _ in folder.glob("*" + SUFFIX)) if folder.is_dir() else 0
 
 
 def topic_problem(topic: str) -> str | None:
