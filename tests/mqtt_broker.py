@@ -3,13 +3,15 @@ swallows acknowledgements.
 
 ``Broker`` writes its own config into a private directory (persistence, log, optional password
 file made with ``mosquitto_passwd``, optional TLS listener with a CA generated with ``openssl``,
-optional ACL file),
+optional ACL file, optional subscriptions refused by mosquitto's dynamic-security plugin),
 starts mosquitto, and stops it by PID (gracefully or with SIGKILL). Started as root, mosquitto
 drops to the ``mosquitto`` user, so that directory is handed to that user.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import pwd
 import shutil
@@ -30,6 +32,9 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 5.0
 BROKER_USER = "mosquitto"
+DYNSEC_PLUGIN = next(iter(sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))), "mosquitto_dynamic_security.so")
+"""mosquitto's dynamic-security plugin: its ACLs refuse a SUBSCRIBE in the SUBACK (an ``acl_file`` never does:
+mosquitto 2.0 grants every subscription and drops at delivery what the file denies)."""
 RUNNING = " running\n"
 """The end of mosquitto's log line once every listener is open (it exits instead when a port is taken)."""
 
@@ -69,12 +74,15 @@ def make_test_ca(directory: Path) -> None:
 class Broker:
     """A private mosquitto. ``users`` turns on password auth; ``tls`` adds a TLS listener; ``acl`` is the
     text of an ACL file (mosquitto's format: rules before any ``user`` line apply to anonymous clients);
-    ``settings``: more lines of mosquitto.conf (limits a broker may set, such as ``retain_available false``)."""
+    ``settings``: more lines of mosquitto.conf (limits a broker may set, such as ``retain_available false``);
+    ``refused_subscriptions``: topic filters whose SUBSCRIBE anonymous clients are refused (dynamic-security
+    plugin: 0x80 under MQTT 3.1.1, 0x87 Not authorized under MQTT 5), everything else allowed."""
 
     users: dict[str, str] | None = None
     tls: bool = False
     acl: str | None = None
     settings: tuple[str, ...] = ()
+    refused_subscriptions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="nw-mosquitto-"))
@@ -89,6 +97,8 @@ class Broker:
                 _run("mosquitto_passwd", "-b", *flag, "passwords", user, password, cwd=self.dir)
         if self.acl is not None:
             (self.dir / "acl").write_text(self.acl)
+        if self.refused_subscriptions:
+            self._write_dynsec()
         self._write_config()
         self._give_to_broker_user()
 
@@ -100,6 +110,16 @@ class Broker:
     def log_text(self) -> str:
         path = self.dir / "mosquitto.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def _write_dynsec(self) -> None:
+        """The dynamic-security plugin's file: anonymous clients may do anything but subscribe to the refused filters."""
+        acls = [{"acltype": "subscribePattern", "topic": topic, "priority": 0, "allow": False}
+                for topic in self.refused_subscriptions]
+        allowed = {"publishClientSend": True, "publishClientReceive": True, "subscribe": True, "unsubscribe": True}
+        (self.dir / "dynsec.json").write_text(json.dumps({
+            "defaultACLAccess": allowed, "clients": [], "anonymousGroup": "anonymous",
+            "groups": [{"groupname": "anonymous", "roles": [{"rolename": "refused"}]}],
+            "roles": [{"rolename": "refused", "acls": acls}]}))
 
     def _write_config(self) -> None:
         lines = [
@@ -116,6 +136,8 @@ class Broker:
             lines.append(f"password_file {self.dir}/passwords")
         if self.acl is not None:
             lines.append(f"acl_file {self.dir}/acl")
+        if self.refused_subscriptions:
+            lines += [f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {self.dir}/dynsec.json"]
         if self.tls:
             lines += [f"listener {self.tls_port} {HOST}", f"cafile {self.dir}/ca.crt",
                       f"certfile {self.dir}/server.crt", f"keyfile {self.dir}/server.key"]

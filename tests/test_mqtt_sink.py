@@ -27,6 +27,8 @@ from noisewatch.daemon.sinks import echo_watch
 from noisewatch.daemon.sinks import mqtt as mqtt_sink
 from noisewatch.daemon.sinks.homeassistant import stand_in
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
+from noisewatch.daemon.sinks.mqtt_client import probe
+from noisewatch.daemon.sinks.topics import Topics
 
 pytestmark = pytest.mark.broker
 
@@ -684,6 +686,59 @@ def test_a_broker_that_delivers_the_listener_s_messages_raises_no_acl_error(
     assert "did not deliver it back" not in caplog.text
 
 
+REFUSED = "refused this listener's subscription to"
+
+
+def refusals_said(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if REFUSED in r.getMessage()]
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_subscription_the_broker_refuses_is_said_with_what_does_not_work(
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, protocol: str) -> None:
+    """Found by reading: the listener subscribes at every connect (threshold commands, Home Assistant's status, its
+    own status, ...) and never looked at the SUBACK. A broker whose ACL refuses one (mosquitto's dynamic-security
+    plugin: 0x80 under MQTT 3.1.1, 0x87 Not authorized under MQTT 5; an ``acl_file`` grants all and drops at delivery)
+    left it going on as if subscribed: thresholds set from Home Assistant never applied, its restarts never heard,
+    and not a word. Each refused topic is now a WARNING naming it and what does not work; not again at a reconnect."""
+    thresholds = f"{PREFIX}/threshold/+/set"
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    refusing = Broker(refused_subscriptions=(thresholds, "homeassistant/status")).start()
+    try:
+        open_sink(make_config(tmp_path, refusing.port, protocol=protocol))
+        assert wait_until(lambda: len(refusals_said(caplog)) == 2, 10), caplog.text
+        said = {r.getMessage().split(REFUSED)[1].split()[0]: r for r in refusals_said(caplog)}
+        assert set(said) == {thresholds, "homeassistant/status"}, caplog.text
+        assert all(r.levelno == logging.WARNING for r in said.values())
+        assert "thresholds set from Home Assistant" in said[thresholds].getMessage()
+        assert "Home Assistant's restarts" in said["homeassistant/status"].getMessage()
+        assert ("Not authorized" if protocol == "5" else "Unspecified error") in caplog.text, caplog.text
+        refusing.restart()
+        assert wait_until(lambda: caplog.text.count("connected to") >= 2, 15), caplog.text
+        time.sleep(1.0)
+        assert len(refusals_said(caplog)) == 2, "said once, not again at every reconnect"
+    finally:
+        refusing.cleanup()
+
+
+def test_subscriptions_the_broker_grants_are_not_said_refused(
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The other side: under ACLs that refuse only another client's topics, nothing is said, and a threshold set from
+    Home Assistant is applied."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    permissive = Broker(refused_subscriptions=("elsewhere/#",)).start()
+    collector = Collector(permissive.port)
+    try:
+        sink = open_sink(make_config(tmp_path, permissive.port))
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"]), caplog.text  # subscribed before
+        collector.client.publish(f"{PREFIX}/threshold/siren/set", "0.93", qos=1)
+        assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.93}, timeout=5), caplog.text
+        assert not refusals_said(caplog), caplog.text + permissive.log_text[-3000:]
+    finally:
+        collector.close()
+        permissive.cleanup()
+
+
 def test_a_link_that_stalls_after_the_connect_is_not_called_an_acl(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -838,6 +893,25 @@ def test_check_config_warns_of_an_acl_that_drops_the_listener_s_messages(tmp_pat
         assert "publish but not read" in done.stderr and "reach no one" not in done.stderr, done.stderr
     else:
         assert "or publish there" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@pytest.mark.parametrize("refused", [f"{PREFIX}/check", "elsewhere/#"], ids=["its-topic", "another-topic"])
+def test_check_config_says_a_subscription_the_broker_refuses(tmp_path: Path, protocol: str, refused: str) -> None:
+    """Found by reading: the probe took any SUBACK for success, so a broker whose ACL refuses its subscription
+    (mosquitto's dynamic-security plugin: 0x80 under MQTT 3.1.1, 0x87 under MQTT 5) was told only, after the wait,
+    that its message "did not come back". It now says the refusal; one that refuses other topics only, nothing."""
+    broker = Broker(refused_subscriptions=(refused,)).start()
+    try:
+        said = probe(make_config(tmp_path, broker.port, protocol=protocol).mqtt, None, 5.0, Topics(PREFIX))
+    finally:
+        broker.cleanup()
+    if refused.startswith("elsewhere"):
+        assert said is None
+        return
+    assert said is not None and f"{REFUSED} {PREFIX}/check" in said, said
+    assert ("Not authorized" if protocol == "5" else "Unspecified error") in said, said
+    assert f"readwrite on {PREFIX}/#" in said, said
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])

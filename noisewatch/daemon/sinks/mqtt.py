@@ -123,6 +123,29 @@ class Outgoing(NamedTuple):
     retain: bool = False
 
 
+class _Subscription(NamedTuple):
+    """Topics subscribed to under one message id, and what does not work while the broker refuses them."""
+
+    topics: tuple[str, ...]
+    unheard: str
+
+
+THRESHOLDS_UNHEARD = ("thresholds set from Home Assistant (its threshold number entities) never reach this listener "
+                      "and are not applied")
+HOME_ASSISTANT_UNHEARD = ("Home Assistant's restarts (its online and offline) are not heard: its entities are announced "
+                          "again only at this listener's next reconnect, events are not held back while it restarts "
+                          "(those sent meanwhile never reach it), and entities this listener removed while it was down "
+                          "are not removed again")
+ECHO_UNHEARD = ("this listener's own online is not read back, so it cannot confirm that the broker delivers its "
+                "messages")
+EMPTIED_UNWATCHED = ("this discovery config, which this listener emptied, is not watched: should another listener "
+                     "announce it since (a new device given this one's old name), this one empties it again at Home "
+                     "Assistant's next online and that listener's entity is removed")
+OLD_TOPICS_UNSEEN = (f"what this listener left under its old topic prefix or device id is cleared after "
+                     f"{OLD_STATUS_WAIT_S:g} s without a look at who uses it now: should another listener have taken "
+                     "it, Home Assistant loses that listener's entities")
+
+
 class LifetimeCounts:
     """Losses counted for the daemon's life: a sink and those that replace it at reloads share one (the replaced
     sink's pump goes on counting as it closes, beside the new one's: a copy taken when the new sink was built
@@ -171,6 +194,14 @@ class _Ack:
 
     mid: int
     reason: ReasonCode | None
+
+
+@dataclass(frozen=True)
+class _SubAck:
+    """paho: the broker's answer to subscription ``mid``, one reason code per topic, in the order subscribed."""
+
+    mid: int
+    reasons: tuple[ReasonCode, ...]
 
 
 @dataclass(frozen=True)
@@ -288,7 +319,7 @@ class _Close:
 
 
 _Command = (_Spooled | _Unspooled | _HandedOver | _EmptiedConfigs | _HandedLevel | _ThresholdCommand | _OldAnnouncement
-            | _Ack | _AudioStatus | _Retune | _Connected | _Disconnected | _Echoed | _HomeAssistantOnline
+            | _Ack | _SubAck | _AudioStatus | _Retune | _Connected | _Disconnected | _Echoed | _HomeAssistantOnline
             | _HomeAssistantOffline | _Close | Outgoing)
 
 
@@ -342,6 +373,10 @@ class MqttSink:
         self._unacked_said = False
         self._echo = EchoWatch()
         """Whether the broker delivers what this listener publishes (``_watch_echo``)."""
+        self._subscribing: dict[int, _Subscription] = {}
+        """paho mid -> the subscription awaiting its SUBACK (this connection's: cleared at each connect)."""
+        self._refusals_said: set[str] = set()
+        """Topics whose refused subscription was said: not again at every reconnect, until the broker grants one."""
         self.counts = LifetimeCounts()
         """``memory_dropped`` and ``network_restarts``, shared with the sinks that replace this one at reloads."""
         self._last_handed = 0  # highest spool seq handed to paho
@@ -587,6 +622,7 @@ class MqttSink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._connect_async(client)
         return client
@@ -632,6 +668,11 @@ class MqttSink:
                     properties: Properties | None) -> None:
         """PUBACK. Called with paho's message lock held: only hand it to the pump."""
         self._commands.put(_Ack(mid, reason_code))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_code_list: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        """SUBACK: handed to the pump, which knows what ``mid`` subscribed to (``_subscribe``)."""
+        self._commands.put(_SubAck(mid, tuple(reason_code_list)))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topics.status:  # a retained one is an earlier run's (or its will): not an echo
@@ -863,6 +904,8 @@ class MqttSink:
             self._old_announcement(command)
         elif isinstance(command, _Ack):
             self._acknowledged(command)
+        elif isinstance(command, _SubAck):
+            self._subscription_answered(command)
         elif isinstance(command, _Retune):
             changed = [label for label in tunable_labels(self.listener)
                        if command.thresholds.get(label) != self.base_thresholds.get(label)]
@@ -874,6 +917,7 @@ class MqttSink:
             self._acked_at = time.monotonic()  # what was in flight is sent again now: a fresh wait
             self._restarts_unconnected = 0
             self._old_topics_check = None  # an answer lost with the last connection: looked at anew (_announce)
+            self._subscribing.clear()  # SUBACKs lost with the last connection: never coming
             self._announce()
             if command.after_outage:
                 self._ha_wait.broker_returned()
@@ -930,13 +974,13 @@ class MqttSink:
             self._publish(self.topics.state(label), state.encode(), QOS_AT_LEAST_ONCE, True)
         for label in tunable_labels(self.listener):
             self._publish_threshold(label)
-        self.client.subscribe(self.topics.threshold_commands, qos=QOS_AT_LEAST_ONCE)
+        self._subscribe([self.topics.threshold_commands], THRESHOLDS_UNHEARD)
         # with discovery off too: the configs it empties go again at Home Assistant's online (``_empty_again``)
-        self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in self.topics.ha_status])
+        self._subscribe(self.topics.ha_status, HOME_ASSISTANT_UNHEARD)
         if self._emptied_configs:
-            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(self._emptied_configs)])
+            self._subscribe(sorted(self._emptied_configs), EMPTIED_UNWATCHED)
         self._publish_discovery()
-        self.client.subscribe(self.topics.status, qos=QOS_AT_LEAST_ONCE)  # before the online: it comes back live
+        self._subscribe([self.topics.status], ECHO_UNHEARD)  # before the online: it comes back live
         self._echo.sent(self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True))
         if self.settings.homeassistant.discovery:
             self._periodic_again_at = time.monotonic() + DISCOVERY_SETTLE_S
@@ -958,7 +1002,7 @@ class MqttSink:
             self._clear_stale(before, now)
         elif self._old_topics_check is None:  # else this connection looks already (Home Assistant's online)
             looked_at = (*moved_from, *renamed_from)
-            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in looked_at])
+            self._subscribe(looked_at, OLD_TOPICS_UNSEEN)
             self._old_topics_check = _OldTopicsCheck(moved_from, renamed_from, frozenset(looked_at),
                                                      time.monotonic() + OLD_STATUS_WAIT_S, now)
         for topic, config in messages:
@@ -976,7 +1020,7 @@ class MqttSink:
                 self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
                 if discovery_node(topic) is not None:
                     self._emptied_configs.add(topic)
-                    self.client.subscribe(topic, qos=QOS_AT_LEAST_ONCE)
+                    self._subscribe([topic], EMPTIED_UNWATCHED)
             else:
                 self._clear_state_later(topic)
         if clears:  # after a look at an old status they follow discovery by up to OLD_STATUS_WAIT_S: the states wait
@@ -1000,7 +1044,7 @@ class MqttSink:
         taken = sorted(topics - own - self._emptied_configs)
         self._emptied_configs.update(taken)
         if taken and self._connected:  # else subscribed to at the connect (``_announce``)
-            self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in taken])
+            self._subscribe(taken, EMPTIED_UNWATCHED)
 
     def _old_announcement(self, said: _OldAnnouncement) -> None:
         """An old status topic's payload: ``online`` is a live listener there; an old discovery config's: the status
@@ -1027,7 +1071,7 @@ class MqttSink:
         named = _statuses_named(config) - set(check.now) - set(check.status_topics) - set(self.topics.ha_status)
         if not named:
             return check
-        self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in sorted(named)])
+        self._subscribe(sorted(named), OLD_TOPICS_UNSEEN)
         return replace(check, status_topics=(*check.status_topics, *sorted(named)), waiting=check.waiting | named)
 
     def _end_old_topics_check(self, check: _OldTopicsCheck, live: str | None) -> None:
@@ -1045,6 +1089,27 @@ class MqttSink:
                     "the %d retained topics it left there (Home Assistant discovery included) are left to that "
                     "listener, not cleared", live, len(left))
         self._record(check.now)
+
+    def _subscribe(self, topics: Sequence[str], unheard: str) -> None:
+        """Subscribe to ``topics`` (not empty), kept by message id until the SUBACK: a broker whose ACL refuses one
+        answers so there, and the listener went on as if subscribed (thresholds from Home Assistant never applied).
+        ``unheard``: what does not work while it is refused."""
+        _, mid = self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in topics])
+        if mid is not None:  # None: no connection (the next connect subscribes anew)
+            self._subscribing[mid] = _Subscription(tuple(topics), unheard)
+
+    def _subscription_answered(self, answer: _SubAck) -> None:
+        """Say each topic the broker refused, with what does not work because of it; once, until it is granted."""
+        subscription = self._subscribing.pop(answer.mid, None)
+        if subscription is None:
+            return
+        for topic, reason in zip(subscription.topics, answer.reasons, strict=False):
+            if not reason.is_failure:
+                self._refusals_said.discard(topic)
+            elif topic not in self._refusals_said:
+                self._refusals_said.add(topic)
+                log.warning("MQTT: the broker refused this listener's subscription to %s (%s): %s; let it subscribe "
+                            "to (read) %s in the broker's ACL", topic, reason, subscription.unheard, topic)
 
     def _record(self, announced: Mapping[str, Sequence[str]]) -> None:
         try:

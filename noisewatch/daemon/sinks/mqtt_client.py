@@ -229,7 +229,7 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
         f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
     client.on_disconnect = lambda *_: answers.put(f"closed the connection without answering it; {UNANSWERED_HINT}")
-    client.on_subscribe = lambda *_: answers.put(None)
+    client.on_subscribe = lambda _c, _u, _mid, reasons, _p: answers.put(_subscription_refused(reasons, topics))
     client.on_message = lambda _c, _u, message: answers.put(None if message.topic == topics.check else "")
     client.on_publish = lambda _c, _u, _mid, reason, _p: answers.put(
         f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener publish there, "
@@ -268,6 +268,18 @@ def _echo(client: mqtt.Client, settings: MqttSection, topics: Topics, answers: q
         return (f"{where} took the connection but did not deliver back a message published on {topics.check}, so "
                 f"delivery cannot be confirmed: {echo_missing_causes(settings, topics)}; {acl_advice(topics)}")
     return None if answer is None else f"{where} {answer}"
+
+
+def _subscription_refused(reasons: list[ReasonCode], topics: Topics) -> str | None:
+    """What the SUBACK of ``topics.check`` says when the broker refused it (mosquitto's dynamic-security ACLs do;
+    0x80 under MQTT 3.1.1, 0x87 Not authorized under MQTT 5), else None: taken for success, the refusal showed only as
+    a message that "did not come back", and the running listener hears none of its threshold commands so."""
+    refused = next((reason for reason in reasons if reason.is_failure), None)
+    if refused is None:
+        return None
+    return (f"refused this listener's subscription to {topics.check} ({refused}): its ACL does not let it read there, "
+            f"so delivery cannot be confirmed, and a listener that may not read under {topics.prefix}/# gets no "
+            f"thresholds set from Home Assistant; {acl_advice(topics)}")
 
 
 def echo_missing_causes(settings: MqttSection, topics: Topics) -> str:
