@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 from mqtt_broker import HOST, AckSwallower, Broker, Collector, LinkStall, MuteServer, make_test_ca, wait_until
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import PASSWORD_ENV, Config, ConfigError, load_config
 from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, Started, Stats, Status, stamped
@@ -27,7 +29,12 @@ from noisewatch.daemon.sinks import echo_watch
 from noisewatch.daemon.sinks import mqtt as mqtt_sink
 from noisewatch.daemon.sinks.homeassistant import stand_in
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
-from noisewatch.daemon.sinks.mqtt_client import probe
+from noisewatch.daemon.sinks.mqtt_client import (
+    HOME_ASSISTANT_UNHEARD,
+    THRESHOLDS_UNHEARD,
+    probe,
+    subscription_refusal,
+)
 from noisewatch.daemon.sinks.topics import Topics
 
 pytestmark = pytest.mark.broker
@@ -896,11 +903,15 @@ def test_check_config_warns_of_an_acl_that_drops_the_listener_s_messages(tmp_pat
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
-@pytest.mark.parametrize("refused", [f"{PREFIX}/check", "elsewhere/#"], ids=["its-topic", "another-topic"])
+@pytest.mark.parametrize("refused", [f"{PREFIX}/check", f"{PREFIX}/threshold/+/set", "homeassistant/status", "elsewhere/#"],
+                         ids=["its-topic", "threshold-commands", "ha-status", "another-topic"])
 def test_check_config_says_a_subscription_the_broker_refuses(tmp_path: Path, protocol: str, refused: str) -> None:
     """Found by reading: the probe took any SUBACK for success, so a broker whose ACL refuses its subscription
     (mosquitto's dynamic-security plugin: 0x80 under MQTT 3.1.1, 0x87 under MQTT 5) was told only, after the wait,
-    that its message "did not come back". It now says the refusal; one that refuses other topics only, nothing."""
+    that its message "did not come back". It now says the refusal; one that refuses other topics only, nothing.
+    Found in later work: it subscribed to <prefix>/check only, and said fine where ``run`` then warned that the
+    threshold commands or Home Assistant's status were refused; it now tries those too, and says each refusal in the
+    words ``run`` logs."""
     broker = Broker(refused_subscriptions=(refused,)).start()
     try:
         said = probe(make_config(tmp_path, broker.port, protocol=protocol).mqtt, None, 5.0, Topics(PREFIX))
@@ -909,9 +920,14 @@ def test_check_config_says_a_subscription_the_broker_refuses(tmp_path: Path, pro
     if refused.startswith("elsewhere"):
         assert said is None
         return
-    assert said is not None and f"{REFUSED} {PREFIX}/check" in said, said
+    reason = ReasonCode(PacketTypes.SUBACK, identifier=0x87 if protocol == "5" else 0x80)
+    assert said is not None and f"{REFUSED} {refused} ({reason})" in said, said
     assert ("Not authorized" if protocol == "5" else "Unspecified error") in said, said
-    assert f"readwrite on {PREFIX}/#" in said, said
+    if refused.endswith("/check"):
+        assert f"readwrite on {PREFIX}/#" in said, said
+        return
+    unheard = THRESHOLDS_UNHEARD if "threshold" in refused else HOME_ASSISTANT_UNHEARD
+    assert said == f"MQTT broker {HOST}:{broker.port} {subscription_refusal(refused, reason, unheard)}", said
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])

@@ -62,7 +62,16 @@ from noisewatch.daemon.sinks.homeassistant import (
 )
 from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
-from noisewatch.daemon.sinks.mqtt_client import PACKET_TOO_LARGE, ConnectionWatch, backoff_s, echo_missing_causes, new_client
+from noisewatch.daemon.sinks.mqtt_client import (
+    PACKET_TOO_LARGE,
+    ConnectionWatch,
+    Subscription,
+    backoff_s,
+    echo_missing_causes,
+    new_client,
+    standing_subscriptions,
+    subscription_refusal,
+)
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.topics import (
@@ -123,19 +132,6 @@ class Outgoing(NamedTuple):
     retain: bool = False
 
 
-class _Subscription(NamedTuple):
-    """Topics subscribed to under one message id, and what does not work while the broker refuses them."""
-
-    topics: tuple[str, ...]
-    unheard: str
-
-
-THRESHOLDS_UNHEARD = ("thresholds set from Home Assistant (its threshold number entities) never reach this listener "
-                      "and are not applied")
-HOME_ASSISTANT_UNHEARD = ("Home Assistant's restarts (its online and offline) are not heard: its entities are announced "
-                          "again only at this listener's next reconnect, events are not held back while it restarts "
-                          "(those sent meanwhile never reach it), and entities this listener removed while it was down "
-                          "are not removed again")
 ECHO_UNHEARD = ("this listener's own online is not read back, so it cannot confirm that the broker delivers its "
                 "messages")
 EMPTIED_UNWATCHED = ("this discovery config, which this listener emptied, is not watched: should another listener "
@@ -373,7 +369,7 @@ class MqttSink:
         self._unacked_said = False
         self._echo = EchoWatch()
         """Whether the broker delivers what this listener publishes (``_watch_echo``)."""
-        self._subscribing: dict[int, _Subscription] = {}
+        self._subscribing: dict[int, Subscription] = {}
         """paho mid -> the subscription awaiting its SUBACK (this connection's: cleared at each connect)."""
         self._refusals_said: set[str] = set()
         """Topics whose refused subscription was said: not again at every reconnect, until the broker grants one."""
@@ -974,9 +970,8 @@ class MqttSink:
             self._publish(self.topics.state(label), state.encode(), QOS_AT_LEAST_ONCE, True)
         for label in tunable_labels(self.listener):
             self._publish_threshold(label)
-        self._subscribe([self.topics.threshold_commands], THRESHOLDS_UNHEARD)
-        # with discovery off too: the configs it empties go again at Home Assistant's online (``_empty_again``)
-        self._subscribe(self.topics.ha_status, HOME_ASSISTANT_UNHEARD)
+        for subscription in standing_subscriptions(self.topics):  # check-config's probe tries the same ones
+            self._subscribe(subscription.topics, subscription.unheard)
         if self._emptied_configs:
             self._subscribe(sorted(self._emptied_configs), EMPTIED_UNWATCHED)
         self._publish_discovery()
@@ -1096,7 +1091,7 @@ class MqttSink:
         ``unheard``: what does not work while it is refused."""
         _, mid = self.client.subscribe([(topic, QOS_AT_LEAST_ONCE) for topic in topics])
         if mid is not None:  # None: no connection (the next connect subscribes anew)
-            self._subscribing[mid] = _Subscription(tuple(topics), unheard)
+            self._subscribing[mid] = Subscription(tuple(topics), unheard)
 
     def _subscription_answered(self, answer: _SubAck) -> None:
         """Say each topic the broker refused, with what does not work because of it; once, until it is granted."""
@@ -1108,8 +1103,7 @@ class MqttSink:
                 self._refusals_said.discard(topic)
             elif topic not in self._refusals_said:
                 self._refusals_said.add(topic)
-                log.warning("MQTT: the broker refused this listener's subscription to %s (%s): %s; let it subscribe "
-                            "to (read) %s in the broker's ACL", topic, reason, subscription.unheard, topic)
+                log.warning("MQTT: the broker %s", subscription_refusal(topic, reason, subscription.unheard))
 
     def _record(self, announced: Mapping[str, Sequence[str]]) -> None:
         try:

@@ -14,7 +14,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -46,6 +46,38 @@ _REFUSAL_HINTS = {
     0x86: _CREDENTIALS_HINT,
     0x87: _CREDENTIALS_HINT + " and the broker's ACL",  # mosquitto's answer to a wrong password under 3.1.1
 }
+
+
+THRESHOLDS_UNHEARD = ("thresholds set from Home Assistant (its threshold number entities) never reach this listener "
+                      "and are not applied")
+HOME_ASSISTANT_UNHEARD = ("Home Assistant's restarts (its online and offline) are not heard: its entities are announced "
+                          "again only at this listener's next reconnect, events are not held back while it restarts "
+                          "(those sent meanwhile never reach it), and entities this listener removed while it was down "
+                          "are not removed again")
+
+
+class Subscription(NamedTuple):
+    """Topics subscribed to in one SUBSCRIBE, and what does not work while the broker refuses them."""
+
+    topics: tuple[str, ...]
+    unheard: str
+
+
+def standing_subscriptions(topics: Topics) -> tuple[Subscription, ...]:
+    """What the running listener subscribes to at every connect whatever its config and state, in this order: its
+    threshold commands, and Home Assistant's status (with discovery off too: the configs it empties go again at Home
+    Assistant's online, ``MqttSink._empty_again``). ``MqttSink._announce`` subscribes to these and ``probe`` tries
+    them, so that ``check-config`` names each refusal ``run`` would warn of (it tried ``<prefix>/check`` only)."""
+    return (Subscription((topics.threshold_commands,), THRESHOLDS_UNHEARD),
+            Subscription(topics.ha_status, HOME_ASSISTANT_UNHEARD))
+
+
+def subscription_refusal(topic: str, reason: ReasonCode, unheard: str) -> str:
+    """A subscription the broker refused (its SUBACK: mosquitto's dynamic-security ACLs give 0x80 under MQTT 3.1.1,
+    0x87 Not authorized under MQTT 5), with what then does not work, in one wording for the running sink's WARNING
+    (after "the broker") and ``check-config``'s probe (after "MQTT broker host:port"): the two say the same."""
+    return (f"refused this listener's subscription to {topic} ({reason}): {unheard}; let it subscribe to (read) "
+            f"{topic} in the broker's ACL")
 
 
 PACKET_TOO_LARGE = 0x95
@@ -217,9 +249,10 @@ CHECK_PAYLOAD = b'{"type":"check"}'
 
 
 def probe(settings: MqttSection, password: str | None, timeout_s: float, topics: Topics) -> str | None:
-    """Connect once and leave: None when the broker takes the connection and delivers back a message published
-    on ``topics.check``, else what went wrong, in the words the daemon logs (``check-config``: a wrong port or
-    password showed only once the daemon ran; an ACL that drops the listener's messages, never). Its own client
+    """Connect once and leave: None when the broker takes the connection, grants the subscriptions the running
+    listener makes (``standing_subscriptions``) and delivers back a message published on ``topics.check``, else
+    what went wrong, in the words the daemon logs (``check-config``: a wrong port or password showed only once the
+    daemon ran; an ACL that drops the listener's messages or refuses its subscriptions, never). Its own client
     id, so that a running daemon is not pushed off the broker; the daemon's retained last will on its status
     topic (a broker without retained messages refuses it: check-config said ok, run never connected), which a
     clean disconnect does not publish."""
@@ -229,7 +262,6 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
         f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
     client.on_disconnect = lambda *_: answers.put(f"closed the connection without answering it; {UNANSWERED_HINT}")
-    client.on_subscribe = lambda _c, _u, _mid, reasons, _p: answers.put(_subscription_refused(reasons, topics))
     client.on_message = lambda _c, _u, message: answers.put(None if message.topic == topics.check else "")
     client.on_publish = lambda _c, _u, _mid, reason, _p: answers.put(
         f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener publish there, "
@@ -255,31 +287,56 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
 def _echo(client: mqtt.Client, settings: MqttSection, topics: Topics, answers: queue.SimpleQueue[str | None],
           timeout_s: float, where: str) -> str | None:
     """None when a message published on ``topics.check`` comes back through a subscription to it: a broker drops
-    what its ACL does not let a client publish, and under MQTT 3.1.1 acknowledges it all the same."""
-    client.subscribe(topics.check, qos=1)
-    subscribed = answers.get(timeout=timeout_s)  # the SUBACK: the subscription is in place before the message goes
-    if subscribed:
-        return f"{where} {subscribed}"
+    what its ACL does not let a client publish, and under MQTT 3.1.1 acknowledges it all the same. Subscribed in one
+    SUBSCRIBE with the running listener's standing subscriptions (one SUBACK to wait for), each refusal said: a
+    refused ``topics.check`` leaves nothing to read back, the others are said beside the echo's answer."""
+    asked = [(topic, subscription.unheard)
+             for subscription in (Subscription((topics.check,), _check_unheard(topics)), *standing_subscriptions(topics))
+             for topic in subscription.topics]
+    subacks: queue.SimpleQueue[list[ReasonCode]] = queue.SimpleQueue()
+
+    def subscribed(_c: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any) -> None:
+        subacks.put(reasons)  # the codes, then the wake-up: the wait is on ``answers``, where a closed connection is
+        answers.put(None)
+
+    client.on_subscribe = subscribed
+    client.subscribe([(topic, 1) for topic, _ in asked])
+    closed = _next_answer(answers, timeout_s)  # the SUBACK: the subscriptions are in place before the message goes
+    if closed is not None:
+        return f"{where} {closed}"
+    refused = [(topic, reason, unheard)
+               for (topic, unheard), reason in zip(asked, subacks.get_nowait(), strict=False) if reason.is_failure]
+    troubles = [f"{where} {subscription_refusal(*refusal)}" for refusal in refused]
+    if topics.check not in (topic for topic, _, _ in refused):
+        troubles += _echoed(client, settings, topics, answers, timeout_s, where)
+    return "; ".join(troubles) or None
+
+
+def _echoed(client: mqtt.Client, settings: MqttSection, topics: Topics, answers: queue.SimpleQueue[str | None],
+            timeout_s: float, where: str) -> list[str]:
+    """Publish on ``topics.check`` (subscribed to) and wait for it to come back: what went wrong, if anything."""
     client.publish(topics.check, CHECK_PAYLOAD, qos=1)
     try:
-        while (answer := answers.get(timeout=timeout_s)) == "":  # a message on another topic
-            pass
+        answer = _next_answer(answers, timeout_s)
     except queue.Empty:
-        return (f"{where} took the connection but did not deliver back a message published on {topics.check}, so "
-                f"delivery cannot be confirmed: {echo_missing_causes(settings, topics)}; {acl_advice(topics)}")
-    return None if answer is None else f"{where} {answer}"
+        return [f"{where} took the connection but did not deliver back a message published on {topics.check}, so "
+                f"delivery cannot be confirmed: {echo_missing_causes(settings, topics)}; {acl_advice(topics)}"]
+    return [] if answer is None else [f"{where} {answer}"]
 
 
-def _subscription_refused(reasons: list[ReasonCode], topics: Topics) -> str | None:
-    """What the SUBACK of ``topics.check`` says when the broker refused it (mosquitto's dynamic-security ACLs do;
-    0x80 under MQTT 3.1.1, 0x87 Not authorized under MQTT 5), else None: taken for success, the refusal showed only as
-    a message that "did not come back", and the running listener hears none of its threshold commands so."""
-    refused = next((reason for reason in reasons if reason.is_failure), None)
-    if refused is None:
-        return None
-    return (f"refused this listener's subscription to {topics.check} ({refused}): its ACL does not let it read there, "
-            f"so delivery cannot be confirmed, and a listener that may not read under {topics.prefix}/# gets no "
-            f"thresholds set from Home Assistant; {acl_advice(topics)}")
+def _next_answer(answers: queue.SimpleQueue[str | None], timeout_s: float) -> str | None:
+    """The next answer that is not a message on another topic (``""``: Home Assistant's retained ``online``, say,
+    now that the probe subscribes to its status too); queue.Empty after ``timeout_s`` without one."""
+    while (answer := answers.get(timeout=timeout_s)) == "":
+        pass
+    return answer
+
+
+def _check_unheard(topics: Topics) -> str:
+    """What does not work while the broker refuses ``topics.check``: taken for success, the refusal showed only as a
+    message that "did not come back", and a listener that may not read under its prefix hears no threshold command."""
+    return (f"delivery cannot be confirmed, and a listener that may not read under {topics.prefix}/# gets no "
+            f"thresholds set from Home Assistant ({acl_advice(topics)})")
 
 
 def echo_missing_causes(settings: MqttSection, topics: Topics) -> str:
