@@ -717,8 +717,8 @@ def test_a_subscription_the_broker_refuses_is_said_with_what_does_not_work(
         said = {r.getMessage().split(REFUSED)[1].split()[0]: r for r in refusals_said(caplog)}
         assert set(said) == {thresholds, "homeassistant/status"}, caplog.text
         assert all(r.levelno == logging.WARNING for r in said.values())
-        assert "thresholds set from Home Assistant" in said[thresholds].getMessage()
-        assert "Home Assistant's restarts" in said["homeassistant/status"].getMessage()
+        assert THRESHOLDS_UNHEARD in said[thresholds].getMessage()  # the words check-config's probe says too
+        assert HOME_ASSISTANT_UNHEARD in said["homeassistant/status"].getMessage()
         assert ("Not authorized" if protocol == "5" else "Unspecified error") in caplog.text, caplog.text
         refusing.restart()
         assert wait_until(lambda: caplog.text.count("connected to") >= 2, 15), caplog.text
