@@ -164,13 +164,16 @@ def first_window_s(recording: Path, config: Path) -> float:
     return elapsed
 
 
-def mqtt_config(directory: Path, port: int | None, scores: bool = False) -> Path:
+def mqtt_config(directory: Path, port: int | None, scores: bool = False, device_id: str | None = None) -> Path:
     """The default config with MQTT on (a private broker; None: MQTT off) and, for start-up, every window's
-    scores."""
+    scores; a ``device_id`` of its own for a daemon that runs beside another (its own client id and topics)."""
     text = ("mqtt:\n  enabled: false\n" if port is None else
             f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  spool:\n    directory: {directory / 'spool'}\n")
+    if device_id is not None:
+        text = f"device_id: {device_id}\n" + text
     if scores:
         text += "scores:\n  enabled: true\n  interval_s: 0\n"
     path = directory / f"{'no-' if port is None else ''}mqtt{'-scores' if scores else ''}.yaml"
+    directory.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
