@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -30,8 +31,9 @@ from noisewatch.daemon.sinks import mqtt as mqtt_sink
 from noisewatch.daemon.sinks.homeassistant import stand_in
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
 from noisewatch.daemon.sinks.mqtt_client import (
-    HOME_ASSISTANT_UNHEARD,
+    CHECK_UNHEARD,
     THRESHOLDS_UNHEARD,
+    home_assistant_unheard,
     probe,
     subscription_refusal,
 )
@@ -696,13 +698,32 @@ def test_a_broker_that_delivers_the_listener_s_messages_raises_no_acl_error(
 REFUSED = "refused this listener's subscription to"
 
 
+STANDING_SUBACKS = 3
+"""SUBACKs a connect brings with the default config: threshold commands, Home Assistant's status, the own status."""
+
+
 def refusals_said(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if REFUSED in r.getMessage()]
 
 
+def subacks_handled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The message ids of the SUBACKs the sink's pump has handled, in order: a reconnect's refusals are looked at
+    once they are in, not after a sleep that a slow machine outruns."""
+    handled: list[int] = []
+    answered = MqttSink._subscription_answered
+
+    def counting(sink: MqttSink, answer: Any) -> None:
+        answered(sink, answer)
+        handled.append(answer.mid)
+
+    monkeypatch.setattr(MqttSink, "_subscription_answered", counting)
+    return handled
+
+
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_a_subscription_the_broker_refuses_is_said_with_what_does_not_work(
-        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, protocol: str) -> None:
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, protocol: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by reading: the listener subscribes at every connect (threshold commands, Home Assistant's status, its
     own status, ...) and never looked at the SUBACK. A broker whose ACL refuses one (mosquitto's dynamic-security
     plugin: 0x80 under MQTT 3.1.1, 0x87 Not authorized under MQTT 5; an ``acl_file`` grants all and drops at delivery)
@@ -710,20 +731,40 @@ def test_a_subscription_the_broker_refuses_is_said_with_what_does_not_work(
     and not a word. Each refused topic is now a WARNING naming it and what does not work; not again at a reconnect."""
     thresholds = f"{PREFIX}/threshold/+/set"
     caplog.set_level(logging.INFO, logger="noisewatch")
+    answered = subacks_handled(monkeypatch)
     refusing = Broker(refused_subscriptions=(thresholds, "homeassistant/status")).start()
     try:
         open_sink(make_config(tmp_path, refusing.port, protocol=protocol))
-        assert wait_until(lambda: len(refusals_said(caplog)) == 2, 10), caplog.text
+        assert wait_until(lambda: len(answered) >= STANDING_SUBACKS, 10), caplog.text
         said = {r.getMessage().split(REFUSED)[1].split()[0]: r for r in refusals_said(caplog)}
         assert set(said) == {thresholds, "homeassistant/status"}, caplog.text
         assert all(r.levelno == logging.WARNING for r in said.values())
         assert THRESHOLDS_UNHEARD in said[thresholds].getMessage()  # the words check-config's probe says too
-        assert HOME_ASSISTANT_UNHEARD in said["homeassistant/status"].getMessage()
+        assert home_assistant_unheard("homeassistant/status", discovery=True) in said["homeassistant/status"].getMessage()
         assert ("Not authorized" if protocol == "5" else "Unspecified error") in caplog.text, caplog.text
         refusing.restart()
-        assert wait_until(lambda: caplog.text.count("connected to") >= 2, 15), caplog.text
-        time.sleep(1.0)
+        assert wait_until(lambda: len(answered) >= 2 * STANDING_SUBACKS, 15), caplog.text  # the reconnect's, handled
         assert len(refusals_said(caplog)) == 2, "said once, not again at every reconnect"
+    finally:
+        refusing.cleanup()
+
+
+def test_a_refused_status_subscription_is_said_once_not_guessed_at_as_well(
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: with its own status subscription refused, the listener said so, and then, its ``online``
+    awaited all the same, "did not deliver it back" with a guess at an ACL that drops its messages or denies its
+    threshold commands, both untrue there. The refusal now ends the wait for the ``online``."""
+    monkeypatch.setattr(echo_watch, "ECHO_WAIT_S", 1.0)
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    answered = subacks_handled(monkeypatch)
+    refusing = Broker(refused_subscriptions=(f"{PREFIX}/status",)).start()
+    try:
+        sink = open_sink(make_config(tmp_path, refusing.port))
+        assert wait_until(lambda: len(answered) >= STANDING_SUBACKS, 10), caplog.text
+        assert [r.getMessage().split(REFUSED)[1].split()[0] for r in refusals_said(caplog)] == [f"{PREFIX}/status"]
+        assert wait_until(lambda: sink._echo.settled(), 5), "the online is no longer awaited"
+        time.sleep(2 * echo_watch.ECHO_WAIT_S)  # the pump would have said it overdue by now
+        assert "did not deliver it back" not in caplog.text, caplog.text
     finally:
         refusing.cleanup()
 
@@ -923,11 +964,38 @@ def test_check_config_says_a_subscription_the_broker_refuses(tmp_path: Path, pro
     reason = ReasonCode(PacketTypes.SUBACK, identifier=0x87 if protocol == "5" else 0x80)
     assert said is not None and f"{REFUSED} {refused} ({reason})" in said, said
     assert ("Not authorized" if protocol == "5" else "Unspecified error") in said, said
-    if refused.endswith("/check"):
-        assert f"readwrite on {PREFIX}/#" in said, said
-        return
-    unheard = THRESHOLDS_UNHEARD if "threshold" in refused else HOME_ASSISTANT_UNHEARD
+    unheard = {"check": CHECK_UNHEARD, "threshold": THRESHOLDS_UNHEARD}.get(
+        refused.split("/")[2] if refused.startswith(PREFIX) else "", home_assistant_unheard(refused, discovery=True))
     assert said == f"MQTT broker {HOST}:{broker.port} {subscription_refusal(refused, reason, unheard)}", said
+
+
+def test_check_config_s_wait_is_not_stretched_by_home_assistant_s_traffic(tmp_path: Path) -> None:
+    """Found by review: each message on another topic the probe reads (Home Assistant's status, now that it is
+    subscribed to) restarted its wait for its own, so a broker that drops the probe's message kept it waiting as long
+    as Home Assistant talked (13.5 s for a 2 s wait in the review's run). The wait now has one deadline."""
+    broker = Broker(acl="topic read noisewatch/#\ntopic readwrite homeassistant/#\n").start()  # the probe's is dropped
+    talker = Collector(broker.port)
+    talking = threading.Event()
+
+    def talk() -> None:  # for 8 s at most: the unfixed probe waited until the talk ended
+        for _ in range(40):
+            if talking.wait(0.2):
+                return
+            talker.client.publish("homeassistant/status", "online", qos=0)
+
+    chatter = threading.Thread(target=talk, daemon=True)
+    chatter.start()
+    try:
+        began = time.monotonic()
+        said = probe(make_config(tmp_path, broker.port).mqtt, None, 1.5, Topics(PREFIX))
+        took = time.monotonic() - began
+    finally:
+        talking.set()
+        chatter.join()
+        talker.close()
+        broker.cleanup()
+    assert said is not None and "did not deliver back" in said, said
+    assert took < 3 * 1.5, f"{took:.1f} s for waits of 1.5 s (connect, SUBACK, the message)"
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])

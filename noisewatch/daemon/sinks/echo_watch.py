@@ -44,6 +44,11 @@ class EchoWatch:
         """The connection is gone: the next one sends its own ``online``."""
         self._mid, self._due = None, None
 
+    def cannot_read(self) -> None:
+        """The broker refused the subscription the ``online`` comes back through: nothing is awaited (that refusal
+        is said; a later "did not come back" guessed at an ACL that drops messages)."""
+        self.link_lost()
+
     def overdue(self) -> bool:
         """True once, when the acknowledged ``online`` has not come back within ECHO_WAIT_S."""
         if self._due is None or self._clock() < self._due:

@@ -7,7 +7,7 @@ Threads and hand-offs:
   never waits for the network.
 - The pump thread (``mqtt-pump``) owns every piece of mutable state (connection flag, label states,
   in-flight messages, the in-memory queue) and takes commands from one queue, in order: from ``send``,
-  from paho's callbacks (connected, disconnected, acknowledged) and from ``close``. It feeds spooled
+  from paho's callbacks (connected, disconnected, acknowledged, subscribed) and from ``close``. It feeds spooled
   messages to paho, at most ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected,
   removes a message from the spool when its acknowledgement arrives, and on every (re)connect publishes
   the latest audio state, the retained ``ON``/``OFF`` states, the Home Assistant discovery and then ``online``.
@@ -872,10 +872,9 @@ class MqttSink:
             self._record_after_clears = None
 
     def _handle(self, command: _Command) -> None:
+        """One command from the processing loop, a reload or paho's thread, on the pump's thread."""
         if isinstance(command, Outgoing):
-            self._live.append(command)
-            if command.topic in (self.topics.level, self.topics.stats):
-                self._periodic[command.topic] = command
+            self._go_live(command)
         elif isinstance(command, _AudioStatus):
             self._live.append(command.outgoing)
             self._audio_status = command.outgoing
@@ -889,11 +888,9 @@ class MqttSink:
             self._take_over_emptied(command.topics)
         elif isinstance(command, _HandedLevel):
             if self.topics.level not in self._periodic:  # one of its own (the part period a reload reported) is newer
-                self._handle(command.outgoing)
+                self._go_live(command.outgoing)
         elif isinstance(command, _Spooled):
-            self._state_change(command)
-            if command.recent is not None:
-                self._live.append(Outgoing(self.topics.recent_events, command.recent, QOS_AT_LEAST_ONCE, True))
+            self._spooled(command)
         elif isinstance(command, _ThresholdCommand):
             self._set_threshold(command)
         elif isinstance(command, _OldAnnouncement):
@@ -903,38 +900,64 @@ class MqttSink:
         elif isinstance(command, _SubAck):
             self._subscription_answered(command)
         elif isinstance(command, _Retune):
-            changed = [label for label in tunable_labels(self.listener)
-                       if command.thresholds.get(label) != self.base_thresholds.get(label)]
-            self.base_thresholds = dict(command.thresholds)
-            for label in changed if self._connected else []:  # else on the next connect, with the rest
-                self._publish_threshold(label)
+            self._retune(command.thresholds)
         elif isinstance(command, _Connected):
-            self._connected, self._max_packet = True, command.max_packet
-            self._acked_at = time.monotonic()  # what was in flight is sent again now: a fresh wait
-            self._restarts_unconnected = 0
-            self._old_topics_check = None  # an answer lost with the last connection: looked at anew (_announce)
-            self._subscribing.clear()  # SUBACKs lost with the last connection: never coming
-            self._announce()
-            if command.after_outage:
-                self._ha_wait.broker_returned()
+            self._connection_made(command)
         elif isinstance(command, _Disconnected):
             self._connected = False
             self._echo.link_lost()
             self._ha_wait.link_lost()
         elif isinstance(command, _HomeAssistantOnline):
-            if not self.settings.homeassistant.discovery:
-                self._empty_again()  # only the entities it removed, when Home Assistant was down then
-                return
-            log.info("MQTT: Home Assistant came online; re-sending discovery")
-            self._publish_discovery()
-            self._empty_again()
-            self._ha_wait.settle()  # it subscribes anew as it reads discovery
+            self._home_assistant_online()
         elif isinstance(command, _HomeAssistantOffline):
             self._ha_wait.went_offline()
         elif isinstance(command, _Echoed):
             self._echoed()
         else:
             self._closing = command
+
+    def _go_live(self, outgoing: Outgoing) -> None:
+        """Queue a message that is not spooled; the latest level and stats report are kept to send again."""
+        self._live.append(outgoing)
+        if outgoing.topic in (self.topics.level, self.topics.stats):
+            self._periodic[outgoing.topic] = outgoing
+
+    def _spooled(self, spooled: _Spooled) -> None:
+        """An event written to the spool (the spool feeder sends it): its label's state, and the recent list."""
+        self._state_change(spooled)
+        if spooled.recent is not None:
+            self._live.append(Outgoing(self.topics.recent_events, spooled.recent, QOS_AT_LEAST_ONCE, True))
+
+    def _retune(self, thresholds: Mapping[str, float]) -> None:
+        """New thresholds from a reload: those that changed are published (on the next connect, with the rest,
+        when there is no connection)."""
+        changed = [label for label in tunable_labels(self.listener)
+                   if thresholds.get(label) != self.base_thresholds.get(label)]
+        self.base_thresholds = dict(thresholds)
+        for label in changed if self._connected else []:
+            self._publish_threshold(label)
+
+    def _connection_made(self, connected: _Connected) -> None:
+        """A (re)connect: what the last connection awaited starts afresh, then the announcement."""
+        self._connected, self._max_packet = True, connected.max_packet
+        self._acked_at = time.monotonic()  # what was in flight is sent again now: a fresh wait
+        self._restarts_unconnected = 0
+        self._old_topics_check = None  # an answer lost with the last connection: looked at anew (_announce)
+        self._subscribing.clear()  # SUBACKs lost with the last connection: never coming
+        self._announce()
+        if connected.after_outage:
+            self._ha_wait.broker_returned()
+
+    def _home_assistant_online(self) -> None:
+        """Home Assistant (re)started (its birth message): discovery again, as its MQTT integration asks of devices,
+        and the configs this listener emptied while it was down emptied again."""
+        if not self.settings.homeassistant.discovery:
+            self._empty_again()  # only the entities it removed, when Home Assistant was down then
+            return
+        log.info("MQTT: Home Assistant came online; re-sending discovery")
+        self._publish_discovery()
+        self._empty_again()
+        self._ha_wait.settle()  # it subscribes anew as it reads discovery
 
     def _state_change(self, spooled: _Spooled) -> None:
         """The label's retained ON/OFF, when the event changes it."""
@@ -970,7 +993,7 @@ class MqttSink:
             self._publish(self.topics.state(label), state.encode(), QOS_AT_LEAST_ONCE, True)
         for label in tunable_labels(self.listener):
             self._publish_threshold(label)
-        for subscription in standing_subscriptions(self.topics):  # check-config's probe tries the same ones
+        for subscription in standing_subscriptions(self.topics, self.settings.homeassistant.discovery):  # check-config's probe too
             self._subscribe(subscription.topics, subscription.unheard)
         if self._emptied_configs:
             self._subscribe(sorted(self._emptied_configs), EMPTIED_UNWATCHED)
@@ -1101,9 +1124,12 @@ class MqttSink:
         for topic, reason in zip(subscription.topics, answer.reasons, strict=False):
             if not reason.is_failure:
                 self._refusals_said.discard(topic)
-            elif topic not in self._refusals_said:
-                self._refusals_said.add(topic)
-                log.warning("MQTT: the broker %s", subscription_refusal(topic, reason, subscription.unheard))
+            else:
+                if topic == self.topics.status:  # its online cannot come back: the refusal says so, not an ACL guess
+                    self._echo.cannot_read()
+                if topic not in self._refusals_said:
+                    self._refusals_said.add(topic)
+                    log.warning("MQTT: the broker %s", subscription_refusal(topic, reason, subscription.unheard))
 
     def _record(self, announced: Mapping[str, Sequence[str]]) -> None:
         try:

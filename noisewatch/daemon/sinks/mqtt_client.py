@@ -23,6 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, MqttSection
 from noisewatch.daemon.sinks.homeassistant import OFFLINE
+from noisewatch.daemon.sinks.homeassistant_wait import HA_RECONNECT_WAIT_S
 from noisewatch.daemon.sinks.topics import Topics, acl_advice, listener_topics
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,21 @@ _REFUSAL_HINTS = {
 
 THRESHOLDS_UNHEARD = ("thresholds set from Home Assistant (its threshold number entities) never reach this listener "
                       "and are not applied")
-HOME_ASSISTANT_UNHEARD = ("Home Assistant's restarts (its online and offline) are not heard: its entities are announced "
-                          "again only at this listener's next reconnect, events are not held back while it restarts "
-                          "(those sent meanwhile never reach it), and entities this listener removed while it was down "
-                          "are not removed again")
+CHECK_UNHEARD = "delivery cannot be confirmed"
+"""What a refused ``<prefix>/check`` costs the probe (the other subscriptions' refusals are said each on its own)."""
+
+
+def home_assistant_unheard(topic: str, discovery: bool) -> str:
+    """What does not work while the broker refuses one of Home Assistant's status topics: its restarts announced there
+    go unheard, which matters as much as the listener leans on them (with discovery off, only for the entities it
+    removed; with it on, the re-announcement and the events' wait for Home Assistant too)."""
+    removed = "entities this listener removed while Home Assistant was down are not removed again"
+    if not discovery:
+        return f"Home Assistant's restarts announced on {topic} are not heard: {removed}"
+    return (f"Home Assistant's restarts announced on {topic} are not heard: its entities are announced again only at "
+            f"this listener's next reconnect, events are not held back while it restarts (those sent meanwhile never "
+            f"reach it) and after each broker outage wait {HA_RECONNECT_WAIT_S:g} s for an online that is not heard, "
+            f"and {removed}")
 
 
 class Subscription(NamedTuple):
@@ -63,13 +75,14 @@ class Subscription(NamedTuple):
     unheard: str
 
 
-def standing_subscriptions(topics: Topics) -> tuple[Subscription, ...]:
-    """What the running listener subscribes to at every connect whatever its config and state, in this order: its
-    threshold commands, and Home Assistant's status (with discovery off too: the configs it empties go again at Home
-    Assistant's online, ``MqttSink._empty_again``). ``MqttSink._announce`` subscribes to these and ``probe`` tries
-    them, so that ``check-config`` names each refusal ``run`` would warn of (it tried ``<prefix>/check`` only)."""
+def standing_subscriptions(topics: Topics, discovery: bool) -> tuple[Subscription, ...]:
+    """What the running listener subscribes to at every connect whatever its state, in this order: its threshold
+    commands, and each of Home Assistant's status topics (with discovery off too: the configs it empties go again at
+    Home Assistant's online, ``MqttSink._empty_again``). ``MqttSink._announce`` subscribes to these and ``probe``
+    tries them, so that ``check-config`` names each refusal ``run`` would warn of (it tried ``<prefix>/check``
+    only)."""
     return (Subscription((topics.threshold_commands,), THRESHOLDS_UNHEARD),
-            Subscription(topics.ha_status, HOME_ASSISTANT_UNHEARD))
+            *(Subscription((topic,), home_assistant_unheard(topic, discovery)) for topic in topics.ha_status))
 
 
 def subscription_refusal(topic: str, reason: ReasonCode, unheard: str) -> str:
@@ -262,7 +275,8 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
         f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
     client.on_disconnect = lambda *_: answers.put(f"closed the connection without answering it; {UNANSWERED_HINT}")
-    client.on_message = lambda _c, _u, message: answers.put(None if message.topic == topics.check else "")
+    client.on_message = lambda _c, _u, message: answers.put(  # a retained one on the check topic is not ours
+        None if (message.topic, message.retain, message.payload) == (topics.check, False, CHECK_PAYLOAD) else "")
     client.on_publish = lambda _c, _u, _mid, reason, _p: answers.put(
         f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener publish there, "
         f"and events it refuses so reach no one; {acl_advice(topics)}") if reason.is_failure else None
@@ -291,7 +305,8 @@ def _echo(client: mqtt.Client, settings: MqttSection, topics: Topics, answers: q
     SUBSCRIBE with the running listener's standing subscriptions (one SUBACK to wait for), each refusal said: a
     refused ``topics.check`` leaves nothing to read back, the others are said beside the echo's answer."""
     asked = [(topic, subscription.unheard)
-             for subscription in (Subscription((topics.check,), _check_unheard(topics)), *standing_subscriptions(topics))
+             for subscription in (Subscription((topics.check,), CHECK_UNHEARD),
+                                  *standing_subscriptions(topics, settings.homeassistant.discovery))
              for topic in subscription.topics]
     subacks: queue.SimpleQueue[list[ReasonCode]] = queue.SimpleQueue()
 
@@ -326,17 +341,13 @@ def _echoed(client: mqtt.Client, settings: MqttSection, topics: Topics, answers:
 
 def _next_answer(answers: queue.SimpleQueue[str | None], timeout_s: float) -> str | None:
     """The next answer that is not a message on another topic (``""``: Home Assistant's retained ``online``, say,
-    now that the probe subscribes to its status too); queue.Empty after ``timeout_s`` without one."""
-    while (answer := answers.get(timeout=timeout_s)) == "":
+    now that the probe subscribes to its status too); queue.Empty after ``timeout_s`` without one, however many
+    other messages came meanwhile (each restarted the wait: Home Assistant's traffic kept a probe waiting 13 s
+    for a 2 s timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while (answer := answers.get(timeout=max(0.0, deadline - time.monotonic()))) == "":
         pass
     return answer
-
-
-def _check_unheard(topics: Topics) -> str:
-    """What does not work while the broker refuses ``topics.check``: taken for success, the refusal showed only as a
-    message that "did not come back", and a listener that may not read under its prefix hears no threshold command."""
-    return (f"delivery cannot be confirmed, and a listener that may not read under {topics.prefix}/# gets no "
-            f"thresholds set from Home Assistant ({acl_advice(topics)})")
 
 
 def echo_missing_causes(settings: MqttSection, topics: Topics) -> str:
