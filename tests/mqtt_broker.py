@@ -193,6 +193,14 @@ class Broker:
         self.stop()
         self.start()
 
+    def restart_refusing(self, filters: tuple[str, ...]) -> None:
+        """Restart with other subscriptions refused (a broker started with some: the plugin is loaded)."""
+        self.stop()
+        self.refused_subscriptions = filters
+        self._write_dynsec()
+        self._give_to_broker_user()
+        self.start()
+
     def cleanup(self) -> None:
         self.stop(kill=True)
         shutil.rmtree(self.dir, ignore_errors=True)

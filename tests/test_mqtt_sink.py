@@ -749,6 +749,28 @@ def test_a_subscription_the_broker_refuses_is_said_with_what_does_not_work(
         refusing.cleanup()
 
 
+def test_a_refusal_is_said_again_after_the_broker_granted_the_subscription_meanwhile(
+        open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' promise: a refusal is said once per topic until the broker grants it. Refused, granted after an ACL
+    change and a reconnect (nothing said), then refused again (said again: the ACL changed back, a new fault)."""
+    thresholds = f"{PREFIX}/threshold/+/set"
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    answered = subacks_handled(monkeypatch)
+    broker = Broker(refused_subscriptions=(thresholds,)).start()
+    try:
+        open_sink(make_config(tmp_path, broker.port))
+        assert wait_until(lambda: len(answered) >= STANDING_SUBACKS, 10), caplog.text
+        assert len(refusals_said(caplog)) == 1, caplog.text
+        broker.restart_refusing(("elsewhere/#",))
+        assert wait_until(lambda: len(answered) >= 2 * STANDING_SUBACKS, 15), caplog.text
+        assert len(refusals_said(caplog)) == 1, caplog.text
+        broker.restart_refusing((thresholds,))
+        assert wait_until(lambda: len(answered) >= 3 * STANDING_SUBACKS, 15), caplog.text
+        assert len(refusals_said(caplog)) == 2, caplog.text
+    finally:
+        broker.cleanup()
+
+
 def test_a_refused_status_subscription_is_said_once_not_guessed_at_as_well(
         open_sink: OpenSink, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by review: with its own status subscription refused, the listener said so, and then, its ``online``
