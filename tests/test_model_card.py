@@ -39,6 +39,15 @@ def test_the_readme_gives_the_shipped_models_figures(repo_root: Path, shipped: d
     assert shipped["size"] in text
 
 
+def test_the_readmes_first_screen_says_how_well_it_hears(repo_root: Path, shipped: dict[str, Any]) -> None:
+    """A user reads the top of the README, not its model section: how well it hears is said there too."""
+    text = " ".join((repo_root / "README.md").read_text().split())
+    first_screen = text[: text.index("## Set up")]
+    assert f"it reports {shipped['found']} with the right label" in first_screen
+    assert f"only {shipped['short']}" in first_screen
+    assert f"it reports {shipped['false_per_hour']}" in first_screen
+
+
 def test_the_model_cards_first_screen_gives_the_shipped_models_figures(repo_root: Path, shipped: dict[str, Any]) -> None:
     card = " ".join((repo_root / "models" / "README.md").read_text().split())
     first_screen = card[: card.index("**How often it cries wolf.**") + 400]
