@@ -167,7 +167,7 @@ def test_an_id_left_waiting_does_not_take_the_answer_of_the_event_given_it_after
     gone = f"{PREFIX}/state/gone"
     upcoming = range(sink.client._last_mid + 1, sink.client._last_mid + 300)  # the fault: answers never given
     if left_waiting == "state clears":
-        sink._clears_unconfirmed = dict.fromkeys(upcoming, gone)
+        sink._ha_discovery._clears_unconfirmed = dict.fromkeys(upcoming, gone)
     else:
         sink._awaited = dict.fromkeys(upcoming, f"{PREFIX}/stats")
     sent = [event(i) for i in range(3)]

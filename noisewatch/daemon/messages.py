@@ -36,6 +36,12 @@ SCHEMA_VERSION = 1
 M = TypeVar("M", bound="Message")
 
 
+def encode_json(payload: dict[str, Any]) -> bytes:
+    """Compact, strict JSON, as :meth:`Message.encode` writes a message: for the payloads that are not one (a Home
+    Assistant discovery config, the list of recent events, a re-addressed level report)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
 class AudioState(enum.Enum):
     """What the audio input is doing, as ``status`` messages say it."""
 

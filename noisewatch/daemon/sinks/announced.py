@@ -8,7 +8,7 @@ listener's status topic to its other retained topics (a change of topic prefix o
 leave them all behind: :func:`~noisewatch.daemon.sinks.homeassistant.listener_retained_topics`). What was
 announced under an old status topic or device id is cleared only once that status, and the one the old discovery
 configs name, is seen not ``online``: another listener may have taken the old prefix or device id since (the MQTT
-sink's ``_end_old_topics_check``).
+sink's :class:`~noisewatch.daemon.sinks.homeassistant_discovery.HomeAssistantDiscovery`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,8 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from noisewatch import __version__
 from noisewatch.config import Config, ConfigError, MqttSection, SpoolSection, TlsSection
 from noisewatch.daemon.events import LOUD
-from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status
-from noisewatch.daemon.sinks.announced import AnnouncedStore
+from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status, encode_json
 from noisewatch.daemon.sinks.echo_watch import EchoWatch
 from noisewatch.daemon.sinks.homeassistant import (
     OFFLINE,
@@ -52,18 +51,14 @@ from noisewatch.daemon.sinks.homeassistant import (
     STATE_OFF,
     Listener,
     default_device_name,
-    discovery_messages,
-    listener_retained_topics,
-    node_id,
-    retained_state_topics,
-    stale_clears,
-    stand_in,
     tunable_labels,
 )
+from noisewatch.daemon.sinks.homeassistant_discovery import HomeAssistantDiscovery
 from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import (
     PACKET_TOO_LARGE,
+    QOS_AT_LEAST_ONCE,
     ConnectionWatch,
     Subscription,
     backoff_s,
@@ -88,7 +83,6 @@ from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, 
 
 log = logging.getLogger(__name__)
 
-QOS_AT_LEAST_ONCE = 1
 INFLIGHT_WINDOW = 20
 """spooled messages handed to paho and not yet acknowledged (paho's own in-flight default)"""
 MAX_QUEUED = 1000
@@ -116,9 +110,6 @@ SESSION_EXPIRY_S = 86400
 UNACKED_WARN_S = 60.0
 """Event messages in flight this long on a live connection without one acknowledgement are said (a broker that takes
 publishes and never acknowledges them filled the in-flight window, and every later event waited, in silence)."""
-OLD_STATUS_WAIT_S = 5.0
-"""How long a listener moved to another topic prefix or device id waits for its old status topic's retained payload
-before it takes it for absent (a broker sends a retained message at once after the subscription)."""
 SPOOL_BOUNDS = {"spool": {"max_mb", "max_age_h"}}
 """The ``mqtt`` settings a running sink takes from a reload (``hold_spool_bounds``) without a new connection"""
 
@@ -134,12 +125,6 @@ class Outgoing(NamedTuple):
 
 ECHO_UNHEARD = ("this listener's own online is not read back, so it cannot confirm that the broker delivers its "
                 "messages")
-EMPTIED_UNWATCHED = ("this discovery config, which this listener emptied, is not watched: should another listener "
-                     "announce it since (a new device given this one's old name), this one empties it again at Home "
-                     "Assistant's next online and that listener's entity is removed")
-OLD_TOPICS_UNSEEN = (f"what this listener left under its old topic prefix or device id is cleared after "
-                     f"{OLD_STATUS_WAIT_S:g} s without a look at who uses it now: should another listener have taken "
-                     "it, Home Assistant loses that listener's entities")
 
 
 class LifetimeCounts:
@@ -219,29 +204,11 @@ class _AudioStatus:
 
 @dataclass(frozen=True)
 class _OldAnnouncement:
-    """paho: a status topic or a discovery config this listener published under before (``_OldTopicsCheck``), or a
-    status such a config names, says ``payload``."""
+    """paho: a status topic or a discovery config this listener published under before, or a status such a config
+    names, says ``payload`` (``HomeAssistantDiscovery.old_announcement``)."""
 
     topic: str
     payload: bytes
-
-
-@dataclass(frozen=True)
-class _OldTopicsCheck:
-    """A look at the status topics of what this listener announced under another prefix or device id, before any
-    of it is cleared: another listener may have taken them since (a new Pi given the old one's name)."""
-
-    status_topics: tuple[str, ...]
-    """The old status topics, and those the old discovery configs name."""
-    config_topics: tuple[str, ...]
-    """The old discovery configs under another device id: whoever announced them last names its status there (an
-    explicit topic prefix kept, the old status topic is this listener's own)."""
-    waiting: frozenset[str]
-    """Those not yet seen saying anything."""
-    deadline: float
-    """Monotonic: no ``online`` by then, and what is left there is cleared (OLD_STATUS_WAIT_S)."""
-    now: Mapping[str, Sequence[str]]
-    """What this listener announces (the record without what it left)."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +259,7 @@ class _HandedOver:
 @dataclass(frozen=True)
 class _EmptiedConfigs:
     """``close`` of the sink this one replaces at a reload: the discovery configs it emptied and had not yet emptied
-    again at Home Assistant's online (``_empty_again``); kept by it alone, they were lost with it."""
+    again at Home Assistant's online (``HomeAssistantDiscovery.empty_again``); kept by it alone, they were lost with it."""
 
     topics: frozenset[str]
 
@@ -336,7 +303,6 @@ class MqttSink:
         self._threshold_store = ThresholdsStore(settings.state_path, tunable_labels(listener))
         self._overrides = self._threshold_store.load()
         self._overrides_lock = threading.Lock()
-        self._announced = AnnouncedStore(settings.state_path)
         # processing-loop thread (send), taken over by a sink that replaces this one at a reload
         self._open_events = dict(open_events or {})
         """id -> label of each event started and not yet closed"""
@@ -352,13 +318,6 @@ class MqttSink:
         self._periodic: dict[str, Outgoing] = {}
         """The latest level and stats report, by topic (``_send_periodic_again``)."""
         self._periodic_again_at: float | None = None
-        self._state_clears: list[str] = []  # state topics of removed entities, cleared once it has settled
-        self._emptied_configs: set[str] = set()
-        """Discovery configs this sink emptied, emptied again when Home Assistant next says online (``stand_in``),
-        and subscribed to meanwhile: one another listener announces since (a new Pi given the old name) is its own."""
-        self._record_after_clears: Mapping[str, Sequence[str]] | None = None
-        self._clears_unconfirmed: dict[int, str] = {}  # paho mid -> state topic of each clear not yet acknowledged
-        self._old_topics_check: _OldTopicsCheck | None = None
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._awaited: dict[int, str] = {}  # paho mid -> topic of a QoS 1 message outside the spool
@@ -410,6 +369,8 @@ class MqttSink:
         """Restarts of paho's thread since the last accepted connection: the next waits their backoff."""
         self._next_network_restart = 0.0
         self.client = self._make_client(client_id, password)
+        self._ha_discovery = HomeAssistantDiscovery(settings, topics, listener, self._ha_wait, self.client,
+                                                    self._publish, self._subscribe, self._claim)
 
     @classmethod
     def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
@@ -506,7 +467,7 @@ class MqttSink:
             except ValueError:
                 self._commands.put(_Spooled(message.label, message.id, opened=False))  # the sound ended all the same
                 raise
-            recent = _encode(self._recent.add(message.to_json()))
+            recent = encode_json(self._recent.add(message.to_json()))
             self._spool_event(topics.events, payload, _Spooled(message.label, message.id, False, recent))
         elif isinstance(message, Level):
             self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
@@ -595,8 +556,8 @@ class MqttSink:
             log.info("MQTT: %d event(s) held in memory go on with the new connection", len(held))
         self._inflight_held.clear()
         self._unspooled.clear()
-        if self._emptied_configs:
-            successor._commands.put(_EmptiedConfigs(frozenset(self._emptied_configs)))
+        if emptied := self._ha_discovery.emptied():
+            successor._commands.put(_EmptiedConfigs(emptied))
         level = self._periodic.get(self.topics.level)
         if level is not None:  # its latest, sent again once Home Assistant read the new discovery
             successor._commands.put(_HandedLevel(_readdressed(level, successor.topics.level,
@@ -716,14 +677,12 @@ class MqttSink:
             self._predecessor = None  # forgotten: each reload's sink would keep the ones before it alive
         if self._unspooled and handed_over:  # the replaced sink's held events are older: none of ours before them
             self._respool()
-        check = self._old_topics_check
-        if check is not None and self._connected and time.monotonic() >= check.deadline:
-            self._end_old_topics_check(check, live=None)
         if self._connected:
+            self._ha_discovery.end_overdue_check()
             self._watch_acknowledgements()
             self._watch_echo()
         if self._connected and not self._settling() and handed_over:
-            self._send_state_clears()
+            self._ha_discovery.send_state_clears()
             self._feed_spool()
             self._feed_held()
         if self._connected:
@@ -825,8 +784,8 @@ class MqttSink:
         due = [self._ha_wait.remaining_s()]
         if self._periodic_again_at is not None:
             due.append(_remaining(self._periodic_again_at))
-        if self._old_topics_check is not None:
-            due.append(_remaining(self._old_topics_check.deadline))
+        if (check_deadline := self._ha_discovery.check_deadline()) is not None:
+            due.append(_remaining(check_deadline))
         if (echo_s := self._echo.remaining_s()) is not None:
             due.append(echo_s)
         return min([PUMP_TICK_S, *(seconds for seconds in due if seconds > 0)])
@@ -835,41 +794,15 @@ class MqttSink:
         """True while events wait for Home Assistant (:class:`HomeAssistantWait`; a close does not wait)."""
         return self._closing is None and self._ha_wait.remaining_s() > 0
 
-    def _clear_state_later(self, topic: str) -> None:
-        """A removed entity's retained state, cleared once Home Assistant has let go of it."""
-        if topic not in self._state_clears:
-            self._state_clears.append(topic)
-
-    def _send_state_clears(self) -> None:
-        """Clear the removed entities' retained states; one paho's full queue did not take is tried again (paho
-        keeps a QoS 1 message it could not send for lack of a connection, and sends it on the next)."""
-        pending, self._state_clears = self._state_clears, []
-        for topic in pending:
-            info = self.client.publish(topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                self._clear_state_later(topic)
-            else:
-                self._clears_unconfirmed[self._claim(info.mid)] = topic
-        self._trim_record()
-
     def _claim(self, mid: int) -> int:
         """``mid``, just given to a new message, answers for it alone. paho hands out ids in turn (1-65535, then
         again) whatever is still awaited, and an id left waiting by a message never answered (an answer lost with a
         connection) took, after the wrap, the answer of the event given that id: the event stayed in flight for good
         (the window is 20 events) and was sent again at the next start. A state clear left waiting so is sent again:
         dropped, its entity left the record with its retained state still on the broker."""
-        unconfirmed = self._clears_unconfirmed.pop(mid, None)
-        if unconfirmed is not None:
-            self._clear_state_later(unconfirmed)
+        self._ha_discovery.mid_reused(mid)
         self._awaited.pop(mid, None)
         return mid
-
-    def _trim_record(self) -> None:
-        """The removed entities leave the record once the broker has confirmed their state clears (a run that
-        ends before then leaves the next run to clear them again)."""
-        if not self._clears_unconfirmed and not self._state_clears and self._record_after_clears is not None:
-            self._record(self._record_after_clears)
-            self._record_after_clears = None
 
     def _handle(self, command: _Command) -> None:
         """One command from the processing loop, a reload or paho's thread, on the pump's thread."""
@@ -885,7 +818,7 @@ class MqttSink:
         elif isinstance(command, _HandedOver):
             self._take_over_held(command.held)
         elif isinstance(command, _EmptiedConfigs):
-            self._take_over_emptied(command.topics)
+            self._ha_discovery.take_over_emptied(command.topics, self._connected)
         elif isinstance(command, _HandedLevel):
             if self.topics.level not in self._periodic:  # one of its own (the part period a reload reported) is newer
                 self._go_live(command.outgoing)
@@ -894,7 +827,7 @@ class MqttSink:
         elif isinstance(command, _ThresholdCommand):
             self._set_threshold(command)
         elif isinstance(command, _OldAnnouncement):
-            self._old_announcement(command)
+            self._ha_discovery.old_announcement(command.topic, command.payload)
         elif isinstance(command, _Ack):
             self._acknowledged(command)
         elif isinstance(command, _SubAck):
@@ -942,7 +875,7 @@ class MqttSink:
         self._connected, self._max_packet = True, connected.max_packet
         self._acked_at = time.monotonic()  # what was in flight is sent again now: a fresh wait
         self._restarts_unconnected = 0
-        self._old_topics_check = None  # an answer lost with the last connection: looked at anew (_announce)
+        self._ha_discovery.new_connection()
         self._subscribing.clear()  # SUBACKs lost with the last connection: never coming
         self._announce()
         if connected.after_outage:
@@ -952,11 +885,11 @@ class MqttSink:
         """Home Assistant (re)started (its birth message): discovery again, as its MQTT integration asks of devices,
         and the configs this listener emptied while it was down emptied again."""
         if not self.settings.homeassistant.discovery:
-            self._empty_again()  # only the entities it removed, when Home Assistant was down then
+            self._ha_discovery.empty_again()  # only the entities it removed, when Home Assistant was down then
             return
         log.info("MQTT: Home Assistant came online; re-sending discovery")
-        self._publish_discovery()
-        self._empty_again()
+        self._ha_discovery.publish()
+        self._ha_discovery.empty_again()
         self._ha_wait.settle()  # it subscribes anew as it reads discovery
 
     def _state_change(self, spooled: _Spooled) -> None:
@@ -970,7 +903,7 @@ class MqttSink:
             # gone, and a retained OFF would outlive it on a topic nothing reads: cleared with its other states
             self._states.forget(spooled.label)
             if self.settings.homeassistant.discovery:
-                self._clear_state_later(topic)
+                self._ha_discovery.clear_state_later(topic)
                 return
         self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
 
@@ -995,118 +928,12 @@ class MqttSink:
             self._publish_threshold(label)
         for subscription in standing_subscriptions(self.topics, self.settings.homeassistant.discovery):  # check-config's probe too
             self._subscribe(subscription.topics, subscription.unheard)
-        if self._emptied_configs:
-            self._subscribe(sorted(self._emptied_configs), EMPTIED_UNWATCHED)
-        self._publish_discovery()
+        self._ha_discovery.watch_emptied()
+        self._ha_discovery.publish()
         self._subscribe([self.topics.status], ECHO_UNHEARD)  # before the online: it comes back live
         self._echo.sent(self._publish(self.topics.status, ONLINE.encode(), QOS_AT_LEAST_ONCE, True))
         if self.settings.homeassistant.discovery:
             self._periodic_again_at = time.monotonic() + DISCOVERY_SETTLE_S
-
-    def _publish_discovery(self) -> None:
-        """Discovery (none when it is off), after clearing the entities of an earlier announcement that are gone;
-        what this listener announced under another status topic (an old topic prefix or device id) only once that
-        status is seen not ``online`` (``_end_old_topics_check``)."""
-        messages = discovery_messages(self.topics, self.listener) if self.settings.homeassistant.discovery else []
-        # with discovery off the entities go, but not the retained topics this sink still publishes (Node-RED)
-        now = {**retained_state_topics(messages), **listener_retained_topics(self.topics, self.listener)}
-        before = self._announced.load()
-        # the removed entities stay in the record until their states are cleared: a run that ends before then
-        # (a lost connection, a reload, a crash) leaves the next run to clear them
-        removed = {topic: states for topic, states in before.items() if topic not in now}
-        moved_from = tuple(sorted(filter(is_status, removed)))
-        renamed_from = tuple(sorted(t for t in removed if discovery_node(t) not in (None, node_id(self.listener))))
-        if not (moved_from or renamed_from):
-            self._clear_stale(before, now)
-        elif self._old_topics_check is None:  # else this connection looks already (Home Assistant's online)
-            looked_at = (*moved_from, *renamed_from)
-            self._subscribe(looked_at, OLD_TOPICS_UNSEEN)
-            self._old_topics_check = _OldTopicsCheck(moved_from, renamed_from, frozenset(looked_at),
-                                                     time.monotonic() + OLD_STATUS_WAIT_S, now)
-        for topic, config in messages:
-            self._publish(topic, _encode(config), QOS_AT_LEAST_ONCE, True)
-        if now != before:  # entities added or removed, or moved to other topics
-            self._ha_wait.settle()
-        self._record({**now, **removed})
-
-    def _clear_stale(self, before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]]) -> None:
-        """Empty what ``before`` recorded and ``now`` does not announce: a discovery config (or old status) at once,
-        the entity goes; its state once Home Assistant let go. The record keeps it until those are confirmed."""
-        clears = stale_clears(before, now)
-        for topic, empty in clears:
-            if topic in before:
-                self._publish(topic, empty, QOS_AT_LEAST_ONCE, True)
-                if discovery_node(topic) is not None:
-                    self._emptied_configs.add(topic)
-                    self._subscribe([topic], EMPTIED_UNWATCHED)
-            else:
-                self._clear_state_later(topic)
-        if clears:  # after a look at an old status they follow discovery by up to OLD_STATUS_WAIT_S: the states wait
-            self._ha_wait.settle()
-        self._record_after_clears = now if clears else None
-
-    def _empty_again(self) -> None:
-        """The configs this sink emptied, announced (not retained) and emptied again, once: Home Assistant may have
-        been down when they were emptied, and keeps their entities until it reads them emptied (``stand_in``)."""
-        for topic in sorted(self._emptied_configs):
-            self._publish(topic, _encode(stand_in(topic)), QOS_AT_LEAST_ONCE, False)
-            self._publish(topic, b"", QOS_AT_LEAST_ONCE, False)
-        if self._emptied_configs:
-            self.client.unsubscribe(sorted(self._emptied_configs))
-        self._emptied_configs.clear()
-
-    def _take_over_emptied(self, topics: frozenset[str]) -> None:
-        """The configs the replaced sink emptied, but those this one announces (a label watched again)."""
-        own = ({topic for topic, _ in discovery_messages(self.topics, self.listener)}
-               if self.settings.homeassistant.discovery else set())
-        taken = sorted(topics - own - self._emptied_configs)
-        self._emptied_configs.update(taken)
-        if taken and self._connected:  # else subscribed to at the connect (``_announce``)
-            self._subscribe(taken, EMPTIED_UNWATCHED)
-
-    def _old_announcement(self, said: _OldAnnouncement) -> None:
-        """An old status topic's payload: ``online`` is a live listener there; an old discovery config's: the status
-        it names, when not this listener's, is looked at too. Once every one has said something (or
-        OLD_STATUS_WAIT_S has passed: none retained), what is left there is this listener's own."""
-        if said.payload and said.topic in self._emptied_configs:
-            self._emptied_configs.discard(said.topic)  # another listener announced it since: its entity now
-        check = self._old_topics_check
-        if check is None or said.topic not in (*check.status_topics, *check.config_topics):
-            return  # said after the look ended (or a subscription kept by the session of an earlier run)
-        if said.topic in check.config_topics:
-            check = self._look_at_statuses_named(check, said.payload)
-        waiting = check.waiting - {said.topic}
-        if said.topic in check.status_topics and said.payload == ONLINE.encode():
-            self._end_old_topics_check(check, live=said.topic)
-        elif not waiting:
-            self._end_old_topics_check(check, live=None)
-        else:
-            self._old_topics_check = replace(check, waiting=waiting)
-
-    def _look_at_statuses_named(self, check: _OldTopicsCheck, config: bytes) -> _OldTopicsCheck:
-        """The check, also waiting for the status an old discovery config names, unless this listener's own or
-        already looked at: a listener given the old device id under its own prefix re-announced it."""
-        named = _statuses_named(config) - set(check.now) - set(check.status_topics) - set(self.topics.ha_status)
-        if not named:
-            return check
-        self._subscribe(sorted(named), OLD_TOPICS_UNSEEN)
-        return replace(check, status_topics=(*check.status_topics, *sorted(named)), waiting=check.waiting | named)
-
-    def _end_old_topics_check(self, check: _OldTopicsCheck, live: str | None) -> None:
-        """Clear what this listener left under its old topics, unless ``live`` (a status topic saying ``online``):
-        another listener has taken them since, and they are its own now (its last will would say ``offline``
-        had it died). Then they leave the record too: kept, a later start would clear them the first time that
-        listener is offline for a moment (a reboot), and take its entities from Home Assistant."""
-        self._old_topics_check = None
-        self.client.unsubscribe([*check.status_topics, *check.config_topics])
-        if live is None:
-            self._clear_stale(self._announced.load(), check.now)
-            return
-        left = [topic for topic, _ in stale_clears(self._announced.load(), check.now)]
-        log.warning("MQTT: %s says online: another listener has taken this one's old topic prefix or device id, so "
-                    "the %d retained topics it left there (Home Assistant discovery included) are left to that "
-                    "listener, not cleared", live, len(left))
-        self._record(check.now)
 
     def _subscribe(self, topics: Sequence[str], unheard: str) -> None:
         """Subscribe to ``topics`` (not empty), kept by message id until the SUBACK: a broker whose ACL refuses one
@@ -1130,12 +957,6 @@ class MqttSink:
                 if topic not in self._refusals_said:
                     self._refusals_said.add(topic)
                     log.warning("MQTT: the broker %s", subscription_refusal(topic, reason, subscription.unheard))
-
-    def _record(self, announced: Mapping[str, Sequence[str]]) -> None:
-        try:
-            self._announced.save(announced)
-        except OSError as exc:
-            log.error("MQTT: cannot record the announced entities in %s (%s)", self.settings.state_path, exc.strerror)
 
     def _publish_threshold(self, label: str) -> None:
         """The retained threshold in force for ``label`` (what the ``number`` entity shows)."""
@@ -1218,9 +1039,7 @@ class MqttSink:
         return True
 
     def _acknowledged(self, ack: _Ack) -> None:
-        if ack.mid in self._clears_unconfirmed:
-            del self._clears_unconfirmed[ack.mid]
-            self._trim_record()
+        if self._ha_discovery.acknowledged(ack.mid):
             return
         topic = self._awaited.pop(ack.mid, None)
         refused = ack.reason if ack.reason is not None and ack.reason.is_failure else None
@@ -1395,21 +1214,6 @@ def listener_of(config: Config, labels: Sequence[str], model_ident: str, version
     )
 
 
-def _statuses_named(config: bytes) -> set[str]:
-    """The status topics a retained discovery config has Home Assistant read availability from (none when it is
-    empty, a clear, or not a config)."""
-    try:
-        data = json.loads(config)
-    except ValueError:
-        return set()
-    if not isinstance(data, dict):
-        return set()
-    listed = data.get("availability")
-    entries = listed if isinstance(listed, list) else []
-    topics = [data.get("availability_topic"), *(entry.get("topic") for entry in entries if isinstance(entry, dict))]
-    return {topic for topic in topics if isinstance(topic, str) and is_status(topic)}
-
-
 def _event_id(payload: bytes) -> str:
     """The id of a spooled event, for log lines about it."""
     try:
@@ -1431,9 +1235,9 @@ def _publish_size(topic: str, payload: bytes) -> int:
 def _newest_that_fit(topic: str, payload: bytes, limit: int) -> bytes:
     """A recent-events list cut to its newest events whose PUBLISH fits in ``limit`` bytes (maybe none)."""
     events = json.loads(payload)["events"]
-    while events and _publish_size(topic, _encode({"events": events})) > limit:
+    while events and _publish_size(topic, encode_json({"events": events})) > limit:
         events = events[1:]
-    return _encode({"events": events})
+    return encode_json({"events": events})
 
 
 def _readdressed(report: Outgoing, topic: str, device_id: str) -> Outgoing:
@@ -1441,11 +1245,7 @@ def _readdressed(report: Outgoing, topic: str, device_id: str) -> Outgoing:
     on its topic, naming it (the dashboard files a report under its ``device``)."""
     data = json.loads(report.payload)
     data["device"] = device_id
-    return report._replace(topic=topic, payload=_encode(data))
-
-
-def _encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    return report._replace(topic=topic, payload=encode_json(data))
 
 
 def _remaining(deadline: float) -> float:

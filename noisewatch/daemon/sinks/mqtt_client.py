@@ -27,6 +27,8 @@ from noisewatch.daemon.sinks.homeassistant_wait import HA_RECONNECT_WAIT_S
 from noisewatch.daemon.sinks.topics import Topics, acl_advice, listener_topics
 
 log = logging.getLogger(__name__)
+
+QOS_AT_LEAST_ONCE = 1
 JITTER_FRACTION = 0.5
 """the reconnect jitter is up to this fraction of the current backoff delay"""
 TAKEN_OVER_S = 10.0
@@ -78,9 +80,9 @@ class Subscription(NamedTuple):
 def standing_subscriptions(topics: Topics, discovery: bool) -> tuple[Subscription, ...]:
     """What the running listener subscribes to at every connect whatever its state, in this order: its threshold
     commands, and each of Home Assistant's status topics (with discovery off too: the configs it empties go again at
-    Home Assistant's online, ``MqttSink._empty_again``). ``MqttSink._announce`` subscribes to these and ``probe``
-    tries them, so that ``check-config`` names each refusal ``run`` would warn of (it tried ``<prefix>/check``
-    only)."""
+    Home Assistant's online, ``HomeAssistantDiscovery.empty_again``). ``MqttSink._announce`` subscribes to these and
+    ``probe`` tries them, so that ``check-config`` names each refusal ``run`` would warn of (it tried
+    ``<prefix>/check`` only)."""
     return (Subscription((topics.threshold_commands,), THRESHOLDS_UNHEARD),
             *(Subscription((topic,), home_assistant_unheard(topic, discovery)) for topic in topics.ha_status))
 
