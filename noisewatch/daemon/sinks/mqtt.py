@@ -51,7 +51,6 @@ from noisewatch.daemon.sinks.homeassistant import (
     STATE_OFF,
     Listener,
     default_device_name,
-    tunable_labels,
 )
 from noisewatch.daemon.sinks.homeassistant_discovery import HomeAssistantDiscovery
 from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
@@ -69,6 +68,7 @@ from noisewatch.daemon.sinks.mqtt_client import (
 )
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
+from noisewatch.daemon.sinks.threshold_entities import ThresholdEntities
 from noisewatch.daemon.sinks.topics import (
     Topics,
     acl_advice,
@@ -76,10 +76,8 @@ from noisewatch.daemon.sinks.topics import (
     is_status,
     listener_prefix,
     listener_topics,
-    segment,
 )
 from noisewatch.daemon.statefile import FolderInUse, FolderLock
-from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
 
 log = logging.getLogger(__name__)
 
@@ -298,11 +296,8 @@ class MqttSink:
         self.spool = spool
         self._credentials = _credentials(password, settings.tls)
         """What the client was given beside the settings: a reload that finds them changed in their files connects anew."""
-        self.base_thresholds = dict(thresholds or {})
-        """Thresholds from the bundle and the config, before any set from Home Assistant (pump thread: ``retune``)."""
-        self._threshold_store = ThresholdsStore(settings.state_path, tunable_labels(listener))
-        self._overrides = self._threshold_store.load()
-        self._overrides_lock = threading.Lock()
+        self._thresholds = ThresholdEntities(settings, topics, listener, thresholds or {}, self._publish)
+        """The thresholds in force and their ``number`` entities (the processing loop reads ``threshold_overrides``)."""
         # processing-loop thread (send), taken over by a sink that replaces this one at a reload
         self._open_events = dict(open_events or {})
         """id -> label of each event started and not yet closed"""
@@ -371,6 +366,7 @@ class MqttSink:
         self.client = self._make_client(client_id, password)
         self._ha_discovery = HomeAssistantDiscovery(settings, topics, listener, self._ha_wait, self.client,
                                                     self._publish, self._subscribe, self._claim)
+        """Discovery, and the clearing of what earlier announcements left (pump thread)."""
 
     @classmethod
     def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
@@ -433,8 +429,7 @@ class MqttSink:
 
     def threshold_overrides(self) -> dict[str, float]:
         """Thresholds set from Home Assistant (kept across restarts); they win over the config's."""
-        with self._overrides_lock:
-            return dict(self._overrides)
+        return self._thresholds.overrides()
 
     # --- the Sink interface (processing loop) -------------------------------------------------------
 
@@ -825,7 +820,7 @@ class MqttSink:
         elif isinstance(command, _Spooled):
             self._spooled(command)
         elif isinstance(command, _ThresholdCommand):
-            self._set_threshold(command)
+            self._thresholds.set_from_command(command.topic, command.payload, command.retained)
         elif isinstance(command, _OldAnnouncement):
             self._ha_discovery.old_announcement(command.topic, command.payload)
         elif isinstance(command, _Ack):
@@ -833,7 +828,7 @@ class MqttSink:
         elif isinstance(command, _SubAck):
             self._subscription_answered(command)
         elif isinstance(command, _Retune):
-            self._retune(command.thresholds)
+            self._thresholds.retune(command.thresholds, self._connected)
         elif isinstance(command, _Connected):
             self._connection_made(command)
         elif isinstance(command, _Disconnected):
@@ -860,15 +855,6 @@ class MqttSink:
         self._state_change(spooled)
         if spooled.recent is not None:
             self._live.append(Outgoing(self.topics.recent_events, spooled.recent, QOS_AT_LEAST_ONCE, True))
-
-    def _retune(self, thresholds: Mapping[str, float]) -> None:
-        """New thresholds from a reload: those that changed are published (on the next connect, with the rest,
-        when there is no connection)."""
-        changed = [label for label in tunable_labels(self.listener)
-                   if thresholds.get(label) != self.base_thresholds.get(label)]
-        self.base_thresholds = dict(thresholds)
-        for label in changed if self._connected else []:
-            self._publish_threshold(label)
 
     def _connection_made(self, connected: _Connected) -> None:
         """A (re)connect: what the last connection awaited starts afresh, then the announcement."""
@@ -924,8 +910,7 @@ class MqttSink:
             self._publish(status.topic, status.payload, status.qos, status.retain)
         for label, state in self._states.snapshot().items():
             self._publish(self.topics.state(label), state.encode(), QOS_AT_LEAST_ONCE, True)
-        for label in tunable_labels(self.listener):
-            self._publish_threshold(label)
+        self._thresholds.publish_all()
         for subscription in standing_subscriptions(self.topics, self.settings.homeassistant.discovery):  # check-config's probe too
             self._subscribe(subscription.topics, subscription.unheard)
         self._ha_discovery.watch_emptied()
@@ -957,42 +942,6 @@ class MqttSink:
                 if topic not in self._refusals_said:
                     self._refusals_said.add(topic)
                     log.warning("MQTT: the broker %s", subscription_refusal(topic, reason, subscription.unheard))
-
-    def _publish_threshold(self, label: str) -> None:
-        """The retained threshold in force for ``label`` (what the ``number`` entity shows)."""
-        value = self.threshold_overrides().get(label, self.base_thresholds.get(label))
-        if value is not None:
-            self._publish(self.topics.threshold(label), f"{value:g}".encode(), QOS_AT_LEAST_ONCE, True)
-
-    def _set_threshold(self, command: _ThresholdCommand) -> None:
-        """A threshold set from Home Assistant: checked, kept in the state directory, in force from the next
-        window (the processing loop reads :meth:`threshold_overrides`), and echoed on its state topic."""
-        labels = tunable_labels(self.listener)
-        label = self.topics.threshold_label(command.topic, labels)
-        if label is None:  # a typo in a Node-RED flow ("Siren") would otherwise change nothing without a word
-            log.warning("MQTT: ignoring a threshold on %s: no label this listener reports has that topic "
-                        "(thresholds can be set for: %s)", command.topic, ", ".join(map(segment, labels)))
-            return
-        if command.retained:  # replayed at every (re)connect: it undid any value set since, at each broker restart
-            log.warning("MQTT: ignoring a retained threshold on %s: a retained command would be applied again at "
-                        "every reconnect; publish thresholds without retain (clear this one with an empty retained "
-                        "message)", command.topic)
-            return
-        try:
-            value = parse_threshold(command.payload)
-        except ThresholdError as exc:
-            log.warning("MQTT: ignoring a threshold for %s: %s", label, exc)
-            return
-        # on top of those in force, not of the file's: a file damaged since it was read dropped every other one
-        overrides = {**self.threshold_overrides(), label: value}
-        try:
-            self._threshold_store.save(overrides)
-        except OSError as exc:
-            log.error("MQTT: threshold for %s applied but not kept (%s: %s)", label, self.settings.state_path, exc.strerror)
-        with self._overrides_lock:
-            self._overrides = overrides
-        log.info("threshold for %s set to %g from MQTT", label, value)  # as shown: %.2f said 0.95 of 0.955
-        self._publish_threshold(label)
 
     def _take_over_held(self, held: tuple[_Unspooled, ...]) -> None:
         """The replaced sink's held events, before this one's (they are older); new events queue behind them until
