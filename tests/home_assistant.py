@@ -45,11 +45,16 @@ logger:
 """
 
 
-def config_entry(mqtt_port: int) -> dict[str, Any]:
-    """The MQTT integration's config entry (YAML broker settings no longer exist in HA)."""
+def config_entry(mqtt_port: int, retained_status: bool = False) -> dict[str, Any]:
+    """The MQTT integration's config entry (YAML broker settings no longer exist in HA); ``retained_status``: its
+    birth and will messages retained, as its MQTT options allow (docs/homeassistant.md asks for it in one case)."""
+    data: dict[str, Any] = {"broker": HOST, "port": mqtt_port, "discovery": True}
+    if retained_status:
+        data.update({kind: {"topic": "homeassistant/status", "payload": payload, "qos": 0, "retain": True}
+                     for kind, payload in (("birth_message", "online"), ("will_message", "offline"))})
     return {"version": 1, "minor_version": 1, "key": "core.config_entries", "data": {"entries": [{
         "entry_id": "0123456789abcdef0123456789abcdef", "version": 1, "minor_version": 1,
-        "domain": "mqtt", "title": HOST, "data": {"broker": HOST, "port": mqtt_port, "discovery": True},
+        "domain": "mqtt", "title": HOST, "data": data,
         "options": {}, "pref_disable_new_entities": False, "pref_disable_polling": False,
         "source": "user", "unique_id": None, "disabled_by": None}]}}
 
@@ -57,14 +62,15 @@ def config_entry(mqtt_port: int) -> dict[str, Any]:
 class HomeAssistant:
     """Home Assistant in ``directory`` against the broker on ``mqtt_port``; REST calls with a token."""
 
-    def __init__(self, directory: Path, mqtt_port: int, extra_configuration: str = "") -> None:
+    def __init__(self, directory: Path, mqtt_port: int, extra_configuration: str = "",
+                 retained_status: bool = False) -> None:
         self.dir = directory
         self.http_port = free_port()
         self.url = f"http://{HOST}:{self.http_port}"
         (directory / ".storage").mkdir(parents=True)
         (directory / "configuration.yaml").write_text(CONFIGURATION.format(http_port=self.http_port)
                                                       + extra_configuration)
-        (directory / ".storage" / "core.config_entries").write_text(json.dumps(config_entry(mqtt_port)))
+        (directory / ".storage" / "core.config_entries").write_text(json.dumps(config_entry(mqtt_port, retained_status)))
         self.log_path = directory / "ha.log"
         self.proc = self._launch()
         self.token = ""

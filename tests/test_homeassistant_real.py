@@ -325,6 +325,39 @@ def test_the_docs_siren_started_automation_fires_once_per_siren_not_when_the_lis
         ha.stop()
 
 
+def test_events_heard_while_home_assistant_is_down_at_the_start_reach_it_when_it_retains_its_status(
+        broker: Broker, tmp_path: Path) -> None:
+    """Found by a helper's first hour with a real Home Assistant: a listener that starts while Home Assistant is down
+    (a power cut the Pi comes back from first) cannot know it, published its events at once, and Home Assistant, back
+    later, never had them. With its birth and will retained, as docs/homeassistant.md asks for that case, the
+    listener reads its retained ``offline`` and holds them until it is back."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import Started
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    ha = HomeAssistant(tmp_path / "ha", broker.port, retained_status=True)
+    started = ENTITY.format("event", "sound_started")
+    try:
+        ha.wait_ready()
+        ha.stop()  # its will: a retained offline
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        listener = MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+        try:
+            heard = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+            listener.send(Started(id="s1", label="siren", confidence=0.9, start=heard, offset_s=1.0, device=DEVICE,
+                                  model="urban11@test"))
+            assert wait_until(lambda: listener.spool.depth == 1, 5)
+            time.sleep(3)  # it would have gone by now (DISCOVERY_SETTLE_S)
+            ha.start_again()
+            assert wait_until(lambda: ((ha.state(started) or {}).get("attributes") or {}).get("id") == "s1", 30), \
+                ha.state(started)
+        finally:
+            listener.close()
+    finally:
+        ha.stop()
+
+
 def test_an_event_spooled_through_a_broker_restart_reaches_home_assistant(home_assistant: HomeAssistant,
                                                                          broker: Broker, tmp_path: Path) -> None:
     """Found with a real Home Assistant: the listener reconnected first and published its spooled events;

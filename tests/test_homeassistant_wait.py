@@ -131,3 +131,23 @@ def test_after_the_broker_s_shutdown_will_its_return_waits_for_home_assistant_af
     clock.now += 1.0
     wait.broker_returned()  # back within the minute of the last return
     assert wait.remaining_s() == pytest.approx(HA_RECONNECT_WAIT_S)
+
+
+def test_a_retained_offline_at_the_subscription_waits_as_a_restart_does_and_is_no_broker_shutdown() -> None:
+    """Home Assistant down as the listener connects (its will retained): events wait for its ``online``, up to the
+    restart's bound; a link that breaks just after is not the broker's shutdown will (that one is news of the moment),
+    so the wait stays; without discovery nothing waits."""
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.found_offline("homeassistant/status")
+    assert wait.remaining_s() == HA_RESTART_WAIT_S
+    clock.now += 0.01
+    wait.link_lost()
+    assert wait.remaining_s() == pytest.approx(HA_RESTART_WAIT_S - 0.01)
+    wait.settle()
+    assert wait.remaining_s() == DISCOVERY_SETTLE_S
+    clock.now += HA_RESTART_WAIT_S
+    assert wait.remaining_s() == 0.0
+    without = HomeAssistantWait(False, clock)
+    without.found_offline("homeassistant/status")
+    assert without.remaining_s() == 0.0

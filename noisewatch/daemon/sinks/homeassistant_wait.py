@@ -68,6 +68,14 @@ class HomeAssistantWait:
         self._offline_at = self._clock()
         self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline")
 
+    def found_offline(self, topic: str) -> None:
+        """Home Assistant's status topic held a retained ``offline`` as this listener subscribed: one set to retain its
+        will is down (a power cut the Pi came back from first: events sent now were lost to it). Not a broker's
+        shutdown (``link_lost``): it is not the news of a moment ago. One gone for good leaves it there, and every
+        connect waits: the log says how to clear it."""
+        self._hold(HA_RESTART_WAIT_S, f"{topic} holds a retained offline (Home Assistant is down; if it is gone for "
+                   f"good, clear that with an empty retained message)")
+
     def link_lost(self) -> None:
         """This listener's link broke: an ``offline`` just before was the broker's shutdown (BROKER_SHUTDOWN_WILL_S),
         so the wait for a restart ends, and Home Assistant was cut off as well: the next :meth:`broker_returned` waits

@@ -243,7 +243,12 @@ class _HomeAssistantOnline:
 
 @dataclass(frozen=True)
 class _HomeAssistantOffline:
-    """Home Assistant is stopping (a restart): what it is sent now, it never sees."""
+    """Home Assistant is stopping (a restart), or is down as this listener subscribes: what it is sent now, it never
+    sees."""
+
+    topic: str
+    retained: bool
+    """Replayed by the broker at the subscription: the will of a Home Assistant set to retain its status."""
 
 
 @dataclass(frozen=True)
@@ -631,12 +636,10 @@ class MqttSink:
             if not message.retain and message.payload == ONLINE.encode():
                 self._commands.put(_Echoed())
         elif message.topic in self.topics.ha_status:
-            if message.retain:  # replayed at our subscribe: a birth or will long past (a Home Assistant set to retain
-                return          # them, or gone): neither ends a wait nor starts one; discovery went out at connect
-            if message.payload == ONLINE.encode():
-                self._commands.put(_HomeAssistantOnline())
+            if message.payload == ONLINE.encode() and not message.retain:  # a retained birth: up, as it was at
+                self._commands.put(_HomeAssistantOnline())                  # connect, when discovery went out
             elif message.payload == OFFLINE.encode():
-                self._commands.put(_HomeAssistantOffline())
+                self._commands.put(_HomeAssistantOffline(message.topic, bool(message.retain)))
         elif is_status(message.topic) or discovery_node(message.topic) is not None:  # subscribed to: its old ones
             self._commands.put(_OldAnnouncement(message.topic, bytes(message.payload)))
         elif message.topic.startswith(self.topics.prefix + "/"):
@@ -838,7 +841,10 @@ class MqttSink:
         elif isinstance(command, _HomeAssistantOnline):
             self._home_assistant_online()
         elif isinstance(command, _HomeAssistantOffline):
-            self._ha_wait.went_offline()
+            if command.retained:
+                self._ha_wait.found_offline(command.topic)
+            else:
+                self._ha_wait.went_offline()
         elif isinstance(command, _Echoed):
             self._echoed()
         else:
