@@ -238,6 +238,53 @@ def docs_yaml_block(containing: str) -> dict:
     return yaml.safe_load(blocks[0].replace("noise_listener_garden_", f"noise_listener_{DEVICE}_"))
 
 
+def test_a_short_run_that_renames_the_device_leaves_its_old_states_to_the_next_run(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path) -> None:
+    """Found by a helper's first hour with a real Home Assistant: a run given a new device_id that stopped within 2 s
+    of connecting (a replayed file at --speed 0) emptied the old device's retained states in the same moment as its
+    discovery, while Home Assistant still read them: 39 template errors in its log. A stop leaves them to the next
+    run, which clears them once Home Assistant has let go."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(device: str) -> MqttSink:
+        config = Config.model_validate({"device_id": device, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+
+    def retained_under(prefix: str) -> set[str]:
+        late = Collector(broker.port, f"{prefix}/#")
+        try:
+            time.sleep(1.0)  # retained messages come at once after the subscription
+            return {topic for topic, payload, retained in late.messages if retained and payload}
+        finally:
+            late.close()
+
+    ha = home_assistant
+    first = sink(DEVICE)
+    try:
+        assert wait_until(lambda: ha.state(ENTITY.format("binary_sensor", "siren")) is not None, 20)
+    finally:
+        first.close()
+    old_states = retained_under(f"noisewatch/{DEVICE}")
+    assert f"noisewatch/{DEVICE}/state/siren" in old_states, old_states
+    renamed = sink("hatest2")
+    try:
+        assert wait_until(lambda: ha.state(ENTITY.format("binary_sensor", "siren")) is None, 20)
+    finally:
+        renamed.close()  # well within the 2 s Home Assistant takes to let go of the old entities
+    time.sleep(2)
+    assert retained_under(f"noisewatch/{DEVICE}") == old_states - {f"noisewatch/{DEVICE}/status"}  # emptied at once
+    again = sink("hatest2")  # the next run, long enough
+    try:
+        assert wait_until(lambda: not retained_under(f"noisewatch/{DEVICE}"), 15)
+    finally:
+        again.close()
+    complaints = [line for line in ha.log_text.splitlines()
+                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest|value_json", line, re.I)]
+    assert not complaints, "\n".join(complaints)
+
+
 def test_the_docs_siren_started_automation_fires_once_per_siren_not_when_the_listener_returns(
         broker: Broker, tmp_path: Path) -> None:
     """The docs' "act on the start of a sound" example, as a user pastes it, in a real Home Assistant with the

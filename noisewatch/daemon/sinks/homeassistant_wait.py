@@ -15,8 +15,9 @@ DISCOVERY_SETTLE_S = 2.0
 """Home Assistant subscribes to a new entity's topics, and unsubscribes from a removed one's, a moment after
 its discovery message: events sent sooner are lost to it (a first install's spooled events never showed), and
 an empty retained state sent sooner is an error in its log. So after a discovery that adds, moves or removes
-entities, or Home Assistant's own restart, events and those clears wait this long (not when closing: a
-prompt stop wins)."""
+entities, or Home Assistant's own restart, events and those clears wait this long. A stop does not wait: events
+go at once (a prompt stop wins), and the clears are left to the next run (the record of what was announced keeps
+them): sent at once, a short run that renamed the device had Home Assistant log a template error for each."""
 HA_RECONNECT_WAIT_S = 30.0
 """After the broker was unreachable, Home Assistant reconnects too (every 10 s or so), with a clean session: events
 published before it has subscribed again never reach it. So they wait for its ``online`` (then

@@ -679,8 +679,9 @@ class MqttSink:
             self._ha_discovery.end_overdue_check()
             self._watch_acknowledgements()
             self._watch_echo()
+        if self._connected and handed_over and not self._ha_wait.remaining_s():  # not sooner at a stop either: the
+            self._ha_discovery.send_state_clears()  # record keeps them for the next run (DISCOVERY_SETTLE_S)
         if self._connected and not self._settling() and handed_over:
-            self._ha_discovery.send_state_clears()
             self._feed_spool()
             self._feed_held()
         if self._connected:
