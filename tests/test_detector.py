@@ -77,6 +77,8 @@ def test_a_threshold_of_1_turns_a_label_off_even_for_scores_of_exactly_1() -> No
     assert [k for k, *_ in run(detector, [[1.0, 0, 0]] * 2)] == ["started"]
     detector.set_thresholds({"siren": 1.0})
     assert [k for k, *_ in run(detector, [[1.0, 0, 0]] * 4)] == ["ended"]
+    detector.set_thresholds({})  # forgotten (Home Assistant's reset button): the detector's own again
+    assert [k for k, *_ in run(detector, [[1.0, 0, 0]] * 2)] == ["started"]
 
 
 def test_training_s_clip_decisions_follow_the_detector_s_rule() -> None:

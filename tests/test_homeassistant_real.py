@@ -238,6 +238,31 @@ def docs_yaml_block(containing: str) -> dict:
     return yaml.safe_load(blocks[0].replace("noise_listener_garden_", f"noise_listener_{DEVICE}_"))
 
 
+def test_the_reset_button_gives_the_config_s_thresholds_back(home_assistant: HomeAssistant, broker: Broker,
+                                                              tmp_path: Path) -> None:
+    """A threshold set from Home Assistant's number entity wins over the config for good; its Reset thresholds
+    button is the way back, pressed as a user does."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+    listener = MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+    ha, number, button = home_assistant, ENTITY.format("number", "siren_threshold"), ENTITY.format("button",
+                                                                                                  "reset_thresholds")
+    try:
+        assert ha.wait_state(number, "0.7", 30), ha.state(number)
+        assert (ha.state(button) or {}).get("state") not in (None, "unavailable"), ha.state(button)
+        ha.call("number", "set_value", {"entity_id": number, "value": 0.93})
+        assert ha.wait_state(number, "0.93"), ha.state(number)
+        assert listener.threshold_overrides() == {"siren": 0.93}
+        ha.call("button", "press", {"entity_id": button})
+        assert ha.wait_state(number, "0.7"), ha.state(number)
+        assert listener.threshold_overrides() == {}
+    finally:
+        listener.close()
+
+
 def test_a_short_run_that_renames_the_device_leaves_its_old_states_to_the_next_run(
         home_assistant: HomeAssistant, broker: Broker, tmp_path: Path) -> None:
     """Found by a helper's first hour with a real Home Assistant: a run given a new device_id that stopped within 2 s

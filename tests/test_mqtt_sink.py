@@ -1239,6 +1239,35 @@ def test_a_threshold_set_from_home_assistant_is_kept_shown_and_handed_to_the_det
     assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.93}
 
 
+def test_the_reset_button_forgets_the_thresholds_set_from_home_assistant(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a helper's first hour with a real Home Assistant: a value set from its number entity won over the
+    config for good (the log said so, and "set it again there"), with no way back but deleting a file. Its reset
+    button: the config's and the model's again, shown, kept across a restart; a retained press is no press (it would
+    come back at every reconnect)."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    first = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"])
+    collector.client.publish(f"{PREFIX}/thresholds/reset", "RESET", qos=1, retain=True).wait_for_publish(5)
+    assert wait_until(lambda: "forgotten (there were none)" in caplog.text, timeout=5), caplog.text  # sent now: a press
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "0.93", qos=1)
+    assert wait_until(lambda: first.threshold_overrides() == {"siren": 0.93}, timeout=5)
+    first.close()
+    sink = open_sink(make_config(tmp_path, broker.port))  # the broker replays it at the subscription
+    assert wait_until(lambda: "ignoring a retained b'RESET' on " in caplog.text, timeout=5), caplog.text
+    collector.client.publish(f"{PREFIX}/thresholds/reset", "", qos=1, retain=True).wait_for_publish(5)  # cleared
+    assert sink.threshold_overrides() == {"siren": 0.93}
+    collector.client.publish(f"{PREFIX}/thresholds/reset", "RESET", qos=1)
+    assert wait_until(lambda: sink.threshold_overrides() == {}, timeout=5)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren")[-1:] == [b"0.6"])
+    assert "thresholds set from Home Assistant forgotten (siren 0.93)" in caplog.text
+    assert "ignoring b''" not in caplog.text  # clearing the retained press is no mistake
+    sink.close()
+    reopened = open_sink(make_config(tmp_path, broker.port))  # a restart: still the config's
+    assert reopened.threshold_overrides() == {}
+
+
 def test_the_log_says_the_threshold_set_from_home_assistant_as_it_is_in_force(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
         caplog: pytest.LogCaptureFixture) -> None:

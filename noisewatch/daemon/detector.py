@@ -161,13 +161,16 @@ class Detector:
     def __init__(self, labels: tuple[str, ...], settings: DetectorSettings) -> None:
         self.labels = labels
         self.settings = settings
+        self._own_thresholds = dict(settings.thresholds)
+        """The config's and the bundle's: those set from Home Assistant come on top (:meth:`set_thresholds`)."""
         self._watched = [(i, label) for i, label in enumerate(labels) if label not in settings.ignore]
         self._state = {label: _LabelState(deque(maxlen=settings.smoothing_windows)) for _, label in self._watched}
 
     def set_thresholds(self, overrides: dict[str, float]) -> None:
-        """New thresholds for some labels (from Home Assistant), from the next window on; open events go on."""
-        known = {label: value for label, value in overrides.items() if label in self.settings.thresholds}
-        self.settings = replace(self.settings, thresholds={**self.settings.thresholds, **known})
+        """The thresholds set from Home Assistant (all of them: a label left out has its own again) on top of the
+        detector's own, from the next window on; open events go on."""
+        known = {label: value for label, value in overrides.items() if label in self._own_thresholds}
+        self.settings = replace(self.settings, thresholds={**self._own_thresholds, **known})
 
     def take_over(self, previous: "Detector") -> None:
         """Continue ``previous``'s open events and score history under these settings (a reload), for the

@@ -470,7 +470,8 @@ def _say_overridden(config: Config, overrides: dict[str, float]) -> None:
         configured = config.detector.thresholds.get(label)
         if configured is not None and configured != value:
             log.warning("detector.thresholds.%s = %g is not in force: %g, set from Home Assistant, wins (kept in "
-                        "%s; set it again there to change it)", label, configured, value, config.mqtt.state_path)
+                        "%s; set it again there, or press its Reset thresholds button for the config's)",
+                        label, configured, value, config.mqtt.state_path)
 
 
 def _say_audio_problems(setup: Setup) -> None:

@@ -6,7 +6,8 @@ from the events topic (an event closed) and one from ``events/started`` (an even
 automation can act on the start); a templated payload turns our event JSON into HA's
 ``{"event_type": ...}`` form, so the event schema stays the one the daemon defines; level sensors
 (Leq, Lmax, Lmin; ``sound_pressure`` only when calibrated, since dBFS is not a sound pressure);
-an audio-input ``problem`` sensor; a ``number`` per tunable label's threshold; and diagnostic
+an audio-input ``problem`` sensor; a ``number`` per tunable label's threshold and a ``button`` that forgets
+those set from Home Assistant; and diagnostic
 sensors from ``stats``. Every entity is unavailable when the status topic says ``offline``, the level sensors
 also while the audio input is lost.
 
@@ -35,6 +36,10 @@ QOS = 1
 EXPIRY_PERIODS = 2.5
 """a periodic sensor expires when this many report periods pass without a report"""
 THRESHOLD_STEP = 0.01
+RESET = "RESET"
+"""What the reset-thresholds button sends."""
+COMMANDED = ("number", "button")
+"""Components that have a command topic (and need one even to be removed: :func:`stand_in`)."""
 EVENT_ICON = "mdi:waveform"
 DEFAULT_ICON = "mdi:ear-hearing"
 LABEL_ICONS = {
@@ -128,6 +133,8 @@ def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, di
     ]
     entities += [("number", f"threshold_{segment(label)}", _threshold_number(topics, node, label))
                  for label in tunable_labels(listener)]
+    if tunable_labels(listener):
+        entities.append(("button", "thresholds_reset", _thresholds_reset(topics, node)))
     if listener.level_interval_s is not None:
         entities += _level_sensors(topics, node, listener.calibrated, listener.level_interval_s)
     entities += _stats_sensors(topics, node, listener)
@@ -181,7 +188,7 @@ def stand_in(config_topic: str) -> dict[str, Any]:
     component, node, object_id = config_topic.split("/")[-4:-1]
     unused = f"{config_topic.removesuffix('/config')}/removed"
     config: dict[str, Any] = {"unique_id": f"{node}_{object_id}", "device": {"identifiers": [node]},
-                              "command_topic" if component == "number" else "state_topic": unused}
+                              "command_topic" if component in COMMANDED else "state_topic": unused}
     if component == "event":
         config["event_types"] = ["removed"]
     return config
@@ -271,6 +278,20 @@ def _threshold_number(topics: Topics, node: str, label: str) -> dict[str, Any]:
         "max": 1.0,
         "step": THRESHOLD_STEP,
         "mode": "slider",
+        "retain": False,
+        "qos": QOS,
+    }
+
+
+def _thresholds_reset(topics: Topics, node: str) -> dict[str, Any]:
+    """The way back from thresholds set from Home Assistant to the config's and the model's."""
+    return {
+        "name": "Reset thresholds",
+        "unique_id": f"{node}_thresholds_reset",
+        "entity_category": "config",
+        "icon": "mdi:restore",
+        "command_topic": topics.thresholds_reset,
+        "payload_press": RESET,
         "retain": False,
         "qos": QOS,
     }

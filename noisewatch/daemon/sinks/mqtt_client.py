@@ -83,7 +83,7 @@ def standing_subscriptions(topics: Topics, discovery: bool) -> tuple[Subscriptio
     Home Assistant's online, ``HomeAssistantDiscovery.empty_again``). ``MqttSink._announce`` subscribes to these and
     ``probe`` tries them, so that ``check-config`` names each refusal ``run`` would warn of (it tried
     ``<prefix>/check`` only)."""
-    return (Subscription((topics.threshold_commands,), THRESHOLDS_UNHEARD),
+    return (Subscription((topics.threshold_commands, topics.thresholds_reset), THRESHOLDS_UNHEARD),
             *(Subscription((topic,), home_assistant_unheard(topic, discovery)) for topic in topics.ha_status))
 
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from noisewatch.config import MqttSection
-from noisewatch.daemon.sinks.homeassistant import Listener, tunable_labels
+from noisewatch.daemon.sinks.homeassistant import RESET, Listener, tunable_labels
 from noisewatch.daemon.sinks.mqtt_client import QOS_AT_LEAST_ONCE
 from noisewatch.daemon.sinks.topics import Topics, segment
 from noisewatch.daemon.thresholds_store import ThresholdError, ThresholdsStore, parse_threshold
@@ -67,8 +67,11 @@ class ThresholdEntities:
 
     def set_from_command(self, topic: str, payload: bytes, retained: bool) -> None:
         """A threshold set from Home Assistant: checked, kept in the state directory, in force from the next
-        window (the processing loop reads :meth:`overrides`), and echoed on its state topic. ``retained``: replayed
-        by the broker at the subscription, a command of unknown age."""
+        window (the processing loop reads :meth:`overrides`), and echoed on its state topic; or its reset button
+        pressed. ``retained``: replayed by the broker at the subscription, a command of unknown age."""
+        if topic == self.topics.thresholds_reset:
+            self._reset(topic, payload, retained)
+            return
         labels = tunable_labels(self.listener)
         label = self.topics.threshold_label(topic, labels)
         if label is None:  # a typo in a Node-RED flow ("Siren") would otherwise change nothing without a word
@@ -95,3 +98,23 @@ class ThresholdEntities:
             self._overrides = overrides
         log.info("threshold for %s set to %g from MQTT", label, value)  # as shown: %.2f said 0.95 of 0.955
         self.publish(label)
+
+    def _reset(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Home Assistant's reset button: the thresholds set from it are forgotten (a number entity cannot say "the
+        config's again": a value set once hid every later edit of the config for good)."""
+        if retained or payload != RESET.encode():
+            if payload:  # empty: a retained press cleared, as the warning below asks
+                log.warning("MQTT: ignoring %s%r on %s: it takes %s, not retained (clear a retained one with an empty "
+                            "retained message)", "a retained " if retained else "", payload[:40], topic, RESET)
+            return
+        forgotten = self.overrides()
+        try:
+            self._store.save({})
+        except OSError as exc:
+            log.error("MQTT: thresholds reset but not kept (%s: %s): a restart brings those set from Home Assistant "
+                      "back", self.settings.state_path, exc.strerror)
+        with self._overrides_lock:
+            self._overrides = {}
+        log.info("thresholds set from Home Assistant forgotten (%s): the config's and the model's are in force again",
+                 ", ".join(f"{label} {value:g}" for label, value in sorted(forgotten.items())) or "there were none")
+        self.publish_all()

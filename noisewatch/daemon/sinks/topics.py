@@ -120,6 +120,12 @@ class Topics:
         return f"{self.threshold(label)}/set"
 
     @property
+    def thresholds_reset(self) -> str:
+        """Where Home Assistant's button asks for the thresholds of the config and the model back: those set from it
+        are forgotten (not retained)."""
+        return f"{self.prefix}/thresholds/reset"
+
+    @property
     def threshold_commands(self) -> str:
         """Subscription that receives every label's threshold commands."""
         return f"{self.prefix}/threshold/+/set"
