@@ -151,3 +151,20 @@ def test_a_retained_offline_at_the_subscription_waits_as_a_restart_does_and_is_n
     without = HomeAssistantWait(False, clock)
     without.found_offline("homeassistant/status")
     assert without.remaining_s() == 0.0
+
+
+def test_a_discovery_that_changed_the_entities_settles_but_does_not_end_a_wait_for_home_assistant() -> None:
+    """Found in review: a renamed listener's old topics are cleared a moment after the connect, once their look ends,
+    and that settle ended the wait for a retained offline read at the connect: events went to a Home Assistant that
+    was down. Only its ``online`` ends that wait."""
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.found_offline("homeassistant/status")
+    clock.now += 0.5
+    wait.discovery_sent()
+    assert wait.remaining_s() == pytest.approx(HA_RESTART_WAIT_S - 0.5)
+    wait.settle()  # its online
+    assert wait.remaining_s() == DISCOVERY_SETTLE_S
+    clock.now += 1.0
+    wait.discovery_sent()
+    assert wait.remaining_s() == DISCOVERY_SETTLE_S

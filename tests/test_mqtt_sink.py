@@ -1698,3 +1698,29 @@ def test_the_part_level_period_a_reload_reports_stays_the_latest_level(tmp_path:
             retained.close()
     finally:
         replacing.close()
+
+
+def test_a_retained_offline_holds_events_of_a_renamed_listener_too(tmp_path: Path, broker: Broker,
+                                                                   collector: Collector) -> None:
+    """Found in review: the look at a renamed listener's old topics ends a moment after the connect (the old status's
+    retained offline), and the clears it then sends settled the wait anew, which ended the hold for Home Assistant's
+    retained offline: the events went 2 s later, to a Home Assistant still down."""
+    from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
+
+    first = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, {label: 0.6 for label in LABELS})
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    first.close()
+    collector.client.publish("homeassistant/status", "offline", qos=1, retain=True).wait_for_publish(5)
+    renamed = Config.model_validate({"device_id": "test2", "mqtt": mqtt_settings(tmp_path, broker.port)})
+    sink = MqttSink.from_config(renamed, LABELS, MODEL, {label: 0.6 for label in LABELS})
+    try:
+        ev = event(0)
+        sink.send(ev)
+        old = "homeassistant/binary_sensor/noisewatch_test/siren/config"
+        assert collector.wait_for(lambda c: c.on(old)[-1:] == [b""], timeout=10)  # the look at old topics ended
+        time.sleep(DISCOVERY_SETTLE_S + 1.5)
+        assert ids_on(collector, "noisewatch/test2/events") == []  # Home Assistant is still down
+        collector.client.publish("homeassistant/status", "online", qos=1, retain=True)
+        assert collector.wait_for(lambda c: ids_on(c, "noisewatch/test2/events") == [ev.id], timeout=10)
+    finally:
+        sink.close()

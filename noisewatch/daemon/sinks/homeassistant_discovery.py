@@ -132,7 +132,7 @@ class HomeAssistantDiscovery:
         for topic, config in messages:
             self._publish(topic, encode_json(config), QOS_AT_LEAST_ONCE, True)
         if now != before:  # entities added or removed, or moved to other topics
-            self._ha_wait.settle()
+            self._ha_wait.discovery_sent()
         self._record({**now, **removed})
 
     def _clear_stale(self, before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]]) -> None:
@@ -148,7 +148,7 @@ class HomeAssistantDiscovery:
             else:
                 self.clear_state_later(topic)
         if clears:  # after a look at an old status they follow discovery by up to OLD_STATUS_WAIT_S: the states wait
-            self._ha_wait.settle()
+            self._ha_wait.discovery_sent()
         self._record_after_clears = now if clears else None
 
     def empty_again(self) -> None:

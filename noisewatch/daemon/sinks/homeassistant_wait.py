@@ -50,10 +50,16 @@ class HomeAssistantWait:
         return max(0.0, max(self._settle_until, self._hold_until) - self._clock())
 
     def settle(self) -> None:
-        """Discovery that changed the entities went out, or Home Assistant said ``online`` (which ends a wait for
-        its return): events go once it has subscribed, DISCOVERY_SETTLE_S from now."""
-        self._settle_until = self._clock() + DISCOVERY_SETTLE_S
+        """Home Assistant said ``online``, which ends a wait for its return: events go once it has subscribed anew,
+        DISCOVERY_SETTLE_S from now."""
+        self.discovery_sent()
         self._hold_until = 0.0
+
+    def discovery_sent(self) -> None:
+        """Discovery that changed the entities went out (or cleared some): events and state clears go once Home
+        Assistant has read it, DISCOVERY_SETTLE_S from now. Not its return: a wait for its ``online`` (a retained
+        ``offline`` read at the connect, then a renamed listener's old topics cleared) goes on."""
+        self._settle_until = max(self._settle_until, self._clock() + DISCOVERY_SETTLE_S)
 
     def broker_returned(self) -> None:
         """This listener is back on the broker after an outage: Home Assistant may not be yet. At most one such wait
