@@ -1624,6 +1624,8 @@ def test_a_state_clear_the_broker_never_confirmed_is_sent_again_by_the_next_run(
     """The removed entities left the record once their state clears were handed to paho, not once the broker
     confirmed them: a broker that stopped answering in the wait (a half-open link), then a stop, and the state
     stayed retained for good."""
+    from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
+
     state = f"{PREFIX}/state/siren"
     watcher = Collector(broker.port)
     try:
@@ -1631,7 +1633,9 @@ def test_a_state_clear_the_broker_never_confirmed_is_sent_again_by_the_next_run(
         assert broker.proc is not None
         os.kill(broker.proc.pid, signal.SIGSTOP)  # the link stays up, the broker answers nothing
         try:
-            dropping.close()  # closing sends the clears at once, unconfirmed
+            # past the wait, the clears go, unconfirmed (a stop sends none: the record keeps them anyway)
+            time.sleep(DISCOVERY_SETTLE_S + 1.0)
+            dropping.close()
         finally:
             broker.stop(kill=True)
         broker.start()
