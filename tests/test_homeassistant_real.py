@@ -293,12 +293,15 @@ def test_a_short_run_that_renames_the_device_leaves_its_old_states_to_the_next_r
         first.close()
     old_states = retained_under(f"noisewatch/{DEVICE}")
     assert f"noisewatch/{DEVICE}/state/siren" in old_states, old_states
+    watch = Collector(broker.port, "homeassistant/#")
     renamed = sink("hatest2")
     try:
-        assert wait_until(lambda: ha.state(ENTITY.format("binary_sensor", "siren")) is None, 20)
+        assert watch.wait_for(lambda c: any(topic.endswith("/config") and f"_{DEVICE}/" in topic and not payload
+                                            for topic, payload, _ in c.messages), 20)
     finally:
-        renamed.close()  # well within the 2 s Home Assistant takes to let go of the old entities
-    time.sleep(2)
+        renamed.close()  # as soon as the old configs are emptied: well within the 2 s Home Assistant takes to let go
+        watch.close()
+    assert wait_until(lambda: ha.state(ENTITY.format("binary_sensor", "siren")) is None, 20)
     assert retained_under(f"noisewatch/{DEVICE}") == old_states - {f"noisewatch/{DEVICE}/status"}  # emptied at once
     again = sink("hatest2")  # the next run, long enough
     try:
