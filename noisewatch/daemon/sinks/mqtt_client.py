@@ -51,8 +51,8 @@ _REFUSAL_HINTS = {
 }
 
 
-THRESHOLDS_UNHEARD = ("thresholds set from Home Assistant (its threshold number entities) never reach this listener "
-                      "and are not applied")
+THRESHOLDS_UNHEARD = ("thresholds set from Home Assistant (its threshold number entities and Reset thresholds button) "
+                      "never reach this listener and are not applied")
 CHECK_UNHEARD = "delivery cannot be confirmed"
 """What a refused ``<prefix>/check`` costs the probe (the other subscriptions' refusals are said each on its own)."""
 
