@@ -145,6 +145,51 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     assert not complaints, "\n".join(complaints)
 
 
+def test_the_docs_try_it_shows_the_sample_scene_s_sounds_in_home_assistant(home_assistant: HomeAssistant,
+                                                                            broker: Broker, tmp_path: Path) -> None:
+    """docs/homeassistant.md's "Try it before the microphone": the daemon itself (``noisewatch run``) on the bundled
+    scene, its config as the docs give it but for the broker's address: each of the scene's sounds turns its label on
+    and fires Sound started and Sound event in Home Assistant, and when the file ends every entity is unavailable."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", (repo / "docs" / "homeassistant.md").read_text(), re.S)
+                 if b.startswith("# try.yaml"))
+    config = yaml.safe_load(block)
+    config["mqtt"].update({"host": HOST, "port": broker.port, "username": None,
+                           "spool": {"directory": str(tmp_path / "spool")}})
+    (tmp_path / "try.yaml").write_text(yaml.safe_dump(config))
+    labels = [truth["label"] for truth in json.loads((repo / "samples" / "scene.json").read_text())]
+    entity = "{}.noise_listener_try_{}".format
+    watched = [entity("binary_sensor", label) for label in labels] + [entity("event", "sound_started"),
+                                                                       entity("event", "sound_event")]
+    seen: dict[str, list[tuple[str, str | None]]] = {name: [] for name in watched}
+    ha = home_assistant
+    run = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(tmp_path / "try.yaml"),
+                            "--input", str(repo / "samples" / "scene.flac"), "--speed", "2"],  # the docs say 1
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while run.poll() is None:  # Home Assistant here keeps no history: its states, watched as a user would
+            for name in watched:
+                state = ha.state(name) or {}
+                now = (state.get("state"), (state.get("attributes") or {}).get("event_type"))
+                if now[0] is not None and seen[name][-1:] != [now]:
+                    seen[name].append(now)
+            time.sleep(0.1)
+    finally:
+        if run.poll() is None:  # a failure ends, rather than hangs, the test
+            run.kill()
+        stderr = run.communicate()[1]
+    assert run.returncode == 0, stderr
+    for label in labels:
+        assert ("on", None) in seen[entity("binary_sensor", label)], (label, seen)
+    for kind in ("sound_started", "sound_event"):
+        types = [event_type for _, event_type in seen[entity("event", kind)]]
+        assert [t for t in dict.fromkeys(types) if t in labels] == labels, (kind, seen)
+    assert ha.wait_state(entity("binary_sensor", labels[0]), "unavailable")
+
+
 def test_the_daemons_mqtt_sink_and_home_assistant_together(home_assistant: HomeAssistant, broker: Broker,
                                                            tmp_path: Path) -> None:
     """The real sink (not hand-published discovery): a lost microphone shows as a problem in Home Assistant,
