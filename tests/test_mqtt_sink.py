@@ -246,6 +246,32 @@ def test_restarts_of_paho_s_network_thread_are_counted_in_stats_for_the_daemon_s
         replacing.close()
 
 
+@pytest.mark.parametrize("change", ["announced", "password"])
+def test_a_reload_that_changes_what_is_announced_does_not_say_offline(
+        tmp_path: Path, broker: Broker, collector: Collector, change: str) -> None:
+    """Found by an admin's bad day: a reload that changed ``levels.interval_s`` (what is announced, so a new sink)
+    said ``offline`` and then ``online``: every entity in Home Assistant went unavailable for a moment, and alerts on an
+    unavailable listener fired at a plain ``systemctl reload``. Its successor says online there at once; one that may
+    not get in (other credentials) still has the old sink say offline first."""
+    password = tmp_path / "password"
+    password.write_text("first")
+    config = make_config(tmp_path, broker.port, username="listener", password_file=str(password))
+    running = MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"], timeout=10)
+    if change == "password":
+        password.write_text("corrected")  # this broker takes any: what matters is that it might not
+    labels = LABELS + ["car_horn"] if change == "announced" else LABELS
+    replacing = MqttSink.from_config(config, labels, MODEL, {label: 0.6 for label in labels}, running=running)
+    try:
+        running.close()
+        assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/status")) >= 2 + (change == "password"), timeout=10)
+        time.sleep(0.5)
+        said = collector.on(f"{PREFIX}/status")
+        assert said == ([b"online", b"online"] if change == "announced" else [b"online", b"offline", b"online"]), said
+    finally:
+        replacing.close()
+
+
 def test_events_lost_while_the_disk_refused_them_stay_counted_in_stats_across_a_reload(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """Found by review: ``spool_memory_dropped`` began at 0 in a reload's new sink, so the stats stopped showing

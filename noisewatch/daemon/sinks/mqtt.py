@@ -109,6 +109,8 @@ UNACKED_WARN_S = 60.0
 """Event messages in flight this long on a live connection without one acknowledgement are said (a broker that takes
 publishes and never acknowledges them filled the in-flight window, and every later event waited, in silence)."""
 SPOOL_BOUNDS = {"spool": {"max_mb", "max_age_h"}}
+CONNECTION = {"host", "port", "protocol", "username", "password_file", "tls"}
+"""What says which broker a sink reaches, and as whom (with its credentials and client id)."""
 """The ``mqtt`` settings a running sink takes from a reload (``hold_spool_bounds``) without a new connection"""
 
 
@@ -300,6 +302,7 @@ class MqttSink:
         self.listener = listener
         self.spool = spool
         self._credentials = _credentials(password, settings.tls)
+        self._client_id = client_id
         """What the client was given beside the settings: a reload that finds them changed in their files connects anew."""
         self._thresholds = ThresholdEntities(settings, topics, listener, thresholds or {}, self._publish)
         """The thresholds in force and their ``number`` entities (the processing loop reads ``threshold_overrides``)."""
@@ -507,7 +510,8 @@ class MqttSink:
             self._commands.put(_Unspooled(topic, payload, spooled))
 
     def close(self) -> None:
-        """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline``, stop."""
+        """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline`` (not for a reload's successor
+        that says ``online`` there at once), stop."""
         if self._stopping.is_set():
             return
         now = time.monotonic()
@@ -515,7 +519,7 @@ class MqttSink:
         self._commands.put(_Close(deadline, connect_by=now + CLOSE_FLUSH_S / 2))
         self._pump.join(_remaining(deadline))
         self._stopping.set()
-        if self._connected:  # the pump has stopped (or is past its deadline): its flag is final
+        if self._connected and not self._successor_says_online_here():  # the pump has stopped: its flag is final
             info = self.client.publish(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
             try:
                 info.wait_for_publish(_remaining(deadline))
@@ -540,6 +544,18 @@ class MqttSink:
         for lock in self._locks:
             lock.release()
         self._closed.set()
+
+    def _successor_says_online_here(self) -> bool:
+        """Whether a reload's successor reaches the same broker as the same client, and says ``online`` on this sink's
+        status topic as it connects: an ``offline`` before it turned every entity unavailable for a moment at a reload
+        that changed what is announced (found by an admin's bad day: ``levels.interval_s`` changed; alerts on an
+        unavailable listener fired). A clean disconnect sends no Last Will; a successor that then cannot connect
+        (refused, as a changed password would be) is no case of this: its credentials differ."""
+        successor = self._successor
+        return (successor is not None and not successor._stopping.is_set()
+                and successor.topics.status == self.topics.status and successor._client_id == self._client_id
+                and successor._credentials == self._credentials
+                and successor.settings.model_dump(include=CONNECTION) == self.settings.model_dump(include=CONNECTION))
 
     def _hand_over_held(self) -> None:
         """At a reload, the events held in memory go on with the sink replacing this one (a reload while the
