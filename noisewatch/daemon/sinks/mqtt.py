@@ -997,7 +997,7 @@ class MqttSink:
             if not self._write_held():
                 return
             self._disk_trouble.clear()
-        log.warning("MQTT spool: %s takes writes again; the events held in memory are spooled", self.spool.directory)
+        log.info("MQTT spool: %s takes writes again; the events held in memory are spooled", self.spool.directory)  # none lost
 
     def _write_held(self) -> bool:
         """Spool the held events in order; False when the disk still refuses."""
