@@ -1471,13 +1471,13 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
         write_config(config, broker.port, model={"path": str(_another_model(tmp_path))})
     daemon.hup()
     assert wait_until(lambda: "configuration reloaded" in daemon.log_text(), timeout=10), daemon.log_text()
-    time.sleep(1.0)  # the running sink's close (its offline) and the new one's connect (its online) both done
+    time.sleep(1.0)  # the running sink's close and the new one's connect (its online) both done
     assert collector.on(STATUS)[-1:] == [b"online"], collector.on(STATUS)
     if change == "thresholds":
         assert collector.on(STATUS) == [b"online"], collector.on(STATUS)  # one connection throughout
         assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren")[-1:] == [b"0.5"])
-    else:  # README: another model takes a new connection, which announces it
-        assert collector.on(STATUS) == [b"online", b"offline", b"online"], collector.on(STATUS)
+    else:  # README: another model takes a new connection, which announces it; with no offline before its online
+        assert collector.on(STATUS) == [b"online", b"online"], collector.on(STATUS)  # (an admin's bad day: a blink)
         assert collector.wait_for(lambda c: any(topic.startswith("homeassistant/") and b".other" in payload
                                                 for topic, payload, _ in c.messages))
     assert daemon.wait(40) == 0, daemon.log_text()
