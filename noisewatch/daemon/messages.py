@@ -37,8 +37,9 @@ M = TypeVar("M", bound="Message")
 
 
 def encode_json(payload: dict[str, Any]) -> bytes:
-    """Compact, strict JSON, as :meth:`Message.encode` writes a message: for the payloads that are not one (a Home
-    Assistant discovery config, the list of recent events, a re-addressed level report)."""
+    """Compact, strict JSON (``allow_nan=False``), as every sink writes it: a message (:meth:`Message.encode`) and the
+    payloads that are not one (a Home Assistant discovery config, the list of recent events, a re-addressed level
+    report)."""
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -66,8 +67,8 @@ class Message:
         return {"type": self.kind, "schema": SCHEMA_VERSION, **body}
 
     def encode(self) -> bytes:
-        """Compact, strict JSON (``allow_nan=False``), as every sink writes it."""
-        return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False).encode()
+        """The wire form as bytes (:func:`encode_json`)."""
+        return encode_json(self.to_json())
 
     @classmethod
     def from_json(cls: type[M], data: dict[str, Any]) -> M:
