@@ -331,11 +331,12 @@ def test_events_lost_for_good_are_shown_in_words_online_or_not() -> None:
     store = listening_store()
     store.receive("noisewatch/attic/status", b"online")
     lossy = replace(stats(86400.5), spool_depth=3, spool_dropped=40, spool_dead_letters=5, spool_quarantined=0,
-                    spool_memory_dropped=0)
+                    spool_memory_dropped=0, spool_disk_error="Read-only file system")
     store.receive("noisewatch/attic/stats", lossy.encode())
     attic = store.snapshot()["attic"]
     assert ("listening for", "1 d 0 h") in views.stats_items(attic)
     assert ("events waiting for the broker", "3") in views.stats_items(attic)
+    assert ("spool disk refuses writes", "Read-only file system") in views.stats_items(attic)
     expected = [("events dropped (spool full or too old)", 40), ("events the broker refused", 5)]
     assert views.losses(attic) == expected
     store.receive("noisewatch/attic/status", b"offline")

@@ -64,6 +64,7 @@ SCENE = REPO / "samples" / "scene.flac"
 SCENE_EVENTS = 3
 EVENTS = f"{PREFIX}/events"
 STATUS = f"{PREFIX}/status"
+STATS = f"{PREFIX}/stats"
 CONFIG_ERROR = 78
 ONE_LINE_S = 2.0
 """Issue 15: a hostile config is refused in under this long."""
@@ -588,18 +589,64 @@ def test_f07_events_wait_in_memory_while_the_spool_disk_refuses_them(
         assert collector.wait_for(lambda c: c.on(STATUS) == [b"online"], timeout=15)
         remount(small_disk, "ro")
     assert wait_until(lambda: len(daemon.messages("event")) >= 1, timeout=20), daemon.log_text()
-    time.sleep(2.5)  # a stats report or two while the disk refuses
+    said = os.strerror(errno.ENOSPC if trouble == "full" else errno.EROFS)
+    assert wait_until(lambda: disk_errors(daemon)[-1:] == [said], timeout=5), disk_errors(daemon)
     if filler is None:
         remount(small_disk, "rw")
     else:
         filler.unlink()
+    freed = len(disk_errors(daemon))
+    assert wait_until(lambda: disk_errors(daemon)[freed:][-1:] == [None], timeout=5), (  # not only at the next event
+        disk_errors(daemon), daemon.log_text())
     assert daemon.wait(30) == 0, daemon.log_text()
     logged = logged_ids(daemon)
     assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=10), (
         f"logged {logged}, received {event_ids(collector)}")
     assert "events are kept in memory" in daemon.log_text(), daemon.log_text()
+    over_mqtt = [strict_json(p).get("spool_disk_error") for p in collector.on(STATS)]
+    assert said in over_mqtt and over_mqtt[-1] is None, over_mqtt
     assert stats_value(collector, daemon, "spool_memory_dropped") == 0
     assert not list(spool.glob("*.tmp")), sorted(p.name for p in spool.iterdir())
+
+
+def disk_errors(daemon: Daemon) -> list[str | None]:
+    """``spool_disk_error`` of every stats report in the daemon's JSON lines, in order."""
+    return [report["spool_disk_error"] for report in daemon.messages("stats")]
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("trouble", ["full", "read_only"])
+def test_f07_a_spool_disk_that_refuses_writes_while_no_event_comes_is_said_in_stats_and_the_log(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, daemons: list[Daemon],
+        trouble: str) -> None:
+    """Found by an admin's bad day: a spool disk that filled or turned read-only (a failing SD card) was said only
+    by the first event it refused, in the log; a quiet lamp post may have none for hours, and the events of the
+    next broker outage then had nowhere to go but memory. Asked at every health report, without a write."""
+    spool = small_disk / "spool"
+    spool.mkdir()
+    config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"spool": {"directory": str(spool)}},
+                          stats={"interval_s": 1.0})
+    daemon = start(daemons, config, silence(tmp_path / "quiet.flac", 60.0), 1, tmp_path / "out.jsonl")
+    assert wait_until(lambda: disk_errors(daemon)[-1:] == [None], timeout=15), daemon.log_text()
+    filler = fill(small_disk) if trouble == "full" else None
+    if filler is None:
+        remount(small_disk, "ro")
+    said = os.strerror(errno.ENOSPC if trouble == "full" else errno.EROFS)
+    assert wait_until(lambda: disk_errors(daemon)[-1:] == [said], timeout=5), disk_errors(daemon)
+    assert collector.wait_for(lambda c: said in [strict_json(p).get("spool_disk_error") for p in c.on(STATS)], 5)
+    if filler is None:
+        remount(small_disk, "rw")
+    else:
+        filler.unlink()
+    freed = len(disk_errors(daemon))
+    assert wait_until(lambda: disk_errors(daemon)[freed:][-1:] == [None], timeout=5), disk_errors(daemon)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0, daemon.log_text()
+    lines = [line for line in daemon.log_text().splitlines() if f"MQTT spool: {spool}" in line]
+    assert len(lines) == 2, lines
+    assert " WARNING " in lines[0] and f"cannot take events ({said})" in lines[0], lines
+    assert " INFO " in lines[1] and "takes writes again" in lines[1], lines
+    assert not daemon.messages("event")  # no event said it: the question did
 
 
 def read_only_spool(disk: Path) -> Path:

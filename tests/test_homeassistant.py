@@ -102,6 +102,25 @@ def test_audio_problem_sensor_reads_the_retained_audio_topic(state: str, shown: 
     assert rendered == shown  # a problem is anything but listening: a lost input and a mute one alike
 
 
+@pytest.mark.parametrize("error, shown", [(None, "OFF"), ("No space left on device", "ON"),
+                                          ("Read-only file system", "ON")])
+def test_spool_disk_problem_sensor_reads_the_stats_reports(error: str | None, shown: str) -> None:
+    """A spool disk that refuses writes was said only in the log; Home Assistant's diagnostics now say it, and why.
+    A report from before the field (an older listener's retained stats) reads as no problem, not a template error."""
+    import jinja2
+
+    problem = messages()[NODE.format("binary_sensor", "spool_disk_problem")]
+    assert (problem["device_class"], problem["entity_category"]) == ("problem", "diagnostic")
+    assert problem["state_topic"] == problem["json_attributes_topic"] == "noisewatch/kitchen/stats"
+    assert problem["expire_after"] == 75
+    env = jinja2.Environment()
+    env.filters["to_json"] = json.dumps  # Home Assistant's
+    report = {"uptime_s": 1.0, "spool_disk_error": error}
+    assert env.from_string(problem["value_template"]).render(value_json=report) == shown
+    assert json.loads(env.from_string(problem["json_attributes_template"]).render(value_json=report)) == {"error": error}
+    assert env.from_string(problem["value_template"]).render(value_json={"uptime_s": 1.0}) == "OFF"
+
+
 def test_stats_diagnostics_expire_when_reports_stop() -> None:
     found = messages()
     fields = {}

@@ -98,6 +98,15 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     assert "device_class" not in level["attributes"]
     assert ha.state(ENTITY.format("binary_sensor", "siren"))["attributes"]["icon"] == "mdi:alarm-light"  # type: ignore[index]
 
+    # the spool's disk refuses writes (a report from before the field read as no problem): a problem, and why
+    spool_disk = ENTITY.format("binary_sensor", "spool_disk")
+    assert ha.wait_state(spool_disk, "off")
+    publish(publisher, TOPICS.stats, {"uptime_s": 121.0, "spool_disk_error": "Read-only file system"})
+    assert ha.wait_state(spool_disk, "on")
+    assert (ha.state(spool_disk) or {})["attributes"].get("error") == "Read-only file system"
+    publish(publisher, TOPICS.stats, {"uptime_s": 181.0, "spool_disk_error": None})
+    assert ha.wait_state(spool_disk, "off")
+
     # the microphone gives only zeros (muted): a problem too, until it listens again
     publish(publisher, TOPICS.audio, {"state": "silent", "source": "USB", "error": "gives only digital silence",
                                       "device": DEVICE})

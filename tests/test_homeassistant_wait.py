@@ -3,6 +3,8 @@ broker are in test_mqtt_sink.py, and with a real Home Assistant in test_homeassi
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from noisewatch.daemon.sinks.homeassistant_wait import (
@@ -35,6 +37,31 @@ def test_online_after_an_outage_ends_the_long_wait_after_the_settle() -> None:
     assert wait.remaining_s() == DISCOVERY_SETTLE_S
     clock.now += DISCOVERY_SETTLE_S
     assert wait.remaining_s() == 0.0
+
+
+def test_a_wait_that_runs_out_says_so_once_and_one_ended_by_online_says_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The log said "events wait for Home Assistant to be back (up to 30 s)" and then nothing: a user could not tell
+    whether the events ever went."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    clock = Clock()
+    wait = HomeAssistantWait(True, clock)
+    wait.broker_returned()
+    clock.now += HA_RECONNECT_WAIT_S - 0.1
+    wait.run_out()
+    clock.now += 0.1
+    wait.run_out()
+    wait.run_out()
+    ran_out = [r.getMessage() for r in caplog.records if "did not say online" in r.getMessage()]
+    assert ran_out == ["MQTT: Home Assistant did not say online within the wait; the events held for it go now"]
+    assert wait.remaining_s() == 0.0
+    caplog.clear()
+    wait.went_offline()
+    clock.now += 10.0
+    wait.settle()
+    clock.now += HA_RESTART_WAIT_S
+    wait.run_out()
+    assert not [r for r in caplog.records if "did not say online" in r.getMessage()]  # its online said it
 
 
 def test_a_restart_waits_longer_than_an_outage_and_a_shorter_hold_does_not_cut_it() -> None:

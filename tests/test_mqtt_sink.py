@@ -414,6 +414,7 @@ def test_a_home_assistant_that_never_comes_back_holds_events_a_bounded_time(
     sink.send(ev)
     assert collector.wait_for(lambda c: ids_on(c) == [ev.id], timeout=10)
     assert time.monotonic() - held >= 3.0 - 0.5
+    assert caplog.text.count("did not say online within the wait; the events held for it go now") == 1, caplog.text
 
 
 def test_events_wait_while_home_assistant_restarts(open_sink: OpenSink, tmp_path: Path, broker: Broker,

@@ -184,6 +184,10 @@ class Scores(Message):
         "top": lambda items: tuple(Score(str(item["label"]), float(item["score"])) for item in items)}
 
 
+HealthFigures = dict[str, int | str | None]
+"""A sink's own figures for ``stats``, by :class:`Stats` field name."""
+
+
 @dataclass(frozen=True)
 class Stats(Message):
     """Periodic health: how long it has listened, what it processed, what it lost, what waits to be sent."""
@@ -219,13 +223,15 @@ class Stats(Message):
     """Events held in memory because the spool's disk refuses writes."""
     spool_memory_dropped: int | None = None
     """Events lost because the disk refused them for too long."""
+    spool_disk_error: str | None = None
+    """Why the spool's disk refuses writes now (``No space left on device``, ``Read-only file system``), else None."""
     mqtt_network_restarts: int | None = None
     """MQTT only: times paho's network thread ended unexpectedly and was started again (lifetime)."""
     jsonl_failed_writes: int | None = None
     """JSON lines only: messages that could not be written (disk full, read-only)."""
     device: str = ""
 
-    def with_figures(self, figures: dict[str, int]) -> "Stats":
+    def with_figures(self, figures: HealthFigures) -> "Stats":
         """These stats with the sinks' own figures (see ``Sink.health``) filled in."""
         known: dict[str, Any] = {name: value for name, value in figures.items() if name in _STATS_FIELDS}
         return dataclasses.replace(self, **known)

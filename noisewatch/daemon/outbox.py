@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-from noisewatch.daemon.messages import Event, Message, stamped
+from noisewatch.daemon.messages import Event, HealthFigures, Message, stamped
 from noisewatch.daemon.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ class Outbox:
         for message in messages:
             self._publish(stamped(message, self.device))
 
-    def health(self) -> dict[str, int]:
+    def health(self) -> HealthFigures:
         """Every sink's figures for ``stats``."""
-        figures: dict[str, int] = {}
+        figures: HealthFigures = {}
         for sink in self.sinks:
             figures.update(sink.health())
         return figures

@@ -18,6 +18,7 @@ from noisewatch.dashboard.store import DeviceState
 
 STATS_SHOWN = (("uptime_s", "listening for"), ("windows", "windows classified"), ("input_overflows", "input overflows"),
                ("dropped_frames", "audio frames dropped"), ("spool_depth", "events waiting for the broker"),
+               ("spool_disk_error", "spool disk refuses writes"),
                ("model", "model"), ("version", "version"))
 """fields of the daemon's ``Stats`` shown per device, in this order and words, when it reports them (not None)"""
 LOSSES = (("spool_dropped", "events dropped (spool full or too old)"),

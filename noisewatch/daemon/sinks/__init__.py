@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from noisewatch.daemon.messages import Message
+from noisewatch.daemon.messages import HealthFigures, Message
 
 
 class Sink(Protocol):
     def send(self, message: Message) -> None:
         """Deliver one message (already stamped with the device id); called from the processing loop."""
 
-    def health(self) -> dict[str, int]:
+    def health(self) -> HealthFigures:
         """The sink's own figures for ``stats`` messages (names of :class:`~noisewatch.daemon.messages.Stats`
         fields); empty when it has none."""
 

@@ -6,7 +6,7 @@ from the events topic (an event closed) and one from ``events/started`` (an even
 automation can act on the start); a templated payload turns our event JSON into HA's
 ``{"event_type": ...}`` form, so the event schema stays the one the daemon defines; level sensors
 (Leq, Lmax, Lmin; ``sound_pressure`` only when calibrated, since dBFS is not a sound pressure);
-an audio-input ``problem`` sensor; a ``number`` per tunable label's threshold and a ``button`` that forgets
+an audio-input and a spool-disk ``problem`` sensor; a ``number`` per tunable label's threshold and a ``button`` that forgets
 those set from Home Assistant; and diagnostic
 sensors from ``stats``. Every entity is unavailable when the status topic says ``offline``, the level sensors
 also while the audio input is lost.
@@ -74,6 +74,7 @@ nothing can be heard: "Clear" said no siren where none could have been heard."""
 AUDIO_ATTRIBUTES_TEMPLATE = ("{{ {'audio_state': value_json.get('state'), 'source': value_json.get('source'),"
                              " 'error': value_json.get('error')} | to_json }}")
 """What a user reads on the sensor's page: the state, the input and the reason (not the message's envelope)."""
+SPOOL_DISK_TEMPLATE = "{{ 'ON' if value_json.get('spool_disk_error') else 'OFF' }}"
 LOSS_FIELDS = ("spool_dropped", "spool_memory_dropped", "spool_dead_letters", "spool_quarantined")
 """``stats`` counts of events that will never reach the broker: dropped by the spool's bounds or its refusing disk,
 refused by the broker, damaged on disk. At-least-once delivery is what a user relies on; when it fails, Home
@@ -138,6 +139,7 @@ def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, di
     if listener.level_interval_s is not None:
         entities += _level_sensors(topics, node, listener.calibrated, listener.level_interval_s)
     entities += _stats_sensors(topics, node, listener)
+    entities.append(("binary_sensor", "spool_disk_problem", _spool_disk_problem(topics, node, listener)))
     device = _device(node, listener)
     # the level sensors carry their own availability list (Home Assistant takes one form or the other)
     return [(topics.discovery(component, node, object_id),
@@ -262,6 +264,25 @@ def _audio_problem(topics: Topics, node: str) -> dict[str, Any]:
         "json_attributes_template": AUDIO_ATTRIBUTES_TEMPLATE,
         "payload_on": STATE_ON,
         "payload_off": STATE_OFF,
+        "qos": QOS,
+    }
+
+
+def _spool_disk_problem(topics: Topics, node: str, listener: Listener) -> dict[str, Any]:
+    """On while the spool's disk refuses writes (full, or an SD card the kernel remounted read-only): events then
+    wait in memory, lost at a stop or beyond the 1,000 held, and the log was the only place that said so."""
+    return {
+        "name": "Spool disk",
+        "unique_id": f"{node}_spool_disk_problem",
+        "device_class": "problem",
+        "entity_category": "diagnostic",
+        "state_topic": topics.stats,
+        "value_template": SPOOL_DISK_TEMPLATE,
+        "json_attributes_topic": topics.stats,
+        "json_attributes_template": "{{ {'error': value_json.get('spool_disk_error')} | to_json }}",
+        "payload_on": STATE_ON,
+        "payload_off": STATE_OFF,
+        "expire_after": _expiry_s(listener.stats_interval_s),
         "qos": QOS,
     }
 

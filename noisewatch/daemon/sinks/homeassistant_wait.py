@@ -93,6 +93,13 @@ class HomeAssistantWait:
             self._returned_at = -float("inf")
             log.info("MQTT: Home Assistant's offline was the broker shutting down, not Home Assistant restarting")
 
+    def run_out(self) -> None:
+        """End a wait for Home Assistant's return that ran out, and say so: the log said events wait (up to 5 minutes
+        after a retained ``offline``), then nothing, and a user watching it could not tell whether they ever went."""
+        if self._hold_until and self._clock() >= self._hold_until:
+            self._hold_until = 0.0
+            log.info("MQTT: Home Assistant did not say online within the wait; the events held for it go now")
+
     def _hold(self, seconds: float, why: str) -> None:
         """Until Home Assistant says ``online`` (:meth:`settle`), or ``seconds`` have passed."""
         if not self._discovery:

@@ -23,7 +23,7 @@ import stat
 import sys
 from pathlib import Path
 
-from noisewatch.daemon.messages import Message
+from noisewatch.daemon.messages import HealthFigures, Message
 from noisewatch.daemon.statefile import DISK_FAULTS
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class JsonlSink:
             self._failing = False
             log.warning("JSON lines: writing to %s works again (%d message(s) lost)", self.path, self.failed_writes)
 
-    def health(self) -> dict[str, int]:
+    def health(self) -> HealthFigures:
         return {"jsonl_failed_writes": self.failed_writes}
 
     def threshold_overrides(self) -> dict[str, float]:

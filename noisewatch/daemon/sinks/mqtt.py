@@ -21,6 +21,7 @@ before it starts closing. Connection trouble is logged once per change, not once
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from noisewatch import __version__
 from noisewatch.config import Config, ConfigError, MqttSection, SpoolSection, TlsSection
 from noisewatch.daemon.events import LOUD
-from noisewatch.daemon.messages import Event, Level, Message, Scores, Started, Stats, Status, encode_json
+from noisewatch.daemon.messages import Event, HealthFigures, Level, Message, Scores, Started, Stats, Status, encode_json
 from noisewatch.daemon.sinks.echo_watch import EchoWatch
 from noisewatch.daemon.sinks.homeassistant import (
     OFFLINE,
@@ -94,6 +95,8 @@ LIVE_QUEUE_MAX = 200
 """level/stats/scores/state messages kept in memory while disconnected; oldest dropped"""
 MEMORY_SPOOL_MAX = 1000
 """events kept in memory while the spool's disk refuses writes (full, read-only); oldest dropped, counted"""
+PROBED_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS})
+"""Refusals :meth:`Spool.disk_problem` sees without a write."""
 CLOSE_FLUSH_S = 1.5
 """``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
 MIN_STOP_WAIT_S = 0.2
@@ -365,6 +368,11 @@ class MqttSink:
         self._disk_lock = threading.RLock()  # _respool holds it while it handles commands, a hand-over among them
         self._disk_trouble = threading.Event()
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
+        self._disk_refusal: OSError | None = None
+        """The spool disk's last refusal of a write (``_disk_problem``)."""
+        self._disk_probe: str | None = None
+        """What the spool's disk would say to a write, as of the last report (``_check_disk``): a disk that filled or
+        turned read-only while no event came was said nowhere until an outage's events had nowhere to go."""
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
         self._network: threading.Thread | None = None
         """paho's network thread (``loop_start``), watched by the pump (``_watch_network``)."""
@@ -443,6 +451,7 @@ class MqttSink:
 
     def start(self) -> None:
         """Begin connecting (in the background: a missing broker is normal) and pumping."""
+        self._disk_probe = self.spool.disk_problem()
         if self.spool.read_only():  # at start-up, not at the first event: a quiet lamp post may have none for hours
             log.error("MQTT spool: %s is on a read-only file system; events are kept in memory (up to %d) until it "
                       "takes writes again, and what it holds is sent but cannot be deleted (sent again at the next "
@@ -451,6 +460,8 @@ class MqttSink:
         elif not self.spool.directory.is_dir():  # a full disk could not make it (Spool): said now, not at an event
             log.error("MQTT spool: %s cannot be made (no space left on its disk?); events are kept in memory (up to "
                       "%d) until it can", self.spool.directory, MEMORY_SPOOL_MAX)
+        elif self._disk_probe is not None:
+            self._say_disk_problem()
         self._pump.start()
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it
@@ -483,12 +494,24 @@ class MqttSink:
         else:
             raise TypeError(f"MQTT sink: no topic for a {type(message).__name__} message")
 
-    def health(self) -> dict[str, int]:
+    def health(self) -> HealthFigures:
+        """The spool's and the connection's figures; the spool's disk is asked (no write) at each report."""
+        self._check_disk()
         spool = self.spool
         return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
                 "spool_memory_queued": self._held(), "spool_memory_dropped": self.counts.memory_dropped,
-                "mqtt_network_restarts": self.counts.network_restarts}
+                "mqtt_network_restarts": self.counts.network_restarts,
+                "spool_disk_error": self._disk_problem()}
+
+    def _disk_problem(self) -> str | None:
+        """Why the spool's disk refuses writes, or None: full or read-only as asked at this report (a disk freed
+        says so at once, not at the next event); another refusal, which asking cannot see (a folder gone, no
+        permission, an I/O error), as the last write said it, until a write is taken."""
+        refusal = self._disk_refusal
+        if self._disk_probe is not None or not self._disk_trouble.is_set() or refusal is None:
+            return self._disk_probe
+        return None if refusal.errno in PROBED_REFUSALS else refusal.strerror or str(refusal)
 
     def _held(self) -> int:
         """Events held in memory, not yet acknowledged (waiting, or handed to paho)."""
@@ -504,6 +527,7 @@ class MqttSink:
                     self._commands.put(spooled)
                     return
                 except OSError as exc:
+                    self._disk_refusal = exc
                     log.error("MQTT spool: cannot write to %s (%s); events are kept in memory (up to %d) until it "
                               "takes them again", self.spool.directory, exc.strerror or exc, MEMORY_SPOOL_MAX)
                     self._disk_trouble.set()
@@ -675,6 +699,21 @@ class MqttSink:
                 log.exception("MQTT: unexpected error in the pump; carrying on")
                 self._stopping.wait(PUMP_TICK_S)
 
+    def _check_disk(self) -> None:
+        """Ask the spool's disk whether it would take a write (a syscall, no write: an SD card's wear); say a change
+        the events have not said already (a refused write says it at ERROR, the next one taken that it took it)."""
+        before, self._disk_probe = self._disk_probe, self.spool.disk_problem()
+        if self._disk_probe == before or self._disk_trouble.is_set():
+            return
+        if self._disk_probe is not None:
+            self._say_disk_problem()
+        else:
+            log.info("MQTT spool: %s takes writes again", self.spool.directory)
+
+    def _say_disk_problem(self) -> None:
+        log.warning("MQTT spool: %s cannot take events (%s); the next ones will be kept in memory (up to %d) until "
+                    "it can", self.spool.directory, self._disk_probe, MEMORY_SPOOL_MAX)
+
     def _pump_once(self) -> None:
         predecessor = self._predecessor
         handed_over = predecessor is None or predecessor._closed.is_set()  # before the drain: its hand-over is in it
@@ -695,6 +734,7 @@ class MqttSink:
             self._ha_discovery.end_overdue_check()
             self._watch_acknowledgements()
             self._watch_echo()
+        self._ha_wait.run_out()
         if self._connected and handed_over and not self._ha_wait.remaining_s():  # not sooner at a stop either: the
             self._ha_discovery.send_state_clears()  # record keeps them for the next run (DISCOVERY_SETTLE_S)
         if self._connected and not self._settling() and handed_over:
@@ -997,6 +1037,7 @@ class MqttSink:
             if not self._write_held():
                 return
             self._disk_trouble.clear()
+            self._disk_probe = None  # it took them: said here, not again by _check_disk at the next report
         log.info("MQTT spool: %s takes writes again; the events held in memory are spooled", self.spool.directory)  # none lost
 
     def _write_held(self) -> bool:
@@ -1005,7 +1046,8 @@ class MqttSink:
             held = self._unspooled[0]
             try:
                 self.spool.append(held.topic, held.payload)
-            except OSError:
+            except OSError as exc:
+                self._disk_refusal = exc
                 return False
             self._unspooled.popleft()
         return True

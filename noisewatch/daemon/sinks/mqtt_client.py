@@ -39,6 +39,8 @@ SESSION_TAKEN_OVER = 142
 """MQTT 5 reason code of a DISCONNECT sent because another client connected with this client id."""
 KEEPALIVE_TIMEOUT = 141
 """The reason paho gives when it gives up on a connection that stays silent for the keepalive interval."""
+UNSPECIFIED_ERROR = 128
+"""The reason paho gives a connection whose socket closed."""
 UNANSWERED_HINT = ("is it the broker's port, with TLS (mqtt.tls) as that port expects, and does the broker keep "
                    "retained messages (this listener's last will is one)?")
 """What to check when a broker closes the connection without a CONNACK (MQTT 3.1.1 gives no reason)."""
@@ -114,6 +116,12 @@ read_packet_too_large_in_puback()
 def refusal_hint(reason_value: int) -> str:
     """What to check when the broker refuses the connection with this CONNACK reason code."""
     return _REFUSAL_HINTS.get(reason_value, "check the broker's log")
+
+
+def _why_lost(reason: ReasonCode) -> str:
+    """A lost connection's reason in a user's words: paho says "Unspecified error" for a socket that closed (a broker
+    stopped, a network gone), which read as a fault of the daemon's."""
+    return "the broker or the network closed it" if reason.value == UNSPECIFIED_ERROR else str(reason)
 
 
 def backoff_s(failures: int, min_s: float, max_s: float) -> float:
@@ -196,7 +204,7 @@ class ConnectionWatch:
         """The TCP/TLS connection failed."""
         s = self._settings
         self._unreachable()
-        self._log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are spooled, retrying "
+        self._log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are kept until it is back, retrying "
                          "(backoff up to %g s)" % (s.host, s.port, cause, s.reconnect_max_s))
 
     def lost(self, reason_code: ReasonCode, stopping: bool) -> None:
@@ -207,18 +215,18 @@ class ConnectionWatch:
         s = self._settings
         if was_up:
             self._unreachable()
-            self._log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are spooled"
-                             % (s.host, s.port, reason_code))
+            self._log.report(logging.WARNING, "MQTT: connection to %s:%d lost (%s); events are kept until it is back"
+                             % (s.host, s.port, _why_lost(reason_code)))
             self._say_if_taken_over(reason_code)
         elif not self._answered and reason_code.value == KEEPALIVE_TIMEOUT:  # a hung or loaded broker
             self._failures += 1  # its host's kernel takes the connection, nothing answers: no outage by itself (_outage)
             self._log.report(logging.WARNING, "MQTT: %s:%d took the connection but did not answer it within %d s "
-                             "(mqtt.keepalive_s): is the broker hung or overloaded? events are spooled, retrying "
+                             "(mqtt.keepalive_s): is the broker hung or overloaded? events are kept until it is back, retrying "
                              "(backoff up to %g s)" % (s.host, s.port, s.keepalive_s, s.reconnect_max_s))
         elif not self._answered:  # a TLS listener spoken to in plain MQTT: no word
             self._unreachable()
             self._log.report(logging.WARNING, "MQTT: %s:%d closed the connection without answering it as an MQTT "
-                             "broker; %s events are spooled, retrying (backoff up to %g s)"
+                             "broker; %s events are kept until it is back, retrying (backoff up to %g s)"
                              % (s.host, s.port, UNANSWERED_HINT, s.reconnect_max_s))
 
     def _unreachable(self) -> None:

@@ -24,6 +24,7 @@ in-memory index is guarded by a lock, file I/O happens outside it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -157,6 +158,20 @@ class Spool:
         """Whether the spool's file system is mounted read-only (an SD card the kernel remounted after errors):
         nothing can be written to it, nor removed from it."""
         return bool(os.statvfs(_nearest_folder(self.directory)).f_flag & os.ST_RDONLY)
+
+    def disk_problem(self) -> str | None:
+        """Why the spool's file system would refuse the next message, as a write would say it, or None: read-only,
+        or not a block or inode left. Asked with no write (an SD card's wear): a quiet lamp post may spool no event
+        for hours, and a disk that filled meanwhile was found only when an outage's events had nowhere to go."""
+        try:
+            disk = os.statvfs(_nearest_folder(self.directory))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        if disk.f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+        if disk.f_bavail == 0 or (disk.f_files > 0 and disk.f_favail == 0):  # f_files 0: no inode count (btrfs)
+            return os.strerror(errno.ENOSPC)
+        return None
 
     def has_after(self, seq: int) -> bool:
         """Whether a message with a sequence number above ``seq`` is waiting."""
