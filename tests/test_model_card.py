@@ -82,3 +82,23 @@ def test_the_readme_gives_the_shipped_models_smoothing_and_release(repo_root: Pa
     assert f"(the shipped one: {windows}, {timing.release_s:g} s;" in readme
     default = DetectorTiming()
     assert f"a bundle that carries none runs with {default.smoothing_windows} windows, {default.release_s:g} s)" in readme
+
+
+def test_where_it_gives_up_is_the_shipped_models_snr_sweep(repo_root: Path) -> None:
+    """The README's "below about 15 dB over the background it hears little" and the model card's figures behind
+    it are the shipped bundle's sweep at fixed SNRs: each SNR at or below 12 dB scores below each at 18 dB and
+    above, and the card gives those scores; a new model that hears well at 12 dB, with the docs left as they were,
+    fails here."""
+    sweep = json.loads(default_model_path().read_text())["metrics"]["soundscapes"]["pooled"]["snr_sweep"]
+    segment = {int(snr): scores["segment_f1"] for snr, scores in sweep.items()}
+    event = {int(snr): scores["event_f1"] for snr, scores in sweep.items()}
+    quiet, loud = [snr for snr in segment if snr < 15], [snr for snr in segment if snr > 15]
+    assert quiet and loud and max(segment[snr] for snr in quiet) < min(segment[snr] for snr in loud), segment
+    readme = " ".join((repo_root / "README.md").read_text().split())
+    assert "below about 15 dB over the background it hears little" in readme
+    card = " ".join((repo_root / "models" / "README.md").read_text().split())
+    low = sorted(f"{segment[snr]:.2f}" for snr in quiet)
+    assert (f"Segment F1 is {segment[24]:.2f} with events 24 dB above the ambience, {segment[18]:.2f} at 18 dB and "
+            f"{low[0]}-{low[-1]} at 12 dB and below") in card
+    by_snr = ", ".join(f"{event[snr]:.2f}" for snr in sorted(event, reverse=True))
+    assert f"(event F1 {by_snr}:" in card and "under about 15 dB it hears little" in card
