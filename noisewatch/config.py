@@ -388,6 +388,41 @@ class Config(_Section):
 
 # --- loading -------------------------------------------------------------------------------------
 
+CHANGES_SHOWN = 8
+"""A reload's log line names at most this many changed settings, then says how many more."""
+
+
+def config_changes(old: Config, new: Config) -> str:
+    """What a reload changed, ``key: old -> new`` by key path, or ``nothing changed``: an admin's ``systemctl reload``
+    was answered "configuration reloaded" whatever it applied, an edit saved to another file included."""
+    before, after = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    keys = [*after, *(key for key in before if key not in after)]
+    changed = [f"{key}: {_setting(before, key)} -> {_setting(after, key)}" for key in keys
+               if before.get(key, _UNSET) != after.get(key, _UNSET)]
+    if not changed:
+        return "nothing changed"
+    more = len(changed) - CHANGES_SHOWN
+    return "; ".join(changed[:CHANGES_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+
+
+_UNSET = object()
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings by dotted key path (an empty mapping has none); a list is one value."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _setting(values: dict[str, Any], key: str) -> str:
+    return "(not set)" if key not in values else "null" if values[key] is None else str(values[key])
+
+
 def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:
     """Read, validate and resolve a config file (None: all defaults). Raises ConfigError.
 

@@ -594,3 +594,25 @@ def test_a_device_is_still_an_index_or_a_name(tmp_path: Path) -> None:
     for value, device in (("2", 2), ("'2'", "2"), ("USB", "USB"), ("null", None)):
         path.write_text(f"audio:\n  device: {value}\n")
         assert load_config(path).audio.device == device
+
+
+def test_a_reload_names_what_it_changed_by_key_path(tmp_path: Path) -> None:
+    """``systemctl reload`` was answered "configuration reloaded" whatever it applied: an admin could not tell an
+    edit taken from one saved to another file. The line names each changed key, old and new, and a few at most."""
+    from noisewatch.config import CHANGES_SHOWN, config_changes
+
+    def config(text: str) -> Config:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        return load_config(path)
+
+    before = config("detector:\n  thresholds:\n    dog_bark: 0.6\nstats:\n  interval_s: 60\n")
+    after = config("detector:\n  thresholds:\n    siren: 0.7\nstats:\n  interval_s: 7\nmqtt:\n  enabled: true\n")
+    assert config_changes(before, after) == ("detector.thresholds.siren: (not set) -> 0.7; stats.interval_s: 60.0 -> 7.0; "
+                                             "mqtt.enabled: False -> True; detector.thresholds.dog_bark: 0.6 -> (not set)")
+    assert config_changes(after, after) == "nothing changed"
+    many = config("".join(f"{section}:\n  interval_s: 9\n" for section in ("levels", "scores", "stats")) +
+                  "audio:\n  hop_s: 1\n  buffer_s: 9\n  block_size: 512\n  reopen_max_s: 9\n"
+                  "detector:\n  cooldown_s: 1\n  min_duration_s: 1\n  max_duration_s: 9\n")
+    said = config_changes(before, many)
+    assert said.count(" -> ") == CHANGES_SHOWN and said.endswith("; and 3 more"), said

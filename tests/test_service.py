@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,7 +247,9 @@ def test_the_command_lines_model_wins_over_the_config_at_start_and_after_a_reloa
     proc.send_signal(signal.SIGHUP)  # the first sound is over; two more to come
     assert proc.wait(timeout=60) == 0
     log = proc.stderr.read() if proc.stderr else ""
-    assert "configuration reloaded" in log, log
+    assert f"configuration reloaded from {config}: nothing changed" in log, log  # --model is no config change
+    scene = repo_root / "samples" / "scene.flac"
+    assert f"replaying {scene}: 33.0 s, 22050 Hz, 1 channel(s), at 2x real time" in log, log  # what, and how fast
     models = [m["model"] for m in read_jsonl(out) if m["type"] == "event"]
     assert models == [f"{sidecar['name']}@{sidecar['version']}"] * 3, models
 
@@ -521,6 +524,7 @@ class _Microphone:
         self.audio_path = audio_path
         self.plugged = threading.Event()
         self.plugged.set()
+        self.opens_refused = 0
 
     def check_device(self, audio) -> None:
         from noisewatch.daemon.sources import SourceError
@@ -528,7 +532,15 @@ class _Microphone:
         if not self.plugged.is_set():
             raise SourceError(f"no input device matching {audio.device!r}")
 
+    def wait_for_refusals(self, count: int, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.opens_refused < count:
+            assert time.monotonic() < deadline, f"{self.opens_refused} opens refused, not {count}"
+            time.sleep(0.05)
+
     def open_source(self, audio, input_path, speed):
+        if not self.plugged.is_set():
+            self.opens_refused += 1
         self.check_device(audio)
         return FileSource(str(self.audio_path), 0, audio.block_size, audio.buffer_s)
 
@@ -572,6 +584,43 @@ def test_health_reports_go_on_while_the_microphone_is_lost(repo_root: Path, tmp_
     assert stats[-1]["uptime_s"] > stats[0]["uptime_s"]
 
 
+def test_a_lost_microphone_is_said_once_not_at_every_attempt_and_its_return_is_said(
+        repo_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    """Found reading a lamp post's journal: an unplugged microphone was a WARNING and an identical ``audio_error``
+    status at every attempt to reopen it (every 30 s: 2,880 lines a day for as long as it stayed away); it is said
+    once, then once an hour with the count, and its return is said too."""
+    import logging
+    import threading
+
+    from noisewatch.daemon import service as service_module
+
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    mic = _Microphone(repo_root / "samples" / "scene.flac")
+    mic.install(monkeypatch)
+    config, out, signals, service = mic.service_set_up_then_unplugged(tmp_path)
+
+    def unplugged_a_while_then_back() -> None:
+        try:
+            mic.wait_for_refusals(4)
+            monkeypatch.setattr(service_module, "TROUBLE_REMIND_S", 0.0, raising=False)  # the hour is up
+            mic.wait_for_refusals(5)
+            mic.plugged.set()
+            _wait_for(out, lambda ms: any(m["type"] == "event" for m in ms), 30)
+        finally:
+            signals.stop.set()  # a failure ends, rather than hangs, the test
+
+    threading.Thread(target=unplugged_a_while_then_back, daemon=True).start()
+    assert service.run() == 0
+    lost = "cannot open audio input: no input device matching 'UsbMic'"
+    said = [r for r in caplog.records if lost in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.WARNING], [r.getMessage() for r in said]
+    assert "(still: 5 attempts in" in said[1].getMessage(), said[1].getMessage()
+    assert re.search(r"audio input \S+ is back, after \d+ s lost", caplog.text), caplog.text
+    statuses = [(m["state"], m.get("error")) for m in read_jsonl(out) if m["type"] == "status"]
+    assert statuses[-2:] == [("audio_error", lost), ("listening", None)], statuses
+    assert statuses.count(("audio_error", lost)) == 1, statuses  # a change of state, not each attempt
+
+
 def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path, tmp_path: Path, monkeypatch,
                                                                  caplog) -> None:
     """The config edited and reloaded while the microphone is unplugged: the reload looked for the unplugged
@@ -586,10 +635,11 @@ def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path
     config, out, signals, service = mic.service_set_up_then_unplugged(tmp_path)
 
     def edit_and_replug() -> None:
-        _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 2, 30)  # audio_error said twice
+        mic.wait_for_refusals(2)
         config.write_text(MIC_CONFIG + "stats:\n  interval_s: 7\n")
         signals.reload.set()
-        _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 3, 30)  # tried after the reload
+        tried = mic.opens_refused
+        mic.wait_for_refusals(tried + 2)  # tried after the reload
         mic.plugged.set()
         time.sleep(20)
         signals.stop.set()  # a failure ends, rather than hangs, the test

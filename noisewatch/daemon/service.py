@@ -30,7 +30,7 @@ from datetime import datetime
 
 from noisewatch import __version__, logs
 from noisewatch.bundle import BundleError
-from noisewatch.config import EX_CONFIG, Config, ConfigError
+from noisewatch.config import EX_CONFIG, Config, ConfigError, config_changes
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence
@@ -73,6 +73,9 @@ EXTEND_MARGIN_S = 10.0
 CLOCK_CHECK_S = 60.0
 MAX_CLOCK_DRIFT_S = 0.5
 """Live input only: event timestamps may lag wall time by the audio still in the ring, well under this."""
+TROUBLE_REMIND_S = 3600.0
+"""A lost input that keeps failing the same way is said once, then again this often with the count: at every
+attempt (every 30 s), an unplugged microphone filled the journal with one line, 2,880 a day."""
 AUDIO_STALL_S = 5.0
 """A live input that delivers nothing for this long is treated as failed and reopened."""
 BROKER_PROBE_S = 5.0
@@ -209,6 +212,8 @@ class Service:
         """Audio lost on the way in, by kind: said at once, then at most every LOSS_SAY_S (``_say_losses``)."""
         self._source_name = _wanted_input(setup)
         """The input last opened (before any: the one asked for), named in health reports."""
+        self._trouble: _Trouble | None = None
+        """The input's failures since it last listened, while they say the same thing."""
 
     @property
     def setup(self) -> Setup:
@@ -262,8 +267,10 @@ class Service:
         """``source`` is lost (or cannot be opened): said, with its name (Home Assistant's Audio input showed a source
         of null, where the health reports named the input), and waited for ``wait_s``."""
         self.state = State.AUDIO_LOST
-        log.warning("%s; retrying in %.0f s", text, wait_s)
-        self._say(Status(AudioState.AUDIO_ERROR, source=source, error=text))
+        self._say_trouble(text, wait_s)
+        status = Status(AudioState.AUDIO_ERROR, source=source, error=text)
+        if status != self._status:  # a state change, not each attempt: the retained topic holds it
+            self._say(status)
         notify.status(text)
         deadline = time.monotonic() + wait_s
         while (not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline
@@ -272,6 +279,19 @@ class Service:
             if not self._ready:
                 notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
             self._report_health()
+
+    def _say_trouble(self, text: str, wait_s: float) -> None:
+        """A failure said at once; the same failure again only every TROUBLE_REMIND_S, with how long and how often."""
+        now, trouble = time.monotonic(), self._trouble
+        if trouble is None or trouble.text != text:
+            self._trouble = _Trouble(text, now, now)
+            log.warning("%s; retrying in %.0f s", text, wait_s)
+            return
+        trouble.attempts += 1
+        if now - trouble.said_at >= TROUBLE_REMIND_S:
+            trouble.said_at = now
+            log.warning("%s (still: %d attempts in %s); retrying in %.0f s", text, trouble.attempts,
+                        _minutes(now - trouble.since), wait_s)
 
     def _replay_failed(self, why: str) -> int:
         """A replayed file that cannot be opened or read to its end is also the last audio state said: the retained
@@ -361,7 +381,10 @@ class Service:
         old.outbox.close(keep=new.outbox.sinks)
         self.active = new
         self._ticks.report_now()
-        log.info("configuration reloaded from %s", setup.config_path)
+        model = (f"; model {old.setup.bundle.ident} -> {setup.bundle.ident}"
+                 if setup.bundle.ident != old.setup.bundle.ident else "")
+        log.info("configuration reloaded from %s: %s%s", setup.config_path,
+                 config_changes(old.setup.config, setup.config), model)
         if source is not None:
             new.outbox.publish([self._status])
         self._notify(notify.ready)
@@ -391,6 +414,9 @@ class Service:
             notify.ready()
         notify.status(f"listening on {source.name}")
         self._say(Status(AudioState.LISTENING, source=source.name))
+        if self._trouble is not None:
+            log.info("audio input %s is back, after %s lost", source.name, _minutes(time.monotonic() - self._trouble.since))
+            self._trouble = None
 
     def _say_losses(self, source: AudioSource, dropped_s: float, overruns: int, nonfinite: int,
                     final: bool = False) -> None:
@@ -489,6 +515,20 @@ def _check_sample_rate(setup: Setup, running: Pipeline) -> None:
     if rate != running.sample_rate:
         raise ConfigError(f"model.path: the new model hears at {rate} Hz, the running one at {running.sample_rate} Hz;"
                           " restart the service to switch to it")
+
+
+@dataclass
+class _Trouble:
+    """One way the input keeps failing: since when, how often, when last said."""
+
+    text: str
+    since: float
+    said_at: float
+    attempts: int = 1
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 class _Tally:

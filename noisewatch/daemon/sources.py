@@ -330,6 +330,7 @@ class FileSource(AudioSource):
         seconds = buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S)
         super().__init__(self.path.name, info.samplerate, info.channels, min(seconds, bounded_frames / info.samplerate))
         self.speed = speed
+        self._duration_s = info.duration
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
@@ -346,6 +347,9 @@ class FileSource(AudioSource):
             return
         self._thread = threading.Thread(target=self._replay, name=f"replay {self.name}", daemon=True)
         self._thread.start()
+        pace = "as fast as it is processed" if self.speed == 0 else f"at {self.speed:g}x real time"
+        log.info("replaying %s: %.1f s, %d Hz, %d channel(s), %s", self.path, self._duration_s, self.sample_rate,
+                 self.channels, pace)
 
     def stop(self) -> None:
         """Stop the reader thread (waking it from a pacing sleep or a full ring) and wake the reader."""
