@@ -7,6 +7,7 @@ No stage reads the YAML itself; each receives its section.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -393,14 +394,16 @@ CHANGES_SHOWN = 8
 
 
 def config_changes(old: Config, new: Config) -> str:
-    """What a reload changed, ``key: old -> new`` by key path, or ``nothing changed``: an admin's ``systemctl reload``
-    was answered "configuration reloaded" whatever it applied, an edit saved to another file included."""
+    """What a reload changed, ``key: old -> new`` by key path, or ``no setting changed``: an admin's ``systemctl
+    reload`` was answered "configuration reloaded" whatever it applied, an edit saved to another file included. The
+    contents of files the config names (a password file, TLS keys) are no setting: a reload reads them anew all the
+    same."""
     before, after = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
     keys = [*after, *(key for key in before if key not in after)]
     changed = [f"{key}: {_setting(before, key)} -> {_setting(after, key)}" for key in keys
                if before.get(key, _UNSET) != after.get(key, _UNSET)]
     if not changed:
-        return "nothing changed"
+        return "no setting changed"
     more = len(changed) - CHANGES_SHOWN
     return "; ".join(changed[:CHANGES_SHOWN]) + (f"; and {more} more" if more > 0 else "")
 
@@ -420,7 +423,11 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _setting(values: dict[str, Any], key: str) -> str:
-    return "(not set)" if key not in values else "null" if values[key] is None else str(values[key])
+    """As YAML would say it (``true``, ``null``, ``[background]``), a text as it is."""
+    if key not in values:
+        return "(not set)"
+    value = values[key]
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:

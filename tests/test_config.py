@@ -609,8 +609,8 @@ def test_a_reload_names_what_it_changed_by_key_path(tmp_path: Path) -> None:
     before = config("detector:\n  thresholds:\n    dog_bark: 0.6\nstats:\n  interval_s: 60\n")
     after = config("detector:\n  thresholds:\n    siren: 0.7\nstats:\n  interval_s: 7\nmqtt:\n  enabled: true\n")
     assert config_changes(before, after) == ("detector.thresholds.siren: (not set) -> 0.7; stats.interval_s: 60.0 -> 7.0; "
-                                             "mqtt.enabled: False -> True; detector.thresholds.dog_bark: 0.6 -> (not set)")
-    assert config_changes(after, after) == "nothing changed"
+                                             "mqtt.enabled: false -> true; detector.thresholds.dog_bark: 0.6 -> (not set)")
+    assert config_changes(after, after) == "no setting changed"
     many = config("".join(f"{section}:\n  interval_s: 9\n" for section in ("levels", "scores", "stats")) +
                   "audio:\n  hop_s: 1\n  buffer_s: 9\n  block_size: 512\n  reopen_max_s: 9\n"
                   "detector:\n  cooldown_s: 1\n  min_duration_s: 1\n  max_duration_s: 9\n")

@@ -247,7 +247,7 @@ def test_the_command_lines_model_wins_over_the_config_at_start_and_after_a_reloa
     proc.send_signal(signal.SIGHUP)  # the first sound is over; two more to come
     assert proc.wait(timeout=60) == 0
     log = proc.stderr.read() if proc.stderr else ""
-    assert f"configuration reloaded from {config}: nothing changed" in log, log  # --model is no config change
+    assert f"configuration reloaded from {config}: no setting changed" in log, log  # --model is no config change
     scene = repo_root / "samples" / "scene.flac"
     assert f"replaying {scene}: 33.0 s, 22050 Hz, 1 channel(s), at 2x real time" in log, log  # what, and how fast
     models = [m["model"] for m in read_jsonl(out) if m["type"] == "event"]
@@ -497,7 +497,9 @@ def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: 
     service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
 
     def replace_the_microphone() -> None:
-        _wait_for(out, lambda ms: sum(m["type"] == "status" for m in ms) >= 3, 30)  # ~1 s, 2 s, 4 s apart
+        deadline = time.monotonic() + 30
+        while len(tried) < 3 and time.monotonic() < deadline:  # ~1 s, 2 s, 4 s apart
+            time.sleep(0.05)
         config.write_text("audio:\n  device: NewMic\n  reopen_max_s: 60\n")
         signals.reload.set()
         time.sleep(15)
@@ -634,12 +636,17 @@ def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path
     mic.install(monkeypatch)
     config, out, signals, service = mic.service_set_up_then_unplugged(tmp_path)
 
+    lost_said: list[dict] = []
+    """What the JSON lines say of the input after the reload, before it is back."""
+
     def edit_and_replug() -> None:
         mic.wait_for_refusals(2)
+        out.rename(out.with_name("out.jsonl.1"))  # logrotate, whose reload reopens the file
         config.write_text(MIC_CONFIG + "stats:\n  interval_s: 7\n")
         signals.reload.set()
         tried = mic.opens_refused
         mic.wait_for_refusals(tried + 2)  # tried after the reload
+        lost_said.extend(m for m in read_jsonl(out) if m["type"] == "status")
         mic.plugged.set()
         time.sleep(20)
         signals.stop.set()  # a failure ends, rather than hangs, the test
@@ -650,6 +657,8 @@ def test_a_reload_while_the_named_device_is_unplugged_is_applied(repo_root: Path
     said = caplog.text
     assert "configuration reloaded" in said and "reload applied while the audio input is lost, but audio.device" in said
     assert any(m["type"] == "event" for m in read_jsonl(out))
+    # the input is still lost, and the reopened file (and a replaced MQTT sink's retained topic) says so
+    assert [(m["state"], m["source"]) for m in lost_said] == [("audio_error", "UsbMic")], lost_said
 
 
 def test_a_reload_before_the_microphone_first_appears_does_not_tell_systemd_ready(tmp_path: Path, monkeypatch,

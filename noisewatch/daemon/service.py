@@ -283,8 +283,9 @@ class Service:
     def _say_trouble(self, text: str, wait_s: float) -> None:
         """A failure said at once; the same failure again only every TROUBLE_REMIND_S, with how long and how often."""
         now, trouble = time.monotonic(), self._trouble
-        if trouble is None or trouble.text != text:
-            self._trouble = _Trouble(text, now, now)
+        if trouble is None or trouble.text != text:  # since it was lost, not since this way of failing
+            self._trouble = _Trouble(text, now, now) if trouble is None else _Trouble(text, trouble.since, now,
+                                                                                       trouble.attempts + 1)
             log.warning("%s; retrying in %.0f s", text, wait_s)
             return
         trouble.attempts += 1
@@ -385,7 +386,7 @@ class Service:
                  if setup.bundle.ident != old.setup.bundle.ident else "")
         log.info("configuration reloaded from %s: %s%s", setup.config_path,
                  config_changes(old.setup.config, setup.config), model)
-        if source is not None:
+        if source is not None or self.state is State.AUDIO_LOST:  # a lost input's state too: said once per change
             new.outbox.publish([self._status])
         self._notify(notify.ready)
         return source is not None and source.live and setup.config.audio != old.setup.config.audio
@@ -519,7 +520,7 @@ def _check_sample_rate(setup: Setup, running: Pipeline) -> None:
 
 @dataclass
 class _Trouble:
-    """One way the input keeps failing: since when, how often, when last said."""
+    """How the input keeps failing (its latest way), since when it is lost, how often, when last said."""
 
     text: str
     since: float

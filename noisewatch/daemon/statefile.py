@@ -23,9 +23,10 @@ DISK_FAULTS = {errno.EROFS: "on a read-only file system", errno.ENOSPC: "on a fu
 retried), not a config error; exit 78 at start-up kept the unit failed, deaf, after the restart."""
 
 
-def write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` (file mode ``mode``), so a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_text(path: Path, text: str, mode: int = 0o644, make_parents: bool = True) -> None:
+    """Replace ``path`` with ``text`` (file mode ``mode``), so a crash leaves the old file or the new one, never half.
+    ``make_parents`` False: its folder is made again if need be, but not the folders above it."""
+    path.parent.mkdir(parents=make_parents, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -40,8 +41,10 @@ def write_text(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON, atomically."""
-    write_text(path, json.dumps(data, indent=1, sort_keys=True))
+    """Replace a running listener's state file ``path`` with ``data`` as JSON, atomically. Its folder, made at
+    start-up, is made again if it was deleted, but not the folders above it (the spool's rule): an unplugged disk's
+    mount point was filled on the disk below it, where the spool then wrote too, files hidden once it is mounted."""
+    write_text(path, json.dumps(data, indent=1, sort_keys=True), make_parents=False)
 
 
 def read_json(path: Path) -> Any:

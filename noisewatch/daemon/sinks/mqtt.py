@@ -282,6 +282,12 @@ class _HandedLevel:
 
 
 @dataclass(frozen=True)
+class _DiskFreed:
+    """A health report found the spool's disk full or read-only no more: the pump tries it now, not at the next event
+    (the held events had gone out from memory; the log said the disk took writes again only hours later)."""
+
+
+@dataclass(frozen=True)
 class _Close:
     """``close``: flush until ``deadline`` (monotonic), waiting for a connection until ``connect_by``."""
 
@@ -291,7 +297,7 @@ class _Close:
 
 _Command = (_Spooled | _Unspooled | _HandedOver | _EmptiedConfigs | _HandedLevel | _ThresholdCommand | _OldAnnouncement
             | _Ack | _SubAck | _AudioStatus | _Retune | _Connected | _Disconnected | _Echoed | _HomeAssistantOnline
-            | _HomeAssistantOffline | _Close | Outgoing)
+            | _HomeAssistantOffline | _DiskFreed | _Close | Outgoing)
 
 
 class MqttSink:
@@ -370,6 +376,8 @@ class MqttSink:
         """Set while the pump holds events the spool's disk refused: ``send`` queues behind them, in order."""
         self._disk_refusal: OSError | None = None
         """The spool disk's last refusal of a write (``_disk_problem``)."""
+        self._disk_freed = False
+        """A health report found the disk would take writes again (``_DiskFreed``; pump thread)."""
         self._disk_probe: str | None = None
         """What the spool's disk would say to a write, as of the last report (``_check_disk``): a disk that filled or
         turned read-only while no event came was said nowhere until an outage's events had nowhere to go."""
@@ -421,6 +429,9 @@ class MqttSink:
             sink.counts = running.counts  # what the replaced sink still counts as it closes is counted too
             if running._disk_trouble.is_set():  # its held events come first: this sink's queue behind them
                 sink._disk_trouble.set()
+            sink._disk_refusal = running._disk_refusal  # what stats say goes on across the reload, said once
+            if not moving:
+                sink._disk_probe = running._disk_probe
         sink.start()
         return sink
 
@@ -451,17 +462,18 @@ class MqttSink:
 
     def start(self) -> None:
         """Begin connecting (in the background: a missing broker is normal) and pumping."""
-        self._disk_probe = self.spool.disk_problem()
         if self.spool.read_only():  # at start-up, not at the first event: a quiet lamp post may have none for hours
             log.error("MQTT spool: %s is on a read-only file system; events are kept in memory (up to %d) until it "
                       "takes writes again, and what it holds is sent but cannot be deleted (sent again at the next "
                       "start)", self.spool.directory, MEMORY_SPOOL_MAX)
             self._disk_trouble.set()
+            self._disk_probe = self.spool.disk_problem()
         elif not self.spool.directory.is_dir():  # a full disk could not make it (Spool): said now, not at an event
             log.error("MQTT spool: %s cannot be made (no space left on its disk?); events are kept in memory (up to "
                       "%d) until it can", self.spool.directory, MEMORY_SPOOL_MAX)
-        elif self._disk_probe is not None:
-            self._say_disk_problem()
+            self._disk_probe = self.spool.disk_problem()
+        else:
+            self._check_disk()  # said unless the sink it replaces said it already
         self._pump.start()
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it
@@ -701,14 +713,18 @@ class MqttSink:
 
     def _check_disk(self) -> None:
         """Ask the spool's disk whether it would take a write (a syscall, no write: an SD card's wear); say a change
-        the events have not said already (a refused write says it at ERROR, the next one taken that it took it)."""
-        before, self._disk_probe = self._disk_probe, self.spool.disk_problem()
-        if self._disk_probe == before or self._disk_trouble.is_set():
-            return
-        if self._disk_probe is not None:
-            self._say_disk_problem()
-        else:
-            log.info("MQTT spool: %s takes writes again", self.spool.directory)
+        the events have not said already (a refused write says it at ERROR, the pump that it takes them again).
+        Under the disk lock: the pump's word that the disk took the held events is not said twice."""
+        with self._disk_lock:
+            before, self._disk_probe = self._disk_probe, self.spool.disk_problem()
+            if self._disk_trouble.is_set():
+                refusal = self._disk_refusal
+                if self._disk_probe is None and (refusal is None or refusal.errno in PROBED_REFUSALS):
+                    self._commands.put(_DiskFreed())
+            elif self._disk_probe != before and self._disk_probe is not None:
+                self._say_disk_problem()
+            elif self._disk_probe != before:
+                log.info("MQTT spool: %s takes writes again", self.spool.directory)
 
     def _say_disk_problem(self) -> None:
         log.warning("MQTT spool: %s cannot take events (%s); the next ones will be kept in memory (up to %d) until "
@@ -728,13 +744,15 @@ class MqttSink:
             self._move_spool(self._move_to[1])
         if handed_over:
             self._predecessor = None  # forgotten: each reload's sink would keep the ones before it alive
-        if self._unspooled and handed_over:  # the replaced sink's held events are older: none of ours before them
+        if (self._unspooled or self._disk_freed) and handed_over:  # the replaced sink's held events are older: none
+            self._disk_freed = False  # of ours before them
             self._respool()
         if self._connected:
             self._ha_discovery.end_overdue_check()
             self._watch_acknowledgements()
             self._watch_echo()
-        self._ha_wait.run_out()
+        if self._connected:  # while not, the events cannot go, and the reconnect waits for Home Assistant afresh
+            self._ha_wait.run_out()
         if self._connected and handed_over and not self._ha_wait.remaining_s():  # not sooner at a stop either: the
             self._ha_discovery.send_state_clears()  # record keeps them for the next run (DISCOVERY_SETTLE_S)
         if self._connected and not self._settling() and handed_over:
@@ -874,6 +892,8 @@ class MqttSink:
             self._take_over_held(command.held)
         elif isinstance(command, _EmptiedConfigs):
             self._ha_discovery.take_over_emptied(command.topics, self._connected)
+        elif isinstance(command, _DiskFreed):
+            self._disk_freed = True
         elif isinstance(command, _HandedLevel):
             if self.topics.level not in self._periodic:  # one of its own (the part period a reload reported) is newer
                 self._go_live(command.outgoing)
@@ -1026,7 +1046,8 @@ class MqttSink:
     def _respool(self) -> None:
         """Move events held in memory to the spool, oldest first, as soon as its disk takes them again; the
         trouble ends only once every held event, those still on the queue included, is on disk."""
-        if not self._write_held():
+        written = self._write_held()
+        if written is None:
             return
         with self._disk_lock:
             try:
@@ -1034,23 +1055,27 @@ class MqttSink:
                     self._handle(self._commands.get_nowait())
             except queue.Empty:
                 pass
-            if not self._write_held():
+            more = self._write_held()
+            if more is None:
                 return
             self._disk_trouble.clear()
-            self._disk_probe = None  # it took them: said here, not again by _check_disk at the next report
-        log.info("MQTT spool: %s takes writes again; the events held in memory are spooled", self.spool.directory)  # none lost
+            self._disk_probe = None  # said here, not again by _check_disk at the next report
+        spooled = f"; the {written + more} event(s) held in memory are spooled" if written + more else ""
+        log.info("MQTT spool: %s takes writes again%s", self.spool.directory, spooled)  # none lost
 
-    def _write_held(self) -> bool:
-        """Spool the held events in order; False when the disk still refuses."""
+    def _write_held(self) -> int | None:
+        """Spool the held events in order: how many, or None when the disk still refuses."""
+        written = 0
         while self._unspooled:
             held = self._unspooled[0]
             try:
                 self.spool.append(held.topic, held.payload)
             except OSError as exc:
                 self._disk_refusal = exc
-                return False
+                return None
             self._unspooled.popleft()
-        return True
+            written += 1
+        return written
 
     def _acknowledged(self, ack: _Ack) -> None:
         if self._ha_discovery.acknowledged(ack.mid):
