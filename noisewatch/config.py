@@ -423,11 +423,9 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _setting(values: dict[str, Any], key: str) -> str:
-    """As YAML would say it (``true``, ``null``, ``[background]``), a text as it is."""
-    if key not in values:
-        return "(not set)"
-    value = values[key]
-    return value if isinstance(value, str) else json.dumps(value)
+    """As JSON (which YAML reads) says it: ``true``, ``null``, ``["background"]``, a text in quotes (``"null"`` is
+    no null, and a device name may hold a semicolon)."""
+    return "(not set)" if key not in values else json.dumps(values[key])
 
 
 def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:

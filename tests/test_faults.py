@@ -686,6 +686,32 @@ def test_f23_a_spool_disk_read_only_at_start_up_is_a_disk_fault_and_every_event_
     assert sorted(p.name for p in spool.iterdir()) == before, "a read-only disk changed"
 
 
+@pytest.mark.usefixtures("no_home_assistant")
+def test_f23_a_read_only_spool_disk_is_said_once_not_again_at_every_reload(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection: every reload while the disk stayed read-only said its ERROR again (five reloads, five
+    more); a reload that finds the disk as the sink it replaces left it is no news. Another fault is."""
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    spool = read_only_spool(small_disk)
+
+    def config(keepalive_s: int) -> Config:
+        return sink_config(tmp_path / "c.yaml", free_port(), keepalive_s=keepalive_s, spool={"directory": str(spool)})
+
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sinks = [MqttSink.from_config(config(60), ["siren"], "urban11@test", {"siren": 0.6})]
+    try:
+        for keepalive_s in (30, 20):
+            sinks.append(MqttSink.from_config(config(keepalive_s), ["siren"], "urban11@test", {"siren": 0.6},
+                                              running=sinks[-1]))
+            sinks[-2].close()
+        said = [r for r in caplog.records if "is on a read-only file system" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.ERROR], caplog.text
+        assert sinks[-1].health()["spool_disk_error"] == os.strerror(errno.EROFS)
+    finally:
+        sinks[-1].close()
+
+
 def test_f23_check_config_says_a_read_only_spool_or_json_lines_disk_and_passes(
         tmp_path: Path, small_disk: Path) -> None:
     spool = read_only_spool(small_disk)
@@ -843,8 +869,9 @@ def test_f14_events_held_in_memory_and_never_delivered_are_reported_lost_at_stop
     assert max(m["spool_memory_queued"] for m in daemon.messages("stats")) > 0, daemon.messages("stats")
     held = 2 * len(logged_ids(daemon))  # each event's started and event messages
     assert held == 2 * SCENE_EVENTS, daemon.log_text()
-    assert f"{held} event(s) held in memory (the spool's disk refused them) were not delivered and are lost; 0 more" in (
-        daemon.log_text()), daemon.log_text()
+    lost = (f"{held} message(s) held in memory (events and started notices the spool's disk refused) were not "
+            "delivered and are lost; 0 more")
+    assert lost in daemon.log_text(), daemon.log_text()
 
 
 @pytest.mark.broker
@@ -878,20 +905,20 @@ def test_f14_a_reload_while_the_spool_disk_is_full_keeps_the_events_held_in_memo
         assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in [*held, later]], timeout=15), (
             event_ids(collector), caplog.text)
         assert "lost" not in caplog.text, caplog.text
-        assert "3 event(s) held in memory go on with the new connection" in caplog.text
+        assert "3 message(s) held in memory go on with the new connection" in caplog.text
     finally:
         replacing.close()
 
 
 @pytest.mark.broker
 @pytest.mark.usefixtures("no_home_assistant")
-def test_f14_a_refusal_asking_cannot_see_is_still_said_after_a_reload(
+def test_f14_a_spool_folder_gone_with_its_parent_is_said_at_once_across_a_reload_and_until_it_is_back(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
-    """Found by a review: the spool's folder gone with the folder it was in (an unplugged disk's mount point) refuses
-    writes in a way asking the disk cannot see; a reload's new sink, which had not seen the refusal, reported no
-    problem (Home Assistant's Spool disk sensor off at every logrotate reload) until the next event. And the state
-    folder's writes made the folders above it again, on the disk below the mount point, where the spool then wrote
-    too: files hidden once the disk is mounted again."""
+    """The spool's folder gone with the folder it was in (an unplugged disk's mount point) refuses every write (the
+    spool does not fill the mount point). Found by a review and fault injection: stats said no problem until an
+    event's write failed (hours, on a quiet lamp post), a reload's new sink said none at all, and once the disk was
+    back the problem stood until the next event; and the state folder's writes made the folders above it again, on
+    the disk below the mount point, where the spool then wrote too: files hidden once the disk is mounted again."""
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
     mount = tmp_path / "usb"
@@ -903,9 +930,9 @@ def test_f14_a_refusal_asking_cannot_see_is_still_said_after_a_reload(
 
     running = MqttSink.from_config(config(60), ["siren"], "urban11@test", {"siren": 0.6})
     shutil.rmtree(mount)
-    running.send(closed_event("held-0", 0))
     gone = os.strerror(errno.ENOENT)
-    assert wait_until(lambda: running.health()["spool_disk_error"] == gone, 10), running.health()
+    assert running.health()["spool_disk_error"] == gone  # before any event needs it
+    running.send(closed_event("held-0", 0))
     assert collector.wait_for(lambda c: event_ids(c) == ["held-0"], timeout=15)  # from memory, to a broker that is there
     replacing = MqttSink.from_config(config(30), ["siren"], "urban11@test", {"siren": 0.6}, running=running)
     running.close()
@@ -913,9 +940,10 @@ def test_f14_a_refusal_asking_cannot_see_is_still_said_after_a_reload(
         assert replacing.health()["spool_disk_error"] == gone
         assert not mount.exists(), sorted(mount.rglob("*"))  # no file made on the disk below an unplugged one's mount
         mount.joinpath("noisewatch").mkdir(parents=True)  # the disk is back
+        assert replacing.health()["spool_disk_error"] is None  # at the next report, not at the next event
         replacing.send(closed_event("later-1", 1))
-        assert wait_until(lambda: replacing.health()["spool_disk_error"] is None, 10), replacing.health()
         assert collector.wait_for(lambda c: event_ids(c) == ["held-0", "later-1"], timeout=15)
+        assert wait_until(lambda: replacing.spool.depth == 0 and (mount / "noisewatch" / "spool").is_dir(), 10)
     finally:
         replacing.close()
 

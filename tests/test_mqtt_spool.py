@@ -177,11 +177,18 @@ def test_remove_is_idempotent(tmp_path: Path) -> None:
     assert spool.depth == 0 and spool.size_bytes == 0
 
 
-def test_a_message_whose_file_went_away_is_forgotten(tmp_path: Path) -> None:
+def test_a_message_whose_file_went_away_is_forgotten_and_said_lost(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection: spooled events whose files were deleted (or whose disk went) were dropped without a
+    line or a count; the log said "0 message(s) left in the spool"."""
     spool = Spool(tmp_path, max_mb=1, max_age_h=1)
     gone, kept = spool.append("t", b"x"), spool.append("t", b"y")
     (tmp_path / f"{gone:016d}.msg").unlink()  # removed behind its back
     assert [e.seq for e in spool.after(0, 10)] == [kept] and spool.depth == 1
+    assert spool.dropped == 1
+    assert [r.levelno for r in caplog.records if f"{gone:016d}.msg is gone" in r.getMessage()] == [logging.ERROR]
+    spool.remove(kept)  # acknowledged: no loss
+    assert spool.after(0, 10) == [] and spool.dropped == 1
 
 
 def test_a_deleted_folder_is_made_again_but_not_under_a_parent_that_is_gone_too(tmp_path: Path) -> None:

@@ -227,6 +227,27 @@ def test_a_reload_asked_for_while_exiting_does_not_kill_the_process(repo_root: P
     assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
 
 
+def test_a_reload_applies_the_logging_section(repo_root: Path, tmp_path: Path) -> None:
+    """Found by fault injection: the reload line said ``logging.level: info -> warning``, and INFO lines went on (the
+    section was read at start-up only)."""
+    config, out = tmp_path / "config.yaml", tmp_path / "out.jsonl"
+    config.write_text("stats:\n  interval_s: 60\n")
+    proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                             str(repo_root / "samples" / "scene.flac"), "--speed", "2", "--jsonl", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (out.exists() and any(m["type"] == "event" for m in read_jsonl(out))):
+        time.sleep(0.1)
+    config.write_text("stats:\n  interval_s: 60\nlogging:\n  level: warning\n")
+    proc.send_signal(signal.SIGHUP)  # the first sound is over; two more to come
+    assert proc.wait(timeout=60) == 0
+    log = proc.stderr.read() if proc.stderr else ""
+    after = log[log.index("configuration reloaded"):]
+    assert after.splitlines()[0].endswith('logging.level: "info" -> "warning"'), log
+    assert len([m for m in read_jsonl(out) if m["type"] == "event"]) == 3
+    assert " INFO " not in "\n".join(after.splitlines()[1:]), log  # the later sounds' "heard" lines are INFO
+
+
 def test_the_command_lines_model_wins_over_the_config_at_start_and_after_a_reload(repo_root: Path, tmp_path: Path) -> None:
     """README: at a reload "command-line `--model`/`--jsonl` still win" (and at start they win over the config)."""
     shipped = default_model_path()

@@ -214,7 +214,7 @@ class Stats(Message):
     """MQTT only: events waiting for the broker."""
     spool_bytes: int | None = None
     spool_dropped: int | None = None
-    """Events dropped by the spool's size or age bound."""
+    """Events dropped by the spool's size or age bound, or whose files went from the disk before they were sent."""
     spool_quarantined: int | None = None
     """Damaged spool files set aside in ``<spool>/quarantine/``."""
     spool_dead_letters: int | None = None
@@ -224,7 +224,8 @@ class Stats(Message):
     spool_memory_dropped: int | None = None
     """Events lost because the disk refused them for too long."""
     spool_disk_error: str | None = None
-    """Why the spool's disk refuses writes now (``No space left on device``, ``Read-only file system``), else None."""
+    """Why the spool's disk refuses writes now (``No space left on device``, ``Read-only file system``, ``No such file
+    or directory``), else None."""
     mqtt_network_restarts: int | None = None
     """MQTT only: times paho's network thread ended unexpectedly and was started again (lifetime)."""
     jsonl_failed_writes: int | None = None

@@ -386,6 +386,8 @@ class Service:
                  if setup.bundle.ident != old.setup.bundle.ident else "")
         log.info("configuration reloaded from %s: %s%s", setup.config_path,
                  config_changes(old.setup.config, setup.config), model)
+        if setup.config.logging != old.setup.config.logging:  # after that line: a level raised would hide it
+            logs.setup(setup.config.logging)
         if source is not None or self.state is State.AUDIO_LOST:  # a lost input's state too: said once per change
             new.outbox.publish([self._status])
         self._notify(notify.ready)

@@ -95,7 +95,7 @@ LIVE_QUEUE_MAX = 200
 """level/stats/scores/state messages kept in memory while disconnected; oldest dropped"""
 MEMORY_SPOOL_MAX = 1000
 """events kept in memory while the spool's disk refuses writes (full, read-only); oldest dropped, counted"""
-PROBED_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS})
+PROBED_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.ENOENT})
 """Refusals :meth:`Spool.disk_problem` sees without a write."""
 CLOSE_FLUSH_S = 1.5
 """``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
@@ -462,18 +462,22 @@ class MqttSink:
 
     def start(self) -> None:
         """Begin connecting (in the background: a missing broker is normal) and pumping."""
+        before, probe = self._disk_probe, self.spool.disk_problem()
+        said = probe is not None and probe == before  # by the sink this one replaces: not again at every reload
         if self.spool.read_only():  # at start-up, not at the first event: a quiet lamp post may have none for hours
-            log.error("MQTT spool: %s is on a read-only file system; events are kept in memory (up to %d) until it "
-                      "takes writes again, and what it holds is sent but cannot be deleted (sent again at the next "
-                      "start)", self.spool.directory, MEMORY_SPOOL_MAX)
+            if not said:
+                log.error("MQTT spool: %s is on a read-only file system; events are kept in memory (up to %d) until "
+                          "it takes writes again, and what it holds is sent but cannot be deleted (sent again at the "
+                          "next start)", self.spool.directory, MEMORY_SPOOL_MAX)
             self._disk_trouble.set()
-            self._disk_probe = self.spool.disk_problem()
+            self._disk_probe = probe
         elif not self.spool.directory.is_dir():  # a full disk could not make it (Spool): said now, not at an event
-            log.error("MQTT spool: %s cannot be made (no space left on its disk?); events are kept in memory (up to "
-                      "%d) until it can", self.spool.directory, MEMORY_SPOOL_MAX)
-            self._disk_probe = self.spool.disk_problem()
+            if not said:
+                log.error("MQTT spool: %s cannot be made (%s); events are kept in memory (up to %d) until it can",
+                          self.spool.directory, probe or "no space left on its disk?", MEMORY_SPOOL_MAX)
+            self._disk_probe = probe
         else:
-            self._check_disk()  # said unless the sink it replaces said it already
+            self._check_disk()
         self._pump.start()
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it
@@ -564,8 +568,8 @@ class MqttSink:
         self._hand_over_held()
         unsent, unconfirmed = len(self._unspooled), len(self._inflight_held)  # the pump has stopped
         if unsent or unconfirmed:
-            log.error("MQTT: %d event(s) held in memory (the spool's disk refused them) were not delivered and are "
-                      "lost; %d more were sent but not acknowledged, and may be lost", unsent, unconfirmed)
+            log.error("MQTT: %d message(s) held in memory (events and started notices the spool's disk refused) were not "
+                      "delivered and are lost; %d more were sent but not acknowledged, and may be lost", unsent, unconfirmed)
         self.client.disconnect()
         # loop_stop joins without a timeout and a connect attempt may hang for connect_timeout:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
@@ -605,7 +609,7 @@ class MqttSink:
         held = (*self._inflight_held.values(), *self._unspooled)  # in the order they were handed over and held
         if held:
             successor._commands.put(_HandedOver(held))
-            log.info("MQTT: %d event(s) held in memory go on with the new connection", len(held))
+            log.info("MQTT: %d message(s) held in memory go on with the new connection", len(held))
         self._inflight_held.clear()
         self._unspooled.clear()
         if emptied := self._ha_discovery.emptied():
@@ -1060,7 +1064,7 @@ class MqttSink:
                 return
             self._disk_trouble.clear()
             self._disk_probe = None  # said here, not again by _check_disk at the next report
-        spooled = f"; the {written + more} event(s) held in memory are spooled" if written + more else ""
+        spooled = "; the events held in memory are spooled" if written + more else ""
         log.info("MQTT spool: %s takes writes again%s", self.spool.directory, spooled)  # none lost
 
     def _write_held(self) -> int | None:

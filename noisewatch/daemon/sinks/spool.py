@@ -161,8 +161,11 @@ class Spool:
 
     def disk_problem(self) -> str | None:
         """Why the spool's file system would refuse the next message, as a write would say it, or None: read-only,
-        or not a block or inode left. Asked with no write (an SD card's wear): a quiet lamp post may spool no event
-        for hours, and a disk that filled meanwhile was found only when an outage's events had nowhere to go."""
+        not a block or inode left, or the folder gone with the folder it was in (an unplugged disk: ``append`` does
+        not fill its mount point). Asked with no write (an SD card's wear): a quiet lamp post may spool no event for
+        hours, and a disk that filled meanwhile was found only when an outage's events had nowhere to go."""
+        if not self.directory.is_dir() and not self.directory.parent.is_dir():
+            return os.strerror(errno.ENOENT)
         try:
             disk = os.statvfs(_nearest_folder(self.directory))
         except OSError as exc:
@@ -348,11 +351,15 @@ class Spool:
             header, _, payload = self._path(seq).read_bytes().partition(b"\n")
             meta = json.loads(header)
             entry = SpoolEntry(seq, str(meta["topic"]), payload, float(meta["created"]), self._since_boot_of(meta))
-        except FileNotFoundError:  # dropped or acknowledged meanwhile: forget it, as remove does
+        except FileNotFoundError:  # still in the index: not dropped or acknowledged (those leave it first), but gone
             with self._lock:
                 meta = self._index.pop(seq, None)
                 if meta is not None:
                     self._bytes -= meta.size
+                    self.dropped += 1
+            if meta is not None:  # found by fault injection: 6 events lost this way, not a line nor a count
+                log.error("MQTT spool: message %s is gone from the disk before it was sent (deleted, or its disk "
+                          "unplugged) and is lost", self._path(seq))
             return None
         except UNREADABLE as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable ({exc})")
