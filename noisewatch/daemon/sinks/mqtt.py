@@ -283,8 +283,8 @@ class _HandedLevel:
 
 @dataclass(frozen=True)
 class _DiskFreed:
-    """A health report found the spool's disk full or read-only no more: the pump tries it now, not at the next event
-    (the held events had gone out from memory; the log said the disk took writes again only hours later)."""
+    """A health report found the spool's disk full, read-only or gone no more: the pump tries it now, not at the next
+    event (the held events had gone out from memory; the log said the disk took writes again only hours later)."""
 
 
 @dataclass(frozen=True)
@@ -521,9 +521,9 @@ class MqttSink:
                 "spool_disk_error": self._disk_problem()}
 
     def _disk_problem(self) -> str | None:
-        """Why the spool's disk refuses writes, or None: full or read-only as asked at this report (a disk freed
-        says so at once, not at the next event); another refusal, which asking cannot see (a folder gone, no
-        permission, an I/O error), as the last write said it, until a write is taken."""
+        """Why the spool's disk refuses writes, or None: full, read-only or gone as asked at this report (a disk freed
+        says so at once, not at the next event); another refusal, which asking cannot see (no permission, an I/O
+        error), as the last write said it, until a write is taken."""
         refusal = self._disk_refusal
         if self._disk_probe is not None or not self._disk_trouble.is_set() or refusal is None:
             return self._disk_probe
@@ -897,7 +897,7 @@ class MqttSink:
         elif isinstance(command, _EmptiedConfigs):
             self._ha_discovery.take_over_emptied(command.topics, self._connected)
         elif isinstance(command, _DiskFreed):
-            self._disk_freed = True
+            self._disk_freed = self._disk_trouble.is_set()  # not when an event's write has ended the trouble meanwhile
         elif isinstance(command, _HandedLevel):
             if self.topics.level not in self._periodic:  # one of its own (the part period a reload reported) is newer
                 self._go_live(command.outgoing)
