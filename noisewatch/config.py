@@ -391,6 +391,7 @@ class Config(_Section):
 
 CHANGES_SHOWN = 8
 """A reload's log line names at most this many changed settings, then says how many more."""
+_UNSET = object()
 
 
 def config_changes(old: Config, new: Config) -> str:
@@ -406,9 +407,6 @@ def config_changes(old: Config, new: Config) -> str:
         return "no setting changed"
     more = len(changed) - CHANGES_SHOWN
     return "; ".join(changed[:CHANGES_SHOWN]) + (f"; and {more} more" if more > 0 else "")
-
-
-_UNSET = object()
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -284,8 +284,8 @@ class Service:
         """A failure said at once; the same failure again only every TROUBLE_REMIND_S, with how long and how often."""
         now, trouble = time.monotonic(), self._trouble
         if trouble is None or trouble.text != text:  # since it was lost, not since this way of failing
-            self._trouble = _Trouble(text, now, now) if trouble is None else _Trouble(text, trouble.since, now,
-                                                                                       trouble.attempts + 1)
+            since, attempts = (now, 0) if trouble is None else (trouble.since, trouble.attempts)
+            self._trouble = _Trouble(text, since, now, attempts + 1)
             log.warning("%s; retrying in %.0f s", text, wait_s)
             return
         trouble.attempts += 1

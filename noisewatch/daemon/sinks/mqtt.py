@@ -112,9 +112,9 @@ UNACKED_WARN_S = 60.0
 """Event messages in flight this long on a live connection without one acknowledgement are said (a broker that takes
 publishes and never acknowledges them filled the in-flight window, and every later event waited, in silence)."""
 SPOOL_BOUNDS = {"spool": {"max_mb", "max_age_h"}}
+"""The ``mqtt`` settings a running sink takes from a reload (``hold_spool_bounds``) without a new connection"""
 CONNECTION = {"host", "port", "protocol", "username", "password_file", "tls"}
 """What says which broker a sink reaches, and as whom (with its credentials and client id)."""
-"""The ``mqtt`` settings a running sink takes from a reload (``hold_spool_bounds``) without a new connection"""
 
 
 class Outgoing(NamedTuple):
@@ -311,8 +311,8 @@ class MqttSink:
         self.listener = listener
         self.spool = spool
         self._credentials = _credentials(password, settings.tls)
-        self._client_id = client_id
         """What the client was given beside the settings: a reload that finds them changed in their files connects anew."""
+        self._client_id = client_id
         self._thresholds = ThresholdEntities(settings, topics, listener, thresholds or {}, self._publish)
         """The thresholds in force and their ``number`` entities (the processing loop reads ``threshold_overrides``)."""
         # processing-loop thread (send), taken over by a sink that replaces this one at a reload
