@@ -1399,6 +1399,36 @@ def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along_in_order
         replacing.close()
 
 
+@pytest.mark.usefixtures("no_home_assistant")
+def test_a_reload_that_spells_its_folders_otherwise_keeps_them(tmp_path: Path, broker: Broker,
+                                                               collector: Collector) -> None:
+    """Found by fault injection: a spool folder written another way (``/x/../x/spool``, or through a symlink) was
+    taken for another folder, and every reload was refused as "in use by another noisewatch listener": its own
+    lock. Nor may such a reload move the spool into itself: the waiting events go out, in order."""
+    broker.stop()
+    thresholds = {label: 0.6 for label in LABELS}
+    first = make_config(tmp_path, broker.port)
+    running = MqttSink.from_config(first, LABELS, MODEL, thresholds)
+    waiting = [event(i) for i in range(3)]
+    for ev in waiting:
+        running.send(ev)
+    (tmp_path / "link").symlink_to(tmp_path)
+    spool = first.mqtt.spool.directory
+    spellings = [tmp_path / "link" / spool.name, tmp_path / "link" / ".." / tmp_path.name / spool.name]
+    try:
+        for spelling in spellings:
+            again = make_config(tmp_path, broker.port, spool={"directory": str(spelling)})
+            replacing = MqttSink.from_config(again, LABELS, MODEL, thresholds, running=running)
+            running.close()
+            running = replacing
+            assert replacing.spool.depth == 3 and replacing._move_to is None
+        broker.start()
+        assert collector.wait_for(lambda c: unique_in_order(ids_on(c)) == [ev.id for ev in waiting], timeout=15)
+        assert wait_until(lambda: replacing.spool.depth == 0, 10)
+    finally:
+        running.close()
+
+
 def test_events_dropped_before_a_reload_to_another_spool_folder_stay_counted(tmp_path: Path, broker: Broker) -> None:
     """Found by review: ``spool_dropped`` came from the new folder's spool once a reload had moved the messages
     there, so Home Assistant's "Events lost" (events dropped "since the listener started", docs/homeassistant.md)

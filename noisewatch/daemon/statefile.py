@@ -60,6 +60,13 @@ def read_json(path: Path) -> Any:
         raise ValueError("nested too deeply to be read") from None
 
 
+def same_folder(a: Path, b: Path) -> bool:
+    """Whether two spellings name one folder (``/x/../x/spool``, a symlink to it): compared as spelled, a reload
+    that spelled its own spool folder otherwise was refused as "in use by another listener" (its own lock), or
+    would have moved the spool into itself."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 class FolderInUse(Exception):
     """Another process holds the folder's lock."""
 

@@ -78,7 +78,7 @@ from noisewatch.daemon.sinks.topics import (
     listener_prefix,
     listener_topics,
 )
-from noisewatch.daemon.statefile import FolderInUse, FolderLock
+from noisewatch.daemon.statefile import FolderInUse, FolderLock, same_folder
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ class MqttSink:
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
         topics = listener_topics(config)
-        moving = running is not None and running.spool.directory != section.spool.directory
+        moving = running is not None and not same_folder(running.spool.directory, section.spool.directory)
         folders = listener_folders(section)
         if running is not None and moving:
             folders.append(("mqtt.spool.directory", running.spool.directory))  # spooled into until the move
@@ -1191,14 +1191,15 @@ def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]])
     """A lock on each folder, shared with ``running`` where it holds one (a reload), else taken; a ConfigError
     naming the key of a folder another process holds: two listeners on one folder rewrite each other's files
     (one removed the other's Home Assistant entities, and two spools hand out the same sequence numbers)."""
-    held = {lock.folder: lock for lock in (running._locks if running is not None else [])}
+    held = running._locks if running is not None else []
     locks: list[FolderLock] = []
     try:
         for key, folder in folders:
-            if any(lock.folder == folder for lock in locks):
+            if any(same_folder(lock.folder, folder) for lock in locks):
                 continue
+            shared = next((lock for lock in held if same_folder(lock.folder, folder)), None)
             try:
-                locks.append(held[folder].share() if folder in held else FolderLock.take(folder))
+                locks.append(shared.share() if shared is not None else FolderLock.take(folder))
             except FolderInUse:
                 raise ConfigError(f"{key}: {folder} is in use by another noisewatch listener (a second one on this "
                                   "machine?); give each its own mqtt.spool.directory and mqtt.state_directory") from None
@@ -1219,10 +1220,11 @@ def listener_folders(section: MqttSection) -> list[tuple[str, Path]]:
 def folders_in_use(section: MqttSection) -> list[tuple[str, Path]]:
     """(key, folder) of each of ``section``'s folders another process holds, which ``_folder_locks`` would refuse.
     Only looked at: the listener holding them keeps them."""
-    keys: dict[Path, str] = {}
-    for key, folder in listener_folders(section):
-        keys.setdefault(folder, key)  # one folder under both keys: said once, as ``_folder_locks`` takes it once
-    return [(key, folder) for folder, key in keys.items() if FolderLock.held_elsewhere(folder)]
+    folders: list[tuple[str, Path]] = []
+    for key, folder in listener_folders(section):  # one folder under both keys: said once, as ``_folder_locks`` takes it
+        if not any(same_folder(folder, seen) for _, seen in folders):
+            folders.append((key, folder))
+    return [(key, folder) for key, folder in folders if FolderLock.held_elsewhere(folder)]
 
 
 def _credentials(password: str | None, tls: TlsSection) -> tuple[str | None, tuple[bytes | None, ...]]:
