@@ -351,7 +351,9 @@ class MqttSink:
         """After a reload that changed the spool's folder: the replaced sink and the new folder's spool. Until
         that sink has stopped both spool into its folder (one spool: one order); then everything there moves,
         in order, to the new folder, which nothing would read otherwise (``_move_spool``)."""
-        self._move_failed = False
+        self._move_error: OSError | None = None
+        """Why the last move to the new folder stopped part way (its disk full, say), until one completes: the
+        messages already there wait for the rest, and are counted in ``spool_depth`` all the same."""
         self._locks: list[FolderLock] = []
         """The state and spool folders this sink uses, locked against a second listener (``from_config``)."""
         self._connected = False
@@ -513,8 +515,10 @@ class MqttSink:
     def health(self) -> HealthFigures:
         """The spool's and the connection's figures; the spool's disk is asked (no write) at each report."""
         self._check_disk()
-        spool = self.spool
-        return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
+        spool, moving = self.spool, self._move_to
+        pending = (0, 0) if moving is None else (moving[1].depth, moving[1].size_bytes)  # moved there part way
+        return {"spool_depth": spool.depth + pending[0], "spool_bytes": spool.size_bytes + pending[1],
+                "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
                 "spool_memory_queued": self._held(), "spool_memory_dropped": self.counts.memory_dropped,
                 "mqtt_network_restarts": self.counts.network_restarts,
@@ -523,7 +527,9 @@ class MqttSink:
     def _disk_problem(self) -> str | None:
         """Why the spool's disk refuses writes, or None: full, read-only or gone as asked at this report (a disk freed
         says so at once, not at the next event); another refusal, which asking cannot see (no permission, an I/O
-        error), as the last write said it, until a write is taken."""
+        error), as the last write said it, until a write is taken; the new folder's refusal while a move to it waits."""
+        if self._disk_probe is None and self._move_error is not None:
+            return self._move_error.strerror or str(self._move_error)
         refusal = self._disk_refusal
         if self._disk_probe is not None or not self._disk_trouble.is_set() or refusal is None:
             return self._disk_probe
@@ -846,11 +852,12 @@ class MqttSink:
                 self.spool, self._last_handed, self._move_to = new, 0, None
                 self._inflight.clear()
         except OSError as exc:
-            if not self._move_failed:
+            if self._move_error is None:
                 log.error("MQTT spool: cannot move the unsent messages of %s to %s (%s); %s serves until it can",
                           old.directory, new.directory, exc.strerror or exc, old.directory)
-            self._move_failed = True
+            self._move_error = exc
             return
+        self._move_error = None
         log.warning("MQTT spool: now in %s (mqtt.spool.directory changed); the unsent messages of %s moved there",
                     new.directory, old.directory)
 
