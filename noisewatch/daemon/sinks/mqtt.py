@@ -68,7 +68,7 @@ from noisewatch.daemon.sinks.mqtt_client import (
     subscription_refusal,
 )
 from noisewatch.daemon.sinks.recent import RecentEvents
-from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
+from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool, SpoolEntry
 from noisewatch.daemon.sinks.threshold_entities import ThresholdEntities
 from noisewatch.daemon.sinks.topics import (
     Topics,
@@ -352,8 +352,8 @@ class MqttSink:
         that sink has stopped both spool into its folder (one spool: one order); then everything there moves,
         in order, to the new folder, which nothing would read otherwise (``_move_spool``)."""
         self._move_error: OSError | None = None
-        """Why the last move to the new folder stopped part way (its disk full, say), until one completes: the
-        messages already there wait for the rest, and are counted in ``spool_depth`` all the same."""
+        """Why the last move to the new folder failed (its disk full, say), until one completes: said as the
+        spool's disk error, as that is the folder configured now."""
         self._locks: list[FolderLock] = []
         """The state and spool folders this sink uses, locked against a second listener (``from_config``)."""
         self._connected = False
@@ -515,10 +515,8 @@ class MqttSink:
     def health(self) -> HealthFigures:
         """The spool's and the connection's figures; the spool's disk is asked (no write) at each report."""
         self._check_disk()
-        spool, moving = self.spool, self._move_to
-        pending = (0, 0) if moving is None else (moving[1].depth, moving[1].size_bytes)  # moved there part way
-        return {"spool_depth": spool.depth + pending[0], "spool_bytes": spool.size_bytes + pending[1],
-                "spool_dropped": spool.dropped,
+        spool = self.spool
+        return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
                 "spool_memory_queued": self._held(), "spool_memory_dropped": self.counts.memory_dropped,
                 "mqtt_network_restarts": self.counts.network_restarts,
@@ -845,8 +843,9 @@ class MqttSink:
         old = self.spool
         try:
             with self._disk_lock:
-                for entry in old.after(0, old.depth):
-                    new.append(entry.topic, entry.payload, moved=entry)
+                entries = old.after(0, old.depth)
+                _copy_all(entries, new)
+                for entry in entries:
                     old.remove(entry.seq)
                 new.count_dropped_of(old)
                 self.spool, self._last_handed, self._move_to = new, 0, None
@@ -1192,6 +1191,19 @@ class MqttSink:
         while self._live and self._connected:
             message = self._live.popleft()
             self._publish(message.topic, message.payload, message.qos, message.retain)
+
+
+def _copy_all(entries: list[SpoolEntry], spool: Spool) -> None:
+    """Append ``entries`` to ``spool``, all or none: a disk with room for part of them (found by fault injection)
+    kept those in a folder nothing read until the rest fitted, while the later ones went out before them."""
+    copied: list[int] = []
+    try:
+        for entry in entries:
+            copied.append(spool.append(entry.topic, entry.payload, moved=entry))
+    except OSError:
+        for seq in copied:
+            spool.remove(seq)
+        raise
 
 
 def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]]) -> list[FolderLock]:
