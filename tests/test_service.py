@@ -534,6 +534,44 @@ def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: 
     assert any(m["type"] == "event" for m in read_jsonl(out))
 
 
+def test_a_reload_that_names_another_microphone_says_it_listens_on_that_one(repo_root: Path, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """Found reading the reload path: a reload that named another microphone reopened the input, but the service
+    was still "listening", so nothing said the new device: the retained audio topic and Home Assistant's Audio
+    input kept the old one's name for good; and the old one's status went to the new sinks first."""
+    import threading
+
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon import setup as setup_module
+    from noisewatch.daemon.service import Service, Signals
+
+    def open_source(audio, input_path, speed):  # each device plays the scene, in real time, under its own name
+        source = _LiveReplay(str(repo_root / "samples" / "scene.flac"), 1, audio.block_size, audio.buffer_s)
+        source.name = audio.device
+        return source
+
+    monkeypatch.setattr(service_module, "open_source", open_source)
+    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)  # both microphones are there
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: MicA\n")
+    signals = Signals()
+    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+
+    def name_another_microphone() -> None:
+        try:
+            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+            config.write_text("audio:\n  device: MicB\n")
+            signals.reload.set()
+            _wait_for(out, lambda ms: any(m["type"] == "status" and m["source"] == "MicB" for m in ms), 10)
+        finally:
+            signals.stop.set()  # a failure ends, rather than hangs, the test
+
+    threading.Thread(target=name_another_microphone, daemon=True).start()
+    assert service.run() == 0
+    said = [(m["state"], m["source"]) for m in read_jsonl(out) if m["type"] == "status"]
+    assert said == [("listening", "MicA"), ("listening", "MicB")], said
+
+
 MIC_CONFIG = "audio:\n  device: UsbMic\n  reopen_max_s: 2\n"
 
 

@@ -3,11 +3,12 @@
 The service is a small state machine (:class:`State`), driven by one thread, the processing loop:
 
     STARTING -> LISTENING <-> AUDIO_LOST (reopening with capped backoff) -> STOPPING -> STOPPED
+                LISTENING -> REOPENING -> LISTENING or AUDIO_LOST
 
 SIGHUP does not leave LISTENING: the new configuration is validated and its pipeline and sinks
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
 replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
-a changed ``audio`` section of a live input reopens the device. In AUDIO_LOST a reload is applied at
+a changed ``audio`` section of a live input reopens the device (REOPENING). In AUDIO_LOST a reload is applied at
 once (an audio section that cannot be opened now is warned about, not refused: the device is what is
 missing), so the next reopening tries the new one. SIGTERM/SIGINT close open events, flush the sinks
 and exit 0. Everything after the ring buffer lives in :mod:`.pipeline`, every message leaves through
@@ -93,6 +94,9 @@ class State(enum.Enum):
 
     STARTING = "starting"
     LISTENING = "listening"
+    REOPENING = "reopening"
+    """A reload changed the live input's audio section: what opens next is said, as at start-up (the device it
+    named stayed unsaid: Home Assistant's Audio input kept the old one's name)."""
     AUDIO_LOST = "audio lost"
     STOPPING = "stopping"
     STOPPED = "stopped"
@@ -253,6 +257,7 @@ class Service:
             if ending in (Ending.STOP, Ending.FINISHED):
                 return 0
             if ending is Ending.REOPEN:
+                self.state = State.REOPENING
                 continue
             if not source.live:
                 return self._replay_failed(source.failed or f"{source.name}: no audio for {AUDIO_STALL_S:.0f} s")
@@ -388,10 +393,11 @@ class Service:
                  config_changes(old.setup.config, setup.config), model)
         if setup.config.logging != old.setup.config.logging:  # after that line: a level raised would hide it
             logs.setup(setup.config.logging)
-        if source is not None or self.state is State.AUDIO_LOST:  # a lost input's state too: said once per change
-            new.outbox.publish([self._status])
+        reopen = source is not None and source.live and setup.config.audio != old.setup.config.audio
+        if (source is not None and not reopen) or self.state is State.AUDIO_LOST:  # said once per change, and what
+            new.outbox.publish([self._status])  # a reopening opens is a change: the old input's status is not said
         self._notify(notify.ready)
-        return source is not None and source.live and setup.config.audio != old.setup.config.audio
+        return reopen
 
     def _refused(self, running: Active) -> bool:
         """A refused reload still reopens the JSON-lines file: logrotate's reload is what follows its move."""
