@@ -255,12 +255,30 @@ def test_a_moved_message_keeps_its_age_on_the_boot_clock(tmp_path: Path) -> None
     old.append("t/events", b'{"id":"e1"}')
     wall.now += 8 * 86400
     boot.now += 60
-    for entry in old.after(0, old.depth):  # as the MQTT sink moves a spool
-        new.append(entry.topic, entry.payload, moved=entry)
-        old.remove(entry.seq)
-    assert new.prune() == 0 and new.depth == 1
+    new.take_all(old)  # as the MQTT sink moves a spool
+    assert new.prune() == 0 and new.depth == 1 and old.depth == 0
     boot.now += 168 * 3600
     assert new.prune() == 1
+
+
+def test_a_spool_move_is_all_or_none_and_its_bound_drops_count_once(tmp_path: Path) -> None:
+    """A review found the all-or-none move's first form counting drops that did not happen: the new folder's size
+    bound dropped the oldest copies as they were written, the move failed and was taken back with all eight still
+    in the old folder, and every attempt added its drops to ``spool_dropped`` (Home Assistant's "Events lost")."""
+    old = Spool(tmp_path / "old", max_mb=1, max_age_h=1)
+    for n in range(8):
+        old.append("t/events", f'{{"id":"e{n}"}}'.encode())
+    block = old.size_bytes // old.depth
+    new = Spool(tmp_path / "usb" / "spool", max_mb=2 * block / MIB, max_age_h=1)  # room for the newest two
+    shutil.rmtree(tmp_path / "usb")  # its disk unplugged: the move fails at its first write
+    for _ in range(3):
+        with pytest.raises(FileNotFoundError):
+            new.take_all(old)
+    assert (old.depth, new.depth, new.dropped) == (8, 0, 0)
+    (tmp_path / "usb" / "spool").mkdir(parents=True)
+    new.take_all(old)
+    assert (old.depth, new.depth, new.dropped) == (0, 2, 6)
+    assert [e.payload for e in new.after(0, 8)] == [b'{"id":"e6"}', b'{"id":"e7"}']
 
 
 def _disk_of(folder: Path) -> int:

@@ -545,12 +545,8 @@ def test_a_reload_that_names_another_microphone_says_it_listens_on_that_one(repo
     from noisewatch.daemon import setup as setup_module
     from noisewatch.daemon.service import Service, Signals
 
-    def open_source(audio, input_path, speed):  # each device plays the scene, in real time, under its own name
-        source = _LiveReplay(str(repo_root / "samples" / "scene.flac"), 1, audio.block_size, audio.buffer_s)
-        source.name = audio.device
-        return source
-
-    monkeypatch.setattr(service_module, "open_source", open_source)
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _Named(
+        repo_root / "samples" / "scene.flac", audio))
     monkeypatch.setattr(setup_module, "check_device", lambda audio: None)  # both microphones are there
     config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
     config.write_text("audio:\n  device: MicA\n")
@@ -570,6 +566,82 @@ def test_a_reload_that_names_another_microphone_says_it_listens_on_that_one(repo
     assert service.run() == 0
     said = [(m["state"], m["source"]) for m in read_jsonl(out) if m["type"] == "status"]
     assert said == [("listening", "MicA"), ("listening", "MicB")], said
+
+
+def test_a_second_reload_while_another_microphone_opens_does_not_say_the_closed_one(
+        repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """A review found it: MicB, named by a reload, open but not yet giving audio (a USB microphone settling), and a
+    second reload then (logrotate's) said MicA's "listening" to the new sinks, with MicA closed."""
+    import threading
+
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon import setup as setup_module
+
+    class _Settling(_Named):
+        def _replay(self) -> None:
+            if self.name == "MicB" and self._halt.wait(2.0):
+                return
+            super()._replay()
+
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _Settling(
+        repo_root / "samples" / "scene.flac", audio))
+    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: MicA\n")
+    signals = service_module.Signals()
+    service = service_module.Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+
+    def two_reloads() -> None:
+        try:
+            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+            config.write_text("audio:\n  device: MicB\n")
+            signals.reload.set()
+            time.sleep(1.0)  # MicB open, no audio yet
+            signals.reload.set()
+            _wait_for(out, lambda ms: any(m["type"] == "status" and m["source"] == "MicB" for m in ms), 10)
+        finally:
+            signals.stop.set()
+
+    threading.Thread(target=two_reloads, daemon=True).start()
+    assert service.run() == 0
+    said = [(m["state"], m["source"]) for m in read_jsonl(out) if m["type"] == "status"]
+    assert said == [("listening", "MicA"), ("listening", "MicB")], said
+
+
+def test_a_reload_that_reopens_a_muted_microphone_does_not_say_it_listens(tmp_path: Path, monkeypatch) -> None:
+    """A review found it: a reload that changed the audio section of the same input (its gate) reopened it, and the
+    reopening reset the silence watch and said "listening" for a muted microphone: Home Assistant's Audio input
+    problem turned off for a minute."""
+    import threading
+
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon import setup as setup_module
+    from noisewatch.daemon.levels import DigitalSilence
+
+    rate = 16000
+    recording = tmp_path / "muted.flac"
+    sf.write(recording, np.zeros(60 * rate, np.float32), rate)
+    monkeypatch.setattr(service_module, "DigitalSilence", lambda: DigitalSilence(1.0))  # silent after 1 s, not 60
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _Named(recording, audio))
+    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: MicA\n")
+    signals = service_module.Signals()
+    service = service_module.Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+
+    def retune_the_gate() -> None:
+        try:
+            _wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "silent" for m in ms), 15)
+            config.write_text("audio:\n  device: MicA\n  gate_dbfs: -70\n")
+            signals.reload.set()
+            time.sleep(3)  # the reopened input, still muted
+        finally:
+            signals.stop.set()
+
+    threading.Thread(target=retune_the_gate, daemon=True).start()
+    assert service.run() == 0
+    said = [m["state"] for m in read_jsonl(out) if m["type"] == "status"]
+    assert said[:2] == ["listening", "silent"] and "listening" not in said[2:], said
 
 
 MIC_CONFIG = "audio:\n  device: UsbMic\n  reopen_max_s: 2\n"
@@ -761,6 +833,14 @@ class _LiveReplay(FileSource):
     """A real file source that reports itself live (a microphone): the checks only live inputs get apply."""
 
     live = True
+
+
+class _Named(_LiveReplay):
+    """A microphone named by the config's ``audio.device``, playing ``path`` in real time."""
+
+    def __init__(self, path: Path, audio) -> None:
+        super().__init__(str(path), 1, audio.block_size, audio.buffer_s)
+        self.name = audio.device
 
 
 def test_a_muted_microphone_is_reported_and_its_return_too(repo_root: Path, tmp_path: Path, monkeypatch) -> None:

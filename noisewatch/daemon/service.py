@@ -3,9 +3,9 @@
 The service is a small state machine (:class:`State`), driven by one thread, the processing loop:
 
     STARTING -> LISTENING <-> AUDIO_LOST (reopening with capped backoff) -> STOPPING -> STOPPED
-                LISTENING -> REOPENING -> LISTENING or AUDIO_LOST
+                LISTENING -> REOPENING -> LISTENING, AUDIO_LOST or STOPPING
 
-SIGHUP does not leave LISTENING: the new configuration is validated and its pipeline and sinks
+SIGHUP leaves LISTENING only to reopen a changed input: the new configuration is validated and its pipeline and sinks
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
 replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
 a changed ``audio`` section of a live input reopens the device (REOPENING). In AUDIO_LOST a reload is applied at
@@ -201,7 +201,8 @@ class Service:
         self._status = Status(AudioState.LISTENING)
         """The audio input's state as last said (a reload says it again, to sinks it may have replaced)."""
         self._silence = DigitalSilence()
-        """Goes on across a reload's reopen (still silent: said once); starts afresh after a lost input."""
+        """Goes on across a reload's reopen of the same input (still silent: not said to listen again); starts afresh
+        for another input and after a lost one."""
         self._rate_said: tuple[str, int] | None = None
         """The input and rate last warned of as below the model's: said once, not at every reopen."""
         self._mix_said: set[tuple[str, tuple[int, ...]]] = set()
@@ -394,8 +395,8 @@ class Service:
         if setup.config.logging != old.setup.config.logging:  # after that line: a level raised would hide it
             logs.setup(setup.config.logging)
         reopen = source is not None and source.live and setup.config.audio != old.setup.config.audio
-        if (source is not None and not reopen) or self.state is State.AUDIO_LOST:  # said once per change, and what
-            new.outbox.publish([self._status])  # a reopening opens is a change: the old input's status is not said
+        if not reopen and self.state in (State.LISTENING, State.AUDIO_LOST):  # said once per change: the new sinks
+            new.outbox.publish([self._status])  # are told it; what a reopening opens is said when it gives audio
         self._notify(notify.ready)
         return reopen
 
@@ -416,7 +417,11 @@ class Service:
     def _mark_listening(self, source: AudioSource) -> None:
         if self.state is State.LISTENING:
             return
+        same_input = self.state is State.REOPENING and source.name == self._status.source
         self.state = State.LISTENING
+        if same_input:  # reopened under new settings: its state goes on (a muted one is still silent), said to the
+            self._say(self._status)  # sinks the reload may have replaced
+            return
         self._silence = DigitalSilence()
         if not self._ready:
             self._ready = True

@@ -68,7 +68,7 @@ from noisewatch.daemon.sinks.mqtt_client import (
     subscription_refusal,
 )
 from noisewatch.daemon.sinks.recent import RecentEvents
-from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool, SpoolEntry
+from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
 from noisewatch.daemon.sinks.threshold_entities import ThresholdEntities
 from noisewatch.daemon.sinks.topics import (
     Topics,
@@ -101,6 +101,9 @@ CLOSE_FLUSH_S = 1.5
 """``close`` returns within about this long, whatever the broker does (the daemon exits within 2 s)"""
 MIN_STOP_WAIT_S = 0.2
 PUMP_TICK_S = 1.0
+MOVE_RETRY_S = 5.0
+"""How often a spool move the new folder refused is tried again: each try reads every unsent message (and, when
+the disk had room, wrote them and took them back), under the lock ``send`` waits for."""
 PREDECESSOR_WAIT_S = 5.0
 """At most this long a replacing sink waits for the replaced one's close (a flush of CLOSE_FLUSH_S, which begins
 after the new set-up is built): beside it, one client id, each would take the other's session."""
@@ -354,6 +357,9 @@ class MqttSink:
         self._move_error: OSError | None = None
         """Why the last move to the new folder failed (its disk full, say), until one completes: said as the
         spool's disk error, as that is the folder configured now."""
+        self._move_again_at = 0.0
+        self._handing_over = False
+        """A reload's sink is being built to replace this one: its waiting move is that sink's now (``_hand_over``)."""
         self._locks: list[FolderLock] = []
         """The state and spool folders this sink uses, locked against a second listener (``from_config``)."""
         self._connected = False
@@ -405,20 +411,25 @@ class MqttSink:
         section = config.mqtt
         listener = listener_of(config, labels, model_ident, version)
         topics = listener_topics(config)
-        moving = running is not None and not same_folder(running.spool.directory, section.spool.directory)
+        carried, waiting = (None, None) if running is None else running._hand_over()
+        moving = carried is not None and not same_folder(carried.directory, section.spool.directory)
         folders = listener_folders(section)
-        if running is not None and moving:
-            folders.append(("mqtt.spool.directory", running.spool.directory))  # spooled into until the move
-        locks = _folder_locks(running, folders)
+        if carried is not None and moving:
+            folders.append(("mqtt.spool.directory", carried.directory))  # spooled into until the move
+        locks: list[FolderLock] = []
         try:
-            spool = (running.spool if running is not None and not moving
+            locks = _folder_locks(running, folders)
+            spool = (carried if carried is not None and not moving
+                     else waiting if waiting is not None and same_folder(waiting.directory, section.spool.directory)
                      else Spool(section.spool.directory, section.spool.max_mb, section.spool.max_age_h))
-            sink = cls(section, topics, listener, running.spool if running is not None else spool,
+            sink = cls(section, topics, listener, carried if carried is not None else spool,
                        section.client_id or f"noisewatch-{config.device_id}", config.mqtt_password(), thresholds,
                        None if running is None else running._open_events, None if running is None else running._recent)
         except BaseException as exc:
             for lock in locks:
                 lock.release()
+            if running is not None:
+                running._handing_over = False  # refused: it serves on, and moves its spool as it would have
             if isinstance(exc, OSError):
                 raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
             raise
@@ -436,6 +447,14 @@ class MqttSink:
                 sink._disk_probe = running._disk_probe
         sink.start()
         return sink
+
+    def _hand_over(self) -> tuple[Spool, Spool | None]:
+        """This sink's spool and the one its waiting move goes to, for the sink a reload builds to replace it, whose
+        move that is from now on: this pump moves nothing more. A reload while a move waited (a full disk) had both
+        pumps move, into two Spools on one folder, and the messages of the one nothing read stayed there."""
+        with self._disk_lock:
+            self._handing_over = True
+            return self.spool, None if self._move_to is None else self._move_to[1]
 
     def serves(self, config: Config, labels: Sequence[str], model_ident: str, version: str = __version__) -> bool:
         """True when a sink built from this config would be this one, but for its thresholds (``retune``) and its
@@ -563,6 +582,9 @@ class MqttSink:
         self._commands.put(_Close(deadline, connect_by=now + CLOSE_FLUSH_S / 2))
         self._pump.join(_remaining(deadline))
         self._stopping.set()
+        predecessor = self._predecessor
+        if predecessor is not None and not predecessor._stopping.is_set():  # a refused reload closes this one unused:
+            predecessor._handing_over = False  # the spool move the running sink waits for is its own again
         if self._connected and not self._successor_says_online_here():  # the pump has stopped: its flag is final
             info = self.client.publish(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
             try:
@@ -748,7 +770,8 @@ class MqttSink:
         except queue.Empty:
             pass
         self._watch_network()
-        if self._move_to is not None and not self._move_to[0]._pump.is_alive():
+        if (self._move_to is not None and not self._move_to[0]._pump.is_alive()
+                and time.monotonic() >= self._move_again_at):
             self._move_spool(self._move_to[1])
         if handed_over:
             self._predecessor = None  # forgotten: each reload's sink would keep the ones before it alive
@@ -839,24 +862,23 @@ class MqttSink:
         """Move every message of the old folder's spool (the replaced sink's unsent ones, then this sink's) to
         the new folder's, oldest first, and spool there from now on. Under the disk lock, so ``send`` appends to
         one or the other, never to the old one after the move. What was handed to paho goes again from the new
-        folder (at least once). A disk that refuses: logged once, the old folder serves on, tried again next pass."""
+        folder (at least once). A disk that refuses: logged once, the old folder serves on, tried again in MOVE_RETRY_S.
+        Not once a reload's sink replaces this one: the move is that sink's."""
         old = self.spool
         try:
             with self._disk_lock:
-                entries = old.after(0, old.depth)
-                _copy_all(entries, new)
-                for entry in entries:
-                    old.remove(entry.seq)
-                new.count_dropped_of(old)
-                self.spool, self._last_handed, self._move_to = new, 0, None
+                if self._handing_over:
+                    return
+                new.take_all(old)
+                self.spool, self._last_handed, self._move_to, self._move_error = new, 0, None, None
                 self._inflight.clear()
         except OSError as exc:
             if self._move_error is None:
                 log.error("MQTT spool: cannot move the unsent messages of %s to %s (%s); %s serves until it can",
                           old.directory, new.directory, exc.strerror or exc, old.directory)
             self._move_error = exc
+            self._move_again_at = time.monotonic() + MOVE_RETRY_S
             return
-        self._move_error = None
         log.warning("MQTT spool: now in %s (mqtt.spool.directory changed); the unsent messages of %s moved there",
                     new.directory, old.directory)
 
@@ -1191,19 +1213,6 @@ class MqttSink:
         while self._live and self._connected:
             message = self._live.popleft()
             self._publish(message.topic, message.payload, message.qos, message.retain)
-
-
-def _copy_all(entries: list[SpoolEntry], spool: Spool) -> None:
-    """Append ``entries`` to ``spool``, all or none: a disk with room for part of them (found by fault injection)
-    kept those in a folder nothing read until the rest fitted, while the later ones went out before them."""
-    copied: list[int] = []
-    try:
-        for entry in entries:
-            copied.append(spool.append(entry.topic, entry.payload, moved=entry))
-    except OSError:
-        for seq in copied:
-            spool.remove(seq)
-        raise
 
 
 def _folder_locks(running: MqttSink | None, folders: Sequence[tuple[str, Path]]) -> list[FolderLock]:

@@ -188,17 +188,10 @@ class Spool:
 
     # --- operations -----------------------------------------------------------------------------
 
-    def append(self, topic: str, payload: bytes, moved: SpoolEntry | None = None) -> int:
-        """Store a message durably (fsync) and return its sequence number; ``moved``: the same message in another
-        spool, whose age goes on here."""
-        created, since_boot = (self._clock(), self._boot_clock()) if moved is None else (moved.created, moved.since_boot)
-        boot = self._boot_id if since_boot is not None else ""
-        header = {"topic": topic, "created": created, "boot": boot, "since_boot": since_boot,
-                  "length": len(payload), "crc32": zlib.crc32(payload)}
-        data = json.dumps(header).encode() + b"\n" + payload
-        with self._lock:
-            seq = self._next_seq
-            self._next_seq += 1
+    def append(self, topic: str, payload: bytes) -> int:
+        """Store a message durably (fsync) and return its sequence number."""
+        data, meta = self._encode(topic, payload, self._clock(), self._boot_clock())
+        seq = self._take_seq()
         try:
             _write_durably(self._path(seq), data)
         except FileNotFoundError:
@@ -208,11 +201,37 @@ class Spool:
             log.warning("MQTT spool: %s is gone; making it again", self.directory)
             _write_durably(self._path(seq), data)
         with self._lock:
-            size = self._on_disk(len(data))
-            self._index[seq] = _Meta(size, created, since_boot if boot else None)
-            self._bytes += size
+            self._index[seq] = meta
+            self._bytes += meta.size
         self._enforce_size()
         return seq
+
+    def take_all(self, earlier: Spool) -> None:
+        """Move every message of ``earlier`` (the folder a reload left) here, oldest first, with their ages and its
+        drop count; all or none. OSError, with none of them left here, when this disk cannot take them all: asked
+        first, without a write (moved one by one, a disk with room for part kept that part where nothing read it
+        until the rest fitted, and later messages went out before it). The bounds hold once all are here: a drop is
+        counted once, not at each attempt."""
+        self._check_room([self._on_disk(size) for size in earlier._sizes()])
+        entries = earlier.after(0, earlier.depth)
+        written: list[tuple[int, _Meta]] = []
+        try:
+            for entry in entries:
+                data, meta = self._encode(entry.topic, entry.payload, entry.created, entry.since_boot)
+                written.append((self._take_seq(), meta))
+                _write_durably(self._path(written[-1][0]), data)
+        except OSError:
+            for seq, _ in written:
+                _unlink_quietly(self._path(seq))
+            raise
+        with self._lock:
+            for seq, meta in written:
+                self._index[seq] = meta
+                self._bytes += meta.size
+            self.dropped += earlier.dropped  # ``spool_dropped`` counts for the listener's life
+        for entry in entries:
+            earlier.remove(entry.seq)
+        self._hold_bounds()
 
     def after(self, seq: int, limit: int) -> list[SpoolEntry]:
         """Up to ``limit`` readable messages with a sequence number above ``seq``, oldest first."""
@@ -274,12 +293,6 @@ class Spool:
         self.max_age_s = max_age_h * HOUR_S
         self._hold_bounds()
 
-    def count_dropped_of(self, earlier: Spool) -> None:
-        """Go on from the drop count of ``earlier``, the spool whose messages a reload moved here: ``spool_dropped``
-        counts for the listener's life (Home Assistant's "Events lost" fell back at a change of folder)."""
-        with self._lock:
-            self.dropped += earlier.dropped
-
     def prune(self) -> int:
         """Drop messages older than the age bound; returns how many were dropped."""
         now, since_boot = self._clock(), self._boot_clock()
@@ -297,6 +310,32 @@ class Spool:
         if not self._boot_id or header.get("boot") != self._boot_id:
             return None
         return float(header["since_boot"])
+
+    def _encode(self, topic: str, payload: bytes, created: float, since_boot: float | None) -> tuple[bytes, _Meta]:
+        """A message's file (header line, then the payload) and what the index keeps of it."""
+        boot = self._boot_id if since_boot is not None else ""
+        header = {"topic": topic, "created": created, "boot": boot, "since_boot": since_boot,
+                  "length": len(payload), "crc32": zlib.crc32(payload)}
+        data = json.dumps(header).encode() + b"\n" + payload
+        return data, _Meta(self._on_disk(len(data)), created, since_boot if boot else None)
+
+    def _take_seq(self) -> int:
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+        return seq
+
+    def _sizes(self) -> list[int]:
+        with self._lock:
+            return [meta.size for meta in self._index.values()]
+
+    def _check_room(self, sizes: list[int]) -> None:
+        """OSError unless this disk takes files of ``sizes`` (whole blocks) now, as a write would say it."""
+        disk = os.statvfs(_nearest_folder(self.directory))
+        if disk.f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.directory))
+        if disk.f_bavail * disk.f_frsize < sum(sizes) or (disk.f_files > 0 and disk.f_favail < len(sizes)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.directory))
 
     def _on_disk(self, length: int) -> int:
         """Bytes a file of ``length`` bytes takes on this file system: whole blocks."""
