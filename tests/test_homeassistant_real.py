@@ -384,7 +384,8 @@ def test_the_docs_siren_started_automation_fires_once_per_siren_not_when_the_lis
 
     example = docs_yaml_block("sound_started")
     template = example["condition"][0]["value_template"]
-    first_line = re.compile(r"trigger\.from_state is not none\s+and 'unavailable' not in \[[^\]]*\]\s+and ")
+    first_line = re.compile(r"trigger\.from_state is not none and trigger\.to_state is not none\s+"
+                            r"and 'unavailable' not in \[[^\]]*\]\s+and ")
     assert first_line.search(template), template
     careless = {**example, "condition": [{**example["condition"][0], "value_template": first_line.sub("", template)}]}
     automations = [{"id": name, "alias": name, **body,
