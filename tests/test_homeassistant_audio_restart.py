@@ -1,0 +1,77 @@
+"""The Audio input problem sensor across a restart, in a real Home Assistant 2024.3.3 (marked ``homeassistant``;
+skipped without its venv)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from home_assistant import HASS, HomeAssistant
+from mqtt_broker import HOST, Broker, Collector, wait_until
+from test_homeassistant_real import DEVICE, ENTITY
+
+pytestmark = [
+    pytest.mark.homeassistant, pytest.mark.broker, pytest.mark.slow,
+    pytest.mark.skipif(not HASS.exists(), reason=f"no Home Assistant venv at {HASS.parent.parent} "
+                       "(make it with ../shared/tools/ha-check/setup.sh)"),
+]
+
+
+def test_a_restart_after_a_lost_microphone_does_not_flash_the_audio_input_problem(broker: Broker,
+                                                                                  tmp_path: Path) -> None:
+    """Found by a helper's first hour with a real Home Assistant: a run that ended with its input lost (a file that
+    could not be read, a microphone unplugged) leaves ``audio_error`` retained; the next start said ``online`` before
+    its ``listening``, so Home Assistant showed the old problem as current for a moment (Audio input unavailable ->
+    on -> off) and an automation on the problem sensor turning on (a "microphone lost" notification) fired at every
+    such start. The latest audio state goes before the ``online``, as the announcement means to."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    problem = ENTITY.format("binary_sensor", "audio_input")
+    automation = {"id": "mic_lost", "alias": "mic_lost",
+                  "trigger": [{"platform": "state", "entity_id": problem, "to": "on"}],
+                  "action": [{"service": "counter.increment", "target": {"entity_id": "counter.mic_lost"}}]}
+    (tmp_path / "ha").mkdir()
+    (tmp_path / "ha" / "automations.yaml").write_text(yaml.safe_dump([automation]))
+    ha = HomeAssistant(tmp_path / "ha", broker.port, "automation: !include automations.yaml\ncounter:\n  mic_lost:\n")
+
+    def sink() -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+
+    def count() -> str | None:
+        return (ha.state("counter.mic_lost") or {}).get("state")
+
+    try:
+        ha.wait_ready()
+        first = sink()
+        try:
+            first.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+            assert ha.wait_state(problem, "off", 30), ha.state(problem)
+            first.send(stamped(Status(AudioState.AUDIO_ERROR, source="USB", error="USB: device unplugged"), DEVICE))
+            assert ha.wait_state(problem, "on", 10), ha.state(problem)
+            assert wait_until(lambda: count() == "1", 10), count()
+        finally:
+            first.close()
+        assert ha.wait_state(problem, "unavailable", 10), ha.state(problem)
+        wire = Collector(broker.port, f"noisewatch/{DEVICE}/#")
+        try:
+            again = sink()  # the next start: its input is heard again, said as the daemon does, before it connects
+            again.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+            try:
+                assert ha.wait_state(problem, "off", 15), ha.state(problem)
+                time.sleep(1)  # the automation has run, had it triggered
+                assert count() == "1", "Home Assistant showed the last run's lost input as current at the start"
+                live = [(topic.rsplit("/", 1)[1], payload) for topic, payload, retained in wire.messages
+                        if not retained and topic in (f"noisewatch/{DEVICE}/audio", f"noisewatch/{DEVICE}/status")]
+                assert live and live[0][0] == "audio" and b'"listening"' in live[0][1], live  # before its online
+            finally:
+                again.close()
+        finally:
+            wire.close()
+    finally:
+        ha.stop()
