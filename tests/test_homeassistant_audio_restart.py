@@ -75,3 +75,69 @@ def test_a_restart_after_a_lost_microphone_does_not_flash_the_audio_input_proble
             wire.close()
     finally:
         ha.stop()
+
+
+def test_a_restart_after_a_refusing_spool_disk_does_not_flash_the_spool_disk_problem(broker: Broker,
+                                                                                     tmp_path: Path) -> None:
+    """Found with the test above: the first ``stats`` report of a start went after its ``online`` as well, so the
+    last run's retained report (its spool's disk refusing writes, a day of uptime) was shown as current for a moment:
+    Spool disk unavailable -> on -> off, and Uptime a day before 0.2 s."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Stats, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    problem, uptime = ENTITY.format("binary_sensor", "spool_disk"), ENTITY.format("sensor", "uptime")
+    automation = {"id": "disk", "alias": "disk",
+                  "trigger": [{"platform": "state", "entity_id": problem, "to": "on"}],
+                  "action": [{"service": "counter.increment", "target": {"entity_id": "counter.disk"}}]}
+    (tmp_path / "ha").mkdir()
+    (tmp_path / "ha" / "automations.yaml").write_text(yaml.safe_dump([automation]))
+    ha = HomeAssistant(tmp_path / "ha", broker.port, "automation: !include automations.yaml\ncounter:\n  disk:\n")
+
+    def sink() -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+        return MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+
+    def stats(uptime_s: float, disk_error: str | None = None) -> Stats:
+        return stamped(Stats(uptime_s=uptime_s, audio_s=uptime_s, windows=0, gated_windows=0, events=0,
+                             input_overflows=0, dropped_frames=0, nonfinite_samples=0, source="USB",
+                             model="urban11@test", runtime="ai_edge_litert", version="0.1.0", spool_depth=0,
+                             spool_disk_error=disk_error), DEVICE)
+
+    def count() -> str | None:
+        return (ha.state("counter.disk") or {}).get("state")
+
+    try:
+        ha.wait_ready()
+        first = sink()  # a run: announced, then offline
+        try:
+            first.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+            first.send(stats(0.2))
+            assert ha.wait_state(problem, "off", 30), ha.state(problem)
+        finally:
+            first.close()
+        assert ha.wait_state(problem, "unavailable", 10), ha.state(problem)
+        # what a run whose spool's disk refused writes to its end leaves retained: its last report says so
+        left = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        left.connect(HOST, broker.port)
+        left.loop_start()
+        left.publish(f"noisewatch/{DEVICE}/stats", stats(86400.0, "read-only file system").encode(), 1,
+                     True).wait_for_publish(5)
+        left.disconnect()
+        left.loop_stop()
+        again = sink()  # the next start: its first report, sent as the daemon does, before it connects
+        again.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+        again.send(stats(0.2))
+        try:
+            assert ha.wait_state(problem, "off", 15), ha.state(problem)
+            assert ha.wait_state(uptime, "0.2", 5), ha.state(uptime)
+            time.sleep(1)  # the automation has run, had it triggered
+            assert count() == "0", "Home Assistant showed the last run's refusing disk as current at the start"
+        finally:
+            again.close()
+    finally:
+        ha.stop()

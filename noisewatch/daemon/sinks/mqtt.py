@@ -1020,15 +1020,18 @@ class MqttSink:
         """On every (re)connect: the audio state, every label's retained state and threshold, discovery (clearing
         what an earlier run announced and this one does not), then online: the states first, or Home Assistant
         shows a label ON from before a crash as available and ON until its OFF arrives (a false "on")."""
-        status = self._audio_status  # a mute or lost input said during a long outage is not lost with it
-        if status is not None:
-            # now, not from the live queue after the online (where a start's first one still waits): the last run's
-            # retained state (a lost input) was shown as current, and Audio input went on for a moment
-            if any(waiting.topic == status.topic for waiting in self._live):
-                kept = [waiting for waiting in self._live if waiting.topic != status.topic]  # older: superseded
+        # the audio state (a mute or lost input said during a long outage is not lost with it) and the latest stats
+        # report now, not from the live queue after the online (where a start's first ones still wait): the last
+        # run's retained ones were shown as current, and Audio input (a lost input) or Spool disk (a refusing disk)
+        # went on for a moment, with that run's uptime
+        for latest in (self._audio_status, self._periodic.get(self.topics.stats)):
+            if latest is None:
+                continue
+            if any(waiting.topic == latest.topic for waiting in self._live):
+                kept = [waiting for waiting in self._live if waiting.topic != latest.topic]  # older: superseded
                 self._live.clear()
                 self._live.extend(kept)
-            self._publish(status.topic, status.payload, status.qos, status.retain)
+            self._publish(latest.topic, latest.payload, latest.qos, latest.retain)
         for label, state in self._states.snapshot().items():
             self._publish(self.topics.state(label), state.encode(), QOS_AT_LEAST_ONCE, True)
         self._thresholds.publish_all()
