@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -82,6 +83,11 @@ class HomeAssistant:
     @property
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def complaints(self, about: str) -> list[str]:
+        """Its log's WARNING and ERROR lines that match ``about`` (a regular expression, any case)."""
+        return [line for line in self.log_text.splitlines()
+                if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(about, line, re.I)]
 
     def wait_ready(self) -> None:
         """Until HA is initialised and a token is obtained; RuntimeError if it exits or takes too long."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -64,8 +63,7 @@ def test_the_docs_siren_started_automation_logs_no_error_when_its_entity_is_remo
             assert ha.state("counter.siren_started")["state"] == "1"  # type: ignore[index]
         finally:
             reloaded.close()
-        complaints = [line for line in ha.log_text.splitlines()
-                      if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"template|condition|siren", line, re.I)]
+        complaints = ha.complaints(r"template|condition|siren")
         assert not complaints, "\n".join(complaints)
     finally:
         ha.stop()

@@ -149,8 +149,7 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     assert wait_until(lambda: ha.state(ENTITY.format("number", "siren_threshold")) is None, 10)
     assert ha.state(ENTITY.format("binary_sensor", "dog_bark")) is not None
 
-    complaints = [line for line in ha.log_text.splitlines()
-                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest", line, re.I)]
+    complaints = ha.complaints(r"mqtt|noisewatch|hatest")
     assert not complaints, "\n".join(complaints)
 
 
@@ -279,8 +278,7 @@ def test_a_first_install_s_spooled_events_and_a_renamed_device_reach_home_assist
         time.sleep(3)  # the old device's retained states are cleared once Home Assistant has let go of them
     finally:
         renamed.close()
-    complaints = [line for line in ha.log_text.splitlines()
-                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest|value_json", line, re.I)]
+    complaints = ha.complaints(r"mqtt|noisewatch|hatest|value_json")
     assert not complaints, "\n".join(complaints)
 
 
@@ -362,8 +360,7 @@ def test_a_short_run_that_renames_the_device_leaves_its_old_states_to_the_next_r
         assert wait_until(lambda: not retained_under(f"noisewatch/{DEVICE}"), 15)
     finally:
         again.close()
-    complaints = [line for line in ha.log_text.splitlines()
-                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest|value_json", line, re.I)]
+    complaints = ha.complaints(r"mqtt|noisewatch|hatest|value_json")
     assert not complaints, "\n".join(complaints)
 
 
@@ -709,8 +706,7 @@ def test_a_microphone_calibrated_after_a_run_without_gives_no_template_warnings(
         assert ha.wait_state(pressure, "52.8")
     finally:
         calibrated.close()
-    complaints = [line for line in ha.log_text.splitlines()
-                  if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest|value_json", line, re.I)]
+    complaints = ha.complaints(r"mqtt|noisewatch|hatest|value_json")
     assert not complaints, "\n".join(complaints)
 
 
@@ -860,8 +856,7 @@ def test_entities_removed_while_home_assistant_was_down_go_when_it_is_back(broke
         finally:
             renamed.close()
             cleared.close()
-        complaints = [line for line in ha.log_text.splitlines()
-                      if re.search(r"\b(WARNING|ERROR)\b", line) and re.search(r"mqtt|noisewatch|hatest", line, re.I)]
+        complaints = ha.complaints(r"mqtt|noisewatch|hatest")
         assert not complaints, "\n".join(complaints)
     finally:
         ha.stop()

@@ -541,48 +541,15 @@ def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: 
     assert any(m["type"] == "event" for m in read_jsonl(out))
 
 
+@pytest.mark.parametrize("reloads", [1, 2], ids=["one_reload", "a_second_while_it_opens"])
 def test_a_reload_that_names_another_microphone_says_it_listens_on_that_one(repo_root: Path, tmp_path: Path,
-                                                                           monkeypatch) -> None:
+                                                                           monkeypatch, reloads: int) -> None:
     """Found reading the reload path: a reload that named another microphone reopened the input, but the service
     was still "listening", so nothing said the new device: the retained audio topic and Home Assistant's Audio
-    input kept the old one's name for good; and the old one's status went to the new sinks first."""
+    input kept the old one's name for good; and the old one's status went to the new sinks first. A review found
+    the same with a second reload (logrotate's) while MicB was open but not yet giving audio (settling): MicA's
+    "listening" said to the new sinks, with MicA closed."""
     import threading
-
-    from noisewatch.daemon import service as service_module
-    from noisewatch.daemon import setup as setup_module
-    from noisewatch.daemon.service import Service, Signals
-
-    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _Named(
-        repo_root / "samples" / "scene.flac", audio))
-    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)  # both microphones are there
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("audio:\n  device: MicA\n")
-    signals = Signals()
-    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
-
-    def name_another_microphone() -> None:
-        try:
-            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
-            config.write_text("audio:\n  device: MicB\n")
-            signals.reload.set()
-            _wait_for(out, lambda ms: any(m["type"] == "status" and m["source"] == "MicB" for m in ms), 10)
-        finally:
-            signals.stop.set()  # a failure ends, rather than hangs, the test
-
-    threading.Thread(target=name_another_microphone, daemon=True).start()
-    assert service.run() == 0
-    said = [(m["state"], m["source"]) for m in read_jsonl(out) if m["type"] == "status"]
-    assert said == [("listening", "MicA"), ("listening", "MicB")], said
-
-
-def test_a_second_reload_while_another_microphone_opens_does_not_say_the_closed_one(
-        repo_root: Path, tmp_path: Path, monkeypatch) -> None:
-    """A review found it: MicB, named by a reload, open but not yet giving audio (a USB microphone settling), and a
-    second reload then (logrotate's) said MicA's "listening" to the new sinks, with MicA closed."""
-    import threading
-
-    from noisewatch.daemon import service as service_module
-    from noisewatch.daemon import setup as setup_module
 
     class _Settling(_Named):
         def _replay(self) -> None:
@@ -590,26 +557,22 @@ def test_a_second_reload_while_another_microphone_opens_does_not_say_the_closed_
                 return
             super()._replay()
 
-    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _Settling(
+    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, lambda audio: _Settling(
         repo_root / "samples" / "scene.flac", audio))
-    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("audio:\n  device: MicA\n")
-    signals = service_module.Signals()
-    service = service_module.Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
 
-    def two_reloads() -> None:
+    def name_another_microphone() -> None:
         try:
             _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
             config.write_text("audio:\n  device: MicB\n")
             signals.reload.set()
-            time.sleep(1.0)  # MicB open, no audio yet
-            signals.reload.set()
+            if reloads == 2:
+                time.sleep(1.0)  # MicB open, no audio yet
+                signals.reload.set()
             _wait_for(out, lambda ms: any(m["type"] == "status" and m["source"] == "MicB" for m in ms), 10)
         finally:
-            signals.stop.set()
+            signals.stop.set()  # a failure ends, rather than hangs, the test
 
-    threading.Thread(target=two_reloads, daemon=True).start()
+    threading.Thread(target=name_another_microphone, daemon=True).start()
     assert service.run() == 0
     said = [(m["state"], m["source"]) for m in read_jsonl(out) if m["type"] == "status"]
     assert said == [("listening", "MicA"), ("listening", "MicB")], said
@@ -622,19 +585,13 @@ def test_a_reload_that_reopens_a_muted_microphone_does_not_say_it_listens(tmp_pa
     import threading
 
     from noisewatch.daemon import service as service_module
-    from noisewatch.daemon import setup as setup_module
     from noisewatch.daemon.levels import DigitalSilence
 
     rate = 16000
     recording = tmp_path / "muted.flac"
     sf.write(recording, np.zeros(60 * rate, np.float32), rate)
     monkeypatch.setattr(service_module, "DigitalSilence", lambda: DigitalSilence(1.0))  # silent after 1 s, not 60
-    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _Named(recording, audio))
-    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("audio:\n  device: MicA\n")
-    signals = service_module.Signals()
-    service = service_module.Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, lambda audio: _Named(recording, audio))
 
     def retune_the_gate() -> None:
         try:
@@ -840,6 +797,20 @@ class _LiveReplay(FileSource):
     """A real file source that reports itself live (a microphone): the checks only live inputs get apply."""
 
     live = True
+
+
+def _service_on_mic_a(tmp_path: Path, monkeypatch, open_named):
+    """A service on ``audio.device: MicA`` (JSON lines out): its config, output, signals and the service. Every
+    device a config names is there, and opens as ``open_named(audio)``."""
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon import setup as setup_module
+
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: open_named(audio))
+    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: MicA\n")
+    signals = service_module.Signals()
+    return config, out, signals, service_module.Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
 
 
 class _Named(_LiveReplay):
