@@ -812,16 +812,7 @@ def test_f07_a_reload_while_a_spool_move_waits_for_room_loses_no_event(
     nothing read: 5 of 6 events waited for the next start, then went out of order."""
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
-    broker.stop()
-    first = MqttSink.from_config(_spool_config(tmp_path, broker, tmp_path / "spool"), *SINK_LABELS)
-    waiting = [closed_event(f"waiting-{i}", i) for i in range(5)]
-    for ev in waiting:
-        first.send(ev)
-    moved = _spool_config(tmp_path, broker, small_disk / "spool")
-    filler = fill(small_disk)
-    second = MqttSink.from_config(moved, *SINK_LABELS, running=first)
-    first.close()
-    assert wait_until(lambda: second.health()["spool_disk_error"] is not None, 10)
+    moved, second, waiting, filler = _a_spool_move_waiting_for_room(tmp_path, small_disk, broker, 5)
     third = MqttSink.from_config(moved, *SINK_LABELS, {"siren": 0.7, "dog_bark": 0.6}, running=second)
     filler.unlink()  # the disk frees as the reload goes on
     second.close()
@@ -835,6 +826,44 @@ def test_f07_a_reload_while_a_spool_move_waits_for_room_loses_no_event(
             event_ids(collector)
     finally:
         third.close()
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("no_home_assistant")
+def test_f07_a_refused_reload_gives_the_waiting_spool_move_back_to_the_running_sink(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector) -> None:
+    """A reload hands a waiting move to the sink it builds; refused after that (the JSON-lines sink would not open),
+    it closes that sink unused, and the running one, still serving, must move its spool once the disk frees."""
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    moved, running, waiting, filler = _a_spool_move_waiting_for_room(tmp_path, small_disk, broker, 3)
+    try:
+        MqttSink.from_config(moved, *SINK_LABELS, {"siren": 0.7, "dog_bark": 0.6}, running=running).close()
+        filler.unlink()
+        assert wait_until(lambda: running.spool.directory == small_disk / "spool", 15)
+        broker.start()
+        assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in waiting], timeout=15), \
+            event_ids(collector)
+    finally:
+        running.close()
+
+
+def _a_spool_move_waiting_for_room(tmp_path: Path, small_disk: Path, broker: Broker, count: int):
+    """With the broker away, ``count`` events in a sink's spool, then a reload to a folder on ``small_disk``, filled:
+    the new config, the sink whose move waits for room (said as its spool disk error), the events, the filler."""
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    broker.stop()
+    first = MqttSink.from_config(_spool_config(tmp_path, broker, tmp_path / "spool"), *SINK_LABELS)
+    waiting = [closed_event(f"waiting-{i}", i) for i in range(count)]
+    for ev in waiting:
+        first.send(ev)
+    moved = _spool_config(tmp_path, broker, small_disk / "spool")
+    filler = fill(small_disk)
+    replacing = MqttSink.from_config(moved, *SINK_LABELS, running=first)
+    first.close()
+    assert wait_until(lambda: replacing.health()["spool_disk_error"] is not None, 10)
+    return moved, replacing, waiting, filler
 
 
 SINK_LABELS = (["siren", "dog_bark"], "urban11@test", {"siren": 0.6, "dog_bark": 0.6})

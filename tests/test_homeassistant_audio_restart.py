@@ -12,11 +12,35 @@ from home_assistant import HASS, HomeAssistant
 from mqtt_broker import HOST, Broker, Collector, wait_until
 from test_homeassistant_real import DEVICE, ENTITY
 
+from noisewatch.config import Config
+from noisewatch.daemon.sinks.mqtt import MqttSink
+
 pytestmark = [
     pytest.mark.homeassistant, pytest.mark.broker, pytest.mark.slow,
     pytest.mark.skipif(not HASS.exists(), reason=f"no Home Assistant venv at {HASS.parent.parent} "
                        "(make it with ../shared/tools/ha-check/setup.sh)"),
 ]
+
+
+COUNTER = "turned_on"
+"""The counter an automation increments each time the watched problem sensor turns on."""
+
+
+def _counting_turns_on(tmp_path: Path, broker: Broker, problem: str) -> HomeAssistant:
+    """A Home Assistant (not started) whose automation counts each time ``problem`` turns on."""
+    automation = {"id": COUNTER, "alias": COUNTER,
+                  "trigger": [{"platform": "state", "entity_id": problem, "to": "on"}],
+                  "action": [{"service": "counter.increment", "target": {"entity_id": f"counter.{COUNTER}"}}]}
+    (tmp_path / "ha").mkdir()
+    (tmp_path / "ha" / "automations.yaml").write_text(yaml.safe_dump([automation]))
+    return HomeAssistant(tmp_path / "ha", broker.port, f"automation: !include automations.yaml\ncounter:\n  {COUNTER}:\n")
+
+
+def _sink(tmp_path: Path, broker: Broker) -> MqttSink:
+    """A listener's MQTT sink, as a run of the daemon builds it (one spool folder for every run of the test)."""
+    config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+    return MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
 
 
 def test_a_restart_after_a_lost_microphone_does_not_flash_the_audio_input_problem(broker: Broker,
@@ -26,29 +50,17 @@ def test_a_restart_after_a_lost_microphone_does_not_flash_the_audio_input_proble
     its ``listening``, so Home Assistant showed the old problem as current for a moment (Audio input unavailable ->
     on -> off) and an automation on the problem sensor turning on (a "microphone lost" notification) fired at every
     such start. The latest audio state goes before the ``online``, as the announcement means to."""
-    from noisewatch.config import Config
     from noisewatch.daemon.messages import AudioState, Status, stamped
-    from noisewatch.daemon.sinks.mqtt import MqttSink
 
     problem = ENTITY.format("binary_sensor", "audio_input")
-    automation = {"id": "mic_lost", "alias": "mic_lost",
-                  "trigger": [{"platform": "state", "entity_id": problem, "to": "on"}],
-                  "action": [{"service": "counter.increment", "target": {"entity_id": "counter.mic_lost"}}]}
-    (tmp_path / "ha").mkdir()
-    (tmp_path / "ha" / "automations.yaml").write_text(yaml.safe_dump([automation]))
-    ha = HomeAssistant(tmp_path / "ha", broker.port, "automation: !include automations.yaml\ncounter:\n  mic_lost:\n")
-
-    def sink() -> MqttSink:
-        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
-            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
-        return MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+    ha = _counting_turns_on(tmp_path, broker, problem)
 
     def count() -> str | None:
-        return (ha.state("counter.mic_lost") or {}).get("state")
+        return (ha.state(f"counter.{COUNTER}") or {}).get("state")
 
     try:
         ha.wait_ready()
-        first = sink()
+        first = _sink(tmp_path, broker)
         try:
             first.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
             assert ha.wait_state(problem, "off", 30), ha.state(problem)
@@ -60,7 +72,7 @@ def test_a_restart_after_a_lost_microphone_does_not_flash_the_audio_input_proble
         assert ha.wait_state(problem, "unavailable", 10), ha.state(problem)
         wire = Collector(broker.port, f"noisewatch/{DEVICE}/#")
         try:
-            again = sink()  # the next start: its input is heard again, said as the daemon does, before it connects
+            again = _sink(tmp_path, broker)  # the next start: its input heard again, said before it connects
             again.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
             try:
                 assert ha.wait_state(problem, "off", 15), ha.state(problem)
@@ -85,22 +97,10 @@ def test_a_restart_after_a_refusing_spool_disk_does_not_flash_the_spool_disk_pro
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from noisewatch.config import Config
     from noisewatch.daemon.messages import AudioState, Stats, Status, stamped
-    from noisewatch.daemon.sinks.mqtt import MqttSink
 
     problem, uptime = ENTITY.format("binary_sensor", "spool_disk"), ENTITY.format("sensor", "uptime")
-    automation = {"id": "disk", "alias": "disk",
-                  "trigger": [{"platform": "state", "entity_id": problem, "to": "on"}],
-                  "action": [{"service": "counter.increment", "target": {"entity_id": "counter.disk"}}]}
-    (tmp_path / "ha").mkdir()
-    (tmp_path / "ha" / "automations.yaml").write_text(yaml.safe_dump([automation]))
-    ha = HomeAssistant(tmp_path / "ha", broker.port, "automation: !include automations.yaml\ncounter:\n  disk:\n")
-
-    def sink() -> MqttSink:
-        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
-            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
-        return MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+    ha = _counting_turns_on(tmp_path, broker, problem)
 
     def stats(uptime_s: float, disk_error: str | None = None) -> Stats:
         return stamped(Stats(uptime_s=uptime_s, audio_s=uptime_s, windows=0, gated_windows=0, events=0,
@@ -109,11 +109,11 @@ def test_a_restart_after_a_refusing_spool_disk_does_not_flash_the_spool_disk_pro
                              spool_disk_error=disk_error), DEVICE)
 
     def count() -> str | None:
-        return (ha.state("counter.disk") or {}).get("state")
+        return (ha.state(f"counter.{COUNTER}") or {}).get("state")
 
     try:
         ha.wait_ready()
-        first = sink()  # a run: announced, then offline
+        first = _sink(tmp_path, broker)  # a run: announced, then offline
         try:
             first.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
             first.send(stats(0.2))
@@ -129,7 +129,7 @@ def test_a_restart_after_a_refusing_spool_disk_does_not_flash_the_spool_disk_pro
                      True).wait_for_publish(5)
         left.disconnect()
         left.loop_stop()
-        again = sink()  # the next start: its first report, sent as the daemon does, before it connects
+        again = _sink(tmp_path, broker)  # the next start: its first report, sent as the daemon does, before it connects
         again.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
         again.send(stats(0.2))
         try:

@@ -1266,6 +1266,19 @@ def test_a_threshold_set_from_home_assistant_is_kept_shown_and_handed_to_the_det
     assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.93}
 
 
+def test_a_threshold_set_from_home_assistant_stays_under_a_new_device_id(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """docs/homeassistant.md: a new ``device_id`` is a new device, but the thresholds set from Home Assistant stay
+    (kept in ``mqtt.state_directory``, not by device)."""
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"])  # subscribed by now
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "0.93", qos=1)
+    assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.93}, timeout=5)
+    sink.close()
+    renamed = open_sink(Config.model_validate({"device_id": "garden", "mqtt": mqtt_settings(tmp_path, broker.port)}))
+    assert renamed.threshold_overrides() == {"siren": 0.93}
+
+
 def test_the_reset_button_forgets_the_thresholds_set_from_home_assistant(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -1365,16 +1378,20 @@ def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink
     assert [e["id"] for e in recent] == [ev.id for ev in sent]
 
 
+def _sink_with_the_broker_away(tmp_path: Path, broker: Broker) -> tuple[Config, MqttSink, dict[str, float]]:
+    """A sink started with the broker stopped (what it is sent waits in its spool): its config, it, its thresholds."""
+    broker.stop()
+    config, thresholds = make_config(tmp_path, broker.port), {label: 0.6 for label in LABELS}
+    return config, MqttSink.from_config(config, LABELS, MODEL, thresholds), thresholds
+
+
 @pytest.mark.usefixtures("no_home_assistant")
 def test_a_reload_to_another_spool_folder_takes_the_unsent_events_along_in_order(tmp_path: Path, broker: Broker,
                                                                                   collector: Collector) -> None:
     """Found by fault injection: a reload that changed ``mqtt.spool.directory`` while the broker was away left
     the old folder's events there for good (nothing reads it any more). Moved after the new sink's own, an
     event's end then reached the broker before its start (found by review): the order must hold across."""
-    broker.stop()
-    thresholds = {label: 0.6 for label in LABELS}
-    first = make_config(tmp_path, broker.port)
-    running = MqttSink.from_config(first, LABELS, MODEL, thresholds)
+    first, running, thresholds = _sink_with_the_broker_away(tmp_path, broker)
     waiting = [event(i) for i in range(3)]
     for ev in waiting:
         running.send(started(ev))
@@ -1405,10 +1422,7 @@ def test_a_reload_that_spells_its_folders_otherwise_keeps_them(tmp_path: Path, b
     """Found by fault injection: a spool folder written another way (``/x/../x/spool``, or through a symlink) was
     taken for another folder, and every reload was refused as "in use by another noisewatch listener": its own
     lock. Nor may such a reload move the spool into itself: the waiting events go out, in order."""
-    broker.stop()
-    thresholds = {label: 0.6 for label in LABELS}
-    first = make_config(tmp_path, broker.port)
-    running = MqttSink.from_config(first, LABELS, MODEL, thresholds)
+    first, running, thresholds = _sink_with_the_broker_away(tmp_path, broker)
     waiting = [event(i) for i in range(3)]
     for ev in waiting:
         running.send(ev)

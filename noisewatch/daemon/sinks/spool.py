@@ -167,14 +167,10 @@ class Spool:
         if not self.directory.is_dir() and not self.directory.parent.is_dir():
             return os.strerror(errno.ENOENT)
         try:
-            disk = os.statvfs(_nearest_folder(self.directory))
+            refusal = self._refusal([1])
         except OSError as exc:
             return exc.strerror or str(exc)
-        if disk.f_flag & os.ST_RDONLY:
-            return os.strerror(errno.EROFS)
-        if disk.f_bavail == 0 or (disk.f_files > 0 and disk.f_favail == 0):  # f_files 0: no inode count (btrfs)
-            return os.strerror(errno.ENOSPC)
-        return None
+        return None if refusal is None else os.strerror(refusal)
 
     def has_after(self, seq: int) -> bool:
         """Whether a message with a sequence number above ``seq`` is waiting."""
@@ -212,7 +208,9 @@ class Spool:
         first, without a write (moved one by one, a disk with room for part kept that part where nothing read it
         until the rest fitted, and later messages went out before it). The bounds hold once all are here: a drop is
         counted once, not at each attempt."""
-        self._check_room([self._on_disk(size) for size in earlier._sizes()])
+        refusal = self._refusal([self._on_disk(size) for size in earlier._sizes()])
+        if refusal is not None:
+            raise OSError(refusal, os.strerror(refusal), str(self.directory))
         entries = earlier.after(0, earlier.depth)
         written: list[tuple[int, _Meta]] = []
         try:
@@ -329,13 +327,15 @@ class Spool:
         with self._lock:
             return [meta.size for meta in self._index.values()]
 
-    def _check_room(self, sizes: list[int]) -> None:
-        """OSError unless this disk takes files of ``sizes`` (whole blocks) now, as a write would say it."""
+    def _refusal(self, sizes: list[int]) -> int | None:
+        """The errno writing files of ``sizes`` bytes would meet on this disk now (EROFS, ENOSPC), or None: asked
+        (statvfs), not tried. f_files 0: a file system with no inode count (btrfs)."""
         disk = os.statvfs(_nearest_folder(self.directory))
         if disk.f_flag & os.ST_RDONLY:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.directory))
+            return errno.EROFS
         if disk.f_bavail * disk.f_frsize < sum(sizes) or (disk.f_files > 0 and disk.f_favail < len(sizes)):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.directory))
+            return errno.ENOSPC
+        return None
 
     def _on_disk(self, length: int) -> int:
         """Bytes a file of ``length`` bytes takes on this file system: whole blocks."""
