@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -1279,6 +1280,33 @@ def test_a_refused_reload_keeps_the_running_spool_bounds_and_what_they_keep(tmp_
         with pytest.raises(ConfigError, match="jsonl.path"):
             open_sinks(lowered, running)
         assert sink.spool.depth == 5 and sink.spool.dropped == 0
+    finally:
+        for opened in running:
+            opened.close()
+
+
+def test_a_refused_reload_leaves_no_closed_sink_alive(tmp_path: Path) -> None:
+    """A reload that built a new MQTT sink and was then refused (its JSON-lines file would not open) closes that sink;
+    the running one kept a link to it, and with it the closed client and its queues, until the next reload."""
+    from mqtt_broker import free_port
+
+    from noisewatch.daemon.setup import open_sinks
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    config = tmp_path / "c.yaml"
+    mqtt = f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+    config.write_text(mqtt)
+    running = open_sinks(prepare(str(config)))
+    try:
+        config.write_text(mqtt + f"loudness:\n  enabled: false\njsonl:\n  path: {tmp_path / 'x.jsonl'}\n")
+        rebuilt = prepare(str(config))  # other entities: a new MQTT sink
+        (tmp_path / "x.jsonl").mkdir()  # the JSON-lines file cannot open, after that sink was built
+        with pytest.raises(ConfigError, match="jsonl.path"):
+            open_sinks(rebuilt, running)
+        gc.collect()
+        (sink,) = running
+        alive = [o for o in gc.get_objects() if isinstance(o, MqttSink) and o.spool is sink.spool]  # this test's
+        assert alive == [sink]
     finally:
         for opened in running:
             opened.close()

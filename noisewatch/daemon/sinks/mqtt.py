@@ -584,7 +584,8 @@ class MqttSink:
         self._stopping.set()
         predecessor = self._predecessor
         if predecessor is not None and not predecessor._stopping.is_set():  # a refused reload closes this one unused:
-            predecessor._handing_over = False  # the spool move the running sink waits for is its own again
+            predecessor._handing_over = False  # the spool move the running sink waits for is its own again,
+            predecessor._successor = None  # and it keeps no closed sink (its client, its queues) alive
         if self._connected and not self._successor_says_online_here():  # the pump has stopped: its flag is final
             info = self.client.publish(self.topics.status, OFFLINE, qos=QOS_AT_LEAST_ONCE, retain=True)
             try:
