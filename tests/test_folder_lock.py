@@ -48,3 +48,22 @@ def test_a_listener_starting_while_check_config_looks_at_its_folder_is_not_refus
                                "except FolderInUse:\n sys.exit(3)", str(folder)], timeout=30).returncode == 3
     finally:
         held.release()
+
+
+def test_check_config_says_a_held_folder_once_under_two_spellings(tmp_path: Path) -> None:
+    """State and spool in one folder, spelled two ways (through a symlink, with ``..``): the listener takes one lock
+    (``same_folder``), so check-config says one folder held, not two, and not one under each spelling."""
+    folder = tmp_path / "noisewatch"
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(folder)
+    held = FolderLock.take(folder)
+    try:
+        for state, spool in ((tmp_path / "link", folder), (folder, tmp_path / "link" / ".." / "noisewatch")):
+            said = subprocess.run([sys.executable, "-c", "import sys\nfrom noisewatch.config import MqttSection\n"
+                                   "from noisewatch.daemon.sinks.mqtt import folders_in_use\n"
+                                   "section = MqttSection(state_directory=sys.argv[1], spool={'directory': sys.argv[2]})\n"
+                                   "print(folders_in_use(section))", str(state), str(spool)],
+                                  capture_output=True, text=True, timeout=60)
+            assert said.stdout.strip() == f"[('mqtt.state_directory', PosixPath('{state}'))]", said.stderr
+    finally:
+        held.release()
