@@ -78,8 +78,8 @@ def top_scores(label: str, score: float) -> Scores:
 
 def stats(uptime_s: float) -> Stats:
     """Health of a listener without an MQTT spool (its spool figures are None)."""
-    return Stats(uptime_s=uptime_s, audio_s=uptime_s, windows=9, gated_windows=2, events=1, input_overflows=0,
-                 dropped_frames=0, nonfinite_samples=0, source="USB", model="urban11@1", runtime="litert",
+    return Stats(uptime_s=uptime_s, started="2026-12-06T11:00:00.000Z", audio_s=uptime_s, windows=9, gated_windows=2,
+                 events=1, input_overflows=0, dropped_frames=0, nonfinite_samples=0, source="USB", model="urban11@1", runtime="litert",
                  version="0.1.0", device="kitchen")
 
 

@@ -233,7 +233,7 @@ def other_listener(prefix: str) -> list[Published]:
         messages.append((f"{prefix}/level", level.encode(), True))
     top = (Score("dog_bark", 0.88), Score("background", 0.07), Score("siren", 0.02))
     messages.append((f"{prefix}/scores", Scores(_stamp(13.0), 13.0, top, device).encode(), False))
-    stats = Stats(uptime_s=16.0, audio_s=16.0, windows=25, gated_windows=0, events=2, input_overflows=0,
+    stats = Stats(uptime_s=16.0, started="2026-12-06T11:00:00.000Z", audio_s=16.0, windows=25, gated_windows=0, events=2, input_overflows=0,
                   dropped_frames=0, nonfinite_samples=0, source="USB microphone", model=model, runtime="ai_edge_litert",
                   version="0.1.0", spool_depth=0, device=device)
     messages.append((f"{prefix}/stats", stats.encode(), True))
@@ -348,7 +348,7 @@ def test_the_health_report_says_when_it_was_made(dashboard: str, browser: object
     device = "attic"
     browser.get(f"{dashboard}/")
     wait_for_text(browser, ("Broker connection: subscribed",))
-    stats = Stats(uptime_s=0.1, audio_s=0.1, windows=0, gated_windows=0, events=0, input_overflows=0,
+    stats = Stats(uptime_s=0.1, started="2026-12-06T11:00:00.000Z", audio_s=0.1, windows=0, gated_windows=0, events=0, input_overflows=0,
                   dropped_frames=0, nonfinite_samples=0, source="USB microphone", model="urban11@test",
                   runtime="ai_edge_litert", version="0.1.0", spool_depth=8, device=device)
     sent = dt.datetime.now(dt.timezone.utc)

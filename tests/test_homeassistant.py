@@ -124,13 +124,13 @@ def test_spool_disk_problem_sensor_reads_the_stats_reports(error: str | None, sh
 def test_stats_diagnostics_expire_when_reports_stop() -> None:
     found = messages()
     fields = {}
-    for object_id in ("uptime", "dropped_frames", "input_overflows", "spool_depth", "events_lost", "model"):
+    for object_id in ("started", "dropped_frames", "input_overflows", "spool_depth", "events_lost", "model"):
         sensor = found[NODE.format("sensor", object_id)]
         assert sensor["entity_category"] == "diagnostic" and sensor["state_topic"] == "noisewatch/kitchen/stats"
         assert sensor["expire_after"] == 75  # 2.5 stats periods of 30 s
         fields[object_id] = sensor["value_template"]
-    assert fields["uptime"] == "{{ value_json.uptime_s }}" and fields["model"] == "{{ value_json.model }}"
-    assert found[NODE.format("sensor", "uptime")]["device_class"] == "duration"
+    assert fields["started"] == "{{ value_json.started }}" and fields["model"] == "{{ value_json.model }}"
+    assert found[NODE.format("sensor", "started")]["device_class"] == "timestamp"  # "5 minutes ago", live
 
 
 def test_uncalibrated_levels_are_dbfs_not_sound_pressure() -> None:

@@ -92,18 +92,19 @@ def test_a_restart_after_a_lost_microphone_does_not_flash_the_audio_input_proble
 def test_a_restart_after_a_refusing_spool_disk_does_not_flash_the_spool_disk_problem(broker: Broker,
                                                                                      tmp_path: Path) -> None:
     """Found with the test above: the first ``stats`` report of a start went after its ``online`` as well, so the
-    last run's retained report (its spool's disk refusing writes, a day of uptime) was shown as current for a moment:
-    Spool disk unavailable -> on -> off, and Uptime a day before 0.2 s."""
+    last run's retained report (its spool's disk refusing writes, started a day ago) was shown as current for a
+    moment: Spool disk unavailable -> on -> off, and Started a day ago before now."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     from noisewatch.daemon.messages import AudioState, Stats, Status, stamped
 
-    problem, uptime = ENTITY.format("binary_sensor", "spool_disk"), ENTITY.format("sensor", "uptime")
+    problem, started = ENTITY.format("binary_sensor", "spool_disk"), ENTITY.format("sensor", "started")
     ha = _counting_turns_on(tmp_path, broker, problem)
 
     def stats(uptime_s: float, disk_error: str | None = None) -> Stats:
-        return stamped(Stats(uptime_s=uptime_s, audio_s=uptime_s, windows=0, gated_windows=0, events=0,
+        started = f"2026-12-0{6 if uptime_s < 1 else 5}T11:00:00.000Z"  # a day before, for a day's uptime
+        return stamped(Stats(uptime_s=uptime_s, started=started, audio_s=uptime_s, windows=0, gated_windows=0, events=0,
                              input_overflows=0, dropped_frames=0, nonfinite_samples=0, source="USB",
                              model="urban11@test", runtime="ai_edge_litert", version="0.1.0", spool_depth=0,
                              spool_disk_error=disk_error), DEVICE)
@@ -134,7 +135,7 @@ def test_a_restart_after_a_refusing_spool_disk_does_not_flash_the_spool_disk_pro
         again.send(stats(0.2))
         try:
             assert ha.wait_state(problem, "off", 15), ha.state(problem)
-            assert ha.wait_state(uptime, "0.2", 5), ha.state(uptime)
+            assert ha.wait_state(started, "2026-12-06T11:00:00+00:00", 5), ha.state(started)
             time.sleep(1)  # the automation has run, had it triggered
             assert count() == "0", "Home Assistant showed the last run's refusing disk as current at the start"
         finally:

@@ -83,8 +83,8 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     publish(publisher, TOPICS.state("siren"), "OFF")
     publish(publisher, TOPICS.level, {"offset_s": 0.0, "period_s": 60, "leq_dbfs_a": -41.2, "lmax_dbfs_a": -30.5,
                                       "lmin_dbfs_a": -55.0})
-    publish(publisher, TOPICS.stats, {"uptime_s": 61.0, "dropped_frames": 0, "input_overflows": 2,
-                                      "spool_depth": 0, "model": "urban11@test"})
+    publish(publisher, TOPICS.stats, {"uptime_s": 61.0, "started": "2026-12-06T10:59:00.000Z", "dropped_frames": 0,
+                                      "input_overflows": 2, "spool_depth": 0, "model": "urban11@test"})
 
     problem = ENTITY.format("binary_sensor", "audio_input")
     assert ha.wait_state(problem, "off", 30), [s["entity_id"] for s in ha.states()]
@@ -93,6 +93,7 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     assert ha.wait_state(ENTITY.format("sensor", "sound_level_max"), "-30.5")
     assert ha.wait_state(ENTITY.format("sensor", "input_overflows"), "2")
     assert ha.wait_state(ENTITY.format("sensor", "model"), "urban11@test")
+    assert ha.wait_state(ENTITY.format("sensor", "started"), "2026-12-06T10:59:00+00:00")  # shown as "x minutes ago"
     level = ha.state(ENTITY.format("sensor", "sound_level"))
     assert level is not None and level["attributes"]["unit_of_measurement"] == "dBFS"
     assert "device_class" not in level["attributes"]
@@ -101,10 +102,10 @@ def test_home_assistant_creates_our_entities(home_assistant: HomeAssistant, publ
     # the spool's disk refuses writes (a report from before the field read as no problem): a problem, and why
     spool_disk = ENTITY.format("binary_sensor", "spool_disk")
     assert ha.wait_state(spool_disk, "off")
-    publish(publisher, TOPICS.stats, {"uptime_s": 121.0, "spool_disk_error": "Read-only file system"})
+    publish(publisher, TOPICS.stats, {"uptime_s": 121.0, "started": "2026-12-06T10:59:00.000Z", "spool_disk_error": "Read-only file system"})
     assert ha.wait_state(spool_disk, "on")
     assert (ha.state(spool_disk) or {})["attributes"].get("error") == "Read-only file system"
-    publish(publisher, TOPICS.stats, {"uptime_s": 181.0, "spool_disk_error": None})
+    publish(publisher, TOPICS.stats, {"uptime_s": 181.0, "started": "2026-12-06T10:59:00.000Z", "spool_disk_error": None})
     assert ha.wait_state(spool_disk, "off")
 
     # the microphone gives only zeros (muted): a problem too, until it listens again
@@ -725,9 +726,9 @@ def test_diagnostic_sensors_stay_available_across_an_upgrade(home_assistant: Hom
             "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
         listener = MqttSink.from_config(config, ["background", "dog_bark", "siren"], model,
                                         {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
-        listener.send(Stats(uptime_s=0.2, audio_s=0.1, windows=0, gated_windows=0, events=0, input_overflows=0,
-                            dropped_frames=0, nonfinite_samples=0, source="USB", model=model, runtime="ai_edge_litert",
-                            version="0.1.0"))  # as the daemon does as audio starts
+        listener.send(Stats(uptime_s=0.2, started="2026-12-06T11:00:00.000Z", audio_s=0.1, windows=0, gated_windows=0,
+                            events=0, input_overflows=0, dropped_frames=0, nonfinite_samples=0, source="USB", model=model,
+                            runtime="ai_edge_litert", version="0.1.0"))  # as the daemon does as audio starts
         return listener
 
     ha, entity = home_assistant, ENTITY.format("sensor", "model")

@@ -107,7 +107,7 @@ def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker
     sink.send(started(ev))
     sink.send(ev)
     sink.send(level)
-    stats = Stats(uptime_s=5.0, audio_s=5.0, windows=10, gated_windows=0, events=1, input_overflows=0,
+    stats = Stats(uptime_s=5.0, started="2026-12-06T11:00:00.000Z", audio_s=5.0, windows=10, gated_windows=0, events=1, input_overflows=0,
                   dropped_frames=0, nonfinite_samples=0, source="test", model=MODEL, runtime="ai_edge_litert", version="0.1.0")
     sink.send(stamped(replace(stats, **sink.health()), "test"))  # as the service builds it
     sink.send(Scores(time=ev.start, offset_s=4.0, top=(Score("siren", 0.9),), device="test"))
@@ -225,7 +225,7 @@ def test_restarts_of_paho_s_network_thread_are_counted_in_stats_for_the_daemon_s
     def stats_sent(sink: MqttSink) -> int | None:
         """What a subscriber reads in the latest stats the service builds from ``sink.health()`` (the latest: a
         sink sends its last stats again 2 s after its discovery, docs/mqtt.md)."""
-        stats = Stats(uptime_s=5.0, audio_s=5.0, windows=10, gated_windows=0, events=0, input_overflows=0,
+        stats = Stats(uptime_s=5.0, started="2026-12-06T11:00:00.000Z", audio_s=5.0, windows=10, gated_windows=0, events=0, input_overflows=0,
                       dropped_frames=0, nonfinite_samples=0, source="test", model=MODEL, runtime="ai_edge_litert",
                       version="0.1.0")
         sink.send(stamped(stats.with_figures(sink.health()), "test"))
@@ -288,7 +288,7 @@ def test_events_lost_while_the_disk_refused_them_stay_counted_in_stats_across_a_
                                      thresholds, running=running)  # a reload
     running.close()
     try:
-        stats = Stats(uptime_s=5.0, audio_s=5.0, windows=10, gated_windows=0, events=0, input_overflows=0,
+        stats = Stats(uptime_s=5.0, started="2026-12-06T11:00:00.000Z", audio_s=5.0, windows=10, gated_windows=0, events=0, input_overflows=0,
                       dropped_frames=0, nonfinite_samples=0, source="test", model=MODEL, runtime="ai_edge_litert",
                       version="0.1.0")
         replacing.send(stamped(stats.with_figures(replacing.health()), "test"))  # as the service builds it

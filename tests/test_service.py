@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -1106,6 +1107,16 @@ def test_an_event_open_across_a_clock_step_ends_its_length_after_its_start(step_
     assert clock.span(40.0, 100.0) == ("2026-01-01T00:00:40.000Z", "2026-01-01T00:01:40.000Z")  # a level period
 
 
+def test_the_start_a_health_report_gives_is_steady_and_follows_a_stepped_wall_clock() -> None:
+    """A Pi without a real-time clock starts at its last shutdown's time until NTP answers: the start the reports
+    gave then is days off, and the next report puts it right; between steps, every report gives the same one."""
+    from noisewatch.daemon.events import started_iso
+
+    day = 86400.0
+    assert started_iso(1_000_000.2, 60.0) == started_iso(1_000_060.3, 120.1) == "1970-01-12T13:45:40.000Z"
+    assert started_iso(1_000_120.4 + 3 * day, 180.2) == "1970-01-15T13:45:40.000Z"  # NTP stepped it 3 days on
+
+
 def test_a_drifting_sample_clock_is_re_anchored_to_wall_time() -> None:
     """README: the sample clock is "re-tied when it drifts from wall time by more than 0.5 s (checked every
     minute)"."""
@@ -1162,14 +1173,19 @@ def test_stats_reach_the_json_lines_sink_at_the_configured_interval(repo_root: P
     stats = [m for m in messages if m["type"] == "stats"]
     assert 1 <= len(stats) <= elapsed + 1, f"{len(stats)} stats messages in {elapsed:.1f} s"
     assert {"uptime_s", "windows", "input_overflows", "dropped_frames"} <= set(stats[0])
+    assert len({m["started"] for m in stats}) == 1, stats  # the same at every report: no change in each minute's history
 
 
 def test_a_health_report_goes_out_as_audio_starts_not_a_whole_interval_later(repo_root: Path, tmp_path: Path) -> None:
     """With the default 60 s interval Home Assistant showed the previous run's uptime for a minute after a
-    restart, and its diagnostic sensors stayed unavailable that long (the 33 s sample never filled them)."""
+    restart, and its diagnostic sensors stayed unavailable that long (the 33 s sample never filled them). The report
+    says when the run started (Home Assistant's Started: "a few seconds ago")."""
+    before = datetime.now(timezone.utc)
     messages = run_daemon(repo_root / "samples" / "scene.flac", tmp_path / "out.jsonl", "--speed", "0")
     stats = [m for m in messages if m["type"] == "stats"]
     assert len(stats) == 1 and stats[0]["uptime_s"] < 5 and stats[0]["windows"] == 0, stats
+    started = datetime.fromisoformat(stats[0]["started"])
+    assert abs(started - before) < timedelta(seconds=5) and started.microsecond == 0, stats
 
 
 def test_an_event_is_in_the_mqtt_spool_before_it_reaches_the_json_lines_log(tmp_path: Path) -> None:

@@ -74,6 +74,13 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def started_iso(wall_now_s: float, elapsed_s: float) -> str:
+    """UTC of a start ``elapsed_s`` ago, as the wall clock reads it now, in whole seconds: the same at every report
+    (no state change in Home Assistant's history each minute), and right again at the next one after the clock
+    was stepped (a Pi without a real-time clock starts at its last shutdown's time until NTP answers)."""
+    return _iso(datetime.fromtimestamp(round(wall_now_s - elapsed_s), timezone.utc))
+
+
 @dataclass
 class OpenEvent:
     """An event while it is open; the detector updates it window by window."""

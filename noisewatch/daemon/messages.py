@@ -194,6 +194,8 @@ class Stats(Message):
 
     kind: ClassVar[str] = "stats"
     uptime_s: float
+    started: str
+    """When this run started (UTC, whole seconds), by the wall clock of this report."""
     audio_s: float
     """Seconds of audio processed by the current configuration."""
     windows: int

@@ -33,7 +33,7 @@ from noisewatch import __version__, logs
 from noisewatch.bundle import BundleError
 from noisewatch.config import EX_CONFIG, Config, ConfigError, config_changes
 from noisewatch.daemon import notify
-from noisewatch.daemon.events import SampleClock
+from noisewatch.daemon.events import SampleClock, started_iso
 from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence
 from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
@@ -477,8 +477,10 @@ class Service:
 
     def _stats(self) -> Stats:
         counters, active = self.counters, self.active
+        uptime_s = time.monotonic() - self._started
         stats = Stats(
-            uptime_s=round(time.monotonic() - self._started, 1),
+            uptime_s=round(uptime_s, 1),
+            started=started_iso(time.time(), uptime_s),
             audio_s=round(active.pipeline.position_s, 1),
             windows=counters.windows,
             gated_windows=counters.gated,

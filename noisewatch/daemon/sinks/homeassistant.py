@@ -364,7 +364,7 @@ def _stats_sensors(topics: Topics, node: str, listener: Listener) -> list[tuple[
         ("spool_depth", "Spooled messages", "value_json.spool_depth",
          {"state_class": "measurement", "icon": "mdi:tray-full"}),
         ("events_lost", "Events lost", EVENTS_LOST, {"state_class": "total_increasing", "icon": "mdi:email-remove"}),
-        ("uptime", "Uptime", "value_json.uptime_s", {"device_class": "duration", "unit_of_measurement": "s"}),
+        ("started", "Started", "value_json.started", {"device_class": "timestamp"}),
         ("dropped_frames", "Dropped audio frames", "value_json.dropped_frames",
          {"state_class": "total_increasing", "icon": "mdi:microphone-off"}),
         ("input_overflows", "Input overflows", "value_json.input_overflows",

@@ -797,7 +797,7 @@ class MqttSink:
     def _send_periodic_again(self) -> None:
         """The latest level and stats report again, once Home Assistant has read the discovery of a (re)connect:
         it takes a changed config (a new model, version, device name or interval) of a sensor that expires as
-        starting expired, and the report sent with the announcement came before it. Model, Uptime and the other
+        starting expired, and the report sent with the announcement came before it. Model, Started and the other
         stats sensors were unavailable until the next report (``stats.interval_s``), the levels likewise."""
         due = self._periodic_again_at
         if due is None or time.monotonic() < due:
