@@ -31,9 +31,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -66,6 +65,28 @@ from noisewatch.daemon.sinks.mqtt_client import (
     new_client,
     standing_subscriptions,
     subscription_refusal,
+)
+from noisewatch.daemon.sinks.pump_commands import (
+    Ack,
+    AudioStatus,
+    Close,
+    Command,
+    Connected,
+    Disconnected,
+    DiskFreed,
+    Echoed,
+    EmptiedConfigs,
+    HandedLevel,
+    HandedOver,
+    HomeAssistantOffline,
+    HomeAssistantOnline,
+    OldAnnouncement,
+    Outgoing,
+    Retune,
+    Spooled,
+    SubAck,
+    ThresholdCommand,
+    Unspooled,
 )
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
@@ -118,17 +139,6 @@ SPOOL_BOUNDS = {"spool": {"max_mb", "max_age_h"}}
 """The ``mqtt`` settings a running sink takes from a reload (``hold_spool_bounds``) without a new connection"""
 CONNECTION = {"host", "port", "protocol", "username", "password_file", "tls"}
 """What says which broker a sink reaches, and as whom (with its credentials and client id)."""
-
-
-class Outgoing(NamedTuple):
-    """A message waiting in memory for the pump."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-
-
 ECHO_UNHEARD = ("this listener's own online is not read back, so it cannot confirm that the broker delivers its "
                 "messages")
 
@@ -153,156 +163,6 @@ class LifetimeCounts:
             self.network_restarts += network_restarts
 
 
-# --- commands on the pump's queue -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Spooled:
-    """``send`` spooled a started/event message (or an event that could not be, whose label ends all the same)."""
-
-    label: str
-    event_id: str
-    opened: bool
-    recent: bytes | None = None
-    """For a closed event: the retained list of recent events, this one included."""
-
-
-@dataclass(frozen=True)
-class _Unspooled:
-    """``send`` could not write a started/event message to the spool's disk: the pump keeps it in memory."""
-
-    topic: str
-    payload: bytes
-    spooled: _Spooled
-
-
-@dataclass(frozen=True)
-class _Ack:
-    """paho: the broker acknowledged (or refused) message ``mid``."""
-
-    mid: int
-    reason: ReasonCode | None
-
-
-@dataclass(frozen=True)
-class _SubAck:
-    """paho: the broker's answer to subscription ``mid``, one reason code per topic, in the order subscribed."""
-
-    mid: int
-    reasons: tuple[ReasonCode, ...]
-
-
-@dataclass(frozen=True)
-class _ThresholdCommand:
-    """paho: a threshold set from Home Assistant (a ``number`` entity's command topic)."""
-
-    topic: str
-    payload: bytes
-    retained: bool
-    """Replayed by the broker at our subscription: a command of unknown age, not one sent now."""
-
-
-@dataclass(frozen=True)
-class _AudioStatus:
-    """``send``: the audio input's state, which the pump also keeps to publish again on every (re)connect."""
-
-    outgoing: Outgoing
-
-
-@dataclass(frozen=True)
-class _OldAnnouncement:
-    """paho: a status topic or a discovery config this listener published under before, or a status such a config
-    names, says ``payload`` (``HomeAssistantDiscovery.old_announcement``)."""
-
-    topic: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class _Retune:
-    """A reload's new thresholds from the bundle and the config; the connection stays."""
-
-    thresholds: Mapping[str, float]
-
-
-@dataclass(frozen=True)
-class _Connected:
-    """paho: the broker accepted the connection."""
-
-    after_outage: bool
-    """The broker was unreachable before (a lost connection, or failed attempts): so was it for Home Assistant."""
-    max_packet: int | None = None
-    """MQTT 5: the largest packet the broker takes (its CONNACK's Maximum Packet Size); None: no limit said."""
-
-
-@dataclass(frozen=True)
-class _Disconnected:
-    """paho: the connection is gone."""
-
-
-@dataclass(frozen=True)
-class _Echoed:
-    """paho: this listener's own ``online`` came back from the broker (it may publish and read its topics)."""
-
-
-@dataclass(frozen=True)
-class _HomeAssistantOnline:
-    """Home Assistant (re)started and wants discovery again."""
-
-
-@dataclass(frozen=True)
-class _HomeAssistantOffline:
-    """Home Assistant is stopping (a restart), or is down as this listener subscribes: what it is sent now, it never
-    sees."""
-
-    topic: str
-    retained: bool
-    """Replayed by the broker at the subscription: the will of a Home Assistant set to retain its status."""
-
-
-@dataclass(frozen=True)
-class _HandedOver:
-    """``close`` of the sink this one replaces at a reload: the events it held in memory (the spool's disk refused
-    them), oldest first, those it had sent and not seen acknowledged included (sent again: at least once)."""
-
-    held: tuple[_Unspooled, ...]
-
-
-@dataclass(frozen=True)
-class _EmptiedConfigs:
-    """``close`` of the sink this one replaces at a reload: the discovery configs it emptied and had not yet emptied
-    again at Home Assistant's online (``HomeAssistantDiscovery.empty_again``); kept by it alone, they were lost with it."""
-
-    topics: frozenset[str]
-
-
-@dataclass(frozen=True)
-class _HandedLevel:
-    """``close`` of the sink this one replaces at a reload: its latest level report, re-addressed. Sent only if this
-    one has none of its own: a reload that changes the ``levels`` section reports the part period before it here
-    first, and the older report, sent after it, became the retained level."""
-
-    outgoing: Outgoing
-
-
-@dataclass(frozen=True)
-class _DiskFreed:
-    """A health report found the spool's disk full, read-only or gone no more: the pump tries it now, not at the next
-    event (the held events had gone out from memory; the log said the disk took writes again only hours later)."""
-
-
-@dataclass(frozen=True)
-class _Close:
-    """``close``: flush until ``deadline`` (monotonic), waiting for a connection until ``connect_by``."""
-
-    deadline: float
-    connect_by: float
-
-
-_Command = (_Spooled | _Unspooled | _HandedOver | _EmptiedConfigs | _HandedLevel | _ThresholdCommand | _OldAnnouncement
-            | _Ack | _SubAck | _AudioStatus | _Retune | _Connected | _Disconnected | _Echoed | _HomeAssistantOnline
-            | _HomeAssistantOffline | _DiskFreed | _Close | Outgoing)
-
-
 class MqttSink:
     """Publishes every message under one topic prefix; events go through the spool."""
 
@@ -322,7 +182,7 @@ class MqttSink:
         self._open_events = dict(open_events or {})
         """id -> label of each event started and not yet closed"""
         self._recent = recent or RecentEvents()
-        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         # pump thread only, from here on
         self._states = LabelStates(listener.labels)
         for event_id, label in self._open_events.items():  # still ON: announced so, not as OFF; a label this
@@ -336,8 +196,8 @@ class MqttSink:
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._awaited: dict[int, str] = {}  # paho mid -> topic of a QoS 1 message outside the spool
-        self._unspooled: deque[_Unspooled] = deque()
-        self._inflight_held: dict[int, _Unspooled] = {}  # paho mid -> held event published from memory
+        self._unspooled: deque[Unspooled] = deque()
+        self._inflight_held: dict[int, Unspooled] = {}  # paho mid -> held event published from memory
         self._acked_at = time.monotonic()
         """When the broker last acknowledged an event message, or had none of them to acknowledge."""
         self._unacked_said = False
@@ -367,7 +227,7 @@ class MqttSink:
         """The broker's packet size limit (MQTT 5) while connected: a larger message, re-sent on every reconnect,
         had the broker close each connection, and not one event more went out (the recent list outgrew 2,000)."""
         self._oversize_said: set[str] = set()
-        self._closing: _Close | None = None
+        self._closing: Close | None = None
         self._watch = ConnectionWatch(settings, client_id)  # paho's thread only
         self._stopping = threading.Event()
         """Set by ``close``: paho's jitter wait ends at once."""
@@ -385,7 +245,7 @@ class MqttSink:
         self._disk_refusal: OSError | None = None
         """The spool disk's last refusal of a write (``_disk_problem``)."""
         self._disk_freed = False
-        """A health report found the disk would take writes again (``_DiskFreed``; pump thread)."""
+        """A health report found the disk would take writes again (``DiskFreed``; pump thread)."""
         self._disk_probe: str | None = None
         """What the spool's disk would say to a write, as of the last report (``_check_disk``): a disk that filled or
         turned read-only while no event came was said nowhere until an outage's events had nowhere to go."""
@@ -468,7 +328,7 @@ class MqttSink:
 
     def retune(self, thresholds: Mapping[str, float]) -> None:
         """A reload's thresholds from the bundle and the config: the threshold entities show them at once."""
-        self._commands.put(_Retune(dict(thresholds)))
+        self._commands.put(Retune(dict(thresholds)))
 
     def hold_spool_bounds(self, bounds: SpoolSection) -> None:
         """A reload's ``mqtt.spool`` bounds on the running spool (this sink's, or the one taken over from the
@@ -510,16 +370,16 @@ class MqttSink:
         topics = self.topics
         if isinstance(message, Started):
             self._open_events[message.id] = message.label
-            self._spool_event(topics.started, message.encode(), _Spooled(message.label, message.id, opened=True))
+            self._spool_event(topics.started, message.encode(), Spooled(message.label, message.id, opened=True))
         elif isinstance(message, Event):
             self._open_events.pop(message.id, None)
             try:  # before the recent list: an event JSON cannot carry there makes every later list fail to encode
                 payload = message.encode()
             except ValueError:
-                self._commands.put(_Spooled(message.label, message.id, opened=False))  # the sound ended all the same
+                self._commands.put(Spooled(message.label, message.id, opened=False))  # the sound ended all the same
                 raise
             recent = encode_json(self._recent.add(message.to_json()))
-            self._spool_event(topics.events, payload, _Spooled(message.label, message.id, False, recent))
+            self._spool_event(topics.events, payload, Spooled(message.label, message.id, False, recent))
         elif isinstance(message, Level):
             self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
         elif isinstance(message, Stats):
@@ -527,7 +387,7 @@ class MqttSink:
         elif isinstance(message, Scores):
             self._commands.put(Outgoing(topics.scores, message.encode()))
         elif isinstance(message, Status):
-            self._commands.put(_AudioStatus(Outgoing(topics.audio, message.encode(), QOS_AT_LEAST_ONCE, retain=True)))
+            self._commands.put(AudioStatus(Outgoing(topics.audio, message.encode(), QOS_AT_LEAST_ONCE, retain=True)))
         else:
             raise TypeError(f"MQTT sink: no topic for a {type(message).__name__} message")
 
@@ -556,7 +416,7 @@ class MqttSink:
         """Events held in memory, not yet acknowledged (waiting, or handed to paho)."""
         return len(self._unspooled) + len(self._inflight_held)
 
-    def _spool_event(self, topic: str, payload: bytes, spooled: _Spooled) -> None:
+    def _spool_event(self, topic: str, payload: bytes, spooled: Spooled) -> None:
         """To disk before anything else learns of it; to the pump's memory when the disk refuses. Under the
         disk lock, so that an event queued behind held ones is never overtaken by one written directly."""
         with self._disk_lock:
@@ -570,7 +430,7 @@ class MqttSink:
                     log.error("MQTT spool: cannot write to %s (%s); events are kept in memory (up to %d) until it "
                               "takes them again", self.spool.directory, exc.strerror or exc, MEMORY_SPOOL_MAX)
                     self._disk_trouble.set()
-            self._commands.put(_Unspooled(topic, payload, spooled))
+            self._commands.put(Unspooled(topic, payload, spooled))
 
     def close(self) -> None:
         """Flush what the broker acknowledges within CLOSE_FLUSH_S, publish ``offline`` (not for a reload's successor
@@ -579,7 +439,7 @@ class MqttSink:
             return
         now = time.monotonic()
         deadline = now + CLOSE_FLUSH_S
-        self._commands.put(_Close(deadline, connect_by=now + CLOSE_FLUSH_S / 2))
+        self._commands.put(Close(deadline, connect_by=now + CLOSE_FLUSH_S / 2))
         self._pump.join(_remaining(deadline))
         self._stopping.set()
         predecessor = self._predecessor
@@ -635,15 +495,15 @@ class MqttSink:
             return
         held = (*self._inflight_held.values(), *self._unspooled)  # in the order they were handed over and held
         if held:
-            successor._commands.put(_HandedOver(held))
+            successor._commands.put(HandedOver(held))
             log.info("MQTT: %d message(s) held in memory go on with the new connection", len(held))
         self._inflight_held.clear()
         self._unspooled.clear()
         if emptied := self._ha_discovery.emptied():
-            successor._commands.put(_EmptiedConfigs(emptied))
+            successor._commands.put(EmptiedConfigs(emptied))
         level = self._periodic.get(self.topics.level)
         if level is not None:  # its latest, sent again once Home Assistant read the new discovery
-            successor._commands.put(_HandedLevel(_readdressed(level, successor.topics.level,
+            successor._commands.put(HandedLevel(_readdressed(level, successor.topics.level,
                                                              successor.listener.device_id)))
 
     # --- paho client and its callbacks (paho's thread) ---------------------------------------------
@@ -692,7 +552,7 @@ class MqttSink:
         if reason_code.is_failure:
             self._watch.refused(reason_code)
         else:
-            self._commands.put(_Connected(self._watch.accepted(), getattr(properties, "MaximumPacketSize", None)))
+            self._commands.put(Connected(self._watch.accepted(), getattr(properties, "MaximumPacketSize", None)))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """The TCP/TLS connection failed; paho calls this inside its ``except OSError`` block."""
@@ -702,31 +562,31 @@ class MqttSink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         self._watch.lost(reason_code, stopping=self._stopping.is_set())
-        self._commands.put(_Disconnected())
+        self._commands.put(Disconnected())
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
         """PUBACK. Called with paho's message lock held: only hand it to the pump."""
-        self._commands.put(_Ack(mid, reason_code))
+        self._commands.put(Ack(mid, reason_code))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_code_list: list[ReasonCode],
                       properties: Properties | None) -> None:
         """SUBACK: handed to the pump, which knows what ``mid`` subscribed to (``_subscribe``)."""
-        self._commands.put(_SubAck(mid, tuple(reason_code_list)))
+        self._commands.put(SubAck(mid, tuple(reason_code_list)))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topics.status:  # a retained one is an earlier run's (or its will): not an echo
             if not message.retain and message.payload == ONLINE.encode():
-                self._commands.put(_Echoed())
+                self._commands.put(Echoed())
         elif message.topic in self.topics.ha_status:
             if message.payload == ONLINE.encode() and not message.retain:  # a retained birth: up, as it was at
-                self._commands.put(_HomeAssistantOnline())                  # connect, when discovery went out
+                self._commands.put(HomeAssistantOnline())                  # connect, when discovery went out
             elif message.payload == OFFLINE.encode():
-                self._commands.put(_HomeAssistantOffline(message.topic, bool(message.retain)))
+                self._commands.put(HomeAssistantOffline(message.topic, bool(message.retain)))
         elif is_status(message.topic) or discovery_node(message.topic) is not None:  # subscribed to: its old ones
-            self._commands.put(_OldAnnouncement(message.topic, bytes(message.payload)))
+            self._commands.put(OldAnnouncement(message.topic, bytes(message.payload)))
         elif message.topic.startswith(self.topics.prefix + "/"):
-            self._commands.put(_ThresholdCommand(message.topic, bytes(message.payload), bool(message.retain)))
+            self._commands.put(ThresholdCommand(message.topic, bytes(message.payload), bool(message.retain)))
 
     # --- the pump (its own thread) -------------------------------------------------------------------
 
@@ -751,7 +611,7 @@ class MqttSink:
             if self._disk_trouble.is_set():
                 refusal = self._disk_refusal
                 if self._disk_probe is None and (refusal is None or refusal.errno in PROBED_REFUSALS):
-                    self._commands.put(_DiskFreed())
+                    self._commands.put(DiskFreed())
             elif self._disk_probe != before and self._disk_probe is not None:
                 self._say_disk_problem()
             elif self._disk_probe != before:
@@ -910,52 +770,52 @@ class MqttSink:
         self._awaited.pop(mid, None)
         return mid
 
-    def _handle(self, command: _Command) -> None:
+    def _handle(self, command: Command) -> None:
         """One command from the processing loop, a reload or paho's thread, on the pump's thread."""
         if isinstance(command, Outgoing):
             self._go_live(command)
-        elif isinstance(command, _AudioStatus):
+        elif isinstance(command, AudioStatus):
             self._live.append(command.outgoing)
             self._audio_status = command.outgoing
-        elif isinstance(command, _Unspooled):
+        elif isinstance(command, Unspooled):
             self._unspooled.append(command)
             self._drop_oldest_held()
             self._handle(command.spooled)
-        elif isinstance(command, _HandedOver):
+        elif isinstance(command, HandedOver):
             self._take_over_held(command.held)
-        elif isinstance(command, _EmptiedConfigs):
+        elif isinstance(command, EmptiedConfigs):
             self._ha_discovery.take_over_emptied(command.topics, self._connected)
-        elif isinstance(command, _DiskFreed):
+        elif isinstance(command, DiskFreed):
             self._disk_freed = self._disk_trouble.is_set()  # not when an event's write has ended the trouble meanwhile
-        elif isinstance(command, _HandedLevel):
+        elif isinstance(command, HandedLevel):
             if self.topics.level not in self._periodic:  # one of its own (the part period a reload reported) is newer
                 self._go_live(command.outgoing)
-        elif isinstance(command, _Spooled):
+        elif isinstance(command, Spooled):
             self._spooled(command)
-        elif isinstance(command, _ThresholdCommand):
+        elif isinstance(command, ThresholdCommand):
             self._thresholds.set_from_command(command.topic, command.payload, command.retained)
-        elif isinstance(command, _OldAnnouncement):
+        elif isinstance(command, OldAnnouncement):
             self._ha_discovery.old_announcement(command.topic, command.payload)
-        elif isinstance(command, _Ack):
+        elif isinstance(command, Ack):
             self._acknowledged(command)
-        elif isinstance(command, _SubAck):
+        elif isinstance(command, SubAck):
             self._subscription_answered(command)
-        elif isinstance(command, _Retune):
+        elif isinstance(command, Retune):
             self._thresholds.retune(command.thresholds, self._connected)
-        elif isinstance(command, _Connected):
+        elif isinstance(command, Connected):
             self._connection_made(command)
-        elif isinstance(command, _Disconnected):
+        elif isinstance(command, Disconnected):
             self._connected = False
             self._echo.link_lost()
             self._ha_wait.link_lost()
-        elif isinstance(command, _HomeAssistantOnline):
+        elif isinstance(command, HomeAssistantOnline):
             self._home_assistant_online()
-        elif isinstance(command, _HomeAssistantOffline):
+        elif isinstance(command, HomeAssistantOffline):
             if command.retained:
                 self._ha_wait.found_offline(command.topic)
             else:
                 self._ha_wait.went_offline()
-        elif isinstance(command, _Echoed):
+        elif isinstance(command, Echoed):
             self._echoed()
         else:
             self._closing = command
@@ -966,13 +826,13 @@ class MqttSink:
         if outgoing.topic in (self.topics.level, self.topics.stats):
             self._periodic[outgoing.topic] = outgoing
 
-    def _spooled(self, spooled: _Spooled) -> None:
+    def _spooled(self, spooled: Spooled) -> None:
         """An event written to the spool (the spool feeder sends it): its label's state, and the recent list."""
         self._state_change(spooled)
         if spooled.recent is not None:
             self._live.append(Outgoing(self.topics.recent_events, spooled.recent, QOS_AT_LEAST_ONCE, True))
 
-    def _connection_made(self, connected: _Connected) -> None:
+    def _connection_made(self, connected: Connected) -> None:
         """A (re)connect: what the last connection awaited starts afresh, then the announcement."""
         self._connected, self._max_packet = True, connected.max_packet
         self._acked_at = time.monotonic()  # what was in flight is sent again now: a fresh wait
@@ -994,7 +854,7 @@ class MqttSink:
         self._ha_discovery.empty_again()
         self._ha_wait.settle()  # it subscribes anew as it reads discovery
 
-    def _state_change(self, spooled: _Spooled) -> None:
+    def _state_change(self, spooled: Spooled) -> None:
         """The label's retained ON/OFF, when the event changes it."""
         change = (self._states.started if spooled.opened else self._states.ended)(spooled.label, spooled.event_id)
         if change is None:
@@ -1053,7 +913,7 @@ class MqttSink:
         if mid is not None:  # None: no connection (the next connect subscribes anew)
             self._subscribing[mid] = Subscription(tuple(topics), unheard)
 
-    def _subscription_answered(self, answer: _SubAck) -> None:
+    def _subscription_answered(self, answer: SubAck) -> None:
         """Say each topic the broker refused, with what does not work because of it; once, until it is granted."""
         subscription = self._subscribing.pop(answer.mid, None)
         if subscription is None:
@@ -1068,7 +928,7 @@ class MqttSink:
                     self._refusals_said.add(topic)
                     log.warning("MQTT: the broker %s", subscription_refusal(topic, reason, subscription.unheard))
 
-    def _take_over_held(self, held: tuple[_Unspooled, ...]) -> None:
+    def _take_over_held(self, held: tuple[Unspooled, ...]) -> None:
         """The replaced sink's held events, before this one's (they are older); new events queue behind them until
         they are on disk (``_respool``: at once when this sink's spool takes them)."""
         with self._disk_lock:
@@ -1119,7 +979,7 @@ class MqttSink:
             written += 1
         return written
 
-    def _acknowledged(self, ack: _Ack) -> None:
+    def _acknowledged(self, ack: Ack) -> None:
         if self._ha_discovery.acknowledged(ack.mid):
             return
         topic = self._awaited.pop(ack.mid, None)
