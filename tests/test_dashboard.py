@@ -274,9 +274,9 @@ def test_a_lost_microphone_is_shown_while_online() -> None:
     assert views.audio_problem(store.snapshot()["kitchen"]) is None  # offline says it already
 
 
-def test_recent_events_give_history_from_before_the_dashboard_started() -> None:
+def test_recent_events_give_history_from_before_the_dashboard_started(tmp_path: Path) -> None:
     store = LiveStore("noisewatch/kitchen")
-    recent = RecentEvents(keep=3)
+    recent = RecentEvents(tmp_path, keep=3)
     events = [closed_event("siren", f"2026-01-01T12:0{i}:00.000Z") for i in range(5)]
     for event in events[:4]:
         payload = recent.add(event.to_json())

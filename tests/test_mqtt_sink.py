@@ -154,6 +154,35 @@ def test_broker_killed_mid_stream_loses_nothing(open_sink: OpenSink, tmp_path: P
 
 
 @pytest.mark.usefixtures("no_home_assistant")
+def test_after_an_outage_a_label_s_state_is_its_state_then_not_each_change_of_the_outage(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found by a subscriber's check of docs/mqtt.md (state reports are "current values, not history"): the ON/OFF
+    changes of the sounds heard while the broker was away were queued and sent after the reconnect's own states:
+    Home Assistant's siren sensor turned on and off again once per siren of the outage, and a "to on" automation
+    fired for each, minutes after it was over. So was every recent-events list of the outage, where the last holds
+    the events of all the others."""
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    broker.stop(kill=True)
+    sirens = [event(i) for i in range(3)]
+    for ev in sirens:
+        sink.send(started(ev))
+        sink.send(ev)
+    barking = event(3, "dog_bark")
+    sink.send(started(barking))  # still barking as the broker comes back
+    assert wait_until(lambda: sink.spool.depth == 7, 10)
+    heard_before = len(collector.messages)
+    broker.start()
+    assert collector.wait_for(lambda c: len(set(ids_on(c))) == 3, timeout=15)
+    time.sleep(1)  # what else was queued has gone out by now
+    after = [(topic, payload) for topic, payload, retained in collector.messages[heard_before:] if not retained]
+    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/siren"] == [b"OFF"], after
+    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/dog_bark"] == [b"ON"], after
+    lists = [payload for topic, payload in after if topic == f"{PREFIX}/events/recent"]
+    assert [[e["id"] for e in json.loads(p)["events"]] for p in lists] == [[ev.id for ev in sirens]]
+
+
+@pytest.mark.usefixtures("no_home_assistant")
 @pytest.mark.parametrize("left_waiting", ["state clears", "other messages"])
 def test_an_id_left_waiting_does_not_take_the_answer_of_the_event_given_it_after_the_wrap(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector, left_waiting: str) -> None:

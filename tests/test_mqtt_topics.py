@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
+import pytest
 from test_homeassistant import status_topic
 
 from noisewatch.daemon.sinks.homeassistant import Listener, discovery_messages
@@ -116,13 +118,38 @@ def test_the_discovery_example_in_the_docs_is_what_the_daemon_announces() -> Non
     assert announced["homeassistant/binary_sensor/noisewatch_kitchen/siren/config"] == example
 
 
-def test_the_recent_events_topic_holds_the_latest_50_closed_events() -> None:
+def test_the_recent_events_topic_holds_the_latest_50_closed_events(tmp_path: Path) -> None:
     """docs/mqtt.md: `<prefix>/events/recent` is "the latest 50 closed events, `{"events": [...]}`", oldest first,
-    a redelivered event once."""
+    a redelivered event once, also across a restart (the list is kept in the state folder)."""
     from noisewatch.daemon.sinks.recent import RecentEvents
 
-    recent = RecentEvents()
+    recent = RecentEvents(tmp_path)
     for i in range(60):
         payload = recent.add({"id": f"e{i}", "label": "siren"})
     assert payload == recent.add({"id": "e59", "label": "siren"})  # redelivered: nothing changes
     assert list(payload) == ["events"] and [e["id"] for e in payload["events"]] == [f"e{i}" for i in range(10, 60)]
+    restarted = RecentEvents(tmp_path).add({"id": "e60", "label": "siren"})
+    assert [e["id"] for e in restarted["events"]] == [f"e{i}" for i in range(11, 61)]
+
+
+@pytest.mark.parametrize("kept", ["{not json", '{"events": [1, 2]}', '[]'])
+def test_a_recent_events_file_that_cannot_be_read_begins_the_list_afresh_and_says_so(
+        tmp_path: Path, kept: str, caplog: pytest.LogCaptureFixture) -> None:
+    from noisewatch.daemon.sinks.recent import FILE_NAME, RecentEvents
+
+    caplog.set_level("WARNING", logger="noisewatch")
+    (tmp_path / FILE_NAME).write_text(kept)
+    assert RecentEvents(tmp_path).add({"id": "e0", "label": "siren"}) == {"events": [{"id": "e0", "label": "siren"}]}
+    assert [r.levelname for r in caplog.records if FILE_NAME in r.getMessage()] == ["WARNING"]
+
+
+def test_a_state_folder_that_refuses_the_recent_events_list_is_said_once_and_the_list_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from noisewatch.daemon.sinks.recent import RecentEvents
+
+    caplog.set_level("WARNING", logger="noisewatch")
+    recent = RecentEvents(tmp_path / "unplugged" / "state")  # the disk it was on is gone: not made again
+    for i in range(3):
+        payload = recent.add({"id": f"e{i}", "label": "siren"})
+    assert [e["id"] for e in payload["events"]] == ["e0", "e1", "e2"]
+    assert ["cannot keep the recent events list" in r.getMessage() for r in caplog.records].count(True) == 1

@@ -181,7 +181,7 @@ class MqttSink:
         # processing-loop thread (send), taken over by a sink that replaces this one at a reload
         self._open_events = dict(open_events or {})
         """id -> label of each event started and not yet closed"""
-        self._recent = recent or RecentEvents()
+        self._recent = recent or RecentEvents(settings.state_path)
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         # pump thread only, from here on
         self._states = LabelStates(listener.labels)
@@ -829,7 +829,8 @@ class MqttSink:
     def _spooled(self, spooled: Spooled) -> None:
         """An event written to the spool (the spool feeder sends it): its label's state, and the recent list."""
         self._state_change(spooled)
-        if spooled.recent is not None:
+        if spooled.recent is not None:  # the list holds the ones before: an outage queued one per event, to 20 KB each
+            self._drop_queued({self.topics.recent_events})
             self._live.append(Outgoing(self.topics.recent_events, spooled.recent, QOS_AT_LEAST_ONCE, True))
 
     def _connection_made(self, connected: Connected) -> None:
@@ -867,7 +868,9 @@ class MqttSink:
             if self.settings.homeassistant.discovery:
                 self._ha_discovery.clear_state_later(topic)
                 return
-        self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
+        if self._connected:  # else the next connect's announcement says the state as it is then (``_announce``):
+            self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))  # each change queued
+            # meanwhile went out after it, and Home Assistant saw every siren of an outage start and end anew
 
     def _done_closing(self) -> bool:
         closing = self._closing
@@ -885,16 +888,13 @@ class MqttSink:
         # report now, not from the live queue after the online (where a start's first ones still wait): the last
         # run's retained ones were shown as current, and Audio input (a lost input) or Spool disk (a refusing disk)
         # went on for a moment, with that run's uptime
-        for latest in (self._audio_status, self._periodic.get(self.topics.stats)):
-            if latest is None:
-                continue
-            if any(waiting.topic == latest.topic for waiting in self._live):
-                kept = [waiting for waiting in self._live if waiting.topic != latest.topic]  # older: superseded
-                self._live.clear()
-                self._live.extend(kept)
-            self._publish(latest.topic, latest.payload, latest.qos, latest.retain)
-        for label, state in self._states.snapshot().items():
-            self._publish(self.topics.state(label), state.encode(), QOS_AT_LEAST_ONCE, True)
+        latest = [m for m in (self._audio_status, self._periodic.get(self.topics.stats)) if m is not None]
+        states = {self.topics.state(label): state for label, state in self._states.snapshot().items()}
+        self._drop_queued({*states, *(m.topic for m in latest)})  # older: what goes now supersedes them
+        for message in latest:
+            self._publish(message.topic, message.payload, message.qos, message.retain)
+        for topic, state in states.items():
+            self._publish(topic, state.encode(), QOS_AT_LEAST_ONCE, True)
         self._thresholds.publish_all()
         for subscription in standing_subscriptions(self.topics, self.settings.homeassistant.discovery):  # check-config's probe too
             self._subscribe(subscription.topics, subscription.unheard)
@@ -1013,11 +1013,12 @@ class MqttSink:
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
         for entry in self.spool.after(self._last_handed, self._free_slots()):
-            if self._too_large(entry.topic, entry.payload):
+            topic = self.topics.for_spooled(entry.topic)
+            if self._too_large(topic, entry.payload):
                 self.spool.set_aside(entry.seq, DEAD_LETTER, f"larger than the broker takes ({self._max_packet} bytes)")
                 continue
             try:
-                info = self.client.publish(entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
+                info = self.client.publish(topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
             except ValueError as exc:  # a topic paho will not publish to: never deliverable as it is
                 self.spool.set_aside(entry.seq, DEAD_LETTER, str(exc))
                 continue
@@ -1033,10 +1034,11 @@ class MqttSink:
             return
         while self._unspooled and self._free_slots() > 0:
             held = self._unspooled[0]
+            topic = self.topics.for_spooled(held.topic)  # one a reload's predecessor held: under its prefix
             try:
-                if self._too_large(held.topic, held.payload):
+                if self._too_large(topic, held.payload):
                     raise ValueError(f"larger than the broker takes ({self._max_packet} bytes)")
-                info = self.client.publish(held.topic, held.payload, qos=QOS_AT_LEAST_ONCE)
+                info = self.client.publish(topic, held.payload, qos=QOS_AT_LEAST_ONCE)
             except ValueError as exc:  # a topic paho will not publish to: never deliverable, as in _feed_spool
                 self._unspooled.popleft()
                 self.counts.add(memory_dropped=1)
@@ -1078,6 +1080,13 @@ class MqttSink:
 
     def _free_slots(self) -> int:
         return INFLIGHT_WINDOW - len(self._inflight) - len(self._inflight_held)
+
+    def _drop_queued(self, topics: set[str]) -> None:
+        """Forget the messages waiting for ``topics``: a newer one of each is sent instead."""
+        if any(waiting.topic in topics for waiting in self._live):
+            kept = [waiting for waiting in self._live if waiting.topic not in topics]
+            self._live.clear()
+            self._live.extend(kept)
 
     def _drain_live(self) -> None:
         while self._live and self._connected:

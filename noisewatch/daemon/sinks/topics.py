@@ -72,6 +72,15 @@ class Topics:
         """Event-opened notices (QoS 1, not retained)."""
         return f"{self.prefix}/events/started"
 
+    def for_spooled(self, topic: str) -> str:
+        """Where a spooled event or started notice goes now: this listener's own topic of its kind, whatever prefix it
+        was spooled under. A prefix changed since (at a reload, or before a restart) had the waiting events go out
+        under the old one, whose retained topics had just been emptied as a listener gone, and a sound's started
+        there and its event here."""
+        if topic.endswith("/events/started"):
+            return self.started
+        return self.events if topic.endswith("/events") else topic
+
     @property
     def recent_events(self) -> str:
         """The latest closed events as one JSON object (retained), so a dashboard that starts later has history."""
