@@ -830,6 +830,7 @@ class MqttSink:
         """An event written to the spool (the spool feeder sends it): its label's state, and the recent list."""
         self._state_change(spooled)
         if spooled.recent is not None:  # the list holds the ones before: an outage queued one per event, to 20 KB each
+            self._recent.keep(spooled.recent)
             self._drop_queued({self.topics.recent_events})
             self._live.append(Outgoing(self.topics.recent_events, spooled.recent, QOS_AT_LEAST_ONCE, True))
 

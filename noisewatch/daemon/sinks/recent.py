@@ -13,7 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from noisewatch.daemon.statefile import read_json, write_json
+from noisewatch.daemon.statefile import read_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,8 @@ FILE_NAME = "recent.json"
 
 
 class RecentEvents:
-    """The newest RECENT_EVENTS_KEPT closed events, in ``<state directory>/recent.json``; ``add`` returns the payload
-    to publish retained."""
+    """The newest RECENT_EVENTS_KEPT closed events; ``add`` returns the payload to publish retained, and ``keep``
+    writes it to ``<state directory>/recent.json`` (the MQTT pump's thread: not the processing loop's)."""
 
     def __init__(self, directory: Path, keep: int = RECENT_EVENTS_KEPT) -> None:
         self.path = Path(directory) / FILE_NAME
@@ -35,7 +35,6 @@ class RecentEvents:
         """Record one closed event (a redelivered id replaces nothing); the ``{"events": [...]}`` payload."""
         if all(e.get("id") != event.get("id") for e in self._events):
             self._events.append(event)
-            self._save()
         return {"events": list(self._events)}
 
     def _load(self) -> list[dict[str, Any]]:
@@ -52,10 +51,11 @@ class RecentEvents:
             return []
         return events
 
-    def _save(self) -> None:
-        """Keep the list for the next start; a disk that refuses is said once (the list goes on in memory)."""
+    def keep(self, payload: bytes) -> None:
+        """Keep a payload of ``add`` for the next start; a disk that refuses is said once (the list goes on in
+        memory)."""
         try:
-            write_json(self.path, {"events": list(self._events)})
+            write_text(self.path, payload.decode(), make_parents=False)
         except OSError as exc:
             if not self._unsaved:
                 log.warning("MQTT: cannot keep the recent events list in %s (%s); a restart begins it afresh",
