@@ -1828,3 +1828,35 @@ def test_a_retained_offline_holds_events_of_a_renamed_listener_too(tmp_path: Pat
         assert collector.wait_for(lambda c: ids_on(c, "noisewatch/test2/events") == [ev.id], timeout=10)
     finally:
         sink.close()
+
+
+def test_events_waiting_for_home_assistant_at_a_reload_that_changes_the_prefix_go_under_the_new_one(
+        tmp_path: Path, broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture) -> None:
+    """docs/mqtt.md: events "still waiting when ``mqtt.topic_prefix`` ... changes, at a reload or across a restart,
+    go out under the new prefix". Here they wait for a restarting Home Assistant as the reload comes: the replaced
+    sink's close does not wait for Home Assistant (``_settling``) and flushes the spool under its own, old prefix."""
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, thresholds)
+    replacing = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"], timeout=10)
+        caplog.set_level(logging.INFO, logger="noisewatch")
+        collector.client.publish("homeassistant/status", "offline")  # Home Assistant restarting: events wait
+        assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
+        waiting = event(0)
+        running.send(started(waiting))
+        running.send(waiting)
+        assert wait_until(lambda: running.spool.depth == 2, 5)
+        time.sleep(0.5)
+        assert ids_on(collector) == []  # they wait, in the spool
+        replacing = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix="noisewatch/renamed"),
+                                         LABELS, MODEL, thresholds, running=running)  # a reload: a new prefix
+        running.close()
+        collector.client.publish("homeassistant/status", "online")
+        assert collector.wait_for(lambda c: bool(ids_on(c, "noisewatch/renamed/events") + ids_on(c)), timeout=15)
+        time.sleep(1)
+        assert (ids_on(collector), ids_on(collector, "noisewatch/renamed/events")) == ([], [waiting.id])
+    finally:
+        running.close()
+        if replacing is not None:
+            replacing.close()
