@@ -1860,3 +1860,31 @@ def test_events_waiting_for_home_assistant_at_a_reload_that_changes_the_prefix_g
         running.close()
         if replacing is not None:
             replacing.close()
+
+
+@pytest.mark.usefixtures("no_home_assistant")
+def test_the_recent_events_list_follows_a_reload_that_moves_the_state_folder(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """docs/mqtt.md: the recent-events list is "kept in ``mqtt.state_directory``, so a restart goes on with them". A
+    reload's sink takes over the running one's RecentEvents, whose path is the old folder's: after a reload that
+    moved ``mqtt.state_directory`` the list is written where the listener no longer looks (nor holds a lock), and
+    the next start, which reads the new folder, begins it afresh."""
+    from noisewatch.daemon.sinks.recent import FILE_NAME, RecentEvents
+
+    thresholds = {label: 0.6 for label in LABELS}
+    old, new = tmp_path / "old-state", tmp_path / "new-state"
+    running = MqttSink.from_config(make_config(tmp_path, broker.port, state_directory=str(old)), LABELS, MODEL,
+                                   thresholds)
+    replacing = MqttSink.from_config(make_config(tmp_path, broker.port, state_directory=str(new)), LABELS, MODEL,
+                                     thresholds, running=running)  # a reload: the state folder moved
+    try:
+        running.close()
+        heard = event(0)
+        replacing.send(started(heard))
+        replacing.send(heard)
+        assert collector.wait_for(lambda c: ids_on(c) == [heard.id], timeout=10)
+    finally:
+        running.close()
+        replacing.close()
+    assert [e["id"] for e in RecentEvents(new).add({"id": "next"})["events"]] == [heard.id, "next"], (
+        sorted(p.name for p in old.iterdir()), (old / FILE_NAME).exists())
