@@ -1888,3 +1888,40 @@ def test_the_recent_events_list_follows_a_reload_that_moves_the_state_folder(
         replacing.close()
     assert [e["id"] for e in RecentEvents(new).add({"id": "next"})["events"]] == [heard.id, "next"], (
         sorted(p.name for p in old.iterdir()), (old / FILE_NAME).exists())
+
+
+@pytest.mark.usefixtures("no_home_assistant")
+def test_a_dropped_label_s_last_event_ending_in_an_outage_does_not_leave_its_state_on(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Without discovery (docs/mqtt.md: what a Node-RED flow or a noise map should run), a reload that drops a label
+    while one of its events is open: the sink forgets the label when that event ends, and sends its OFF only while
+    connected. Ended during an outage, the OFF is not queued, and the reconnect's snapshot no longer names the label:
+    its retained state stays ON on the broker for good."""
+    config = make_config(tmp_path, broker.port, homeassistant={"discovery": False})
+    running = MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+    kept = ["background", "dog_bark"]
+    replacing = None
+    try:
+        siren = event(0)
+        running.send(started(siren))
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-1:] == [b"ON"], timeout=10)
+        replacing = MqttSink.from_config(config, kept, MODEL, {label: 0.6 for label in kept},
+                                         running=running)  # a reload: siren no longer reported
+        running.close()
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online", b"online"], timeout=10)
+        broker.stop()  # gracefully: its retained messages are kept
+        replacing.send(siren)  # the siren ends while the broker is away
+        assert wait_until(lambda: replacing.spool.depth == 1, 5)
+        broker.start()
+        assert collector.wait_for(lambda c: ids_on(c) == [siren.id], timeout=15)
+        time.sleep(1)
+    finally:
+        running.close()
+        if replacing is not None:
+            replacing.close()
+    late = Collector(broker.port, f"{PREFIX}/state/siren")  # a subscriber that starts now: the retained state
+    try:
+        late.wait_for(lambda c: bool(c.on(f"{PREFIX}/state/siren")), timeout=3)
+        assert late.on(f"{PREFIX}/state/siren") in ([], [b"OFF"])
+    finally:
+        late.close()
