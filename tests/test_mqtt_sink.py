@@ -1925,3 +1925,40 @@ def test_a_dropped_label_s_last_event_ending_in_an_outage_does_not_leave_its_sta
         assert late.on(f"{PREFIX}/state/siren") in ([], [b"OFF"])
     finally:
         late.close()
+
+
+@pytest.mark.usefixtures("no_home_assistant")
+def test_the_recent_events_list_kept_across_a_reload_is_the_newest(
+        tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both pumps keep the one RecentEvents a reload hands over, each writing the lists of its own events: the
+    replaced sink's pump, behind on its queue (a slow SD card's fsync, here a second), writes its older list after
+    the new sink's pump wrote the newer one, and the next start goes on without the newest event."""
+    from noisewatch.daemon.sinks.recent import RecentEvents
+
+    thresholds = {label: 0.6 for label in LABELS}
+    config = make_config(tmp_path, broker.port)
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    keep = RecentEvents.keep
+
+    def slow_on_the_replaced_pump(self: RecentEvents, payload: bytes) -> None:
+        if threading.current_thread() is running._pump:
+            time.sleep(1)
+        keep(self, payload)
+
+    monkeypatch.setattr(RecentEvents, "keep", slow_on_the_replaced_pump)
+    replacing = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"], timeout=10)
+        before, after = event(0), event(1)
+        running.send(before)
+        replacing = MqttSink.from_config(make_config(tmp_path, broker.port, keepalive_s=6), LABELS, MODEL,
+                                         thresholds, running=running)  # a reload
+        replacing.send(after)
+        running.close()
+        assert collector.wait_for(lambda c: ids_on(c) == [before.id, after.id], timeout=10)
+    finally:
+        running.close()
+        if replacing is not None:
+            replacing.close()
+    restarted = RecentEvents(config.mqtt.state_path).add({"id": "next"})
+    assert [e["id"] for e in restarted["events"]] == [before.id, after.id, "next"]
