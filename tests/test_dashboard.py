@@ -825,3 +825,12 @@ def test_the_classify_page_s_window_table_reads_a_quiet_window_as_background_wit
     table = _window_table(scores)
     assert list(table["top label"]) == ["background", "dog_bark"]
     assert list(table["score"]) == pytest.approx([1.0, 0.7])
+
+
+def test_stats_from_a_listener_before_the_started_field_are_still_read() -> None:
+    """docs/mqtt.md: "new fields do not raise" the schema, so a schema-1 reader takes a schema-1 payload without
+    them. ``Stats.started`` has no default: the stats of a listener not yet upgraded (or the retained report its
+    last run left) no longer decode, and the dashboard drops them as malformed."""
+    old = {key: value for key, value in stats(3600.0).to_json().items() if key != "started"}
+    received = decode("noisewatch/kitchen/stats", json.dumps(old).encode(), "noisewatch")
+    assert received is not None and isinstance(received.value, Stats)
