@@ -829,8 +829,8 @@ def test_the_classify_page_s_window_table_reads_a_quiet_window_as_background_wit
 
 def test_stats_from_a_listener_before_the_started_field_are_still_read() -> None:
     """docs/mqtt.md: "new fields do not raise" the schema, so a schema-1 reader takes a schema-1 payload without
-    them. ``Stats.started`` has no default: the stats of a listener not yet upgraded (or the retained report its
-    last run left) no longer decode, and the dashboard drops them as malformed."""
+    them. ``Stats.started`` had no default: the stats of a listener not yet upgraded (or the retained report its
+    last run left) did not decode, and the dashboard dropped them as malformed."""
     old = {key: value for key, value in stats(3600.0).to_json().items() if key != "started"}
     received = decode("noisewatch/kitchen/stats", json.dumps(old).encode(), "noisewatch")
-    assert received is not None and isinstance(received.value, Stats)
+    assert received is not None and isinstance(received.payload, Stats) and received.payload.started is None

@@ -1385,8 +1385,8 @@ def test_closed_events_build_a_retained_list_of_recent_events(open_sink: OpenSin
     for ev in sent:
         sink.send(ev)
     recent = f"{PREFIX}/events/recent"
-    assert collector.wait_for(lambda c: len(c.on(recent)) == 3)
-    assert [e["id"] for e in json.loads(collector.on(recent)[-1])["events"]] == [ev.id for ev in sent]
+    assert collector.wait_for(lambda c: [e["id"] for e in json.loads((c.on(recent) or [b'{"events": []}'])[-1])["events"]]
+                              == [ev.id for ev in sent])
 
 
 def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink: OpenSink, tmp_path: Path,
@@ -1834,7 +1834,8 @@ def test_events_waiting_for_home_assistant_at_a_reload_that_changes_the_prefix_g
         tmp_path: Path, broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture) -> None:
     """docs/mqtt.md: events "still waiting when ``mqtt.topic_prefix`` ... changes, at a reload or across a restart,
     go out under the new prefix". Here they wait for a restarting Home Assistant as the reload comes: the replaced
-    sink's close does not wait for Home Assistant (``_settling``) and flushes the spool under its own, old prefix."""
+    sink's close, which does not wait for Home Assistant (``_settling``), flushed the spool under its own, old
+    prefix."""
     thresholds = {label: 0.6 for label in LABELS}
     running = MqttSink.from_config(make_config(tmp_path, broker.port), LABELS, MODEL, thresholds)
     replacing = None
@@ -1866,9 +1867,9 @@ def test_events_waiting_for_home_assistant_at_a_reload_that_changes_the_prefix_g
 def test_the_recent_events_list_follows_a_reload_that_moves_the_state_folder(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """docs/mqtt.md: the recent-events list is "kept in ``mqtt.state_directory``, so a restart goes on with them". A
-    reload's sink takes over the running one's RecentEvents, whose path is the old folder's: after a reload that
-    moved ``mqtt.state_directory`` the list is written where the listener no longer looks (nor holds a lock), and
-    the next start, which reads the new folder, begins it afresh."""
+    reload's sink takes over the running one's RecentEvents, whose path was the old folder's: after a reload that
+    moved ``mqtt.state_directory`` the list was written where the listener no longer looks (nor holds a lock), and
+    the next start, which reads the new folder, began it afresh."""
     from noisewatch.daemon.sinks.recent import FILE_NAME, RecentEvents
 
     thresholds = {label: 0.6 for label in LABELS}
@@ -1894,9 +1895,9 @@ def test_the_recent_events_list_follows_a_reload_that_moves_the_state_folder(
 def test_a_dropped_label_s_last_event_ending_in_an_outage_does_not_leave_its_state_on(
         tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """Without discovery (docs/mqtt.md: what a Node-RED flow or a noise map should run), a reload that drops a label
-    while one of its events is open: the sink forgets the label when that event ends, and sends its OFF only while
-    connected. Ended during an outage, the OFF is not queued, and the reconnect's snapshot no longer names the label:
-    its retained state stays ON on the broker for good."""
+    while one of its events is open: the sink forgets the label when that event ends. Its OFF was sent only while
+    connected: ended during an outage, it was not queued, and the reconnect's snapshot no longer names the label, so
+    its retained state stayed ON on the broker for good."""
     config = make_config(tmp_path, broker.port, homeassistant={"discovery": False})
     running = MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
     kept = ["background", "dog_bark"]
@@ -1931,8 +1932,8 @@ def test_a_dropped_label_s_last_event_ending_in_an_outage_does_not_leave_its_sta
 def test_the_recent_events_list_kept_across_a_reload_is_the_newest(
         tmp_path: Path, broker: Broker, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both pumps keep the one RecentEvents a reload hands over, each writing the lists of its own events: the
-    replaced sink's pump, behind on its queue (a slow SD card's fsync, here a second), writes its older list after
-    the new sink's pump wrote the newer one, and the next start goes on without the newest event."""
+    replaced sink's pump, behind on its queue (a slow SD card's fsync, here a second), wrote its older list after
+    the new sink's pump wrote the newer one, and the next start went on without the newest event."""
     from noisewatch.daemon.sinks.recent import RecentEvents
 
     thresholds = {label: 0.6 for label in LABELS}
@@ -1940,10 +1941,10 @@ def test_the_recent_events_list_kept_across_a_reload_is_the_newest(
     running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
     keep = RecentEvents.keep
 
-    def slow_on_the_replaced_pump(self: RecentEvents, payload: bytes) -> None:
+    def slow_on_the_replaced_pump(self: RecentEvents, directory: Path) -> None:
         if threading.current_thread() is running._pump:
             time.sleep(1)
-        keep(self, payload)
+        keep(self, directory)
 
     monkeypatch.setattr(RecentEvents, "keep", slow_on_the_replaced_pump)
     replacing = None

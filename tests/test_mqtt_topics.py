@@ -128,7 +128,7 @@ def test_the_recent_events_topic_holds_the_latest_50_closed_events(tmp_path: Pat
         payload = recent.add({"id": f"e{i}", "label": "siren"})
     assert payload == recent.add({"id": "e59", "label": "siren"})  # redelivered: nothing changes
     assert list(payload) == ["events"] and [e["id"] for e in payload["events"]] == [f"e{i}" for i in range(10, 60)]
-    recent.keep(json.dumps(payload).encode())  # as the sink's pump does
+    recent.keep(tmp_path)  # as the sink's pump does
     restarted = RecentEvents(tmp_path).add({"id": "e60", "label": "siren"})
     assert [e["id"] for e in restarted["events"]] == [f"e{i}" for i in range(11, 61)]
 
@@ -152,6 +152,6 @@ def test_a_state_folder_that_refuses_the_recent_events_list_is_said_once_and_the
     recent = RecentEvents(tmp_path / "unplugged" / "state")  # the disk it was on is gone: not made again
     for i in range(3):
         payload = recent.add({"id": f"e{i}", "label": "siren"})
-        recent.keep(json.dumps(payload).encode())
+        recent.keep(tmp_path / "unplugged" / "state")
     assert [e["id"] for e in payload["events"]] == ["e0", "e1", "e2"]
     assert ["cannot keep the recent events list" in r.getMessage() for r in caplog.records].count(True) == 1

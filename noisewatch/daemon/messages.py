@@ -194,8 +194,6 @@ class Stats(Message):
 
     kind: ClassVar[str] = "stats"
     uptime_s: float
-    started: str
-    """When this run started (UTC, whole seconds), by the wall clock of this report."""
     audio_s: float
     """Seconds of audio processed by the current configuration."""
     windows: int
@@ -211,6 +209,9 @@ class Stats(Message):
     model: str
     runtime: str
     version: str
+    started: str | None = None
+    """When this run started (UTC, whole seconds), by the wall clock of this report (None from a listener older than
+    the field: a new field does not raise the schema)."""
     audio_state: AudioState = AudioState.LISTENING
     spool_depth: int | None = None
     """MQTT only: events waiting for the broker."""

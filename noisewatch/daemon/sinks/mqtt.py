@@ -113,7 +113,8 @@ MAX_INFLIGHT = 100
 """paho's unacknowledged QoS 1 messages: above the spool's window plus a full announcement (discovery,
 states, thresholds), so that a (re)connect does not hold back state changes behind its own burst"""
 LIVE_QUEUE_MAX = 200
-"""level/stats/scores/state messages kept in memory while disconnected; oldest dropped"""
+"""level/stats/scores messages kept in memory while disconnected, oldest dropped (a label's state and the recent
+events are sent as they are at the reconnect instead: ``_announce``)"""
 MEMORY_SPOOL_MAX = 1000
 """events kept in memory while the spool's disk refuses writes (full, read-only); oldest dropped, counted"""
 PROBED_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.ENOENT})
@@ -592,6 +593,7 @@ class MqttSink:
 
     def _run_pump(self) -> None:
         next_prune = time.monotonic() + PRUNE_INTERVAL_S
+        self._recent.keep(self.settings.state_path)  # what a reload hands over, in a state folder it moved
         while not self._done_closing():
             try:
                 self._pump_once()
@@ -830,7 +832,7 @@ class MqttSink:
         """An event written to the spool (the spool feeder sends it): its label's state, and the recent list."""
         self._state_change(spooled)
         if spooled.recent is not None:  # the list holds the ones before: an outage queued one per event, to 20 KB each
-            self._recent.keep(spooled.recent)
+            self._recent.keep(self.settings.state_path)
             self._drop_queued({self.topics.recent_events})
             self._live.append(Outgoing(self.topics.recent_events, spooled.recent, QOS_AT_LEAST_ONCE, True))
 
@@ -869,9 +871,10 @@ class MqttSink:
             if self.settings.homeassistant.discovery:
                 self._ha_discovery.clear_state_later(topic)
                 return
-        if self._connected:  # else the next connect's announcement says the state as it is then (``_announce``):
-            self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))  # each change queued
-            # meanwhile went out after it, and Home Assistant saw every siren of an outage start and end anew
+        if self._connected or spooled.label not in self.listener.labels:  # else the next connect's announcement
+            # says the state as it is then: each change queued meanwhile went out after it, and Home Assistant saw
+            # every siren of an outage start and end anew (a forgotten label's OFF it does not say: queued)
+            self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
 
     def _done_closing(self) -> bool:
         closing = self._closing
@@ -890,6 +893,9 @@ class MqttSink:
         # run's retained ones were shown as current, and Audio input (a lost input) or Spool disk (a refusing disk)
         # went on for a moment, with that run's uptime
         latest = [m for m in (self._audio_status, self._periodic.get(self.topics.stats)) if m is not None]
+        recent = self._recent.latest()  # a broker restarted without its retained messages left dashboards none
+        if recent is not None:
+            latest.append(Outgoing(self.topics.recent_events, encode_json(recent), QOS_AT_LEAST_ONCE, True))
         states = {self.topics.state(label): state for label, state in self._states.snapshot().items()}
         self._drop_queued({*states, *(m.topic for m in latest)})  # older: what goes now supersedes them
         for message in latest:
@@ -1013,8 +1019,9 @@ class MqttSink:
 
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
+        topics = self._events_topics()
         for entry in self.spool.after(self._last_handed, self._free_slots()):
-            topic = self.topics.for_spooled(entry.topic)
+            topic = topics.for_spooled(entry.topic)
             if self._too_large(topic, entry.payload):
                 self.spool.set_aside(entry.seq, DEAD_LETTER, f"larger than the broker takes ({self._max_packet} bytes)")
                 continue
@@ -1035,7 +1042,7 @@ class MqttSink:
             return
         while self._unspooled and self._free_slots() > 0:
             held = self._unspooled[0]
-            topic = self.topics.for_spooled(held.topic)  # one a reload's predecessor held: under its prefix
+            topic = self._events_topics().for_spooled(held.topic)  # one a reload's predecessor held: under its prefix
             try:
                 if self._too_large(topic, held.payload):
                     raise ValueError(f"larger than the broker takes ({self._max_packet} bytes)")
@@ -1049,6 +1056,12 @@ class MqttSink:
                 return
             self._unspooled.popleft()
             self._inflight_held[self._claim(info.mid)] = held
+
+    def _events_topics(self) -> Topics:
+        """Where events go now: under the prefix of a reload's sink replacing this one (its close flushes the spool,
+        and events that waited for Home Assistant went out under the prefix the listener was leaving), else its own."""
+        successor = self._successor
+        return successor.topics if successor is not None and not successor._stopping.is_set() else self.topics
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the

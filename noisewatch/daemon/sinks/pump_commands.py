@@ -164,5 +164,5 @@ class Close:
 
 
 Command = (Spooled | Unspooled | HandedOver | EmptiedConfigs | HandedLevel | ThresholdCommand | OldAnnouncement
-            | Ack | SubAck | AudioStatus | Retune | Connected | Disconnected | Echoed | HomeAssistantOnline
-            | HomeAssistantOffline | DiskFreed | Close | Outgoing)
+           | Ack | SubAck | AudioStatus | Retune | Connected | Disconnected | Echoed | HomeAssistantOnline
+           | HomeAssistantOffline | DiskFreed | Close | Outgoing)

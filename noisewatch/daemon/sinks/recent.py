@@ -9,10 +9,12 @@ power cut) showed none of the day's before.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from noisewatch.daemon.messages import encode_json
 from noisewatch.daemon.statefile import read_json, write_text
 
 log = logging.getLogger(__name__)
@@ -22,44 +24,67 @@ FILE_NAME = "recent.json"
 
 
 class RecentEvents:
-    """The newest RECENT_EVENTS_KEPT closed events; ``add`` returns the payload to publish retained, and ``keep``
-    writes it to ``<state directory>/recent.json`` (the MQTT pump's thread: not the processing loop's)."""
+    """The newest RECENT_EVENTS_KEPT closed events, read from ``<directory>/recent.json``. ``add`` (the processing
+    loop) returns the payload to publish retained; ``keep`` (an MQTT pump) writes the list to a state folder. A
+    reload's sink takes the list over, and both pumps keep it for a while: the later write is always the newer list
+    (a pump behind on its queue wrote an older one over it), and a state folder the reload moved gets it too."""
 
     def __init__(self, directory: Path, keep: int = RECENT_EVENTS_KEPT) -> None:
-        self.path = Path(directory) / FILE_NAME
-        self._events: deque[dict[str, Any]] = deque(self._load(), maxlen=keep)
+        path = Path(directory) / FILE_NAME
+        self._events: deque[dict[str, Any]] = deque(_load(path), maxlen=keep)
+        self._lock = threading.Lock()
+        """``add`` against ``keep``'s copy: held for no disk write, so the processing loop never waits on one."""
+        self._version = 0
+        """Lists added so far."""
+        self._writing = threading.Lock()
+        self._kept: dict[Path, int] = {path: 0}
+        """The version each file holds."""
         self._unsaved = False
         """The last write failed (said once, until one is taken)."""
 
     def add(self, event: dict[str, Any]) -> dict[str, Any]:
         """Record one closed event (a redelivered id replaces nothing); the ``{"events": [...]}`` payload."""
-        if all(e.get("id") != event.get("id") for e in self._events):
-            self._events.append(event)
-        return {"events": list(self._events)}
+        with self._lock:
+            if all(e.get("id") != event.get("id") for e in self._events):
+                self._events.append(event)
+                self._version += 1
+            return {"events": list(self._events)}
 
-    def _load(self) -> list[dict[str, Any]]:
-        """The list an earlier run kept; none from a file that cannot be read (said: the list begins afresh)."""
-        try:
-            data = read_json(self.path)
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring %s: %s", self.path, exc)
-            return []
-        events = data.get("events") if isinstance(data, dict) else None
-        if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-            if data is not None:
-                log.warning("ignoring %s: not a list of events", self.path)
-            return []
-        return events
+    def latest(self) -> dict[str, Any] | None:
+        """The payload of the list as it is (None while it is empty), sent again at a (re)connect."""
+        with self._lock:
+            return {"events": list(self._events)} if self._events else None
 
-    def keep(self, payload: bytes) -> None:
-        """Keep a payload of ``add`` for the next start; a disk that refuses is said once (the list goes on in
-        memory)."""
-        try:
-            write_text(self.path, payload.decode(), make_parents=False)
-        except OSError as exc:
-            if not self._unsaved:
-                log.warning("MQTT: cannot keep the recent events list in %s (%s); a restart begins it afresh",
-                            self.path.parent, exc.strerror or exc)
-            self._unsaved = True
-        else:
-            self._unsaved = False
+    def keep(self, directory: Path) -> None:
+        """Write the list to ``<directory>/recent.json`` unless that file holds it already; a disk that refuses is said
+        once (the list goes on in memory)."""
+        path = Path(directory) / FILE_NAME
+        with self._writing:
+            with self._lock:
+                events, version = list(self._events), self._version
+            if self._kept.get(path, -1) >= version:
+                return
+            try:
+                write_text(path, encode_json({"events": events}).decode(), make_parents=False)
+            except OSError as exc:
+                if not self._unsaved:
+                    log.warning("MQTT: cannot keep the recent events list in %s (%s); a restart begins it afresh",
+                                directory, exc.strerror or exc)
+                self._unsaved = True
+            else:
+                self._kept[path], self._unsaved = version, False
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    """The list an earlier run kept; none from a file that cannot be read (said: the list begins afresh)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return []
+    events = data.get("events") if isinstance(data, dict) else None
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        if data is not None:
+            log.warning("ignoring %s: not a list of events", path)
+        return []
+    return events
