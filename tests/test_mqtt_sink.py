@@ -164,6 +164,7 @@ def test_after_an_outage_a_label_s_state_is_its_state_then_not_each_change_of_th
     sink = open_sink(make_config(tmp_path, broker.port))
     assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
     broker.stop(kill=True)
+    assert wait_until(lambda: not sink._connected, 15)  # what it sent before it knew, paho sends again at once
     sirens = [event(i) for i in range(3)]
     for ev in sirens:
         sink.send(started(ev))
@@ -1398,7 +1399,7 @@ def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink
     sink.send(started(bad))
     with pytest.raises(ValueError):
         sink.send(bad)
-    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"]), "the siren stayed ON"
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-1:] == [b"OFF"]), "the siren stayed ON"
     sent = [event(i) for i in range(1, 3)]
     for ev in sent:
         sink.send(ev)
