@@ -859,7 +859,9 @@ class MqttSink:
         self._ha_wait.settle()  # it subscribes anew as it reads discovery
 
     def _state_change(self, spooled: Spooled) -> None:
-        """The label's retained ON/OFF, when the event changes it."""
+        """The label's retained ON/OFF, when the event changes it: sent now while connected; else the next connect's
+        announcement says it as it is then (queued, each change of an outage went out after that, and Home Assistant
+        saw every siren start and end anew), but for a label a reload dropped, which the announcement names no more."""
         change = (self._states.started if spooled.opened else self._states.ended)(spooled.label, spooled.event_id)
         if change is None:
             return
@@ -871,9 +873,7 @@ class MqttSink:
             if self.settings.homeassistant.discovery:
                 self._ha_discovery.clear_state_later(topic)
                 return
-        if self._connected or spooled.label not in self.listener.labels:  # else the next connect's announcement
-            # says the state as it is then: each change queued meanwhile went out after it, and Home Assistant saw
-            # every siren of an outage start and end anew (a forgotten label's OFF it does not say: queued)
+        if self._connected or spooled.label not in self.listener.labels:
             self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
 
     def _done_closing(self) -> bool:
