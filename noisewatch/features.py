@@ -458,7 +458,9 @@ class _WindowStats:
         tracks = self.tracks
         dft, cosines, starts = _periodicity_plan(self.settings, tracks.shape[1])
         parts = tracks @ dft
-        correlation = (parts * parts) @ cosines  # lag 0, then the lags of the ranges
+        np.square(parts, out=parts)
+        bins = len(cosines)
+        correlation = (parts[:, :bins] + parts[:, bins:]) @ cosines  # lag 0, then the lags of the ranges
         energy = correlation[:, :1]  # n x the track's variance
         constant = energy <= tracks.shape[1] * TRACK_FLOOR**2
         correlation = np.divide(correlation[:, 1:], energy, out=np.zeros_like(correlation[:, 1:]), where=~constant)
@@ -507,8 +509,8 @@ def _periodicity_plan(settings: FeatureSettings, n_frames: int) -> tuple[np.ndar
     """For ``periodicity``: the real DFT of a track zero-padded to a size no circular wrap reaches the lags kept
     from, as one (n_frames, 2 x bins) product, cosines then sines (numpy's FFT of a few short rows costs more in
     its Python wrapper and the power's four calls than this product); the inverse real DFT of the power spectrum
-    (both parts' squares) at lag 0 and at the lags of the ranges, (2 x bins, lags); where each range starts among
-    those lags."""
+    (the sum of both parts' squares, bins long: half the product of the squares themselves) at lag 0 and at the
+    lags of the ranges, (bins, lags); where each range starts among those lags."""
     edges = settings.periodicity_frames()
     size = n_frames + edges[-1]
     lags = np.concatenate([[0], np.arange(edges[0], edges[-1])])
@@ -516,7 +518,6 @@ def _periodicity_plan(settings: FeatureSettings, n_frames: int) -> tuple[np.ndar
     dft = _real_dft(n_frames, size).astype(np.float32)
     weight = np.where((bins == 0) | (2 * bins == size), 1.0, 2.0) / size  # the other half of the spectrum
     cosines = (weight[:, None] * np.cos(2.0 * np.pi * np.outer(bins, lags) / size)).astype(np.float32)
-    cosines = np.concatenate([cosines, cosines])
     starts = np.array(edges[:-1]) - edges[0]
     for array in (dft, cosines, starts):
         array.setflags(write=False)
