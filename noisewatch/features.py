@@ -368,23 +368,17 @@ def shape_measures(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray
 
     Frame by frame, so the stream computes each frame once. Each group's bands are sorted in place (adjacent
     groups of one width are one sort call), so a group's loudest band, loudest fifth and quietest fifth sit at
-    fixed places; the group means and contrasts are then one product with the plan's weights. A constant
-    frame is flat everywhere: exact zeros, not rounding noise.
+    fixed places; each group's mean dB, loudest band and contrast are then one product with the plan's weights,
+    already in the measures' order, less the group's mean power in dB where it counts. A constant frame is flat
+    everywhere: exact zeros, not rounding noise (its mean power is a sum of ones over their count, exactly 1).
     """
     plan = _shape_plan(settings.n_mels, settings.shape_groups)
-    groups = settings.shape_groups
-    top = clamped.max(axis=1, keepdims=True)
-    db = clamped - top  # each measure is shift-invariant per frame
-    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.weights[:, :groups])
+    db = clamped - clamped.max(axis=1, keepdims=True)  # each measure is shift-invariant per frame
+    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.members / plan.sizes)
     for first, count, width in plan.runs:  # a view (db is C-ordered, the split axis contiguous): sorted in place
         db[:, first : first + count * width].reshape(len(db), count, width).sort(axis=2)
-    sums = db @ plan.weights  # each group's mean dB (order-free), then its contrast (of the sorted bands)
-    per_group = np.empty((len(db), groups, SHAPE_MEASURES), dtype=np.float32)
-    np.subtract(sums[:, :groups], mean_power_db, out=per_group[:, :, 0])
-    np.subtract(db[:, plan.loudest], mean_power_db, out=per_group[:, :, 1])
-    per_group[:, :, 2] = sums[:, groups:]
-    measures = per_group.reshape(len(db), -1)
-    measures[top[:, 0] == clamped.min(axis=1)] = 0.0
+    measures = db @ plan.weights
+    measures.reshape(len(db), settings.shape_groups, SHAPE_MEASURES)[:, :, :2] -= mean_power_db[:, :, None]
     return measures
 
 
@@ -552,30 +546,36 @@ class _ShapePlan:
     runs: tuple[tuple[int, int, int], ...]
     """(first band, groups, width) of each run of adjacent groups of one width (np.array_split makes at most
     two): each run is sorted group by group in one call."""
+    members: np.ndarray
+    """(n_mels, groups) float32: 1 on each group's bands (a product with it sums each group's powers)."""
+    sizes: np.ndarray
+    """(groups,) float32: each group's number of bands."""
     weights: np.ndarray
-    """(n_mels, 2 x groups) float32: 1/size on each group's bands (its mean), then, on bands sorted within
-    their group, +1/fifth on the loudest fifth and -1/fifth on the quietest fifth (its contrast)."""
-    loudest: np.ndarray
-    """(groups,) each group's last band: its loudest once sorted."""
+    """(n_mels, groups x 3) float32, on bands sorted within their group, for each group in turn: 1/size on its
+    bands (its mean dB, order-free), 1 on its last band (its loudest), and +1/fifth on its loudest fifth and
+    -1/fifth on its quietest fifth (its contrast)."""
 
 
 @functools.lru_cache(maxsize=8)
 def _shape_plan(n_mels: int, groups: int) -> _ShapePlan:
     """The plan for ``groups`` groups of adjacent bands, sized as ``np.array_split`` sizes them."""
     parts = np.array_split(np.arange(n_mels), groups)
-    weights = np.zeros((n_mels, 2 * groups), dtype=np.float32)
+    members = np.zeros((n_mels, groups), dtype=np.float32)
+    weights = np.zeros((n_mels, groups, SHAPE_MEASURES), dtype=np.float32)
     runs: list[tuple[int, int, int]] = []
     for index, bands in enumerate(parts):
         fifth = len(bands) // 5
-        weights[bands, index] = 1.0 / len(bands)
-        weights[bands[:fifth], groups + index] = -1.0 / fifth
-        weights[bands[-fifth:], groups + index] = 1.0 / fifth
+        members[bands, index] = 1.0
+        weights[bands, index, 0] = 1.0 / len(bands)
+        weights[bands[-1], index, 1] = 1.0
+        weights[bands[:fifth], index, 2] = -1.0 / fifth
+        weights[bands[-fifth:], index, 2] = 1.0 / fifth
         if runs and runs[-1][2] == len(bands):
             runs[-1] = (runs[-1][0], runs[-1][1] + 1, len(bands))
         else:
             runs.append((int(bands[0]), 1, len(bands)))
-    plan = _ShapePlan(tuple(runs), weights, np.array([bands[-1] for bands in parts]))
-    for array in (plan.weights, plan.loudest):
+    plan = _ShapePlan(tuple(runs), members, members.sum(axis=0), weights.reshape(n_mels, -1))
+    for array in (plan.members, plan.sizes, plan.weights):
         array.setflags(write=False)
     return plan
 
