@@ -448,17 +448,20 @@ class _WindowStats:
         return np.log10((parts * parts) @ bands + MODULATION_FLOOR).T.ravel()
 
     def periodicity(self) -> np.ndarray:
-        """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major."""
+        """Each track's highest autocorrelation (1 at lag 0) in each lag range, range-major; 0 for a constant track.
+
+        The highest correlation of a range over the lag-0 one is the highest of their quotients, exactly (a
+        division by a positive number keeps the order, and so does its rounding): a few divisions, not one a lag."""
         tracks = self.tracks
         dft, cosines, starts = _periodicity_plan(self.settings, tracks.shape[1])
         parts = tracks @ dft
         np.square(parts, out=parts)
-        bins = len(cosines)
-        correlation = (parts[:, :bins] + parts[:, bins:]) @ cosines  # lag 0, then the lags of the ranges
+        power = parts[:, : len(cosines)]
+        power += parts[:, len(cosines) :]
+        correlation = power @ cosines  # lag 0, then the lags of the ranges
         energy = correlation[:, :1]  # n x the track's variance
-        constant = energy <= tracks.shape[1] * TRACK_FLOOR**2
-        correlation = np.divide(correlation[:, 1:], energy, out=np.zeros_like(correlation[:, 1:]), where=~constant)
-        return np.maximum.reduceat(correlation, starts, axis=1).T.ravel()
+        highest = np.maximum.reduceat(correlation[:, 1:], starts, axis=1)
+        return (highest / np.where(energy <= tracks.shape[1] * TRACK_FLOOR**2, np.inf, energy)).T.ravel()
 
     def spectral_shape(self) -> np.ndarray:
         """The per-frame measures of :func:`shape_measures`: mean and std over time, group-major."""
