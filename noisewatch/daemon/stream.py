@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisewatch.features import (
+    MEL_STATS,
     FeatureSettings,
     clamp_db,
     frame_values,
@@ -64,19 +65,23 @@ class Window:
 
 
 class _FrameCache:
-    """Per stream frame, one row (frame ``base`` in row 0): the mel-dB row, its extremes, and the per-frame
-    values of its clamped row with the floor they were formed with (NaN: not formed yet)."""
+    """Per stream frame, one row (frame ``base`` in row 0): the mel-dB row (kept only if a window reads it again),
+    its extremes, and the per-frame values of its clamped row with the floor they were formed with (NaN: not
+    formed yet)."""
 
     def __init__(self, settings: FeatureSettings, rows: int) -> None:
         self.settings = settings
         self.window_clamp = settings.top_db is not None and settings.top_db_per == "window"
         """Whether a frame's clamped row depends on the window it is in (else rows are stored clamped)."""
+        self.keeps_mel = self.window_clamp or not set(settings.stats).isdisjoint(MEL_STATS)
+        """Whether a window reads its frames' mel-dB rows again (to clamp them, or for a statistic of the clamped
+        rows themselves); else they are not stored, nor moved with the others."""
         self.base = 0
-        self.mel = np.zeros((rows, settings.n_mels), dtype=np.float32)
+        self.mel = np.zeros((rows if self.keeps_mel else 0, settings.n_mels), dtype=np.float32)
         self.top = np.zeros(rows, dtype=np.float32)
         self.bottom = np.zeros(rows, dtype=np.float32)
         self.floor = np.full(rows, np.nan, dtype=np.float32)
-        self.values = np.zeros((rows, frame_values(self.mel[:1], settings).shape[1]))
+        self.values = np.zeros((rows, frame_values(np.zeros((1, settings.n_mels), np.float32), settings).shape[1]))
 
     def reset(self) -> None:
         """Forget every frame (a gap in the stream): frame 0 of the next audio goes in row 0."""
@@ -87,7 +92,7 @@ class _FrameCache:
         """The rows of ``count`` stream frames from ``first_frame`` on, moving the rows from ``first_frame`` on to
         the start first if they would not fit (earlier frames are never read again)."""
         start = first_frame - self.base
-        if start + count > len(self.mel):
+        if start + count > len(self.floor):
             for array in (self.mel, self.top, self.bottom, self.floor, self.values):
                 array[: len(array) - start] = array[start:]
             self.base, start = first_frame, 0
@@ -96,7 +101,8 @@ class _FrameCache:
     def store(self, rows: slice, mel_db: np.ndarray) -> None:
         """Mel-dB rows of new stream frames; without a window's clamp, rows already clamped and their per-frame
         values too (final: under any window's floor, -inf)."""
-        self.mel[rows] = mel_db
+        if self.keeps_mel:
+            self.mel[rows] = mel_db
         if self.window_clamp:
             self.top[rows] = mel_db.max(axis=1)
             self.bottom[rows] = mel_db.min(axis=1)
