@@ -50,9 +50,9 @@ def formed_rows(recording: Path, settings: FeatureSettings) -> tuple[np.ndarray,
     stream = StreamingFeatures(settings, HOP_S)
     rows: list[int] = []
 
-    def counted(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:  # the bench counts; the daemon need not
-        rows.append(len(clamped))
-        return features.frame_values(clamped, settings)
+    def counted(clamped: np.ndarray, settings: FeatureSettings, **kwargs: np.ndarray) -> np.ndarray:
+        rows.append(len(clamped))  # the bench counts; the daemon need not
+        return features.frame_values(clamped, settings, **kwargs)
 
     formed: list[int] = []
     windows = []

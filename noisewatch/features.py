@@ -594,13 +594,14 @@ def summarize_frames(settings: FeatureSettings, clamped: Callable[[], np.ndarray
     return _vector(_WindowStats(clamped, settings, values), settings)
 
 
-def frame_values(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+def frame_values(clamped: np.ndarray, settings: FeatureSettings, out: np.ndarray | None = None) -> np.ndarray:
     """What the statistics summarise over time, per clamped frame: (n, n_mfcc) MFCCs, then, when
-    ``spectral_shape`` is asked for, (n, groups x 3) shape measures. float64."""
-    mfcc = mfcc_rows(clamped, settings)
-    if "spectral_shape" not in settings.stats:
-        return mfcc
-    return np.concatenate([mfcc, shape_measures(clamped, settings)], axis=1)
+    ``spectral_shape`` is asked for, (n, groups x 3) shape measures. float64; written into ``out`` if given (the
+    stream's frame cache: no copy of a new array)."""
+    parts = [mfcc_rows(clamped, settings)]
+    if "spectral_shape" in settings.stats:
+        parts.append(shape_measures(clamped, settings))
+    return np.concatenate(parts, axis=1, out=out)
 
 
 def _vector(window: _WindowStats, settings: FeatureSettings) -> np.ndarray:

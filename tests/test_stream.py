@@ -160,9 +160,9 @@ def test_uncentred_frames_are_each_formed_once_without_a_windows_clamp(monkeypat
     calls: dict[str, list[int]] = {"fft": [], "values": []}
 
     def counting(name: str, function):  # noqa: ANN001, ANN202
-        def counted(rows: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+        def counted(rows: np.ndarray, settings: FeatureSettings, **kwargs: np.ndarray) -> np.ndarray:
             calls[name].append(len(rows))
-            return function(rows, settings)
+            return function(rows, settings, **kwargs)
         return counted
 
     monkeypatch.setattr(stream_module, "windowed_mel_db", counting("fft", stream_module.windowed_mel_db))

@@ -108,7 +108,7 @@ class _FrameCache:
             self.bottom[rows] = mel_db.min(axis=1)
             self.floor[rows] = np.nan
         else:
-            self.values[rows] = frame_values(mel_db, self.settings)
+            frame_values(mel_db, self.settings, out=self.values[rows])
             self.floor[rows] = -np.inf
 
     def stale(self, rows: slice, floor: np.float32) -> np.ndarray:
