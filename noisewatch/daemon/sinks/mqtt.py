@@ -360,6 +360,7 @@ class MqttSink:
             self._disk_probe = probe
         else:
             self._check_disk()
+        self._recent.keep(self.settings.state_path)  # what a reload hands over, in a state folder it moved
         self._pump.start()
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it
@@ -581,7 +582,7 @@ class MqttSink:
                 self._commands.put(Echoed())
         elif message.topic in self.topics.ha_status:
             if message.payload == ONLINE.encode() and not message.retain:  # a retained birth: up, as it was at
-                self._commands.put(HomeAssistantOnline())                  # connect, when discovery went out
+                self._commands.put(HomeAssistantOnline())                   # connect, when discovery went out
             elif message.payload == OFFLINE.encode():
                 self._commands.put(HomeAssistantOffline(message.topic, bool(message.retain)))
         elif is_status(message.topic) or discovery_node(message.topic) is not None:  # subscribed to: its old ones
@@ -593,7 +594,6 @@ class MqttSink:
 
     def _run_pump(self) -> None:
         next_prune = time.monotonic() + PRUNE_INTERVAL_S
-        self._recent.keep(self.settings.state_path)  # what a reload hands over, in a state folder it moved
         while not self._done_closing():
             try:
                 self._pump_once()

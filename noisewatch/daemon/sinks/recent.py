@@ -25,7 +25,8 @@ FILE_NAME = "recent.json"
 
 class RecentEvents:
     """The newest RECENT_EVENTS_KEPT closed events, read from ``<directory>/recent.json``. ``add`` (the processing
-    loop) returns the payload to publish retained; ``keep`` (an MQTT pump) writes the list to a state folder. A
+    loop) returns the payload to publish retained; ``keep`` (an MQTT pump at each event, and a reload's sink as it
+    starts) writes the list to a state folder. A
     reload's sink takes the list over, and both pumps keep it for a while: the later write is always the newer list
     (a pump behind on its queue wrote an older one over it), and a state folder the reload moved gets it too."""
 
