@@ -4,7 +4,9 @@ skipped without its venv)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,7 +30,7 @@ COUNTER = "turned_on"
 
 def _counting_turns_on(tmp_path: Path, broker: Broker, problem: str) -> HomeAssistant:
     """A Home Assistant (not started) whose automation counts each time ``problem`` turns on."""
-    automation = {"id": COUNTER, "alias": COUNTER,
+    automation = {"id": COUNTER, "alias": COUNTER, "mode": "queued",  # each turn: one while the last still runs too
                   "trigger": [{"platform": "state", "entity_id": problem, "to": "on"}],
                   "action": [{"service": "counter.increment", "target": {"entity_id": f"counter.{COUNTER}"}}]}
     (tmp_path / "ha").mkdir()
@@ -36,11 +38,12 @@ def _counting_turns_on(tmp_path: Path, broker: Broker, problem: str) -> HomeAssi
     return HomeAssistant(tmp_path / "ha", broker.port, f"automation: !include automations.yaml\ncounter:\n  {COUNTER}:\n")
 
 
-def _sink(tmp_path: Path, broker: Broker) -> MqttSink:
-    """A listener's MQTT sink, as a run of the daemon builds it (one spool folder for every run of the test)."""
+def _sink(tmp_path: Path, broker: Broker, labels: Sequence[str] = ("background", "siren"), **mqtt: Any) -> MqttSink:
+    """A listener's MQTT sink, as a run of the daemon builds it (one spool folder for every run of the test);
+    ``mqtt``: more of its config's ``mqtt`` section."""
     config = Config.model_validate({"device_id": DEVICE, "mqtt": {
-        "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
-    return MqttSink.from_config(config, ["background", "siren"], "urban11@test", {"background": 0.5, "siren": 0.7})
+        "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}, **mqtt}})
+    return MqttSink.from_config(config, labels, "urban11@test", {"background": 0.5, "siren": 0.7})
 
 
 def test_a_restart_after_a_lost_microphone_does_not_flash_the_audio_input_problem(broker: Broker,
