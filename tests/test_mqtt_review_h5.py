@@ -1,0 +1,52 @@
+"""Review h5: the mends after the first review (``_events_topics``, ``RecentEvents``, ``_state_change``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from mqtt_broker import Broker, Collector, wait_until
+from test_mqtt_sink import LABELS, MODEL, PREFIX, event, ids_on, make_config, started
+
+from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
+from noisewatch.daemon.sinks.mqtt import MqttSink
+
+pytestmark = pytest.mark.broker
+
+OTHER = "noisewatch/refused"
+
+
+def test_a_refused_reload_does_not_send_the_running_sinks_events_under_its_prefix(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """A reload whose JSON-lines file fails builds (and starts) the new MQTT sink, then closes it (``open_sinks``):
+    the running sink serves on, under its own prefix. From ``from_config`` until that close has set ``_stopping``
+    (after its pump's join: 0.75 s while the spool holds events, as it does while they wait for Home Assistant),
+    the running sink's ``_events_topics()`` names the refused sink's topics, and what it feeds from its spool in
+    that time goes out there, is acknowledged and removed: lost to every subscriber of the prefix the listener
+    keeps (and under a prefix whose retained topics were emptied as a listener gone, if it was one before)."""
+    config = make_config(tmp_path, broker.port)
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        time.sleep(DISCOVERY_SETTLE_S + 0.5)  # the first connect's settle over
+        collector.client.publish("homeassistant/status", "offline", qos=1).wait_for_publish(5)  # HA restarts
+        events = [event(n) for n in range(3)]
+        for ev in events:
+            running.send(started(ev))
+            running.send(ev)
+        time.sleep(1.0)
+        assert ids_on(collector) == []  # waiting for Home Assistant
+        collector.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)  # back: 2 s to settle
+        time.sleep(DISCOVERY_SETTLE_S - 0.5)
+        refused = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=OTHER), LABELS, MODEL,
+                                       thresholds, running=running)
+        refused.close()  # as open_sinks does when the JSON-lines file then fails: at once
+        assert wait_until(lambda: running.spool.depth == 0, 10)
+        time.sleep(0.5)
+        assert ids_on(collector, f"{OTHER}/events") == []
+        assert list(dict.fromkeys(ids_on(collector))) == [ev.id for ev in events]
+    finally:
+        running.close()
