@@ -50,3 +50,43 @@ def test_a_refused_reload_does_not_send_the_running_sinks_events_under_its_prefi
         assert list(dict.fromkeys(ids_on(collector))) == [ev.id for ev in events]
     finally:
         running.close()
+
+
+def test_events_a_prefix_changing_reload_finds_waiting_for_home_assistant_go_out_after_its_new_discovery(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """docs/mqtt.md: after a discovery that adds or removes entities, events wait 2 s for Home Assistant to read it
+    (it subscribes to a new entity's topics). A reload that changes ``mqtt.topic_prefix`` while events wait for Home
+    Assistant (30 s after a broker outage): the replaced sink's close flushes them under the new prefix
+    (``_events_topics``), before the new sink has even connected, so before any discovery names ``<new>/events``.
+    Home Assistant's event entities still listen on the old topics, it has no subscription on the new one, and
+    events are not retained: Home Assistant never sees them, and the spool has let them go."""
+    config = make_config(tmp_path, broker.port)
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    successor = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        broker.stop()
+        assert wait_until(lambda: not running._connected, 10)
+        events = [event(n) for n in range(3)]
+        for ev in events:
+            running.send(started(ev))
+            running.send(ev)
+        broker.start()
+        assert wait_until(lambda: running._connected, 10)
+        time.sleep(1.0)
+        assert ids_on(collector) == []  # waiting for Home Assistant after the outage (30 s)
+        successor = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=OTHER), LABELS, MODEL,
+                                         thresholds, running=running)
+        running.close()
+        def discovery(c: Collector) -> list[int]:
+            return [i for i, (topic, payload, _) in enumerate(c.messages) if topic.startswith("homeassistant/")
+                    and payload and json.loads(payload).get("state_topic") == f"{OTHER}/events"]
+
+        assert collector.wait_for(lambda c: len(set(ids_on(c, f"{OTHER}/events"))) == 3 and discovery(c), 40)
+        first_event = next(i for i, (topic, _, _) in enumerate(collector.messages) if topic == f"{OTHER}/events")
+        assert discovery(collector)[0] < first_event, "events under the new prefix before its discovery"
+    finally:
+        if successor is not None:
+            successor.close()
+        running.close()
