@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 from mqtt_broker import Broker, Collector, wait_until
-from test_mqtt_sink import LABELS, MODEL, PREFIX, event, ids_on, make_config, started
+from test_mqtt_sink import LABELS, MODEL, PREFIX, a_level, event, ids_on, make_config, mqtt_settings, started
+
+from noisewatch.config import Config
 
 from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
-from noisewatch.daemon.sinks.mqtt import MqttSink
+from noisewatch.daemon.sinks.mqtt import LIVE_QUEUE_MAX, MqttSink
 
 pytestmark = pytest.mark.broker
 
@@ -86,6 +88,46 @@ def test_events_a_prefix_changing_reload_finds_waiting_for_home_assistant_go_out
         assert collector.wait_for(lambda c: len(set(ids_on(c, f"{OTHER}/events"))) == 3 and discovery(c), 40)
         first_event = next(i for i, (topic, _, _) in enumerate(collector.messages) if topic == f"{OTHER}/events")
         assert discovery(collector)[0] < first_event, "events under the new prefix before its discovery"
+    finally:
+        if successor is not None:
+            successor.close()
+        running.close()
+
+
+def test_a_dropped_labels_off_from_an_outage_is_not_lost_behind_the_live_queue(
+        tmp_path: Path, broker: Broker, collector: Collector, no_home_assistant: None) -> None:
+    """``_state_change`` queues the OFF of a label a reload dropped while disconnected (the announcement names it no
+    more), in the live queue, whose oldest go beyond LIVE_QUEUE_MAX: level (and scores) reports of an outage longer
+    than LIVE_QUEUE_MAX of them push it out, and without discovery the retained ON stays on the broker for good
+    (nothing names that label again: ``forget``)."""
+    base = {"device_id": "test", "mqtt": mqtt_settings(tmp_path, broker.port, homeassistant={"discovery": False})}
+    config = Config.model_validate(base)
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    successor = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        ev = event(0)
+        running.send(started(ev))
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-1:] == [b"ON"])
+        dropped = Config.model_validate({**base, "detector": {"ignore": ["background", "siren"]}})
+        successor = MqttSink.from_config(dropped, LABELS, MODEL, thresholds, running=running)
+        running.close()
+        assert wait_until(lambda: successor._connected, 10)
+        broker.stop()
+        assert wait_until(lambda: not successor._connected, 10)
+        successor.send(ev)  # the siren that went on through the reload ends during the outage
+        for _ in range(LIVE_QUEUE_MAX):  # 100 minutes of level and stats reports, or 200 s of scores
+            successor.send(a_level(ev))
+        broker.start()
+        assert wait_until(lambda: successor._connected and successor.spool.depth == 0, 10)
+        time.sleep(1.0)
+        fresh = Collector(broker.port, topic=f"{PREFIX}/state/#")
+        try:
+            time.sleep(1.0)
+            assert fresh.on(f"{PREFIX}/state/siren") == [b"OFF"]  # retained: what a dashboard starting now reads
+        finally:
+            fresh.close()
     finally:
         if successor is not None:
             successor.close()
