@@ -132,3 +132,19 @@ def test_a_dropped_labels_off_from_an_outage_is_not_lost_behind_the_live_queue(
         if successor is not None:
             successor.close()
         running.close()
+
+
+def test_a_recent_list_json_cannot_carry_does_not_stop_the_announcement(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """``read_json`` takes NaN and Infinity (Python's json does), ``encode_json`` refuses them: a ``recent.json``
+    holding one (edited by hand, or written by another tool) loads, and ``_announce`` now encodes ``latest()`` at
+    every connect, before the states, discovery and ``online``: the ValueError ends the announcement there, and the
+    listener never says online (the pump logs an unexpected error and carries on, at every reconnect)."""
+    config = make_config(tmp_path, broker.port)
+    config.mqtt.state_path.mkdir(parents=True, exist_ok=True)
+    (config.mqtt.state_path / "recent.json").write_text('{"events": [{"id": "x", "peak_dbfs": NaN}]}')
+    sink = MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"], timeout=10)
+    finally:
+        sink.close()
