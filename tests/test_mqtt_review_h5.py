@@ -148,3 +148,25 @@ def test_a_recent_list_json_cannot_carry_does_not_stop_the_announcement(
         assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"], timeout=10)
     finally:
         sink.close()
+
+
+def test_a_reload_whose_new_sink_fails_to_start_leaves_the_running_sink_as_it_was(
+        tmp_path: Path, broker: Broker) -> None:
+    """``from_config`` undoes a refusal only around the constructor: ``start()`` runs after ``running._successor``,
+    ``_handing_over`` and the folder locks are set, and now writes the recent list (``keep``), whose ValueError (a
+    ``recent.json`` holding NaN, as above) propagates. ``_swap`` says "reload refused", and the running sink keeps a
+    successor that never started and is never closed: its ``_events_topics()`` names that sink's topics for good,
+    its spool move never happens (``_handing_over``), and the locks of the new folders stay held."""
+    config = make_config(tmp_path, broker.port)
+    config.mqtt.state_path.mkdir(parents=True, exist_ok=True)
+    (config.mqtt.state_path / "recent.json").write_text('{"events": [{"id": "x", "peak_dbfs": NaN}]}')
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    try:
+        moved = make_config(tmp_path, broker.port, topic_prefix=OTHER, state_directory=str(tmp_path / "state2"))
+        with pytest.raises(Exception):  # noqa: B017 - refused, one way or another
+            MqttSink.from_config(moved, LABELS, MODEL, thresholds, running=running)
+        assert running._successor is None and not running._handing_over
+        assert running._events_topics().prefix == PREFIX
+    finally:
+        running.close()
