@@ -11,7 +11,6 @@ from mqtt_broker import Broker, Collector, wait_until
 from test_mqtt_sink import LABELS, MODEL, PREFIX, a_level, event, ids_on, make_config, mqtt_settings, started
 
 from noisewatch.config import Config
-
 from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
 from noisewatch.daemon.sinks.mqtt import LIVE_QUEUE_MAX, MqttSink
 
