@@ -29,6 +29,7 @@ from noisewatch.daemon.messages import AudioState, Event, Level, Score, Scores, 
 from noisewatch.daemon.sinks import echo_watch
 from noisewatch.daemon.sinks import mqtt as mqtt_sink
 from noisewatch.daemon.sinks.homeassistant import stand_in
+from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S
 from noisewatch.daemon.sinks.mqtt import CLOSE_FLUSH_S, LIVE_QUEUE_MAX, MEMORY_SPOOL_MAX, MqttSink
 from noisewatch.daemon.sinks.mqtt_client import (
     CHECK_UNHEARD,
@@ -1964,3 +1965,134 @@ def test_the_recent_events_list_kept_across_a_reload_is_the_newest(
             replacing.close()
     restarted = RecentEvents(config.mqtt.state_path).add({"id": "next"})
     assert [e["id"] for e in restarted["events"]] == [before.id, after.id, "next"]
+
+
+REFUSED = "noisewatch/refused"
+
+
+def test_a_refused_reload_does_not_send_the_running_sinks_events_under_its_prefix(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found by a review: a reload whose JSON-lines file fails builds (and starts) the new MQTT sink, then closes it
+    (``open_sinks``), and the running sink serves on under its own prefix. A first mend had the running sink publish
+    under its successor's prefix from ``from_config`` on: until that close (0.75 s while the spool holds events, as
+    it does while they wait for Home Assistant), what it fed went out under the refused prefix, was acknowledged
+    and removed: lost to every subscriber of the prefix the listener keeps."""
+    config = make_config(tmp_path, broker.port)
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        time.sleep(DISCOVERY_SETTLE_S + 0.5)  # the first connect's settle over
+        collector.client.publish("homeassistant/status", "offline", qos=1).wait_for_publish(5)  # HA restarts
+        events = [event(n) for n in range(3)]
+        for ev in events:
+            running.send(started(ev))
+            running.send(ev)
+        time.sleep(1.0)
+        assert ids_on(collector) == []  # waiting for Home Assistant
+        collector.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)  # back: 2 s to settle
+        time.sleep(DISCOVERY_SETTLE_S - 0.5)
+        refused = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=REFUSED), LABELS, MODEL,
+                                       thresholds, running=running)
+        refused.close()  # as open_sinks does when the JSON-lines file then fails: at once
+        assert wait_until(lambda: running.spool.depth == 0, 10)
+        time.sleep(0.5)
+        assert ids_on(collector, f"{REFUSED}/events") == []
+        assert list(dict.fromkeys(ids_on(collector))) == [ev.id for ev in events]
+    finally:
+        running.close()
+
+
+def test_events_a_prefix_changing_reload_finds_waiting_for_home_assistant_go_out_after_its_new_discovery(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """docs/mqtt.md: after a discovery that adds or removes entities, events wait 2 s for Home Assistant to read it
+    (it subscribes to a new entity's topics). A reload that changes ``mqtt.topic_prefix`` while events wait for Home
+    Assistant (30 s after a broker outage): a first mend had the replaced sink's close flush them under the new
+    prefix, before the new sink had even connected, so before any discovery named ``<new>/events``; not retained,
+    they reached no Home Assistant. The replaced sink now leaves them to its successor."""
+    config = make_config(tmp_path, broker.port)
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    successor = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        broker.stop()
+        assert wait_until(lambda: not running._connected, 10)
+        events = [event(n) for n in range(3)]
+        for ev in events:
+            running.send(started(ev))
+            running.send(ev)
+        broker.start()
+        assert wait_until(lambda: running._connected, 10)
+        time.sleep(1.0)
+        assert ids_on(collector) == []  # waiting for Home Assistant after the outage (30 s)
+        successor = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=REFUSED), LABELS, MODEL,
+                                         thresholds, running=running)
+        running.close()
+        def discovery(c: Collector) -> list[int]:
+            return [i for i, (topic, payload, _) in enumerate(c.messages) if topic.startswith("homeassistant/")
+                    and payload and json.loads(payload).get("state_topic") == f"{REFUSED}/events"]
+
+        assert collector.wait_for(lambda c: len(set(ids_on(c, f"{REFUSED}/events"))) == 3 and discovery(c), 40)
+        first_event = next(i for i, (topic, _, _) in enumerate(collector.messages) if topic == f"{REFUSED}/events")
+        assert discovery(collector)[0] < first_event, "events under the new prefix before its discovery"
+    finally:
+        if successor is not None:
+            successor.close()
+        running.close()
+
+
+def test_a_dropped_labels_off_from_an_outage_is_not_lost_behind_the_live_queue(
+        tmp_path: Path, broker: Broker, collector: Collector, no_home_assistant: None) -> None:
+    """Found by a review: the OFF of a label a reload dropped, whose last event ended while disconnected (the
+    reconnect's snapshot names it no more), was queued in the live queue, whose oldest go beyond LIVE_QUEUE_MAX: the
+    level (and scores) reports of a long outage pushed it out, and without discovery the retained ON stayed on the
+    broker for good (nothing names that label again: ``forget``)."""
+    base = {"device_id": "test", "mqtt": mqtt_settings(tmp_path, broker.port, homeassistant={"discovery": False})}
+    config = Config.model_validate(base)
+    thresholds = {label: 0.6 for label in LABELS}
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    successor = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        ev = event(0)
+        running.send(started(ev))
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-1:] == [b"ON"])
+        dropped = Config.model_validate({**base, "detector": {"ignore": ["background", "siren"]}})
+        successor = MqttSink.from_config(dropped, LABELS, MODEL, thresholds, running=running)
+        running.close()
+        assert wait_until(lambda: successor._connected, 10)
+        broker.stop()
+        assert wait_until(lambda: not successor._connected, 10)
+        successor.send(ev)  # the siren that went on through the reload ends during the outage
+        for _ in range(LIVE_QUEUE_MAX):  # 100 minutes of level and stats reports, or 200 s of scores
+            successor.send(a_level(ev))
+        broker.start()
+        assert wait_until(lambda: successor._connected and successor.spool.depth == 0, 10)
+        time.sleep(1.0)
+        fresh = Collector(broker.port, topic=f"{PREFIX}/state/#")
+        try:
+            time.sleep(1.0)
+            assert fresh.on(f"{PREFIX}/state/siren") == [b"OFF"]  # retained: what a dashboard starting now reads
+        finally:
+            fresh.close()
+    finally:
+        if successor is not None:
+            successor.close()
+        running.close()
+
+
+def test_a_recent_list_json_cannot_carry_does_not_stop_the_announcement(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Found by a review: ``read_json`` takes NaN and Infinity (Python's json does), ``encode_json`` refuses them. A
+    ``recent.json`` holding one (edited by hand, or by another tool) loaded, and the announcement at every connect,
+    which sends the recent list before the states, discovery and ``online``, ended there: the listener never said
+    online. Such a file is ignored, with a warning, as an unreadable one is."""
+    config = make_config(tmp_path, broker.port)
+    config.mqtt.state_path.mkdir(parents=True, exist_ok=True)
+    (config.mqtt.state_path / "recent.json").write_text('{"events": [{"id": "x", "peak_dbfs": NaN}]}')
+    sink = MqttSink.from_config(config, LABELS, MODEL, {label: 0.6 for label in LABELS})
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"], timeout=10)
+    finally:
+        sink.close()

@@ -195,6 +195,8 @@ class MqttSink:
         """The latest level and stats report, by topic (``_send_periodic_again``)."""
         self._periodic_again_at: float | None = None
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
+        self._dropped_offs: set[str] = set()
+        """State topics of labels a reload dropped whose last event ended while disconnected: OFF at the reconnect."""
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid -> (spool seq, event id)
         self._awaited: dict[int, str] = {}  # paho mid -> topic of a QoS 1 message outside the spool
         self._unspooled: deque[Unspooled] = deque()
@@ -649,7 +651,7 @@ class MqttSink:
             self._ha_wait.run_out()
         if self._connected and handed_over and not self._ha_wait.remaining_s():  # not sooner at a stop either: the
             self._ha_discovery.send_state_clears()  # record keeps them for the next run (DISCOVERY_SETTLE_S)
-        if self._connected and not self._settling() and handed_over:
+        if self._connected and not self._settling() and handed_over and not self._leaving_events():
             self._feed_spool()
             self._feed_held()
         if self._connected:
@@ -861,7 +863,8 @@ class MqttSink:
     def _state_change(self, spooled: Spooled) -> None:
         """The label's retained ON/OFF, when the event changes it: sent now while connected; else the next connect's
         announcement says it as it is then (queued, each change of an outage went out after that, and Home Assistant
-        saw every siren start and end anew), but for a label a reload dropped, which the announcement names no more."""
+        saw every siren start and end anew); a label a reload dropped, which the snapshot names no more, is told OFF
+        there too (``_dropped_offs``: queued, 200 level reports of a long outage pushed it out for good)."""
         change = (self._states.started if spooled.opened else self._states.ended)(spooled.label, spooled.event_id)
         if change is None:
             return
@@ -873,16 +876,28 @@ class MqttSink:
             if self.settings.homeassistant.discovery:
                 self._ha_discovery.clear_state_later(topic)
                 return
-        if self._connected or spooled.label not in self.listener.labels:
+        if self._connected:
             self._live.append(Outgoing(topic, change.encode(), QOS_AT_LEAST_ONCE, True))
+        elif spooled.label not in self.listener.labels:
+            self._dropped_offs.add(topic)
 
     def _done_closing(self) -> bool:
         closing = self._closing
         if closing is None:
             return False
         now = time.monotonic()
-        idle = not self._inflight and not self._live and self.spool.depth == 0 and not self._held()
+        left = self._leaving_events() or (self.spool.depth == 0 and not self._held())
+        idle = not self._inflight and not self._live and left
         return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
+
+    def _leaving_events(self) -> bool:
+        """Closing at a reload that moves the listener to another topic prefix: the events it has not sent are its
+        successor's to send, under that prefix once Home Assistant has read its discovery there (flushed by this
+        close, those that waited for Home Assistant went out under the prefix the listener was leaving). Not at a
+        reload that is refused after its sink was built: that sink is closed (``_stopping``) before this one closes."""
+        successor = self._successor
+        return (self._closing is not None and successor is not None and not successor._stopping.is_set()
+                and successor.topics.prefix != self.topics.prefix)
 
     def _announce(self) -> None:
         """On every (re)connect: the audio state, every label's retained state and threshold, discovery (clearing
@@ -896,7 +911,9 @@ class MqttSink:
         recent = self._recent.latest()  # a broker restarted without its retained messages left dashboards none
         if recent is not None:
             latest.append(Outgoing(self.topics.recent_events, encode_json(recent), QOS_AT_LEAST_ONCE, True))
-        states = {self.topics.state(label): state for label, state in self._states.snapshot().items()}
+        states = {**dict.fromkeys(self._dropped_offs, STATE_OFF),
+                  **{self.topics.state(label): state for label, state in self._states.snapshot().items()}}
+        self._dropped_offs.clear()
         self._drop_queued({*states, *(m.topic for m in latest)})  # older: what goes now supersedes them
         for message in latest:
             self._publish(message.topic, message.payload, message.qos, message.retain)
@@ -1019,9 +1036,8 @@ class MqttSink:
 
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
-        topics = self._events_topics()
         for entry in self.spool.after(self._last_handed, self._free_slots()):
-            topic = topics.for_spooled(entry.topic)
+            topic = self.topics.for_spooled(entry.topic)
             if self._too_large(topic, entry.payload):
                 self.spool.set_aside(entry.seq, DEAD_LETTER, f"larger than the broker takes ({self._max_packet} bytes)")
                 continue
@@ -1042,7 +1058,7 @@ class MqttSink:
             return
         while self._unspooled and self._free_slots() > 0:
             held = self._unspooled[0]
-            topic = self._events_topics().for_spooled(held.topic)  # one a reload's predecessor held: under its prefix
+            topic = self.topics.for_spooled(held.topic)  # one a reload's predecessor held: under its prefix
             try:
                 if self._too_large(topic, held.payload):
                     raise ValueError(f"larger than the broker takes ({self._max_packet} bytes)")
@@ -1056,12 +1072,6 @@ class MqttSink:
                 return
             self._unspooled.popleft()
             self._inflight_held[self._claim(info.mid)] = held
-
-    def _events_topics(self) -> Topics:
-        """Where events go now: under the prefix of a reload's sink replacing this one (its close flushes the spool,
-        and events that waited for Home Assistant went out under the prefix the listener was leaving), else its own."""
-        successor = self._successor
-        return successor.topics if successor is not None and not successor._stopping.is_set() else self.topics
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the

@@ -88,4 +88,9 @@ def _load(path: Path) -> list[dict[str, Any]]:
         if data is not None:
             log.warning("ignoring %s: not a list of events", path)
         return []
+    try:
+        encode_json({"events": events})
+    except ValueError as exc:  # NaN or Infinity, which the file may hold and no payload may: every list sent failed
+        log.warning("ignoring %s: %s", path, exc)
+        return []
     return events
