@@ -1967,7 +1967,7 @@ def test_the_recent_events_list_kept_across_a_reload_is_the_newest(
     assert [e["id"] for e in restarted["events"]] == [before.id, after.id, "next"]
 
 
-REFUSED = "noisewatch/refused"
+OTHER_PREFIX = "noisewatch/other"
 
 
 def test_a_refused_reload_does_not_send_the_running_sinks_events_under_its_prefix(
@@ -1992,12 +1992,12 @@ def test_a_refused_reload_does_not_send_the_running_sinks_events_under_its_prefi
         assert ids_on(collector) == []  # waiting for Home Assistant
         collector.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)  # back: 2 s to settle
         time.sleep(DISCOVERY_SETTLE_S - 0.5)
-        refused = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=REFUSED), LABELS, MODEL,
+        refused = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=OTHER_PREFIX), LABELS, MODEL,
                                        thresholds, running=running)
         refused.close()  # as open_sinks does when the JSON-lines file then fails: at once
         assert wait_until(lambda: running.spool.depth == 0, 10)
         time.sleep(0.5)
-        assert ids_on(collector, f"{REFUSED}/events") == []
+        assert ids_on(collector, f"{OTHER_PREFIX}/events") == []
         assert list(dict.fromkeys(ids_on(collector))) == [ev.id for ev in events]
     finally:
         running.close()
@@ -2026,15 +2026,15 @@ def test_events_a_prefix_changing_reload_finds_waiting_for_home_assistant_go_out
         assert wait_until(lambda: running._connected, 10)
         time.sleep(1.0)
         assert ids_on(collector) == []  # waiting for Home Assistant after the outage (30 s)
-        successor = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=REFUSED), LABELS, MODEL,
+        successor = MqttSink.from_config(make_config(tmp_path, broker.port, topic_prefix=OTHER_PREFIX), LABELS, MODEL,
                                          thresholds, running=running)
         running.close()
         def discovery(c: Collector) -> list[int]:
             return [i for i, (topic, payload, _) in enumerate(c.messages) if topic.startswith("homeassistant/")
-                    and payload and json.loads(payload).get("state_topic") == f"{REFUSED}/events"]
+                    and payload and json.loads(payload).get("state_topic") == f"{OTHER_PREFIX}/events"]
 
-        assert collector.wait_for(lambda c: len(set(ids_on(c, f"{REFUSED}/events"))) == 3 and discovery(c), 40)
-        first_event = next(i for i, (topic, _, _) in enumerate(collector.messages) if topic == f"{REFUSED}/events")
+        assert collector.wait_for(lambda c: len(set(ids_on(c, f"{OTHER_PREFIX}/events"))) == 3 and discovery(c), 40)
+        first_event = next(i for i, (topic, _, _) in enumerate(collector.messages) if topic == f"{OTHER_PREFIX}/events")
         assert discovery(collector)[0] < first_event, "events under the new prefix before its discovery"
     finally:
         if successor is not None:
