@@ -280,13 +280,14 @@ def test_recent_events_give_history_from_before_the_dashboard_started(tmp_path: 
     events = [closed_event("siren", f"2026-01-01T12:0{i}:00.000Z") for i in range(5)]
     for event in events[:4]:
         payload = recent.add(event.to_json())
-    assert [e["id"] for e in recent.add(events[3].to_json())["events"]] == [e.id for e in events[1:4]]  # redelivery
+    redelivered = json.loads(recent.add(events[3].to_json()))
+    assert [e["id"] for e in redelivered["events"]] == [e.id for e in events[1:4]]  # redelivery
     store.receive("noisewatch/kitchen/events", events[4].encode())  # live, before the retained one
-    store.receive("noisewatch/kitchen/events/recent", json.dumps(payload).encode())
-    store.receive("noisewatch/kitchen/events/recent", json.dumps(payload).encode())
+    store.receive("noisewatch/kitchen/events/recent", payload)
+    store.receive("noisewatch/kitchen/events/recent", payload)
     assert list(store.snapshot()["kitchen"].events) == events[1:]
     assert not store.receive("noisewatch/kitchen/events/recent", b"[1, 2]")
-    broken = {"events": [*payload["events"], {"id": "no-fields"}]}
+    broken = {"events": [*json.loads(payload)["events"], {"id": "no-fields"}]}
     assert not store.receive("noisewatch/kitchen/events/recent", json.dumps(broken).encode())
 
 

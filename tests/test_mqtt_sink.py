@@ -1889,7 +1889,7 @@ def test_the_recent_events_list_follows_a_reload_that_moves_the_state_folder(
     finally:
         running.close()
         replacing.close()
-    assert [e["id"] for e in RecentEvents(new).add({"id": "next"})["events"]] == [heard.id, "next"], (
+    assert [e["id"] for e in json.loads(RecentEvents(new).add({"id": "next"}))["events"]] == [heard.id, "next"], (
         sorted(p.name for p in old.iterdir()), (old / FILE_NAME).exists())
 
 
@@ -1963,7 +1963,7 @@ def test_the_recent_events_list_kept_across_a_reload_is_the_newest(
         running.close()
         if replacing is not None:
             replacing.close()
-    restarted = RecentEvents(config.mqtt.state_path).add({"id": "next"})
+    restarted = json.loads(RecentEvents(config.mqtt.state_path).add({"id": "next"}))
     assert [e["id"] for e in restarted["events"]] == [before.id, after.id, "next"]
 
 

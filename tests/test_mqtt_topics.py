@@ -127,20 +127,22 @@ def test_the_recent_events_topic_holds_the_latest_50_closed_events(tmp_path: Pat
     for i in range(60):
         payload = recent.add({"id": f"e{i}", "label": "siren"})
     assert payload == recent.add({"id": "e59", "label": "siren"})  # redelivered: nothing changes
-    assert list(payload) == ["events"] and [e["id"] for e in payload["events"]] == [f"e{i}" for i in range(10, 60)]
+    listed = json.loads(payload)
+    assert list(listed) == ["events"] and [e["id"] for e in listed["events"]] == [f"e{i}" for i in range(10, 60)]
     recent.keep(tmp_path)  # as the sink's pump does
-    restarted = RecentEvents(tmp_path).add({"id": "e60", "label": "siren"})
+    restarted = json.loads(RecentEvents(tmp_path).add({"id": "e60", "label": "siren"}))
     assert [e["id"] for e in restarted["events"]] == [f"e{i}" for i in range(11, 61)]
 
 
-@pytest.mark.parametrize("kept", ["{not json", '{"events": [1, 2]}', '[]'])
+@pytest.mark.parametrize("kept", ["{not json", '{"events": [1, 2]}', '[]', '{"events": [{"id": "x", "level": NaN}]}'])
 def test_a_recent_events_file_that_cannot_be_read_begins_the_list_afresh_and_says_so(
         tmp_path: Path, kept: str, caplog: pytest.LogCaptureFixture) -> None:
     from noisewatch.daemon.sinks.recent import FILE_NAME, RecentEvents
 
     caplog.set_level("WARNING", logger="noisewatch")
     (tmp_path / FILE_NAME).write_text(kept)
-    assert RecentEvents(tmp_path).add({"id": "e0", "label": "siren"}) == {"events": [{"id": "e0", "label": "siren"}]}
+    assert json.loads(RecentEvents(tmp_path).add({"id": "e0", "label": "siren"})) == {
+        "events": [{"id": "e0", "label": "siren"}]}
     assert [r.levelname for r in caplog.records if FILE_NAME in r.getMessage()] == ["WARNING"]
 
 
@@ -153,5 +155,5 @@ def test_a_state_folder_that_refuses_the_recent_events_list_is_said_once_and_the
     for i in range(3):
         payload = recent.add({"id": f"e{i}", "label": "siren"})
         recent.keep(tmp_path / "unplugged" / "state")
-    assert [e["id"] for e in payload["events"]] == ["e0", "e1", "e2"]
+    assert [e["id"] for e in json.loads(payload)["events"]] == ["e0", "e1", "e2"]
     assert ["cannot keep the recent events list" in r.getMessage() for r in caplog.records].count(True) == 1

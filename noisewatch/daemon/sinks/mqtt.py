@@ -382,7 +382,7 @@ class MqttSink:
             except ValueError:
                 self._commands.put(Spooled(message.label, message.id, opened=False))  # the sound ended all the same
                 raise
-            recent = encode_json(self._recent.add(message.to_json()))
+            recent = self._recent.add(message.to_json())
             self._spool_event(topics.events, payload, Spooled(message.label, message.id, False, recent))
         elif isinstance(message, Level):
             self._commands.put(Outgoing(topics.level, message.encode(), retain=True))
@@ -910,7 +910,7 @@ class MqttSink:
         latest = [m for m in (self._audio_status, self._periodic.get(self.topics.stats)) if m is not None]
         recent = self._recent.latest()  # a broker restarted without its retained messages left dashboards none
         if recent is not None:
-            latest.append(Outgoing(self.topics.recent_events, encode_json(recent), QOS_AT_LEAST_ONCE, True))
+            latest.append(Outgoing(self.topics.recent_events, recent, QOS_AT_LEAST_ONCE, True))
         states = {**dict.fromkeys(self._dropped_offs, STATE_OFF),
                   **{self.topics.state(label): state for label, state in self._states.snapshot().items()}}
         self._dropped_offs.clear()

@@ -24,49 +24,50 @@ FILE_NAME = "recent.json"
 
 
 class RecentEvents:
-    """The newest RECENT_EVENTS_KEPT closed events, read from ``<directory>/recent.json``. ``add`` (the processing
-    loop) returns the payload to publish retained; ``keep`` (an MQTT pump at each event, and a reload's sink as it
-    starts) writes the list to a state folder. A
-    reload's sink takes the list over, and both pumps keep it for a while: the later write is always the newer list
-    (a pump behind on its queue wrote an older one over it), and a state folder the reload moved gets it too."""
+    """The newest RECENT_EVENTS_KEPT closed events, read from ``<directory>/recent.json``, and their payload,
+    ``{"events": [...]}``, encoded once per change. ``add`` (the processing loop) returns it to publish retained;
+    ``keep`` (an MQTT pump at each event, and a reload's sink as it starts) writes it to a state folder. A reload's
+    sink takes the list over, and both pumps keep it for a while: the later write is always the newer payload (a
+    pump behind on its queue wrote an older one over it), and a state folder the reload moved gets it too."""
 
     def __init__(self, directory: Path, keep: int = RECENT_EVENTS_KEPT) -> None:
         path = Path(directory) / FILE_NAME
-        self._events: deque[dict[str, Any]] = deque(_load(path), maxlen=keep)
+        self._events: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._payload = _load(path, self._events)
         self._lock = threading.Lock()
-        """``add`` against ``keep``'s copy: held for no disk write, so the processing loop never waits on one."""
+        """``add`` against ``keep``'s read: held for no disk write, so the processing loop never waits on one."""
         self._version = 0
-        """Lists added so far."""
+        """Payloads made so far."""
         self._writing = threading.Lock()
         self._kept: dict[Path, int] = {path: 0}
         """The version each file holds."""
         self._unsaved = False
         """The last write failed (said once, until one is taken)."""
 
-    def add(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Record one closed event (a redelivered id replaces nothing); the ``{"events": [...]}`` payload."""
+    def add(self, event: dict[str, Any]) -> bytes:
+        """Record one closed event (a redelivered id replaces nothing); the payload."""
         with self._lock:
             if all(e.get("id") != event.get("id") for e in self._events):
                 self._events.append(event)
-                self._version += 1
-            return {"events": list(self._events)}
+                self._payload, self._version = encode_json({"events": list(self._events)}), self._version + 1
+            return self._payload
 
-    def latest(self) -> dict[str, Any] | None:
-        """The payload of the list as it is (None while it is empty), sent again at a (re)connect."""
+    def latest(self) -> bytes | None:
+        """The payload as it is (None while the list is empty), sent again at a (re)connect."""
         with self._lock:
-            return {"events": list(self._events)} if self._events else None
+            return self._payload if self._events else None
 
     def keep(self, directory: Path) -> None:
-        """Write the list to ``<directory>/recent.json`` unless that file holds it already; a disk that refuses is said
-        once (the list goes on in memory)."""
+        """Write the payload to ``<directory>/recent.json`` unless that file holds it already; a disk that refuses is
+        said once (the list goes on in memory)."""
         path = Path(directory) / FILE_NAME
         with self._writing:
             with self._lock:
-                events, version = list(self._events), self._version
+                payload, version = self._payload, self._version
             if self._kept.get(path, -1) >= version:
                 return
             try:
-                write_text(path, encode_json({"events": events}).decode(), make_parents=False)
+                write_text(path, payload.decode(), make_parents=False)
             except OSError as exc:
                 if not self._unsaved:
                     log.warning("MQTT: cannot keep the recent events list in %s (%s); a restart begins it afresh",
@@ -76,21 +77,17 @@ class RecentEvents:
                 self._kept[path], self._unsaved = version, False
 
 
-def _load(path: Path) -> list[dict[str, Any]]:
-    """The list an earlier run kept; none from a file that cannot be read (said: the list begins afresh)."""
+def _load(path: Path, events: deque[dict[str, Any]]) -> bytes:
+    """Fill ``events`` with the list an earlier run kept, and return its payload; none from a file that cannot be
+    read or whose list no payload can carry (NaN: every list sent would fail), said: the list begins afresh."""
     try:
         data = read_json(path)
+        kept = data.get("events") if isinstance(data, dict) else None
+        if data is not None and not (isinstance(kept, list) and all(isinstance(event, dict) for event in kept)):
+            raise ValueError("not a list of events")
+        events.extend(kept or [])
+        return encode_json({"events": list(events)})
     except (OSError, ValueError) as exc:
         log.warning("ignoring %s: %s", path, exc)
-        return []
-    events = data.get("events") if isinstance(data, dict) else None
-    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-        if data is not None:
-            log.warning("ignoring %s: not a list of events", path)
-        return []
-    try:
-        encode_json({"events": events})
-    except ValueError as exc:  # NaN or Infinity, which the file may hold and no payload may: every list sent failed
-        log.warning("ignoring %s: %s", path, exc)
-        return []
-    return events
+        events.clear()
+        return encode_json({"events": []})
