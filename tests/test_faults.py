@@ -787,9 +787,7 @@ def test_f07_a_spool_folder_changed_by_a_reload_that_fills_up_does_not_stop_the_
         assert health["spool_disk_error"] == os.strerror(errno.ENOSPC), health
         later = closed_event("moved-8", 8)
         replacing.send(later)
-        broker.start()
-        assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in [*waiting, later]], timeout=15), \
-            event_ids(collector)
+        _delivered_in_order(broker, collector, [*waiting, later])
         assert not [r for r in caplog.records if "unexpected error in the pump" in r.getMessage()]
         assert sum("cannot move the unsent messages" in r.getMessage() for r in caplog.records) == 1
         assert wait_until(lambda: replacing.spool.directory == small_disk / "spool", 10)  # nothing left to move
@@ -821,9 +819,7 @@ def test_f07_a_reload_while_a_spool_move_waits_for_room_loses_no_event(
         third.send(later)
         assert wait_until(lambda: third.spool.directory == small_disk / "spool", 15)
         assert third.spool.depth == len(waiting) + 1 and third.health()["spool_disk_error"] is None
-        broker.start()
-        assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in [*waiting, later]], timeout=15), \
-            event_ids(collector)
+        _delivered_in_order(broker, collector, [*waiting, later])
     finally:
         third.close()
 
@@ -841,11 +837,15 @@ def test_f07_a_refused_reload_gives_the_waiting_spool_move_back_to_the_running_s
         MqttSink.from_config(moved, *SINK_LABELS, {"siren": 0.7, "dog_bark": 0.6}, running=running).close()
         filler.unlink()
         assert wait_until(lambda: running.spool.directory == small_disk / "spool", 15)
-        broker.start()
-        assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in waiting], timeout=15), \
-            event_ids(collector)
+        _delivered_in_order(broker, collector, waiting)
     finally:
         running.close()
+
+
+def _delivered_in_order(broker: Broker, collector: Collector, events: list[Event]) -> None:
+    """The broker back: ``events`` arrive, each once, in order."""
+    broker.start()
+    assert collector.wait_for(lambda c: event_ids(c) == [ev.id for ev in events], timeout=15), event_ids(collector)
 
 
 def _a_spool_move_waiting_for_room(tmp_path: Path, small_disk: Path, broker: Broker, count: int):

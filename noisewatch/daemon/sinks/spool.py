@@ -196,9 +196,7 @@ class Spool:
             self.directory.mkdir(mode=DIR_MODE, exist_ok=True)  # a read-only disk refuses here, said at start-up
             log.warning("MQTT spool: %s is gone; making it again", self.directory)
             _write_durably(self._path(seq), data)
-        with self._lock:
-            self._index[seq] = meta
-            self._bytes += meta.size
+        self._admit([(seq, meta)])
         self._enforce_size()
         return seq
 
@@ -222,11 +220,7 @@ class Spool:
             for seq, _ in written:
                 _unlink_quietly(self._path(seq))
             raise
-        with self._lock:
-            for seq, meta in written:
-                self._index[seq] = meta
-                self._bytes += meta.size
-            self.dropped += earlier.dropped  # ``spool_dropped`` counts for the listener's life
+        self._admit(written, dropped=earlier.dropped)  # ``spool_dropped`` counts for the listener's life
         for entry in entries:
             earlier.remove(entry.seq)
         self._hold_bounds()
@@ -316,6 +310,14 @@ class Spool:
                   "length": len(payload), "crc32": zlib.crc32(payload)}
         data = json.dumps(header).encode() + b"\n" + payload
         return data, _Meta(self._on_disk(len(data)), created, since_boot if boot else None)
+
+    def _admit(self, written: list[tuple[int, _Meta]], dropped: int = 0) -> None:
+        """Index messages written to the disk (and the drops of a spool whose messages they are)."""
+        with self._lock:
+            for seq, meta in written:
+                self._index[seq] = meta
+                self._bytes += meta.size
+            self.dropped += dropped
 
     def _take_seq(self) -> int:
         with self._lock:
