@@ -1297,6 +1297,17 @@ def test_a_threshold_set_from_home_assistant_is_kept_shown_and_handed_to_the_det
     assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {"siren": 0.93}
 
 
+def test_a_retained_threshold_command_is_applied_as_it_arrives(open_sink: OpenSink, tmp_path: Path, broker: Broker,
+                                                               collector: Collector) -> None:
+    """docs/mqtt.md: a retained command (``mosquitto_pub -r``, a flow set to retain) "is applied as it arrives, but
+    ignored with a warning when the broker replays it" (tests/test_faults.py, f31: the replay)."""
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/threshold/siren") == [b"0.6"])
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "0.8", qos=1, retain=True).wait_for_publish(5)
+    assert wait_until(lambda: sink.threshold_overrides() == {"siren": 0.8}, timeout=5)
+    collector.client.publish(f"{PREFIX}/threshold/siren/set", "", qos=1, retain=True).wait_for_publish(5)  # cleared
+
+
 def test_a_threshold_set_from_home_assistant_stays_under_a_new_device_id(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector) -> None:
     """docs/homeassistant.md: a new ``device_id`` is a new device, but the thresholds set from Home Assistant stay
@@ -1389,6 +1400,25 @@ def test_closed_events_build_a_retained_list_of_recent_events(open_sink: OpenSin
     recent = f"{PREFIX}/events/recent"
     assert collector.wait_for(lambda c: [e["id"] for e in json.loads((c.on(recent) or [b'{"events": []}'])[-1])["events"]]
                               == [ev.id for ev in sent])
+
+
+def test_the_recent_events_a_run_kept_go_out_as_the_next_connects(open_sink: OpenSink, tmp_path: Path,
+                                                                  broker: Broker, collector: Collector) -> None:
+    """docs/mqtt.md: the recent-events list is kept in ``mqtt.state_directory`` and goes again at every connect, so
+    a broker restarted without its retained messages leaves dashboards their history before the next event."""
+    from noisewatch.daemon.sinks.recent import RecentEvents
+
+    config = make_config(tmp_path, broker.port)
+    config.mqtt.state_path.mkdir(parents=True)
+    earlier = RecentEvents(config.mqtt.state_path)
+    heard = [event(i) for i in range(2)]
+    for ev in heard:
+        earlier.add(ev.to_json())
+    earlier.keep(config.mqtt.state_path)  # what a run left
+    open_sink(config)
+    recent = f"{PREFIX}/events/recent"
+    assert collector.wait_for(lambda c: bool(c.on(recent)), timeout=10)
+    assert [e["id"] for e in json.loads(collector.on(recent)[-1])["events"]] == [ev.id for ev in heard]
 
 
 def test_an_event_json_cannot_carry_does_not_block_the_events_after_it(open_sink: OpenSink, tmp_path: Path,

@@ -1328,6 +1328,21 @@ def test_a_refused_reload_leaves_no_closed_sink_alive(tmp_path: Path) -> None:
             opened.close()
 
 
+def test_a_loud_sound_longer_than_max_duration_is_one_event_not_pieces(tmp_path: Path) -> None:
+    """docs/mqtt.md: a sound longer than ``detector.max_duration_s`` is reported in pieces, but "a ``loud`` event is
+    not split: its ``event`` comes when the level falls back, however long that is"."""
+    rate = 22050
+    tone = 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(20 * rate) / rate)  # -9 dBFS for 20 s
+    audio = np.concatenate([np.zeros(2 * rate), tone, np.zeros(3 * rate)]).astype(np.float32)
+    sf.write(tmp_path / "tone.flac", audio, rate)
+    config = tmp_path / "c.yaml"
+    config.write_text("detector:\n  max_duration_s: 5\nloudness:\n  threshold_dbfs: -30\n")
+    messages = run_daemon(tmp_path / "tone.flac", tmp_path / "out.jsonl", "--speed", "0", config=config)
+    loud = [m for m in messages if m["type"] in ("started", "event") and m["label"] == "loud"]
+    assert [m["type"] for m in loud] == ["started", "event"], loud
+    assert loud[1]["continues"] is None and abs(loud[1]["duration_s"] - 20.0) <= 1.0, loud
+
+
 def test_a_negative_replay_speed_is_refused_before_anything_runs(repo_root: Path) -> None:
     """--speed -1 logged "listening", then failed the file as unreadable (exit 66, "not retried")."""
     result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input",
