@@ -864,3 +864,44 @@ def test_entities_removed_while_home_assistant_was_down_go_when_it_is_back(broke
     registry = json.loads((tmp_path / "ha" / ".storage" / "core.device_registry").read_text())
     assert [d["name"] for d in registry["data"]["devices"] if "noisewatch" in json.dumps(d["identifiers"])] == [
         "Noise listener hatest2"]
+
+
+def test_a_listener_gone_with_its_broker_in_one_power_cut_does_not_stay_clear(home_assistant: HomeAssistant,
+                                                                             broker: Broker, tmp_path: Path) -> None:
+    """Found asking what Home Assistant shows after a power cut that takes the broker and the Pi down together, and
+    the Pi does not come back (a corrupted SD card): no connection ended at the broker, so no Last Will; the broker
+    kept the retained ``online``, and the sound sensors said "Clear" and Audio input "OK" for good. They expire now,
+    as the stats sensors do, and the listener sends their states again with every stats report."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Stats, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    interval_s = 4.0  # the sensors expire 10 s after their last state
+    config = Config.model_validate({"device_id": DEVICE, "stats": {"interval_s": interval_s}, "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}})
+    listener = MqttSink.from_config(config, ["background", "dog_bark", "siren"], "urban11@test",
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+    stats = Stats(uptime_s=0.2, started="2026-12-06T11:00:00.000Z", audio_s=0.1, windows=0, gated_windows=0, events=0,
+                  input_overflows=0, dropped_frames=0, nonfinite_samples=0, source="USB", model="urban11@test",
+                  runtime="ai_edge_litert", version="0.1.0")
+    ha, siren, audio = home_assistant, ENTITY.format("binary_sensor", "siren"), ENTITY.format("binary_sensor", "audio_input")
+    try:
+        listener.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+        listener.send(stats)
+        assert ha.wait_state(siren, "off", 30), ha.state(siren)
+        for _ in range(4):  # 16 s of reports, past the expiry: the states sent with them keep the sensors
+            time.sleep(interval_s)
+            listener.send(stats)
+            assert ha.state(siren)["state"] == "off" and ha.state(audio)["state"] == "off"  # type: ignore[index]
+        broker.stop(kill=True)  # the power cut: the broker goes, and the listener with it
+    finally:
+        listener.close()
+    broker.start()
+    status = Collector(broker.port, TOPICS.status)
+    try:
+        assert status.wait_for(lambda c: c.on(TOPICS.status) == [b"online"]), "the broker kept the listener's online"
+    finally:
+        status.close()
+    assert ha.wait_state(siren, "off", 60), ha.state(siren)  # Home Assistant back on the broker, reading it
+    assert ha.wait_state(siren, "unavailable", 15), ha.state(siren)
+    assert ha.state(audio)["state"] == "unavailable"  # type: ignore[index]

@@ -115,8 +115,9 @@ def test_round_trip_payloads(open_sink: OpenSink, tmp_path: Path, broker: Broker
     assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/scores")) == 1 and len(c.on(f"{PREFIX}/events")) == 1)
     assert [json.loads(p) for p in collector.on(f"{PREFIX}/events/started")] == [started(ev).to_json()]
     assert [json.loads(p) for p in collector.on(f"{PREFIX}/events")] == [ev.to_json()]
-    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[-2:] == [b"ON", b"OFF"])
-    assert collector.on(f"{PREFIX}/state/dog_bark") == [b"OFF"]
+    # each change in order, then the state again with the stats report (Home Assistant's sensors expire without it)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/state/siren")[1:] == [b"ON", b"OFF", b"OFF"])
+    assert collector.on(f"{PREFIX}/state/dog_bark") == [b"OFF", b"OFF"]
     assert collector.on(f"{PREFIX}/state/background") == []  # ignored labels are not entities
     # the latest level goes again 2 s after the connect's discovery (docs/mqtt.md): once more on a loaded machine
     levels = collector.on(f"{PREFIX}/level")
@@ -178,8 +179,9 @@ def test_after_an_outage_a_label_s_state_is_its_state_then_not_each_change_of_th
     assert collector.wait_for(lambda c: len(set(ids_on(c))) == 3, timeout=15)
     time.sleep(1)  # what else was queued has gone out by now
     after = [(topic, payload) for topic, payload, retained in collector.messages[heard_before:] if not retained]
-    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/siren"] == [b"OFF"], after
-    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/dog_bark"] == [b"ON"], after
+    # the state then, sent again unchanged once Home Assistant has read the discovery (its sensors expire)
+    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/siren"] in ([b"OFF"], [b"OFF"] * 2), after
+    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/dog_bark"] in ([b"ON"], [b"ON"] * 2), after
     lists = [payload for topic, payload in after if topic == f"{PREFIX}/events/recent"]
     assert [[e["id"] for e in json.loads(p)["events"]] for p in lists] == [[ev.id for ev in sirens]]
 
@@ -2126,3 +2128,31 @@ def test_a_recent_list_json_cannot_carry_does_not_stop_the_announcement(
         assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"], timeout=10)
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("discovery", [True, False])
+def test_label_and_audio_states_go_again_with_each_stats_report_only_for_home_assistant(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector, discovery: bool) -> None:
+    """Home Assistant's sound and Audio input sensors expire as the stats sensors do (a broker gone down with the
+    listener keeps its ``online``), so their states go again with every stats report; a subscriber without Home
+    Assistant gets a state when it changes (docs/mqtt.md), not once a minute besides."""
+    sink = open_sink(make_config(tmp_path, broker.port, homeassistant={"discovery": discovery}))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    time.sleep(DISCOVERY_SETTLE_S + 0.5)  # Home Assistant has read the discovery: the states went once more
+    settled = [b"OFF"] * (2 if discovery else 1)
+    assert collector.on(f"{PREFIX}/state/siren") == settled
+    sink.send(stamped(Status(AudioState.LISTENING, source="USB"), "test"))
+    siren = event(0)
+    sink.send(started(siren))  # on through the reports: its state goes again as it is
+    stats = Stats(uptime_s=5.0, started="2026-12-06T11:00:00.000Z", audio_s=5.0, windows=10, gated_windows=0, events=0,
+                  input_overflows=0, dropped_frames=0, nonfinite_samples=0, source="test", model=MODEL,
+                  runtime="ai_edge_litert", version="0.1.0")
+    for _ in range(3):
+        sink.send(stats)
+    assert collector.wait_for(lambda c: len(c.on(f"{PREFIX}/stats")) == 3)
+    time.sleep(0.5)  # past anything queued with the last report
+    repeats = 3 if discovery else 0
+    assert collector.on(f"{PREFIX}/state/siren") == [*settled, b"ON", *[b"ON"] * repeats]
+    assert collector.on(f"{PREFIX}/state/dog_bark") == [*settled, *[b"OFF"] * repeats]
+    assert len(collector.on(f"{PREFIX}/audio")) == 1 + repeats
+    assert collector.on(f"{PREFIX}/state/background") == []  # not an entity: never sent

@@ -125,12 +125,12 @@ def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, di
     node = node_id(listener)
     online = {"availability_topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE}
     entities: list[tuple[str, str, dict[str, Any]]] = [
-        ("binary_sensor", segment(label), _label_sensor(topics, node, label)) for label in listener.labels
+        ("binary_sensor", segment(label), _label_sensor(topics, node, label, listener)) for label in listener.labels
     ]
     entities += [
         ("event", "sound_event", _event_entity(topics, node, listener)),
         ("event", "sound_started", _started_entity(topics, node, listener)),
-        ("binary_sensor", "audio_problem", _audio_problem(topics, node)),
+        ("binary_sensor", "audio_problem", _audio_problem(topics, node, listener)),
     ]
     entities += [("number", f"threshold_{segment(label)}", _threshold_number(topics, node, label))
                  for label in tunable_labels(listener)]
@@ -213,7 +213,9 @@ def _title(label: str) -> str:
     return label.replace("_", " ").capitalize()
 
 
-def _label_sensor(topics: Topics, node: str, label: str) -> dict[str, Any]:
+def _label_sensor(topics: Topics, node: str, label: str, listener: Listener) -> dict[str, Any]:
+    """Expires as the stats sensors do (its state is sent again with every report): a broker that went down with
+    the listener (one power cut) keeps its retained ``online``, and "Clear" stood for good over a dead listener."""
     return {
         "name": _title(label),
         "unique_id": f"{node}_{segment(label)}",
@@ -225,6 +227,7 @@ def _label_sensor(topics: Topics, node: str, label: str) -> dict[str, Any]:
         "qos": QOS,
         "availability": _while_audio(topics, LISTENING_TEMPLATE),
         "availability_mode": "all",
+        "expire_after": _expiry_s(listener.stats_interval_s),
     }
 
 
@@ -252,7 +255,8 @@ def _started_entity(topics: Topics, node: str, listener: Listener) -> dict[str, 
     }
 
 
-def _audio_problem(topics: Topics, node: str) -> dict[str, Any]:
+def _audio_problem(topics: Topics, node: str, listener: Listener) -> dict[str, Any]:
+    """Expires as a label sensor does: "OK" over a dead listener was no more true than "Clear"."""
     return {
         "name": "Audio input",
         "unique_id": f"{node}_audio_problem",
@@ -264,6 +268,7 @@ def _audio_problem(topics: Topics, node: str) -> dict[str, Any]:
         "json_attributes_template": AUDIO_ATTRIBUTES_TEMPLATE,
         "payload_on": STATE_ON,
         "payload_off": STATE_OFF,
+        "expire_after": _expiry_s(listener.stats_interval_s),
         "qos": QOS,
     }
 

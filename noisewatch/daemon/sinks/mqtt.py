@@ -668,6 +668,17 @@ class MqttSink:
             return
         self._periodic_again_at = None
         self._live.extend(message for message in self._periodic.values() if message not in self._live)
+        self._live.extend(self._current_states())
+
+    def _current_states(self) -> list[Outgoing]:
+        """Each label's state and the audio state again, for Home Assistant, whose sensors of them expire as the
+        stats sensors do (``_go_live``); none while disconnected: the reconnect's announcement sends them."""
+        if not (self._connected and self.settings.homeassistant.discovery):
+            return []
+        states = self._states.snapshot()
+        current = [Outgoing(self.topics.state(label), states[label].encode(), QOS_AT_LEAST_ONCE, True)
+                   for label in self.listener.labels if label in states]
+        return current if self._audio_status is None else [self._audio_status, *current]
 
     def _watch_network(self) -> None:
         """paho ends its network thread on any exception raised in a callback or in its own code, and says so only
@@ -825,10 +836,14 @@ class MqttSink:
             self._closing = command
 
     def _go_live(self, outgoing: Outgoing) -> None:
-        """Queue a message that is not spooled; the latest level and stats report are kept to send again."""
+        """Queue a message that is not spooled; the latest level and stats report are kept to send again. With each
+        stats report, the label and audio states go again: retained, they outlived a listener whose broker went down
+        with it (a power cut), and Home Assistant showed "Clear" for good; its sensors now expire without them."""
         self._live.append(outgoing)
         if outgoing.topic in (self.topics.level, self.topics.stats):
             self._periodic[outgoing.topic] = outgoing
+        if outgoing.topic == self.topics.stats:
+            self._live.extend(self._current_states())
 
     def _spooled(self, spooled: Spooled) -> None:
         """An event written to the spool (the spool feeder sends it): its label's state, and the recent list."""
