@@ -716,9 +716,10 @@ def test_diagnostic_sensors_stay_available_across_an_upgrade(home_assistant: Hom
     """Found restarting the daemon with a changed discovery (a new model, version or device name) against a real
     Home Assistant: it reads the changed config of an entity that expires as starting expired, after the stats
     sent at start-up, and Model, Uptime and the other diagnostic sensors were unavailable until the next report
-    (``stats.interval_s``, a minute by default). The latest stats go again once it has read the discovery."""
+    (``stats.interval_s``, a minute by default). The latest stats go again once it has read the discovery, and so do
+    the sound sensors' states, which expire as well."""
     from noisewatch.config import Config
-    from noisewatch.daemon.messages import Stats
+    from noisewatch.daemon.messages import AudioState, Stats, Status, stamped
     from noisewatch.daemon.sinks.mqtt import MqttSink
 
     def sink(model: str) -> MqttSink:
@@ -729,12 +730,14 @@ def test_diagnostic_sensors_stay_available_across_an_upgrade(home_assistant: Hom
         listener.send(Stats(uptime_s=0.2, started="2026-12-06T11:00:00.000Z", audio_s=0.1, windows=0, gated_windows=0,
                             events=0, input_overflows=0, dropped_frames=0, nonfinite_samples=0, source="USB", model=model,
                             runtime="ai_edge_litert", version="0.1.0"))  # as the daemon does as audio starts
+        listener.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
         return listener
 
-    ha, entity = home_assistant, ENTITY.format("sensor", "model")
+    ha, entity, siren = home_assistant, ENTITY.format("sensor", "model"), ENTITY.format("binary_sensor", "siren")
     before = sink("urban11@test")
     try:
         assert ha.wait_state(entity, "urban11@test", 30), ha.state(entity)
+        assert ha.wait_state(siren, "off"), ha.state(siren)
     finally:
         before.close()
     upgraded = sink("urban11@test2")
@@ -742,6 +745,7 @@ def test_diagnostic_sensors_stay_available_across_an_upgrade(home_assistant: Hom
         assert ha.wait_state(entity, "urban11@test2", 15), ha.state(entity)
         time.sleep(2)
         assert ha.state(entity)["state"] == "urban11@test2"  # type: ignore[index]
+        assert ha.state(siren)["state"] == "off"  # type: ignore[index]  # it expires too: its state went again
     finally:
         upgraded.close()
 

@@ -122,9 +122,8 @@ def test_round_trip(tmp_path: Path, scene: Path, broker: Broker, collector: Coll
     assert [json.loads(p) for p in collector.on(f"{PREFIX}/events")] == events
     started = daemons[0].messages("started")
     assert mqtt_ids(collector, f"{PREFIX}/events/started") == [s["id"] for s in started]
-    for label in {e["label"] for e in events}:
-        assert collector.on(f"{PREFIX}/state/{label}")[-1] == b"OFF"
-        assert b"ON" in collector.on(f"{PREFIX}/state/{label}")
+    for label in {e["label"] for e in events}:  # at --speed 0 a sound may be over before the first connect, whose
+        assert collector.on(f"{PREFIX}/state/{label}")[-1] == b"OFF"  # states are then as they are: no ON (docs/mqtt.md)
     assert len(collector.on(f"{PREFIX}/level")) == len(daemons[0].messages("level"))
     assert collector.on(f"{PREFIX}/status") == [b"online", b"offline"]
 
