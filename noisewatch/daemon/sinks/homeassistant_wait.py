@@ -49,6 +49,12 @@ class HomeAssistantWait:
         """Seconds events must still wait (0: they may go)."""
         return max(0.0, max(self._settle_until, self._hold_until) - self._clock())
 
+    def holding(self) -> bool:
+        """Whether events wait for Home Assistant's return (not only for it to read a discovery): a stop leaves them
+        in the spool then, for the next start (flushed at the stop, they reached the broker with no Home Assistant
+        subscribed, and it never showed the sounds heard while it restarted)."""
+        return self._hold_until > self._clock()
+
     def settle(self) -> None:
         """Home Assistant said ``online``, which ends a wait for its return: events go once it has subscribed anew,
         DISCOVERY_SETTLE_S from now."""

@@ -471,7 +471,9 @@ class MqttSink:
             # paho 2.x closes its wake-up socket pair only when the client is garbage-collected, and the
             # callbacks bound to this sink keep it alive: close them here, or every reload leaks two sockets.
             self.client._reset_sockets()
-        log.info("MQTT: closed; %d message(s) left in the spool", self.spool.depth)
+        waiting = self.spool.depth and self._ha_wait.holding()
+        held = " (held for Home Assistant, which is away: the next start sends them)" if waiting else ""
+        log.info("MQTT: closed; %d message(s) left in the spool%s", self.spool.depth, held)
         for lock in self._locks:
             lock.release()
         self._closed.set()
@@ -772,8 +774,9 @@ class MqttSink:
         return min([PUMP_TICK_S, *(seconds for seconds in due if seconds > 0)])
 
     def _settling(self) -> bool:
-        """True while events wait for Home Assistant (:class:`HomeAssistantWait`; a close does not wait)."""
-        return self._closing is None and self._ha_wait.remaining_s() > 0
+        """True while events wait for Home Assistant (:class:`HomeAssistantWait`). A close does not wait for it to
+        read a discovery, but events held for its return stay in the spool for the next start."""
+        return self._ha_wait.remaining_s() > 0 if self._closing is None else self._ha_wait.holding()
 
     def _claim(self, mid: int) -> int:
         """``mid``, just given to a new message, answers for it alone. paho hands out ids in turn (1-65535, then
@@ -901,7 +904,7 @@ class MqttSink:
         if closing is None:
             return False
         now = time.monotonic()
-        left = self._leaving_events() or (self.spool.depth == 0 and not self._held())
+        left = self._leaving_events() or self._ha_wait.holding() or (self.spool.depth == 0 and not self._held())
         idle = not self._inflight and not self._live and left
         return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
 
