@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import yaml
 from home_assistant import HASS, HomeAssistant
-from mqtt_broker import HOST, Broker, wait_until
+from mqtt_broker import HOST, Broker, Collector, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,15 @@ def test_events_held_for_a_restarting_home_assistant_reach_it_after_the_listener
         heard = [m for m in map(json.loads, (tmp_path / "first.jsonl").read_text().splitlines())
                  if m["type"] == "event" and m["label"] != "loud"]
         assert [m["label"] for m in heard] == ["siren", "dog_bark", "jackhammer"], heard
-        ha.start_again()
+        birth = Collector(broker.port, "homeassistant/status")
+        try:
+            ha.start_again()
+            # its birth message: it has subscribed to its entities' topics (connected, it had not yet); a listener
+            # started sooner came back first, and its events cannot reach Home Assistant unless that retains its
+            # status (docs/homeassistant.md)
+            assert birth.wait_for(lambda c: c.on("homeassistant/status")[-1:] == [b"online"], 60)
+        finally:
+            birth.close()
         quiet = tmp_path / "quiet.flac"
         sf.write(str(quiet), (10 ** (-50 / 20) * np.random.default_rng(1).standard_normal(22050 * 20)).astype(np.float32),
                  22050, subtype="PCM_16")
