@@ -60,3 +60,25 @@ def test_a_model_with_many_labels_still_sends_its_stats_reports(tmp_path: Path, 
         assert len(collector.on(first)) == before + 1, "the first label's state was not sent again"
     finally:
         sink.close()
+
+
+def test_a_model_with_many_labels_still_says_a_lost_audio_input(tmp_path: Path, broker: Broker,
+                                                               collector: Collector) -> None:
+    """The same bound, at the moment that matters: the service says a lost input (``_audio_trouble``) and reports its
+    health in the same breath, and the pump takes both before it sends: the new audio state, queued before the
+    report, is pushed out with it by the 200 states sent again after it, and so is the copy of it among those. The
+    broker never hears of the lost input (Audio input stays "OK"; before 717e69f it was said at once)."""
+    labels = [f"class_{i:03d}" for i in range(LIVE_QUEUE_MAX)]
+    config = Config.model_validate({"device_id": "test", "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "keepalive_s": 5, "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.4, "spool": {"directory": str(tmp_path / "spool")}}})
+    sink = MqttSink.from_config(config, labels, MODEL, {label: 0.6 for label in labels})
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"], timeout=15)
+        time.sleep(DISCOVERY_SETTLE_S + 1.0)
+        sink.send(stamped(Status(AudioState.AUDIO_ERROR, source="USB", error="device lost"), "test"))
+        sink.send(stamped(_stats(60.0), "test"))
+        assert collector.wait_for(lambda c: any(b"audio_error" in p for p in c.on(f"{PREFIX}/audio")), timeout=5), \
+            f"the lost input never reached the broker: {collector.on(f'{PREFIX}/audio')}"
+    finally:
+        sink.close()
