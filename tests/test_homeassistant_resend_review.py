@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from home_assistant import HomeAssistant
+from home_assistant import HASS, HomeAssistant
 from mqtt_broker import HOST, Broker
-from test_homeassistant_real import DEVICE, ENTITY, home_assistant  # noqa: F401  (the fixture)
+from test_homeassistant_real import DEVICE, ENTITY
 
-pytestmark = [pytest.mark.broker, pytest.mark.homeassistant]
+pytestmark = [pytest.mark.broker, pytest.mark.homeassistant, pytest.mark.slow,
+              pytest.mark.skipif(not HASS.exists(), reason=f"no Home Assistant venv at {HASS.parent.parent}")]
+
+
+@pytest.fixture
+def home_assistant(broker: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
+    ha = HomeAssistant(tmp_path / "ha", broker.port)
+    try:
+        ha.wait_ready()
+        yield ha
+    finally:
+        ha.stop()
 
 
 def test_a_reload_that_changes_the_discovery_does_not_turn_an_open_siren_on_twice(home_assistant: HomeAssistant,
