@@ -60,7 +60,9 @@ def test_threshold_topics_round_trip_to_their_label() -> None:
 
 def test_one_device_with_a_readable_name_and_unique_ids() -> None:
     found = messages()
-    devices = {json.dumps(m["device"], sort_keys=True) for m in found.values()}
+    assert {json.dumps(m["device"]["identifiers"]) for m in found.values()} == {'["noisewatch_kitchen"]'}
+    assert {m["device"]["name"] for m in found.values()} == {"Noise listener kitchen"}
+    devices = {json.dumps(m["device"], sort_keys=True) for m in found.values() if len(m["device"]) > 2}
     assert len(devices) == 1
     device = json.loads(devices.pop())
     assert device["name"] == "Noise listener kitchen" and device["model"] == "urban11@3"
@@ -72,7 +74,23 @@ def test_one_device_with_a_readable_name_and_unique_ids() -> None:
 
 def test_configuration_url_links_the_dashboard() -> None:
     listener = Listener("kitchen", "k", ("siren",), "m@1", "0.1.0", configuration_url="http://pi.local:8501")
-    assert all(m["device"]["configuration_url"] == "http://pi.local:8501" for m in messages(listener).values())
+    assert all(m["device"]["configuration_url"] == "http://pi.local:8501" for m in messages(listener).values()
+               if "model" in m["device"])
+
+
+def test_the_sensors_that_expire_name_only_the_device_so_a_new_model_does_not_change_them() -> None:
+    """Home Assistant takes a changed config of a sensor that expires as starting expired: a reload with a new model
+    bundle turned an open siren unavailable, then on again (a "to on" automation fired twice for one siren)."""
+    def live_configs(model: str) -> dict[str, dict]:
+        listener = Listener("kitchen", "Noise listener kitchen", ("siren", "loud"), model, "0.1.0")
+        return {topic: config for topic, config in messages(listener).items() if "expire_after" in config
+                and "/binary_sensor/" in topic and "spool_disk" not in topic}
+
+    before, after = live_configs("urban11@1"), live_configs("urban11@2")
+    assert sorted(topic.split("/")[-2] for topic in before) == ["audio_problem", "loud", "siren"]
+    assert before == after
+    assert all(config["device"] == {"identifiers": ["noisewatch_kitchen"], "name": "Noise listener kitchen"}
+               for config in before.values())
 
 
 def test_label_sensors_events_and_started_at_qos_1_with_icons() -> None:

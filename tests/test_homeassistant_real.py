@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -909,3 +910,50 @@ def test_a_listener_gone_with_its_broker_in_one_power_cut_does_not_stay_clear(ho
     assert ha.wait_state(siren, "off", 60), ha.state(siren)  # Home Assistant back on the broker, reading it
     assert ha.wait_state(siren, "unavailable", 15), ha.state(siren)
     assert ha.state(audio)["state"] == "unavailable"  # type: ignore[index]
+
+
+def test_a_reload_with_a_new_model_does_not_turn_an_open_siren_on_twice(home_assistant: HomeAssistant,
+                                                                       broker: Broker, tmp_path: Path) -> None:
+    """docs/mqtt.md (status): a reload that reconnects to the same broker as the same client, what is announced
+    changed, says online at once "and no entity turns unavailable" (MqttSink.serves: every entity went unavailable
+    for a moment, "and an open event turned on twice in Home Assistant"). Found by a review: with ``expire_after`` on
+    the sound sensors, Home Assistant takes a changed discovery as starting expired, and a reload with a new model
+    turned the siren that was on unavailable until its state went again 2 s later, then on again (a "to on"
+    automation fired a second time for one siren). Their config names the device only, so a new model changes none."""
+    from noisewatch.config import Config
+    from noisewatch.daemon.messages import AudioState, Started, Status, stamped
+    from noisewatch.daemon.sinks.mqtt import MqttSink
+
+    def sink(name: str | None, running: MqttSink | None = None) -> MqttSink:
+        config = Config.model_validate({"device_id": DEVICE, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port,
+            "spool": {"directory": str(tmp_path / "spool")}}})
+        model = "urban11@2" if name else "urban11@test"
+        return MqttSink.from_config(config, ["background", "dog_bark", "siren"], model,
+                                    {"background": 0.5, "dog_bark": 0.6, "siren": 0.7}, running=running)
+
+    ha, siren = home_assistant, ENTITY.format("binary_sensor", "siren")
+    before = sink(None)
+    before.send(stamped(Status(AudioState.LISTENING, source="USB"), DEVICE))
+    before.send(Started(id=str(uuid.uuid4()), label="siren", confidence=0.9, start="2026-12-06T12:00:00.000Z",
+                        offset_s=0.0, device=DEVICE, model="urban11@test"))  # a siren goes on through the reload
+    try:
+        assert ha.wait_state(siren, "on", 30), ha.state(siren)
+        time.sleep(3)  # the connect's own sending again is over
+        on_since = ha.state(siren)["last_changed"]  # type: ignore[index]
+        renamed = sink("new model", running=before)  # a reload: the new sink is built, then the old one closed
+    finally:
+        before.close()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 6  # the new discovery, and the states sent again 2 s after it
+        while time.monotonic() < deadline:
+            seen.append((ha.state(siren) or {}).get("state", "?"))
+            time.sleep(0.1)
+        state = ha.state(siren)
+        assert state is not None and state["state"] == "on", state
+        assert "unavailable" not in seen and state["last_changed"] == on_since, (
+            f"the siren left 'on' during the reload: {list(dict.fromkeys(seen))}, on again since "
+            f"{state['last_changed']} (was on since {on_since})")
+    finally:
+        renamed.close()

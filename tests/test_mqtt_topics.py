@@ -49,7 +49,8 @@ def test_discovery_has_one_device_and_every_entity() -> None:
     level = messages[node.format("sensor", "level")]
     assert "device_class" not in level and level["unit_of_measurement"] == "dBFS"  # uncalibrated: not an SPL
     assert "leq_dbfs_a" in level["value_template"]
-    devices = {json.dumps(m["device"], sort_keys=True) for m in messages.values()}
+    assert {tuple(m["device"]["identifiers"]) for m in messages.values()} == {("noisewatch_kitchen",)}
+    devices = {json.dumps(m["device"], sort_keys=True) for m in messages.values() if "model" in m["device"]}
     assert len(devices) == 1 and json.loads(devices.pop())["model"] == "urban11@3"
     assert all(status_topic(m) == "noisewatch/kitchen/status" for m in messages.values())
     assert len({m["unique_id"] for m in messages.values()}) == len(messages)

@@ -140,10 +140,14 @@ def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, di
         entities += _level_sensors(topics, node, listener.calibrated, listener.level_interval_s)
     entities += _stats_sensors(topics, node, listener)
     entities.append(("binary_sensor", "spool_disk_problem", _spool_disk_problem(topics, node, listener)))
-    device = _device(node, listener)
-    # the level sensors carry their own availability list (Home Assistant takes one form or the other)
+    device, named = _device(node, listener), {"identifiers": [node], "name": listener.name}
+    live = {segment(label) for label in listener.labels} | {"audio_problem"}
+    # the sensors that expire carry the device's name only: a changed model or version in their config (a reload
+    # with a new bundle) had Home Assistant take them as starting expired, and an open siren turned unavailable,
+    # then on again; the level sensors carry their own availability list (it takes one form or the other)
     return [(topics.discovery(component, node, object_id),
-             {"device": device, **({} if "availability" in entity else online), **entity})
+             {"device": named if component == "binary_sensor" and object_id in live else device,
+              **({} if "availability" in entity else online), **entity})
             for component, object_id, entity in entities]
 
 

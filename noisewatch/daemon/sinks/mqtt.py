@@ -670,17 +670,22 @@ class MqttSink:
             return
         self._periodic_again_at = None
         self._live.extend(message for message in self._periodic.values() if message not in self._live)
-        self._live.extend(self._current_states())
+        self._send_current_states()
 
-    def _current_states(self) -> list[Outgoing]:
+    def _send_current_states(self) -> None:
         """Each label's state and the audio state again, for Home Assistant, whose sensors of them expire as the
-        stats sensors do (``_go_live``); none while disconnected: the reconnect's announcement sends them."""
+        stats sensors do (``_go_live``), after what waits in the live queue (older); published, not queued: with
+        many labels they pushed the stats report and a lost input's state out of its bound. None while
+        disconnected: the reconnect's announcement sends them."""
         if not (self._connected and self.settings.homeassistant.discovery):
-            return []
+            return
+        self._drain_live()
         states = self._states.snapshot()
-        current = [Outgoing(self.topics.state(label), states[label].encode(), QOS_AT_LEAST_ONCE, True)
-                   for label in self.listener.labels if label in states]
-        return current if self._audio_status is None else [self._audio_status, *current]
+        current = [self._audio_status] if self._audio_status is not None else []
+        current += [Outgoing(self.topics.state(label), states[label].encode(), QOS_AT_LEAST_ONCE, True)
+                    for label in self.listener.labels if label in states]
+        for message in current:
+            self._publish(message.topic, message.payload, message.qos, message.retain)
 
     def _watch_network(self) -> None:
         """paho ends its network thread on any exception raised in a callback or in its own code, and says so only
@@ -846,7 +851,7 @@ class MqttSink:
         if outgoing.topic in (self.topics.level, self.topics.stats):
             self._periodic[outgoing.topic] = outgoing
         if outgoing.topic == self.topics.stats:
-            self._live.extend(self._current_states())
+            self._send_current_states()
 
     def _spooled(self, spooled: Spooled) -> None:
         """An event written to the spool (the spool feeder sends it): its label's state, and the recent list."""

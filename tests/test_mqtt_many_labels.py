@@ -1,5 +1,6 @@
-"""Review of the label and audio states sent again with each stats report (commits 717e69f, 2f9f369): found failing
-against a real mosquitto."""
+"""A model with many labels (a folder-per-class dataset of 200 classes): the label and audio states sent again with
+each stats report for Home Assistant must not push the report itself, or a lost input's state, out of the live
+queue's bound. Found by a review, against a real mosquitto."""
 
 from __future__ import annotations
 
