@@ -635,6 +635,9 @@ def _describe(path: Path, error: dict[str, Any], node: yaml.Node | None) -> str:
 def _unknown(name: str) -> str:
     """Why a key is refused: a key spelt right but in the wrong section, or indented wrong, was told to check
     its spelling."""
+    if name == "password":
+        return (f"the MQTT password never goes in the YAML: put it in a file named by mqtt.password_file, in "
+                f"${PASSWORD_ENV}, or in the systemd credential {CREDENTIAL_NAME} (`noisewatch setup` writes one)")
     owners = _sections_with(name, Config, "")
     if not owners:
         return ("unknown key (check the spelling; the shipped config lists every key with its range: "

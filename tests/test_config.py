@@ -41,6 +41,10 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("audio:\nhop_s: 0.5\n", ":2: hop_s: unknown key here; it is a key of audio (check the section it is under and "
          "its indentation)"),  # was "unknown key (check the spelling; ...)", spelt right
         ("audio:\n  threshold_dbfs: -20\n", ":2: audio.threshold_dbfs: unknown key here; it is a key of loudness"),
+        # "unknown key (check the spelling ...)", spelt right: a first hour's user wrote it beside the user name
+        ("mqtt:\n  username: noisewatch\n  password: s3cret\n", ":3: mqtt.password: the MQTT password never goes in "
+         "the YAML: put it in a file named by mqtt.password_file, in $NOISEWATCH_MQTT_PASSWORD, or in the systemd "
+         "credential noisewatch_mqtt_password"),
         ("mqtt:\n  tls:\n    host: broker\n", ":3: mqtt.tls.host: unknown key here; it is a key of mqtt ("),
         ("audio:\n  interval_s: 5\n", ":2: audio.interval_s: unknown key here; it is a key of levels, scores and stats"),
         ("audio:\n  block_size: lots\n", ":2: audio.block_size = 'lots': "),

