@@ -2121,3 +2121,40 @@ def test_f35_json_lines_to_a_closed_stdout_are_one_error_not_a_traceback_a_messa
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert len(errors) == 1 and "cannot write to - (stdout is closed)" in errors[0], done.stderr
+
+
+# --- a disk read-only while the spool's messages are delivered (found by a chaos soak) ----------------------
+
+@pytest.mark.broker
+def test_f36_messages_delivered_while_the_spool_disk_was_read_only_leave_it_once_it_takes_writes_again(
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by a helper's chaos soak (faults combined at random over 8 minutes, seed 3): messages spooled while
+    the broker was away and acknowledged while the spool's disk was read-only ("cannot delete delivered message ...",
+    an ERROR each) stayed on the disk after it took writes again, and through a clean stop with the broker up, which
+    still said "0 message(s) left in the spool"; the next start published them once more. They are deleted once the
+    disk takes writes again (at the next prune, or the stop)."""
+    spool = small_disk / "spool"
+    spool.mkdir()
+    config = write_config(tmp_path / "c.yaml", broker.port, stats={"interval_s": 1.0},
+                          mqtt={"spool": {"directory": str(spool)}, "homeassistant": {"discovery": False}})
+    scene, rate = sf.read(str(SCENE), dtype="float32")
+    hiss = (10 ** (-60 / 20) * np.random.default_rng(0).standard_normal(30 * rate)).astype(np.float32)
+    audio = tmp_path / "scene-then-quiet.flac"
+    sf.write(str(audio), np.concatenate([scene, hiss]), rate)  # 63 s: the daemon outlives the faults
+    broker.stop()  # the events wait in the spool, on the disk
+    daemon = start(daemons, config, audio, 3, tmp_path / "out.jsonl")
+    assert wait_until(lambda: len(daemon.messages("event")) == SCENE_EVENTS, timeout=20), daemon.log_text()
+    spooled = lambda: [p.name for p in files_in(spool) if p.suffix == ".msg"]  # noqa: E731
+    assert wait_until(lambda: len(spooled()) == 2 * SCENE_EVENTS, timeout=5), spooled()
+    remount(small_disk, "ro")
+    broker.start()  # delivered from the spool while its disk cannot delete them
+    logged = logged_ids(daemon)
+    assert collector.wait_for(lambda c: event_ids(c) == logged, timeout=15), (event_ids(collector), logged)
+    assert wait_until(lambda: disk_errors(daemon)[-1:] == [os.strerror(errno.EROFS)], timeout=5), disk_errors(daemon)
+    remount(small_disk, "rw")
+    freed = len(disk_errors(daemon))
+    assert wait_until(lambda: disk_errors(daemon)[freed:][-1:] == [None], timeout=5), daemon.log_text()
+    time.sleep(2)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0, daemon.log_text()
+    assert not spooled(), f"delivered messages left in the spool after a clean stop: {spooled()}\n{daemon.log_text()}"

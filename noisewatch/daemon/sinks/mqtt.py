@@ -473,6 +473,10 @@ class MqttSink:
             self.client._reset_sockets()
         waiting = self.spool.depth and self._ha_wait.holding()
         held = " (held for Home Assistant, which is away: the next start sends them)" if waiting else ""
+        self.spool.delete_delivered()
+        if kept := self.spool.kept_delivered:
+            held += (f"; {kept} delivered message(s) could not be deleted from it (a read-only disk): the next start "
+                     "sends them again")
         log.info("MQTT: closed; %d message(s) left in the spool%s", self.spool.depth, held)
         for lock in self._locks:
             lock.release()

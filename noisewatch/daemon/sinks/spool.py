@@ -116,6 +116,10 @@ class Spool:
         self._lock = threading.Lock()
         self._index: OrderedDict[int, _Meta] = OrderedDict()
         self._bytes = 0
+        self._kept_delivered: set[int] = set()
+        """Acknowledged messages whose file the disk would not let go (turned read-only): deleted once it takes
+        writes again (``delete_delivered``), or sent again at the next start. Left, they were, with a log that said
+        none was left."""
         self.dropped = 0
         """messages dropped by the size or age bound since the spool was opened"""
         try:
@@ -247,9 +251,32 @@ class Spool:
             return False
         try:
             self._path(seq).unlink(missing_ok=True)
-        except OSError as exc:  # read-only file system: delivered anyway; a restart may send it again
+        except OSError as exc:  # read-only file system: delivered anyway; deleted later, or sent again at a restart
             log.error("MQTT spool: cannot delete delivered message %s (%s)", self._path(seq), exc.strerror)
+            with self._lock:
+                self._kept_delivered.add(seq)
         return True
+
+    @property
+    def kept_delivered(self) -> int:
+        """Acknowledged messages still on disk (``remove`` could not delete them)."""
+        return len(self._kept_delivered)
+
+    def delete_delivered(self) -> None:
+        """Delete the acknowledged messages the disk kept, oldest first, as far as it lets go of them now."""
+        with self._lock:
+            kept = sorted(self._kept_delivered)
+        deleted = 0
+        for seq in kept:
+            try:
+                self._path(seq).unlink(missing_ok=True)
+            except OSError:
+                break
+            with self._lock:
+                self._kept_delivered.discard(seq)
+            deleted += 1
+        if deleted:
+            log.info("MQTT spool: deleted %d delivered message(s) the disk had kept", deleted)
 
     def set_aside(self, seq: int, folder: str, why: str) -> None:
         """Move a message out of the queue into ``folder`` (QUARANTINE or DEAD_LETTER) and count it; one already
@@ -286,7 +313,9 @@ class Spool:
         self._hold_bounds()
 
     def prune(self) -> int:
-        """Drop messages older than the age bound; returns how many were dropped."""
+        """Drop messages older than the age bound (and delete delivered ones the disk kept); returns how many were
+        dropped."""
+        self.delete_delivered()
         now, since_boot = self._clock(), self._boot_clock()
         with self._lock:
             old = [s for s, meta in self._index.items() if meta.age_s(now, since_boot) > self.max_age_s]
