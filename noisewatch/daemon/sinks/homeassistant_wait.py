@@ -18,6 +18,10 @@ an empty retained state sent sooner is an error in its log. So after a discovery
 entities, or Home Assistant's own restart, events and those clears wait this long. A stop does not wait: events
 go at once (a prompt stop wins), and the clears are left to the next run (the record of what was announced keeps
 them): sent at once, a short run that renamed the device had Home Assistant log a template error for each."""
+STATUS_READ_S = 0.5
+"""At every connect, events wait this long for a retained ``offline`` on Home Assistant's status topic to come back
+on the new subscription (milliseconds on a loopback broker): sent sooner, a start whose discovery had not changed
+gave the events it held for a Home Assistant still down to no one."""
 HA_RECONNECT_WAIT_S = 30.0
 """After the broker was unreachable, Home Assistant reconnects too (every 10 s or so), with a clean session: events
 published before it has subscribed again never reach it. So they wait for its ``online`` (then
@@ -44,28 +48,43 @@ class HomeAssistantWait:
         """When the last wait after a broker return began."""
         self._offline_at = -float("inf")
         """When Home Assistant last said ``offline``."""
+        self._said_offline = False
+        """The wait in force is for a Home Assistant that said ``offline`` (retained or not)."""
 
     def remaining_s(self) -> float:
         """Seconds events must still wait (0: they may go)."""
         return max(0.0, max(self._settle_until, self._hold_until) - self._clock())
 
+    def take_over(self, previous: "HomeAssistantWait") -> None:
+        """A reload's wait goes on with the replaced sink's: a new connection knows nothing of Home Assistant's
+        restart, and sent the events held for its return while it was still away."""
+        self._hold_until, self._offline_at, self._returned_at, self._said_offline = (
+            previous._hold_until if self._discovery else 0.0, previous._offline_at, previous._returned_at,
+            previous._said_offline and self._discovery)
+
     def holding(self) -> bool:
-        """Whether events wait for Home Assistant's return (not only for it to read a discovery): a stop leaves them
-        in the spool then, for the next start (flushed at the stop, they reached the broker with no Home Assistant
-        subscribed, and it never showed the sounds heard while it restarted)."""
-        return self._hold_until > self._clock()
+        """Whether events wait for Home Assistant's return after it said ``offline`` (not only for it to read a
+        discovery, nor the guess after a broker outage, which it may well have come back from first): a stop leaves
+        them in the spool then, for the next start (flushed at the stop, they reached the broker with no Home
+        Assistant subscribed, and it never showed the sounds heard while it restarted)."""
+        return self._hold_until > self._clock() and self._said_offline
 
     def settle(self) -> None:
         """Home Assistant said ``online``, which ends a wait for its return: events go once it has subscribed anew,
         DISCOVERY_SETTLE_S from now."""
         self.discovery_sent()
-        self._hold_until = 0.0
+        self._hold_until, self._said_offline = 0.0, False
 
     def discovery_sent(self) -> None:
         """Discovery that changed the entities went out (or cleared some): events and state clears go once Home
         Assistant has read it, DISCOVERY_SETTLE_S from now. Not its return: a wait for its ``online`` (a retained
         ``offline`` read at the connect, then a renamed listener's old topics cleared) goes on."""
         self._settle_until = max(self._settle_until, self._clock() + DISCOVERY_SETTLE_S)
+
+    def connected(self) -> None:
+        """A (re)connect: events wait STATUS_READ_S, for a retained ``offline`` to be read (:meth:`found_offline`)."""
+        if self._discovery:
+            self._settle_until = max(self._settle_until, self._clock() + STATUS_READ_S)
 
     def broker_returned(self) -> None:
         """This listener is back on the broker after an outage: Home Assistant may not be yet. At most one such wait
@@ -80,6 +99,7 @@ class HomeAssistantWait:
         """Home Assistant said ``offline``: it is restarting."""
         self._offline_at = self._clock()
         self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline")
+        self._said_offline = self._discovery
 
     def found_offline(self, topic: str) -> None:
         """Home Assistant's status topic held a retained ``offline`` as this listener subscribed: one set to retain its
@@ -88,6 +108,7 @@ class HomeAssistantWait:
         connect waits: the log says how to clear it."""
         self._hold(HA_RESTART_WAIT_S, f"{topic} holds a retained offline (Home Assistant is down; if it is gone for "
                    f"good, clear that with an empty retained message)")
+        self._said_offline = self._discovery
 
     def link_lost(self) -> None:
         """This listener's link broke: an ``offline`` just before was the broker's shutdown (BROKER_SHUTDOWN_WILL_S),
@@ -95,7 +116,7 @@ class HomeAssistantWait:
         for it afresh, even within the minute of an earlier return (skipped, or left a wait nearly spent, events went
         out before Home Assistant had subscribed again)."""
         if self._hold_until and self._clock() - self._offline_at <= BROKER_SHUTDOWN_WILL_S:
-            self._hold_until = 0.0
+            self._hold_until, self._said_offline = 0.0, False
             self._returned_at = -float("inf")
             log.info("MQTT: Home Assistant's offline was the broker shutting down, not Home Assistant restarting")
 
@@ -103,7 +124,7 @@ class HomeAssistantWait:
         """End a wait for Home Assistant's return that ran out, and say so: the log said events wait (up to 5 minutes
         after a retained ``offline``), then nothing, and a user watching it could not tell whether they ever went."""
         if self._hold_until and self._clock() >= self._hold_until:
-            self._hold_until = 0.0
+            self._hold_until, self._said_offline = 0.0, False
             log.info("MQTT: Home Assistant did not say online within the wait; the events held for it go now")
 
     def _hold(self, seconds: float, why: str) -> None:

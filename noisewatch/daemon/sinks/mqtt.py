@@ -303,6 +303,7 @@ class MqttSink:
         if running is not None:
             running._successor = sink
             sink.counts = running.counts  # what the replaced sink still counts as it closes is counted too
+            sink._ha_wait.take_over(running._ha_wait)  # events held for Home Assistant's return wait on
             if running._disk_trouble.is_set():  # its held events come first: this sink's queue behind them
                 sink._disk_trouble.set()
             sink._disk_refusal = running._disk_refusal  # what stats say goes on across the reload, said once
@@ -657,9 +658,12 @@ class MqttSink:
             self._ha_wait.run_out()
         if self._connected and handed_over and not self._ha_wait.remaining_s():  # not sooner at a stop either: the
             self._ha_discovery.send_state_clears()  # record keeps them for the next run (DISCOVERY_SETTLE_S)
-        if self._connected and not self._settling() and handed_over and not self._leaving_events():
-            self._feed_spool()
-            self._feed_held()
+        if self._connected and handed_over and not self._leaving_events():
+            if not self._settling():
+                self._feed_spool()
+                self._feed_held()
+            elif self._closing is not None:  # a stop while events wait for Home Assistant's return: the spooled ones
+                self._feed_held(after_spool=False)  # stay for the next start; those in memory cannot, so they go
         if self._connected:
             self._send_periodic_again()
             self._drain_live()
@@ -873,6 +877,7 @@ class MqttSink:
         self._ha_discovery.new_connection()
         self._subscribing.clear()  # SUBACKs lost with the last connection: never coming
         self._announce()
+        self._ha_wait.connected()
         if connected.after_outage:
             self._ha_wait.broker_returned()
 
@@ -913,7 +918,7 @@ class MqttSink:
         if closing is None:
             return False
         now = time.monotonic()
-        left = self._leaving_events() or self._ha_wait.holding() or (self.spool.depth == 0 and not self._held())
+        left = self._leaving_events() or ((self._ha_wait.holding() or self.spool.depth == 0) and not self._held())
         idle = not self._inflight and not self._live and left
         return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
 
@@ -1078,10 +1083,11 @@ class MqttSink:
             self._inflight[self._claim(info.mid)] = (entry.seq, _event_id(entry.payload))
             self._last_handed = entry.seq
 
-    def _feed_held(self) -> None:
+    def _feed_held(self, after_spool: bool = True) -> None:
         """Publish events the spool's disk refused from memory, once everything spooled before them is handed
-        over (they are newer): a full or missing spool disk must not keep events from a broker that is there."""
-        if self.spool.has_after(self._last_handed):
+        over (they are newer; ``after_spool`` False: now, at a stop that leaves those in the spool): a full or
+        missing spool disk must not keep events from a broker that is there."""
+        if after_spool and self.spool.has_after(self._last_handed):
             return
         while self._unspooled and self._free_slots() > 0:
             held = self._unspooled[0]

@@ -1,0 +1,96 @@
+# ruff: noqa: F811
+"""Events held for a restarting Home Assistant stay in the spool at a stop, for the next start: the ways a stop, a
+reload or the next start during such a wait lost them, found by a review. Real mosquitto, real sinks, no mocks."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from mqtt_broker import Broker, Collector, wait_until
+from test_mqtt_sink import LABELS, MODEL, PREFIX, OpenSink, event, ids_on, make_config, open_sink, started  # noqa: F401
+
+from noisewatch.daemon.sinks.mqtt import MqttSink
+
+pytestmark = pytest.mark.broker
+
+
+def test_events_the_disk_refused_are_not_lost_at_a_stop_while_home_assistant_restarts(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The spool's disk refuses writes (unplugged), so an event is held in memory; Home Assistant restarts (its
+    offline), and the listener stops. Once the close left held
+    events in the spool, it ended at once (``_done_closing``: holding) and the event, which cannot stay in a spool that refuses it, is logged as
+    lost: "1 message(s) held in memory ... were not delivered and are lost"."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    settings = {"spool": {"directory": str(tmp_path / "disk" / "spool")}, "state_directory": str(tmp_path / "state")}
+    sink = open_sink(make_config(tmp_path, broker.port, **settings))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    shutil.rmtree(tmp_path / "disk")  # unplugged: the spool refuses every event
+    collector.client.publish("homeassistant/status", "offline")  # Home Assistant restarting
+    assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
+    during = event(0)
+    sink.send(during)
+    assert wait_until(lambda: sink.health()["spool_memory_queued"] == 1, 10), sink.health()
+    sink.close()
+    time.sleep(0.5)
+    lost = "were not delivered and are lost" in caplog.text
+    assert during.id in ids_on(collector) and not lost, (ids_on(collector), [
+        r.getMessage() for r in caplog.records if r.name.startswith("noisewatch") and r.levelno >= logging.INFO][-4:])
+
+
+def test_events_held_for_a_restarting_home_assistant_are_not_sent_by_a_reload_s_new_sink_while_it_is_away(
+        tmp_path: Path, broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture) -> None:
+    """Home Assistant restarts (its offline; not retained, as Home Assistant sends it), an event is held for its
+    return, and a reload that builds a new sink (a label added: what is announced changes) comes meanwhile. The old
+    sink leaves the event in the spool (f169a6e), but the new sink knows nothing of the wait: it sends the event
+    2 s after its discovery, with Home Assistant still away, and it never shows there."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    thresholds = {label: 0.6 for label in LABELS}
+    config = make_config(tmp_path, broker.port)
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    replacing = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        collector.client.publish("homeassistant/status", "offline")
+        assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
+        during = event(0)
+        running.send(started(during))
+        running.send(during)
+        time.sleep(0.5)
+        labels = LABELS + ["car_horn"]
+        replacing = MqttSink.from_config(config, labels, MODEL, {label: 0.6 for label in labels}, running=running)
+        running.close()
+        time.sleep(6)  # Home Assistant still restarting (up to 5 minutes are waited for it)
+        assert ids_on(collector) == [], "sent by the reload's new sink while Home Assistant was still away"
+        collector.client.publish("homeassistant/status", "online")
+        assert collector.wait_for(lambda c: ids_on(c) == [during.id])
+    finally:
+        running.close()
+        if replacing is not None:
+            replacing.close()
+
+
+def test_events_held_for_a_retained_offline_are_not_sent_by_the_next_start_before_it_reads_that_offline(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Home Assistant is down and has left a retained ``offline`` (one set to retain its will): a run holds its
+    events for it and, stopped, leaves them in the spool "for the next start" (f169a6e). The next start must hold
+    them too (the same retained offline is there), but it feeds its spool as it connects, before the retained
+    offline comes back on its subscription, whenever its discovery is unchanged (no settle): sent to no Home
+    Assistant."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    collector.client.publish("homeassistant/status", "offline", qos=1, retain=True).wait_for_publish(5)
+    held = []
+    for run in range(4):
+        sink = open_sink(make_config(tmp_path, broker.port))
+        assert wait_until(lambda n=run + 1: caplog.text.count("holds a retained offline") == n, 10)
+        held.append(event(run))
+        sink.send(started(held[-1]))
+        sink.send(held[-1])
+        time.sleep(1)
+        sink.close()
+        assert ids_on(collector) == [], f"run {run + 1} sent events held for a Home Assistant still down"
