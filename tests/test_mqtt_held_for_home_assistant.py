@@ -74,6 +74,30 @@ def test_events_held_for_a_restarting_home_assistant_are_not_sent_by_a_reload_s_
             replacing.close()
 
 
+def test_events_held_at_a_stop_are_not_sent_by_a_start_right_after_while_home_assistant_is_still_away(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``systemctl restart noisewatch`` (or a reboot of the Pi) while Home Assistant restarts: the stop leaves the held
+    event in the spool, but the next start knew nothing of Home Assistant being away (its offline is not retained, as
+    Home Assistant sends it), and sent it before Home Assistant was back: it never showed there. The stop keeps the
+    wait in the state folder, and the next start goes on with it."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    collector.client.publish("homeassistant/status", "offline")  # Home Assistant restarting (an update: minutes)
+    assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
+    during = event(0)
+    sink.send(started(during))
+    sink.send(during)
+    sink.close()
+    assert sink.spool.depth == 2 and ids_on(collector) == []
+    open_sink(make_config(tmp_path, broker.port))  # the restart: started again at once
+    time.sleep(6)  # Home Assistant still restarting
+    assert ids_on(collector) == [], "the next start sent the held event while Home Assistant was still away"
+    collector.client.publish("homeassistant/status", "online")
+    assert collector.wait_for(lambda c: ids_on(c) == [during.id])
+
+
 def test_events_held_for_a_retained_offline_are_not_sent_by_the_next_start_before_it_reads_that_offline(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
         caplog: pytest.LogCaptureFixture) -> None:

@@ -491,8 +491,12 @@ def test_events_held_for_a_restarting_home_assistant_stay_in_the_spool_at_a_stop
     sink.close()
     assert sink.spool.depth == 2 and ids_on(collector) == []
     assert "2 message(s) left in the spool (held for Home Assistant, which is away: the next start sends them)" in caplog.text
-    collector.client.publish("homeassistant/status", "online")  # back while the listener was down: unheard
-    open_sink(make_config(tmp_path, broker.port))  # the next start
+    assert (tmp_path / "state" / "home_assistant_wait.json").exists()  # the wait, for the next start
+    open_sink(make_config(tmp_path, broker.port))  # the next start: it goes on waiting
+    assert wait_until(lambda: "Home Assistant was away when this listener stopped" in caplog.text, 10)
+    time.sleep(1.5)
+    assert ids_on(collector) == []
+    collector.client.publish("homeassistant/status", "online")  # back
     assert collector.wait_for(lambda c: ids_on(c) == [during.id])
 
 

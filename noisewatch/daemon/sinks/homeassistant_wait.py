@@ -62,6 +62,16 @@ class HomeAssistantWait:
             previous._hold_until if self._discovery else 0.0, previous._offline_at, previous._returned_at,
             previous._said_offline and self._discovery)
 
+    def hold_left_s(self) -> float:
+        """Seconds left of a wait for Home Assistant after it said ``offline`` (0: none)."""
+        return max(0.0, self._hold_until - self._clock()) if self.holding() else 0.0
+
+    def resume(self, seconds: float) -> None:
+        """Go on with the wait a stop left (its ``offline`` is not said again to a new connection): a restart of this
+        listener while Home Assistant restarted sent the events the stop had kept to no one."""
+        self._hold(seconds, "Home Assistant was away when this listener stopped")
+        self._said_offline = self._discovery
+
     def holding(self) -> bool:
         """Whether events wait for Home Assistant's return after it said ``offline`` (not only for it to read a
         discovery, nor the guess after a broker outage, which it may well have come back from first): a stop leaves

@@ -53,7 +53,7 @@ from noisewatch.daemon.sinks.homeassistant import (
     default_device_name,
 )
 from noisewatch.daemon.sinks.homeassistant_discovery import HomeAssistantDiscovery
-from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
+from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HA_RESTART_WAIT_S, HomeAssistantWait
 from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import (
     PACKET_TOO_LARGE,
@@ -99,7 +99,7 @@ from noisewatch.daemon.sinks.topics import (
     listener_prefix,
     listener_topics,
 )
-from noisewatch.daemon.statefile import FolderInUse, FolderLock, same_folder
+from noisewatch.daemon.statefile import FolderInUse, FolderLock, read_json, same_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ PREDECESSOR_WAIT_S = 5.0
 after the new set-up is built): beside it, one client id, each would take the other's session."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
+HA_WAIT_FILE = "home_assistant_wait.json"
+"""In the state folder: when the wait for Home Assistant a stop left ends (``MqttSink._keep_wait``)."""
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
 UNACKED_WARN_S = 60.0
@@ -364,6 +366,8 @@ class MqttSink:
         else:
             self._check_disk()
         self._recent.keep(self.settings.state_path)  # what a reload hands over, in a state folder it moved
+        if self._predecessor is None:  # a reload's sink took the running one's wait over
+            self._resume_wait()
         self._pump.start()
         self.client.loop_start()
         self._network = getattr(self.client, "_thread", None)  # paho has no public handle on it
@@ -474,6 +478,7 @@ class MqttSink:
             self.client._reset_sockets()
         waiting = self.spool.depth and self._ha_wait.holding()
         held = " (held for Home Assistant, which is away: the next start sends them)" if waiting else ""
+        self._keep_wait()
         self.spool.delete_delivered()
         if kept := self.spool.kept_delivered:
             held += (f"; {kept} delivered message(s) could not be deleted from it (a read-only disk): the next start "
@@ -482,6 +487,33 @@ class MqttSink:
         for lock in self._locks:
             lock.release()
         self._closed.set()
+
+    def _keep_wait(self) -> None:
+        """At a stop that leaves events held for Home Assistant in the spool, when that wait ends (wall clock), for
+        the next start (``_resume_wait``); else no such file. Not at a reload: its successor took the wait over."""
+        path = self.settings.state_path / HA_WAIT_FILE
+        left = self._ha_wait.hold_left_s() if self.spool.depth and self._successor is None else 0.0
+        try:
+            if left:
+                write_json(path, {"until": time.time() + left})
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("MQTT: cannot keep the wait for Home Assistant in %s (%s): the next start sends the events "
+                        "held for it at once", path, exc.strerror or exc)
+
+    def _resume_wait(self) -> None:
+        """A start goes on with the wait for Home Assistant its last stop left (``_keep_wait``), for what is left of
+        it: the events it kept went to no one when the listener came back while Home Assistant still restarted."""
+        path = self.settings.state_path / HA_WAIT_FILE
+        try:
+            data = read_json(path)
+            left = min(float(data["until"]) - time.time(), HA_RESTART_WAIT_S) if data is not None else 0.0
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("MQTT: ignoring %s: %s", path, exc)
+            return
+        if left > 0:
+            self._ha_wait.resume(left)
 
     def _successor_says_online_here(self) -> bool:
         """Whether a reload's successor reaches the same broker as the same client, and says ``online`` on this sink's
