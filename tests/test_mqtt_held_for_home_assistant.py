@@ -5,17 +5,25 @@ reload or the next start during such a wait lost them, found by a review. Real m
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mqtt_broker import Broker, Collector, wait_until
 from test_mqtt_sink import LABELS, MODEL, PREFIX, OpenSink, event, ids_on, make_config, open_sink, started  # noqa: F401
 
-from noisewatch.daemon.sinks.mqtt import MqttSink
+from noisewatch.daemon.sinks.mqtt import HA_WAIT_FILE, MqttSink
 
 pytestmark = pytest.mark.broker
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 
 
 def test_events_the_disk_refused_are_not_lost_at_a_stop_while_home_assistant_restarts(
@@ -118,3 +126,125 @@ def test_events_held_for_a_retained_offline_are_not_sent_by_the_next_start_befor
         time.sleep(1)
         sink.close()
         assert ids_on(collector) == [], f"run {run + 1} sent events held for a Home Assistant still down"
+
+
+def test_a_start_after_a_kill_does_not_hold_events_for_a_home_assistant_that_came_back_long_before(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """docs/mqtt.md: "a ``kill -9`` keeps no wait: that start sends them at once". A stop during Home Assistant's
+    restart keeps the wait (home_assistant_wait.json); the next start resumes it, Home Assistant says online and the
+    held event goes. The file is not removed when that wait ends, so when this run is then killed (a power cut, the
+    OOM killer) the start after it waits again for an online Home Assistant already said: its events are held for
+    what is left of the first stop's 5 minutes."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    state = tmp_path / "state"
+    config = make_config(tmp_path, broker.port, state_directory=str(state))
+    sink = open_sink(config)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+    collector.client.publish("homeassistant/status", "offline")  # Home Assistant restarting
+    assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
+    first = event(0)
+    sink.send(started(first))
+    sink.send(first)
+    sink.close()
+    assert (state / HA_WAIT_FILE).exists()
+
+    script = textwrap.dedent(f"""
+        import logging, sys, time
+        from pathlib import Path
+        sys.path.insert(0, {str(TESTS)!r})
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        from test_mqtt_sink import LABELS, MODEL, make_config
+        from noisewatch.daemon.sinks.mqtt import MqttSink
+        config = make_config(Path({str(tmp_path)!r}), {broker.port}, state_directory={str(state)!r})
+        MqttSink.from_config(config, LABELS, MODEL, {{label: 0.6 for label in LABELS}})
+        print("up", flush=True)
+        time.sleep(600)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        assert run.stdout is not None and run.stdout.readline().strip() == "up"
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"], 10)
+        time.sleep(1)
+        collector.client.publish("homeassistant/status", "online")  # Home Assistant is back: the held event goes
+        assert collector.wait_for(lambda c: first.id in ids_on(c), 15)
+    finally:
+        os.kill(run.pid, signal.SIGKILL)  # a power cut, minutes before the first stop's 5 minutes are over
+        _, err = run.communicate(timeout=10)
+    resumed = "Home Assistant was away when this listener stopped" in err
+
+    later = event(1)
+    sink = open_sink(config)  # Home Assistant has been online all along since
+    assert wait_until(lambda: sink._connected, 10)
+    sink.send(started(later))
+    sink.send(later)
+    arrived = collector.wait_for(lambda c: later.id in ids_on(c), 10)
+    assert arrived, (f"held for a Home Assistant online for a while (run 2 resumed the wait: {resumed}; file left: "
+                     f"{(state / HA_WAIT_FILE).exists()}):",
+                     [r.getMessage() for r in caplog.records if "Home Assistant" in r.getMessage()][-2:])
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs: a spool disk that can turn read-only under a running sink (a failing SD card)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def remount(disk: Path, mode: str) -> None:
+    deadline = time.monotonic() + 10
+    while subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, f"remount,{mode} of {disk} kept failing"
+        time.sleep(0.05)
+
+
+def test_delivered_messages_a_read_only_disk_kept_are_deleted_after_a_reload_moved_the_spool_off_it(
+        tmp_path: Path, disk: Path, broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture) -> None:
+    """docs/mqtt.md: a spooled message acknowledged while the disk is read-only "is deleted once the disk takes writes
+    again (within a minute, or at the stop); one still there at a stop is sent again at the next start, and the stop's
+    log line says how many". The SD card turns read-only, so the admin moves the spool off it (a reload with a new
+    mqtt.spool.directory). The delivered messages kept on the old disk are remembered by the old folder's Spool only,
+    which nothing prunes or closes once the move is done: the disk takes writes again, the listener stops, and they
+    stay there for good, said nowhere (the stop's line counts the new folder's), to be sent again whenever the spool
+    goes back to that folder."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    thresholds = {label: 0.6 for label in LABELS}
+    state = str(tmp_path / "state")
+    old_spool = disk / "spool"
+    config = make_config(tmp_path, broker.port, state_directory=state, spool={"directory": str(old_spool)})
+    running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
+    replacing = None
+    try:
+        assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
+        collector.client.publish("homeassistant/status", "offline")  # held in the spool meanwhile
+        assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
+        held = event(0)
+        running.send(started(held))
+        running.send(held)
+        assert wait_until(lambda: running.spool.depth == 2, 10)
+        remount(disk, "ro")  # the SD card fails
+        collector.client.publish("homeassistant/status", "online")
+        assert collector.wait_for(lambda c: held.id in ids_on(c), 15)
+        assert wait_until(lambda: running.spool.kept_delivered == 2, 10), running.spool.kept_delivered
+        moved = make_config(tmp_path, broker.port, state_directory=state, spool={"directory": str(tmp_path / "new")})
+        replacing = MqttSink.from_config(moved, LABELS, MODEL, thresholds, running=running)
+        running.close()
+        assert wait_until(lambda: replacing.spool.directory == tmp_path / "new", 10)
+        remount(disk, "rw")  # the disk takes writes again
+        time.sleep(1)
+        replacing.close()
+    finally:
+        running.close()
+        if replacing is not None:
+            replacing.close()
+    left = sorted(p.name for p in old_spool.glob("*.msg"))
+    closed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("MQTT: closed")]
+    assert not left or "could not be deleted" in closed[-1], (left, closed)

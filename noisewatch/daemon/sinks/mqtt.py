@@ -452,7 +452,8 @@ class MqttSink:
         self._pump.join(_remaining(deadline))
         self._stopping.set()
         predecessor = self._predecessor
-        if predecessor is not None and not predecessor._stopping.is_set():  # a refused reload closes this one unused:
+        refused = predecessor is not None and not predecessor._stopping.is_set()
+        if predecessor is not None and refused:  # a refused reload closes this one unused:
             predecessor._handing_over = False  # the spool move the running sink waits for is its own again,
             predecessor._successor = None  # and it keeps no closed sink (its client, its queues) alive
         if self._connected and not self._successor_says_online_here():  # the pump has stopped: its flag is final
@@ -478,11 +479,12 @@ class MqttSink:
             self.client._reset_sockets()
         waiting = self.spool.depth and self._ha_wait.holding()
         held = " (held for Home Assistant, which is away: the next start sends them)" if waiting else ""
-        self._keep_wait()
+        if not refused:
+            self._keep_wait()
         self.spool.delete_delivered()
-        if kept := self.spool.kept_delivered:
-            held += (f"; {kept} delivered message(s) could not be deleted from it (a read-only disk): the next start "
-                     "sends them again")
+        if (kept := self.spool.kept_delivered) and self._successor is None:
+            held += (f"; {kept} message(s) no longer waiting (sent, dropped or moved) could not be deleted from it (a "
+                     "read-only disk): the next start sends them again")
         log.info("MQTT: closed; %d message(s) left in the spool%s", self.spool.depth, held)
         for lock in self._locks:
             lock.release()
@@ -496,8 +498,8 @@ class MqttSink:
         try:
             if left:
                 write_json(path, {"until": time.time() + left})
-            else:
-                path.unlink(missing_ok=True)
+            elif path.exists():  # asked first: a read-only folder refuses even the removal of no file
+                path.unlink()
         except OSError as exc:
             log.warning("MQTT: cannot keep the wait for Home Assistant in %s (%s): the next start sends the events "
                         "held for it at once", path, exc.strerror or exc)
@@ -509,6 +511,8 @@ class MqttSink:
         try:
             data = read_json(path)
             left = min(float(data["until"]) - time.time(), HA_RESTART_WAIT_S) if data is not None else 0.0
+            if data is not None:  # the wait lives here now: a kill -9 that ends it keeps none for the next start,
+                path.unlink()  # where a file left held that start's events for a Home Assistant long back
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("MQTT: ignoring %s: %s", path, exc)
             return

@@ -116,10 +116,10 @@ class Spool:
         self._lock = threading.Lock()
         self._index: OrderedDict[int, _Meta] = OrderedDict()
         self._bytes = 0
-        self._kept_delivered: set[int] = set()
-        """Acknowledged messages whose file the disk would not let go (turned read-only): deleted once it takes
-        writes again (``delete_delivered``), or sent again at the next start. Left, they were, with a log that said
-        none was left."""
+        self._kept_delivered: set[Path] = set()
+        """Files of messages no longer queued (acknowledged, dropped, moved) that the disk would not let go (turned
+        read-only): deleted once it takes writes again (``delete_delivered``), here or by the spool a reload moves
+        them to, or sent again at the next start. Left, they were, with a log that said none was left."""
         self.dropped = 0
         """messages dropped by the size or age bound since the spool was opened"""
         try:
@@ -227,6 +227,9 @@ class Spool:
         self._admit(written, dropped=earlier.dropped)  # ``spool_dropped`` counts for the listener's life
         for entry in entries:
             earlier.remove(entry.seq)
+        with earlier._lock, self._lock:  # what its disk kept is deleted from here once that disk lets go
+            self._kept_delivered |= earlier._kept_delivered
+            earlier._kept_delivered.clear()
         self._hold_bounds()
 
     def after(self, seq: int, limit: int) -> list[SpoolEntry]:
@@ -254,7 +257,7 @@ class Spool:
         except OSError as exc:  # read-only file system: delivered anyway; deleted later, or sent again at a restart
             log.error("MQTT spool: cannot delete delivered message %s (%s)", self._path(seq), exc.strerror)
             with self._lock:
-                self._kept_delivered.add(seq)
+                self._kept_delivered.add(self._path(seq))
         return True
 
     @property
@@ -267,13 +270,13 @@ class Spool:
         with self._lock:
             kept = sorted(self._kept_delivered)
         deleted = 0
-        for seq in kept:
+        for path in kept:
             try:
-                self._path(seq).unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
             except OSError:
                 break
             with self._lock:
-                self._kept_delivered.discard(seq)
+                self._kept_delivered.discard(path)
             deleted += 1
         if deleted:
             log.info("MQTT spool: deleted %d delivered message(s) the disk had kept", deleted)
