@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +59,28 @@ def collector(broker: Broker) -> Iterator[Collector]:
     client = Collector(broker.port, client_id=f"collector-{uuid.uuid4().hex[:8]}")
     yield client
     client.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a disk that can fill up or turn read-only under a running daemon or sink."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def remount(disk: Path, mode: str, timeout_s: float = 10.0) -> None:
+    """Remount ``disk``; going read-only is refused as busy while a file is open for writing, so retry that."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if "busy" not in done.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"remount,{mode} of {disk} kept failing (rc {done.returncode}): {done.stderr.strip()}")
+        time.sleep(0.05)

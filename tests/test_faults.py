@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from conftest import remount
 from fault_daemon import (
     CLI,
     PREFIX,
@@ -524,19 +525,6 @@ def test_f20b_a_cut_short_ogg_is_replayed_as_far_as_it_goes_and_says_so(tmp_path
 
 # --- 7: a spool disk that is full or read-only; a JSON-lines disk that is full -----------------------------
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs: a disk that can fill up or turn read-only under a running daemon."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
 def fill(disk: Path) -> Path:
     """Write until the disk says ENOSPC; returns the filler file."""
     filler = disk / "filler"
@@ -549,18 +537,6 @@ def fill(disk: Path) -> Path:
     finally:
         os.close(fd)
     return filler
-
-
-def remount(disk: Path, mode: str, timeout_s: float = 10.0) -> None:
-    """Remount ``disk``; going read-only is refused as busy while a file is open for writing, so retry that."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done = subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], capture_output=True, text=True)
-        if done.returncode == 0:
-            return
-        if "busy" not in done.stderr or time.monotonic() > deadline:
-            raise AssertionError(f"remount,{mode} of {disk} kept failing (rc {done.returncode}): {done.stderr.strip()}")
-        time.sleep(0.05)
 
 
 def closed_event(event_id: str, n: int) -> Event:

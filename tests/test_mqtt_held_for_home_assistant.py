@@ -12,18 +12,53 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import remount
 from mqtt_broker import Broker, Collector, wait_until
 from test_mqtt_sink import LABELS, MODEL, PREFIX, OpenSink, event, ids_on, make_config, open_sink, started  # noqa: F401
 
+from noisewatch.daemon.messages import Event
 from noisewatch.daemon.sinks.mqtt import HA_WAIT_FILE, MqttSink
 
 pytestmark = pytest.mark.broker
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+
+
+def held_at_a_stop(sink: MqttSink, collector: Collector, caplog: pytest.LogCaptureFixture, n: int = 0) -> Event:
+    """Home Assistant goes offline (restarting), a sound is heard, the listener stops: the sound's event."""
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+    said = caplog.text.count("Home Assistant went offline")
+    collector.client.publish("homeassistant/status", "offline")
+    assert wait_until(lambda: caplog.text.count("Home Assistant went offline") > said, 10)
+    during = event(n)
+    sink.send(started(during))
+    sink.send(during)
+    sink.close()
+    return during
+
+
+def test_events_held_for_a_restarting_home_assistant_stay_in_the_spool_at_a_stop(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a helper's first hour with a real Home Assistant (tests/test_homeassistant_first_hour.py): a listener
+    stopped while it held events for a restarting Home Assistant flushed them to the broker, where no Home Assistant
+    was subscribed, and logged "0 message(s) left in the spool": the sounds heard during the restart never showed.
+    They stay in the spool now, and the next start sends them."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    during = held_at_a_stop(sink, collector, caplog)
+    assert sink.spool.depth == 2 and ids_on(collector) == []
+    assert "2 message(s) left in the spool (held for Home Assistant, which is away: the next start sends them)" in caplog.text
+    assert (tmp_path / "state" / "home_assistant_wait.json").exists()  # the wait, for the next start
+    open_sink(make_config(tmp_path, broker.port))  # the next start: it goes on waiting
+    assert wait_until(lambda: "Home Assistant was away when this listener stopped" in caplog.text, 10)
+    time.sleep(1.5)
+    assert ids_on(collector) == []
+    collector.client.publish("homeassistant/status", "online")  # back
+    assert collector.wait_for(lambda c: ids_on(c) == [during.id])
 
 
 def test_events_the_disk_refused_are_not_lost_at_a_stop_while_home_assistant_restarts(
@@ -91,13 +126,7 @@ def test_events_held_at_a_stop_are_not_sent_by_a_start_right_after_while_home_as
     wait in the state folder, and the next start goes on with it."""
     caplog.set_level(logging.INFO, logger="noisewatch")
     sink = open_sink(make_config(tmp_path, broker.port))
-    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
-    collector.client.publish("homeassistant/status", "offline")  # Home Assistant restarting (an update: minutes)
-    assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
-    during = event(0)
-    sink.send(started(during))
-    sink.send(during)
-    sink.close()
+    during = held_at_a_stop(sink, collector, caplog)  # Home Assistant restarting (an update: minutes)
     assert sink.spool.depth == 2 and ids_on(collector) == []
     open_sink(make_config(tmp_path, broker.port))  # the restart: started again at once
     time.sleep(6)  # Home Assistant still restarting
@@ -140,13 +169,7 @@ def test_a_start_after_a_kill_does_not_hold_events_for_a_home_assistant_that_cam
     state = tmp_path / "state"
     config = make_config(tmp_path, broker.port, state_directory=str(state))
     sink = open_sink(config)
-    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
-    collector.client.publish("homeassistant/status", "offline")  # Home Assistant restarting
-    assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
-    first = event(0)
-    sink.send(started(first))
-    sink.send(first)
-    sink.close()
+    first = held_at_a_stop(sink, collector, caplog)
     assert (state / HA_WAIT_FILE).exists()
 
     script = textwrap.dedent(f"""
@@ -186,28 +209,8 @@ def test_a_start_after_a_kill_does_not_hold_events_for_a_home_assistant_that_cam
                      [r.getMessage() for r in caplog.records if "Home Assistant" in r.getMessage()][-2:])
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    """A small tmpfs: a spool disk that can turn read-only under a running sink (a failing SD card)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
-def remount(disk: Path, mode: str) -> None:
-    deadline = time.monotonic() + 10
-    while subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, f"remount,{mode} of {disk} kept failing"
-        time.sleep(0.05)
-
-
 def test_delivered_messages_a_read_only_disk_kept_are_deleted_after_a_reload_moved_the_spool_off_it(
-        tmp_path: Path, disk: Path, broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, small_disk: Path, broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture) -> None:
     """docs/mqtt.md: a spooled message acknowledged while the disk is read-only "is deleted once the disk takes writes
     again (within a minute, or at the stop); one still there at a stop is sent again at the next start, and the stop's
     log line says how many". The SD card turns read-only, so the admin moves the spool off it (a reload with a new
@@ -218,7 +221,7 @@ def test_delivered_messages_a_read_only_disk_kept_are_deleted_after_a_reload_mov
     caplog.set_level(logging.INFO, logger="noisewatch")
     thresholds = {label: 0.6 for label in LABELS}
     state = str(tmp_path / "state")
-    old_spool = disk / "spool"
+    old_spool = small_disk / "spool"
     config = make_config(tmp_path, broker.port, state_directory=state, spool={"directory": str(old_spool)})
     running = MqttSink.from_config(config, LABELS, MODEL, thresholds)
     replacing = None
@@ -230,7 +233,7 @@ def test_delivered_messages_a_read_only_disk_kept_are_deleted_after_a_reload_mov
         running.send(started(held))
         running.send(held)
         assert wait_until(lambda: running.spool.depth == 2, 10)
-        remount(disk, "ro")  # the SD card fails
+        remount(small_disk, "ro")  # the SD card fails
         collector.client.publish("homeassistant/status", "online")
         assert collector.wait_for(lambda c: held.id in ids_on(c), 15)
         assert wait_until(lambda: running.spool.kept_delivered == 2, 10), running.spool.kept_delivered
@@ -238,7 +241,7 @@ def test_delivered_messages_a_read_only_disk_kept_are_deleted_after_a_reload_mov
         replacing = MqttSink.from_config(moved, LABELS, MODEL, thresholds, running=running)
         running.close()
         assert wait_until(lambda: replacing.spool.directory == tmp_path / "new", 10)
-        remount(disk, "rw")  # the disk takes writes again
+        remount(small_disk, "rw")  # the disk takes writes again
         time.sleep(1)
         replacing.close()
     finally:

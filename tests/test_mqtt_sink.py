@@ -473,33 +473,6 @@ def test_events_wait_while_home_assistant_restarts(open_sink: OpenSink, tmp_path
     assert collector.wait_for(lambda c: ids_on(c) == [first.id, during.id])
 
 
-def test_events_held_for_a_restarting_home_assistant_stay_in_the_spool_at_a_stop(
-        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """Found by a helper's first hour with a real Home Assistant (tests/test_homeassistant_first_hour.py): a listener
-    stopped while it held events for a restarting Home Assistant flushed them to the broker, where no Home Assistant
-    was subscribed, and logged "0 message(s) left in the spool": the sounds heard during the restart never showed.
-    They stay in the spool now, and the next start sends them."""
-    caplog.set_level(logging.INFO, logger="noisewatch")
-    sink = open_sink(make_config(tmp_path, broker.port))
-    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status") == [b"online"])
-    collector.client.publish("homeassistant/status", "offline")  # Home Assistant stopping
-    assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
-    during = event(0)
-    sink.send(started(during))
-    sink.send(during)
-    sink.close()
-    assert sink.spool.depth == 2 and ids_on(collector) == []
-    assert "2 message(s) left in the spool (held for Home Assistant, which is away: the next start sends them)" in caplog.text
-    assert (tmp_path / "state" / "home_assistant_wait.json").exists()  # the wait, for the next start
-    open_sink(make_config(tmp_path, broker.port))  # the next start: it goes on waiting
-    assert wait_until(lambda: "Home Assistant was away when this listener stopped" in caplog.text, 10)
-    time.sleep(1.5)
-    assert ids_on(collector) == []
-    collector.client.publish("homeassistant/status", "online")  # back
-    assert collector.wait_for(lambda c: ids_on(c) == [during.id])
-
-
 def test_a_retained_offline_from_home_assistant_holds_events_until_it_is_back(
         open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
         caplog: pytest.LogCaptureFixture) -> None:
