@@ -251,3 +251,27 @@ def test_delivered_messages_a_read_only_disk_kept_are_deleted_after_a_reload_mov
     left = sorted(p.name for p in old_spool.glob("*.msg"))
     closed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("MQTT: closed")]
     assert not left or "could not be deleted" in closed[-1], (left, closed)
+
+
+def test_a_start_whose_wait_a_stop_left_ends_it_on_home_assistant_s_retained_online(
+        open_sink: OpenSink, tmp_path: Path, broker: Broker, collector: Collector,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Home Assistant set to retain its birth and will (docs/homeassistant.md) came back while the listener was down:
+    its birth, retained, says so to the next start, which sends the events its stop kept at once, not after the rest
+    of the 5 minutes it would wait for an ``online`` already said."""
+    caplog.set_level(logging.INFO, logger="noisewatch")
+    sink = open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"])
+    collector.client.publish("homeassistant/status", "offline", qos=1, retain=True).wait_for_publish(5)  # its will
+    assert wait_until(lambda: "Home Assistant went offline" in caplog.text, 10)
+    during = event(0)
+    sink.send(started(during))
+    sink.send(during)
+    sink.close()
+    assert sink.spool.depth == 2 and ids_on(collector) == []
+    # its birth, at QoS 0 as Home Assistant sends it (at QoS 1 the listener's session would have queued it)
+    collector.client.publish("homeassistant/status", "online", qos=0, retain=True).wait_for_publish(5)
+    time.sleep(0.5)  # stored by the broker before the start subscribes
+    open_sink(make_config(tmp_path, broker.port))
+    assert collector.wait_for(lambda c: ids_on(c) == [during.id], timeout=5)
+    assert "Home Assistant is online (its retained status)" in caplog.text

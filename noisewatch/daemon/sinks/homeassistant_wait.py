@@ -50,6 +50,9 @@ class HomeAssistantWait:
         """When Home Assistant last said ``offline``."""
         self._said_offline = False
         """The wait in force is for a Home Assistant that said ``offline`` (retained or not)."""
+        self._resumed = False
+        """The wait in force is one a stop left (:meth:`resume`): whether Home Assistant came back meanwhile, only a
+        retained ``online`` can say."""
 
     def remaining_s(self) -> float:
         """Seconds events must still wait (0: they may go)."""
@@ -58,9 +61,9 @@ class HomeAssistantWait:
     def take_over(self, previous: "HomeAssistantWait") -> None:
         """A reload's wait goes on with the replaced sink's: a new connection knows nothing of Home Assistant's
         restart, and sent the events held for its return while it was still away."""
-        self._hold_until, self._offline_at, self._returned_at, self._said_offline = (
+        self._hold_until, self._offline_at, self._returned_at, self._said_offline, self._resumed = (
             previous._hold_until if self._discovery else 0.0, previous._offline_at, previous._returned_at,
-            previous._said_offline and self._discovery)
+            previous._said_offline and self._discovery, previous._resumed and self._discovery)
 
     def hold_left_s(self) -> float:
         """Seconds left of a wait for Home Assistant after it said ``offline`` (0: none)."""
@@ -70,7 +73,14 @@ class HomeAssistantWait:
         """Go on with the wait a stop left (its ``offline`` is not said again to a new connection): a restart of this
         listener while Home Assistant restarted sent the events the stop had kept to no one."""
         self._hold(seconds, "Home Assistant was away when this listener stopped")
-        self._said_offline = self._discovery
+        self._said_offline = self._resumed = self._discovery
+
+    def found_online(self) -> None:
+        """Home Assistant's status topic held a retained ``online`` as this listener subscribed (one set to retain its
+        birth and will): it is up, so a wait for its return ends; discovery, sent at the connect, reached it."""
+        if self._hold_until and self._resumed:  # not the wait after a broker outage: a crashed broker replays a
+            self._end_hold()  # birth from before it, and Home Assistant is not back
+            log.info("MQTT: Home Assistant is online (its retained status); the events held for it go now")
 
     def holding(self) -> bool:
         """Whether events wait for Home Assistant's return after it said ``offline`` (not only for it to read a
@@ -83,7 +93,7 @@ class HomeAssistantWait:
         """Home Assistant said ``online``, which ends a wait for its return: events go once it has subscribed anew,
         DISCOVERY_SETTLE_S from now."""
         self.discovery_sent()
-        self._hold_until, self._said_offline = 0.0, False
+        self._end_hold()
 
     def discovery_sent(self) -> None:
         """Discovery that changed the entities went out (or cleared some): events and state clears go once Home
@@ -109,7 +119,7 @@ class HomeAssistantWait:
         """Home Assistant said ``offline``: it is restarting."""
         self._offline_at = self._clock()
         self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline")
-        self._said_offline = self._discovery
+        self._said_offline, self._resumed = self._discovery, False
 
     def found_offline(self, topic: str) -> None:
         """Home Assistant's status topic held a retained ``offline`` as this listener subscribed: one set to retain its
@@ -126,7 +136,7 @@ class HomeAssistantWait:
         for it afresh, even within the minute of an earlier return (skipped, or left a wait nearly spent, events went
         out before Home Assistant had subscribed again)."""
         if self._hold_until and self._clock() - self._offline_at <= BROKER_SHUTDOWN_WILL_S:
-            self._hold_until, self._said_offline = 0.0, False
+            self._end_hold()
             self._returned_at = -float("inf")
             log.info("MQTT: Home Assistant's offline was the broker shutting down, not Home Assistant restarting")
 
@@ -134,8 +144,11 @@ class HomeAssistantWait:
         """End a wait for Home Assistant's return that ran out, and say so: the log said events wait (up to 5 minutes
         after a retained ``offline``), then nothing, and a user watching it could not tell whether they ever went."""
         if self._hold_until and self._clock() >= self._hold_until:
-            self._hold_until, self._said_offline = 0.0, False
+            self._end_hold()
             log.info("MQTT: Home Assistant did not say online within the wait; the events held for it go now")
+
+    def _end_hold(self) -> None:
+        self._hold_until, self._said_offline, self._resumed = 0.0, False, False
 
     def _hold(self, seconds: float, why: str) -> None:
         """Until Home Assistant says ``online`` (:meth:`settle`), or ``seconds`` have passed."""

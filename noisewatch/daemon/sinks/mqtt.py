@@ -626,8 +626,8 @@ class MqttSink:
             if not message.retain and message.payload == ONLINE.encode():
                 self._commands.put(Echoed())
         elif message.topic in self.topics.ha_status:
-            if message.payload == ONLINE.encode() and not message.retain:  # a retained birth: up, as it was at
-                self._commands.put(HomeAssistantOnline())                   # connect, when discovery went out
+            if message.payload == ONLINE.encode():
+                self._commands.put(HomeAssistantOnline(bool(message.retain)))
             elif message.payload == OFFLINE.encode():
                 self._commands.put(HomeAssistantOffline(message.topic, bool(message.retain)))
         elif is_status(message.topic) or discovery_node(message.topic) is not None:  # subscribed to: its old ones
@@ -876,7 +876,10 @@ class MqttSink:
             self._echo.link_lost()
             self._ha_wait.link_lost()
         elif isinstance(command, HomeAssistantOnline):
-            self._home_assistant_online()
+            if command.retained:  # up, as it was at the connect, when discovery went out: none again, but a wait for
+                self._ha_wait.found_online()  # its return that a stop left (``_resume_wait``) is over
+            else:
+                self._home_assistant_online()
         elif isinstance(command, HomeAssistantOffline):
             if command.retained:
                 self._ha_wait.found_offline(command.topic)

@@ -111,7 +111,10 @@ class Echoed:
 
 @dataclass(frozen=True)
 class HomeAssistantOnline:
-    """Home Assistant (re)started and wants discovery again."""
+    """Home Assistant (re)started and wants discovery again; ``retained``: its birth, retained, replayed by the broker
+    at the subscription: it is up, and has been since before this connect's discovery."""
+
+    retained: bool = False
 
 
 @dataclass(frozen=True)
