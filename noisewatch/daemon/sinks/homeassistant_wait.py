@@ -72,8 +72,7 @@ class HomeAssistantWait:
     def resume(self, seconds: float) -> None:
         """Go on with the wait a stop left (its ``offline`` is not said again to a new connection): a restart of this
         listener while Home Assistant restarted sent the events the stop had kept to no one."""
-        self._hold(seconds, "Home Assistant was away when this listener stopped")
-        self._said_offline = self._resumed = self._discovery
+        self._hold(seconds, "Home Assistant was away when this listener stopped", offline=True, resumed=True)
 
     def found_online(self) -> None:
         """Home Assistant's status topic held a retained ``online`` as this listener subscribed (one set to retain its
@@ -118,8 +117,7 @@ class HomeAssistantWait:
     def went_offline(self) -> None:
         """Home Assistant said ``offline``: it is restarting."""
         self._offline_at = self._clock()
-        self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline")
-        self._said_offline, self._resumed = self._discovery, False
+        self._hold(HA_RESTART_WAIT_S, "Home Assistant went offline", offline=True)
 
     def found_offline(self, topic: str) -> None:
         """Home Assistant's status topic held a retained ``offline`` as this listener subscribed: one set to retain its
@@ -127,8 +125,7 @@ class HomeAssistantWait:
         shutdown (``link_lost``): it is not the news of a moment ago. One gone for good leaves it there, and every
         connect waits: the log says how to clear it."""
         self._hold(HA_RESTART_WAIT_S, f"{topic} holds a retained offline (Home Assistant is down; if it is gone for "
-                   f"good, clear that with an empty retained message)")
-        self._said_offline = self._discovery
+                   f"good, clear that with an empty retained message)", offline=True)
 
     def link_lost(self) -> None:
         """This listener's link broke: an ``offline`` just before was the broker's shutdown (BROKER_SHUTDOWN_WILL_S),
@@ -150,9 +147,12 @@ class HomeAssistantWait:
     def _end_hold(self) -> None:
         self._hold_until, self._said_offline, self._resumed = 0.0, False, False
 
-    def _hold(self, seconds: float, why: str) -> None:
-        """Until Home Assistant says ``online`` (:meth:`settle`), or ``seconds`` have passed."""
+    def _hold(self, seconds: float, why: str, offline: bool = False, resumed: bool = False) -> None:
+        """Until Home Assistant says ``online`` (:meth:`settle`), or ``seconds`` have passed. ``offline``: it said so
+        (a wait a stop keeps, :meth:`holding`); ``resumed``: the wait a stop left (:meth:`resume`)."""
         if not self._discovery:
             return
         self._hold_until = max(self._hold_until, self._clock() + seconds)
+        if offline:
+            self._said_offline, self._resumed = True, resumed
         log.info("MQTT: %s; events wait for Home Assistant to be back (up to %g s)", why, seconds)
