@@ -82,7 +82,10 @@ class HomeAssistant:
 
     @property
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        try:  # Home Assistant replaces the file as it starts: there a moment ago, gone as it is read
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def complaints(self, about: str) -> list[str]:
         """Its log's WARNING and ERROR lines that match ``about`` (a regular expression, any case)."""
