@@ -2044,6 +2044,8 @@ def test_f32_a_threshold_file_damaged_while_running_loses_no_threshold_in_force(
     state = load_config(config).mqtt.state_path
     daemon = start(daemons, config, silence(tmp_path / "s.flac", 60), 1, tmp_path / "out.jsonl")
     assert collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] == [b"0.95"], timeout=15), daemon.log_text()
+    # subscribed to the commands once it says online (the thresholds in force go out before it subscribes)
+    assert collector.wait_for(lambda c: c.on(f"{PREFIX}/status")[-1:] == [b"online"], timeout=15), daemon.log_text()
     collector.client.publish(f"{SIREN_THRESHOLD}/set", "0.3", qos=1)
     assert collector.wait_for(lambda c: c.on(SIREN_THRESHOLD)[-1:] == [b"0.3"]), collector.on(SIREN_THRESHOLD)
     (state / "thresholds.json").write_text('{"siren": 0.3')
