@@ -318,18 +318,47 @@ def windowed_mel_db(windowed: np.ndarray, settings: FeatureSettings) -> np.ndarr
 
     The FFT runs in float64: numpy's float32 FFT is about 4x slower (numpy 2.4; scipy's is faster but
     importing scipy.fft costs ~30 MiB of RSS). The mel projection and log run in float32, as librosa
-    computes them: half the memory traffic of float64 for the biggest product of a hop.
+    computes them; the projection skips the filterbank's zeros (:func:`_mel_blocks`).
     """
     spectrum = np.fft.rfft(windowed, axis=-1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    mel = power @ _mel_basis_t32(settings.sample_rate, settings.n_fft, settings.n_mels, settings.fmin, settings.fmax)
-    return np.float32(10.0) * np.log10(np.maximum(mel, np.float32(AMIN)))
+    mel = mel_power((spectrum.real**2 + spectrum.imag**2).astype(np.float32), settings)
+    np.log10(np.maximum(mel, np.float32(AMIN), out=mel), out=mel)
+    mel *= np.float32(10.0)
+    return mel
+
+
+def mel_power(power: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Power spectra through the mel filterbank: (..., 1 + n_fft // 2) float32 -> (..., n_mels) float32."""
+    mel = np.empty(power.shape[:-1] + (settings.n_mels,), dtype=np.float32)
+    for filters, bins, weights in _mel_blocks(settings.sample_rate, settings.n_fft, settings.n_mels, settings.fmin,
+                                              settings.fmax):
+        np.matmul(power[..., bins], weights, out=mel[..., filters])
+    return mel
+
+
+MEL_BLOCK = 16
+"""Filters per block of the mel projection: fewer blocks read more zeros, more blocks cost more calls."""
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_basis_t32(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
-    """The filterbank transposed and contiguous, (1 + n_fft // 2, n_mels) float32."""
-    return np.ascontiguousarray(mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).T, dtype=np.float32)
+def _mel_blocks(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
+                fmax: float | None) -> tuple[tuple[slice, slice, np.ndarray], ...]:
+    """The filterbank as blocks of neighbouring filters, each with the FFT bins it reads: (filters, bins,
+    weights (bins, filters) float32).
+
+    A triangular filter reads only the bins between its neighbours' centres: 98.5% of the dense matrix is zeros
+    (128 filters over 1025 bins). Blocks of MEL_BLOCK filters over their own bins do an eighth of its products,
+    the same nonzero ones, so the mel values move by float32 rounding only."""
+    bank = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    blocks = []
+    for first in range(0, n_mels, MEL_BLOCK):
+        filters = slice(first, min(first + MEL_BLOCK, n_mels))
+        read = np.flatnonzero(bank[filters].any(axis=0))
+        bins = slice(int(read[0]), int(read[-1]) + 1) if len(read) else slice(0, 0)
+        weights = np.ascontiguousarray(bank[filters, bins].T, dtype=np.float32)
+        weights.setflags(write=False)
+        blocks.append((filters, bins, weights))
+    return tuple(blocks)
 
 
 def signal_frames(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:

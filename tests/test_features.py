@@ -11,7 +11,7 @@ import pytest
 
 from noisewatch.classify import load_audio
 from noisewatch.dc_offset import remove_offset
-from noisewatch.features import STATS, FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mfcc
+from noisewatch.features import STATS, FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mel_power, mfcc
 from noisewatch.train.datasets import coloured_noise
 
 TOLERANCE = 1e-3
@@ -45,6 +45,21 @@ def test_mel_filterbank_matches_librosa(n_mels: int, fmax: float | None) -> None
     theirs = librosa.filters.mel(sr=SR, n_fft=2048, n_mels=n_mels, fmin=0.0, fmax=fmax)
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, atol=1e-7, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sample_rate,n_fft,n_mels,fmin,fmax",
+                         [(SR, 2048, 128, 0.0, None), (SR, 2048, 64, 0.0, 8000.0), (SR, 2048, 40, 0.0, 4000.0),
+                          (16000, 512, 64, 125.0, 7500.0), (SR, 1024, 128, 20.0, None), (SR, 2048, 37, 300.0, 3000.0)])
+def test_the_mel_projection_reads_every_bin_the_filterbank_weighs(sample_rate: int, n_fft: int, n_mels: int,
+                                                                   fmin: float, fmax: float | None) -> None:
+    """The projection skips the filterbank's zeros: each bin alone must come out as its own column of weights."""
+    settings = FeatureSettings(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, n_mfcc=20)
+    one_bin_each = np.eye(1 + n_fft // 2, dtype=np.float32)
+    bank = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    np.testing.assert_array_equal(mel_power(one_bin_each, settings), bank.T.astype(np.float32))
+    power = np.random.default_rng(3).exponential(size=(5, 1 + n_fft // 2)).astype(np.float32)
+    dense = power.astype(np.float64) @ bank.T
+    np.testing.assert_allclose(mel_power(power, settings), dense, rtol=1e-5, atol=1e-12)  # float32 sums of <= 1025
 
 
 @pytest.mark.parametrize("name", sorted(generated_signals()))
