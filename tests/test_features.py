@@ -62,6 +62,13 @@ def test_the_mel_projection_reads_every_bin_the_filterbank_weighs(sample_rate: i
     np.testing.assert_allclose(mel_power(power, settings), dense, rtol=1e-5, atol=1e-12)  # float32 sums of <= 1025
 
 
+@pytest.mark.parametrize("bins", [1024, 1026, 2049])
+def test_the_mel_projection_refuses_spectra_of_another_fft_size(bins: int) -> None:
+    """The dense product refused them; the blocks read only up to the last weighted bin (1024 of 1025 here)."""
+    with pytest.raises(ValueError):
+        mel_power(np.ones((2, bins), dtype=np.float32), FeatureSettings())
+
+
 @pytest.mark.parametrize("name", sorted(generated_signals()))
 def test_mfcc_matches_librosa_on_generated_signals(name: str) -> None:
     y = generated_signals()[name].astype(np.float32)
