@@ -49,7 +49,8 @@ def test_mel_filterbank_matches_librosa(n_mels: int, fmax: float | None) -> None
 
 @pytest.mark.parametrize("sample_rate,n_fft,n_mels,fmin,fmax",
                          [(SR, 2048, 128, 0.0, None), (SR, 2048, 64, 0.0, 8000.0), (SR, 2048, 40, 0.0, 4000.0),
-                          (16000, 512, 64, 125.0, 7500.0), (SR, 1024, 128, 20.0, None), (SR, 2048, 37, 300.0, 3000.0)])
+                          (16000, 512, 64, 125.0, 7500.0), (SR, 1024, 128, 20.0, None), (SR, 2048, 37, 300.0, 3000.0),
+                          (SR, 256, 128, 0.0, None), (SR, 2048, 128, 0.0, 30000.0)])  # empty filters; a block reading no bin
 def test_the_mel_projection_reads_every_bin_the_filterbank_weighs(sample_rate: int, n_fft: int, n_mels: int,
                                                                    fmin: float, fmax: float | None) -> None:
     """The projection skips the filterbank's zeros: each bin alone must come out as its own column of weights."""
@@ -59,7 +60,10 @@ def test_the_mel_projection_reads_every_bin_the_filterbank_weighs(sample_rate: i
     np.testing.assert_array_equal(mel_power(one_bin_each, settings), bank.T.astype(np.float32))
     power = np.random.default_rng(3).exponential(size=(5, 1 + n_fft // 2)).astype(np.float32)
     dense = power.astype(np.float64) @ bank.T
-    np.testing.assert_allclose(mel_power(power, settings), dense, rtol=1e-5, atol=1e-12)  # float32 sums of <= 1025
+    np.testing.assert_allclose(mel_power(power, settings), dense, rtol=1e-5, atol=1e-12)  # float32 sums of <= 68 nonzero terms
+    wide = np.repeat(power, 2, axis=1)[:, ::2]  # strided, as the stream's slices of its work array can be
+    np.testing.assert_array_equal(mel_power(wide, settings), mel_power(power, settings))
+    np.testing.assert_allclose(mel_power(power[1], settings), mel_power(power, settings)[1], rtol=1e-5)  # gemv's rounding
 
 
 @pytest.mark.parametrize("bins", [1024, 1026, 2049])
