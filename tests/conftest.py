@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fault_daemon import Daemon
 from mqtt_broker import Broker, Collector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +85,13 @@ def remount(disk: Path, mode: str, timeout_s: float = 10.0) -> None:
         if "busy" not in done.stderr or time.monotonic() > deadline:
             raise AssertionError(f"remount,{mode} of {disk} kept failing (rc {done.returncode}): {done.stderr.strip()}")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """The fault suite's daemons started by a test (``fault_daemon.start``); any still running at the end are
+    killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()

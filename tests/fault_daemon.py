@@ -7,12 +7,14 @@ exactly those, nothing inside the process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import yaml
-from mqtt_broker import HOST, Collector
+from mqtt_broker import HOST, Broker, Collector
 
 from noisewatch.daemon.sinks.spool import Spool
 
@@ -29,6 +31,16 @@ RATE = 22050
 CLI = (sys.executable, "-m", "noisewatch.cli")
 NOT_JSON_TOPICS = ("status", "state/")
 """Topics under the prefix whose payloads are plain words (online/offline, ON/OFF), not JSON."""
+REPO = Path(__file__).resolve().parent.parent
+SCENE = REPO / "samples" / "scene.flac"
+"""33 s: siren at 5-9 s, dog bark at 14-17 s, jackhammer at 22-25 s."""
+SCENE_EVENTS = 3
+EVENTS = f"{PREFIX}/events"
+STATUS = f"{PREFIX}/status"
+STATS = f"{PREFIX}/stats"
+CONFIG_ERROR = 78
+PIPE_BUF = 4096
+"""The smallest pipe Linux makes (one page): a reader that never reads leaves it full after a few lines."""
 
 
 @dataclass(frozen=True)
@@ -167,3 +179,38 @@ def silence(path: Path, seconds: float) -> Path:
 def files_in(directory: Path) -> list[Path]:
     """Regular files directly in ``directory`` (none if it does not exist)."""
     return sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []
+
+
+def start(daemons: list[Daemon], config: Path, audio: Path, speed: float, jsonl: Path | str) -> Daemon:
+    daemon = Daemon(config, audio, speed, jsonl)
+    daemons.append(daemon)
+    return daemon
+
+
+def logged_ids(daemon: Daemon) -> list[str]:
+    return [e["id"] for e in daemon.messages("event")]
+
+
+def fifo_lines(fd: int) -> list[dict[str, Any]]:
+    """Every line the pipe holds (strict JSON each: a half-written one fails here)."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    return [strict_json(line) for line in data.splitlines()]
+
+
+@contextlib.contextmanager
+def events_refused(tmp_path: Path) -> Iterator[tuple[Path, Path, Collector]]:
+    """A broker whose ACL refuses the events topic, a collector on it, a spool holding three events and an MQTT 5
+    config (the PUBACK says the refusal): every event a daemon sends goes to ``dead-letter/``."""
+    broker = Broker(acl=f"topic readwrite #\ntopic deny {EVENTS}\n").start()
+    collector = Collector(broker.port)
+    try:
+        spool = tmp_path / "spool"
+        spool_with(spool, [(EVENTS, spooled_event(n)) for n in (1, 2, 3)])
+        yield spool, write_config(tmp_path / "c.yaml", broker.port, mqtt={"protocol": "5"},
+                                  stats={"interval_s": 1.0}), collector
+    finally:
+        collector.close()
+        broker.cleanup()
