@@ -58,16 +58,7 @@ from mqtt_broker import Broker, Collector, free_port, wait_until
 from noisewatch.config import Config, load_config
 from noisewatch.daemon.messages import Event
 
-HOP_S = 0.511
-"""The daemon's hop at its default settings (whole STFT hops): an event's onset is placed within one."""
-
 pytestmark = pytest.mark.faults
-
-ONE_LINE_S = 2.0
-"""Issue 15: a hostile config is refused in under this long."""
-FILE_FAILURE_S = 10.0
-"""A file input that cannot be read is reported and the daemon gone within this long."""
-
 
 
 # --- 7: a spool disk that is full or read-only; a JSON-lines disk that is full -----------------------------
