@@ -329,9 +329,9 @@ def windowed_mel_db(windowed: np.ndarray, settings: FeatureSettings) -> np.ndarr
 
 def mel_power(power: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Power spectra through the mel filterbank: (..., 1 + n_fft // 2) float32 -> (..., n_mels) float32."""
-    bins = power.shape[-1] if power.ndim else 0
-    if bins != 1 + settings.n_fft // 2:  # the blocks alone would not notice: they stop at the last weighted bin
-        raise ValueError(f"power spectra of {bins} bins, not the {1 + settings.n_fft // 2} of n_fft {settings.n_fft}")
+    given = power.shape[-1] if power.ndim else 0
+    if given != 1 + settings.n_fft // 2:  # the blocks alone would not notice: they stop at the last weighted bin
+        raise ValueError(f"power spectra of {given} bins, not the {1 + settings.n_fft // 2} of n_fft {settings.n_fft}")
     mel = np.empty(power.shape[:-1] + (settings.n_mels,), dtype=np.float32)
     for filters, bins, weights in _mel_blocks(settings.sample_rate, settings.n_fft, settings.n_mels, settings.fmin,
                                               settings.fmax):
