@@ -5,8 +5,8 @@ real mosquitto and real files, and asserts only what a user can observe: exit co
 events at a subscriber, files in the spool directory, ``stats`` counters, the process's sockets.
 Test names carry the fault's number (``f01`` ... ``f13``, ``cosmetic``). Each was written from the
 issue's text and seen failing on the code the issue describes; the assertions are the contract of
-the fix. ``pytest -m faults`` runs the suite alone, with tests/test_faults_files.py (6 minutes on two workers);
-the tmpfs tests skip where mounting is not permitted.
+the fix. ``pytest -m faults`` runs the suite alone, with tests/test_faults_files.py (the two files took 6 minutes
+with ``-n 2``); the tmpfs tests skip where mounting is not permitted.
 """
 
 from __future__ import annotations

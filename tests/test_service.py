@@ -1276,7 +1276,7 @@ def test_a_reload_that_replaces_the_mqtt_sink_hands_it_the_running_spool(tmp_pat
 
 
 def test_a_refused_reload_keeps_the_running_spool_bounds_and_what_they_keep(tmp_path: Path) -> None:
-    """A reload puts its spool bounds on the running spool (test_faults.py, f21) only once it cannot be refused:
+    """A reload puts its spool bounds on the running spool (test_faults_files.py, f21) only once it cannot be refused:
     messages a lowered bound drops are gone for good, and a refused reload keeps the running set-up untouched."""
     from mqtt_broker import free_port
 
