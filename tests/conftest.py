@@ -8,10 +8,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from fault_daemon import Daemon
 from mqtt_broker import Broker, Collector
+
+if TYPE_CHECKING:  # for the annotation only: not numpy, soundfile and the spool in every test process
+    from fault_daemon import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("NOISEWATCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
