@@ -20,7 +20,8 @@ from mqtt_broker import Broker, Collector, wait_until
 from test_mqtt_sink import LABELS, MODEL, PREFIX, OpenSink, event, ids_on, make_config, open_sink, started  # noqa: F401
 
 from noisewatch.daemon.messages import Event
-from noisewatch.daemon.sinks.mqtt import HA_WAIT_FILE, MqttSink
+from noisewatch.daemon.sinks.kept_wait import FILE_NAME as HA_WAIT_FILE
+from noisewatch.daemon.sinks.mqtt import MqttSink
 
 pytestmark = pytest.mark.broker
 TESTS = Path(__file__).resolve().parent

@@ -53,7 +53,8 @@ from noisewatch.daemon.sinks.homeassistant import (
     default_device_name,
 )
 from noisewatch.daemon.sinks.homeassistant_discovery import HomeAssistantDiscovery
-from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HA_RESTART_WAIT_S, HomeAssistantWait
+from noisewatch.daemon.sinks.homeassistant_wait import DISCOVERY_SETTLE_S, HomeAssistantWait
+from noisewatch.daemon.sinks.kept_wait import KeptWait
 from noisewatch.daemon.sinks.label_states import LabelStates
 from noisewatch.daemon.sinks.mqtt_client import (
     PACKET_TOO_LARGE,
@@ -99,7 +100,7 @@ from noisewatch.daemon.sinks.topics import (
     listener_prefix,
     listener_topics,
 )
-from noisewatch.daemon.statefile import FolderInUse, FolderLock, read_json, same_folder, write_json
+from noisewatch.daemon.statefile import FolderInUse, FolderLock, same_folder
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ PREDECESSOR_WAIT_S = 5.0
 after the new set-up is built): beside it, one client id, each would take the other's session."""
 CLOSING_TICK_S = 0.02
 PRUNE_INTERVAL_S = 60.0
-HA_WAIT_FILE = "home_assistant_wait.json"
-"""In the state folder: when the wait for Home Assistant a stop left ends (``MqttSink._keep_wait``)."""
 SESSION_EXPIRY_S = 86400
 """MQTT 5: how long the broker keeps our session after a disconnect"""
 UNACKED_WARN_S = 60.0
@@ -193,6 +192,7 @@ class MqttSink:
         self._audio_status: Outgoing | None = None
         """The latest audio state, published again on every (re)connect: the live queue may have dropped it."""
         self._ha_wait = HomeAssistantWait(settings.homeassistant.discovery)
+        self._kept_wait = KeptWait(settings.state_path)
         self._periodic: dict[str, Outgoing] = {}
         """The latest level and stats report, by topic (``_send_periodic_again``)."""
         self._periodic_again_at: float | None = None
@@ -491,32 +491,15 @@ class MqttSink:
         self._closed.set()
 
     def _keep_wait(self) -> None:
-        """At a stop that leaves events held for Home Assistant in the spool, when that wait ends (wall clock), for
-        the next start (``_resume_wait``); else no such file. Not at a reload: its successor took the wait over."""
-        path = self.settings.state_path / HA_WAIT_FILE
+        """At a stop that leaves events held for Home Assistant in the spool, when that wait ends, for the next start
+        (:class:`KeptWait`); else none. Not at a reload: its successor took the wait over."""
         left = self._ha_wait.hold_left_s() if self.spool.depth and self._successor is None else 0.0
-        try:
-            if left:
-                write_json(path, {"until": time.time() + left})
-            elif path.exists():  # asked first: a read-only folder refuses even the removal of no file
-                path.unlink()
-        except OSError as exc:
-            log.warning("MQTT: cannot keep the wait for Home Assistant in %s (%s): the next start sends the events "
-                        "held for it at once", path, exc.strerror or exc)
+        self._kept_wait.keep(left)
 
     def _resume_wait(self) -> None:
-        """A start goes on with the wait for Home Assistant its last stop left (``_keep_wait``), for what is left of
-        it: the events it kept went to no one when the listener came back while Home Assistant still restarted."""
-        path = self.settings.state_path / HA_WAIT_FILE
-        try:
-            data = read_json(path)
-            left = min(float(data["until"]) - time.time(), HA_RESTART_WAIT_S) if data is not None else 0.0
-            if data is not None:  # the wait lives here now: a kill -9 that ends it keeps none for the next start,
-                path.unlink()  # where a file left held that start's events for a Home Assistant long back
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.warning("MQTT: ignoring %s: %s", path, exc)
-            return
-        if left > 0:
+        """A start goes on with the wait for Home Assistant its last stop left, for what is left of it: the events
+        it kept went to no one when the listener came back while Home Assistant still restarted."""
+        if (left := self._kept_wait.take()) > 0:
             self._ha_wait.resume(left)
 
     def _successor_says_online_here(self) -> bool:
