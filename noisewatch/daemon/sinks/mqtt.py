@@ -451,9 +451,10 @@ class MqttSink:
         self._commands.put(Close(deadline, connect_by=now + CLOSE_FLUSH_S / 2))
         self._pump.join(_remaining(deadline))
         self._stopping.set()
+        refused = False
         predecessor = self._predecessor
-        refused = predecessor is not None and not predecessor._stopping.is_set()
-        if predecessor is not None and refused:  # a refused reload closes this one unused:
+        if predecessor is not None and not predecessor._stopping.is_set():  # a refused reload closes this one unused:
+            refused = True
             predecessor._handing_over = False  # the spool move the running sink waits for is its own again,
             predecessor._successor = None  # and it keeps no closed sink (its client, its queues) alive
         if self._connected and not self._successor_says_online_here():  # the pump has stopped: its flag is final
