@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import ssl
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -265,6 +264,8 @@ def _tls_problems(tls: TlsSection) -> list[str]:
             problems.append(f"mqtt.tls.{key} = '{path}': no such file")
     if problems:
         return problems
+    import ssl  # here, not at the top: ssl maps libssl and libcrypto (3.5 MiB), which a listener without TLS never uses
+
     context = ssl.create_default_context()
     try:
         if tls.ca_file is not None:
