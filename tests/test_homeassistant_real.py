@@ -783,6 +783,9 @@ def test_level_sensors_stay_available_across_a_reload_that_renames_the_device(ho
         assert ha.wait_state(entity, "-41.2", 5), ha.state(entity)
         time.sleep(2)
         assert ha.state(entity)["state"] == "-41.2"  # type: ignore[index]
+        # docs/homeassistant.md: the ids stay as Home Assistant first saw them; the names shown follow the new name
+        assert ha.state(entity)["attributes"]["friendly_name"] == "Kitchen Sound level"  # type: ignore[index]
+        assert ha.state("sensor.kitchen_sound_level") is None
     finally:
         renamed.close()
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import shlex
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ import pytest
 from mqtt_broker import HOST, Broker, Collector
 
 from noisewatch.config import Config
+from noisewatch.daemon.messages import AudioState, Status, stamped
 from noisewatch.daemon.sinks.homeassistant import stand_in
 from noisewatch.daemon.sinks.mqtt import MqttSink
 
@@ -145,3 +149,38 @@ def test_a_config_emptied_then_announced_again_after_a_reload_is_not_emptied_at_
         assert b"" not in collector.on(SIREN)[2:], collector.on(SIREN)
     finally:
         back.close()
+
+
+def test_the_docs_try_it_cleanup_leaves_the_broker_no_retained_topic_of_the_try_listener(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/homeassistant.md, "Try it": deleting the device in Home Assistant clears its discovery, not the try
+    listener's own retained topics (status, audio, stats, level, label states, thresholds, recent events: 26 for the
+    shipped model), which the dashboard goes on listing; the docs' ``mosquitto_sub --remove-retained`` line clears
+    them (found by a helper's first hour with a real Home Assistant)."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "homeassistant.md").read_text()
+    line = re.search(r"`(mosquitto_sub [^`]*--remove-retained[^`]*)`", docs)
+    assert line is not None, "docs/homeassistant.md no longer says how to clear the try listener's topics"
+    command = shlex.split(line.group(1))
+    broker = Broker(users={command[command.index("-u") + 1]: "try-password"}).start()
+    try:
+        monkeypatch.setenv("NOISEWATCH_MQTT_PASSWORD", "try-password")
+        config = Config.model_validate({"device_id": "try", "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "username": command[command.index("-u") + 1],
+            "spool": {"directory": str(tmp_path / "spool")}}})
+        sink = MqttSink.from_config(config, LABELS, MODEL, {"background": 0.5, "dog_bark": 0.6, "siren": 0.7})
+        sink.send(stamped(Status(AudioState.LISTENING, source="file"), "try"))
+        sink.close()  # the file ended: the listener stopped, its retained topics stay on the broker
+        before = Collector(broker.port, "noisewatch/try/#", username=command[command.index("-u") + 1],
+                           password="try-password")
+        assert before.wait_for(lambda c: len({t for t, _, retained in c.messages if retained}) >= 5), before.messages
+        before.close()
+        command[command.index("-h") + 1] = HOST
+        command[command.index("-P") + 1] = "try-password"
+        subprocess.run([*command, "-p", str(broker.port)], capture_output=True, timeout=30)
+        after = Collector(broker.port, "noisewatch/try/#", username=command[command.index("-u") + 1],
+                          password="try-password")
+        time.sleep(1.0)  # retained messages arrive as the subscription is granted: any left would be here by now
+        after.close()
+        assert [topic for topic, _, retained in after.messages if retained] == []
+    finally:
+        broker.cleanup()
