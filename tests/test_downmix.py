@@ -4,6 +4,8 @@ that carry sound alike are averaged as before."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,9 @@ def test_channels_that_carry_sound_alike_are_averaged(channels: int) -> None:
     common = noise(1, 3)[:, None] * np.linspace(1.0, 0.05, channels, dtype=np.float32)
     for block in (independent, common):
         mix = ChannelMix(channels, RATE)
-        np.testing.assert_array_equal(mix.mix(block), block.mean(axis=1, dtype=np.float32))
+        # float32 sums of ``channels`` terms, in whatever order: within that many roundings of the largest sample
+        np.testing.assert_allclose(mix.mix(block), block.mean(axis=1, dtype=np.float64), rtol=0,
+                                   atol=channels * np.finfo(np.float32).eps * float(np.abs(block).max()))
         assert mix.choice is not None and mix.choice.channels == tuple(range(channels)) and mix.choice.note is None
 
 
@@ -177,6 +181,53 @@ def test_a_channel_taken_back_is_left_out_again_once_it_carries_no_sound_again()
     out = mix.mix(stereo(sound, empty))
     np.testing.assert_array_equal(out[3 * RATE :], sound[3 * RATE :])
     assert mix.choice is not None and mix.choice.channels == (0,)
+
+
+@pytest.mark.parametrize("failure", ["dies", "sticks"])
+def test_a_channel_that_fails_while_averaged_is_left_out_within_a_span(failure: str) -> None:
+    """Found by fault injection: a mix chosen with every channel live was never looked at again. A stereo
+    microphone whose second capsule, cable or I2S slot dies while the listener runs (zeros, or a converter stuck at
+    one code) was averaged in for good: every level and every event's peak read 6 dB low, and nothing said so."""
+    left, right = noise(4, 21), noise(4, 22)
+    right[2 * RATE :] = 0.0 if failure == "dies" else -0.25
+    block = stereo(left, right)
+    for sizes in ([len(block)], [1000] * (len(block) // 1000 + 1)):
+        mix, parts, at = ChannelMix(2, RATE), [], 0
+        for size in sizes:
+            parts.append(mix.mix(block[at : at + size]))
+            at += size
+        out = np.concatenate(parts)
+        np.testing.assert_array_equal(out[: 2 * RATE], block[: 2 * RATE].mean(axis=1, dtype=np.float32))
+        np.testing.assert_array_equal(out[2 * RATE + SPAN :], left[2 * RATE + SPAN :])  # from the span after
+        assert mix.choice is not None and (mix.choice.channels, mix.choice.dead) == ((0,), (1,))
+        assert mix.choice.note is not None and "channel(s) 2 of 2 carry no sound" in mix.choice.note
+
+
+def test_the_daemon_says_a_channel_that_dies_while_it_runs_and_reads_levels_as_the_mono_one(
+        repo_root: Path, tmp_path: Path) -> None:
+    """Found by fault injection (a stereo recording of the bundled scene whose second channel goes to zeros 2 s in):
+    every level after it read 6.02 dB low, every event's peak and mean too, with no WARNING and no counter."""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    dying = audio.copy()
+    dying[2 * rate :] = 0.0
+    (tmp_path / "config.yaml").write_text("levels: {interval_s: 10.0}\n")
+    heard, said = {}, {}
+    for name, samples in {"mono": audio[:, None], "dies": stereo(audio, dying)}.items():
+        path, out = tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl"
+        sf.write(str(path), samples, rate, subtype="FLOAT")
+        run = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(tmp_path / "config.yaml"),
+                              "--input", str(path), "--speed", "0", "--jsonl", str(out)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        heard[name], said[name] = read_jsonl(out), run.stderr
+    levels = {name: {m["offset_s"]: m["leq_dbfs"] for m in found if m["type"] == "level"} for name, found in heard.items()}
+    assert sorted(levels["dies"]) == sorted(levels["mono"]) and len(levels["mono"]) >= 3
+    for offset in (o for o in levels["mono"] if o >= 10.0):  # periods after the channel died
+        assert abs(levels["dies"][offset] - levels["mono"][offset]) < 0.05, levels
+    peaks = {name: [(m["label"], m["peak_dbfs"]) for m in found if m["type"] == "event"] for name, found in heard.items()}
+    assert len(peaks["mono"]) >= 3 and [label for label, _ in peaks["dies"]] == [label for label, _ in peaks["mono"]]
+    assert all(abs(got - want) < 0.05 for (_, got), (_, want) in zip(peaks["dies"], peaks["mono"])), peaks
+    assert "channel(s) 2 of 2 carry no sound" in said["dies"], said["dies"][-2000:]
 
 
 def test_a_long_silent_stereo_recording_mixes_in_one_call(tmp_path: Path) -> None:
