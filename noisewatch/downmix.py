@@ -2,8 +2,8 @@
 
 A Pi's I2S MEMS microphone commonly arrives as a stereo stream with one channel of zeros (the frame's other
 slot): averaged, every level read 6 dB low. A pair wired in opposite phase cancels when averaged, and the
-listener heard near silence. So the mix is the plain mean for the first DECIDE_S of audio that is not digital
-silence, and then, for the rest of the stream, the mean of the channels within DEAD_DB of the loudest, or the
+listener heard near silence. So the mix is the mean of the channels that have carried more than one value for the
+first DECIDE_S of audio that is not digital silence (a constant is not sound), and then, for the rest of the stream, the mean of the channels within DEAD_DB of the loudest, or the
 loudest channel alone when even their mean cancels. Every channel is looked at every DECIDE_S, and the mix
 chosen anew once a channel left out as dead carries sound, or one averaged carries none: a capsule, cable or
 I2S slot that dies (or a converter that sticks at one code) while the listener runs is left out and said, as one
@@ -52,6 +52,8 @@ class ChannelMix:
         self._sums = np.zeros(self.channels)
         self._origin: np.ndarray | None = None
         """The span's first frame, taken from every frame before summing: a constant channel sums to exact zeros."""
+        self._moved = np.zeros(self.channels, dtype=bool)
+        """Which channels have carried another value than the span's first frame (:meth:`_first_mix`)."""
         self.choice: MixChoice | None = None
         """None until DECIDE_S of sound has been seen (the plain mean until then, or the mix ``before``)."""
 
@@ -78,9 +80,10 @@ class ChannelMix:
     def _watch(self, head: np.ndarray) -> np.ndarray:
         """The mix in force of ``head`` (at most what is left of the span), its products counted; the choice once
         the span is full."""
-        mixed = _mean(head, self._averaged())
         if self._origin is None:
             self._origin = head[0].astype(np.float64)
+            self._moved[:] = False
+        mixed = self._first_mix(head) if self.choice is None and self._before is None else _mean(head, self._averaged())
         # channel-major, so that the products and sums run along contiguous rows (numpy's sum down the frames of
         # a frame-major block took 30 times as long: it is watched all the time, 2 ms a second of stereo audio)
         wide = np.subtract(head.T, self._origin[:, None], dtype=np.float64, order="C")
@@ -90,6 +93,21 @@ class ChannelMix:
         if self._seen >= self._span:
             self._choose()
         return mixed
+
+    def _first_mix(self, head: np.ndarray) -> np.ndarray:
+        """Before the first choice: the mean of the channels that have carried more than one value since the span
+        began (of all of them while none has). A constant is not sound: a channel stuck at one code from the start
+        (a dead converter), averaged in until the choice left it out, stepped the mix's offset there, a click that
+        the levels and the loudness rule heard as a loud sound that nothing made; an empty slot read the first
+        half second 6 dB low."""
+        changed = head != self._origin
+        first = np.where(changed.any(axis=0), changed.argmax(axis=0), len(head))
+        first[self._moved] = 0
+        self._moved |= first < len(head)
+        cuts = sorted({0, *(int(f) for f in first if f < len(head))})
+        parts = [_mean(head[start:stop], tuple(int(c) for c in np.flatnonzero(first <= start)) or self._averaged())
+                 for start, stop in zip(cuts, [*cuts[1:], len(head)])]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _choose(self) -> None:
         """At a span's end: the first choice, or a new one when a channel left out as dead carries sound (a

@@ -30,12 +30,15 @@ def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.stack([left, right], axis=1)
 
 
-def test_a_channel_of_zeros_is_left_out_after_the_first_half_second() -> None:
+def test_a_channel_of_zeros_is_left_out_from_the_first_sample_and_said_after_the_first_half_second() -> None:
+    """Until the choice, a channel that has carried one value only is no sound: left out from the first sample that
+    tells it from the others (the stream's first is the plain mean), where the mean read the first half second
+    6 dB low."""
     sound = noise(3, 0)
     mix = ChannelMix(2, RATE)
     out = mix.mix(stereo(sound, np.zeros_like(sound)))
-    np.testing.assert_array_equal(out[:SPAN], sound[:SPAN] / 2)
-    np.testing.assert_array_equal(out[SPAN:], sound[SPAN:])
+    assert out[0] == sound[0] / 2
+    np.testing.assert_array_equal(out[1:], sound[1:])
     assert mix.choice is not None and mix.choice.channels == (0,)
     assert mix.choice.note == ("channel(s) 2 of 2 carry no sound; averaging channel(s) 1 alone, so levels are not "
                                "read 6.0 dB low")
@@ -210,16 +213,9 @@ def test_the_daemon_says_a_channel_that_dies_while_it_runs_and_reads_levels_as_t
     audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
     dying = audio.copy()
     dying[2 * rate :] = 0.0
-    (tmp_path / "config.yaml").write_text("levels: {interval_s: 10.0}\n")
     heard, said = {}, {}
     for name, samples in {"mono": audio[:, None], "dies": stereo(audio, dying)}.items():
-        path, out = tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl"
-        sf.write(str(path), samples, rate, subtype="FLOAT")
-        run = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(tmp_path / "config.yaml"),
-                              "--input", str(path), "--speed", "0", "--jsonl", str(out)],
-                             capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        heard[name], said[name] = read_jsonl(out), run.stderr
+        heard[name], said[name] = _replay(tmp_path, name, samples, rate, "levels: {interval_s: 10.0}\n")
     levels = {name: {m["offset_s"]: m["leq_dbfs"] for m in found if m["type"] == "level"} for name, found in heard.items()}
     assert sorted(levels["dies"]) == sorted(levels["mono"]) and len(levels["mono"]) >= 3
     for offset in (o for o in levels["mono"] if o >= 10.0):  # periods after the channel died
@@ -228,6 +224,52 @@ def test_the_daemon_says_a_channel_that_dies_while_it_runs_and_reads_levels_as_t
     assert len(peaks["mono"]) >= 3 and [label for label, _ in peaks["dies"]] == [label for label, _ in peaks["mono"]]
     assert all(abs(got - want) < 0.05 for (_, got), (_, want) in zip(peaks["dies"], peaks["mono"])), peaks
     assert "channel(s) 2 of 2 carry no sound" in said["dies"], said["dies"][-2000:]
+
+
+def test_a_channel_stuck_at_one_value_from_the_start_is_never_averaged_in() -> None:
+    """Found by fault injection: a dead converter stuck at one code (full scale here) was averaged in until the
+    choice left it out, and that stepped the mix's offset: a click read as a loud sound that nothing made."""
+    left = noise(2, 23)
+    block = stereo(left, np.full_like(left, -1.0))
+    for sizes in ([len(block)], [1, 999] * (len(block) // 1000 + 1)):
+        mix, parts, at = ChannelMix(2, RATE), [], 0
+        for size in sizes:
+            parts.append(mix.mix(block[at : at + size]))
+            at += size
+        out = np.concatenate(parts)
+        np.testing.assert_array_equal(out[1:], left[1:])
+        assert mix.choice is not None and (mix.choice.channels, mix.choice.dead) == ((0,), (1,))
+
+
+def test_the_daemon_hears_a_stereo_input_with_a_stuck_channel_as_the_mono_one(repo_root: Path, tmp_path: Path) -> None:
+    """Found by fault injection: the bundled scene on one channel, the other stuck at full scale from the start. The
+    first level report read Lmax -14 dBFS in a room at -52, and a loudness rule (-20 dBFS for 0.5 s) reported a
+    `loud` event at 0 s, before any sound; the README says a constant offset starts no `loud` event. (The stream's
+    first sample is still the two channels' mean, which nothing tells apart yet: the first period's Lmax reads
+    -35 dBFS, from that one sample through the offset filter's start.)"""
+    audio, rate = sf.read(str(repo_root / "samples" / "scene.flac"), dtype="float32")
+    config = "levels: {interval_s: 10.0}\nloudness: {threshold_dbfs: -20.0, min_duration_s: 0.5}\n"
+    heard = {name: _replay(tmp_path, name, samples, rate, config)[0]
+             for name, samples in {"mono": audio[:, None], "stuck": stereo(audio, np.full_like(audio, -1.0))}.items()}
+    summary = {name: ([(m["offset_s"], m["lmax_dbfs"], m["leq_dbfs"]) for m in found if m["type"] == "level"],
+                      [(m["label"], m["offset_s"]) for m in found if m["type"] == "event"]) for name, found in heard.items()}
+    (levels, found), (mono_levels, mono_found) = summary["stuck"], summary["mono"]
+    assert len(levels) == len(mono_levels) >= 3 and found == mono_found, summary  # `loud` events too: none made up
+    assert levels[0][1] < -30.0, summary
+    for got, want in zip(levels[1:], mono_levels[1:]):
+        assert abs(got[1] - want[1]) < 0.05 and abs(got[2] - want[2]) < 0.05, summary
+
+
+def _replay(tmp_path: Path, name: str, samples: np.ndarray, rate: int, config: str) -> tuple[list[dict], str]:
+    """``samples`` written as a WAV file and replayed by ``noisewatch run --speed 0`` with ``config``: its messages
+    and its log."""
+    path, out, config_path = tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl", tmp_path / f"{name}.yaml"
+    sf.write(str(path), samples, rate, subtype="FLOAT")
+    config_path.write_text(config)
+    run = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config_path), "--input",
+                          str(path), "--speed", "0", "--jsonl", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return read_jsonl(out), run.stderr
 
 
 def test_a_long_silent_stereo_recording_mixes_in_one_call(tmp_path: Path) -> None:
