@@ -2,19 +2,22 @@
 
 A Pi's I2S MEMS microphone commonly arrives as a stereo stream with one channel of zeros (the frame's other
 slot): averaged, every level read 6 dB low. A pair wired in opposite phase cancels when averaged, and the
-listener heard near silence. So the mix is the mean of the channels that have carried more than one value for the
-first DECIDE_S of audio that is not digital silence (a constant is not sound), and then, for the rest of the stream, the mean of the channels within DEAD_DB of the loudest, or the
-loudest channel alone when even their mean cancels. Every channel is looked at every DECIDE_S, and the mix
-chosen anew once a channel left out as dead carries sound, or one averaged carries none: a capsule, cable or
-I2S slot that dies (or a converter that sticks at one code) while the listener runs is left out and said, as one
-dead from the start is (averaged in for good, it read every level 6 dB low, with nothing said); and one stray word
-in an empty slot does not take it back for good. Choices fall at fixed sample counts, so any block size gives the
-same samples as one call on the whole recording. Pure numpy: the daemon (per opened input) and
-``classify.load_audio`` (per recording) mix with it alike.
+listener heard near silence. So for the first DECIDE_S of audio that is not digital silence the mix is the mean
+of the channels that have carried more than one value (a constant is not sound), and then, for the rest of the
+stream, the mean of the channels within DEAD_DB of the loudest, or the loudest channel alone when even their mean
+cancels. Every channel is looked at every DECIDE_S, and the mix chosen anew once a channel left out as dead
+carries sound, or one averaged carries one value only: a capsule, cable or I2S slot that dies (or a converter that
+sticks at one code) while the listener runs is left out and said, as one dead from the start is (averaged in for
+good, it read every level 6 dB low, with nothing said); and one stray word in an empty slot does not take it back
+for good. A channel averaged is not left out for being quiet (see ``_choose``). Choices fall at fixed sample
+counts, so any block size gives the same samples as one call on the whole recording. Pure numpy: the daemon (per
+opened input) and ``classify.load_audio`` (per recording) mix with it alike.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +58,7 @@ class ChannelMix:
         self._moved = np.zeros(self.channels, dtype=bool)
         """Which channels have carried another value than the span's first frame (:meth:`_first_mix`)."""
         self.choice: MixChoice | None = None
-        """None until DECIDE_S of sound has been seen (the plain mean until then, or the mix ``before``)."""
+        """None until DECIDE_S of sound has been seen (until then the mix ``before``, or :meth:`_first_mix`)."""
 
     def mix(self, block: np.ndarray) -> np.ndarray:
         """Mono float32 samples for the next block."""
@@ -112,14 +115,18 @@ class ChannelMix:
     def _choose(self) -> None:
         """At a span's end: the first choice, or a new one when a channel left out as dead carries sound (a
         hard-panned intro, an input unmuted in the mixer later: left out for good, all it carried was lost), or a
-        channel averaged carries none (it died, or stuck at one code)."""
+        channel averaged carries one value over the whole span (it died, or stuck at one code). An averaged channel
+        that is only quiet stays (``keep``): left out whenever it fell 60 dB below the loudest, a far microphone
+        that heard a near sound 75 dB down stepped the level 6 dB in the middle of the sound, and two quiet
+        microphones 60 dB apart flipped the mix to and fro."""
         centred = self._centred()
         self._seen, self._products[:], self._sums[:], self._origin = 0, 0.0, 0.0, None
         if centred is None:
             return
-        if (self.choice is None or _live(centred, self.choice.dead).any()
-                or not _live(centred, self.choice.channels).all()):
+        if self.choice is None:
             self.choice = choose(centred)
+        elif _live(centred, self.choice.dead).any() or not (np.diag(centred)[list(self.choice.channels)] > 0).all():
+            self.choice = choose(centred, keep=self.choice.channels)
 
     def _centred(self) -> np.ndarray | None:
         """The span's products less the channels' offsets (a DC offset is not sound: in the raw products two offsets
@@ -132,13 +139,46 @@ class ChannelMix:
         return centred if np.diag(centred).max() > 0 else None
 
 
-def choose(products: np.ndarray) -> MixChoice:
+SAY_AGAIN_S = 3600.0
+"""A mix said once is said again only this long after (:class:`MixNews`)."""
+
+
+class MixNews:
+    """What the log says of each input's mix as it changes: a mix that leaves channels out at WARNING (its note),
+    the return to every channel at INFO. Each (input, channels) once per SAY_AGAIN_S: a reopen comes to the same
+    mix again (and which of a pair in opposite phase is louder may change from one reopen to the next), and an empty
+    I2S slot whose stray words take it back now and then would say so twice a minute; said only once for good, a
+    channel that carried sound again and then really died an hour later went unsaid."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, tuple[int, ...]] = {}
+        self._said: dict[tuple[str, tuple[int, ...]], float] = {}
+
+    def of(self, source: str, choice: MixChoice | None, now: float) -> tuple[int, str] | None:
+        """(log level, message) for ``source``'s mix ``choice`` at monotonic time ``now``, or None: nothing new."""
+        before = self._current.get(source)
+        if choice is None or choice.channels == before:
+            return None
+        self._current[source] = choice.channels
+        if choice.note is None and before is None:  # the first mix, of every channel: nothing to say
+            return None
+        if now - self._said.get((source, choice.channels), -math.inf) < SAY_AGAIN_S:
+            return None
+        self._said[(source, choice.channels)] = now
+        if choice.note is None:
+            return logging.INFO, (f"audio input {source}: every channel carries sound again (averaging channels "
+                                  f"{_names(choice.channels)})")
+        return logging.WARNING, f"audio input {source}: {choice.note}"
+
+
+def choose(products: np.ndarray, keep: tuple[int, ...] = ()) -> MixChoice:
     """The mix for channels whose sums of products (``x.T @ x`` over the same samples, offsets taken out) are
-    ``products``."""
+    ``products``; channels of ``keep`` count as live unless they carried one value only."""
     power = np.diag(products)
     loudest = int(np.argmax(power))
     n = len(power)
-    live = tuple(int(c) for c in np.flatnonzero(_live(products, tuple(range(n)))))
+    kept = np.isin(np.arange(n), keep) & (power > 0)
+    live = tuple(int(c) for c in np.flatnonzero(_live(products, tuple(range(n))) | kept))
     weights = np.zeros(n)
     weights[list(live)] = 1 / len(live)
     mean_power = float(weights @ products @ weights)

@@ -51,7 +51,7 @@ from noisewatch.daemon.setup import (
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
-from noisewatch.downmix import MixChoice
+from noisewatch.downmix import MixChoice, MixNews
 from noisewatch.recording_checks import below_model_rate
 from noisewatch.stdout_report import report
 
@@ -205,9 +205,7 @@ class Service:
         for another input and after a lost one."""
         self._rate_said: tuple[str, int] | None = None
         """The input and rate last warned of as below the model's: said once, not at every reopen."""
-        self._mix_said: set[tuple[str, tuple[int, ...]]] = set()
-        """The inputs and channels of the channel mixes warned of: each said once, not at every reopen (the last one
-        alone was not enough: which of a pair in opposite phase is louder may change from one reopen to the next)."""
+        self._mix_news = MixNews()
         self._mixes: dict[tuple[str, int, int], MixChoice] = {}
         """Each input's (name, rate, channels) last channel mix: a reopen mixes as before until it chooses anew (from
         the plain mean, the first half second after each return of an I2S microphone read 6 dB low)."""
@@ -354,13 +352,9 @@ class Service:
         return Ending.STOP
 
     def _say_mix(self, source: AudioSource, resampler: MonoResampler) -> None:
-        """The channel mix's note (a mix that leaves channels out), once per input and choice: each reopen mixes
-        anew and comes to it again, and a channel left out may be taken back and left out again."""
-        choice = resampler.mix.choice
-        if choice is None or choice.note is None or (source.name, choice.channels) in self._mix_said:
-            return
-        self._mix_said.add((source.name, choice.channels))
-        log.warning("audio input %s: %s", source.name, choice.note)
+        """The channel mix as it changes (:class:`MixNews`)."""
+        if (news := self._mix_news.of(source.name, resampler.mix.choice, time.monotonic())) is not None:
+            log.log(*news)
 
     def _swap(self, source: AudioSource | None) -> bool:
         """SIGHUP: open the new set-up beside the running one and swap it in; True when the live input must
