@@ -31,6 +31,16 @@ def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.stack([left, right], axis=1)
 
 
+def mixed_in_blocks(block: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, ChannelMix]:
+    """``block`` through one ChannelMix in pieces of ``sizes``, then the rest in one: its output, and the mix."""
+    mix, parts, at = ChannelMix(block.shape[1], RATE), [], 0
+    for size in sizes:
+        parts.append(mix.mix(block[at : at + size]))
+        at += size
+    parts.append(mix.mix(block[at:]))
+    return np.concatenate(parts), mix
+
+
 def test_a_channel_of_zeros_is_left_out_from_the_first_sample_and_said_after_the_first_half_second() -> None:
     """Until the choice, a channel that has carried one value only is no sound: left out from the first sample that
     tells it from the others (the stream's first is the plain mean), where the mean read the first half second
@@ -96,12 +106,7 @@ def test_block_sizes_do_not_change_the_output() -> None:
     block = stereo(noise(2, 4), np.zeros(2 * RATE, dtype=np.float32))
     whole = ChannelMix(2, RATE).mix(block)
     for sizes in ([1, 0, SPAN - 2, 3, 4096], [SPAN, 7], [SPAN + 1], [17] * 3000):
-        mix, parts, at = ChannelMix(2, RATE), [], 0
-        for size in sizes:
-            parts.append(mix.mix(block[at : at + size]))
-            at += size
-        parts.append(mix.mix(block[at:]))
-        np.testing.assert_array_equal(np.concatenate(parts), whole)
+        np.testing.assert_array_equal(mixed_in_blocks(block, sizes)[0], whole)
 
 
 def test_digital_silence_first_puts_off_the_choice() -> None:
@@ -162,11 +167,7 @@ def test_a_channel_left_out_as_dead_is_taken_back_once_it_carries_sound() -> Non
     right = np.concatenate([np.zeros(RATE, dtype=np.float32), noise(2, 14)])
     block = stereo(left, right)
     for sizes in ([len(block)], [1000] * (len(block) // 1000 + 1)):
-        mix, parts, at = ChannelMix(2, RATE), [], 0
-        for size in sizes:
-            parts.append(mix.mix(block[at : at + size]))
-            at += size
-        out = np.concatenate(parts)
+        out, mix = mixed_in_blocks(block, sizes)
         assert len(out) == len(block)
         late = out[RATE + 2 * SPAN :]  # from the first whole span after the right channel woke
         np.testing.assert_array_equal(late, block[RATE + 2 * SPAN :].mean(axis=1, dtype=np.float32))
@@ -196,11 +197,7 @@ def test_a_channel_that_fails_while_averaged_is_left_out_within_a_span(failure: 
     right[2 * RATE :] = 0.0 if failure == "dies" else -0.25
     block = stereo(left, right)
     for sizes in ([len(block)], [1000] * (len(block) // 1000 + 1)):
-        mix, parts, at = ChannelMix(2, RATE), [], 0
-        for size in sizes:
-            parts.append(mix.mix(block[at : at + size]))
-            at += size
-        out = np.concatenate(parts)
+        out, mix = mixed_in_blocks(block, sizes)
         np.testing.assert_array_equal(out[: 2 * RATE], block[: 2 * RATE].mean(axis=1, dtype=np.float32))
         np.testing.assert_array_equal(out[2 * RATE + SPAN :], left[2 * RATE + SPAN :])  # from the span after
         assert mix.choice is not None and (mix.choice.channels, mix.choice.dead) == ((0,), (1,))
@@ -233,11 +230,7 @@ def test_a_channel_stuck_at_one_value_from_the_start_is_never_averaged_in() -> N
     left = noise(2, 23)
     block = stereo(left, np.full_like(left, -1.0))
     for sizes in ([len(block)], [1, 999] * (len(block) // 1000 + 1)):
-        mix, parts, at = ChannelMix(2, RATE), [], 0
-        for size in sizes:
-            parts.append(mix.mix(block[at : at + size]))
-            at += size
-        out = np.concatenate(parts)
+        out, mix = mixed_in_blocks(block, sizes)
         np.testing.assert_array_equal(out[1:], left[1:])
         assert mix.choice is not None and (mix.choice.channels, mix.choice.dead) == ((0,), (1,))
 
@@ -321,12 +314,7 @@ def test_block_sizes_give_the_same_samples_for_16_bit_audio_that_returns_to_the_
     quiet = (np.round(rng.standard_normal(2 * RATE) * 1.5) / 32768).astype(np.float32)  # a few LSB
     block = stereo(quiet, np.full_like(quiet, -1.0))
     whole = ChannelMix(2, RATE).mix(block)
-    mix, parts, at = ChannelMix(2, RATE), [], 0
-    while at < len(block):
-        size = int(rng.integers(1, 40))
-        parts.append(mix.mix(block[at : at + size]))
-        at += size
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    np.testing.assert_array_equal(mixed_in_blocks(block, list(rng.integers(1, 40, size=len(block) // 20)))[0], whole)
     moved = int(np.flatnonzero(quiet != quiet[0])[0])
     np.testing.assert_array_equal(whole[moved:], quiet[moved:])
 
