@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import timeit
 from pathlib import Path
@@ -51,9 +52,20 @@ def stereo_copy(recording: Path) -> Path:
     return path
 
 
+def python_of(code: Path) -> list[str]:
+    """The interpreter, told to import noisewatch from checkout ``code`` (on PYTHONPATH): ``-P``, or ``-m`` puts the
+    working folder first on the path, and a bench run from this checkout measured it twice, not the other one."""
+    command = [sys.executable, "-P"]
+    found = subprocess.run([*command, "-c", "import noisewatch; print(noisewatch.__file__)"], capture_output=True,
+                           text=True, check=True, env={**os.environ, "PYTHONPATH": str(code)}).stdout.strip()
+    if not Path(found).is_relative_to(code):
+        raise SystemExit(f"PYTHONPATH={code} imports noisewatch from {found}")
+    return command
+
+
 def cpu_ms_per_audio_s(recording: Path, config: Path, seconds: float, code: Path) -> float:
     """CPU time of ``noisewatch run --speed 0`` on ``recording`` with the package of checkout ``code``."""
-    run = run_measured(["env", f"PYTHONPATH={code}", sys.executable, "-m", "noisewatch.cli", "run", "--config",
+    run = run_measured(["env", f"PYTHONPATH={code}", *python_of(code), "-m", "noisewatch.cli", "run", "--config",
                         str(config), "--input", str(recording), "--speed", "0", "--jsonl", os.devnull],
                        sample_every_s=0.05)
     if run.returncode != 0:
