@@ -206,6 +206,7 @@ class Service:
         self._rate_said: tuple[str, int] | None = None
         """The input and rate last warned of as below the model's: said once, not at every reopen."""
         self._mix_news = MixNews()
+        """What the log last said of each input's channel mix: each change said, each mix once an hour."""
         self._mixes: dict[tuple[str, int, int], MixChoice] = {}
         """Each input's (name, rate, channels) last channel mix: a reopen mixes as before until it chooses anew (from
         the plain mean, the first half second after each return of an I2S microphone read 6 dB low)."""

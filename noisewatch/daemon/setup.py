@@ -264,7 +264,7 @@ def _tls_problems(tls: TlsSection) -> list[str]:
             problems.append(f"mqtt.tls.{key} = '{path}': no such file")
     if problems:
         return problems
-    import ssl  # here, not at the top: ssl maps libssl and libcrypto (3.5 MiB), which a listener without TLS never uses
+    import ssl  # here, not at the top: ssl maps libssl and libcrypto (1.4 MiB of peak RSS), unused without TLS
 
     context = ssl.create_default_context()
     try:
