@@ -78,7 +78,7 @@ def test_mqtt311_short_lived_connections_are_named_after_a_few_and_back_off(
         assert len(said) == (lost >= TAKEN_OVER_TIMES)
         floor = backoff_s(lost, 1.0, 60.0)  # on top of paho's own delay, which restarts at every accepted connection
         assert floor <= watch.delay_s() <= floor + JITTER_FRACTION * backoff_s(lost, 1.0, 60.0)
-    assert "same client id" in said[0] and "will not take" in said[0]
+    assert "same client id" in said[0] and "will not take" in said[0] and "network cutting the link" in said[0]
 
 
 def test_a_long_lived_connection_lost_is_an_outage_but_no_takeover(

@@ -250,9 +250,10 @@ class ConnectionWatch:
                       self._client_id)
         elif self._short_lived >= TAKEN_OVER_TIMES and not self._taken_over_said:
             self._taken_over_said = True
-            log.error("MQTT: the broker keeps closing this listener's connection within seconds of accepting it: a "
-                      "second listener with the same client id (%s; give each its own device_id or mqtt.client_id), "
-                      "or a message the broker will not take (its log says which)", self._client_id)
+            log.error("MQTT: this listener's connection keeps closing within seconds of being accepted: a second "
+                      "listener with the same client id (%s; give each its own device_id or mqtt.client_id), a message "
+                      "the broker will not take (its log says which), or the network cutting the link (a firewall, NAT "
+                      "or proxy between)", self._client_id)
 
 
 def new_client(settings: MqttSection, client_id: str, password: str | None, **options: Any) -> mqtt.Client:
