@@ -1006,6 +1006,28 @@ def test_check_config_s_message_under_the_prefix_is_json(tmp_path: Path, broker:
         late.close()
 
 
+def test_check_config_under_mqtt_5_says_an_acl_that_drops_home_assistant_discovery(tmp_path: Path) -> None:
+    """Found by fault injection: an ACL written from the listener's topic list (its prefix, Home Assistant's status)
+    with ``homeassistant/#`` forgotten. check-config passed, and the device never showed in Home Assistant. Under
+    MQTT 5 it now publishes one message under the listener's discovery node, on a topic Home Assistant takes for no
+    discovery (it does not end in ``config``), and a refusal is said. (Under MQTT 3.1.1 the broker acknowledges and
+    drops it: nothing to see.)"""
+    broker = Broker(acl="topic readwrite noisewatch/#\ntopic read homeassistant/status\n").start()
+    try:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"device_id": "test",
+                                          "mqtt": mqtt_settings(tmp_path, broker.port, protocol="5")}))
+        done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        denied = [line for line in broker.log_text.splitlines() if "Denied PUBLISH" in line]
+    finally:
+        broker.cleanup()
+    assert done.returncode == 0, done.stderr
+    assert "refused a message published on homeassistant/binary_sensor/noisewatch_test/check" in done.stderr, done.stderr
+    assert "Home Assistant does not show it" in done.stderr and "write on homeassistant/#" in done.stderr, done.stderr
+    assert any("homeassistant/binary_sensor/noisewatch_test/check" in line for line in denied), denied
+
+
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 @pytest.mark.parametrize("acl", ["topic read noisewatch/#\n", "topic write noisewatch/#\n", ""],
                          ids=["may-only-read", "may-only-write", "may-do-both"])

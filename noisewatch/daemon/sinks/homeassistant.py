@@ -110,9 +110,9 @@ def default_device_name(device_id: str) -> str:
     return f"Noise listener {device_id}"
 
 
-def node_id(listener: Listener) -> str:
+def node_id(device_id: str) -> str:
     """The discovery node and the prefix of every unique_id (kept stable: HA keys entities on it)."""
-    return f"noisewatch_{segment(listener.device_id)}"
+    return f"noisewatch_{segment(device_id)}"
 
 
 def tunable_labels(listener: Listener) -> tuple[str, ...]:
@@ -122,7 +122,7 @@ def tunable_labels(listener: Listener) -> tuple[str, ...]:
 
 def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, dict[str, Any]]]:
     """(config topic, config payload) of every entity of the listener; publish them retained, QoS 1."""
-    node = node_id(listener)
+    node = node_id(listener.device_id)
     online = {"availability_topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE}
     entities: list[tuple[str, str, dict[str, Any]]] = [
         ("binary_sensor", segment(label), _label_sensor(topics, node, label, listener)) for label in listener.labels

@@ -121,7 +121,7 @@ class HomeAssistantDiscovery:
         # (a lost connection, a reload, a crash) leaves the next run to clear them
         removed = {topic: states for topic, states in before.items() if topic not in now}
         moved_from = tuple(sorted(filter(is_status, removed)))
-        renamed_from = tuple(sorted(t for t in removed if discovery_node(t) not in (None, node_id(self.listener))))
+        renamed_from = tuple(sorted(t for t in removed if discovery_node(t) not in (None, node_id(self.listener.device_id))))
         if not (moved_from or renamed_from):
             self._clear_stale(before, now)
         elif self._old_topics_check is None:  # else this connection looks already (Home Assistant's online)

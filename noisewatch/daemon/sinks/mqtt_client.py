@@ -12,6 +12,7 @@ import os
 import queue
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -22,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, MqttSection
-from noisewatch.daemon.sinks.homeassistant import OFFLINE
+from noisewatch.daemon.sinks.homeassistant import OFFLINE, node_id
 from noisewatch.daemon.sinks.homeassistant_wait import HA_RECONNECT_WAIT_S
 from noisewatch.daemon.sinks.topics import Topics, acl_advice, listener_topics
 
@@ -272,14 +273,18 @@ CHECK_PAYLOAD = b'{"type":"check"}'
 ``noisewatch/#`` that parses each payload choked on plain text)."""
 
 
-def probe(settings: MqttSection, password: str | None, timeout_s: float, topics: Topics) -> str | None:
+def probe(settings: MqttSection, password: str | None, timeout_s: float, topics: Topics,
+          discovery_check: str | None = None) -> str | None:
     """Connect once and leave: None when the broker takes the connection, grants the subscriptions the running
     listener makes (``standing_subscriptions``) and delivers back a message published on ``topics.check``, else
     what went wrong, in the words the daemon logs (``check-config``: a wrong port or password showed only once the
     daemon ran; an ACL that drops the listener's messages or refuses its subscriptions, never). Its own client
     id, so that a running daemon is not pushed off the broker; the daemon's retained last will on its status
     topic (a broker without retained messages refuses it: check-config said ok, run never connected), which a
-    clean disconnect does not publish."""
+    clean disconnect does not publish. ``discovery_check`` (:meth:`Topics.discovery_check`): under MQTT 5, where a
+    broker refuses a publish its ACL denies in its acknowledgement, a message published there too, so that an ACL
+    that lets the listener write its own topics and not Home Assistant's discovery is said (under MQTT 3.1.1 the
+    broker drops such messages without a word, and the device never showed in Home Assistant)."""
     client = new_client(settings, f"nw-check-{os.getpid()}", password)  # within MQTT 3.1.1's 23 bytes
     client.will_set(topics.status, OFFLINE, qos=1, retain=True)
     answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -288,9 +293,16 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     client.on_disconnect = lambda *_: answers.put(f"closed the connection without answering it; {UNANSWERED_HINT}")
     client.on_message = lambda _c, _u, message: answers.put(  # a retained one on the check topic is not ours
         None if (message.topic, message.retain, message.payload) == (topics.check, False, CHECK_PAYLOAD) else "")
-    client.on_publish = lambda _c, _u, _mid, reason, _p: answers.put(
-        f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener publish there, "
-        f"and events it refuses so reach no one; {acl_advice(topics)}") if reason.is_failure else None
+    acks: dict[int, ReasonCode] = {}
+    checking_discovery = threading.Event()
+
+    def published(_c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
+        acks[mid] = reason
+        if reason.is_failure and not checking_discovery.is_set():
+            answers.put(f"refused a message published on {topics.check} ({reason}): its ACL does not let this listener "
+                        f"publish there, and events it refuses so reach no one; {acl_advice(topics)}")
+
+    client.on_publish = published
     where = f"MQTT broker {settings.host}:{settings.port}"
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
@@ -301,7 +313,11 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
         answer = answers.get(timeout=timeout_s)
         if answer is not None:
             return f"{where} {answer}"
-        return _echo(client, settings, topics, answers, timeout_s, where)
+        trouble = _echo(client, settings, topics, answers, timeout_s, where)
+        if trouble is None and discovery_check is not None and settings.protocol == "5":
+            checking_discovery.set()
+            trouble = _discovery_refused(client, discovery_check, acks, timeout_s, where, topics)
+        return trouble
     except queue.Empty:
         return f"no answer from {where} within {timeout_s:g} s"
     finally:
@@ -350,6 +366,23 @@ def _echoed(client: mqtt.Client, settings: MqttSection, topics: Topics, answers:
     return [] if answer is None else [f"{where} {answer}"]
 
 
+def _discovery_refused(client: mqtt.Client, topic: str, acks: dict[int, ReasonCode], timeout_s: float, where: str,
+                       topics: Topics) -> str | None:
+    """Publish on ``topic`` (a discovery check) and read the broker's acknowledgement: what it refused, if anything."""
+    info = client.publish(topic, CHECK_PAYLOAD, qos=1)
+    try:
+        info.wait_for_publish(timeout_s)
+    except (RuntimeError, ValueError) as exc:  # the connection went meanwhile
+        return f"{where} did not take a message published on {topic} ({exc})"
+    reason = acks.get(info.mid)
+    if reason is None:
+        return f"{where} did not acknowledge a message published on {topic} within {timeout_s:g} s"
+    if reason.is_failure:
+        return (f"{where} refused a message published on {topic} ({reason}): its ACL does not let this listener "
+                f"publish Home Assistant's discovery, so Home Assistant does not show it; {acl_advice(topics)}")
+    return None
+
+
 def _next_answer(answers: queue.SimpleQueue[str | None], timeout_s: float) -> str | None:
     """The next answer that is not a message on another topic (``""``: Home Assistant's retained ``online``, say,
     now that the probe subscribes to its status too); queue.Empty after ``timeout_s`` without one, however many
@@ -377,7 +410,9 @@ def echo_missing_causes(settings: MqttSection, topics: Topics) -> str:
 
 def probe_listener(config: Config, password: str | None, timeout_s: float) -> str | None:
     """:func:`probe` with the listener's own topics, as ``run`` connects: ``check-config`` and ``setup`` ask it."""
-    return probe(config.mqtt, password, timeout_s, listener_topics(config))
+    topics = listener_topics(config)
+    checked = topics.discovery_check(node_id(config.device_id)) if config.mqtt.homeassistant.discovery else None
+    return probe(config.mqtt, password, timeout_s, topics, checked)
 
 
 def configure_tls(client: mqtt.Client, settings: MqttSection) -> None:

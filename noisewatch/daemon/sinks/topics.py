@@ -153,6 +153,12 @@ class Topics:
         """Home Assistant discovery config topic of one entity."""
         return f"{self.discovery_prefix}/{component}/{segment(node_id)}/{segment(object_id)}/{CONFIG}"
 
+    def discovery_check(self, node_id: str) -> str:
+        """A topic under the listener's discovery node that Home Assistant takes for no discovery (it does not end in
+        ``config``: dropped without a word): ``check-config`` publishes there to see whether the broker's ACL takes
+        discovery."""
+        return f"{self.discovery_prefix}/binary_sensor/{segment(node_id)}/check"
+
 
 def listener_topics(config: Config) -> Topics:
     """This config's listener's topics: the ones ``run`` publishes and ``check-config`` tries."""
