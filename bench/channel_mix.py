@@ -63,9 +63,10 @@ def python_of(code: Path) -> list[str]:
     return command
 
 
-def cpu_ms_per_audio_s(recording: Path, config: Path, seconds: float, code: Path) -> float:
-    """CPU time of ``noisewatch run --speed 0`` on ``recording`` with the package of checkout ``code``."""
-    run = run_measured(["env", f"PYTHONPATH={code}", *python_of(code), "-m", "noisewatch.cli", "run", "--config",
+def cpu_ms_per_audio_s(recording: Path, config: Path, seconds: float, code: Path, python: list[str]) -> float:
+    """CPU time of ``noisewatch run --speed 0`` on ``recording`` with the package of checkout ``code``
+    (``python``: :func:`python_of` it)."""
+    run = run_measured(["env", f"PYTHONPATH={code}", *python, "-m", "noisewatch.cli", "run", "--config",
                         str(config), "--input", str(recording), "--speed", "0", "--jsonl", os.devnull],
                        sample_every_s=0.05)
     if run.returncode != 0:
@@ -87,10 +88,11 @@ def main() -> None:
     runs = {"mono": (recording, REPO), "stereo": (stereo_copy(recording), REPO)}
     if args.against is not None:
         runs["stereo, --against"] = (runs["stereo"][0], args.against.resolve())
+    pythons = {code: python_of(code) for _, code in runs.values()}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, (path, code) in runs.items():
-            cpu[name].append(cpu_ms_per_audio_s(path, config, seconds, code))
+            cpu[name].append(cpu_ms_per_audio_s(path, config, seconds, code, pythons[code]))
     medians = {name: statistics.median(values) for name, values in cpu.items()}
     for name, values in cpu.items():
         print(f"{name:18s} CPU per second of audio, ms: median {medians[name]:.2f} ({', '.join(f'{v:.2f}' for v in values)})")

@@ -27,12 +27,18 @@ class Truth:
 
 def run_daemon(audio_path: Path, out: Path, *args: str, config: Path | None = None, timeout: float = 120) -> list[dict]:
     """``noisewatch run --input AUDIO --jsonl OUT`` in a subprocess; returns its messages."""
+    return run_daemon_logged(audio_path, out, *args, config=config, timeout=timeout)[0]
+
+
+def run_daemon_logged(audio_path: Path, out: Path, *args: str, config: Path | None = None,
+                      timeout: float = 120) -> tuple[list[dict], str]:
+    """:func:`run_daemon`, and what it logged (stderr)."""
     cmd = [sys.executable, "-m", "noisewatch.cli", "run", "--input", str(audio_path), "--jsonl", str(out), *args]
     if config is not None:
         cmd += ["--config", str(config)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr
-    return read_jsonl(out)
+    return read_jsonl(out), result.stderr
 
 
 def read_jsonl(path: Path) -> list[dict]:

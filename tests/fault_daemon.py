@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import yaml
+from conftest import ROOT
 from mqtt_broker import HOST, Broker, Collector
 
 from noisewatch.daemon.sinks.spool import Spool
@@ -31,8 +32,7 @@ RATE = 22050
 CLI = (sys.executable, "-m", "noisewatch.cli")
 NOT_JSON_TOPICS = ("status", "state/")
 """Topics under the prefix whose payloads are plain words (online/offline, ON/OFF), not JSON."""
-REPO = Path(__file__).resolve().parent.parent
-SCENE = REPO / "samples" / "scene.flac"
+SCENE = ROOT / "samples" / "scene.flac"
 """33 s: siren at 5-9 s, dog bark at 14-17 s, jackhammer at 22-25 s."""
 SCENE_EVENTS = 3
 EVENTS = f"{PREFIX}/events"

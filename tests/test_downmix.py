@@ -5,16 +5,15 @@ that carry sound alike are averaged as before."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_run import read_jsonl, run_daemon
+from daemon_run import read_jsonl, run_daemon, run_daemon_logged
 
 from noisewatch.classify import load_audio
+from noisewatch.daemon.levels import dbfs
 from noisewatch.daemon.setup import Overrides, prepare
 from noisewatch.daemon.sources import FILE_STATUS, FileSource
 from noisewatch.downmix import DECIDE_S, SAY_AGAIN_S, ChannelMix, MixChoice, MixNews
@@ -254,10 +253,6 @@ def test_the_daemon_hears_a_stereo_input_with_a_stuck_channel_as_the_mono_one(re
         assert abs(got[1] - want[1]) < 0.05 and abs(got[2] - want[2]) < 0.05, summary
 
 
-def _level_db(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2)))
-
-
 def test_a_mix_of_two_live_microphones_stays_when_one_hears_a_sound_far_louder_than_the_other() -> None:
     """Found by review: watched all the time, a channel averaged was left out as soon as it fell 60 dB below the
     loudest. A near microphone (-80 dBFS floor) and a far one (-85 dBFS) that hears a -13 dBFS tone 75 dB down: the
@@ -270,7 +265,7 @@ def test_a_mix_of_two_live_microphones_stays_when_one_hears_a_sound_far_louder_t
     far = rng.standard_normal(n).astype(np.float32) * 10 ** (-85 / 20) + tone * 10 ** (-75 / 20)
     mix = ChannelMix(2, RATE)
     out = np.concatenate([mix.mix(stereo(near, far)[i : i + 1024]) for i in range(0, n, 1024)])
-    levels = [_level_db(out[i : i + SPAN]) for i in range(8 * SPAN, 14 * SPAN, SPAN)]  # the tone's six spans
+    levels = [dbfs(out[i : i + SPAN]) for i in range(8 * SPAN, 14 * SPAN, SPAN)]  # the tone's six spans
     assert max(levels) - min(levels) < 0.5, [round(v, 1) for v in levels]
     assert mix.choice is not None and mix.choice.channels == (0, 1)
 
@@ -349,13 +344,10 @@ def test_each_change_of_an_input_s_mix_is_said_once_an_hour() -> None:
 def _replay(tmp_path: Path, name: str, samples: np.ndarray, rate: int, config: str) -> tuple[list[dict], str]:
     """``samples`` written as a WAV file and replayed by ``noisewatch run --speed 0`` with ``config``: its messages
     and its log."""
-    path, out, config_path = tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl", tmp_path / f"{name}.yaml"
+    path, config_path = tmp_path / f"{name}.wav", tmp_path / f"{name}.yaml"
     sf.write(str(path), samples, rate, subtype="FLOAT")
     config_path.write_text(config)
-    run = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config_path), "--input",
-                          str(path), "--speed", "0", "--jsonl", str(out)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    return read_jsonl(out), run.stderr
+    return run_daemon_logged(path, tmp_path / f"{name}.jsonl", "--speed", "0", config=config_path)
 
 
 def test_a_long_silent_stereo_recording_mixes_in_one_call(tmp_path: Path) -> None:

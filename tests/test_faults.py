@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import remount
+from conftest import ROOT, remount
 from fault_daemon import (
     CLI,
     CONFIG_ERROR,
@@ -33,7 +33,6 @@ from fault_daemon import (
     PIPE_BUF,
     PREFIX,
     RATE,
-    REPO,
     SCENE,
     SCENE_EVENTS,
     STATUS,
@@ -815,7 +814,7 @@ def test_f20_the_shipped_logrotate_rule_rotates_a_running_listener_s_json_lines_
     config = write_config(tmp_path / "c.yaml", scores={"enabled": True, "interval_s": 0.0})
     daemon = start(daemons, config, SCENE, 1, folder / "messages.jsonl")
     assert wait_until(lambda: len(daemon.messages("scores")) >= 2, timeout=20), daemon.log_text()
-    rule = (REPO / "systemd" / "noisewatch.logrotate").read_text()
+    rule = (ROOT / "systemd" / "noisewatch.logrotate").read_text()
     rule = rule.replace("/var/log/noisewatch/", f"{folder}/").replace("    su noisewatch noisewatch\n", "")
     rule = rule.replace("systemctl reload noisewatch.service", f"kill -HUP {daemon.proc.pid}")
     (tmp_path / "rule").write_text(rule)

@@ -960,3 +960,31 @@ def test_a_reload_with_a_new_model_does_not_turn_an_open_siren_on_twice(home_ass
             f"{state['last_changed']} (was on since {on_since})")
     finally:
         renamed.close()
+
+
+def test_check_config_s_discovery_check_shows_nothing_in_home_assistant(home_assistant: HomeAssistant,
+                                                                        broker: Broker, publisher: mqtt.Client,
+                                                                        tmp_path: Path) -> None:
+    """docs/mqtt.md: under MQTT 5, check-config publishes once under the listener's discovery node, on a topic Home
+    Assistant ignores (it does not end in ``config``): no entity appears, and its log says nothing of it. (Ending in
+    ``config``, the check's JSON would be an invalid discovery config, logged as an error.)"""
+    from noisewatch.config import Config
+    from noisewatch.daemon.sinks.mqtt_client import probe_listener
+
+    ha = home_assistant
+    publisher.publish("homeassistant/sensor/hacheck_ready/config", json.dumps(
+        {"name": "hacheck ready", "state_topic": "hacheck/ready", "unique_id": "hacheck_ready"}), retain=True)
+    assert wait_until(lambda: ha.state("sensor.hacheck_ready") is not None, 30)  # its discovery listens
+    config = Config.model_validate({"device_id": "hacheck", "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "protocol": "5",
+        "spool": {"directory": str(tmp_path / "spool")}}})
+    collector = Collector(broker.port, "homeassistant/+/noisewatch_hacheck/#")
+    try:
+        assert probe_listener(config, None, 10.0) is None
+        assert collector.wait_for(lambda c: bool(c.messages))  # it went out, under the node, to Home Assistant too
+    finally:
+        collector.close()
+    time.sleep(2.0)  # as long as Home Assistant took to show the entity above
+    assert [s["entity_id"] for s in ha.states() if "hacheck" in s["entity_id"]] == ["sensor.hacheck_ready"]
+    complaints = ha.complaints(r"hacheck|discovery")
+    assert not complaints, "\n".join(complaints)

@@ -152,12 +152,12 @@ def test_a_config_emptied_then_announced_again_after_a_reload_is_not_emptied_at_
 
 
 def test_the_docs_try_it_cleanup_leaves_the_broker_no_retained_topic_of_the_try_listener(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/homeassistant.md, "Try it": deleting the device in Home Assistant clears its discovery, not the try
     listener's own retained topics (status, audio, stats, level, label states, thresholds, recent events: 26 for the
     shipped model), which the dashboard goes on listing; the docs' ``mosquitto_sub --remove-retained`` line clears
     them (found by a helper's first hour with a real Home Assistant)."""
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "homeassistant.md").read_text()
+    docs = (repo_root / "docs" / "homeassistant.md").read_text()
     line = re.search(r"`(mosquitto_sub [^`]*--remove-retained[^`]*)`", docs)
     assert line is not None, "docs/homeassistant.md no longer says how to clear the try listener's topics"
     command = shlex.split(line.group(1))
