@@ -458,7 +458,7 @@ def test_losses_kept_within_the_minute_are_said_once_it_is_over_without_waiting_
     assert len(said) == 7, said
     assert "overran 2 time(s) in the last" in said[4] and "7 sample(s) were NaN" in said[5], said
     assert "0.2 s of audio was dropped in the last" in said[3], said
-    assert "overran 4 time(s) in the last" in said[6], said
+    assert "overran 4 time(s) since the last such warning" in said[6], said  # not "in the last 0 s"
 
 
 def test_a_lost_device_is_reopened_and_listening_resumes(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
@@ -1451,3 +1451,5 @@ def test_dropped_audio_is_said_at_once_then_at_most_once_a_period_with_the_total
     time.sleep(0.35)
     said = dropped.add(0.25)
     assert said is not None and said[0] == 1.0 and said[1].startswith(" in the last ")  # the total since said
+    closing = dropped.add(0.5, final=True)  # a file replayed at --speed 0 ends at once: no "in the last 0 s"
+    assert closing == (0.5, " since the last such warning"), closing

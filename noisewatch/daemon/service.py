@@ -542,6 +542,14 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def _over(seconds: float) -> str:
+    """How long a tally covers, in words: a file replayed at --speed 0 closes within a second of the last say, and
+    "in the last 0 s" read as no time at all."""
+    if seconds < 0.05:
+        return " since the last such warning"
+    return f" in the last {seconds:.1f} s" if seconds < 10 else f" in the last {_minutes(seconds)}"
+
+
 class _Tally:
     """A kind of lost audio, said at once and then at most every LOSS_SAY_S with the total since: on an overloaded
     Pi the events had holes, counted in stats and said nowhere; said at every read, a log would fill."""
@@ -561,7 +569,7 @@ class _Tally:
         now = time.monotonic()
         if now < self._next and not final:
             return None
-        said = (self._unsaid, f" in the last {now - self._since:.0f} s" if self._next > -math.inf else "")
+        said = (self._unsaid, _over(now - self._since) if self._next > -math.inf else "")
         self._unsaid, self._since, self._next = 0, now, now + LOSS_SAY_S
         return said
 
