@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ class Bundle:
 
     def threshold(self, label: str) -> float:
         return self.thresholds.get(label, DEFAULT_THRESHOLD)
+
+    def thresholds_over(self, configured: Mapping[str, float]) -> dict[str, float]:
+        """Each label's threshold, the config's (``detector.thresholds``) over the bundle's: the one rule of the
+        detector and of what the MQTT sink offers Home Assistant (before any threshold set from there)."""
+        return {label: configured.get(label, self.threshold(label)) for label in self.labels}
 
     def open_model(self, runtime: str | None = None, num_threads: int = 1) -> TFLiteModel:
         """Load the .tflite and check that its shapes match the sidecar."""

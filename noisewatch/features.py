@@ -683,5 +683,6 @@ def clip_windows(y: np.ndarray, settings: FeatureSettings, hop_s: float) -> list
 
 
 def clip_features(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """Feature vector of a whole clip as used for training: one fitted window."""
+    """Feature vector of a whole clip: one fitted window, as training forms it (``train.featurize.clip_vector`` adds
+    its speed changes and augmentation between the two steps)."""
     return extract(fit_to_window(y, settings), settings)

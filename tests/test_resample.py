@@ -79,15 +79,6 @@ def test_equal_rates_pass_the_downmix_through(scene: np.ndarray) -> None:
     assert len(resampler.flush()) == 0
 
 
-def test_reset_starts_a_fresh_stream(scene: np.ndarray) -> None:
-    block = scene[:44100, None]
-    fresh = MonoResampler(44100, MODEL_RATE, 1).process(block)
-    reused = MonoResampler(44100, MODEL_RATE, 1)
-    reused.process(scene[44100:88200, None])
-    reused.reset()
-    np.testing.assert_array_equal(reused.process(block), fresh)
-
-
 def test_wrong_channel_count_is_rejected() -> None:
     with pytest.raises(ValueError, match="does not match"):
         MonoResampler(48000, MODEL_RATE, 2).process(np.zeros((10, 1), dtype=np.float32))

@@ -276,12 +276,11 @@ class LoudnessDetector:
         self.min_duration_s = min_duration_s
         self._event: OpenEvent | None = None
         self._announced = False
-        self._energy = 0.0  # its seconds' mean squares times their durations
-        self._seconds = 0.0  # their durations (less than the event's when a reload restarts the meter mid-second)
+        self._energy = 0.0  # the sum of its seconds' mean squares
+        self._seconds = 0.0  # how many seconds were fed (fewer than the event's when a reload restarts the meter)
         self._peak = 0.0  # largest peak square
 
-    def update(self, offset_s: float, dbfs: float, duration_s: float = 1.0,
-               peak_dbfs: float | None = None) -> list[Transition]:
+    def update(self, offset_s: float, dbfs: float, peak_dbfs: float | None = None) -> list[Transition]:
         """Feed one 1 s level (offset_s is the start of that second) and its peak (else taken as the level). An
         event is whole seconds: its levels are theirs, however long it lasts (a level history holds only so much)."""
         if dbfs < self.threshold_dbfs:
@@ -289,10 +288,10 @@ class LoudnessDetector:
         if self._event is None:
             self._event = OpenEvent(label=LOUD, start_s=offset_s, end_s=offset_s)
             self._energy = self._seconds = self._peak = 0.0
-        self._energy += 10.0 ** (dbfs / 10.0) * duration_s
-        self._seconds += duration_s
+        self._energy += 10.0 ** (dbfs / 10.0)
+        self._seconds += 1.0
         self._peak = max(self._peak, 10.0 ** ((dbfs if peak_dbfs is None else peak_dbfs) / 10.0))
-        self._event.end_s = offset_s + duration_s
+        self._event.end_s = offset_s + 1.0
         self._event.levels = (power_to_db(self._energy / self._seconds), power_to_db(self._peak))
         if not self._announced and self._event.duration_s >= self.min_duration_s:
             self._announced = True

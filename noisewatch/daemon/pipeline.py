@@ -49,7 +49,7 @@ class PipelineSettings:
 def detector_settings(section: DetectorSection, bundle: Bundle, hop_s: float) -> DetectorSettings:
     """Bundle thresholds, overridden per label by the config (those set from Home Assistant come later,
     through :meth:`Detector.set_thresholds`); the bundle's smoothing and release unless the config sets them."""
-    thresholds = {label: section.thresholds.get(label, bundle.threshold(label)) for label in bundle.labels}
+    thresholds = bundle.thresholds_over(section.thresholds)
     smoothing, release = section.smoothing_windows, section.release_s
     return DetectorSettings(
         thresholds=thresholds,

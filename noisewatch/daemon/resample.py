@@ -29,16 +29,10 @@ class MonoResampler:
         self._stream: soxr.ResampleStream | None = None
         self._mix_before = mix_before
         """The same input's mix when it was last open, kept until the mix is chosen anew (:class:`ChannelMix`)."""
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the filter state: after a device reopen the next block does not continue the last."""
-        self._taken = 0  # input frames since the reset
-        self._given = 0  # output samples since the reset
+        self._taken = 0  # input frames taken
+        self._given = 0  # output samples given
         self.mix = ChannelMix(self.channels, self.in_rate, self._mix_before)  # maybe wired anew: chosen anew
-        if self.in_rate == self.out_rate:
-            self._stream = None
-        else:
+        if self.in_rate != self.out_rate:
             self._stream = soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality=QUALITY)
 
     def process(self, block: np.ndarray) -> np.ndarray:

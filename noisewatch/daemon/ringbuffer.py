@@ -79,11 +79,6 @@ class RingBuffer:
         with self._cond:
             return self._written - self._read
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
     def write(self, block: np.ndarray) -> int:
         """Copy ``block`` in without blocking; returns the frames dropped to make room.
 

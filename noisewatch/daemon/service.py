@@ -275,7 +275,7 @@ class Service:
         self._say_trouble(text, wait_s)
         status = Status(AudioState.AUDIO_ERROR, source=source, error=text)
         if status != self._status:  # a state change, not each attempt: the retained topic holds it
-            self._say(status)
+            self._publish_status(status)
         notify.status(text)
         deadline = time.monotonic() + wait_s
         while (not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline
@@ -303,7 +303,7 @@ class Service:
         """A replayed file that cannot be opened or read to its end is also the last audio state said: the retained
         audio topic kept the 'listening' of its first blocks after the listener stopped hearing."""
         log.error("%s; stopping (a replayed file is not retried)", why)
-        self._say(Status(AudioState.AUDIO_ERROR, source=self._source_name, error=why))
+        self._publish_status(Status(AudioState.AUDIO_ERROR, source=self._source_name, error=why))
         return EX_NOINPUT
 
     def _pump(self, source: AudioSource) -> Ending:
@@ -415,14 +415,13 @@ class Service:
         same_input = self.state is State.REOPENING and source.name == self._status.source
         self.state = State.LISTENING
         if same_input:  # reopened under new settings: its state goes on (a muted one is still silent), said to the
-            self._say(self._status)  # sinks the reload may have replaced
+            self._publish_status(self._status)  # sinks the reload may have replaced
             return
         self._silence = DigitalSilence()
         if not self._ready:
             self._ready = True
             notify.ready()
-        notify.status(f"listening on {source.name}")
-        self._say(Status(AudioState.LISTENING, source=source.name))
+        self._publish_listening(source)
         if self._trouble is not None:
             log.info("audio input %s is back, after %s lost", source.name, _minutes(time.monotonic() - self._trouble.since))
             self._trouble = None
@@ -454,14 +453,20 @@ class Service:
             text = (f"{source.name} gives only digital silence (one value, such as exact zeros, for "
                     f"{DIGITAL_SILENCE_S:.0f} s): is the capture muted, its gain at 0, or its converter dead?")
             log.warning("%s", text)
-            self._say(Status(AudioState.SILENT, source=source.name, error=text))
+            self._publish_status(Status(AudioState.SILENT, source=source.name, error=text))
             notify.status(text)
             return
         log.info("%s gives sound again", source.name)
-        self._say(Status(AudioState.LISTENING, source=source.name))
+        self._publish_listening(source)
+
+    def _publish_listening(self, source: AudioSource) -> None:
+        """The input is heard: said to the sinks (the retained audio topic, Home Assistant's Audio input) and to
+        systemd's status line."""
+        self._publish_status(Status(AudioState.LISTENING, source=source.name))
         notify.status(f"listening on {source.name}")
 
-    def _say(self, status: Status) -> None:
+    def _publish_status(self, status: Status) -> None:
+        """The audio state to every sink, and kept: a reload's new sinks are told it, and a trouble said once."""
         self._status = status
         self.active.outbox.publish([status])
 

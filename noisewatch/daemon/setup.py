@@ -346,7 +346,8 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
     if setup.config.mqtt.enabled:
         from noisewatch.daemon.sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
-        labels, ident, thresholds = setup.bundle.labels, setup.bundle.ident, base_thresholds(setup)
+        labels, ident = setup.bundle.labels, setup.bundle.ident
+        thresholds = setup.bundle.thresholds_over(setup.config.detector.thresholds)
         mqtt_sinks = [s for s in running if isinstance(s, MqttSink)]
         same = [s for s in mqtt_sinks if s.serves(setup.config, labels, ident)]
         replaced = mqtt_sinks[0] if mqtt_sinks else None
@@ -373,8 +374,3 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
         bounded.hold_spool_bounds(setup.config.mqtt.spool)
     return sinks
 
-
-def base_thresholds(setup: Setup) -> dict[str, float]:
-    """Each label's threshold from the bundle, overridden by the config (before any set from Home Assistant)."""
-    section = setup.config.detector
-    return {label: section.thresholds.get(label, setup.bundle.threshold(label)) for label in setup.bundle.labels}

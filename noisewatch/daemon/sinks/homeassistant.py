@@ -128,8 +128,10 @@ def discovery_messages(topics: Topics, listener: Listener) -> list[tuple[str, di
         ("binary_sensor", segment(label), _label_sensor(topics, node, label, listener)) for label in listener.labels
     ]
     entities += [
-        ("event", "sound_event", _event_entity(topics, node, listener)),
-        ("event", "sound_started", _started_entity(topics, node, listener)),
+        ("event", "sound_event", _event_entity("Sound event", f"{node}_sound_event", topics.events, EVENT_TEMPLATE,
+                                               listener)),
+        ("event", "sound_started", _event_entity("Sound started", f"{node}_sound_started", topics.started,
+                                                 STARTED_TEMPLATE, listener)),
         ("binary_sensor", "audio_problem", _audio_problem(topics, node, listener)),
     ]
     entities += [("number", f"threshold_{segment(label)}", _threshold_number(topics, node, label))
@@ -235,26 +237,15 @@ def _label_sensor(topics: Topics, node: str, label: str, listener: Listener) -> 
     }
 
 
-def _event_entity(topics: Topics, node: str, listener: Listener) -> dict[str, Any]:
+def _event_entity(name: str, unique_id: str, topic: str, template: str, listener: Listener) -> dict[str, Any]:
+    """An event entity whose event type is the label: one for ended events, one for started ones."""
     return {
-        "name": "Sound event",
-        "unique_id": f"{node}_sound_event",
+        "name": name,
+        "unique_id": unique_id,
         "icon": EVENT_ICON,
-        "state_topic": topics.events,
+        "state_topic": topic,
         "event_types": list(listener.labels),
-        "value_template": EVENT_TEMPLATE,
-        "qos": QOS,
-    }
-
-
-def _started_entity(topics: Topics, node: str, listener: Listener) -> dict[str, Any]:
-    return {
-        "name": "Sound started",
-        "unique_id": f"{node}_sound_started",
-        "icon": EVENT_ICON,
-        "state_topic": topics.started,
-        "event_types": list(listener.labels),
-        "value_template": STARTED_TEMPLATE,
+        "value_template": template,
         "qos": QOS,
     }
 

@@ -88,6 +88,7 @@ from noisewatch.daemon.sinks.pump_commands import (
     SubAck,
     ThresholdCommand,
     Unspooled,
+    unknown_command,
 )
 from noisewatch.daemon.sinks.recent import RecentEvents
 from noisewatch.daemon.sinks.spool import DEAD_LETTER, Spool
@@ -871,8 +872,10 @@ class MqttSink:
                 self._ha_wait.went_offline()
         elif isinstance(command, Echoed):
             self._echoed()
-        else:
+        elif isinstance(command, Close):
             self._closing = command
+        else:
+            unknown_command(command)
 
     def _go_live(self, outgoing: Outgoing) -> None:
         """Queue a message that is not spooled; the latest level and stats report are kept to send again. With each

@@ -181,11 +181,6 @@ class Spool:
         with self._lock:
             return bool(self._index) and next(reversed(self._index)) > seq
 
-    def seqs(self) -> list[int]:
-        """Sequence numbers waiting, oldest first."""
-        with self._lock:
-            return list(self._index)
-
     # --- operations -----------------------------------------------------------------------------
 
     def append(self, topic: str, payload: bytes) -> int:
