@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noisewatch.daemon.levels import FLOOR_DBFS, DigitalSilence, LevelMeter, SecondLevel, a_weighting_db, dbfs, peak_dbfs
+from noisewatch.daemon.levels import (
+    FLOOR_DBFS,
+    DigitalSilence,
+    LevelMeter,
+    PeriodLevels,
+    SecondLevel,
+    a_weighting_db,
+    dbfs,
+    peak_dbfs,
+)
 
 RATE = 22050
 
@@ -16,7 +25,7 @@ def sine(freq_hz: float, level_dbfs: float, seconds: float, rate: int = RATE) ->
     return (np.sqrt(2.0) * 10 ** (level_dbfs / 20) * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
 
 
-def push_in_blocks(meter: LevelMeter, audio: np.ndarray, block: int) -> tuple[list[SecondLevel], list[dict]]:
+def push_in_blocks(meter: LevelMeter, audio: np.ndarray, block: int) -> tuple[list[SecondLevel], list[PeriodLevels]]:
     seconds, reports = [], []
     for start in range(0, len(audio), block):
         s, r = meter.push(audio[start : start + block])
@@ -86,26 +95,27 @@ def test_period_report_is_the_energy_mean_of_its_seconds() -> None:
     assert len(reports) == 1
     report = reports[0]
     energy_mean = 10 * np.log10(np.mean([10 ** (level / 10) for level in levels]))  # -24.5, not the -30 average
-    assert report["offset_s"] == 0.0 and report["period_s"] == 3
-    assert report["leq_dbfs"] == pytest.approx(energy_mean, abs=0.05)
-    assert report["lmax_dbfs"] == pytest.approx(-20.0, abs=0.05)
-    assert report["lmin_dbfs"] == pytest.approx(-40.0, abs=0.05)
-    assert report["leq_dbfs_a"] == pytest.approx(energy_mean, abs=0.1)
-    assert "leq_dba_spl" not in report
+    assert report.offset_s == 0.0 and report.period_s == 3
+    assert report.dbfs.leq == pytest.approx(energy_mean, abs=0.05)
+    assert report.dbfs.lmax == pytest.approx(-20.0, abs=0.05)
+    assert report.dbfs.lmin == pytest.approx(-40.0, abs=0.05)
+    assert report.dbfs_a.leq == pytest.approx(energy_mean, abs=0.1)
+    assert report.dba_spl is None
     assert [s.dbfs for s in seconds] == pytest.approx(levels, abs=0.05)
 
 
 def test_periods_follow_each_other_on_the_sample_clock() -> None:
     _, reports = LevelMeter(RATE, 2, None).push(sine(1000, -30, 6.5))
-    assert [r["offset_s"] for r in reports] == [0.0, 2.0, 4.0]
+    assert [r.offset_s for r in reports] == [0.0, 2.0, 4.0]
 
 
 def test_calibration_offset_gives_spl() -> None:
     _, reports = LevelMeter(RATE, 1, 100.0).push(sine(1000, -30, 1))
     report = reports[0]
+    assert report.dba_spl is not None
     for name in ("leq", "lmax", "lmin"):
-        assert report[f"{name}_dba_spl"] == pytest.approx(report[f"{name}_dbfs_a"] + 100.0, abs=0.011)
-    assert report["leq_dba_spl"] == pytest.approx(70.0, abs=0.1)
+        assert getattr(report.dba_spl, name) == pytest.approx(getattr(report.dbfs_a, name) + 100.0, abs=0.011)
+    assert report.dba_spl.leq == pytest.approx(70.0, abs=0.1)
 
 
 def test_reset_drops_partial_second_and_period_but_keeps_the_clock() -> None:
@@ -115,7 +125,7 @@ def test_reset_drops_partial_second_and_period_but_keeps_the_clock() -> None:
     more, reports = meter.push(sine(1000, -40, 2))
     assert [s.offset_s for s in seconds + more] == [0.0, 1.5, 2.5]
     assert len(reports) == 1
-    assert reports[0]["offset_s"] == 1.5 and reports[0]["lmax_dbfs"] == pytest.approx(-40.0, abs=0.05)
+    assert reports[0].offset_s == 1.5 and reports[0].dbfs.lmax == pytest.approx(-40.0, abs=0.05)
 
 
 def test_level_history_measures_exactly_the_requested_stretch() -> None:
@@ -170,10 +180,10 @@ def test_the_first_report_comes_within_seconds_of_the_start_then_every_period() 
 
     meter = LevelMeter(RATE, 60, None)
     _, reports = meter.push(np.zeros(RATE * (FIRST_REPORT_S + 60), dtype=np.float32))
-    assert [(r["offset_s"], r["period_s"]) for r in reports] == [(0.0, FIRST_REPORT_S), (float(FIRST_REPORT_S), 60)]
+    assert [(r.offset_s, r.period_s) for r in reports] == [(0.0, FIRST_REPORT_S), (float(FIRST_REPORT_S), 60)]
     meter.reset()  # a gap: the next report comes soon again
     _, reports = meter.push(np.zeros(RATE * FIRST_REPORT_S, dtype=np.float32))
-    assert [r["period_s"] for r in reports] == [FIRST_REPORT_S]
+    assert [r.period_s for r in reports] == [FIRST_REPORT_S]
 
 
 @pytest.mark.parametrize("rate", [22050, 16000, 11025])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -9,7 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from noisewatch.daemon.messages import KINDS, SCHEMA_VERSION, AudioState, DecodeError, Event, Score, Scores, Status, decode, stamped
+from noisewatch.daemon.messages import (
+    KINDS,
+    SCHEMA_VERSION,
+    AudioState,
+    DecodeError,
+    Event,
+    HealthFigures,
+    Score,
+    Scores,
+    Stats,
+    Status,
+    decode,
+    stamped,
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "mqtt.md"
 
@@ -69,3 +83,10 @@ def test_the_readme_s_json_lines_are_exactly_their_types() -> None:
     assert [line["type"] for line in lines] == ["started", "event"]
     for line in lines:
         assert decode(line).to_json() == line
+
+
+def test_every_sink_figure_is_a_stats_field() -> None:
+    """``Stats.with_figures`` puts a sink's figures into the report by name: a figure with no field of its own would
+    fail the health report at run time."""
+    fields = {field.name for field in dataclasses.fields(Stats)}
+    assert set(HealthFigures.__annotations__) <= fields, set(HealthFigures.__annotations__) - fields

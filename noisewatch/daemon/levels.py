@@ -235,19 +235,39 @@ class _Period:
         return len(self.plain)
 
 
-def _triple(unit: str, powers: list[float], offset_db: float = 0.0) -> dict[str, float]:
-    """``leq_<unit>``, ``lmax_<unit>``, ``lmin_<unit>`` of a period's 1 s mean squares, plus an offset."""
-    levels = {"leq": float(np.mean(powers)), "lmax": max(powers), "lmin": min(powers)}
-    return {f"{name}_{unit}": round(power_to_db(p) + offset_db, REPORT_DECIMALS) for name, p in levels.items()}
+@dataclass(frozen=True)
+class Triple:
+    """A period's energy mean, loudest and quietest 1 s level, in one unit (rounded for people and dashboards)."""
+
+    leq: float
+    lmax: float
+    lmin: float
+
+    @classmethod
+    def of(cls, powers: list[float], offset_db: float = 0.0) -> "Triple":
+        """From the period's 1 s mean squares, plus an offset (a calibration)."""
+        leq, lmax, lmin = (round(power_to_db(p) + offset_db, REPORT_DECIMALS)
+                           for p in (float(np.mean(powers)), max(powers), min(powers)))
+        return cls(leq, lmax, lmin)
 
 
-def period_report(period_s: int, offset_s: float, plain: list[float], a: list[float], calibration_db: float | None) -> dict:
-    """The ``level`` payload for one period, from its seconds' plain and A-weighted mean squares."""
-    report: dict = {"offset_s": round(offset_s, 3), "period_s": period_s}
-    report |= _triple("dbfs", plain) | _triple("dbfs_a", a)
-    if calibration_db is not None:
-        report |= _triple("dba_spl", a, calibration_db)
-    return report
+@dataclass(frozen=True)
+class PeriodLevels:
+    """The levels of one report period, on the sample clock."""
+
+    offset_s: float
+    period_s: int
+    dbfs: Triple
+    dbfs_a: Triple
+    dba_spl: Triple | None
+    """A-weighted SPL, only when a calibration is set."""
+
+
+def period_levels(period_s: int, offset_s: float, plain: list[float], a: list[float],
+                  calibration_db: float | None) -> PeriodLevels:
+    """One period's levels, from its seconds' plain and A-weighted mean squares."""
+    return PeriodLevels(round(offset_s, 3), period_s, Triple.of(plain), Triple.of(a),
+                        None if calibration_db is None else Triple.of(a, calibration_db))
 
 
 FIRST_REPORT_S = 5
@@ -283,11 +303,11 @@ class LevelMeter:
         self._period.clear()
         self._length_s = min(self.period_s, FIRST_REPORT_S)
 
-    def push(self, samples: np.ndarray) -> tuple[list[SecondLevel], list[dict]]:
+    def push(self, samples: np.ndarray) -> tuple[list[SecondLevel], list[PeriodLevels]]:
         """Append audio; return the seconds and period reports it completes, oldest first."""
         samples = np.asarray(samples).reshape(-1)  # float32 from the stream: cast once, into the block
         seconds: list[SecondLevel] = []
-        reports: list[dict] = []
+        reports: list[PeriodLevels] = []
         while len(samples):
             take = min(len(samples), self.sample_rate - self._filled)
             self._block[self._filled : self._filled + take] = samples[:take]
@@ -299,19 +319,19 @@ class LevelMeter:
                 seconds.append(self._close_second(reports))
         return seconds, reports
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[PeriodLevels]:
         """The period being filled, reported over the whole seconds it holds (its ``period_s``), or nothing: at a stop,
         a gap or a file's end, up to a period of levels was lost, and a stop at every reload-free restart."""
         return [self._report_period()] if len(self._period) else []
 
-    def _report_period(self) -> dict:
+    def _report_period(self) -> PeriodLevels:
         """The report of the seconds in the period (as many as it holds), which starts afresh."""
         period = self._period
-        report = period_report(len(period), period.offset_s, period.plain, period.a, self.calibration_db)
+        report = period_levels(len(period), period.offset_s, period.plain, period.a, self.calibration_db)
         period.clear()
         return report
 
-    def _close_second(self, reports: list[dict]) -> SecondLevel:
+    def _close_second(self, reports: list[PeriodLevels]) -> SecondLevel:
         """Level of the full block; appends a report to ``reports`` when it ends a period."""
         offset_s = (self._samples - self.sample_rate) / self.sample_rate
         plain, a = self._powers(self._block)

@@ -184,8 +184,19 @@ class Scores(Message):
         "top": lambda items: tuple(Score(str(item["label"]), float(item["score"])) for item in items)}
 
 
-HealthFigures = dict[str, int | str | None]
-"""A sink's own figures for ``stats``, by :class:`Stats` field name."""
+class HealthFigures(typing.TypedDict, total=False):
+    """A sink's own figures for ``stats``, by :class:`Stats` field name (typed: a misspelt key was dropped unsaid)."""
+
+    spool_depth: int
+    spool_bytes: int
+    spool_dropped: int
+    spool_quarantined: int
+    spool_dead_letters: int
+    spool_memory_queued: int
+    spool_memory_dropped: int
+    spool_disk_error: str | None
+    mqtt_network_restarts: int
+    jsonl_failed_writes: int
 
 
 @dataclass(frozen=True)
@@ -237,8 +248,7 @@ class Stats(Message):
 
     def with_figures(self, figures: HealthFigures) -> "Stats":
         """These stats with the sinks' own figures (see ``Sink.health``) filled in."""
-        known: dict[str, Any] = {name: value for name, value in figures.items() if name in _STATS_FIELDS}
-        return dataclasses.replace(self, **known)
+        return dataclasses.replace(self, **figures)
 
     decoders: ClassVar[dict[str, Callable[[Any], Any]]] = {"audio_state": AudioState}
 
@@ -255,8 +265,6 @@ class Status(Message):
 
     decoders: ClassVar[dict[str, Callable[[Any], Any]]] = {"state": AudioState}
 
-
-_STATS_FIELDS = frozenset(f.name for f in dataclasses.fields(Stats))
 
 KINDS: dict[str, type[Message]] = {cls.kind: cls for cls in (Started, Event, Level, Scores, Stats, Status)}
 """Every message class by its wire ``type``."""

@@ -17,7 +17,7 @@ from noisewatch.bundle import Bundle
 from noisewatch.config import AudioSection, Config, DetectorSection, LevelsSection, LoudnessSection, ScoresSection
 from noisewatch.daemon.detector import Detector, DetectorSettings, LoudnessDetector, NoiseFloor, Observation, Transition
 from noisewatch.daemon.events import SampleClock, event_message, started_message
-from noisewatch.daemon.levels import LevelHistory, LevelMeter, dbfs
+from noisewatch.daemon.levels import LevelHistory, LevelMeter, PeriodLevels, dbfs
 from noisewatch.daemon.messages import Level, Message, Score, Scores
 from noisewatch.daemon.ringbuffer import AudioBlock
 from noisewatch.daemon.stream import StreamingFeatures, Window
@@ -265,6 +265,11 @@ class Pipeline:
         return Scores(time=self.clock.iso(at_s), offset_s=round(at_s, 3),
                       top=tuple(Score(self.bundle.labels[i], round(float(scores[i]), 4)) for i in top))
 
-    def _level(self, report: dict[str, float]) -> Level:
-        start, end = self.clock.span(report["offset_s"], report["offset_s"] + report["period_s"])
-        return Level.from_json({"start": start, "end": end, **report})
+    def _level(self, report: PeriodLevels) -> Level:
+        start, end = self.clock.span(report.offset_s, report.offset_s + report.period_s)
+        spl = report.dba_spl
+        leq_spl, lmax_spl, lmin_spl = (None, None, None) if spl is None else (spl.leq, spl.lmax, spl.lmin)
+        return Level(start=start, end=end, offset_s=report.offset_s, period_s=report.period_s,
+                     leq_dbfs=report.dbfs.leq, lmax_dbfs=report.dbfs.lmax, lmin_dbfs=report.dbfs.lmin,
+                     leq_dbfs_a=report.dbfs_a.leq, lmax_dbfs_a=report.dbfs_a.lmax, lmin_dbfs_a=report.dbfs_a.lmin,
+                     leq_dba_spl=leq_spl, lmax_dba_spl=lmax_spl, lmin_dba_spl=lmin_spl)
