@@ -11,6 +11,7 @@ from noisewatch.daemon.levels import (
     LevelMeter,
     PeriodLevels,
     SecondLevel,
+    SilenceChange,
     a_weighting_db,
     dbfs,
     peak_dbfs,
@@ -208,12 +209,12 @@ def test_levels_are_the_weighted_power_spectrum_of_each_second(rate: int) -> Non
 def test_digital_silence_is_said_once_after_its_length_and_taken_back_by_any_sound() -> None:
     rate, watch = 48000, DigitalSilence(alarm_s=2.0)
     zeros = np.zeros((rate // 2, 2), np.float32)  # half a second, two channels
-    assert [watch.heard(zeros, rate) for _ in range(4)] == [None, None, None, True]
+    assert [watch.heard(zeros, rate) for _ in range(4)] == [None, None, None, SilenceChange.BEGAN]
     assert watch.heard(zeros, rate) is None  # still silent: not said again
     hiss = zeros.copy()
     hiss[100, 1] = 2.0 ** -15  # one low bit on one channel is sound: a quiet room moves them all the time
-    assert watch.heard(hiss, rate) is False
-    assert [watch.heard(zeros, rate) for _ in range(4)] == [None, None, None, True]  # counted afresh
+    assert watch.heard(hiss, rate) is SilenceChange.ENDED
+    assert [watch.heard(zeros, rate) for _ in range(4)] == [None, None, None, SilenceChange.BEGAN]  # counted afresh
 
 
 def test_a_minute_of_exact_zeros_is_digital_silence_and_sound_ends_it() -> None:
@@ -223,9 +224,9 @@ def test_a_minute_of_exact_zeros_is_digital_silence_and_sound_ends_it() -> None:
     silence, rate = DigitalSilence(), 48000
     zeros = np.zeros(rate, dtype=np.float32)
     assert [silence.heard(zeros, rate) for _ in range(59)] == [None] * 59
-    assert silence.heard(zeros, rate) is True
+    assert silence.heard(zeros, rate) is SilenceChange.BEGAN
     assert silence.heard(zeros, rate) is None  # said once
-    assert silence.heard(np.full(rate, 1e-4, dtype=np.float32), rate) is False
+    assert silence.heard(np.full(rate, 1e-4, dtype=np.float32), rate) is SilenceChange.ENDED
 
 
 def test_level_history_keeps_its_last_stretches_when_the_ring_wraps() -> None:

@@ -22,6 +22,7 @@ rate. A partial second is kept between pushes, so the block size never changes t
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
@@ -347,29 +348,38 @@ DIGITAL_SILENCE_S = 60.0
 Not a quiet street: even a quiet room's noise moves a microphone's low bits."""
 
 
+class SilenceChange(enum.Enum):
+    """What a block changed about an input's digital silence (:meth:`DigitalSilence.heard`)."""
+
+    BEGAN = "began"
+    """The input has given one value for ``alarm_s``: said once."""
+    ENDED = "ended"
+    """Sound again after a silence that was said."""
+
+
 class DigitalSilence:
     """Counts how long an input has delivered one value over and over (in seconds of its audio): exact zeros, or a
     converter stuck at one code (-1, 0xFFFF, where many idle or dead ones sit), which "exact zeros" took for sound."""
 
     def __init__(self, alarm_s: float = DIGITAL_SILENCE_S) -> None:
         self.alarm_s = alarm_s
-        self.zeros_s = 0.0
+        self.same_value_s = 0.0
         self.silent = False
         self._value: np.ndarray | None = None
         """The frame the input has repeated since the silence began (one value per channel)."""
 
-    def heard(self, samples: np.ndarray, sample_rate: int) -> bool | None:
-        """True when the silence has lasted ``alarm_s``, False when sound comes back after that, else None."""
+    def heard(self, samples: np.ndarray, sample_rate: int) -> SilenceChange | None:
+        """The change this block makes to what is said (a silence of ``alarm_s``, or sound after it), else None."""
         first = samples[0]
         if not (samples == first).all() or (self._value is not None and not np.array_equal(first, self._value)):
-            self.zeros_s, self._value = 0.0, None
+            self.same_value_s, self._value = 0.0, None
             if self.silent:
                 self.silent = False
-                return False
+                return SilenceChange.ENDED
             return None
         self._value = first
-        self.zeros_s += len(samples) / sample_rate
-        if not self.silent and self.zeros_s >= self.alarm_s:
+        self.same_value_s += len(samples) / sample_rate
+        if not self.silent and self.same_value_s >= self.alarm_s:
             self.silent = True
-            return True
+            return SilenceChange.BEGAN
         return None

@@ -34,7 +34,7 @@ from noisewatch.bundle import BundleError
 from noisewatch.config import EX_CONFIG, Config, ConfigError, config_changes
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock, started_iso
-from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence
+from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence, SilenceChange
 from noisewatch.daemon.messages import AudioState, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
@@ -444,20 +444,18 @@ class Service:
                         "read as silence (a driver or file giving another sample format than it says; stats count "
                         "nonfinite_samples)", source.name, *said)
 
-    def _watch_silence(self, source: AudioSource, change: bool | None) -> None:
+    def _watch_silence(self, source: AudioSource, change: SilenceChange | None) -> None:
         """An input that is open but gives only one value (zeros, a stuck converter's code) is as deaf as a lost one:
         said as loudly (status, log, Home Assistant's problem sensor), and taken back when sound returns."""
-        if change is None:
-            return
-        if change:
+        if change is SilenceChange.BEGAN:
             text = (f"{source.name} gives only digital silence (one value, such as exact zeros, for "
                     f"{DIGITAL_SILENCE_S:.0f} s): is the capture muted, its gain at 0, or its converter dead?")
             log.warning("%s", text)
             self._publish_status(Status(AudioState.SILENT, source=source.name, error=text))
             notify.status(text)
-            return
-        log.info("%s gives sound again", source.name)
-        self._publish_listening(source)
+        elif change is SilenceChange.ENDED:
+            log.info("%s gives sound again", source.name)
+            self._publish_listening(source)
 
     def _publish_listening(self, source: AudioSource) -> None:
         """The input is heard: said to the sinks (the retained audio topic, Home Assistant's Audio input) and to
