@@ -11,7 +11,7 @@ sticks at one code) while the listener runs is left out and said, as one dead fr
 good, it read every level 6 dB low, with nothing said); and one stray word in an empty slot does not take it back
 for good. A channel averaged is not left out for being quiet (see ``_choose``). Choices fall at fixed sample
 counts, so any block size gives the same samples as one call on the whole recording. Pure numpy: the daemon (per
-opened input) and ``classify.load_audio`` (per recording) mix with it alike.
+opened input) and ``audio_file.load_audio`` (per recording) mix with it alike.
 """
 
 from __future__ import annotations

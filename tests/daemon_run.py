@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from noisewatch.audio_file import load_audio
 from noisewatch.bundle import default_model_path, load_bundle
-from noisewatch.classify import load_audio
 from noisewatch.features import clip_features
 
 QUIET_DBFS = -50.0

@@ -18,8 +18,9 @@ import soundfile as sf
 import soxr
 from daemon_run import recognised_clips
 
+from noisewatch.audio_file import load_audio
 from noisewatch.bundle import default_model_path, load_bundle
-from noisewatch.classify import WindowResult, _file_report, classify_audio, load_audio, summarize
+from noisewatch.classify import WindowResult, _file_report, classify_audio, summarize
 from noisewatch.cli import main as cli_main
 from noisewatch.dc_offset import remove_offset
 from noisewatch.features import clip_features, clip_windows

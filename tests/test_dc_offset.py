@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from daemon_run import read_jsonl, run_daemon
 
+from noisewatch.audio_file import load_audio
 from noisewatch.bundle import default_model_path, load_bundle
-from noisewatch.classify import load_audio
 from noisewatch.daemon.levels import dbfs
 from noisewatch.dc_offset import DcOffsetRemover, remove_offset
 from noisewatch.features import extract, fit_to_window

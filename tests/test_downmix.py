@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from daemon_run import read_jsonl, run_daemon, run_daemon_logged
 
-from noisewatch.classify import load_audio
+from noisewatch.audio_file import load_audio
 from noisewatch.daemon.levels import dbfs
 from noisewatch.daemon.setup import Overrides, prepare
 from noisewatch.daemon.sources import FILE_STATUS, FileSource
@@ -351,7 +351,7 @@ def _replay(tmp_path: Path, name: str, samples: np.ndarray, rate: int, config: s
 
 
 def test_a_long_silent_stereo_recording_mixes_in_one_call(tmp_path: Path) -> None:
-    """``classify.load_audio`` mixes a whole recording at once: ten minutes of digital silence (a night a stereo
+    """``audio_file.load_audio`` mixes a whole recording at once: ten minutes of digital silence (a night a stereo
     interface recorded nothing) put the choice off 1200 times, each time one call deeper (a RecursionError)."""
     rate = 8000
     silence = np.zeros((600 * rate, 2), dtype=np.float32)

@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from noisewatch import cli
+from noisewatch.audio_file import load_audio
 from noisewatch.bundle import default_model_path, load_bundle
-from noisewatch.classify import load_audio
 from noisewatch.features import clip_features
 from noisewatch.train import metrics
 from noisewatch.train.datasets import US8K_CSV

@@ -9,7 +9,7 @@ import librosa
 import numpy as np
 import pytest
 
-from noisewatch.classify import load_audio
+from noisewatch.audio_file import load_audio
 from noisewatch.dc_offset import remove_offset
 from noisewatch.features import STATS, FeatureSettings, clip_features, extract, fit_to_window, mel_filterbank, mel_power, mfcc
 from noisewatch.train.datasets import coloured_noise

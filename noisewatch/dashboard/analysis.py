@@ -18,8 +18,9 @@ import numpy as np
 import soundfile
 
 from noisewatch import features
+from noisewatch.audio_file import load_audio
 from noisewatch.bundle import Bundle
-from noisewatch.classify import WindowResult, classify_audio, load_audio, summarize
+from noisewatch.classify import WindowResult, classify_audio, summarize
 from noisewatch.config import GATE_DBFS, Config
 from noisewatch.daemon.events import SampleClock
 from noisewatch.daemon.messages import Event, stamped

@@ -1,7 +1,7 @@
 """Dataset readers: UrbanSound8K, ESC-50 and folder-per-class layouts, plus synthetic quiet clips.
 
 Every reader returns :class:`Clip` records (what to load, its label, its fold, the recording it
-came from); audio is only read by :func:`load_clip` (through :func:`noisewatch.classify.load_audio`,
+came from); audio is only read by :func:`load_clip` (through :func:`noisewatch.audio_file.load_audio`,
 the loader `classify` uses). Runtime dependencies only, so
 ``noisewatch evaluate`` can use these readers on a Pi without the training stack.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noisewatch.classify import load_audio
+from noisewatch.audio_file import load_audio
 
 log = logging.getLogger(__name__)
 
