@@ -5,12 +5,16 @@ Threads and hand-offs:
 - ``send`` (processing loop) appends ``started``/``event`` messages to the on-disk spool, then puts a
   command on the pump's queue; other messages go on the queue as they are. It never calls paho and
   never waits for the network.
-- The pump thread (``mqtt-pump``) owns every piece of mutable state (connection flag, label states,
-  in-flight messages, the in-memory queue) and takes commands from one queue, in order: from ``send``,
+- The pump thread (``mqtt-pump``) owns the connection's state (connection flag, label states, in-flight
+  messages, the in-memory queue) and takes commands from one queue, in order: from ``send``,
   from paho's callbacks (connected, disconnected, acknowledged, subscribed) and from ``close``. It feeds spooled
   messages to paho, at most ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected,
   removes a message from the spool when its acknowledgement arrives, and on every (re)connect publishes
   the latest audio state, the retained ``ON``/``OFF`` states, the Home Assistant discovery and then ``online``.
+- Shared with other threads, and only these: what the spool's disk refuses (``_disk_trouble``, an Event, set by
+  ``send`` when a write fails; ``_disk_refusal`` and ``_disk_probe``, replaced whole by ``send``, the health
+  report's look at the disk and the pump), the spool move's outcome that the health report reads
+  (``_move_error``), and a reload's hand-over flag (``_handing_over``, set by the sink that replaces this one).
 - paho's own thread (``loop_start``) connects, reconnects with capped exponential backoff (plus a
   random jitter, so listeners that lost the same broker do not return in lockstep) and re-sends its
   unacknowledged messages after a reconnect. Its callbacks only put commands on the queue.
@@ -268,14 +272,14 @@ class MqttSink:
 
     @classmethod
     def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
-                    thresholds: Mapping[str, float] | None = None, version: str = __version__,
+                    thresholds: Mapping[str, float] | None = None,
                     running: "MqttSink | None" = None) -> "MqttSink":
         """Build and start the sink; raises ConfigError for unusable TLS files, password or spool. ``running``:
         the sink this one replaces at a reload. Its spool, when on the same folder (two Spool objects on one
         folder would hand out the same sequence numbers), its open events (Home Assistant's state stays ON
         through the reload: the pipeline's events go on) and its recent events are taken over."""
         section = config.mqtt
-        listener = listener_of(config, labels, model_ident, version)
+        listener = listener_of(config, labels, model_ident)
         topics = listener_topics(config)
         carried, waiting = (None, None) if running is None else running._hand_over()
         moving = carried is not None and not same_folder(carried.directory, section.spool.directory)
@@ -323,14 +327,14 @@ class MqttSink:
             self._handing_over = True
             return self.spool, None if self._move_to is None else self._move_to[1]
 
-    def serves(self, config: Config, labels: Sequence[str], model_ident: str, version: str = __version__) -> bool:
+    def serves(self, config: Config, labels: Sequence[str], model_ident: str) -> bool:
         """True when a sink built from this config would be this one, but for its thresholds (``retune``) and its
         spool's bounds (``hold_spool_bounds``): a reload then keeps the connection instead of replacing it. A new
         client said offline, then online: every entity went unavailable for a moment, and an open event turned
         "on" twice in Home Assistant."""
         return (self.settings.model_dump(exclude=SPOOL_BOUNDS) == config.mqtt.model_dump(exclude=SPOOL_BOUNDS)
                 and self._credentials == _credentials(config.mqtt_password(), config.mqtt.tls)
-                and self.listener == listener_of(config, labels, model_ident, version)
+                and self.listener == listener_of(config, labels, model_ident)
                 and self.topics.prefix == listener_prefix(config))
 
     def retune(self, thresholds: Mapping[str, float]) -> None:
@@ -1232,7 +1236,7 @@ def _digest(path: Path | None) -> bytes | None:
         return None
 
 
-def listener_of(config: Config, labels: Sequence[str], model_ident: str, version: str) -> Listener:
+def listener_of(config: Config, labels: Sequence[str], model_ident: str) -> Listener:
     """What discovery announces for this config and model: the labels that can become events, and more."""
     event_labels = [label for label in labels if label not in config.detector.ignore]
     if config.loudness.enabled and LOUD not in event_labels:
@@ -1241,7 +1245,7 @@ def listener_of(config: Config, labels: Sequence[str], model_ident: str, version
     return Listener(
         device_id=config.device_id,
         name=homeassistant.device_name or default_device_name(config.device_id),
-        labels=tuple(event_labels), model=model_ident, version=version,
+        labels=tuple(event_labels), model=model_ident, version=__version__,
         calibrated=config.levels.calibration_db is not None,
         configuration_url=homeassistant.configuration_url,
         level_interval_s=config.levels.interval_s,
