@@ -150,6 +150,10 @@ ECHO_UNHEARD = ("this listener's own online is not read back, so it cannot confi
                 "messages")
 
 
+class _Undeliverable(Exception):
+    """An event message no broker would take as it is (too large, or a topic paho refuses): never retried."""
+
+
 class LifetimeCounts:
     """Losses counted for the daemon's life: a sink and those that replace it at reloads share one (the replaced
     sink's pump goes on counting as it closes, beside the new one's: a copy taken when the new sink was built
@@ -1099,18 +1103,14 @@ class MqttSink:
     def _feed_spool(self) -> None:
         """Hand the next spooled messages to paho, in order, keeping the in-flight window full."""
         for entry in self.spool.after(self._last_handed, self._free_slots()):
-            topic = self.topics.for_spooled(entry.topic)
-            if self._too_large(topic, entry.payload):
-                self.spool.set_aside(entry.seq, DEAD_LETTER, f"larger than the broker takes ({self._max_packet} bytes)")
-                continue
             try:
-                info = self.client.publish(topic, entry.payload, qos=QOS_AT_LEAST_ONCE)
-            except ValueError as exc:  # a topic paho will not publish to: never deliverable as it is
+                mid = self._hand_event(self.topics.for_spooled(entry.topic), entry.payload)
+            except _Undeliverable as exc:
                 self.spool.set_aside(entry.seq, DEAD_LETTER, str(exc))
                 continue
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                return  # paho's queue is full: try again on the next wake-up
-            self._inflight[self._claim(info.mid)] = (entry.seq, _event_id(entry.payload))
+            if mid is None:
+                return
+            self._inflight[mid] = (entry.seq, _event_id(entry.payload))
             self._last_handed = entry.seq
 
     def _feed_held(self, after_spool: bool = True) -> None:
@@ -1121,20 +1121,30 @@ class MqttSink:
             return
         while self._unspooled and self._free_slots() > 0:
             held = self._unspooled[0]
-            topic = self.topics.for_spooled(held.topic)  # one a reload's predecessor held: under its prefix
-            try:
-                if self._too_large(topic, held.payload):
-                    raise ValueError(f"larger than the broker takes ({self._max_packet} bytes)")
-                info = self.client.publish(topic, held.payload, qos=QOS_AT_LEAST_ONCE)
-            except ValueError as exc:  # a topic paho will not publish to: never deliverable, as in _feed_spool
+            try:  # one a reload's predecessor held: under its prefix
+                mid = self._hand_event(self.topics.for_spooled(held.topic), held.payload)
+            except _Undeliverable as exc:
                 self._unspooled.popleft()
                 self.counts.add(memory_dropped=1)
                 log.error("MQTT: dropping event %s held in memory: %s", held.spooled.event_id, exc)
                 continue
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            if mid is None:
                 return
             self._unspooled.popleft()
-            self._inflight_held[self._claim(info.mid)] = held
+            self._inflight_held[mid] = held
+
+    def _hand_event(self, topic: str, payload: bytes) -> int | None:
+        """One event message to paho at QoS 1, from the spool or from memory: its message id, or None when paho's
+        queue is full (tried again at the next wake-up). Raises _Undeliverable for one no broker would take."""
+        if self._too_large(topic, payload):
+            raise _Undeliverable(f"larger than the broker takes ({self._max_packet} bytes)")
+        try:
+            info = self.client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE)
+        except ValueError as exc:  # a topic paho will not publish to
+            raise _Undeliverable(str(exc)) from exc
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return None
+        return self._claim(info.mid)
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
         """A message outside the spool (states, discovery, levels, ...); at QoS 1 its topic is kept until the
