@@ -25,6 +25,7 @@ import yaml
 from conftest import ROOT
 from mqtt_broker import HOST, Broker, Collector
 
+from noisewatch.daemon.messages import Event
 from noisewatch.daemon.sinks.spool import Spool
 
 PREFIX = "noisewatch/faults"
@@ -166,9 +167,11 @@ def spool_with(directory: Path, messages: list[tuple[str, dict[str, Any]]]) -> l
 
 
 def spooled_event(n: int) -> dict[str, Any]:
-    """An event payload as an earlier run would have spooled it."""
-    return {"id": f"spooled-{n}", "label": "siren", "start": "2026-01-01T00:00:00.000Z", "offset_s": float(n),
-            "duration_s": 1.0, "confidence": 0.9, "device": "faults"}
+    """An event payload as an earlier run would have spooled it: a whole message (its type, schema, end, levels and
+    model), as the daemon writes one, so a subscriber's decoder takes it."""
+    return Event(id=f"spooled-{n}", label="siren", confidence=0.9, mean_confidence=0.8, start="2026-01-01T00:00:00.000Z",
+                 end="2026-01-01T00:00:01.000Z", offset_s=float(n), duration_s=1.0, peak_dbfs=-12.0, mean_dbfs=-20.0,
+                 model="urban11@test", device="faults").to_json()
 
 
 def silence(path: Path, seconds: float) -> Path:
