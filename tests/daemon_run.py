@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -41,8 +42,24 @@ def run_daemon_logged(audio_path: Path, out: Path, *args: str, config: Path | No
     return read_jsonl(out), result.stderr
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """Parse as RFC 8259 JSON: NaN, Infinity and -Infinity are errors, as in every other JSON parser."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def json_lines(text: str | bytes) -> list[dict]:
+    """The messages of a JSON-lines text (the daemon's stdout or log), strict JSON each: a subscriber's parser
+    refuses NaN, so a test reading one must too."""
+    return [strict_json(line) for line in text.splitlines() if line.strip()]
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """:func:`json_lines` of a file (none while it does not exist yet)."""
+    return json_lines(path.read_text()) if path.exists() else []
 
 
 def events(messages: list[dict]) -> list[dict]:

@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 from conftest import ROOT
+from daemon_run import json_lines, read_jsonl, strict_json
 from mqtt_broker import HOST, Broker, Collector
 
 from noisewatch.daemon.messages import Event
@@ -107,10 +108,7 @@ class Daemon:
 
     def messages(self, kind: str) -> list[dict[str, Any]]:
         """Lines of one kind from the JSON-lines log (strict JSON)."""
-        if not self.jsonl.is_file():
-            return []
-        lines = [strict_json(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-        return [line for line in lines if line.get("type") == kind]
+        return [line for line in read_jsonl(self.jsonl) if line.get("type") == kind]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -125,15 +123,6 @@ class Daemon:
             except FileNotFoundError:
                 continue  # closed while we looked
         return count
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"not strict JSON: {name}")
-
-
-def strict_json(text: str | bytes) -> Any:
-    """Parse as RFC 8259 JSON: NaN, Infinity and -Infinity are errors, as in every other JSON parser."""
-    return json.loads(text, parse_constant=_reject_constant)
 
 
 def json_topics(collector: Collector) -> list[tuple[str, bytes]]:
@@ -200,7 +189,7 @@ def fifo_lines(fd: int) -> list[dict[str, Any]]:
     with contextlib.suppress(BlockingIOError):
         while chunk := os.read(fd, 65536):
             data += chunk
-    return [strict_json(line) for line in data.splitlines()]
+    return json_lines(data)
 
 
 @contextlib.contextmanager

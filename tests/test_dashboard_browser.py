@@ -31,6 +31,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import soundfile
+from daemon_run import read_jsonl
 from mqtt_broker import HOST, Broker, free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -267,8 +268,7 @@ def replay_scene(repo_root: Path, broker: Broker, folder: Path) -> list[dict]:
         capture_output=True, text=True, timeout=DAEMON_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    messages = [json.loads(line) for line in log.read_text().splitlines()]
-    return [m for m in messages if m.get("type") == "event"]
+    return [m for m in read_jsonl(log) if m.get("type") == "event"]
 
 
 TABLE_ROWS_JS = ("return Array.from(document.querySelectorAll('table tr'), "

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import ROOT, remount
+from daemon_run import read_jsonl
 from fault_daemon import (
     CLI,
     CONFIG_ERROR,
@@ -379,7 +380,7 @@ def test_f05_a_file_input_that_fails_exits_66_with_one_line_and_no_repeats(tmp_p
     again"."""
     path, out = damaged_input(tmp_path, damage), tmp_path / "out.jsonl"
     result = cli("run", "--input", str(path), "--speed", "0", "--jsonl", str(out), timeout=FILE_FAILURE_S)
-    lines = [strict_json(line) for line in out.read_text().splitlines()] if out.exists() else []
+    lines = read_jsonl(out)
     found = [(m["label"], m["offset_s"]) for m in lines if m["type"] == "event"]
     assert result.returncode == 66, (
         f"exit {result.returncode} after {result.elapsed_s:.1f} s; events (label, offset_s): {found}")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from daemon_run import read_jsonl
 from mqtt_broker import HOST, Broker, Collector, MuteServer, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.shared_data, pytest.mark.slow]
@@ -89,10 +90,7 @@ class Daemon:
 
     def messages(self, kind: str) -> list[dict[str, Any]]:
         """Messages of one kind from the daemon's JSON-lines log (the same JSON as the MQTT payloads)."""
-        if not self.jsonl.exists():
-            return []
-        lines = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-        return [line for line in lines if line.get("type") == kind]
+        return [line for line in read_jsonl(self.jsonl) if line.get("type") == kind]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

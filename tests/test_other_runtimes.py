@@ -6,7 +6,6 @@ The 2.14 run uses a venv of its own with numpy<2 and tflite-runtime 2.14 and no 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from daemon_run import json_lines
 
 TFLITE_214_VENV = ".venv-tflite214"
 SCORE_TOLERANCE = 1e-3
@@ -32,7 +32,7 @@ def quick_start(python: str, repo_root: Path, tmp_path: Path, config: str = "", 
                           capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(repo_root), **env})
     assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+    return json_lines(done.stdout), done.stderr
 
 
 def assert_same_detections(got: list[dict], expected: list[dict]) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from daemon_run import build_scene, events, read_jsonl, recognised_clips, run_daemon, write_scene
+from daemon_run import build_scene, events, json_lines, read_jsonl, recognised_clips, run_daemon, write_scene
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.config import Config, ConfigError
@@ -81,7 +81,7 @@ def test_bundled_sample_scene(repo_root: Path, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input", str(sample), "--speed", "0",
                              "--jsonl", "-"], capture_output=True, text=True, timeout=120)  # the README's command
     assert result.returncode == 0, result.stderr
-    found = events([json.loads(line) for line in result.stdout.splitlines()])  # JSON lines on stdout, nothing else
+    found = events(json_lines(result.stdout))  # JSON lines on stdout, nothing else
     assert_matches_truth(found, truth)
     heard = [line for line in result.stderr.splitlines() if " heard " in line]  # "each closed event is also logged"
     assert [line.split(" heard ")[1].split()[0] for line in heard] == [event["label"] for event in found], heard
@@ -1369,7 +1369,7 @@ def test_the_quick_start_s_json_lines_are_the_readme_s_messages(repo_root: Path,
                                  str(repo_root / "samples" / "scene.flac"), "--speed", "0", "--jsonl", "-", *args],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        return [json.loads(line) for line in result.stdout.splitlines()]
+        return json_lines(result.stdout)
 
     first_read_s = READ_FRAMES / sf.info(str(repo_root / "samples" / "scene.flac")).samplerate
     began = time.time()

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from daemon_run import read_jsonl
 from mqtt_broker import HOST, Broker, Collector, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -47,10 +48,7 @@ def start(config: Path, audio: Path, speed: float, jsonl: Path) -> subprocess.Po
 
 
 def event_ids(jsonl: Path) -> list[str]:
-    if not jsonl.exists():
-        return []
-    lines = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    return [m["id"] for m in lines if m["type"] == "event"]
+    return [m["id"] for m in read_jsonl(jsonl) if m["type"] == "event"]
 
 
 def test_recent_events_keep_the_events_heard_before_a_restart(tmp_path: Path, repo_root: Path,
