@@ -3,15 +3,22 @@ and the runtime stack works under the memory rules systemd would apply."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from daemon_run import read_jsonl
 
 from noisewatch.daemon import notify
 
@@ -188,3 +195,46 @@ def test_portaudio_callback_is_why_the_unit_allows_wx_memory() -> None:
     """cffi's ABI-mode callbacks need a W+X page; if this ever passes, set MemoryDenyWriteExecute=yes."""
     assert "callback-refused" in run_under_mdwe(MDWE_CFFI_CALLBACK)
     assert unit_settings()["MemoryDenyWriteExecute"] == ["no"]
+
+
+def _notifications_while_waiting_for_a_microphone(tmp_path: Path, reopen_max_s: float,
+                                                  listen_s: float) -> tuple[collections.Counter[str], list[dict]]:
+    """``noisewatch run`` on an audio device that is not there (the README: it "waits for it as it does for a lost
+    one"), under a notify socket with a watchdog armed, as the unit runs it (WatchdogSec=30): the sd_notify fields
+    received, and the JSON lines written."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "nomic", "stats": {"interval_s": 1.0},
+                                      "audio": {"device": "no-such-microphone", "reopen_max_s": reopen_max_s}}))
+    jsonl, address = tmp_path / "out.jsonl", str(tmp_path / "notify.sock")
+    fields: collections.Counter[str] = collections.Counter()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(0.2)
+        env = {**os.environ, notify.SOCKET_ENV: address, "WATCHDOG_USEC": "30000000"}
+        proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--jsonl",
+                                 str(jsonl)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + listen_s
+            while time.monotonic() < deadline:
+                with contextlib.suppress(socket.timeout):
+                    fields.update(line.split("=", 1)[0] for line in sock.recv(4096).decode().splitlines())
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return fields, read_jsonl(jsonl)
+
+
+@pytest.mark.parametrize("reopen_max_s", [30.0, 1.0, 0.5])  # 30: the default
+def test_a_listener_waiting_for_its_microphone_reports_and_pings_the_watchdog_whatever_reopen_max_s(
+        tmp_path: Path, reopen_max_s: float) -> None:
+    """Found by a docs audit: a wait between attempts of 1 s or less (audio.reopen_max_s allows > 0) ran none of
+    the wait's work: 10 s without a stats report at stats.interval_s 1 and without a WATCHDOG=1, so systemd would
+    kill the unit as hung after 30 s, and Home Assistant showed the listener gone instead of "Audio input: problem"."""
+    fields, lines = _notifications_while_waiting_for_a_microphone(tmp_path, reopen_max_s, listen_s=8.0)
+    assert [line["state"] for line in lines if line["type"] == "status"][:1] == ["audio_error"]
+    stats = [line for line in lines if line["type"] == "stats"]
+    assert len(stats) >= 3, f"{len(stats)} stats reports in 8 s at stats.interval_s 1 (notify fields: {dict(fields)})"
+    assert fields["WATCHDOG"] >= 2 and fields["EXTEND_TIMEOUT_USEC"] >= 2, dict(fields)

@@ -278,12 +278,14 @@ class Service:
             self._publish_status(status)
         notify.status(text)
         deadline = time.monotonic() + wait_s
-        while (not self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline
-               and not self._reload.is_set()):  # a reload may name the device to try: at once, not after the wait
+        while True:  # before each second of the wait, not after it: waits of 1 s or less (audio.reopen_max_s) made none
             notify.watchdog()  # waiting for a device is not a hang
             if not self._ready:
                 notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
             self._report_health()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.wait(min(1.0, remaining)) or self._reload.is_set():
+                return  # a reload may name the device to try: at once, not after the wait
 
     def _say_trouble(self, text: str, wait_s: float) -> None:
         """A failure said at once; the same failure again only every TROUBLE_REMIND_S, with how long and how often."""
