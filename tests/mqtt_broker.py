@@ -10,6 +10,7 @@ drops to the ``mosquitto`` user, so that directory is handed to that user.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -345,7 +346,9 @@ class _Proxy:
                     passed += 1
         except OSError:
             pass
-        for end in (source, target):
+        for end in (source, target):  # the other way's reader is woken too: the broker sees the client gone at once
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
             end.close()
 
     def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
@@ -371,6 +374,14 @@ class LinkStall(_Proxy):
 
     def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
         return not to_broker or passed < 1
+
+
+class AnswerStall(_Proxy):
+    """Passes all the client sends and the broker's CONNACK, then holds the broker's answers: a loaded broker or a
+    slow link, where a client that connected waits for its SUBACK."""
+
+    def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
+        return to_broker or passed < 1
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:

@@ -21,7 +21,17 @@ from typing import Any
 
 import pytest
 import yaml
-from mqtt_broker import HOST, AckSwallower, Broker, Collector, LinkStall, MuteServer, make_test_ca, wait_until
+from mqtt_broker import (
+    HOST,
+    AckSwallower,
+    AnswerStall,
+    Broker,
+    Collector,
+    LinkStall,
+    MuteServer,
+    make_test_ca,
+    wait_until,
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -1134,6 +1144,51 @@ def test_check_config_warns_of_a_broker_that_keeps_no_retained_messages(tmp_path
     assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
     assert "took the connection" not in done.stdout, done.stdout
     assert ("Retain not supported" if protocol == "5" else "does the broker keep retained messages") in done.stderr
+
+
+@pytest.mark.parametrize("ended_by", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_check_config_ended_mid_check_leaves_the_running_listener_online(
+        tmp_path: Path, repo_root: Path, ended_by: signal.Signals) -> None:
+    """Found by a docs audit: check-config's probe connected with the listener's own retained last will (`offline` on
+    `<prefix>/status`). Ended without a clean disconnect while it waited on a slow broker (SIGTERM, an ssh session's
+    SIGHUP), it had the broker publish that will: a running listener's retained status read `offline`, and Home
+    Assistant showed every one of its entities unavailable until its next reconnect."""
+    broker = Broker().start()
+    slow = AnswerStall(broker.port)
+    status = "noisewatch/will/status"
+    watcher = Collector(broker.port, topic="noisewatch/will/#")
+
+    def config(name: str, port: int) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({"device_id": "will", "mqtt": mqtt_settings(tmp_path, port)}))
+        return path
+
+    cli = [sys.executable, "-m", "noisewatch.cli"]
+    listener = subprocess.Popen([*cli, "run", "--config", str(config("run.yaml", broker.port)), "--input",
+                                 str(repo_root / "samples" / "scene.flac"), "--speed", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: watcher.on(status)[-1:] == [b"online"], 20)
+        check = subprocess.Popen([*cli, "check-config", str(config("check.yaml", slow.port))],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_until(lambda: "nw-check" in broker.log_text, 15), "the probe never connected"
+        time.sleep(0.5)  # subscribed, waiting for the SUBACK the stalled link holds
+        check.send_signal(ended_by)
+        check.wait(10)
+        time.sleep(1.5)  # the will, if any, is published as the broker sees the probe gone
+        assert listener.poll() is None
+        late = Collector(broker.port, topic="noisewatch/will/#")
+        time.sleep(0.5)
+        retained = {topic: payload for topic, payload, was_retained in late.messages if was_retained}
+        late.close()
+    finally:
+        listener.send_signal(signal.SIGTERM)
+        listener.wait(10)
+        watcher.close()
+        slow.close()
+        broker.cleanup()
+    assert retained.get(status) == b"online", (retained, watcher.on(status))
+    assert "noisewatch/will/check" not in retained, retained  # the probe's own will leaves nothing retained
 
 
 def test_events_go_on_when_the_recent_list_outgrows_the_brokers_packet_limit(

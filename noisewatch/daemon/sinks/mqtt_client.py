@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from noisewatch.config import CREDENTIAL_NAME, PASSWORD_ENV, Config, ConfigError, MqttSection
-from noisewatch.daemon.sinks.homeassistant import OFFLINE, node_id
+from noisewatch.daemon.sinks.homeassistant import node_id
 from noisewatch.daemon.sinks.homeassistant_wait import HA_RECONNECT_WAIT_S
 from noisewatch.daemon.sinks.topics import Topics, acl_advice, listener_topics
 
@@ -279,14 +279,16 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     listener makes (``standing_subscriptions``) and delivers back a message published on ``topics.check``, else
     what went wrong, in the words the daemon logs (``check-config``: a wrong port or password showed only once the
     daemon ran; an ACL that drops the listener's messages or refuses its subscriptions, never). Its own client
-    id, so that a running daemon is not pushed off the broker; the daemon's retained last will on its status
-    topic (a broker without retained messages refuses it: check-config said ok, run never connected), which a
-    clean disconnect does not publish. ``discovery_check`` (:meth:`Topics.discovery_check`): under MQTT 5, where a
+    id, so that a running daemon is not pushed off the broker; a retained last will, as the daemon's (a broker
+    without retained messages refuses it: check-config said ok, run never connected), but an empty one on the check
+    topic: a probe killed mid-check (SIGTERM, an ssh session's SIGHUP) had the broker publish the daemon's own will,
+    and the running listener's retained status read ``offline`` until its next reconnect; an empty retained message
+    leaves nothing retained. ``discovery_check`` (:meth:`Topics.discovery_check`): under MQTT 5, where a
     broker refuses a publish its ACL denies in its acknowledgement, a message published there too, so that an ACL
     that lets the listener write its own topics and not Home Assistant's discovery is said (under MQTT 3.1.1 the
     broker drops such messages without a word, and the device never showed in Home Assistant)."""
     client = new_client(settings, f"nw-check-{os.getpid()}", password)  # within MQTT 3.1.1's 23 bytes
-    client.will_set(topics.status, OFFLINE, qos=1, retain=True)
+    client.will_set(topics.check, b"", qos=1, retain=True)
     answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(
         f"refused the connection: {reason}; {refusal_hint(reason.value)}" if reason.is_failure else None)
