@@ -223,6 +223,8 @@ class Collector:
     def __init__(self, port: int, topic: str = "#", client_id: str = "", **auth: str) -> None:
         """With a ``client_id`` the session persists: messages wait in the broker while we are away."""
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.arrived: list[float] = []
+        """When each of ``messages`` arrived (monotonic)."""
         self._cond = threading.Condition(threading.RLock())
         self._subscribed = threading.Event()
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -241,6 +243,7 @@ class Collector:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._cond:
             self.messages.append((message.topic, message.payload, bool(message.retain)))
+            self.arrived.append(time.monotonic())
             self._cond.notify_all()
 
     def on(self, topic: str) -> list[bytes]:

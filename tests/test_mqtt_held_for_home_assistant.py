@@ -277,3 +277,35 @@ def test_a_start_whose_wait_a_stop_left_ends_it_on_home_assistant_s_retained_onl
     open_sink(make_config(tmp_path, broker.port))
     assert collector.wait_for(lambda c: ids_on(c) == [during.id], timeout=5)
     assert "Home Assistant is online (its retained status)" in caplog.text
+
+
+def test_with_discovery_off_a_first_start_sends_events_without_waiting_for_home_assistant(tmp_path: Path) -> None:
+    """docs/mqtt.md: "A Node-RED flow or a noise map needs no such wait: set `mqtt.homeassistant.discovery: false`".
+    Found by a docs audit: at a first start (a fresh state folder, or a new prefix or device id) with discovery off,
+    the record of the listener's retained topics changed, and that held events and started notices 2 s "for Home
+    Assistant": a label's retained ON reached a noise map before the `started` it belongs to."""
+    broker = Broker().start()
+    try:
+        collector = Collector(broker.port, topic="noisewatch/nomap/#")
+        config = tmp_path / "c.yaml"
+        config.write_text(textwrap.dedent(f"""\
+            device_id: nomap
+            mqtt:
+              enabled: true
+              port: {broker.port}
+              spool: {{directory: {tmp_path / "spool"}}}
+              homeassistant: {{discovery: false}}
+            """))
+        done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                               str(ROOT / "samples" / "scene.flac"), "--speed", "8"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert collector.wait_for(lambda c: bool(c.on("noisewatch/nomap/events")), 10)
+        collector.close()
+    finally:
+        broker.cleanup()
+    arrivals = list(zip(collector.messages, collector.arrived))
+    on = min(at for (topic, payload, _), at in arrivals if (topic, payload) == ("noisewatch/nomap/state/siren", b"ON"))
+    started = min(at for (topic, payload, _), at in arrivals
+                  if topic == "noisewatch/nomap/events/started" and b'"siren"' in payload)
+    assert started - on < 0.5, f"the siren's started came {started - on:.2f} s after its state ON"

@@ -131,8 +131,8 @@ class HomeAssistantDiscovery:
                                                      time.monotonic() + OLD_STATUS_WAIT_S, now)
         for topic, config in messages:
             self._publish(topic, encode_json(config), QOS_AT_LEAST_ONCE, True)
-        if now != before:  # entities added or removed, or moved to other topics
-            self._ha_wait.discovery_sent()
+        if messages and now != before:  # entities added or removed, or moved to other topics (with discovery off,
+            self._ha_wait.discovery_sent()  # none: a first start's new record held a noise map's events 2 s)
         self._record({**now, **removed})
 
     def _clear_stale(self, before: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]]) -> None:
