@@ -128,12 +128,13 @@ class Active:
     """The overrides from the sinks (Home Assistant) the detector runs with."""
 
     @classmethod
-    def open(cls, setup: Setup, counters: Counters, running: Sequence[Sink] = ()) -> "Active":
+    def open(cls, setup: Setup, counters: Counters, running: Sequence[Sink] = (),
+             stopping: threading.Event | None = None) -> "Active":
         """Pipeline built, sinks opened (or kept from ``running``): the sinks last, so that nothing after them can
         fail and leave a new MQTT client running beside the one it was to replace; raises ConfigError when a
-        sink cannot open."""
+        sink cannot open. ``stopping``: set when the service is asked to stop (a sink that waits gives up then)."""
         pipeline = Pipeline.from_config(setup.config, setup.bundle, setup.model, SampleClock.starting_now(), counters)
-        outbox = Outbox(setup.config.device_id, open_sinks(setup, running))
+        outbox = Outbox(setup.config.device_id, open_sinks(setup, running, stopping))
         log.info("model %s (%s, %s), hop %.3f s", setup.bundle.ident, setup.bundle.variant,
                  setup.model.runtime, pipeline.hop_s)
         active = cls(setup, pipeline, outbox)
@@ -197,7 +198,7 @@ class Service:
         self._ready = False
         self.counters = Counters()
         """Lifetime health counters, carried across reloads and reopened sources."""
-        self.active = Active.open(setup, self.counters)
+        self.active = Active.open(setup, self.counters, stopping=self._stop)
         self._status = Status(AudioState.LISTENING)
         """The audio input's state as last said (a reload says it again, to sinks it may have replaced)."""
         self._silence = DigitalSilence()
@@ -373,7 +374,7 @@ class Service:
             if source is None:
                 _say_audio_problems(setup)
             _check_sample_rate(setup, old.pipeline)
-            new = Active.open(setup, self.counters, running=old.outbox.sinks)
+            new = Active.open(setup, self.counters, running=old.outbox.sinks, stopping=self._stop)
         except (ConfigError, BundleError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return self._refused(old)

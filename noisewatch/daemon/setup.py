@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,7 +334,7 @@ def _append_to(path: Path) -> int | None:
     return None
 
 
-def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
+def open_sinks(setup: Setup, running: Sequence[Sink] = (), stopping: threading.Event | None = None) -> list[Sink]:
     """MQTT first: it spools each event to disk before returning, so an event already in the JSON-lines log
     is also on its way to the broker even if the process is killed between the two sinks. A running MQTT
     sink that the new set-up would build the same but for its thresholds and spool bounds is kept, and told them
@@ -362,7 +363,7 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = ()) -> list[Sink]:
         try:
             lost = sum(s.failed_writes for s in running if isinstance(s, JsonlSink))  # lines lost before the reload
             batch = setup.input_path is not None and setup.speed == 0
-            sinks.append(JsonlSink(setup.config.jsonl.path, lost, batch))
+            sinks.append(JsonlSink(setup.config.jsonl.path, lost, batch, stopping))
         except OSError as exc:
             for sink in sinks:
                 if not any(sink is kept for kept in running):

@@ -21,6 +21,7 @@ import os
 import select
 import stat
 import sys
+import threading
 from pathlib import Path
 
 from noisewatch.daemon.messages import HealthFigures, Message
@@ -37,21 +38,27 @@ WAITED_FOR = {**{code: f"is {words}" for code, words in DISK_FAULTS.items()}, er
 
 
 class JsonlSink:
-    def __init__(self, path: str, failed_writes: int = 0, batch: bool = False) -> None:
+    def __init__(self, path: str, failed_writes: int = 0, batch: bool = False,
+                 stopping: threading.Event | None = None) -> None:
         """Opens ``path`` for appending (its folder made; ``-``: stdout); raises OSError when it cannot.
         ``failed_writes``: the count of the sink this one replaces at a reload (a lifetime figure in stats).
         ``batch``: a file replayed as fast as it goes (``--speed 0``), where a stdout pipe's reader is waited for
         (``| less`` or ``| jq`` lost lines otherwise), as the file's reading waits for processing: nothing live
-        falls behind meanwhile."""
+        falls behind meanwhile; but not once ``stopping`` is set (SIGTERM, Ctrl-C): a reader that took nothing held
+        the process past its stop for as long as it stalled."""
         self.path = path
         self._fd: int | None = None
         self._regular = False
         self._pipe = False
         self.failed_writes = failed_writes
         self._failing = False
-        self._stdout_pipe = (path == "-" and not batch and sys.stdout is not None  # None: started with it closed
-                             and stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode))
+        stdout_pipe = (path == "-" and sys.stdout is not None  # None: started with it closed
+                       and stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode))
+        self._stdout_pipe = stdout_pipe and not batch
         """stdout is a pipe (``--jsonl - | program``): a line goes only where it fits now, as to a named pipe."""
+        self._waited_pipe = stdout_pipe and batch
+        """stdout is a pipe whose reader a replay at ``--speed 0`` waits for (until ``stopping``)."""
+        self._stopping = stopping
         if path != "-":
             try:
                 self._open_file()
@@ -125,6 +132,8 @@ class JsonlSink:
                 raise OSError(errno.EBADF, "stdout is closed")
             if self._stdout_pipe and not _room_in(sys.stdout.fileno()):  # a blocking write waited for its reader
                 raise BlockingIOError(errno.EAGAIN, "the pipe is full: its reader has not taken a page of it")
+            if self._waited_pipe:
+                self._wait_for_reader(sys.stdout.fileno())
             sys.stdout.write(line.decode())
             sys.stdout.flush()
             return
@@ -138,6 +147,12 @@ class JsonlSink:
                 os.ftruncate(fd, end)
             raise OSError(f"only {written} of {len(line)} bytes written")
 
+    def _wait_for_reader(self, pipe: int) -> None:
+        """Until the pipe's reader has taken a page of it, looking every 0.2 s whether the service is to stop."""
+        while not _room_in(pipe, timeout_ms=200):
+            if self._stopping is not None and self._stopping.is_set():
+                raise BlockingIOError(errno.EAGAIN, "stopping while the pipe's reader takes nothing")
+
     def _failed(self, exc: OSError) -> None:
         self.failed_writes += 1
         if not self._failing:
@@ -146,11 +161,11 @@ class JsonlSink:
                       self.path, exc.strerror or exc)
 
 
-def _room_in(pipe: int) -> bool:
+def _room_in(pipe: int, timeout_ms: int = 0) -> bool:
     """Whether the reader of a pipe it had filled took some of it back (a page at least), or is gone (the write then
     fails, and says so). Without this check a short line squeezed into what was left of the last page: the log said
     "works again" while the reader still read nothing, then the next line failed with a second ERROR, and the
     reader got a stream with holes in it rather than one gap."""
     poll = select.poll()
     poll.register(pipe, select.POLLOUT)
-    return bool(poll.poll(0))
+    return bool(poll.poll(timeout_ms))
