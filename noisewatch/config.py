@@ -202,7 +202,8 @@ class LoudnessSection(_Section):
 
 
 class LevelsSection(_Section):
-    interval_s: float = Field(60.0, ge=1.0, le=86400, description="period of level reports")
+    interval_s: int = Field(60, ge=1, le=86400, description="period of level reports, whole seconds (a report is made "
+                            "of 1 s levels: 2.5 was read as 2, unsaid)")
     calibration_db: float | None = Field(None, ge=0.0, le=200.0, description="dB SPL that 0 dBFS corresponds to; null: uncalibrated")
 
 

@@ -77,6 +77,8 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("mqtt:\n  host: on\n", ":2: mqtt.host = on: Input should be a valid string; YAML reads it as a boolean: in "
          "quotes it is text"),  # was "= True"
         ("audio:\n  hop_s:\n", ":2: audio.hop_s = null: Input should be a valid number"),  # was "= None"
+        ("levels:\n  interval_s: 2.5\n", ":2: levels.interval_s = 2.5: Input should be a valid integer, got a number "
+         "with a fractional part"),  # a docs audit: reports of 1 s levels came every 2 s, the config said 2.5, unsaid
         ("2024-01-01\n", ":1: (top level) = 2024-01-01: must be a mapping of sections"),
         ("model:\n  path: 5\n", ":2: model.path = 5: must be a path; YAML reads it as a number"),  # was "Input is not a "
         # valid path for <class 'pathlib.Path'>": Python's words, as were "a valid tuple" and "a valid dictionary"

@@ -279,13 +279,13 @@ retained level within seconds instead of showing it as current for a whole perio
 class LevelMeter:
     """Turns model-rate mono audio of any block size into 1 s levels and period reports.
 
-    A period lasts ``round(interval_s)`` whole seconds (at least 1); the first one after a start or a
+    A period lasts ``interval_s`` whole seconds; the first one after a start or a
     reset at most FIRST_REPORT_S. Called from the processing loop only; not thread-safe.
     """
 
-    def __init__(self, sample_rate: int, interval_s: float, calibration_db: float | None) -> None:
+    def __init__(self, sample_rate: int, interval_s: int, calibration_db: float | None) -> None:
         self.sample_rate = int(sample_rate)
-        self.period_s = max(1, int(round(interval_s)))
+        self.period_s = interval_s
         self.calibration_db = calibration_db
         self._powers = _BlockPowers(self.sample_rate, self.sample_rate)
         self._block = np.zeros(self.sample_rate, dtype=np.float64)
