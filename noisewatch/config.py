@@ -427,6 +427,14 @@ def _setting(values: dict[str, Any], key: str) -> str:
     return "(not set)" if key not in values else json.dumps(values[key])
 
 
+NO_SETTINGS = "holds no settings (empty, or comments only), as a file being written does for a moment"
+
+
+def holds_no_settings(path: str | Path) -> bool:
+    """Whether a config file that loads holds no settings at all: ``check-config`` says that a reload refuses it."""
+    return _compose(Path(path)) is None
+
+
 def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:
     """Read, validate and resolve a config file (None: all defaults). Raises ConfigError.
 
@@ -443,8 +451,7 @@ def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:
     except RecursionError:  # brackets nested thousands deep: no config looks like that
         raise ConfigError(f"{path}: nested too deeply to be a noisewatch config") from None
     if node is None and not blank_ok:
-        raise ConfigError(f"{path}: holds no settings (empty, or comments only), as a file being written does for a "
-                          "moment; not applied (write {} for every default)")
+        raise ConfigError(f"{path}: {NO_SETTINGS}; not applied (write {{}} for every default)")
     data = _construct(path, node) if node is not None else None
     if node is not None and data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: (top level) = {_shown(data, node)}: must be a mapping of "

@@ -622,3 +622,17 @@ def test_a_reload_names_what_it_changed_by_key_path(tmp_path: Path) -> None:
                   "detector:\n  cooldown_s: 1\n  min_duration_s: 1\n  max_duration_s: 9\n")
     said = config_changes(before, many)
     assert said.count(" -> ") == CHANGES_SHOWN and said.endswith("; and 3 more"), said
+
+
+@pytest.mark.parametrize("text", ["", "# every default, for now\n"])
+def test_check_config_says_a_reload_refuses_a_file_with_no_settings(tmp_path: Path, text: str) -> None:
+    """Found by a docs audit: an empty or comments-only config passed check-config without a word, and the reload it
+    was checked for refused it (README: a file with no settings is one caught being written). Both decide alike now:
+    check-config passes it (a start takes every default) and says so."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    done = check_config(path)
+    assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
+    assert "holds no settings" in done.stderr and "a reload refuses it; write {} for every default" in done.stderr
+    path.write_text("{}\n")
+    assert "holds no settings" not in check_config(path).stderr
