@@ -389,6 +389,13 @@ def test_f05_a_file_input_that_fails_exits_66_with_one_line_and_no_repeats(tmp_p
     assert len(found) == len(set(found)), f"phantom repeats: {found}"
 
 
+def test_f05_an_input_file_that_is_not_there_is_a_mistake_in_the_command_exit_78(tmp_path: Path) -> None:
+    """README: a file that is not there at all is "a mistake in the command: exit 78, as a config error" (found by a
+    docs audit: the README named only 66, for a file that cannot be read to its end)."""
+    result = cli("run", "--input", str(tmp_path / "gone.flac"), "--speed", "0", timeout=FILE_FAILURE_S)
+    assert result.returncode == 78 and "gone.flac: no such file" in result.stderr, result.stderr
+
+
 @pytest.mark.broker
 def test_f27_a_replay_that_fails_partway_leaves_audio_error_retained(
         tmp_path: Path, broker: Broker, daemons: list[Daemon]) -> None:
