@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,61 @@ def test_events_spooled_before_a_prefix_change_arrive_under_the_new_prefix(tmp_p
     # every waiting event went under the prefix the listener left (and whose retained topics it emptied as gone),
     # none under the one its subscribers now follow
     assert (under_old, under_new) == ([], waiting)
+
+
+def _documented_topics(repo_root: Path) -> dict[str, tuple[int, bool]]:
+    """docs/mqtt.md's topic table: each ``<prefix>/...`` topic the listener publishes (not those it subscribes to),
+    with its QoS and whether it is retained."""
+    rows = {}
+    for line in (repo_root / "docs" / "mqtt.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 4 and cells[0].startswith("`<prefix>/") and not cells[3].startswith("subscribed"):
+            rows[cells[0].strip("`").removeprefix("<prefix>/")] = (int(cells[1]), cells[2] == "yes")
+    return rows
+
+
+def test_every_topic_goes_out_at_the_qos_and_retain_flag_docs_mqtt_md_gives_it(tmp_path: Path, repo_root: Path) -> None:
+    """docs/mqtt.md's table says each topic's QoS and whether it is retained; a flow built on it (a QoS 0 level
+    taken for one that is never lost, an event taken for retained history) breaks where they differ. Found untested
+    by a docs audit. Heard by an MQTT 5 subscriber at QoS 2 with retain-as-published, so each message arrives with the
+    QoS and retain flag it was published with."""
+    from paho.mqtt.client import Client
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    documented = _documented_topics(repo_root)
+    assert {"status", "events", "events/started", "level", "stats", "audio", "scores"} <= set(documented), documented
+    broker = Broker().start()
+    heard: list[tuple[str, int, bool]] = []
+    subscriber = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    subscriber.on_message = lambda _c, _u, message: heard.append((message.topic, message.qos, bool(message.retain)))
+    subscriber.on_connect = lambda client, *_: client.subscribe(
+        "noisewatch/qos/#", options=SubscribeOptions(qos=2, retainAsPublished=True))
+    subscriber.connect(HOST, broker.port)
+    subscriber.loop_start()
+    try:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"device_id": "qos", "scores": {"enabled": True}, "stats": {"interval_s": 1},
+                                          "levels": {"interval_s": 1}, "mqtt": {
+            "enabled": True, "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}}))
+        assert wait_until(lambda: subscriber.is_connected(), 10)
+        time.sleep(0.5)  # subscribed
+        done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                               str(repo_root / "samples" / "scene.flac"), "--speed", "4"],
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        assert done.returncode == 0, done.stderr
+        time.sleep(0.5)
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+        broker.cleanup()
+    seen: dict[str, set[tuple[int, bool]]] = {}
+    for topic, qos, retained in heard:
+        parts = topic.removeprefix("noisewatch/qos/").split("/")
+        row = "/".join("<label>" if (i == 1 and parts[0] in ("state", "threshold")) else part
+                       for i, part in enumerate(parts))
+        seen.setdefault(row, set()).add((qos, retained))
+    assert {"events", "events/started", "state/<label>", "level", "stats", "audio", "scores"} <= set(seen), seen
+    for row, flags in seen.items():
+        assert row in documented, f"{row}: published, not in docs/mqtt.md's table"
+        assert flags == {documented[row]}, f"{row}: (QoS, retained) {flags}, docs/mqtt.md says {documented[row]}"
