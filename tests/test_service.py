@@ -543,6 +543,40 @@ def test_a_reload_while_the_device_is_lost_opens_the_device_it_names(repo_root: 
     assert any(m["type"] == "event" for m in read_jsonl(out))
 
 
+def test_health_reports_name_the_microphone_a_reload_named_while_none_is_found(tmp_path: Path, monkeypatch) -> None:
+    """Found by a docs audit: a reload that named another microphone while the first was lost had the stats reports
+    go on naming the old one (the audio state named the new one): a user could not tell which the listener looks
+    for."""
+    import threading
+
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon import setup as setup_module
+    from noisewatch.daemon.service import Service, Signals
+    from noisewatch.daemon.sources import SourceError
+
+    def open_source(audio, input_path, speed):
+        raise SourceError(f"{audio.device!r} not found")
+
+    monkeypatch.setattr(service_module, "open_source", open_source)
+    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: OldMic\n  reopen_max_s: 1\nstats:\n  interval_s: 1\n")
+    signals = Signals()
+    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+
+    def name_another_microphone() -> None:
+        time.sleep(2.5)
+        config.write_text("audio:\n  device: OtherMic\n  reopen_max_s: 1\nstats:\n  interval_s: 1\n")
+        signals.reload.set()
+        time.sleep(3.0)
+        signals.stop.set()
+
+    threading.Thread(target=name_another_microphone, daemon=True).start()
+    assert service.run() == 0
+    sources = [m["source"] for m in read_jsonl(out) if m["type"] == "stats"]
+    assert sources[0] == "OldMic" and sources[-2:] == ["OtherMic", "OtherMic"], sources
+
+
 @pytest.mark.parametrize("reloads", [1, 2], ids=["one_reload", "a_second_while_it_opens"])
 def test_a_reload_that_names_another_microphone_says_it_listens_on_that_one(repo_root: Path, tmp_path: Path,
                                                                            monkeypatch, reloads: int) -> None:

@@ -273,6 +273,7 @@ class Service:
         """``source`` is lost (or cannot be opened): said, with its name (Home Assistant's Audio input showed a source
         of null, where the health reports named the input), and waited for ``wait_s``."""
         self.state = State.AUDIO_LOST
+        self._source_name = source  # the one tried now: after a reload that named another, health named the old one
         self._say_trouble(text, wait_s)
         status = Status(AudioState.AUDIO_ERROR, source=source, error=text)
         if status != self._status:  # a state change, not each attempt: the retained topic holds it
