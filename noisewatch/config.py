@@ -235,6 +235,19 @@ class SpoolSection(_Section):
     max_age_h: float = Field(168.0, gt=0.0, le=87600, description="spooled events older than this are dropped")
 
 
+HA_BIRTH_TOPIC = "homeassistant/status"
+"""Home Assistant's birth and will topic, whatever its discovery prefix."""
+
+
+def _not_home_assistants_status(prefix: str, ha_prefix: str = "homeassistant") -> str:
+    """A listener's ``<prefix>/status`` must not be Home Assistant's: its retained ``offline`` (at every stop, and as
+    its last will) told every listener on the broker that Home Assistant was down, and they held their events."""
+    if f"{prefix}/status" in (HA_BIRTH_TOPIC, f"{ha_prefix}/status"):
+        raise ValueError(f"the listener's status topic would be {prefix}/status, Home Assistant's own: its 'offline' "
+                         "would tell every listener that Home Assistant is down (use e.g. noisewatch/<device_id>)")
+    return prefix
+
+
 def checked_topic_prefix(value: str) -> str:
     """``value`` if the broker will take it as the start of every topic we publish; ValueError otherwise.
 
@@ -328,7 +341,18 @@ class MqttSection(_Section):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic(cls, value: str | None) -> str | None:
-        return None if value is None else checked_topic_prefix(value)
+        return None if value is None else _not_home_assistants_status(checked_topic_prefix(value))
+
+    @field_validator("homeassistant")
+    @classmethod
+    def _apart_from_the_listener(cls, value: HomeAssistantSection, info: ValidationInfo) -> HomeAssistantSection:
+        """Checked here, where the topic prefix is known (it comes first): Home Assistant's status under its own
+        discovery prefix must not be the listener's."""
+        prefix = info.data.get("topic_prefix")
+        if prefix is not None and f"{prefix}/status" == f"{value.prefix}/status":
+            raise ValueError(f"prefix {value.prefix!r} is mqtt.topic_prefix too: Home Assistant's status topic would be "
+                             "the listener's")
+        return value
 
 
 class LoggingSection(_Section):

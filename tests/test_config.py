@@ -77,6 +77,11 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("mqtt:\n  host: on\n", ":2: mqtt.host = on: Input should be a valid string; YAML reads it as a boolean: in "
          "quotes it is text"),  # was "= True"
         ("audio:\n  hop_s:\n", ":2: audio.hop_s = null: Input should be a valid number"),  # was "= None"
+        ("mqtt:\n  topic_prefix: homeassistant\n", ":2: mqtt.topic_prefix = 'homeassistant': the listener's status "
+         "topic would be homeassistant/status, Home Assistant's own"),  # a fault hunt: its retained offline held
+        # every other listener's events for 5 minutes at each connect
+        ("mqtt:\n  topic_prefix: ha2\n  homeassistant:\n    prefix: ha2\n", ":3: mqtt.homeassistant = {'prefix': "
+         "'ha2'}: prefix 'ha2' is mqtt.topic_prefix too"),
         ("levels:\n  interval_s: 2.5\n", ":2: levels.interval_s = 2.5: Input should be a valid integer, got a number "
          "with a fractional part"),  # a docs audit: reports of 1 s levels came every 2 s, the config said 2.5, unsaid
         ("2024-01-01\n", ":1: (top level) = 2024-01-01: must be a mapping of sections"),

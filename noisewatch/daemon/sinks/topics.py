@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from noisewatch.config import HA_BIRTH_TOPIC
+
 if TYPE_CHECKING:
     from noisewatch.config import Config
 
 DEFAULT_PREFIX_ROOT = "noisewatch"
-HA_BIRTH_TOPIC = "homeassistant/status"
-"""Home Assistant's default birth and last-will topic (not moved with its discovery prefix)."""
 STATUS = "status"
 """The last level of a listener's status topic."""
 CONFIG = "config"
