@@ -235,6 +235,8 @@ class SpoolSection(_Section):
     max_age_h: float = Field(168.0, gt=0.0, le=87600, description="spooled events older than this are dropped")
 
 
+MAX_CLIENT_ID_BYTES = 65535
+"""MQTT's limit on a UTF-8 string (a two-byte length)."""
 HA_BIRTH_TOPIC = "homeassistant/status"
 """Home Assistant's birth and will topic, whatever its discovery prefix."""
 
@@ -327,6 +329,24 @@ class MqttSection(_Section):
             value.encode("idna")
         except UnicodeError:
             raise ValueError("not a host name: each part between dots must be 1 to 63 characters") from None
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id_a_broker_takes(cls, value: str | None) -> str | None:
+        """check-config's probe connects under an id of its own, so one the broker or paho will not take was found
+        only at run: a NUL (mosquitto closed every connection), a lone surrogate (a traceback), over 64 KiB (paho's
+        thread died at each attempt)."""
+        if value is None:
+            return None
+        if not value or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+            raise ValueError("must be non-empty, without control characters (null: noisewatch-<device_id>)")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("is not valid text (a lone \\ud800-\\udfff escape)") from None
+        if size > MAX_CLIENT_ID_BYTES:
+            raise ValueError(f"must be at most {MAX_CLIENT_ID_BYTES} bytes")
         return value
 
     @field_validator("reconnect_min_s")

@@ -82,6 +82,9 @@ def config_error(tmp_path: Path, text: str) -> str:
         # every other listener's events for 5 minutes at each connect
         ("mqtt:\n  topic_prefix: ha2\n  homeassistant:\n    prefix: ha2\n", ":3: mqtt.homeassistant = {'prefix': "
          "'ha2'}: prefix 'ha2' is mqtt.topic_prefix too"),
+        ('mqtt:\n  client_id: "bad\\0id"\n', ":2: mqtt.client_id = 'bad\\x00id': must be non-empty, without control "
+         "characters"),  # a fault hunt: check-config's probe has its own id, and mosquitto closed run's every connection
+        ('mqtt:\n  client_id: "a\\ud800b"\n', ":2: mqtt.client_id = 'a\\ud800b': is not valid text"),  # run: a traceback
         ("levels:\n  interval_s: 2.5\n", ":2: levels.interval_s = 2.5: Input should be a valid integer, got a number "
          "with a fractional part"),  # a docs audit: reports of 1 s levels came every 2 s, the config said 2.5, unsaid
         ("2024-01-01\n", ":1: (top level) = 2024-01-01: must be a mapping of sections"),
