@@ -1153,3 +1153,33 @@ def test_f35_json_lines_to_a_closed_stdout_are_one_error_not_a_traceback_a_messa
     assert len(errors) == 1 and "cannot write to - (stdout is closed)" in errors[0], done.stderr
 
 
+
+
+# --- 36: blocks that the ring buffer or the stall watch did not expect ----------------------------------------------
+
+def test_f36_a_block_longer_than_the_ring_buffer_is_heard_whole(tmp_path: Path) -> None:
+    """Found by a fault hunt: ``audio.block_size: 65536`` with ``audio.buffer_s: 1`` (each within its range) made every
+    block (3 s at 22050 Hz) longer than the ring, which kept its last second: two thirds of all audio dropped, blamed
+    on "a CPU too busy for the model", and not one window classified. The ring now holds two blocks at least."""
+    config = write_config(tmp_path / "c.yaml", audio={"block_size": 65536, "buffer_s": 1.0}, stats={"interval_s": 1.0})
+    out = tmp_path / "out.jsonl"
+    result = cli("run", "--config", str(config), "--input", str(SCENE), "--speed", "4", "--jsonl", str(out), timeout=60)
+    assert result.returncode == 0, result.stderr
+    messages = read_jsonl(out)
+    assert [m["dropped_frames"] for m in messages if m["type"] == "stats"][-1] == 0, result.stderr
+    assert len([m for m in messages if m["type"] == "event" and m["label"] != "loud"]) == SCENE_EVENTS, result.stderr
+
+
+def test_f36_blocks_further_apart_than_the_stall_limit_are_not_a_stalled_input(tmp_path: Path) -> None:
+    """Found by a fault hunt: ``audio.block_size: 65536`` at 8000 Hz is a block every 8.2 s, and 5 s without audio was
+    taken for a stalled input: a replay exited 66 "no audio for 5 s" before its first block, and a microphone so set
+    would be reopened every 5 s for ever, never heard. An input is stalled after two blocks' time now, or 5 s."""
+    import soxr
+
+    audio, rate = sf.read(str(SCENE), dtype="float32")
+    eight_k = tmp_path / "scene8k.wav"
+    sf.write(str(eight_k), soxr.resample(audio[: 10 * rate], rate, 8000), 8000, subtype="PCM_16")
+    config = write_config(tmp_path / "c.yaml", audio={"block_size": 65536})
+    result = cli("run", "--config", str(config), "--input", str(eight_k), "--speed", "1", "--jsonl",
+                 str(tmp_path / "out.jsonl"), timeout=60)
+    assert result.returncode == 0, result.stderr

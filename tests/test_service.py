@@ -1187,7 +1187,7 @@ def test_audio_still_in_the_ring_buffer_is_not_taken_for_drift() -> None:
     from noisewatch.daemon.service import keep_clock_honest
     from noisewatch.daemon.sources import AudioSource
 
-    backlogged = AudioSource("backlogged", 48000, 1, buffer_s=10.0)  # 3 s of audio waiting in its ring buffer
+    backlogged = AudioSource("backlogged", 48000, 1, buffer_s=10.0, block_frames=1024, block_interval_s=0.02)  # 3 s waiting
     backlogged.ring.write(np.zeros((3 * 48000, 1), dtype=np.float32))
     bundle = load_bundle(default_model_path())
     pipeline = Pipeline.from_config(Config(), bundle, bundle.open_model())

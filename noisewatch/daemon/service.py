@@ -261,10 +261,10 @@ class Service:
                 self.state = State.REOPENING
                 continue
             if not source.live:
-                return self._replay_failed(source.failed or f"{source.name}: no audio for {AUDIO_STALL_S:.0f} s")
+                return self._replay_failed(source.failed or f"{source.name}: no audio for {_stall_s(source):.0f} s")
             if time.monotonic() - opened >= STABLE_S:
                 backoff.healthy()
-            why = source.failed or f"no audio for {AUDIO_STALL_S:.0f} s"
+            why = source.failed or f"no audio for {_stall_s(source):.0f} s"
             self.active.outbox.publish(self.active.pipeline.gap())
             self._audio_trouble(source.name, f"audio input {source.name} failed: {why}", backoff.take())
         return 0
@@ -348,7 +348,7 @@ class Service:
                 return Ending.FINISHED
             elif source.failed:
                 return Ending.FAILED
-            elif time.monotonic() - last_audio > AUDIO_STALL_S:
+            elif time.monotonic() - last_audio > _stall_s(source):
                 return Ending.STALLED
             self._ticks.watchdog()
             if source.live and self._ticks.clock_check_due():
@@ -497,6 +497,12 @@ class Service:
             audio_state=self._status.state,
         )
         return stats.with_figures(active.outbox.health())
+
+
+def _stall_s(source: AudioSource) -> float:
+    """How long without a block an input is taken for stalled: AUDIO_STALL_S, or two blocks' time where blocks come
+    further apart (a large block at a low rate: every 8 s, and such an input was reopened every 5 s, never heard)."""
+    return max(AUDIO_STALL_S, 2 * source.block_interval_s)
 
 
 def _wanted_input(setup: Setup) -> str:

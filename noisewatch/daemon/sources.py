@@ -77,11 +77,15 @@ FILE_STATUS = _FileStatus()
 class AudioSource:
     """The common shell of every input: its ring buffer, the shared callback and the status flags."""
 
-    def __init__(self, name: str, sample_rate: int, channels: int, buffer_s: float) -> None:
+    def __init__(self, name: str, sample_rate: int, channels: int, buffer_s: float, block_frames: int,
+                 block_interval_s: float) -> None:
         self.name = name
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
-        self.ring = RingBuffer(max(1, int(round(buffer_s * self.sample_rate))), self.channels)
+        # two blocks at least: a block longer than the ring kept only its tail, and most audio was dropped unheard
+        self.ring = RingBuffer(max(1, int(round(buffer_s * self.sample_rate)), 2 * block_frames), self.channels)
+        self.block_interval_s = block_interval_s
+        """Wall-clock seconds between blocks as they arrive (0: as fast as they are taken)."""
         self.overflows = 0
         """PortAudio input_overflow statuses seen by the callback (ring.dropped counts separately)."""
         self._overflows_read = 0
@@ -224,7 +228,7 @@ class MicrophoneSource(AudioSource):
                  block_size: int, buffer_s: float) -> None:
         self._capture = _resolve(_rescanned(_sounddevice()), device, sample_rate, channels)
         super().__init__(f"{self._capture.index}: {self._capture.name}", self._capture.sample_rate,
-                         self._capture.channels, buffer_s)
+                         self._capture.channels, buffer_s, block_size, block_size / self._capture.sample_rate)
         self.block_size = block_size
         self._stream: Any = None
         self._stopping = False
@@ -328,7 +332,8 @@ class FileSource(AudioSource):
         self.block_size = block_size if speed > 0 else max(block_size, UNPACED_BLOCK_FRAMES)
         bounded_frames = max(self.block_size, FILE_RING_MAX_BYTES // (np.dtype(SAMPLE_DTYPE).itemsize * info.channels))
         seconds = buffer_s if speed > 0 else min(buffer_s, UNPACED_BUFFER_S)
-        super().__init__(self.path.name, info.samplerate, info.channels, min(seconds, bounded_frames / info.samplerate))
+        super().__init__(self.path.name, info.samplerate, info.channels, min(seconds, bounded_frames / info.samplerate),
+                         self.block_size, self.block_size / (info.samplerate * speed) if speed > 0 else 0.0)
         self.speed = speed
         self._duration_s = info.duration
         self._halt = threading.Event()
