@@ -81,6 +81,19 @@ def test_mqtt311_short_lived_connections_are_named_after_a_few_and_back_off(
     assert "same client id" in said[0] and "will not take" in said[0] and "network cutting the link" in said[0]
 
 
+def test_a_broker_that_restarts_is_not_taken_for_a_second_listener(
+        watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a fault hunt: a broker restarted within seconds of each connect had the log say at ERROR that a second
+    listener shares the client id, though each loss was followed by "Connection refused": the broker was down."""
+    for _ in range(TAKEN_OVER_TIMES + 2):
+        connect_and_lose(watch, clock, 1.0)
+        watch.delay_s()
+        watch.failed("[Errno 111] Connection refused")  # the broker is down: no other client took the session
+        clock.now += 1.0
+    assert errors(caplog) == []
+    assert watch.delay_s() <= JITTER_FRACTION * backoff_s(2, 1.0, 60.0)  # jitter on paho's backoff, none on top
+
+
 def test_a_long_lived_connection_lost_is_an_outage_but_no_takeover(
         watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="noisewatch")

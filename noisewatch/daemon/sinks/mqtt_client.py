@@ -189,6 +189,7 @@ class ConnectionWatch:
         s = self._settings
         self._answered = True
         self._unreachable()
+        self._broker_was_down()
         self._log.report(logging.ERROR, "MQTT broker %s:%d refused the connection: %s; %s; retrying (backoff up to "
                          "%g s)" % (s.host, s.port, reason_code, refusal_hint(reason_code.value), s.reconnect_max_s))
 
@@ -205,6 +206,7 @@ class ConnectionWatch:
         """The TCP/TLS connection failed."""
         s = self._settings
         self._unreachable()
+        self._broker_was_down()
         self._log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are kept until it is back, retrying "
                          "(backoff up to %g s)" % (s.host, s.port, cause, s.reconnect_max_s))
 
@@ -235,6 +237,11 @@ class ConnectionWatch:
         Home Assistant may have been cut off too (not a first attempt answered late: see _outage)."""
         self._failures += 1
         self._outage = True
+
+    def _broker_was_down(self) -> None:
+        """An attempt after a short connection failed or was refused: the broker went down or restarted, and no other
+        client took the session (a broker restarted three times within a minute was blamed on a second listener)."""
+        self._short_lived, self._taken_over_said = 0, False
 
     def _say_if_taken_over(self, reason_code: ReasonCode) -> None:
         """Once per episode: two listeners at one device_id kick each other off every few seconds, and the log
