@@ -241,10 +241,10 @@ HA_BIRTH_TOPIC = "homeassistant/status"
 """Home Assistant's birth and will topic, whatever its discovery prefix."""
 
 
-def _not_home_assistants_status(prefix: str, ha_prefix: str = "homeassistant") -> str:
+def _not_home_assistants_status(prefix: str) -> str:
     """A listener's ``<prefix>/status`` must not be Home Assistant's: its retained ``offline`` (at every stop, and as
     its last will) told every listener on the broker that Home Assistant was down, and they held their events."""
-    if f"{prefix}/status" in (HA_BIRTH_TOPIC, f"{ha_prefix}/status"):
+    if f"{prefix}/status" == HA_BIRTH_TOPIC:
         raise ValueError(f"the listener's status topic would be {prefix}/status, Home Assistant's own: its 'offline' "
                          "would tell every listener that Home Assistant is down (use e.g. noisewatch/<device_id>)")
     return prefix
@@ -369,7 +369,7 @@ class MqttSection(_Section):
         """Checked here, where the topic prefix is known (it comes first): Home Assistant's status under its own
         discovery prefix must not be the listener's."""
         prefix = info.data.get("topic_prefix")
-        if prefix is not None and f"{prefix}/status" == f"{value.prefix}/status":
+        if prefix is not None and prefix == value.prefix:
             raise ValueError(f"prefix {value.prefix!r} is mqtt.topic_prefix too: Home Assistant's status topic would be "
                              "the listener's")
         return value

@@ -58,8 +58,9 @@ def json_lines(text: str | bytes) -> list[dict]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """:func:`json_lines` of a file (none while it does not exist yet)."""
-    return json_lines(path.read_text()) if path.exists() else []
+    """:func:`json_lines` of a regular file (none while it does not exist yet; none from a named pipe, which a read
+    would wait on for a writer)."""
+    return json_lines(path.read_text()) if path.is_file() else []
 
 
 def events(messages: list[dict]) -> list[dict]:

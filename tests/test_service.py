@@ -549,6 +549,8 @@ def test_health_reports_name_the_microphone_a_reload_named_while_none_is_found(t
     for."""
     import threading
 
+    from mqtt_broker import wait_until
+
     from noisewatch.daemon import service as service_module
     from noisewatch.daemon import setup as setup_module
     from noisewatch.daemon.service import Service, Signals
@@ -564,17 +566,19 @@ def test_health_reports_name_the_microphone_a_reload_named_while_none_is_found(t
     signals = Signals()
     service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
 
+    def sources() -> list[str]:
+        return [m["source"] for m in read_jsonl(out) if m["type"] == "stats"]
+
     def name_another_microphone() -> None:
-        time.sleep(2.5)
+        wait_until(lambda: len(sources()) >= 2, 30)
         config.write_text("audio:\n  device: OtherMic\n  reopen_max_s: 1\nstats:\n  interval_s: 1\n")
         signals.reload.set()
-        time.sleep(3.0)
+        wait_until(lambda: sources()[-2:] == ["OtherMic", "OtherMic"], 30)
         signals.stop.set()
 
     threading.Thread(target=name_another_microphone, daemon=True).start()
     assert service.run() == 0
-    sources = [m["source"] for m in read_jsonl(out) if m["type"] == "stats"]
-    assert sources[0] == "OldMic" and sources[-2:] == ["OtherMic", "OtherMic"], sources
+    assert sources()[0] == "OldMic" and sources()[-2:] == ["OtherMic", "OtherMic"], sources()
 
 
 @pytest.mark.parametrize("reloads", [1, 2], ids=["one_reload", "a_second_while_it_opens"])

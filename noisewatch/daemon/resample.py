@@ -27,11 +27,10 @@ class MonoResampler:
         self.out_rate = int(out_rate)
         self.channels = int(channels)
         self._stream: soxr.ResampleStream | None = None
-        self._mix_before = mix_before
-        """The same input's mix when it was last open, kept until the mix is chosen anew (:class:`ChannelMix`)."""
         self._taken = 0  # input frames taken
         self._given = 0  # output samples given
-        self.mix = ChannelMix(self.channels, self.in_rate, self._mix_before)  # maybe wired anew: chosen anew
+        # ``mix_before``: the same input's mix when it was last open, kept until the mix is chosen anew (maybe wired anew)
+        self.mix = ChannelMix(self.channels, self.in_rate, mix_before)
         if self.in_rate != self.out_rate:
             self._stream = soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality=QUALITY)
 

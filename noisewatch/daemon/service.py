@@ -216,7 +216,7 @@ class Service:
         self._dropped, self._overruns, self._unreadable = _Tally(), _Tally(), _Tally()
         """Audio lost on the way in, by kind: said at once, then at most every LOSS_SAY_S (``_say_losses``)."""
         self._source_name = _wanted_input(setup)
-        """The input last opened (before any: the one asked for), named in health reports."""
+        """The input last opened or being tried (before any: the one asked for), named in health reports."""
         self._trouble: _Trouble | None = None
         """The input's failures since it last listened, while they say the same thing."""
 
@@ -672,10 +672,10 @@ def check_config_main(args: argparse.Namespace) -> int:
     """``noisewatch check-config FILE``: validate config, bundle and device without starting."""
     try:
         setup = prepare(args.config)
+        blank = [f"{args.config}: {NO_SETTINGS}: a start takes every default, but a reload refuses it; write {{}} "
+                 "for every default"] if holds_no_settings(args.config) else []
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
-    blank = [f"{args.config}: {NO_SETTINGS}: a start takes every default, but a reload refuses it; write {{}} for "
-             "every default"] if holds_no_settings(args.config) else []
     for warning in (blank + setup_warnings(setup.config) + running_listener_warnings(setup.config)
                     + list(setup.audio_warnings)):
         print(f"noisewatch: warning: {warning}", file=sys.stderr)

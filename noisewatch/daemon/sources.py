@@ -48,9 +48,10 @@ UNPACED_BLOCK_FRAMES = 8192
 """Smallest block a replay at speed 0 reads: nothing paces it, and every block costs the reader a Python round
 trip (the processing loop wakes once the next window's audio is there)."""
 FILE_RING_MAX_BYTES = 64 * 2**20
-"""Largest ring a replayed file gets (8 channels at 192 kHz keep their 10 s): a file's rate and channels are its own,
-bounded by nothing as a microphone's config bounds them, and a valid 2 MB WAV of 1024 channels at 192 kHz asked
-for 7.3 GiB for its 10 s, which a Pi refuses (a MemoryError traceback)."""
+"""Largest ring a replayed file gets, but for two of its blocks, which any ring holds (8 channels at 192 kHz keep
+their 10 s): a file's rate and channels are its own, bounded by nothing as a microphone's config bounds them, and a
+valid 2 MB WAV of 1024 channels at 192 kHz asked for 7.3 GiB for its 10 s, which a Pi refuses (a MemoryError
+traceback)."""
 UNPACED_BUFFER_S = 1.0
 """Longest ring of a replay at speed 0: its reader waits for room instead of dropping, so audio read further
 ahead is memory for nothing (the configured 10 s at 48 kHz, for a microphone's stalls, is 1.8 MiB)."""

@@ -11,10 +11,11 @@ Threads and hand-offs:
   messages to paho, at most ``INFLIGHT_WINDOW`` unacknowledged at a time and only while connected,
   removes a message from the spool when its acknowledgement arrives, and on every (re)connect publishes
   the latest audio state, the retained ``ON``/``OFF`` states, the Home Assistant discovery and then ``online``.
-- Shared with other threads, and only these: what the spool's disk refuses (``_disk_trouble``, an Event, set by
+- Shared with other threads: what the spool's disk refuses (``_disk_trouble``, an Event, set by
   ``send`` when a write fails; ``_disk_refusal`` and ``_disk_probe``, replaced whole by ``send``, the health
   report's look at the disk and the pump), the spool move's outcome that the health report reads
-  (``_move_error``), and a reload's hand-over flag (``_handing_over``, set by the sink that replaces this one).
+  (``_move_error``), the events held in memory that it counts (``_unspooled``, ``_inflight_held``), and a reload's
+  hand-over (``_handing_over``, set by the sink that replaces this one; ``_move_to``, read by it under ``_disk_lock``).
 - paho's own thread (``loop_start``) connects, reconnects with capped exponential backoff (plus a
   random jitter, so listeners that lost the same broker do not return in lockstep) and re-sends its
   unacknowledged messages after a reconnect. Its callbacks only put commands on the queue.

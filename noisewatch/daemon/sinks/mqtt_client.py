@@ -169,7 +169,8 @@ class ConnectionWatch:
         """The broker answered the current connection attempt (accepted or refused it)."""
         self._up_since = 0.0
         self._short_lived = 0
-        """Connections in a row lost within TAKEN_OVER_S of being accepted."""
+        """Connections in a row lost within TAKEN_OVER_S of being accepted (an attempt that fails or is refused ends
+        the run: the broker was down)."""
         self._taken_over_said = False
 
     def delay_s(self) -> float:

@@ -113,7 +113,8 @@ class Topics:
 
     @property
     def check(self) -> str:
-        """``check-config`` and ``setup`` publish one message here and read it back (not retained)."""
+        """``check-config`` and ``setup`` publish one message here and read it back (not retained; their last will
+        here is an empty retained message, which leaves nothing retained)."""
         return f"{self.prefix}/check"
 
     def state(self, label: str) -> str:
