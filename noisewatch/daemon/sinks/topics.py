@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from noisewatch.config import HA_BIRTH_TOPIC
-
 if TYPE_CHECKING:
     from noisewatch.config import Config
 
@@ -148,6 +146,8 @@ class Topics:
     def ha_status(self) -> tuple[str, ...]:
         """Where Home Assistant says ``online`` and ``offline``: its birth topic is ``homeassistant/status``
         whatever its discovery prefix (a user may have moved it there too)."""
+        from noisewatch.config import HA_BIRTH_TOPIC  # not at load: the setup wizard imports this module without
+        # the config's pydantic and yaml (an install without its dependencies runs it)
         return tuple(dict.fromkeys([HA_BIRTH_TOPIC, f"{self.discovery_prefix}/status"]))
 
     def discovery(self, component: str, node_id: str, object_id: str) -> str:
