@@ -1491,3 +1491,16 @@ def test_dropped_audio_is_said_at_once_then_at_most_once_a_period_with_the_total
     assert said is not None and said[0] == 1.0 and said[1].startswith(" in the last ")  # the total since said
     closing = dropped.add(0.5, final=True)  # a file replayed at --speed 0 ends at once: no "in the last 0 s"
     assert closing == (0.5, " since the last such warning"), closing
+
+
+def test_the_last_health_report_comes_at_the_stop_and_counts_every_event(repo_root: Path, tmp_path: Path) -> None:
+    """Found by a fault hunt: no stats report went out at a stop, so the retained one (what Home Assistant and the
+    dashboard show of a stopped listener) counted the events up to the report before: 58 where 60 were heard."""
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "c.yaml"
+    config.write_text("stats:\n  interval_s: 3600\n")
+    messages = run_daemon(repo_root / "samples" / "scene.flac", out, "--speed", "0", config=config)
+    stats = [m for m in messages if m["type"] == "stats"]
+    heard = [m for m in messages if m["type"] == "event"]
+    assert len(stats) == 2 and stats[0]["events"] == 0, stats  # one as audio starts, one at the stop
+    assert messages[-1]["type"] == "stats" and stats[-1]["events"] == len(heard) >= 3, (stats, len(heard))

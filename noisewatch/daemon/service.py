@@ -35,7 +35,7 @@ from noisewatch.config import EX_CONFIG, NO_SETTINGS, Config, ConfigError, confi
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock, started_iso
 from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence, SilenceChange
-from noisewatch.daemon.messages import AudioState, Stats, Status
+from noisewatch.daemon.messages import AudioState, Message, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
@@ -151,9 +151,12 @@ class Active:
             self.pipeline.detector.set_thresholds(overrides)
             self.thresholds_applied = overrides
 
-    def close(self, keep: Sequence[Sink] = ()) -> None:
-        """Open events closed and sent, sinks flushed and closed (but those in ``keep``)."""
+    def close(self, keep: Sequence[Sink] = (), report: Callable[[], Message] | None = None) -> None:
+        """Open events closed and sent, then ``report`` (the last health report, at a stop), sinks flushed and closed
+        (but those in ``keep``)."""
         self.outbox.publish(self.pipeline.finish())
+        if report is not None:
+            self.outbox.publish([report()])
         self.outbox.close(keep)
 
 
@@ -234,7 +237,7 @@ class Service:
         finally:
             self.state = State.STOPPING
             notify.stopping()
-            self.active.close()
+            self.active.close(report=self._stats)  # the retained stats counted the last events short of a stop
             self.state = State.STOPPED
 
     def _keep_listening(self) -> int:
