@@ -124,6 +124,18 @@ def test_notifications_reach_the_socket(notify_socket: socket.socket) -> None:
     assert re.fullmatch(rb"RELOADING=1\nMONOTONIC_USEC=\d+", notify_socket.recv(4096))
 
 
+def test_notify_never_waits_for_a_receiver_that_does_not_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Found by a full test run that hung: a notify socket whose reader does not read fills (10 datagrams by
+    default), and a blocking send held the processing loop for good. A datagram that does not fit is not sent."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unread:
+        unread.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv(notify.SOCKET_ENV, str(tmp_path / "notify"))
+        began = time.monotonic()
+        sent = [notify.watchdog() for _ in range(5000)]
+        assert time.monotonic() - began < 5.0
+    assert sent[0] and not sent[-1], sent.count(True)
+
+
 def test_notify_is_a_no_op_outside_systemd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(notify.SOCKET_ENV, raising=False)
     assert notify.ready() is False

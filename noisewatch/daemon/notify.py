@@ -25,12 +25,13 @@ def _address(name: str) -> str:
 
 
 def notify(*fields: str) -> bool:
-    """Send ``KEY=VALUE`` fields in one datagram; True if systemd got it."""
+    """Send ``KEY=VALUE`` fields in one datagram; True if systemd got it. Never waits: a receiver whose queue is full
+    (a reader that does not read) held the processing loop in ``sendto``; such a datagram is not sent."""
     name = os.environ.get(SOCKET_ENV)
     if not name:
         return False
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
             sock.sendto("\n".join(fields).encode("utf-8"), _address(name))
     except OSError:
         return False
