@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from daemon_run import read_jsonl
 from pydantic import BaseModel
 
 from noisewatch.bundle import load_bundle, write_bundle
@@ -406,7 +406,7 @@ def test_a_model_without_a_background_label_runs_under_the_default_ignore(tmp_pa
                           str(ROOT / "samples" / "scene.flac"), "--speed", "0", "--jsonl", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    heard = {json.loads(line)["label"] for line in out.read_text().splitlines() if '"type":"event"' in line}
+    heard = {m["label"] for m in read_jsonl(out) if m["type"] == "event"}
     assert "siren" in heard, heard
     own = tmp_path / "own.yaml"
     assert refused(own, f"model:\n  path: {bundle.path}\ndetector:\n  ignore: [background, street_music]\n") == [

@@ -474,7 +474,7 @@ def test_f20_a_cut_short_wav_is_replayed_as_far_as_it_goes_and_says_so(tmp_path:
     result = cli("run", "--input", str(cut), "--speed", "0", "--jsonl", str(out), timeout=30)
     assert result.returncode == 0, result.stderr
     assert len([line for line in result.lines if "is cut short" in line]) == 1, result.stderr
-    labels = [json.loads(line)["label"] for line in out.read_text().splitlines() if '"type":"event"' in line]
+    labels = [m["label"] for m in read_jsonl(out) if m["type"] == "event"]
     assert labels == ["siren", "dog_bark"], labels
 
 
@@ -831,7 +831,7 @@ def test_f20_the_shipped_logrotate_rule_rotates_a_running_listener_s_json_lines_
     assert done.returncode == 0, done.stderr
     rotated = folder / "messages.jsonl.1"  # delaycompress: the newest rotation stays readable
     assert wait_until(lambda: len(daemon.messages("scores")) >= 2, timeout=10), daemon.log_text()
-    before = [json.loads(line)["offset_s"] for line in rotated.read_text().splitlines() if '"type":"scores"' in line]
+    before = [m["offset_s"] for m in read_jsonl(rotated) if m["type"] == "scores"]
     after = [message["offset_s"] for message in daemon.messages("scores")]
     assert before and after and after[0] > before[-1], (before[-3:], after[:3])
     hop_s = Config().audio.hop_s

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ import pytest
 import soundfile as sf
 import yaml
 from conftest import remount
+from daemon_run import json_lines
 from fault_daemon import (
     CLI,
     CONFIG_ERROR,
@@ -644,7 +644,7 @@ def test_f17_json_lines_to_a_pipe_are_written(tmp_path: Path) -> None:
     done = subprocess.run([*CLI, "run", "--config", str(write_config(tmp_path / "c.yaml")), "--input", str(SCENE),
                            "--speed", "0", "--jsonl", "/dev/stdout"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "cannot write" not in done.stderr, done.stderr
-    assert [json.loads(line)["type"] for line in done.stdout.splitlines()].count("event") == SCENE_EVENTS, done.stdout
+    assert [m["type"] for m in json_lines(done.stdout)].count("event") == SCENE_EVENTS, done.stdout
 
 
 # --- 8: a damaged spool body ----------------------------------------------------------------------------

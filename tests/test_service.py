@@ -321,6 +321,10 @@ def test_a_hop_or_more_of_lost_audio_ends_the_open_event_where_the_audio_stopped
     else:
         assert not at_gap and sirens[0].offset_s + sirens[0].duration_s > 8.6, sirens[0]
         assert to_window < bundle.features.window_samples
+    # docs/mqtt.md: offset_s counts the audio heard, so after a loss it falls behind the times, which keep to the clock
+    (bark,) = [m for m in messages if isinstance(m, Event) and m.label == "dog_bark"]
+    behind = [datetime.fromisoformat(m.start).timestamp() - m.offset_s for m in (sirens[0], bark)]
+    assert behind[1] - behind[0] == pytest.approx(lost_s, abs=0.002), behind  # times and offsets to the millisecond
 
 
 @pytest.mark.parametrize("case", ["no audio", "8 kHz", "3 s"])

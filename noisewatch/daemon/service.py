@@ -323,7 +323,7 @@ class Service:
             self._rate_said = (source.name, source.sample_rate)
             log.warning("%s", low)
         self._source_name = source.name
-        last_audio, first = time.monotonic(), True
+        last_audio, first, stall_s = time.monotonic(), True, _stall_s(source)
         while not self._stop.is_set():
             if self._reload.is_set() and self._swap(source):
                 return Ending.REOPEN
@@ -351,7 +351,7 @@ class Service:
                 return Ending.FINISHED
             elif source.failed:
                 return Ending.FAILED
-            elif time.monotonic() - last_audio > _stall_s(source):
+            elif time.monotonic() - last_audio > stall_s:
                 return Ending.STALLED
             self._ticks.watchdog()
             if source.live and self._ticks.clock_check_due():
