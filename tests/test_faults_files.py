@@ -56,7 +56,7 @@ from fault_daemon import (
 from mqtt_broker import Broker, Collector, free_port, wait_until
 
 from noisewatch.config import Config, load_config
-from noisewatch.daemon.messages import Event
+from noisewatch.daemon.messages import Event, Started
 
 pytestmark = pytest.mark.faults
 
@@ -599,6 +599,31 @@ def test_f14_events_dropped_from_memory_while_the_disk_refuses_them_are_each_log
         sink.close()
 
 
+def test_f14_an_event_dropped_from_memory_with_its_started_notice_counts_once(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a fault hunt: each event is two held messages, its started notice and itself, and both counted in
+    ``spool_memory_dropped``: Home Assistant's "Events lost" read 4 for 2 events."""
+    from noisewatch.daemon.sinks import mqtt as mqtt_sink
+
+    monkeypatch.setattr(mqtt_sink, "MEMORY_SPOOL_MAX", 2)
+    config = sink_config(tmp_path / "c.yaml", free_port(), spool={"directory": str(small_disk / "spool")})  # no broker
+    sink = mqtt_sink.MqttSink.from_config(config, ["siren"], "urban11@test", {"siren": 0.6})
+    fill(small_disk)
+    caplog.set_level(logging.ERROR, logger="noisewatch")
+    try:
+        for n in range(3):
+            sink.send(Started(id=f"held-{n}", label="siren", confidence=0.9, start="2026-01-01T00:00:00.000Z",
+                              offset_s=float(n), model="urban11@test", device="faults"))
+            sink.send(closed_event(f"held-{n}", n))
+        assert wait_until(lambda: len([r for r in caplog.records if " is lost: " in r.getMessage()]) == 4, 10)
+        assert sink.health()["spool_memory_dropped"] == 2, sink.health()
+        lost = [r.getMessage().split(" is lost: ")[0] for r in caplog.records if " is lost: " in r.getMessage()]
+        assert lost == ["MQTT: the started notice of event held-0", "MQTT: event held-0",
+                        "MQTT: the started notice of event held-1", "MQTT: event held-1"], caplog.text
+    finally:
+        sink.close()
+
+
 @pytest.mark.broker
 def test_f14_a_spool_folder_deleted_under_the_daemon_is_made_again_and_nothing_is_lost(
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
@@ -785,6 +810,36 @@ def test_f21_a_spool_over_its_bound_at_start_up_drops_its_oldest_at_once_and_cou
     stats = daemon.messages("stats")
     assert stats and all(m["spool_bytes"] <= 12 * block and m["spool_dropped"] == 18 for m in stats), stats
     assert "dropped 18 message(s)" in daemon.log_text(), daemon.log_text()
+
+
+@pytest.mark.broker
+def test_f21_every_spooled_event_arrives_or_is_counted_lost_once_whatever_its_started_notice_does(
+        tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon]) -> None:
+    """Found by a fault hunt: an event spools two messages (its started notice and itself) and the loss counts
+    counted messages, so Home Assistant's "Events lost" read 2 for each event the bound dropped. 15 events' 30
+    messages against a bound of 12: the 18 oldest go (9 events with their notices), 6 events arrive, 9 are lost."""
+    spool = tmp_path / "spool"
+    pairs = [(f"{EVENTS}/started", started_notice(n)) for n in range(1, 16)]
+    files = spool_with(spool, [message for n, notice in enumerate(pairs, 1)
+                               for message in (notice, (EVENTS, spooled_event(n)))])
+    block = max(f.stat().st_blocks for f in files) * 512
+    config = write_config(tmp_path / "c.yaml", broker.port, mqtt={
+        "spool": {"directory": "spool", "max_mb": 12 * block / 2**20}, "homeassistant": {"discovery": False}},
+        stats={"interval_s": 1.0})
+    daemon = start(daemons, config, silence(tmp_path / "s.flac", 3), 1, tmp_path / "out.jsonl")
+    assert daemon.wait(20) == 0, daemon.log_text()
+    assert collector.wait_for(lambda c: len(event_ids(c)) == 6, timeout=10), event_ids(collector)
+    assert event_ids(collector) == [f"spooled-{n}" for n in range(10, 16)]
+    lost = stats_value(collector, daemon, "spool_dropped")
+    assert lost == 9 == 15 - len(event_ids(collector)), lost
+    assert "dropped 18 message(s) (spool over" in daemon.log_text() and ": 9 event(s), 9 started notice(s)" in (
+        daemon.log_text()), daemon.log_text()
+
+
+def started_notice(n: int) -> dict[str, Any]:
+    """The started notice of ``spooled_event(n)``, as the daemon spools one."""
+    return Started(id=f"spooled-{n}", label="siren", confidence=0.9, start="2026-01-01T00:00:00.000Z",
+                   offset_s=float(n), model="urban11@test", device="faults").to_json()
 
 
 @pytest.mark.parametrize("bound", ["max_mb", "max_age_h"])

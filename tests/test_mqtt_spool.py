@@ -67,11 +67,11 @@ class PumpPausedInItsDrop(Spool):
         self.picked, self.go = threading.Event(), threading.Event()
         super().__init__(*args, **kwargs)
 
-    def remove(self, seq: int) -> bool:
+    def _remove(self, seq: int) -> Any:
         if threading.current_thread().name == "mqtt-pump" and not self.picked.is_set():
             self.picked.set()
             self.go.wait(5)
-        return super().remove(seq)
+        return super()._remove(seq)
 
 
 def test_a_message_the_age_and_the_size_bound_both_drop_is_counted_once(tmp_path: Path) -> None:
@@ -327,3 +327,37 @@ def test_a_message_that_cannot_be_moved_aside_is_not_said_to_be_set_aside(
     said = [r.getMessage() for r in caplog.records]
     assert any("cannot move" in line and "the broker refused it" in line for line in said), said
     assert not any("set aside in" in line for line in said), said
+
+
+def test_a_started_notice_set_aside_is_not_an_event_lost_now_nor_when_the_spool_is_opened_again(tmp_path: Path) -> None:
+    """Found by a fault hunt: a broker that refuses a listener's events refuses each one's started notice too, and
+    ``spool_dead_letters`` (in Home Assistant's "Events lost") counted two for every event."""
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1)
+    notice = spool.append("nw/x/events/started", b'{"id": "a"}')
+    event = spool.append("nw/x/events", b'{"id": "a"}')
+    spool.set_aside(notice, DEAD_LETTER, "refused")
+    spool.set_aside(event, DEAD_LETTER, "refused")
+    assert spool.dead_letters == 1
+    names = sorted(p.name for p in (tmp_path / DEAD_LETTER).iterdir())
+    assert names == [f"{notice:016d}.started.msg", f"{event:016d}.msg"]
+    reopened = Spool(tmp_path, max_mb=1, max_age_h=1)
+    assert reopened.dead_letters == 1
+    assert reopened.append("nw/x/events", b"{}") == event + 1, "numbers go on after both set-aside files"
+
+
+def test_a_damaged_file_that_cannot_say_what_it_held_counts_as_an_event_lost(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1)
+    seq = spool.append("nw/x/events/started", b"{}")
+    (tmp_path / f"{seq:016d}.msg").write_bytes(b"\xff garbled header\n{}")
+    reopened = Spool(tmp_path, max_mb=1, max_age_h=1)
+    assert reopened.quarantined == 1 and reopened.depth == 0
+
+
+def test_the_oldest_dropped_by_the_age_bound_count_their_events_not_their_started_notices(tmp_path: Path) -> None:
+    clock = FakeClock()
+    spool = Spool(tmp_path, max_mb=1, max_age_h=1, clock=clock, boot_clock=clock)
+    for topic in ("nw/x/events/started", "nw/x/events", "nw/x/events/started"):  # the last event is still open
+        spool.append(topic, b"{}")
+    clock.now += 2 * 3600
+    assert spool.prune() == 3
+    assert spool.dropped == 1

@@ -163,8 +163,8 @@ class LifetimeCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.memory_dropped = 0
-        """Events lost because the disk refused them for longer than MEMORY_SPOOL_MAX events, or that the broker
-        refused while held in memory."""
+        """Events lost because the disk refused them for longer than MEMORY_SPOOL_MAX messages, or that the broker
+        refused while held in memory (a started notice lost is not counted: its event still comes)."""
         self.network_restarts = 0
         """Restarts of paho's network thread: a thread that dies now and then was said only in an ERROR line, and
         the listener's stats looked healthy."""
@@ -1031,10 +1031,15 @@ class MqttSink:
         """Beyond MEMORY_SPOOL_MAX held events the oldest go, each logged (the log's limiter keeps a flood short)
         and counted: stats alone said so, and 476 events went without a line."""
         while len(self._unspooled) > MEMORY_SPOOL_MAX:
-            dropped = self._unspooled.popleft()
-            self.counts.add(memory_dropped=1)
-            log.error("MQTT: event %s is lost: the spool's disk has refused events for longer than the %d held in "
-                      "memory", dropped.spooled.event_id, MEMORY_SPOOL_MAX)
+            self._lose_held(self._unspooled.popleft(), "the spool's disk has refused events for longer than the %d "
+                            "held in memory" % MEMORY_SPOOL_MAX)
+
+    def _lose_held(self, held: Unspooled, why: str) -> None:
+        """A message held in memory that will never be delivered: said, and counted when it is an event (a sound's
+        started notice is not: its event still comes)."""
+        self.counts.add(memory_dropped=int(not held.spooled.opened))
+        kind = "the started notice of event" if held.spooled.opened else "event"
+        log.error("MQTT: %s %s is lost: %s", kind, held.spooled.event_id, why)
 
     def _respool(self) -> None:
         """Move events held in memory to the spool, oldest first, as soon as its disk takes them again; the
@@ -1088,9 +1093,7 @@ class MqttSink:
         held = self._inflight_held.pop(ack.mid, None)
         if held is not None:
             if ack.reason is not None and ack.reason.is_failure:
-                self.counts.add(memory_dropped=1)
-                log.error("MQTT: the broker refused event %s (held in memory, so not kept): %s",
-                          held.spooled.event_id, ack.reason)
+                self._lose_held(held, f"the broker refused it (held in memory, so not kept): {ack.reason}")
             return
         handed = self._inflight.pop(ack.mid, None)
         if handed is None:
@@ -1125,9 +1128,7 @@ class MqttSink:
             try:  # one a reload's predecessor held: under its prefix
                 mid = self._hand_event(self.topics.for_spooled(held.topic), held.payload)
             except _Undeliverable as exc:
-                self._unspooled.popleft()
-                self.counts.add(memory_dropped=1)
-                log.error("MQTT: dropping event %s held in memory: %s", held.spooled.event_id, exc)
+                self._lose_held(self._unspooled.popleft(), str(exc))
                 continue
             if mid is None:
                 return

@@ -8,7 +8,8 @@ complete or absent. A temporary found when the spool is opened is kept when it h
 went between its fsync and its rename, and the message is nowhere else), else deleted; either is logged. A
 message is removed only after the broker acknowledged it, so delivery is at least once.
 
-The spool is bounded by total size and by age; the oldest messages are dropped first and counted. Age is
+The spool is bounded by total size and by age; the oldest messages are dropped first and counted (events, not
+messages: a sound's started notice lost is logged but not counted, since its event still arrives). Age is
 counted on the clock of the boot a message was spooled in (CLOCK_BOOTTIME, which counts suspend too) while
 that boot lasts, so a wall-clock step (NTP setting a Pi without a real-time clock right, after a week off)
 does not make a minute-old message a week old; across a reboot only the wall clock can tell.
@@ -38,12 +39,16 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from noisewatch.daemon.sinks.topics import is_started_notice
 from noisewatch.daemon.statefile import DISK_FAULTS
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".msg"
 TMP_SUFFIX = ".tmp"
+STARTED_MARK = ".started"
+"""Between the number and the suffix of a started notice set aside (``0000000042.started.msg``): its folder's count
+of lost events, read from the names at opening, leaves it out."""
 QUARANTINE = "quarantine"
 DEAD_LETTER = "dead-letter"
 NAME_DIGITS = 16
@@ -96,6 +101,8 @@ class _Meta:
     """Unix seconds"""
     since_boot: float | None
     """When it was spooled on this boot's clock (None: in an earlier boot, or one that did not say)."""
+    event: bool
+    """Whether its loss is an event's: not a started notice (:func:`is_started_notice`)."""
 
     def age_s(self, now: float, since_boot: float) -> float:
         """Seconds since it was spooled: on this boot's clock when it was spooled in this boot, else the wall's."""
@@ -121,7 +128,7 @@ class Spool:
         read-only): deleted once it takes writes again (``delete_delivered``), here or by the spool a reload moves
         them to, or sent again at the next start. Left, they were, with a log that said none was left."""
         self.dropped = 0
-        """messages dropped by the size or age bound since the spool was opened"""
+        """events dropped by the size or age bound since the spool was opened (started notices are not counted)"""
         try:
             self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
@@ -134,9 +141,10 @@ class Spool:
         """What each set-aside folder takes on disk, kept within ``max_bytes``: each listed once at opening (it may hold
         thousands of files), its count and newest number read from that listing."""
         self.quarantined = 0
-        """damaged messages set aside in ``quarantine/`` (those there once the spool is open included)"""
+        """damaged events set aside in ``quarantine/`` (those there once the spool is open included; a file whose
+        header cannot say what it holds counts as an event)"""
         self.dead_letters = 0
-        """messages the broker refused, set aside in ``dead-letter/``"""
+        """events the broker refused, set aside in ``dead-letter/``"""
         self._aside_lock = threading.Lock()
         """Guards ``_aside``; not ``_lock``: a trim lists the folder, which ``append`` on the processing loop must not
         wait for."""
@@ -239,21 +247,25 @@ class Spool:
         return entries
 
     def remove(self, seq: int) -> bool:
-        """Forget an acknowledged message; False (and nothing done) when it is already gone, so that a drop counts
-        only what it removed."""
+        """Forget an acknowledged message; False (and nothing done) when it is already gone."""
+        return self._remove(seq) is not None
+
+    def _remove(self, seq: int) -> _Meta | None:
+        """Forget a message and delete its file; what the index kept of it, None (and nothing done) when it is
+        already gone, so that a drop counts only what it removed."""
         with self._lock:
             meta = self._index.pop(seq, None)
             if meta is not None:
                 self._bytes -= meta.size
         if meta is None:
-            return False
+            return None
         try:
             self._path(seq).unlink(missing_ok=True)
         except OSError as exc:  # read-only file system: delivered anyway; deleted later, or sent again at a restart
             log.error("MQTT spool: cannot delete delivered message %s (%s)", self._path(seq), exc.strerror)
             with self._lock:
                 self._kept_delivered.add(self._path(seq))
-        return True
+        return meta
 
     @property
     def kept_delivered(self) -> int:
@@ -277,29 +289,31 @@ class Spool:
             log.info("MQTT spool: deleted %d delivered message(s) the disk had kept", deleted)
 
     def set_aside(self, seq: int, folder: str, why: str) -> None:
-        """Move a message out of the queue into ``folder`` (QUARANTINE or DEAD_LETTER) and count it; one already
-        gone (a bound dropped it after it was handed to the broker, which then refused it) is not counted again."""
+        """Move a message out of the queue into ``folder`` (QUARANTINE or DEAD_LETTER) and count it when it is an
+        event; one already gone (a bound dropped it after it was handed to the broker, which then refused it) is not
+        counted again. One not in the index (its header unreadable at opening) counts as an event."""
         with self._lock:
             meta = self._index.pop(seq, None)
             if meta is not None:
                 self._bytes -= meta.size
         if meta is None and not self._path(seq).exists():  # dropped by a bound while the broker had it: counted there
             return                                           # (in "Events lost" it counted twice) and nothing to move
-        if folder == DEAD_LETTER:
+        event = meta is None or meta.event
+        if event and folder == DEAD_LETTER:
             self.dead_letters += 1
-        else:
+        elif event:
             self.quarantined += 1
-        target = self.directory / folder
+        target = self.directory / folder / (self._path(seq).name if event else _started_name(seq))
         try:
-            target.mkdir(mode=DIR_MODE, exist_ok=True)
-            os.replace(self._path(seq), target / self._path(seq).name)
-            size = self._on_disk((target / self._path(seq).name).stat().st_size)
+            target.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+            os.replace(self._path(seq), target)
+            size = self._on_disk(target.stat().st_size)
         except OSError as exc:  # not "set aside": it was not
-            log.error("MQTT spool: cannot move %s to %s (%s); it was to be set aside: %s", self._path(seq), target,
-                      exc.strerror, why)
+            log.error("MQTT spool: cannot move %s to %s (%s); it was to be set aside: %s", self._path(seq),
+                      target.parent, exc.strerror, why)
             return
         with self._aside_lock:
-            self._aside[folder].add(size)
+            self._aside[folder].add(size, event)
         log.warning("MQTT spool: message %s set aside in %s/: %s", self._path(seq).name, folder, why)
         self._trim_aside(folder)
 
@@ -336,7 +350,7 @@ class Spool:
         header = {"topic": topic, "created": created, "boot": boot, "since_boot": since_boot,
                   "length": len(payload), "crc32": zlib.crc32(payload)}
         data = json.dumps(header).encode() + b"\n" + payload
-        return data, _Meta(self._on_disk(len(data)), created, since_boot if boot else None)
+        return data, _Meta(self._on_disk(len(data)), created, since_boot if boot else None, not is_started_notice(topic))
 
     def _admit(self, written: list[tuple[int, _Meta]], dropped: int = 0) -> None:
         """Index messages written to the disk (and the drops of a spool whose messages they are)."""
@@ -404,15 +418,18 @@ class Spool:
         self._drop(victims, "spool over %.2f MiB" % (self.max_bytes / MIB))
 
     def _drop(self, seqs: list[int], why: str) -> int:
-        """Remove ``seqs`` and count those removed here: the pump's age drop and the processing loop's size drop can
-        pick the same message, and one removed once was counted twice in ``spool_dropped``."""
-        removed = sum(self.remove(s) for s in seqs)
+        """Remove ``seqs`` and count the events removed here: the pump's age drop and the processing loop's size drop
+        can pick the same message, and one removed once was counted twice in ``spool_dropped``. Returns how many
+        messages were removed."""
+        removed = [meta for meta in map(self._remove, seqs) if meta is not None]
         if removed:
+            events = sum(meta.event for meta in removed)
             with self._lock:  # two threads add to it
-                self.dropped += removed
+                self.dropped += events
                 total = self.dropped
-            log.warning("MQTT spool: dropped %d message(s) (%s); %d dropped in total", removed, why, total)
-        return removed
+            log.warning("MQTT spool: dropped %d message(s) (%s): %d event(s), %d started notice(s); %d event(s) "
+                        "dropped in total", len(removed), why, events, len(removed) - events, total)
+        return len(removed)
 
     def _read(self, seq: int) -> SpoolEntry | None:
         try:
@@ -424,7 +441,7 @@ class Spool:
                 meta = self._index.pop(seq, None)
                 if meta is not None:
                     self._bytes -= meta.size
-                    self.dropped += 1
+                    self.dropped += meta.event
             if meta is not None:  # found by fault injection: 6 events lost this way, not a line nor a count
                 log.error("MQTT spool: message %s is gone from the disk before it was sent (deleted, or its disk "
                           "unplugged) and is lost", self._path(seq))
@@ -474,7 +491,8 @@ class Spool:
         try:
             with path.open("rb") as f:
                 header = json.loads(f.readline())
-            return _Meta(self._on_disk(path.stat().st_size), float(header["created"]), self._since_boot_of(header))
+            return _Meta(self._on_disk(path.stat().st_size), float(header["created"]), self._since_boot_of(header),
+                         not is_started_notice(str(header["topic"])))
         except UNREADABLE as exc:
             self.set_aside(seq, QUARANTINE, f"unreadable header ({exc})")
             return None
@@ -488,15 +506,15 @@ class _Aside:
     def __init__(self, folder: Path, on_disk: Callable[[int], int]) -> None:
         self.folder, self._on_disk = folder, on_disk
         files = self._files()
-        self.bytes = sum(size for _, size in files)
-        self.count = len(files)
-        """Its numbered message files."""
-        self.newest = int(files[-1][0].stem) if files else 0
+        self.bytes = sum(file.size for file in files)
+        self.count = sum(file.event for file in files)
+        """Its numbered message files that are events (not started notices)."""
+        self.newest = files[-1].seq if files else 0
         """The highest number among them at opening: the spool's numbers go on after it."""
 
-    def add(self, size: int) -> None:
+    def add(self, size: int, event: bool) -> None:
         self.bytes += size
-        self.count += 1
+        self.count += event
 
     def trim(self, max_bytes: int) -> list[Path]:
         """Delete the oldest files when the folder takes more than ``max_bytes``, down to TRIM_TO of it (the newest file
@@ -504,30 +522,49 @@ class _Aside:
         if self.bytes <= max_bytes:
             return []
         files = self._files()
-        held, deleted = sum(size for _, size in files), []
-        for path, size in files[:-1]:
+        held, deleted = sum(file.size for file in files), []
+        for file in files[:-1]:
             if held <= max_bytes * TRIM_TO:
                 break
             try:
-                path.unlink(missing_ok=True)
+                file.path.unlink(missing_ok=True)
             except OSError as exc:  # read-only meanwhile: left for the next trim
-                log.error("MQTT spool: cannot delete %s (%s)", path, exc.strerror)
+                log.error("MQTT spool: cannot delete %s (%s)", file.path, exc.strerror)
                 break
-            held -= size
-            deleted.append(path)
-        self.bytes, self.count = held, len(files) - len(deleted)
-        return deleted
+            held -= file.size
+            deleted.append(file)
+        self.bytes, self.count = held, sum(file.event for file in files) - sum(file.event for file in deleted)
+        return [file.path for file in deleted]
 
-    def _files(self) -> list[tuple[Path, int]]:
-        """The folder's numbered message files and the bytes each takes on disk, oldest first."""
-        found: list[tuple[int, Path, int]] = []
+    def _files(self) -> list[_AsideFile]:
+        """The folder's numbered message files, oldest first."""
+        found: list[_AsideFile] = []
         for path in self.folder.glob("*" + SUFFIX) if self.folder.is_dir() else ():
+            number = path.stem.removesuffix(STARTED_MARK)
             try:
-                if path.stem.isdigit() and path.is_file():
-                    found.append((int(path.stem), path, self._on_disk(path.stat().st_size)))
+                if number.isdigit() and path.is_file():
+                    found.append(_AsideFile(int(number), path, self._on_disk(path.stat().st_size),
+                                            event=number == path.stem))
             except OSError:
                 continue  # gone meanwhile
-        return [(path, size) for _, path, size in sorted(found)]
+        return sorted(found, key=lambda file: file.seq)
+
+
+@dataclass(frozen=True)
+class _AsideFile:
+    """A message file in a set-aside folder."""
+
+    seq: int
+    path: Path
+    size: int
+    """bytes on disk"""
+    event: bool
+    """an event's, not a started notice's (named with STARTED_MARK)"""
+
+
+def _started_name(seq: int) -> str:
+    """The name of a started notice set aside."""
+    return f"{seq:0{NAME_DIGITS}d}{STARTED_MARK}{SUFFIX}"
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -19,6 +19,8 @@ DEFAULT_PREFIX_ROOT = "noisewatch"
 STATUS = "status"
 """The last level of a listener's status topic."""
 CONFIG = "config"
+STARTED_TAIL = "/events/started"
+"""The end of a started notice's topic, under any listener's prefix."""
 """The last level of a Home Assistant discovery config topic."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -42,6 +44,12 @@ def is_status(topic: str) -> bool:
     """Whether ``topic`` is a listener's status topic (a discovery config topic ends in ``config``, a threshold
     command in ``set``)."""
     return topic.endswith(f"/{STATUS}")
+
+
+def is_started_notice(topic: str) -> bool:
+    """Whether a spooled message is a sound's started notice, not its event: one lost is logged, not counted among
+    the events lost, since its event (the sound whole) still arrives; counted, one lost event read as two."""
+    return topic.endswith(STARTED_TAIL)
 
 
 def discovery_node(topic: str) -> str | None:
@@ -68,14 +76,14 @@ class Topics:
     @property
     def started(self) -> str:
         """Event-opened notices (QoS 1, not retained)."""
-        return f"{self.prefix}/events/started"
+        return self.prefix + STARTED_TAIL
 
     def for_spooled(self, topic: str) -> str:
         """Where a spooled event or started notice goes now: this listener's own topic of its kind, whatever prefix it
         was spooled under. A prefix changed since (at a reload, or before a restart) had the waiting events go out
         under the old one, whose retained topics had just been emptied as a listener gone, and a sound's started
         there and its event here."""
-        if topic.endswith("/events/started"):
+        if is_started_notice(topic):
             return self.started
         return self.events if topic.endswith("/events") else topic
 
