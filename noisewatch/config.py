@@ -189,7 +189,8 @@ class DetectorSection(_Section):
                                     "this long; null: the model's, which its thresholds were tuned with")
     min_duration_s: float = Field(0.0, ge=0.0, le=600, description="shorter events are dropped")
     cooldown_s: float = Field(0.0, ge=0.0, le=3600, description="after an event ends, the label cannot restart for this long")
-    max_duration_s: float = Field(600.0, gt=0.0, le=86400, description="a longer event is reported and continued")
+    max_duration_s: float = Field(600.0, ge=1.0, le=86400, description="a longer event is reported and continued "
+                                  "(at least 1 s: 0.001 split a siren into a piece every hop, 10,079 events)")
     require_contrast: tuple[str, ...] = Field(CONTRAST_LABELS, description="labels whose events start only where the "
                                               "sound stands 10 dB above the recent quiet level, so a steady bed "
                                               "that resembles them (rain, wind) does not start one")

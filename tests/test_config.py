@@ -52,6 +52,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("detector:\n  release_s: -1\n", ":2: detector.release_s = -1: "),
         ("loudness:\n  min_duration_s: -0.5\n", ":2: loudness.min_duration_s = -0.5: "),
         ("audio:\n  hop_s: 0\n", ":2: audio.hop_s = 0: "),
+        ("detector:\n  max_duration_s: 0.001\n", ":2: detector.max_duration_s = 0.001: "),  # a piece every hop
         ("audio:\n  hop_s: 61\n", ":2: audio.hop_s = 61: "),
         ("mqtt:\n  reconnect_min_s: 90\n  reconnect_max_s: 10\n", ":2: mqtt.reconnect_min_s = 90: must not exceed mqtt.reconnect_max_s (10 s)"),
         ("mqtt:\n  reconnect_min_s: 61\n", ":2: mqtt.reconnect_min_s = 61: must not exceed mqtt.reconnect_max_s (60 s)"),
