@@ -1,0 +1,84 @@
+"""Input files as recorders and pipes leave them: a FLAC whose length its header does not know, a WAV whose header
+declares less than it holds. Each is read alike by the replay (``run --input``) and the loader of ``classify``,
+training and the dashboard (:func:`noisewatch.audio_file.load_audio`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_run import read_jsonl
+
+from noisewatch.audio_file import load_audio
+
+SCENE = Path(__file__).resolve().parent.parent / "samples" / "scene.flac"
+RATE = 22050
+SF_COUNT_MAX = 2**63 - 1
+"""libsndfile's frame count of a file whose length is unknown."""
+SECONDS = 5
+
+
+def scene_pcm16(seconds: float = SECONDS) -> np.ndarray:
+    """The scene's first ``seconds`` as 16-bit samples (what a recorder writes)."""
+    audio, rate = sf.read(str(SCENE), dtype="int16", frames=int(seconds * RATE))
+    assert rate == RATE
+    return audio
+
+
+def run_input(path: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """``noisewatch run --input PATH --speed 0`` in a subprocess: its exit, and its JSON lines."""
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "run", "--input", str(path), "--speed", "0",
+                           "--jsonl", str(out)], capture_output=True, text=True, timeout=120)
+    return done, read_jsonl(out)
+
+
+def heard_s(messages: list[dict]) -> float:
+    """Seconds of audio the daemon heard, from its last stats message (the one at the stop)."""
+    return [m for m in messages if m["type"] == "stats"][-1]["audio_s"]
+
+
+@pytest.fixture(scope="module")
+def piped_flac(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FLAC written by sox to a pipe, as ``sox ... -t flac - | ...`` does: the encoder cannot go back to fill in
+    STREAMINFO's sample count, which stays 0 (unknown)."""
+    sox = shutil.which("sox")
+    if sox is None:
+        pytest.skip("sox is not installed (scripts/bootstrap.sh installs it)")
+    encoded = subprocess.run([sox, "-t", "raw", "-r", str(RATE), "-e", "signed", "-b", "16", "-c", "1", "-",
+                              "-t", "flac", "-"], input=scene_pcm16().tobytes(), capture_output=True, check=True)
+    path = tmp_path_factory.mktemp("piped") / "piped.flac"
+    path.write_bytes(encoded.stdout)
+    assert sf.info(str(path)).frames == SF_COUNT_MAX  # what libsndfile makes of a length of 0
+    return path
+
+
+def test_a_flac_of_unknown_length_replays_whole_and_ends_as_any_finished_file(piped_flac: Path,
+                                                                               tmp_path: Path) -> None:
+    """Found in review: ``run --input`` of a FLAC written through a pipe exited 66 (EX_NOINPUT, "reading ... failed:
+    Internal psf_fseek() failed.") at its end, its last block unheard, and the log gave its length as 418293516410647.4 s."""
+    done, messages = run_input(piped_flac, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert heard_s(messages) == SECONDS
+    assert "length unknown" in done.stderr and "failed" not in done.stderr
+
+
+def test_a_flac_of_unknown_length_is_classified_and_loaded_whole(piped_flac: Path, tmp_path: Path) -> None:
+    """Found in review: ``classify`` of a FLAC written through a pipe crashed with "array is too big" (its length,
+    SF_COUNT_MAX frames, was allocated), and the dashboard's first minutes of it failed at its end."""
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "classify", "--json", str(piped_flac)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)["files"]
+    assert report["file"] == str(piped_flac) and report["label"] and len(report["windows"]) >= SECONDS // 2
+    whole = load_audio(SCENE, RATE)[: SECONDS * RATE]
+    assert len(load_audio(piped_flac, RATE)) == SECONDS * RATE
+    np.testing.assert_allclose(load_audio(piped_flac, RATE), load_audio(piped_flac, RATE, seconds=60), atol=0)
+    np.testing.assert_allclose(load_audio(piped_flac, RATE)[RATE:-RATE], whole[RATE:-RATE], atol=1e-3)
+    assert len(load_audio(piped_flac, RATE, seconds=2)) == 2 * RATE
