@@ -43,6 +43,22 @@ def cut_short_bytes(extra_info: str) -> tuple[int, int] | None:
     return int(found.group(1)), int(found.group(2))
 
 
+DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)$", re.MULTILINE)
+"""libsndfile's log line for a WAV data chunk the file holds whole, as long as its header declares."""
+NO_CHUNK = "Unknown chunk marker"
+"""libsndfile's log where its WAV parser meets bytes that are no chunk (and stops there, or steps on byte by byte)."""
+
+
+def declared_before_no_chunk(extra_info: str) -> int | None:
+    """Bytes of audio a WAV's header declares where bytes that are no chunk follow them, from libsndfile's
+    ``extra_info``: samples a recorder wrote after its last header update (killed before it rewrote the header) or
+    appended since, which libsndfile does not read. None for any other file (chunks after the audio are parsed)."""
+    found = DATA_CHUNK.search(extra_info)
+    if found is None or NO_CHUNK not in extra_info[found.end():]:
+        return None
+    return int(found.group(1))
+
+
 OGG_PAGE_MAX = 27 + 255 + 255 * 255
 """Longest Ogg page: header, segment table, 255 segments of 255 bytes."""
 OGG_END_OF_STREAM = 0x04

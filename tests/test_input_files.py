@@ -4,8 +4,11 @@ training and the dashboard (:func:`noisewatch.audio_file.load_audio`)."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +85,80 @@ def test_a_flac_of_unknown_length_is_classified_and_loaded_whole(piped_flac: Pat
     np.testing.assert_allclose(load_audio(piped_flac, RATE), load_audio(piped_flac, RATE, seconds=60), atol=0)
     np.testing.assert_allclose(load_audio(piped_flac, RATE)[RATE:-RATE], whole[RATE:-RATE], atol=1e-3)
     assert len(load_audio(piped_flac, RATE, seconds=2)) == 2 * RATE
+
+
+RECORDER = """
+import os, signal, sys, wave
+import numpy as np
+samples = np.fromfile(sys.argv[2], dtype="<i2")
+with open(sys.argv[1], "wb") as out:
+    recording = wave.open(out, "wb")
+    recording.setnchannels(1)
+    recording.setsampwidth(2)
+    recording.setframerate(int(sys.argv[3]))
+    recording.writeframes(samples[: int(sys.argv[3])].tobytes())  # the header is rewritten: 1 s
+    recording.writeframesraw(samples[int(sys.argv[3]) :].tobytes())  # the rest, the header not yet rewritten
+    out.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.fixture(scope="module")
+def killed_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A WAV whose recorder (Python's wave module, in a process of its own) was killed after the header declared its
+    first second and before the header was rewritten for the four after it."""
+    folder = tmp_path_factory.mktemp("killed")
+    samples = folder / "samples.raw"
+    scene_pcm16().astype("<i2").tofile(samples)
+    path = folder / "killed.wav"
+    done = subprocess.run([sys.executable, "-c", RECORDER, str(path), str(samples), str(RATE)], timeout=60)
+    assert done.returncode == -9
+    assert sf.info(str(path)).frames == RATE and path.stat().st_size > 44 + 2 * SECONDS * RATE - 100
+    return path
+
+
+def whole_wav(folder: Path) -> Path:
+    """The same five seconds, as a whole WAV."""
+    path = folder / "whole.wav"
+    sf.write(str(path), scene_pcm16(), RATE, subtype="PCM_16")
+    return path
+
+
+def test_a_wav_whose_header_declares_less_than_it_holds_is_replayed_whole_and_said(killed_recording: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Found in review: ``run --input`` of a WAV whose recorder was killed before it rewrote its header replayed the
+    second the header declared, of five, exit 0 and no word: libsndfile reads what the header declares."""
+    done, messages = run_input(killed_recording, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert heard_s(messages) == SECONDS
+    said = [line for line in done.stderr.splitlines() if "WARNING" in line and "header declares" in line]
+    beyond = 2 * (SECONDS - 1) * RATE
+    assert len(said) == 1 and str(killed_recording) in said[0] and f"{beyond} bytes" in said[0], done.stderr
+
+
+def test_a_wav_whose_header_declares_less_than_it_holds_loads_whole(
+        killed_recording: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``classify``, training and the dashboard (a file object) hear the whole of it too, sample for sample as the
+    same audio in a whole WAV, and say it."""
+    caplog.set_level(logging.WARNING)
+    whole = load_audio(whole_wav(tmp_path), RATE)
+    assert not caplog.records
+    np.testing.assert_array_equal(load_audio(killed_recording, RATE), whole)
+    np.testing.assert_array_equal(load_audio(io.BytesIO(killed_recording.read_bytes()), RATE), whole)
+    said = [r.getMessage() for r in caplog.records if "header declares" in r.getMessage()]
+    assert len(said) == 2 and str(killed_recording) in said[0], said
+
+
+def test_a_chunk_after_a_wavs_audio_is_not_heard_as_audio(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Bytes after the audio that are a chunk (a LIST INFO tag, which some taggers put at the end) are the file's own,
+    not audio beyond its header: nothing more is read and nothing said."""
+    whole = whole_wav(tmp_path)
+    text = b"tagged at the end\0"
+    info = b"INFO" + b"INAM" + struct.pack("<I", len(text)) + text
+    tagged = tmp_path / "tagged.wav"
+    data = bytearray(whole.read_bytes() + b"LIST" + struct.pack("<I", len(info)) + info)
+    data[4:8] = struct.pack("<I", len(data) - 8)  # the RIFF chunk holds the tag
+    tagged.write_bytes(bytes(data))
+    caplog.set_level(logging.WARNING)
+    np.testing.assert_array_equal(load_audio(tagged, RATE), load_audio(whole, RATE))
+    assert not caplog.records

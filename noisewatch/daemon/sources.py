@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from noisewatch.audio_file import AudioFile, length_known
+from noisewatch.audio_file import AudioFile, length_known, open_audio
 from noisewatch.config import AudioSection
 from noisewatch.daemon.ringbuffer import AudioBlock, RingBuffer
 from noisewatch.recording_checks import finite_samples, warn_if_cut_short
@@ -373,7 +373,7 @@ class FileSource(AudioSource):
     def _replay(self) -> None:
         """Reader thread: deliver the whole file, then mark it finished and close the ring."""
         try:
-            with AudioFile(str(self.path)) as audio:
+            with open_audio(self.path) as audio:
                 self._deliver(audio)
         except (RuntimeError, OSError) as exc:
             self._failed = f"reading {self.path} failed: {exc}"  # the service says it, once
