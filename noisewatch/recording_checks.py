@@ -34,11 +34,17 @@ CUT_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 """libsndfile's log line for a WAV/AIFF data chunk longer than what the file holds."""
 
 
+UNKNOWN_SIZES = frozenset({0x7FFFF000, 0xFFFFFFFF})
+"""Data sizes a WAV writer puts in a header it cannot go back to fill in (writing to a pipe: sox 0x7FFFF000, the
+largest size for others): the length is unknown, not longer than the file, which libsndfile reads to its end."""
+
+
 def cut_short_bytes(extra_info: str) -> tuple[int, int] | None:
     """(bytes of audio the header promises, bytes the file holds) of a WAV/AIFF file cut short, from libsndfile's
-    ``extra_info``; None for a whole one. The replay and the dashboard's Classify page both say it."""
+    ``extra_info``; None for a whole one, and for one whose header does not know its length (a WAV written through
+    a pipe was said to be cut short, whole). The replay and the dashboard's Classify page both say it."""
     found = CUT_SHORT.search(extra_info)
-    if found is None or int(found.group(2)) >= int(found.group(1)):
+    if found is None or int(found.group(2)) >= int(found.group(1)) or int(found.group(1)) in UNKNOWN_SIZES:
         return None
     return int(found.group(1)), int(found.group(2))
 
