@@ -34,13 +34,35 @@ CUT_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 """libsndfile's log line for a WAV/AIFF data chunk longer than what the file holds."""
 
 
+UNKNOWN_SIZES = frozenset({0x7FFFF000, 0xFFFFFFFF})
+"""Data sizes a WAV writer puts in a header it cannot go back to fill in (writing to a pipe: sox 0x7FFFF000, the
+largest size for others): the length is unknown, not longer than the file, which libsndfile reads to its end."""
+
+
 def cut_short_bytes(extra_info: str) -> tuple[int, int] | None:
     """(bytes of audio the header promises, bytes the file holds) of a WAV/AIFF file cut short, from libsndfile's
-    ``extra_info``; None for a whole one. The replay and the dashboard's Classify page both say it."""
+    ``extra_info``; None for a whole one, and for one whose header does not know its length (a WAV written through
+    a pipe was said to be cut short, whole). The replay and the dashboard's Classify page both say it."""
     found = CUT_SHORT.search(extra_info)
-    if found is None or int(found.group(2)) >= int(found.group(1)):
+    if found is None or int(found.group(2)) >= int(found.group(1)) or int(found.group(1)) in UNKNOWN_SIZES:
         return None
     return int(found.group(1)), int(found.group(2))
+
+
+DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)$", re.MULTILINE)
+"""libsndfile's log line for a WAV data chunk the file holds whole, as long as its header declares."""
+NO_CHUNK = "Unknown chunk marker"
+"""libsndfile's log where its WAV parser meets bytes that are no chunk (and stops there, or steps on byte by byte)."""
+
+
+def declared_before_no_chunk(extra_info: str) -> int | None:
+    """Bytes of audio a WAV's header declares where bytes that are no chunk follow them, from libsndfile's
+    ``extra_info``: samples a recorder wrote after its last header update (killed before it rewrote the header) or
+    appended since, which libsndfile does not read. None for any other file (chunks after the audio are parsed)."""
+    found = DATA_CHUNK.search(extra_info)
+    if found is None or NO_CHUNK not in extra_info[found.end():]:
+        return None
+    return int(found.group(1))
 
 
 OGG_PAGE_MAX = 27 + 255 + 255 * 255

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from noisewatch.audio_file import AudioFile, length_known, open_audio
 from noisewatch.config import AudioSection
 from noisewatch.daemon.ringbuffer import AudioBlock, RingBuffer
 from noisewatch.recording_checks import finite_samples, warn_if_cut_short
@@ -336,7 +337,7 @@ class FileSource(AudioSource):
         super().__init__(self.path.name, info.samplerate, info.channels, min(seconds, bounded_frames / info.samplerate),
                          self.block_size, self.block_size / (info.samplerate * speed) if speed > 0 else 0.0)
         self.speed = speed
-        self._duration_s = info.duration
+        self._duration_s = info.duration if length_known(info) else None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
@@ -354,8 +355,8 @@ class FileSource(AudioSource):
         self._thread = threading.Thread(target=self._replay, name=f"replay {self.name}", daemon=True)
         self._thread.start()
         pace = "as fast as it is processed" if self.speed == 0 else f"at {self.speed:g}x real time"
-        log.info("replaying %s: %.1f s, %d Hz, %d channel(s), %s", self.path, self._duration_s, self.sample_rate,
-                 self.channels, pace)
+        length = "length unknown" if self._duration_s is None else f"{self._duration_s:.1f} s"
+        log.info("replaying %s: %s, %d Hz, %d channel(s), %s", self.path, length, self.sample_rate, self.channels, pace)
 
     def stop(self) -> None:
         """Stop the reader thread (waking it from a pacing sleep or a full ring) and wake the reader."""
@@ -372,7 +373,7 @@ class FileSource(AudioSource):
     def _replay(self) -> None:
         """Reader thread: deliver the whole file, then mark it finished and close the ring."""
         try:
-            with sf.SoundFile(str(self.path)) as audio:
+            with open_audio(self.path) as audio:
                 self._deliver(audio)
         except (RuntimeError, OSError) as exc:
             self._failed = f"reading {self.path} failed: {exc}"  # the service says it, once
@@ -381,7 +382,7 @@ class FileSource(AudioSource):
             self._finished = True
             self.ring.close()
 
-    def _deliver(self, audio: sf.SoundFile) -> None:
+    def _deliver(self, audio: AudioFile) -> None:
         """Each block goes out once the sample clock, scaled by ``speed``, has reached its end."""
         t0 = time.monotonic()
         delivered = 0
@@ -396,7 +397,8 @@ class FileSource(AudioSource):
             if self._halt.is_set():
                 return
             self.callback(block, len(block), None, FILE_STATUS)
-        if delivered < audio.frames:  # soundfile's blocks() went on, repeating its last buffer: an invented sound
+        # soundfile's blocks() went on, repeating its last buffer: an invented sound (of unknown length: no witness)
+        if length_known(audio) and delivered < audio.frames:
             raise OSError(f"it was cut short while replayed ({delivered} of {audio.frames} frames read)")
 
 
