@@ -26,7 +26,7 @@ from conftest import ROOT
 from daemon_run import json_lines, read_jsonl, strict_json
 from mqtt_broker import HOST, Broker, Collector
 
-from noisewatch.daemon.messages import Event
+from noisewatch.daemon.messages import Event, Started
 from noisewatch.daemon.sinks.spool import Spool
 
 PREFIX = "noisewatch/faults"
@@ -161,6 +161,12 @@ def spooled_event(n: int) -> dict[str, Any]:
     return Event(id=f"spooled-{n}", label="siren", confidence=0.9, mean_confidence=0.8, start="2026-01-01T00:00:00.000Z",
                  end="2026-01-01T00:00:01.000Z", offset_s=float(n), duration_s=1.0, peak_dbfs=-12.0, mean_dbfs=-20.0,
                  model="urban11@test", device="faults").to_json()
+
+
+def started_notice(n: int) -> dict[str, Any]:
+    """The started notice of ``spooled_event(n)``, as the daemon spools one before it."""
+    return Started(id=f"spooled-{n}", label="siren", confidence=0.9, start="2026-01-01T00:00:00.000Z",
+                   offset_s=float(n), model="urban11@test", device="faults").to_json()
 
 
 def silence(path: Path, seconds: float) -> Path:

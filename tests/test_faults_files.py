@@ -49,6 +49,7 @@ from fault_daemon import (
     spool_with,
     spooled_event,
     start,
+    started_notice,
     stats_value,
     strict_json,
     write_config,
@@ -819,9 +820,8 @@ def test_f21_every_spooled_event_arrives_or_is_counted_lost_once_whatever_its_st
     counted messages, so Home Assistant's "Events lost" read 2 for each event the bound dropped. 15 events' 30
     messages against a bound of 12: the 18 oldest go (9 events with their notices), 6 events arrive, 9 are lost."""
     spool = tmp_path / "spool"
-    pairs = [(f"{EVENTS}/started", started_notice(n)) for n in range(1, 16)]
-    files = spool_with(spool, [message for n, notice in enumerate(pairs, 1)
-                               for message in (notice, (EVENTS, spooled_event(n)))])
+    files = spool_with(spool, [message for n in range(1, 16)
+                               for message in ((f"{EVENTS}/started", started_notice(n)), (EVENTS, spooled_event(n)))])
     block = max(f.stat().st_blocks for f in files) * 512
     config = write_config(tmp_path / "c.yaml", broker.port, mqtt={
         "spool": {"directory": "spool", "max_mb": 12 * block / 2**20}, "homeassistant": {"discovery": False}},
@@ -834,12 +834,6 @@ def test_f21_every_spooled_event_arrives_or_is_counted_lost_once_whatever_its_st
     assert lost == 9 == 15 - len(event_ids(collector)), lost
     assert "dropped 18 message(s) (spool over" in daemon.log_text() and ": 9 event(s), 9 started notice(s)" in (
         daemon.log_text()), daemon.log_text()
-
-
-def started_notice(n: int) -> dict[str, Any]:
-    """The started notice of ``spooled_event(n)``, as the daemon spools one."""
-    return Started(id=f"spooled-{n}", label="siren", confidence=0.9, start="2026-01-01T00:00:00.000Z",
-                   offset_s=float(n), model="urban11@test", device="faults").to_json()
 
 
 @pytest.mark.parametrize("bound", ["max_mb", "max_age_h"])

@@ -651,14 +651,16 @@ def test_events_lost_for_good_show_in_home_assistant(home_assistant: HomeAssista
                                                     repo_root: Path) -> None:
     """Found following the README with a real Home Assistant: events the spool dropped (here two spooled a week ago,
     past ``mqtt.spool.max_age_h``, while the broker was away) were logged and counted in ``stats``, and the
-    dashboard showed them, but Home Assistant, the place a user looks, had no entity that said so."""
-    from fault_daemon import PREFIX, Daemon, spooled_event, write_config
+    dashboard showed them, but Home Assistant, the place a user looks, had no entity that said so. Two events, not
+    the four messages they were spooled as (a started notice lost is not an event lost)."""
+    from fault_daemon import PREFIX, Daemon, spooled_event, started_notice, write_config
 
     from noisewatch.daemon.sinks.spool import Spool
 
     week_ago = time.time() - 8 * 86400
     spool = Spool(tmp_path / "spool", max_mb=50.0, max_age_h=24 * 365, clock=lambda: week_ago, boot_id="earlier")
-    for n in (1, 2):
+    for n in (1, 2):  # each event as the daemon spools it: its started notice, then itself
+        spool.append(f"{PREFIX}/events/started", json.dumps(started_notice(n)).encode())
         spool.append(f"{PREFIX}/events", json.dumps(spooled_event(n)).encode())
     config = write_config(tmp_path / "c.yaml", broker.port, mqtt={"keepalive_s": 30}, stats={"interval_s": 1})
     ha, lost = home_assistant, "sensor.noise_listener_faults_events_lost"
