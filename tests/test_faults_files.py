@@ -579,31 +579,12 @@ def test_f14_a_disk_freed_is_said_at_the_next_report_though_no_event_comes(
         sink.close()
 
 
-def test_f14_events_dropped_from_memory_while_the_disk_refuses_them_are_each_logged(
+def test_f14_events_dropped_from_memory_while_the_disk_refuses_them_are_each_logged_and_counted_once(
         tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """README: events lost to a full spool disk are "each logged and counted in stats"; those dropped beyond
-    the memory's bound were only counted (476 gone in a fault run, not a line)."""
-    from noisewatch.daemon.sinks import mqtt as mqtt_sink
-
-    monkeypatch.setattr(mqtt_sink, "MEMORY_SPOOL_MAX", 3)
-    config = sink_config(tmp_path / "c.yaml", free_port(), spool={"directory": str(small_disk / "spool")})  # no broker
-    sink = mqtt_sink.MqttSink.from_config(config, ["siren"], "urban11@test", {"siren": 0.6})
-    fill(small_disk)
-    caplog.set_level(logging.ERROR, logger="noisewatch")
-    try:
-        for n in range(5):
-            sink.send(closed_event(f"held-{n}", n))
-        assert wait_until(lambda: sink.health()["spool_memory_dropped"] == 2, 10), sink.health()
-        lost = [r.getMessage() for r in caplog.records if " is lost: " in r.getMessage()]
-        assert [line.split()[2] for line in lost] == ["held-0", "held-1"], caplog.text
-    finally:
-        sink.close()
-
-
-def test_f14_an_event_dropped_from_memory_with_its_started_notice_counts_once(
-        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Found by a fault hunt: each event is two held messages, its started notice and itself, and both counted in
-    ``spool_memory_dropped``: Home Assistant's "Events lost" read 4 for 2 events."""
+    the memory's bound were only counted (476 gone in a fault run, not a line). Found by a later fault hunt: each
+    event is two held messages, its started notice and itself, and both counted in ``spool_memory_dropped``: Home
+    Assistant's "Events lost" read 4 for 2 events."""
     from noisewatch.daemon.sinks import mqtt as mqtt_sink
 
     monkeypatch.setattr(mqtt_sink, "MEMORY_SPOOL_MAX", 2)
@@ -611,16 +592,19 @@ def test_f14_an_event_dropped_from_memory_with_its_started_notice_counts_once(
     sink = mqtt_sink.MqttSink.from_config(config, ["siren"], "urban11@test", {"siren": 0.6})
     fill(small_disk)
     caplog.set_level(logging.ERROR, logger="noisewatch")
+
+    def lost() -> list[str]:
+        return [r.getMessage().split(" is lost: ")[0] for r in caplog.records if " is lost: " in r.getMessage()]
+
     try:
         for n in range(3):
             sink.send(Started(id=f"held-{n}", label="siren", confidence=0.9, start="2026-01-01T00:00:00.000Z",
                               offset_s=float(n), model="urban11@test", device="faults"))
             sink.send(closed_event(f"held-{n}", n))
-        assert wait_until(lambda: len([r for r in caplog.records if " is lost: " in r.getMessage()]) == 4, 10)
+        assert wait_until(lambda: len(lost()) == 4, 10), caplog.text
+        assert lost() == ["MQTT: the started notice of event held-0", "MQTT: event held-0",
+                          "MQTT: the started notice of event held-1", "MQTT: event held-1"], caplog.text
         assert sink.health()["spool_memory_dropped"] == 2, sink.health()
-        lost = [r.getMessage().split(" is lost: ")[0] for r in caplog.records if " is lost: " in r.getMessage()]
-        assert lost == ["MQTT: the started notice of event held-0", "MQTT: event held-0",
-                        "MQTT: the started notice of event held-1", "MQTT: event held-1"], caplog.text
     finally:
         sink.close()
 
