@@ -683,12 +683,17 @@ def hostile_config(tmp_path: Path, kind: str) -> Path:
 def test_f11_a_hostile_config_is_refused_in_one_line_quickly(tmp_path: Path, kind: str, command: str) -> None:
     simple = tmp_path / "simple.yaml"
     simple.write_text("audio:\n  hop_s: -1\n")
-    baseline = cli("check-config", str(simple), timeout=30)  # start-up time on this machine, now
+    audio = silence(tmp_path / "s.flac", 1)
+
+    def args(config: Path) -> list[str]:
+        if command == "check-config":
+            return ["check-config", str(config)]
+        return ["run", "--config", str(config), "--input", str(audio), "--speed", "0"]
+
+    baseline = cli(*args(simple), timeout=30)  # the same command's start-up on this machine, now
     limit = max(ONE_LINE_S, baseline.elapsed_s + 1.0)
     config = hostile_config(tmp_path, kind)
-    args = ["check-config", str(config)] if command == "check-config" else [
-        "run", "--config", str(config), "--input", str(silence(tmp_path / "s.flac", 1)), "--speed", "0"]
-    result = cli(*args, timeout=limit)
+    result = cli(*args(config), timeout=limit)
     assert result.returncode == CONFIG_ERROR, (
         f"exit {result.returncode} after {result.elapsed_s:.1f} s (limit {limit:.1f} s): {result.stderr[-500:]}")
     assert len(result.lines) == 1 and str(config) in result.lines[0], result.stderr
