@@ -91,15 +91,14 @@ def _past_the_header(source: str | Path | BinaryIO, header: AudioFile, declared:
     name, header_s = _named(source), header.frames / header.samplerate
     layout: dict[str, Any] = {"samplerate": header.samplerate, "channels": header.channels,
                               "subtype": header.subtype, "endian": "BIG" if header.endian == "BIG" else "LITTLE"}
+    if not sf.check_format("RAW", layout["subtype"], layout["endian"]):  # nor can libsndfile seek in it (GSM 6.10)
+        log.warning("%s holds more bytes after the %.1f s of audio its header declares, not heard: %s audio is read "
+                    "only as far as its header declares", name, header_s, layout["subtype"])
+        return header
     header.close()  # a file object is read again from its start
     raw = stack.enter_context(open(source, "rb")) if isinstance(source, (str, Path)) else source
     start = _samples_start(raw)
     beyond = raw.seek(0, io.SEEK_END) - start - declared
-    if not sf.check_format("RAW", layout["subtype"], layout["endian"]):
-        log.warning("%s holds %d bytes after the %.1f s of audio its header declares, not heard: %s audio is read only "
-                    "as far as its header declares", name, beyond, header_s, layout["subtype"])
-        raw.seek(0)
-        return stack.enter_context(AudioFile(raw))
     raw.seek(start)  # libsndfile reads headerless samples from where the file is
     whole = stack.enter_context(AudioFile(_From(raw, start), format="RAW", **layout))
     log.warning("%s holds %d bytes of audio after the %.1f s its header declares (a recording whose header was not "

@@ -49,20 +49,29 @@ def cut_short_bytes(extra_info: str) -> tuple[int, int] | None:
     return int(found.group(1)), int(found.group(2))
 
 
-DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)$", re.MULTILINE)
-"""libsndfile's log line for a WAV data chunk the file holds whole, as long as its header declares."""
-NO_CHUNK = "Unknown chunk marker"
-"""libsndfile's log where its WAV parser meets bytes that are no chunk (and stops there, or steps on byte by byte)."""
+DATA_THEN_STRAY = re.compile(r"^data\s*:\s*(\d+)\n\*\*\* (?:Unknown chunk marker \(([0-9A-Fa-f]{1,8})\)|(.{4}) : )", re.MULTILINE)
+"""libsndfile's log of a WAV's data chunk held whole and, next, bytes its parser takes for no chunk: the marker
+as hex where it is not printable ("Unknown chunk marker (F536066B)"), else as text ("*** ABCD : 157616214 (unknown
+marker)")."""
+FILE_LENGTH = re.compile(r"^Length\s*:\s*(\d+)$", re.MULTILINE)
+RIFF_LENGTH = re.compile(r"^RIFF\s*:\s*(\d+)", re.MULTILINE)
+TAG_MARKERS = (b"ID3", b"TAG")
+"""What taggers append after a WAV's RIFF chunk (an ID3v2 tag, an ID3v1 one): the file's own, not audio."""
 
 
 def declared_before_no_chunk(extra_info: str) -> int | None:
-    """Bytes of audio a WAV's header declares where bytes that are no chunk follow them, from libsndfile's
+    """Bytes of audio a WAV's header declares where more follow that header's RIFF chunk, from libsndfile's
     ``extra_info``: samples a recorder wrote after its last header update (killed before it rewrote the header) or
-    appended since, which libsndfile does not read. None for any other file (chunks after the audio are parsed)."""
-    found = DATA_CHUNK.search(extra_info)
-    if found is None or NO_CHUNK not in extra_info[found.end():]:
+    appended since, which libsndfile does not read. None for any other file: the data chunk not the last one read,
+    nothing after the RIFF chunk (a writer that left out a pad byte has its next chunk found by a resync), or a tag
+    appended after it."""
+    stray, length, riff = DATA_THEN_STRAY.search(extra_info), FILE_LENGTH.search(extra_info), RIFF_LENGTH.search(
+        extra_info)
+    if stray is None or length is None or riff is None or int(length.group(1)) <= int(riff.group(1)) + 8:
         return None
-    return int(found.group(1))
+    marker = (int(stray.group(2), 16).to_bytes(4, "little") if stray.group(2) is not None
+              else stray.group(3).encode("latin-1"))
+    return None if marker.startswith(TAG_MARKERS) else int(stray.group(1))
 
 
 OGG_PAGE_MAX = 27 + 255 + 255 * 255

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from daemon_run import read_jsonl
 
-from noisewatch.audio_file import load_audio
+from noisewatch.audio_file import load_audio, open_audio
 from noisewatch.cli import main as cli_main
 from noisewatch.daemon.sources import FileSource
 
@@ -164,6 +164,72 @@ def test_a_chunk_after_a_wavs_audio_is_not_heard_as_audio(tmp_path: Path, caplog
     caplog.set_level(logging.WARNING)
     np.testing.assert_array_equal(load_audio(tagged, RATE), load_audio(whole, RATE))
     assert not caplog.records
+
+
+def _chunk(tag: bytes, body: bytes, pad: bool = True) -> bytes:
+    return tag + struct.pack("<I", len(body)) + body + (b"\0" if pad and len(body) % 2 else b"")
+
+
+def _riff(*chunks: bytes) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_an_odd_data_chunk_without_its_pad_byte_then_a_list_chunk_is_not_heard_as_audio(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by review: a writer that leaves out the pad byte after an odd-length data chunk has libsndfile resync to
+    the LIST chunk after it ("Unknown chunk marker ... Resynching."), and the chunk's 38 bytes were heard as 38
+    frames of audio beyond the header."""
+    fmt = _chunk(b"fmt ", struct.pack("<HHIIHH", 1, 1, 8000, 8000, 1, 8))  # 8-bit mono
+    listing = _chunk(b"LIST", b"INFO" + _chunk(b"ISFT", b"some recorder v1\0"))
+    path = tmp_path / "odd.wav"
+    path.write_bytes(_riff(fmt, _chunk(b"data", bytes(range(1, 102)), pad=False), listing))
+    caplog.set_level(logging.WARNING)
+    assert len(load_audio(path, 8000)) == sf.info(str(path)).frames == 101
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("tag", [b"ID3\x03\x00\x00\x00\x00\x00\x0a" + b"\0" * 10, b"TAG" + b"title".ljust(125, b"\0")],
+                         ids=["id3v2", "id3v1"])
+def test_a_tag_appended_to_a_wav_is_not_heard_as_audio(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        tag: bytes) -> None:
+    """Found by review: an ID3v2 (or v1) tag a tagger appends after the RIFF chunk was heard as audio beyond the
+    header, and said to be a recording whose header was not rewritten."""
+    whole = whole_wav(tmp_path)
+    tagged = tmp_path / "tagged.wav"
+    tagged.write_bytes(whole.read_bytes() + tag)
+    caplog.set_level(logging.WARNING)
+    np.testing.assert_array_equal(load_audio(tagged, RATE), load_audio(whole, RATE))
+    assert not caplog.records
+
+
+def test_a_killed_recording_whose_next_samples_read_as_a_chunk_name_is_heard_whole(tmp_path: Path) -> None:
+    """Found by review: where the first four bytes after the declared audio are printable (a loud sound's samples
+    16961, 17475 read "ABCD") libsndfile logs them as a chunk of unknown name, not as an unknown marker, and the
+    recording was read only as far as its header declares, without a word."""
+    samples = scene_pcm16(2.0).astype("<i2")
+    samples[RATE], samples[RATE + 1] = 0x4241, 0x4443  # bytes "ABCD"
+    path = tmp_path / "killed.wav"
+    sf.write(str(path), samples[:RATE], RATE, subtype="PCM_16")
+    path.write_bytes(path.read_bytes() + samples[RATE:].tobytes())
+    heard, _ = sf.read(str(path), dtype="int16")
+    assert len(heard) == RATE  # what libsndfile reads of it
+    with open_audio(path) as audio:
+        np.testing.assert_array_equal(audio.read(dtype="int16"), samples)
+
+
+def test_a_gsm610_wav_with_bytes_after_its_audio_replays_as_far_as_its_header_declares(tmp_path: Path) -> None:
+    """Found by review: libsndfile reads GSM 6.10 neither headerless nor with a seek to its first frame, which the
+    reader of audio beyond the header began with: the replay of such a file failed (exit 66). It is replayed as far
+    as its header declares, as before."""
+    audio = (np.random.default_rng(2).uniform(-0.5, 0.5, 5 * 8000)).astype(np.float32)
+    path = tmp_path / "gsm.wav"
+    sf.write(str(path), audio, 8000, subtype="GSM610")
+    data = path.read_bytes()
+    path.write_bytes(data + data[-1300:])  # bytes after the audio that are no chunk
+    done, messages = run_input(path, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert heard_s(messages) == pytest.approx(sf.info(str(path)).duration, abs=0.05)
 
 
 def test_a_wav_written_through_a_pipe_is_not_said_to_be_cut_short(tmp_path: Path,

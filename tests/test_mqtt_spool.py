@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from noisewatch.daemon.sinks.spool import DEAD_LETTER, MIB, Spool
+from noisewatch.daemon.sinks.spool import DEAD_LETTER, MIB, QUARANTINE, Spool
 
 
 class FakeClock:
@@ -361,3 +361,15 @@ def test_the_oldest_dropped_by_the_age_bound_count_their_events_not_their_starte
     clock.now += 2 * 3600
     assert spool.prune() == 3
     assert spool.dropped == 1
+
+
+def test_a_new_spool_folder_keeps_the_dead_letter_and_quarantine_counts(tmp_path: Path) -> None:
+    """Found by review: ``take_all`` (a reload that changes ``mqtt.spool.directory``) carried ``dropped`` over but not
+    the events set aside, and Home Assistant's "Events lost" (total_increasing) fell, which it reads as a reset."""
+    old = Spool(tmp_path / "old", max_mb=1, max_age_h=1)
+    old.set_aside(old.append("nw/x/events", b'{"id": "a"}'), DEAD_LETTER, "refused")
+    old.set_aside(old.append("nw/x/events", b'{"id": "b"}'), QUARANTINE, "damaged")
+    old.append("nw/x/events", b'{"id": "c"}')
+    new = Spool(tmp_path / "new", max_mb=1, max_age_h=1)
+    new.take_all(old)
+    assert (new.dead_letters, new.quarantined, new.depth) == (1, 1, 1)

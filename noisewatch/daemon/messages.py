@@ -234,7 +234,7 @@ class Stats(Message):
     spool_dead_letters: int | None = None
     """Events the broker refused (MQTT 5), set aside in ``<spool>/dead-letter/``."""
     spool_memory_queued: int | None = None
-    """Events held in memory because the spool's disk refuses writes."""
+    """Messages (events and their started notices) held in memory because the spool's disk refuses writes."""
     spool_memory_dropped: int | None = None
     """Events lost because the disk refused them for too long."""
     spool_disk_error: str | None = None

@@ -123,7 +123,8 @@ LIVE_QUEUE_MAX = 200
 """level/stats/scores messages kept in memory while disconnected, oldest dropped (a label's state and the recent
 events are sent as they are at the reconnect instead: ``_announce``)"""
 MEMORY_SPOOL_MAX = 1000
-"""events kept in memory while the spool's disk refuses writes (full, read-only); oldest dropped, counted"""
+"""messages kept in memory while the spool's disk refuses writes (full, read-only): 500 events, each with its
+started notice; oldest dropped, and each event counted"""
 PROBED_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.ENOENT})
 """Refusals :meth:`Spool.disk_problem` sees without a write."""
 CLOSE_FLUSH_S = 1.5

@@ -209,7 +209,7 @@ class Spool:
 
     def take_all(self, earlier: Spool) -> None:
         """Move every message of ``earlier`` (the folder a reload left) here, oldest first, with their ages and its
-        drop count; all or none. OSError, with none of them left here, when this disk cannot take them all: asked
+        loss counts; all or none. OSError, with none of them left here, when this disk cannot take them all: asked
         first, without a write (moved one by one, a disk with room for part kept that part where nothing read it
         until the rest fitted, and later messages went out before it). The bounds hold once all are here: a drop is
         counted once, not at each attempt."""
@@ -228,6 +228,8 @@ class Spool:
                 _unlink_quietly(self._path(seq))
             raise
         self._admit(written, dropped=earlier.dropped)  # ``spool_dropped`` counts for the listener's life
+        self.dead_letters += earlier.dead_letters  # and so do those the old folder set aside: Home Assistant's
+        self.quarantined += earlier.quarantined  # "Events lost" (total_increasing) read a fall as a reset
         for entry in entries:
             earlier.remove(entry.seq)
         with earlier._lock, self._lock:  # what its disk kept is deleted from here once that disk lets go

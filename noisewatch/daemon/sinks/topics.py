@@ -19,9 +19,9 @@ DEFAULT_PREFIX_ROOT = "noisewatch"
 STATUS = "status"
 """The last level of a listener's status topic."""
 CONFIG = "config"
+"""The last level of a Home Assistant discovery config topic."""
 STARTED_TAIL = "/events/started"
 """The end of a started notice's topic, under any listener's prefix."""
-"""The last level of a Home Assistant discovery config topic."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
