@@ -251,3 +251,19 @@ def test_a_wav_written_through_a_pipe_is_not_said_to_be_cut_short(tmp_path: Path
     assert not [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
     np.testing.assert_array_equal(load_audio(path, RATE), load_audio(whole_wav(tmp_path), RATE))
     assert source.sample_rate == RATE
+
+
+def test_an_adpcm_recording_killed_before_its_header_was_rewritten_is_said_not_heard_whole(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Block-coded audio (IMA ADPCM) cannot be read headerless: what follows the declared second is said, not heard."""
+    audio = (np.random.default_rng(2).uniform(-0.5, 0.5, 2 * 8000)).astype(np.float32)
+    first, both = tmp_path / "first.wav", tmp_path / "both.wav"
+    sf.write(str(first), audio[:8000], 8000, subtype="IMA_ADPCM")
+    sf.write(str(both), audio, 8000, subtype="IMA_ADPCM")
+    killed = tmp_path / "killed.wav"
+    killed.write_bytes(first.read_bytes() + both.read_bytes()[first.stat().st_size:])  # its header says 1 s
+    caplog.set_level(logging.WARNING)
+    with open_audio(killed) as opened:
+        assert opened.frames == sf.info(str(first)).frames
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and str(killed) in said[0] and "not heard" in said[0], said
