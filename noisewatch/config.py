@@ -3,9 +3,11 @@
 Every model forbids unknown keys (a typo is an error, not a silently ignored setting), every
 number has a range and a unit, and every error names the key path, the value and the problem.
 No stage reads the YAML itself; each receives its section.
-"""
 
-from __future__ import annotations
+Unlike the package's other modules, this one does without ``from __future__ import annotations``: the models'
+annotations are then objects when pydantic builds them at import, not strings it must compile and evaluate one by one
+(68 fields, ~2 ms of every start-up, which issue 17 bounds).
+"""
 
 import json
 import math
