@@ -3,9 +3,11 @@
 Every model forbids unknown keys (a typo is an error, not a silently ignored setting), every
 number has a range and a unit, and every error names the key path, the value and the problem.
 No stage reads the YAML itself; each receives its section.
-"""
 
-from __future__ import annotations
+Unlike the package's other modules, this one does without ``from __future__ import annotations``: the models'
+annotations are then objects when pydantic builds them at import, not strings it must compile and evaluate one by one
+(68 fields, ~2 ms of every start-up, which issue 17 bounds).
+"""
 
 import json
 import math
@@ -136,18 +138,15 @@ class _Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _only_a_number_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+    def _typed_as_written(cls, value: Any, info: ValidationInfo) -> Any:
+        """Only a number for a number, only a boolean for a boolean: pydantic took ``"true"``, ``'no'`` and ``1`` for
+        booleans, YAML types as written. One validator for both, not one each: pydantic builds and inspects every
+        ``"*"`` validator once per field of every section, at import (issue 17: start-up)."""
         taken = cls._taken(info)
+        if taken == {bool} and not isinstance(value, bool):
+            raise PydanticCustomError(NOT_A_BOOLEAN, "not a boolean")  # worded by _problem, which sees quotes
         if taken & {int, float} and bool not in taken and not (str in taken and isinstance(value, str)):
             return _a_number(value)
-        return value
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _only_a_boolean_for_a_boolean(cls, value: Any, info: ValidationInfo) -> Any:
-        """pydantic took ``"true"``, ``'no'`` and ``1`` for booleans: YAML types as written, as for numbers."""
-        if cls._taken(info) == {bool} and not isinstance(value, bool):
-            raise PydanticCustomError(NOT_A_BOOLEAN, "not a boolean")  # worded by _problem, which sees quotes
         return value
 
 
