@@ -406,11 +406,13 @@ def shape_measures(clamped: np.ndarray, settings: FeatureSettings) -> np.ndarray
     """
     plan = _shape_plan(settings.n_mels, settings.shape_groups)
     db = clamped - clamped.max(axis=1, keepdims=True)  # each measure is shift-invariant per frame
-    mean_power_db = np.float32(10.0) * np.log10(np.exp(db * DB_TO_LN) @ plan.members / plan.sizes)
+    mean_power = np.exp(db * DB_TO_LN) @ plan.members
+    mean_power /= plan.sizes
+    log_mean_power = np.log10(mean_power, out=mean_power)
     for first, count, width in plan.runs:  # a view (db is C-ordered, the split axis contiguous): sorted in place
         db[:, first : first + count * width].reshape(len(db), count, width).sort(axis=2)
     measures = db @ plan.weights
-    measures.reshape(len(db), settings.shape_groups, SHAPE_MEASURES)[:, :, :2] -= mean_power_db[:, :, None]
+    measures -= log_mean_power @ plan.spread  # 10 x each: the group's mean power in dB, where it counts
     return measures
 
 
@@ -589,6 +591,10 @@ class _ShapePlan:
     """(n_mels, groups x 3) float32, on bands sorted within their group, for each group in turn: 1/size on its
     bands (its mean dB, order-free), 1 on its last band (its loudest), and +1/fifth on its loudest fifth and
     -1/fifth on its quietest fifth (its contrast)."""
+    spread: np.ndarray
+    """(groups, groups x 3) float32: 10 where a group's measure is less its mean power in dB (flatness and
+    peak-to-mean), else 0: a product with it is ten times each group's log10 mean power in the measures' places,
+    exactly (one nonzero term a column)."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -609,8 +615,11 @@ def _shape_plan(n_mels: int, groups: int) -> _ShapePlan:
             runs[-1] = (runs[-1][0], runs[-1][1] + 1, len(bands))
         else:
             runs.append((int(bands[0]), 1, len(bands)))
-    plan = _ShapePlan(tuple(runs), members, members.sum(axis=0), weights.reshape(n_mels, -1))
-    for array in (plan.members, plan.sizes, plan.weights):
+    spread = np.zeros((groups, groups, SHAPE_MEASURES), dtype=np.float32)
+    spread[np.arange(groups), np.arange(groups), :2] = 10.0
+    plan = _ShapePlan(tuple(runs), members, members.sum(axis=0), weights.reshape(n_mels, -1),
+                      spread.reshape(groups, -1))
+    for array in (plan.members, plan.sizes, plan.weights, plan.spread):
         array.setflags(write=False)
     return plan
 
