@@ -510,7 +510,9 @@ class _Aside:
         files = self._files()
         self.bytes = sum(file.size for file in files)
         self.count = sum(file.event for file in files)
-        """Its numbered message files that are events (not started notices)."""
+        """Its numbered message files that are events (not started notices), kept by ``add`` and ``trim``: the
+        spool's counts begin from it once its opening has quarantined what it could not read and trimmed the folder
+        to its bound (read before those, files quarantined at opening went uncounted)."""
         self.newest = files[-1].seq if files else 0
         """The highest number among them at opening: the spool's numbers go on after it."""
 
