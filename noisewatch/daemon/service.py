@@ -674,15 +674,18 @@ def main(args: argparse.Namespace) -> int:
     """``noisewatch run``."""
     signals = Signals().install()
     try:
-        setup = prepare(args.config, Overrides(args.model, args.jsonl), args.input, args.speed)
-        logs.setup(setup.config.logging)
-        service = Service(setup, signals)
-    except (ConfigError, BundleError) as exc:
-        return _fail(exc)
-    try:
+        try:
+            setup = prepare(args.config, Overrides(args.model, args.jsonl), args.input, args.speed)
+            logs.setup(setup.config.logging)
+            service = Service(setup, signals)
+        except (ConfigError, BundleError) as exc:
+            return _fail(exc)
         return service.run()
-    finally:  # as Python finalizes it gives SIGHUP its default action back: a reload asked for now ended the
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # process (exit 129) instead of letting it exit 0
+    finally:  # as Python finalizes it gives each handled signal its default action back: a reload asked for now
+        # ended the process (exit 129), and a stop asked for again (systemd's and a kill, Ctrl-C twice) killed it
+        # (-15, -2) instead of letting it exit 0; the sinks are flushed by now, and the no-op handlers did no more
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _try_the_broker(config: Config) -> str:
