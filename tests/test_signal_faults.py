@@ -39,3 +39,34 @@ def test_a_stop_asked_for_again_while_exiting_still_exits_0(repo_root: Path, tmp
         time.sleep(0.005)
     assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
     assert "Traceback" not in log.read_text()
+
+
+_A_SIGNAL_AS_ITS_HANDLER_IS_INSTALLED = """
+import os, signal, sys
+from noisewatch.daemon import service
+
+real = signal.signal
+
+def install_then_signal(signum, handler):  # the signal arrives the moment its handler is in
+    previous = real(signum, handler)
+    if handler is service._noted_by_the_pipe:
+        os.kill(os.getpid(), signum)
+    return previous
+
+signal.signal = install_then_signal
+signals = service.Signals().install()
+signal.signal = real
+for name, event in (("SIGHUP", signals.reload), ("SIGTERM/SIGINT", signals.stop)):
+    if not event.wait(5):
+        sys.exit(f"{name} was not noted")
+print("noted")
+"""
+
+
+def test_a_signal_that_arrives_once_its_handler_is_installed_is_noted(repo_root: Path) -> None:
+    """Found by review: ``Signals.install`` put the (no-op) handlers in before the wakeup pipe, so a SIGTERM, SIGINT or
+    SIGHUP caught between the two ran a handler that did nothing and reached no pipe: lost (a stop during start-up
+    then let the replay run on). The pipe goes in first."""
+    done = subprocess.run([sys.executable, "-c", _A_SIGNAL_AS_ITS_HANDLER_IS_INSTALLED], cwd=repo_root,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "noted"), done.stderr[-2000:]
