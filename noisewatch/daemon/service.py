@@ -195,10 +195,10 @@ class Signals:
         os.set_blocking(write_fd, False)  # as set_wakeup_fd requires; a full pipe loses only repeats of what it holds
         events: dict[int, threading.Event] = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop,
                                              signal.SIGHUP: self.reload}
-        for signum in events:
-            signal.signal(signum, _noted_by_the_pipe)
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         threading.Thread(target=_relay, args=(read_fd, events), name="signals", daemon=True).start()
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)  # before the handlers: a signal caught by one of
+        for signum in events:  # them between the two ran a handler that does nothing, and reached no pipe (lost)
+            signal.signal(signum, _noted_by_the_pipe)
         return self
 
 
