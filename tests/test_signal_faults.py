@@ -70,3 +70,37 @@ def test_a_signal_that_arrives_once_its_handler_is_installed_is_noted(repo_root:
     done = subprocess.run([sys.executable, "-c", _A_SIGNAL_AS_ITS_HANDLER_IS_INSTALLED], cwd=repo_root,
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "noted"), done.stderr[-2000:]
+
+
+def _caught(pid: int, *signals: signal.Signals) -> bool:
+    """Whether the process has a handler in for each of ``signals`` (/proc: SigCgt)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return all(mask >> (signum - 1) & 1 for signum in signals)
+
+
+def test_a_reload_asked_for_as_a_config_error_ends_the_run_still_exits_78(tmp_path: Path) -> None:
+    """Found by fault injection: SIGHUPs sent from the moment the handlers were in, to a ``run`` whose input is not
+    there, ended it by SIGHUP (129) in 6 of 6 runs, not with exit 78: the config error's return left out the SIGHUP
+    that ``main`` ignores before Python finalizes (and systemd restarts a unit killed by a signal, where exit 78 is
+    RestartPreventExitStatus)."""
+    codes = []
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--input", str(tmp_path / "none.flac"),
+                                 "--jsonl", str(tmp_path / "out.jsonl")], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not _caught(proc.pid, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            assert time.monotonic() < deadline
+            time.sleep(0.0005)
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                proc.send_signal(signal.SIGHUP)
+            except ProcessLookupError:
+                break
+            time.sleep(0.0005)
+        codes.append(proc.wait(timeout=10))
+        assert "Traceback" not in proc.stderr.read()
+    assert codes == [78, 78, 78]
