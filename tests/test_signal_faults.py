@@ -104,3 +104,31 @@ def test_a_reload_asked_for_as_a_config_error_ends_the_run_still_exits_78(tmp_pa
         codes.append(proc.wait(timeout=10))
         assert "Traceback" not in proc.stderr.read()
     assert codes == [78, 78, 78]
+
+
+def test_a_stop_during_a_reload_that_replaces_the_mqtt_client_is_prompt_while_the_broker_is_down(
+        repo_root: Path, tmp_path: Path) -> None:
+    """Found by fault injection: with the broker down, SIGTERM 0.15 s after a SIGHUP whose config changes the MQTT
+    section (here the topic prefix) exited after 1.98-2.83 s (2.2-2.6 s at 0.1-0.3 s): the reload went on to close
+    the replaced client, which waits up to CLOSE_FLUSH_S / 2 for a connection (and to the pump's next tick), and
+    the stop then closed its successor the same way (up to CLOSE_FLUSH_S). The README promises exit 0 within 2 s."""
+    from mqtt_broker import free_port
+
+    config = tmp_path / "config.yaml"
+    mqtt = f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+    for attempt in range(3):  # each close waits 0.75-1.5 s, as the pump's tick falls: the two add up past 2 s mostly
+        config.write_text(mqtt)
+        log = tmp_path / f"stderr{attempt}.log"
+        with log.open("w") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                     str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=stderr)
+        _started(log, proc, time.monotonic() + 60)
+        time.sleep(1.0)
+        config.write_text(mqtt + "  topic_prefix: other\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.15)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+        took = time.monotonic() - sent
+        assert took < 2.0, f"exit {took:.2f} s after SIGTERM: {log.read_text()[-1500:]}"
