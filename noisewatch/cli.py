@@ -253,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for variable in BLAS_THREAD_VARIABLES:
             os.environ.setdefault(variable, "1")
         os.environ.setdefault(*NO_PYDANTIC_PLUGINS)
+    if args.command == "run":  # before its imports (0.3 s): a SIGHUP meanwhile ended it (129), Ctrl-C gave a traceback
+        from noisewatch.daemon.signals import installed
+
+        installed()
     return resolve(args.handler)(args)
 
 

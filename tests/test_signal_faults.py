@@ -49,7 +49,7 @@ real = signal.signal
 
 def install_then_signal(signum, handler):  # the signal arrives the moment its handler is in
     previous = real(signum, handler)
-    if handler is service._noted_by_the_pipe:
+    if handler is sys.modules[service.Signals.__module__]._noted_by_the_pipe:
         os.kill(os.getpid(), signum)
     return previous
 

@@ -21,7 +21,6 @@ import argparse
 import enum
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -49,6 +48,7 @@ from noisewatch.daemon.setup import (
     running_listener_warnings,
     setup_warnings,
 )
+from noisewatch.daemon.signals import Signals, installed
 from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import JsonlSink
 from noisewatch.daemon.sources import AudioSource, SourceError, open_source
@@ -174,46 +174,6 @@ class Backoff:
 
     def healthy(self) -> None:
         self.next_s = FIRST_BACKOFF_S
-
-
-class Signals:
-    """SIGTERM/SIGINT ask to stop, SIGHUP to reload; installed before anything slow, so that a SIGHUP during
-    start-up is a reload once the service runs, not the default action (which ends the process).
-
-    No handler sets an Event: a handler runs between two bytecodes of the main thread, which may hold that very
-    Event's lock then (in its ``wait`` or ``clear``, or in the handler of the signal before). The main thread
-    deadlocked on itself, and each further signal nested one more handler in the wait (a SIGHUP storm ended in
-    RecursionError, exit 1). Python's C handler writes each signal's number to a pipe (``signal.set_wakeup_fd``), and
-    a thread of its own reads it and sets the Event."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.reload = threading.Event()
-
-    def install(self) -> "Signals":
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(write_fd, False)  # as set_wakeup_fd requires; a full pipe loses only repeats of what it holds
-        events: dict[int, threading.Event] = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop,
-                                             signal.SIGHUP: self.reload}
-        threading.Thread(target=_relay, args=(read_fd, events), name="signals", daemon=True).start()
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)  # before the handlers: a signal caught by one of
-        for signum in events:  # them between the two ran a handler that does nothing, and reached no pipe (lost)
-            signal.signal(signum, _noted_by_the_pipe)
-        return self
-
-
-def _noted_by_the_pipe(signum: int, frame: object) -> None:
-    """A Python-level handler must be there (without one a signal takes its default action, and nothing reaches the
-    wakeup pipe); the pipe's reader does the work."""
-
-
-def _relay(read_fd: int, events: dict[int, threading.Event]) -> None:
-    """Sets the Event of each signal number read from the wakeup pipe; other handled signals' numbers are not ours."""
-    while chunk := os.read(read_fd, 64):
-        for signum in chunk:
-            event = events.get(signum)  # an IntEnum key is found by its number
-            if event is not None:
-                event.set()
 
 
 class Service:
@@ -672,7 +632,7 @@ def _fail(exc: Exception) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """``noisewatch run``."""
-    signals = Signals().install()
+    signals = installed()  # as a rule already, by the command line before it imported this module
     try:
         try:
             setup = prepare(args.config, Overrides(args.model, args.jsonl), args.input, args.speed)
