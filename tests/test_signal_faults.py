@@ -160,3 +160,33 @@ def test_the_signal_handlers_go_in_before_the_slow_imports_of_run(repo_root: Pat
     done = subprocess.run([sys.executable, "-c", _WHAT_IS_LOADED_AS_THE_HANDLERS_GO_IN], cwd=repo_root,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[[]]", (done.stdout, done.stderr[-2000:])
+
+
+def test_each_reason_a_reload_is_refused_for_is_said(repo_root: Path, tmp_path: Path) -> None:
+    """Found by fault injection: after five refused reloads, the next ones within the minute said nothing at all (the
+    log's repeat limiter took every refusal for one kind of message, whatever its reason), so an operator who fixed
+    one mistake and made another saw no answer to the reload; only an exit, or a refusal a minute later, said that
+    some had been suppressed (the last one's reason only). The same reason repeated may still be limited."""
+    config = tmp_path / "config.yaml"
+    config.write_text("detector:\n  cooldown_s: 1.0\n")
+    mistakes = ["detector:\n  cooldown_s: -5\n", "detector: [\n", "nonsense_key: 1\n", "audio:\n  hop_s: 9\n",
+                "detector:\n  release_s: -1\n", "levels: 3\n", "detector:\n  min_duration_s: -2\n"]
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                 str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=stderr)
+    try:
+        _started(log, proc, time.monotonic() + 60)
+        for number, mistake in enumerate(mistakes, 1):
+            config.write_text(mistake)
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while log.read_text().count("reload refused") < number and time.monotonic() < deadline:
+                time.sleep(0.02)
+        said = log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    refused = [line.split("reload refused, keeping the running configuration: ")[1]
+               for line in said.splitlines() if "reload refused" in line]
+    assert len(refused) == len(mistakes), said[-3000:]
