@@ -366,7 +366,9 @@ class Service:
             _check_sample_rate(setup, old.pipeline)
             new = Active.open(setup, self.counters, running=old.outbox.sinks, stopping=self._stop)
         except (ConfigError, BundleError) as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
+            # the reason in the message itself: the repeat limiter tells kinds apart by their text before the
+            # arguments, and took every refusal for one, so that after five a new mistake went unsaid for a minute
+            log.error(f"reload refused, keeping the running configuration: {exc}")
             return self._refused(old)
         except Exception:  # nothing a new config file holds may end a daemon that is listening
             log.exception("reload refused, keeping the running configuration")
