@@ -356,7 +356,7 @@ def open_sinks(setup: Setup, running: Sequence[Sink] = (), stopping: threading.E
             retuned = bounded = same[0]
             sinks.append(retuned)
         else:
-            built = MqttSink.from_config(setup.config, labels, ident, thresholds, running=replaced)
+            built = MqttSink.from_config(setup.config, labels, ident, thresholds, running=replaced, stopping=stopping)
             sinks.append(built)
             bounded = built if replaced is not None else None
     if setup.config.jsonl.path:

@@ -251,6 +251,10 @@ class MqttSink:
         """Set when ``close`` has disconnected: a sink replacing this one at a reload may connect."""
         self._successor: MqttSink | None = None
         """The sink that replaces this one at a reload (``from_config``): ``close`` hands it the events held in memory."""
+        self._service_stopping: threading.Event | None = None
+        """The service's stop (``from_config``): a sink replaced by a reload that a stop came during waits for no
+        connection as it closes (its successor, which takes its spool, waits at the stop's close): the two waits
+        in a row outlasted the stop's 2 s."""
         self._predecessor: MqttSink | None = None
         """The sink this one replaces (``from_config``), until it has closed: the first connect waits for that (side
         by side, the two clients, one client id, took the session from each other, and each return looked like an
@@ -279,11 +283,12 @@ class MqttSink:
     @classmethod
     def from_config(cls, config: Config, labels: Sequence[str], model_ident: str,
                     thresholds: Mapping[str, float] | None = None,
-                    running: "MqttSink | None" = None) -> "MqttSink":
+                    running: "MqttSink | None" = None, stopping: threading.Event | None = None) -> "MqttSink":
         """Build and start the sink; raises ConfigError for unusable TLS files, password or spool. ``running``:
         the sink this one replaces at a reload. Its spool, when on the same folder (two Spool objects on one
         folder would hand out the same sequence numbers), its open events (Home Assistant's state stays ON
-        through the reload: the pipeline's events go on) and its recent events are taken over."""
+        through the reload: the pipeline's events go on) and its recent events are taken over. ``stopping``: set when
+        the service is asked to stop."""
         section = config.mqtt
         listener = listener_of(config, labels, model_ident)
         topics = listener_topics(config)
@@ -310,6 +315,7 @@ class MqttSink:
                 raise ConfigError(f"mqtt.spool.directory: {section.spool.directory}: {exc.strerror}") from None
             raise
         sink._locks = locks
+        sink._service_stopping = stopping
         if running is not None and moving:
             sink._move_to = (running, spool)
         sink._predecessor = running
@@ -484,7 +490,8 @@ class MqttSink:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
         stopper.start()
-        stopper.join(max(_remaining(deadline), MIN_STOP_WAIT_S))
+        # paho's reconnect wait sleeps in steps of up to 1 s: a sink replaced at a stop waits the least for it
+        stopper.join(MIN_STOP_WAIT_S if self._replaced_at_a_stop() else max(_remaining(deadline), MIN_STOP_WAIT_S))
         if not stopper.is_alive():
             # paho 2.x closes its wake-up socket pair only when the client is garbage-collected, and the
             # callbacks bound to this sink keep it alive: close them here, or every reload leaks two sockets.
@@ -956,7 +963,15 @@ class MqttSink:
         now = time.monotonic()
         left = self._leaving_events() or ((self._ha_wait.holding() or self.spool.depth == 0) and not self._held())
         idle = not self._inflight and not self._live and left
-        return idle or now >= closing.deadline or (not self._connected and now >= closing.connect_by)
+        return (idle or now >= closing.deadline
+                or (not self._connected and (now >= closing.connect_by or self._replaced_at_a_stop())))
+
+    def _replaced_at_a_stop(self) -> bool:
+        """Closing for a reload that the service's stop came during: the successor takes this sink's spool, and its
+        own close at the stop gives the broker its time (waiting here too, a stop took 2.0-2.8 s)."""
+        successor, stopping = self._successor, self._service_stopping
+        return (successor is not None and not successor._stopping.is_set()
+                and stopping is not None and stopping.is_set())
 
     def _leaving_events(self) -> bool:
         """Closing at a reload that moves the listener to another topic prefix: the events it has not sent are its
