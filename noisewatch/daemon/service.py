@@ -182,7 +182,7 @@ class Service:
     def __init__(self, setup: Setup, signals: Signals | None = None) -> None:
         self.state = State.STARTING
         self.signals = signals or Signals()
-        self._stop, self._reload = self.signals.stop, self.signals.reload
+        self._stop, self._reload, self._noted = self.signals.stop, self.signals.reload, self.signals.noted
         self._started = time.monotonic()
         self._ready = False
         self.counters = Counters()
@@ -275,8 +275,10 @@ class Service:
                 notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
             self._report_health()
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.wait(min(1.0, remaining)) or self._reload.is_set():
-                return  # a reload may name the device to try: at once, not after the wait
+            self._noted.clear()  # before the look at both: one set after it ends the wait at once
+            if remaining <= 0 or self._stop.is_set() or self._reload.is_set():
+                return  # a reload may name the device to try: at once, not after the wait (it looked once a second)
+            self._noted.wait(min(1.0, remaining))
 
     def _say_trouble(self, text: str, wait_s: float) -> None:
         """A failure said at once; the same failure again only every TROUBLE_REMIND_S, with how long and how often."""

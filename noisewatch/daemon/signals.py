@@ -31,8 +31,11 @@ class Signals:
     a thread of its own reads it and sets the Event."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.reload = threading.Event()
+        self.noted = threading.Event()
+        """Set with either of the two: what waits for a stop but must also end at a reload (the lost input's wait
+        between attempts, which looked at the reload once a second) waits for this one."""
+        self.stop = _AlsoSets(self.noted)
+        self.reload = _AlsoSets(self.noted)
 
     def install(self) -> "Signals":
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -44,6 +47,18 @@ class Signals:
         for signum in events:  # them between the two ran a handler that does nothing, and reached no pipe (lost)
             signal.signal(signum, _noted_by_the_pipe)
         return self
+
+
+class _AlsoSets(threading.Event):
+    """An Event whose ``set`` sets another after it (whoever sets it: the relay, ``Service.stop``, a test)."""
+
+    def __init__(self, also: threading.Event) -> None:
+        super().__init__()
+        self._also = also
+
+    def set(self) -> None:
+        super().set()
+        self._also.set()
 
 
 def _noted_by_the_pipe(signum: int, frame: object) -> None:
