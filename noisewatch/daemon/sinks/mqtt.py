@@ -490,8 +490,10 @@ class MqttSink:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
         stopper.start()
-        # paho's reconnect wait sleeps in steps of up to 1 s: a sink replaced at a stop waits the least for it
-        stopper.join(MIN_STOP_WAIT_S if self._replaced_at_a_stop() else max(_remaining(deadline), MIN_STOP_WAIT_S))
+        # paho's reconnect wait sleeps in steps of up to 1 s: where the process exits next (no connection to end, or
+        # a successor's close to come), the least; its thread is a daemon thread, and has no connection to leave
+        quick = self._replaced_at_a_stop() or (self._at_a_stop() and not self._connected)
+        stopper.join(MIN_STOP_WAIT_S if quick else max(_remaining(deadline), MIN_STOP_WAIT_S))
         if not stopper.is_alive():
             # paho 2.x closes its wake-up socket pair only when the client is garbage-collected, and the
             # callbacks bound to this sink keep it alive: close them here, or every reload leaks two sockets.
@@ -969,9 +971,12 @@ class MqttSink:
     def _replaced_at_a_stop(self) -> bool:
         """Closing for a reload that the service's stop came during: the successor takes this sink's spool, and its
         own close at the stop gives the broker its time (waiting here too, a stop took 2.0-2.8 s)."""
-        successor, stopping = self._successor, self._service_stopping
-        return (successor is not None and not successor._stopping.is_set()
-                and stopping is not None and stopping.is_set())
+        successor = self._successor
+        return successor is not None and not successor._stopping.is_set() and self._at_a_stop()
+
+    def _at_a_stop(self) -> bool:
+        """The service has been asked to stop: the process exits once its sinks have closed."""
+        return self._service_stopping is not None and self._service_stopping.is_set()
 
     def _leaving_events(self) -> bool:
         """Closing at a reload that moves the listener to another topic prefix: the events it has not sent are its
