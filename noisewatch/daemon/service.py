@@ -372,8 +372,8 @@ class Service:
             # arguments, and took every refusal for one, so that after five a new mistake went unsaid for a minute
             log.error(f"reload refused, keeping the running configuration: {exc}")
             return self._refused(old)
-        except Exception:  # nothing a new config file holds may end a daemon that is listening
-            log.exception("reload refused, keeping the running configuration")
+        except Exception as exc:  # nothing a new config file holds may end a daemon that is listening
+            log.exception(f"reload refused, keeping the running configuration: {type(exc).__name__}: {exc}")
             return self._refused(old)
         new.pipeline.take_over(old.pipeline)  # offsets, windows and open events go on: the stream did not break
         new.outbox.publish(old.pipeline.finish())  # the events it could not take over end in the sinks going on
