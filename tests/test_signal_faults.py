@@ -1,7 +1,9 @@
-"""Signal handling under fault injection: stop and reload signals at the edges of a run (its start, its exit)."""
+"""Signal handling under fault injection: stop and reload signals at the edges of a run (its start, its exit), and
+what a refused reload says."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -9,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from noisewatch.daemon.setup import Overrides, prepare
+from noisewatch.logs import REPEAT_BURST, RepeatLimiter
 
 
 def _started(log: Path, proc: subprocess.Popen, deadline: float) -> None:
@@ -217,3 +222,45 @@ def test_a_reload_while_the_input_is_lost_is_applied_at_once(tmp_path: Path) -> 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     assert took < 0.5, log.read_text()[-2000:]
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_each_unexpected_reason_a_reload_is_refused_for_is_said(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """Found by review: the refusal for anything unexpected (``except Exception`` in ``Service._swap``) still logged
+    one fixed text, its reason only in the traceback, which the repeat limiter does not read: the sixth such refusal
+    in a minute was not said at all. The failure is injected where a reload checks the new set-up's sample rate."""
+    from noisewatch.daemon import service as service_module
+
+    config = tmp_path / "config.yaml"
+    config.write_text("detector:\n  cooldown_s: 1.0\n")
+    setup = prepare(str(config), Overrides(jsonl=str(tmp_path / "out.jsonl")),
+                    str(repo_root / "samples" / "scene.flac"), 0.0)
+    service = service_module.Service(setup)
+    kept = _Kept()
+    kept.addFilter(RepeatLimiter())  # as logs.setup puts it on the daemon's handler
+    logger = logging.getLogger(service_module.__name__)
+    logger.addHandler(kept)
+    reasons = [f"unexpected failure number {n}" for n in range(REPEAT_BURST + 2)]
+    try:
+        for reason in reasons:
+            def fail(setup, running, reason=reason):
+                raise RuntimeError(reason)
+
+            monkeypatch.setattr(service_module, "_check_sample_rate", fail)
+            assert service._swap(None) is False  # refused, the running set-up kept
+    finally:
+        logger.removeHandler(kept)
+        service.active.close()
+    said = [record for record in kept.records if "reload refused" in record.getMessage()]
+    told = [reason for reason in reasons
+            if any(reason in record.getMessage() or (record.exc_info and reason in str(record.exc_info[1]))
+                   for record in said)]
+    assert told == reasons, f"{len(said)} of {len(reasons)} refusals said; unsaid: {sorted(set(reasons) - set(told))}"

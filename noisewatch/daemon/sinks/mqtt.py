@@ -252,9 +252,9 @@ class MqttSink:
         self._successor: MqttSink | None = None
         """The sink that replaces this one at a reload (``from_config``): ``close`` hands it the events held in memory."""
         self._service_stopping: threading.Event | None = None
-        """The service's stop (``from_config``): a sink replaced by a reload that a stop came during waits for no
-        connection as it closes (its successor, which takes its spool, waits at the stop's close): the two waits
-        in a row outlasted the stop's 2 s."""
+        """The service's stop (``from_config``). Closing once it is set, a sink that has no connection waits the least
+        for paho's thread, and one replaced by a reload that the stop came during waits for no connection either (its
+        successor, which takes its spool, waits at the stop's close): the waits in a row outlasted the stop's 2 s."""
         self._predecessor: MqttSink | None = None
         """The sink this one replaces (``from_config``), until it has closed: the first connect waits for that (side
         by side, the two clients, one client id, took the session from each other, and each return looked like an
@@ -490,9 +490,9 @@ class MqttSink:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
         stopper.start()
-        # paho's reconnect wait sleeps in steps of up to 1 s: where the process exits next (no connection to end, or
-        # a successor's close to come), the least; its thread is a daemon thread, and has no connection to leave
-        quick = self._replaced_at_a_stop() or (self._at_a_stop() and not self._connected)
+        # paho's reconnect wait sleeps in steps of up to 1 s. At a stop the process exits next (paho's is a daemon
+        # thread): with no connection to end, or a successor's close to come, it is waited for the least
+        quick = self._at_a_stop() and (not self._connected or self._replaced_at_a_stop())
         stopper.join(MIN_STOP_WAIT_S if quick else max(_remaining(deadline), MIN_STOP_WAIT_S))
         if not stopper.is_alive():
             # paho 2.x closes its wake-up socket pair only when the client is garbage-collected, and the
