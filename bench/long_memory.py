@@ -19,7 +19,7 @@ full ``gc.collect()`` (which also empties CPython's free lists), then ``malloc_t
 leak of malloc'd memory; Python's small objects live in pymalloc's 1 MiB mmap'd arenas, not in it.
 
 Found with it (h2, Dec 2026; 4 different 12 h recordings of 48 kHz, 34 events an hour): the growth levels off.
-RSS rose ~14 KB per audio hour up to ~70 h, then stayed within 4 KB (83,000 kB at 72-96 h); with MQTT on it was
+RSS rose 14-20 KB per audio hour up to ~70 h, then stayed within 4 KB (83,000 kB at 72-96 h); with MQTT on it was
 flat from 31 h (87,724 -> 87,728 kB at 31-65 h). What grew: CPython's free lists of tuples (up to 2000 per size,
 allocated in ``dataclasses.replace`` under ``messages.stamped``), never emptied because the daemon never reaches a
 full (generation 2) collection: a full gc.collect() at 30 h found 0 unreachable objects and freed 3,879 of the
