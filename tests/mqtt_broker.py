@@ -293,6 +293,7 @@ class MuteServer:
         self.sock.close()
 
 
+CONNACK = 2
 PUBACK = 4
 """MQTT control packet type of a publish acknowledgement."""
 
@@ -385,6 +386,23 @@ class AnswerStall(_Proxy):
 
     def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
         return to_broker or passed < 1
+
+
+class LateConnack(_Proxy):
+    """Passes everything on, but holds the broker's CONNACK of each connection after the first for ``delay_s``: a slow
+    link when a reload connects a new client."""
+
+    def __init__(self, broker_port: int, delay_s: float) -> None:
+        super().__init__(broker_port)
+        self.delay_s = delay_s
+        self.connacks = 0
+
+    def passes(self, packet: bytes, to_broker: bool, passed: int) -> bool:
+        if not to_broker and packet[0] >> 4 == CONNACK:
+            self.connacks += 1
+            if self.connacks > 1:
+                time.sleep(self.delay_s)
+        return True
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:

@@ -281,3 +281,48 @@ def test_a_reload_asked_for_while_exiting_does_not_kill_the_process(repo_root: P
     _started(log, proc, deadline)
     _signal_until_it_ends(proc, signal.SIGHUP, deadline, 0.02)
     assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+
+
+def test_a_stop_during_a_reload_on_the_same_broker_leaves_offline_when_the_new_client_connects_late(
+        repo_root: Path, tmp_path: Path) -> None:
+    """Found by review: docs/mqtt.md says ``<prefix>/status`` is ``offline`` after a clean shutdown. A reload that
+    replaces the client but keeps broker, client id and status topic (here ``mqtt.keepalive_s``): the replaced sink
+    skips its ``offline``, as its successor will say ``online``. A stop before the successor's CONNACK (a slow link)
+    closed the successor unconnected: no ``offline``, and paho's DISCONNECT, a clean end, had the broker drop the
+    Will too; the listener exited 0 and ``online`` stayed retained for good."""
+    from mqtt_broker import Broker, Collector, LateConnack
+
+    broker = Broker().start()
+    proxy = LateConnack(broker.port, delay_s=1.0)
+    try:
+        base = (f"device_id: h3\nmqtt:\n  enabled: true\n  port: {proxy.port}\n  spool:\n    directory: "
+                f"{tmp_path / 'spool'}\n  state_directory: {tmp_path / 'state'}\n")
+        config = tmp_path / "config.yaml"
+        config.write_text(base)
+        log = tmp_path / "stderr.log"
+        with log.open("w") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                     str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=stderr)
+        deadline = time.monotonic() + 60
+        while "MQTT: connected" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.5)  # online said, discovery out
+        config.write_text(base + "  keepalive_s: 30\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration reloaded" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)  # the new client's CONNACK is 1 s away
+        assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+        time.sleep(1.5)  # the delayed CONNACK's connection is over
+        status = Collector(broker.port, "noisewatch/h3/status")
+        try:
+            status.wait_for(lambda c: bool(c.on("noisewatch/h3/status")), timeout=2)
+            retained = status.on("noisewatch/h3/status")
+        finally:
+            status.close()
+    finally:
+        proxy.close()
+        broker.stop()
+        broker.cleanup()
+    assert retained == [b"offline"], (retained, log.read_text()[-2000:])

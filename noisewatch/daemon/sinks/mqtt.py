@@ -485,7 +485,11 @@ class MqttSink:
         if unsent or unconfirmed:
             log.error("MQTT: %d message(s) held in memory (events and started notices the spool's disk refused) were not "
                       "delivered and are lost; %d more were sent but not acknowledged, and may be lost", unsent, unconfirmed)
-        self.client.disconnect()
+        if self._connected or not self._at_a_stop():
+            self.client.disconnect()
+        # else no DISCONNECT: a broker that read this client's CONNECT (its CONNACK late on a slow link) holds its Will,
+        # which a clean end discards, and a reload's predecessor skipped its own offline for this client's online: the
+        # socket closed at exit has the broker publish the Will (offline), or online stayed retained for good
         # loop_stop joins without a timeout and a connect attempt may hang for connect_timeout:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
