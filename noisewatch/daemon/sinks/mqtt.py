@@ -489,13 +489,15 @@ class MqttSink:
             self.client.disconnect()
         # else no DISCONNECT: a broker that read this client's CONNECT (its CONNACK late on a slow link) holds its Will,
         # which a clean end discards, and a reload's predecessor skipped its own offline for this client's online: the
-        # socket closed at exit has the broker publish the Will (offline), or online stayed retained for good
+        # socket's close (below, or at exit) has the broker publish the Will (offline), or online stayed retained for
+        # good. A CONNECT not yet sent (a reload's jitter, a slow TLS handshake) leaves no Will: that online stays
         # loop_stop joins without a timeout and a connect attempt may hang for connect_timeout:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
         stopper.start()
         # paho's reconnect wait sleeps in steps of up to 1 s. At a stop the process exits next (paho's is a daemon
-        # thread): with no connection to end, or a successor's close to come, it is waited for the least
+        # thread): with no connection to end cleanly (a socket still open closes at exit), or a successor's close to
+        # come, it is waited for the least
         quick = self._at_a_stop() and (not self._connected or self._replaced_at_a_stop())
         stopper.join(MIN_STOP_WAIT_S if quick else max(_remaining(deadline), MIN_STOP_WAIT_S))
         if not stopper.is_alive():
