@@ -429,9 +429,10 @@ class Service:
         read, loss or not: what was kept within LOSS_SAY_S is said once it is over, not with the next loss (or never);
         ``final`` as the input closes (a stop, a file's end, a lost device): what is kept is said now."""
         if said := self._dropped.add(dropped_s, final):
-            log.warning("audio input %s: processing fell behind and %.1f s of audio was dropped%s; events in it "
+            dropped, over = said
+            log.warning("audio input %s: processing fell behind and %s of audio was dropped%s; events in it "
                         "were not heard (a CPU too busy for the model, or an input that delivers faster than its "
-                        "rate; stats count dropped_frames)", source.name, *said)
+                        "rate; stats count dropped_frames)", source.name, _length(dropped), over)
         if said := self._overruns.add(overruns, final):
             log.warning("audio input %s: the sound card's buffer overran %d time(s)%s: audio was lost before it was "
                         "read, and events in it were not heard (a CPU or USB bus too busy; stats count "
@@ -554,6 +555,11 @@ def _over(seconds: float) -> str:
     if seconds < 0.05:
         return " since the last such warning"
     return f" in the last {seconds:.1f} s" if seconds < 10 else f" in the last {_minutes(seconds)}"
+
+
+def _length(seconds: float) -> str:
+    """A length of lost audio, in ms under 0.1 s: a first loss of a few ms read "0.0 s of audio was dropped"."""
+    return f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.3g} ms"
 
 
 class _Tally:
