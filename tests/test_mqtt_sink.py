@@ -191,9 +191,11 @@ def test_after_an_outage_a_label_s_state_is_its_state_then_not_each_change_of_th
     assert collector.wait_for(lambda c: len(set(ids_on(c))) == 3, timeout=15)
     time.sleep(1)  # what else was queued has gone out by now
     after = [(topic, payload) for topic, payload, retained in collector.messages[heard_before:] if not retained]
-    # the state then, sent again unchanged once Home Assistant has read the discovery (its sensors expire)
-    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/siren"] in ([b"OFF"], [b"OFF"] * 2), after
-    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/dog_bark"] in ([b"ON"], [b"ON"] * 2), after
+    # the state then (sent again unchanged once Home Assistant has read the discovery: its sensors expire), never
+    # the outage's ONs and OFFs; at least once, so the start's OFF, which the broker killed mid-save still held as
+    # in flight, may come again, before the state then (seen once on CI: three OFFs)
+    assert set(payload for topic, payload in after if topic == f"{PREFIX}/state/siren") == {b"OFF"}, after
+    assert [payload for topic, payload in after if topic == f"{PREFIX}/state/dog_bark"][-1:] == [b"ON"], after
     lists = [payload for topic, payload in after if topic == f"{PREFIX}/events/recent"]
     assert [[e["id"] for e in json.loads(p)["events"]] for p in lists] == [[ev.id for ev in sirens]]
 
