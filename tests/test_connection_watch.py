@@ -57,6 +57,14 @@ def connect_and_lose(watch: ConnectionWatch, clock: Clock, after_s: float, reaso
     watch.lost(reason, stopping=False)
 
 
+def test_a_sink_s_first_attempt_goes_at_once_and_later_ones_wait_their_jitter(watch: ConnectionWatch) -> None:
+    """A reload's new client speaks for one that left without ``offline``: a stop before its CONNECT left ``online``
+    retained for good (test_signal_faults.py shows it end to end)."""
+    assert watch.delay_s() == 0.0
+    waits = [watch.delay_s() for _ in range(20)]
+    assert all(0.0 <= wait <= JITTER_FRACTION * backoff_s(0, 1.0, 60.0) for wait in waits) and max(waits) > 0.0
+
+
 def test_mqtt5_session_taken_over_is_said_at_once_and_once_per_episode(
         watch: ConnectionWatch, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="noisewatch")

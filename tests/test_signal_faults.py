@@ -328,6 +328,51 @@ def test_a_stop_during_a_reload_on_the_same_broker_leaves_offline_when_the_new_c
     assert retained == [b"offline"], (retained, log.read_text()[-2000:])
 
 
+def test_a_stop_soon_after_a_reload_on_the_same_broker_leaves_offline_with_a_long_reconnect_wait(
+        repo_root: Path, tmp_path: Path) -> None:
+    """Found by review: the reload's new client waited, before its first attempt, the random part of a reconnect's
+    wait (up to half of ``mqtt.reconnect_min_s``, here 30 s) while the replaced one had left without ``offline`` for
+    it. A stop in that wait closed a client that had sent no CONNECT, so no Will either: ``online`` stayed retained
+    for good. A sink's first attempt now goes at once."""
+    from mqtt_broker import Broker, Collector
+
+    broker = Broker().start()
+    try:
+        base = (f"device_id: h4\nmqtt:\n  enabled: true\n  port: {broker.port}\n  reconnect_min_s: 60\n"
+                f"  reconnect_max_s: 120\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+                f"  state_directory: {tmp_path / 'state'}\n")
+        config = tmp_path / "config.yaml"
+        config.write_text(base)
+        log = tmp_path / "stderr.log"
+        with log.open("w") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                     str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=stderr)
+        deadline = time.monotonic() + 60
+        while "MQTT: connected" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.5)  # online said, discovery out
+        config.write_text(base + "  keepalive_s: 30\n")  # a new client, on the same broker as the same client id
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration reloaded" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        deadline = time.monotonic() + 3  # before the fix: 90% of the waits were longer
+        while log.read_text().count("MQTT: connected") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+        status = Collector(broker.port, "noisewatch/h4/status")
+        try:
+            status.wait_for(lambda c: bool(c.on("noisewatch/h4/status")), timeout=2)
+            retained = status.on("noisewatch/h4/status")
+        finally:
+            status.close()
+    finally:
+        broker.stop()
+        broker.cleanup()
+    assert retained == [b"offline"], (retained, log.read_text()[-2000:])
+
+
 _SIGNAL_WHILE_THE_LOCK_IS_HELD = """
 import os, signal, sys
 from noisewatch.daemon.service import Signals

@@ -172,14 +172,20 @@ class ConnectionWatch:
         """Connections in a row lost within TAKEN_OVER_S of being accepted (an attempt that fails or is refused ends
         the run: the broker was down)."""
         self._taken_over_said = False
+        self._attempted = False
 
     def delay_s(self) -> float:
         """Before an attempt: the random jitter on paho's backoff, so listeners that lost one broker do not return
         in lockstep. paho's own delay starts afresh after every accepted connection, so one the broker keeps closing
         at once (a message over its packet size limit, re-sent on every connect; a second client with our id) was
-        retried in a loop, two log lines a second: those wait the backoff of their own count on top."""
+        retried in a loop, two log lines a second: those wait the backoff of their own count on top. None before a
+        sink's first attempt: a reload's sink speaks for a predecessor that left without ``offline``, and a stop
+        before its CONNECT (up to half of ``reconnect_min_s`` later) left ``online`` retained for good."""
         s = self._settings
         self._answered = False
+        if not self._attempted:
+            self._attempted = True
+            return 0.0
         wait = reconnect_jitter_s(self._failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
         if self._short_lived:
             wait += backoff_s(self._short_lived, s.reconnect_min_s, s.reconnect_max_s)
