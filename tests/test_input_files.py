@@ -136,6 +136,8 @@ def test_a_wav_whose_header_declares_less_than_it_holds_is_replayed_whole_and_sa
     said = [line for line in done.stderr.splitlines() if "WARNING" in line and "header declares" in line]
     beyond = 2 * (SECONDS - 1) * RATE
     assert len(said) == 1 and str(killed_recording) in said[0] and f"{beyond} bytes" in said[0], done.stderr
+    # the start's line said the header's 1.0 s before the warning that all 5 are heard (found in review)
+    assert f"replaying {killed_recording}: {SECONDS:.1f} s," in done.stderr, done.stderr
 
 
 def test_a_wav_whose_header_declares_less_than_it_holds_loads_whole(

@@ -337,7 +337,6 @@ class FileSource(AudioSource):
         super().__init__(self.path.name, info.samplerate, info.channels, min(seconds, bounded_frames / info.samplerate),
                          self.block_size, self.block_size / (info.samplerate * speed) if speed > 0 else 0.0)
         self.speed = speed
-        self._duration_s = info.duration if length_known(info) else None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
@@ -354,9 +353,6 @@ class FileSource(AudioSource):
             return
         self._thread = threading.Thread(target=self._replay, name=f"replay {self.name}", daemon=True)
         self._thread.start()
-        pace = "as fast as it is processed" if self.speed == 0 else f"at {self.speed:g}x real time"
-        length = "length unknown" if self._duration_s is None else f"{self._duration_s:.1f} s"
-        log.info("replaying %s: %s, %d Hz, %d channel(s), %s", self.path, length, self.sample_rate, self.channels, pace)
 
     def stop(self) -> None:
         """Stop the reader thread (waking it from a pacing sleep or a full ring) and wake the reader."""
@@ -374,6 +370,7 @@ class FileSource(AudioSource):
         """Reader thread: deliver the whole file, then mark it finished and close the ring."""
         try:
             with open_audio(self.path) as audio:
+                self._say_start(audio)
                 self._deliver(audio)
         except (RuntimeError, OSError) as exc:
             self._failed = f"reading {self.path} failed: {exc}"  # the service says it, once
@@ -381,6 +378,13 @@ class FileSource(AudioSource):
         if not self._halt.is_set():
             self._finished = True
             self.ring.close()
+
+    def _say_start(self, audio: AudioFile) -> None:
+        """The replay's start, with the length it will hear: a WAV whose header declares less than follows is heard
+        whole (:func:`open_audio`), and the header's length (0.0 s for a killed recorder's) was said."""
+        pace = "as fast as it is processed" if self.speed == 0 else f"at {self.speed:g}x real time"
+        length = f"{audio.frames / audio.samplerate:.1f} s" if length_known(audio) else "length unknown"
+        log.info("replaying %s: %s, %d Hz, %d channel(s), %s", self.path, length, self.sample_rate, self.channels, pace)
 
     def _deliver(self, audio: AudioFile) -> None:
         """Each block goes out once the sample clock, scaled by ``speed``, has reached its end."""
