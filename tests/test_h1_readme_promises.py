@@ -608,3 +608,37 @@ def test_the_service_may_write_in_its_log_and_state_folders_only_and_its_config_
         assert any(path == root or root in path.parents for root in writable), path
     rule = (ROOT / "systemd" / "noisewatch.logrotate").read_text()
     assert "/var/log/noisewatch/*.jsonl" in rule  # the JSON-lines file the README gives the service goes there
+
+
+def test_scores_keep_their_interval_across_a_reload_that_changes_nothing(tmp_path: Path) -> None:
+    """README: "`scores` (a window's top-3 scores at most every `scores.interval_s` ...)", and "A reload is not a gap:
+    the windows, the level period and open events go on under the new settings".
+
+    The real daemon replaying a quiet room (30 s, 6x real time) with a scores report at most every 20 s, reloaded
+    (`systemctl reload`, as logrotate does every night) with the same file just after its first report: the next
+    report may come 20 s after that one at the earliest, as without the reload."""
+    rate = 22050
+    quiet = (10 ** (-60 / 20) * np.random.default_rng(5).standard_normal(30 * rate)).astype(np.float32)
+    audio = tmp_path / "quiet.wav"
+    sf.write(str(audio), quiet, rate, subtype="FLOAT")
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("scores:\n  enabled: true\n  interval_s: 20\n")
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(audio), "--speed", "6",
+                             "--jsonl", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(m["type"] == "scores" for m in read_jsonl(out)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    assert len([line for line in err.splitlines() if "configuration reloaded" in line]) == 1, err[-3000:]
+    messages = read_jsonl(out)
+    start, at_reload, stop = [m["audio_s"] for m in messages if m["type"] == "stats"]
+    assert at_reload < 23 and stop > 29, (start, at_reload, stop)  # reloaded before a second report was due
+    offsets = [m["offset_s"] for m in messages if m["type"] == "scores"]
+    assert offsets and np.diff(offsets).min(initial=20.0) >= 20.0 - 1e-6, f"scores at {offsets} s (every 20 s at most)"
