@@ -642,3 +642,49 @@ def test_scores_keep_their_interval_across_a_reload_that_changes_nothing(tmp_pat
     assert at_reload < 23 and stop > 29, (start, at_reload, stop)  # reloaded before a second report was due
     offsets = [m["offset_s"] for m in messages if m["type"] == "scores"]
     assert offsets and np.diff(offsets).min(initial=20.0) >= 20.0 - 1e-6, f"scores at {offsets} s (every 20 s at most)"
+
+
+# --- README l.111-112: a loud sound heard at a reload stays one event ------------------------------------------------
+
+
+def test_a_loud_sound_going_on_at_a_reload_that_retunes_loudness_stays_one_event(tmp_path: Path) -> None:
+    """README: "A reload is not a gap: the windows, the level period and open events go on under the new settings (a
+    sound heard at that moment stays one event ...)"; `loud` events are "the 1 s level above
+    `loudness.threshold_dbfs` for `loudness.min_duration_s`, same schema as other events".
+
+    The real daemon replaying (4x real time) a 1 kHz tone at -3 dBFS from 2 s to 20 s over a quiet room. Once its
+    `loud` event has started, the config is reloaded with a lower `loudness.threshold_dbfs` (-12 instead of -10):
+    the tone is loud under both, so it stays one `loud` event (one `started`, one `event` from 2 s to 20 s), as a
+    siren stays one event across a reload that changes its threshold."""
+    rate = 22050
+    t = np.arange(24 * rate) / rate
+    audio = (10 ** (-60 / 20) * np.random.default_rng(9).standard_normal(len(t))).astype(np.float32)
+    audio[2 * rate : 20 * rate] += (0.7 * np.sin(2 * np.pi * 1000 * t[2 * rate : 20 * rate])).astype(np.float32)
+    path = tmp_path / "tone.wav"
+    sf.write(str(path), audio, rate, subtype="FLOAT")
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("loudness:\n  threshold_dbfs: -10\n")
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(path), "--speed", "4",
+                             "--jsonl", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(m["type"] == "started" and m["label"] == "loud" for m in read_jsonl(out)):
+            assert time.monotonic() < deadline, "no loud event started"
+            time.sleep(0.05)
+        config.write_text("loudness:\n  threshold_dbfs: -12\n")
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    (reloaded,) = [line for line in err.splitlines() if "configuration reloaded" in line]
+    assert "loudness.threshold_dbfs: -10.0 -> -12.0" in reloaded, reloaded
+    messages = read_jsonl(out)
+    start, at_reload, stop = [m["audio_s"] for m in messages if m["type"] == "stats"]
+    assert 4 <= at_reload < 19, (start, at_reload, stop)  # reloaded while the tone went on
+    loud = [(m["type"], m["offset_s"], m.get("duration_s")) for m in messages
+            if m["type"] in ("started", "event") and m["label"] == "loud"]
+    assert len(loud) == 2 and loud[0][:2] == ("started", 2.0) and loud[1][:2] == ("event", 2.0), loud
+    assert abs(loud[1][2] - 18.0) <= 1.0, loud
