@@ -29,7 +29,7 @@ from mqtt_broker import Broker, Collector, free_port
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.config import Config
-from noisewatch.daemon.messages import Level, Message, Scores
+from noisewatch.daemon.messages import Event, Level, Message, Scores, Started
 from noisewatch.daemon.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -688,3 +688,35 @@ def test_a_loud_sound_going_on_at_a_reload_that_retunes_loudness_stays_one_event
             if m["type"] in ("started", "event") and m["label"] == "loud"]
     assert len(loud) == 2 and loud[0][:2] == ("started", 2.0) and loud[1][:2] == ("event", 2.0), loud
     assert abs(loud[1][2] - 18.0) <= 1.0, loud
+
+
+def test_a_siren_going_on_at_a_reload_that_brings_a_new_model_stays_one_event(tmp_path: Path) -> None:
+    """README: "A reload is not a gap: the windows, the level period and open events go on under the new settings (a
+    sound heard at that moment stays one event; a change of model features or hop starts the windows afresh ...)";
+    the settings a reload applies include "the model".
+
+    Driven as the service drives a reload (the new pipeline takes over, the old one finishes) on the real scene, the
+    siren (5-9 s) open at 7.5 s, when a new model bundle comes in: the shipped weights under another version (the
+    same features, so even the windows go on). The siren stays one event: one `started`, one `event` to its end,
+    not an event cut at the reload and a second one, overlapping it, started again."""
+    shipped = default_model_path()
+    sidecar = json.loads(shipped.read_text())
+    shutil.copy(shipped.parent / sidecar["tflite"], tmp_path / sidecar["tflite"])
+    sidecar["version"] += ".h1"
+    (tmp_path / shipped.name).write_text(json.dumps(sidecar))
+    old_bundle, new_bundle = load_bundle(shipped), load_bundle(tmp_path / shipped.name)
+    assert old_bundle.ident != new_bundle.ident and old_bundle.features == new_bundle.features
+    rate = old_bundle.features.sample_rate
+    audio = scene_audio(rate)
+    cut = int(7.5 * rate)
+    old = Pipeline.from_config(Config(), old_bundle, old_bundle.open_model())
+    first = [m for i in range(0, cut, BLOCK) for m in old.process(audio[i : min(i + BLOCK, cut)])]
+    assert [m.label for m in first if isinstance(m, Started)] == ["siren"], first  # open at the reload
+    new = Pipeline.from_config(Config(), new_bundle, new_bundle.open_model())
+    new.take_over(old)
+    closing = old.finish()
+    rest = [m for i in range(cut, len(audio), BLOCK) for m in new.process(audio[i : i + BLOCK])] + new.finish()
+    siren = [(type(m).__name__, round(m.offset_s, 3), getattr(m, "duration_s", None))
+             for m in first + closing + rest if isinstance(m, (Started, Event)) and m.label == "siren"]
+    assert [kind for kind, _, _ in siren] == ["Started", "Event"], siren
+    assert abs(siren[1][1] + siren[1][2] - 9.0) < 1.0, siren  # to the siren's end
