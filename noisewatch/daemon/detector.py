@@ -298,6 +298,13 @@ class LoudnessDetector:
             return [Transition("started", self._event)]
         return []
 
+    def take_over(self, previous: "LoudnessDetector") -> None:
+        """Continue ``previous``'s open event under this threshold and length (a reload): a sound loud under both
+        stays one event. ``previous`` is left with none, so closing it closes nothing that goes on."""
+        self._event, self._announced = previous._event, previous._announced
+        self._energy, self._seconds, self._peak = previous._energy, previous._seconds, previous._peak
+        previous._event, previous._announced = None, False
+
     def close(self) -> list[Transition]:
         event, announced = self._event, self._announced
         self._event, self._announced = None, False

@@ -8,6 +8,7 @@ SampleClock anchor, moved by what each block says of its capture (:meth:`Pipelin
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -102,7 +103,8 @@ class Pipeline:
         """How far back a message can name an offset (an open event's start, a level period's start)."""
         self.counters = counters if counters is not None else Counters()
         self.samples = 0
-        self._next_scores_s = 0.0
+        self._scores_at_s = -math.inf
+        """Where the last ``scores`` report was (``scores.interval_s`` apart at least, across reloads too)."""
 
     @classmethod
     def from_config(cls, config: Config, bundle: Bundle, model: TFLiteModel,
@@ -139,9 +141,10 @@ class Pipeline:
         """Go on where ``previous`` stopped (a reload): same sample clock and offsets. What the new settings
         leave as it was goes on too, so a reload is not a gap: the windows and the noise floor (same
         features and hop, else they start afresh), the level history (kept to the new length), the level
-        period (same interval and calibration), open events of the same model (their state moves here,
-        so ``previous.finish`` closes nothing that goes on) and an open ``loud`` event (same loudness
-        settings, on in both)."""
+        period (same interval and calibration), the open events of the labels both models know (their state
+        moves here, so ``previous.finish`` closes nothing that goes on; a new model judges them from its first
+        window on: a sound heard at a reload stays one event), an open ``loud`` event (loudness on in both: the
+        new threshold and length judge it from the next second) and when the last scores report was."""
         self.samples = previous.samples
         self.clock = previous.clock
         self.dc_offset.take_over(previous.dc_offset)
@@ -153,11 +156,11 @@ class Pipeline:
             self.levels, previous.levels = previous.levels, self.levels
         else:
             self.levels.reset(at_sample=self.samples)
-        if self.bundle.ident == previous.bundle.ident:  # another model's scores say nothing to this one
-            self.detector.take_over(previous.detector)
+        self.detector.take_over(previous.detector)
         self.history.take_over(previous.history, since_s=self.detector.open_since_s())
-        if self.settings.loudness == previous.settings.loudness and self.settings.loudness.enabled:
-            self.loudness, previous.loudness = previous.loudness, self.loudness
+        if self.settings.loudness.enabled and previous.settings.loudness.enabled:
+            self.loudness.take_over(previous.loudness)
+        self._scores_at_s = previous._scores_at_s
 
     def heard_at(self, captured: datetime) -> None:
         """The audio at the current position was captured at ``captured``: timestamps follow it from here."""
@@ -255,9 +258,9 @@ class Pipeline:
 
     def _scores_due(self, at_s: float) -> bool:
         section = self.settings.scores
-        if not section.enabled or at_s < self._next_scores_s:
+        if not section.enabled or at_s < self._scores_at_s + section.interval_s:
             return False
-        self._next_scores_s = at_s + section.interval_s
+        self._scores_at_s = at_s
         return True
 
     def _scores(self, at_s: float, scores: np.ndarray) -> Scores:
