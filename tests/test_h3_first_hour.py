@@ -1,0 +1,132 @@
+"""A Home Assistant user's first hour (helper h3): README.md and docs/homeassistant.md followed as written, with the
+real CLI, a real mosquitto and, where marked ``homeassistant``, a real Home Assistant 2024.3.3. No mocks. Each test
+fails on what the user met."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.publish as publish
+import pytest
+import yaml
+from mqtt_broker import HOST, Broker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "noisewatch.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**base, **(env or {})}, stdin=subprocess.DEVNULL, cwd=REPO)
+
+
+@pytest.fixture
+def password_broker() -> Broker:
+    started = Broker(users={"noisewatch": "s3cret"}).start()
+    yield started
+    started.cleanup()
+
+
+@pytest.mark.broker
+def test_check_config_by_hand_after_setup_offers_the_password_setup_stored(password_broker: Broker,
+                                                                          tmp_path: Path) -> None:
+    """README "On a Raspberry Pi": `noisewatch setup` stores the password in credentials/ beside the config and says
+    the broker "took the connection"; the installer's failure message (scripts/install.sh) and README's Usage then have
+    the user run `noisewatch check-config /etc/noisewatch/config.yaml` by hand. That check does not offer the stored
+    password (it reads $CREDENTIALS_DIRECTORY only, which only the unit sets), so with the right password stored it
+    warns "has no password" and "refused the connection: Not authorized": the user goes hunting for a wrong password
+    that is not wrong. The installer itself works round it (a temporary $CREDENTIALS_DIRECTORY); a user cannot."""
+    config = tmp_path / "config.yaml"
+    done = cli("setup", "--config", str(config), "--non-interactive", "--mqtt-host", HOST,
+               "--mqtt-port", str(password_broker.port), "--mqtt-user", "noisewatch", "--mqtt-password-env",
+               env={"NOISEWATCH_MQTT_PASSWORD": "s3cret"})
+    assert done.returncode == 0, done.stderr
+    assert "took the connection" in done.stdout + done.stderr
+    assert (tmp_path / "credentials" / "mqtt_password").read_text().strip() == "s3cret"
+
+    check = cli("check-config", str(config))  # by hand, as README and the installer say: no password in the env
+    said = check.stdout + check.stderr
+    assert check.returncode == 0, said
+    assert "refused the connection" not in said and "has no password" not in said, said
+    assert "took the connection" in said, said
+
+
+@pytest.mark.broker
+def test_mqtt_host_set_without_enabled_is_said(broker: Broker, tmp_path: Path) -> None:
+    """README "MQTT and Home Assistant": "Set `mqtt.enabled: true` and the broker's address." A user who sets the
+    address (host, port) and forgets `enabled` (or copies an `mqtt:` block without it) gets "ok" from check-config with
+    no word of MQTT, and `run` logs nothing about MQTT either: no device ever appears in Home Assistant, and nothing
+    says why. Both should say that MQTT is off although a broker is configured (mqtt.enabled: false)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "try", "mqtt": {
+        "host": HOST, "port": broker.port, "spool": {"directory": str(tmp_path / "spool")}}}))
+    check = cli("check-config", str(config))
+    assert check.returncode == 0, check.stderr
+    assert "mqtt.enabled" in check.stdout + check.stderr, check.stdout + check.stderr
+
+    run = cli("run", "--config", str(config), "--input", "samples/scene.flac", "--speed", "0")
+    assert run.returncode == 0, run.stderr
+    assert "mqtt.enabled" in run.stderr, run.stderr
+
+
+def documented_acl() -> str:
+    """The per-listener ACL docs/homeassistant.md ("Many listeners") gives, as a user pastes it into mosquitto's
+    acl_file, followed by a user for Home Assistant that may read and write everything."""
+    text = (REPO / "docs" / "homeassistant.md").read_text()
+    paragraph = text[text.index("Use one broker user per listener"):]
+    paragraph = paragraph[:paragraph.index("\n- ")]
+    rules = re.findall(r"`((?:pattern|topic) [^`]+)`", paragraph)
+    assert len(rules) == 3, rules
+    return "\n".join(rules) + "\n\nuser homeassistant\ntopic readwrite #\n"
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_documented_per_listener_acl_lets_the_listener_hear_home_assistant_restart(tmp_path: Path) -> None:
+    """docs/homeassistant.md "Many listeners" gives the ACL `pattern readwrite noisewatch/%u/#`,
+    `pattern write homeassistant/+/noisewatch_%u/#` and `topic read homeassistant/status`, user name = device id. In
+    mosquitto's acl_file a `topic` line before any `user` line applies to anonymous clients only, so the listener's
+    user may not read homeassistant/status: mosquitto grants the subscription and drops every message on it, and
+    nothing says so (check-config: "took the connection"). The listener never hears Home Assistant go offline for a
+    restart and sends the events of the restart to no one (docs/homeassistant.md: "while Home Assistant restarts,
+    events wait until it is back"). With `pattern read homeassistant/status` it hears it."""
+    acl_broker = Broker(users={"try": "trypw", "homeassistant": "hapass"}, acl=documented_acl()).start()
+    try:
+        config = tmp_path / "try.yaml"
+        config.write_text(yaml.safe_dump({"device_id": "try", "mqtt": {
+            "enabled": True, "host": HOST, "port": acl_broker.port, "username": "try",
+            "spool": {"directory": str(tmp_path / "spool")}}}))
+        log = tmp_path / "run.log"
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
+               "NOISEWATCH_MQTT_PASSWORD": "trypw"}
+        with log.open("w") as err:
+            run = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                    "samples/scene.flac", "--speed", "1"], cwd=REPO, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            assert wait_for_text(log, "MQTT: connected", 20), log.read_text()
+            time.sleep(1.5)  # its subscriptions are made at the connect
+            publish.single("homeassistant/status", "offline", qos=1, hostname=HOST, port=acl_broker.port,
+                           auth={"username": "homeassistant", "password": "hapass"})
+            heard = wait_for_text(log, "Home Assistant went offline", 5)
+        finally:
+            run.send_signal(signal.SIGINT)
+            run.wait(20)
+        assert heard, log.read_text()
+    finally:
+        acl_broker.cleanup()
