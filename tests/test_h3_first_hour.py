@@ -4,6 +4,7 @@ fails on what the user met."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.publish as publish
 import pytest
 import yaml
-from mqtt_broker import HOST, Broker
+from mqtt_broker import HOST, Broker, Collector
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,3 +131,42 @@ def test_documented_per_listener_acl_lets_the_listener_hear_home_assistant_resta
         assert heard, log.read_text()
     finally:
         acl_broker.cleanup()
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_spooled_messages_sensor_says_the_spool_is_empty_soon_after_it_is_sent(password_broker: Broker,
+                                                                               tmp_path: Path) -> None:
+    """A user with a wrong port (or password) first: the events spool, as README promises. Port mended, the next run
+    sends them 2 s after it connects, but Home Assistant's "Spooled messages" diagnostic sensor (and the retained
+    `stats`) goes on saying 6 for a whole `stats.interval_s` (60 s by default): the report at the start counted them
+    before they went, and the next comes a minute later. The user who has just mended the broker settings reads
+    "6 spooled" as "still stuck". A report soon after the spool empties (or the first one after the first flush) would
+    say 0."""
+    base = {"device_id": "try", "mqtt": {"enabled": True, "host": HOST, "username": "noisewatch",
+                                         "spool": {"directory": str(tmp_path / "spool")}}}
+    env = {"NOISEWATCH_MQTT_PASSWORD": "s3cret"}
+    wrong = tmp_path / "wrong-port.yaml"
+    wrong.write_text(yaml.safe_dump({**base, "mqtt": {**base["mqtt"], "port": password_broker.port + 1}}))
+    first = cli("run", "--config", str(wrong), "--input", "samples/scene.flac", "--speed", "0", env=env)
+    assert "6 message(s) left in the spool" in first.stderr, first.stderr
+
+    right = tmp_path / "try.yaml"
+    right.write_text(yaml.safe_dump({**base, "mqtt": {**base["mqtt"], "port": password_broker.port}}))
+    watcher = Collector(password_broker.port, "noisewatch/try/#", username="noisewatch", password="s3cret")
+    run = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(right), "--input",
+                            "samples/scene.flac", "--speed", "1"], cwd=REPO,
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), **env},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert watcher.wait_for(lambda c: len(c.on("noisewatch/try/events")) >= 3, 15), "spooled events not sent"
+        sent_at = time.monotonic()
+        said_empty = watcher.wait_for(
+            lambda c: any(json.loads(p)["spool_depth"] == 0 for p in c.on("noisewatch/try/stats")), 10)
+        depths = [json.loads(p)["spool_depth"] for p in watcher.on("noisewatch/try/stats")]
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.wait(20)
+        watcher.close()
+    assert said_empty, (f"{time.monotonic() - sent_at:.0f} s after the spooled events went, the stats (Home "
+                        f"Assistant's Spooled messages) still said {depths}")
