@@ -170,3 +170,30 @@ def test_spooled_messages_sensor_says_the_spool_is_empty_soon_after_it_is_sent(p
         watcher.close()
     assert said_empty, (f"{time.monotonic() - sent_at:.0f} s after the spooled events went, the stats (Home "
                         f"Assistant's Spooled messages) still said {depths}")
+
+
+@pytest.mark.parametrize("where", ["missing folder", "read-only folder"])
+def test_setup_that_cannot_write_the_config_says_so_in_one_line(tmp_path: Path, where: str) -> None:
+    """`noisewatch --help` offers `setup` as the "first configuration"; its default --config is
+    /etc/noisewatch/config.yaml. Run where that folder is not there (a checkout set up with scripts/bootstrap.sh, as
+    README's "Set up" does, before or without scripts/install.sh) or not writable (without sudo; a read-only card),
+    it asks every question, the password too, and then ends in a Python traceback (FileNotFoundError / OSError from
+    tempfile.mkstemp), the answers lost. It should say in one line what it could not write and what to do (sudo,
+    --config), as every other command's errors do."""
+    if where == "missing folder":
+        config = tmp_path / "etc" / "noisewatch" / "config.yaml"
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs here")
+        config = folder / "config.yaml"
+    try:
+        done = cli("setup", "--config", str(config), "--non-interactive", "--mqtt-host", HOST, "--mqtt-port", "1")
+    finally:
+        if where != "missing folder":
+            subprocess.run(["umount", str(config.parent)], capture_output=True)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert str(config) in done.stderr or str(config.parent) in done.stderr, done.stderr
