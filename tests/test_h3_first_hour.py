@@ -18,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.publish as publish
 import pytest
 import yaml
-from mqtt_broker import HOST, Broker, Collector
+from mqtt_broker import HOST, Broker, Collector, make_test_ca
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,3 +232,20 @@ def test_a_service_started_without_its_microphone_tells_systemd_it_is_up(tmp_pat
         sock.close()
     assert any(line.startswith("STATUS=") for line in said), said  # it did start, and says why it does not hear
     assert "READY=1" in said, f"8 s without a microphone and no READY=1: {sorted(set(said))}"
+
+
+@pytest.mark.broker
+def test_tls_to_a_plain_port_is_explained_as_the_opposite_mistake_is(broker: Broker, tmp_path: Path) -> None:
+    """Wrong port, one way: plain MQTT to a TLS port gets "closed the connection without answering it; is it the
+    broker's port, with TLS (mqtt.tls) as that port expects ...". The other way (mqtt.tls on, the port 1883 a
+    Home Assistant Mosquitto add-on serves plain) gets only "cannot connect to MQTT broker 127.0.0.1:N ([Errno 104]
+    Connection reset by peer)": nothing points at mqtt.tls or the port."""
+    make_test_ca(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "try", "mqtt": {
+        "enabled": True, "host": HOST, "port": broker.port, "tls": {"enabled": True, "ca_file": str(tmp_path / "ca.crt")},
+        "spool": {"directory": str(tmp_path / "spool")}}}))
+    check = cli("check-config", str(config))
+    said = check.stdout + check.stderr
+    assert "cannot connect" in said or "closed the connection" in said, said
+    assert "mqtt.tls" in said, said
