@@ -249,3 +249,61 @@ def test_tls_to_a_plain_port_is_explained_as_the_opposite_mistake_is(broker: Bro
     said = check.stdout + check.stderr
     assert "cannot connect" in said or "closed the connection" in said, said
     assert "mqtt.tls" in said, said
+
+
+class BridgedSite(Broker):
+    """A site's mosquitto with the bridge to a central broker that docs/homeassistant.md ("Many sites") gives."""
+
+    def __init__(self, central_port: int, topics: list[str]) -> None:
+        self.bridge = ["connection central", f"address {HOST}:{central_port}", *topics]
+        super().__init__()
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        config = self.dir / "mosquitto.conf"
+        config.write_text(config.read_text() + "\n".join(self.bridge) + "\n")
+
+
+def documented_bridge_topics() -> list[str]:
+    text = (REPO / "docs" / "homeassistant.md").read_text()
+    paragraph = text[text.index("**Many sites**"):]
+    paragraph = paragraph[:paragraph.index("\n- ")]
+    topics = re.findall(r"`(topic [^`]+)`", paragraph)
+    assert len(topics) == 2, topics
+    return topics
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_documented_bridge_lets_a_site_listener_hear_the_central_home_assistant_restart(broker: Broker,
+                                                                                        tmp_path: Path) -> None:
+    """docs/homeassistant.md "Many sites": a broker per site bridged to a central one with `topic noisewatch/# both 1`
+    and `topic homeassistant/# out 1`. Home Assistant at the centre says `offline`/`online` on homeassistant/status at
+    the central broker; `out` never brings it to the site, so a site's listener never hears Home Assistant restart and
+    sends the events of the restart to no one (the promise "while Home Assistant restarts, events wait until it is
+    back" fails for every remote site). `topic homeassistant/status in 1` added to the bridge mends it."""
+    central = broker
+    site = BridgedSite(central.port, documented_bridge_topics()).start()
+    try:
+        assert wait_for_text(site.dir / "mosquitto.log", "Connecting bridge", 10)
+        time.sleep(1.0)
+        config = tmp_path / "site.yaml"
+        config.write_text(yaml.safe_dump({"device_id": "site1", "mqtt": {
+            "enabled": True, "host": HOST, "port": site.port, "spool": {"directory": str(tmp_path / "spool")}}}))
+        log = tmp_path / "run.log"
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+        with log.open("w") as err:
+            run = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                    "samples/scene.flac", "--speed", "1"], cwd=REPO, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            assert wait_for_text(log, "MQTT: connected", 20), log.read_text()
+            time.sleep(1.5)
+            publish.single("homeassistant/status", "offline", qos=1, hostname=HOST, port=central.port)
+            heard = wait_for_text(log, "Home Assistant went offline", 5)
+        finally:
+            run.send_signal(signal.SIGINT)
+            run.wait(20)
+        assert heard, log.read_text()
+    finally:
+        site.cleanup()
