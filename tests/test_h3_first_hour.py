@@ -18,6 +18,7 @@ from pathlib import Path
 import paho.mqtt.publish as publish
 import pytest
 import yaml
+from home_assistant import HASS
 from mqtt_broker import HOST, Broker, Collector, make_test_ca
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,3 +308,25 @@ def test_documented_bridge_lets_a_site_listener_hear_the_central_home_assistant_
         assert heard, log.read_text()
     finally:
         site.cleanup()
+
+
+@pytest.mark.homeassistant
+@pytest.mark.skipif(not HASS.exists(), reason=f"no Home Assistant venv at {HASS.parent.parent}")
+def test_documented_automations_are_automations_home_assistant_takes() -> None:
+    """docs/homeassistant.md gives two automations. The second ("To act on the start of a sound instead (close a
+    window when a siren starts)") has a trigger and a condition and no `action`: pasted into a new automation's YAML
+    editor, Home Assistant 2024.3.3 refuses to save it: "Message malformed: required key not provided @
+    data['action']" (seen through its REST API, /api/config/automation/config). Checked here with Home Assistant's own
+    automation schema, which gives that message."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "docs" / "homeassistant.md").read_text(), re.S)
+    automations = [block["automation"][0] if "automation" in block else block
+                   for block in map(yaml.safe_load, blocks) if "automation" in block or "trigger" in block]
+    assert len(automations) == 2
+    check = ("import json, sys\nfrom homeassistant.components.automation.config import PLATFORM_SCHEMA\n"
+             "for item in json.load(sys.stdin):\n"
+             "    try:\n        PLATFORM_SCHEMA(item); print('ok')\n"
+             "    except Exception as exc:\n        print(exc)\n")
+    done = subprocess.run([str(HASS.parent / "python"), "-c", check], input=json.dumps(automations),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["ok", "ok"], done.stdout
