@@ -270,7 +270,7 @@ def documented_bridge_topics() -> list[str]:
     paragraph = text[text.index("**Many sites**"):]
     paragraph = paragraph[:paragraph.index("\n- ")]
     topics = re.findall(r"`(topic [^`]+)`", paragraph)
-    assert len(topics) == 2, topics
+    assert len(topics) == 3, topics
     return topics
 
 

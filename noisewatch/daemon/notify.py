@@ -48,11 +48,6 @@ def watchdog() -> bool:
     return notify("WATCHDOG=1")
 
 
-def extend_timeout(seconds: float) -> bool:
-    """Ask for more time before start-up (or stop) counts as failed: waiting for a microphone."""
-    return notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
-
-
 def stopping() -> bool:
     """Shutdown has begun."""
     return notify("STOPPING=1")

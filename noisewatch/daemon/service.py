@@ -71,7 +71,6 @@ block did (tests/test_resample.py)."""
 FIRST_BACKOFF_S = 1.0
 STABLE_S = 60.0
 """A source that delivered audio this long counts as healthy again: the next failure starts the backoff afresh."""
-EXTEND_MARGIN_S = 10.0
 CLOCK_CHECK_S = 60.0
 MAX_CLOCK_DRIFT_S = 0.5
 """Live input only: event timestamps may lag wall time by the audio still in the ring, well under this."""
@@ -268,11 +267,10 @@ class Service:
         if status != self._status:  # a state change, not each attempt: the retained topic holds it
             self._publish_status(status)
         notify.status(text)
+        self._started_up()  # waiting for a device: up, and saying why it hears nothing
         deadline = time.monotonic() + wait_s
         while True:  # before each second of the wait, not after it: waits of 1 s or less (audio.reopen_max_s) made none
             notify.watchdog()  # waiting for a device is not a hang
-            if not self._ready:
-                notify.extend_timeout(wait_s + EXTEND_MARGIN_S)  # nor is a start-up without a microphone yet
             self._report_health()
             remaining = deadline - time.monotonic()
             self._noted.clear()  # before the look at both: one set after it ends the wait at once
@@ -402,7 +400,7 @@ class Service:
 
     def _notify(self, say: Callable[[], bool]) -> None:
         """RELOADING=1 and READY=1 of a reload, once start-up is over: before, READY=1 would end systemd's start
-        job while no audio has flowed yet (a SIGHUP while waiting for the microphone)."""
+        job before the input was first tried (a SIGHUP during start-up)."""
         if self._ready:
             say()
 
@@ -415,13 +413,19 @@ class Service:
             self._publish_status(self._status)  # sinks the reload may have replaced
             return
         self._silence = DigitalSilence()
-        if not self._ready:
-            self._ready = True
-            notify.ready()
+        self._started_up()
         self._publish_listening(source)
         if self._trouble is not None:
             log.info("audio input %s is back, after %s lost", source.name, _minutes(time.monotonic() - self._trouble.since))
             self._trouble = None
+
+    def _started_up(self) -> None:
+        """READY=1 to systemd once the input was tried: audio flows, or it waits for a device and says so (STATUS,
+        the audio state). Held until audio flowed, a start without a microphone kept systemd's start job open for
+        good: `systemctl restart` (the installer's) never returned, and boot never reached multi-user.target."""
+        if not self._ready:
+            self._ready = True
+            notify.ready()
 
     def _say_losses(self, source: AudioSource, dropped_s: float, overruns: int, nonfinite: int,
                     final: bool = False) -> None:
