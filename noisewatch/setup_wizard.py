@@ -36,6 +36,8 @@ DEFAULT_DEVICE_ID = "noisewatch"
 CLEAR = "-"
 """The answer that empties a setting a question shows as its current value (Enter keeps that value)."""
 BROKER_PROBE_S = 3.0
+EX_CANTCREAT = 73
+"""sysexits.h: the config (or its credential) cannot be written."""
 """How long setup waits for the broker's answer: plenty for one on the network, short for a wrong address."""
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<value>[^#\n]*?)(?P<comment> +#.*)?$")
 
@@ -277,6 +279,10 @@ def main(args: argparse.Namespace) -> int:
     answers = Answers(args.device, args.device_id, args.mqtt_host, args.mqtt_port, args.mqtt_user,
                       os.environ.get(PASSWORD_ENV) if args.mqtt_password_env else None)
     flags_given = any(v is not None for v in vars(answers).values())
+    if (problem := _unwritable(config_path)) is not None:
+        print(f"noisewatch setup: cannot write {config_path}: {problem}, or give --config a file in a folder you can "
+              "write", file=sys.stderr)
+        return EX_CANTCREAT
     if not flags_given and not args.non_interactive:
         if not sys.stdin.isatty():
             print("noisewatch setup: not a terminal; give --device/--mqtt-host/... or --non-interactive",
@@ -291,11 +297,25 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"noisewatch setup: not saved: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except OSError as exc:  # a disk that filled or turned read-only since the check above
+        print(f"noisewatch setup: not saved: {exc}", file=sys.stderr)
+        return EX_CANTCREAT
     print(f"noisewatch setup: wrote {config_path}"
           + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else ""), flush=True)
     try_the_broker(config_path, credentials, answers)
     print(f"noisewatch setup: a running service takes it with: {_take_it(answers)}")
     return 0
+
+
+def _unwritable(config_path: Path) -> str | None:
+    """Why the config cannot be written here (its folder missing, or not writable: no sudo, a read-only disk), asked
+    before the questions: found at the end, it was a traceback, and every answer, the password too, was lost."""
+    folder = config_path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist: make it (sudo mkdir -p {folder}; scripts/install.sh does)"
+    if not os.access(folder, os.W_OK):
+        return f"the folder {folder} is not writable by this user, or is on a read-only disk: run it with sudo"
+    return None
 
 
 def _take_it(answers: Answers) -> str:

@@ -23,6 +23,7 @@ from noisewatch.config import (
     Config,
     ConfigError,
     DetectorSection,
+    MqttSection,
     TlsSection,
     load_config,
     locate,
@@ -189,7 +190,7 @@ def sink_problems(config: Config) -> list[str]:
 def setup_warnings(config: Config) -> list[str]:
     """What is allowed but most likely a mistake, or a disk fault: said by ``check-config``, logged by ``run`` at
     start-up and reload, never refused."""
-    warnings = read_only_warnings(config)
+    warnings = read_only_warnings(config) + mqtt_off_warnings(config.mqtt)
     if not (config.mqtt.enabled and config.mqtt.username):
         return warnings
     try:
@@ -201,6 +202,19 @@ def setup_warnings(config: Config) -> list[str]:
         f"mqtt.username = {config.mqtt.username!r} has no password: none in ${PASSWORD_ENV}, in the systemd "
         f"credential {CREDENTIAL_NAME} (what `noisewatch setup` stores; only the service gets it) or in "
         "mqtt.password_file, so the broker will be asked to take the user without one"]
+
+
+def mqtt_off_warnings(section: MqttSection) -> list[str]:
+    """A broker set up in a section that is off: the address copied in, ``enabled`` forgotten. ``check-config`` said
+    "ok" and ``run`` not a word of MQTT, and no device ever came to Home Assistant."""
+    if section.enabled:
+        return []
+    defaults = MqttSection()
+    changed = [name for name in MqttSection.model_fields if getattr(section, name) != getattr(defaults, name)]
+    if not changed:
+        return []
+    return [f"mqtt.enabled is false, so nothing is published to a broker and the mqtt section's {', '.join(changed)} "
+            "go unused; set mqtt.enabled: true to publish"]
 
 
 def read_only_warnings(config: Config) -> list[str]:
