@@ -159,3 +159,14 @@ def test_a_first_connection_the_broker_answers_late_is_no_outage(
     watch.delay_s()
     watch.lost(UNANSWERED, stopping=False)
     assert watch.accepted() is True
+
+
+def test_a_tls_handshake_a_plain_port_resets_is_said_with_what_to_check(
+        clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's log names the setting as check-config does (tests/test_h3_first_hour.py): only "[Errno 104]
+    Connection reset by peer" before."""
+    watch = ConnectionWatch(MqttSection(tls={"enabled": True}), "noisewatch-pi", random.Random(0), clock)
+    watch.delay_s()
+    watch.failed(ConnectionResetError(104, "Connection reset by peer"))
+    said = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(said) == 1 and "Connection reset by peer" in said[0] and "mqtt.tls is on" in said[0], said

@@ -330,3 +330,21 @@ def test_documented_automations_are_automations_home_assistant_takes() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["ok", "ok"], done.stdout
+
+
+@pytest.mark.broker
+def test_a_tls_broker_whose_certificate_no_ca_vouches_for_points_at_mqtt_tls_ca_file(tmp_path: Path) -> None:
+    """Found with the one above: TLS on, no mqtt.tls.ca_file, a broker with its own CA's certificate (a Mosquitto
+    add-on with a self-made one): check-config and the daemon said only OpenSSL's "[SSL: CERTIFICATE_VERIFY_FAILED]
+    ... self-signed certificate in certificate chain", nothing of the setting that mends it."""
+    tls_broker = Broker(tls=True).start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"device_id": "try", "mqtt": {
+            "enabled": True, "host": HOST, "port": tls_broker.tls_port, "tls": {"enabled": True},
+            "spool": {"directory": str(tmp_path / "spool")}}}))
+        check = cli("check-config", str(config))
+    finally:
+        tls_broker.cleanup()
+    said = check.stdout + check.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in said and "mqtt.tls.ca_file" in said, said

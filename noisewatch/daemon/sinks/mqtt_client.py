@@ -214,8 +214,9 @@ class ConnectionWatch:
         s = self._settings
         self._unreachable()
         self._broker_was_down()
-        self._log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s); events are kept until it is back, retrying "
-                         "(backoff up to %g s)" % (s.host, s.port, cause, s.reconnect_max_s))
+        self._log.report(logging.WARNING, "MQTT: cannot connect to %s:%d (%s)%s; events are kept until it is back, "
+                         "retrying (backoff up to %g s)" % (s.host, s.port, cause, connect_hint(s, cause),
+                                                            s.reconnect_max_s))
 
     def lost(self, reason_code: ReasonCode, stopping: bool) -> None:
         """The connection (or the attempt) ended; not a fault when we are ``stopping``."""
@@ -287,6 +288,20 @@ CHECK_PAYLOAD = b'{"type":"check"}'
 ``noisewatch/#`` that parses each payload choked on plain text)."""
 
 
+def connect_hint(settings: MqttSection, cause: object) -> str:
+    """What to check for a TCP/TLS connection that failed the way a TLS setting gets wrong ("" otherwise): a plain
+    MQTT port spoken to in TLS resets the handshake, and an unknown certificate fails it; said only as the errno and
+    OpenSSL's words, where plain MQTT to a TLS port was explained."""
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return ("; the broker's certificate is not one that mqtt.tls.ca_file (or, when it is null, this system's CAs) "
+                "vouches for, or mqtt.host is not a name in it: set mqtt.tls.ca_file to the CA that signed it")
+    if settings.tls.enabled and (isinstance(cause, (ConnectionResetError, ssl.SSLEOFError)) or (
+            isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER")):
+        return ("; mqtt.tls is on: is it the broker's TLS port (often 8883)? A plain MQTT port (1883, as Home "
+                "Assistant's Mosquitto add-on serves by default) ends a TLS handshake so")
+    return ""
+
+
 def probe(settings: MqttSection, password: str | None, timeout_s: float, topics: Topics,
           discovery_check: str | None = None) -> str | None:
     """Connect once and leave: None when the broker takes the connection, grants the subscriptions the running
@@ -323,7 +338,7 @@ def probe(settings: MqttSection, password: str | None, timeout_s: float, topics:
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
     except (OSError, ValueError) as exc:  # refused, no such host, TLS handshake
-        return f"cannot connect to {where} ({exc})"
+        return f"cannot connect to {where} ({exc}){connect_hint(settings, exc)}"
     client.loop_start()
     try:
         answer = answers.get(timeout=timeout_s)
