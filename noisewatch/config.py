@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,6 +36,8 @@ from pydantic_core import PydanticCustomError
 EX_CONFIG = 78  # sysexits.h: configuration error
 PASSWORD_ENV = "NOISEWATCH_MQTT_PASSWORD"
 CREDENTIAL_NAME = "noisewatch_mqtt_password"  # in $CREDENTIALS_DIRECTORY, see systemd/noisewatch.service
+STORED_PASSWORD = Path("credentials", "mqtt_password")
+"""Where ``noisewatch setup`` stores the password, beside the config (root only); the unit loads it as CREDENTIAL_NAME."""
 
 
 def _a_number(value: Any) -> Any:
@@ -386,6 +389,15 @@ def default_device_id() -> str:
     return name or "noisewatch"
 
 
+def stored_password(path: Path) -> str | None:
+    """The password a credential file holds; None where it is missing, empty or unreadable to this user (the stored
+    one is root's: the service gets it as its systemd credential)."""
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 class Config(_Section):
     device_id: str = Field(default_factory=default_device_id,
                            description="names this listener in events and MQTT topics; null: the host name")
@@ -399,6 +411,8 @@ class Config(_Section):
     jsonl: JsonlSection = JsonlSection()
     mqtt: MqttSection = MqttSection()
     logging: LoggingSection = LoggingSection()
+    _folder: Path | None = PrivateAttr(None)
+    """The folder of the file it was read from (:func:`load_config`), where a stored password lies."""
 
     @field_validator("device_id", mode="before")
     @classmethod
@@ -413,14 +427,19 @@ class Config(_Section):
         return value
 
     def mqtt_password(self) -> str | None:
-        """$NOISEWATCH_MQTT_PASSWORD, else the systemd credential, else ``mqtt.password_file``.
+        """$NOISEWATCH_MQTT_PASSWORD, else the systemd credential, else the one ``noisewatch setup`` stored beside
+        the config file (:data:`STORED_PASSWORD`) where this user may read it, else ``mqtt.password_file``. Without
+        the stored one, ``check-config`` or ``run`` by hand (root) right after setup said the user had no password
+        and the broker refused it: a wrong password hunted for where the right one was stored.
 
         Never from the YAML itself, so the config file can be world-readable.
         """
         if os.environ.get(PASSWORD_ENV):
             return os.environ[PASSWORD_ENV]
         credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent"), CREDENTIAL_NAME)
-        if credential.is_file() and (text := credential.read_text(encoding="utf-8").strip()):
+        if (text := stored_password(credential)) is not None:
+            return text
+        if self._folder is not None and (text := stored_password(self._folder / STORED_PASSWORD)) is not None:
             return text
         if self.mqtt.password_file is None:
             return None
@@ -504,7 +523,9 @@ def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:
         config = Config.model_validate(data)  # an empty file (None) keeps every default, as an empty section does
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, dict(error), node) for error in exc.errors())) from None
-    return _resolve_paths(config, path.parent)
+    config = _resolve_paths(config, path.parent)
+    config._folder = path.absolute().parent
+    return config
 
 
 def _compose(path: Path) -> yaml.Node | None:

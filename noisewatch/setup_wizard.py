@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from noisewatch.config import Config
 
 DEFAULT_CONFIG = Path("/etc/noisewatch/config.yaml")
-PASSWORD_FILE = "mqtt_password"
+PASSWORD_FILE = "mqtt_password"  # config.STORED_PASSWORD's name (config loads pydantic: not on --help's path)
 DEFAULT_DEVICE_ID = "noisewatch"
 CLEAR = "-"
 """The answer that empties a setting a question shows as its current value (Enter keeps that value)."""
@@ -255,12 +255,11 @@ def try_the_broker(config_path: Path, credentials: Path, answers: Answers) -> No
 def _service_password(config: Config, credentials: Path, answers: Answers) -> str | None:
     """The password the service will offer: the one just given, else the stored credential (the unit loads it),
     else the config's own (``mqtt.password_file``)."""
-    stored = credentials / PASSWORD_FILE
+    from noisewatch.config import stored_password
+
     if answers.mqtt_password:
         return answers.mqtt_password
-    if stored.is_file() and (text := stored.read_text(encoding="utf-8").strip()):
-        return text
-    return config.mqtt_password()
+    return stored_password(credentials / PASSWORD_FILE) or config.mqtt_password()
 
 
 def _current(config_path: Path) -> dict[str, object]:

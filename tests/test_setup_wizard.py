@@ -208,3 +208,12 @@ def test_setup_run_again_can_empty_a_setting_it_shows(tmp_path: Path) -> None:
     assert "- for the system default" in shown and "- for anonymous" in shown, shown
     setup_on_a_terminal(config, ["", "", "-"])  # device, id, host
     assert load_config(config).mqtt.enabled is False
+
+
+def test_setup_stores_the_password_where_run_and_check_config_look_for_it() -> None:
+    """``noisewatch setup`` writes credentials/mqtt_password beside the config; ``Config.mqtt_password`` reads it
+    there (tests/test_h3_first_hour.py shows check-config by hand using it)."""
+    from noisewatch.config import STORED_PASSWORD
+    from noisewatch.setup_wizard import PASSWORD_FILE
+
+    assert STORED_PASSWORD == Path("credentials", PASSWORD_FILE)

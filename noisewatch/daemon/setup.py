@@ -20,6 +20,7 @@ from noisewatch.bundle import Bundle, BundleError, default_model_path, load_bund
 from noisewatch.config import (
     CREDENTIAL_NAME,
     PASSWORD_ENV,
+    STORED_PASSWORD,
     Config,
     ConfigError,
     DetectorSection,
@@ -200,7 +201,8 @@ def setup_warnings(config: Config) -> list[str]:
         return warnings  # an unreadable password file is a problem of its own (mqtt_problems)
     return warnings + [
         f"mqtt.username = {config.mqtt.username!r} has no password: none in ${PASSWORD_ENV}, in the systemd "
-        f"credential {CREDENTIAL_NAME} (what `noisewatch setup` stores; only the service gets it) or in "
+        f"credential {CREDENTIAL_NAME} or the {STORED_PASSWORD} beside the config that `noisewatch setup` stores "
+        "(readable by root only: check with sudo), or in "
         "mqtt.password_file, so the broker will be asked to take the user without one"]
 
 
