@@ -471,8 +471,10 @@ class Service:
         self.active.outbox.publish([status])
 
     def _report_health(self) -> None:
-        """A ``stats`` message when one is due (every ``stats.interval_s``: a reload may change it)."""
-        if self._ticks.stats_due(self.active.setup.config.stats.interval_s):
+        """A ``stats`` message when one is due (every ``stats.interval_s``: a reload may change it), and at once when
+        a sink's figures changed in a way a user waits on (:meth:`Outbox.report_wanted`)."""
+        wanted = self.active.outbox.report_wanted()
+        if self._ticks.stats_due(self.active.setup.config.stats.interval_s) or wanted:
             self.active.outbox.publish([self._stats()])
 
     def _stats(self) -> Stats:

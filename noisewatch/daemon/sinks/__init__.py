@@ -19,6 +19,9 @@ class Sink(Protocol):
         """The sink's own figures for ``stats`` messages (names of :class:`~noisewatch.daemon.messages.Stats`
         fields); empty when it has none."""
 
+    def report_wanted(self) -> bool:
+        """Whether its figures changed in a way that is worth a ``stats`` report now, not at the next interval."""
+
     def threshold_overrides(self) -> dict[str, float]:
         """Per-label thresholds set through this sink (Home Assistant's ``number`` entities); empty for most."""
 

@@ -83,6 +83,9 @@ class JsonlSink:
     def health(self) -> HealthFigures:
         return {"jsonl_failed_writes": self.failed_writes}
 
+    def report_wanted(self) -> bool:
+        return False
+
     def threshold_overrides(self) -> dict[str, float]:
         return {}
 

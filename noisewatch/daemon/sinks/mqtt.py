@@ -207,6 +207,8 @@ class MqttSink:
         self._periodic: dict[str, Outgoing] = {}
         """The latest level and stats report, by topic (``_send_periodic_again``)."""
         self._periodic_again_at: float | None = None
+        self._waiting_said = 0
+        """Messages the last ``stats`` report said were waiting (spooled or held in memory): ``report_wanted``."""
         self._live: deque[Outgoing] = deque(maxlen=LIVE_QUEUE_MAX)
         self._dropped_offs: set[str] = set()
         """State topics of labels a reload dropped whose last event ended while disconnected: OFF at the reconnect."""
@@ -421,11 +423,17 @@ class MqttSink:
         """The spool's and the connection's figures; the spool's disk is asked (no write) at each report."""
         self._check_disk()
         spool = self.spool
+        self._waiting_said = spool.depth + self._held()
         return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
                 "spool_memory_queued": self._held(), "spool_memory_dropped": self.counts.memory_dropped,
                 "mqtt_network_restarts": self.counts.network_restarts,
                 "spool_disk_error": self._disk_problem()}
+
+    def report_wanted(self) -> bool:
+        """The spool sent empty since a report said it held messages: one who had just mended the broker settings
+        read Home Assistant's "Spooled messages: 6" as still stuck for a whole ``stats.interval_s``."""
+        return self._waiting_said > 0 and self.spool.depth == 0 and not self._held()
 
     def _disk_problem(self) -> str | None:
         """Why the spool's disk refuses writes, or None: full, read-only or gone as asked at this report (a disk freed
