@@ -413,6 +413,13 @@ class Config(_Section):
     logging: LoggingSection = LoggingSection()
     _folder: Path | None = PrivateAttr(None)
     """The folder of the file it was read from (:func:`load_config`), where a stored password lies."""
+    _no_settings: bool = PrivateAttr(False)
+
+    @property
+    def read_no_settings(self) -> bool:
+        """Its file held no settings at all (empty, or comments only): ``check-config`` says that a reload refuses
+        it, from this reading (a second one read nothing from a pipe, and warned of a file that held settings)."""
+        return self._no_settings
 
     @field_validator("device_id", mode="before")
     @classmethod
@@ -493,11 +500,6 @@ def _setting(values: dict[str, Any], key: str) -> str:
 NO_SETTINGS = "holds no settings (empty, or comments only), as a file being written does for a moment"
 
 
-def holds_no_settings(path: str | Path) -> bool:
-    """Whether a config file that loads holds no settings at all: ``check-config`` says that a reload refuses it."""
-    return _compose(Path(path)) is None
-
-
 def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:
     """Read, validate and resolve a config file (None: all defaults). Raises ConfigError.
 
@@ -524,7 +526,7 @@ def load_config(path: str | Path | None, blank_ok: bool = True) -> Config:
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, dict(error), node) for error in exc.errors())) from None
     config = _resolve_paths(config, path.parent)
-    config._folder = path.absolute().parent
+    config._folder, config._no_settings = path.absolute().parent, node is None
     return config
 
 

@@ -460,6 +460,25 @@ def test_a_user_without_a_password_is_a_warning_from_check_config(tmp_path: Path
     done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "has no password" not in done.stderr, done.stderr
+    config.write_text(config.read_text().replace("  username: nw\n", ""))  # the password, and no user to send it with
+    done = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "warning: a password is given but mqtt.username is not set" in done.stderr, \
+        done.stderr
+
+
+def test_check_config_reads_its_file_once(tmp_path: Path) -> None:
+    """Found by a first-hour walk: check-config read the file a second time to tell whether it held no settings;
+    handed a pipe (``check-config <(...)``, a config made by a script) the second reading found it empty and warned
+    that a file holding settings held none. A comments-only file is still said."""
+    from mqtt_broker import free_port
+
+    settings = f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+    for text, blank in ((settings, False), ("# nothing yet\n", True)):
+        done = subprocess.run(["bash", "-c", f'{sys.executable} -m noisewatch.cli check-config <(printf %s "$0")', text],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and ": ok" in done.stdout, done.stderr
+        assert ("holds no settings" in done.stderr) is blank, done.stderr
 
 
 @pytest.mark.parametrize("command", ["check-config", "run"])

@@ -394,6 +394,12 @@ def test_f05_an_input_file_that_is_not_there_is_a_mistake_in_the_command_exit_78
     docs audit: the README named only 66, for a file that cannot be read to its end)."""
     result = cli("run", "--input", str(tmp_path / "gone.flac"), "--speed", "0", timeout=FILE_FAILURE_S)
     assert result.returncode == 78 and "gone.flac: no such file" in result.stderr, result.stderr
+    config = tmp_path / "config.yaml"  # with a config, the mistake is still the command's, not the file's (it
+    config.write_text("device_id: try\n")  # read "noisewatch: .../config.yaml: --input ...": found by a first-hour walk)
+    result = cli("run", "--config", str(config), "--input", str(tmp_path / "gone.flac"), "--speed", "0",
+                 timeout=FILE_FAILURE_S)
+    assert result.returncode == 78 and f"noisewatch: --input {tmp_path / 'gone.flac'}: no such file" in result.stderr, \
+        result.stderr
 
 
 @pytest.mark.broker

@@ -31,7 +31,7 @@ from datetime import datetime
 
 from noisewatch import __version__, logs
 from noisewatch.bundle import BundleError
-from noisewatch.config import EX_CONFIG, NO_SETTINGS, Config, ConfigError, config_changes, holds_no_settings
+from noisewatch.config import EX_CONFIG, NO_SETTINGS, Config, ConfigError, config_changes
 from noisewatch.daemon import notify
 from noisewatch.daemon.events import SampleClock, started_iso
 from noisewatch.daemon.levels import DIGITAL_SILENCE_S, DigitalSilence, SilenceChange
@@ -680,10 +680,10 @@ def check_config_main(args: argparse.Namespace) -> int:
     """``noisewatch check-config FILE``: validate config, bundle and device without starting."""
     try:
         setup = prepare(args.config)
-        blank = [f"{args.config}: {NO_SETTINGS}: a start takes every default, but a reload refuses it; write {{}} "
-                 "for every default"] if holds_no_settings(args.config) else []
     except (ConfigError, BundleError) as exc:
         return _fail(exc)
+    blank = [f"{args.config}: {NO_SETTINGS}: a start takes every default, but a reload refuses it; write {{}} "
+             "for every default"] if setup.config.read_no_settings else []
     for warning in (blank + setup_warnings(setup.config) + running_listener_warnings(setup.config)
                     + list(setup.audio_warnings)):
         print(f"noisewatch: warning: {warning}", file=sys.stderr)

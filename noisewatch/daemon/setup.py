@@ -135,7 +135,8 @@ def _located(config_path: str | None, overrides: Overrides, problems: list[str])
     keys = [problem.split(" ", 1)[0].rstrip(":") for problem in problems]
     keys_in_file = [None if (overrides.model and key.startswith("model."))
                     or (overrides.jsonl and key.startswith("jsonl.")) else key for key in keys]
-    return [f"{where}: {problem}" for where, problem in zip(locate(config_path, keys_in_file), problems)]
+    return [problem if problem.startswith("--") else f"{where}: {problem}"  # an option's own (--input): not the file's
+            for where, problem in zip(locate(config_path, keys_in_file), problems)]
 
 
 def bundle_problems(config: Config, bundle: Bundle) -> list[str]:
@@ -191,19 +192,27 @@ def sink_problems(config: Config) -> list[str]:
 def setup_warnings(config: Config) -> list[str]:
     """What is allowed but most likely a mistake, or a disk fault: said by ``check-config``, logged by ``run`` at
     start-up and reload, never refused."""
-    warnings = read_only_warnings(config) + mqtt_off_warnings(config.mqtt)
-    if not (config.mqtt.enabled and config.mqtt.username):
-        return warnings
+    return read_only_warnings(config) + mqtt_off_warnings(config.mqtt) + password_warnings(config)
+
+
+def password_warnings(config: Config) -> list[str]:
+    """A user without a password, or a password without a user (MQTT sends none without one: the broker was asked
+    to take an anonymous client, and refused it as "Not authorized", the password found and unused)."""
+    if not config.mqtt.enabled:
+        return []
     try:
-        if config.mqtt_password() is not None:
-            return warnings
+        password = config.mqtt_password()
     except ConfigError:
-        return warnings  # an unreadable password file is a problem of its own (mqtt_problems)
-    return warnings + [
-        f"mqtt.username = {config.mqtt.username!r} has no password: none in ${PASSWORD_ENV}, in the systemd "
-        f"credential {CREDENTIAL_NAME} or the {STORED_PASSWORD} beside the config that `noisewatch setup` stores "
-        "(readable by root only: check with sudo), or in "
-        "mqtt.password_file, so the broker will be asked to take the user without one"]
+        return []  # an unreadable password file is a problem of its own (mqtt_problems)
+    if config.mqtt.username and password is None:
+        return [f"mqtt.username = {config.mqtt.username!r} has no password: none in ${PASSWORD_ENV}, in the systemd "
+                f"credential {CREDENTIAL_NAME} or the {STORED_PASSWORD} beside the config that `noisewatch setup` "
+                "stores (readable by root only: check with sudo), or in mqtt.password_file, so the broker will be "
+                "asked to take the user without one"]
+    if not config.mqtt.username and password is not None:
+        return ["a password is given but mqtt.username is not set: MQTT sends no password without a user, so the "
+                "broker will be asked to take the listener anonymously; set mqtt.username"]
+    return []
 
 
 def mqtt_off_warnings(section: MqttSection) -> list[str]:
