@@ -163,7 +163,7 @@ def test_a_first_connection_the_broker_answers_late_is_no_outage(
 
 def test_a_tls_handshake_a_plain_port_resets_is_said_with_what_to_check(
         clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    """The daemon's log names the setting as check-config does (tests/test_h3_first_hour.py): only "[Errno 104]
+    """The daemon's log names the setting as check-config does (tests/test_first_hour_setup.py): only "[Errno 104]
     Connection reset by peer" before."""
     watch = ConnectionWatch(MqttSection(tls={"enabled": True}), "noisewatch-pi", random.Random(0), clock)
     watch.delay_s()

@@ -212,7 +212,7 @@ def test_setup_run_again_can_empty_a_setting_it_shows(tmp_path: Path) -> None:
 
 def test_setup_stores_the_password_where_run_and_check_config_look_for_it() -> None:
     """``noisewatch setup`` writes credentials/mqtt_password beside the config; ``Config.mqtt_password`` reads it
-    there (tests/test_h3_first_hour.py shows check-config by hand using it)."""
+    there (tests/test_first_hour_setup.py shows check-config by hand using it)."""
     from noisewatch.config import STORED_PASSWORD
     from noisewatch.setup_wizard import PASSWORD_FILE
 

@@ -1,6 +1,6 @@
-"""A Home Assistant user's first hour (helper h3): README.md and docs/homeassistant.md followed as written, with the
-real CLI, a real mosquitto and, where marked ``homeassistant``, a real Home Assistant 2024.3.3. No mocks. Each test
-fails on what the user met."""
+"""A Home Assistant user's first hour, set-up side (a walk-through by a helper): README.md and docs/homeassistant.md
+followed as written, with the real CLI, a real mosquitto and, where marked ``homeassistant``, a real Home Assistant
+2024.3.3. No mocks. Each test failed on what the user met."""
 
 from __future__ import annotations
 
