@@ -36,9 +36,9 @@ DEFAULT_DEVICE_ID = "noisewatch"
 CLEAR = "-"
 """The answer that empties a setting a question shows as its current value (Enter keeps that value)."""
 BROKER_PROBE_S = 3.0
+"""How long setup waits for the broker's answer: plenty for one on the network, short for a wrong address."""
 EX_CANTCREAT = 73
 """sysexits.h: the config (or its credential) cannot be written."""
-"""How long setup waits for the broker's answer: plenty for one on the network, short for a wrong address."""
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<value>[^#\n]*?)(?P<comment> +#.*)?$")
 
 Ask = Callable[[str, str], str]

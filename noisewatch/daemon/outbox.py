@@ -36,8 +36,8 @@ class Outbox:
         return figures
 
     def report_wanted(self) -> bool:
-        """A sink's figures are worth a ``stats`` report now (every sink is asked: each clears what it said)."""
-        return any([sink.report_wanted() for sink in self.sinks])
+        """A sink's figures are worth a ``stats`` report now (the report's ``health`` settles what it asked for)."""
+        return any(sink.report_wanted() for sink in self.sinks)
 
     def threshold_overrides(self) -> dict[str, float]:
         """Thresholds set through the sinks (from Home Assistant), to apply over the config's."""
