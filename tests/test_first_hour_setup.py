@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.publish as publish
@@ -99,6 +100,25 @@ def wait_for_text(path: Path, text: str, timeout: float) -> bool:
     return False
 
 
+def said_when_home_assistant_goes_offline(config: Path, log: Path, env: dict[str, str],
+                                          goes_offline: Callable[[], None]) -> str:
+    """The listener's log, ``run`` on the sample scene with ``config``, when Home Assistant ``goes_offline`` after
+    it connected (its subscriptions are made at the connect)."""
+    with log.open("w") as err:
+        run = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                "samples/scene.flac", "--speed", "1"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
+                               env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), **env})
+    try:
+        assert wait_for_text(log, "MQTT: connected", 20), log.read_text()
+        time.sleep(1.5)
+        goes_offline()
+        wait_for_text(log, "Home Assistant went offline", 5)
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.wait(20)
+    return log.read_text()
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 def test_documented_per_listener_acl_lets_the_listener_hear_home_assistant_restart(tmp_path: Path) -> None:
@@ -115,25 +135,13 @@ def test_documented_per_listener_acl_lets_the_listener_hear_home_assistant_resta
         config.write_text(yaml.safe_dump({"device_id": "try", "mqtt": {
             "enabled": True, "host": HOST, "port": acl_broker.port, "username": "try",
             "spool": {"directory": str(tmp_path / "spool")}}}))
-        log = tmp_path / "run.log"
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
-               "NOISEWATCH_MQTT_PASSWORD": "trypw"}
-        with log.open("w") as err:
-            run = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
-                                    "samples/scene.flac", "--speed", "1"], cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            assert wait_for_text(log, "MQTT: connected", 20), log.read_text()
-            time.sleep(1.5)  # its subscriptions are made at the connect
-            publish.single("homeassistant/status", "offline", qos=1, hostname=HOST, port=acl_broker.port,
-                           auth={"username": "homeassistant", "password": "hapass"})
-            heard = wait_for_text(log, "Home Assistant went offline", 5)
-        finally:
-            run.send_signal(signal.SIGINT)
-            run.wait(20)
-        assert heard, log.read_text()
+        said = said_when_home_assistant_goes_offline(
+            config, tmp_path / "run.log", {"NOISEWATCH_MQTT_PASSWORD": "trypw"},
+            lambda: publish.single("homeassistant/status", "offline", qos=1, hostname=HOST, port=acl_broker.port,
+                                   auth={"username": "homeassistant", "password": "hapass"}))
     finally:
         acl_broker.cleanup()
+    assert "Home Assistant went offline" in said, said
 
 
 @pytest.mark.broker
@@ -291,23 +299,12 @@ def test_documented_bridge_lets_a_site_listener_hear_the_central_home_assistant_
         config = tmp_path / "site.yaml"
         config.write_text(yaml.safe_dump({"device_id": "site1", "mqtt": {
             "enabled": True, "host": HOST, "port": site.port, "spool": {"directory": str(tmp_path / "spool")}}}))
-        log = tmp_path / "run.log"
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
-        with log.open("w") as err:
-            run = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
-                                    "samples/scene.flac", "--speed", "1"], cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            assert wait_for_text(log, "MQTT: connected", 20), log.read_text()
-            time.sleep(1.5)
-            publish.single("homeassistant/status", "offline", qos=1, hostname=HOST, port=central.port)
-            heard = wait_for_text(log, "Home Assistant went offline", 5)
-        finally:
-            run.send_signal(signal.SIGINT)
-            run.wait(20)
-        assert heard, log.read_text()
+        said = said_when_home_assistant_goes_offline(
+            config, tmp_path / "run.log", {},
+            lambda: publish.single("homeassistant/status", "offline", qos=1, hostname=HOST, port=central.port))
     finally:
         site.cleanup()
+    assert "Home Assistant went offline" in said, said
 
 
 @pytest.mark.homeassistant

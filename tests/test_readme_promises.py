@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,40 @@ def readme_text() -> str:
 def scene_audio(rate: int) -> np.ndarray:
     audio, source_rate = sf.read(str(SCENE), dtype="float32", always_2d=True)
     return soxr.resample(audio.mean(axis=1), source_rate, rate).astype(np.float32)
+
+
+def replayed(audio: np.ndarray, rate: int, folder: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``noisewatch run`` with the default config on ``audio`` (as a WAV file), as fast as it goes: the finished
+    process (exit 0) and its JSON-lines file."""
+    path, out = folder / "audio.wav", folder / "out.jsonl"
+    sf.write(str(path), audio, rate, subtype="FLOAT")
+    ran = subprocess.run([*CLI, "run", "--input", str(path), "--speed", "0", "--jsonl", str(out)],
+                         capture_output=True, text=True, timeout=90)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return ran, out
+
+
+def run_reloaded(config: Path, audio: Path, speed: str, out: Path, ready: Callable[[list[dict]], bool],
+                 new_config: str | None) -> str:
+    """``noisewatch run`` replaying ``audio`` at ``speed`` into ``out``; once ``ready`` holds of its messages, the
+    config rewritten as ``new_config`` (None: left as it is) and reloaded. Its stderr, once it ended with exit 0."""
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(audio), "--speed", speed,
+                             "--jsonl", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready(read_jsonl(out)):
+            assert time.monotonic() < deadline, "never ready for the reload"
+            time.sleep(0.05)
+        if new_config is not None:
+            config.write_text(new_config)
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    return err
 
 
 def env_without_password(**extra: str) -> dict[str, str]:
@@ -135,12 +170,7 @@ def test_each_closed_event_is_also_logged_at_info(tmp_path: Path) -> None:
     t = np.arange(4 * rate) / rate
     tone = (0.7 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)  # -6 dBFS for 4 s: a `loud` event
     audio = np.concatenate([scene, tone, np.zeros(3 * rate, dtype=np.float32)])
-    path = tmp_path / "scene_and_tone.wav"
-    sf.write(str(path), audio, rate, subtype="FLOAT")
-    out = tmp_path / "out.jsonl"
-    ran = subprocess.run([*CLI, "run", "--input", str(path), "--speed", "0", "--jsonl", str(out)],
-                         capture_output=True, text=True, timeout=90)
-    assert ran.returncode == 0, ran.stderr[-3000:]
+    ran, out = replayed(audio, rate, tmp_path)
     closed = [m for m in read_jsonl(out) if m["type"] == "event"]
     assert {m["label"] for m in closed} >= {"siren", "dog_bark", "jackhammer", "loud"}, closed
     heard = [line for line in ran.stderr.splitlines() if re.search(r"\bheard \S+ from ", line)]
@@ -253,12 +283,7 @@ def test_a_json_lines_file_left_alone_grows_about_1_mb_a_day(tmp_path: Path) -> 
     times the reports a day: about 1 MB (0.6-1.6 MB)."""
     rate = 22050
     quiet = (10 ** (-60 / 20) * np.random.default_rng(1).standard_normal(70 * rate)).astype(np.float32)
-    path = tmp_path / "quiet.wav"
-    sf.write(str(path), quiet, rate, subtype="FLOAT")
-    out = tmp_path / "out.jsonl"
-    ran = subprocess.run([*CLI, "run", "--input", str(path), "--speed", "0", "--jsonl", str(out)],
-                         capture_output=True, text=True, timeout=90)
-    assert ran.returncode == 0, ran.stderr[-3000:]
+    ran, out = replayed(quiet, rate, tmp_path)
     lines = out.read_text().splitlines(keepends=True)
     kinds = [json.loads(line)["type"] for line in lines]
     assert "event" not in kinds and "scores" not in kinds, kinds
@@ -504,20 +529,7 @@ def test_a_reload_of_an_empty_mapping_takes_every_default(tmp_path: Path) -> Non
     def reload_to(text: str, name: str) -> tuple[list[dict], str]:
         config, out = tmp_path / f"{name}.yaml", tmp_path / f"{name}.jsonl"
         config.write_text("scores:\n  enabled: true\n  interval_s: 0\n")
-        proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(audio), "--speed", "6",
-                                 "--jsonl", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 30
-            while not any(m["type"] == "scores" for m in read_jsonl(out)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            config.write_text(text)
-            proc.send_signal(signal.SIGHUP)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 0, err[-3000:]
+        err = run_reloaded(config, audio, "6", out, lambda ms: any(m["type"] == "scores" for m in ms), text)
         return read_jsonl(out), err
 
     messages, err = reload_to("{}\n", "mapping")
@@ -623,19 +635,7 @@ def test_scores_keep_their_interval_across_a_reload_that_changes_nothing(tmp_pat
     sf.write(str(audio), quiet, rate, subtype="FLOAT")
     config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
     config.write_text("scores:\n  enabled: true\n  interval_s: 20\n")
-    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(audio), "--speed", "6",
-                             "--jsonl", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not any(m["type"] == "scores" for m in read_jsonl(out)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGHUP)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+    err = run_reloaded(config, audio, "6", out, lambda ms: any(m["type"] == "scores" for m in ms), None)
     assert len([line for line in err.splitlines() if "configuration reloaded" in line]) == 1, err[-3000:]
     messages = read_jsonl(out)
     start, at_reload, stop = [m["audio_s"] for m in messages if m["type"] == "stats"]
@@ -664,21 +664,8 @@ def test_a_loud_sound_going_on_at_a_reload_that_retunes_loudness_stays_one_event
     sf.write(str(path), audio, rate, subtype="FLOAT")
     config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
     config.write_text("loudness:\n  threshold_dbfs: -10\n")
-    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--input", str(path), "--speed", "4",
-                             "--jsonl", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not any(m["type"] == "started" and m["label"] == "loud" for m in read_jsonl(out)):
-            assert time.monotonic() < deadline, "no loud event started"
-            time.sleep(0.05)
-        config.write_text("loudness:\n  threshold_dbfs: -12\n")
-        proc.send_signal(signal.SIGHUP)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+    err = run_reloaded(config, path, "4", out, lambda ms: any(m["type"] == "started" and m["label"] == "loud" for m in ms),
+                       "loudness:\n  threshold_dbfs: -12\n")
     (reloaded,) = [line for line in err.splitlines() if "configuration reloaded" in line]
     assert "loudness.threshold_dbfs: -10.0 -> -12.0" in reloaded, reloaded
     messages = read_jsonl(out)

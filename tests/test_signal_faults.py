@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mqtt_broker import Broker, Collector, LateConnack
 
 from noisewatch.daemon.setup import Overrides, prepare
 from noisewatch.logs import REPEAT_BURST, RepeatLimiter
@@ -283,6 +285,40 @@ def test_a_reload_asked_for_while_exiting_does_not_kill_the_process(repo_root: P
     assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
 
 
+def _status_after_a_stop_soon_after_a_reload(repo_root: Path, tmp_path: Path, port: int, broker_port: int,
+                                             settings: str, before_the_stop: Callable[[Path], None]) -> list[bytes]:
+    """The daemon connected through ``port`` (``mqtt`` settings beside it in ``settings``), reloaded with a new
+    ``mqtt.keepalive_s`` (a new client, on the same broker as the same client id), ``before_the_stop`` given the log,
+    then SIGTERM: the ``status`` the broker at ``broker_port`` keeps retained once the daemon is gone."""
+    base = (f"device_id: h3\nmqtt:\n  enabled: true\n  port: {port}\n{settings}  spool:\n    directory: "
+            f"{tmp_path / 'spool'}\n  state_directory: {tmp_path / 'state'}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(base)
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
+                                 str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=stderr)
+    deadline = time.monotonic() + 60
+    while "MQTT: connected" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.5)  # online said, discovery out
+    config.write_text(base + "  keepalive_s: 30\n")
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "configuration reloaded" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    before_the_stop(log)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+    time.sleep(1.5)  # a connection still held open (a delayed CONNACK's) is over
+    status = Collector(broker_port, "noisewatch/h3/status")
+    try:
+        status.wait_for(lambda c: bool(c.on("noisewatch/h3/status")), timeout=2)
+        return status.on("noisewatch/h3/status")
+    finally:
+        status.close()
+
+
 def test_a_stop_during_a_reload_on_the_same_broker_leaves_offline_when_the_new_client_connects_late(
         repo_root: Path, tmp_path: Path) -> None:
     """Found by review: docs/mqtt.md says ``<prefix>/status`` is ``offline`` after a clean shutdown. A reload that
@@ -290,42 +326,16 @@ def test_a_stop_during_a_reload_on_the_same_broker_leaves_offline_when_the_new_c
     skips its ``offline``, as its successor will say ``online``. A stop before the successor's CONNACK (a slow link)
     closed the successor unconnected: no ``offline``, and paho's DISCONNECT, a clean end, had the broker drop the
     Will too; the listener exited 0 and ``online`` stayed retained for good."""
-    from mqtt_broker import Broker, Collector, LateConnack
-
     broker = Broker().start()
     proxy = LateConnack(broker.port, delay_s=1.0)
-    try:
-        base = (f"device_id: h3\nmqtt:\n  enabled: true\n  port: {proxy.port}\n  spool:\n    directory: "
-                f"{tmp_path / 'spool'}\n  state_directory: {tmp_path / 'state'}\n")
-        config = tmp_path / "config.yaml"
-        config.write_text(base)
-        log = tmp_path / "stderr.log"
-        with log.open("w") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
-                                     str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=stderr)
-        deadline = time.monotonic() + 60
-        while "MQTT: connected" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(1.5)  # online said, discovery out
-        config.write_text(base + "  keepalive_s: 30\n")
-        proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "configuration reloaded" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGTERM)  # the new client's CONNACK is 1 s away
-        assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
-        time.sleep(1.5)  # the delayed CONNACK's connection is over
-        status = Collector(broker.port, "noisewatch/h3/status")
-        try:
-            status.wait_for(lambda c: bool(c.on("noisewatch/h3/status")), timeout=2)
-            retained = status.on("noisewatch/h3/status")
-        finally:
-            status.close()
+    try:  # the stop at once: the new client's CONNACK is 1 s away
+        retained = _status_after_a_stop_soon_after_a_reload(repo_root, tmp_path, proxy.port, broker.port, "",
+                                                             lambda log: None)
     finally:
         proxy.close()
         broker.stop()
         broker.cleanup()
-    assert retained == [b"offline"], (retained, log.read_text()[-2000:])
+    assert retained == [b"offline"], retained
 
 
 def test_a_stop_soon_after_a_reload_on_the_same_broker_leaves_offline_with_a_long_reconnect_wait(
@@ -334,43 +344,21 @@ def test_a_stop_soon_after_a_reload_on_the_same_broker_leaves_offline_with_a_lon
     wait (up to half of ``mqtt.reconnect_min_s``, here 30 s) while the replaced one had left without ``offline`` for
     it. A stop in that wait closed a client that had sent no CONNECT, so no Will either: ``online`` stayed retained
     for good. A sink's first attempt now goes at once."""
-    from mqtt_broker import Broker, Collector
+
+    def connected_again_or_3_s(log: Path) -> None:  # before the fix, 90% of the waits were longer
+        deadline = time.monotonic() + 3
+        while log.read_text().count("MQTT: connected") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     broker = Broker().start()
     try:
-        base = (f"device_id: h4\nmqtt:\n  enabled: true\n  port: {broker.port}\n  reconnect_min_s: 60\n"
-                f"  reconnect_max_s: 120\n  spool:\n    directory: {tmp_path / 'spool'}\n"
-                f"  state_directory: {tmp_path / 'state'}\n")
-        config = tmp_path / "config.yaml"
-        config.write_text(base)
-        log = tmp_path / "stderr.log"
-        with log.open("w") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
-                                     str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=stderr)
-        deadline = time.monotonic() + 60
-        while "MQTT: connected" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(1.5)  # online said, discovery out
-        config.write_text(base + "  keepalive_s: 30\n")  # a new client, on the same broker as the same client id
-        proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "configuration reloaded" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        deadline = time.monotonic() + 3  # before the fix: 90% of the waits were longer
-        while log.read_text().count("MQTT: connected") < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
-        status = Collector(broker.port, "noisewatch/h4/status")
-        try:
-            status.wait_for(lambda c: bool(c.on("noisewatch/h4/status")), timeout=2)
-            retained = status.on("noisewatch/h4/status")
-        finally:
-            status.close()
+        retained = _status_after_a_stop_soon_after_a_reload(
+            repo_root, tmp_path, broker.port, broker.port, "  reconnect_min_s: 60\n  reconnect_max_s: 120\n",
+            connected_again_or_3_s)
     finally:
         broker.stop()
         broker.cleanup()
-    assert retained == [b"offline"], (retained, log.read_text()[-2000:])
+    assert retained == [b"offline"], retained
 
 
 _SIGNAL_WHILE_THE_LOCK_IS_HELD = """
