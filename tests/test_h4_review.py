@@ -140,3 +140,26 @@ def test_setup_that_cannot_write_its_credential_says_so_before_writing_the_confi
                           capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert done.returncode == 73, done.stderr
     assert not config.exists(), f"{done.stderr.strip()!r}, and yet the config was written:\n{config.read_text()}"
+
+
+def test_an_event_carried_into_a_new_model_is_not_reported_as_the_new_model_s_with_the_old_one_s_confidence(
+        tmp_path: Path) -> None:
+    """pipeline.py take_over now carries open events into another model. The carried event's `started` said the old
+    model; its `event` (same id) says the new model, with a confidence ("highest smoothed score while open") that
+    the old model gave: 0.99 under a model whose every score for it was 0.6. Each `started`/`event` must carry no
+    confidence above what the model it names gave that label."""
+    old_bundle = load_bundle(default_model_path())
+    new_bundle = load_bundle(_new_model(tmp_path, thresholds=dict(old_bundle.thresholds, street_music=0.5)))
+    gave = {old_bundle.ident: 0.99, new_bundle.ident: 0.6}
+    old = Pipeline.from_config(Config(), old_bundle, old_bundle.open_model())
+    said = old._messages(old.detector.update(_window(old_bundle, 10.0, street_music=0.99)))
+    new = Pipeline.from_config(Config(), new_bundle, new_bundle.open_model())
+    new.take_over(old)
+    said += old.finish()
+    for end_s in (10.5, 11.0):
+        said += new._messages(new.detector.update(_window(new_bundle, end_s, street_music=0.6)))
+    said += new.finish()
+    music = [(type(m).__name__, m.id[:8], m.model, m.confidence) for m in said
+             if getattr(m, "label", None) == "street_music"]
+    assert [kind for kind, *_ in music].count("Event") >= 1, music
+    assert all(confidence <= gave[model] + 1e-9 for _, _, model, confidence in music), music
