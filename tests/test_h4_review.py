@@ -163,3 +163,18 @@ def test_an_event_carried_into_a_new_model_is_not_reported_as_the_new_model_s_wi
              if getattr(m, "label", None) == "street_music"]
     assert [kind for kind, *_ in music].count("Event") >= 1, music
     assert all(confidence <= gave[model] + 1e-9 for _, _, model, confidence in music), music
+
+
+def test_a_tls_failure_without_an_openssl_reason_is_said_not_raised() -> None:
+    """mqtt_client.py connect_hint reads `cause.reason` of any ssl.SSLError when mqtt.tls is on. The ssl module also
+    raises SSLError without that attribute (those it makes from a plain message, such as "Underlying socket has been
+    closed."): the hint then raises AttributeError, in paho's thread from ConnectionWatch.failed (the sink's
+    on_connect_fail callback) and out of `probe`'s `except OSError` in check-config, where the failure was to be
+    said. A hint for such a failure is "" or a text, never an exception."""
+    import ssl
+
+    from noisewatch.config import MqttSection
+    from noisewatch.daemon.sinks.mqtt_client import connect_hint
+
+    settings = MqttSection(enabled=True, tls={"enabled": True})
+    assert isinstance(connect_hint(settings, ssl.SSLError("Underlying socket has been closed.")), str)
