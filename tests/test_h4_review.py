@@ -48,7 +48,8 @@ def test_a_new_model_starts_no_event_from_the_old_model_s_scores(tmp_path: Path)
     scored street_music 0.75 in its last window: under its threshold, no event. A reload brings a new model that
     smooths over 4 windows with street_music at 0.5; its first window hears no street music at all (0.0). No
     street_music event may start: neither model heard one. It starts: the old model's 0.75 is carried as the new
-    model's score history (padded to three of its four windows), (3 x 0.75 + 0) / 4 = 0.56 >= 0.5."""
+    model's score history (repeated to fill its four windows; three remain beside the new window's 0.0),
+    (3 x 0.75 + 0) / 4 = 0.56 >= 0.5."""
     old_bundle = load_bundle(default_model_path())
     thresholds = dict(old_bundle.thresholds, street_music=0.5)
     new_bundle = load_bundle(_new_model(tmp_path, thresholds=thresholds,
