@@ -179,3 +179,31 @@ def test_a_tls_failure_without_an_openssl_reason_is_said_not_raised() -> None:
 
     settings = MqttSection(enabled=True, tls={"enabled": True})
     assert isinstance(connect_hint(settings, ssl.SSLError("Underlying socket has been closed.")), str)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="plants a file as another user")
+def test_a_planted_pipe_beside_the_config_does_not_hang_the_listener(tmp_path: Path, no_password_env: None) -> None:
+    """config.py stored_password reads whatever credentials/mqtt_password beside the config is (the systemd
+    credential's reader checked is_file() before; this one does not): a named pipe another user planted there blocks
+    mqtt_password() for good, in `check-config`, at `run`'s start and in a reload (the main thread: no audio read, no
+    watchdog). The answer must come at once."""
+    import threading
+
+    shared = _shared_folder(tmp_path)
+    config = shared / "config.yaml"
+    config.write_text("mqtt:\n  enabled: true\n  username: kitchen\n")
+    planted = shared / "credentials"
+    planted.mkdir()
+    os.mkfifo(planted / "mqtt_password")
+    for path in (planted, planted / "mqtt_password"):
+        _as_nobody(path)
+    loaded = load_config(config)
+    answer: list[object] = []
+    asking = threading.Thread(target=lambda: answer.append(loaded.mqtt_password()), daemon=True)
+    asking.start()
+    asking.join(5.0)
+    hung = asking.is_alive()
+    if hung:  # let it go: a writer that closes at once ends its read
+        os.close(os.open(planted / "mqtt_password", os.O_WRONLY | os.O_NONBLOCK))
+        asking.join(5.0)
+    assert not hung, "mqtt_password() still reading a planted pipe after 5 s"
