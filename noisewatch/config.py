@@ -14,6 +14,7 @@ import math
 import os
 import re
 import socket
+import stat
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -390,12 +391,31 @@ def default_device_id() -> str:
 
 
 def stored_password(path: Path) -> str | None:
-    """The password a credential file holds; None where it is missing, empty or unreadable to this user (the stored
-    one is root's: the service gets it as its systemd credential)."""
+    """The password a credential file holds; None where it is missing, empty, unreadable to this user (the stored
+    one is root's: the service gets it as its systemd credential) or not to be trusted: not a regular file of this
+    user or root that only its owner may change, in such a folder. A config in a shared folder (/tmp) had another
+    user's planted file win over ``mqtt.password_file``, a planted link send a root-only file to the broker as the
+    password, and a planted pipe hang the listener."""
     try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except (OSError, UnicodeDecodeError):
+        if not _owned_and_private(path.parent.lstat()):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as file:
+        status = os.fstat(fd)
+        if not (stat.S_ISREG(status.st_mode) and _owned_and_private(status)):
+            return None
+        try:
+            return file.read().decode("utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
+def _owned_and_private(status: os.stat_result) -> bool:
+    """Owned by this user or root, and writable by no one else; not a link (``lstat``)."""
+    return (not stat.S_ISLNK(status.st_mode) and status.st_uid in (0, os.geteuid())
+            and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 class Config(_Section):

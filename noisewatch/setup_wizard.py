@@ -278,11 +278,12 @@ def main(args: argparse.Namespace) -> int:
     answers = Answers(args.device, args.device_id, args.mqtt_host, args.mqtt_port, args.mqtt_user,
                       os.environ.get(PASSWORD_ENV) if args.mqtt_password_env else None)
     flags_given = any(v is not None for v in vars(answers).values())
-    if (problem := _unwritable(config_path)) is not None:
+    asking = not flags_given and not args.non_interactive
+    if (problem := _unwritable(config_path, credentials if asking or args.mqtt_password_env else None)) is not None:
         print(f"noisewatch setup: cannot write {config_path}: {problem}, or give --config a file in a folder you can "
               "write", file=sys.stderr)
         return EX_CANTCREAT
-    if not flags_given and not args.non_interactive:
+    if asking:
         if not sys.stdin.isatty():
             print("noisewatch setup: not a terminal; give --device/--mqtt-host/... or --non-interactive",
                   file=sys.stderr)
@@ -306,14 +307,20 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unwritable(config_path: Path) -> str | None:
-    """Why the config cannot be written here (its folder missing, or not writable: no sudo, a read-only disk), asked
-    before the questions: found at the end, it was a traceback, and every answer, the password too, was lost."""
+def _unwritable(config_path: Path, credentials: Path | None) -> str | None:
+    """Why the config, or the password's folder ``credentials`` (None: no password to store), cannot be written here
+    (a folder missing, or not writable: no sudo, a read-only disk), asked before the questions and before any write:
+    found at the end, it was a traceback and every answer lost, or the config written and the password not."""
     folder = config_path.parent
     if not folder.is_dir():
         return f"the folder {folder} does not exist: make it (sudo mkdir -p {folder}; scripts/install.sh does)"
     if not os.access(folder, os.W_OK):
         return f"the folder {folder} is not writable by this user, or is on a read-only disk: run it with sudo"
+    if credentials is not None:
+        made_in = next(path for path in (credentials, *credentials.parents) if path.exists())
+        if not (made_in.is_dir() and os.access(made_in, os.W_OK)):
+            return (f"the password's folder {credentials} cannot be made or written ({made_in} is not a folder this "
+                    "user may write): give --credentials a folder you can write, or run it with sudo")
     return None
 
 

@@ -761,9 +761,9 @@ def test_f19_a_reload_that_replaces_the_mqtt_sink_keeps_the_state_on_until_the_e
         tmp_path: Path, broker: Broker, collector: Collector, daemons: list[Daemon], change: str) -> None:
     """Any change to the thresholds or the MQTT section builds a new MQTT sink. It announced every label OFF
     while the pipeline kept the siren open, and the siren's end then changed nothing: Home Assistant showed no
-    siren for the rest of it. Another model goes on with the open events too (it ended them at the reload, until a
-    README audit: a sound heard at a reload stays one event): the new sink, which takes them over, must turn them
-    OFF at their end.
+    siren for the rest of it. Another model ends the open events at the reload: the new sink, which took them
+    over, must still turn them OFF (that case passed before the fix too: it guards the ending of the old
+    pipeline's events through the new sink, which the fix rerouted).
 
     New thresholds now keep the running sink (found with a real Home Assistant: the new client's offline/online
     made every entity unavailable for a moment, and the open event turned "on" twice): no offline at all, and

@@ -213,10 +213,10 @@ def test_setup_that_cannot_write_the_config_says_so_in_one_line(tmp_path: Path, 
 def test_a_service_started_without_its_microphone_tells_systemd_it_is_up(tmp_path: Path) -> None:
     """README: an audio input that is not there (a USB microphone not plugged in yet) is no config error: `run`
     starts and waits for it, and Home Assistant's Audio input says the problem. But the unit is Type=notify and the
-    listener sends READY=1 only once audio flows; without a microphone it sends EXTEND_TIMEOUT_USEC for ever instead.
-    So systemd keeps the start job open ("activating") as long as no microphone is there, and `systemctl restart
-    noisewatch`, which scripts/install.sh runs (and `noisewatch setup` tells the user to run), waits with it: the
-    installer on a Pi whose microphone is not plugged in yet never returns, with nothing said. (Read from the
+    listener sent READY=1 only once audio flowed; without a microphone it sent EXTEND_TIMEOUT_USEC for ever instead.
+    So systemd kept the start job open ("activating") as long as no microphone was there, and `systemctl restart
+    noisewatch`, which scripts/install.sh runs (and `noisewatch setup` tells the user to run), waited with it: the
+    installer on a Pi whose microphone was not plugged in yet never returned, with nothing said. (Read from the
     notifications the listener sends to a NOTIFY_SOCKET, as systemd gets them; no systemd here to run the unit.)"""
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

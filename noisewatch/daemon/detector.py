@@ -186,6 +186,15 @@ class Detector:
             self._state[label] = replace(old, history=deque(scores, maxlen=smoothing))
             previous._state[label] = _LabelState(deque(maxlen=previous.settings.smoothing_windows))
 
+    def follow(self, previous: "Detector") -> None:
+        """Come after ``previous``, another model's (a reload): its scores say nothing to this one, which judges from
+        its own first window on, and ``previous`` closes its open events; but no event starts here before the end of
+        one ``previous`` reported or closes (an onset placed back in the window started a second one inside it)."""
+        for label, state in self._state.items():
+            old = previous._state.get(label)
+            if old is not None:
+                state.last_end = max(old.last_end, old.event.end_s if old.event is not None else float("-inf"))
+
     def update(self, obs: Observation) -> list[Transition]:
         """Feed one window; returns what started and ended because of it, in order."""
         out: list[Transition] = []

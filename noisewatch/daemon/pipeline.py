@@ -141,10 +141,11 @@ class Pipeline:
         """Go on where ``previous`` stopped (a reload): same sample clock and offsets. What the new settings
         leave as it was goes on too, so a reload is not a gap: the windows and the noise floor (same
         features and hop, else they start afresh), the level history (kept to the new length), the level
-        period (same interval and calibration), the open events of the labels both models know (their state
-        moves here, so ``previous.finish`` closes nothing that goes on; a new model judges them from its first
-        window on: a sound heard at a reload stays one event), an open ``loud`` event (loudness on in both: the
-        new threshold and length judge it from the next second) and when the last scores report was."""
+        period (same interval and calibration), the open events of the labels both know, under the same model
+        (their state moves here, so ``previous.finish`` closes nothing that goes on; another model's scores say
+        nothing to a new one, which judges afresh, its events starting after those ``previous.finish`` closes),
+        an open ``loud`` event (loudness on in both: the new threshold and length judge it from the next second)
+        and when the last scores report was."""
         self.samples = previous.samples
         self.clock = previous.clock
         self.dc_offset.take_over(previous.dc_offset)
@@ -156,7 +157,10 @@ class Pipeline:
             self.levels, previous.levels = previous.levels, self.levels
         else:
             self.levels.reset(at_sample=self.samples)
-        self.detector.take_over(previous.detector)
+        if self.bundle.ident == previous.bundle.ident:
+            self.detector.take_over(previous.detector)
+        else:
+            self.detector.follow(previous.detector)
         self.history.take_over(previous.history, since_s=self.detector.open_since_s())
         if self.settings.loudness.enabled and previous.settings.loudness.enabled:
             self.loudness.take_over(previous.loudness)

@@ -296,7 +296,7 @@ def connect_hint(settings: MqttSection, cause: object) -> str:
         return ("; the broker's certificate is not one that mqtt.tls.ca_file (or, when it is null, this system's CAs) "
                 "vouches for, or mqtt.host is not a name in it: set mqtt.tls.ca_file to the CA that signed it")
     if settings.tls.enabled and (isinstance(cause, (ConnectionResetError, ssl.SSLEOFError)) or (
-            isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER")):
+            isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None) == "WRONG_VERSION_NUMBER")):
         return ("; mqtt.tls is on: is it the broker's TLS port (often 8883)? A plain MQTT port (1883, as Home "
                 "Assistant's Mosquitto add-on serves by default) ends a TLS handshake so")
     return ""

@@ -1,4 +1,5 @@
-"""Review (h4) of ed6829e..HEAD: each test shows a defect the change set introduced or left (each fails as it is)."""
+"""Faults a review of a change set found (a reload that brings a new model, the stored password, the set-up's early
+check, TLS hints): each test failed on the change as it was reviewed."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def _window(bundle, end_s: float, **scores: float) -> Observation:
 
 
 def test_a_new_model_starts_no_event_from_the_old_model_s_scores(tmp_path: Path) -> None:
-    """pipeline.py take_over: "a new model judges them from its first window on" (and before the change: "another
-    model's scores say nothing to this one"). The old model (the shipped one: street_music at 0.8, smoothing 1)
+    """pipeline.py take_over: "another model's scores say nothing to a new one, which judges afresh" (a change once
+    carried them over, with the open events: this test failed on it). The old model (the shipped one: street_music at 0.8, smoothing 1)
     scored street_music 0.75 in its last window: under its threshold, no event. A reload brings a new model that
     smooths over 4 windows with street_music at 0.5; its first window hears no street music at all (0.0). No
     street_music event may start: neither model heard one. It starts: the old model's 0.75 is carried as the new
@@ -145,8 +146,8 @@ def test_setup_that_cannot_write_its_credential_says_so_before_writing_the_confi
 
 def test_an_event_carried_into_a_new_model_is_not_reported_as_the_new_model_s_with_the_old_one_s_confidence(
         tmp_path: Path) -> None:
-    """pipeline.py take_over now carries open events into another model. The carried event's `started` said the old
-    model; its `event` (same id) says the new model, with a confidence ("highest smoothed score while open") that
+    """pipeline.py take_over once carried open events into another model (this test failed on it). The carried
+    event's `started` said the old model; its `event` (same id) says the new model, with a confidence ("highest smoothed score while open") that
     the old model gave: 0.99 under a model whose every score for it was 0.6. Each `started`/`event` must carry no
     confidence above what the model it names gave that label."""
     old_bundle = load_bundle(default_model_path())
