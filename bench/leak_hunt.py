@@ -516,7 +516,8 @@ def main() -> int:
         text = run.text()
         print(f"log: {len(RELOADED.findall(text))} reload lines, {text.count('MQTT: closed')} MQTT closed, "
               f"{text.count('MQTT: connected')} MQTT connected, {text.count('ERROR')} ERROR, "
-              f"{text.count('Traceback')} tracebacks, {text.count('threshold')} lines naming a threshold", flush=True)
+              f"{text.count('Traceback')} tracebacks, {text.count('threshold')} lines naming a threshold, "
+              f"{text.count('Home Assistant came online')} re-sent discoveries", flush=True)
         return 0
     finally:
         if run is not None:
