@@ -22,8 +22,8 @@ lines and publishes to the private broker; completion of each reload is read fro
 ours (the log's repeat limiter may hold a refusal back). ``--gc`` runs the daemon under a wrapper that counts its
 live Python objects by type at each sample (SIGUSR1), to tell retained objects from allocator growth.
 
-Figures seen (07:20-08:30 UTC, 2026-12-07) are in the h2 report; in short, threads, descriptors and children stayed
-flat in every scenario, and RSS levelled off.
+Figures seen (07:20-08:30 UTC, 2026-12-07) are in BENCHMARKS.md ("Resources over many reloads and outages"): threads,
+descriptors and children stayed flat in every scenario, and RSS levelled off in all but one, left unresolved there.
 """
 
 from __future__ import annotations
