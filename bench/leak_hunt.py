@@ -82,16 +82,6 @@ runpy.run_module('noisewatch.cli', run_name='__main__')
 """``--gc``: the daemon run under this wrapper writes, at each SIGUSR1, how many objects of each of its types live."""
 RATE = 22050
 PREFIX = "noisewatch/leak"
-ASOUNDRC = """
-pcm.latemic {{
-  type file
-  slave.pcm "null"
-  file "/dev/null"
-  infile "{infile}"
-  format "raw"
-}}
-"""
-"""A microphone as ALSA sees it (tests/test_faults.py's VIRTUAL_MIC): a ``file`` PCM playing ``infile``."""
 RELOADED = re.compile(r"configuration reloaded|reload refused")
 
 
@@ -482,8 +472,9 @@ def main() -> int:
         if "mic-" in args.scenario:
             home = work / "home"
             home.mkdir()
-            # a HOME with no .asoundrc: the microphone stays missing (ASOUNDRC there would make it appear, but its
-            # ``file`` PCM delivers unpaced, faster than real time, and never fails: no lost-and-back cycle is run)
+            # a HOME with no .asoundrc: the microphone stays missing (tests/test_faults.py's VIRTUAL_MIC there would
+            # make it appear, but its ``file`` PCM delivers unpaced, faster than real time, and never fails: no
+            # lost-and-back cycle is run)
             os.environ.pop("ALSA_CONFIG_PATH", None)
             run = Run(work, broker, None, env={"HOME": str(home)}, ready=False, gc=args.gc,
                       sections={"audio": {"device": "latemic", "sample_rate": 44100, "channels": 1, "reopen_max_s": 0.2}})
