@@ -252,6 +252,17 @@ def try_the_broker(config_path: Path, credentials: Path, answers: Answers) -> No
               file=sys.stderr)
 
 
+def try_the_input(config_path: Path) -> None:
+    """The audio input just given, looked up as ``run`` and ``check-config`` look it up: one that is not there now
+    (a typo, a USB microphone not plugged in) was written without a word; a warning only (``run`` waits for it)."""
+    from noisewatch.config import load_config
+    from noisewatch.daemon.setup import audio_findings
+
+    problems, warnings = audio_findings(load_config(config_path), None)
+    for text in problems + warnings:
+        print(f"noisewatch setup: warning: {text} (saved all the same)", file=sys.stderr)
+
+
 def _service_password(config: Config, credentials: Path, answers: Answers) -> str | None:
     """The password the service will offer: the one just given, else the stored credential (the unit loads it),
     else the config's own (``mqtt.password_file``)."""
@@ -303,6 +314,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"noisewatch setup: wrote {config_path}"
           + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else ""), flush=True)
     try_the_broker(config_path, credentials, answers)
+    if answers.device is not None:
+        try_the_input(config_path)
     print(f"noisewatch setup: a running service takes it with: {_take_it(answers)}")
     return 0
 

@@ -61,6 +61,18 @@ def test_device_minus_one_is_refused_as_the_config_refuses_it(tmp_path: Path) ->
     assert load_config(config).audio.device is None  # not saved
 
 
+def test_a_device_that_is_not_there_is_saved_and_said(tmp_path: Path) -> None:
+    """Found by a first-hour walk: ``setup --device USB`` with no such device wrote it without a word (only
+    check-config said it later). It is saved (a USB microphone may come later: run waits for it) and said, in
+    check-config's words."""
+    config = tmp_path / "config.yaml"
+    shutil.copy(TEMPLATE, config)
+    done = setup(config, "--non-interactive", "--device", "no such microphone")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "warning: audio.device = 'no such microphone'" in done.stderr and "not found" in done.stderr, done.stderr
+    assert load_config(config).audio.device == "no such microphone"
+
+
 def test_flags_write_the_config_and_the_password_credential(tmp_path: Path) -> None:
     config = tmp_path / "etc" / "config.yaml"
     config.parent.mkdir()
