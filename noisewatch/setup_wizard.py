@@ -211,8 +211,9 @@ def _show_devices() -> None:
         print("(none found: the system default is used; check `noisewatch devices` later)")
 
 
-def save(config_path: Path, credentials: Path, answers: Answers) -> None:
-    """Write the edited config (validated first) and the password credential; ConfigError if invalid."""
+def save(config_path: Path, credentials: Path, answers: Answers) -> Config:
+    """Write the edited config (validated first) and the password credential; ConfigError if invalid. The config
+    as validated, for the checks that follow (each read the file again)."""
     from noisewatch.config import ConfigError, load_config  # pydantic: not on the path of ``noisewatch --help``
 
     text = apply(config_path.read_text(encoding="utf-8") if config_path.exists() else "", answers)
@@ -220,7 +221,7 @@ def save(config_path: Path, credentials: Path, answers: Answers) -> None:
     os.close(fd)
     try:
         Path(tmp).write_text(text, encoding="utf-8")
-        load_config(tmp)
+        config = load_config(tmp)  # beside the config: the same folder resolves its relative paths
     except ConfigError as exc:  # named by the file the user knows: the temporary one is gone as they read it
         raise ConfigError(str(exc).replace(tmp, f"{config_path} (as it would be written)")) from None
     finally:
@@ -230,15 +231,15 @@ def save(config_path: Path, credentials: Path, answers: Answers) -> None:
     if answers.mqtt_password:
         credentials.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_text(credentials / PASSWORD_FILE, answers.mqtt_password, 0o600)
+    return config
 
 
-def try_the_broker(config_path: Path, credentials: Path, answers: Answers) -> None:
+def try_the_broker(config: Config, credentials: Path, answers: Answers) -> None:
     """Connect once, as the service will, so that a wrong host, port, user or password is said now rather than in
     the service's log; a warning only (the broker may not be up yet): the config is written all the same."""
-    from noisewatch.config import ConfigError, load_config
+    from noisewatch.config import ConfigError
     from noisewatch.daemon.sinks.mqtt_client import probe_listener  # paho: only where MQTT is on
 
-    config = load_config(config_path)
     if not config.mqtt.enabled:
         return
     try:
@@ -252,13 +253,12 @@ def try_the_broker(config_path: Path, credentials: Path, answers: Answers) -> No
               file=sys.stderr)
 
 
-def try_the_input(config_path: Path) -> None:
+def try_the_input(config: Config) -> None:
     """The audio input just given, looked up as ``run`` and ``check-config`` look it up: one that is not there now
     (a typo, a USB microphone not plugged in) was written without a word; a warning only (``run`` waits for it)."""
-    from noisewatch.config import load_config
     from noisewatch.daemon.setup import audio_findings
 
-    problems, warnings = audio_findings(load_config(config_path), None)
+    problems, warnings = audio_findings(config, None)
     for text in problems + warnings:
         print(f"noisewatch setup: warning: {text} (saved all the same)", file=sys.stderr)
 
@@ -304,7 +304,7 @@ def main(args: argparse.Namespace) -> int:
             "device_id", DEFAULT_DEVICE_ID) == DEFAULT_DEVICE_ID:
         answers.device_id = default_device_id()
     try:
-        save(config_path, credentials, answers)
+        config = save(config_path, credentials, answers)
     except ConfigError as exc:
         print(f"noisewatch setup: not saved: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -313,9 +313,9 @@ def main(args: argparse.Namespace) -> int:
         return EX_CANTCREAT
     print(f"noisewatch setup: wrote {config_path}"
           + (f" and {credentials / PASSWORD_FILE}" if answers.mqtt_password else ""), flush=True)
-    try_the_broker(config_path, credentials, answers)
+    try_the_broker(config, credentials, answers)
     if answers.device is not None:
-        try_the_input(config_path)
+        try_the_input(config)
     print(f"noisewatch setup: a running service takes it with: {_take_it(answers)}")
     return 0
 

@@ -164,7 +164,7 @@ def test_an_event_carried_into_a_new_model_is_not_reported_as_the_new_model_s_wi
     music = [(type(m).__name__, m.id[:8], m.model, m.confidence) for m in said
              if getattr(m, "label", None) == "street_music"]
     assert [kind for kind, *_ in music].count("Event") >= 1, music
-    assert all(confidence <= gave[model] + 1e-9 for _, _, model, confidence in music), music
+    assert all(confidence <= gave[model] + 1e-6 for _, _, model, confidence in music), music  # float32 scores
 
 
 def test_a_tls_failure_without_an_openssl_reason_is_said_not_raised() -> None:

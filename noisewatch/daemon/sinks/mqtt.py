@@ -422,11 +422,12 @@ class MqttSink:
     def health(self) -> HealthFigures:
         """The spool's and the connection's figures; the spool's disk is asked (no write) at each report."""
         self._check_disk()
-        spool = self.spool
-        self._waiting_said = spool.depth + self._held()
-        return {"spool_depth": spool.depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
+        spool, held = self.spool, self._held()
+        depth = spool.depth
+        self._waiting_said = depth + held
+        return {"spool_depth": depth, "spool_bytes": spool.size_bytes, "spool_dropped": spool.dropped,
                 "spool_quarantined": spool.quarantined, "spool_dead_letters": spool.dead_letters,
-                "spool_memory_queued": self._held(), "spool_memory_dropped": self.counts.memory_dropped,
+                "spool_memory_queued": held, "spool_memory_dropped": self.counts.memory_dropped,
                 "mqtt_network_restarts": self.counts.network_restarts,
                 "spool_disk_error": self._disk_problem()}
 
@@ -498,7 +499,7 @@ class MqttSink:
         # else no DISCONNECT: a broker that read this client's CONNECT (its CONNACK late on a slow link) holds its Will,
         # which a clean end discards, and a reload's predecessor skipped its own offline for this client's online: the
         # socket's close (below, or at exit) has the broker publish the Will (offline), or online stayed retained for
-        # good. A CONNECT not yet sent (a reload's jitter, a slow TLS handshake) leaves no Will: that online stays
+        # good. A CONNECT not yet sent (a slow TCP or TLS handshake) leaves no Will: that online stays
         # loop_stop joins without a timeout and a connect attempt may hang for connect_timeout:
         # stop from a helper thread and wait a bounded time (paho's thread is a daemon thread).
         stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
