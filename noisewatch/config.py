@@ -181,6 +181,13 @@ class AudioSection(_Section):
     gate_dbfs: Dbfs = Field(GATE_DBFS, description="windows quieter than this skip inference and count as background")
     reopen_max_s: Seconds = Field(30.0, le=3600, description="longest wait between attempts to reopen the device")
 
+    def opens_as(self, other: "AudioSection") -> bool:
+        """Whether the input is opened as ``other`` opens it: the hop and the gate are the windows', the reopen cap
+        the waits', so a reload that changes only them keeps the input open (a gate retuned from the couch closed
+        and reopened the microphone: a gap in what it heard)."""
+        not_the_device = {"hop_s", "gate_dbfs", "reopen_max_s"}
+        return self.model_dump(exclude=not_the_device) == other.model_dump(exclude=not_the_device)
+
 
 class DetectorSection(_Section):
     thresholds: dict[str, Probability] = Field(default_factory=dict,

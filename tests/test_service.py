@@ -600,8 +600,8 @@ def test_a_reload_that_names_another_microphone_says_it_listens_on_that_one(repo
 
 
 def test_a_reload_that_reopens_a_muted_microphone_does_not_say_it_listens(tmp_path: Path, monkeypatch) -> None:
-    """A review found it: a reload that changed the audio section of the same input (its gate) reopened it, and the
-    reopening reset the silence watch and said "listening" for a muted microphone: Home Assistant's Audio input
+    """A review found it: a reload that changed how the same input is opened (its gate did, then) reopened it, and
+    the reopening reset the silence watch and said "listening" for a muted microphone: Home Assistant's Audio input
     problem turned off for a minute."""
     import threading
 
@@ -614,19 +614,98 @@ def test_a_reload_that_reopens_a_muted_microphone_does_not_say_it_listens(tmp_pa
     monkeypatch.setattr(service_module, "DigitalSilence", lambda: DigitalSilence(1.0))  # silent after 1 s, not 60
     config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, lambda audio: _Named(recording, audio))
 
-    def retune_the_gate() -> None:
+    def reopen_it() -> None:
         try:
             _wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "silent" for m in ms), 15)
-            config.write_text("audio:\n  device: MicA\n  gate_dbfs: -70\n")
+            config.write_text("audio:\n  device: MicA\n  block_size: 512\n")
             signals.reload.set()
             time.sleep(3)  # the reopened input, still muted
         finally:
             signals.stop.set()
 
-    threading.Thread(target=retune_the_gate, daemon=True).start()
+    threading.Thread(target=reopen_it, daemon=True).start()
     assert service.run() == 0
     said = [m["state"] for m in read_jsonl(out) if m["type"] == "status"]
     assert said[:2] == ["listening", "silent"] and "listening" not in said[2:], said
+
+
+@pytest.mark.parametrize(("change", "opens"), [("gate_dbfs: -60\n  hop_s: 1.0\n  reopen_max_s: 5\n", 1),
+                                               ("block_size: 512\n", 2)], ids=["gate_hop_and_cap", "block_size"])
+def test_a_reload_reopens_the_microphone_only_for_what_it_is_opened_with(repo_root: Path, tmp_path: Path,
+                                                                        monkeypatch, change: str, opens: int) -> None:
+    """Found by a code review: a reload that changed only the gate or the hop (the windows' settings, not the
+    device's) closed and reopened the microphone, a gap in what it heard, as a change of its block size does."""
+    import threading
+
+    opened: list[int] = []
+
+    def open_named(audio):
+        opened.append(audio.block_size)
+        return _Named(repo_root / "samples" / "scene.flac", audio)
+
+    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+
+    def reload_with_the_change() -> None:
+        try:
+            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+            config.write_text("audio:\n  device: MicA\n  " + change)
+            signals.reload.set()
+            deadline = time.monotonic() + 10
+            while service.setup.config.audio.gate_dbfs != -60 and service.setup.config.audio.block_size != 512:
+                assert time.monotonic() < deadline, "the reload was not applied"
+                time.sleep(0.05)
+            time.sleep(1.5)  # a reopen, if any, has happened
+        finally:
+            signals.stop.set()
+
+    threading.Thread(target=reload_with_the_change, daemon=True).start()
+    assert service.run() == 0
+    assert len(opened) == opens, opened
+
+
+def test_a_reload_s_reopen_cap_applies_to_the_next_wait_for_a_lost_microphone(tmp_path: Path, monkeypatch) -> None:
+    """Found by a code review: the waits between attempts to open a missing microphone kept doubling up to the cap
+    the daemon started with (60 s here) after a reload set `audio.reopen_max_s: 1`, until a restart."""
+    import threading
+
+    from noisewatch.daemon import service as service_module
+    from noisewatch.daemon import setup as setup_module
+    from noisewatch.daemon.service import Service, Signals
+    from noisewatch.daemon.sources import SourceError
+
+    tried: list[float] = []
+
+    def open_source(audio, input_path, speed):
+        tried.append(time.monotonic())
+        raise SourceError(f"{audio.device!r} not found")
+
+    monkeypatch.setattr(service_module, "open_source", open_source)
+    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
+    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
+    config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 60\n")
+    signals = Signals()
+    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+    after: list[int] = []
+
+    def lower_the_cap() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while len(tried) < 3 and time.monotonic() < deadline:  # 1 s, then 2 s apart; 4 s, 8 s, 16 s next
+                time.sleep(0.05)
+            config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 1\n")
+            signals.reload.set()
+            after.append(len(tried))
+            while len(tried) < after[0] + 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            signals.stop.set()
+
+    threading.Thread(target=lower_the_cap, daemon=True).start()
+    assert service.run() == 0
+    later = tried[after[0]:]
+    assert len(later) >= 4, tried
+    gaps = np.diff(later)
+    assert gaps.max() < 2.5, gaps  # 1 s apart (and the time an attempt takes), not 4, 8, 16 s
 
 
 MIC_CONFIG = "audio:\n  device: UsbMic\n  reopen_max_s: 2\n"
@@ -1166,10 +1245,12 @@ def test_reopening_a_lost_input_backs_off_up_to_its_cap_and_afresh_once_healthy(
     """README: "A lost audio device is reopened with capped backoff (`audio.reopen_max_s`)"."""
     from noisewatch.daemon.service import Backoff
 
-    backoff = Backoff(4.0)
-    assert [backoff.take() for _ in range(5)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff = Backoff()
+    assert [backoff.take(4.0) for _ in range(5)] == [1.0, 2.0, 4.0, 4.0, 4.0]
     backoff.healthy()
-    assert backoff.take() == 1.0
+    assert backoff.take(4.0) == 1.0
+    assert [backoff.take(60.0) for _ in range(4)] == [2.0, 4.0, 8.0, 16.0]
+    assert [backoff.take(1.0) for _ in range(2)] == [1.0, 1.0]  # a cap lowered by a reload: the next wait keeps it
 
 
 def test_audio_still_in_the_ring_buffer_is_not_taken_for_drift() -> None:

@@ -161,14 +161,16 @@ class Active:
 
 
 class Backoff:
-    """Capped exponential waits between reopening attempts; reset once a source has been healthy a while."""
+    """Capped exponential waits between reopening attempts; reset once a source has been healthy a while. The cap is
+    the one configured at each wait: a reload's new ``audio.reopen_max_s`` applies from the next (it waited out the
+    start's cap until a restart)."""
 
-    def __init__(self, max_s: float) -> None:
-        self.max_s = max_s
+    def __init__(self) -> None:
         self.next_s = FIRST_BACKOFF_S
 
-    def take(self) -> float:
-        wait, self.next_s = self.next_s, min(2 * self.next_s, self.max_s)
+    def take(self, max_s: float) -> float:
+        wait = min(self.next_s, max_s)
+        self.next_s = min(2 * wait, max_s)
         return wait
 
     def healthy(self) -> None:
@@ -227,7 +229,7 @@ class Service:
 
     def _keep_listening(self) -> int:
         """Open the source, pump it, and reopen a live one with backoff whenever it fails."""
-        backoff = Backoff(self.setup.config.audio.reopen_max_s)
+        backoff = Backoff()
         while not self._stop.is_set():
             if self._reload.is_set():  # asked for while the input was lost: what is opened next is the new audio
                 self._swap(None)
@@ -237,7 +239,8 @@ class Service:
             except SourceError as exc:
                 if self.setup.input_path is not None:
                     return self._replay_failed(str(exc))
-                self._audio_trouble(_wanted_input(self.setup), f"cannot open audio input: {exc}", backoff.take())
+                self._audio_trouble(_wanted_input(self.setup), f"cannot open audio input: {exc}",
+                                    backoff.take(self.setup.config.audio.reopen_max_s))
                 continue
             with source:
                 opened = time.monotonic()
@@ -254,7 +257,8 @@ class Service:
                 backoff.healthy()
             why = source.failed or f"no audio for {_stall_s(source):.0f} s"
             self.active.outbox.publish(self.active.pipeline.gap())
-            self._audio_trouble(source.name, f"audio input {source.name} failed: {why}", backoff.take())
+            self._audio_trouble(source.name, f"audio input {source.name} failed: {why}",
+                                backoff.take(self.setup.config.audio.reopen_max_s))
         return 0
 
     def _audio_trouble(self, source: str, text: str, wait_s: float) -> None:
@@ -384,7 +388,7 @@ class Service:
                  config_changes(old.setup.config, setup.config), model)
         if setup.config.logging != old.setup.config.logging:  # after that line: a level raised would hide it
             logs.setup(setup.config.logging)
-        reopen = source is not None and source.live and setup.config.audio != old.setup.config.audio
+        reopen = source is not None and source.live and not setup.config.audio.opens_as(old.setup.config.audio)
         if not reopen and self.state in (State.LISTENING, State.AUDIO_LOST):  # said once per change: the new sinks
             new.outbox.publish([self._status])  # are told it; what a reopening opens is said when it gives audio
         self._notify(notify.ready)
