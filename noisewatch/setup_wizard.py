@@ -14,7 +14,6 @@ import getpass
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from noisewatch.daemon.sinks.topics import segment
 from noisewatch.daemon.statefile import write_text
 
 if TYPE_CHECKING:
@@ -132,11 +130,6 @@ def apply(text: str, answers: Answers) -> str:
     return text
 
 
-def default_device_id() -> str:
-    """The host name as a device id (what a user recognises in Home Assistant and the dashboard)."""
-    return segment(socket.gethostname().split(".")[0])[:64] or DEFAULT_DEVICE_ID
-
-
 def ask_terminal(question: str, default: str) -> str:
     """One answer from the terminal; Enter keeps ``default``, CLEAR gives "" (else a setting shown with a value,
     a device or a user, could never be emptied again)."""
@@ -148,7 +141,7 @@ def interview(current: dict[str, object], ask: Ask = ask_terminal,
               ask_secret: Callable[[str], str] = getpass.getpass, password_stored: bool = False) -> Answers:
     """Ask for each setting, showing the current value as the default; an answer the config would refuse is
     asked again at once, with the config's own words (all answers were lost at the end before)."""
-    from noisewatch.config import Config, MqttSection  # pydantic: not on the path of ``noisewatch --help``
+    from noisewatch.config import Config, MqttSection, default_device_id  # pydantic: not on ``--help``'s path
 
     mqtt, audio = _section(current, "mqtt"), _section(current, "audio")
     _show_devices()
@@ -302,6 +295,8 @@ def main(args: argparse.Namespace) -> int:
         answers = interview(_current(config_path), password_stored=(credentials / PASSWORD_FILE).exists())
     if args.default_device_id and answers.device_id is None and _current(config_path).get(
             "device_id", DEFAULT_DEVICE_ID) == DEFAULT_DEVICE_ID:
+        from noisewatch.config import default_device_id  # the id a config without one gets: one rule for both
+
         answers.device_id = default_device_id()
     try:
         config = save(config_path, credentials, answers)

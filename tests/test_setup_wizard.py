@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mqtt_broker import Broker, free_port
 
-from noisewatch.config import EX_CONFIG, load_config
-from noisewatch.setup_wizard import Answers, apply, default_device_id, interview, set_key
+from noisewatch.config import EX_CONFIG, default_device_id, load_config
+from noisewatch.setup_wizard import Answers, apply, interview, set_key
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "config" / "noisewatch.yaml"
@@ -121,6 +121,18 @@ def test_interview_offers_the_host_name_and_current_values(capsys: pytest.Captur
                               mqtt_user="nw", mqtt_password="pw")
     assert ("MQTT broker port", "1883") in questions  # asked, so that it goes neither into the host nor the user
     assert ("Device id (names this listener in MQTT and Home Assistant)", default_device_id()) in questions
+
+
+@pytest.mark.parametrize("host", ["noise pi.lan", "-pi-", "balcony_pi"])
+def test_the_host_name_offered_is_the_id_a_config_without_one_gets(monkeypatch, capsys, host: str) -> None:
+    """Found by a code review: the wizard had its own copy of the host-name rule, which disagreed with the config's
+    on names with other characters ("noise pi": noise_pi offered, noise-pi for a config without ``device_id``):
+    two ids, two devices in Home Assistant, for one listener."""
+    from noisewatch.config import Config
+
+    monkeypatch.setattr("socket.gethostname", lambda: host)
+    answers = interview({}, lambda question, default: default, lambda prompt: "")
+    assert answers.device_id == Config().device_id == default_device_id() != "", (answers.device_id, host)
 
 
 def test_an_answer_the_config_refuses_is_asked_again_at_once(capsys: pytest.CaptureFixture[str]) -> None:
