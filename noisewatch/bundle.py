@@ -153,15 +153,23 @@ def _model_checksum(tflite: Path) -> str:
         raise ValueError(f"model file {tflite} cannot be read ({exc.strerror or exc})") from None
 
 
+def _thresholds(given: dict[str, Any], labels: tuple[str, ...]) -> dict[str, float]:
+    """Each named label's threshold, a number in 0..1, as strict as the features' settings: ``float()`` took
+    ``true`` as 1.0 (the value that turns a label off, silently) and ``"0.5"`` as a number."""
+    for label, value in given.items():
+        if label not in labels:
+            raise ValueError(f"thresholds name {label!r}, not one of the model's labels")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"thresholds.{label} must be a number in 0..1, not {value!r}")
+    return {label: float(value) for label, value in given.items()}
+
+
 def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:
     _check_keys(data)
     labels = tuple(str(label) for label in data["labels"])
     if not labels or len(set(labels)) != len(labels):
         raise ValueError("labels must be a non-empty list of unique names")
-    thresholds = {str(k): float(v) for k, v in data.get("thresholds", {}).items()}
-    bad = {k: v for k, v in thresholds.items() if k not in labels or not 0.0 <= v <= 1.0}
-    if bad:
-        raise ValueError(f"thresholds must name known labels with values in 0..1, got {bad}")
+    thresholds = _thresholds(data.get("thresholds", {}), labels)
     tflite = sidecar.parent / data["tflite"]
     if not tflite.is_file():
         raise ValueError(f"model file {tflite} is missing")

@@ -136,6 +136,11 @@ def _damaged_sidecar(tmp_path: Path, damage: str) -> Path:
         sidecar["features"]["sample_rate"] = "22050"
     elif damage.startswith("fmax_a_"):  # a setting whose default is null: from_dict once looked at none of them
         sidecar["features"]["fmax"] = {"fmax_a_string": "8000", "fmax_a_boolean": True, "fmax_a_word": "nyquist"}[damage]
+    elif damage.startswith("threshold_"):  # float() took true as 1.0: the label silently off
+        sidecar["thresholds"]["siren"] = {"threshold_true": True, "threshold_a_string": "0.5",
+                                          "threshold_above_one": 1.5, "threshold_of_no_label": 0.5}[damage]
+        if damage == "threshold_of_no_label":
+            sidecar["thresholds"]["hail"] = sidecar["thresholds"].pop("siren")
     elif damage == "model_file_unreadable":  # root reads a file of mode 000: an I/O error stands in for it
         sidecar["tflite"] = "/proc/self/mem"  # a regular file whose read fails (EIO)
     else:  # thresholds, timing or metrics given as a JSON array
@@ -154,6 +159,10 @@ def _damaged_sidecar(tmp_path: Path, damage: str) -> Path:
     ("fmax_a_string", "features.fmax must be a number or null, not '8000'"),
     ("fmax_a_boolean", "features.fmax must be a number or null, not True"),
     ("fmax_a_word", "features.fmax must be a number or null, not 'nyquist'"),
+    ("threshold_true", "thresholds.siren must be a number in 0..1, not True"),
+    ("threshold_a_string", "thresholds.siren must be a number in 0..1, not '0.5'"),
+    ("threshold_above_one", "thresholds.siren must be a number in 0..1, not 1.5"),
+    ("threshold_of_no_label", "thresholds name 'hail', not one of the model's labels"),
     ("model_file_unreadable", "model file /proc/self/mem cannot be read (Input/output error)")])
 def test_check_config_and_run_refuse_a_damaged_sidecar_with_the_same_line_naming_the_key(
         tmp_path: Path, damage: str, words: str) -> None:

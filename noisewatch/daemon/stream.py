@@ -55,6 +55,7 @@ class Window:
     """One classification window of the stream."""
 
     index: int
+    """Windows this stream gave before it, gaps included (a reset does not count afresh)."""
     start_sample: int
     """First sample of the window, counted at the model rate since the stream began."""
     samples: np.ndarray
@@ -121,7 +122,7 @@ class _FrameCache:
 class StreamingFeatures:
     """Turns model-rate mono audio of any block size into feature windows."""
 
-    def __init__(self, settings: FeatureSettings, hop_s: float, start_sample: int = 0) -> None:
+    def __init__(self, settings: FeatureSettings, hop_s: float) -> None:
         self.settings = settings
         self.hop_samples = hop_samples(settings, hop_s)
         if self.hop_samples > settings.window_samples:
@@ -147,7 +148,7 @@ class StreamingFeatures:
         self._cache = _FrameCache(settings, self._n_frames + SHIFT_HOPS * self._chunk)
         self._capacity = self._window + SHIFT_HOPS * self.hop_samples
         self._index = 0
-        self.reset(start_sample)
+        self.reset()
 
     def reset(self, start_sample: int = 0) -> None:
         """Forget buffered audio (a gap in the stream); the next sample is ``start_sample``."""

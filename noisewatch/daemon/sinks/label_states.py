@@ -29,9 +29,7 @@ class LabelStates:
         ids = self._open.setdefault(label, set())
         was_on = bool(ids)
         ids.discard(event_id)
-        if was_on and not ids:
-            return STATE_OFF
-        return STATE_ON if ids and not was_on else None
+        return STATE_OFF if was_on and not ids else None
 
     def forget(self, label: str) -> None:
         """No longer report ``label`` (its last event ended, and the sink does not announce it)."""
