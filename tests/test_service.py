@@ -663,6 +663,48 @@ def test_a_reload_reopens_the_microphone_only_for_what_it_is_opened_with(repo_ro
     assert len(opened) == opens, opened
 
 
+def test_audio_heard_while_a_reload_prepares_is_classified_before_the_microphone_reopens(
+        repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """Found by a code review: a reload that reopens the microphone closed it with the audio it had heard while the
+    reload prepared (a model loading: 0.8 s here) still unread, and dropped it uncounted: an event in it was never
+    reported. Now the input stops, what it heard goes through the pipeline, then it reopens."""
+    import threading
+
+    from noisewatch.daemon import service as service_module
+
+    opened: list[_Named] = []
+
+    def open_named(audio):
+        opened.append(_Named(repo_root / "samples" / "scene.flac", audio))
+        return opened[-1]
+
+    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+    prepare_now = service_module.prepare
+
+    def slow_prepare(*args, **kwargs):
+        time.sleep(0.8)
+        return prepare_now(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "prepare", slow_prepare)
+    taken: list[int] = []
+
+    def reopen_it() -> None:
+        try:
+            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+            config.write_text("audio:\n  device: MicA\n  block_size: 512\n")
+            signals.reload.set()
+            deadline = time.monotonic() + 10
+            while len(opened) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            taken.append(opened[0].ring.available)
+        finally:
+            signals.stop.set()
+
+    threading.Thread(target=reopen_it, daemon=True).start()
+    assert service.run() == 0
+    assert len(opened) == 2 and taken == [0], (len(opened), taken)  # 0.8 s of audio left unread before
+
+
 def test_a_reload_s_reopen_cap_applies_to_the_next_wait_for_a_lost_microphone(tmp_path: Path, monkeypatch) -> None:
     """Found by a code review: the waits between attempts to open a missing microphone kept doubling up to the cap
     the daemon started with (60 s here) after a reload set `audio.reopen_max_s: 1`, until a restart."""

@@ -39,6 +39,7 @@ from noisewatch.daemon.messages import AudioState, Message, Stats, Status
 from noisewatch.daemon.outbox import Outbox
 from noisewatch.daemon.pipeline import Counters, Pipeline
 from noisewatch.daemon.resample import MonoResampler
+from noisewatch.daemon.ringbuffer import AudioBlock
 from noisewatch.daemon.setup import (
     Overrides,
     Setup,
@@ -160,6 +161,11 @@ class Active:
         self.outbox.close(keep)
 
 
+def _mix_key(source: AudioSource) -> tuple[str, int, int]:
+    """An input as its channel mix is remembered across reopens: its name, rate and channels."""
+    return source.name, source.sample_rate, source.channels
+
+
 class Backoff:
     """Capped exponential waits between reopening attempts; reset once a source has been healthy a while. The cap is
     the one configured at each wait: a reload's new ``audio.reopen_max_s`` applies from the next (it waited out the
@@ -198,7 +204,7 @@ class Service:
         """The input and rate last warned of as below the model's: said once, not at every reopen."""
         self._mix_news = MixNews()
         """What the log last said of each input's channel mix: each change said, each mix once an hour."""
-        self._mixes: dict[tuple[str, int, int], MixChoice] = {}
+        self._mixes: dict[tuple[str, int, int], MixChoice] = {}  # by _mix_key
         """Each input's (name, rate, channels) last channel mix: a reopen mixes as before until it chooses anew (from
         the plain mean, the first half second after each return of an I2S microphone read 6 dB low)."""
         self._ticks = _Ticks()
@@ -305,9 +311,8 @@ class Service:
 
     def _pump(self, source: AudioSource) -> Ending:
         """The processing loop: ring buffer -> resampler -> pipeline -> outbox, until something ends it."""
-        mix_key = (source.name, source.sample_rate, source.channels)
         resampler = MonoResampler(source.sample_rate, self.active.pipeline.sample_rate, source.channels,
-                                  self._mixes.get(mix_key))
+                                  self._mixes.get(_mix_key(source)))
         low = below_model_rate(f"audio input {source.name}", source.sample_rate, self.active.pipeline.sample_rate)
         if low is not None and self._rate_said != (source.name, source.sample_rate):
             self._rate_said = (source.name, source.sample_rate)
@@ -316,20 +321,14 @@ class Service:
         last_audio, first, stall_s = time.monotonic(), True, _stall_s(source)
         while not self._stop.is_set():
             if self._reload.is_set() and self._swap(source):
+                self._hear_the_rest(source, resampler, first)
                 return Ending.REOPEN
             block = source.read(READ_FRAMES, READ_TIMEOUT_S, resampler.input_for(self.active.pipeline.samples_to_window))
             self.active.follow_thresholds()
             pipeline = self.active.pipeline
             if len(block.samples):
-                self.active.outbox.publish(pipeline.accept(block, resampler.process(block.samples), first))
-                self._say_mix(source, resampler)
-                self._say_losses(source, block.lost_frames / block.sample_rate, block.overflows, block.nonfinite)
-                if resampler.mix.choice is not None:
-                    self._mixes[mix_key] = resampler.mix.choice
+                self._take(source, block, resampler, first)
                 first = False
-                self._mark_listening(source)
-                if source.live:
-                    self._watch_silence(source, self._silence.heard(block.samples, source.sample_rate))
                 last_audio = time.monotonic()
             elif source.finished and source.ring.available == 0:
                 if first:
@@ -348,6 +347,27 @@ class Service:
                 keep_clock_honest(pipeline, source.read(0, 0).captured)
             self._report_health()
         return Ending.STOP
+
+    def _take(self, source: AudioSource, block: AudioBlock, resampler: MonoResampler, first: bool) -> None:
+        """One read's audio through the pipeline, and what it says of the input (its mix, losses, silence)."""
+        self.active.outbox.publish(self.active.pipeline.accept(block, resampler.process(block.samples), first))
+        self._say_mix(source, resampler)
+        self._say_losses(source, block.lost_frames / block.sample_rate, block.overflows, block.nonfinite)
+        if resampler.mix.choice is not None:
+            self._mixes[_mix_key(source)] = resampler.mix.choice
+        self._mark_listening(source)
+        if source.live:
+            self._watch_silence(source, self._silence.heard(block.samples, source.sample_rate))
+
+    def _hear_the_rest(self, source: AudioSource, resampler: MonoResampler, first: bool) -> None:
+        """Before a reload's reopen: the input stopped, what it heard goes through the pipeline, the resampler's
+        tail too (the audio that came while the reload prepared, a model loading, was dropped at the close
+        uncounted)."""
+        source.stop()
+        while len((block := source.read(READ_FRAMES, 0.0)).samples):
+            self._take(source, block, resampler, first)
+            first = False
+        self.active.outbox.publish(self.active.pipeline.process(resampler.flush()))
 
     def _say_mix(self, source: AudioSource, resampler: MonoResampler) -> None:
         """The channel mix as it changes (:class:`MixNews`)."""
