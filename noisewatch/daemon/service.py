@@ -3,12 +3,14 @@
 The service is a small state machine (:class:`State`), driven by one thread, the processing loop:
 
     STARTING -> LISTENING <-> AUDIO_LOST (reopening with capped backoff) -> STOPPING -> STOPPED
+    STARTING -> AUDIO_LOST (no input at start: waited for) or STOPPING
                 LISTENING -> REOPENING -> LISTENING, AUDIO_LOST or STOPPING
 
 SIGHUP leaves LISTENING only to reopen a changed input: the new configuration is validated and its pipeline and sinks
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
 replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
-a changed ``audio`` section of a live input reopens the device (REOPENING). In AUDIO_LOST a reload is applied at
+a change to what a live input is opened with (:meth:`AudioSection.opens_as`) reopens the device (REOPENING), once
+what it heard has gone through the pipeline. In AUDIO_LOST a reload is applied at
 once (an audio section that cannot be opened now is warned about, not refused: the device is what is
 missing), so the next reopening tries the new one. SIGTERM/SIGINT close open events, flush the sinks
 and exit 0. Everything after the ring buffer lives in :mod:`.pipeline`, every message leaves through
