@@ -681,12 +681,20 @@ def fit_to_window(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     return np.tile(y, -(-n // len(y)))[:n]
 
 
+def hop_samples(settings: FeatureSettings, hop_s: float) -> int:
+    """Window hop in samples, rounded to whole STFT hops so windows share frames exactly: the daemon's stream and
+    :func:`clip_windows` cut windows at the same places."""
+    frames = max(1, int(round(hop_s * settings.sample_rate / settings.hop_length)))
+    return frames * settings.hop_length
+
+
 def clip_windows(y: np.ndarray, settings: FeatureSettings, hop_s: float) -> list[tuple[float, np.ndarray]]:
-    """Split a recording into (start_s, window) pairs; a short clip is one fitted window."""
+    """Split a recording into (start_s, window) pairs where the daemon's stream cuts them, and one more that ends
+    with the recording; a short clip is one fitted window."""
     n = settings.window_samples
     if len(y) <= n:
         return [(0.0, fit_to_window(y, settings))]
-    hop = max(1, int(round(hop_s * settings.sample_rate)))
+    hop = hop_samples(settings, hop_s)
     starts = list(range(0, len(y) - n + 1, hop))
     if starts[-1] + n < len(y):
         starts.append(len(y) - n)

@@ -54,6 +54,24 @@ def test_bundled_scene_is_cut_into_windows_with_a_verdict(repo_root: Path, capsy
     assert result["label"] in bundle.labels and 0.0 <= result["score"] <= 1.0
 
 
+@pytest.mark.parametrize("hop_s", [0.5, HOP_S])
+def test_classify_cuts_the_windows_the_daemon_cuts(repo_root: Path, hop_s: float) -> None:
+    """Found by a code review: classify cut a window every round(hop_s x rate) samples (11025 at 0.5 s), the daemon
+    every whole number of STFT hops (11264): 1.3 s apart after a minute, so the dashboard's window scores and its
+    events (the daemon's own pipeline) were of other windows. Now the same windows, and one more that ends with
+    the recording."""
+    from noisewatch.daemon.stream import StreamingFeatures
+
+    settings = load_bundle(default_model_path()).features
+    audio, rate = sf.read(repo_root / "samples" / "scene.flac", dtype="float32")
+    audio = soxr.resample(audio, rate, settings.sample_rate).astype(np.float32)
+    daemon = StreamingFeatures(settings, hop_s).push(audio)
+    ours = clip_windows(audio, settings, hop_s)
+    assert len(daemon) > 3 and len(ours) in (len(daemon), len(daemon) + 1), (len(ours), len(daemon))
+    for window, (start_s, samples) in zip(daemon, ours):
+        assert start_s == window.start_sample / settings.sample_rate and np.array_equal(samples, window.samples)
+
+
 def test_a_clip_shorter_than_the_window_is_one_window_as_in_training(tmp_path: Path, bundle_and_model) -> None:
     bundle, model = bundle_and_model
     rng = np.random.default_rng(1)
@@ -165,7 +183,7 @@ def test_windows_below_the_daemon_s_gate_are_background_not_classified(tmp_path:
     for report in (zeros, hiss_report):
         assert (report["label"], report["score"]) == ("background", 1.0), report
         assert all(w["quiet"] and w["label"] == "background" for w in report["windows"]), report
-    assert [w["quiet"] for w in loud_report["windows"]] == [True, False], loud_report["windows"]
+    assert [w["quiet"] for w in loud_report["windows"]] == [True, False, False], loud_report["windows"]  # 0, 1.997, 2 s
 
 
 def test_a_file_below_the_model_s_rate_is_said_as_the_daemon_says_it(

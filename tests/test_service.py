@@ -27,8 +27,7 @@ from noisewatch.daemon.pipeline import Pipeline
 from noisewatch.daemon.service import READ_FRAMES
 from noisewatch.daemon.setup import Overrides, prepare
 from noisewatch.daemon.sources import FILE_STATUS, FileSource
-from noisewatch.daemon.stream import hop_samples
-from noisewatch.features import FeatureSettings
+from noisewatch.features import FeatureSettings, hop_samples
 
 HOP_S = hop_samples(FeatureSettings(), 0.5) / 22050
 SCENE_LABELS = ("siren", "dog_bark", "car_horn", "jackhammer")

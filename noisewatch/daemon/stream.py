@@ -35,6 +35,7 @@ from noisewatch.features import (
     clamp_db,
     frame_values,
     hann_window,
+    hop_samples,
     summarize_frames,
     windowed_mel_db,
 )
@@ -42,12 +43,6 @@ from noisewatch.features import (
 SHIFT_HOPS = 8
 """Hops of audio the buffer holds beyond one window: its unread audio moves to a fresh buffer once per
 SHIFT_HOPS hops instead of the whole window being copied and shifted every hop."""
-
-
-def hop_samples(settings: FeatureSettings, hop_s: float) -> int:
-    """Window hop in samples, rounded to whole STFT hops so windows share frames exactly."""
-    frames = max(1, int(round(hop_s * settings.sample_rate / settings.hop_length)))
-    return frames * settings.hop_length
 
 
 @dataclass(frozen=True)
