@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from noisewatch.daemon.events import LOUD
+from noisewatch.daemon.messages import AudioState
 from noisewatch.daemon.sinks.topics import Topics, segment
 
 ONLINE = "online"
@@ -65,16 +66,18 @@ STARTED_TEMPLATE = (
     "{{ {'event_type': value_json.label, 'id': value_json.id, 'confidence': value_json.confidence,"
     " 'start': value_json.start, 'continues': value_json.get('continues')} | to_json }}"
 )
-AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.state == 'listening' else 'ON' }}"
-HEARING_TEMPLATE = "{{ '%s' if value_json.state == 'audio_error' else '%s' }}" % (OFFLINE, ONLINE)
+_LISTENING, _LOST, _SILENT = (state.value for state in (AudioState.LISTENING, AudioState.AUDIO_ERROR,
+                                                          AudioState.SILENT))
+AUDIO_PROBLEM_TEMPLATE = f"{{{{ '{STATE_OFF}' if value_json.state == '{_LISTENING}' else '{STATE_ON}' }}}}"
+HEARING_TEMPLATE = f"{{{{ '{OFFLINE}' if value_json.state == '{_LOST}' else '{ONLINE}' }}}}"
 """A level sensor's availability from the audio state: none with the input lost (a muted one's zeros are a level)."""
-LISTENING_TEMPLATE = "{{ '%s' if value_json.state in ('audio_error', 'silent') else '%s' }}" % (OFFLINE, ONLINE)
+LISTENING_TEMPLATE = f"{{{{ '{OFFLINE}' if value_json.state in ('{_LOST}', '{_SILENT}') else '{ONLINE}' }}}}"
 """A label sensor's availability from the audio state: none while the input is lost or gives one value only, when
 nothing can be heard: "Clear" said no siren where none could have been heard."""
 AUDIO_ATTRIBUTES_TEMPLATE = ("{{ {'audio_state': value_json.get('state'), 'source': value_json.get('source'),"
                              " 'error': value_json.get('error')} | to_json }}")
 """What a user reads on the sensor's page: the state, the input and the reason (not the message's envelope)."""
-SPOOL_DISK_TEMPLATE = "{{ 'ON' if value_json.get('spool_disk_error') else 'OFF' }}"
+SPOOL_DISK_TEMPLATE = f"{{{{ '{STATE_ON}' if value_json.get('spool_disk_error') else '{STATE_OFF}' }}}}"
 LOSS_FIELDS = ("spool_dropped", "spool_memory_dropped", "spool_dead_letters", "spool_quarantined")
 """``stats`` counts of events that will never reach the broker: dropped by the spool's bounds or its refusing disk,
 refused by the broker, damaged on disk. At-least-once delivery is what a user relies on; when it fails, Home
