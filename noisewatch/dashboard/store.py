@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from noisewatch.daemon import messages
 from noisewatch.daemon.messages import Event, Level, Scores, Started, Stats, Status
 from noisewatch.daemon.sinks.topics import Topics
+from noisewatch.daemon.thresholds_store import ThresholdError, parse_threshold
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +136,12 @@ def decode(topic: str, payload: bytes, root: str) -> Received | None:
     device, kind, label = parsed
     try:
         text = payload.decode("utf-8")
-        value = (text.strip() if kind in TEXT_KINDS or not text else _threshold(text) if kind == "threshold"
+        value = (text.strip() if kind in TEXT_KINDS or not text else parse_threshold(text) if kind == "threshold"
                  else _from_json(kind, json.loads(text)))  # empty: a retained topic cleared (its entity removed)
-    except (UnicodeDecodeError, json.JSONDecodeError, messages.DecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, messages.DecodeError, ThresholdError) as exc:
         log.warning("dashboard: ignoring a malformed %s message on %s: %s", kind, topic, exc)
         return None
     return Received(device, kind, label, value)
-
-
-def _threshold(text: str) -> float:
-    """A retained threshold (``0.73``); DecodeError unless a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise messages.DecodeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise messages.DecodeError(f"not a threshold from 0 to 1: {value}")
-    return value
 
 
 def _from_json(kind: str, value: Any) -> messages.Message | tuple[Event, ...]:
