@@ -207,7 +207,7 @@ class Stats(Message):
     kind: ClassVar[str] = "stats"
     uptime_s: float
     audio_s: float
-    """Seconds of audio processed by the current configuration."""
+    """Seconds of audio this run has processed (a reload goes on counting)."""
     windows: int
     gated_windows: int
     """Windows too quiet to classify."""

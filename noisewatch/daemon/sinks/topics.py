@@ -26,7 +26,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def segment(name: str) -> str:
-    """``name`` as a single topic level: no '/', '+', '#' or spaces (they become '_')."""
+    """``name`` as a single topic level and entity id part: anything but ASCII letters, digits, '_' and '-' (a '/',
+    '+', '#', space, dot or accent) becomes '_'."""
     return _UNSAFE.sub("_", name) or "_"
 
 
