@@ -121,11 +121,11 @@ def classify(recording: Recording, bundle: Bundle, hop_s: float = DEFAULT_HOP_S,
     return WindowScores(bundle.labels, tuple(classify_audio(recording.samples, bundle, model, hop_s, gate_dbfs)))
 
 
-def detect_events(recording: Recording, bundle: Bundle, config: Config,
-                  start: datetime | None = None) -> list[Event]:
+def detect_events(recording: Recording, bundle: Bundle, config: Config) -> list[Event]:
     """The events the daemon reports for this recording with this config (its pipeline, detector and
-    thresholds), oldest first; stamps count from ``start`` (default: the Unix epoch)."""
-    clock = SampleClock(start or datetime.fromtimestamp(0, timezone.utc))
+    thresholds), oldest first; their offsets in the recording are what the page shows (stamps count from the Unix
+    epoch: a recording's wall time is not known)."""
+    clock = SampleClock(datetime.fromtimestamp(0, timezone.utc))
     pipeline = Pipeline.from_config(config, bundle, bundle.open_model(config.model.runtime_choice), clock)
     messages = pipeline.process(recording.samples) + pipeline.finish()
     events = [stamped(m, config.device_id) for m in messages if isinstance(m, Event)]
