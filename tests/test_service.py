@@ -1399,6 +1399,25 @@ def test_a_config_threshold_a_home_assistant_one_overrides_is_named_in_the_log(t
     assert len(said) == 1 and "detector.thresholds.siren = 0.9" in said[0] and "0.3" in said[0], said
 
 
+def test_check_config_says_a_config_threshold_a_home_assistant_one_overrides(tmp_path: Path) -> None:
+    """Found by a first-hour walk: ``run`` said a config threshold hidden by one set from the phone, but
+    ``check-config``, the step before a reload, said "ok" alone: the edit looked applied, then did nothing."""
+    from mqtt_broker import free_port
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: {free_port()}\n  spool:\n    directory: {tmp_path / 'spool'}\n"
+                      "detector:\n  thresholds:\n    siren: 0.9\n    dog_bark: 0.5\n    gun_shot: 0.8\n  ignore: [background, gun_shot]\n")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "thresholds.json").write_text('{"siren": 0.3, "dog_bark": 0.5, "car_horn": 0.7, "gun_shot": 0.2}')
+    result = subprocess.run([sys.executable, "-m", "noisewatch.cli", "check-config", str(config)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "not in force" in line]
+    assert said == [f"noisewatch: warning: detector.thresholds.siren = 0.9 is not in force: 0.3, set from Home Assistant, "
+                    f"wins (kept in {tmp_path / 'state'}; set it again there, or press its Reset thresholds button for "
+                    "the config's)"], result.stderr  # not dog_bark (the same), nor gun_shot (ignored: not watched)
+
+
 def test_a_reload_that_replaces_the_mqtt_sink_hands_it_the_running_spool(tmp_path: Path) -> None:
     """Two spools on one folder would hand out the same sequence numbers and overwrite each other's events."""
     from mqtt_broker import free_port

@@ -46,10 +46,12 @@ from noisewatch.daemon.setup import (
     Overrides,
     Setup,
     audio_findings,
+    hidden_thresholds,
     open_sinks,
     prepare,
     running_listener_warnings,
     setup_warnings,
+    stored_threshold_warnings,
 )
 from noisewatch.daemon.signals import Signals, installed
 from noisewatch.daemon.sinks import Sink
@@ -144,7 +146,8 @@ class Active:
         for warning in setup_warnings(setup.config) + list(setup.audio_warnings):
             log.warning("%s", warning)
         active.follow_thresholds()  # kept from an earlier run: they win over the config's from the first window
-        _say_overridden(setup.config, active.thresholds_applied)
+        for hidden in hidden_thresholds(setup.config, active.thresholds_applied):
+            log.warning("%s", hidden)
         return active
 
     def follow_thresholds(self) -> None:
@@ -539,17 +542,6 @@ def _wanted_input(setup: Setup) -> str:
     return "default input" if device is None else str(device)
 
 
-def _say_overridden(config: Config, overrides: dict[str, float]) -> None:
-    """A threshold edited in the config does nothing while one set from Home Assistant wins: say so, or the
-    edit looks ignored."""
-    for label, value in sorted(overrides.items()):
-        configured = config.detector.thresholds.get(label)
-        if configured is not None and configured != value:
-            log.warning("detector.thresholds.%s = %g is not in force: %g, set from Home Assistant, wins (kept in "
-                        "%s; set it again there, or press its Reset thresholds button for the config's)",
-                        label, configured, value, config.mqtt.state_path)
-
-
 def _say_audio_problems(setup: Setup) -> None:
     """A reload while the input is lost is applied even when its audio section cannot be opened now (the
     device may come back): what is wrong with it is said, as the reopening will keep saying."""
@@ -711,7 +703,7 @@ def check_config_main(args: argparse.Namespace) -> int:
     blank = [f"{args.config}: {NO_SETTINGS}: a start takes every default, but a reload refuses it; write {{}} "
              "for every default"] if setup.config.read_no_settings else []
     for warning in (blank + setup_warnings(setup.config) + running_listener_warnings(setup.config)
-                    + list(setup.audio_warnings)):
+                    + stored_threshold_warnings(setup.config, setup.bundle.labels) + list(setup.audio_warnings)):
         print(f"noisewatch: warning: {warning}", file=sys.stderr)
     broker = ""
     if setup.config.mqtt.enabled:

@@ -11,7 +11,7 @@ import errno
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +33,7 @@ from noisewatch.daemon.sinks import Sink
 from noisewatch.daemon.sinks.jsonl import APPEND_FLAGS, JsonlSink
 from noisewatch.daemon.sources import DeviceMissing, SourceError, check_device
 from noisewatch.daemon.statefile import DISK_FAULTS
+from noisewatch.daemon.thresholds_store import ThresholdsStore
 from noisewatch.runtime import ModelUnloadable, RuntimeUnavailable, TFLiteModel
 
 if TYPE_CHECKING:
@@ -267,6 +268,24 @@ def mqtt_problems(config: Config) -> list[str]:
     if spool and config.mqtt.state_directory is None:  # beside the spool folder: the same problem, said once
         return problems + spool
     return problems + spool + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True)
+
+
+def hidden_thresholds(config: Config, overrides: Mapping[str, float]) -> list[str]:
+    """A threshold edited in the config does nothing while one set from Home Assistant wins: said by ``run`` (at start
+    and reload, from the thresholds in force) and ``check-config`` (from the stored ones), or the edit looks ignored."""
+    return [f"detector.thresholds.{label} = {configured:g} is not in force: {value:g}, set from Home Assistant, wins "
+            f"(kept in {config.mqtt.state_path}; set it again there, or press its Reset thresholds button for the "
+            "config's)" for label, value in sorted(overrides.items())
+            if (configured := config.detector.thresholds.get(label)) is not None and configured != value]
+
+
+def stored_threshold_warnings(config: Config, labels: Sequence[str]) -> list[str]:
+    """``check-config``: :func:`hidden_thresholds` of the thresholds a listener with this config keeps for the model's
+    ``labels`` it watches (only the MQTT sink takes them from Home Assistant)."""
+    if not config.mqtt.enabled or not config.detector.thresholds:
+        return []
+    watched = [label for label in labels if label not in config.detector.ignore]
+    return hidden_thresholds(config, ThresholdsStore(config.mqtt.state_path, watched).load())
 
 
 def running_listener_warnings(config: Config) -> list[str]:
