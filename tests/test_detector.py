@@ -142,6 +142,8 @@ def test_a_split_event_keeps_the_sound_s_own_end_and_leaves_no_empty_piece(repo_
 
     whole = {label: (start, end) for label, start, end in events(600.0)}
     pieces = events(2.0)
+    assert {"siren", "dog_bark", "jackhammer"} <= set(whole), whole  # the scene's sounds, each heard
+    assert len([piece for piece in pieces if piece[0] == "siren"]) >= 2, pieces  # the 4 s siren is split
     for label, (start, end) in whole.items():
         mine = sorted((a, b) for name, a, b in pieces if name == label)
         assert mine[0][0] == start and abs(mine[-1][1] - end) < 1e-3, (label, mine, (start, end))

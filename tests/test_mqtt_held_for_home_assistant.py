@@ -80,7 +80,7 @@ def test_events_the_disk_refused_are_not_lost_at_a_stop_while_home_assistant_res
     sink.send(during)
     assert wait_until(lambda: sink.health()["spool_memory_queued"] == 1, 10), sink.health()
     sink.close()
-    time.sleep(0.5)
+    collector.wait_for(lambda c: during.id in ids_on(c), timeout=5)  # broker to collector: not in a fixed 0.5 s
     lost = "were not delivered and are lost" in caplog.text
     assert during.id in ids_on(collector) and not lost, (ids_on(collector), [
         r.getMessage() for r in caplog.records if r.name.startswith("noisewatch") and r.levelno >= logging.INFO][-4:])

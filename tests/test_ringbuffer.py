@@ -102,6 +102,9 @@ def test_a_reader_waiting_for_several_blocks_is_not_woken_by_each() -> None:
     ring._cond.wait = counted_wait  # type: ignore[method-assign]
 
     def produce() -> None:
+        deadline = time.monotonic() + 5
+        while not wakes and time.monotonic() < deadline:  # the reader waits first (a late one found 30 frames there)
+            time.sleep(0.005)
         for start in range(0, 50, 10):
             time.sleep(0.05)
             ring.write(ramp(start, 10))

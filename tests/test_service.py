@@ -102,8 +102,11 @@ def test_real_time_replay_gives_the_same_events(shared_data: Path, tmp_path: Pat
     started = time.monotonic()
     live = events(run_daemon(path, tmp_path / "live.jsonl", "--speed", "1"))
     assert time.monotonic() - started >= len(audio) / 22050 * 0.95  # it really was paced
-    keys = ("label", "offset_s", "duration_s", "confidence", "mean_confidence", "peak_dbfs", "mean_dbfs")
+    keys = ("label", "offset_s", "duration_s", "confidence", "mean_confidence")
     assert [[e[k] for k in keys] for e in live] == [[e[k] for k in keys] for e in fast]
+    for paced, unpaced in zip(live, fast):  # float32 sums of stretches read in other pieces, rounded to 0.01 dB: a
+        for key in ("peak_dbfs", "mean_dbfs"):  # value at a rounding edge may land one step away
+            assert paced[key] == pytest.approx(unpaced[key], abs=0.011), (key, paced, unpaced)
     assert_matches_truth(fast, truth)
 
 
