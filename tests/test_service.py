@@ -420,7 +420,8 @@ def test_losses_kept_within_the_minute_are_said_once_it_is_over_without_waiting_
 
     from noisewatch.daemon import service
 
-    monkeypatch.setattr(service, "LOSS_SAY_S", 0.3)
+    clock = [1000.0]  # the period is the real one, on a clock the test moves: no race with a stalled machine
+    monkeypatch.setattr(service, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     listener = SimpleNamespace(_dropped=service._Tally(), _overruns=service._Tally(), _unreadable=service._Tally())
     source = SimpleNamespace(name="USB")
 
@@ -432,7 +433,7 @@ def test_losses_kept_within_the_minute_are_said_once_it_is_over_without_waiting_
         read(overflows=1, lost_frames=4800, nonfinite=5)  # said at once
         read(overflows=2, lost_frames=9600, nonfinite=7)  # kept: within the period
         read()
-        time.sleep(0.35)
+        clock[0] += service.LOSS_SAY_S + 5
         read()  # no loss in this read: the ones kept are said now
         read()
         read(overflows=4)  # kept: within the period
@@ -1622,13 +1623,17 @@ def test_thresholds_come_from_the_bundle_then_the_config_then_home_assistant(tmp
 def test_dropped_audio_is_said_at_once_then_at_most_once_a_period_with_the_total_since(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """README: dropped audio is a WARNING "at once, then at most once a minute with the total since"."""
+    from types import SimpleNamespace
+
     from noisewatch.daemon import service
 
-    monkeypatch.setattr(service, "LOSS_SAY_S", 0.3)
+    clock = [1000.0]  # the real period, on a clock the test moves
+    monkeypatch.setattr(service, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     dropped = service._Tally()
     assert dropped.add(1.0) == (1.0, "")  # at once
+    clock[0] += service.LOSS_SAY_S - 1
     assert dropped.add(0.5) is None and dropped.add(0.25) is None  # within the period: kept
-    time.sleep(0.35)
+    clock[0] += 2
     said = dropped.add(0.25)
     assert said is not None and said[0] == 1.0 and said[1].startswith(" in the last ")  # the total since said
     closing = dropped.add(0.5, final=True)  # a file replayed at --speed 0 ends at once: no "in the last 0 s"
