@@ -224,7 +224,8 @@ def test_mute_broker_does_not_stall_processing(tmp_path: Path, scene: Path, daem
     assert mute.connections >= 1
     assert [e["id"] for e in muted.messages("event")] != []
     assert len(muted.messages("event")) == len(baseline.messages("event"))
-    assert muted_s < baseline_s + EXIT_BUDGET_S
+    # A stall costs keepalive_s (5 s) a wait and more; a busy machine slows both runs alike: a ratio, not seconds
+    assert muted_s < 1.5 * baseline_s + EXIT_BUDGET_S, (muted_s, baseline_s)
 
 
 def test_sigterm_with_the_broker_gone_still_exits_within_2_s(tmp_path: Path, scene: Path, broker: Broker,
