@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from daemon_run import read_jsonl
 
 from noisewatch.daemon.setup import Overrides, prepare
