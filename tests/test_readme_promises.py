@@ -298,8 +298,8 @@ def test_a_json_lines_file_left_alone_grows_about_1_mb_a_day(tmp_path: Path) -> 
 
 
 def test_a_reload_that_changes_the_levels_section_starts_a_first_5_s_period() -> None:
-    """README: "A reload is not a gap: ... a change of the `levels` section a first 5 s level period: the part
-    period before the reload is reported over its whole seconds".
+    """README: "A reload that does not reopen the microphone is not a gap: ... a change of the `levels` section a first 5 s level period:
+    the part period before the reload is reported over its whole seconds".
 
     Driven as the service drives a reload (the new pipeline takes over, the old one finishes), on the real model
     and the scene, the reload at 12.5 s: the part period before it is 5-12 s (7 whole seconds, reported as the old
@@ -624,8 +624,8 @@ def test_the_service_may_write_in_its_log_and_state_folders_only_and_its_config_
 
 
 def test_scores_keep_their_interval_across_a_reload_that_changes_nothing(tmp_path: Path) -> None:
-    """README: "`scores` (a window's top-3 scores at most every `scores.interval_s` ...)", and "A reload is not a gap:
-    the windows, the level period and open events go on under the new settings".
+    """README: "`scores` (a window's top-3 scores at most every `scores.interval_s` ...)", and "A reload that does not
+    reopen the microphone is not a gap: the windows, the level period and open events go on under the new settings".
 
     The real daemon replaying a quiet room (30 s, 6x real time) with a scores report at most every 20 s, reloaded
     (`systemctl reload`, as logrotate does every night) with the same file just after its first report: the next
@@ -650,8 +650,8 @@ def test_scores_keep_their_interval_across_a_reload_that_changes_nothing(tmp_pat
 
 
 def test_a_loud_sound_going_on_at_a_reload_that_retunes_loudness_stays_one_event(tmp_path: Path) -> None:
-    """README: "A reload is not a gap: the windows, the level period and open events go on under the new settings (a
-    sound heard at that moment stays one event ...)"; `loud` events are "the 1 s level above
+    """README: "A reload that does not reopen the microphone is not a gap: the windows, the level period and open
+    events go on under the new settings (a sound heard at that moment stays one event ...)"; `loud` events are "the 1 s level above
     `loudness.threshold_dbfs` for `loudness.min_duration_s`, same schema as other events".
 
     The real daemon replaying (4x real time) a 1 kHz tone at -3 dBFS from 2 s to 20 s over a quiet room. Once its

@@ -125,8 +125,9 @@ def test_a_longer_event_bound_after_a_reload_keeps_the_level_history_it_needs() 
 
 
 def test_a_new_hop_at_a_reload_starts_the_windows_afresh_and_the_open_event_goes_on() -> None:
-    """README: "A reload is not a gap: the windows, the level period and open events go on under the new settings
-    (a sound heard at that moment stays one event; a change of model features or hop starts the windows afresh)"."""
+    """README: "A reload that does not reopen the microphone is not a gap: the windows, the level period and open
+    events go on under the new settings (a sound heard at that moment stays one event; a change of model features
+    or hop starts the windows afresh)"."""
     bundle = load_bundle(default_model_path())
     model = bundle.open_model()
     rate = bundle.features.sample_rate

@@ -1,6 +1,6 @@
 """Faults around a SIGHUP reload that reopens a live microphone (``Service._hear_the_rest``, ``AudioSection.opens_as``,
 ``Backoff.take``). Each test drives a real Service on a fake-named live input that replays a real recording in real
-time, as tests/test_service.py does (no microphone exists here)."""
+time, through tests/live_input.py (no microphone exists here)."""
 
 from __future__ import annotations
 
@@ -10,43 +10,9 @@ from pathlib import Path
 
 import numpy as np
 from daemon_run import read_jsonl
+from live_input import Named, service_on_mic_a, wait_for
 
-from noisewatch.daemon.setup import Overrides, prepare
-from noisewatch.daemon.sources import FileSource, SourceError
-
-
-class _LiveReplay(FileSource):
-    live = True
-
-
-class _Named(_LiveReplay):
-    """A microphone named by the config's ``audio.device``, playing ``path`` in real time."""
-
-    def __init__(self, path: Path, audio) -> None:
-        super().__init__(str(path), 1, audio.block_size, audio.buffer_s)
-        self.name = audio.device
-
-
-def _service_on_mic_a(tmp_path: Path, monkeypatch, open_named, config_text: str = "audio:\n  device: MicA\n"):
-    from noisewatch.daemon import service as service_module
-    from noisewatch.daemon import setup as setup_module
-
-    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: open_named(audio))
-    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text(config_text)
-    signals = service_module.Signals()
-    return config, out, signals, service_module.Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
-
-
-def _wait_for(path: Path, predicate, timeout: float) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        messages = read_jsonl(path) if path.exists() else []
-        if predicate(messages):
-            return messages
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting in {path}")
+from noisewatch.daemon.sources import SourceError
 
 
 def _run_in_thread(service, signals, scenario) -> None:
@@ -75,27 +41,28 @@ SCENE = "samples/scene.flac"
 
 def test_an_event_open_when_a_reload_s_new_microphone_cannot_be_opened_is_closed_at_the_loss(
         repo_root: Path, tmp_path: Path, monkeypatch) -> None:
-    """A reload names another microphone (MicB) while a siren event is open on MicA; MicB cannot be opened, so the
-    service goes to AUDIO_LOST and retries. When a live input fails while listening, the pipeline's gap() closes the
-    open events before the 'audio_error' status (nobody hears the siren end any more). On this path nothing does:
-    the siren stays open (Home Assistant's siren sensor ON) for the whole outage and its 'event' comes only at the
-    stop (or, if a device comes back, the event goes on across the outage with windows that straddle it).
+    """Found by a fault hunt: a reload names another microphone (MicB) while a siren event is open on MicA; MicB cannot
+    be opened, so the service goes to AUDIO_LOST and retries. When a live input fails while listening, the pipeline's
+    gap() closes the open events before the 'audio_error' status (nobody hears the siren end any more). On this path
+    nothing did (a reopen makes a gap now): the siren stayed open (Home Assistant's siren sensor ON) for the whole
+    outage and its 'event' came only at the stop (or, if a device came back, the event went on across the outage
+    with windows that straddle it).
 
-    Shows as: no siren 'event' message before the 'audio_error' status; the event only appears after it."""
+    Showed as: no siren 'event' message before the 'audio_error' status; the event only appeared after it."""
     scene = repo_root / SCENE
 
     def open_named(audio):
         if audio.device == "MicB":
             raise SourceError("audio input device 'MicB' not found")
-        return _Named(scene, audio)
+        return Named(scene, audio)
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, open_named)
 
     def scenario() -> None:
-        _wait_for(out, lambda ms: any(m["type"] == "started" and m["label"] == "siren" for m in ms), 20)
+        wait_for(out, lambda ms: any(m["type"] == "started" and m["label"] == "siren" for m in ms), 20)
         config.write_text("audio:\n  device: MicB\n  reopen_max_s: 1\n")
         signals.reload.set()
-        _wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "audio_error" for m in ms), 10)
+        wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "audio_error" for m in ms), 10)
         time.sleep(3)  # MicB still missing: retried a few times
 
     _run_in_thread(service, signals, scenario)
@@ -106,13 +73,13 @@ def test_an_event_open_when_a_reload_s_new_microphone_cannot_be_opened_is_closed
 
 def test_an_input_healthy_a_long_while_retries_a_reload_s_unopenable_device_from_the_first_wait(
         repo_root: Path, tmp_path: Path, monkeypatch) -> None:
-    """STABLE_S says: a source that delivered audio this long counts as healthy, the next failure starts the backoff
-    afresh. But Backoff.healthy() is only called when a pump ends FAILED/STALLED; a reload's reopen (Ending.REOPEN)
-    skips it, so the waits grown while MicA was missing at boot (1, 2, 4 s: next 8 s) are still there after MicA
+    """Found by a fault hunt. STABLE_S says: a source that delivered audio this long counts as healthy, the next failure starts the backoff
+    afresh. But Backoff.healthy() was only called when a pump ended FAILED/STALLED; a reload's reopen (Ending.REOPEN)
+    skipped it, so the waits grown while MicA was missing at boot (1, 2, 4 s: next 8 s) are still there after MicA
     listened far longer than STABLE_S. A reload naming MicB, which cannot be opened, then waits 8 s (up to
     reopen_max_s, 30 s by default) before its first retry instead of 1 s.
 
-    Shows as: the first two attempts to open MicB are ~8 s apart, not ~1 s (STABLE_S lowered to 2 s here)."""
+    Showed as: the first two attempts to open MicB ~8 s apart, not ~1 s (STABLE_S lowered to 2 s here)."""
     from noisewatch.daemon import service as service_module
 
     monkeypatch.setattr(service_module, "STABLE_S", 2.0)
@@ -127,13 +94,13 @@ def test_an_input_healthy_a_long_while_retries_a_reload_s_unopenable_device_from
             raise SourceError("audio input device 'MicA' not found")
         if audio.device == "MicB":
             raise SourceError("audio input device 'MicB' not found")
-        return _Named(scene, audio)
+        return Named(scene, audio)
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named,
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, open_named,
                                                       "audio:\n  device: MicA\n  reopen_max_s: 30\n")
 
     def scenario() -> None:
-        _wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "listening" for m in ms), 30)
+        wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "listening" for m in ms), 30)
         time.sleep(4.0)  # MicA heard twice STABLE_S: healthy
         config.write_text("audio:\n  device: MicB\n  reopen_max_s: 30\n")
         signals.reload.set()
@@ -148,14 +115,14 @@ def test_an_input_healthy_a_long_while_retries_a_reload_s_unopenable_device_from
 
 def test_a_second_reload_during_a_reopen_is_checked_as_one_while_listening(
         repo_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:
-    """Two SIGHUPs close together: the first changes block_size (a reopen), the second, arriving while the first
+    """Found by a fault hunt. Two SIGHUPs close together: the first changes block_size (a reopen), the second, arriving while the first
     is prepared (a model loading), asks for a rate MicA cannot capture. A reload while listening with such an audio
-    section is refused (check_device: a problem of the key) and MicA goes on. Here _keep_listening finds the second
-    reload pending after Ending.REOPEN and runs _swap(None), the path for an input that is LOST: the device is not
+    section is refused (check_device: a problem of the key) and MicA goes on. Here _keep_listening found the second
+    reload pending after Ending.REOPEN and ran _swap(None), the path for an input that is LOST: the device is not
     checked, the log says "reload applied while the audio input is lost" (it was not), the config is applied, and
     the listener goes deaf (AUDIO_LOST, retrying an impossible format for ever).
 
-    Shows as: audio.sample_rate ends as 96000 and an 'audio_error' status, where the same reload a moment later
+    Showed as: audio.sample_rate ending as 96000 and an 'audio_error' status, where the same reload a moment later
     (or earlier) is refused and MicA keeps listening."""
     import logging
 
@@ -168,9 +135,9 @@ def test_a_second_reload_during_a_reopen_is_checked_as_one_while_listening(
     def open_named(audio):
         if audio.sample_rate == 96000:
             raise SourceError("audio input 1: MicA cannot capture 96000 Hz")
-        return _Named(scene, audio)
+        return Named(scene, audio)
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, open_named)
 
     def check_device(audio) -> None:
         if audio.sample_rate == 96000:
@@ -188,7 +155,7 @@ def test_a_second_reload_during_a_reopen_is_checked_as_one_while_listening(
         return prepared
 
     def scenario() -> None:
-        _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+        wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
         monkeypatch.setattr(service_module, "prepare", prepare_then_a_second_sighup)
         config.write_text("audio:\n  device: MicA\n  block_size: 512\n")
         signals.reload.set()
@@ -206,14 +173,14 @@ def test_a_second_reload_during_a_reopen_is_checked_as_one_while_listening(
 
 def test_an_event_across_a_reopen_with_a_hole_in_the_audio_ends_when_its_sound_ended(
         repo_root: Path, tmp_path: Path, monkeypatch) -> None:
-    """A reload names MicB while a siren is open on MicA; MicB takes 3 s to give audio (a USB microphone settling),
+    """Found by a fault hunt: a reload names MicB while a siren is open on MicA; MicB takes 3 s to give audio (a USB microphone settling),
     then hears the siren for 4 s. Nothing was heard for those 3 s (more than a hop): Pipeline.lost() makes a hole of a
     hop or more a gap (open events end where the audio stopped), and a failed device gets a gap too, but a reopen
-    gets none: the first block of MicB only re-anchors the clock (accept(first=True) -> heard_at), the windows
+    got none (it makes one now): the first block of MicB only re-anchors the clock (accept(first=True) -> heard_at), the windows
     straddle the hole and both microphones, and the siren is one event whose end is its start plus the audio heard,
     so it is reported ending ~3 s before the siren actually stopped.
 
-    Shows as: the siren event's end is ~3 s earlier than the wall time MicB's siren audio ended."""
+    Showed as: the siren event's end ~3 s earlier than the wall time MicB's siren audio ended."""
     from datetime import datetime, timedelta, timezone
 
     import soundfile as sf
@@ -223,7 +190,7 @@ def test_an_event_across_a_reopen_with_a_hole_in_the_audio_ends_when_its_sound_e
     sf.write(siren_first, audio[5 * rate:], rate)  # the siren from its start (4 s), then the rest of the scene
     began: dict[str, datetime] = {}
 
-    class _Settling(_Named):
+    class _Settling(Named):
         def _replay(self) -> None:
             if self.name == "MicB" and self._halt.wait(3.0):
                 return
@@ -233,13 +200,13 @@ def test_an_event_across_a_reopen_with_a_hole_in_the_audio_ends_when_its_sound_e
     def open_named(audio_section):
         return _Settling(repo_root / SCENE if audio_section.device == "MicA" else siren_first, audio_section)
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, open_named)
 
     def scenario() -> None:
-        _wait_for(out, lambda ms: any(m["type"] == "started" and m["label"] == "siren" for m in ms), 20)
+        wait_for(out, lambda ms: any(m["type"] == "started" and m["label"] == "siren" for m in ms), 20)
         config.write_text("audio:\n  device: MicB\n")
         signals.reload.set()
-        _wait_for(out, lambda ms: "MicB" in began and any(
+        wait_for(out, lambda ms: "MicB" in began and any(
             m["type"] == "event" and m["label"] == "siren" and _utc(m["end"]) > began["MicB"] for m in ms), 30)
 
     _run_in_thread(service, signals, scenario)

@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 import soxr
 from daemon_run import build_scene, events, json_lines, read_jsonl, recognised_clips, run_daemon, write_scene
+from live_input import LiveReplay, Named, service_on_mic_a, wait_for
 
 from noisewatch.bundle import default_model_path, load_bundle
 from noisewatch.config import Config, ConfigError
@@ -575,24 +576,24 @@ def test_a_reload_that_names_another_microphone_says_it_listens_on_that_one(repo
     "listening" said to the new sinks, with MicA closed."""
     import threading
 
-    class _Settling(_Named):
+    class _Settling(Named):
         def _replay(self) -> None:
             if self.name == "MicB" and self._halt.wait(2.0):
                 return
             super()._replay()
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, lambda audio: _Settling(
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, lambda audio: _Settling(
         repo_root / "samples" / "scene.flac", audio))
 
     def name_another_microphone() -> None:
         try:
-            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+            wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
             config.write_text("audio:\n  device: MicB\n")
             signals.reload.set()
             if reloads == 2:
                 time.sleep(1.0)  # MicB open, no audio yet
                 signals.reload.set()
-            _wait_for(out, lambda ms: any(m["type"] == "status" and m["source"] == "MicB" for m in ms), 10)
+            wait_for(out, lambda ms: any(m["type"] == "status" and m["source"] == "MicB" for m in ms), 10)
         finally:
             signals.stop.set()  # a failure ends, rather than hangs, the test
 
@@ -615,17 +616,17 @@ def test_a_reload_that_reopens_a_muted_microphone_does_not_say_it_listens(tmp_pa
     recording = tmp_path / "muted.flac"
     sf.write(recording, np.zeros(60 * rate, np.float32), rate)
     monkeypatch.setattr(service_module, "DigitalSilence", lambda: DigitalSilence(1.0))  # silent after 1 s, not 60
-    opened: list[_Named] = []
+    opened: list[Named] = []
 
     def open_named(audio):
-        opened.append(_Named(recording, audio))
+        opened.append(Named(recording, audio))
         return opened[-1]
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, open_named)
 
     def reopen_it() -> None:
         try:
-            _wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "silent" for m in ms), 15)
+            wait_for(out, lambda ms: any(m["type"] == "status" and m["state"] == "silent" for m in ms), 15)
             config.write_text("audio:\n  device: MicA\n  block_size: 512\n")
             signals.reload.set()
             time.sleep(3)  # the reopened input, still muted
@@ -651,13 +652,13 @@ def test_a_reload_reopens_the_microphone_only_for_what_it_is_opened_with(repo_ro
 
     def open_named(audio):
         opened.append(audio.block_size)
-        return _Named(repo_root / "samples" / "scene.flac", audio)
+        return Named(repo_root / "samples" / "scene.flac", audio)
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, open_named)
 
     def reload_with_the_change() -> None:
         try:
-            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+            wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
             config.write_text("audio:\n  device: MicA\n  " + change)
             signals.reload.set()
             deadline = time.monotonic() + 10
@@ -686,13 +687,13 @@ def test_audio_heard_while_a_reload_prepares_is_classified_before_the_microphone
 
     from noisewatch.daemon import service as service_module
 
-    opened: list[_Named] = []
+    opened: list[Named] = []
 
     def open_named(audio):
-        opened.append(_Named(repo_root / "samples" / "scene.flac", audio))
+        opened.append(Named(repo_root / "samples" / "scene.flac", audio))
         return opened[-1]
 
-    config, out, signals, service = _service_on_mic_a(tmp_path, monkeypatch, open_named)
+    config, out, signals, service = service_on_mic_a(tmp_path, monkeypatch, open_named)
     prepare_now = service_module.prepare
 
     def slow_prepare(*args, **kwargs):
@@ -704,7 +705,7 @@ def test_audio_heard_while_a_reload_prepares_is_classified_before_the_microphone
 
     def reopen_it() -> None:
         try:
-            _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+            wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
             config.write_text("audio:\n  device: MicA\n  block_size: 512\n")
             signals.reload.set()
             deadline = time.monotonic() + 10
@@ -858,7 +859,7 @@ def test_a_lost_microphone_is_said_once_not_at_every_attempt_and_its_return_is_s
             monkeypatch.setattr(service_module, "TROUBLE_REMIND_S", 0.0, raising=False)  # the hour is up
             mic.wait_for_refusals(5)
             mic.plugged.set()
-            _wait_for(out, lambda ms: any(m["type"] == "event" for m in ms), 30)
+            wait_for(out, lambda ms: any(m["type"] == "event" for m in ms), 30)
         finally:
             signals.stop.set()  # a failure ends, rather than hangs, the test
 
@@ -930,7 +931,7 @@ def test_a_reload_while_waiting_for_the_first_microphone_is_a_reload_to_systemd(
     config, out, signals, service = mic.service_set_up_then_unplugged(tmp_path)
 
     def reload_then_stop() -> None:
-        _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 30)
+        wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 30)
         signals.reload.set()
         time.sleep(3)
         signals.stop.set()
@@ -953,34 +954,6 @@ def test_a_reload_while_waiting_for_the_first_microphone_is_a_reload_to_systemd(
     assert "configuration reloaded" in caplog.text  # the reload happened, before the stop
 
 
-class _LiveReplay(FileSource):
-    """A real file source that reports itself live (a microphone): the checks only live inputs get apply."""
-
-    live = True
-
-
-def _service_on_mic_a(tmp_path: Path, monkeypatch, open_named):
-    """A service on ``audio.device: MicA`` (JSON lines out): its config, output, signals and the service. Every
-    device a config names is there, and opens as ``open_named(audio)``."""
-    from noisewatch.daemon import service as service_module
-    from noisewatch.daemon import setup as setup_module
-
-    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: open_named(audio))
-    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("audio:\n  device: MicA\n")
-    signals = service_module.Signals()
-    return config, out, signals, service_module.Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
-
-
-class _Named(_LiveReplay):
-    """A microphone named by the config's ``audio.device``, playing ``path`` in real time."""
-
-    def __init__(self, path: Path, audio) -> None:
-        super().__init__(str(path), 1, audio.block_size, audio.buffer_s)
-        self.name = audio.device
-
-
 def test_a_muted_microphone_is_reported_and_its_return_too(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
     """Exact zeros from an open input (capture muted, gain 0): every window gated, no event, no error. It said
     "listening" all along; now it says "silent" after DIGITAL_SILENCE_S, and "listening" once sound is back."""
@@ -991,7 +964,7 @@ def test_a_muted_microphone_is_reported_and_its_return_too(repo_root: Path, tmp_
     muted = np.zeros(int((DIGITAL_SILENCE_S + 5) * rate), np.float32)
     recording = tmp_path / "muted.flac"
     sf.write(recording, np.concatenate([scene[: 2 * rate], muted, scene]), rate)
-    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _LiveReplay(
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: LiveReplay(
         str(recording), 0, audio.block_size, audio.buffer_s))
     out = tmp_path / "out.jsonl"
     setup = prepare(None, Overrides(jsonl=str(out)), input_path=str(recording), speed=0)
@@ -1017,7 +990,7 @@ def test_a_converter_stuck_at_one_code_is_reported_silent_as_a_muted_one(repo_ro
     stuck = np.full(int((DIGITAL_SILENCE_S + 5) * rate), -1, np.int16)
     recording = tmp_path / "stuck.wav"
     sf.write(recording, np.concatenate([scene[: 2 * rate], stuck, scene]), rate, subtype="PCM_16")
-    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: _LiveReplay(
+    monkeypatch.setattr(service_module, "open_source", lambda audio, input_path, speed: LiveReplay(
         str(recording), 0, audio.block_size, audio.buffer_s))
     out = tmp_path / "out.jsonl"
     setup = prepare(None, Overrides(jsonl=str(out)), input_path=str(recording), speed=0)
@@ -1060,16 +1033,6 @@ def test_audio_lost_in_the_ring_buffer_moves_later_timestamps_not_earlier(repo_r
     assert end_s <= 10.0 + 0.01
 
 
-def _wait_for(path: Path, predicate, timeout: float) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        messages = read_jsonl(path) if path.exists() else []
-        if predicate(messages):
-            return messages
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting in {path}")
-
-
 def _replay_scene(repo_root: Path, config: Path, out: Path) -> subprocess.Popen:
     """``noisewatch run`` on the sample scene in real time with ``config``, JSON lines to ``out``."""
     return subprocess.Popen(
@@ -1084,12 +1047,12 @@ def test_sighup_reloads_the_config_without_exiting(repo_root: Path, tmp_path: Pa
     config.write_text("scores:\n  enabled: false\n")
     proc = _replay_scene(repo_root, config, out)
     try:
-        _wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
+        wait_for(out, lambda ms: any(m["type"] == "status" for m in ms), 15)
         time.sleep(4.5)  # past the first window: with scores off, none may have been sent
         assert not any(m["type"] == "scores" for m in read_jsonl(out))
         config.write_text("scores:\n  enabled: true\n  interval_s: 0.5\n")
         proc.send_signal(signal.SIGHUP)
-        messages = _wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 10)
+        messages = wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 10)
         (scores,) = [m for m in messages if m["type"] == "scores"][:1]
         assert len(scores["top"]) == 3 and proc.poll() is None
         config.write_text("audio:\n  hop_s: -1\n")  # an invalid config is refused, the old one kept
@@ -1110,10 +1073,10 @@ def test_a_reload_sends_a_health_report_at_once(repo_root: Path, tmp_path: Path)
     config.write_text("device_id: kitchen\n")
     proc = _replay_scene(repo_root, config, out)
     try:
-        _wait_for(out, lambda ms: any(m["type"] == "stats" for m in ms), 15)
+        wait_for(out, lambda ms: any(m["type"] == "stats" for m in ms), 15)
         config.write_text("device_id: pantry\n")
         proc.send_signal(signal.SIGHUP)
-        messages = _wait_for(out, lambda ms: any(m["type"] == "stats" and m["device"] == "pantry" for m in ms), 10)
+        messages = wait_for(out, lambda ms: any(m["type"] == "stats" and m["device"] == "pantry" for m in ms), 10)
         assert [m["device"] for m in messages if m["type"] == "stats"] == ["kitchen", "pantry"]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -1129,7 +1092,7 @@ def test_a_reload_that_drops_jsonl_path_from_the_config_turns_the_log_off(repo_r
     proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config", str(config), "--input",
                              str(repo_root / "samples" / "scene.flac"), "--speed", "1"], stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 15)
+        wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 15)
         config.write_text(scores)
         proc.send_signal(signal.SIGHUP)
         deadline, quiet = time.monotonic() + 20, False  # the reload (a model load) may take a while on a busy machine
@@ -1158,12 +1121,12 @@ def test_a_reload_to_a_model_of_another_sample_rate_is_refused_until_a_restart(r
     config.write_text(f"model:\n  path: {tmp_path / 'at22k.json'}\n{scores}")
     proc = _replay_scene(repo_root, config, out)
     try:
-        _wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 15)
+        wait_for(out, lambda ms: any(m["type"] == "scores" for m in ms), 15)
         config.write_text(f"model:\n  path: {tmp_path / 'at44k.json'}\n{scores}")
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         windows = len([m for m in read_jsonl(out) if m["type"] == "scores"])
-        _wait_for(out, lambda ms: len([m for m in ms if m["type"] == "scores"]) > windows + 1, 5)  # still listening
+        wait_for(out, lambda ms: len([m for m in ms if m["type"] == "scores"]) > windows + 1, 5)  # still listening
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0

@@ -139,7 +139,8 @@ class Pipeline:
 
     def take_over(self, previous: "Pipeline") -> None:
         """Go on where ``previous`` stopped (a reload): same sample clock and offsets. What the new settings
-        leave as it was goes on too, so a reload is not a gap: the windows and the noise floor (same
+        leave as it was goes on too, so a reload is not a gap (unless the service reopens the input: it makes one):
+        the windows and the noise floor (same
         features and hop, else they start afresh), the level history (kept to the new length), the level
         period (same interval and calibration), the open events of the labels both know, under the same model
         (their state moves here, so ``previous.finish`` closes nothing that goes on; another model's scores say

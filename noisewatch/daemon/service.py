@@ -10,7 +10,8 @@ SIGHUP leaves LISTENING only to reopen a changed input: the new configuration is
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
 replayed file goes on where it was); anything that fails leaves the running set-up untouched. Only
 a change to what a live input is opened with (:meth:`AudioSection.opens_as`) reopens the device (REOPENING), once
-what it heard has gone through the pipeline. In AUDIO_LOST a reload is applied at
+what it heard has gone through the pipeline, with a gap (open events end where its audio did); a reload asked for
+meanwhile waits for the reopened input. In AUDIO_LOST a reload is applied at
 once (an audio section that cannot be opened now is warned about, not refused: the device is what is
 missing), so the next reopening tries the new one. SIGTERM/SIGINT close open events, flush the sinks
 and exit 0. Everything after the ring buffer lives in :mod:`.pipeline`, every message leaves through
@@ -242,8 +243,9 @@ class Service:
         """Open the source, pump it, and reopen a live one with backoff whenever it fails."""
         backoff = Backoff()
         while not self._stop.is_set():
-            if self._reload.is_set():  # asked for while the input was lost: what is opened next is the new audio
-                self._swap(None)
+            if self._reload.is_set() and self.state is not State.REOPENING:  # asked for while the input was lost:
+                self._swap(None)  # what is opened next is the new audio (one asked for during a reopen waits for the
+                # reopened input, which checks it as one while listening)
             try:
                 source = open_source(self.setup.config.audio, self.setup.input_path, self.setup.speed)
                 source.start()
@@ -259,13 +261,13 @@ class Service:
                 self._say_losses(source, 0.0, 0, 0, final=True)  # what the last minute kept: said before it is gone
             if ending in (Ending.STOP, Ending.FINISHED):
                 return 0
+            if time.monotonic() - opened >= STABLE_S:  # the next failure, a reopen's too, waits from the start
+                backoff.healthy()
             if ending is Ending.REOPEN:
                 self.state = State.REOPENING
                 continue
             if not source.live:
                 return self._replay_failed(source.failed or f"{source.name}: no audio for {_stall_s(source):.0f} s")
-            if time.monotonic() - opened >= STABLE_S:
-                backoff.healthy()
             why = source.failed or f"no audio for {_stall_s(source):.0f} s"
             self.active.outbox.publish(self.active.pipeline.gap())
             self._audio_trouble(source.name, f"audio input {source.name} failed: {why}",
@@ -367,12 +369,13 @@ class Service:
     def _hear_the_rest(self, source: AudioSource, resampler: MonoResampler, first: bool) -> None:
         """Before a reload's reopen: the input stopped, what it heard goes through the pipeline, the resampler's
         tail too (the audio that came while the reload prepared, a model loading, was dropped at the close
-        uncounted)."""
+        uncounted); then a gap, as for a lost input: the reopened one, another device maybe, may be a while
+        coming (an open siren stayed ON through a reopen that failed, or ran on into another microphone's audio)."""
         source.stop()
         while len((block := source.read(READ_FRAMES, 0.0)).samples):
             self._take(source, block, resampler, first)
             first = False
-        self.active.outbox.publish(self.active.pipeline.process(resampler.flush()))
+        self.active.outbox.publish(self.active.pipeline.process(resampler.flush()) + self.active.pipeline.gap())
 
     def _say_mix(self, source: AudioSource, resampler: MonoResampler) -> None:
         """The channel mix as it changes (:class:`MixNews`)."""
