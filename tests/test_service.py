@@ -725,23 +725,16 @@ def test_a_reload_s_reopen_cap_applies_to_the_next_wait_for_a_lost_microphone(tm
     the daemon started with (60 s here) after a reload set `audio.reopen_max_s: 1`, until a restart."""
     import threading
 
-    from noisewatch.daemon import service as service_module
-    from noisewatch.daemon import setup as setup_module
-    from noisewatch.daemon.service import Service, Signals
     from noisewatch.daemon.sources import SourceError
 
     tried: list[float] = []
 
-    def open_source(audio, input_path, speed):
+    def missing(audio):
         tried.append(time.monotonic())
         raise SourceError(f"{audio.device!r} not found")
 
-    monkeypatch.setattr(service_module, "open_source", open_source)
-    monkeypatch.setattr(setup_module, "check_device", lambda audio: None)
-    config, out = tmp_path / "c.yaml", tmp_path / "out.jsonl"
-    config.write_text("audio:\n  device: UsbMic\n  reopen_max_s: 60\n")
-    signals = Signals()
-    service = Service(prepare(str(config), Overrides(jsonl=str(out))), signals)
+    config, _, signals, service = service_on_mic_a(tmp_path, monkeypatch, missing,
+                                                   "audio:\n  device: UsbMic\n  reopen_max_s: 60\n")
     after: list[int] = []
 
     def lower_the_cap() -> None:
