@@ -183,7 +183,8 @@ def test_windows_below_the_daemon_s_gate_are_background_not_classified(tmp_path:
     for report in (zeros, hiss_report):
         assert (report["label"], report["score"]) == ("background", 1.0), report
         assert all(w["quiet"] and w["label"] == "background" for w in report["windows"]), report
-    assert [w["quiet"] for w in loud_report["windows"]] == [True, False, False], loud_report["windows"]  # 0, 1.997, 2 s
+    assert [w["quiet"] for w in loud_report["windows"]] == [True, False], loud_report["windows"]  # 0 and 1.997 s (not
+    # 2.0 s as well: a window 3 ms after the last, its 4 s counted twice in the verdict)
 
 
 def test_a_file_below_the_model_s_rate_is_said_as_the_daemon_says_it(

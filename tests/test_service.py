@@ -688,8 +688,12 @@ def test_audio_heard_while_a_reload_prepares_is_classified_before_the_microphone
     from noisewatch.daemon import service as service_module
 
     opened: list[Named] = []
+    at_reopen: list[tuple[float, float]] = []
 
     def open_named(audio):
+        if opened:  # the reopen: what the first input delivered, and what the pipeline has taken
+            heard = opened[0]
+            at_reopen.append((heard.ring._written / heard.sample_rate, service.active.pipeline.position_s))
         opened.append(Named(repo_root / "samples" / "scene.flac", audio))
         return opened[-1]
 
@@ -718,6 +722,8 @@ def test_audio_heard_while_a_reload_prepares_is_classified_before_the_microphone
     threading.Thread(target=reopen_it, daemon=True).start()
     assert service.run() == 0
     assert len(opened) == 2 and taken == [0], (len(opened), taken)  # 0.8 s of audio left unread before
+    (delivered_s, processed_s), = at_reopen
+    assert delivered_s > 0.8 and processed_s == pytest.approx(delivered_s, abs=0.01), at_reopen  # all of it classified
 
 
 def test_a_reload_s_reopen_cap_applies_to_the_next_wait_for_a_lost_microphone(tmp_path: Path, monkeypatch) -> None:

@@ -4,7 +4,7 @@ The service is a small state machine (:class:`State`), driven by one thread, the
 
     STARTING -> LISTENING <-> AUDIO_LOST (reopening with capped backoff) -> STOPPING -> STOPPED
     STARTING -> AUDIO_LOST (no input at start: waited for) or STOPPING
-                LISTENING -> REOPENING -> LISTENING, AUDIO_LOST or STOPPING
+                LISTENING -> REOPENING -> LISTENING, AUDIO_LOST, REOPENING (another such reload) or STOPPING
 
 SIGHUP leaves LISTENING only to reopen a changed input: the new configuration is validated and its pipeline and sinks
 opened beside the running ones, then swapped in between two reads (the source keeps running, so a
@@ -101,7 +101,7 @@ class State(enum.Enum):
     STARTING = "starting"
     LISTENING = "listening"
     REOPENING = "reopening"
-    """A reload changed the live input's audio section: what opens next is said, as at start-up (the device it
+    """A reload changed what the live input is opened with (``AudioSection.opens_as``): what opens next is said, as at start-up (the device it
     named stayed unsaid: Home Assistant's Audio input kept the old one's name)."""
     AUDIO_LOST = "audio lost"
     STOPPING = "stopping"
@@ -120,7 +120,7 @@ class Ending(enum.Enum):
     STALLED = "stalled"
     """A live source delivered nothing for AUDIO_STALL_S."""
     REOPEN = "reopen"
-    """A reload changed the audio section of a live input."""
+    """A reload changed what a live input is opened with (``AudioSection.opens_as``)."""
 
 
 @dataclass
@@ -384,7 +384,7 @@ class Service:
 
     def _swap(self, source: AudioSource | None) -> bool:
         """SIGHUP: open the new set-up beside the running one and swap it in; True when the live input must
-        be reopened for a changed audio section (``source`` None: no input is open). On any failure the
+        be reopened for a change to what it is opened with (``source`` None: no input is open). On any failure the
         running set-up stays as it was."""
         self._reload.clear()
         self._notify(notify.reloading)

@@ -8,6 +8,7 @@ open; what it refuses comes back as one line per problem naming the key.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import tempfile
 import threading
@@ -270,13 +271,18 @@ def mqtt_problems(config: Config) -> list[str]:
     return problems + spool + _unwritable("mqtt.state_directory", config.mqtt.state_path, folder=True)
 
 
+SAME_THRESHOLD = 1e-9
+"""Thresholds closer than this are one: a slider's 7 x 0.05 is 0.35000000000000003, and no score tells them apart."""
+
+
 def hidden_thresholds(config: Config, overrides: Mapping[str, float]) -> list[str]:
     """A threshold edited in the config does nothing while one set from Home Assistant wins: said by ``run`` (at start
     and reload, from the thresholds in force) and ``check-config`` (from the stored ones), or the edit looks ignored."""
-    return [f"detector.thresholds.{label} = {configured:g} is not in force: {value:g}, set from Home Assistant, wins "
+    return [f"detector.thresholds.{label} = {configured!r} is not in force: {value!r}, set from Home Assistant, wins "
             f"(kept in {config.mqtt.state_path}; set it again there, or press its Reset thresholds button for the "
             "config's)" for label, value in sorted(overrides.items())
-            if (configured := config.detector.thresholds.get(label)) is not None and configured != value]
+            if (configured := config.detector.thresholds.get(label)) is not None
+            and not math.isclose(configured, value, rel_tol=0.0, abs_tol=SAME_THRESHOLD)]
 
 
 def stored_threshold_warnings(config: Config, labels: Sequence[str]) -> list[str]:

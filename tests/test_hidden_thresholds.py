@@ -1,4 +1,5 @@
-"""Review of the change a459ba9..8eab0c9 (session 52): defects confirmed by a failing test."""
+"""The warning that a threshold set from Home Assistant hides the config's (``run`` and ``check-config``): only for
+values that differ, in words that show how (found by a review)."""
 
 from __future__ import annotations
 
