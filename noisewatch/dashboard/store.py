@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from noisewatch.daemon import messages
 from noisewatch.daemon.messages import Event, Level, Scores, Started, Stats, Status
+from noisewatch.daemon.sinks.homeassistant import OFFLINE
 from noisewatch.daemon.sinks.topics import Topics
 from noisewatch.daemon.thresholds_store import ThresholdError, parse_threshold
 
@@ -33,7 +34,6 @@ LEVELS_KEPT = 720
 """level reports kept per device (12 h at the default 60 s period)"""
 SCORES_KEPT = 120
 """top-3 score reports kept per device"""
-OFFLINE = "offline"
 TEXT_KINDS = ("status", "state")
 """kinds whose payload is plain text (the others are JSON objects)"""
 MESSAGE_TYPES: dict[str, type[messages.Message]] = {
