@@ -289,3 +289,14 @@ def test_a_threshold_set_for_a_label_ignored_for_now_is_kept_for_when_it_is_watc
     assert "siren" not in caplog.text
     ignoring_siren.save({"dog_bark": 0.85})
     assert ThresholdsStore(tmp_path, ("siren", "dog_bark")).load() == {"siren": 0.5, "dog_bark": 0.85}
+
+
+def test_a_reset_forgets_the_thresholds_of_labels_ignored_at_the_time_too(tmp_path: Path) -> None:
+    """Found by a tinkering user with a real Home Assistant: a siren threshold set from the phone, ``siren`` then
+    ignored, Reset thresholds pressed ("there were none"), ``siren`` watched again: back at the phone's value,
+    hiding the config's, across restarts. A reset forgets every value set from Home Assistant."""
+    ThresholdsStore(tmp_path, ("siren", "dog_bark")).save({"siren": 0.85, "dog_bark": 0.6})
+    ignoring_siren = ThresholdsStore(tmp_path, ("dog_bark",))
+    assert ignoring_siren.load() == {"dog_bark": 0.6}
+    assert ignoring_siren.forget() == {"siren": 0.85}  # the watched ones are the caller's to name
+    assert ThresholdsStore(tmp_path, ("siren", "dog_bark")).load() == {}

@@ -82,6 +82,14 @@ class ThresholdsStore:
         checked = {self.check_label(label): check_threshold(v) for label, v in overrides.items()}
         write_json(self.path, {**self._unwatched, **checked})
 
+    def forget(self) -> dict[str, float]:
+        """Forget every stored override, of the labels not watched now too (a reset: a label ignored at the time
+        came back later with the value set from the phone, hiding the config's); returns those it forgot."""
+        forgotten = dict(self._unwatched)
+        write_json(self.path, {})
+        self._unwatched = {}
+        return forgotten
+
     def check_label(self, label: str) -> str:
         """``label`` if the model knows it; ThresholdError otherwise."""
         if label not in self.labels:

@@ -109,7 +109,7 @@ class ThresholdEntities:
             return
         forgotten = self.overrides()
         try:
-            self._store.save({})
+            forgotten |= self._store.forget()
         except OSError as exc:
             log.error("MQTT: thresholds reset but not kept (%s: %s): a restart brings those set from Home Assistant "
                       "back", self.settings.state_path, exc.strerror)
