@@ -170,15 +170,18 @@ class HomeAssistantDiscovery:
         if taken and connected:  # else subscribed to at the connect (``watch_emptied``)
             self._subscribe(taken, EMPTIED_UNWATCHED)
 
-    def old_announcement(self, topic: str, payload: bytes) -> None:
-        """An old status topic's payload: ``online`` is a live listener there; an old discovery config's: the status
-        it names, when not this listener's, is looked at too. Once every one has said something (or
-        OLD_STATUS_WAIT_S has passed: none retained), what is left there is this listener's own."""
+    def old_announcement(self, topic: str, payload: bytes, retained: bool) -> None:
+        """An old status topic's retained payload: ``online`` is a live listener there; an old discovery config's:
+        the status it names, when not this listener's, is looked at too. Once every one has said something (or
+        OLD_STATUS_WAIT_S has passed: none retained), what is left there is this listener's own. The look reads
+        what the topics hold (retained) only: an ``online`` the broker had kept for this client id's session, said
+        there by this listener itself under another device id, was taken for another listener's, and the old
+        device stayed in Home Assistant for good."""
         if payload and topic in self._emptied_configs:
             self._emptied_configs.discard(topic)  # another listener announced it since: its entity now
         check = self._old_topics_check
-        if check is None or topic not in (*check.status_topics, *check.config_topics):
-            return  # said after the look ended (or a subscription kept by the session of an earlier run)
+        if check is None or not retained or topic not in (*check.status_topics, *check.config_topics):
+            return  # said after the look ended, or a session's message (a subscription kept by an earlier run's)
         if topic in check.config_topics:
             check = self._look_at_statuses_named(check, payload)
         waiting = check.waiting - {topic}

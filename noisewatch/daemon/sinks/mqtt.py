@@ -650,7 +650,7 @@ class MqttSink:
             elif message.payload == OFFLINE.encode():
                 self._commands.put(HomeAssistantOffline(message.topic, bool(message.retain)))
         elif is_status(message.topic) or discovery_node(message.topic) is not None:  # subscribed to: its old ones
-            self._commands.put(OldAnnouncement(message.topic, bytes(message.payload)))
+            self._commands.put(OldAnnouncement(message.topic, bytes(message.payload), bool(message.retain)))
         elif message.topic.startswith(self.topics.prefix + "/"):
             self._commands.put(ThresholdCommand(message.topic, bytes(message.payload), bool(message.retain)))
 
@@ -881,7 +881,7 @@ class MqttSink:
         elif isinstance(command, ThresholdCommand):
             self._thresholds.set_from_command(command.topic, command.payload, command.retained)
         elif isinstance(command, OldAnnouncement):
-            self._ha_discovery.old_announcement(command.topic, command.payload)
+            self._ha_discovery.old_announcement(command.topic, command.payload, command.retained)
         elif isinstance(command, Ack):
             self._acknowledged(command)
         elif isinstance(command, SubAck):

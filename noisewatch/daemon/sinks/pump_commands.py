@@ -76,10 +76,12 @@ class AudioStatus:
 @dataclass(frozen=True)
 class OldAnnouncement:
     """paho: a status topic or a discovery config this listener published under before, or a status such a config
-    names, says ``payload`` (``HomeAssistantDiscovery.old_announcement``)."""
+    names, says ``payload`` (``HomeAssistantDiscovery.old_announcement``); ``retained``: what the topic holds, not
+    a message the broker kept for this client's session while it was away."""
 
     topic: str
     payload: bytes
+    retained: bool
 
 
 @dataclass(frozen=True)
