@@ -1,0 +1,142 @@
+"""A user tinkering in the first hour, watched by a real Home Assistant 2024.3.3 (marked ``homeassistant``; skipped
+without its venv).
+
+The daemon itself (``noisewatch run``) replays the bundled scene in real time, as docs/homeassistant.md's "Try it"
+does, and each step edits its config and reloads it with SIGHUP (``systemctl reload noisewatch``) or acts from Home
+Assistant, as a user does; the tests assert what Home Assistant then shows and what the log says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from home_assistant import HASS, HomeAssistant
+from mqtt_broker import HOST, Broker, wait_until
+
+pytestmark = [
+    pytest.mark.homeassistant, pytest.mark.broker, pytest.mark.slow,
+    pytest.mark.skipif(not HASS.exists(), reason=f"no Home Assistant venv at {HASS.parent.parent} "
+                       "(make it with ../shared/tools/ha-check/setup.sh)"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE = "tinker"
+ENTITY = "{}.noise_listener_tinker_{}"
+
+
+@pytest.fixture
+def home_assistant(broker: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
+    ha = HomeAssistant(tmp_path / "ha", broker.port)
+    try:
+        ha.wait_ready()
+        yield ha
+    finally:
+        ha.stop()
+
+
+class Daemon:
+    """``noisewatch run --config C --input F --speed 1`` on the sample scene looped; :meth:`reload` writes a new
+    config and sends SIGHUP, as a user editing the file and running ``systemctl reload noisewatch``."""
+
+    def __init__(self, tmp_path: Path, config: dict[str, Any], loops: int = 4) -> None:
+        self.dir = tmp_path
+        self.config_path = tmp_path / "config.yaml"
+        self.audio = tmp_path / "loop.flac"
+        if not self.audio.exists():
+            audio, rate = sf.read(REPO / "samples" / "scene.flac")
+            sf.write(self.audio, np.tile(audio, loops), rate)
+        self.log_path = tmp_path / "daemon.log"
+        self.config = config
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "noisewatch.cli", "run", "--config",
+                                          str(self.config_path), "--input", str(self.audio), "--speed", "1"],
+                                         stdout=subprocess.DEVNULL, stderr=log, env={**os.environ})
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def reload(self, config: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.log
+        before = self.log.count("configuration reloaded") + self.log.count("reload refused")
+        self.config = config
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: self.log.count("configuration reloaded") + self.log.count("reload refused")
+                          > before, 10), self.log
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def base_config(broker: Broker, tmp_path: Path, **mqtt: Any) -> dict[str, Any]:
+    return {"device_id": DEVICE, "mqtt": {"enabled": True, "host": HOST, "port": broker.port,
+                                          "spool": {"directory": str(tmp_path / "spool")}, **mqtt}}
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Daemon] = []
+
+    def make(config: dict[str, Any]) -> Daemon:
+        started.append(Daemon(tmp_path, config))
+        return started[-1]
+
+    yield make
+    for daemon in started:
+        daemon.stop()
+
+
+def test_reset_thresholds_forgets_a_threshold_of_a_label_ignored_at_the_time(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path, daemon_factory: Any) -> None:
+    """What a user saw: Siren threshold set to 0.85 from Home Assistant; then ``siren`` added to
+    ``detector.ignore`` and reloaded; then Reset thresholds pressed (the log: "thresholds set from Home Assistant
+    forgotten (there were none): the config's and the model's are in force again"); then ``siren`` taken out of
+    ``detector.ignore`` and reloaded: the Siren threshold entity came back at 0.85, not the config's 0.7, with a
+    WARNING at each reload that 0.85 "set from Home Assistant, wins", and it stayed so across restarts.
+    Expected: Reset thresholds forgets every threshold set from Home Assistant (README, docs/homeassistant.md), so
+    the config's 0.7 is in force and shown once the label is back."""
+    ha = home_assistant
+    config = base_config(broker, tmp_path)
+    config["detector"] = {"thresholds": {"siren": 0.7}}
+    daemon = daemon_factory(config)
+    number, button = ENTITY.format("number", "siren_threshold"), ENTITY.format("button", "reset_thresholds")
+    assert ha.wait_state(number, "0.7", 30), (ha.state(number), daemon.log)
+    ha.call("number", "set_value", {"entity_id": number, "value": 0.85})
+    assert ha.wait_state(number, "0.85"), ha.state(number)
+
+    ignoring = json.loads(json.dumps(config))
+    ignoring["detector"]["ignore"] = ["background", "siren"]
+    daemon.reload(ignoring)
+    assert wait_until(lambda: ha.state(number) is None, 10), ha.state(number)
+    ha.call("button", "press", {"entity_id": button})
+    assert wait_until(lambda: "thresholds set from Home Assistant forgotten" in daemon.log, 10), daemon.log
+
+    daemon.reload(config)  # siren listened for again
+    assert wait_until(lambda: ha.state(number) is not None, 10), daemon.log
+    assert ha.wait_state(number, "0.7"), (ha.state(number), daemon.log)
+    reloaded = daemon.log.split("thresholds set from Home Assistant forgotten")[-1]
+    assert "is not in force" not in reloaded, reloaded
+    assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {}
