@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,28 @@ def test_reset_thresholds_forgets_a_threshold_of_a_label_ignored_at_the_time(
     reloaded = daemon.log.split("thresholds set from Home Assistant forgotten")[-1]
     assert "is not in force" not in reloaded, reloaded
     assert json.loads((tmp_path / "state" / "thresholds.json").read_text()) == {}
+
+
+def test_a_device_renamed_under_the_same_device_name_keeps_its_entity_ids(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path, daemon_factory: Any) -> None:
+    """What a user saw: ``mqtt.homeassistant.device_name: Kitchen Pi`` set from the first run (as
+    docs/homeassistant.md advises, so ids follow the name), then ``device_id`` changed and reloaded: the old device went,
+    but every entity of the new one came back as ``binary_sensor.kitchen_pi_siren_2``, ``number.kitchen_pi_siren_
+    threshold_2``, ... (and, renamed again, back without ``_2``, then with it again): Home Assistant made the new
+    entities while the old device's, under the same names, were still there. Expected: the old device's entities are
+    gone and the new one's take the ids its name gives, ``binary_sensor.kitchen_pi_siren``, so automations and cards
+    that name them go on working (the device name, and so the ids, did not change)."""
+    ha = home_assistant
+    config = base_config(broker, tmp_path, homeassistant={"device_name": "Kitchen Pi"})
+    daemon = daemon_factory(config)
+    siren, number = "binary_sensor.kitchen_pi_siren", "number.kitchen_pi_siren_threshold"
+    assert wait_until(lambda: (ha.state(siren) or {}).get("state") in ("on", "off"), 30), (ha.state(siren), daemon.log)
+
+    renamed = json.loads(json.dumps(config))
+    renamed["device_id"] = "tinker2"
+    daemon.reload(renamed)
+    time.sleep(10)  # the new device announced, the old one's entities removed once the look at its old status ended
+    shown = sorted(s["entity_id"] for s in ha.states() if "kitchen_pi" in s["entity_id"])
+    assert siren in shown and number in shown, shown
+    assert not [entity for entity in shown if entity.endswith("_2")], shown
+    assert (ha.state(siren) or {}).get("state") in ("on", "off"), ha.state(siren)
