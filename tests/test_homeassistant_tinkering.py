@@ -166,3 +166,25 @@ def test_a_device_renamed_under_the_same_device_name_keeps_its_entity_ids(
     assert siren in shown and number in shown, shown
     assert not [entity for entity in shown if entity.endswith("_2")], shown
     assert (ha.state(siren) or {}).get("state") in ("on", "off"), ha.state(siren)
+
+
+def test_a_dashboard_link_taken_out_of_the_config_leaves_the_device_page(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path, daemon_factory: Any) -> None:
+    """What a user saw: ``mqtt.homeassistant.configuration_url: http://pi.local:8501`` set and reloaded (the device
+    page got its "Visit" link to the dashboard), then the key taken out again (the dashboard turned off) and reloaded:
+    the device page still linked to http://pi.local:8501, after the reload and after Home Assistant saved its device
+    registry. Expected, as docs/homeassistant.md says, a link to the dashboard "where one is configured": none once
+    it is not."""
+    ha = home_assistant
+    linked = base_config(broker, tmp_path, homeassistant={"configuration_url": "http://pi.local:8501"})
+    daemon = daemon_factory(linked)
+    assert ha.wait_state(ENTITY.format("binary_sensor", "audio_input"), "off", 30), daemon.log
+    daemon.reload(base_config(broker, tmp_path))
+    assert "configuration_url" in daemon.log.split("configuration reloaded")[-1], daemon.log
+    time.sleep(3)  # Home Assistant has read the changed discovery
+    assert ha.state(ENTITY.format("binary_sensor", "audio_input")) is not None
+    daemon.stop()
+    ha.stop()  # its device registry written out
+    devices = json.loads((tmp_path / "ha" / ".storage" / "core.device_registry").read_text())["data"]["devices"]
+    device = next(d for d in devices if ["mqtt", f"noisewatch_{DEVICE}"] in d["identifiers"])
+    assert device["configuration_url"] is None, device
