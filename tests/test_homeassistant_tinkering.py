@@ -188,3 +188,35 @@ def test_a_dashboard_link_taken_out_of_the_config_leaves_the_device_page(
     devices = json.loads((tmp_path / "ha" / ".storage" / "core.device_registry").read_text())["data"]["devices"]
     device = next(d for d in devices if ["mqtt", f"noisewatch_{DEVICE}"] in d["identifiers"])
     assert device["configuration_url"] is None, device
+
+
+
+def test_a_listener_started_under_its_old_device_id_removes_what_it_left_under_the_old_prefix(
+        home_assistant: HomeAssistant, broker: Broker, tmp_path: Path, daemon_factory: Any) -> None:
+    """What a user saw, tinkering: device ``barn``; then ``device_id: shed`` with ``mqtt.topic_prefix:
+    noisewatch/barn`` (the old topics kept) and reloaded; then the daemon stopped, and started as ``barn`` again
+    under ``topic_prefix: home/noise``. The log said "MQTT: noisewatch/barn/status says online: another listener has
+    taken this one's old topic prefix or device id, so the ... retained topics it left there (Home Assistant discovery
+    included) are left to that listener, not cleared" though no other listener runs (that status is retained
+    ``offline``), and Home Assistant kept the old device "Noise listener shed" beside the new one for good.
+    Expected: the old device's entities and retained topics removed, no warning about another listener."""
+    ha = home_assistant
+    config = base_config(broker, tmp_path)
+    config["device_id"] = "barn"
+    daemon = daemon_factory(config)
+    assert ha.wait_state("binary_sensor.noise_listener_barn_audio_input", "off", 30), daemon.log
+    config = json.loads(json.dumps(config))
+    config["device_id"], config["mqtt"]["topic_prefix"] = "shed", "noisewatch/barn"
+    daemon.reload(config)
+    assert ha.wait_state("binary_sensor.noise_listener_shed_audio_input", "off", 20), daemon.log
+    time.sleep(6)  # the look at the old topics ends (5 s)
+    daemon.stop()
+    config["device_id"], config["mqtt"]["topic_prefix"] = "barn", "home/noise"
+    daemon.config_path.write_text(yaml.safe_dump(config))
+    started_at = len(daemon.log)
+    daemon.start()
+    assert ha.wait_state("binary_sensor.noise_listener_barn_audio_input", "off", 30), daemon.log[started_at:]
+    time.sleep(8)  # the look at the old topics ends, the old device's entities removed
+    assert "another listener has taken" not in daemon.log[started_at:], daemon.log[started_at:]
+    left = sorted(s["entity_id"] for s in ha.states() if "noise_listener_shed" in s["entity_id"])
+    assert not left, left
