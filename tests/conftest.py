@@ -15,6 +15,7 @@ from mqtt_broker import Broker, Collector
 
 if TYPE_CHECKING:  # for the annotation only: not numpy, soundfile and the spool in every test process
     from fault_daemon import Daemon
+    from home_assistant import HomeAssistant
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("NOISEWATCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -55,6 +56,19 @@ def no_home_assistant(monkeypatch: pytest.MonkeyPatch) -> None:
     from noisewatch.daemon.sinks import homeassistant_wait
 
     monkeypatch.setattr(homeassistant_wait, "HA_RECONNECT_WAIT_S", 0.0)
+
+
+@pytest.fixture
+def home_assistant(broker: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
+    """A real Home Assistant on ``broker`` (tests/home_assistant.py), ready, in ``tmp_path``; stopped after the test."""
+    from home_assistant import HomeAssistant  # noqa: F811 - here, not in every test process
+
+    ha = HomeAssistant(tmp_path / "ha", broker.port)
+    try:
+        ha.wait_ready()
+        yield ha
+    finally:
+        ha.stop()
 
 
 @pytest.fixture

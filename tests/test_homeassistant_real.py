@@ -45,16 +45,6 @@ ENTITY = "{}.noise_listener_hatest_{}"
 
 
 @pytest.fixture
-def home_assistant(broker: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
-    ha = HomeAssistant(tmp_path / "ha", broker.port)
-    try:
-        ha.wait_ready()
-        yield ha
-    finally:
-        ha.stop()
-
-
-@pytest.fixture
 def publisher(broker: Broker) -> Iterator[mqtt.Client]:
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="nw-ha-test")
     client.connect(HOST, broker.port)

@@ -36,16 +36,6 @@ DEVICE = "tinker"
 ENTITY = "{}.noise_listener_tinker_{}"
 
 
-@pytest.fixture
-def home_assistant(broker: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
-    ha = HomeAssistant(tmp_path / "ha", broker.port)
-    try:
-        ha.wait_ready()
-        yield ha
-    finally:
-        ha.stop()
-
-
 class Daemon:
     """``noisewatch run --config C --input F --speed 1`` on the sample scene looped; :meth:`reload` writes a new
     config and sends SIGHUP, as a user editing the file and running ``systemctl reload noisewatch``."""
