@@ -153,15 +153,28 @@ def _model_checksum(tflite: Path) -> str:
         raise ValueError(f"model file {tflite} cannot be read ({exc.strerror or exc})") from None
 
 
+def threshold_value(value: object) -> float:
+    """``value`` as a label's threshold, or ValueError: a number, not a bool or text, in 0..1 (NaN and infinities
+    fail). One rule for a bundle's sidecar, the thresholds kept in the state folder and those set from Home
+    Assistant: ``float()`` took ``true`` as 1.0, the value that turns a label off, silently."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} is not a number")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"threshold {value} is outside 0..1")
+    return float(value)
+
+
 def _thresholds(given: dict[str, Any], labels: tuple[str, ...]) -> dict[str, float]:
-    """Each named label's threshold, a number in 0..1, as strict as the features' settings: ``float()`` took
-    ``true`` as 1.0 (the value that turns a label off, silently) and ``"0.5"`` as a number."""
+    """Each named label's threshold (:func:`threshold_value`)."""
+    thresholds = {}
     for label, value in given.items():
         if label not in labels:
             raise ValueError(f"thresholds name {label!r}, not one of the model's labels")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"thresholds.{label} must be a number in 0..1, not {value!r}")
-    return {label: float(value) for label, value in given.items()}
+        try:
+            thresholds[label] = threshold_value(value)
+        except ValueError:
+            raise ValueError(f"thresholds.{label} must be a number in 0..1, not {value!r}") from None
+    return thresholds
 
 
 def _from_dict(sidecar: Path, data: dict[str, Any]) -> Bundle:

@@ -505,8 +505,7 @@ class Service:
     def _report_health(self) -> None:
         """A ``stats`` message when one is due (every ``stats.interval_s``: a reload may change it), and at once when
         a sink's figures changed in a way a user waits on (:meth:`Outbox.report_wanted`)."""
-        wanted = self.active.outbox.report_wanted()
-        if self._ticks.stats_due(self.active.setup.config.stats.interval_s) or wanted:
+        if self._ticks.stats_due(self.active.setup.config.stats.interval_s) or self.active.outbox.report_wanted():
             self.active.outbox.publish([self._stats()])
 
     def _stats(self) -> Stats:

@@ -7,10 +7,10 @@ The config's ``detector.thresholds`` stay the user's file; these overrides come 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from noisewatch.bundle import threshold_value
 from noisewatch.daemon.statefile import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,12 @@ def parse_threshold(payload: bytes | str) -> float:
     return check_threshold(value)
 
 
-def check_threshold(value: float) -> float:
-    """``value`` if it is a usable threshold (finite, 0..1); ThresholdError otherwise."""
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ThresholdError(f"threshold {value} is outside 0..1")
-    return float(value)
+def check_threshold(value: object) -> float:
+    """``value`` if it is a usable threshold (:func:`~noisewatch.bundle.threshold_value`); ThresholdError otherwise."""
+    try:
+        return threshold_value(value)
+    except ValueError as exc:
+        raise ThresholdError(str(exc)) from None
 
 
 class ThresholdsStore:
@@ -69,7 +70,7 @@ class ThresholdsStore:
         self._unwatched = {}
         for label, value in data.items():
             try:
-                threshold = check_threshold(_number(value))
+                threshold = check_threshold(value)
             except ThresholdError as exc:
                 log.warning("ignoring %s in %s: %s", label, self.path, exc)
                 continue
@@ -95,9 +96,3 @@ class ThresholdsStore:
         if label not in self.labels:
             raise ThresholdError(f"unknown label {label!r}")
         return label
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ThresholdError(f"{value!r} is not a number")
-    return float(value)
